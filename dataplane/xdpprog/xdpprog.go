@@ -19,8 +19,9 @@
 //
 // Concurrency. Program and Attachment methods are for the control plane
 // (natd's setup and reload goroutines); they are serialised by a mutex and
-// never called per packet. Attach and Detach talk netlink in the calling
-// thread's network namespace.
+// never called per packet. Attach talks netlink in the calling thread's
+// network namespace and remembers it; Detach and Close switch back to that
+// namespace, so they may be called from any goroutine.
 package xdpprog
 
 import (
@@ -28,10 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,6 +126,9 @@ type Attachment struct {
 	xsks    *ebpf.Map
 	cnt     *ebpf.Map
 	progID  uint32
+	// ns is the network namespace Attach ran in; Detach switches to it, so
+	// it can never detach a same-numbered interface of another namespace.
+	ns netns.NsHandle
 }
 
 // Attach loads a collection with the given role and attaches it to ifindex
@@ -175,6 +181,11 @@ func (p *Program) Attach(ifindex int, role Role) (*Attachment, error) {
 	if err := netlink.LinkSetXdpFdWithFlags(link, a.prog.FD(), unix.XDP_FLAGS_DRV_MODE); err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("xdpprog: attach to %s (ifindex %d) in native mode: %w", link.Attrs().Name, ifindex, err)
+	}
+	if a.ns, err = netns.Get(); err != nil {
+		_ = netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
+		coll.Close()
+		return nil, fmt.Errorf("xdpprog: current netns: %w", err)
 	}
 	p.attached[ifindex] = a
 	return a, nil
@@ -280,15 +291,22 @@ func (a *Attachment) detachLocked() error {
 		return nil
 	}
 	var errs []error
-	link, err := netlink.LinkByIndex(a.ifindex)
-	switch {
-	case err != nil:
-		// Interface gone: nothing to detach from.
-	case link.Attrs().Xdp != nil && link.Attrs().Xdp.ProgId == a.progID && a.progID != 0:
-		if err := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE); err != nil {
-			errs = append(errs, fmt.Errorf("xdpprog: detach from ifindex %d: %w", a.ifindex, err))
+	err := inNetns(a.ns, func() error {
+		link, err := netlink.LinkByIndex(a.ifindex)
+		if err != nil {
+			return nil // interface gone: nothing to detach from
 		}
+		if x := link.Attrs().Xdp; x != nil && x.ProgId == a.progID && a.progID != 0 {
+			if err := netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE); err != nil {
+				return fmt.Errorf("xdpprog: detach from ifindex %d: %w", a.ifindex, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
+	a.ns.Close()
 	a.coll.Close()
 	a.coll = nil
 	delete(a.p.attached, a.ifindex)
@@ -406,4 +424,27 @@ func (p *Program) dump(m *ebpf.Map) ([]netip.Addr, error) {
 		out = append(out, netip.AddrFrom4(b))
 	}
 	return out, it.Err()
+}
+
+// inNetns runs f on a locked OS thread switched into ns, then switches back.
+// A thread that cannot be switched back stays locked, so the runtime
+// retires it with the goroutine.
+func inNetns(ns netns.NsHandle, f func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("xdpprog: current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("xdpprog: enter netns: %w", err)
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		return errors.Join(ferr, fmt.Errorf("xdpprog: restore netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
