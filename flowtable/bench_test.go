@@ -1,0 +1,280 @@
+package flowtable
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// The benchmarks compare the table against the obvious alternative, a Go map
+// behind a sync.RWMutex, in the same run:
+//
+//	go test -run XXX -bench . -benchmem ./flowtable/
+//
+// Sizes are the number of live sessions (each with two keys).
+
+var benchSizes = []int{1 << 10, 1 << 20, 10_000_000}
+
+type fixture struct {
+	tb   *Table
+	keys []Key // keys[i] is key 0 of session i
+	rw   *rwMap
+}
+
+// rwMap is the baseline: a map from key to session number under a lock.
+type rwMap struct {
+	mu sync.RWMutex
+	m  map[Key]uint32
+}
+
+func (m *rwMap) lookup(k *Key) (uint32, bool) {
+	m.mu.RLock()
+	v, ok := m.m[*k]
+	m.mu.RUnlock()
+	return v, ok
+}
+
+func (m *rwMap) insert(k0, k1 *Key, v uint32) {
+	m.mu.Lock()
+	m.m[*k0] = v
+	m.m[*k1] = v
+	m.mu.Unlock()
+}
+
+func (m *rwMap) delete(k0, k1 *Key) {
+	m.mu.Lock()
+	delete(m.m, *k0)
+	delete(m.m, *k1)
+	m.mu.Unlock()
+}
+
+var (
+	fixturesMu sync.Mutex
+	fixtures   = map[int]*fixture{}
+)
+
+// benchKey spreads sessions over 16M inside hosts, like a large CGNAT.
+func benchKey(i uint32) Key {
+	return Key{
+		Src:     [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)},
+		Dst:     [4]byte{198, 18, byte(i >> 24), byte(i * 7)},
+		SrcPort: uint16(i*2654435761>>16) | 1024,
+		DstPort: 443,
+		Proto:   6,
+	}
+}
+
+// getFixture builds (once) a table and a baseline map holding n sessions.
+// The table has 25% headroom so churn benchmarks can insert.
+func getFixture(b *testing.B, n int) *fixture {
+	fixturesMu.Lock()
+	defer fixturesMu.Unlock()
+	if f, ok := fixtures[n]; ok {
+		return f
+	}
+	// Drop bigger fixtures first so at most one 10M table is alive.
+	for k := range fixtures {
+		delete(fixtures, k)
+	}
+	runtime.GC()
+	tb := mustNew(b, n+n/4+64)
+	f := &fixture{tb: tb, keys: make([]Key, n), rw: &rwMap{m: make(map[Key]uint32, 2*n)}}
+	var e Entry
+	for i := range n {
+		k0 := benchKey(uint32(i))
+		k1 := partner(k0)
+		if tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) != Inserted {
+			b.Fatalf("fixture insert %d failed", i)
+		}
+		f.keys[i] = k0
+		f.rw.m[k0] = e.ID
+		f.rw.m[k1] = e.ID
+	}
+	fixtures[n] = f
+	return f
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1<<20:
+		return "1M"
+	default:
+		return "1k"
+	}
+}
+
+// rng is a tiny xorshift generator, so that picking a random session costs
+// a few cycles and no shared state.
+type rng uint64
+
+func (r *rng) next() uint64 {
+	x := uint64(*r)
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	*r = rng(x)
+	return x
+}
+
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range benchSizes {
+		if n > 1<<20 && testing.Short() {
+			continue
+		}
+		for _, hit := range []bool{true, false} {
+			kind := "hit"
+			if !hit {
+				kind = "miss"
+			}
+			var f *fixture
+			lookupKey := func(r *rng) Key {
+				k := f.keys[r.next()%uint64(n)]
+				if !hit {
+					k.DstPort = 80 // never inserted
+				}
+				return k
+			}
+			b.Run(fmt.Sprintf("%s/%s/flowtable/single", kind, sizeName(n)), func(b *testing.B) {
+				f = getFixture(b, n)
+				r := rng(88172645463325252)
+				var e Entry
+				found := 0
+				for b.Loop() {
+					k := lookupKey(&r)
+					if f.tb.Lookup(&k, &e) {
+						found++
+					}
+				}
+				checkFound(b, hit, found)
+			})
+			b.Run(fmt.Sprintf("%s/%s/rwmutex-map/single", kind, sizeName(n)), func(b *testing.B) {
+				f = getFixture(b, n)
+				r := rng(88172645463325252)
+				found := 0
+				for b.Loop() {
+					k := lookupKey(&r)
+					if _, ok := f.rw.lookup(&k); ok {
+						found++
+					}
+				}
+				checkFound(b, hit, found)
+			})
+			b.Run(fmt.Sprintf("%s/%s/flowtable/parallel", kind, sizeName(n)), func(b *testing.B) {
+				f = getFixture(b, n)
+				var seed atomic.Uint64
+				b.RunParallel(func(pb *testing.PB) {
+					r := rng(seed.Add(0x9e3779b97f4a7c15))
+					var e Entry
+					for pb.Next() {
+						k := lookupKey(&r)
+						f.tb.Lookup(&k, &e)
+					}
+				})
+			})
+			b.Run(fmt.Sprintf("%s/%s/rwmutex-map/parallel", kind, sizeName(n)), func(b *testing.B) {
+				f = getFixture(b, n)
+				var seed atomic.Uint64
+				b.RunParallel(func(pb *testing.PB) {
+					r := rng(seed.Add(0x9e3779b97f4a7c15))
+					for pb.Next() {
+						k := lookupKey(&r)
+						f.rw.lookup(&k)
+					}
+				})
+			})
+		}
+	}
+}
+
+func checkFound(b *testing.B, hit bool, found int) {
+	if hit && found != b.N {
+		b.Fatalf("found %d of %d", found, b.N)
+	}
+	if !hit && found != 0 {
+		b.Fatalf("found %d absent keys", found)
+	}
+}
+
+// BenchmarkLookupUnderChurn is the headline comparison: lookup hits
+// at 1M sessions from parallel readers (GOMAXPROCS of them) while one writer
+// goroutine inserts and deletes sessions as fast as it can.
+func BenchmarkLookupUnderChurn(b *testing.B) {
+	n := 1 << 20
+	var f *fixture
+	churn := func(stop *atomic.Bool, done *sync.WaitGroup, table bool) {
+		defer done.Done()
+		var e Entry
+		for i := uint32(0); !stop.Load(); i++ {
+			k0 := benchKey(uint32(n) + i%4096)
+			k1 := partner(k0)
+			if table {
+				if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) == Inserted {
+					f.tb.Delete(e.ID, e.Gen)
+				}
+			} else {
+				f.rw.insert(&k0, &k1, i)
+				f.rw.delete(&k0, &k1)
+			}
+		}
+	}
+	for _, impl := range []string{"flowtable", "rwmutex-map"} {
+		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer", impl), func(b *testing.B) {
+			f = getFixture(b, n)
+			var stop atomic.Bool
+			var done sync.WaitGroup
+			done.Add(1)
+			go churn(&stop, &done, impl == "flowtable")
+			var seed atomic.Uint64
+			b.RunParallel(func(pb *testing.PB) {
+				r := rng(seed.Add(0x9e3779b97f4a7c15))
+				var e Entry
+				for pb.Next() {
+					k := f.keys[r.next()%uint64(n)]
+					if impl == "flowtable" {
+						f.tb.Lookup(&k, &e)
+					} else {
+						f.rw.lookup(&k)
+					}
+				}
+			})
+			stop.Store(true)
+			done.Wait()
+		})
+	}
+}
+
+// BenchmarkChurn measures one session insert (both keys) plus its delete.
+func BenchmarkChurn(b *testing.B) {
+	for _, n := range []int{1 << 10, 1 << 20} {
+		var f *fixture
+		b.Run(fmt.Sprintf("%s/flowtable", sizeName(n)), func(b *testing.B) {
+			f = getFixture(b, n)
+			var e Entry
+			i := uint32(0)
+			for b.Loop() {
+				k0 := benchKey(uint32(n) + i%4096)
+				k1 := partner(k0)
+				if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) != Inserted {
+					b.Fatal("insert failed")
+				}
+				f.tb.Delete(e.ID, e.Gen)
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("%s/rwmutex-map", sizeName(n)), func(b *testing.B) {
+			f = getFixture(b, n)
+			i := uint32(0)
+			for b.Loop() {
+				k0 := benchKey(uint32(n) + i%4096)
+				k1 := partner(k0)
+				f.rw.insert(&k0, &k1, i)
+				f.rw.delete(&k0, &k1)
+				i++
+			}
+		})
+	}
+}

@@ -1,0 +1,559 @@
+// Package flowtable is the NAT session table: the structure every worker
+// consults for every packet, that several workers insert into concurrently,
+// and that the expirer and the management plane walk in the background.
+//
+// # Layout
+//
+// A Table is three preallocated, pointer-free arrays, so the garbage collector
+// never scans them and nothing is allocated after New:
+//
+//   - records: one 64-byte, cache-line-sized record per session. A record
+//     holds both keys of the session (the inside and the outside view of the
+//     flow), a last-seen tick, an engine-defined state word and two
+//     engine-defined user words.
+//   - buckets: the hash index. A bucket is one cache line: a meta word and
+//     seven slots. A slot is a packed word tag<<32 | (ref+1), where tag is the
+//     high half of the key's xxhash and ref = record<<1 | keyIndex. Each
+//     session therefore occupies two slots, one per key, and both lead to the
+//     same record.
+//   - next: the links of a lock-free free list of record numbers.
+//
+// # Concurrency
+//
+// Readers never lock and never write. Each record carries a generation
+// number: odd while the record is free or being torn down, even while it is
+// live. A reader loads the generation, copies the record, and loads the
+// generation again; only if both loads are equal and even is the copy used.
+// Keys and user words are written only while the record is not live, so a
+// validated copy is never torn, and because the reader compares the full key
+// after validation, a slot that now leads to a recycled record can cause at
+// most a miss, never a false hit.
+//
+// Writers (Insert) serialise per home bucket: an insert takes a spin bit in
+// the meta word of the home bucket of each of its keys, in bucket order, so
+// two inserts of the same key cannot both succeed. Slots themselves are
+// claimed with compare-and-swap, so inserts with different home buckets that
+// race for the same overflow slot are safe. This is the same split as DPDK's
+// rte_hash in lock-free read/write-concurrency mode: lock-free readers,
+// briefly serialised writers.
+//
+// Probe chains end with overflow counts rather than tombstones. The meta word
+// of every bucket counts the keys that were stored beyond it by a probe that
+// passed through it. A reader stops at the first bucket whose count is zero.
+// An insert raises the counts along its path before it publishes its slot,
+// and a delete clears its slot before it lowers them, so at every instant a
+// visible key's path is covered by non-zero counts. Deleted slots become
+// empty at once and are reused; the table never degrades with churn.
+//
+// Delete is claimed by a compare-and-swap of the generation from even to odd,
+// so the expirer and the management plane may race to delete the same
+// session and exactly one wins.
+//
+// # Ageing
+//
+// Every record has a last-seen tick from a coarse clock the caller reads once
+// per batch. The unit is the caller's (the NAT engine uses seconds). The
+// incremental expirer visits a bounded number of records per call and
+// removes those whose idle time has reached the timeout the caller computes
+// for each entry; it never evicts a live, non-idle session, and an Insert
+// into a full table fails rather than evicting anything (RFC 6888 REQ-11).
+package flowtable
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+const (
+	slotsPerBucket = 7
+	// maxLoad is the highest fraction of slots in use at full capacity.
+	// Bucketed probing at one half keeps almost every lookup to one cache
+	// line while costing 64*4/7 ≈ 37 bytes of index per session.
+	maxLoadNum, maxLoadDen = 1, 2
+	// MaxCapacity bounds the record numbers so that ref+1 fits in 32 bits.
+	MaxCapacity = 1 << 30
+
+	metaLock     = 1
+	metaOverflow = 2 // the overflow count lives in bits 1..63
+)
+
+// record is one session. Its size is exactly one cache line (asserted by a
+// test). All fields are atomics because readers on other cores load them
+// while the owner of a dying or newborn record stores them; on amd64 and
+// arm64 these are plain loads and stores with ordering guarantees.
+type record struct {
+	gen   atomic.Uint64
+	keys  [2][2]atomic.Uint64
+	seen  atomic.Uint32
+	state atomic.Uint32
+	user  [2]atomic.Uint64
+}
+
+type bucket struct {
+	meta  atomic.Uint64
+	slots [slotsPerBucket]atomic.Uint64
+}
+
+// Entry is a consistent copy of one session record.
+type Entry struct {
+	// ID is the record number, stable for the life of the session.
+	ID uint32
+	// Dir is the index of the key a Lookup matched (0 or 1).
+	Dir uint8
+	// Gen is the generation the copy was taken at; pass it to Delete so a
+	// recycled record is never deleted by mistake.
+	Gen uint64
+	// Keys are the session's two keys, as given to Insert.
+	Keys [2]Key
+	// Seen is the last-seen tick.
+	Seen uint32
+	// State is the engine-defined state word.
+	State uint32
+	// User holds the two engine-defined user words.
+	User [2]uint64
+}
+
+// InsertResult says how an Insert ended.
+type InsertResult uint8
+
+const (
+	// Inserted means a new session now holds both keys.
+	Inserted InsertResult = iota
+	// Exists means one of the keys already belongs to a live session; the
+	// returned entry is that session.
+	Exists
+	// Full means the table is at capacity. Nothing was evicted.
+	Full
+)
+
+func (r InsertResult) String() string {
+	switch r {
+	case Inserted:
+		return "inserted"
+	case Exists:
+		return "exists"
+	case Full:
+		return "full"
+	}
+	return "unknown"
+}
+
+// NoKey, as the second key of an Insert, makes a single-key entry: only the
+// first key is indexed. Protocol 0 never names a flow the NAT translates.
+var NoKey = Key{}
+
+// Table is the session table. All methods are safe for concurrent use,
+// except that at most one goroutine at a time may call Expire.
+type Table struct {
+	recs    []record
+	buckets []bucket
+	next    []atomic.Uint32 // free-list links, next[i] = successor+1
+	nb      uint64          // number of buckets
+
+	// head is the free list's top: (aba tag)<<32 | (record+1), 0 if empty.
+	head atomic.Uint64
+	_    [56]byte
+	live atomic.Int64
+	_    [56]byte
+
+	// Owned by the goroutine that calls Expire.
+	cursor        uint32
+	expireScratch Entry
+}
+
+// ErrCapacity reports an unusable capacity.
+var ErrCapacity = errors.New("flowtable: capacity out of range")
+
+// New returns a table that holds up to capacity sessions. All memory is
+// allocated here; the table never grows.
+func New(capacity int) (*Table, error) {
+	if capacity < 1 || capacity > MaxCapacity {
+		return nil, fmt.Errorf("%w: %d (want 1..%d)", ErrCapacity, capacity, MaxCapacity)
+	}
+	keys := uint64(capacity) * 2
+	nb := (keys*maxLoadDen + slotsPerBucket*maxLoadNum - 1) / (slotsPerBucket * maxLoadNum)
+	if nb < 2 {
+		nb = 2
+	}
+	t := &Table{
+		recs:    make([]record, capacity),
+		buckets: make([]bucket, nb),
+		next:    make([]atomic.Uint32, capacity),
+		nb:      nb,
+	}
+	// Free records have odd generations. Thread the free list so that
+	// record 0 is popped first; it makes tests and dumps easier to read.
+	for i := range t.recs {
+		t.recs[i].gen.Store(1)
+		if i+1 < capacity {
+			t.next[i].Store(uint32(i + 2))
+		}
+	}
+	t.head.Store(1)
+	return t, nil
+}
+
+// Cap returns the capacity in sessions.
+func (t *Table) Cap() int { return len(t.recs) }
+
+// Len returns the number of live sessions.
+func (t *Table) Len() int { return int(t.live.Load()) }
+
+// BytesPerSession is the memory the table holds per session of capacity:
+// the record, its share of the index (both keys included) and its free-list
+// link.
+func (t *Table) BytesPerSession() float64 {
+	const recSize, bucketSize, linkSize = 64, 64, 4
+	total := float64(len(t.recs))*(recSize+linkSize) + float64(t.nb)*bucketSize
+	return total / float64(len(t.recs))
+}
+
+// hash returns the xxhash of a packed key.
+func hash(w0, w1 uint64) uint64 {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[0:], w0)
+	binary.LittleEndian.PutUint64(b[8:], w1)
+	return xxhash.Sum64(b[:])
+}
+
+// home maps a hash to its home bucket by multiply-shift range reduction
+// (Lemire), which needs no power-of-two bucket count.
+func (t *Table) home(h uint64) uint64 {
+	return (uint64(uint32(h)) * t.nb) >> 32
+}
+
+func (t *Table) step(b uint64) uint64 {
+	b++
+	if b == t.nb {
+		b = 0
+	}
+	return b
+}
+
+func slotWord(tag uint32, id uint32, dir uint8) uint64 {
+	return uint64(tag)<<32 | uint64(id<<1|uint32(dir)) + 1
+}
+
+// Lookup finds the session holding k. It never blocks and never writes.
+func (t *Table) Lookup(k *Key, e *Entry) bool {
+	w0, w1 := k.pack()
+	h := hash(w0, w1)
+	return t.lookupHashed(w0, w1, h, e)
+}
+
+func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
+	tag := uint32(h >> 32)
+	b := t.home(h)
+	for probes := uint64(0); probes < t.nb; probes++ {
+		bk := &t.buckets[b]
+		for s := range bk.slots {
+			w := bk.slots[s].Load()
+			if w == 0 || uint32(w>>32) != tag {
+				continue
+			}
+			ref := uint32(w) - 1
+			if t.read(ref>>1, uint8(ref&1), w0, w1, e) {
+				return true
+			}
+		}
+		if bk.meta.Load()>>1 == 0 {
+			return false
+		}
+		b = t.step(b)
+	}
+	return false
+}
+
+// read copies record id into e if it is live and its key dir equals
+// (w0, w1). It is the seqlock read side.
+func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
+	r := &t.recs[id]
+	g := r.gen.Load()
+	if g&1 != 0 {
+		return false
+	}
+	a0, a1 := r.keys[0][0].Load(), r.keys[0][1].Load()
+	b0, b1 := r.keys[1][0].Load(), r.keys[1][1].Load()
+	seen, state := r.seen.Load(), r.state.Load()
+	u0, u1 := r.user[0].Load(), r.user[1].Load()
+	if r.gen.Load() != g {
+		return false
+	}
+	if dir == 0 {
+		if a0 != w0 || a1 != w1 {
+			return false
+		}
+	} else if b0 != w0 || b1 != w1 {
+		return false
+	}
+	e.ID, e.Dir, e.Gen = id, dir, g
+	e.Keys[0], e.Keys[1] = unpack(a0, a1), unpack(b0, b1)
+	e.Seen, e.State = seen, state
+	e.User[0], e.User[1] = u0, u1
+	return true
+}
+
+// Get copies the live record id into e.
+func (t *Table) Get(id uint32, e *Entry) bool {
+	if int(id) >= len(t.recs) {
+		return false
+	}
+	r := &t.recs[id]
+	g := r.gen.Load()
+	if g&1 != 0 {
+		return false
+	}
+	w := [4]uint64{r.keys[0][0].Load(), r.keys[0][1].Load(), r.keys[1][0].Load(), r.keys[1][1].Load()}
+	seen, state := r.seen.Load(), r.state.Load()
+	u0, u1 := r.user[0].Load(), r.user[1].Load()
+	if r.gen.Load() != g {
+		return false
+	}
+	e.ID, e.Dir, e.Gen = id, 0, g
+	e.Keys[0], e.Keys[1] = unpack(w[0], w[1]), unpack(w[2], w[3])
+	e.Seen, e.State = seen, state
+	e.User[0], e.User[1] = u0, u1
+	return true
+}
+
+// Touch records activity on session id at tick now. It stores only when the
+// tick changed, so a busy session dirties its cache line once per tick, not
+// once per packet. Touching a record recycled since the lookup refreshes an
+// unrelated session by at most one tick, which is harmless.
+func (t *Table) Touch(id uint32, now uint32) {
+	r := &t.recs[id]
+	if r.seen.Load() != now {
+		r.seen.Store(now)
+	}
+}
+
+// CompareAndSwapState updates the state word of session id if it is still
+// at generation gen and holds old.
+func (t *Table) CompareAndSwapState(id uint32, gen uint64, old, new uint32) bool {
+	r := &t.recs[id]
+	if r.gen.Load() != gen {
+		return false
+	}
+	return r.state.CompareAndSwap(old, new)
+}
+
+// AddUser atomically adds delta to user word i of record id and returns the
+// new value. The NAT engine keeps reference counts there.
+func (t *Table) AddUser(id uint32, i int, delta uint64) uint64 {
+	return t.recs[id].user[i].Add(delta)
+}
+
+// CompareAndSwapUser atomically replaces user word i of record id.
+func (t *Table) CompareAndSwapUser(id uint32, i int, old, new uint64) bool {
+	return t.recs[id].user[i].CompareAndSwap(old, new)
+}
+
+// LoadUser atomically loads user word i of record id.
+func (t *Table) LoadUser(id uint32, i int) uint64 {
+	return t.recs[id].user[i].Load()
+}
+
+func (t *Table) lock(b uint64) {
+	m := &t.buckets[b].meta
+	for spins := 0; ; spins++ {
+		v := m.Load()
+		if v&metaLock == 0 && m.CompareAndSwap(v, v|metaLock) {
+			return
+		}
+		if spins > 64 {
+			// The holder may have been preempted; let it run.
+			runtime.Gosched()
+		}
+	}
+}
+
+func (t *Table) unlock(b uint64) {
+	// Add, not Store: other inserters adjust the overflow count of this
+	// bucket without holding its lock.
+	t.buckets[b].meta.Add(^uint64(0))
+}
+
+// Insert adds a session with keys k0 and k1 (k1 may be NoKey), the given
+// state and user words, last seen at now. If either key already belongs to a
+// live session it returns Exists and that session in e; if the table is full
+// it returns Full. On Inserted, e holds the new session.
+func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
+	var w [2][2]uint64
+	var h [2]uint64
+	w[0][0], w[0][1] = k0.pack()
+	h[0] = hash(w[0][0], w[0][1])
+	two := k1.Proto != 0
+	hb := [2]uint64{t.home(h[0])}
+	if two {
+		w[1][0], w[1][1] = k1.pack()
+		h[1] = hash(w[1][0], w[1][1])
+		hb[1] = t.home(h[1])
+	}
+
+	// Lock the home buckets in ascending order to avoid deadlock.
+	lo, hi := hb[0], hb[1]
+	if !two || lo == hi {
+		t.lock(lo)
+		defer t.unlock(lo)
+	} else {
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		t.lock(lo)
+		defer t.unlock(lo)
+		t.lock(hi)
+		defer t.unlock(hi)
+	}
+
+	if t.lookupHashed(w[0][0], w[0][1], h[0], e) {
+		return Exists
+	}
+	if two && t.lookupHashed(w[1][0], w[1][1], h[1], e) {
+		return Exists
+	}
+	if two && w[0] == w[1] {
+		// Both keys equal would index one record twice under one key.
+		// Callers never do this; treat it as a single-key insert.
+		two = false
+	}
+	if !two {
+		w[1] = [2]uint64{}
+	}
+
+	id, ok := t.pop()
+	if !ok {
+		return Full
+	}
+	r := &t.recs[id]
+	g := r.gen.Load() // odd: free
+	r.keys[0][0].Store(w[0][0])
+	r.keys[0][1].Store(w[0][1])
+	r.keys[1][0].Store(w[1][0])
+	r.keys[1][1].Store(w[1][1])
+	r.seen.Store(now)
+	r.state.Store(state)
+	r.user[0].Store(user[0])
+	r.user[1].Store(user[1])
+	// Index both keys while the generation is still odd: a reader that
+	// finds a slot early skips the record, and a walker by ID (Expire,
+	// Range) cannot see, and so cannot delete, a half-indexed session.
+	t.place(h[0], slotWord(uint32(h[0]>>32), id, 0))
+	if two {
+		t.place(h[1], slotWord(uint32(h[1]>>32), id, 1))
+	}
+	r.gen.Store(g + 1) // live
+	t.live.Add(1)
+	e.ID, e.Dir, e.Gen = id, 0, g+1
+	e.Keys[0], e.Keys[1] = unpack(w[0][0], w[0][1]), unpack(w[1][0], w[1][1])
+	e.Seen, e.State, e.User = now, state, user
+	return Inserted
+}
+
+// place stores slot word sw in the first empty slot on the probe path of
+// hash h, raising the overflow count of every full bucket it passes first.
+//
+// It cannot fail: every key belongs to a record popped from the free list,
+// so at most 2*Cap() keys are ever placed, while the index has at least
+// 4*Cap() slots.
+func (t *Table) place(h uint64, sw uint64) {
+	b := t.home(h)
+	for {
+		bk := &t.buckets[b]
+		for s := range bk.slots {
+			if bk.slots[s].Load() == 0 && bk.slots[s].CompareAndSwap(0, sw) {
+				return
+			}
+		}
+		bk.meta.Add(metaOverflow)
+		b = t.step(b)
+	}
+}
+
+// unwind lowers the overflow counts of n buckets starting at b.
+func (t *Table) unwind(b, n uint64) {
+	for ; n > 0; n-- {
+		t.buckets[b].meta.Add(^uint64(metaOverflow - 1))
+		b = t.step(b)
+	}
+}
+
+// unplace removes slot word sw from the probe path of hash h and lowers the
+// overflow counts of the buckets before it.
+func (t *Table) unplace(h uint64, sw uint64) {
+	start := t.home(h)
+	b := start
+	for n := uint64(0); n < t.nb; n++ {
+		bk := &t.buckets[b]
+		for s := range bk.slots {
+			if bk.slots[s].Load() == sw && bk.slots[s].CompareAndSwap(sw, 0) {
+				t.unwind(start, n)
+				return
+			}
+		}
+		b = t.step(b)
+	}
+	panic("flowtable: slot of a live session is missing")
+}
+
+// Delete removes session id if it is still at generation gen. It returns
+// false if the session is gone or was recycled, or if another goroutine is
+// deleting it.
+func (t *Table) Delete(id uint32, gen uint64) bool {
+	if int(id) >= len(t.recs) || gen&1 != 0 {
+		return false
+	}
+	r := &t.recs[id]
+	if !r.gen.CompareAndSwap(gen, gen+1) {
+		return false
+	}
+	// A single-key entry stored zero words as its second key; protocol
+	// (bits 32..39 of the second word) is non-zero for every real key.
+	t.retire(id, true, r.keys[1][1].Load()>>32 != 0)
+	t.live.Add(-1)
+	return true
+}
+
+// retire unindexes a record whose generation is already odd, so no reader
+// accepts it any more, and frees it. key0 and key1 say which keys were
+// placed in the index.
+func (t *Table) retire(id uint32, key0, key1 bool) {
+	r := &t.recs[id]
+	for i, placed := range [2]bool{key0, key1} {
+		if !placed {
+			continue
+		}
+		w0, w1 := r.keys[i][0].Load(), r.keys[i][1].Load()
+		h := hash(w0, w1)
+		t.unplace(h, slotWord(uint32(h>>32), id, uint8(i)))
+	}
+	t.push(id)
+}
+
+func (t *Table) pop() (uint32, bool) {
+	for {
+		h := t.head.Load()
+		top := uint32(h)
+		if top == 0 {
+			return 0, false
+		}
+		nxt := t.next[top-1].Load()
+		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
+			return top - 1, true
+		}
+	}
+}
+
+func (t *Table) push(id uint32) {
+	for {
+		h := t.head.Load()
+		t.next[id].Store(uint32(h))
+		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+			return
+		}
+	}
+}

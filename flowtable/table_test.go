@@ -1,0 +1,589 @@
+package flowtable
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+func TestLayoutSizes(t *testing.T) {
+	if got := unsafe.Sizeof(Key{}); got != KeySize {
+		t.Errorf("sizeof(Key) = %d, want %d", got, KeySize)
+	}
+	if got := unsafe.Sizeof(record{}); got != 64 {
+		t.Errorf("sizeof(record) = %d, want one 64-byte cache line", got)
+	}
+	if got := unsafe.Sizeof(bucket{}); got != 64 {
+		t.Errorf("sizeof(bucket) = %d, want one 64-byte cache line", got)
+	}
+}
+
+// testKey returns a distinct key for every i, spread like real traffic:
+// inside hosts in 10/8, a few servers, varied ports, two protocols.
+func testKey(i uint32) Key {
+	var k Key
+	binary.BigEndian.PutUint32(k.Src[:], 0x0a000000|i>>8)
+	k.Dst = [4]byte{198, 18, 0, byte(i % 7)}
+	k.SrcPort = uint16(1024 + i&0xff)
+	k.DstPort = 443
+	k.Proto = 6
+	if i&(1<<31) != 0 {
+		k.Proto = 17
+	}
+	return k
+}
+
+// partner derives the second key of a session from its first, so that any
+// goroutine can check that both keys lead to one record. It is injective,
+// and its image (sources outside 10/8) never meets the first keys.
+func partner(k Key) Key { return k.Reverse() }
+
+func TestKeyPackRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		var k Key
+		binary.LittleEndian.PutUint32(k.Src[:], r.Uint32())
+		binary.LittleEndian.PutUint32(k.Dst[:], r.Uint32())
+		k.SrcPort, k.DstPort, k.Proto = uint16(r.Uint32()), uint16(r.Uint32()), uint8(r.Uint32())
+		w0, w1 := k.pack()
+		if got := unpack(w0, w1); got != k {
+			t.Fatalf("unpack(pack(%v)) = %v", k, got)
+		}
+		if k.Reverse().Reverse() != k {
+			t.Fatalf("Reverse is not an involution for %v", k)
+		}
+	}
+}
+
+func mustNew(t testing.TB, n int) *Table {
+	t.Helper()
+	tb, err := New(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func TestNewRejectsBadCapacity(t *testing.T) {
+	for _, n := range []int{0, -1, MaxCapacity + 1} {
+		if _, err := New(n); err == nil {
+			t.Errorf("New(%d) succeeded", n)
+		}
+	}
+}
+
+func TestInsertLookupDelete(t *testing.T) {
+	tb := mustNew(t, 64)
+	k0 := testKey(1)
+	k1 := partner(k0)
+	var e Entry
+	if tb.Lookup(&k0, &e) {
+		t.Fatal("hit in empty table")
+	}
+	if res := tb.Insert(&k0, &k1, 7, [2]uint64{11, 12}, 100, &e); res != Inserted {
+		t.Fatalf("Insert = %v", res)
+	}
+	id, gen := e.ID, e.Gen
+	for dir, k := range []Key{k0, k1} {
+		var got Entry
+		if !tb.Lookup(&k, &got) {
+			t.Fatalf("key %d not found", dir)
+		}
+		if got.ID != id || got.Gen != gen || int(got.Dir) != dir || got.Keys != [2]Key{k0, k1} ||
+			got.State != 7 || got.User != [2]uint64{11, 12} || got.Seen != 100 {
+			t.Fatalf("key %d: got %+v", dir, got)
+		}
+	}
+	// A second insert of either key reports the existing session.
+	k2 := testKey(2)
+	if res := tb.Insert(&k2, &k1, 0, [2]uint64{}, 0, &e); res != Exists || e.ID != id {
+		t.Fatalf("duplicate insert = %v id %d, want exists id %d", res, e.ID, id)
+	}
+	if tb.Lookup(&k2, &e) {
+		t.Fatal("failed insert left its other key behind")
+	}
+	if tb.Len() != 1 {
+		t.Fatalf("Len = %d", tb.Len())
+	}
+	if tb.Delete(id, gen+2) {
+		t.Fatal("Delete with wrong generation succeeded")
+	}
+	if !tb.Delete(id, gen) {
+		t.Fatal("Delete failed")
+	}
+	if tb.Delete(id, gen) {
+		t.Fatal("second Delete succeeded")
+	}
+	if tb.Lookup(&k0, &e) || tb.Lookup(&k1, &e) {
+		t.Fatal("deleted session still found")
+	}
+	if tb.Len() != 0 {
+		t.Fatalf("Len = %d", tb.Len())
+	}
+}
+
+func TestSingleKeyEntry(t *testing.T) {
+	tb := mustNew(t, 4)
+	k := testKey(3)
+	var e Entry
+	if tb.Insert(&k, &NoKey, 0, [2]uint64{1, 0}, 0, &e) != Inserted {
+		t.Fatal("insert failed")
+	}
+	if tb.Lookup(&NoKey, &e) {
+		t.Fatal("NoKey was indexed")
+	}
+	if !tb.Lookup(&k, &e) || !tb.Delete(e.ID, e.Gen) {
+		t.Fatal("single-key entry not found or not deleted")
+	}
+}
+
+func TestFullNeverEvicts(t *testing.T) {
+	// RFC 6888 REQ-11: a full table refuses new sessions and never evicts.
+	const n = 100
+	tb := mustNew(t, n)
+	var e Entry
+	for i := uint32(0); i < n; i++ {
+		k0 := testKey(i)
+		k1 := partner(k0)
+		if res := tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e); res != Inserted {
+			t.Fatalf("insert %d: %v", i, res)
+		}
+	}
+	k0 := testKey(n)
+	k1 := partner(k0)
+	if res := tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e); res != Full {
+		t.Fatalf("insert into full table = %v, want full", res)
+	}
+	for i := uint32(0); i < n; i++ {
+		k := testKey(i)
+		if !tb.Lookup(&k, &e) {
+			t.Fatalf("session %d lost after a refused insert", i)
+		}
+	}
+	if tb.Lookup(&k0, &e) || tb.Lookup(&k1, &e) {
+		t.Fatal("refused session is visible")
+	}
+}
+
+func TestTouchAndState(t *testing.T) {
+	tb := mustNew(t, 4)
+	k0 := testKey(9)
+	k1 := partner(k0)
+	var e Entry
+	tb.Insert(&k0, &k1, 1, [2]uint64{}, 5, &e)
+	tb.Touch(e.ID, 9)
+	if !tb.CompareAndSwapState(e.ID, e.Gen, 1, 2) {
+		t.Fatal("state CAS failed")
+	}
+	if tb.CompareAndSwapState(e.ID, e.Gen, 1, 3) {
+		t.Fatal("state CAS with stale old value succeeded")
+	}
+	if tb.CompareAndSwapState(e.ID, e.Gen+2, 2, 3) {
+		t.Fatal("state CAS with stale generation succeeded")
+	}
+	if got := tb.AddUser(e.ID, 1, 5); got != 5 {
+		t.Fatalf("AddUser = %d", got)
+	}
+	var got Entry
+	tb.Lookup(&k1, &got)
+	if got.Seen != 9 || got.State != 2 || got.User[1] != 5 {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestExpire(t *testing.T) {
+	tb := mustNew(t, 16)
+	var e Entry
+	timeouts := map[uint64]uint32{1: 10, 2: 100}
+	for i := uint32(0); i < 10; i++ {
+		k0 := testKey(i)
+		k1 := partner(k0)
+		class := uint64(1 + i%2)
+		tb.Insert(&k0, &k1, 0, [2]uint64{class, 0}, 1000, &e)
+	}
+	timeout := func(e *Entry) uint32 { return timeouts[e.User[0]] }
+	var gone []uint32
+	expired := func(e *Entry) { gone = append(gone, e.ID) }
+
+	if _, removed := tb.Expire(1009, tb.Cap(), timeout, expired); removed != 0 {
+		t.Fatalf("expired %d sessions one tick early", removed)
+	}
+	if _, removed := tb.Expire(1010, tb.Cap(), timeout, expired); removed != 5 {
+		t.Fatalf("expired %d sessions at their 10-tick timeout, want 5", removed)
+	}
+	if tb.Len() != 5 {
+		t.Fatalf("Len = %d", tb.Len())
+	}
+	// Refreshing a session postpones its expiry.
+	k := testKey(1) // class 2
+	tb.Lookup(&k, &e)
+	tb.Touch(e.ID, 1050)
+	if _, removed := tb.Expire(1100, tb.Cap(), timeout, expired); removed != 4 {
+		t.Fatalf("removed %d, want 4", removed)
+	}
+	if !tb.Lookup(&k, &e) {
+		t.Fatal("refreshed session expired")
+	}
+	if _, removed := tb.Expire(1150, tb.Cap(), timeout, expired); removed != 1 || tb.Len() != 0 {
+		t.Fatalf("removed %d, Len %d", removed, tb.Len())
+	}
+	if len(gone) != 10 {
+		t.Fatalf("expired callback ran %d times", len(gone))
+	}
+}
+
+func TestExpireIsIncremental(t *testing.T) {
+	tb := mustNew(t, 100)
+	var e Entry
+	for i := uint32(0); i < 100; i++ {
+		k0 := testKey(i)
+		k1 := partner(k0)
+		tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
+	}
+	timeout := func(*Entry) uint32 { return 1 }
+	total := 0
+	for range 10 {
+		visited, removed := tb.Expire(5, 10, timeout, nil)
+		if visited != 10 {
+			t.Fatalf("visited %d records with a budget of 10", visited)
+		}
+		total += removed
+	}
+	if total != 100 || tb.Len() != 0 {
+		t.Fatalf("removed %d in ten slices, Len %d", total, tb.Len())
+	}
+}
+
+func TestRangePagination(t *testing.T) {
+	tb := mustNew(t, 1000)
+	var e Entry
+	want := map[Key]bool{}
+	for i := uint32(0); i < 700; i++ {
+		k0 := testKey(i)
+		k1 := partner(k0)
+		tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
+		want[k0] = true
+	}
+	// Delete some, so pages have holes.
+	for i := uint32(0); i < 700; i += 3 {
+		k := testKey(i)
+		tb.Lookup(&k, &e)
+		tb.Delete(e.ID, e.Gen)
+		delete(want, k)
+	}
+	seen := map[Key]bool{}
+	cursor := uint32(0)
+	pages := 0
+	for int(cursor) < tb.Cap() {
+		n := 0
+		cursor = tb.Range(cursor, func(e *Entry) bool {
+			if seen[e.Keys[0]] {
+				t.Fatalf("session %v listed twice", e.Keys[0])
+			}
+			seen[e.Keys[0]] = true
+			n++
+			return n < 50
+		})
+		pages++
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("listed %d sessions, want %d", len(seen), len(want))
+	}
+	for k := range want {
+		if !seen[k] {
+			t.Fatalf("session %v not listed", k)
+		}
+	}
+	if pages < len(want)/50 {
+		t.Fatalf("only %d pages", pages)
+	}
+}
+
+// TestModel runs random operation sequences against the table and a plain
+// map and compares every observable result.
+func TestModel(t *testing.T) {
+	type sess struct {
+		k0, k1 Key
+		user   uint64
+		seen   uint32
+	}
+	for seed := uint64(0); seed < 20; seed++ {
+		r := rand.New(rand.NewPCG(seed, 99))
+		capacity := 1 + r.IntN(200)
+		tb := mustNew(t, capacity)
+		byKey := map[Key]uint32{} // key -> id
+		live := map[uint32]*sess{}
+		gens := map[uint32]uint64{}
+		now := uint32(0)
+		var e Entry
+		for op := 0; op < 5000; op++ {
+			// Keys come from a small space so that collisions, duplicates
+			// and reuse are frequent.
+			i := uint32(r.IntN(capacity * 2))
+			k0 := testKey(i)
+			k1 := partner(k0)
+			if r.IntN(4) == 0 {
+				k1 = NoKey
+			}
+			switch r.IntN(6) {
+			case 0, 1: // insert
+				_, dup0 := byKey[k0]
+				_, dup1 := byKey[k1]
+				res := tb.Insert(&k0, &k1, 0, [2]uint64{uint64(i), 0}, now, &e)
+				switch {
+				case dup0 || (k1 != NoKey && dup1):
+					if res != Exists {
+						t.Fatalf("seed %d op %d: insert of existing key = %v", seed, op, res)
+					}
+					id := byKey[k0]
+					if !dup0 {
+						id = byKey[k1]
+					}
+					if e.ID != id {
+						t.Fatalf("seed %d: exists returned id %d, want %d", seed, e.ID, id)
+					}
+				case len(live) == capacity:
+					if res != Full {
+						t.Fatalf("seed %d op %d: insert into full table = %v", seed, op, res)
+					}
+				default:
+					if res != Inserted {
+						t.Fatalf("seed %d op %d: insert = %v", seed, op, res)
+					}
+					if _, taken := live[e.ID]; taken {
+						t.Fatalf("seed %d: id %d handed out twice", seed, e.ID)
+					}
+					live[e.ID] = &sess{k0, k1, uint64(i), now}
+					gens[e.ID] = e.Gen
+					byKey[k0] = e.ID
+					if k1 != NoKey {
+						byKey[k1] = e.ID
+					}
+				}
+			case 2: // delete by key
+				id, ok := byKey[k0]
+				if !ok {
+					if tb.Lookup(&k0, &e) {
+						t.Fatalf("seed %d: lookup hit for absent key", seed)
+					}
+					continue
+				}
+				if !tb.Delete(id, gens[id]) {
+					t.Fatalf("seed %d: delete of live id %d failed", seed, id)
+				}
+				s := live[id]
+				delete(byKey, s.k0)
+				delete(byKey, s.k1)
+				delete(live, id)
+			case 3: // touch
+				if id, ok := byKey[k0]; ok {
+					tb.Touch(id, now)
+					live[id].seen = now
+				}
+			case 4: // expire a slice
+				to := uint32(r.IntN(20))
+				tb.Expire(now, 1+r.IntN(capacity), func(*Entry) uint32 { return to },
+					func(e *Entry) {
+						s, ok := live[e.ID]
+						if !ok || now-s.seen < to {
+							t.Fatalf("seed %d: expired id %d wrongly (live %v)", seed, e.ID, ok)
+						}
+						delete(byKey, s.k0)
+						delete(byKey, s.k1)
+						delete(live, e.ID)
+					})
+			case 5:
+				now += uint32(r.IntN(3))
+			}
+			// Check a random key against the model.
+			j := uint32(r.IntN(capacity * 2))
+			kq := testKey(j)
+			if r.IntN(2) == 0 {
+				kq = partner(kq)
+			}
+			id, want := byKey[kq]
+			got := tb.Lookup(&kq, &e)
+			if got != want {
+				t.Fatalf("seed %d op %d: lookup %v = %v, model %v", seed, op, kq, got, want)
+			}
+			if got {
+				s := live[id]
+				if e.ID != id || e.Keys != [2]Key{s.k0, s.k1} || e.User[0] != s.user || e.Seen != s.seen {
+					t.Fatalf("seed %d: entry %+v, model %+v id %d", seed, e, s, id)
+				}
+			}
+			if tb.Len() != len(live) {
+				t.Fatalf("seed %d: Len %d, model %d", seed, tb.Len(), len(live))
+			}
+		}
+	}
+}
+
+// TestConcurrentStress runs readers, writers and an expirer together and
+// checks the invariants: a reader never sees a key it did not ask for (no
+// false hits), both keys of a session lead to one record, a writer's pinned
+// sessions are never lost, and every record is accounted for at the end.
+func TestConcurrentStress(t *testing.T) {
+	dur := 2 * time.Second
+	if testing.Short() {
+		dur = 300 * time.Millisecond
+	}
+	const (
+		capacity = 1 << 14
+		writers  = 3
+		readers  = 3
+		perW     = 4000 // keys each writer cycles through
+		pinned   = 200  // keys per writer that are never expired
+	)
+	tb := mustNew(t, capacity)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	fail := func(format string, args ...any) {
+		if failures.Add(1) < 10 {
+			t.Errorf(format, args...)
+		}
+	}
+	keyOf := func(w, i int) Key { return testKey(uint32(w)<<20 | uint32(i)) }
+
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			var e Entry
+			for i := 0; i < pinned; i++ {
+				k0 := keyOf(w, i)
+				k1 := partner(k0)
+				if tb.Insert(&k0, &k1, 0, [2]uint64{1, 0}, 0, &e) != Inserted {
+					fail("pinned insert %d/%d failed", w, i)
+				}
+			}
+			for !stop.Load() {
+				i := pinned + r.IntN(perW-pinned)
+				k0 := keyOf(w, i)
+				k1 := partner(k0)
+				switch res := tb.Insert(&k0, &k1, 0, [2]uint64{0, 0}, 0, &e); res {
+				case Inserted, Exists:
+					if e.Keys[0] != k0 || e.Keys[1] != k1 {
+						fail("insert returned the wrong session: %+v", e)
+					}
+					if r.IntN(2) == 0 {
+						tb.Delete(e.ID, e.Gen)
+					}
+				case Full:
+				}
+				p := r.IntN(pinned)
+				pk := keyOf(w, p)
+				if !tb.Lookup(&pk, &e) {
+					fail("pinned session %d/%d lost", w, p)
+				}
+			}
+		}()
+	}
+	for rd := 0; rd < readers; rd++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(rd), 8))
+			var e, e2 Entry
+			for !stop.Load() {
+				k := keyOf(r.IntN(writers), r.IntN(perW))
+				if r.IntN(2) == 0 {
+					k = partner(k)
+				}
+				if !tb.Lookup(&k, &e) {
+					continue
+				}
+				if e.Keys[e.Dir] != k {
+					fail("false hit: asked %v got %+v", k, e)
+				}
+				k0 := e.Keys[0]
+				if e.Keys[1] != partner(k0) {
+					fail("torn record: %+v", e)
+				}
+				other := e.Keys[1-e.Dir]
+				if tb.Lookup(&other, &e2) && e2.Gen == e.Gen && e2.ID != e.ID {
+					fail("keys of one session lead to two records")
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		timeout := func(e *Entry) uint32 {
+			if e.User[0] == 1 {
+				return ^uint32(0)
+			}
+			return 0
+		}
+		for !stop.Load() {
+			tb.Expire(1, 512, timeout, nil)
+		}
+	}()
+	time.Sleep(dur)
+	stop.Store(true)
+	wg.Wait()
+
+	// Every live session is reachable by both keys, and the free list plus
+	// the live sessions account for every record.
+	live := 0
+	var e Entry
+	tb.Range(0, func(x *Entry) bool {
+		live++
+		for _, k := range x.Keys {
+			if !tb.Lookup(&k, &e) || e.ID != x.ID {
+				t.Errorf("session %d not reachable by key %v", x.ID, k)
+			}
+		}
+		return true
+	})
+	if live != tb.Len() {
+		t.Errorf("Range found %d sessions, Len says %d", live, tb.Len())
+	}
+	free := 0
+	for {
+		if _, ok := tb.pop(); !ok {
+			break
+		}
+		free++
+	}
+	if free+live != capacity {
+		t.Errorf("free %d + live %d != capacity %d: records leaked", free, live, capacity)
+	}
+	for b := range tb.buckets {
+		if tb.buckets[b].meta.Load()&metaLock != 0 {
+			t.Fatalf("bucket %d left locked", b)
+		}
+	}
+}
+
+func TestZeroAllocs(t *testing.T) {
+	tb := mustNew(t, 1024)
+	k0 := testKey(1)
+	k1 := partner(k0)
+	miss := testKey(2)
+	var e Entry
+	timeout := func(*Entry) uint32 { return 1 << 30 }
+	cases := map[string]func(){
+		"lookup-hit":  func() { tb.Lookup(&k0, &e) },
+		"lookup-miss": func() { tb.Lookup(&miss, &e) },
+		"insert-delete": func() {
+			tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
+			tb.Delete(e.ID, e.Gen)
+		},
+		"touch":  func() { tb.Touch(e.ID, 3) },
+		"expire": func() { tb.Expire(5, 64, timeout, nil) },
+	}
+	tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
+	for name, f := range cases {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocs per run", name, n)
+		}
+	}
+}
