@@ -1,0 +1,128 @@
+package checksum
+
+// Incremental update (RFC 1624).
+//
+// RFC 1624 section 2 names HC the old checksum field, C the one's-complement
+// sum of the old header (so HC = ~C), m and m' the old and new value of a
+// changed 16-bit field, and the primes the new values. RFC 1141 updated the
+// field with
+//
+//	HC' = HC + m + ~m'                     [Eqn. 2]
+//
+// which "appears to work" but, RFC 1624 section 3, "there are boundary
+// conditions under which it produces a result which differs from the one
+// obtained by checksum computation from scratch. This is due to the way zero
+// is handled in one's complement arithmetic." End-around-carry addition of
+// inputs that are not all zero never yields +0 (0x0000); it yields -0
+// (0xFFFF) instead. A checksum computed from scratch is ~C' where C' is such
+// a sum, so it is never 0xFFFF but may well be 0x0000. Eqn. 2 sums the field
+// itself, so exactly when the right answer is 0x0000 it returns 0xFFFF.
+// (Receivers accept either, but a rewritten packet would then differ from a
+// freshly built one, and for UDP 0x0000 versus 0xFFFF is not a matter of
+// taste.) RFC 1624 fixes this by summing the complement and complementing
+// once at the end, so the value that may become -0 is the sum, never the
+// field:
+//
+//	HC' = ~(C + (-m) + m')    --    [Eqn. 3]
+//	    = ~(~HC + ~m + m')
+//
+// Every Update function below is Eqn. 3 over one or more changed 16-bit
+// words. Its result equals a recomputation from scratch bit for bit whenever
+// hc was itself computed from scratch, which the tests check exhaustively.
+// Eqn. 3 also keeps a wrong checksum wrong by the same amount: a packet that
+// arrived corrupt still fails verification after the rewrite.
+//
+// The changed words must sit at even offsets from the start of the
+// checksummed data (all header fields the NAT rewrites do).
+
+// Update16 returns the checksum field hc after one 16-bit word of the
+// checksummed data (a port, an ICMP identifier, the TTL/protocol word)
+// changed from old to new. Not for UDP: use UpdateUDP16.
+func Update16(hc, old, new uint16) uint16 {
+	// RFC 1624 Eqn. 3: HC' = ~(~HC + ~m + m'). Three 16-bit terms fit in 32
+	// bits with room to spare; fold32 adds the carries back around.
+	s := uint32(^hc) + uint32(^old) + uint32(new)
+	return ^fold32(s)
+}
+
+// Update32 returns the checksum field hc after a 32-bit field (an IPv4
+// address) of the checksummed data changed from old to new. It is Eqn. 3
+// applied to both halves at once, with one fold. Not for UDP: use
+// UpdateUDP32.
+func Update32(hc uint16, old, new [4]byte) uint16 {
+	s := uint32(^hc)
+	s += addrNot(old)
+	s += addrSum(new)
+	return ^fold32(s)
+}
+
+// UpdateAddrPort returns the checksum field hc after an address and a port
+// both changed: the NAT rewrite of a TCP checksum, whose coverage includes
+// the address through the pseudo-header and the port in the header (RFC 793
+// section 3.1). One fold instead of two. Not for UDP: use UpdateUDPAddrPort.
+func UpdateAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16) uint16 {
+	// Seven 16-bit terms: at most 7*0xFFFF, far below 2^32.
+	s := uint32(^hc)
+	s += addrNot(oldAddr)
+	s += addrSum(newAddr)
+	s += uint32(^oldPort) + uint32(newPort)
+	return ^fold32(s)
+}
+
+// UDP checksum rules (RFC 768):
+//
+//   - a transmitted checksum of 0x0000 means the sender computed none; it
+//     must stay 0x0000 through any rewrite, because the receiver then skips
+//     verification, and an "updated" value would fail it;
+//   - a computed checksum of 0x0000 is transmitted as 0xFFFF.
+//
+// The UpdateUDP functions apply both rules, so a UDP checksum field is
+// always updated through them and never through the plain Update functions.
+
+// UpdateUDP16 is Update16 for a UDP checksum field.
+func UpdateUDP16(hc, old, new uint16) uint16 {
+	if hc == 0 {
+		return 0
+	}
+	return udpField(Update16(hc, old, new))
+}
+
+// UpdateUDP32 is Update32 for a UDP checksum field.
+func UpdateUDP32(hc uint16, old, new [4]byte) uint16 {
+	if hc == 0 {
+		return 0
+	}
+	return udpField(Update32(hc, old, new))
+}
+
+// UpdateUDPAddrPort is UpdateAddrPort for a UDP checksum field.
+func UpdateUDPAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16) uint16 {
+	if hc == 0 {
+		return 0
+	}
+	return udpField(UpdateAddrPort(hc, oldAddr, newAddr, oldPort, newPort))
+}
+
+// udpField maps an updated, non-absent UDP checksum to its transmitted
+// form: Eqn. 3 yields 0x0000 exactly when a recomputation would, and RFC 768
+// sends that as 0xFFFF.
+func udpField(f uint16) uint16 {
+	if f == 0 {
+		return 0xFFFF
+	}
+	return f
+}
+
+// addrSum is the sum of the two 16-bit halves of a network-order address,
+// unfolded (at most 0x1FFFE).
+func addrSum(a [4]byte) uint32 {
+	hi := uint32(a[0])<<8 | uint32(a[1])
+	lo := uint32(a[2])<<8 | uint32(a[3])
+	return hi + lo
+}
+
+// addrNot is the sum of the complements of the two 16-bit halves of a
+// network-order address, unfolded: ~m for both halves in Eqn. 3.
+func addrNot(a [4]byte) uint32 {
+	return 0x1FFFE - addrSum(a)
+}
