@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xnat/xnat/bench/lab"
+)
+
+func buildL2fwd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "l2fwd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestForwardPingAndUDP runs l2fwd in the NAT box (no NAT: the server gets a
+// route back) and sends ping, TCP and UDP from in1 to the server through it.
+func TestForwardPingAndUDP(t *testing.T) {
+	lab.Require(t)
+	bin := buildL2fwd(t)
+	for _, backend := range []string{"native", "asavie"} {
+		t.Run(backend, func(t *testing.T) {
+			n, err := lab.NewNAT(lab.WithReturnRoute())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			// Without l2fwd nothing forwards (ip_forward is off).
+			if _, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "198.18.0.2"); err == nil {
+				t.Fatal("traffic forwarded without l2fwd")
+			}
+			srvLink, err := lab.Link(n.Out, lab.HostDev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The outside peer is configured, the inside one learned.
+			cmd := lab.Command(n.Box, bin, "-in", lab.NATInside, "-out", lab.NATOutside, "-backend", backend,
+				"-out-peer", srvLink.MAC.String(),
+				"-inside", "10.0.0.0/24", "-local", "10.0.0.1,198.18.0.1", "-public", "10.0.0.2,10.0.0.3")
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			stopped := false
+			stop := func() {
+				if !stopped {
+					stopped = true
+					cmd.Process.Signal(syscall.SIGTERM)
+					cmd.Wait()
+				}
+			}
+			defer stop()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "198.18.0.2")
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no ping through l2fwd: %v\nstderr: %s", err, stderr.String())
+				}
+			}
+			if out, err := lab.Exec(n.In1, "ping", "-c", "10", "-i", "0.05", "-W", "1", "198.18.0.2"); err != nil {
+				t.Fatalf("ping: %v\n%s", err, out)
+			}
+			// The box itself still answers (XDP_PASS for local addresses).
+			if out, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "10.0.0.1"); err != nil {
+				t.Fatalf("ping box: %v\n%s", err, out)
+			}
+			srv := lab.Command(n.Out, "iperf3", "-s", "-1", "-B", "198.18.0.2")
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { srv.Process.Kill(); srv.Wait() }()
+			time.Sleep(200 * time.Millisecond)
+			out, err := lab.Exec(n.In1, "iperf3", "-c", "198.18.0.2", "-u", "-b", "20M", "-t", "1", "-J")
+			if err != nil {
+				t.Fatalf("iperf3 UDP through l2fwd: %v\n%s", err, out)
+			}
+			var res struct {
+				End struct {
+					Sum struct {
+						Packets     int     `json:"packets"`
+						LostPercent float64 `json:"lost_percent"`
+					} `json:"sum"`
+				} `json:"end"`
+			}
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("iperf3 output: %v\n%s", err, out)
+			}
+			if res.End.Sum.Packets == 0 || res.End.Sum.LostPercent > 5 {
+				t.Fatalf("UDP through l2fwd: %d packets, %.1f%% lost", res.End.Sum.Packets, res.End.Sum.LostPercent)
+			}
+			stop()
+			var sum Summary
+			if err := json.Unmarshal([]byte(stdout.String()), &sum); err != nil {
+				t.Fatalf("summary: %v\n%s\nstderr: %s", err, stdout.String(), stderr.String())
+			}
+			if sum.In2Out < 11 || sum.Out2In < 11 || len(sum.WorkerErrors) > 0 {
+				t.Fatalf("summary %+v", sum)
+			}
+			t.Logf("%s: %+v; UDP %d packets %.2f%% lost", backend, sum, res.End.Sum.Packets, res.End.Sum.LostPercent)
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	if _, err := parseFlags([]string{"-in", "a"}); err == nil {
+		t.Fatal("missing -out accepted")
+	}
+	if _, err := parseFlags([]string{"-in", "a", "-out", "b", "-backend", "dpdk"}); err == nil {
+		t.Fatal("bad backend accepted")
+	}
+	c, err := parseFlags([]string{"-in", "a", "-out", "b", "-in-peer", "02:00:00:00:00:01", "-public", "10.0.0.2", "-cpus", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.inPeer.String() != "02:00:00:00:00:01" || len(c.public) != 1 || c.cpus[0] != 1 || c.batch != 64 {
+		t.Fatalf("parsed %+v", c)
+	}
+}
