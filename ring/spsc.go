@@ -1,0 +1,119 @@
+package ring
+
+// SPSC is a bounded FIFO ring for one producer goroutine and one consumer
+// goroutine.
+//
+// EnqueueBurst, EnqueueBulk and Enqueue may be called by one goroutine at a
+// time (the producer); DequeueBurst, DequeueBulk and Dequeue by one
+// goroutine at a time (the consumer). The producer and the consumer may be
+// the same goroutine. Len, Cap and Free may be called from any goroutine.
+// Neither side ever waits for the other.
+type SPSC[T any] struct {
+	_    pad
+	s    slots[T]
+	_    pad
+	prod single // producer-owned; prod.tail is loaded by the consumer
+	_    pad
+	cons single // consumer-owned; cons.tail is loaded by the producer
+	_    pad
+}
+
+// NewSPSC returns an empty ring holding up to capacity values. capacity must
+// be a power of two between 1 and MaxCapacity.
+func NewSPSC[T any](capacity int) (*SPSC[T], error) {
+	return newSPSCAt[T](capacity, 0)
+}
+
+// newSPSCAt starts both indices at start, so tests can exercise wraparound.
+func newSPSCAt[T any](capacity int, start uint64) (*SPSC[T], error) {
+	if err := checkCapacity(capacity); err != nil {
+		return nil, err
+	}
+	q := &SPSC[T]{}
+	q.s.init(capacity)
+	q.prod.init(start, start+q.s.size)
+	q.cons.init(start, start)
+	return q, nil
+}
+
+// EnqueueBurst appends as many values of src as fit and returns how many it
+// appended (src[:n]). Producer only.
+func (q *SPSC[T]) EnqueueBurst(src []T) int {
+	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), false)
+	if n == 0 {
+		return 0
+	}
+	q.s.put(q.prod.pos, src[:n])
+	q.prod.publish(n)
+	return int(n)
+}
+
+// EnqueueBulk appends all of src and returns true, or appends nothing and
+// returns false if they do not all fit. An empty src succeeds. Producer only.
+func (q *SPSC[T]) EnqueueBulk(src []T) bool {
+	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), true)
+	if n == 0 {
+		return len(src) == 0
+	}
+	q.s.put(q.prod.pos, src)
+	q.prod.publish(n)
+	return true
+}
+
+// Enqueue appends v and returns true, or returns false if the ring is full.
+// Producer only.
+func (q *SPSC[T]) Enqueue(v T) bool {
+	if q.prod.reserve(&q.cons.tail, q.s.size, 1, true) == 0 {
+		return false
+	}
+	q.s.buf[q.prod.pos&q.s.mask] = v
+	q.prod.publish(1)
+	return true
+}
+
+// DequeueBurst removes up to len(dst) values into dst[:n] and returns n.
+// Consumer only.
+func (q *SPSC[T]) DequeueBurst(dst []T) int {
+	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), false)
+	if n == 0 {
+		return 0
+	}
+	q.s.take(q.cons.pos, dst[:n])
+	q.cons.publish(n)
+	return int(n)
+}
+
+// DequeueBulk fills all of dst and returns true, or removes nothing and
+// returns false if the ring holds fewer than len(dst) values. An empty dst
+// succeeds. Consumer only.
+func (q *SPSC[T]) DequeueBulk(dst []T) bool {
+	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), true)
+	if n == 0 {
+		return len(dst) == 0
+	}
+	q.s.take(q.cons.pos, dst)
+	q.cons.publish(n)
+	return true
+}
+
+// Dequeue removes and returns the oldest value, or reports false if the ring
+// is empty. Consumer only.
+func (q *SPSC[T]) Dequeue() (v T, ok bool) {
+	if q.cons.reserve(&q.prod.tail, 0, 1, true) == 0 {
+		return v, false
+	}
+	v = q.s.takeOne(q.cons.pos)
+	q.cons.publish(1)
+	return v, true
+}
+
+// Len returns the number of values in the ring. From the consumer it is a
+// lower bound on what DequeueBulk will find; from elsewhere it is a snapshot.
+func (q *SPSC[T]) Len() int { return length(&q.cons.tail, &q.prod.tail, q.s.size) }
+
+// Cap returns the capacity given to NewSPSC.
+func (q *SPSC[T]) Cap() int { return int(q.s.size) }
+
+// Free returns Cap() - Len(). From the producer it is a lower bound on the
+// room EnqueueBulk will find; from elsewhere it is a snapshot.
+func (q *SPSC[T]) Free() int { return int(q.s.size) - q.Len() }
