@@ -38,14 +38,13 @@ const (
 	Filtered           // inbound packet refused by the filtering behaviour (RFC 4787 REQ-8)
 	PortExhausted      // no free external port in the subscriber's address
 	AddressExhausted   // no pool address could be paired with a new subscriber
-	SubscriberSessions // per-subscriber session limit (RFC 6888 REQ-4)
-	SubscriberPorts    // per-subscriber port limit (RFC 6888 REQ-5)
+	SubscriberSessions // per-subscriber session limit (RFC 6888 REQ-5)
+	SubscriberPorts    // per-subscriber port limit (RFC 6888 REQ-4)
 	TableFull          // session table at capacity; no eviction (RFC 6888 REQ-11)
 	NotInside          // inside-side packet whose source is outside every inside prefix
 	FragCacheFull      // out-of-order fragment cache full (RFC 4787 REQ-14)
 	FragTimeout        // fragment held past the reassembly-free cache timeout
 	FragNeeded         // DF set and larger than the egress MTU; ICMP sent back
-	ICMPRateLimited    // an ICMP error we would have generated was rate-limited
 	Contention         // a mapping was being torn down concurrently; retry bound reached
 
 	// Forwarding and I/O (dataplane/pipeline, dataplane/neigh, ports).
@@ -89,7 +88,6 @@ var names = [NumReasons]string{
 	FragCacheFull:       "frag_cache_full",
 	FragTimeout:         "frag_timeout",
 	FragNeeded:          "frag_needed",
-	ICMPRateLimited:     "icmp_rate_limited",
 	Contention:          "contention",
 	NoRoute:             "no_route",
 	NeighPending:        "neigh_pending_overflow",

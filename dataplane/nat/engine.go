@@ -1,0 +1,680 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xnat/xnat/flowtable"
+)
+
+// Clock is the engine's time source. Tests use a fake one.
+type Clock interface{ Now() time.Time }
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// Options are fixed for the life of an Engine.
+type Options struct {
+	// Workers is the number of workers that will translate packets; the
+	// external port space of every address is dealt out among them.
+	Workers int
+	// Clock defaults to the wall clock.
+	Clock Clock
+	// EventRing is the capacity of each producer's event ring (a power of
+	// two); default 4096.
+	EventRing int
+}
+
+// addrState is one external address: its ports per protocol and the number
+// of subscribers paired with it. It lives as long as the engine, even after
+// the address leaves the configuration, because mappings may still hold its
+// ports.
+type addrState struct {
+	addr  [4]byte
+	ports [NumProtos]portSet
+	subs  atomic.Int32
+}
+
+// Engine is the NAT state shared by all workers: tables, external ports and
+// the configuration snapshot. Workers use it without locks; configuration
+// changes, expiry and operator deletes are serialised by an internal mutex
+// that the packet path never takes.
+type Engine struct {
+	snap atomic.Pointer[Snapshot]
+
+	sessions *flowtable.Table
+	bindings *flowtable.Table // endpoint-independent mappings
+	subs     *flowtable.Table // subscribers (inside addresses)
+	perms    *flowtable.Table // address-dependent filter permissions
+
+	clock    Clock
+	epoch    time.Time
+	nworkers int
+	seed     maphash.Seed
+
+	// ctl serialises everything that is not the packet path.
+	ctl       sync.Mutex
+	addrs     []*addrState // registry, append-only; published in snapshots
+	addrIndex map[[4]byte]uint32
+	held      []heldPort // hold-down FIFO, ordered by until
+	heldHead  int
+	ctlEvents *eventRing
+	workers   []*Worker
+	fwdClaims map[fwdKey]bool // forward ports claimed in their portSet
+	expired   [NumProtos]atomic.Uint64
+	deletedOp atomic.Uint64
+	evDropped atomic.Uint64 // control-plane events dropped
+	evCap     int
+}
+
+type heldPort struct {
+	until uint32
+	addr  uint32
+	port  uint16
+	proto Proto
+}
+
+// New creates an engine with the given configuration. Table capacities come
+// from cfg.Limits and are fixed for the engine's life.
+func New(cfg Config, opts Options) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Workers < 1 || opts.Workers > 255 {
+		return nil, fmt.Errorf("nat: %d workers, want 1..255", opts.Workers)
+	}
+	if opts.Clock == nil {
+		opts.Clock = wallClock{}
+	}
+	if opts.EventRing == 0 {
+		opts.EventRing = 4096
+	}
+	e := &Engine{
+		clock:     opts.Clock,
+		nworkers:  opts.Workers,
+		seed:      maphash.MakeSeed(),
+		addrIndex: map[[4]byte]uint32{},
+		fwdClaims: map[fwdKey]bool{},
+		evCap:     opts.EventRing,
+	}
+	e.epoch = e.clock.Now()
+	var err error
+	l := cfg.Limits
+	if e.sessions, err = flowtable.New(l.MaxSessions); err != nil {
+		return nil, err
+	}
+	// Each session has at most one binding and one filter permission.
+	if e.bindings, err = flowtable.New(l.MaxSessions); err != nil {
+		return nil, err
+	}
+	if e.perms, err = flowtable.New(l.MaxSessions); err != nil {
+		return nil, err
+	}
+	if e.subs, err = flowtable.New(l.MaxSubscribers); err != nil {
+		return nil, err
+	}
+	e.ctlEvents = newEventRing(opts.EventRing)
+	if err := e.apply(cfg, [NumSides]Link{}); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Snapshot returns the configuration in force.
+func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
+
+// Tick converts a time to the session table's millisecond tick.
+func (e *Engine) Tick(t time.Time) uint32 { return uint32(t.Sub(e.epoch) / time.Millisecond) }
+
+// tickTime converts a tick back to wall time.
+func (e *Engine) tickTime(t uint32) time.Time {
+	return e.epoch.Add(time.Duration(t) * time.Millisecond)
+}
+
+// ApplyConfig validates cfg and publishes it atomically. On error nothing
+// changes. Established sessions survive: they carry their own translation;
+// addresses removed from the pools stop taking new subscribers but keep
+// serving the mappings they hold.
+func (e *Engine) ApplyConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	old := e.snap.Load()
+	if cfg.Limits.MaxSessions != old.Config.Limits.MaxSessions ||
+		cfg.Limits.MaxSubscribers != old.Config.Limits.MaxSubscribers {
+		return &FieldError{Field: "limits.max_sessions", Reason: "table sizes cannot change at run time; restart to resize"}
+	}
+	return e.apply(cfg, old.Links)
+}
+
+// SetLinks publishes the appliance's own interface addresses and MTUs.
+func (e *Engine) SetLinks(links [NumSides]Link) error {
+	for s, l := range links {
+		if l.Addr.IsValid() && !l.Addr.Is4() {
+			return fmt.Errorf("nat: %s link address %s is not IPv4", Side(s), l.Addr)
+		}
+		if l.MTU != 0 && (l.MTU < 576 || l.MTU > 9216) {
+			return fmt.Errorf("nat: %s link MTU %d out of range 576..9216", Side(s), l.MTU)
+		}
+	}
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	return e.apply(e.snap.Load().Config, links)
+}
+
+// apply compiles and publishes a snapshot. Called with ctl held (or before
+// the engine is shared).
+func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
+	s := &Snapshot{
+		Config:    cfg,
+		Links:     links,
+		poolIndex: map[[4]byte]uint32{},
+		staticIn:  map[[4]byte][4]byte{},
+		staticOut: map[[4]byte][4]byte{},
+		fwdIn:     map[fwdKey]fwdRule{},
+		fwdOut:    map[fwdKey]fwdRule{},
+		public:    map[[4]byte]struct{}{},
+		ports:     cfg.Ports,
+	}
+	if old := e.snap.Load(); old != nil {
+		s.Generation = old.Generation + 1
+	} else {
+		s.Generation = 1
+	}
+	for _, p := range cfg.InsidePrefixes {
+		mask := ^uint32(0) << (32 - p.Bits())
+		if p.Bits() == 0 {
+			mask = 0
+		}
+		s.inside = append(s.inside, prefix4{be32(p.Addr().As4()) & mask, mask})
+	}
+	for _, pool := range cfg.Pools {
+		for _, p := range pool.Addresses {
+			for a := range prefixAddrs(p.Masked()) {
+				b := a.As4()
+				idx := e.register(b)
+				s.pool = append(s.pool, idx)
+				s.poolIndex[b] = idx
+				s.public[b] = struct{}{}
+			}
+		}
+	}
+	for _, m := range cfg.StaticMappings {
+		in, out := m.Inside.As4(), m.Outside.As4()
+		s.staticIn[in] = out
+		s.staticOut[out] = in
+		s.public[out] = struct{}{}
+	}
+	for _, f := range cfg.PortForwards {
+		r := fwdRule{
+			inAddr: f.Inside.Addr().As4(), outAddr: f.Outside.Addr().As4(),
+			inPort: f.Inside.Port(), outPort: f.Outside.Port(), proto: f.Proto,
+		}
+		s.fwdIn[fwdKey{addr: r.inAddr, port: r.inPort, proto: uint8(r.proto)}] = r
+		s.fwdOut[fwdKey{addr: r.outAddr, port: r.outPort, proto: uint8(r.proto)}] = r
+		s.public[r.outAddr] = struct{}{}
+	}
+	for p := range s.lowPorts {
+		s.lowPorts[p] = cfg.Ports[p].Min < 1024
+	}
+	t := cfg.Timeouts
+	s.tcpEst, s.tcpTrans, s.udp, s.icmp = ms(t.TCPEstablished), ms(t.TCPTransitory), ms(t.UDP), ms(t.ICMP)
+	s.hold, s.frag = ms(t.PortHoldDown), ms(t.Fragment)
+	for i, l := range links {
+		if l.Addr.IsValid() {
+			s.linkAddr[i] = l.Addr.As4()
+		}
+		s.mtu[i] = l.MTU
+		if s.mtu[i] == 0 {
+			s.mtu[i] = 1500
+		}
+	}
+	e.claimForwards(s)
+	s.addrs = e.addrs
+	e.snap.Store(s)
+	return nil
+}
+
+// register returns the registry index of external address a, adding it.
+func (e *Engine) register(a [4]byte) uint32 {
+	if idx, ok := e.addrIndex[a]; ok {
+		return idx
+	}
+	idx := uint32(len(e.addrs))
+	e.addrs = append(e.addrs, &addrState{addr: a})
+	e.addrIndex[a] = idx
+	return idx
+}
+
+// claimForwards keeps the external ports of port-forward rules on pool
+// addresses out of dynamic allocation: the rule itself owns the port. Ports
+// of removed rules are released (with hold-down).
+func (e *Engine) claimForwards(s *Snapshot) {
+	want := map[fwdKey]bool{}
+	for k := range s.fwdOut {
+		if _, ok := s.poolIndex[k.addr]; ok {
+			want[k] = true
+		}
+	}
+	for k := range e.fwdClaims {
+		if !want[k] {
+			idx := e.addrIndex[k.addr]
+			if e.addrs[idx].ports[k.proto].release(k.port, true) {
+				e.hold(idx, Proto(k.proto), k.port, e.Tick(e.clock.Now()), s.hold)
+			}
+			delete(e.fwdClaims, k)
+		}
+	}
+	for k := range want {
+		if e.fwdClaims[k] {
+			continue
+		}
+		ps := &e.addrs[e.addrIndex[k.addr]].ports[k.proto]
+		// If a dynamic mapping holds the port, share it: the rule wins for
+		// new inbound flows, and the port returns to the pool only when
+		// both the mapping and the rule are gone.
+		if !ps.claimFree(k.port) && !ps.share(k.port) {
+			forceOwner(ps, k.port)
+		}
+		e.fwdClaims[k] = true
+	}
+}
+
+// forceOwner adds an owner to a port that is in hold-down.
+func forceOwner(ps *portSet, p uint16) {
+	w, sh := ps.load(p)
+	for {
+		v := w.Load()
+		st := (v >> sh) & 0xffff
+		nst := st&portMaxOwner + 1 // leaves hold-down; the FIFO entry's unhold is skipped
+		if w.CompareAndSwap(v, v&^(0xffff<<sh)|nst<<sh) {
+			return
+		}
+	}
+}
+
+// hold queues port p of address idx for release after the hold-down time
+// (RFC 6888 REQ-8). Called with ctl held.
+func (e *Engine) hold(idx uint32, proto Proto, p uint16, now, holdMs uint32) {
+	if holdMs == 0 {
+		e.addrs[idx].ports[proto].unhold(p)
+		return
+	}
+	e.held = append(e.held, heldPort{until: now + holdMs, addr: idx, port: p, proto: proto})
+}
+
+// releaseHeld ends the hold-down of ports whose time has come. Called with
+// ctl held.
+func (e *Engine) releaseHeld(now uint32) int {
+	n := 0
+	for e.heldHead < len(e.held) {
+		h := e.held[e.heldHead]
+		if int32(now-h.until) < 0 {
+			break
+		}
+		ps := &e.addrs[h.addr].ports[h.proto]
+		if _, held := ps.state(h.port); held {
+			ps.unhold(h.port)
+		}
+		e.heldHead++
+		n++
+	}
+	if e.heldHead > 1024 && e.heldHead*2 > len(e.held) {
+		e.held = append(e.held[:0], e.held[e.heldHead:]...)
+		e.heldHead = 0
+	}
+	return n
+}
+
+// Housekeep runs one round of background maintenance at the current time:
+// it expires idle sessions, visiting budget records of the session table,
+// and ends the hold-down of freed ports whose time has come. natd calls it
+// from one goroutine every 100 ms or so; tests call it with a fake clock.
+func (e *Engine) Housekeep(budget int) (expired int) {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	now := e.Tick(e.clock.Now())
+	s := e.snap.Load()
+	_, expired = e.sessions.Expire(now, budget,
+		func(x *flowtable.Entry) uint32 { return s.timeout(x.Keys[0].Proto, x.State) },
+		func(x *flowtable.Entry) { e.cleanup(x, DeletedIdle, now, s) })
+	e.releaseHeld(now)
+	return expired
+}
+
+// HousekeepBudget is the number of session records Housekeep should visit
+// per call so that a call every interval sweeps the whole table in about
+// sweep.
+func (e *Engine) HousekeepBudget(interval, sweep time.Duration) int {
+	n := int(int64(e.sessions.Cap()) * int64(interval) / int64(sweep))
+	if n < 1024 {
+		n = 1024
+	}
+	return n
+}
+
+// Run calls Housekeep every interval until stop is closed.
+func (e *Engine) Run(stop <-chan struct{}, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	budget := e.HousekeepBudget(interval, 2*time.Second)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			e.Housekeep(budget)
+		}
+	}
+}
+
+// Session user words (see flowtable.Entry.User):
+//
+//	User[0]: bits 0..31 binding record + 1 (endpoint-independent mapping)
+//	         bits 32..63 subscriber record + 1
+//	User[1]: bits 0..31 filter permission record + 1 (address-dependent filtering)
+//	         bits 32..47 registry index + 1 of the address whose port the
+//	         session owns itself (address-and-port-dependent mapping)
+//	         bits 48..55 worker that created the session
+func sessUser(binding, sub, perm, ownAddr uint32, worker uint8) [2]uint64 {
+	return [2]uint64{
+		uint64(binding) | uint64(sub)<<32,
+		uint64(perm) | uint64(ownAddr)<<32 | uint64(worker)<<48,
+	}
+}
+
+// Reference-counted entries (bindings, subscribers, permissions) keep their
+// count in User[1]. refDead marks an entry whose count reached zero and that
+// its last owner is deleting; nobody may take a reference to it any more.
+const refDead = 1 << 63
+
+// subRefs packs a subscriber's sessions (low half) and ports (high half).
+func subRefs(sessions, ports uint64) uint64 { return sessions | ports<<32 }
+
+// acquireRef adds delta to the count of live entry x unless it is dying or
+// check refuses the new count. It reports ok, and dying when x was dying
+// (the caller may retry after it disappears).
+func acquireRef(t *flowtable.Table, x *flowtable.Entry, delta uint64, check func(old uint64) bool) (ok, dying bool) {
+	for {
+		v := t.LoadUser(x.ID, 1)
+		if v&refDead != 0 {
+			return false, true
+		}
+		if check != nil && !check(v) {
+			return false, false
+		}
+		if t.CompareAndSwapUser(x.ID, 1, v, v+delta) {
+			break
+		}
+	}
+	// The record may have been recycled between the lookup and the CAS:
+	// then we counted a reference on someone else's entry. Undo it.
+	var now flowtable.Entry
+	if !t.Get(x.ID, &now) || now.Gen != x.Gen || now.Keys != x.Keys {
+		releaseRef(t, x.ID, delta)
+		return false, true
+	}
+	return true, false
+}
+
+// releaseRef subtracts delta from entry id's count. When the count reaches
+// zero it marks the entry dead, deletes it from the table and returns its
+// last copy with last = true; the caller releases what it owned.
+func releaseRef(t *flowtable.Table, id uint32, delta uint64) (x flowtable.Entry, last bool) {
+	for {
+		v := t.LoadUser(id, 1)
+		if v&refDead != 0 || v < delta {
+			panic("nat: reference count underflow")
+		}
+		nv := v - delta
+		if nv == 0 {
+			nv = refDead
+		}
+		if t.CompareAndSwapUser(id, 1, v, nv) {
+			if nv != refDead {
+				return x, false
+			}
+			break
+		}
+	}
+	if !t.Get(id, &x) || !t.Delete(id, x.Gen) {
+		panic("nat: dead entry vanished before its owner deleted it")
+	}
+	return x, true
+}
+
+// cleanup releases what a deleted session held: its binding (and with the
+// last session of a binding, the external port, into hold-down), its own
+// port, its subscriber's counts and its filter permission. Called with ctl
+// held, after the session was deleted from the table.
+func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Snapshot) {
+	proto, _ := protoIndex(x.Keys[0].Proto)
+	binding := uint32(x.User[0])
+	sub := uint32(x.User[0] >> 32)
+	perm := uint32(x.User[1])
+	ownAddr := uint32(x.User[1]>>32) & 0xffff
+	portsFreed := uint64(0)
+	if binding != 0 {
+		if b, last := releaseRef(e.bindings, binding-1, 1); last {
+			idx := uint32(b.User[0] >> 32)
+			if e.addrs[idx].ports[proto].release(b.Keys[1].DstPort, true) {
+				e.hold(idx, proto, b.Keys[1].DstPort, now, s.hold)
+			}
+			portsFreed++
+		}
+	}
+	if ownAddr != 0 {
+		if e.addrs[ownAddr-1].ports[proto].release(x.Keys[1].DstPort, true) {
+			e.hold(ownAddr-1, proto, x.Keys[1].DstPort, now, s.hold)
+		}
+		portsFreed++
+	}
+	if sub != 0 {
+		e.releaseSub(sub-1, subRefs(1, portsFreed), now)
+	}
+	if perm != 0 {
+		releaseRef(e.perms, perm-1, 1)
+	}
+	if why == DeletedIdle {
+		e.expired[proto].Add(1)
+	}
+	e.ctlEvent(Event{
+		Type: SessionDeleted, Proto: proto, Reason: uint8(why),
+		UnixNano: e.tickTime(now).UnixNano(),
+	}, x, s)
+}
+
+// releaseSub drops counts from subscriber sub and, with the last one,
+// releases its address pairing (control plane, ctl held).
+func (e *Engine) releaseSub(sub uint32, delta uint64, now uint32) {
+	if x, last := releaseRef(e.subs, sub, delta); last {
+		idx := uint32(x.User[0])
+		e.addrs[idx].subs.Add(-1)
+		ev := Event{Type: AddressReleased, UnixNano: e.tickTime(now).UnixNano(), InsideAddr: x.Keys[0].Src, OutsideAddr: e.addrs[idx].addr}
+		e.pushCtl(ev)
+	}
+}
+
+// ctlEvent fills the endpoints of a session event and queues it.
+func (e *Engine) ctlEvent(ev Event, x *flowtable.Entry, s *Snapshot) {
+	fillEndpoints(&ev, x, s.Config.LogDestinations)
+	e.pushCtl(ev)
+}
+
+func (e *Engine) pushCtl(ev Event) {
+	if !e.ctlEvents.q.Enqueue(ev) {
+		e.evDropped.Add(1)
+	}
+}
+
+// fillEndpoints copies a session's inside, outside and (if logged) remote
+// endpoints into an event.
+func fillEndpoints(ev *Event, x *flowtable.Entry, logRemote bool) {
+	in, out := &x.Keys[0], &x.Keys[1]
+	ev.InsideAddr, ev.InsidePort = in.Src, in.SrcPort
+	ev.OutsideAddr, ev.OutsidePort = out.Dst, out.DstPort
+	if logRemote {
+		ev.RemoteAddr, ev.RemotePort = in.Dst, in.DstPort
+	}
+}
+
+// ErrNotFound is returned for a session that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// SessionFilter selects sessions for listing and flushing. Zero fields match
+// everything.
+type SessionFilter struct {
+	Proto       *Proto
+	InsideAddr  netip.Addr
+	InsidePort  uint16
+	OutsideAddr netip.Addr
+	OutsidePort uint16
+	RemoteAddr  netip.Addr
+}
+
+func (f *SessionFilter) match(x *flowtable.Entry) bool {
+	in, out := &x.Keys[0], &x.Keys[1]
+	if f.Proto != nil && f.Proto.Number() != in.Proto {
+		return false
+	}
+	if f.InsideAddr.IsValid() && f.InsideAddr.As4() != in.Src {
+		return false
+	}
+	if f.InsidePort != 0 && f.InsidePort != in.SrcPort {
+		return false
+	}
+	if f.OutsideAddr.IsValid() && f.OutsideAddr.As4() != out.Dst {
+		return false
+	}
+	if f.OutsidePort != 0 && f.OutsidePort != out.DstPort {
+		return false
+	}
+	if f.RemoteAddr.IsValid() && f.RemoteAddr.As4() != in.Dst {
+		return false
+	}
+	return true
+}
+
+// Session is the management view of one session.
+type Session struct {
+	ID       uint32
+	Gen      uint64
+	Proto    Proto
+	Inside   netip.AddrPort
+	Outside  netip.AddrPort
+	Remote   netip.AddrPort
+	State    string
+	Kind     string
+	Hairpin  bool
+	Inbound  bool
+	LastSeen time.Time
+	Timeout  time.Duration
+}
+
+func (e *Engine) view(x *flowtable.Entry, s *Snapshot) Session {
+	in, out := &x.Keys[0], &x.Keys[1]
+	proto, _ := protoIndex(in.Proto)
+	v := Session{
+		ID:       x.ID,
+		Gen:      x.Gen,
+		Proto:    proto,
+		Inside:   netip.AddrPortFrom(netip.AddrFrom4(in.Src), in.SrcPort),
+		Outside:  netip.AddrPortFrom(netip.AddrFrom4(out.Dst), out.DstPort),
+		Remote:   netip.AddrPortFrom(netip.AddrFrom4(in.Dst), in.DstPort),
+		Hairpin:  x.State&stHairpin != 0,
+		Inbound:  x.State&stInbound != 0,
+		LastSeen: e.tickTime(x.Seen),
+		Timeout:  time.Duration(s.timeout(in.Proto, x.State)) * time.Millisecond,
+	}
+	if proto == ICMP {
+		v.Remote = netip.AddrPortFrom(v.Remote.Addr(), 0)
+	}
+	switch (x.State & stKindMask) >> stKindShift {
+	case kindStatic:
+		v.Kind = "static"
+	case kindForward:
+		v.Kind = "forward"
+	default:
+		v.Kind = "dynamic"
+	}
+	v.State = sessionState(proto, x.State)
+	return v
+}
+
+func sessionState(p Proto, st uint32) string {
+	if p != TCP {
+		return "active"
+	}
+	switch {
+	case st&stRst != 0:
+		return "reset"
+	case st&(stFinIn|stFinOut) == stFinIn|stFinOut:
+		return "closed"
+	case st&(stFinIn|stFinOut) != 0:
+		return "closing"
+	case tcpEstablished(st):
+		return "established"
+	case st&stSynIn != 0:
+		return "syn_sent"
+	case st&stSynOut != 0:
+		return "syn_received"
+	}
+	return "active"
+}
+
+// Sessions lists up to limit sessions matching f, starting at cursor (0 for
+// the first page). It returns the cursor of the next page, or 0 when the
+// listing is complete. It never blocks workers.
+func (e *Engine) Sessions(f SessionFilter, cursor uint32, limit int) ([]Session, uint32) {
+	s := e.snap.Load()
+	var out []Session
+	next := e.sessions.Range(cursor, func(x *flowtable.Entry) bool {
+		if f.match(x) {
+			out = append(out, e.view(x, s))
+		}
+		return len(out) < limit
+	})
+	if int(next) >= e.sessions.Cap() {
+		next = 0
+	}
+	return out, next
+}
+
+// DeleteSession deletes session id at generation gen (as listed).
+func (e *Engine) DeleteSession(id uint32, gen uint64) error {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	var x flowtable.Entry
+	if !e.sessions.Get(id, &x) || x.Gen != gen || !e.sessions.Delete(id, gen) {
+		return fmt.Errorf("session %d/%d: %w", id, gen, ErrNotFound)
+	}
+	e.deletedOp.Add(1)
+	e.cleanup(&x, DeletedByOperator, e.Tick(e.clock.Now()), e.snap.Load())
+	return nil
+}
+
+// FlushSessions deletes every session matching f and returns how many.
+func (e *Engine) FlushSessions(f SessionFilter) int {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	s := e.snap.Load()
+	now := e.Tick(e.clock.Now())
+	n := 0
+	e.sessions.Range(0, func(x *flowtable.Entry) bool {
+		if f.match(x) && e.sessions.Delete(x.ID, x.Gen) {
+			e.deletedOp.Add(1)
+			e.cleanup(x, DeletedByOperator, now, s)
+			n++
+		}
+		return true
+	})
+	return n
+}

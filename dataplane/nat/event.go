@@ -1,0 +1,96 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/ring"
+)
+
+// EventType says what an Event records.
+type EventType uint8
+
+const (
+	// SessionCreated: a new session (flow) through the NAT.
+	SessionCreated EventType = iota + 1
+	// SessionDeleted: a session ended (idle timeout or operator).
+	SessionDeleted
+	// AddressBound: a subscriber was paired with an external address
+	// (RFC 6888 REQ-12 allows logging per address binding).
+	AddressBound
+	// AddressReleased: a subscriber's last mapping ended.
+	AddressReleased
+	// PortsExhausted: a new mapping found no free external port.
+	PortsExhausted
+	// AddressesExhausted: no external address could take a new subscriber.
+	AddressesExhausted
+	// QuotaExceeded: a subscriber hit its session or port limit.
+	QuotaExceeded
+	// TableFull: the session table refused a session.
+	TableFull
+)
+
+var eventNames = [...]string{
+	SessionCreated:     "session_created",
+	SessionDeleted:     "session_deleted",
+	AddressBound:       "address_bound",
+	AddressReleased:    "address_released",
+	PortsExhausted:     "ports_exhausted",
+	AddressesExhausted: "addresses_exhausted",
+	QuotaExceeded:      "quota_exceeded",
+	TableFull:          "table_full",
+}
+
+func (t EventType) String() string {
+	if int(t) < len(eventNames) && eventNames[t] != "" {
+		return eventNames[t]
+	}
+	return "unknown"
+}
+
+// Event is one entry of the engine's event stream, exported by the
+// management plane as JSON lines. It is pointer-free so that rings of
+// events cost the garbage collector nothing.
+type Event struct {
+	// UnixNano is the batch clock when the event happened.
+	UnixNano int64
+	Type     EventType
+	Proto    Proto
+	// Reason qualifies exhaustion and quota events (a drop reason) and
+	// session deletions (DeleteReason).
+	Reason uint8
+	Worker uint8
+	// Inside and Outside are the endpoints of the mapping; Remote is the
+	// external peer, all-zero unless LogDestinations is set (RFC 6888
+	// REQ-12 leaves destination logging to the operator).
+	InsideAddr   [4]byte
+	OutsideAddr  [4]byte
+	RemoteAddr   [4]byte
+	InsidePort   uint16
+	OutsidePort  uint16
+	RemotePort   uint16
+	_            [2]byte
+	SessionCount uint32 // subscriber's sessions, on quota events
+}
+
+// DeleteReason says why a session was deleted.
+type DeleteReason uint8
+
+const (
+	DeletedIdle DeleteReason = iota + 1
+	DeletedByOperator
+)
+
+// eventRing is one producer's event queue. Each worker, the expirer and
+// the control plane produce into their own single-producer ring, and one
+// exporter goroutine drains them all, so no producer ever contends with
+// another and a full ring costs a counted event, never a packet.
+type eventRing struct {
+	q       *ring.SPSC[Event]
+	dropped uint64 // written by the producer only; read via snapshots
+}
+
+func newEventRing(capacity int) *eventRing {
+	q, err := ring.NewSPSC[Event](capacity)
+	if err != nil {
+		panic(err) // capacity is a constant power of two
+	}
+	return &eventRing{q: q}
+}

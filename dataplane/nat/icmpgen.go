@@ -1,0 +1,102 @@
+package nat
+
+import (
+	"encoding/binary"
+
+	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+)
+
+// ICMP errors the NAT originates as a router: Time Exceeded (TTL), Fragmentation
+// Needed (DF and too big, RFC 4787 REQ-13) and Destination Unreachable for
+// resource exhaustion (RFC 6888 REQ-11, RFC 5508 REQ-8). Each is built in
+// place in the offending frame and sent back out of the port it came from,
+// rate-limited per worker.
+
+// maxICMPErrorLen is the largest error we build: RFC 1812 section 4.3.2.3
+// asks for as much of the original as fits in 576 bytes.
+const maxICMPErrorLen = 576
+
+// icmpAllowed takes a token from the worker's ICMP error bucket.
+func (w *Worker) icmpAllowed() bool {
+	rate := w.snap.Config.Limits.ICMPErrorsPerSecond
+	if rate <= 0 {
+		return false
+	}
+	if elapsed := w.now - w.tokAt; elapsed > 0 {
+		add := int(uint64(elapsed) * uint64(rate) / 1000)
+		if add > 0 {
+			w.tokens = min(w.tokens+add, rate)
+			w.tokAt = w.now
+		}
+	}
+	if w.tokens <= 0 {
+		w.c[ICMPErrorsSuppressed]++
+		return false
+	}
+	w.tokens--
+	return true
+}
+
+// timeExceeded answers a packet whose TTL would reach zero (RFC 1812,
+// RFC 5508 REQ-10) and drops it.
+func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
+	w.drop(drop.TTLExpired)
+	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4TimeExceeded, header.ICMPv4TTLExceeded, 0) {
+		w.free(side, b)
+		return
+	}
+	w.reply(side, b)
+}
+
+// fragNeeded answers a DF packet larger than the egress MTU with the MTU
+// it must fit (RFC 1191, RFC 4787 REQ-13) and drops it.
+func (w *Worker) fragNeeded(side Side, b *port.Buf, p *header.Parsed, mtu int) {
+	w.drop(drop.FragNeeded)
+	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4DstUnreachable, header.ICMPv4FragNeeded, uint16(mtu)) {
+		w.free(side, b)
+		return
+	}
+	w.reply(side, b)
+}
+
+// buildICMPError turns frame b, whose IPv4 packet p describes, into an ICMP
+// error of the given type and code addressed to the packet's source, from
+// the appliance's address on side. It quotes the original IPv4 packet as it
+// arrived, up to 576 bytes in all. It returns false if the appliance has no
+// address on side or the frame is too small to hold the error.
+func (w *Worker) buildICMPError(side Side, b *port.Buf, p *header.Parsed, typ, code uint8, mtu uint16) bool {
+	src := w.snap.linkAddr[side]
+	if src == ([4]byte{}) {
+		return false
+	}
+	f := b.Data
+	l3 := p.L3Off
+	const hdr = header.IPv4MinHeaderLen + header.ICMPv4HeaderLen
+	quote := min(p.End-l3, maxICMPErrorLen-hdr)
+	need := l3 + hdr + quote
+	if need > cap(f) {
+		return false
+	}
+	f = f[:need]
+	dst := p.Src
+	copy(f[l3+hdr:], f[l3:l3+quote]) // overlapping: copy moves like memmove
+	ip := header.IPv4(f[l3 : l3+header.IPv4MinHeaderLen])
+	ip.Encode(&header.IPv4Fields{
+		TotalLen: uint16(hdr + quote),
+		TTL:      64,
+		Protocol: ipProtoICMP,
+		Src:      src,
+		Dst:      dst,
+	})
+	m := header.ICMPv4(f[l3+header.IPv4MinHeaderLen:])
+	m.SetType(typ)
+	m.SetCode(code)
+	m.SetChecksum(0)
+	m.SetRest(uint32(mtu)) // unused word, or next-hop MTU in its low half
+	binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, 0))
+	b.Data = f
+	return true
+}

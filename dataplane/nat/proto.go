@@ -1,0 +1,65 @@
+package nat
+
+import "fmt"
+
+// Proto is a protocol the NAT translates, used as an array index.
+type Proto uint8
+
+const (
+	TCP Proto = iota
+	UDP
+	ICMP
+	NumProtos
+)
+
+// IP protocol numbers.
+const (
+	ipProtoICMP = 1
+	ipProtoTCP  = 6
+	ipProtoUDP  = 17
+)
+
+var protoNames = [NumProtos]string{"tcp", "udp", "icmp"}
+
+func (p Proto) String() string {
+	if p < NumProtos {
+		return protoNames[p]
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// Number returns the IP protocol number.
+func (p Proto) Number() uint8 {
+	switch p {
+	case TCP:
+		return ipProtoTCP
+	case UDP:
+		return ipProtoUDP
+	default:
+		return ipProtoICMP
+	}
+}
+
+// ParseProto parses "tcp", "udp" or "icmp".
+func ParseProto(s string) (Proto, error) {
+	for p, n := range protoNames {
+		if n == s {
+			return Proto(p), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown protocol %q (want tcp, udp or icmp)", s)
+}
+
+// protoIndex maps an IP protocol number to a Proto; ok is false for
+// protocols the NAT does not translate.
+func protoIndex(n uint8) (Proto, bool) {
+	switch n {
+	case ipProtoTCP:
+		return TCP, true
+	case ipProtoUDP:
+		return UDP, true
+	case ipProtoICMP:
+		return ICMP, true
+	}
+	return 0, false
+}

@@ -1,0 +1,385 @@
+package nat
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/flowtable"
+)
+
+// Resolution is the outcome of a next-hop lookup.
+type Resolution uint8
+
+const (
+	// Resolved: the MAC is valid.
+	Resolved Resolution = iota
+	// Pending: the neighbour is being resolved; hold the frame and ask
+	// again later.
+	Pending
+	// Unreachable: no route to the destination.
+	Unreachable
+	// Failed: the neighbour did not answer.
+	Failed
+)
+
+// Neighbors gives the Ethernet destination for a packet leaving on a side.
+// Implementations route dst (on-link or via a gateway) and look the next
+// hop up in a neighbour table; on a miss they start resolution and return
+// Pending. Resolve is called per packet by worker goroutines, concurrently,
+// so it must be lock-free and must not allocate.
+type Neighbors interface {
+	Resolve(side Side, dst [4]byte) (mac [6]byte, r Resolution)
+}
+
+// MaxBurst is the largest burst a worker handles at once.
+const MaxBurst = 64
+
+// WorkerConfig configures one worker.
+type WorkerConfig struct {
+	// Ports are the worker's inside and outside queues.
+	Ports [NumSides]port.Port
+	// MACs are the appliance's own MAC addresses on each side.
+	MACs [NumSides][6]byte
+	// Neighbors resolves next hops.
+	Neighbors Neighbors
+	// Burst is the number of frames received per port per poll; default
+	// and maximum MaxBurst.
+	Burst int
+	// PendingFrames bounds frames waiting for neighbour resolution;
+	// default 64.
+	PendingFrames int
+}
+
+// Worker translates the frames of one inside and one outside queue. It is
+// owned by one goroutine: every method must be called from it, except
+// Counters, which any goroutine may call.
+type Worker struct {
+	id    uint8
+	eng   *Engine
+	ports [NumSides]port.Port
+	macs  [NumSides][6]byte
+	l2    Neighbors
+	burst int
+
+	// Loaded once per Poll.
+	snap    *Snapshot
+	now     uint32 // tick (ms)
+	nowNano int64
+
+	rng uint64
+
+	rx  [MaxBurst]port.Buf
+	p   header.Parsed
+	tx  [NumSides]txQueue
+	fq  [NumSides]freeQueue
+	tmp [2 * MaxBurst]port.Buf
+
+	pend     pending
+	frag     fragState
+	fragBufs [32]port.Buf
+	tokens int // ICMP error tokens
+	tokAt  uint32
+
+	events *eventRing
+	c      Counters
+	shadow Counters
+	pub    *published
+}
+
+// txQueue holds frames to transmit on one side, with the side whose port
+// owns each frame: frames from the other port are copied at flush.
+type txQueue struct {
+	n     int
+	bufs  [4 * MaxBurst]port.Buf
+	owner [4 * MaxBurst]Side
+}
+
+type freeQueue struct {
+	n    int
+	bufs [4 * MaxBurst]port.Buf
+}
+
+// NewWorker creates worker number id (0 ≤ id < Options.Workers). It must be
+// called before packets flow; workers live as long as the engine.
+func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
+	if id < 0 || id >= e.nworkers {
+		return nil, fmt.Errorf("nat: worker %d out of range 0..%d", id, e.nworkers-1)
+	}
+	if cfg.Ports[Inside] == nil || cfg.Ports[Outside] == nil || cfg.Neighbors == nil {
+		return nil, fmt.Errorf("nat: worker %d needs two ports and a neighbour resolver", id)
+	}
+	if cfg.Burst == 0 || cfg.Burst > MaxBurst {
+		cfg.Burst = MaxBurst
+	}
+	if cfg.PendingFrames == 0 {
+		cfg.PendingFrames = 64
+	}
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		id:     uint8(id),
+		eng:    e,
+		ports:  cfg.Ports,
+		macs:   cfg.MACs,
+		l2:     cfg.Neighbors,
+		burst:  cfg.Burst,
+		rng:    binary.LittleEndian.Uint64(seed[:]) | 1,
+		events: newEventRing(e.evCap),
+		pub:    &published{},
+	}
+	w.pend.init(cfg.PendingFrames)
+	s := e.snap.Load()
+	w.frag.init(s.Config.Limits.HeldFragments)
+	e.ctl.Lock()
+	for len(e.workers) <= id {
+		e.workers = append(e.workers, nil)
+	}
+	if e.workers[id] != nil {
+		e.ctl.Unlock()
+		return nil, fmt.Errorf("nat: worker %d already exists", id)
+	}
+	e.workers[id] = w
+	e.ctl.Unlock()
+	return w, nil
+}
+
+// ID returns the worker number.
+func (w *Worker) ID() int { return int(w.id) }
+
+// Counters copies the worker's published counters. Any goroutine may call
+// it; the values are at most one burst old.
+func (w *Worker) Counters(out *Counters) { w.pub.load(out) }
+
+func (w *Worker) rand() uint64 {
+	x := w.rng
+	x ^= x << 13
+	x ^= x >> 7
+	x ^= x << 17
+	w.rng = x
+	return x
+}
+
+func (w *Worker) drop(r drop.Reason) { w.c[dropBase+Counter(r)]++ }
+
+// Poll runs one iteration of the worker: a burst from each port through the
+// NAT, then transmission. It returns the number of frames received. It
+// never blocks and never allocates.
+func (w *Worker) Poll() int {
+	w.snap = w.eng.snap.Load()
+	t := w.eng.clock.Now()
+	w.now = w.eng.Tick(t)
+	w.nowNano = t.UnixNano()
+	total := 0
+	for side := Inside; side < NumSides; side++ {
+		n := w.ports[side].RxBurst(w.rx[:w.burst])
+		if n == 0 {
+			continue
+		}
+		total += n
+		w.c[RxPackets+Counter(side)] += uint64(n)
+		for i := 0; i < n; i++ {
+			b := &w.rx[i]
+			w.c[RxBytes+Counter(side)] += uint64(len(b.Data))
+			w.process(side, b)
+		}
+	}
+	w.pend.retry(w)
+	w.frag.expire(w)
+	w.flush()
+	w.c[Polls]++
+	if total > 0 {
+		w.c[BusyPolls]++
+	}
+	w.pub.publish(&w.c, &w.shadow)
+	return total
+}
+
+// Publish makes the counters visible without a poll (for an idle worker
+// sleeping in its port's Wait).
+func (w *Worker) Publish() { w.pub.publish(&w.c, &w.shadow) }
+
+// free queues frame b, owned by side's port, to be returned to it.
+func (w *Worker) free(side Side, b *port.Buf) {
+	q := &w.fq[side]
+	if q.n == len(q.bufs) {
+		w.ports[side].Free(q.bufs[:q.n])
+		q.n = 0
+	}
+	q.bufs[q.n] = *b
+	q.n++
+}
+
+// dropFrame counts a drop and frees the frame.
+func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
+	w.drop(r)
+	w.free(side, b)
+}
+
+// send queues frame b (owned by owner's port) for transmission on egress,
+// with its Ethernet addresses already set.
+func (w *Worker) send(owner, egress Side, b *port.Buf) {
+	q := &w.tx[egress]
+	if q.n == len(q.bufs) {
+		w.flushSide(egress)
+	}
+	q.bufs[q.n] = *b
+	q.owner[q.n] = owner
+	q.n++
+}
+
+// forward resolves the next hop of a translated packet and queues it, or
+// holds it while the neighbour is resolved. p describes the frame. Callers
+// answer DF packets that will not fit the egress MTU before translating
+// them (the error must quote the packet as its sender sent it); here a
+// packet too big for the MTU is fragmented.
+func (w *Worker) forward(owner, egress Side, b *port.Buf, p *header.Parsed) {
+	if p.MF && p.FragOff == 0 {
+		w.rememberFirstFragment(egress, p)
+	}
+	if int(p.TotalLen) > w.snap.mtu[egress] {
+		if p.DF {
+			w.dropFrame(owner, b, drop.FragNeeded)
+			return
+		}
+		w.fragment(owner, egress, b, p)
+		return
+	}
+	w.l2send(owner, egress, b, p.Dst)
+}
+
+// tooBigDF reports whether a DF packet cannot fit the egress MTU; if so it
+// answers it with Fragmentation Needed and the caller stops.
+func (w *Worker) tooBigDF(side, egress Side, b *port.Buf, p *header.Parsed) bool {
+	mtu := w.snap.mtu[egress]
+	if !p.DF || int(p.TotalLen) <= mtu {
+		return false
+	}
+	w.fragNeeded(side, b, p, mtu)
+	return true
+}
+
+func (w *Worker) l2send(owner, egress Side, b *port.Buf, dst [4]byte) {
+	mac, r := w.l2.Resolve(egress, dst)
+	switch r {
+	case Resolved:
+		eth := header.Ethernet(b.Data)
+		eth.SetDst(mac)
+		eth.SetSrc(w.macs[egress])
+		w.send(owner, egress, b)
+	case Pending:
+		if !w.pend.hold(b, owner, egress, dst, w.now) {
+			w.dropFrame(owner, b, drop.NeighPending)
+		}
+	case Unreachable:
+		w.dropFrame(owner, b, drop.NoRoute)
+	default:
+		w.dropFrame(owner, b, drop.NeighFailed)
+	}
+}
+
+// reply queues a frame the NAT built in place (an ICMP error) back out of
+// the port it came from, to the neighbour that sent it.
+func (w *Worker) reply(side Side, b *port.Buf) {
+	eth := header.Ethernet(b.Data)
+	eth.SetDst(eth.Src())
+	eth.SetSrc(w.macs[side])
+	w.c[ICMPErrorsSent]++
+	w.send(side, side, b)
+}
+
+// flush transmits everything queued and returns freed frames to their
+// ports.
+func (w *Worker) flush() {
+	for side := Inside; side < NumSides; side++ {
+		w.flushSide(side)
+	}
+	for side := Inside; side < NumSides; side++ {
+		if q := &w.fq[side]; q.n > 0 {
+			w.ports[side].Free(q.bufs[:q.n])
+			q.n = 0
+		}
+		if err := w.ports[side].Flush(); err != nil {
+			w.c[LinkErrors]++
+		}
+	}
+}
+
+// flushSide copies frames owned by the other port into frames of egress's
+// port, transmits the queue, and frees what the port refused.
+func (w *Worker) flushSide(egress Side) {
+	q := &w.tx[egress]
+	if q.n == 0 {
+		return
+	}
+	other := 1 - egress
+	foreign := 0
+	for i := 0; i < q.n; i++ {
+		if q.owner[i] != egress {
+			foreign++
+		}
+	}
+	if foreign > 0 {
+		got := 0
+		for got < foreign {
+			k := w.ports[egress].Alloc(w.tmp[got:min(foreign, len(w.tmp))])
+			if k == 0 {
+				break
+			}
+			got += k
+		}
+		j, out := 0, 0
+		for i := 0; i < q.n; i++ {
+			b := q.bufs[i]
+			if q.owner[i] == egress {
+				q.bufs[out] = b
+				out++
+				continue
+			}
+			if j < got {
+				nb := w.tmp[j]
+				j++
+				nb.Data = nb.Data[:len(b.Data)]
+				copy(nb.Data, b.Data)
+				q.bufs[out] = nb
+				out++
+			} else {
+				w.drop(drop.NoFrame)
+			}
+			w.free(other, &b)
+		}
+		q.n = out
+	}
+	sent := w.ports[egress].TxBurst(q.bufs[:q.n])
+	for i := 0; i < sent; i++ {
+		w.c[TxBytes+Counter(egress)] += uint64(len(q.bufs[i].Data))
+	}
+	w.c[TxPackets+Counter(egress)] += uint64(sent)
+	if sent < q.n {
+		w.c[dropBase+Counter(drop.TxFull)] += uint64(q.n - sent)
+		w.ports[egress].Free(q.bufs[sent:q.n])
+	}
+	q.n = 0
+}
+
+// event queues an event on the worker's ring; a full ring counts it lost.
+func (w *Worker) event(ev Event) {
+	ev.UnixNano = w.nowNano
+	ev.Worker = w.id
+	if !w.events.q.Enqueue(ev) {
+		w.c[EventsDropped]++
+	}
+}
+
+// sessionEvent queues an event about session x.
+func (w *Worker) sessionEvent(t EventType, x *flowtable.Entry) {
+	ev := Event{Type: t}
+	ev.Proto, _ = protoIndex(x.Keys[0].Proto)
+	fillEndpoints(&ev, x, w.snap.Config.LogDestinations)
+	w.event(ev)
+}
