@@ -205,9 +205,9 @@ func TestConfigValidateRejectsAPDMWithEIF(t *testing.T) {
 
 func TestRFC4787_REQ8_RFC5382_REQ3_Filtering(t *testing.T) {
 	cases := []struct {
-		filter                   Filtering
-		samePortOK, otherPortOK  bool
-		otherAddrOK              bool
+		filter                  Filtering
+		samePortOK, otherPortOK bool
+		otherAddrOK             bool
 	}{
 		{FilterEndpointIndependent, true, true, true},
 		{FilterAddressDependent, true, true, false},

@@ -81,8 +81,8 @@ type Worker struct {
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
-	tokens int // ICMP error tokens
-	tokAt  uint32
+	tokens   int // ICMP error tokens
+	tokAt    uint32
 
 	events *eventRing
 	c      Counters
