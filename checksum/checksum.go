@@ -163,12 +163,10 @@ func FinishUDP(sum uint16) uint16 {
 // The result is meant to be passed as Checksum's initial value. length is
 // the TCP segment length (header plus data) or the UDP length field.
 func PseudoHeaderSum(src, dst [4]byte, proto uint8, length uint16) uint16 {
-	s := uint32(src[0])<<8 | uint32(src[1])
-	s += uint32(src[2])<<8 | uint32(src[3])
-	s += uint32(dst[0])<<8 | uint32(dst[1])
-	s += uint32(dst[2])<<8 | uint32(dst[3])
-	s += uint32(proto)
-	s += uint32(length)
+	a := binary.BigEndian.Uint32(src[:])
+	b := binary.BigEndian.Uint32(dst[:])
+	// Six 16-bit terms: no overflow of 32 bits.
+	s := a>>16 + a&0xffff + b>>16 + b&0xffff + uint32(proto) + uint32(length)
 	return fold32(s)
 }
 

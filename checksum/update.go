@@ -1,5 +1,7 @@
 package checksum
 
+import "encoding/binary"
+
 // Incremental update (RFC 1624).
 //
 // RFC 1624 section 2 names HC the old checksum field, C the one's-complement
@@ -50,9 +52,11 @@ func Update16(hc, old, new uint16) uint16 {
 // applied to both halves at once, with one fold. Not for UDP: use
 // UpdateUDP32.
 func Update32(hc uint16, old, new [4]byte) uint16 {
-	s := uint32(^hc)
-	s += addrNot(old)
-	s += addrSum(new)
+	// ^o complements both 16-bit halves of the old value at once: ~m for
+	// each. Five 16-bit terms fit in 32 bits.
+	o := ^binary.BigEndian.Uint32(old[:])
+	n := binary.BigEndian.Uint32(new[:])
+	s := uint32(^hc) + o>>16 + o&0xffff + n>>16 + n&0xffff
 	return ^fold32(s)
 }
 
@@ -62,10 +66,9 @@ func Update32(hc uint16, old, new [4]byte) uint16 {
 // section 3.1). One fold instead of two. Not for UDP: use UpdateUDPAddrPort.
 func UpdateAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16) uint16 {
 	// Seven 16-bit terms: at most 7*0xFFFF, far below 2^32.
-	s := uint32(^hc)
-	s += addrNot(oldAddr)
-	s += addrSum(newAddr)
-	s += uint32(^oldPort) + uint32(newPort)
+	o := ^binary.BigEndian.Uint32(oldAddr[:])
+	n := binary.BigEndian.Uint32(newAddr[:])
+	s := uint32(^hc) + o>>16 + o&0xffff + n>>16 + n&0xffff + uint32(^oldPort) + uint32(newPort)
 	return ^fold32(s)
 }
 
@@ -111,18 +114,4 @@ func udpField(f uint16) uint16 {
 		return 0xFFFF
 	}
 	return f
-}
-
-// addrSum is the sum of the two 16-bit halves of a network-order address,
-// unfolded (at most 0x1FFFE).
-func addrSum(a [4]byte) uint32 {
-	hi := uint32(a[0])<<8 | uint32(a[1])
-	lo := uint32(a[2])<<8 | uint32(a[3])
-	return hi + lo
-}
-
-// addrNot is the sum of the complements of the two 16-bit halves of a
-// network-order address, unfolded: ~m for both halves in Eqn. 3.
-func addrNot(a [4]byte) uint32 {
-	return 0x1FFFE - addrSum(a)
 }
