@@ -238,9 +238,36 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		}
 	}
 	e.claimForwards(s)
+	// Addresses that left the pools keep serving the mappings they hold
+	// until those expire: they stay public (answered for, redirected by
+	// XDP) while anything still uses them. Housekeep republishes the
+	// snapshot once they have drained.
+	for a, idx := range e.addrIndex {
+		if _, ok := s.poolIndex[a]; ok {
+			continue
+		}
+		if e.addrs[idx].busy() {
+			s.draining = append(s.draining, idx)
+			s.public[a] = struct{}{}
+		}
+	}
 	s.addrs = e.addrs
 	e.snap.Store(s)
 	return nil
+}
+
+// busy reports whether any port of the address is owned or held down, or
+// any subscriber is paired with it.
+func (a *addrState) busy() bool {
+	if a.subs.Load() != 0 {
+		return true
+	}
+	for p := range a.ports {
+		if a.ports[p].inUse.Load() != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // register returns the registry index of external address a, adding it.
@@ -347,6 +374,13 @@ func (e *Engine) Housekeep(budget int) (expired int) {
 		func(x *flowtable.Entry) uint32 { return s.timeout(x.Keys[0].Proto, x.State) },
 		func(x *flowtable.Entry) { e.cleanup(x, DeletedIdle, now, s) })
 	e.releaseHeld(now)
+	for _, idx := range s.draining {
+		if !e.addrs[idx].busy() {
+			// A removed address has drained: stop answering for it.
+			_ = e.apply(s.Config, s.Links)
+			break
+		}
+	}
 	return expired
 }
 

@@ -83,8 +83,7 @@ const (
 // exporter goroutine drains them all, so no producer ever contends with
 // another and a full ring costs a counted event, never a packet.
 type eventRing struct {
-	q       *ring.SPSC[Event]
-	dropped uint64 // written by the producer only; read via snapshots
+	q *ring.SPSC[Event]
 }
 
 func newEventRing(capacity int) *eventRing {
@@ -93,4 +92,46 @@ func newEventRing(capacity int) *eventRing {
 		panic(err) // capacity is a constant power of two
 	}
 	return &eventRing{q: q}
+}
+
+// DrainEvents appends every queued event to buf and returns it: first each
+// worker's, in worker order, then the control plane's (deletions by expiry
+// or operator). Within one producer, events are in the order they
+// happened. Only one goroutine (the event exporter) may call it.
+func (e *Engine) DrainEvents(buf []Event) []Event {
+	e.ctl.Lock()
+	workers := append([]*Worker(nil), e.workers...)
+	e.ctl.Unlock()
+	var tmp [256]Event
+	drain := func(r *eventRing) {
+		for {
+			n := r.q.DequeueBurst(tmp[:])
+			if n == 0 {
+				return
+			}
+			buf = append(buf, tmp[:n]...)
+		}
+	}
+	for _, w := range workers {
+		if w != nil {
+			drain(w.events)
+		}
+	}
+	drain(e.ctlEvents)
+	return buf
+}
+
+// EventsDropped returns how many events were lost to full rings.
+func (e *Engine) EventsDropped() uint64 {
+	n := e.evDropped.Load()
+	var c Counters
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	for _, w := range e.workers {
+		if w != nil {
+			w.Counters(&c)
+			n += c[EventsDropped]
+		}
+	}
+	return n
 }

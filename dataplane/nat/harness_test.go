@@ -345,7 +345,10 @@ func echo(src, dst string, id uint16, reply bool) []byte {
 }
 
 // ipPacket strips the Ethernet header: the bytes an ICMP error quotes.
-func ipPacket(frame []byte) []byte { return frame[14:] }
+// Ethernet padding after the IPv4 total length is not part of the packet.
+func ipPacket(frame []byte) []byte {
+	return frame[14 : 14+int(binary.BigEndian.Uint16(frame[16:]))]
+}
 
 // icmpError builds an ICMP error from src to dst quoting the IP packet of
 // frame (first 28 bytes, as many routers do).

@@ -66,8 +66,12 @@ type Snapshot struct {
 	staticIn, staticOut map[[4]byte][4]byte
 	// port forwards, by inside and by outside endpoint.
 	fwdIn, fwdOut map[fwdKey]fwdRule
-	// public is every address answered for on the outside.
+	// public is every address answered for on the outside: pool, static
+	// and forward addresses, and removed pool addresses still draining.
 	public map[[4]byte]struct{}
+	// draining lists registry indices of removed pool addresses that
+	// still hold mappings.
+	draining []uint32
 
 	// addrs is the engine's address registry as of this snapshot; indices
 	// in pool, in subscriber records and in bindings point into it.

@@ -135,6 +135,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	}
 	w.pend.init(cfg.PendingFrames)
 	s := e.snap.Load()
+	w.tokens, w.tokAt = s.Config.Limits.ICMPErrorsPerSecond, e.Tick(e.clock.Now())
 	w.frag.init(s.Config.Limits.HeldFragments)
 	e.ctl.Lock()
 	for len(e.workers) <= id {
