@@ -334,6 +334,7 @@ func TestLinkDownUp(t *testing.T) {
 
 func TestLinkDeletedAndRecreated(t *testing.T) {
 	f := newFixture(t, Options{RecoverInterval: 20 * time.Millisecond})
+	oldIndex := f.p.Ifindex() // read before the worker owns the port
 	stop := make(chan struct{})
 	done := f.runResponder(stop)
 	defer func() {
@@ -347,7 +348,6 @@ func TestLinkDeletedAndRecreated(t *testing.T) {
 	if err := ping(f.n.Out, boxAddr.String(), 3); err != nil {
 		t.Fatal(err)
 	}
-	oldIndex := f.p.Ifindex()
 	if err := lab.Run(f.n.Box, "ip", "link", "del", lab.NATOutside); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,8 @@ func TestLinkDeletedAndRecreated(t *testing.T) {
 	close(stop)
 	errs := <-done
 	s := f.p.Stats
-	t.Logf("errors: %v; stats %+v; ifindex %d -> %d", errs, s, oldIndex, f.p.Ifindex())
+	t.Logf("%d link-down errors returned while down (first: %v); stats %+v; ifindex %d -> %d",
+		len(errs), first(errs), s, oldIndex, f.p.Ifindex())
 	if s.Recoveries == 0 || s.LinkErrors == 0 || s.RxPackets < 3+5 || s.TxCompleted < 3+5 {
 		t.Fatalf("recovery not recorded or traffic not through the port: stats %+v", s)
 	}
@@ -451,4 +452,11 @@ func TestOptionsValidation(t *testing.T) {
 	if o.NumFrames != 4096 || o.FrameSize != 2048 || o.RxRingSize != 2048 || o.BatchSize != 64 {
 		t.Fatalf("unexpected defaults %+v", o)
 	}
+}
+
+func first(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs[0]
 }

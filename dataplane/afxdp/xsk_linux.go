@@ -127,9 +127,9 @@ type nativeRings struct {
 type bindMode uint8
 
 const (
-	modeAuto bindMode = iota // let the kernel pick (zero-copy if the driver can)
-	modeCopy                 // XDP_COPY
-	modeZeroCopy             // XDP_ZEROCOPY: fail if the driver cannot
+	modeAuto     bindMode = iota // let the kernel pick (zero-copy if the driver can)
+	modeCopy                     // XDP_COPY
+	modeZeroCopy                 // XDP_ZEROCOPY: fail if the driver cannot
 )
 
 // newNativeRings creates a socket, registers umem (which the caller keeps
