@@ -32,6 +32,8 @@ const (
 	EventsDropped
 	Polls     // calls to Poll
 	BusyPolls // calls to Poll that moved at least one frame
+	PollNanos // wall time between the first and the latest Poll
+	BusyNanos // the part of PollNanos that followed a Poll that moved frames
 	LinkErrors
 	dropBase
 	NumCounters = dropBase + Counter(drop.NumReasons)

@@ -66,9 +66,11 @@ type Worker struct {
 	burst int
 
 	// Loaded once per Poll.
-	snap    *Snapshot
-	now     uint32 // tick (ms)
-	nowNano int64
+	lastNano int64
+	lastBusy bool
+	snap     *Snapshot
+	now      uint32 // tick (ms)
+	nowNano  int64
 
 	rng uint64
 
@@ -193,6 +195,16 @@ func (w *Worker) Poll() int {
 	w.pend.retry(w)
 	w.frag.expire(w)
 	w.flush()
+	// Busy time: the interval since the previous Poll counts as busy if
+	// that Poll moved frames. One clock read per Poll serves both.
+	if w.lastNano != 0 {
+		d := uint64(w.nowNano - w.lastNano)
+		w.c[PollNanos] += d
+		if w.lastBusy {
+			w.c[BusyNanos] += d
+		}
+	}
+	w.lastNano, w.lastBusy = w.nowNano, total > 0
 	w.c[Polls]++
 	if total > 0 {
 		w.c[BusyPolls]++
