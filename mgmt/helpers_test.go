@@ -1,0 +1,100 @@
+package mgmt_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xnat/xnat/mgmt"
+	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/mgmttest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	core  *mgmttest.Core
+	srv   *mgmt.Server
+	admin *client.Client
+	ro    *client.Client
+	sock  string
+	rosk  string
+	log   *syncBuffer
+}
+
+// newEnv serves a test core on an admin and a read-only socket in a
+// temporary directory and dials both.
+func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
+	t.Helper()
+	core, err := mgmttest.New(mgmttest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(core.Close)
+	dir := t.TempDir()
+	e := &env{core: core, sock: filepath.Join(dir, "natd.sock"), rosk: filepath.Join(dir, "natd-ro.sock"), log: &syncBuffer{}}
+	opts := mgmt.ServerOptions{
+		SocketPath:         e.sock,
+		ReadOnlySocketPath: e.rosk,
+		Logger:             slog.New(slog.NewJSONHandler(e.log, nil)),
+		Now:                func() time.Time { return mgmttest.StartTime.Add(90 * time.Minute) },
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	e.srv = serve(t, core, opts)
+	if e.admin, err = client.Dial(client.Options{Socket: e.sock}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.admin.Close() })
+	if e.ro, err = client.Dial(client.Options{Socket: e.rosk}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.ro.Close() })
+	return e
+}
+
+// serve runs a server until the test ends.
+func serve(t *testing.T, core mgmt.Core, opts mgmt.ServerOptions) *mgmt.Server {
+	t.Helper()
+	srv, err := mgmt.NewServer(core, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}

@@ -1,0 +1,415 @@
+// Package mgmttest provides Core, an implementation of mgmt.Core backed by
+// a real nat.Engine with one worker over in-memory ports, for tests of the
+// management plane (gRPC API, natctl, metrics, events). Validation,
+// atomicity and session state come from the real engine and the real
+// mgmt.ConfigStore; only the appliance around them (interfaces, CPUs,
+// AF_XDP queues) is canned. It is also the model of natd's Core: natd wires
+// the same pieces (ConfigStore over Engine.ApplyConfig, events.Exporter
+// over Engine.DrainEvents) around its real workers.
+package mgmttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/mgmt"
+	"github.com/xnat/xnat/mgmt/events"
+)
+
+// Fixed identities of the test appliance.
+var (
+	StartTime  = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	macNATIn   = [6]byte{0x02, 0, 0, 0, 1, 0x01}
+	macNATOut  = [6]byte{0x02, 0, 0, 0, 1, 0x02}
+	macHost    = [6]byte{0x02, 0, 0, 0, 0, 0x10}
+	macGateway = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
+)
+
+// TestConfig is the configuration Core starts with by default: inside
+// 10.0.0.0/8, pool "main" = 198.18.0.100/32, small tables.
+func TestConfig() nat.Config {
+	c := nat.DefaultConfig()
+	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
+	c.Limits.MaxSessions = 4096
+	c.Limits.MaxSubscribers = 1024
+	return c
+}
+
+// Options configure a test Core.
+type Options struct {
+	// Config defaults to TestConfig().
+	Config nat.Config
+	// EventWriter receives the exporter's JSON lines (default: none).
+	EventWriter io.Writer
+	// Logger defaults to a logger that discards.
+	Logger *slog.Logger
+}
+
+// Clock is a settable clock for the engine.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Core implements mgmt.Core over a real engine.
+type Core struct {
+	Engine *nat.Engine
+	Store  *mgmt.ConfigStore
+	Events *events.Exporter
+	Clock  *Clock
+
+	// wmu serialises use of the worker, which belongs to one goroutine
+	// at a time.
+	wmu    sync.Mutex
+	worker *nat.Worker
+	ports  [nat.NumSides]*memport.Port
+
+	mu        sync.Mutex
+	reloadCfg *nat.Config
+	reloadErr error
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type neighbors struct{}
+
+func (neighbors) Resolve(side nat.Side, _ [4]byte) ([6]byte, nat.Resolution) {
+	if side == nat.Inside {
+		return macHost, nat.Resolved
+	}
+	return macGateway, nat.Resolved
+}
+
+// New starts a test core: engine, one worker and the event exporter.
+// Close stops it.
+func New(opts Options) (*Core, error) {
+	cfg := opts.Config
+	if cfg.InsidePrefixes == nil {
+		cfg = TestConfig()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Core{Clock: &Clock{t: StartTime.Add(time.Hour)}, done: make(chan struct{})}
+	var err error
+	c.Engine, err = nat.New(cfg, nat.Options{Workers: 1, Clock: c.Clock})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Engine.SetLinks([nat.NumSides]nat.Link{
+		{Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500},
+		{Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
+	}); err != nil {
+		return nil, err
+	}
+	for s := range c.ports {
+		if c.ports[s], err = memport.New(memport.Config{Frames: 256}); err != nil {
+			return nil, err
+		}
+	}
+	c.worker, err = c.Engine.NewWorker(0, nat.WorkerConfig{
+		Ports:     [nat.NumSides]port.Port{c.ports[nat.Inside], c.ports[nat.Outside]},
+		MACs:      [nat.NumSides][6]byte{macNATIn, macNATOut},
+		Neighbors: neighbors{},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Store = mgmt.NewConfigStore(cfg, c.Engine.ApplyConfig)
+	c.Events, err = events.New(events.Options{
+		Drain:    c.Engine.DrainEvents,
+		Interval: 5 * time.Millisecond,
+		Writer:   opts.EventWriter,
+		Logger:   opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go func() {
+		defer close(c.done)
+		c.Events.Run(ctx)
+	}()
+	return c, nil
+}
+
+// Close stops the event exporter.
+func (c *Core) Close() {
+	c.cancel()
+	<-c.done
+}
+
+// ---- traffic ----
+
+// Frame builds an Ethernet/IPv4 TCP (SYN) or UDP frame from src to dst,
+// addressed to the NAT's MAC on side.
+func Frame(side nat.Side, proto nat.Proto, src, dst netip.AddrPort) []byte {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macHost[:]), DstMAC: net.HardwareAddr(macNATIn[:]), EthernetType: layers.EthernetTypeIPv4}
+	if side == nat.Outside {
+		eth.SrcMAC, eth.DstMAC = net.HardwareAddr(macGateway[:]), net.HardwareAddr(macNATOut[:])
+	}
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: net.IP(s4[:]), DstIP: net.IP(d4[:])}
+	var l4 gopacket.SerializableLayer
+	switch proto {
+	case nat.TCP:
+		ip.Protocol = layers.IPProtocolTCP
+		t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: true, Seq: 1, Window: 65535}
+		t.SetNetworkLayerForChecksum(ip)
+		l4 = t
+	default:
+		ip.Protocol = layers.IPProtocolUDP
+		u := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+		u.SetNetworkLayerForChecksum(ip)
+		l4 = u
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, l4, gopacket.Payload([]byte("xnat"))); err != nil {
+		panic(err) // fixed layers always serialise
+	}
+	return buf.Bytes()
+}
+
+// Send injects frame on side, runs the worker once and returns the frames
+// it sent out of the other side.
+func (c *Core) Send(side nat.Side, frame []byte) int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.ports[side].Inject(frame) {
+		return 0
+	}
+	c.worker.Poll()
+	n := len(c.ports[1-side].Drain())
+	c.ports[side].Drain()
+	return n
+}
+
+// Open sends one outbound packet from inside to remote, creating a
+// session; it fails if the NAT did not forward it.
+func (c *Core) Open(proto nat.Proto, inside, remote netip.AddrPort) error {
+	if c.Send(nat.Inside, Frame(nat.Inside, proto, inside, remote)) != 1 {
+		return fmt.Errorf("mgmttest: %s %s -> %s was not translated", proto, inside, remote)
+	}
+	return nil
+}
+
+// Inbound sends one packet from remote to a public endpoint (a static
+// mapping or a port forward); it fails if the NAT did not forward it.
+func (c *Core) Inbound(proto nat.Proto, remote, public netip.AddrPort) error {
+	if c.Send(nat.Outside, Frame(nat.Outside, proto, remote, public)) != 1 {
+		return fmt.Errorf("mgmttest: %s %s -> %s was not translated", proto, remote, public)
+	}
+	return nil
+}
+
+// Housekeep runs the engine's expirer over the whole table.
+func (c *Core) Housekeep() int { return c.Engine.Housekeep(1 << 30) }
+
+// SetReload sets what Reload applies: the "file" configuration, or an
+// error reading it.
+func (c *Core) SetReload(cfg *nat.Config, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reloadCfg, c.reloadErr = cfg, err
+}
+
+// ---- mgmt.Core ----
+
+var _ mgmt.Core = (*Core)(nil)
+
+// allSessions lists every session (the table is small in tests).
+func (c *Core) allSessions() []nat.Session {
+	var out []nat.Session
+	cursor := uint32(0)
+	for {
+		s, next := c.Engine.Sessions(nat.SessionFilter{}, cursor, 1024)
+		out = append(out, s...)
+		if next == 0 {
+			return out
+		}
+		cursor = next
+	}
+}
+
+// Status describes the test appliance: two canned interfaces and one
+// worker, live table and pool figures.
+func (c *Core) Status() mgmt.Status {
+	snap := c.Engine.Snapshot()
+	cfg := snap.Config
+	sess := c.allSessions()
+	st := mgmt.Status{
+		Version:          "test",
+		StartTime:        StartTime,
+		ConfigGeneration: snap.Generation,
+		ConfigFile:       "/etc/xnat/natd.conf",
+		Interfaces: []mgmt.InterfaceStatus{
+			{Name: "veth-in", Side: nat.Inside, Ifindex: 4, MAC: macNATIn, Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500, Queues: []int{0}, XDPMode: "native", XSKMode: "copy", LinkUp: true},
+			{Name: "veth-out", Side: nat.Outside, Ifindex: 5, MAC: macNATOut, Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500, Queues: []int{0}, XDPMode: "native", XSKMode: "copy", LinkUp: true},
+		},
+		Workers: []mgmt.WorkerStatus{
+			{ID: 0, CPU: 1, PollMode: "busy-poll", Interfaces: [nat.NumSides]string{"veth-in", "veth-out"}, BusyRatio: 0.25},
+		},
+		SessionsInUse:    len(sess),
+		SessionsCapacity: cfg.Limits.MaxSessions,
+	}
+	// Pool use, reconstructed from the sessions: a dynamic session's
+	// outside endpoint is a port in use; its inside address a subscriber.
+	type portKey struct {
+		addr  netip.Addr
+		proto nat.Proto
+		port  uint16
+	}
+	ports := map[portKey]bool{}
+	subs := map[netip.Addr]map[netip.Addr]bool{}
+	for _, s := range sess {
+		if s.Kind != "dynamic" {
+			continue
+		}
+		ports[portKey{s.Outside.Addr(), s.Proto, s.Outside.Port()}] = true
+		if subs[s.Outside.Addr()] == nil {
+			subs[s.Outside.Addr()] = map[netip.Addr]bool{}
+		}
+		subs[s.Outside.Addr()][s.Inside.Addr()] = true
+	}
+	for _, p := range cfg.Pools {
+		ps := mgmt.PoolStatus{Name: p.Name}
+		for _, pf := range p.Addresses {
+			for a := pf.Addr(); pf.Contains(a); a = a.Next() {
+				as := mgmt.AddressStatus{Addr: a, Subscribers: len(subs[a])}
+				for pr := nat.Proto(0); pr < nat.NumProtos; pr++ {
+					as.PortsTotal[pr] = cfg.Ports[pr].Size()
+				}
+				for k := range ports {
+					if k.addr == a {
+						as.PortsInUse[k.proto]++
+					}
+				}
+				ps.Addresses = append(ps.Addresses, as)
+			}
+		}
+		st.Pools = append(st.Pools, ps)
+	}
+	return st
+}
+
+// Stats returns the worker's real counters and the ports' frame counts.
+func (c *Core) Stats() mgmt.Stats {
+	st := mgmt.Stats{Time: c.Clock.Now(), EventsDropped: c.Engine.EventsDropped()}
+	var w mgmt.WorkerStats
+	c.worker.Counters(&w.Counters)
+	st.Workers = append(st.Workers, w)
+	for s, name := range []string{"veth-in", "veth-out"} {
+		ps := c.ports[s].Stats()
+		wc := &w.Counters
+		st.Interfaces = append(st.Interfaces, mgmt.InterfaceStats{
+			Name:      name,
+			RxPackets: ps.RxPackets,
+			RxBytes:   wc[nat.RxBytes+nat.Counter(s)],
+			TxPackets: ps.TxPackets,
+			TxBytes:   wc[nat.TxBytes+nat.Counter(s)],
+			Drops:     ps.RxDropped + ps.TxDropped,
+		})
+	}
+	for _, s := range c.allSessions() {
+		st.Sessions[s.Proto]++
+	}
+	return st
+}
+
+// Sessions lists sessions from the engine.
+func (c *Core) Sessions(ctx context.Context, f nat.SessionFilter, cursor uint32, limit int) ([]nat.Session, uint32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if limit < 1 {
+		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "limit %d is below 1", limit)
+	}
+	s, next := c.Engine.Sessions(f, cursor, limit)
+	return s, next, nil
+}
+
+// DeleteSession deletes a session.
+func (c *Core) DeleteSession(id uint32, gen uint64) error {
+	err := c.Engine.DeleteSession(id, gen)
+	if errors.Is(err, nat.ErrNotFound) {
+		return mgmt.Errorf(mgmt.ErrNotFound, "no session %d at generation %d (it may have ended)", id, gen)
+	}
+	return err
+}
+
+// FlushSessions deletes matching sessions.
+func (c *Core) FlushSessions(f nat.SessionFilter) (int, error) { return c.Engine.FlushSessions(f), nil }
+
+// Config returns the configuration in force.
+func (c *Core) Config() nat.Config { return c.Store.Config() }
+
+// AddPool adds a pool.
+func (c *Core) AddPool(p nat.Pool) error { return c.Store.AddPool(p) }
+
+// DeletePool deletes a pool.
+func (c *Core) DeletePool(name string) error { return c.Store.DeletePool(name) }
+
+// AddPortForward adds a port forward.
+func (c *Core) AddPortForward(r nat.PortForward) error { return c.Store.AddPortForward(r) }
+
+// DeletePortForward deletes a port forward.
+func (c *Core) DeletePortForward(p nat.Proto, out netip.AddrPort) error {
+	return c.Store.DeletePortForward(p, out)
+}
+
+// AddStaticMapping adds a static mapping.
+func (c *Core) AddStaticMapping(m nat.StaticMapping) error { return c.Store.AddStaticMapping(m) }
+
+// DeleteStaticMapping deletes a static mapping.
+func (c *Core) DeleteStaticMapping(in netip.Addr) error { return c.Store.DeleteStaticMapping(in) }
+
+// Apply applies changes atomically.
+func (c *Core) Apply(ch []mgmt.Change) error { return c.Store.Apply(ch) }
+
+// Reload applies the configuration set with SetReload.
+func (c *Core) Reload() error {
+	c.mu.Lock()
+	cfg, err := c.reloadCfg, c.reloadErr
+	c.mu.Unlock()
+	switch {
+	case err != nil:
+		return err
+	case cfg == nil:
+		return mgmt.Errorf(mgmt.ErrUnavailable, "no configuration file to reload")
+	}
+	return c.Store.Replace(*cfg)
+}
+
+// SubscribeEvents subscribes to the exporter's fan-out.
+func (c *Core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.Events.Subscribe(ctx) }
