@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -122,6 +123,7 @@ type serverCreds struct {
 	hint      string // what a refused caller should use instead
 	tls       credentials.TransportCredentials
 	admins    []string
+	log       *slog.Logger
 }
 
 func (c *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -144,6 +146,9 @@ func (c *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	case "mtls":
 		conn, info, err := c.tls.ServerHandshake(raw)
 		if err != nil {
+			// Refused clients (no certificate, unknown CA) are worth a
+			// line in the audit trail: they never reach the interceptor.
+			c.log.Warn("refused a TLS connection", "remote", raw.RemoteAddr().String(), "err", err)
 			return nil, nil, err
 		}
 		ti, ok := info.(credentials.TLSInfo)
@@ -323,7 +328,16 @@ type interceptors struct {
 	log *slog.Logger
 }
 
+// ServedTrailer is a trailer key the server sets on every call it handles,
+// success or failure, so that a client can tell natd's own errors from
+// transport failures (natd not there, TLS refused) that carry the same
+// codes.
+const ServedTrailer = "xnat-served"
+
+var servedMD = metadata.Pairs(ServedTrailer, "1")
+
 func (ic *interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	grpc.SetTrailer(ctx, servedMD)
 	id := IdentityFrom(ctx)
 	start := time.Now()
 	if err := authorize(id, info.FullMethod); err != nil {
@@ -338,6 +352,7 @@ func (ic *interceptors) unary(ctx context.Context, req any, info *grpc.UnaryServ
 }
 
 func (ic *interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ss.SetTrailer(servedMD)
 	id := IdentityFrom(ss.Context())
 	start := time.Now()
 	if err := authorize(id, info.FullMethod); err != nil {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt"
 	"github.com/xnat/xnat/mgmt/client"
 	"github.com/xnat/xnat/mgmt/mgmttest"
@@ -97,4 +99,8 @@ func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return c
+}
+
+func mgmttestFrame(side nat.Side, src, dst string) []byte {
+	return mgmttest.Frame(side, nat.UDP, netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst))
 }

@@ -175,7 +175,7 @@ func NewServer(core Core, opts ServerOptions) (*Server, error) {
 				return nil, err
 			}
 			desc = "mTLS " + opts.TCPAddr
-			creds = &serverCreds{transport: "mtls", tls: credentials.NewTLS(cfg), admins: opts.AdminIdentities, via: desc,
+			creds = &serverCreds{transport: "mtls", tls: credentials.NewTLS(cfg), admins: opts.AdminIdentities, via: desc, log: s.log,
 				hint: "this client certificate is not one of natd's admin identities"}
 		}
 		ln, err := net.Listen("tcp", opts.TCPAddr)

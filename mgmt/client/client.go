@@ -1,8 +1,8 @@
 // Package client dials natd's management API (xnat.v1) over its unix
 // socket or over TCP with mutual TLS. natctl and the tests use it; it adds
 // to the generated client only what a command-line tool needs: dialling
-// with the right credentials, and telling "natd is not there" apart from
-// "natd said no".
+// with the right credentials, and telling "natd is not there" (a
+// *ConnError) apart from "natd said no" (a gRPC status error).
 package client
 
 import (
@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -20,10 +21,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
+
+// servedTrailer is mgmt.ServedTrailer (not imported, to keep the client
+// free of the server's dependencies).
+const servedTrailer = "xnat-served"
 
 // Options say where natd is and how to authenticate.
 type Options struct {
@@ -43,18 +49,43 @@ type Options struct {
 }
 
 // Client is a connection to natd. Its methods are the generated
-// xnatv1.NatServiceClient's.
+// xnatv1.NatServiceClient's; a call that never reached natd fails with a
+// *ConnError.
 type Client struct {
 	xnatv1.NatServiceClient
 	conn   *grpc.ClientConn
 	target string
+	tls    bool
 
 	mu      sync.Mutex
 	dialErr error
 }
 
+// ConnError is a call that failed because natd could not be reached or
+// the connection was refused before natd handled the call. It wraps the
+// gRPC status error.
+type ConnError struct {
+	Target string
+	// Cause is a short explanation: "connection refused", "no such file
+	// or directory", "permission denied", a TLS failure.
+	Cause string
+	// Hint suggests what to do, or is "".
+	Hint string
+	Err  error
+}
+
+func (e *ConnError) Error() string {
+	msg := fmt.Sprintf("cannot reach natd at %s: ", e.Target)
+	if e.Hint != "" {
+		return msg + e.Hint + " (" + e.Cause + ")"
+	}
+	return msg + e.Cause
+}
+
+func (e *ConnError) Unwrap() error { return e.Err }
+
 // Dial prepares a connection; like grpc.NewClient, it connects lazily, so
-// an unreachable natd shows up as the first call's error (see IsUnreachable).
+// an unreachable natd shows up as the first call's *ConnError.
 func Dial(opts Options) (*Client, error) {
 	c := &Client{}
 	var dopts []grpc.DialOption
@@ -70,6 +101,7 @@ func Dial(opts Options) (*Client, error) {
 			if err != nil {
 				return nil, err
 			}
+			c.tls = true
 			dopts = append(dopts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 		}
 		dopts = append(dopts, grpc.WithContextDialer(c.dialer("tcp", opts.Addr)))
@@ -86,6 +118,7 @@ func Dial(opts Options) (*Client, error) {
 	default:
 		return nil, errors.New("client: no socket or address")
 	}
+	dopts = append(dopts, grpc.WithUnaryInterceptor(c.unary), grpc.WithStreamInterceptor(c.stream))
 	conn, err := grpc.NewClient(target, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -95,9 +128,8 @@ func Dial(opts Options) (*Client, error) {
 	return c, nil
 }
 
-// dialer connects to addr and remembers the last failure, so that an
-// Unavailable error can be explained by its cause (no socket, connection
-// refused, permission denied on the socket).
+// dialer connects to addr and remembers the last failure, so that a
+// connection error can be explained by its cause.
 func (c *Client) dialer(network, addr string) func(context.Context, string) (net.Conn, error) {
 	return func(ctx context.Context, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -107,6 +139,75 @@ func (c *Client) dialer(network, addr string) func(context.Context, string) (net
 		c.mu.Unlock()
 		return conn, err
 	}
+}
+
+func (c *Client) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var tr metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&tr))...)
+	return c.classify(err, tr)
+}
+
+func (c *Client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, c.classify(err, nil)
+	}
+	return &clientStream{ClientStream: s, c: c}, nil
+}
+
+type clientStream struct {
+	grpc.ClientStream
+	c *Client
+}
+
+func (s *clientStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil || err == io.EOF {
+		return err
+	}
+	return s.c.classify(err, s.ClientStream.Trailer())
+}
+
+// classify turns a failure that natd did not produce (no served trailer)
+// into a *ConnError.
+func (c *Client) classify(err error, tr metadata.MD) error {
+	if err == nil || len(tr.Get(servedTrailer)) > 0 {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+	default:
+		return err
+	}
+	ce := &ConnError{Target: c.target, Err: err}
+	dialErr := c.DialError()
+	switch {
+	case errors.Is(dialErr, syscall.ECONNREFUSED):
+		ce.Cause, ce.Hint = "connection refused", "is natd running?"
+	case errors.Is(dialErr, syscall.ENOENT):
+		ce.Cause, ce.Hint = "no such file or directory", "is natd running?"
+	case errors.Is(dialErr, syscall.EACCES), errors.Is(dialErr, syscall.EPERM):
+		ce.Cause = "permission denied"
+		ce.Hint = "this user may not open the socket; use sudo for the admin socket, or the read-only socket to look"
+	case dialErr != nil:
+		ce.Cause = dialErr.Error()
+		var oe *net.OpError
+		if errors.As(dialErr, &oe) && oe.Err != nil {
+			ce.Cause = oe.Err.Error()
+		}
+	case st.Code() == codes.DeadlineExceeded:
+		ce.Cause = "timed out"
+	case c.tls:
+		ce.Cause = st.Message()
+		ce.Hint = "natd refused the TLS connection: is --cert signed by natd's client CA, and --ca the CA of natd's certificate?"
+	default:
+		ce.Cause = st.Message()
+	}
+	return ce
 }
 
 func tlsConfig(opts Options) (*tls.Config, error) {
@@ -152,44 +253,4 @@ func (c *Client) DialError() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dialErr
-}
-
-// IsUnreachable reports whether err means natd could not be reached at all
-// (as opposed to natd answering with an error).
-func (c *Client) IsUnreachable(err error) bool {
-	s, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	switch s.Code() {
-	case codes.Unavailable, codes.DeadlineExceeded:
-		// A server-side Unavailable (natd shutting down, a core method
-		// reporting ErrUnavailable) arrives on a working connection;
-		// only a failed dial means natd is not there.
-		return c.DialError() != nil
-	}
-	return false
-}
-
-// Cause describes why natd could not be reached: "connection refused",
-// "no such file or directory", "permission denied", or the dial error.
-func (c *Client) Cause() string {
-	err := c.DialError()
-	switch {
-	case err == nil:
-		return "unknown error"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ENOENT):
-		return "no such file or directory"
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return "permission denied"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timed out"
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		return oe.Err.Error()
-	}
-	return err.Error()
 }
