@@ -60,13 +60,11 @@
 package flowtable
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 const (
@@ -213,12 +211,30 @@ func (t *Table) BytesPerSession() float64 {
 	return total / float64(len(t.recs))
 }
 
-// hash returns the xxhash of a packed key.
+// hash returns XXH64 (seed 0) of the 16 bytes of a packed key: w0 and w1
+// in little-endian order. It is the xxhash algorithm specialised to one
+// fixed length, so that it inlines into the lookup instead of calling the
+// library's assembly for every packet; hash_test.go checks it against
+// github.com/cespare/xxhash/v2 on random keys.
 func hash(w0, w1 uint64) uint64 {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[0:], w0)
-	binary.LittleEndian.PutUint64(b[8:], w1)
-	return xxhash.Sum64(b[:])
+	const (
+		p1 = 11400714785074694791
+		p2 = 14029467366897019727
+		p3 = 1609587929392839161
+		p4 = 9650029242287828579
+		p5 = 2870177450012600261
+	)
+	h := uint64(p5 + KeySize)
+	h ^= bits.RotateLeft64(w0*p2, 31) * p1
+	h = bits.RotateLeft64(h, 27)*p1 + p4
+	h ^= bits.RotateLeft64(w1*p2, 31) * p1
+	h = bits.RotateLeft64(h, 27)*p1 + p4
+	h ^= h >> 33
+	h *= p2
+	h ^= h >> 29
+	h *= p3
+	h ^= h >> 32
+	return h
 }
 
 // home maps a hash to its home bucket by multiply-shift range reduction
@@ -247,17 +263,23 @@ func (t *Table) Lookup(k *Key, e *Entry) bool {
 }
 
 func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
-	tag := uint32(h >> 32)
+	tag := tagOf(h)
 	b := t.home(h)
 	for probes := uint64(0); probes < t.nb; probes++ {
 		bk := &t.buckets[b]
+		// Match all seven tags without a branch per slot: a slot's tag
+		// XOR ours is zero only on a match, and (x-1)>>63 turns "x == 0"
+		// into 1 for a 32-bit x. Empty slots never match: tags are odd.
+		var m uint
 		for s := range bk.slots {
-			w := bk.slots[s].Load()
-			if w == 0 || uint32(w>>32) != tag {
-				continue
-			}
-			ref := uint32(w) - 1
-			if t.read(ref>>1, uint8(ref&1), w0, w1, e) {
+			x := bk.slots[s].Load()>>32 ^ uint64(tag)
+			m |= uint((x-1)>>63) << s
+		}
+		for m != 0 {
+			s := bits.TrailingZeros(m)
+			m &= m - 1
+			ref := uint32(bk.slots[s].Load()) - 1
+			if ref != ^uint32(0) && t.read(ref>>1, uint8(ref&1), w0, w1, e) {
 				return true
 			}
 		}
@@ -268,6 +290,10 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	}
 	return false
 }
+
+// tagOf is the slot tag of a hash: its high half, forced odd so that an
+// empty (zero) slot never matches.
+func tagOf(h uint64) uint32 { return uint32(h>>32) | 1 }
 
 // read copies record id into e if it is live and its key dir equals
 // (w0, w1). It is the seqlock read side.
@@ -292,7 +318,8 @@ func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
 		return false
 	}
 	e.ID, e.Dir, e.Gen = id, dir, g
-	e.Keys[0], e.Keys[1] = unpack(a0, a1), unpack(b0, b1)
+	e.Keys[0].unpackFrom(a0, a1)
+	e.Keys[1].unpackFrom(b0, b1)
 	e.Seen, e.State = seen, state
 	e.User[0], e.User[1] = u0, u1
 	return true
@@ -315,7 +342,8 @@ func (t *Table) Get(id uint32, e *Entry) bool {
 		return false
 	}
 	e.ID, e.Dir, e.Gen = id, 0, g
-	e.Keys[0], e.Keys[1] = unpack(w[0], w[1]), unpack(w[2], w[3])
+	e.Keys[0].unpackFrom(w[0], w[1])
+	e.Keys[1].unpackFrom(w[2], w[3])
 	e.Seen, e.State = seen, state
 	e.User[0], e.User[1] = u0, u1
 	return true
@@ -442,14 +470,15 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 	// Index both keys while the generation is still odd: a reader that
 	// finds a slot early skips the record, and a walker by ID (Expire,
 	// Range) cannot see, and so cannot delete, a half-indexed session.
-	t.place(h[0], slotWord(uint32(h[0]>>32), id, 0))
+	t.place(h[0], slotWord(tagOf(h[0]), id, 0))
 	if two {
-		t.place(h[1], slotWord(uint32(h[1]>>32), id, 1))
+		t.place(h[1], slotWord(tagOf(h[1]), id, 1))
 	}
 	r.gen.Store(g + 1) // live
 	t.live.Add(1)
 	e.ID, e.Dir, e.Gen = id, 0, g+1
-	e.Keys[0], e.Keys[1] = unpack(w[0][0], w[0][1]), unpack(w[1][0], w[1][1])
+	e.Keys[0].unpackFrom(w[0][0], w[0][1])
+	e.Keys[1].unpackFrom(w[1][0], w[1][1])
 	e.Seen, e.State, e.User = now, state, user
 	return Inserted
 }
@@ -529,7 +558,7 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 		}
 		w0, w1 := r.keys[i][0].Load(), r.keys[i][1].Load()
 		h := hash(w0, w1)
-		t.unplace(h, slotWord(uint32(h>>32), id, uint8(i)))
+		t.unplace(h, slotWord(tagOf(h), id, uint8(i)))
 	}
 	t.push(id)
 }
@@ -556,4 +585,41 @@ func (t *Table) push(id uint32) {
 			return
 		}
 	}
+}
+
+// Probe is a key prepared for lookup: packed and hashed once, so that a
+// burst of lookups can be split into a prefetch pass and a lookup pass.
+type Probe struct {
+	w0, w1, h uint64
+}
+
+// Prepare packs and hashes k.
+func (t *Table) Prepare(k *Key, p *Probe) {
+	p.w0, p.w1 = k.pack()
+	p.h = hash(p.w0, p.w1)
+}
+
+// Prefetch touches the home bucket of p and, for a slot whose tag matches,
+// the record it points to, and returns a value derived from them. Go has no
+// prefetch instruction; a plain load whose result the caller keeps serves
+// the same purpose: issued for a whole burst before any lookup, the cache
+// misses of all its packets overlap instead of following one another. The
+// returned value means nothing; fold it into something the compiler cannot
+// discard.
+func (t *Table) Prefetch(p *Probe) uint64 {
+	bk := &t.buckets[t.home(p.h)]
+	tag := tagOf(p.h)
+	var sink uint64
+	for s := range bk.slots {
+		w := bk.slots[s].Load()
+		if uint32(w>>32) == tag {
+			sink += t.recs[(uint32(w)-1)>>1].gen.Load()
+		}
+	}
+	return sink
+}
+
+// LookupProbe is Lookup for a prepared key.
+func (t *Table) LookupProbe(p *Probe, e *Entry) bool {
+	return t.lookupHashed(p.w0, p.w1, p.h, e)
 }

@@ -147,3 +147,11 @@ func (o *Options) validate() error {
 	}
 	return nil
 }
+
+// ValidateOptions checks o as New would, after filling in defaults, so a
+// configuration can be judged before any socket exists (natd
+// --check-config).
+func ValidateOptions(o *Options) error {
+	d := o.withDefaults()
+	return d.validate()
+}

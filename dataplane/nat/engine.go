@@ -66,8 +66,9 @@ type Engine struct {
 	heldHead  int
 	ctlEvents *eventRing
 	workers   []*Worker
-	fwdClaims map[fwdKey]bool // forward ports claimed in their portSet
-	expired   [NumProtos]atomic.Uint64
+	fwdClaims map[fwdKey]bool          // forward ports claimed in their portSet
+	expired   [NumProtos]atomic.Uint64 // idle expiries
+	deleted   [NumProtos]atomic.Uint64 // every deletion, idle or operator
 	deletedOp atomic.Uint64
 	evDropped atomic.Uint64 // control-plane events dropped
 	evCap     int
@@ -520,6 +521,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	if why == DeletedIdle {
 		e.expired[proto].Add(1)
 	}
+	e.deleted[proto].Add(1)
 	e.ctlEvent(Event{
 		Type: SessionDeleted, Proto: proto, Reason: uint8(why),
 		UnixNano: e.tickTime(now).UnixNano(),

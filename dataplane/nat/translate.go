@@ -52,10 +52,12 @@ func martian(a [4]byte) bool {
 // process handles one received frame. Every path ends in exactly one of:
 // queued for transmission, held (neighbour or fragment), or freed with a
 // counted drop reason.
-func (w *Worker) process(side Side, b *port.Buf) {
-	f := b.Data
-	p := &w.p
-	switch r := header.Parse(f, p); r {
+//
+// p and r are the frame's parse result; probe is its session key, prepared
+// in the burst's first pass (valid when r is drop.None and the packet is
+// not an ICMP error).
+func (w *Worker) process(side Side, b *port.Buf, p *header.Parsed, r drop.Reason, probe *flowtable.Probe) {
+	switch r {
 	case drop.None:
 	case drop.NonFirstFragment:
 		if martian(p.Src) || martian(p.Dst) {
@@ -76,13 +78,13 @@ func (w *Worker) process(side Side, b *port.Buf) {
 		w.noteOrigin(side, p)
 	}
 	if side == Inside {
-		w.fromInside(b, p)
+		w.fromInside(b, p, probe)
 	} else {
-		w.fromOutside(b, p)
+		w.fromOutside(b, p, probe)
 	}
 }
 
-func (w *Worker) fromInside(b *port.Buf, p *header.Parsed) {
+func (w *Worker) fromInside(b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	s := w.snap
 	if !s.isInside(p.Src) {
 		w.dropFrame(Inside, b, drop.NotInside)
@@ -108,10 +110,10 @@ func (w *Worker) fromInside(b *port.Buf, p *header.Parsed) {
 		w.outboundError(b, p)
 		return
 	}
-	w.outbound(b, p)
+	w.outbound(b, p, probe)
 }
 
-func (w *Worker) fromOutside(b *port.Buf, p *header.Parsed) {
+func (w *Worker) fromOutside(b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	if !w.snap.isPublic(p.Dst) {
 		w.dropFrame(Outside, b, drop.NotForwarded)
 		return
@@ -125,15 +127,15 @@ func (w *Worker) fromOutside(b *port.Buf, p *header.Parsed) {
 		w.inboundError(Outside, b, p)
 		return
 	}
-	w.inbound(Outside, b, p)
+	w.inbound(Outside, b, p, probe)
 }
 
 // outbound translates a TCP, UDP or ICMP query packet from the inside.
-func (w *Worker) outbound(b *port.Buf, p *header.Parsed) {
-	var k flowtable.Key
+func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	var e flowtable.Entry
-	outKey(p, &k)
-	if !w.eng.sessions.Lookup(&k, &e) || e.Dir != 0 {
+	if !w.eng.sessions.LookupProbe(probe, &e) || e.Dir != 0 {
+		var k flowtable.Key
+		outKey(p, &k)
 		if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 			w.dropFrame(Inside, b, drop.NoSession)
 			return
@@ -174,17 +176,26 @@ func (w *Worker) hairpin(b *port.Buf, p *header.Parsed) {
 		w.inboundError(Inside, b, p)
 		return
 	}
-	w.inbound(Inside, b, p)
+	w.inbound(Inside, b, p, nil)
 }
 
 // inbound translates a TCP, UDP or ICMP query packet addressed to a public
 // address. owner is the side whose port holds the frame: Outside, or Inside
 // for a hairpinned packet.
-func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed) {
-	var k flowtable.Key
+func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	var e flowtable.Entry
-	inKey(p, &k)
-	if !w.eng.sessions.Lookup(&k, &e) || e.Dir != 1 {
+	if probe == nil {
+		// A hairpinned packet: its key exists only now, after the
+		// outbound translation.
+		var pr flowtable.Probe
+		var k flowtable.Key
+		inKey(p, &k)
+		w.eng.sessions.Prepare(&k, &pr)
+		probe = &pr
+	}
+	if !w.eng.sessions.LookupProbe(probe, &e) || e.Dir != 1 {
+		var k flowtable.Key
+		inKey(p, &k)
 		if r := w.newInbound(p, &k, &e); r != drop.None {
 			w.dropFrame(owner, b, r)
 			return

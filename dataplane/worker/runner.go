@@ -1,0 +1,180 @@
+// Package worker runs the dataplane's poll loops: one goroutine per
+// (inside queue, outside queue) pair, locked to its OS thread and pinned to
+// a CPU, calling nat.Worker.Poll in a busy or adaptive loop.
+//
+// This is the outermost layer of the pipeline: below it, nat.Worker moves
+// bursts between the two ports; above it, natd decides which queues and
+// CPUs there are. A Runner owns its goroutine; the methods documented as
+// such are the only ones other goroutines may call.
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/port"
+)
+
+// PollMode chooses how a worker waits for traffic.
+type PollMode uint8
+
+const (
+	// Adaptive spins while there is traffic, then sleeps in poll(2) with a
+	// short timeout. It is the default: an idle appliance stays cool.
+	Adaptive PollMode = iota
+	// Busy spins all the time, for benchmarks and latency.
+	Busy
+)
+
+func (m PollMode) String() string {
+	if m == Busy {
+		return "busy"
+	}
+	return "adaptive"
+}
+
+// ParsePollMode parses "busy" or "adaptive".
+func ParsePollMode(s string) (PollMode, error) {
+	switch s {
+	case "busy":
+		return Busy, nil
+	case "adaptive", "":
+		return Adaptive, nil
+	}
+	return 0, fmt.Errorf("unknown poll mode %q (want busy or adaptive)", s)
+}
+
+// Config configures one Runner.
+type Config struct {
+	Worker *nat.Worker
+	Ports  [nat.NumSides]port.Port
+	// CPU to pin the goroutine's thread to; -1 leaves it unpinned.
+	CPU  int
+	Mode PollMode
+	// IdlePolls is how many consecutive empty polls an adaptive worker
+	// makes before sleeping (default 256, a few tens of microseconds).
+	IdlePolls int
+	// SleepMillis is the poll(2) timeout of an adaptive worker's sleep
+	// (default 10): the longest a frame waits for an idle worker to wake,
+	// beyond the kernel's own wake-up.
+	SleepMillis int
+	// PortStats, if set, is called on the worker goroutine every
+	// statsEvery polls (and when going to sleep) to publish port-level
+	// counters.
+	PortStats func()
+}
+
+// statsEvery is how often (in polls) a busy worker publishes port-level
+// counters.
+const statsEvery = 1024
+
+// Runner is one poll-loop goroutine.
+type Runner struct {
+	cfg     Config
+	stop    atomic.Bool
+	done    chan struct{}
+	started atomic.Bool
+	running atomic.Bool
+	errMu   sync.Mutex
+	err     error
+}
+
+// New checks cfg and returns a Runner that has not started.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Worker == nil || cfg.Ports[nat.Inside] == nil || cfg.Ports[nat.Outside] == nil {
+		return nil, errors.New("worker: a nat.Worker and both ports are required")
+	}
+	if cfg.CPU >= runtime.NumCPU() {
+		return nil, fmt.Errorf("worker %d: CPU %d does not exist (this machine has %d)", cfg.Worker.ID(), cfg.CPU, runtime.NumCPU())
+	}
+	if cfg.IdlePolls <= 0 {
+		cfg.IdlePolls = 256
+	}
+	if cfg.SleepMillis <= 0 {
+		cfg.SleepMillis = 10
+	}
+	return &Runner{cfg: cfg, done: make(chan struct{})}, nil
+}
+
+// Start launches the goroutine. It returns once the thread is pinned (or
+// pinning failed, which is returned).
+func (r *Runner) Start() error {
+	if !r.started.CompareAndSwap(false, true) {
+		return errors.New("worker: already started")
+	}
+	ready := make(chan error, 1)
+	go r.loop(ready)
+	return <-ready
+}
+
+// Stop asks the goroutine to finish its current burst and exit, and waits
+// for it. Any goroutine may call it.
+func (r *Runner) Stop() {
+	r.stop.Store(true)
+	if r.started.Load() {
+		<-r.done
+	}
+}
+
+// Running reports whether the poll loop is running. Any goroutine may call
+// it.
+func (r *Runner) Running() bool { return r.running.Load() }
+
+// Err returns the error that ended the loop, if any.
+func (r *Runner) Err() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.err
+}
+
+func (r *Runner) loop(ready chan<- error) {
+	defer close(r.done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if r.cfg.CPU >= 0 {
+		if err := pin(r.cfg.CPU); err != nil {
+			ready <- fmt.Errorf("worker %d: pin to CPU %d: %w", r.cfg.Worker.ID(), r.cfg.CPU, err)
+			return
+		}
+	}
+	ready <- nil
+	r.running.Store(true)
+	defer r.running.Store(false)
+
+	w := r.cfg.Worker
+	idle := 0
+	polls := 0
+	for !r.stop.Load() {
+		n := w.Poll()
+		polls++
+		if r.cfg.PortStats != nil && polls%statsEvery == 0 {
+			r.cfg.PortStats()
+		}
+		if n > 0 || r.cfg.Mode == Busy {
+			idle = 0
+			continue
+		}
+		idle++
+		if idle < r.cfg.IdlePolls {
+			continue
+		}
+		if r.cfg.PortStats != nil {
+			r.cfg.PortStats()
+		}
+		w.Publish()
+		if err := r.sleep(); err != nil {
+			// A link failure: the port counts it and recovers on its own;
+			// do not spin on it.
+			time.Sleep(time.Duration(r.cfg.SleepMillis) * time.Millisecond)
+		}
+	}
+	if r.cfg.PortStats != nil {
+		r.cfg.PortStats()
+	}
+	w.Publish()
+}
