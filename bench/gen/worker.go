@@ -1,0 +1,411 @@
+package gen
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/xnat/xnat/dataplane/afxdp"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+)
+
+// live is a worker's running totals, published once per batch for the
+// progress line. Each worker has its own, padded to two cache lines so
+// workers never share one.
+type live struct {
+	txPkts, txBytes atomic.Uint64
+	rxPkts, rxBytes atomic.Uint64
+	_               [96]byte
+}
+
+// idleSpins is how many empty bursts a receiver spins through before it
+// sleeps in poll(2) (unless BusyPoll): about 10-50 µs of spinning, enough
+// to ride out gaps inside a stream without a wakeup on every frame.
+const idleSpins = 256
+
+// txWorker sends one queue's share of the flows and, in reflecting modes,
+// receives the replies on the same socket. Everything in it is owned by
+// its goroutine; the engine reads the plain fields only after the worker
+// has stopped.
+type txWorker struct {
+	id, cpu int
+	mode    Mode
+	tcp     bool
+	busy    bool
+	port    *afxdp.Port
+	b       *Builder
+	spec    *FlowSpec
+	cur     *Cursor
+	pacer   *Pacer
+	batch   int
+	live    *live
+
+	// Streams: flow f is in stream f mod nstreams; this worker's flows
+	// are w, w+W, ..., so its stream steps by W too.
+	nstreams, step uint32
+	stream         uint32
+	seqs           []uint64 // per stream: frames built (sent, after finish)
+
+	bufs  []port.Buf
+	held  []port.Buf // built, not yet accepted by the TX ring
+	nheld int
+	rxb   []port.Buf
+	txq   []port.Buf
+	freeq []port.Buf
+	p     header.Parsed
+	ret   *Recorder // replies (reflecting modes)
+
+	txPkts, txBytes uint64
+	firstNs, lastNs int64
+	exhausted       bool // NewFlows: every flow of this worker was sent
+	allocShort      uint64
+	unsent          uint64
+	established     uint64
+	hsAcks          uint64
+	hsAckDrops      uint64
+	mismatched      uint64
+	foreign         uint64
+	flushErrs       uint64
+	err             error
+}
+
+// run is the worker's goroutine: a send phase until the engine says stop
+// (or, for NewFlows, until its flows run out), then in reflecting modes a
+// receive-only drain phase.
+func (w *txWorker) run(e *engine) {
+	defer e.workers.Done()
+	if err := pin(w.cpu); err != nil {
+		w.err = err
+	}
+	empty := 0
+	for !e.stopTx.Load() && !(w.exhausted && w.nheld == 0) {
+		now := nanotime()
+		sent := w.send(now)
+		if err := w.port.Flush(); err != nil {
+			w.flushErrs++
+			w.err = err
+		}
+		got := 0
+		if w.mode.Reflects() {
+			got = w.receive()
+		}
+		w.publish()
+		if sent == 0 && got == 0 {
+			empty++
+			w.idle(now, empty)
+		} else {
+			empty = 0
+		}
+	}
+	w.finishTx()
+	w.publish()
+	e.txFinished()
+	if !w.mode.Reflects() {
+		return
+	}
+	empty = 0
+	for !e.stopRx.Load() {
+		got := w.receive()
+		if err := w.port.Flush(); err != nil {
+			w.flushErrs++
+			w.err = err
+		}
+		w.publish()
+		if got == 0 {
+			empty++
+			if !w.busy && empty > idleSpins {
+				_ = w.port.Wait(5)
+			}
+		} else {
+			empty = 0
+		}
+	}
+}
+
+// idle is called after an iteration that neither sent nor received.
+func (w *txWorker) idle(now int64, empty int) {
+	if w.pacer == nil || w.nheld > 0 || w.exhausted {
+		return // the ring or the completion queue is the limit: keep kicking
+	}
+	wait := w.pacer.Wait(now)
+	switch {
+	case wait <= 0:
+	case w.mode.Reflects():
+		// Sleep in poll(2) so a reply wakes us at once (its RTT stamp
+		// is taken on wakeup); poll's timeout is in whole milliseconds.
+		if ms := wait / 1e6; ms >= 1 && !w.busy && empty > idleSpins {
+			_ = w.port.Wait(int(ms))
+		}
+	case wait >= 100_000 && !w.busy:
+		time.Sleep(time.Duration(wait - 50_000))
+	}
+}
+
+// send transmits frames that waited for the ring, then builds and sends
+// one new burst (as many as the pacer allows). It returns the frames the
+// ring accepted.
+func (w *txWorker) send(now int64) int {
+	sent := 0
+	if w.nheld > 0 {
+		// Frames wait here while the ring is full; restamp them so
+		// their latency starts when they can really leave.
+		for i := range w.held[:w.nheld] {
+			w.b.Restamp(w.held[i].Data, uint64(now))
+		}
+		k := w.port.TxBurst(w.held[:w.nheld])
+		w.account(w.held[:k], now)
+		sent += k
+		copy(w.held, w.held[k:w.nheld])
+		w.nheld -= k
+		if w.nheld > 0 {
+			return sent
+		}
+	}
+	if w.exhausted {
+		return sent
+	}
+	n := w.batch
+	if w.pacer != nil {
+		if n = w.pacer.Take(now, n); n == 0 {
+			return sent
+		}
+	}
+	k := w.port.Alloc(w.bufs[:n])
+	if k < n {
+		w.allocShort++
+		if w.pacer != nil {
+			w.pacer.Refund(n - k)
+		}
+	}
+	built := 0
+	for built < k {
+		st := w.stream
+		m := Mark{Stream: uint16(st), Seq: uint32(w.seqs[st]), TxNs: uint64(now), Flow: w.cur.Index}
+		w.seqs[st]++
+		d := w.bufs[built].Data
+		w.bufs[built].Data = d[:w.b.Build(d[:0:cap(d)], w.cur.Tuple(), w.cur.Round, &m)]
+		built++
+		if w.cur.Next() {
+			w.stream = w.cur.Index % w.nstreams
+			if w.mode.NewFlows() {
+				w.exhausted = true
+				break
+			}
+		} else if w.stream += w.step; w.stream >= w.nstreams {
+			w.stream -= w.nstreams
+		}
+	}
+	if built < k {
+		w.port.Free(w.bufs[built:k])
+		if w.pacer != nil {
+			w.pacer.Refund(k - built)
+		}
+	}
+	s := w.port.TxBurst(w.bufs[:built])
+	w.account(w.bufs[:s], now)
+	sent += s
+	if s < built {
+		w.nheld = copy(w.held, w.bufs[s:built])
+	}
+	return sent
+}
+
+func (w *txWorker) account(bufs []port.Buf, now int64) {
+	if len(bufs) == 0 {
+		return
+	}
+	var bytes uint64
+	for i := range bufs {
+		bytes += uint64(len(bufs[i].Data))
+	}
+	w.txPkts += uint64(len(bufs))
+	w.txBytes += bytes
+	if w.firstNs == 0 {
+		w.firstNs = now
+	}
+	w.lastNs = now
+}
+
+// finishTx frees the frames still waiting for the ring. They are the
+// newest of their streams, so taking them off the per-stream counts
+// leaves exactly the frames sent, numbered 0..count-1.
+func (w *txWorker) finishTx() {
+	mo := w.b.MarkOffset()
+	for i := range w.held[:w.nheld] {
+		m := ReadMark(w.held[i].Data[mo:])
+		w.seqs[m.Stream]--
+	}
+	w.unsent = uint64(w.nheld)
+	w.port.Free(w.held[:w.nheld])
+	w.nheld = 0
+}
+
+// receive handles one burst of replies: check each against its flow,
+// record it, and in ConnRateBidir over TCP answer each SYN-ACK with the
+// handshake's ACK (the received frame, rewritten in place).
+func (w *txWorker) receive() int {
+	n := w.port.RxBurst(w.rxb)
+	if n == 0 {
+		return 0
+	}
+	now := nanotime()
+	q, fr := 0, 0
+	for i := range n {
+		f := w.rxb[i].Data
+		m, ok := Classify(f, &w.p)
+		if !ok {
+			w.foreign++
+			w.freeq[fr] = w.rxb[i]
+			fr++
+			continue
+		}
+		p := &w.p
+		// The reply travels from the flow's destination back to its
+		// source: reversed, its tuple must be the flow's own.
+		if idx, ok := w.spec.Index(Tuple{Src: p.Dst, Dst: p.Src, SrcPort: p.DstPort, DstPort: p.SrcPort}); !ok || idx != m.Flow {
+			w.mismatched++
+		}
+		w.ret.Observe(&m, len(f), now)
+		if w.mode == ConnRateBidir {
+			w.established++
+			if w.tcp {
+				if l := HandshakeAck(f, p); l > 0 {
+					w.rxb[i].Data = f[:l]
+					w.txq[q] = w.rxb[i]
+					q++
+					continue
+				}
+			}
+		}
+		w.freeq[fr] = w.rxb[i]
+		fr++
+	}
+	if q > 0 {
+		s := w.port.TxBurst(w.txq[:q])
+		w.hsAcks += uint64(s)
+		if s < q {
+			w.hsAckDrops += uint64(q - s)
+			w.port.Free(w.txq[s:q])
+		}
+	}
+	w.port.Free(w.freeq[:fr])
+	return n
+}
+
+func (w *txWorker) publish() {
+	w.live.txPkts.Store(w.txPkts)
+	w.live.txBytes.Store(w.txBytes)
+	if w.ret != nil {
+		w.live.rxPkts.Store(w.ret.Packets)
+		w.live.rxBytes.Store(w.ret.Bytes)
+	}
+}
+
+// rxWorker is the far side: a counting sink, or the reflector. Owned by
+// its goroutine like txWorker.
+type rxWorker struct {
+	id, cpu int
+	mode    Mode
+	busy    bool
+	port    *afxdp.Port
+	rec     *Recorder
+	learn   *MappingTable
+	live    *live
+
+	rxb   []port.Buf
+	txq   []port.Buf
+	freeq []port.Buf
+	p     header.Parsed
+
+	foreign, learned, changed uint64
+	reflected, reflectDrops   uint64
+	synAcks, handshakes       uint64
+	flushErrs                 uint64
+	err                       error
+}
+
+func (w *rxWorker) run(e *engine) {
+	defer e.workers.Done()
+	if err := pin(w.cpu); err != nil {
+		w.err = err
+	}
+	empty := 0
+	for !e.stopRx.Load() {
+		got := w.burst()
+		if err := w.port.Flush(); err != nil {
+			w.flushErrs++
+			w.err = err
+		}
+		w.live.rxPkts.Store(w.rec.Packets)
+		w.live.rxBytes.Store(w.rec.Bytes)
+		if got == 0 {
+			empty++
+			if !w.busy && empty > idleSpins {
+				_ = w.port.Wait(5)
+			}
+		} else {
+			empty = 0
+		}
+	}
+}
+
+// burst receives, records and (reflecting) turns around one burst.
+func (w *rxWorker) burst() int {
+	n := w.port.RxBurst(w.rxb)
+	if n == 0 {
+		return 0
+	}
+	now := nanotime()
+	reflect := w.mode.Reflects()
+	q, fr := 0, 0
+	for i := range n {
+		f := w.rxb[i].Data
+		m, ok := Classify(f, &w.p)
+		if !ok {
+			// A pure ACK carries no Mark: the handshake's third packet.
+			if reflect && w.p.L4 == header.L4TCP && Reflect(f, &w.p) == HandshakeDone {
+				w.handshakes++
+			} else {
+				w.foreign++
+			}
+			w.freeq[fr] = w.rxb[i]
+			fr++
+			continue
+		}
+		if !w.rec.Observe(&m, len(f), now) || !reflect {
+			w.freeq[fr] = w.rxb[i]
+			fr++
+			continue
+		}
+		if w.learn != nil {
+			l, c := w.learn.Observe(m.Flow, w.p.Src, w.p.SrcPort)
+			if l {
+				w.learned++
+			}
+			if c {
+				w.changed++
+			}
+		}
+		switch Reflect(f, &w.p) {
+		case SynAck:
+			w.synAcks++
+			fallthrough
+		case Echo:
+			w.txq[q] = w.rxb[i]
+			q++
+		default:
+			w.freeq[fr] = w.rxb[i]
+			fr++
+		}
+	}
+	if q > 0 {
+		s := w.port.TxBurst(w.txq[:q])
+		w.reflected += uint64(s)
+		if s < q {
+			w.reflectDrops += uint64(q - s)
+			w.port.Free(w.txq[s:q])
+		}
+	}
+	w.port.Free(w.freeq[:fr])
+	return n
+}

@@ -1,0 +1,256 @@
+// Command trafficgen is xnat's AF_XDP traffic generator, the load side of
+// the benchmarks: it sends IPv4 UDP or TCP frames from AF_XDP sockets on
+// one interface, through the device under test, to a sink or reflector on
+// another (usually each in its own network namespace, both served by this
+// one process, so TX and RX timestamps share CLOCK_MONOTONIC), and prints
+// a JSON result. The engine is bench/gen; this command maps flags onto
+// gen.Config.
+//
+// One-way, 1 Mi flows of 64-byte UDP at the maximum rate for 10 s, from
+// the bench lab's gen namespace to its sink namespace:
+//
+//	trafficgen -tx-netns GEN -tx-dev eth0 -rx-netns SINK -rx-dev eth0 \
+//	    -src 10.1.0.0/16 -src-ports 1024-1039 -dst 198.19.0.1 -flows 1048576 \
+//	    -size 64 -duration 10s
+//
+// Bidirectional through a NAT (the reflector answers each frame; the
+// result has round-trip latency and the NAT's learned mappings), IMIX at
+// 100 kpps:
+//
+//	trafficgen -mode bidir ... -size imix -rate 100k
+//
+// Connection rate (every frame a new flow; TCP flows complete their
+// handshake through the reflector):
+//
+//	trafficgen -mode connrate-bidir -proto tcp -flows 16777216 ...
+//
+// A progress line goes to stderr every -progress; the result goes to
+// stdout, or to -json FILE. Exit status: 0 done, 1 run failed, 2 bad flags.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xnat/xnat/bench/gen"
+	"github.com/xnat/xnat/dataplane/afxdp"
+)
+
+// options are the parsed command line.
+type options struct {
+	cfg      gen.Config
+	jsonPath string
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "trafficgen:", err)
+		}
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := gen.Run(ctx, o.cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "trafficgen:", err)
+		os.Exit(1)
+	}
+	if err := writeResult(o.jsonPath, res); err != nil {
+		fmt.Fprintln(os.Stderr, "trafficgen:", err)
+		os.Exit(1)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(os.Stderr, "trafficgen: warning:", w)
+	}
+}
+
+func writeResult(path string, r *gen.Result) error {
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	js = append(js, '\n')
+	if path == "" || path == "-" {
+		_, err = os.Stdout.Write(js)
+		return err
+	}
+	return os.WriteFile(path, js, 0o644)
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("trafficgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	c := &o.cfg
+	var (
+		mode, proto, srcMAC, dstMAC, src, srcPorts, dst, dstPorts string
+		size, rate, cpus, rxCPUs, backend                         string
+		flows                                                     uint64
+		ttl, ring                                                 int
+		quiet                                                     bool
+	)
+	fs.StringVar(&mode, "mode", "oneway", "oneway, bidir (reflector), connrate (every frame a new flow) or connrate-bidir")
+	fs.StringVar(&proto, "proto", "udp", "udp or tcp (TCP flows are handshake-shaped: SYN, then ACK|PSH data)")
+	fs.StringVar(&c.TxNetns, "tx-netns", "", "network namespace of -tx-dev (default: this process's)")
+	fs.StringVar(&c.TxDev, "tx-dev", "", "interface to send on (required)")
+	fs.StringVar(&c.RxNetns, "rx-netns", "", "network namespace of -rx-dev")
+	fs.StringVar(&c.RxDev, "rx-dev", "", "interface of the sink/reflector (empty: transmit only)")
+	fs.StringVar(&srcMAC, "src-mac", "", "source MAC (default: -tx-dev's)")
+	fs.StringVar(&dstMAC, "dst-mac", "", "destination MAC, the DUT's (default: learned from the neighbour table in -tx-netns)")
+	fs.StringVar(&src, "src", "10.0.0.2", "source addresses: A, A-B or A/n")
+	fs.StringVar(&srcPorts, "src-ports", "1024-65535", "source ports: P or P-Q")
+	fs.StringVar(&dst, "dst", "198.18.0.2", "destination addresses: A, A-B or A/n (at most 16384 with a receiver)")
+	fs.StringVar(&dstPorts, "dst-ports", "9", "destination ports: P or P-Q")
+	fs.Uint64Var(&flows, "flows", 1, "distinct flows, 1 to 16777216 (source address varies fastest, then source port, destination address, destination port)")
+	fs.StringVar(&size, "size", "64", "frame size with FCS, 64 to 1518, or imix (7:4:1 of 64/576/1518)")
+	fs.StringVar(&rate, "rate", "0", "target frames per second over all queues, with optional k/M suffix (0: maximum)")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "how long to send")
+	fs.DurationVar(&c.Drain, "drain", 300*time.Millisecond, "how long receivers keep counting after the last frame")
+	fs.IntVar(&c.TxQueues, "queues", 1, "TX queues (one worker and socket each)")
+	fs.IntVar(&c.RxQueues, "rx-queues", 1, "RX queues of the sink/reflector")
+	fs.StringVar(&cpus, "cpus", "", "CPU per TX worker, comma-separated (default: worker i on CPU i)")
+	fs.StringVar(&rxCPUs, "rx-cpus", "", "CPU per RX worker (default: after the TX workers' CPUs)")
+	fs.BoolVar(&c.NoPin, "no-pin", false, "do not pin workers to CPUs")
+	fs.IntVar(&c.Batch, "batch", 64, "burst size, 1 to 256")
+	fs.IntVar(&c.Streams, "streams", 0, "measurement streams (default min(flows, 64)); listed in the result when at most -per-stream")
+	fs.IntVar(&c.PerStreamMax, "per-stream", 64, "list streams in the result when there are at most this many")
+	fs.BoolVar(&c.BusyPoll, "busy-poll", false, "receivers spin instead of sleeping when idle (precise low-rate latency, a core each)")
+	fs.IntVar(&c.LearnMax, "learn-max", 4<<20, "flows whose NAT mapping the reflector records (8 bytes each)")
+	fs.IntVar(&ttl, "ttl", 64, "IPv4 TTL")
+	fs.IntVar(&c.Port.NumFrames, "frames", 0, "UMEM frames per socket (default 4096)")
+	fs.IntVar(&ring, "ring", 0, "size of each AF_XDP ring (default 2048)")
+	fs.StringVar(&backend, "backend", "native", "AF_XDP ring backend: native or asavie")
+	fs.StringVar(&o.jsonPath, "json", "", "write the JSON result to this file instead of stdout")
+	fs.DurationVar(&c.ProgressEvery, "progress", time.Second, "progress line interval on stderr")
+	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if c.TxDev == "" {
+		return nil, errors.New("-tx-dev is required")
+	}
+	if c.Mode, err = gen.ParseMode(mode); err != nil {
+		return nil, err
+	}
+	if c.Proto, err = gen.ParseProto(proto); err != nil {
+		return nil, err
+	}
+	for _, m := range []struct {
+		s   string
+		dst *net.HardwareAddr
+	}{{srcMAC, &c.SrcMAC}, {dstMAC, &c.DstMAC}} {
+		if m.s == "" {
+			continue
+		}
+		if *m.dst, err = net.ParseMAC(m.s); err != nil || len(*m.dst) != 6 {
+			return nil, fmt.Errorf("bad MAC %q", m.s)
+		}
+	}
+	if c.Flows.Src, err = gen.ParseAddrRange(src); err != nil {
+		return nil, err
+	}
+	if c.Flows.Dst, err = gen.ParseAddrRange(dst); err != nil {
+		return nil, err
+	}
+	if c.Flows.SrcPorts, err = gen.ParsePortRange(srcPorts); err != nil {
+		return nil, err
+	}
+	if c.Flows.DstPorts, err = gen.ParsePortRange(dstPorts); err != nil {
+		return nil, err
+	}
+	if flows < 1 || flows > gen.MaxFlows {
+		return nil, fmt.Errorf("-flows %d not in [1, %d]", flows, gen.MaxFlows)
+	}
+	c.Flows.Count = uint32(flows)
+	if err := c.Flows.Validate(); err != nil {
+		return nil, err
+	}
+	if c.Sizes, err = gen.ParseSizes(size); err != nil {
+		return nil, err
+	}
+	if c.Rate, err = parseRate(rate); err != nil {
+		return nil, err
+	}
+	if ttl < 1 || ttl > 255 {
+		return nil, fmt.Errorf("-ttl %d not in [1, 255]", ttl)
+	}
+	c.TTL = uint8(ttl)
+	if c.TxCPUs, err = parseCPUs(cpus); err != nil {
+		return nil, err
+	}
+	if c.RxCPUs, err = parseCPUs(rxCPUs); err != nil {
+		return nil, err
+	}
+	switch backend {
+	case "native":
+		c.Port.Backend = afxdp.Native
+	case "asavie":
+		c.Port.Backend = afxdp.Asavie
+	default:
+		return nil, fmt.Errorf("unknown -backend %q", backend)
+	}
+	if ring != 0 {
+		c.Port.RxRingSize, c.Port.TxRingSize, c.Port.FillRingSize, c.Port.CompletionRingSize = ring, ring, ring, ring
+	}
+	if !quiet && c.ProgressEvery > 0 {
+		c.Progress = stderr
+	}
+	if c.Duration <= 0 {
+		return nil, errors.New("-duration must be positive")
+	}
+	return o, nil
+}
+
+// parseRate parses a frame rate: a number with an optional k, M or G
+// suffix ("250k", "1.5M").
+func parseRate(s string) (float64, error) {
+	mult := 1.0
+	t := strings.TrimSpace(s)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k', 'K':
+			mult, t = 1e3, t[:len(t)-1]
+		case 'm', 'M':
+			mult, t = 1e6, t[:len(t)-1]
+		case 'g', 'G':
+			mult, t = 1e9, t[:len(t)-1]
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || v != v {
+		return 0, fmt.Errorf("bad -rate %q", s)
+	}
+	return v * mult, nil
+}
+
+func parseCPUs(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("bad CPU %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
