@@ -57,6 +57,9 @@ type Options struct {
 	EventWriter io.Writer
 	// Logger defaults to a logger that discards.
 	Logger *slog.Logger
+	// EventRing is the engine's per-producer event ring capacity (a power
+	// of two; default the engine's).
+	EventRing int
 }
 
 // Clock is a settable clock for the engine.
@@ -121,7 +124,7 @@ func New(opts Options) (*Core, error) {
 	}
 	c := &Core{Clock: &Clock{t: StartTime.Add(time.Hour)}, done: make(chan struct{})}
 	var err error
-	c.Engine, err = nat.New(cfg, nat.Options{Workers: 1, Clock: c.Clock})
+	c.Engine, err = nat.New(cfg, nat.Options{Workers: 1, Clock: c.Clock, EventRing: opts.EventRing})
 	if err != nil {
 		return nil, err
 	}
