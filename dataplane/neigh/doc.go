@@ -1,0 +1,38 @@
+// Package neigh gives the NAT pipeline the Ethernet destination of every
+// frame it sends: it is the last step of a worker's transmit path, after
+// translation and before the frame is queued on the egress port.
+//
+// The kernel stays the control plane for L2 and L3. The routes of the NAT's
+// network namespace decide the next hop (connected route: the destination
+// itself; gateway route: the gateway), and the kernel's neighbour table
+// supplies its MAC address. A Table copies both into immutable, pointer-free
+// snapshots published through an atomic.Pointer, so a worker's Resolve is a
+// lock-free, allocation-free longest-prefix match over a short sorted array
+// followed by one open-addressing hash probe.
+//
+// Changes reach the snapshots without a restart: one control goroutine per
+// Table follows the kernel over netlink subscriptions (routes, neighbours,
+// links), re-lists everything when a subscription overflows (ENOBUFS) or an
+// interface is re-created, and publishes a new snapshot whenever something a
+// worker can observe has changed.
+//
+// A next hop missing from the neighbour table is resolved by the kernel on
+// the control goroutine's request: Resolve only posts the address into a
+// small bounded, de-duplicating array of atomic slots and returns Pending;
+// the control goroutine sends an RTM_NEWNEIGH with NTF_USE for it, which
+// makes the kernel create the entry and send ARP requests exactly as if it
+// had a packet to forward. The answer (REACHABLE) or the give-up (FAILED)
+// comes back as a neighbour notification.
+//
+// Because frames sent through AF_XDP never touch the kernel's neighbour
+// entries, the kernel would let entries in use go STALE and, above
+// gc_thresh1, garbage-collect them. Resolve therefore marks the entries it
+// returns, and the control goroutine periodically sends NTF_USE for the
+// marked ones, which keeps them alive and re-confirms STALE ones with a
+// unicast probe (RFC 1122 section 2.3.2.1), just as the kernel's own
+// forwarding would.
+//
+// Goroutines: Resolve, Stats and Snapshot may be called from any goroutine,
+// concurrently. Close may be called from any goroutine, any number of times.
+// Everything else belongs to the Table's control goroutine.
+package neigh

@@ -1,0 +1,354 @@
+package neigh
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/xnat/xnat/dataplane/nat"
+)
+
+func ip4(s string) [4]byte { return netip.MustParseAddr(s).As4() }
+func u32(s string) uint32 {
+	a := ip4(s)
+	return binary.BigEndian.Uint32(a[:])
+}
+
+func fwd(prefix string, metric uint32, gws ...string) route {
+	p := netip.MustParsePrefix(prefix)
+	r := route{mask: prefixMask(p.Bits()), plen: uint8(p.Bits()), metric: metric, nhops: 1}
+	r.prefix = u32(p.Addr().String()) & r.mask
+	if len(gws) > 0 {
+		r.nhops = uint8(len(gws))
+		for i, g := range gws {
+			r.gw[i] = u32(g)
+		}
+	}
+	return r
+}
+
+func reject(prefix string) route {
+	r := fwd(prefix, 0)
+	r.kind = kindReject
+	return r
+}
+
+// testTable is the lab topology's view from the NAT namespace, built
+// without netlink: 10.0.0.0/24 inside, 198.18.0.0/24 outside, a default via
+// 198.18.0.2, a static 198.18.99.0/24 via 198.18.0.2, a blackhole and
+// nInside resolved inside hosts from 10.0.0.2 up (the /24 is widened to a
+// /16 when more are asked for).
+type testTable struct {
+	*Table
+	st     *neighState
+	probes *probeLog
+	links  [nat.NumSides]linkState
+	routes [nat.NumSides][]route
+}
+
+func newTestTable(nInside int) *testTable {
+	p := &probeLog{}
+	tt := &testTable{probes: p}
+	tt.Table = newTable(Config{})
+	tt.st = newNeighState(5000*ms, 1000*ms, p.probe, &tt.stats)
+	tt.links = [nat.NumSides]linkState{{index: 2, up: true}, {index: 3, up: true}}
+	inPrefix := "10.0.0.0/24"
+	if nInside > 250 {
+		inPrefix = "10.0.0.0/16"
+	}
+	in := []route{fwd(inPrefix, 0)}
+	out := []route{
+		fwd("198.18.0.0/24", 0),
+		fwd("0.0.0.0/0", 100, "198.18.0.2"),
+		fwd("198.18.99.0/24", 0, "198.18.0.2"),
+		reject("198.19.66.0/24"),
+	}
+	sortRoutes(in)
+	sortRoutes(out)
+	tt.routes = [nat.NumSides][]route{in, out}
+	for i := range nInside {
+		ip := u32("10.0.0.2") + uint32(i)
+		tt.st.kernel(nkey{nat.Inside, ip}, nudReachable, [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}, 0)
+	}
+	tt.st.kernel(nkey{nat.Outside, u32("198.18.0.2")}, nudReachable, macB, 0)
+	tt.publish()
+	return tt
+}
+
+func (tt *testTable) publish() { tt.snap.Store(buildSnapshot(tt.links, tt.routes, tt.st)) }
+
+func (tt *testTable) drain() []posted { return drainAll(tt.req) }
+
+func TestResolve(t *testing.T) {
+	tt := newTestTable(2)
+	in1 := [6]byte{2, 0, 0, 0, 0, 0}
+	in2 := [6]byte{2, 0, 0, 0, 0, 1}
+	for _, c := range []struct {
+		side nat.Side
+		dst  string
+		mac  [6]byte
+		res  nat.Resolution
+	}{
+		{nat.Inside, "10.0.0.2", in1, nat.Resolved},
+		{nat.Inside, "10.0.0.3", in2, nat.Resolved},
+		{nat.Outside, "198.18.0.2", macB, nat.Resolved},          // connected
+		{nat.Outside, "198.18.99.7", macB, nat.Resolved},         // static via 198.18.0.2
+		{nat.Outside, "203.0.113.9", macB, nat.Resolved},         // default via 198.18.0.2
+		{nat.Outside, "198.19.66.1", [6]byte{}, nat.Unreachable}, // blackhole beats the default
+		{nat.Inside, "198.18.0.2", [6]byte{}, nat.Unreachable},   // the route is the outside's
+		{nat.Inside, "192.0.2.1", [6]byte{}, nat.Unreachable},    // no inside default
+		{nat.Side(7), "10.0.0.2", [6]byte{}, nat.Unreachable},    // no such side
+	} {
+		mac, res := tt.Resolve(c.side, ip4(c.dst))
+		if res != c.res || mac != c.mac {
+			t.Errorf("Resolve(%v, %s) = %x, %v; want %x, %v", c.side, c.dst, mac, res, c.mac, c.res)
+		}
+	}
+	if got := tt.drain(); len(got) != 0 {
+		t.Fatalf("hits posted requests: %v", got)
+	}
+	// Resolved neighbours are marked for the refresh sweep.
+	if tt.snap.Load().sides[nat.Inside].neigh.find(u32("10.0.0.2")).used.Load() == 0 {
+		t.Fatal("resolved neighbour not marked used")
+	}
+}
+
+func TestResolveOnLinkZeroIsUnreachable(t *testing.T) {
+	tt := newTestTable(0)
+	tt.routes[nat.Inside] = []route{fwd("0.0.0.0/0", 0)} // "default dev nat-in"
+	tt.publish()
+	if _, res := tt.Resolve(nat.Inside, ip4("0.0.0.0")); res != nat.Unreachable {
+		t.Fatalf("0.0.0.0 on-link: %v", res)
+	}
+	if got := tt.drain(); len(got) != 0 {
+		t.Fatalf("posted %v for 0.0.0.0", got)
+	}
+}
+
+func TestResolveMissPostsAndGoesPending(t *testing.T) {
+	tt := newTestTable(1)
+	for range 5 {
+		if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Pending {
+			t.Fatalf("miss: %v", res)
+		}
+	}
+	got := tt.drain()
+	if len(got) != 1 || got[0] != (posted{nat.Inside, u32("10.0.0.77")}) {
+		t.Fatalf("posted %v", got)
+	}
+	// A miss through a gateway asks for the gateway, not the destination.
+	tt.st.kernelGone(nkey{nat.Outside, u32("198.18.0.2")})
+	tt.publish()
+	if _, res := tt.Resolve(nat.Outside, ip4("198.18.99.7")); res != nat.Pending {
+		t.Fatalf("gateway miss: %v", res)
+	}
+	if got := tt.drain(); len(got) != 1 || got[0] != (posted{nat.Outside, u32("198.18.0.2")}) {
+		t.Fatalf("posted %v, want the gateway", got)
+	}
+	// The control goroutine turns the request into a probe and a Pending
+	// entry; further misses no longer post.
+	tt.st.request(nkey{nat.Inside, u32("10.0.0.77")}, 0)
+	tt.publish()
+	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Pending {
+		t.Fatalf("pending: %v", res)
+	}
+	if got := tt.drain(); len(got) != 0 {
+		t.Fatalf("pending entry posted %v", got)
+	}
+	tt.st.kernel(nkey{nat.Inside, u32("10.0.0.77")}, nudReachable, macA, 1)
+	tt.publish()
+	if mac, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Resolved || mac != macA {
+		t.Fatalf("after the kernel's answer: %x %v", mac, res)
+	}
+}
+
+func TestResolveFailedAndRetry(t *testing.T) {
+	tt := newTestTable(0)
+	k := nkey{nat.Inside, u32("10.0.0.99")}
+	tt.st.request(k, 0)
+	tt.st.kernel(k, nudFailed, [6]byte{}, 3000*ms)
+	tt.publish()
+	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.99")); res != nat.Failed {
+		t.Fatalf("failed neighbour: %v", res)
+	}
+	if got := tt.drain(); len(got) != 0 {
+		t.Fatalf("unarmed failed entry posted %v", got)
+	}
+	tt.st.tick(4000 * ms)
+	tt.publish()
+	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.99")); res != nat.Pending {
+		t.Fatalf("armed failed neighbour: %v, want Pending (a retry is starting)", res)
+	}
+	if got := tt.drain(); len(got) != 1 {
+		t.Fatalf("armed failed entry posted %v", got)
+	}
+}
+
+func TestResolveLinkDown(t *testing.T) {
+	tt := newTestTable(1)
+	tt.links[nat.Inside].up = false
+	tt.publish()
+	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.2")); res != nat.Unreachable {
+		t.Fatalf("link down: %v", res)
+	}
+	if _, res := tt.Resolve(nat.Outside, ip4("198.18.0.2")); res != nat.Resolved {
+		t.Fatalf("other side affected: %v", res)
+	}
+}
+
+func TestSnapshotAndStats(t *testing.T) {
+	tt := newTestTable(2)
+	s := tt.Snapshot()
+	if s.Links[nat.Inside] != (LinkState{Index: 2, Up: true}) {
+		t.Fatalf("links %+v", s.Links)
+	}
+	if len(s.Routes) != 5 || s.Stats.Routes != [nat.NumSides]int{1, 4} {
+		t.Fatalf("routes %+v stats %+v", s.Routes, s.Stats.Routes)
+	}
+	// Lookup order: longest prefix first on each side.
+	if s.Routes[1].Prefix.String() != "198.18.0.0/24" || s.Routes[4].Prefix.String() != "0.0.0.0/0" ||
+		s.Routes[4].NextHops[0] != netip.MustParseAddr("198.18.0.2") || s.Routes[1].NextHops[0].IsValid() {
+		t.Fatalf("routes %+v", s.Routes)
+	}
+	var rejects int
+	for _, r := range s.Routes {
+		if r.Reject {
+			rejects++
+		}
+	}
+	if rejects != 1 {
+		t.Fatalf("%d reject routes", rejects)
+	}
+	if len(s.Neighbors) != 3 || s.Stats.Entries != [nat.NumSides]int{2, 1} {
+		t.Fatalf("neighbours %+v entries %v", s.Neighbors, s.Stats.Entries)
+	}
+	for _, n := range s.Neighbors {
+		if n.Side == nat.Outside && (n.Addr != netip.MustParseAddr("198.18.0.2") || n.MAC != macB || n.State != nat.Resolved) {
+			t.Fatalf("outside neighbour %+v", n)
+		}
+	}
+}
+
+func TestResolveAllocs(t *testing.T) {
+	tt := newTestTable(100)
+	k := nkey{nat.Inside, u32("10.0.0.250")}
+	tt.st.request(k, 0)
+	tt.st.kernel(k, nudFailed, [6]byte{}, 0)
+	tt.publish()
+	var sink nat.Resolution
+	for _, c := range []struct {
+		name string
+		side nat.Side
+		dst  string
+	}{
+		{"hit", nat.Inside, "10.0.0.50"},
+		{"gateway", nat.Outside, "203.0.113.1"},
+		{"miss", nat.Inside, "10.0.0.200"},
+		{"failed", nat.Inside, "10.0.0.250"},
+		{"unreachable", nat.Inside, "192.0.2.1"},
+	} {
+		dst := ip4(c.dst)
+		if n := testing.AllocsPerRun(1000, func() {
+			_, r := tt.Resolve(c.side, dst)
+			sink += r
+		}); n != 0 {
+			t.Errorf("Resolve %s allocates %.1f times", c.name, n)
+		}
+	}
+	_ = sink
+}
+
+func TestResolveConcurrentWithPublish(t *testing.T) {
+	// Workers resolve while the control goroutine republishes: run with
+	// -race. Every answer must be one of the published states.
+	tt := newTestTable(50)
+	done := make(chan struct{})
+	errs := make(chan string, 4)
+	for w := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 20000 {
+				dst := [4]byte{10, 0, 0, byte(2 + (i+w)%60)}
+				mac, res := tt.Resolve(nat.Inside, dst)
+				switch {
+				case res == nat.Resolved && mac[0] != 2:
+					errs <- "resolved with a bad MAC"
+					return
+				case res == nat.Unreachable || res == nat.Failed:
+					errs <- "unexpected " + res2s(res)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 200 {
+		k := nkey{nat.Inside, u32("10.0.0.2") + uint32(i%50)}
+		if i%2 == 0 {
+			tt.st.kernel(k, nudReachable, [6]byte{2, 0, 0, 1, 0, byte(i)}, 0)
+		} else {
+			tt.st.kernelGone(k)
+		}
+		tt.publish()
+		tt.drain()
+	}
+	for range 4 {
+		<-done
+	}
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
+	}
+}
+
+func res2s(r nat.Resolution) string {
+	return [...]string{"resolved", "pending", "unreachable", "failed"}[r]
+}
+
+var benchSink [6]byte
+
+func benchResolve(b *testing.B, tt *testTable, side nat.Side, dst [4]byte) {
+	b.ReportAllocs()
+	for b.Loop() {
+		mac, _ := tt.Resolve(side, dst)
+		benchSink = mac
+	}
+}
+
+func BenchmarkResolve(b *testing.B) {
+	tt := newTestTable(1000)
+	b.Run("hit-inside", func(b *testing.B) { benchResolve(b, tt, nat.Inside, ip4("10.0.2.100")) })
+	b.Run("hit-gateway", func(b *testing.B) { benchResolve(b, tt, nat.Outside, ip4("203.0.113.77")) })
+	b.Run("miss", func(b *testing.B) {
+		// Every call misses and posts; the request is already waiting, so
+		// this is the de-duplicated steady state of a burst to one
+		// unresolved neighbour.
+		benchResolve(b, tt, nat.Inside, ip4("10.0.9.9"))
+	})
+	b.Run("unreachable", func(b *testing.B) { benchResolve(b, tt, nat.Inside, ip4("192.0.2.1")) })
+	b.Run("hit-spread", func(b *testing.B) {
+		// Destinations cycling through all 1000 neighbours.
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			a := u32("10.0.0.2") + uint32(i%1000)
+			mac, _ := tt.Resolve(nat.Inside, [4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+			benchSink = mac
+			i++
+		}
+	})
+	b.Run("hit-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var m [6]byte
+			i := 0
+			for pb.Next() {
+				a := u32("10.0.0.2") + uint32(i%1000)
+				mac, _ := tt.Resolve(nat.Inside, [4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+				m[0] ^= mac[5]
+				i++
+			}
+			benchSink[1] = m[0]
+		})
+	})
+}

@@ -1,0 +1,263 @@
+package neigh
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/xnat/xnat/dataplane/nat"
+)
+
+const ms = int64(1e6)
+
+type probeLog struct {
+	calls []nkey
+	err   error
+}
+
+func (p *probeLog) probe(side nat.Side, ip uint32) error {
+	p.calls = append(p.calls, nkey{side, ip})
+	return p.err
+}
+
+func newTestState() (*neighState, *probeLog, *counters) {
+	p := &probeLog{}
+	c := &counters{}
+	return newNeighState(5000*ms, 1000*ms, p.probe, c), p, c
+}
+
+var macA = [6]byte{2, 0, 0, 0, 0, 0xa}
+var macB = [6]byte{2, 0, 0, 0, 0, 0xb}
+
+func expect(t *testing.T, s *neighState, k nkey, res nat.Resolution, mac [6]byte, retry bool) {
+	t.Helper()
+	e := s.m[k]
+	if e == nil {
+		t.Fatalf("%+v: no entry, want %v", k, res)
+	}
+	if e.res != res || e.mac != mac || e.retry != retry {
+		t.Fatalf("%+v: got res=%v mac=%x retry=%v, want res=%v mac=%x retry=%v", k, e.res, e.mac, e.retry, res, mac, retry)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		state uint16
+		mac   [6]byte
+		res   nat.Resolution
+		ok    bool
+	}{
+		{nudReachable, macA, nat.Resolved, true},
+		{nudStale, macA, nat.Resolved, true},
+		{nudDelay, macA, nat.Resolved, true},
+		{nudProbe, macA, nat.Resolved, true},
+		{nudPermanent, macA, nat.Resolved, true},
+		{nudReachable, [6]byte{}, 0, false}, // no usable address
+		{nudIncomplete, [6]byte{}, nat.Pending, true},
+		{nudFailed, [6]byte{}, nat.Failed, true},
+		{0, macA, 0, false}, // NUD_NONE
+	} {
+		res, ok := classify(c.state, c.mac)
+		if ok != c.ok || (ok && res != c.res) {
+			t.Errorf("classify(%#x, %x) = %v, %v; want %v, %v", c.state, c.mac, res, ok, c.res, c.ok)
+		}
+	}
+}
+
+func TestStateMissResolves(t *testing.T) {
+	s, p, c := newTestState()
+	k := nkey{nat.Outside, 0xc6120002}
+	s.request(k, 0)
+	if len(p.calls) != 1 || p.calls[0] != k {
+		t.Fatalf("probes %v", p.calls)
+	}
+	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	if !s.dirty {
+		t.Fatal("new pending entry not marked dirty")
+	}
+	// A repeated post while pending does not probe again.
+	s.request(k, 10*ms)
+	if len(p.calls) != 1 {
+		t.Fatalf("duplicate request probed again: %v", p.calls)
+	}
+	// The kernel's INCOMPLETE (if it reports one) keeps it pending.
+	s.kernel(k, nudIncomplete, [6]byte{}, 20*ms)
+	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	s.kernel(k, nudReachable, macA, 30*ms)
+	expect(t, s, k, nat.Resolved, macA, false)
+	if c.requested.Load() != 1 || c.completed.Load() != 1 || c.failed.Load() != 0 {
+		t.Fatalf("counters requested=%d completed=%d failed=%d", c.requested.Load(), c.completed.Load(), c.failed.Load())
+	}
+	// Only visible changes make a new snapshot.
+	s.dirty = false
+	s.kernel(k, nudStale, macA, 40*ms)
+	if s.dirty {
+		t.Fatal("REACHABLE->STALE with the same MAC marked dirty")
+	}
+	s.kernel(k, nudReachable, macB, 50*ms)
+	if !s.dirty {
+		t.Fatal("MAC change not marked dirty")
+	}
+	expect(t, s, k, nat.Resolved, macB, false)
+	// A request for a resolved neighbour is stale.
+	s.request(k, 60*ms)
+	if len(p.calls) != 1 {
+		t.Fatal("stale request probed")
+	}
+	if s.tick(70*ms) != 0 {
+		t.Fatal("resolved entry left a timer")
+	}
+}
+
+func TestStateFailedAndRetry(t *testing.T) {
+	s, p, c := newTestState()
+	k := nkey{nat.Inside, 0x0a000063}
+	s.request(k, 0)
+	s.kernel(k, nudFailed, [6]byte{}, 3000*ms)
+	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	if c.failed.Load() != 1 {
+		t.Fatalf("failed = %d", c.failed.Load())
+	}
+	// Too early for a retry: posts are ignored.
+	s.request(k, 3500*ms)
+	if len(p.calls) != 1 {
+		t.Fatalf("retried before the delay: %v", p.calls)
+	}
+	if next := s.tick(3500 * ms); next != 4000*ms {
+		t.Fatalf("next tick %d ms, want 4000", next/ms)
+	}
+	// After the delay the entry is armed, so Resolve will post.
+	s.dirty = false
+	s.tick(4000 * ms)
+	expect(t, s, k, nat.Failed, [6]byte{}, true)
+	if !s.dirty {
+		t.Fatal("arming not published")
+	}
+	s.request(k, 4100*ms)
+	if len(p.calls) != 2 {
+		t.Fatalf("armed retry not probed: %v", p.calls)
+	}
+	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	// The host came up.
+	s.kernel(k, nudReachable, macA, 4200*ms)
+	expect(t, s, k, nat.Resolved, macA, false)
+	if c.requested.Load() != 2 || c.completed.Load() != 1 || c.failed.Load() != 1 {
+		t.Fatalf("counters requested=%d completed=%d failed=%d", c.requested.Load(), c.completed.Load(), c.failed.Load())
+	}
+}
+
+func TestStatePendingTimeout(t *testing.T) {
+	s, p, c := newTestState()
+	k := nkey{nat.Outside, 0xc6120009}
+	s.request(k, 0)
+	if next := s.tick(1000 * ms); next != 5000*ms {
+		t.Fatalf("next tick %d ms, want 5000", next/ms)
+	}
+	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	s.tick(5000 * ms)
+	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	if c.failed.Load() != 1 {
+		t.Fatalf("failed = %d", c.failed.Load())
+	}
+	// The kernel never had an entry: after the retry delay the neighbour
+	// is forgotten, so the next packet misses and posts again.
+	s.tick(6000 * ms)
+	if s.m[k] != nil {
+		t.Fatal("failed entry without a kernel entry kept after the retry delay")
+	}
+	s.request(k, 6100*ms)
+	if len(p.calls) != 2 {
+		t.Fatalf("probes %v", p.calls)
+	}
+}
+
+func TestStateProbeError(t *testing.T) {
+	s, p, c := newTestState()
+	p.err = errors.New("ENETDOWN")
+	k := nkey{nat.Outside, 0xc6120002}
+	s.request(k, 0)
+	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	if c.failed.Load() != 1 || c.nlErrors.Load() != 1 {
+		t.Fatalf("failed=%d errors=%d", c.failed.Load(), c.nlErrors.Load())
+	}
+	if s.m[k].waiting {
+		t.Fatal("failed probe left a request outstanding")
+	}
+}
+
+func TestStateKernelGone(t *testing.T) {
+	s, _, _ := newTestState()
+	a, b := nkey{nat.Inside, 1}, nkey{nat.Inside, 2}
+	s.kernel(a, nudReachable, macA, 0)
+	s.request(b, 0)
+	s.kernel(b, nudIncomplete, [6]byte{}, 0)
+	s.kernelGone(a)
+	s.kernelGone(b)
+	if s.m[a] != nil {
+		t.Fatal("deleted neighbour still present")
+	}
+	// b is still being resolved for us.
+	expect(t, s, b, nat.Pending, [6]byte{}, false)
+	// NUD_NONE counts as gone.
+	s.kernel(a, nudReachable, macA, 0)
+	s.kernel(a, 0, [6]byte{}, 0)
+	if s.m[a] != nil {
+		t.Fatal("NUD_NONE entry kept")
+	}
+}
+
+func TestStateResyncAndDropSide(t *testing.T) {
+	s, _, _ := newTestState()
+	keep, gone, asked := nkey{nat.Inside, 1}, nkey{nat.Inside, 2}, nkey{nat.Outside, 3}
+	s.kernel(keep, nudReachable, macA, 0)
+	s.kernel(gone, nudStale, macB, 0)
+	s.request(asked, 0)
+	s.beginResync()
+	s.kernel(keep, nudReachable, macA, 0)
+	s.endResync()
+	if s.m[gone] != nil {
+		t.Fatal("entry missing from the re-list survived")
+	}
+	expect(t, s, keep, nat.Resolved, macA, false)
+	expect(t, s, asked, nat.Pending, [6]byte{}, false)
+	s.dropSide(nat.Inside)
+	if s.m[keep] != nil || s.m[asked] == nil {
+		t.Fatal("dropSide removed the wrong side")
+	}
+}
+
+func TestStateRefresh(t *testing.T) {
+	s, p, c := newTestState()
+	used := []nkey{{nat.Inside, 1}, {nat.Inside, 2}, {nat.Outside, 3}}
+	perm := nkey{nat.Outside, 4}
+	idle := nkey{nat.Inside, 5}
+	s.kernel(used[0], nudReachable, macA, 0)
+	s.kernel(used[1], nudStale, macA, 0)
+	s.kernel(used[2], nudDelay, macB, 0)
+	s.kernel(perm, nudPermanent, macB, 0)
+	s.kernel(idle, nudStale, macA, 0)
+	snap := buildSnapshot([nat.NumSides]linkState{{1, true}, {2, true}}, [nat.NumSides][]route{}, s)
+	for _, k := range append(used, perm) {
+		snap.sides[k.side].neigh.find(k.ip).markUsed()
+	}
+	s.refresh(snap)
+	got := map[nkey]bool{}
+	for _, k := range p.calls {
+		got[k] = true
+	}
+	if len(p.calls) != 3 || !got[used[0]] || !got[used[1]] || !got[used[2]] {
+		t.Fatalf("refreshed %v, want %v", p.calls, used)
+	}
+	if c.refreshed.Load() != 3 {
+		t.Fatalf("refreshed counter %d", c.refreshed.Load())
+	}
+	for _, k := range append(used, perm) {
+		if snap.sides[k.side].neigh.find(k.ip).used.Load() != 0 {
+			t.Fatalf("%+v still marked after the sweep", k)
+		}
+	}
+	// Nothing used since: nothing refreshed.
+	s.refresh(snap)
+	if len(p.calls) != 3 {
+		t.Fatalf("second sweep refreshed %v", p.calls[3:])
+	}
+}
