@@ -178,12 +178,12 @@ func New(capacity int) (*Table, error) {
 	if nb < 2 {
 		nb = 2
 	}
-	t := &Table{
-		recs:    make([]record, capacity),
-		buckets: make([]bucket, nb),
-		next:    make([]atomic.Uint32, capacity),
-		nb:      nb,
-	}
+	t := &Table{nb: nb}
+	var m1, m2, m3 mapping
+	t.recs, m1 = allocArray[record](capacity)
+	t.buckets, m2 = allocArray[bucket](int(nb))
+	t.next, m3 = allocArray[atomic.Uint32](capacity)
+	t.releaseLater(m1, m2, m3)
 	// Free records have odd generations. Thread the free list so that
 	// record 0 is popped first; it makes tests and dumps easier to read.
 	for i := range t.recs {
@@ -193,8 +193,20 @@ func New(capacity int) (*Table, error) {
 		}
 	}
 	t.head.Store(1)
+	// Fault in the index now: the first write to each page of a fresh
+	// allocation costs a page fault, and that must not happen to a
+	// worker inserting a session at line rate. (The loop above already
+	// wrote every record and link.)
+	for b := 0; b < len(t.buckets); b += pageSize / bucketSize {
+		t.buckets[b].meta.Store(0)
+	}
 	return t, nil
 }
+
+const (
+	pageSize   = 4096
+	bucketSize = 64 // asserted by TestLayoutSizes
+)
 
 // Cap returns the capacity in sessions.
 func (t *Table) Cap() int { return len(t.recs) }

@@ -127,9 +127,11 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 		worker, workers = 0, 1
 	}
 	mine := (chunks - worker + workers - 1) / workers // chunks c ≡ worker (mod workers)
-	total := 0
-	for c := 0; c < mine; c++ {
-		total += chunkLen(n, worker+c*workers)
+	// Every chunk is full but the range's last, which is ours when its
+	// index is ≡ worker.
+	total := mine * chunkPorts
+	if last := chunks - 1; last%workers == worker {
+		total -= chunkPorts - chunkLen(n, last)
 	}
 	if total == 0 {
 		return 0, false

@@ -1,0 +1,98 @@
+package nat
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// refShare lists the ports of [lo, hi] in worker's share, the slow way.
+func refShare(lo, hi uint16, worker, workers int) map[uint16]bool {
+	n := int(hi) - int(lo) + 1
+	chunks := (n + chunkPorts - 1) / chunkPorts
+	if chunks < workers {
+		worker, workers = 0, 1
+	}
+	out := map[uint16]bool{}
+	for p := int(lo); p <= int(hi); p++ {
+		if ((p-int(lo))/chunkPorts)%workers == worker {
+			out[uint16(p)] = true
+		}
+	}
+	return out
+}
+
+// TestClaimRandomCoversExactlyTheShare claims every port a worker may take,
+// for random ranges and worker counts, and compares with the reference.
+func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for iter := 0; iter < 200; iter++ {
+		lo := uint16(1 + r.IntN(60000))
+		hi := lo + uint16(r.IntN(int(65535-lo)+1))
+		if iter%10 == 0 {
+			hi = lo + uint16(r.IntN(200)) // short ranges, partial chunks
+			if hi < lo {
+				hi = 65535
+			}
+		}
+		workers := 1 + r.IntN(4)
+		worker := r.IntN(workers)
+		var s portSet
+		want := refShare(lo, hi, worker, workers)
+		got := map[uint16]bool{}
+		for {
+			p, ok := s.claimRandom(lo, hi, worker, workers, r.Uint64())
+			if !ok {
+				break
+			}
+			if got[p] {
+				t.Fatalf("port %d claimed twice", p)
+			}
+			got[p] = true
+		}
+		if len(got) != len(want) {
+			t.Fatalf("range %d-%d worker %d/%d: claimed %d ports, share has %d", lo, hi, worker, workers, len(got), len(want))
+		}
+		for p := range got {
+			if !want[p] {
+				t.Fatalf("range %d-%d worker %d/%d: claimed %d outside the share", lo, hi, worker, workers, p)
+			}
+		}
+	}
+}
+
+func TestPortStateTransitions(t *testing.T) {
+	var s portSet
+	if !s.claimFree(100) || s.claimFree(100) {
+		t.Fatal("claimFree")
+	}
+	if !s.share(100) {
+		t.Fatal("share of an owned port")
+	}
+	if s.release(100, true) {
+		t.Fatal("release of one of two owners reported last")
+	}
+	if !s.release(100, true) {
+		t.Fatal("last release not reported")
+	}
+	if o, held := s.state(100); o != 0 || !held {
+		t.Fatalf("after last release: owners %d held %v", o, held)
+	}
+	if s.claimFree(100) || s.share(100) {
+		t.Fatal("port in hold-down was claimed")
+	}
+	if s.inUse.Load() != 1 {
+		t.Fatalf("inUse %d during hold-down", s.inUse.Load())
+	}
+	s.unhold(100)
+	if s.inUse.Load() != 0 || !s.claimFree(100) {
+		t.Fatal("port not free after unhold")
+	}
+	// The neighbouring port in the same word is independent.
+	if !s.claimFree(101) {
+		t.Fatal("neighbour port")
+	}
+	s.release(101, false)
+	if o, held := s.state(101); o != 0 || held {
+		t.Fatal("release without hold-down must free at once")
+	}
+}
