@@ -234,6 +234,10 @@ type Cursor struct {
 	d     [4]uint32 // src addr, src port, dst addr, dst port digits
 	n     [4]uint32 // digit ranges
 	t     Tuple
+	// d0 and t0 are the digits and tuple of first: a wrap restores them
+	// instead of dividing again (with few flows, every step wraps).
+	d0 [4]uint32
+	t0 Tuple
 }
 
 // NewCursor returns a cursor at flow first (< spec.Count) stepping by step
@@ -242,6 +246,7 @@ func NewCursor(spec *FlowSpec, first, step uint32) *Cursor {
 	c := &Cursor{spec: spec, step: step, first: first,
 		n: [4]uint32{spec.Src.Count, spec.SrcPorts.Count, spec.Dst.Count, spec.DstPorts.Count}}
 	c.seek(first)
+	c.d0, c.t0 = c.d, c.t
 	return c
 }
 
@@ -272,7 +277,7 @@ func (c *Cursor) Next() (wrapped bool) {
 	next := uint64(c.Index) + uint64(c.step)
 	if next >= uint64(c.spec.Count) {
 		c.Round++
-		c.seek(c.first)
+		c.Index, c.d, c.t = c.first, c.d0, c.t0
 		return true
 	}
 	c.Index = uint32(next)

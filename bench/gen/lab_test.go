@@ -213,3 +213,28 @@ func TestConnRate(t *testing.T) {
 		}
 	})
 }
+
+// TestTwoQueues splits the flows over two TX workers and two receivers on
+// 2-queue veths: every frame is still accounted for, per stream.
+func TestTwoQueues(t *testing.T) {
+	b := routedBench(t, lab.WithIPForward(), lab.WithQueues(2))
+	cfg := labConfig(b, OneWay, header.ProtocolUDP, 1000)
+	cfg.TxQueues, cfg.RxQueues = 2, 2
+	cfg.Streams = 7 // rounded up to 8, a multiple of the TX queues
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logResult(t, r)
+	if r.Config.Streams != 8 || len(r.Config.TxCPUs) != 2 || len(r.Config.RxCPUs) != 2 {
+		t.Fatalf("config %+v", r.Config)
+	}
+	if r.TX.Packets < 1800 || r.RX == nil || r.RX.Packets != r.TX.Packets || r.Lost != 0 {
+		t.Fatalf("tx %d rx %+v lost %d", r.TX.Packets, r.RX, r.Lost)
+	}
+	for _, s := range r.Streams {
+		if s.TX == 0 || s.Lost != 0 {
+			t.Fatalf("stream %+v", s)
+		}
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,8 +50,9 @@ import (
 
 // options are the parsed command line.
 type options struct {
-	cfg      gen.Config
-	jsonPath string
+	cfg        gen.Config
+	jsonPath   string
+	cpuProfile string
 }
 
 func main() {
@@ -63,13 +65,26 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "trafficgen:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "trafficgen:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	res, err := gen.Run(ctx, o.cfg)
+	if err == nil {
+		err = writeResult(o.jsonPath, res)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trafficgen:", err)
-		os.Exit(1)
-	}
-	if err := writeResult(o.jsonPath, res); err != nil {
-		fmt.Fprintln(os.Stderr, "trafficgen:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	for _, w := range res.Warnings {
@@ -134,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&ring, "ring", 0, "size of each AF_XDP ring (default 2048)")
 	fs.StringVar(&backend, "backend", "native", "AF_XDP ring backend: native or asavie")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON result to this file instead of stdout")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the run to this file")
 	fs.DurationVar(&c.ProgressEvery, "progress", time.Second, "progress line interval on stderr")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
