@@ -157,12 +157,18 @@ func (c *Client) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cli
 
 type clientStream struct {
 	grpc.ClientStream
-	c *Client
+	c        *Client
+	received bool
 }
 
 func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err == nil || err == io.EOF {
+	if err == nil {
+		s.received = true
+	}
+	if err == nil || err == io.EOF || s.received {
+		// Once natd has sent something it was reachable, whatever ends
+		// the stream later.
 		return err
 	}
 	return s.c.classify(err, s.ClientStream.Trailer())
