@@ -165,11 +165,20 @@ func (e *engine) setup() error {
 	if e.b.MaxFrameLen() > e.txPorts[0].FrameSize() {
 		return fmt.Errorf("frames of %d bytes do not fit UMEM frames of %d", e.b.MaxFrameLen(), e.txPorts[0].FrameSize())
 	}
-	e.makeWorkers()
+	var tx, rx []port.Port
+	for _, p := range e.txPorts {
+		tx = append(tx, p)
+	}
+	for _, p := range e.rxPorts {
+		rx = append(rx, p)
+	}
+	e.makeWorkers(tx, rx)
 	return nil
 }
 
-func (e *engine) makeWorkers() {
+// makeWorkers creates a TX worker per tx port and an RX worker per rx
+// port (the AF_XDP ports of setup, or in-memory ports in tests).
+func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 	c := &e.cfg
 	ncpu := runtime.NumCPU()
 	cpuOf := func(list []int, i, def int) int {
@@ -185,21 +194,21 @@ func (e *engine) makeWorkers() {
 	if c.Mode.Reflects() && c.LearnMax > 0 {
 		e.learn = NewMappingTable(int(min(uint64(c.Flows.Count), uint64(c.LearnMax))))
 	}
-	for q, p := range e.rxPorts {
+	for q, p := range rxPorts {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		e.rx = append(e.rx, &rxWorker{
-			id: q, cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), mode: c.Mode, busy: c.BusyPoll, port: p,
+			id: q, cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), mode: c.Mode, busy: c.BusyPoll, port: p, wait: waiter(p),
 			rec: NewRecorder(c.Streams), learn: e.learn, live: l,
 			rxb: bufs(), txq: bufs(), freeq: bufs(),
 		})
 	}
-	for q, p := range e.txPorts {
+	for q, p := range txPorts {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		w := &txWorker{
 			id: q, cpu: cpuOf(c.TxCPUs, q, q), mode: c.Mode, tcp: c.Proto == header.ProtocolTCP, busy: c.BusyPoll,
-			port: p, b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
+			port: p, wait: waiter(p), b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
 			batch: c.Batch, live: l,
 			nstreams: uint32(c.Streams), step: uint32(c.TxQueues), stream: uint32(q),
 			seqs: make([]uint64, c.Streams),
@@ -239,6 +248,11 @@ func newPort(ifindex, queue int, o *afxdp.Options) (*afxdp.Port, error) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+func waiter(p port.Port) port.Waiter {
+	w, _ := p.(port.Waiter)
+	return w
 }
 
 // txFinished is called by each TX worker when its send phase ends.

@@ -4,7 +4,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
 )
@@ -23,6 +22,16 @@ type live struct {
 // to ride out gaps inside a stream without a wakeup on every frame.
 const idleSpins = 256
 
+// sleep idles a receiver: in poll(2) on its socket for up to 5 ms, so the
+// first frame wakes it, or (a port that cannot wait) for 50 µs.
+func sleep(w port.Waiter) {
+	if w != nil {
+		_ = w.Wait(5)
+		return
+	}
+	time.Sleep(50 * time.Microsecond)
+}
+
 // txWorker sends one queue's share of the flows and, in reflecting modes,
 // receives the replies on the same socket. Everything in it is owned by
 // its goroutine; the engine reads the plain fields only after the worker
@@ -32,7 +41,8 @@ type txWorker struct {
 	mode    Mode
 	tcp     bool
 	busy    bool
-	port    *afxdp.Port
+	port    port.Port
+	wait    port.Waiter // port's poll(2), if it has one
 	b       *Builder
 	spec    *FlowSpec
 	cur     *Cursor
@@ -114,7 +124,7 @@ func (w *txWorker) run(e *engine) {
 		if got == 0 {
 			empty++
 			if !w.busy && empty > idleSpins {
-				_ = w.port.Wait(5)
+				sleep(w.wait)
 			}
 		} else {
 			empty = 0
@@ -133,8 +143,8 @@ func (w *txWorker) idle(now int64, empty int) {
 	case w.mode.Reflects():
 		// Sleep in poll(2) so a reply wakes us at once (its RTT stamp
 		// is taken on wakeup); poll's timeout is in whole milliseconds.
-		if ms := wait / 1e6; ms >= 1 && !w.busy && empty > idleSpins {
-			_ = w.port.Wait(int(ms))
+		if ms := wait / 1e6; ms >= 1 && !w.busy && empty > idleSpins && w.wait != nil {
+			_ = w.wait.Wait(int(ms))
 		}
 	case wait >= 100_000 && !w.busy:
 		time.Sleep(time.Duration(wait - 50_000))
@@ -307,7 +317,8 @@ type rxWorker struct {
 	id, cpu int
 	mode    Mode
 	busy    bool
-	port    *afxdp.Port
+	port    port.Port
+	wait    port.Waiter
 	rec     *Recorder
 	learn   *MappingTable
 	live    *live
@@ -341,7 +352,7 @@ func (w *rxWorker) run(e *engine) {
 		if got == 0 {
 			empty++
 			if !w.busy && empty > idleSpins {
-				_ = w.port.Wait(5)
+				sleep(w.wait)
 			}
 		} else {
 			empty = 0
