@@ -13,6 +13,8 @@ var (
 	In2Addr   = netip.MustParsePrefix("10.0.0.3/24")   // inside host 2
 	OutsideGW = netip.MustParsePrefix("198.18.0.1/24") // NAT box, outside
 	OutAddr   = netip.MustParsePrefix("198.18.0.2/24") // outside server
+	FarGW     = netip.MustParsePrefix("198.18.1.1/24") // outside server, as a router to the far host
+	FarAddr   = netip.MustParsePrefix("198.18.1.2/24") // far host (WithFarHost)
 )
 
 // Interface names inside the lab namespaces. Names are per namespace, so
@@ -32,6 +34,7 @@ type Options struct {
 	serverExtra []netip.Prefix
 	returnRoute bool
 	keepIPv6    bool
+	far         bool
 }
 
 // Option changes Options.
@@ -66,6 +69,13 @@ func WithReturnRoute() Option { return func(o *Options) { o.returnRoute = true }
 // benchmarks.
 func WithIPv6() Option { return func(o *Options) { o.keepIPv6 = true } }
 
+// WithFarHost adds a host one router hop beyond the outside server: the
+// out namespace forwards between 198.18.0.0/24 and 198.18.1.0/24, where
+// the far host sits (FarAddr), and the NAT box routes 198.18.1.0/24 via
+// the server. A probe whose TTL runs out at that router gets an ICMP Time
+// Exceeded from 198.18.0.2, which is what traceroute through a NAT needs.
+func WithFarHost() Option { return func(o *Options) { o.far = true } }
+
 func buildOptions(opts []Option) Options {
 	o := Options{queues: 1}
 	for _, f := range opts {
@@ -88,6 +98,7 @@ func buildOptions(opts []Option) Options {
 type NAT struct {
 	*Lab
 	In1, In2, LAN, Box, Out string // namespace names
+	Far                     string // with WithFarHost
 	Queues                  int
 }
 
@@ -172,6 +183,34 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 	}
 	if o.returnRoute {
 		if err = run("ip", "-n", n.Out, "route", "add", "10.0.0.0/8", "via", OutsideGW.Addr().String()); err != nil {
+			return nil, err
+		}
+	}
+	if o.far {
+		if n.Far, err = l.AddNamespace("far"); err != nil {
+			return nil, err
+		}
+		if !o.keepIPv6 {
+			if err = disableIPv6(n.Far); err != nil {
+				return nil, err
+			}
+		}
+		if err = l.AddVeth(Veth{NS: n.Out, Name: "eth1", PeerNS: n.Far, PeerName: HostDev, Queues: 1}); err != nil {
+			return nil, err
+		}
+		if err = addAddr(n.Out, "eth1", FarGW); err != nil {
+			return nil, err
+		}
+		if err = addAddr(n.Far, HostDev, FarAddr); err != nil {
+			return nil, err
+		}
+		if err = sysctl(n.Out, "net.ipv4.ip_forward", "1"); err != nil {
+			return nil, err
+		}
+		if err = run("ip", "-n", n.Far, "route", "add", "default", "via", FarGW.Addr().String()); err != nil {
+			return nil, err
+		}
+		if err = run("ip", "-n", n.Box, "route", "add", FarAddr.Masked().String(), "via", OutAddr.Addr().String()); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,585 @@
+// Package natdlab runs natd in the standard namespace lab and drives real
+// kernel clients and servers through it. It is shared by natd's end-to-end
+// tests, by `make demo` (cmd/xnatlab) and by the benchmarks: each step here
+// is something an operator would do by hand with ping, a TCP client or
+// natctl, done from Go so that results can be checked exactly.
+//
+// Sockets are opened inside a lab namespace with lab.Do, so they live in
+// that namespace even though the test or demo process itself stays in the
+// root namespace; natd runs as its own process in the nat namespace.
+package natdlab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/mgmt/client"
+)
+
+// Lab addresses natd's lab configuration uses.
+var (
+	PoolAddr    = netip.MustParseAddr("198.18.0.100")
+	Server      = lab.OutAddr.Addr()
+	In1         = lab.In1Addr.Addr()
+	In2         = lab.In2Addr.Addr()
+	Far         = lab.FarAddr.Addr()
+	ForwardPort = uint16(8080) // PoolAddr:8080 -> In2:80
+)
+
+// Options configure an Env.
+type Options struct {
+	// Natd is the natd binary.
+	Natd string
+	// ConfigFile is used as is when set (make demo: deploy/examples/lab.yaml);
+	// otherwise Config is written to a temporary file.
+	ConfigFile string
+	Config     ConfigParams
+	// Queues gives the NAT's veths this many queues (and natd as many
+	// workers).
+	Queues int
+	// Log receives natd's log (default: kept in memory, see Env.Log).
+	Log io.Writer
+	// ExtraLabOptions are passed to lab.NewNAT.
+	ExtraLabOptions []lab.Option
+}
+
+// ConfigParams fill the generated natd configuration.
+type ConfigParams struct {
+	Pool         string // default "198.18.0.100/32"
+	PortsUDP     string // e.g. "40000-40003" (default: the NAT's default)
+	PortsTCP     string
+	PollMode     string // default adaptive
+	CPUs         []int  // per worker; default 1 (or i%2)
+	Extra        string // appended verbatim to the nat section
+	EventsFile   string // default "" (no file)
+	MetricsAddr  string // default 127.0.0.1:9469 (inside the nat namespace)
+	ICMPPerSec   int
+	MaxSessions  int
+	UDPTimeout   string
+	LogLevel     string
+}
+
+// Env is a running lab with natd.
+type Env struct {
+	*lab.NAT
+	Opts       Options
+	Dir        string // temporary directory: config, sockets, logs
+	ConfigPath string
+	Socket     string // admin socket
+	ROSocket   string // read-only socket
+	Metrics    string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	exited chan struct{}
+	exit   error
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	w   io.Writer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if b.w != nil {
+		b.w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// New builds the lab (with the far host) and writes natd's configuration,
+// but does not start natd.
+func New(opts Options) (_ *Env, err error) {
+	if opts.Queues < 1 {
+		opts.Queues = 1
+	}
+	e := &Env{Opts: opts, log: &syncBuffer{w: opts.Log}}
+	e.Dir, err = os.MkdirTemp("", "natdlab-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	lopts := append([]lab.Option{lab.WithQueues(opts.Queues), lab.WithFarHost()}, opts.ExtraLabOptions...)
+	e.NAT, err = lab.NewNAT(lopts...)
+	if err != nil {
+		return nil, err
+	}
+	e.Metrics = opts.Config.MetricsAddr
+	if e.Metrics == "" {
+		e.Metrics = "127.0.0.1:9469"
+	}
+	if opts.ConfigFile != "" {
+		e.ConfigPath = opts.ConfigFile
+		e.Socket, e.ROSocket = "/run/xnat/natd.sock", "/run/xnat/natd-ro.sock"
+		return e, nil
+	}
+	e.Socket = filepath.Join(e.Dir, "natd.sock")
+	e.ROSocket = filepath.Join(e.Dir, "natd-ro.sock")
+	e.ConfigPath = filepath.Join(e.Dir, "natd.yaml")
+	if err := os.WriteFile(e.ConfigPath, []byte(e.renderConfig()), 0o644); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) renderConfig() string {
+	p := e.Opts.Config
+	if p.Pool == "" {
+		p.Pool = PoolAddr.String() + "/32"
+	}
+	if p.PollMode == "" {
+		p.PollMode = "adaptive"
+	}
+	var b strings.Builder
+	queues := make([]string, e.Opts.Queues)
+	for i := range queues {
+		queues[i] = fmt.Sprint(i)
+	}
+	fmt.Fprintf(&b, "interfaces:\n  inside: {name: %s, queues: [%s]}\n  outside: {name: %s, queues: [%s]}\n",
+		lab.NATInside, strings.Join(queues, ", "), lab.NATOutside, strings.Join(queues, ", "))
+	b.WriteString("workers:\n")
+	for i := 0; i < e.Opts.Queues; i++ {
+		cpu := 1 - i%2
+		if i < len(p.CPUs) {
+			cpu = p.CPUs[i]
+		}
+		fmt.Fprintf(&b, "  - cpu: %d\n", cpu)
+	}
+	fmt.Fprintf(&b, "poll_mode: %s\n", p.PollMode)
+	b.WriteString("nat:\n  inside_prefixes: [10.0.0.0/24]\n")
+	fmt.Fprintf(&b, "  pools:\n    - name: lab\n      addresses: [%s]\n", p.Pool)
+	fmt.Fprintf(&b, "  port_forwards:\n    - {proto: tcp, outside: \"%s:%d\", inside: \"%s:80\"}\n", PoolAddr, ForwardPort, In2)
+	if p.PortsUDP != "" || p.PortsTCP != "" {
+		b.WriteString("  ports:\n")
+		if p.PortsUDP != "" {
+			fmt.Fprintf(&b, "    udp: %s\n", p.PortsUDP)
+		}
+		if p.PortsTCP != "" {
+			fmt.Fprintf(&b, "    tcp: %s\n", p.PortsTCP)
+		}
+	}
+	if p.UDPTimeout != "" {
+		fmt.Fprintf(&b, "  timeouts:\n    udp: %s\n", p.UDPTimeout)
+	}
+	b.WriteString("  limits:\n")
+	if p.MaxSessions == 0 {
+		p.MaxSessions = 65536
+	}
+	fmt.Fprintf(&b, "    max_sessions: %d\n    max_subscribers: 1024\n", p.MaxSessions)
+	if p.ICMPPerSec != 0 {
+		fmt.Fprintf(&b, "    icmp_errors_per_second: %d\n", p.ICMPPerSec)
+	}
+	b.WriteString(p.Extra)
+	fmt.Fprintf(&b, "management:\n  socket: %s\n  readonly_socket: %s\n", e.Socket, e.ROSocket)
+	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", e.Metrics)
+	if p.EventsFile != "" {
+		fmt.Fprintf(&b, "events:\n  file: %s\n", p.EventsFile)
+	}
+	if p.LogLevel != "" {
+		fmt.Fprintf(&b, "log:\n  level: %s\n", p.LogLevel)
+	}
+	return b.String()
+}
+
+// Start runs natd in the nat namespace and waits until it is ready.
+func (e *Env) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.cmd != nil {
+		e.mu.Unlock()
+		return errors.New("natdlab: natd already running")
+	}
+	cmd := lab.Command(e.Box, e.Opts.Natd, "--config", e.ConfigPath)
+	cmd.Stdout, cmd.Stderr = e.log, e.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		e.mu.Unlock()
+		return fmt.Errorf("start natd: %w", err)
+	}
+	e.cmd, e.exited = cmd, make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) {
+		err := c.Wait()
+		e.mu.Lock()
+		e.exit = err
+		e.mu.Unlock()
+		close(done)
+	}(cmd, e.exited)
+	e.mu.Unlock()
+	return e.WaitReady(ctx)
+}
+
+// WaitReady polls natd's /readyz until it answers 200.
+func (e *Env) WaitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		select {
+		case <-e.exited:
+			return fmt.Errorf("natd exited during start-up (%v); log:\n%s", e.exitErr(), e.Log())
+		case <-ctx.Done():
+			return fmt.Errorf("natd not ready: %w; log:\n%s", ctx.Err(), e.Log())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if code, _, err := e.HTTPGet("/readyz"); err == nil && code == http.StatusOK {
+			return nil
+		}
+	}
+}
+
+func (e *Env) exitErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.exit
+}
+
+// Running reports whether natd has not exited.
+func (e *Env) Running() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.exited == nil {
+		return false
+	}
+	select {
+	case <-e.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to natd.
+func (e *Env) Signal(sig syscall.Signal) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd == nil || e.cmd.Process == nil {
+		return errors.New("natdlab: natd not running")
+	}
+	// ip netns exec runs natd as its child process (exec, same pid on
+	// modern iproute2); signal the process group to be sure.
+	return syscall.Kill(-e.cmd.Process.Pid, sig)
+}
+
+// Stop sends sig and waits for natd to exit; it returns natd's exit error.
+func (e *Env) Stop(sig syscall.Signal, timeout time.Duration) error {
+	if err := e.Signal(sig); err != nil {
+		return err
+	}
+	select {
+	case <-e.exited:
+	case <-time.After(timeout):
+		e.Signal(syscall.SIGKILL)
+		<-e.exited
+		return fmt.Errorf("natd did not exit within %v after %v; log:\n%s", timeout, sig, e.Log())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	err := e.exit
+	e.cmd = nil
+	return err
+}
+
+// Log returns natd's log so far.
+func (e *Env) Log() string { return e.log.String() }
+
+// Close stops natd (SIGKILL if needed) and removes the lab.
+func (e *Env) Close() error {
+	if e.Running() {
+		e.Stop(syscall.SIGTERM, 10*time.Second)
+	}
+	var err error
+	if e.NAT != nil {
+		err = e.NAT.Close()
+	}
+	if e.Dir != "" {
+		os.RemoveAll(e.Dir)
+	}
+	return err
+}
+
+// Client dials natd's admin (or read-only) socket.
+func (e *Env) Client(readOnly bool) (*client.Client, error) {
+	s := e.Socket
+	if readOnly {
+		s = e.ROSocket
+	}
+	return client.Dial(client.Options{Socket: s})
+}
+
+// ---- sockets in namespaces ----
+
+// DialTCP connects from namespace ns to addr.
+func DialTCP(ns string, addr netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := lab.Do(ns, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr.String(), timeout)
+		return err
+	})
+	return c, err
+}
+
+// ListenTCP listens in namespace ns.
+func ListenTCP(ns string, addr netip.AddrPort) (net.Listener, error) {
+	var ln net.Listener
+	err := lab.Do(ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	})
+	return ln, err
+}
+
+// ListenUDP opens a UDP socket in namespace ns.
+func ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := lab.Do(ns, func() error {
+		var err error
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	return c, err
+}
+
+// HTTPGet fetches path from natd's metrics endpoint inside the nat
+// namespace. The connection is dialled in the namespace and then handed to
+// the HTTP client, whose own goroutines could run on any thread.
+func (e *Env) HTTPGet(path string) (int, []byte, error) {
+	var conn net.Conn
+	if err := lab.Do(e.Box, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", e.Metrics, 2*time.Second)
+		return err
+	}); err != nil {
+		return 0, nil, err
+	}
+	used := false
+	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+		if used {
+			return nil, errors.New("natdlab: one connection per request")
+		}
+		used = true
+		return conn, nil
+	}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, "http://"+e.Metrics+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// Scrape fetches and parses /metrics.
+func (e *Env) Scrape() (map[string]*dto.MetricFamily, error) {
+	code, body, err := e.HTTPGet("/metrics")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: HTTP %d", code)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(bytes.NewReader(body))
+}
+
+// ---- scenario steps ----
+
+// TCPHello runs a TCP server on the outside host that greets each client
+// with "hello world!" and the address it saw, connects to it from inside
+// host ns, and returns what the client read and the source address the
+// server saw.
+func TCPHello(clientNS, serverNS string, server netip.AddrPort) (greeting string, seen netip.AddrPort, err error) {
+	ln, err := ListenTCP(serverNS, server)
+	if err != nil {
+		return "", seen, err
+	}
+	defer ln.Close()
+	seenCh := make(chan netip.AddrPort, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(seenCh)
+			return
+		}
+		defer c.Close()
+		ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		fmt.Fprintf(c, "hello world! you are %s\n", ap)
+		seenCh <- ap
+	}()
+	c, err := DialTCP(clientNS, server, 3*time.Second)
+	if err != nil {
+		return "", seen, fmt.Errorf("connect %s: %w", server, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", seen, fmt.Errorf("read greeting: %w", err)
+	}
+	select {
+	case seen = <-seenCh:
+	case <-time.After(3 * time.Second):
+		return line, seen, errors.New("server never accepted")
+	}
+	return strings.TrimSpace(line), seen, nil
+}
+
+// UDPExchange sends n datagrams from n different source ports of clientNS
+// to an echo server in serverNS and returns how many were answered and the
+// distinct source endpoints the server saw.
+func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr netip.Addr, n int) (answered int, seen map[netip.AddrPort]bool, err error) {
+	srv, err := ListenUDP(serverNS, server)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer srv.Close()
+	seen = map[netip.AddrPort]bool{}
+	var seenMu sync.Mutex
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			seenMu.Lock()
+			seen[from] = true
+			seenMu.Unlock()
+			srv.WriteToUDPAddrPort(buf[:k], from)
+		}
+	}()
+	// Many sockets at once would exhaust file descriptors; send in waves.
+	const wave = 500
+	for base := 0; base < n; base += wave {
+		k := min(wave, n-base)
+		conns := make([]*net.UDPConn, 0, k)
+		for i := 0; i < k; i++ {
+			c, err := ListenUDP(clientNS, netip.AddrPortFrom(clientAddr, 0))
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return answered, seen, err
+			}
+			conns = append(conns, c)
+		}
+		for i, c := range conns {
+			msg := fmt.Sprintf("flow %d", base+i)
+			c.WriteToUDPAddrPort([]byte(msg), server)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		buf := make([]byte, 64)
+		for i, c := range conns {
+			want := fmt.Sprintf("flow %d", base+i)
+			for {
+				c.SetReadDeadline(deadline)
+				k, _, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					break
+				}
+				if string(buf[:k]) == want {
+					answered++
+					break
+				}
+			}
+			c.Close()
+		}
+	}
+	seenMu.Lock()
+	defer seenMu.Unlock()
+	out := map[netip.AddrPort]bool{}
+	for k := range seen {
+		out[k] = true
+	}
+	return answered, out, nil
+}
+
+// Ping pings dst from ns count times; it returns ping's output.
+func Ping(ns string, dst netip.Addr, count int, extra ...string) (string, error) {
+	args := append([]string{"ping", "-n", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2"}, extra...)
+	return lab.Exec(ns, append(args, dst.String())...)
+}
+
+// TTLProbe sends one echo with TTL 2 from ns to the far host: the NAT
+// forwards it (TTL 1), the router on the outside expires it, and its Time
+// Exceeded must come back through the NAT to ns. It returns ping's output.
+func TTLProbe(ns string) (string, error) {
+	out, err := lab.Exec(ns, "ping", "-n", "-c", "1", "-t", "2", "-W", "3", Far.String())
+	if strings.Contains(out, "Time to live exceeded") {
+		return out, nil // ping exits non-zero when no reply came, as here
+	}
+	if err == nil {
+		err = errors.New("no Time Exceeded in ping's output")
+	}
+	return out, err
+}
+
+// Nstat returns the named kernel SNMP counters of namespace ns (nstat -az).
+func Nstat(ns string, names ...string) (map[string]uint64, error) {
+	out, err := lab.Exec(ns, "nstat", "-az", "--json")
+	if err != nil {
+		// Older nstat has no --json: parse the table.
+		out, err = lab.Exec(ns, "nstat", "-az")
+		if err != nil {
+			return nil, err
+		}
+	}
+	res := map[string]uint64{}
+	for _, n := range names {
+		idx := strings.Index(out, "\""+n+"\"")
+		if idx >= 0 {
+			var v uint64
+			fmt.Sscanf(out[idx+len(n)+3:], "%d", &v)
+			res[n] = v
+			continue
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] == n {
+				var v uint64
+				fmt.Sscanf(f[1], "%d", &v)
+				res[n] = v
+			}
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,530 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/xnat/xnat/dataplane/afxdp"
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/worker"
+)
+
+// fileConfig is natd.yaml as written. Every field is optional except the
+// interfaces and the NAT's inside prefixes and pools; see
+// deploy/examples/*.yaml and docs/natd.md.
+type fileConfig struct {
+	Interfaces struct {
+		Inside  ifaceConfig `yaml:"inside"`
+		Outside ifaceConfig `yaml:"outside"`
+	} `yaml:"interfaces"`
+	// Workers pins each queue pair's worker to a CPU; default: worker i
+	// on CPU i modulo the CPU count.
+	Workers    []workerConfig `yaml:"workers"`
+	PollMode   string         `yaml:"poll_mode"`
+	BatchSize  int            `yaml:"batch_size"`
+	XDP        xdpConfig      `yaml:"xdp"`
+	NAT        natConfig      `yaml:"nat"`
+	Management mgmtConfig     `yaml:"management"`
+	Metrics    struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"metrics"`
+	Events struct {
+		File       string `yaml:"file"`
+		MaxSizeMB  int    `yaml:"max_size_mb"`
+		MaxBackups int    `yaml:"max_backups"`
+	} `yaml:"events"`
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+type ifaceConfig struct {
+	Name   string `yaml:"name"`
+	Queues []int  `yaml:"queues"`
+}
+
+type workerConfig struct {
+	CPU int `yaml:"cpu"`
+}
+
+type xdpConfig struct {
+	// Attach is "native" (driver mode) or "generic" (skb mode).
+	Attach    string `yaml:"attach"`
+	Backend   string `yaml:"backend"`
+	Frames    int    `yaml:"frames"`
+	FrameSize int    `yaml:"frame_size"`
+	RingSize  int    `yaml:"ring_size"`
+}
+
+type natConfig struct {
+	InsidePrefixes    []string          `yaml:"inside_prefixes"`
+	Pools             []poolConfig      `yaml:"pools"`
+	Ports             map[string]string `yaml:"ports"`
+	Mapping           string            `yaml:"mapping"`
+	Filtering         map[string]string `yaml:"filtering"`
+	UDPInboundRefresh *bool             `yaml:"udp_inbound_refresh"`
+	Timeouts          map[string]string `yaml:"timeouts"`
+	Limits            map[string]int    `yaml:"limits"`
+	StaticMappings    []struct {
+		Inside  string `yaml:"inside"`
+		Outside string `yaml:"outside"`
+	} `yaml:"static_mappings"`
+	PortForwards []struct {
+		Proto   string `yaml:"proto"`
+		Outside string `yaml:"outside"`
+		Inside  string `yaml:"inside"`
+	} `yaml:"port_forwards"`
+	OnExhaustion    string `yaml:"on_exhaustion"`
+	LogDestinations bool   `yaml:"log_destinations"`
+}
+
+type poolConfig struct {
+	Name      string   `yaml:"name"`
+	Addresses []string `yaml:"addresses"`
+}
+
+type mgmtConfig struct {
+	Socket         string `yaml:"socket"`
+	ReadOnlySocket string `yaml:"readonly_socket"`
+	ReadOnlyMode   string `yaml:"readonly_socket_mode"`
+	Listen         string `yaml:"listen"`
+	TLS            struct {
+		Cert     string `yaml:"cert"`
+		Key      string `yaml:"key"`
+		ClientCA string `yaml:"client_ca"`
+	} `yaml:"tls"`
+	AdminIdentities []string `yaml:"admin_identities"`
+	Insecure        bool     `yaml:"insecure"`
+}
+
+// Config is the validated configuration natd runs with.
+type Config struct {
+	File       string
+	Inside     ifaceConfig
+	Outside    ifaceConfig
+	CPUs       []int // per worker
+	PollMode   worker.PollMode
+	BatchSize  int
+	GenericXDP bool
+	Port       afxdp.Options
+	NAT        nat.Config
+	Mgmt       mgmtConfig
+	Metrics    string
+	Events     struct {
+		File       string
+		MaxSize    int64
+		MaxBackups int
+	}
+	LogLevel  string
+	LogFormat string
+}
+
+// ConfigError is one problem in a config file: the file, the field path
+// (as written in YAML), the line when known, and the problem.
+type ConfigError struct {
+	File  string
+	Field string
+	Line  int
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// configErrors collects problems with their lines.
+type configErrors struct {
+	file string
+	root *yaml.Node
+	errs []error
+}
+
+func (c *configErrors) add(field, format string, args ...any) {
+	c.errs = append(c.errs, &ConfigError{File: c.file, Field: field, Line: lineOf(c.root, field), Msg: fmt.Sprintf(format, args...)})
+}
+
+var pathPart = regexp.MustCompile(`([a-z_]+)|\[(\d+)\]`)
+
+// lineOf finds the line of a field path such as "nat.pools[0].addresses[1]"
+// in the YAML tree, or of its nearest existing ancestor.
+func lineOf(root *yaml.Node, path string) int {
+	if root == nil {
+		return 0
+	}
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, m := range pathPart.FindAllStringSubmatch(path, -1) {
+		var next *yaml.Node
+		switch {
+		case m[1] != "" && n.Kind == yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == m[1] {
+					next = n.Content[i+1]
+					line = n.Content[i].Line
+				}
+			}
+		case m[2] != "" && n.Kind == yaml.SequenceNode:
+			i, _ := strconv.Atoi(m[2])
+			if i < len(n.Content) {
+				next = n.Content[i]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+// LoadConfig reads and validates a config file. It touches nothing on the
+// system: interfaces are looked up only when natd starts.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig validates config bytes read from file.
+func ParseConfig(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &ConfigError{File: file, Msg: err.Error()}
+	}
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil {
+		return nil, &ConfigError{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	ce := &configErrors{file: file, root: &root}
+	c := &Config{File: file}
+
+	for _, side := range []struct {
+		name string
+		in   ifaceConfig
+		out  *ifaceConfig
+	}{{"interfaces.inside", fc.Interfaces.Inside, &c.Inside}, {"interfaces.outside", fc.Interfaces.Outside, &c.Outside}} {
+		if side.in.Name == "" {
+			ce.add(side.name+".name", "an interface name is required")
+		} else if len(side.in.Name) > 15 {
+			ce.add(side.name+".name", "%q is longer than 15 characters", side.in.Name)
+		}
+		if len(side.in.Queues) == 0 {
+			side.in.Queues = []int{0}
+		}
+		seen := map[int]bool{}
+		for i, q := range side.in.Queues {
+			if q < 0 || q >= 64 {
+				ce.add(fmt.Sprintf("%s.queues[%d]", side.name, i), "queue %d out of range 0..63", q)
+			}
+			if seen[q] {
+				ce.add(fmt.Sprintf("%s.queues[%d]", side.name, i), "queue %d listed twice", q)
+			}
+			seen[q] = true
+		}
+		*side.out = side.in
+	}
+	if c.Inside.Name != "" && c.Inside.Name == c.Outside.Name {
+		ce.add("interfaces.outside.name", "inside and outside must be different interfaces")
+	}
+	if len(c.Inside.Queues) != len(c.Outside.Queues) {
+		ce.add("interfaces.outside.queues", "%d queues, but the inside has %d: workers serve one queue of each side",
+			len(c.Outside.Queues), len(c.Inside.Queues))
+	}
+	nw := len(c.Inside.Queues)
+	if len(fc.Workers) != 0 && len(fc.Workers) != nw {
+		ce.add("workers", "%d workers listed for %d queue pairs", len(fc.Workers), nw)
+	}
+	for i := 0; i < nw; i++ {
+		cpu := i % runtime.NumCPU()
+		if i < len(fc.Workers) {
+			cpu = fc.Workers[i].CPU
+			if cpu < -1 {
+				ce.add(fmt.Sprintf("workers[%d].cpu", i), "%d is not a CPU (use -1 for unpinned)", cpu)
+			}
+		}
+		c.CPUs = append(c.CPUs, cpu)
+	}
+
+	var err2 error
+	if c.PollMode, err2 = worker.ParsePollMode(fc.PollMode); err2 != nil {
+		ce.add("poll_mode", "%v", err2)
+	}
+	c.BatchSize = fc.BatchSize
+	if c.BatchSize == 0 {
+		c.BatchSize = nat.MaxBurst
+	}
+	if c.BatchSize < 1 || c.BatchSize > nat.MaxBurst {
+		ce.add("batch_size", "%d out of range 1..%d", c.BatchSize, nat.MaxBurst)
+	}
+	switch fc.XDP.Attach {
+	case "", "native":
+	case "generic":
+		c.GenericXDP = true
+	default:
+		ce.add("xdp.attach", "%q is not native or generic", fc.XDP.Attach)
+	}
+	c.Port = afxdp.Options{NumFrames: fc.XDP.Frames, FrameSize: fc.XDP.FrameSize, BatchSize: c.BatchSize}
+	if r := fc.XDP.RingSize; r != 0 {
+		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
+	}
+	switch fc.XDP.Backend {
+	case "", "native":
+		c.Port.Backend = afxdp.Native
+	case "asavie":
+		c.Port.Backend = afxdp.Asavie
+	default:
+		ce.add("xdp.backend", "%q is not native or asavie", fc.XDP.Backend)
+	}
+	if err := afxdp.ValidateOptions(&c.Port); err != nil {
+		ce.add("xdp", "%v", err)
+	}
+
+	c.NAT = natFromFile(&fc.NAT, ce)
+	if err := c.NAT.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *nat.FieldError
+			if errors.As(e, &fe) {
+				ce.add("nat."+fe.Field, "%s", fe.Reason)
+			} else {
+				ce.add("nat", "%v", e)
+			}
+		}
+	}
+
+	c.Mgmt = fc.Management
+	if c.Mgmt.Socket == "" {
+		c.Mgmt.Socket = "/run/xnat/natd.sock"
+	}
+	if c.Mgmt.ReadOnlySocket == "" {
+		c.Mgmt.ReadOnlySocket = "/run/xnat/natd-ro.sock"
+	}
+	if c.Mgmt.Listen != "" && !c.Mgmt.Insecure && (c.Mgmt.TLS.Cert == "" || c.Mgmt.TLS.Key == "" || c.Mgmt.TLS.ClientCA == "") {
+		ce.add("management.tls", "listening on TCP needs cert, key and client_ca (mutual TLS), or insecure: true for a lab")
+	}
+	c.Metrics = fc.Metrics.Listen
+	if c.Metrics == "" {
+		c.Metrics = "127.0.0.1:9469"
+	}
+	c.Events.File = fc.Events.File
+	c.Events.MaxSize = int64(fc.Events.MaxSizeMB) << 20
+	if c.Events.MaxSize == 0 {
+		c.Events.MaxSize = 100 << 20
+	}
+	c.Events.MaxBackups = fc.Events.MaxBackups
+	if c.Events.MaxBackups == 0 {
+		c.Events.MaxBackups = 5
+	}
+	c.LogLevel, c.LogFormat = fc.Log.Level, fc.Log.Format
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		ce.add("log.level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		ce.add("log.format", "%q is not text or json", c.LogFormat)
+	}
+	if len(ce.errs) > 0 {
+		return nil, errors.Join(ce.errs...)
+	}
+	return c, nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+var protoNames = map[string]nat.Proto{"tcp": nat.TCP, "udp": nat.UDP, "icmp": nat.ICMP}
+
+// natFromFile converts the nat section, reporting what cannot even be
+// parsed; nat.Config.Validate judges the rest.
+func natFromFile(f *natConfig, ce *configErrors) nat.Config {
+	c := nat.DefaultConfig()
+	for i, s := range f.InsidePrefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			ce.add(fmt.Sprintf("nat.inside_prefixes[%d]", i), "%q is not a prefix like 10.0.0.0/8", s)
+			continue
+		}
+		c.InsidePrefixes = append(c.InsidePrefixes, p)
+	}
+	for i, pc := range f.Pools {
+		pool := nat.Pool{Name: pc.Name}
+		for j, s := range pc.Addresses {
+			p, err := parseAddrOrPrefix(s)
+			if err != nil {
+				ce.add(fmt.Sprintf("nat.pools[%d].addresses[%d]", i, j), "%v", err)
+				continue
+			}
+			pool.Addresses = append(pool.Addresses, p)
+		}
+		c.Pools = append(c.Pools, pool)
+	}
+	for name, v := range f.Ports {
+		p, ok := protoNames[name]
+		if !ok {
+			ce.add("nat.ports."+name, "unknown protocol (want tcp, udp or icmp)")
+			continue
+		}
+		r, err := parseRange(v)
+		if err != nil {
+			ce.add("nat.ports."+name, "%v", err)
+			continue
+		}
+		c.Ports[p] = r
+	}
+	switch f.Mapping {
+	case "", "endpoint-independent":
+	case "address-and-port-dependent":
+		c.Mapping = nat.AddressAndPortDependent
+		for p := range c.Filtering {
+			c.Filtering[p] = nat.FilterAddressAndPortDependent
+		}
+	default:
+		ce.add("nat.mapping", "%q is not endpoint-independent or address-and-port-dependent", f.Mapping)
+	}
+	for name, v := range f.Filtering {
+		p, ok := protoNames[name]
+		if !ok {
+			ce.add("nat.filtering."+name, "unknown protocol (want tcp, udp or icmp)")
+			continue
+		}
+		switch v {
+		case "endpoint-independent":
+			c.Filtering[p] = nat.FilterEndpointIndependent
+		case "address-dependent":
+			c.Filtering[p] = nat.FilterAddressDependent
+		case "address-and-port-dependent":
+			c.Filtering[p] = nat.FilterAddressAndPortDependent
+		default:
+			ce.add("nat.filtering."+name, "%q is not endpoint-independent, address-dependent or address-and-port-dependent", v)
+		}
+	}
+	if f.UDPInboundRefresh != nil {
+		c.UDPInboundRefresh = *f.UDPInboundRefresh
+	}
+	timeouts := map[string]*time.Duration{
+		"tcp_established": &c.Timeouts.TCPEstablished, "tcp_transitory": &c.Timeouts.TCPTransitory,
+		"udp": &c.Timeouts.UDP, "icmp": &c.Timeouts.ICMP, "port_hold_down": &c.Timeouts.PortHoldDown,
+		"fragment": &c.Timeouts.Fragment,
+	}
+	for name, v := range f.Timeouts {
+		dst, ok := timeouts[name]
+		if !ok {
+			ce.add("nat.timeouts."+name, "unknown timeout (want one of tcp_established, tcp_transitory, udp, icmp, port_hold_down, fragment)")
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			ce.add("nat.timeouts."+name, "%q is not a duration like 5m or 2h4m", v)
+			continue
+		}
+		*dst = d
+	}
+	limits := map[string]*int{
+		"max_sessions": &c.Limits.MaxSessions, "max_subscribers": &c.Limits.MaxSubscribers,
+		"sessions_per_subscriber": &c.Limits.SessionsPerSubscriber, "ports_per_subscriber": &c.Limits.PortsPerSubscriber,
+		"held_fragments": &c.Limits.HeldFragments, "icmp_errors_per_second": &c.Limits.ICMPErrorsPerSecond,
+	}
+	for name, v := range f.Limits {
+		dst, ok := limits[name]
+		if !ok {
+			ce.add("nat.limits."+name, "unknown limit")
+			continue
+		}
+		*dst = v
+	}
+	for i, m := range f.StaticMappings {
+		in, err1 := netip.ParseAddr(m.Inside)
+		out, err2 := netip.ParseAddr(m.Outside)
+		if err1 != nil || err2 != nil {
+			ce.add(fmt.Sprintf("nat.static_mappings[%d]", i), "inside and outside must be IPv4 addresses")
+			continue
+		}
+		c.StaticMappings = append(c.StaticMappings, nat.StaticMapping{Inside: in, Outside: out})
+	}
+	for i, r := range f.PortForwards {
+		field := fmt.Sprintf("nat.port_forwards[%d]", i)
+		p, ok := protoNames[r.Proto]
+		if !ok {
+			ce.add(field+".proto", "%q is not tcp or udp", r.Proto)
+			continue
+		}
+		out, err1 := netip.ParseAddrPort(r.Outside)
+		in, err2 := netip.ParseAddrPort(r.Inside)
+		if err1 != nil || err2 != nil {
+			ce.add(field, "outside and inside must be address:port, like 198.18.0.100:8080")
+			continue
+		}
+		c.PortForwards = append(c.PortForwards, nat.PortForward{Proto: p, Outside: out, Inside: in})
+	}
+	switch f.OnExhaustion {
+	case "", "none":
+	case "host-unreachable":
+		c.OnExhaustion = nat.ReplyHostUnreachable
+	case "admin-prohibited":
+		c.OnExhaustion = nat.ReplyAdminProhibited
+	default:
+		ce.add("nat.on_exhaustion", "%q is not none, host-unreachable or admin-prohibited", f.OnExhaustion)
+	}
+	c.LogDestinations = f.LogDestinations
+	return c
+}
+
+func parseAddrOrPrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix", s)
+		}
+		return p, nil
+	}
+	if strings.Contains(s, "-") {
+		return netip.Prefix{}, fmt.Errorf("%q: give ranges as prefixes (198.18.0.0/28) or single addresses", s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func parseRange(s string) (nat.PortRange, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	b, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !ok || err1 != nil || err2 != nil {
+		return nat.PortRange{}, fmt.Errorf("%q is not a range like 1024-65535", s)
+	}
+	return nat.PortRange{Min: uint16(a), Max: uint16(b)}, nil
+}

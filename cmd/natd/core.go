@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/mgmt"
+	"github.com/xnat/xnat/mgmt/events"
+)
+
+// mgmtPlane is natd's management plane: the gRPC server over natd's Core,
+// the event exporter, and the metrics endpoint.
+type mgmtPlane struct {
+	core    *core
+	server  *mgmt.Server
+	events  *events.Exporter
+	metrics *metricsServer
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
+	m := &mgmtPlane{core: &core{d: d}}
+	ctx, m.cancel = context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			m.close()
+		}
+	}()
+	cfg := d.cfg
+	m.events, err = events.New(events.Options{
+		Drain:      d.eng.DrainEvents,
+		Path:       cfg.Events.File,
+		MaxSize:    cfg.Events.MaxSize,
+		MaxBackups: cfg.Events.MaxBackups,
+		Logger:     d.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event export: %w", err)
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.events.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("event exporter", "err", err)
+		}
+	}()
+	m.core.events = m.events
+
+	roMode := uint32(0o660)
+	if cfg.Mgmt.ReadOnlyMode != "" {
+		if _, err := fmt.Sscanf(cfg.Mgmt.ReadOnlyMode, "%o", &roMode); err != nil {
+			return nil, fmt.Errorf("management.readonly_socket_mode %q: not an octal mode", cfg.Mgmt.ReadOnlyMode)
+		}
+	}
+	m.server, err = mgmt.NewServer(m.core, mgmt.ServerOptions{
+		SocketPath:         cfg.Mgmt.Socket,
+		ReadOnlySocketPath: cfg.Mgmt.ReadOnlySocket,
+		ReadOnlySocketMode: osFileMode(roMode),
+		TCPAddr:            cfg.Mgmt.Listen,
+		TLSCertFile:        cfg.Mgmt.TLS.Cert,
+		TLSKeyFile:         cfg.Mgmt.TLS.Key,
+		TLSClientCAFile:    cfg.Mgmt.TLS.ClientCA,
+		AdminIdentities:    cfg.Mgmt.AdminIdentities,
+		Insecure:           cfg.Mgmt.Insecure,
+		Logger:             d.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("management API: %w", err)
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.server.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("management API", "err", err)
+		}
+	}()
+	d.log.Info("management API listening", "socket", cfg.Mgmt.Socket, "readonly_socket", cfg.Mgmt.ReadOnlySocket, "tcp", cfg.Mgmt.Listen)
+
+	m.metrics, err = startMetrics(ctx, m.core, cfg.Metrics, d)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *mgmtPlane) close() {
+	if m.server != nil {
+		m.server.Close()
+	}
+	if m.metrics != nil {
+		m.metrics.close()
+	}
+}
+
+// flushEvents lets the exporter drain what the workers queued before they
+// stopped, then stops it.
+func (m *mgmtPlane) flushEvents() {
+	time.Sleep(250 * time.Millisecond) // a few exporter rounds
+	m.cancel()
+	m.wg.Wait()
+}
+
+// core implements mgmt.Core over the running daemon.
+type core struct {
+	d      *daemon
+	events *events.Exporter
+}
+
+var _ mgmt.Core = (*core)(nil)
+
+func (c *core) Status() mgmt.Status {
+	d := c.d
+	snap := d.eng.Snapshot()
+	live, capacity := d.eng.TableUsage()
+	st := mgmt.Status{
+		Version:          buildVersion(),
+		StartTime:        d.started,
+		ConfigGeneration: snap.Generation,
+		ConfigFile:       d.cfg.File,
+		SessionsInUse:    live,
+		SessionsCapacity: capacity,
+	}
+	for s, li := range d.links {
+		is := mgmt.InterfaceStatus{
+			Name: li.name, Side: nat.Side(s), Ifindex: li.ifindex, MAC: li.mac, MTU: li.mtu, Queues: li.queues,
+			XDPMode: "native", XSKMode: "copy",
+		}
+		if li.generic {
+			is.XDPMode = "generic"
+		}
+		if len(li.addrs) > 0 {
+			is.Addr = li.addrs[0].Addr()
+		}
+		if len(d.wk) > 0 && d.wk[0].ports[s].ZeroCopy() {
+			is.XSKMode = "zerocopy"
+		}
+		if l, err := netlink.LinkByIndex(li.ifindex); err == nil {
+			is.LinkUp = l.Attrs().OperState == netlink.OperUp || l.Attrs().OperState == netlink.OperUnknown
+		}
+		st.Interfaces = append(st.Interfaces, is)
+	}
+	for _, ws := range d.wk {
+		var cnt nat.Counters
+		ws.w.Counters(&cnt)
+		wst := mgmt.WorkerStatus{
+			ID: ws.id, CPU: ws.cpu, PollMode: d.cfg.PollMode.String(), Queues: ws.queues,
+			LinkErrors: cnt[nat.LinkErrors],
+			Interfaces: [nat.NumSides]string{d.links[nat.Inside].name, d.links[nat.Outside].name},
+		}
+		if cnt[nat.PollNanos] > 0 {
+			wst.BusyRatio = float64(cnt[nat.BusyNanos]) / float64(cnt[nat.PollNanos])
+		}
+		st.Workers = append(st.Workers, wst)
+	}
+	st.Pools = poolStatus(d.eng.PoolUsage())
+	return st
+}
+
+// poolStatus groups address usage by pool; draining addresses form a pool
+// named "(draining)".
+func poolStatus(us []nat.AddressUsage) []mgmt.PoolStatus {
+	var out []mgmt.PoolStatus
+	idx := map[string]int{}
+	for _, u := range us {
+		name := u.Pool
+		if u.Draining {
+			name = "(draining)"
+		}
+		i, ok := idx[name]
+		if !ok {
+			i = len(out)
+			idx[name] = i
+			out = append(out, mgmt.PoolStatus{Name: name})
+		}
+		as := mgmt.AddressStatus{Addr: u.Addr, Subscribers: u.Subscribers, Draining: u.Draining}
+		for p := range as.PortsInUse {
+			as.PortsInUse[p] = u.InUse[p]
+			as.PortsTotal[p] = u.Total[p]
+		}
+		out[i].Addresses = append(out[i].Addresses, as)
+	}
+	return out
+}
+
+func (c *core) Stats() mgmt.Stats {
+	d := c.d
+	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped()}
+	sc := d.eng.SessionCounts()
+	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
+	for _, ws := range d.wk {
+		w := mgmt.WorkerStats{ID: ws.id}
+		ws.w.Counters(&w.Counters)
+		st.Workers = append(st.Workers, w)
+		ps := ws.portStats()
+		for s := nat.Inside; s < nat.NumSides; s++ {
+			p := ps[s]
+			st.Interfaces = append(st.Interfaces, mgmt.InterfaceStats{
+				Name: d.links[s].name, Queue: ws.queues[s],
+				RxPackets: p.RxPackets, RxBytes: p.RxBytes, TxPackets: p.TxPackets, TxBytes: p.TxBytes,
+				Drops: p.TxRingFull + p.BadFrames,
+			})
+		}
+	}
+	return st
+}
+
+func (c *core) Sessions(ctx context.Context, f nat.SessionFilter, cursor uint32, limit int) ([]nat.Session, uint32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if limit < 1 || limit > 100000 {
+		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "page size %d out of range 1..100000", limit)
+	}
+	if _, capacity := c.d.eng.TableUsage(); int64(cursor) > int64(capacity) {
+		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "page token %d is beyond the table", cursor)
+	}
+	s, next := c.d.eng.Sessions(f, cursor, limit)
+	return s, next, nil
+}
+
+func (c *core) DeleteSession(id uint32, gen uint64) error {
+	if err := c.d.eng.DeleteSession(id, gen); err != nil {
+		if errors.Is(err, nat.ErrNotFound) {
+			return mgmt.Errorf(mgmt.ErrNotFound, "session %d (generation %d) does not exist any more", id, gen)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *core) FlushSessions(f nat.SessionFilter) (int, error) { return c.d.eng.FlushSessions(f), nil }
+
+func (c *core) Config() nat.Config                  { return c.d.store.Config() }
+func (c *core) AddPool(p nat.Pool) error            { return c.d.store.AddPool(p) }
+func (c *core) DeletePool(name string) error        { return c.d.store.DeletePool(name) }
+func (c *core) AddPortForward(r nat.PortForward) error { return c.d.store.AddPortForward(r) }
+func (c *core) DeletePortForward(p nat.Proto, out netip.AddrPort) error {
+	return c.d.store.DeletePortForward(p, out)
+}
+func (c *core) AddStaticMapping(m nat.StaticMapping) error { return c.d.store.AddStaticMapping(m) }
+func (c *core) DeleteStaticMapping(in netip.Addr) error    { return c.d.store.DeleteStaticMapping(in) }
+func (c *core) Apply(ch []mgmt.Change) error               { return c.d.store.Apply(ch) }
+
+func (c *core) Reload() error {
+	if err := c.d.Reload(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) || errors.Is(err, nat.ErrInvalidConfig) {
+			return mgmt.Errorf(mgmt.ErrInvalid, "%v", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.events.Subscribe(ctx) }

@@ -1,0 +1,459 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xnat/xnat/dataplane/afxdp"
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/neigh"
+	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/dataplane/xdpprog"
+	"github.com/xnat/xnat/mgmt"
+)
+
+// daemon is a running natd. Start builds it in order; Close tears it down in
+// reverse, restoring the interfaces.
+type daemon struct {
+	log     *slog.Logger
+	cfg     *Config
+	started time.Time
+
+	links [nat.NumSides]linkInfo
+	eng   *nat.Engine
+	store *mgmt.ConfigStore
+	prog  *xdpprog.Program
+	att   [nat.NumSides]*xdpprog.Attachment
+	ports []*[nat.NumSides]*afxdp.Port
+	nb    *neigh.Table
+	wk    []*workerState
+
+	// addrMu guards the addresses natd added to the outside link.
+	addrMu sync.Mutex
+	added  map[netip.Addr]bool
+	gen    uint64 // snapshot generation last synced to XDP and the link
+
+	mgmt    *mgmtPlane
+	stopHK  chan struct{}
+	hkDone  chan struct{}
+	fatal   chan error
+	closeMu sync.Mutex
+	closed  bool
+}
+
+type linkInfo struct {
+	name    string
+	ifindex int
+	mac     [6]byte
+	mtu     int
+	addrs   []netip.Prefix // IPv4 addresses natd did not add
+	queues  []int
+	generic bool
+}
+
+type workerState struct {
+	id     int
+	cpu    int
+	queues [nat.NumSides]int
+	w      *nat.Worker
+	run    *worker.Runner
+	ports  [nat.NumSides]*afxdp.Port
+
+	// Port counters, published by the worker goroutine every few bursts.
+	statsMu sync.Mutex
+	stats   [nat.NumSides]afxdp.Stats
+}
+
+func (d *daemon) Fatal() <-chan error { return d.fatal }
+
+// start brings natd up. On error, whatever was set up is torn down again.
+func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{log: log, cfg: cfg, started: time.Now(), added: map[netip.Addr]bool{}, fatal: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	log.Info("natd starting", "version", buildVersion(), "config", cfg.File, "workers", len(cfg.CPUs), "poll_mode", cfg.PollMode.String())
+	for _, n := range cfg.NAT.Notices() {
+		log.Warn("configuration note", "note", n)
+	}
+
+	for s, ic := range [nat.NumSides]ifaceConfig{cfg.Inside, cfg.Outside} {
+		li, err := lookupLink(ic.Name)
+		if err != nil {
+			return nil, fmt.Errorf("%s interface: %w", nat.Side(s), err)
+		}
+		li.queues = ic.Queues
+		li.generic = cfg.GenericXDP
+		d.links[s] = li
+		log.Info("interface", "side", nat.Side(s).String(), "name", li.name, "ifindex", li.ifindex,
+			"mac", net.HardwareAddr(li.mac[:]).String(), "mtu", li.mtu, "addrs", li.addrs, "queues", li.queues)
+	}
+	if len(d.links[nat.Inside].addrs) == 0 {
+		log.Warn("the inside interface has no IPv4 address: ICMP errors natd originates there (TTL, MTU) cannot be sent")
+	}
+
+	d.eng, err = nat.New(cfg.NAT, nat.Options{Workers: len(cfg.CPUs)})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.eng.SetLinks(d.natLinks()); err != nil {
+		return nil, err
+	}
+	d.store = mgmt.NewConfigStore(cfg.NAT, d.applyNAT)
+
+	d.prog, err = xdpprog.Load()
+	if err != nil {
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if err := d.syncPublic(); err != nil {
+		return nil, err
+	}
+	for s, role := range [nat.NumSides]xdpprog.Role{xdpprog.RoleInside, xdpprog.RoleOutside} {
+		d.att[s], err = d.prog.Attach(d.links[s].ifindex, role)
+		if err != nil {
+			return nil, fmt.Errorf("attach XDP to %s: %w", d.links[s].name, err)
+		}
+		log.Info("XDP program attached", "interface", d.links[s].name, "role", role.String())
+	}
+
+	d.nb, err = neigh.New(ctx, neigh.Config{
+		Inside:  neigh.Link{Name: d.links[nat.Inside].name},
+		Outside: neigh.Link{Name: d.links[nat.Outside].name},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("neighbour table: %w", err)
+	}
+
+	for i, cpu := range cfg.CPUs {
+		ws := &workerState{id: i, cpu: cpu}
+		for s := nat.Inside; s < nat.NumSides; s++ {
+			q := d.links[s].queues[i]
+			ws.queues[s] = q
+			att := d.att[s]
+			opts := cfg.Port
+			opts.Register = func(ifindex, queue, fd int) error {
+				if ifindex != att.Ifindex() {
+					return fmt.Errorf("interface %s was re-created (ifindex %d -> %d); restart natd to re-attach", d.links[s].name, att.Ifindex(), ifindex)
+				}
+				return att.Register(queue, fd)
+			}
+			p, err := afxdp.New(d.links[s].ifindex, q, &opts)
+			if err != nil {
+				return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", d.links[s].name, q, err)
+			}
+			ws.ports[s] = p
+		}
+		ws.w, err = d.eng.NewWorker(i, nat.WorkerConfig{
+			Ports:     [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
+			MACs:      [nat.NumSides][6]byte{d.links[nat.Inside].mac, d.links[nat.Outside].mac},
+			Neighbors: d.nb,
+			Burst:     cfg.BatchSize,
+		})
+		if err != nil {
+			return nil, err
+		}
+		ws.run, err = worker.New(worker.Config{
+			Worker: ws.w, Ports: [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
+			CPU: cpu, Mode: cfg.PollMode, PortStats: ws.publishPortStats,
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.wk = append(d.wk, ws)
+	}
+	for _, ws := range d.wk {
+		if err := ws.run.Start(); err != nil {
+			return nil, err
+		}
+		log.Info("worker started", "worker", ws.id, "cpu", ws.cpu, "inside_queue", ws.queues[nat.Inside],
+			"outside_queue", ws.queues[nat.Outside], "zerocopy", ws.ports[nat.Inside].ZeroCopy())
+	}
+
+	d.stopHK, d.hkDone = make(chan struct{}), make(chan struct{})
+	go d.housekeep()
+
+	d.mgmt, err = startMgmt(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("natd running", "config_generation", d.eng.Snapshot().Generation)
+	return d, nil
+}
+
+func (ws *workerState) publishPortStats() {
+	ws.statsMu.Lock()
+	for s, p := range ws.ports {
+		p.Snapshot(&ws.stats[s])
+	}
+	ws.statsMu.Unlock()
+}
+
+func (ws *workerState) portStats() [nat.NumSides]afxdp.Stats {
+	ws.statsMu.Lock()
+	defer ws.statsMu.Unlock()
+	return ws.stats
+}
+
+// natLinks describes the appliance's own addresses for the engine: the
+// first address natd did not add, per side.
+func (d *daemon) natLinks() [nat.NumSides]nat.Link {
+	var l [nat.NumSides]nat.Link
+	for s, li := range d.links {
+		l[s].MTU = li.mtu
+		if len(li.addrs) > 0 {
+			l[s].Addr = li.addrs[0].Addr()
+		}
+	}
+	return l
+}
+
+// lookupLink reads an interface's identity and its IPv4 addresses.
+func lookupLink(name string) (linkInfo, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return linkInfo{}, fmt.Errorf("%q: %w", name, err)
+	}
+	a := l.Attrs()
+	li := linkInfo{name: a.Name, ifindex: a.Index, mtu: a.MTU}
+	if len(a.HardwareAddr) != 6 {
+		return linkInfo{}, fmt.Errorf("%q is not an Ethernet interface", name)
+	}
+	copy(li.mac[:], a.HardwareAddr)
+	if a.Flags&net.FlagUp == 0 {
+		return linkInfo{}, fmt.Errorf("%q is down", name)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return linkInfo{}, fmt.Errorf("%q addresses: %w", name, err)
+	}
+	for _, ad := range addrs {
+		if ad.Label == xnatLabel(name) {
+			continue // added by an earlier natd
+		}
+		p, ok := netip.AddrFromSlice(ad.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := ad.Mask.Size()
+		li.addrs = append(li.addrs, netip.PrefixFrom(p, ones))
+	}
+	return li, nil
+}
+
+// xnatLabel is the label natd puts on the public addresses it adds to the
+// outside interface, so that a later natd (after a crash) recognises them.
+// Labels must start with the interface name and fit IFNAMSIZ.
+func xnatLabel(ifname string) string {
+	if len(ifname) > 12 {
+		return ""
+	}
+	return ifname + ":xn"
+}
+
+// applyNAT is the ConfigStore's publisher: the engine takes the new
+// configuration, then XDP maps and outside addresses follow it.
+func (d *daemon) applyNAT(c nat.Config) error {
+	if err := d.eng.ApplyConfig(c); err != nil {
+		return err
+	}
+	if err := d.syncPublic(); err != nil {
+		return fmt.Errorf("%w: configuration applied but the dataplane did not follow: %v", mgmt.ErrUnavailable, err)
+	}
+	d.log.Info("configuration applied", "generation", d.eng.Snapshot().Generation)
+	return nil
+}
+
+// syncPublic makes the XDP maps and the outside interface's addresses match
+// the engine's snapshot: public addresses are added (new first) before stale
+// ones are removed, so traffic to an address that stays is never passed to
+// the kernel in between.
+func (d *daemon) syncPublic() error {
+	d.addrMu.Lock()
+	defer d.addrMu.Unlock()
+	snap := d.eng.Snapshot()
+	public := snap.PublicAddrs()
+	var local []netip.Addr
+	for _, li := range d.links {
+		for _, p := range li.addrs {
+			local = append(local, p.Addr())
+			if p.Bits() < 31 {
+				local = append(local, lastAddr(p))
+			}
+		}
+	}
+	if err := d.prog.SetLocalAddrs(local); err != nil {
+		return fmt.Errorf("XDP local addresses: %w", err)
+	}
+	if err := d.prog.SetInsidePrefixes(snap.InsidePrefixes()); err != nil {
+		return fmt.Errorf("XDP inside prefixes: %w", err)
+	}
+	if err := d.prog.SetPublicAddrs(public); err != nil {
+		return fmt.Errorf("XDP public addresses: %w", err)
+	}
+	// The kernel answers ARP for addresses on the outside link.
+	out := d.links[nat.Outside]
+	link, err := netlink.LinkByIndex(out.ifindex)
+	if err != nil {
+		return fmt.Errorf("outside link: %w", err)
+	}
+	own := map[netip.Addr]bool{}
+	for _, p := range out.addrs {
+		own[p.Addr()] = true
+	}
+	want := map[netip.Addr]bool{}
+	for _, a := range public {
+		want[a] = true
+		if own[a] || d.added[a] {
+			continue
+		}
+		ad := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: xnatLabel(out.name), Flags: 0}
+		if err := netlink.AddrReplace(link, ad); err != nil {
+			return fmt.Errorf("add %s to %s: %w", a, out.name, err)
+		}
+		d.added[a] = true
+	}
+	for a := range d.added {
+		if !want[a] {
+			d.removeAddr(link, a)
+		}
+	}
+	d.gen = snap.Generation
+	return nil
+}
+
+func (d *daemon) removeAddr(link netlink.Link, a netip.Addr) {
+	ad := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrDel(link, ad); err != nil {
+		d.log.Warn("remove public address", "addr", a, "err", err)
+	}
+	delete(d.added, a)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// housekeep expires sessions and follows snapshot generations that the
+// engine publishes by itself (a removed address finished draining).
+func (d *daemon) housekeep() {
+	defer close(d.hkDone)
+	const interval = 100 * time.Millisecond
+	budget := d.eng.HousekeepBudget(interval, 2*time.Second)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stopHK:
+			return
+		case <-t.C:
+			d.eng.Housekeep(budget)
+			if d.eng.Snapshot().Generation != d.syncedGen() {
+				if err := d.syncPublic(); err != nil {
+					d.log.Error("sync public addresses", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (d *daemon) syncedGen() uint64 {
+	d.addrMu.Lock()
+	defer d.addrMu.Unlock()
+	return d.gen
+}
+
+// Reload re-reads the config file and applies its NAT section atomically
+// (SIGHUP). Interfaces, queues and CPUs cannot change without a restart.
+func (d *daemon) Reload() error {
+	cfg, err := LoadConfig(d.cfg.File)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	if cfg.Inside.Name != d.cfg.Inside.Name || cfg.Outside.Name != d.cfg.Outside.Name ||
+		!slices.Equal(cfg.Inside.Queues, d.cfg.Inside.Queues) || !slices.Equal(cfg.Outside.Queues, d.cfg.Outside.Queues) {
+		changed = append(changed, "interfaces")
+	}
+	if !slices.Equal(cfg.CPUs, d.cfg.CPUs) {
+		changed = append(changed, "workers")
+	}
+	if len(changed) > 0 {
+		d.log.Warn("reload: these sections changed but need a restart; they are ignored", "sections", changed)
+	}
+	if err := d.store.Replace(cfg.NAT); err != nil {
+		return err
+	}
+	d.log.Info("reloaded", "config", d.cfg.File, "generation", d.eng.Snapshot().Generation)
+	return nil
+}
+
+// Close stops natd and restores the interfaces: workers stop, sockets
+// close, XDP programs detach, and the addresses natd added are removed.
+func (d *daemon) Close() error {
+	d.closeMu.Lock()
+	defer d.closeMu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	if d.mgmt != nil {
+		d.mgmt.close()
+	}
+	for _, ws := range d.wk {
+		if ws.run != nil {
+			ws.run.Stop()
+		}
+	}
+	if d.stopHK != nil {
+		close(d.stopHK)
+		<-d.hkDone
+	}
+	for _, ws := range d.wk {
+		for _, p := range ws.ports {
+			if p != nil {
+				if err := p.Close(); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if d.mgmt != nil {
+		d.mgmt.flushEvents()
+	}
+	if d.prog != nil {
+		if err := d.prog.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach XDP: %w", err))
+		}
+	}
+	if d.nb != nil {
+		d.nb.Close()
+	}
+	d.addrMu.Lock()
+	if len(d.added) > 0 {
+		if link, err := netlink.LinkByIndex(d.links[nat.Outside].ifindex); err == nil {
+			for a := range d.added {
+				d.removeAddr(link, a)
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("remove public addresses: %w", err))
+		}
+	}
+	d.addrMu.Unlock()
+	return errors.Join(errs...)
+}
