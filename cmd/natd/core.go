@@ -238,9 +238,9 @@ func (c *core) DeleteSession(id uint32, gen uint64) error {
 
 func (c *core) FlushSessions(f nat.SessionFilter) (int, error) { return c.d.eng.FlushSessions(f), nil }
 
-func (c *core) Config() nat.Config                  { return c.d.store.Config() }
-func (c *core) AddPool(p nat.Pool) error            { return c.d.store.AddPool(p) }
-func (c *core) DeletePool(name string) error        { return c.d.store.DeletePool(name) }
+func (c *core) Config() nat.Config                     { return c.d.store.Config() }
+func (c *core) AddPool(p nat.Pool) error               { return c.d.store.AddPool(p) }
+func (c *core) DeletePool(name string) error           { return c.d.store.DeletePool(name) }
 func (c *core) AddPortForward(r nat.PortForward) error { return c.d.store.AddPortForward(r) }
 func (c *core) DeletePortForward(p nat.Proto, out netip.AddrPort) error {
 	return c.d.store.DeletePortForward(p, out)

@@ -64,18 +64,18 @@ type Options struct {
 
 // ConfigParams fill the generated natd configuration.
 type ConfigParams struct {
-	Pool         string // default "198.18.0.100/32"
-	PortsUDP     string // e.g. "40000-40003" (default: the NAT's default)
-	PortsTCP     string
-	PollMode     string // default adaptive
-	CPUs         []int  // per worker; default 1 (or i%2)
-	Extra        string // appended verbatim to the nat section
-	EventsFile   string // default "" (no file)
-	MetricsAddr  string // default 127.0.0.1:9469 (inside the nat namespace)
-	ICMPPerSec   int
-	MaxSessions  int
-	UDPTimeout   string
-	LogLevel     string
+	Pool        string // default "198.18.0.100/32"
+	PortsUDP    string // e.g. "40000-40003" (default: the NAT's default)
+	PortsTCP    string
+	PollMode    string // default adaptive
+	CPUs        []int  // per worker; default 1 (or i%2)
+	Extra       string // appended verbatim to the nat section
+	EventsFile  string // default "" (no file)
+	MetricsAddr string // default 127.0.0.1:9469 (inside the nat namespace)
+	ICMPPerSec  int
+	MaxSessions int
+	UDPTimeout  string
+	LogLevel    string
 }
 
 // Env is a running lab with natd.
