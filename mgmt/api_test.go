@@ -1,9 +1,13 @@
 package mgmt_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +17,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
+	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func wantCode(t *testing.T, err error, code codes.Code, contains string) {
@@ -460,5 +467,61 @@ func TestAPIReload(t *testing.T) {
 	lp, _ := e.ro.ListPools(x, &xnatv1.ListPoolsRequest{})
 	if lp.Pools[0].Prefixes[0] != "198.18.4.0/30" {
 		t.Errorf("after reload: %v", lp.Pools)
+	}
+}
+
+// Stopping the server ends long-lived streams cleanly instead of waiting
+// for clients to hang up.
+func TestShutdownEndsStreams(t *testing.T) {
+	core, err := mgmttest.New(mgmttest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Close()
+	sock := filepath.Join(t.TempDir(), "natd.sock")
+	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{SocketPath: sock, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(sctx) }()
+	c, err := client.Dial(client.Options{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	x := ctx(t)
+	ev, err := c.WatchEvents(x, &xnatv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.WatchStats(x, &xnatv1.WatchStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	for core.Events.Stats().Subscribers == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ev.Recv(); err != io.EOF {
+		t.Errorf("WatchEvents after shutdown: %v, want a clean end", err)
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			if err != io.EOF {
+				t.Errorf("WatchStats after shutdown: %v, want a clean end", err)
+			}
+			break
+		}
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
 	}
 }
