@@ -525,3 +525,55 @@ func TestShutdownEndsStreams(t *testing.T) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }
+
+// BenchmarkStreamSessions walks a table of 4000 sessions through the API
+// over the admin socket.
+func BenchmarkStreamSessions(b *testing.B) {
+	core, err := mgmttest.New(mgmttest.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer core.Close()
+	const n = 4000
+	for i := 0; i < n; i++ {
+		in := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(1 + i%250)}), uint16(10000+i/250))
+		if err := core.Open(nat.UDP, in, netip.MustParseAddrPort("203.0.113.9:53")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sock := filepath.Join(b.TempDir(), "natd.sock")
+	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{SocketPath: sock, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(sctx)
+	c, err := client.Dial(client.Options{Socket: sock})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		st, err := c.StreamSessions(context.Background(), &xnatv1.StreamSessionsRequest{BatchSize: 1000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for {
+			m, err := st.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += len(m.Sessions)
+		}
+		if got != n {
+			b.Fatalf("streamed %d sessions, want %d", got, n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/session")
+}

@@ -75,7 +75,9 @@ type ServerOptions struct {
 }
 
 // Server is the management gRPC server. Create it with NewServer, run it
-// with Serve, stop it by cancelling Serve's context or with Close.
+// with Serve (once, from any goroutine), stop it by cancelling Serve's
+// context or with Close (from any goroutine). Handlers run on gRPC's
+// goroutines, never on a worker's.
 type Server struct {
 	core Core
 	opts ServerOptions

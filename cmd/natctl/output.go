@@ -581,7 +581,8 @@ func printPools(w io.Writer, pools []poolJSON) error {
 
 // sessionPrinter prints a stream of sessions as they arrive. A table of a
 // million rows cannot wait for tabwriter to see them all, so columns have
-// fixed widths that fit every IPv4 endpoint.
+// fixed widths that fit every IPv4 endpoint. The command's goroutine owns
+// it.
 type sessionPrinter struct {
 	w      io.Writer
 	format string

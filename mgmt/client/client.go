@@ -50,7 +50,7 @@ type Options struct {
 
 // Client is a connection to natd. Its methods are the generated
 // xnatv1.NatServiceClient's; a call that never reached natd fails with a
-// *ConnError.
+// *ConnError. Like grpc.ClientConn, it is safe for concurrent use.
 type Client struct {
 	xnatv1.NatServiceClient
 	conn   *grpc.ClientConn

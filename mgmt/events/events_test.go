@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -350,4 +351,46 @@ func TestSlowDiskNeverBlocksTheWorker(t *testing.T) {
 		return st.Drained >= stuck+64 && st.Written == st.Drained
 	})
 	t.Logf("engine dropped %d events while the disk was stuck; %d written after", lost, core.Events.Stats().Written)
+}
+
+// The hand-written encoder against the reference, encoding/json of
+// ToRecord, on random events.
+func TestAppendJSONMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 20000; i++ {
+		ev := nat.Event{
+			UnixNano:     r.Int64N(4e18),
+			Type:         nat.EventType(r.IntN(10)), // includes 0 and unknown types
+			Proto:        nat.Proto(r.IntN(3)),
+			Reason:       uint8(r.IntN(40)),
+			Worker:       uint8(r.IntN(256)),
+			InsidePort:   uint16(r.Uint32()),
+			OutsidePort:  uint16(r.Uint32()),
+			RemotePort:   uint16(r.Uint32()),
+			SessionCount: r.Uint32() >> uint(r.IntN(32)),
+		}
+		for _, a := range []*[4]byte{&ev.InsideAddr, &ev.OutsideAddr, &ev.RemoteAddr} {
+			if r.IntN(4) != 0 {
+				*a = [4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())}
+			}
+		}
+		got := events.AppendJSON(nil, &ev)
+		want, err := json.Marshal(events.ToRecord(&ev))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want)+"\n" {
+			t.Fatalf("event %+v:\n got %s want %s", ev, got, want)
+		}
+	}
+}
+
+func BenchmarkRecordJSONMarshal(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		r := events.ToRecord(&sample[1])
+		if _, err := json.Marshal(r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
