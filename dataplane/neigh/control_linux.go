@@ -51,6 +51,7 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 		c.close()
 		return nil, err
 	}
+	c.nextTick = c.neigh.tick(c.now())
 	c.publish()
 	ctx, cancel := context.WithCancel(ctx)
 	t.cancel = cancel
@@ -83,12 +84,18 @@ type control struct {
 	// routes are immutable once published; listRoutes builds new slices.
 	routes [nat.NumSides][]route
 
-	dirty      bool // links or routes changed since the last snapshot
-	needLinks  bool // a link event concerned one of our interfaces
-	needRoutes bool // a route event concerned our table
-	needResync bool // a subscription died: re-subscribe and re-list
-	retryAt    time.Time
+	dirty      bool      // links or routes changed since the last snapshot
+	needLinks  bool      // a link event concerned one of our interfaces
+	needRoutes bool      // a route event concerned our table
+	needSubs   bool      // a subscription died: re-subscribe, then re-list everything
+	needList   bool      // re-list links, routes and neighbours
+	retryAt    time.Time // after a failed re-subscribe or re-list, when to try again
+	nextTick   int64     // when neigh.tick next has work (0: nothing scheduled)
 }
+
+// retryDelay spaces out attempts to re-subscribe or re-list after a
+// netlink failure.
+const retryDelay = 250 * time.Millisecond
 
 func (c *control) now() int64 { return int64(time.Since(c.start)) }
 
@@ -186,6 +193,7 @@ func (c *control) run(ctx context.Context) {
 		refresh = tk.C
 	}
 	for {
+		c.armTimer(timer)
 		s := c.subs
 		select {
 		case <-ctx.Done():
@@ -204,29 +212,32 @@ func (c *control) run(ctx context.Context) {
 		}
 		c.drainReady()
 		c.catchUp()
-		next := c.neigh.tick(c.now())
-		if c.dirty || c.neigh.dirty {
+		// tick walks every neighbour, so only when a deadline is due or a
+		// new one may have appeared.
+		if now := c.now(); c.neigh.timers || (c.nextTick != 0 && now >= c.nextTick) {
+			c.nextTick = c.neigh.tick(now)
+		}
+		if c.dirty || c.neigh.dirty[nat.Inside] || c.neigh.dirty[nat.Outside] {
 			c.publish()
 		}
-		// Sleep until the next timeout, or the next re-subscription try.
-		wait := time.Duration(-1)
-		if next != 0 {
-			wait = time.Duration(next - c.now())
+	}
+}
+
+// armTimer sets timer to the next neighbour timeout or netlink retry,
+// whichever comes first, or stops it when there is none.
+func (c *control) armTimer(timer *time.Timer) {
+	wait := time.Duration(-1)
+	if c.nextTick != 0 {
+		wait = time.Duration(c.nextTick - c.now())
+	}
+	if c.needSubs || c.needList {
+		if d := time.Until(c.retryAt); wait < 0 || d < wait {
+			wait = d
 		}
-		if c.needResync {
-			if d := time.Until(c.retryAt); wait < 0 || d < wait {
-				wait = d
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		if wait >= 0 {
-			timer.Reset(max(wait, time.Millisecond))
-		}
+	}
+	timer.Stop()
+	if wait >= 0 {
+		timer.Reset(max(wait, time.Millisecond))
 	}
 }
 
@@ -260,47 +271,68 @@ func (c *control) drainRequests() {
 	})
 }
 
-// lost handles a subscription whose channel the library closed.
+// lost handles a subscription whose channel the library closed: every
+// notification since the overflow is gone, so all three subscriptions are
+// replaced and everything is listed again.
 func (c *control) lost() {
-	if c.needResync {
+	if c.needSubs {
 		return
 	}
 	c.subs.stop()
 	c.subs = &subscription{}
-	c.needResync = true
+	c.needSubs = true
 	c.retryAt = time.Time{}
 }
 
-// catchUp performs the re-lists the handled events asked for.
+// catchUp performs the re-subscriptions and re-lists the handled events
+// asked for. A failure is recorded and retried after retryDelay with a
+// full re-list, so no change is lost to a transient netlink error.
 func (c *control) catchUp() {
-	if c.needResync {
-		if time.Now().Before(c.retryAt) {
-			return
-		}
+	if (c.needSubs || c.needList) && time.Now().Before(c.retryAt) {
+		return
+	}
+	if c.needSubs {
 		if err := c.subscribe(); err != nil {
-			c.t.setError(err)
-			c.retryAt = time.Now().Add(250 * time.Millisecond)
+			c.retry(err)
 			return
 		}
-		c.needResync = false
+		c.needSubs, c.needList = false, true
 		c.t.stats.resyncs.Add(1)
+	}
+	if c.needList {
 		if err := c.resync(false); err != nil {
-			c.t.setError(err)
+			c.retry(err)
+			return
 		}
+		c.needList, c.needLinks, c.needRoutes = false, false, false
 		return
 	}
 	if c.needLinks {
+		changed, err := c.listLinks(false)
+		if err != nil {
+			c.retry(err)
+			return
+		}
 		c.needLinks = false
-		if err := c.listLinks(false); err != nil {
-			c.t.setError(err)
+		if changed {
+			if err := c.listNeighs(); err != nil {
+				c.retry(err)
+				return
+			}
 		}
 	}
 	if c.needRoutes {
-		c.needRoutes = false
 		if err := c.listRoutes(); err != nil {
-			c.t.setError(err)
+			c.retry(err)
+			return
 		}
 	}
+}
+
+func (c *control) retry(err error) {
+	c.t.setError(err)
+	c.needList = true
+	c.retryAt = time.Now().Add(retryDelay)
 }
 
 func (c *control) onRoute(u netlink.RouteUpdate, ok bool) {
@@ -393,7 +425,7 @@ func (c *control) probe(side nat.Side, ip uint32) error {
 // resync re-lists links, routes and neighbours. strict (at start) makes a
 // missing interface an error.
 func (c *control) resync(strict bool) error {
-	if err := c.listLinks(strict); err != nil {
+	if _, err := c.listLinks(strict); err != nil {
 		return err
 	}
 	if err := c.listRoutes(); err != nil {
@@ -406,10 +438,10 @@ func (c *control) resync(strict bool) error {
 // (NLM_F_DUMP_INTR: the table changed during the dump).
 const dumpRetries = 8
 
-// listLinks looks the two interfaces up again. An interface that now has
-// another index (re-created) loses its neighbours and gets them re-listed.
-func (c *control) listLinks(strict bool) error {
-	changed := false
+// listLinks looks the two interfaces up again and reports whether one of
+// them now has another index (deleted, or re-created): that side's
+// neighbours are dropped, and the caller must list them again.
+func (c *control) listLinks(strict bool) (changed bool, err error) {
 	for side, l := range []Link{c.cfg.Inside, c.cfg.Outside} {
 		var lk netlink.Link
 		var err error
@@ -424,11 +456,11 @@ func (c *control) listLinks(strict bool) error {
 			a := lk.Attrs()
 			st = linkState{index: a.Index, up: a.Flags&net.FlagUp != 0}
 		case strict:
-			return fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
+			return false, fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
 		default:
 			var nf netlink.LinkNotFoundError
 			if !errors.As(err, &nf) {
-				return fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
+				return false, fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
 			}
 		}
 		if st.index != c.links[side].index {
@@ -443,12 +475,7 @@ func (c *control) listLinks(strict bool) error {
 	// Taking an interface down flushes its IPv4 routes without
 	// RTM_DELROUTE notifications, so any link change means a route re-list.
 	c.needRoutes = true
-	if changed && !strict {
-		if err := c.listNeighs(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return changed, nil
 }
 
 func (c *control) listRoutes() error {
@@ -564,8 +591,7 @@ func convertRoutes(rs []netlink.Route, ifindex [nat.NumSides]int, table int) (ou
 // publish builds a snapshot from the current state and makes it the one
 // workers see.
 func (c *control) publish() {
-	c.t.snap.Store(buildSnapshot(c.links, c.routes, c.neigh))
+	c.t.snap.Store(buildSnapshot(c.t.snap.Load(), c.links, c.routes, c.neigh))
 	c.t.stats.snapshots.Add(1)
 	c.dirty = false
-	c.neigh.dirty = false
 }

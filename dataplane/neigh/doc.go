@@ -25,12 +25,13 @@
 // comes back as a neighbour notification.
 //
 // Because frames sent through AF_XDP never touch the kernel's neighbour
-// entries, the kernel would let entries in use go STALE and, above
-// gc_thresh1, garbage-collect them. Resolve therefore marks the entries it
-// returns, and the control goroutine periodically sends NTF_USE for the
-// marked ones, which keeps them alive and re-confirms STALE ones with a
-// unicast probe (RFC 1122 section 2.3.2.1), just as the kernel's own
-// forwarding would.
+// entries, the kernel would leave an entry the dataplane uses in STALE
+// forever (never re-confirming the address) and, once the table holds more
+// than gc_thresh1 entries, garbage-collect it after gc_stale_time. Resolve
+// therefore marks the entries it hands out, and the control goroutine
+// periodically sends NTF_USE for the marked ones the kernel holds as STALE,
+// which makes the kernel re-confirm them with a unicast probe (RFC 1122
+// section 2.3.2.1), just as its own forwarding would.
 //
 // Goroutines: Resolve, Stats and Snapshot may be called from any goroutine,
 // concurrently. Close may be called from any goroutine, any number of times.

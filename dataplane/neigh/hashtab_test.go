@@ -92,3 +92,10 @@ func TestMarkUsed(t *testing.T) {
 		t.Fatal("markUsed did not mark")
 	}
 }
+
+func TestTableHotFieldsOwnLine(t *testing.T) {
+	var tb Table
+	if off := unsafe.Offsetof(tb.stats); off < 64 {
+		t.Fatalf("counters at offset %d share the snapshot pointer's cache line", off)
+	}
+}

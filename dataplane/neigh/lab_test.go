@@ -355,3 +355,24 @@ func TestLabRefreshKeepsNeighboursFresh(t *testing.T) {
 		t.Fatalf("re-confirmed without a refresh: %+v", st)
 	}
 }
+
+func TestLabConfigByIndexAndMissingInterface(t *testing.T) {
+	l := newNATLab(t)
+	outMAC := l.mac(l.Out, lab.HostDev)
+	tb := l.table(Config{
+		Inside:  Link{Index: l.linkIndex(lab.NATInside)},
+		Outside: Link{Index: l.linkIndex(lab.NATOutside)},
+	})
+	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
+
+	err := lab.Do(l.Box, func() error {
+		tb, err := New(context.Background(), Config{Inside: Link{Name: lab.NATInside}, Outside: Link{Name: "no-such-if"}})
+		if err == nil {
+			tb.Close()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "no-such-if") {
+		t.Fatalf("New with a missing interface: %v", err)
+	}
+}

@@ -23,9 +23,6 @@ const (
 	// itself transmits in all of them (STALE/DELAY/PROBE while it
 	// re-confirms the address, RFC 1122 section 2.3.2.1).
 	nudValid = nudReachable | nudStale | nudDelay | nudProbe | nudPermanent | nudNoARP
-	// nudRefresh are the valid states the kernel ages, which the refresh
-	// sweep keeps alive for neighbours the dataplane uses.
-	nudRefresh = nudReachable | nudStale | nudDelay | nudProbe
 )
 
 // classify maps a kernel neighbour entry to what Resolve reports, and
@@ -90,8 +87,13 @@ type neighState struct {
 	// probe asks the kernel to resolve (or refresh) a neighbour.
 	probe func(side nat.Side, ip uint32) error
 	stats *counters
-	dirty bool // something Resolve can observe changed since the last snapshot
-	gen   uint32
+	// dirty: per side, something Resolve can observe changed since the
+	// last snapshot.
+	dirty [nat.NumSides]bool
+	// timers: an entry started waiting or failed since the last tick, so
+	// tick has new deadlines to find.
+	timers bool
+	gen    uint32
 }
 
 func newNeighState(pending, retry int64, probe func(nat.Side, uint32) error, stats *counters) *neighState {
@@ -100,9 +102,12 @@ func newNeighState(pending, retry int64, probe func(nat.Side, uint32) error, sta
 
 // setVisible changes what the snapshot shows for e and notes whether that
 // is a change.
-func (s *neighState) setVisible(e *nstate, res nat.Resolution, mac [6]byte, retry bool) {
+func (s *neighState) setVisible(k nkey, e *nstate, res nat.Resolution, mac [6]byte, retry bool) {
 	if e.res != res || e.mac != mac || e.retry != retry {
-		s.dirty = true
+		s.dirty[k.side] = true
+	}
+	if res == nat.Failed && !retry {
+		s.timers = true
 	}
 	e.res, e.mac, e.retry = res, mac, retry
 }
@@ -118,7 +123,7 @@ func (s *neighState) kernel(k nkey, state uint16, mac [6]byte, now int64) {
 	if e == nil {
 		e = &nstate{res: res}
 		s.m[k] = e
-		s.dirty = true
+		s.dirty[k.side] = true
 	}
 	e.known, e.kstate, e.seen = true, state, s.gen
 	switch res {
@@ -127,11 +132,11 @@ func (s *neighState) kernel(k nkey, state uint16, mac [6]byte, now int64) {
 			s.stats.completed.Add(1)
 			e.waiting = false
 		}
-		s.setVisible(e, nat.Resolved, mac, false)
+		s.setVisible(k, e, nat.Resolved, mac, false)
 	case nat.Pending:
 		// The kernel is probing (for us, or for its own traffic); it will
 		// report REACHABLE or FAILED.
-		s.setVisible(e, nat.Pending, [6]byte{}, false)
+		s.setVisible(k, e, nat.Pending, [6]byte{}, false)
 	case nat.Failed:
 		if e.waiting {
 			s.stats.failed.Add(1)
@@ -140,7 +145,7 @@ func (s *neighState) kernel(k nkey, state uint16, mac [6]byte, now int64) {
 		if e.res != nat.Failed {
 			e.failedAt = now
 		}
-		s.setVisible(e, nat.Failed, [6]byte{}, e.retry && e.res == nat.Failed)
+		s.setVisible(k, e, nat.Failed, [6]byte{}, e.retry && e.res == nat.Failed)
 	}
 }
 
@@ -154,11 +159,11 @@ func (s *neighState) kernelGone(k nkey) {
 	}
 	e.known, e.kstate = false, 0
 	if e.waiting {
-		s.setVisible(e, nat.Pending, [6]byte{}, false)
+		s.setVisible(k, e, nat.Pending, [6]byte{}, false)
 		return
 	}
 	delete(s.m, k)
-	s.dirty = true
+	s.dirty[k.side] = true
 }
 
 // request handles a worker's post: resolve a neighbour missing from the
@@ -174,7 +179,7 @@ func (s *neighState) request(k nkey, now int64) {
 	case e == nil:
 		e = &nstate{}
 		s.m[k] = e
-		s.dirty = true
+		s.dirty[k.side] = true
 	case e.res == nat.Failed && now-e.failedAt >= s.retry:
 	default:
 		return
@@ -185,11 +190,12 @@ func (s *neighState) request(k nkey, now int64) {
 		s.stats.nlErrors.Add(1)
 		e.waiting = false
 		e.failedAt = now
-		s.setVisible(e, nat.Failed, [6]byte{}, false)
+		s.setVisible(k, e, nat.Failed, [6]byte{}, false)
 		return
 	}
 	e.waiting, e.reqAt = true, now
-	s.setVisible(e, nat.Pending, [6]byte{}, false)
+	s.timers = true
+	s.setVisible(k, e, nat.Pending, [6]byte{}, false)
 }
 
 // tick applies timeouts: a request the kernel has not answered within the
@@ -198,6 +204,7 @@ func (s *neighState) request(k nkey, now int64) {
 // entry for is simply forgotten, which has the same effect: the next
 // packet misses and posts). It returns the next time tick has work, or 0.
 func (s *neighState) tick(now int64) (next int64) {
+	s.timers = false
 	later := func(t int64) {
 		if next == 0 || t < next {
 			next = t
@@ -212,7 +219,7 @@ func (s *neighState) tick(now int64) (next int64) {
 			e.waiting = false
 			e.failedAt = now
 			s.stats.failed.Add(1)
-			s.setVisible(e, nat.Failed, [6]byte{}, false)
+			s.setVisible(k, e, nat.Failed, [6]byte{}, false)
 		}
 		if e.res != nat.Failed || e.retry {
 			continue
@@ -223,10 +230,10 @@ func (s *neighState) tick(now int64) (next int64) {
 		}
 		if !e.known {
 			delete(s.m, k)
-			s.dirty = true
+			s.dirty[k.side] = true
 			continue
 		}
-		s.setVisible(e, nat.Failed, [6]byte{}, true)
+		s.setVisible(k, e, nat.Failed, [6]byte{}, true)
 	}
 	return next
 }
@@ -250,15 +257,20 @@ func (s *neighState) dropSide(side nat.Side) {
 	for k := range s.m {
 		if k.side == side {
 			delete(s.m, k)
-			s.dirty = true
+			s.dirty[k.side] = true
 		}
 	}
 }
 
 // refresh sends NTF_USE for the neighbours Resolve handed out since the
-// last sweep and clears their marks: the kernel then counts them as used
-// (so its garbage collector keeps them) and re-confirms STALE ones with a
-// unicast probe. snap is the snapshot currently published.
+// last sweep that the kernel holds as STALE, and clears the marks. STALE is
+// the only valid state the kernel's garbage collector removes (entries in
+// REACHABLE, DELAY and PROBE run a timer and are skipped), and the state in
+// which the kernel waits for traffic before re-confirming the address: for
+// a STALE entry neigh_event_send() starts DELAY, then a unicast probe
+// (RFC 1122 section 2.3.2.1), then REACHABLE again. The kernel announces
+// REACHABLE->STALE, so kstate is accurate for this test. snap is the
+// snapshot currently published.
 func (s *neighState) refresh(snap *snapshot) {
 	for side := range snap.sides {
 		t := &snap.sides[side].neigh
@@ -269,7 +281,7 @@ func (s *neighState) refresh(snap *snapshot) {
 			}
 			sl.used.Store(0)
 			e := s.m[nkey{nat.Side(side), sl.ip}]
-			if e == nil || !e.known || e.kstate&nudRefresh == 0 {
+			if e == nil || !e.known || e.kstate&nudStale == 0 {
 				continue
 			}
 			if err := s.probe(nat.Side(side), sl.ip); err != nil {
@@ -281,8 +293,10 @@ func (s *neighState) refresh(snap *snapshot) {
 	}
 }
 
-// fill builds the neighbour table of one side for a new snapshot.
-func (s *neighState) fill(side nat.Side) ntable {
+// fill builds the neighbour table of one side for a new snapshot. The
+// used marks of prev (the side's table in the snapshot being replaced)
+// carry over, so a rebuild between two refresh sweeps loses no use.
+func (s *neighState) fill(side nat.Side, prev *ntable) ntable {
 	n := 0
 	for k := range s.m {
 		if k.side == side {
@@ -298,6 +312,11 @@ func (s *neighState) fill(side nat.Side) ntable {
 		sl.mac, sl.res = e.mac, e.res
 		if e.retry {
 			sl.flags |= flagRetry
+		}
+		if prev != nil && prev.slots != nil {
+			if old := prev.find(k.ip); old != nil && old.used.Load() != 0 {
+				sl.used.Store(1)
+			}
 		}
 	}
 	return t

@@ -71,7 +71,7 @@ func TestStateMissResolves(t *testing.T) {
 		t.Fatalf("probes %v", p.calls)
 	}
 	expect(t, s, k, nat.Pending, [6]byte{}, false)
-	if !s.dirty {
+	if !dirty(s) {
 		t.Fatal("new pending entry not marked dirty")
 	}
 	// A repeated post while pending does not probe again.
@@ -88,13 +88,13 @@ func TestStateMissResolves(t *testing.T) {
 		t.Fatalf("counters requested=%d completed=%d failed=%d", c.requested.Load(), c.completed.Load(), c.failed.Load())
 	}
 	// Only visible changes make a new snapshot.
-	s.dirty = false
+	s.dirty = [nat.NumSides]bool{}
 	s.kernel(k, nudStale, macA, 40*ms)
-	if s.dirty {
+	if dirty(s) {
 		t.Fatal("REACHABLE->STALE with the same MAC marked dirty")
 	}
 	s.kernel(k, nudReachable, macB, 50*ms)
-	if !s.dirty {
+	if !dirty(s) {
 		t.Fatal("MAC change not marked dirty")
 	}
 	expect(t, s, k, nat.Resolved, macB, false)
@@ -126,10 +126,10 @@ func TestStateFailedAndRetry(t *testing.T) {
 		t.Fatalf("next tick %d ms, want 4000", next/ms)
 	}
 	// After the delay the entry is armed, so Resolve will post.
-	s.dirty = false
+	s.dirty = [nat.NumSides]bool{}
 	s.tick(4000 * ms)
 	expect(t, s, k, nat.Failed, [6]byte{}, true)
-	if !s.dirty {
+	if !dirty(s) {
 		t.Fatal("arming not published")
 	}
 	s.request(k, 4100*ms)
@@ -227,16 +227,19 @@ func TestStateResyncAndDropSide(t *testing.T) {
 
 func TestStateRefresh(t *testing.T) {
 	s, p, c := newTestState()
-	used := []nkey{{nat.Inside, 1}, {nat.Inside, 2}, {nat.Outside, 3}}
+	stale := []nkey{{nat.Inside, 1}, {nat.Outside, 3}}
+	fresh := []nkey{{nat.Inside, 2}, {nat.Outside, 6}} // REACHABLE, DELAY: the kernel's timers run
 	perm := nkey{nat.Outside, 4}
-	idle := nkey{nat.Inside, 5}
-	s.kernel(used[0], nudReachable, macA, 0)
-	s.kernel(used[1], nudStale, macA, 0)
-	s.kernel(used[2], nudDelay, macB, 0)
+	idle := nkey{nat.Inside, 5} // STALE but not used
+	s.kernel(stale[0], nudStale, macA, 0)
+	s.kernel(stale[1], nudStale, macB, 0)
+	s.kernel(fresh[0], nudReachable, macA, 0)
+	s.kernel(fresh[1], nudDelay, macA, 0)
 	s.kernel(perm, nudPermanent, macB, 0)
 	s.kernel(idle, nudStale, macA, 0)
-	snap := buildSnapshot([nat.NumSides]linkState{{1, true}, {2, true}}, [nat.NumSides][]route{}, s)
-	for _, k := range append(used, perm) {
+	snap := buildSnapshot(nil, [nat.NumSides]linkState{{1, true}, {2, true}}, [nat.NumSides][]route{}, s)
+	used := append(append(append([]nkey{}, stale...), fresh...), perm)
+	for _, k := range used {
 		snap.sides[k.side].neigh.find(k.ip).markUsed()
 	}
 	s.refresh(snap)
@@ -244,20 +247,49 @@ func TestStateRefresh(t *testing.T) {
 	for _, k := range p.calls {
 		got[k] = true
 	}
-	if len(p.calls) != 3 || !got[used[0]] || !got[used[1]] || !got[used[2]] {
-		t.Fatalf("refreshed %v, want %v", p.calls, used)
+	if len(p.calls) != 2 || !got[stale[0]] || !got[stale[1]] {
+		t.Fatalf("refreshed %v, want %v", p.calls, stale)
 	}
-	if c.refreshed.Load() != 3 {
+	if c.refreshed.Load() != 2 {
 		t.Fatalf("refreshed counter %d", c.refreshed.Load())
 	}
-	for _, k := range append(used, perm) {
+	for _, k := range used {
 		if snap.sides[k.side].neigh.find(k.ip).used.Load() != 0 {
 			t.Fatalf("%+v still marked after the sweep", k)
 		}
 	}
 	// Nothing used since: nothing refreshed.
 	s.refresh(snap)
-	if len(p.calls) != 3 {
-		t.Fatalf("second sweep refreshed %v", p.calls[3:])
+	if len(p.calls) != 2 {
+		t.Fatalf("second sweep refreshed %v", p.calls[2:])
 	}
 }
+
+func TestSnapshotCarriesUsedMarks(t *testing.T) {
+	s, _, _ := newTestState()
+	a, b := nkey{nat.Inside, 1}, nkey{nat.Outside, 2}
+	s.kernel(a, nudStale, macA, 0)
+	s.kernel(b, nudStale, macB, 0)
+	links := [nat.NumSides]linkState{{1, true}, {2, true}}
+	s1 := buildSnapshot(nil, links, [nat.NumSides][]route{}, s)
+	s1.sides[a.side].neigh.find(a.ip).markUsed()
+	s1.sides[b.side].neigh.find(b.ip).markUsed()
+	// Only the inside changes: the outside table is reused as is, the
+	// inside one rebuilt with its marks carried over.
+	s.kernel(nkey{nat.Inside, 9}, nudReachable, macA, 0)
+	s2 := buildSnapshot(s1, links, [nat.NumSides][]route{}, s)
+	if &s2.sides[nat.Outside].neigh.slots[0] != &s1.sides[nat.Outside].neigh.slots[0] {
+		t.Fatal("unchanged side rebuilt")
+	}
+	if &s2.sides[nat.Inside].neigh.slots[0] == &s1.sides[nat.Inside].neigh.slots[0] {
+		t.Fatal("changed side not rebuilt")
+	}
+	if s2.sides[a.side].neigh.find(a.ip).used.Load() == 0 || s2.sides[b.side].neigh.find(b.ip).used.Load() == 0 {
+		t.Fatal("used mark lost across a rebuild")
+	}
+	if s2.sides[nat.Inside].neigh.find(9).used.Load() != 0 {
+		t.Fatal("new entry born marked")
+	}
+}
+
+func dirty(s *neighState) bool { return s.dirty[nat.Inside] || s.dirty[nat.Outside] }

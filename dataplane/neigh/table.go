@@ -45,9 +45,10 @@ type Config struct {
 	// packet to it makes the kernel probe again. Default 1 s.
 	RetryFailed time.Duration
 	// RefreshInterval is how often the neighbours the dataplane used are
-	// reported to the kernel as used (see the package doc). Default 10 s,
-	// well inside the kernel's 30 s reachable time and 60 s
-	// gc_stale_time; negative disables the refresh.
+	// swept, and those the kernel holds as STALE re-confirmed (see the
+	// package doc). Default 10 s: a used neighbour then spends at most that
+	// long in STALE, far less than the kernel's 60 s gc_stale_time.
+	// Negative disables the refresh.
 	RefreshInterval time.Duration
 	// ReceiveBuffer is the receive buffer of each netlink subscription
 	// socket, in bytes. Default 4 MiB. With CAP_NET_ADMIN it may exceed
@@ -109,17 +110,25 @@ type linkState struct {
 	up    bool
 }
 
-// buildSnapshot assembles a snapshot. routes are shared with the caller,
-// who must not modify them afterwards.
-func buildSnapshot(links [nat.NumSides]linkState, routes [nat.NumSides][]route, ns *neighState) *snapshot {
+// buildSnapshot assembles the successor of prev (nil for the first). A
+// side whose neighbours did not change keeps prev's table, marks
+// included; routes are shared with the caller, who must not modify them
+// afterwards. It consumes the neighbour state's dirty marks.
+func buildSnapshot(prev *snapshot, links [nat.NumSides]linkState, routes [nat.NumSides][]route, ns *neighState) *snapshot {
 	s := &snapshot{}
 	for side := range s.sides {
-		s.sides[side] = sideSnap{
-			ifindex: links[side].index,
-			up:      links[side].up,
-			routes:  routes[side],
-			neigh:   ns.fill(nat.Side(side)),
+		var old *ntable
+		if prev != nil {
+			old = &prev.sides[side].neigh
 		}
+		ss := &s.sides[side]
+		ss.ifindex, ss.up, ss.routes = links[side].index, links[side].up, routes[side]
+		if old != nil && old.slots != nil && !ns.dirty[side] {
+			ss.neigh = *old
+		} else {
+			ss.neigh = ns.fill(nat.Side(side), old)
+		}
+		ns.dirty[side] = false
 	}
 	return s
 }
@@ -139,9 +148,11 @@ func emptySnapshot() *snapshot {
 // concurrently; Close from any goroutine. The Table's control goroutine
 // owns everything else.
 type Table struct {
+	// snap is read by every Resolve; the padding keeps the counters the
+	// control goroutine writes off its cache line.
 	snap atomic.Pointer[snapshot]
-	_    [56]byte // keep the read-mostly snapshot pointer off the request slots' lines
 	req  *requests
+	_    [48]byte
 
 	stats counters
 	cfg   Config
@@ -219,7 +230,8 @@ type Stats struct {
 	// Completed and Failed count how those requests ended. A request
 	// still Pending is in neither.
 	Completed, Failed uint64
-	// Refreshed counts neighbours reported to the kernel as used.
+	// Refreshed counts used STALE neighbours handed to the kernel for
+	// re-confirmation.
 	Refreshed uint64
 	// RequestOverflow counts misses that found no free request slot; the
 	// next packet to the same neighbour posts again.
