@@ -109,16 +109,23 @@ func resolveNextHop(dev string, ifindex int, dst [4]byte) (net.HardwareAddr, err
 }
 
 // pin locks the calling goroutine to its OS thread and, if cpu >= 0,
-// binds that thread to cpu. The worker keeps the thread for its life.
-func pin(cpu int) error {
+// binds that thread to cpu; with rtPrio > 0 it also moves the thread to
+// SCHED_FIFO at that priority. The worker keeps the thread for its life.
+func pin(cpu, rtPrio int) error {
 	runtime.LockOSThread()
-	if cpu < 0 {
-		return nil
+	if cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+		}
 	}
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	if rtPrio > 0 {
+		// The kernel's RT throttling (sched_rt_runtime_us, 95% by
+		// default) still leaves the CPU's other tasks a share.
+		if err := unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(rtPrio)}, 0); err != nil {
+			return fmt.Errorf("SCHED_FIFO priority %d: %w", rtPrio, err)
+		}
 	}
 	return nil
 }

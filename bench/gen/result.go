@@ -35,32 +35,33 @@ type Result struct {
 
 // ResultConfig echoes the configuration, resolved (defaults, learned MAC).
 type ResultConfig struct {
-	Mode      string  `json:"mode"`
-	Proto     string  `json:"proto"`
-	TxNetns   string  `json:"tx_netns,omitempty"`
-	TxDev     string  `json:"tx_dev"`
-	RxNetns   string  `json:"rx_netns,omitempty"`
-	RxDev     string  `json:"rx_dev,omitempty"`
-	SrcMAC    string  `json:"src_mac"`
-	DstMAC    string  `json:"dst_mac"`
-	Src       string  `json:"src"`
-	SrcPorts  string  `json:"src_ports"`
-	Dst       string  `json:"dst"`
-	DstPorts  string  `json:"dst_ports"`
-	Flows     uint32  `json:"flows"`
-	Size      string  `json:"size"`
-	FrameLens []int   `json:"frame_lens"` // per size slot, without FCS
-	Rate      float64 `json:"rate_pps"`   // 0: maximum
-	Duration  float64 `json:"duration_s"`
-	TxQueues  int     `json:"tx_queues"`
-	RxQueues  int     `json:"rx_queues,omitempty"`
-	TxCPUs    []int   `json:"tx_cpus,omitempty"`
-	RxCPUs    []int   `json:"rx_cpus,omitempty"`
-	Batch     int     `json:"batch"`
-	Streams   int     `json:"streams"`
-	BusyPoll  bool    `json:"busy_poll"`
-	Backend   string  `json:"afxdp_backend"`
-	ZeroCopy  bool    `json:"zero_copy"`
+	Mode       string  `json:"mode"`
+	Proto      string  `json:"proto"`
+	TxNetns    string  `json:"tx_netns,omitempty"`
+	TxDev      string  `json:"tx_dev"`
+	RxNetns    string  `json:"rx_netns,omitempty"`
+	RxDev      string  `json:"rx_dev,omitempty"`
+	SrcMAC     string  `json:"src_mac"`
+	DstMAC     string  `json:"dst_mac"`
+	Src        string  `json:"src"`
+	SrcPorts   string  `json:"src_ports"`
+	Dst        string  `json:"dst"`
+	DstPorts   string  `json:"dst_ports"`
+	Flows      uint32  `json:"flows"`
+	Size       string  `json:"size"`
+	FrameLens  []int   `json:"frame_lens"` // per size slot, without FCS
+	Rate       float64 `json:"rate_pps"`   // 0: maximum
+	Duration   float64 `json:"duration_s"`
+	TxQueues   int     `json:"tx_queues"`
+	RxQueues   int     `json:"rx_queues,omitempty"`
+	TxCPUs     []int   `json:"tx_cpus,omitempty"`
+	RxCPUs     []int   `json:"rx_cpus,omitempty"`
+	Batch      int     `json:"batch"`
+	Streams    int     `json:"streams"`
+	BusyPoll   bool    `json:"busy_poll"`
+	RTPriority int     `json:"rt_priority,omitempty"`
+	Backend    string  `json:"afxdp_backend"`
+	ZeroCopy   bool    `json:"zero_copy"`
 }
 
 // Counts are packets and bytes over the run and their rates.

@@ -198,7 +198,7 @@ func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		e.rx = append(e.rx, &rxWorker{
-			id: q, cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), mode: c.Mode, busy: c.BusyPoll, port: p, wait: waiter(p),
+			id: q, cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), rtPrio: c.RTPriority, mode: c.Mode, busy: c.BusyPoll, port: p, wait: waiter(p),
 			rec: NewRecorder(c.Streams), learn: e.learn, live: l,
 			rxb: bufs(), txq: bufs(), freeq: bufs(),
 		})
@@ -207,7 +207,7 @@ func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		w := &txWorker{
-			id: q, cpu: cpuOf(c.TxCPUs, q, q), mode: c.Mode, tcp: c.Proto == header.ProtocolTCP, busy: c.BusyPoll,
+			id: q, cpu: cpuOf(c.TxCPUs, q, q), rtPrio: c.RTPriority, mode: c.Mode, tcp: c.Proto == header.ProtocolTCP, busy: c.BusyPoll,
 			port: p, wait: waiter(p), b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
 			batch: c.Batch, live: l,
 			nstreams: uint32(c.Streams), step: uint32(c.TxQueues), stream: uint32(q),
@@ -565,7 +565,7 @@ func (e *engine) resultConfig() ResultConfig {
 		Src: c.Flows.Src.String(), SrcPorts: c.Flows.SrcPorts.String(),
 		Dst: c.Flows.Dst.String(), DstPorts: c.Flows.DstPorts.String(),
 		Flows: c.Flows.Count, Size: c.Sizes.String(), Rate: c.Rate, Duration: c.Duration.Seconds(),
-		TxQueues: c.TxQueues, Batch: c.Batch, Streams: c.Streams, BusyPoll: c.BusyPoll,
+		TxQueues: c.TxQueues, Batch: c.Batch, Streams: c.Streams, BusyPoll: c.BusyPoll, RTPriority: c.RTPriority,
 		Backend: c.Port.Backend.String(),
 	}
 	for s := range c.Sizes.Slots() {

@@ -38,6 +38,7 @@ func sleep(w port.Waiter) {
 // has stopped.
 type txWorker struct {
 	id, cpu int
+	rtPrio  int
 	mode    Mode
 	tcp     bool
 	busy    bool
@@ -84,7 +85,7 @@ type txWorker struct {
 // receive-only drain phase.
 func (w *txWorker) run(e *engine) {
 	defer e.workers.Done()
-	if err := pin(w.cpu); err != nil {
+	if err := pin(w.cpu, w.rtPrio); err != nil {
 		w.err = err
 	}
 	empty := 0
@@ -315,6 +316,7 @@ func (w *txWorker) publish() {
 // its goroutine like txWorker.
 type rxWorker struct {
 	id, cpu int
+	rtPrio  int
 	mode    Mode
 	busy    bool
 	port    port.Port
@@ -337,7 +339,7 @@ type rxWorker struct {
 
 func (w *rxWorker) run(e *engine) {
 	defer e.workers.Done()
-	if err := pin(w.cpu); err != nil {
+	if err := pin(w.cpu, w.rtPrio); err != nil {
 		w.err = err
 	}
 	empty := 0

@@ -139,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&cpus, "cpus", "", "CPU per TX worker, comma-separated (default: worker i on CPU i)")
 	fs.StringVar(&rxCPUs, "rx-cpus", "", "CPU per RX worker (default: after the TX workers' CPUs)")
 	fs.BoolVar(&c.NoPin, "no-pin", false, "do not pin workers to CPUs")
+	fs.IntVar(&c.RTPriority, "rt-prio", 0, "run workers under SCHED_FIFO at this priority, 1-99 (0: normal scheduling); protects receivers on shared CPUs, starves other tasks there")
 	fs.IntVar(&c.Batch, "batch", 64, "burst size, 1 to 256")
 	fs.IntVar(&c.Streams, "streams", 0, "measurement streams (default min(flows, 64)); listed in the result when at most -per-stream")
 	fs.IntVar(&c.PerStreamMax, "per-stream", 64, "list streams in the result when there are at most this many")
