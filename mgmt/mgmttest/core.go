@@ -251,26 +251,11 @@ func (c *Core) SetReload(cfg *nat.Config, err error) {
 
 var _ mgmt.Core = (*Core)(nil)
 
-// allSessions lists every session (the table is small in tests).
-func (c *Core) allSessions() []nat.Session {
-	var out []nat.Session
-	cursor := uint32(0)
-	for {
-		s, next := c.Engine.Sessions(nat.SessionFilter{}, cursor, 1024)
-		out = append(out, s...)
-		if next == 0 {
-			return out
-		}
-		cursor = next
-	}
-}
-
 // Status describes the test appliance: two canned interfaces and one
-// worker, live table and pool figures.
+// worker; table and pool figures from the engine.
 func (c *Core) Status() mgmt.Status {
 	snap := c.Engine.Snapshot()
-	cfg := snap.Config
-	sess := c.allSessions()
+	live, capacity := c.Engine.TableUsage()
 	st := mgmt.Status{
 		Version:          "test",
 		StartTime:        StartTime,
@@ -283,52 +268,36 @@ func (c *Core) Status() mgmt.Status {
 		Workers: []mgmt.WorkerStatus{
 			{ID: 0, CPU: 1, PollMode: "busy-poll", Interfaces: [nat.NumSides]string{"veth-in", "veth-out"}, BusyRatio: 0.25},
 		},
-		SessionsInUse:    len(sess),
-		SessionsCapacity: cfg.Limits.MaxSessions,
+		SessionsInUse:    live,
+		SessionsCapacity: capacity,
 	}
-	// Pool use, reconstructed from the sessions: a dynamic session's
-	// outside endpoint is a port in use; its inside address a subscriber.
-	type portKey struct {
-		addr  netip.Addr
-		proto nat.Proto
-		port  uint16
-	}
-	ports := map[portKey]bool{}
-	subs := map[netip.Addr]map[netip.Addr]bool{}
-	for _, s := range sess {
-		if s.Kind != "dynamic" {
-			continue
+	// Group the engine's address usage by pool; addresses removed from
+	// the pools but still holding mappings form "(draining)".
+	idx := map[string]int{}
+	for _, u := range c.Engine.PoolUsage() {
+		name := u.Pool
+		if u.Draining {
+			name = "(draining)"
 		}
-		ports[portKey{s.Outside.Addr(), s.Proto, s.Outside.Port()}] = true
-		if subs[s.Outside.Addr()] == nil {
-			subs[s.Outside.Addr()] = map[netip.Addr]bool{}
+		i, ok := idx[name]
+		if !ok {
+			i = len(st.Pools)
+			idx[name] = i
+			st.Pools = append(st.Pools, mgmt.PoolStatus{Name: name})
 		}
-		subs[s.Outside.Addr()][s.Inside.Addr()] = true
-	}
-	for _, p := range cfg.Pools {
-		ps := mgmt.PoolStatus{Name: p.Name}
-		for _, pf := range p.Addresses {
-			for a := pf.Addr(); pf.Contains(a); a = a.Next() {
-				as := mgmt.AddressStatus{Addr: a, Subscribers: len(subs[a])}
-				for pr := nat.Proto(0); pr < nat.NumProtos; pr++ {
-					as.PortsTotal[pr] = cfg.Ports[pr].Size()
-				}
-				for k := range ports {
-					if k.addr == a {
-						as.PortsInUse[k.proto]++
-					}
-				}
-				ps.Addresses = append(ps.Addresses, as)
-			}
-		}
-		st.Pools = append(st.Pools, ps)
+		st.Pools[i].Addresses = append(st.Pools[i].Addresses, mgmt.AddressStatus{
+			Addr: u.Addr, Subscribers: u.Subscribers, PortsInUse: u.InUse, PortsTotal: u.Total, Draining: u.Draining,
+		})
 	}
 	return st
 }
 
-// Stats returns the worker's real counters and the ports' frame counts.
+// Stats returns the worker's real counters, the engine's session counts
+// and the ports' frame counts.
 func (c *Core) Stats() mgmt.Stats {
 	st := mgmt.Stats{Time: c.Clock.Now(), EventsDropped: c.Engine.EventsDropped()}
+	sc := c.Engine.SessionCounts()
+	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
 	var w mgmt.WorkerStats
 	c.worker.Counters(&w.Counters)
 	st.Workers = append(st.Workers, w)
@@ -343,9 +312,6 @@ func (c *Core) Stats() mgmt.Stats {
 			TxBytes:   wc[nat.TxBytes+nat.Counter(s)],
 			Drops:     ps.RxDropped + ps.TxDropped,
 		})
-	}
-	for _, s := range c.allSessions() {
-		st.Sessions[s.Proto]++
 	}
 	return st
 }
