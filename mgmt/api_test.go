@@ -577,3 +577,36 @@ func BenchmarkStreamSessions(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/session")
 }
+
+func TestAPIExpiryShowsInStatsAndEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	x := ctx(t)
+	evs, err := e.ro.WatchEvents(x, &xnatv1.WatchEventsRequest{Types: []xnatv1.EventType{xnatv1.EventType_EVENT_TYPE_SESSION_DELETED}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e.core.Events.Stats().Subscribers == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	openUDP(t, e, 4, 20000)
+	e.core.Clock.Advance(301 * time.Second) // past the 5-minute UDP timeout (RFC 4787 REQ-5)
+	if n := e.core.Housekeep(); n != 4 {
+		t.Fatalf("housekeeping expired %d sessions, want 4", n)
+	}
+	for i := 0; i < 4; i++ {
+		m, err := evs.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Event.Reason != "idle" || m.Event.Protocol != xnatv1.Protocol_PROTOCOL_UDP {
+			t.Errorf("deletion event %v", m.Event)
+		}
+	}
+	r, err := e.ro.GetStats(x, &xnatv1.GetStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Stats.SessionsExpired.Udp != 4 || r.Stats.Sessions.Udp != 0 || r.Stats.SessionsDeleted != 0 {
+		t.Errorf("stats after expiry: expired %v live %v deleted %d", r.Stats.SessionsExpired, r.Stats.Sessions, r.Stats.SessionsDeleted)
+	}
+}
