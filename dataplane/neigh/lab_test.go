@@ -328,11 +328,13 @@ func TestLabRefreshKeepsNeighboursFresh(t *testing.T) {
 	waitState := func(want string, use bool, timeout time.Duration) {
 		t.Helper()
 		var shown string
-		for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		start := time.Now()
+		for end := start.Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 			if use {
 				tb.Resolve(nat.Outside, ip4("198.18.0.2"))
 			}
 			if shown = state(); strings.Contains(shown, want) {
+				t.Logf("%s after %v", want, time.Since(start))
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package neigh
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -356,4 +357,105 @@ func BenchmarkResolve(b *testing.B) {
 			benchSink[1] = m
 		})
 	})
+}
+
+// TestResolveMatchesReference checks the whole of Resolve against a slow
+// reference (linear scan over unsorted routes, a Go map of neighbours) on
+// random tables. Single next hops only: ECMP selection is TestNextHop's.
+func TestResolveMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	type refEntry struct {
+		res   nat.Resolution
+		mac   [6]byte
+		retry bool
+	}
+	pool := func() uint32 { return 0x0a000000 | uint32(rng.IntN(64)) } // addresses that collide often
+	var seen [4]int
+	for iter := range 200 {
+		p := &probeLog{}
+		tb := newTable(Config{})
+		st := newNeighState(5000*ms, 1000*ms, p.probe, &tb.stats)
+		var links [nat.NumSides]linkState
+		var routes, sorted [nat.NumSides][]route
+		ref := [nat.NumSides]map[uint32]refEntry{{}, {}}
+		for side := range nat.NumSides {
+			links[side] = linkState{index: int(side) + 1, up: rng.IntN(8) != 0}
+			for range rng.IntN(12) {
+				plen := []int{0, 8, 24, 26, 28, 32}[rng.IntN(6)]
+				r := route{mask: prefixMask(plen), plen: uint8(plen), metric: uint32(rng.IntN(3)), nhops: 1}
+				r.prefix = pool() & r.mask
+				if rng.IntN(2) == 0 {
+					r.gw[0] = pool()
+				}
+				if rng.IntN(6) == 0 {
+					r.kind = kindReject
+				}
+				routes[side] = append(routes[side], r)
+			}
+			sorted[side] = append([]route(nil), routes[side]...)
+			sortRoutes(sorted[side])
+			// Failed entries whose retry delay has passed (armed), then
+			// the other states, which may overwrite some of them.
+			for range rng.IntN(10) {
+				st.kernel(nkey{side, pool()}, nudFailed, [6]byte{}, 0)
+			}
+			st.tick(2000 * ms)
+			for range rng.IntN(60) {
+				k := nkey{side, pool()}
+				mac := [6]byte{2, byte(iter), 0, 0, byte(side), byte(k.ip)}
+				switch rng.IntN(3) {
+				case 0:
+					st.kernel(k, nudReachable, mac, 2000*ms)
+				case 1:
+					st.kernel(k, nudIncomplete, [6]byte{}, 2000*ms)
+				case 2:
+					st.kernel(k, nudFailed, [6]byte{}, 2000*ms)
+				}
+			}
+		}
+		for k, e := range st.m {
+			ref[k.side][k.ip] = refEntry{e.res, e.mac, e.retry}
+		}
+		tb.snap.Store(buildSnapshot(nil, links, sorted, st))
+		for range 300 {
+			side := nat.Side(rng.IntN(2))
+			d := pool()
+			if rng.IntN(4) == 0 {
+				d = rng.Uint32()
+			}
+			var dst [4]byte
+			binary.BigEndian.PutUint32(dst[:], d)
+			// Reference.
+			wantMAC, want := [6]byte{}, nat.Unreachable
+			if r, ok := refLookup(routes[side], d); links[side].up && ok && r.kind == kindForward {
+				nh := d
+				if r.gw[0] != 0 {
+					nh = r.gw[0]
+				}
+				e, found := ref[side][nh]
+				switch {
+				case nh == 0:
+				case !found:
+					want = nat.Pending
+				case e.res == nat.Resolved:
+					want, wantMAC = nat.Resolved, e.mac
+				case e.res == nat.Failed && e.retry:
+					want = nat.Pending
+				default:
+					want = e.res
+				}
+			}
+			seen[want]++
+			mac, got := tb.Resolve(side, dst)
+			if got != want || mac != wantMAC {
+				t.Fatalf("iter %d: Resolve(%v, %08x) = %x %v, reference %x %v", iter, side, d, mac, res2s(got), wantMAC, res2s(want))
+			}
+		}
+	}
+	for r, n := range seen {
+		if n < 1000 {
+			t.Errorf("outcome %s seen only %d times: the random tables miss a case", res2s(nat.Resolution(r)), n)
+		}
+	}
+	t.Logf("outcomes resolved/pending/unreachable/failed: %v", seen)
 }
