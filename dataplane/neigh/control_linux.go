@@ -100,9 +100,10 @@ const retryDelay = 250 * time.Millisecond
 func (c *control) now() int64 { return int64(time.Since(c.start)) }
 
 // subscribe opens a new generation of subscriptions in the Table's
-// namespace. Subscribing before listing means no change can fall between
-// the list and the first notification; a notification that repeats what
-// the list returned is harmless.
+// namespace. The caller lists after subscribing, so no change can fall
+// between the list and the first notification: notifications queued while
+// the list ran are applied after it, in order, and the state converges on
+// the kernel's.
 func (c *control) subscribe() error {
 	s := &subscription{
 		done:   make(chan struct{}),
@@ -226,17 +227,18 @@ func (c *control) run(ctx context.Context) {
 // armTimer sets timer to the next neighbour timeout or netlink retry,
 // whichever comes first, or stops it when there is none.
 func (c *control) armTimer(timer *time.Timer) {
-	wait := time.Duration(-1)
+	var wait time.Duration
+	have := false
 	if c.nextTick != 0 {
-		wait = time.Duration(c.nextTick - c.now())
+		wait, have = time.Duration(c.nextTick-c.now()), true
 	}
 	if c.needSubs || c.needList {
-		if d := time.Until(c.retryAt); wait < 0 || d < wait {
-			wait = d
+		if d := time.Until(c.retryAt); !have || d < wait {
+			wait, have = d, true
 		}
 	}
 	timer.Stop()
-	if wait >= 0 {
+	if have {
 		timer.Reset(max(wait, time.Millisecond))
 	}
 }
