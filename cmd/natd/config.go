@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -218,8 +220,8 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	var fc fileConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil {
-		return nil, &ConfigError{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &ConfigError{File: file, Msg: friendlyYAML(err)}
 	}
 	ce := &configErrors{file: file, root: &root}
 	c := &Config{File: file}
@@ -290,6 +292,12 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		ce.add("xdp.attach", "%q is not native or generic", fc.XDP.Attach)
 	}
 	c.Port = afxdp.Options{NumFrames: fc.XDP.Frames, FrameSize: fc.XDP.FrameSize, BatchSize: c.BatchSize}
+	if c.Port.NumFrames == 0 {
+		// Twice what the fill and TX rings can hold between them, so
+		// frames copied in from the other interface always find a free
+		// frame while both rings are full.
+		c.Port.NumFrames = 8192
+	}
 	if r := fc.XDP.RingSize; r != 0 {
 		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
 	}
@@ -352,9 +360,34 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		ce.add("log.format", "%q is not text or json", c.LogFormat)
 	}
 	if len(ce.errs) > 0 {
+		slices.SortStableFunc(ce.errs, func(a, b error) int {
+			return a.(*ConfigError).Line - b.(*ConfigError).Line
+		})
 		return nil, errors.Join(ce.errs...)
 	}
 	return c, nil
+}
+
+var sectionOfType = map[string]string{
+	"fileConfig": "the top level", "ifaceConfig": "an interface", "workerConfig": "a worker",
+	"xdpConfig": "xdp", "natConfig": "nat", "poolConfig": "a pool", "mgmtConfig": "management",
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type main\.(\w+)`)
+
+// friendlyYAML rewrites the YAML decoder's messages in the config's own
+// terms rather than natd's Go type names.
+func friendlyYAML(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+	return unknownField.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := unknownField.FindStringSubmatch(m)
+		where, ok := sectionOfType[sub[2]]
+		if !ok {
+			where = "this section"
+		}
+		return fmt.Sprintf("unknown field %q in %s", sub[1], where)
+	})
 }
 
 func unjoin(err error) []error {

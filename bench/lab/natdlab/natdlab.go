@@ -362,7 +362,10 @@ func ListenTCP(ns string, addr netip.AddrPort) (net.Listener, error) {
 	return ln, err
 }
 
-// ListenUDP opens a UDP socket in namespace ns.
+// ListenUDP opens a UDP socket in namespace ns. Its receive buffer is
+// forced to 4 MiB (the lab runs as root), so that a test's burst of
+// replies is not lost in the kernel's socket queue, where it would look
+// like loss in the NAT.
 func ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
 	var c *net.UDPConn
 	err := lab.Do(ns, func() error {
@@ -370,7 +373,15 @@ func ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
 		return err
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 4<<20)
+		})
+	}
+	return c, nil
 }
 
 // HTTPGet fetches path from natd's metrics endpoint inside the nat
@@ -465,8 +476,10 @@ func TCPHello(clientNS, serverNS string, server netip.AddrPort) (greeting string
 
 // UDPExchange sends n datagrams from n different source ports of clientNS
 // to an echo server in serverNS and returns how many were answered and the
-// distinct source endpoints the server saw.
-func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr netip.Addr, n int) (answered int, seen map[netip.AddrPort]bool, err error) {
+// distinct source endpoints the server saw. Source ports are firstPort,
+// firstPort+1, ..., or ephemeral ones (which the kernel may reuse between
+// waves of sockets) when firstPort is 0.
+func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr netip.Addr, n int, firstPort ...uint16) (answered int, seen map[netip.AddrPort]bool, err error) {
 	srv, err := ListenUDP(serverNS, server)
 	if err != nil {
 		return 0, nil, err
@@ -488,12 +501,16 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 		}
 	}()
 	// Many sockets at once would exhaust file descriptors; send in waves.
-	const wave = 500
+	const wave = 250
 	for base := 0; base < n; base += wave {
 		k := min(wave, n-base)
 		conns := make([]*net.UDPConn, 0, k)
 		for i := 0; i < k; i++ {
-			c, err := ListenUDP(clientNS, netip.AddrPortFrom(clientAddr, 0))
+			port := uint16(0)
+			if len(firstPort) > 0 && firstPort[0] != 0 {
+				port = firstPort[0] + uint16(base+i)
+			}
+			c, err := ListenUDP(clientNS, netip.AddrPortFrom(clientAddr, port))
 			if err != nil {
 				for _, c := range conns {
 					c.Close()

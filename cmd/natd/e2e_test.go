@@ -1,0 +1,594 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/bench/lab/natdlab"
+	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
+)
+
+// End-to-end tests: natd runs as a process in the namespace lab, and real
+// kernel TCP/UDP/ICMP clients and servers talk through it. They need root;
+// lab.Require skips them elsewhere and fails them under CI=true.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds natd and natctl once per test process.
+func binaries(t *testing.T) (natd, natctl string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "natd-e2e-")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{"github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl"} {
+			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+}
+
+func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
+	t.Helper()
+	lab.Require(t)
+	opts.Natd, _ = binaries(t)
+	e, err := natdlab.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("natd log:\n%s", e.Log())
+		}
+		e.Close()
+	})
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func metric(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	mf, ok := mfs[name]
+	if !ok {
+		t.Fatalf("metric %s missing", name)
+	}
+	sum := 0.0
+	for _, m := range mf.Metric {
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.Label {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			match = match && found
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Untyped != nil:
+			sum += m.Untyped.GetValue()
+		}
+	}
+	return sum
+}
+
+// TestE2EThroughTheNAT walks the demo's steps and checks each exactly:
+// the TCP hello world, UDP, ping, a TTL-limited probe, a port forward,
+// hairpinning between the inside hosts, stats and metrics, and a clean
+// SIGTERM.
+func TestE2EThroughTheNAT(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+
+	// 1. TCP: the outside server sees the pool address, not 10.0.0.x.
+	greeting, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7000))
+	if err != nil {
+		t.Fatalf("TCP hello: %v", err)
+	}
+	if seen.Addr() != natdlab.PoolAddr || !strings.HasPrefix(greeting, "hello world!") {
+		t.Fatalf("server saw %v, client read %q", seen, greeting)
+	}
+
+	// 2. UDP.
+	answered, srcs, err := natdlab.UDPExchange(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7001), natdlab.In1, 20)
+	if err != nil || answered != 20 {
+		t.Fatalf("UDP: %d of 20 answered (%v)", answered, err)
+	}
+	for s := range srcs {
+		if s.Addr() != natdlab.PoolAddr {
+			t.Fatalf("UDP source seen outside: %v", s)
+		}
+	}
+
+	// 3. ping.
+	if out, err := natdlab.Ping(e.In1, natdlab.Server, 3); err != nil || !strings.Contains(out, "3 received") {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+
+	// 4. TTL-limited probe: the Time Exceeded comes back translated.
+	out, err := natdlab.TTLProbe(e.In1)
+	if err != nil || !strings.Contains(out, "From "+natdlab.Server.String()) {
+		t.Fatalf("TTL probe: %v\n%s", err, out)
+	}
+
+	// 5. Port forward: an outside client reaches in2:80 through the pool.
+	greeting, seen, err = natdlab.TCPHelloVia(e.Out, e.In2, netip.AddrPortFrom(natdlab.In2, 80), netip.AddrPortFrom(natdlab.PoolAddr, natdlab.ForwardPort))
+	if err != nil {
+		t.Fatalf("port forward: %v", err)
+	}
+	if seen.Addr() != natdlab.Server {
+		t.Fatalf("forwarded connection came from %v, want the client %v", seen, natdlab.Server)
+	}
+
+	// 6. Hairpin: in1 reaches the forwarded server through the public
+	// address; in2 sees in1's external address (RFC 4787 REQ-9a).
+	_, seen, err = natdlab.TCPHelloVia(e.In1, e.In2, netip.AddrPortFrom(natdlab.In2, 80), netip.AddrPortFrom(natdlab.PoolAddr, natdlab.ForwardPort))
+	if err != nil {
+		t.Fatalf("hairpin: %v", err)
+	}
+	if seen.Addr() != natdlab.PoolAddr {
+		t.Fatalf("hairpinned connection came from %v, want %v", seen, natdlab.PoolAddr)
+	}
+
+	// Stats through the API, and metrics matching them.
+	c, err := e.Client(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	st, err := c.GetStats(ctx, &xnatv1.GetStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetStats().GetWorkers()) != 1 {
+		t.Fatalf("%d workers in stats", len(st.GetStats().GetWorkers()))
+	}
+	mfs, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := metric(t, mfs, "xnat_sessions_created_total")
+	if created < 25 {
+		t.Fatalf("xnat_sessions_created_total = %v after 25+ flows", created)
+	}
+	if rx := metric(t, mfs, "xnat_rx_packets_total", "interface", lab.NATInside); rx < 30 {
+		t.Fatalf("inside rx packets %v", rx)
+	}
+	if hp := metric(t, mfs, "xnat_hairpinned_packets_total"); hp < 1 {
+		t.Fatalf("hairpinned %v", hp)
+	}
+
+	// SIGTERM: natd exits 0 and leaves the interfaces as they were.
+	if err := e.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatalf("natd exit: %v", err)
+	}
+	checkInterfacesClean(t, e)
+}
+
+func checkInterfacesClean(t *testing.T, e *natdlab.Env) {
+	t.Helper()
+	for _, dev := range []string{lab.NATInside, lab.NATOutside} {
+		out, err := lab.Exec(e.Box, "ip", "-d", "link", "show", dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, "xdp") {
+			t.Fatalf("%s still has an XDP program after natd stopped:\n%s", dev, out)
+		}
+	}
+	out, _ := lab.Exec(e.Box, "ip", "-4", "addr", "show", lab.NATOutside)
+	if strings.Contains(out, natdlab.PoolAddr.String()) {
+		t.Fatalf("pool address left on %s:\n%s", lab.NATOutside, out)
+	}
+	if !strings.Contains(out, "198.18.0.1/24") {
+		t.Fatalf("the outside interface lost its own address:\n%s", out)
+	}
+}
+
+// TestE2EIperf3 runs iperf3 TCP through the NAT for 5 s: the transfer
+// completes, throughput is reported, and the receiver counts no checksum
+// errors.
+func TestE2EIperf3(t *testing.T) {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("iperf3 not installed")
+		}
+		t.Skip("iperf3 not installed")
+	}
+	e := startEnv(t, natdlab.Options{})
+	// Not one-off (-1): a one-off server may tear the control connection
+	// down before the client has read the results.
+	srv := lab.Command(e.Out, "iperf3", "-s", "-B", natdlab.Server.String())
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	before, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")
+	out, err := lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "5", "-J")
+	if err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         uint64  `json:"bytes"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("iperf3 output: %v", err)
+	}
+	if res.End.SumReceived.Bytes == 0 {
+		t.Fatalf("iperf3 moved no data:\n%s", out)
+	}
+	t.Logf("iperf3 TCP through natd: %.1f Mbit/s, %d bytes received", res.End.SumReceived.BitsPerSecond/1e6, res.End.SumReceived.Bytes)
+	after, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")
+	for k := range after {
+		if after[k] != before[k] {
+			t.Fatalf("receiver counted %s: %d -> %d", k, before[k], after[k])
+		}
+	}
+}
+
+// TestE2E10kUDPFlows opens 10,000 UDP flows from distinct source ports;
+// every one must be answered.
+func TestE2E10kUDPFlows(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	answered, srcs, err := natdlab.UDPExchange(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 9000), natdlab.In1, 10000, 20000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if answered != 10000 {
+		t.Fatalf("%d of 10000 flows answered", answered)
+	}
+	if len(srcs) != 10000 {
+		t.Fatalf("server saw %d distinct sources for 10000 flows", len(srcs))
+	}
+}
+
+// TestE2EPortExhaustion gives the pool four UDP ports: four flows work,
+// later ones are refused and counted, and the first four keep working.
+func TestE2EPortExhaustion(t *testing.T) {
+	e := startEnv(t, natdlab.Options{Config: natdlab.ConfigParams{PortsUDP: "40000-40003"}})
+	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go natdlab.Echo(srv)
+	var ok []*natdlab.UDPFlow
+	for i := 0; i < 4; i++ {
+		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if !f.RoundTrip("first") {
+			t.Fatalf("flow %d not answered with ports free", i)
+		}
+		ok = append(ok, f)
+	}
+	for i := 0; i < 3; i++ {
+		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if f.RoundTrip("refused") {
+			t.Fatalf("flow %d answered with the four ports taken", 4+i)
+		}
+	}
+	for i, f := range ok {
+		if !f.RoundTrip("again") {
+			t.Fatalf("established flow %d broke when the pool ran out", i)
+		}
+	}
+	mfs, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := metric(t, mfs, "xnat_dropped_packets_total", "reason", "port_exhausted"); n < 3 {
+		t.Fatalf("port_exhausted drops %v, want >= 3", n)
+	}
+	if n := metric(t, mfs, "xnat_port_alloc_failures_total"); n < 3 {
+		t.Fatalf("port allocation failures %v", n)
+	}
+}
+
+// TestE2ELinkFlap takes the outside link down and up while traffic flows:
+// natd neither crashes nor needs a restart.
+func TestE2ELinkFlap(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			natdlab.Ping(e.In1, natdlab.Server, 1)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if err := lab.SetLink(e.Box, lab.NATOutside, false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := lab.SetLink(e.Box, lab.NATOutside, true); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if !e.Running() {
+		t.Fatal("natd exited during the link flaps")
+	}
+	// Forwarding resumes without a restart.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := natdlab.Ping(e.In1, natdlab.Server, 2)
+		if err == nil && strings.Contains(out, " 0% packet loss") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after the link came back:\n%s", out)
+		}
+	}
+	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7002)); err != nil {
+		t.Fatalf("TCP after the flaps: %v", err)
+	}
+}
+
+// TestE2EReloadUnderTraffic reloads the configuration with SIGHUP while a
+// TCP connection is open: the connection survives, and the new pool takes
+// new subscribers.
+func TestE2EReloadUnderTraffic(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	conn, seen, err := natdlab.OpenEcho(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if seen.Addr() != natdlab.PoolAddr {
+		t.Fatalf("connection from %v", seen)
+	}
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	errCh := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				errCh <- nil
+				return
+			default:
+			}
+			msg := fmt.Sprintf("msg %06d\n", i)
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := conn.Write([]byte(msg)); err != nil {
+				errCh <- err
+				return
+			}
+			if _, err := readFull(conn, buf[:len(msg)]); err != nil || string(buf[:len(msg)]) != msg {
+				errCh <- fmt.Errorf("echo %d: %v", i, err)
+				return
+			}
+			sent.Add(1)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// New config: a second pool address (via a rewritten file) and a
+	// longer UDP timeout.
+	cfg, err := os.ReadFile(e.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCfg := strings.Replace(string(cfg), "addresses: [198.18.0.100/32]", "addresses: [198.18.0.100/32, 198.18.0.101/32]", 1)
+	if newCfg == string(cfg) {
+		t.Fatal("config rewrite did not apply")
+	}
+	if err := os.WriteFile(e.ConfigPath, []byte(newCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := sent.Load()
+	if err := e.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	if err := <-errCh; err != nil {
+		t.Fatalf("established connection broke across the reload: %v", err)
+	}
+	if sent.Load() <= before {
+		t.Fatal("no traffic crossed the reload")
+	}
+	if !strings.Contains(e.Log(), "reloaded") {
+		t.Fatalf("no reload in the log:\n%s", e.Log())
+	}
+	out, _ := lab.Exec(e.Box, "ip", "-4", "addr", "show", lab.NATOutside)
+	if !strings.Contains(out, "198.18.0.101") {
+		t.Fatalf("new pool address not on the outside link:\n%s", out)
+	}
+	// An invalid file is refused and changes nothing.
+	os.WriteFile(e.ConfigPath, []byte(strings.Replace(newCfg, "inside_prefixes: [10.0.0.0/24]", "inside_prefixes: [bogus]", 1)), 0o644)
+	e.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	if !e.Running() || !strings.Contains(e.Log(), "reload refused") {
+		t.Fatalf("bad reload: running %v\n%s", e.Running(), e.Log())
+	}
+	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7003)); err != nil {
+		t.Fatalf("after a refused reload: %v", err)
+	}
+}
+
+func readFull(c interface{ Read([]byte) (int, error) }, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := c.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// TestE2EKillAndRestart: after SIGKILL the kernel handles traffic again
+// (the XDP program passes what no socket takes), and the next natd
+// replaces the stale program cleanly.
+func TestE2EKillAndRestart(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7004)); err != nil {
+		t.Fatal(err)
+	}
+	e.Stop(syscall.SIGKILL, 5*time.Second)
+	// The stale program is still attached, but with no socket bound the
+	// box's own addresses answer through the kernel again.
+	if out, err := natdlab.Ping(e.Out, lab.OutsideGW.Addr(), 2); err != nil {
+		t.Fatalf("kernel fallback after SIGKILL: %v\n%s", err, out)
+	}
+	if out, err := natdlab.Ping(e.In1, lab.InsideGW.Addr(), 2); err != nil {
+		t.Fatalf("kernel fallback after SIGKILL (inside): %v\n%s", err, out)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatalf("restart after SIGKILL: %v", err)
+	}
+	if _, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7005)); err != nil || seen.Addr() != natdlab.PoolAddr {
+		t.Fatalf("after restart: %v (seen %v)", err, seen)
+	}
+	if err := e.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	checkInterfacesClean(t, e)
+}
+
+// TestE2EMultiQueue runs two workers on two-queue veths: flows spread over
+// both queues, and every flow's replies find their session whichever queue
+// they arrive on.
+func TestE2EMultiQueue(t *testing.T) {
+	e := startEnv(t, natdlab.Options{Queues: 2})
+	answered, _, err := natdlab.UDPExchange(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 9200), natdlab.In1, 2000)
+	if err != nil || answered != 2000 {
+		t.Fatalf("%d of 2000 answered (%v)", answered, err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, uint16(7200+i))); err != nil {
+			t.Fatalf("TCP %d: %v", i, err)
+		}
+	}
+	mfs, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q := 0; q < 2; q++ {
+		for _, dev := range []string{lab.NATInside, lab.NATOutside} {
+			n := metric(t, mfs, "xnat_rx_packets_total", "interface", dev, "queue", strconv.Itoa(q))
+			t.Logf("%s queue %d: %v packets", dev, q, n)
+			if n == 0 {
+				t.Errorf("%s queue %d received nothing: traffic did not spread", dev, q)
+			}
+		}
+	}
+}
+
+// TestE2EIdleAdaptive checks that an idle adaptive worker sleeps: its poll
+// count grows by at most a few hundred per second (a spinning worker makes
+// millions), and reports the CPU natd used while idle.
+func TestE2EIdleAdaptive(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	c, err := e.Client(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	polls := func() uint64 {
+		st, err := c.GetStats(ctx, &xnatv1.GetStatsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetStats().GetWorkers()[0].GetPolls()
+	}
+	time.Sleep(500 * time.Millisecond)
+	pid := natdPID(t, e)
+	cpu0 := procCPU(t, pid)
+	p0, t0 := polls(), time.Now()
+	time.Sleep(3 * time.Second)
+	p1, t1 := polls(), time.Now()
+	cpu1 := procCPU(t, pid)
+	rate := float64(p1-p0) / t1.Sub(t0).Seconds()
+	cpuPct := 100 * (cpu1 - cpu0).Seconds() / t1.Sub(t0).Seconds()
+	t.Logf("idle adaptive natd: %.0f polls/s, %.2f%% of one CPU", rate, cpuPct)
+	if rate > 5000 {
+		t.Fatalf("idle adaptive worker polled %.0f times per second: it is spinning", rate)
+	}
+}
+
+func natdPID(t *testing.T, e *natdlab.Env) int {
+	out, err := exec.Command("pgrep", "-f", "natd --config "+e.ConfigPath).Output()
+	if err != nil {
+		t.Fatalf("pgrep natd: %v", err)
+	}
+	f := strings.Fields(string(out))
+	pid, _ := strconv.Atoi(f[len(f)-1])
+	return pid
+}
+
+// procCPU is the user+system CPU time of pid.
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
