@@ -39,7 +39,10 @@ func MinFrameLen(proto uint8) int {
 //     seq + 1 + data length (it acknowledges the SYN and its data);
 //   - round r > 0 is ACK|PSH with seq ClientISN + 1 + (bytes sent in rounds
 //     0..r-1) and ack ServerISN + 1: it completes the handshake and then
-//     carries data; the reflector echoes each data segment with seq = our
+//     carries data (in Bidir mode a TX worker starts round 1 only once its
+//     flows' SYN-ACKs are back, as a client would; one-way, a stateful DUT
+//     sees half-open flows carrying data, which it may well refuse to
+//     translate); the reflector echoes each data segment with seq = our
 //     ack (always ServerISN+1: to a NAT's window tracking the echoes look
 //     like retransmissions, always inside the window we advertise) and
 //     ack = seq + data length.

@@ -68,7 +68,13 @@ func TestPipelineBidirInMemory(t *testing.T) {
 			step(e, int64(1000+i))
 		}
 		tx.finishTx()
-		if tx.txPkts != 40*64 || rx.rec.Packets != tx.txPkts || rx.reflected != tx.txPkts || tx.ret.Packets != tx.txPkts {
+		want := uint64(40 * 64)
+		if proto == header.ProtocolTCP {
+			// Round 0 ends 44 frames into the fifth burst; data waits
+			// for the SYN-ACKs, which come back within the same step.
+			want -= 64 - 300%64
+		}
+		if tx.txPkts != want || tx.gateTimeouts != 0 || rx.rec.Packets != tx.txPkts || rx.reflected != tx.txPkts || tx.ret.Packets != tx.txPkts {
 			t.Fatalf("proto %d: sent %d, reflector got %d and sent %d, returned %d", proto, tx.txPkts, rx.rec.Packets, rx.reflected, tx.ret.Packets)
 		}
 		if tx.mismatched != 0 || tx.foreign != 0 || rx.foreign != 0 || tx.ret.Reordered() != 0 {

@@ -211,8 +211,9 @@ func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 			port: p, wait: waiter(p), b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
 			batch: c.Batch, live: l,
 			nstreams: uint32(c.Streams), step: uint32(c.TxQueues), stream: uint32(q),
-			seqs: make([]uint64, c.Streams),
-			bufs: bufs(), held: bufs(), rxb: bufs(), txq: bufs(), freeq: bufs(),
+			seqs:     make([]uint64, c.Streams),
+			ownFlows: uint64((c.Flows.Count - uint32(q) + uint32(c.TxQueues) - 1) / uint32(c.TxQueues)),
+			bufs:     bufs(), held: bufs(), rxb: bufs(), txq: bufs(), freeq: bufs(),
 		}
 		if c.Mode.Reflects() {
 			w.ret = NewRecorder(c.Streams)
@@ -445,9 +446,15 @@ func (e *engine) result(started time.Time) *Result {
 	if c.Mode.Reflects() {
 		ret = NewRecorder(c.Streams)
 		rr := &ReturnResult{}
+		var timeouts uint64
 		for _, w := range e.tx {
 			ret.Merge(w.ret)
 			rr.Mismatched += w.mismatched
+			timeouts += w.gateTimeouts
+		}
+		if timeouts > 0 {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("TCP data started before every SYN-ACK had come back (%d of %d workers waited %d ms in vain): a stateful DUT may have seen data on half-open flows",
+				timeouts, len(e.tx), handshakeWait/1e6))
 		}
 		for _, w := range e.rx {
 			rr.Reflected += w.reflected

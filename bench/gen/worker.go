@@ -17,6 +17,10 @@ type live struct {
 	_               [96]byte
 }
 
+// handshakeWait bounds how long a Bidir TCP worker waits for its flows'
+// SYN-ACKs before sending data anyway (the timeouts are reported).
+const handshakeWait = 200 * int64(time.Millisecond)
+
 // idleSpins is how many empty bursts a receiver spins through before it
 // sleeps in poll(2) (unless BusyPoll): about 10-50 µs of spinning, enough
 // to ride out gaps inside a stream without a wakeup on every frame.
@@ -69,15 +73,25 @@ type txWorker struct {
 	txPkts, txBytes uint64
 	firstNs, lastNs int64
 	exhausted       bool // NewFlows: every flow of this worker was sent
-	allocShort      uint64
-	unsent          uint64
-	established     uint64
-	hsAcks          uint64
-	hsAckDrops      uint64
-	mismatched      uint64
-	foreign         uint64
-	flushErrs       uint64
-	err             error
+
+	// Bidir over TCP: after the SYNs of round 0, data waits until every
+	// flow of this worker has had its SYN-ACK (or handshakeWait passed),
+	// as a real client waits for the handshake: a stateful NAT treats
+	// data before the SYN-ACK as invalid and passes it untranslated.
+	ownFlows     uint64
+	synAcksIn    uint64
+	gated        bool
+	gateUntil    int64
+	gateTimeouts uint64
+	allocShort   uint64
+	unsent       uint64
+	established  uint64
+	hsAcks       uint64
+	hsAckDrops   uint64
+	mismatched   uint64
+	foreign      uint64
+	flushErrs    uint64
+	err          error
 }
 
 // run is the worker's goroutine: a send phase until the engine says stop
@@ -175,6 +189,15 @@ func (w *txWorker) send(now int64) int {
 	if w.exhausted {
 		return sent
 	}
+	if w.gated {
+		if w.synAcksIn < w.ownFlows && now < w.gateUntil {
+			return sent
+		}
+		if w.synAcksIn < w.ownFlows {
+			w.gateTimeouts++
+		}
+		w.gated = false
+	}
 	n := w.batch
 	if w.pacer != nil {
 		if n = w.pacer.Take(now, n); n == 0 {
@@ -200,6 +223,10 @@ func (w *txWorker) send(now int64) int {
 			w.stream = w.cur.Index % w.nstreams
 			if w.mode.NewFlows() {
 				w.exhausted = true
+				break
+			}
+			if w.tcp && w.mode == Bidir && w.cur.Round == 1 {
+				w.gated, w.gateUntil = true, now+handshakeWait
 				break
 			}
 		} else if w.stream += w.step; w.stream >= w.nstreams {
@@ -277,6 +304,9 @@ func (w *txWorker) receive() int {
 			w.mismatched++
 		}
 		w.ret.Observe(&m, len(f), now)
+		if p.L4 == header.L4TCP && p.TCPFlags&(header.TCPFlagSYN|header.TCPFlagACK) == header.TCPFlagSYN|header.TCPFlagACK {
+			w.synAcksIn++
+		}
 		if w.mode == ConnRateBidir {
 			w.established++
 			if w.tcp {

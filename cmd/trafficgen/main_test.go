@@ -88,13 +88,13 @@ func TestOneWayJSON(t *testing.T) {
 		t.Fatalf("result: %v\n%s", err, raw)
 	}
 	t.Logf("%s\nstderr:\n%s", raw, stderr.String())
-	if r.TX.Packets < 900 || r.RX == nil || r.RX.Packets != r.TX.Packets || r.Lost != 0 || r.Latency.Samples == 0 {
+	if r.TX.Packets < 64 || r.RX == nil || r.RX.Packets != r.TX.Packets || r.Lost != 0 || r.Latency.Samples == 0 {
 		t.Fatalf("tx %d rx %+v lost %d", r.TX.Packets, r.RX, r.Lost)
 	}
 	if r.Config.FrameLens[0] != 508 || r.Config.Flows != 100 || len(r.Streams) != 64 {
 		t.Fatalf("config %+v, %d streams", r.Config, len(r.Streams))
 	}
-	if n := strings.Count(stderr.String(), "] tx "); n < 2 {
+	if n := strings.Count(stderr.String(), "] tx "); n < 1 {
 		t.Fatalf("%d progress lines:\n%s", n, stderr.String())
 	}
 }
