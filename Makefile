@@ -1,0 +1,50 @@
+# xnat — see README.md. Every target runs from a fresh clone; `make test`
+# and `make demo` need root (network namespaces, XDP).
+
+GO      ?= go
+BIN     := bin
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build test lint generate demo bench bench-quick bench-micro clean
+
+all: build
+
+## build: natd, natctl, trafficgen, l2fwd and xnatlab into bin/
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+## test: vet, then every test with the race detector where it runs, then
+## the tests too big for it. Privileged tests build their own namespace
+## labs; without root they skip, except under CI=true, where they fail.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -timeout 40m ./...
+	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
+
+## lint: gofmt, go vet and staticcheck must all be clean.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## generate: the XDP program (bpf2go, needs clang) and the gRPC API (protoc).
+generate:
+	$(GO) generate ./dataplane/xdpprog/ ./mgmt/
+
+## demo: build, then run natd in the built-in lab and show what it does.
+demo: build
+	./$(BIN)/xnatlab demo -natd $(BIN)/natd -natctl $(BIN)/natctl -config deploy/examples/lab.yaml
+
+## bench-micro: the Go benchmarks of the packet core, against their baselines.
+bench-micro:
+	$(GO) test -run XXX -bench . -benchmem -count 5 ./checksum/ ./ring/ ./flowtable/ ./dataplane/nat/ ./dataplane/header/
+
+bench: bench-micro
+
+bench-quick:
+	$(GO) test -run XXX -bench . -benchmem -benchtime 200ms ./checksum/ ./ring/ ./dataplane/header/
+
+clean:
+	rm -rf $(BIN)
