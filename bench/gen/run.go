@@ -327,15 +327,20 @@ func (e *engine) progress(started time.Time, stop <-chan struct{}, done chan<- s
 		case <-stop:
 			return
 		case now := <-t.C:
+			// Receivers first: a frame is counted by its sender before
+			// anyone can receive it, so reading in this order never
+			// shows more received than sent.
 			var tx, tb, rx, rb, ret uint64
 			for _, w := range e.tx {
-				tx += w.live.txPkts.Load()
-				tb += w.live.txBytes.Load()
 				ret += w.live.rxPkts.Load()
 			}
 			for _, w := range e.rx {
 				rx += w.live.rxPkts.Load()
 				rb += w.live.rxBytes.Load()
+			}
+			for _, w := range e.tx {
+				tx += w.live.txPkts.Load()
+				tb += w.live.txBytes.Load()
 			}
 			dt := now.Sub(last).Seconds()
 			last = now
