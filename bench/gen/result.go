@@ -121,6 +121,8 @@ type SessionResult struct {
 	// the reflector received.
 	HandshakeAcks  uint64 `json:"handshake_acks,omitempty"`
 	HandshakesDone uint64 `json:"handshakes_done,omitempty"`
+	// HandshakeAckDrops: ACKs the generator could not send (TX ring full).
+	HandshakeAckDrops uint64 `json:"handshake_ack_drops,omitempty"`
 	// Exhausted says every configured flow was used before Duration.
 	Exhausted bool `json:"flows_exhausted"`
 }

@@ -485,6 +485,7 @@ func (e *engine) result(started time.Time) *Result {
 			s.Exhausted = s.Exhausted && w.exhausted
 			s.Established += w.established
 			s.HandshakeAcks += w.hsAcks
+			s.HandshakeAckDrops += w.hsAckDrops
 		}
 		if fwd != nil {
 			s.Through = fwd.Packets
