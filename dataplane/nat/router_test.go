@@ -377,20 +377,22 @@ func TestPendingNeighbour(t *testing.T) {
 	if got := h.collect(Inside); len(got) != 1 || eps(got[0]).dst != "10.0.0.2" {
 		t.Fatalf("held frame not released: %d", len(got))
 	}
-	// Overflow and timeout are counted.
+	// Overflow and timeout are counted: 256 frames wait (the default),
+	// the rest are dropped.
 	h.neigh.setPending([4]byte{10, 0, 0, 2}, true)
-	for i := 0; i < 70; i++ {
+	for i := 0; i < 270; i++ {
 		h.ports[Outside].Inject(udp("198.18.0.2", 9, out.src, out.sport))
 	}
-	h.w.Poll()
-	h.w.Poll()
-	if got := h.counters().Drops(drop.NeighPending); got != 6 {
-		t.Fatalf("overflow drops %d, want 6", got)
+	for i := 0; i < 6; i++ {
+		h.w.Poll()
+	}
+	if got := h.counters().Drops(drop.NeighPending); got != 14 {
+		t.Fatalf("overflow drops %d, want 14", got)
 	}
 	h.clock.Advance(4 * time.Second)
 	h.w.Poll()
-	if got := h.counters().Drops(drop.NeighFailed); got != 64 {
-		t.Fatalf("timed-out drops %d, want 64", got)
+	if got := h.counters().Drops(drop.NeighFailed); got != 256 {
+		t.Fatalf("timed-out drops %d, want 256", got)
 	}
 	h.checkNoLeaks()
 }

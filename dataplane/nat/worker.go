@@ -50,7 +50,8 @@ type WorkerConfig struct {
 	// and maximum MaxBurst.
 	Burst int
 	// PendingFrames bounds frames waiting for neighbour resolution;
-	// default 64.
+	// default 256, about what the kernel itself queues per unresolved
+	// neighbour (unres_qlen_bytes, 212992 bytes).
 	PendingFrames int
 }
 
@@ -121,7 +122,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 		cfg.Burst = MaxBurst
 	}
 	if cfg.PendingFrames == 0 {
-		cfg.PendingFrames = 64
+		cfg.PendingFrames = 256
 	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
