@@ -623,3 +623,134 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	st, _ := strconv.ParseUint(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
+
+// TestE2ENatctlAndMetrics drives natd in the lab with the natctl binary
+// (the operator's view) and checks natd's /metrics against traffic of
+// known size.
+func TestE2ENatctlAndMetrics(t *testing.T) {
+	e := startEnv(t, natdlab.Options{})
+	_, natctl := binaries(t)
+	run := func(socket string, args ...string) (string, int) {
+		cmd := exec.Command(natctl, append([]string{"--socket", socket}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+
+	// Known traffic: 50 UDP datagrams of one flow, answered.
+	if _, err := natdlab.Ping(e.In1, natdlab.Server, 1); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go natdlab.Echo(srv)
+	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	for i := 0; i < 50; i++ {
+		if !flow.RoundTrip(fmt.Sprintf("known %02d", i)) {
+			t.Fatalf("datagram %d not answered", i)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // counters are published per burst, and at idle
+	after, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := func(name string, labels ...string) float64 {
+		return metric(t, after, name, labels...) - metric(t, before, name, labels...)
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"xnat_rx_packets_total", []string{"interface", lab.NATInside}, 50},
+		{"xnat_tx_packets_total", []string{"interface", lab.NATOutside}, 50},
+		{"xnat_rx_packets_total", []string{"interface", lab.NATOutside}, 50},
+		{"xnat_tx_packets_total", []string{"interface", lab.NATInside}, 50},
+		// 8-byte payload: 14 + 20 + 8 + 8 = 50 bytes per frame.
+		{"xnat_rx_bytes_total", []string{"interface", lab.NATInside}, 50 * 50},
+		{"xnat_sessions_created_total", []string{"protocol", "udp"}, 1},
+		{"xnat_dropped_packets_total", nil, 0},
+	} {
+		if got := delta(c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v grew by %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := metric(t, after, "xnat_sessions", "protocol", "udp"); got < 1 {
+		t.Errorf("xnat_sessions{udp} = %v", got)
+	}
+	if metric(t, after, "xnat_build_info") != 1 {
+		t.Error("xnat_build_info missing")
+	}
+
+	// natctl: status, sessions as JSON, rules, pools, read-only refusal.
+	out, code := run(e.Socket, "status")
+	if code != 0 || !strings.Contains(out, lab.NATInside) || !strings.Contains(out, natdlab.PoolAddr.String()) {
+		t.Fatalf("natctl status (exit %d):\n%s", code, out)
+	}
+	out, code = run(e.ROSocket, "sessions", "--proto", "udp", "--inside", natdlab.In1.String(), "-o", "json")
+	if code != 0 {
+		t.Fatalf("natctl sessions (exit %d):\n%s", code, out)
+	}
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var s struct {
+			Protocol string `json:"protocol"`
+			Inside   string `json:"inside"`
+			Outside  string `json:"outside"`
+			Remote   string `json:"remote"`
+		}
+		if err := json.Unmarshal([]byte(line), &s); err != nil {
+			t.Fatalf("sessions -o json line %q: %v", line, err)
+		}
+		if s.Protocol == "udp" && strings.HasSuffix(s.Remote, ":9300") && strings.HasPrefix(s.Outside, natdlab.PoolAddr.String()+":") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("the known flow is not in natctl sessions -o json:\n%s", out)
+	}
+	if out, code = run(e.Socket, "rules", "add", "forward", "udp", "198.18.0.100:5353", "10.0.0.3:53"); code != 0 {
+		t.Fatalf("rules add (exit %d):\n%s", code, out)
+	}
+	out, code = run(e.Socket, "rules", "list", "-o", "json")
+	if code != 0 || !strings.Contains(out, "198.18.0.100:5353") {
+		t.Fatalf("rules list (exit %d):\n%s", code, out)
+	}
+	// A conflicting rule is refused by natd (exit 4), nothing changes.
+	if out, code = run(e.Socket, "rules", "add", "forward", "udp", "198.18.0.100:5353", "10.0.0.2:53"); code != 4 {
+		t.Fatalf("conflicting rule: exit %d, want 4:\n%s", code, out)
+	}
+	// The read-only socket refuses changes.
+	if out, code = run(e.ROSocket, "rules", "del", "forward", "udp", "198.18.0.100:5353"); code != 4 || !strings.Contains(strings.ToLower(out), "read-only") {
+		t.Fatalf("delete through the read-only socket: exit %d:\n%s", code, out)
+	}
+	if out, code = run(e.Socket, "rules", "del", "forward", "udp", "198.18.0.100:5353"); code != 0 {
+		t.Fatalf("rules del (exit %d):\n%s", code, out)
+	}
+	out, code = run(e.Socket, "pools", "list")
+	if code != 0 || !strings.Contains(out, "lab") {
+		t.Fatalf("pools list (exit %d):\n%s", code, out)
+	}
+	// natd not reachable: exit 3 and a clear message.
+	out, code = run(filepath.Join(e.Dir, "nope.sock"), "status")
+	if code != 3 || !strings.Contains(out, "natd") {
+		t.Fatalf("unreachable natd: exit %d:\n%s", code, out)
+	}
+}
