@@ -60,6 +60,7 @@
 package flowtable
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -611,24 +612,36 @@ func (t *Table) Prepare(k *Key, p *Probe) {
 	p.h = hash(p.w0, p.w1)
 }
 
-// Prefetch touches the home bucket of p and, for a slot whose tag matches,
-// the record it points to, and returns a value derived from them. Go has no
-// prefetch instruction; a plain load whose result the caller keeps serves
-// the same purpose: issued for a whole burst before any lookup, the cache
-// misses of all its packets overlap instead of following one another. The
-// returned value means nothing; fold it into something the compiler cannot
-// discard.
+// PrepareTuple packs and hashes the key with the given fields, without
+// going through a Key: the packet path builds keys from parsed headers,
+// and assembling a Key from narrow stores only to read it back as wide
+// words would stall on store forwarding.
+func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) {
+	p.w0 = uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
+	p.w1 = uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
+	p.h = hash(p.w0, p.w1)
+}
+
+// Prefetch touches the home bucket of p and, for the first slot whose tag
+// matches, the record it points to, and returns a value derived from
+// them. Go has no prefetch instruction; a plain load whose result the
+// caller keeps serves the same purpose: issued for a whole burst before
+// any lookup, the cache misses of all its packets overlap instead of
+// following one another. The returned value means nothing; fold it into
+// something the compiler cannot discard.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
-	tag := tagOf(p.h)
-	var sink uint64
+	tag := uint64(tagOf(p.h))
+	var m uint
 	for s := range bk.slots {
-		w := bk.slots[s].Load()
-		if uint32(w>>32) == tag {
-			sink += t.recs[(uint32(w)-1)>>1].gen.Load()
-		}
+		x := bk.slots[s].Load()>>32 ^ tag
+		m |= uint((x-1)>>63) << s
 	}
-	return sink
+	if m == 0 {
+		return bk.meta.Load()
+	}
+	w := bk.slots[bits.TrailingZeros(m)].Load()
+	return t.recs[(uint32(w)-1)>>1].gen.Load()
 }
 
 // LookupProbe is Lookup for a prepared key.

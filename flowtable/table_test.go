@@ -587,3 +587,20 @@ func TestZeroAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareTupleMatchesKey(t *testing.T) {
+	tb := mustNew(t, 4)
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 10000; i++ {
+		var k Key
+		binary.LittleEndian.PutUint32(k.Src[:], r.Uint32())
+		binary.LittleEndian.PutUint32(k.Dst[:], r.Uint32())
+		k.SrcPort, k.DstPort, k.Proto = uint16(r.Uint32()), uint16(r.Uint32()), uint8(r.Uint32())
+		var a, b Probe
+		tb.Prepare(&k, &a)
+		tb.PrepareTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto, &b)
+		if a != b {
+			t.Fatalf("PrepareTuple(%v) = %+v, Prepare = %+v", k, b, a)
+		}
+	}
+}

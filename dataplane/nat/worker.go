@@ -201,13 +201,16 @@ func (w *Worker) Poll() int {
 			p := &w.pk[i]
 			w.pr[i] = header.Parse(b.Data, p)
 			if w.pr[i] == drop.None && p.L4 != header.L4ICMPError {
-				var k flowtable.Key
-				if side == Inside {
-					outKey(p, &k)
-				} else {
-					inKey(p, &k)
+				// The session key as outKey/inKey would build it.
+				sport, dport := p.SrcPort, p.DstPort
+				if p.L4 == header.L4ICMPQuery {
+					if side == Inside {
+						dport = 0
+					} else {
+						sport = 0
+					}
 				}
-				w.eng.sessions.Prepare(&k, &w.probe[i])
+				w.eng.sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &w.probe[i])
 				sink += w.eng.sessions.Prefetch(&w.probe[i])
 			}
 		}
