@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -210,7 +211,16 @@ func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings
 		flags |= unix.XDP_ZEROCOPY
 	}
 	sa := unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
-	if err := unix.Bind(fd, &sa); err != nil {
+	// A queue whose previous socket was just closed stays busy until the
+	// kernel's deferred release runs: retry EBUSY for up to a second
+	// (natd restarting, a test re-binding).
+	for try := 0; try < 20; try++ {
+		if err = unix.Bind(fd, &sa); err != unix.EBUSY {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("afxdp: bind ifindex %d queue %d flags %#x: %w", ifindex, queue, flags, err)
 	}
 	var xo struct{ Flags uint32 } // struct xdp_options
