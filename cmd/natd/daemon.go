@@ -356,17 +356,36 @@ func (d *daemon) housekeep() {
 	budget := d.eng.HousekeepBudget(interval, 2*time.Second)
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	linkErrs := make([]uint64, len(d.wk))
+	for tick := 0; ; tick++ {
 		select {
 		case <-d.stopHK:
 			return
 		case <-t.C:
 			d.eng.Housekeep(budget)
+			if tick%10 == 0 {
+				d.watchLinks(linkErrs)
+			}
 			if d.eng.Snapshot().Generation != d.syncedGen() {
 				if err := d.syncPublic(); err != nil {
 					d.log.Error("sync public addresses", "err", err)
 				}
 			}
+		}
+	}
+}
+
+// watchLinks logs link failures the workers counted since the last call
+// (an interface down or gone: the ports count it and recover on their own
+// when the link returns), once per second at most.
+func (d *daemon) watchLinks(last []uint64) {
+	for i, ws := range d.wk {
+		var c nat.Counters
+		ws.w.Counters(&c)
+		if n := c[nat.LinkErrors]; n != last[i] {
+			d.log.Warn("link errors on a worker's interfaces; forwarding resumes when the link is back",
+				"worker", ws.id, "new_errors", n-last[i], "total", n)
+			last[i] = n
 		}
 	}
 }
