@@ -34,7 +34,6 @@ type daemon struct {
 	store *mgmt.ConfigStore
 	prog  *xdpprog.Program
 	att   [nat.NumSides]*xdpprog.Attachment
-	ports []*[nat.NumSides]*afxdp.Port
 	nb    *neigh.Table
 	wk    []*workerState
 

@@ -148,8 +148,8 @@ func TestE2EThroughTheNAT(t *testing.T) {
 
 	// 5. Port forward: an outside client reaches in2:80 through the pool.
 	greeting, seen, err = natdlab.TCPHelloVia(e.Out, e.In2, netip.AddrPortFrom(natdlab.In2, 80), netip.AddrPortFrom(natdlab.PoolAddr, natdlab.ForwardPort))
-	if err != nil {
-		t.Fatalf("port forward: %v", err)
+	if err != nil || !strings.HasPrefix(greeting, "hello world!") {
+		t.Fatalf("port forward: %v (%q)", err, greeting)
 	}
 	if seen.Addr() != natdlab.Server {
 		t.Fatalf("forwarded connection came from %v, want the client %v", seen, natdlab.Server)

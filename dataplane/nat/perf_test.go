@@ -124,7 +124,6 @@ func writeUDP(b []byte, src, dst [4]byte, sport, dport uint16, srcMAC, dstMAC [6
 }
 
 type perfRig struct {
-	h     *harness
 	eng   *Engine
 	w     *Worker
 	ports [NumSides]*loopPort
