@@ -199,13 +199,17 @@ func (c *core) Stats() mgmt.Stats {
 		w := mgmt.WorkerStats{ID: ws.id}
 		ws.w.Counters(&w.Counters)
 		st.Workers = append(st.Workers, w)
-		ps := ws.portStats()
+		ps, ks := ws.portStats()
 		for s := nat.Inside; s < nat.NumSides; s++ {
-			p := ps[s]
+			p, k := ps[s], ks[s]
 			st.Interfaces = append(st.Interfaces, mgmt.InterfaceStats{
 				Name: d.links[s].name, Queue: ws.queues[s],
 				RxPackets: p.RxPackets, RxBytes: p.RxBytes, TxPackets: p.TxPackets, TxBytes: p.TxBytes,
-				Drops: p.TxRingFull + p.BadFrames,
+				// Frames lost in the port layer (frames handed back that
+				// we did not own) and in the kernel before we saw them
+				// (RX ring full, no fill-ring frame, invalid descriptors).
+				// A full TX ring is a drop reason of the worker's.
+				Drops: p.BadFrames + k.Rx_dropped + k.Rx_ring_full + k.Rx_invalid_descs + k.Tx_invalid_descs,
 			})
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
@@ -68,9 +69,13 @@ type workerState struct {
 	run    *worker.Runner
 	ports  [nat.NumSides]*afxdp.Port
 
-	// Port counters, published by the worker goroutine every few bursts.
+	// Port counters, published by the worker goroutine every few bursts,
+	// and the kernel's statistics of each socket (frames the kernel could
+	// not hand to us: RX ring full, no fill-ring frame, invalid
+	// descriptors).
 	statsMu sync.Mutex
 	stats   [nat.NumSides]afxdp.Stats
+	kstats  [nat.NumSides]unix.XDPStatistics
 }
 
 func (d *daemon) Fatal() <-chan error { return d.fatal }
@@ -192,17 +197,24 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 }
 
 func (ws *workerState) publishPortStats() {
+	var ks [nat.NumSides]unix.XDPStatistics
+	for s, p := range ws.ports {
+		if k, err := p.KernelStats(); err == nil {
+			ks[s] = k
+		}
+	}
 	ws.statsMu.Lock()
 	for s, p := range ws.ports {
 		p.Snapshot(&ws.stats[s])
 	}
+	ws.kstats = ks
 	ws.statsMu.Unlock()
 }
 
-func (ws *workerState) portStats() [nat.NumSides]afxdp.Stats {
+func (ws *workerState) portStats() ([nat.NumSides]afxdp.Stats, [nat.NumSides]unix.XDPStatistics) {
 	ws.statsMu.Lock()
 	defer ws.statsMu.Unlock()
-	return ws.stats
+	return ws.stats, ws.kstats
 }
 
 // natLinks describes the appliance's own addresses for the engine: the
