@@ -224,6 +224,7 @@ func BenchmarkLookupUnderChurn(b *testing.B) {
 	for _, impl := range []string{"flowtable", "rwmutex-map"} {
 		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer", impl), func(b *testing.B) {
 			f = getFixture(b, n)
+			b.ResetTimer()
 			var stop atomic.Bool
 			var done sync.WaitGroup
 			done.Add(1)
@@ -275,6 +276,85 @@ func BenchmarkChurn(b *testing.B) {
 				f.rw.delete(&k0, &k1)
 				i++
 			}
+		})
+	}
+}
+
+// BenchmarkLookupBurstUnderChurn is BenchmarkLookupUnderChurn the way the
+// dataplane looks sessions up: in bursts of 32, with every key prepared
+// and its bucket and record prefetched before the first lookup, so that
+// the burst's cache misses overlap. The baseline takes its read lock once
+// per burst (one RLock per lookup would only make it slower).
+func BenchmarkLookupBurstUnderChurn(b *testing.B) {
+	const burst = 32
+	n := 1 << 20
+	var f *fixture
+	churn := func(stop *atomic.Bool, done *sync.WaitGroup, table bool) {
+		defer done.Done()
+		var e Entry
+		for i := uint32(0); !stop.Load(); i++ {
+			k0 := benchKey(uint32(n) + i%4096)
+			k1 := partner(k0)
+			if table {
+				if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) == Inserted {
+					f.tb.Delete(e.ID, e.Gen)
+				}
+			} else {
+				f.rw.insert(&k0, &k1, i)
+				f.rw.delete(&k0, &k1)
+			}
+		}
+	}
+	for _, impl := range []string{"flowtable", "rwmutex-map"} {
+		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer/burst32", impl), func(b *testing.B) {
+			f = getFixture(b, n)
+			b.ResetTimer()
+			var stop atomic.Bool
+			var done sync.WaitGroup
+			done.Add(1)
+			go churn(&stop, &done, impl == "flowtable")
+			var seed atomic.Uint64
+			b.RunParallel(func(pb *testing.PB) {
+				r := rng(seed.Add(0x9e3779b97f4a7c15))
+				var keys [burst]Key
+				var probes [burst]Probe
+				var e Entry
+				var sink uint64
+				for {
+					for i := range keys {
+						keys[i] = f.keys[r.next()%uint64(n)]
+					}
+					if impl == "flowtable" {
+						for i := range keys {
+							f.tb.Prepare(&keys[i], &probes[i])
+							sink += f.tb.Prefetch(&probes[i])
+						}
+					} else {
+						f.rw.mu.RLock()
+					}
+					for i := range keys {
+						if !pb.Next() {
+							if impl != "flowtable" {
+								f.rw.mu.RUnlock()
+							}
+							if sink == 42 {
+								b.Log(sink)
+							}
+							return
+						}
+						if impl == "flowtable" {
+							f.tb.LookupProbe(&probes[i], &e)
+						} else {
+							_ = f.rw.m[keys[i]]
+						}
+					}
+					if impl != "flowtable" {
+						f.rw.mu.RUnlock()
+					}
+				}
+			})
+			stop.Store(true)
+			done.Wait()
 		})
 	}
 }
