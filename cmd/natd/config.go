@@ -100,6 +100,7 @@ type mgmtConfig struct {
 	Socket         string `yaml:"socket"`
 	ReadOnlySocket string `yaml:"readonly_socket"`
 	ReadOnlyMode   string `yaml:"readonly_socket_mode"`
+	ReadOnlyGroup  string `yaml:"readonly_socket_group"`
 	Listen         string `yaml:"listen"`
 	TLS            struct {
 		Cert     string `yaml:"cert"`

@@ -61,16 +61,17 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		}
 	}
 	m.server, err = mgmt.NewServer(m.core, mgmt.ServerOptions{
-		SocketPath:         cfg.Mgmt.Socket,
-		ReadOnlySocketPath: cfg.Mgmt.ReadOnlySocket,
-		ReadOnlySocketMode: osFileMode(roMode),
-		TCPAddr:            cfg.Mgmt.Listen,
-		TLSCertFile:        cfg.Mgmt.TLS.Cert,
-		TLSKeyFile:         cfg.Mgmt.TLS.Key,
-		TLSClientCAFile:    cfg.Mgmt.TLS.ClientCA,
-		AdminIdentities:    cfg.Mgmt.AdminIdentities,
-		Insecure:           cfg.Mgmt.Insecure,
-		Logger:             d.log,
+		SocketPath:          cfg.Mgmt.Socket,
+		ReadOnlySocketPath:  cfg.Mgmt.ReadOnlySocket,
+		ReadOnlySocketMode:  osFileMode(roMode),
+		ReadOnlySocketGroup: cfg.Mgmt.ReadOnlyGroup,
+		TCPAddr:             cfg.Mgmt.Listen,
+		TLSCertFile:         cfg.Mgmt.TLS.Cert,
+		TLSKeyFile:          cfg.Mgmt.TLS.Key,
+		TLSClientCAFile:     cfg.Mgmt.TLS.ClientCA,
+		AdminIdentities:     cfg.Mgmt.AdminIdentities,
+		Insecure:            cfg.Mgmt.Insecure,
+		Logger:              d.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("management API: %w", err)

@@ -46,9 +46,11 @@ struct {
 
 // Destination addresses (network byte order) that the NAT owns on the
 // outside: pool, static-mapping and port-forwarding addresses.
+// Sized for the engine's limit of 65536 pool addresses, plus static and
+// port-forwarding addresses and pool addresses still draining.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 131072);
 	__type(key, __u32);
 	__type(value, __u8);
 } public_addrs SEC(".maps");
