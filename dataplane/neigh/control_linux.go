@@ -34,13 +34,26 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("neigh: current network namespace: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	// When the calling thread is in the process's own namespace (natd:
+	// the whole process runs in the appliance's namespace), every thread
+	// is, and the sockets need no setns(2) — which would need
+	// CAP_SYS_ADMIN even into one's own namespace. Only a caller that
+	// entered a namespace on one thread (tests) needs the library to
+	// switch threads into it.
+	var nsp *netns.NsHandle
+	var h *netlink.Handle
+	if sameAsProcess(ns) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	} else {
+		nsp = &ns
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	}
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("neigh: netlink handle: %w", err)
 	}
 	t := newTable(cfg)
-	c := &control{t: t, cfg: &t.cfg, ns: ns, h: h, start: time.Now()}
+	c := &control{t: t, cfg: &t.cfg, ns: ns, nsp: nsp, h: h, start: time.Now()}
 	c.neigh = newNeighState(int64(cfg.PendingTimeout), int64(cfg.RetryFailed), c.probe, &t.stats)
 	c.subs = &subscription{}
 	if err := c.subscribe(); err != nil {
@@ -75,6 +88,7 @@ type control struct {
 	t     *Table
 	cfg   *Config
 	ns    netns.NsHandle
+	nsp   *netns.NsHandle // nil when every thread is in ns (no setns needed)
 	h     *netlink.Handle
 	start time.Time
 
@@ -119,20 +133,19 @@ func (c *control) subscribe() error {
 			c.t.setError(fmt.Errorf("neigh: netlink subscription: %w", err))
 		}
 	}
-	ns := c.ns
 	err := netlink.RouteSubscribeWithOptions(s.routes, s.done, netlink.RouteSubscribeOptions{
-		Namespace: &ns, ErrorCallback: cb,
+		Namespace: c.nsp, ErrorCallback: cb,
 		ReceiveBufferSize: c.cfg.ReceiveBuffer, ReceiveBufferForceSize: true,
 	})
 	if err == nil {
 		err = netlink.NeighSubscribeWithOptions(s.neighs, s.done, netlink.NeighSubscribeOptions{
-			Namespace: &ns, ErrorCallback: cb,
+			Namespace: c.nsp, ErrorCallback: cb,
 			ReceiveBufferSize: c.cfg.ReceiveBuffer, ReceiveBufferForceSize: true,
 		})
 	}
 	if err == nil {
 		err = netlink.LinkSubscribeWithOptions(s.links, s.done, netlink.LinkSubscribeOptions{
-			Namespace: &ns, ErrorCallback: cb,
+			Namespace: c.nsp, ErrorCallback: cb,
 			ReceiveBufferSize: c.cfg.ReceiveBuffer, ReceiveBufferForceSize: true,
 		})
 	}
@@ -596,4 +609,15 @@ func (c *control) publish() {
 	c.t.snap.Store(buildSnapshot(c.t.snap.Load(), c.links, c.routes, c.neigh))
 	c.t.stats.snapshots.Add(1)
 	c.dirty = false
+}
+
+// sameAsProcess reports whether ns is the network namespace of the process
+// (its main thread), so that every thread the Go runtime runs on is in it.
+func sameAsProcess(ns netns.NsHandle) bool {
+	proc, err := netns.GetFromPath("/proc/self/ns/net")
+	if err != nil {
+		return false
+	}
+	defer proc.Close()
+	return proc.Equal(ns)
 }
