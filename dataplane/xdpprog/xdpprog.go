@@ -437,6 +437,12 @@ func inNetns(ns netns.NsHandle, f func() error) error {
 		return fmt.Errorf("xdpprog: current netns: %w", err)
 	}
 	defer orig.Close()
+	if orig.Equal(ns) {
+		// Already there (natd's case): no setns(2), which would need
+		// CAP_SYS_ADMIN even to re-enter one's own namespace.
+		runtime.UnlockOSThread()
+		return f()
+	}
 	if err := netns.Set(ns); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("xdpprog: enter netns: %w", err)

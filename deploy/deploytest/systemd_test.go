@@ -200,7 +200,7 @@ func TestSystemdUnitContract(t *testing.T) {
 	if !slices.Equal(ambient, bounding) {
 		t.Errorf("AmbientCapabilities %v != CapabilityBoundingSet %v", ambient, bounding)
 	}
-	allowed := map[string]bool{"CAP_NET_ADMIN": true, "CAP_NET_RAW": true, "CAP_BPF": true, "CAP_SYS_ADMIN": true, "CAP_IPC_LOCK": true}
+	allowed := map[string]bool{"CAP_NET_ADMIN": true, "CAP_NET_RAW": true, "CAP_BPF": true, "CAP_IPC_LOCK": true}
 	for _, c := range ambient {
 		if !allowed[c] {
 			t.Errorf("capability %s is not one natd uses", c)
