@@ -11,11 +11,13 @@
 //     holds both keys of the session (the inside and the outside view of the
 //     flow), a last-seen tick, an engine-defined state word and two
 //     engine-defined user words.
-//   - buckets: the hash index. A bucket is one cache line: a meta word and
-//     seven slots. A slot is a packed word tag<<32 | (ref+1), where tag is the
-//     high half of the key's xxhash and ref = record<<1 | keyIndex. Each
-//     session therefore occupies two slots, one per key, and both lead to the
-//     same record.
+//   - buckets: the hash index. A bucket is one cache line: a meta word, eight
+//     16-bit tags packed four to a word, and eight 32-bit references. A slot
+//     is a tag (16 bits of the key's xxhash, never zero) and a reference
+//     ref+1, where ref = record<<1 | keyIndex (0 means empty). Each session
+//     occupies two slots, one per key, and both lead to the same record. A
+//     lookup compares its tag with four tags at a time (SWAR), so scanning a
+//     bucket costs two loads and a few arithmetic operations.
 //   - next: the links of a lock-free free list of record numbers.
 //
 // # Concurrency
@@ -32,8 +34,11 @@
 // Writers (Insert) serialise per home bucket: an insert takes a spin bit in
 // the meta word of the home bucket of each of its keys, in bucket order, so
 // two inserts of the same key cannot both succeed. Slots themselves are
-// claimed with compare-and-swap, so inserts with different home buckets that
-// race for the same overflow slot are safe. This is the same split as DPDK's
+// claimed with compare-and-swap on the reference, so inserts with different
+// home buckets that race for the same overflow slot are safe. A slot's tag
+// is published after its reference and cleared before it, and a tag alone
+// never decides anything: a reader that pairs a tag with a stale reference
+// reads a record whose key does not match, which is a miss. This is the same split as DPDK's
 // rte_hash in lock-free read/write-concurrency mode: lock-free readers,
 // briefly serialised writers.
 //
@@ -69,16 +74,19 @@ import (
 )
 
 const (
-	slotsPerBucket = 7
+	slotsPerBucket = 8
 	// maxLoad is the highest fraction of slots in use at full capacity.
 	// Bucketed probing at one half keeps almost every lookup to one cache
-	// line while costing 64*4/7 ≈ 37 bytes of index per session.
+	// line while costing 64*4/8 = 32 bytes of index per session.
 	maxLoadNum, maxLoadDen = 1, 2
 	// MaxCapacity bounds the record numbers so that ref+1 fits in 32 bits.
 	MaxCapacity = 1 << 30
 
 	metaLock     = 1
 	metaOverflow = 2 // the overflow count lives in bits 1..63
+
+	lanes = 0x0001_0001_0001_0001 // one in each 16-bit lane
+	highs = 0x8000_8000_8000_8000 // the top bit of each lane
 )
 
 // record is one session. Its size is exactly one cache line (asserted by a
@@ -94,8 +102,38 @@ type record struct {
 }
 
 type bucket struct {
-	meta  atomic.Uint64
-	slots [slotsPerBucket]atomic.Uint64
+	meta atomic.Uint64
+	tags [2]atomic.Uint64 // slot s's tag is lane s%4 of tags[s/4]
+	refs [slotsPerBucket]atomic.Uint32
+	_    [8]byte
+}
+
+// match returns a bit per slot whose tag may equal tag (bit s for slot s).
+// Every real match is reported; a lane can also be reported falsely when a
+// borrow from a matching lane below it runs into it, which the caller's key
+// comparison rejects.
+func (b *bucket) match(tag uint16) uint {
+	rep := uint64(tag) * lanes
+	var m uint
+	for w := range b.tags {
+		x := b.tags[w].Load() ^ rep
+		z := (x - lanes) &^ x & highs // high bit set in each zero lane
+		// Gather the four lane flags (bits 15, 31, 47, 63) into 4 bits.
+		g := (z >> 15 & 1) | (z >> 30 & 2) | (z >> 45 & 4) | (z >> 60 & 8)
+		m |= uint(g) << (4 * w)
+	}
+	return m
+}
+
+// setTag sets slot s's tag, leaving the other lanes as they are.
+func (b *bucket) setTag(s int, tag uint16) {
+	w, sh := &b.tags[s/4], uint(s%4)*16
+	for {
+		v := w.Load()
+		if w.CompareAndSwap(v, v&^(0xffff<<sh)|uint64(tag)<<sh) {
+			return
+		}
+	}
 }
 
 // Entry is a consistent copy of one session record.
@@ -264,9 +302,7 @@ func (t *Table) step(b uint64) uint64 {
 	return b
 }
 
-func slotWord(tag uint32, id uint32, dir uint8) uint64 {
-	return uint64(tag)<<32 | uint64(id<<1|uint32(dir)) + 1
-}
+func slotRef(id uint32, dir uint8) uint32 { return id<<1 | uint32(dir) + 1 }
 
 // Lookup finds the session holding k. It never blocks and never writes.
 func (t *Table) Lookup(k *Key, e *Entry) bool {
@@ -280,19 +316,9 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	b := t.home(h)
 	for probes := uint64(0); probes < t.nb; probes++ {
 		bk := &t.buckets[b]
-		// Match all seven tags without a branch per slot: a slot's tag
-		// XOR ours is zero only on a match, and (x-1)>>63 turns "x == 0"
-		// into 1 for a 32-bit x. Empty slots never match: tags are odd.
-		var m uint
-		for s := range bk.slots {
-			x := bk.slots[s].Load()>>32 ^ uint64(tag)
-			m |= uint((x-1)>>63) << s
-		}
-		for m != 0 {
-			s := bits.TrailingZeros(m)
-			m &= m - 1
-			ref := uint32(bk.slots[s].Load()) - 1
-			if ref != ^uint32(0) && t.read(ref>>1, uint8(ref&1), w0, w1, e) {
+		for m := bk.match(tag); m != 0; m &= m - 1 {
+			ref := bk.refs[bits.TrailingZeros(m)].Load()
+			if ref != 0 && t.read((ref-1)>>1, uint8((ref-1)&1), w0, w1, e) {
 				return true
 			}
 		}
@@ -304,9 +330,14 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	return false
 }
 
-// tagOf is the slot tag of a hash: its high half, forced odd so that an
-// empty (zero) slot never matches.
-func tagOf(h uint64) uint32 { return uint32(h>>32) | 1 }
+// tagOf is the slot tag of a hash: 16 of its high bits, never zero, so that
+// an empty lane never matches.
+func tagOf(h uint64) uint16 {
+	if t := uint16(h >> 48); t != 0 {
+		return t
+	}
+	return 1
+}
 
 // read copies record id into e if it is live and its key dir equals
 // (w0, w1). It is the seqlock read side.
@@ -483,9 +514,9 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 	// Index both keys while the generation is still odd: a reader that
 	// finds a slot early skips the record, and a walker by ID (Expire,
 	// Range) cannot see, and so cannot delete, a half-indexed session.
-	t.place(h[0], slotWord(tagOf(h[0]), id, 0))
+	t.place(h[0], slotRef(id, 0))
 	if two {
-		t.place(h[1], slotWord(tagOf(h[1]), id, 1))
+		t.place(h[1], slotRef(id, 1))
 	}
 	r.gen.Store(g + 1) // live
 	t.live.Add(1)
@@ -496,18 +527,20 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 	return Inserted
 }
 
-// place stores slot word sw in the first empty slot on the probe path of
-// hash h, raising the overflow count of every full bucket it passes first.
+// place stores reference ref in the first empty slot on the probe path of
+// hash h, raising the overflow count of every full bucket it passes first,
+// and then publishes the slot's tag.
 //
 // It cannot fail: every key belongs to a record popped from the free list,
 // so at most 2*Cap() keys are ever placed, while the index has at least
 // 4*Cap() slots.
-func (t *Table) place(h uint64, sw uint64) {
+func (t *Table) place(h uint64, ref uint32) {
 	b := t.home(h)
 	for {
 		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == 0 && bk.slots[s].CompareAndSwap(0, sw) {
+		for s := range bk.refs {
+			if bk.refs[s].Load() == 0 && bk.refs[s].CompareAndSwap(0, ref) {
+				bk.setTag(s, tagOf(h))
 				return
 			}
 		}
@@ -524,17 +557,21 @@ func (t *Table) unwind(b, n uint64) {
 	}
 }
 
-// unplace removes slot word sw from the probe path of hash h and lowers the
-// overflow counts of the buckets before it.
-func (t *Table) unplace(h uint64, sw uint64) {
+// unplace removes reference ref from the probe path of hash h (tag first,
+// so no reader starts following it) and lowers the overflow counts of the
+// buckets before it.
+func (t *Table) unplace(h uint64, ref uint32) {
 	start := t.home(h)
 	b := start
 	for n := uint64(0); n < t.nb; n++ {
 		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == sw && bk.slots[s].CompareAndSwap(sw, 0) {
-				t.unwind(start, n)
-				return
+		for s := range bk.refs {
+			if bk.refs[s].Load() == ref {
+				bk.setTag(s, 0)
+				if bk.refs[s].CompareAndSwap(ref, 0) {
+					t.unwind(start, n)
+					return
+				}
 			}
 		}
 		b = t.step(b)
@@ -571,7 +608,7 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 		}
 		w0, w1 := r.keys[i][0].Load(), r.keys[i][1].Load()
 		h := hash(w0, w1)
-		t.unplace(h, slotWord(tagOf(h), id, uint8(i)))
+		t.unplace(h, slotRef(id, uint8(i)))
 	}
 	t.push(id)
 }
@@ -631,17 +668,15 @@ func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8,
 // something the compiler cannot discard.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
-	tag := uint64(tagOf(p.h))
-	var m uint
-	for s := range bk.slots {
-		x := bk.slots[s].Load()>>32 ^ tag
-		m |= uint((x-1)>>63) << s
-	}
+	m := bk.match(tagOf(p.h))
 	if m == 0 {
 		return bk.meta.Load()
 	}
-	w := bk.slots[bits.TrailingZeros(m)].Load()
-	return t.recs[(uint32(w)-1)>>1].gen.Load()
+	ref := bk.refs[bits.TrailingZeros(m)].Load()
+	if ref == 0 {
+		return 0
+	}
+	return t.recs[(ref-1)>>1].gen.Load()
 }
 
 // LookupProbe is Lookup for a prepared key.

@@ -604,3 +604,44 @@ func TestPrepareTupleMatchesKey(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketMatch compares the SWAR tag match with a slot-by-slot loop on
+// random buckets: every slot whose tag equals the probe must be reported;
+// extra candidates are allowed (the key comparison rejects them) but must
+// stay rare.
+func TestBucketMatch(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	extra := 0
+	for i := 0; i < 200000; i++ {
+		var b bucket
+		var tags [slotsPerBucket]uint16
+		probe := uint16(r.Uint32())
+		for s := range tags {
+			switch r.IntN(4) {
+			case 0:
+				tags[s] = probe // a real match
+			case 1:
+				tags[s] = 0 // empty
+			case 2:
+				tags[s] = probe ^ uint16(1<<r.IntN(16)) // one bit off
+			default:
+				tags[s] = uint16(r.Uint32())
+			}
+			b.setTag(s, tags[s])
+		}
+		m := b.match(probe)
+		for s, tg := range tags {
+			got := m&(1<<s) != 0
+			if tg == probe && !got {
+				t.Fatalf("tags %04x probe %04x: slot %d matches but is not reported (mask %08b)", tags, probe, s, m)
+			}
+			if tg != probe && got {
+				extra++
+			}
+		}
+	}
+	t.Logf("%d false candidates in 1.6M slots", extra)
+	if extra > 20000 {
+		t.Fatalf("%d false candidates: the match is too loose", extra)
+	}
+}
