@@ -1,0 +1,170 @@
+// Command xnatbench runs xnat's end-to-end benchmark (bench/harness) and
+// writes its record: results.json, results.md, throughput.png and
+// latency.png in -out. It needs root. `make bench` and `make bench-quick`
+// run it from the top of the checkout:
+//
+//	xnatbench -out bench/results/latest -natd bin/natd -l2fwd bin/l2fwd
+//	xnatbench -quick ...
+//
+// Without -natd or -l2fwd the binaries are built from the checkout into a
+// temporary directory. Progress goes to stderr.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xnat/xnat/bench/harness"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "xnatbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("xnatbench", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "the quick subset (1k and 1M flows, 64 B, 0.5 s trials)")
+	out := fs.String("out", "bench/results/latest", "directory for results.json, results.md and the charts")
+	natd := fs.String("natd", "", "natd binary (default: built from -repo)")
+	l2fwd := fs.String("l2fwd", "", "l2fwd binary (default: built from -repo)")
+	repo := fs.String("repo", ".", "the xnat checkout")
+	duts := fs.String("duts", "", "comma-separated DUTs (l2fwd,xnat,nftables; default all)")
+	flows := fs.String("flows", "", "comma-separated flow counts (default: the mode's)")
+	sizes := fs.String("sizes", "", "comma-separated frame sizes, 64..1518 or imix (default: the mode's)")
+	trial := fs.Duration("trial", 0, "fixed-rate trial length (default 2s, quick 0.5s)")
+	micro := fs.Bool("micro", true, "run the Go micro-benchmarks too")
+	rtPrio := fs.Int("rt-prio", -1, "SCHED_FIFO priority of the generator's workers (default 0: normal scheduling)")
+	nice := fs.Int("nice", 1, "nice value of the generator, the DUT processes and ksoftirqd, -20..0 (default -20)")
+	rxCPU := fs.Int("rx-cpu", -1, "CPU of the generator's receiver at the sink (default 1, with the DUT)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o := harness.Full()
+	if *quick {
+		o = harness.Quick()
+	}
+	o.Command = "xnatbench " + strings.Join(args, " ")
+	o.Repo = *repo
+	o.Log = os.Stderr
+	if *duts != "" {
+		o.DUTs = strings.Split(*duts, ",")
+	}
+	if *flows != "" {
+		o.Flows = nil
+		for _, f := range strings.Split(*flows, ",") {
+			n, err := parseCount(f)
+			if err != nil {
+				return err
+			}
+			o.Flows = append(o.Flows, n)
+		}
+	}
+	if *sizes != "" {
+		o.Sizes = strings.Split(*sizes, ",")
+	}
+	if *trial > 0 {
+		o.Trial = *trial
+	}
+	if !*micro {
+		o.MicroPackages = nil
+	}
+	if *rxCPU >= 0 {
+		o.GenRxCPU = *rxCPU
+	}
+	if *rtPrio >= 0 {
+		o.RTPriority = *rtPrio
+	}
+	if *nice <= 0 {
+		o.Nice = *nice
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "xnatbench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	for _, b := range []struct {
+		path *string
+		pkg  string
+	}{{natd, "./cmd/natd"}, {l2fwd, "./cmd/l2fwd"}} {
+		if *b.path != "" {
+			continue
+		}
+		*b.path = filepath.Join(tmp, filepath.Base(b.pkg))
+		cmd := exec.Command("go", "build", "-o", *b.path, b.pkg)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = *repo, os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build %s: %w", b.pkg, err)
+		}
+	}
+	if o.Natd, err = filepath.Abs(*natd); err != nil {
+		return err
+	}
+	if o.L2fwd, err = filepath.Abs(*l2fwd); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	res, err := harness.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	errs = append(errs, os.WriteFile(filepath.Join(*out, "results.json"), append(js, '\n'), 0o644))
+	errs = append(errs, os.WriteFile(filepath.Join(*out, "results.md"), []byte(harness.RenderMarkdown(res)), 0o644))
+	errs = append(errs, harness.Charts(res, *out))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "xnatbench: %s run finished in %s; wrote %s\n", res.Mode, time.Since(start).Round(time.Second), *out)
+	for _, t := range res.Targets {
+		mark := "MISSED"
+		if t.Met {
+			mark = "met"
+		}
+		fmt.Fprintf(os.Stderr, "  target %-6s %s (want %s): %s\n", mark, t.Name, t.Want, t.Detail)
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted: the results are partial")
+	}
+	return nil
+}
+
+// parseCount parses "1000", "1k" or "1M".
+func parseCount(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	mult := 1
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1000, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1000000, strings.TrimSuffix(s, "M")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("bad flow count %q", s)
+	}
+	return n * mult, nil
+}

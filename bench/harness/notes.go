@@ -1,0 +1,66 @@
+package harness
+
+import (
+	"fmt"
+	"strings"
+)
+
+// notes explains how r was measured, including what its own figures say
+// about the bottleneck.
+func notes(r *Results) []string {
+	s := r.Settings
+	n := []string{
+		"Lab: bench/lab's bench topology, gen `eth0` → `dut-in` [dut] `dut-out` → sink `eth0`, plain veth pairs with one queue each; XDP in native (driver) mode, AF_XDP in copy mode (veth has no zero-copy). The DUT routes 10.0.0.0/8 to the generator and 198.19.0.0/16 to the sink; both neighbours are resolved before each DUT starts.",
+		fmt.Sprintf("Generator: bench/gen inside the harness process, one-way UDP, 64-byte frames (60 B + FCS) or simple IMIX (7×64, 4×576, 1×1518). TX worker on CPU %d, sink receiver on CPU %d, both SCHED_FIFO priority %d (a receiver descheduled on a shared CPU overflows its ring, see bench/results/gencheck). Every frame carries a stream sequence number and a CLOCK_MONOTONIC TX stamp read by the receiver in the same process: loss is frames sent minus frames received, latency is one way.",
+			s.GenTxCPU, s.GenRxCPU, s.RTPriority),
+		fmt.Sprintf("Devices under test, one after the other in the same lab with the same generator settings: l2fwd (AF_XDP MAC-swapping forwarder, worker on CPU %d), xnat (natd, `poll_mode: busy`, one worker on CPU %d, pool %s, `max_sessions` %d) and the kernel (nftables `masquerade` on dut-out, ip_forward, conntrack; RPS spreads its receive softirq over both CPUs).",
+			s.DUTCPU, s.DUTCPU, s.Pool, s.MaxSessions),
+		"Flows: every scenario is a prefix of one layout, src 10.1.0.0–10.1.3.255 (1024 subscribers) × ports 1024–1055 × dst 198.19.0.1–.32 port 9, source address varying fastest: each destination sees at most 32768 flows, so masquerade's single address has ports for all of them. natd and conntrack see exactly the same 5-tuples.",
+		"Warm-up: before the trials of each flow count, xnat and nftables get every flow once (connection-rate mode at 200 kpps, repeated until the DUT reports at least as many sessions as flows), so trials forward established sessions. A trial of T seconds at R pps touches the first R×T flows of the scenario (from flow 0, source address fastest); with 1M flows the whole table is populated but a short trial revisits only part of it.",
+		fmt.Sprintf("Throughput (RFC 2544 §26.1): the maximum forwarded rate is the sink's rate in an unpaced trial; the zero-loss search then bisects [0, unpaced offered rate], first trying the maximum forwarded rate, with %.1f s trials, until the bracket is narrower than %.0f%% or %d trials ran. A trial passes only if every frame sent arrives. A failing trial is repeated once, and the repeat decides, when its loss is entirely our own receiver's socket drops (XDP_STATISTICS rx_dropped + rx_ring_full) or at most %.1f%% of the frames sent (a thread of the shared machine descheduled for a few milliseconds loses a few hundred frames at any rate; a DUT past its capacity loses far more). Every passing rate therefore had a whole trial without loss. The rate reported is what the generator really offered in the best passing trial (on this machine the generator sometimes cannot hold the requested pace).",
+			s.TrialSeconds, 100*s.Resolution, s.MaxSearchTrials, 100*GlitchLoss),
+		fmt.Sprintf("Latency: one trial at %.0f%% of each DUT's own zero-loss rate (same duration); percentiles from the receiver's HDR histogram (1 ns–10 s, 3 significant digits). The CDF chart joins the recorded points (min, p50, p90, p99, p99.9, max): bench/gen reports no finer percentiles.",
+			100*s.LatencyLoad),
+		"CPU: /proc/stat per CPU over the sending window (from the generator's first progress tick, 200 ms into the send, to 30 ms before its end). DUT CPU for natd and l2fwd is the process's user+system time (/proc/<pid>/stat): it includes the veth transmit and the sink's XDP receive, which run inside the DUT's sendto, but not the DUT's own receive (XDP redirect and copy into its UMEM), which veth runs in the sender's softirq on CPU 0. For nftables it is the softirq time of every CPU (/proc/stat): the kernel's receive, conntrack, NAT, forwarding, transmit and the sink's XDP receive, plus any other softirq the machine ran in the window. The kernel is built without IRQ time accounting, so softirq time is tick-sampled (100 Hz). A busy-polling DUT uses its whole core whatever the load, so CPU per packet is quoted at the maximum rate only.",
+		"Session set-up rate: connection-rate mode (every frame a never-used UDP flow from 10.2.0.0/22 × 32 ports × 128 destinations), unpaced; new sessions per second is the new flows that reached the sink over the send time. natd is restarted (empty table) and conntrack flushed before it.",
+		"GC: natd's /metrics exports runtime/metrics through the Prometheus Go collector; `go_gc_cycles_total_gc_cycles_total`, `go_gc_heap_allocs_objects_total` and `go_gc_heap_allocs_bytes_total` are scraped before and after each natd trial and around a steady run; each scrape allocates inside natd, and the idle baseline (same scrapes, no traffic) shows how much. The Go runtime also forces a GC every 2 minutes whatever the allocation rate.",
+	}
+	if len(s.KernelTuning) > 0 {
+		n = append(n, "Kernel tuning for the nftables DUT: "+strings.Join(s.KernelTuning, "; ")+". RFS steers flows towards the CPU of the socket that consumes them; forwarded traffic has no local socket, so only RPS changes anything here.")
+	}
+	n = append(n, bottleneckNotes(r)...)
+	return n
+}
+
+// bottleneckNotes summarises, per DUT, how busy each CPU was in the
+// unpaced trials.
+func bottleneckNotes(r *Results) []string {
+	var out []string
+	for _, d := range r.Settings.DUTs {
+		var c0, c1, soft0, cores []float64
+		saturated := 0
+		for _, c := range r.Cells {
+			if c.DUT != d || c.Max == nil || len(c.Max.CPUs) < 2 {
+				continue
+			}
+			b0, b1 := c.Max.CPUs[0].Busy(), c.Max.CPUs[1].Busy()
+			c0, c1, soft0 = append(c0, b0), append(c1, b1), append(soft0, c.Max.CPUs[0].SoftIRQ)
+			cores = append(cores, c.Max.DUTCores)
+			if b0 >= 0.95 {
+				saturated++
+			}
+		}
+		if len(c0) == 0 {
+			continue
+		}
+		s := fmt.Sprintf("Who was the bottleneck, %s: in its %d unpaced trials CPU 0 (generator TX, and the DUT's receive in the sender's softirq) was %.0f%% busy (median; %.0f%% softirq) and CPU 1 %.0f%%; the DUT itself used %.2f cores (median). CPU 0 was at least 95%% busy in %d of %d",
+			d, len(c0), 100*Median(c0), 100*Median(soft0), 100*Median(c1), Median(cores), saturated, len(c0))
+		if saturated*2 >= len(c0) {
+			s += ": the sending CPU, which carries part of every DUT's receive work on veth, bounds these rates as much as the DUT does."
+		} else {
+			s += "."
+		}
+		out = append(out, s)
+	}
+	return out
+}
