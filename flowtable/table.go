@@ -108,21 +108,32 @@ type bucket struct {
 	_    [8]byte
 }
 
-// match returns a bit per slot whose tag may equal tag (bit s for slot s).
-// Every real match is reported; a lane can also be reported falsely when a
-// borrow from a matching lane below it runs into it, which the caller's key
-// comparison rejects.
-func (b *bucket) match(tag uint16) uint {
+// match returns, for each tag word, a mask with the top bit of every
+// 16-bit lane whose tag may equal tag. Every real match is reported; a lane
+// can also be reported falsely when a borrow from a matching lane below it
+// runs into it, which the caller's key comparison rejects. Slot w*4+i is
+// lane i of word w; nextSlot walks the masks.
+func (b *bucket) match(tag uint16) (z0, z1 uint64) {
 	rep := uint64(tag) * lanes
-	var m uint
-	for w := range b.tags {
-		x := b.tags[w].Load() ^ rep
-		z := (x - lanes) &^ x & highs // high bit set in each zero lane
-		// Gather the four lane flags (bits 15, 31, 47, 63) into 4 bits.
-		g := (z >> 15 & 1) | (z >> 30 & 2) | (z >> 45 & 4) | (z >> 60 & 8)
-		m |= uint(g) << (4 * w)
+	x0 := b.tags[0].Load() ^ rep
+	x1 := b.tags[1].Load() ^ rep
+	return (x0 - lanes) &^ x0 & highs, (x1 - lanes) &^ x1 & highs
+}
+
+// nextSlot pops the lowest candidate from the masks of match and returns
+// its slot, or -1 when none is left.
+func nextSlot(z0, z1 *uint64) int {
+	if *z0 != 0 {
+		s := bits.TrailingZeros64(*z0) >> 4
+		*z0 &= *z0 - 1
+		return s
 	}
-	return m
+	if *z1 != 0 {
+		s := bits.TrailingZeros64(*z1)>>4 + 4
+		*z1 &= *z1 - 1
+		return s
+	}
+	return -1
 }
 
 // setTag sets slot s's tag, leaving the other lanes as they are.
@@ -316,8 +327,9 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	b := t.home(h)
 	for probes := uint64(0); probes < t.nb; probes++ {
 		bk := &t.buckets[b]
-		for m := bk.match(tag); m != 0; m &= m - 1 {
-			ref := bk.refs[bits.TrailingZeros(m)].Load()
+		z0, z1 := bk.match(tag)
+		for s := nextSlot(&z0, &z1); s >= 0; s = nextSlot(&z0, &z1) {
+			ref := bk.refs[s].Load()
 			if ref != 0 && t.read((ref-1)>>1, uint8((ref-1)&1), w0, w1, e) {
 				return true
 			}
@@ -668,11 +680,12 @@ func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8,
 // something the compiler cannot discard.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
-	m := bk.match(tagOf(p.h))
-	if m == 0 {
+	z0, z1 := bk.match(tagOf(p.h))
+	s := nextSlot(&z0, &z1)
+	if s < 0 {
 		return bk.meta.Load()
 	}
-	ref := bk.refs[bits.TrailingZeros(m)].Load()
+	ref := bk.refs[s].Load()
 	if ref == 0 {
 		return 0
 	}

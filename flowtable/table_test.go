@@ -629,7 +629,11 @@ func TestBucketMatch(t *testing.T) {
 			}
 			b.setTag(s, tags[s])
 		}
-		m := b.match(probe)
+		z0, z1 := b.match(probe)
+		var m uint
+		for s := nextSlot(&z0, &z1); s >= 0; s = nextSlot(&z0, &z1) {
+			m |= 1 << s
+		}
 		for s, tg := range tags {
 			got := m&(1<<s) != 0
 			if tg == probe && !got {

@@ -215,6 +215,9 @@ func (h *harness) drops() map[string]uint64 {
 // checkNoLeaks asserts that every frame is back in its pool.
 func (h *harness) checkNoLeaks() {
 	h.t.Helper()
+	for _, w := range h.workers {
+		w.releaseSpares()
+	}
 	for _, ps := range h.wports {
 		for s, p := range ps {
 			p.Drain()

@@ -82,7 +82,7 @@ type Worker struct {
 	sink  uint64 // keeps the prefetch loads alive
 	tx    [NumSides]txQueue
 	fq    [NumSides]freeQueue
-	tmp   [2 * MaxBurst]port.Buf
+	spare [NumSides]spareFrames
 
 	pend     pending
 	frag     fragState
@@ -96,12 +96,18 @@ type Worker struct {
 	pub    *published
 }
 
-// txQueue holds frames to transmit on one side, with the side whose port
-// owns each frame: frames from the other port are copied at flush.
+// txQueue holds frames of one side's port to transmit on it.
 type txQueue struct {
-	n     int
-	bufs  [4 * MaxBurst]port.Buf
-	owner [4 * MaxBurst]Side
+	n    int
+	bufs [4 * MaxBurst]port.Buf
+}
+
+// spareFrames are empty frames of one side's port, taken from it a burst
+// at a time, into which frames from the other port are copied as they are
+// forwarded (the two interfaces' UMEMs are separate).
+type spareFrames struct {
+	n    int
+	bufs [MaxBurst]port.Buf
 }
 
 type freeQueue struct {
@@ -240,9 +246,23 @@ func (w *Worker) Poll() int {
 	return total
 }
 
-// Publish makes the counters visible without a poll (for an idle worker
-// sleeping in its port's Wait).
-func (w *Worker) Publish() { w.pub.publish(&w.c, &w.shadow) }
+// Publish makes the counters visible without a poll, and gives the spare
+// frames back to their ports, for an idle worker about to sleep in its
+// ports' Wait.
+func (w *Worker) Publish() {
+	w.releaseSpares()
+	w.pub.publish(&w.c, &w.shadow)
+}
+
+// releaseSpares returns the worker's unused copy targets to their ports.
+func (w *Worker) releaseSpares() {
+	for s := range w.spare {
+		if sp := &w.spare[s]; sp.n > 0 {
+			w.ports[s].Free(sp.bufs[:sp.n])
+			sp.n = 0
+		}
+	}
+}
 
 // free queues frame b, owned by side's port, to be returned to it.
 func (w *Worker) free(side Side, b *port.Buf) {
@@ -262,15 +282,33 @@ func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
 }
 
 // send queues frame b (owned by owner's port) for transmission on egress,
-// with its Ethernet addresses already set.
+// with its Ethernet addresses already set. A frame of the other port is
+// copied into a frame of egress's port and returned to its own.
 func (w *Worker) send(owner, egress Side, b *port.Buf) {
 	q := &w.tx[egress]
 	if q.n == len(q.bufs) {
 		w.flushSide(egress)
 	}
-	q.bufs[q.n] = *b
-	q.owner[q.n] = owner
+	if owner == egress {
+		q.bufs[q.n] = *b
+		q.n++
+		return
+	}
+	sp := &w.spare[egress]
+	if sp.n == 0 {
+		sp.n = w.ports[egress].Alloc(sp.bufs[:])
+		if sp.n == 0 {
+			w.dropFrame(owner, b, drop.NoFrame)
+			return
+		}
+	}
+	sp.n--
+	nb := &q.bufs[q.n]
+	*nb = sp.bufs[sp.n]
+	nb.Data = nb.Data[:len(b.Data)]
+	copy(nb.Data, b.Data)
 	q.n++
+	w.free(owner, b)
 }
 
 // forward resolves the next hop of a translated packet and queues it, or
@@ -350,55 +388,19 @@ func (w *Worker) flush() {
 	}
 }
 
-// flushSide copies frames owned by the other port into frames of egress's
-// port, transmits the queue, and frees what the port refused.
+// flushSide transmits the queue of egress and frees what the port
+// refused.
 func (w *Worker) flushSide(egress Side) {
 	q := &w.tx[egress]
 	if q.n == 0 {
 		return
 	}
-	other := 1 - egress
-	foreign := 0
-	for i := 0; i < q.n; i++ {
-		if q.owner[i] != egress {
-			foreign++
-		}
-	}
-	if foreign > 0 {
-		got := 0
-		for got < foreign {
-			k := w.ports[egress].Alloc(w.tmp[got:min(foreign, len(w.tmp))])
-			if k == 0 {
-				break
-			}
-			got += k
-		}
-		j, out := 0, 0
-		for i := 0; i < q.n; i++ {
-			b := q.bufs[i]
-			if q.owner[i] == egress {
-				q.bufs[out] = b
-				out++
-				continue
-			}
-			if j < got {
-				nb := w.tmp[j]
-				j++
-				nb.Data = nb.Data[:len(b.Data)]
-				copy(nb.Data, b.Data)
-				q.bufs[out] = nb
-				out++
-			} else {
-				w.drop(drop.NoFrame)
-			}
-			w.free(other, &b)
-		}
-		q.n = out
-	}
 	sent := w.ports[egress].TxBurst(q.bufs[:q.n])
+	var bytes uint64
 	for i := 0; i < sent; i++ {
-		w.c[TxBytes+Counter(egress)] += uint64(len(q.bufs[i].Data))
+		bytes += uint64(len(q.bufs[i].Data))
 	}
+	w.c[TxBytes+Counter(egress)] += bytes
 	w.c[TxPackets+Counter(egress)] += uint64(sent)
 	if sent < q.n {
 		w.c[dropBase+Counter(drop.TxFull)] += uint64(q.n - sent)
