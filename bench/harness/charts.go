@@ -71,7 +71,7 @@ func throughputChart(r *Results, path string) error {
 				}
 				zl = append(zl, plotter.XY{X: float64(f), Y: c.ZeroLossPPS / 1e6})
 				if c.Max != nil {
-					mx = append(mx, plotter.XY{X: float64(f), Y: c.Max.RxPPS / 1e6})
+					mx = append(mx, plotter.XY{X: float64(f), Y: c.Max.ForwardedPPS / 1e6})
 				}
 			}
 			if len(zl) == 0 {

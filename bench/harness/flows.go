@@ -41,14 +41,19 @@ func TrafficFlows(n int) (gen.FlowSpec, error) {
 	return s, s.Validate()
 }
 
-// SessionFlows are never-used flows for the connection-rate trials:
-// 10.2.0.0/22 x ports 1024-1055 x 198.19.0.1-.128, 4 Mi tuples, at most
-// 32768 per destination (for masquerade, as above).
-func SessionFlows() gen.FlowSpec {
+// SessionFlows are never-used flows for the k-th connection-rate trial
+// (k < 64): 10.2.(4k).0/22 x ports 1024-1055 x 198.19.(k+1).0-.127, 4 Mi
+// tuples. Each trial gets its own block of sources and of destinations:
+// no flow is ever sent twice, and masquerade, which needs an external port
+// per flow and destination, never meets more than 32768 flows per
+// destination however many trials ran before (its mappings outlive the
+// trial).
+func SessionFlows(k int) gen.FlowSpec {
+	k %= 64
 	return gen.FlowSpec{
-		Src:      gen.AddrRange{First: [4]byte{10, 2, 0, 0}, Count: 1024},
+		Src:      gen.AddrRange{First: [4]byte{10, 2, byte(4 * k), 0}, Count: 1024},
 		SrcPorts: gen.PortRange{First: 1024, Count: 32},
-		Dst:      gen.AddrRange{First: [4]byte{198, 19, 0, 1}, Count: 128},
+		Dst:      gen.AddrRange{First: [4]byte{198, 19, byte(k + 1), 0}, Count: 128},
 		DstPorts: gen.PortRange{First: 9, Count: 1},
 		Count:    4 << 20,
 	}

@@ -199,6 +199,17 @@ func TestFlowLayout(t *testing.T) {
 			t.Fatalf("flow %d differs", i)
 		}
 	}
+	for k := range 63 {
+		a, b := SessionFlows(k), SessionFlows(k+1)
+		if a.Src.Contains(b.Src.First) || b.Src.Contains(a.Src.Last()) || a.Dst.Contains(b.Dst.First) || b.Dst.Contains(a.Dst.Last()) {
+			t.Fatalf("session blocks %d and %d overlap", k, k+1)
+		}
+		// Traffic flows' destinations are not session destinations.
+		tf, _ := TrafficFlows(1000000)
+		if a.Dst.Contains(tf.Dst.First) || a.Dst.Contains(tf.Dst.Last()) {
+			t.Fatalf("session block %d meets the traffic destinations", k)
+		}
+	}
 	if _, err := TrafficFlows(0); err == nil {
 		t.Fatal("0 flows accepted")
 	}
@@ -206,7 +217,8 @@ func TestFlowLayout(t *testing.T) {
 		t.Fatal("too many flows accepted")
 	}
 	for _, s := range []func() error{
-		func() error { f := SessionFlows(); return f.Validate() },
+		func() error { f := SessionFlows(0); return f.Validate() },
+		func() error { f := SessionFlows(63); return f.Validate() },
 		func() error { f := CapacityFlows(2306867); return f.Validate() },
 	} {
 		if err := s(); err != nil {

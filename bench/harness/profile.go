@@ -2,12 +2,21 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Profile is where a DUT process's CPU time went during one trial, from
@@ -127,4 +136,70 @@ func perfSamples(out []byte) int {
 	}
 	n, _ := strconv.Atoi(string(m[1]))
 	return n
+}
+
+// perfRecorder is `perf record` attached to a DUT process with its events
+// disabled until the CPU window opens: perf takes a few hundred
+// milliseconds to start, so it is started before the trial and switched
+// on and off through its control fifo (--control), which the sampler
+// goroutine writes at the window's edges.
+type perfRecorder struct {
+	cmd     *exec.Cmd
+	ctl     *os.File
+	out     bytes.Buffer
+	data    string
+	stopped bool
+	err     error
+}
+
+func startPerf(dir string, pid int) (*perfRecorder, error) {
+	p := &perfRecorder{data: filepath.Join(dir, "perf.data")}
+	fifo := filepath.Join(dir, "perf.ctl")
+	_ = os.Remove(fifo)
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		return nil, fmt.Errorf("perf control fifo: %w", err)
+	}
+	// Read-write, so the open does not wait for perf to open its end.
+	ctl, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	p.ctl = ctl
+	p.cmd = exec.Command("perf", "record", "-e", "cpu-clock", "-F", "999", "-p", strconv.Itoa(pid),
+		"-o", p.data, "-D", "-1", "--control", "fifo:"+fifo)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		ctl.Close()
+		return nil, fmt.Errorf("perf record: %w", err)
+	}
+	return p, nil
+}
+
+func (p *perfRecorder) enable()  { _, _ = p.ctl.WriteString("enable\n") }
+func (p *perfRecorder) disable() { _, _ = p.ctl.WriteString("disable\n") }
+
+// stop ends the recording (SIGINT, as at a terminal) and waits for perf
+// to write its file.
+func (p *perfRecorder) stop() error {
+	if p.stopped {
+		return p.err
+	}
+	p.stopped = true
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		// perf exits non-zero after SIGINT on some versions; the file
+		// is what matters.
+		if _, serr := os.Stat(p.data); serr != nil {
+			p.err = fmt.Errorf("perf record: %v: %s", err, bytes.TrimSpace(p.out.Bytes()))
+		}
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+		p.err = errors.New("perf record did not stop")
+	}
+	p.ctl.Close()
+	return p.err
 }

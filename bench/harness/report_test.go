@@ -36,17 +36,18 @@ func sample(quick bool) *Results {
 					z /= 2
 				}
 				c := Cell{DUT: d, Flows: f, Size: s, ZeroLossPPS: z,
-					Max: &Trial{Kind: "max", TxPPS: 2 * z, RxPPS: 1.1 * z, LossRatio: 0.45, DUTCores: 0.9,
+					Max: &Trial{Kind: "max", TxPPS: 2 * z, ForwardedPPS: 1.1 * z, LossRatio: 0.45, DUTCores: 0.9,
 						CPUs: []CPUShare{{CPU: 0, User: 0.5, SoftIRQ: 0.5}, {CPU: 1, User: 0.9, Idle: 0.1}}},
 					Search:  &SearchResult{Rate: z, Converged: true},
 					Latency: &Trial{Kind: "latency", OfferedPPS: z / 2, Latency: &gen.Latency{Samples: 100, Min: 5e3, P50: 20e3, P90: 100e3, P99: p99[d], P999: 4e6, Max: 5e6}},
 				}
-				c.CPUPerMpkt = c.Max.DUTCores / (c.Max.RxPPS / 1e6)
+				c.CPUPerMpkt = c.Max.DUTCores / (c.Max.ForwardedPPS / 1e6)
 				r.Cells = append(r.Cells, c)
 			}
 		}
 	}
-	r.SessionRates = []SessionRate{{DUT: Xnat, PerSecond: 250e3, Trial: Trial{TxPPS: 800e3, Seconds: 2}}, {DUT: Kernel, PerSecond: 100e3, Trial: Trial{TxPPS: 200e3, Seconds: 2}}}
+	r.SessionRates = []SessionRate{{DUT: Xnat, PerSecond: 250e3, MaxThrough: 200e3, Max: Trial{TxPPS: 800e3, Seconds: 2}},
+		{DUT: Kernel, PerSecond: 100e3, MaxThrough: 150e3, Max: Trial{TxPPS: 200e3, Seconds: 2}}}
 	r.GC = &GCCheck{Steady: &Trial{OfferedPPS: 140e3, GC: &GCDelta{Seconds: 10, Cycles: 0, AllocObjects: 9000, AllocBytes: 800000}},
 		Idle: &GCDelta{Seconds: 10, AllocObjects: 28000}, TrialCycles: 0, TrialCount: 20}
 	r.Capacity = &Capacity{MaxSessions: 2 << 20, FlowsOffered: 2306867, SessionsHeld: 2 << 20, Drops: map[string]float64{"table_full": 1000},
@@ -118,7 +119,7 @@ func TestRenderMarkdown(t *testing.T) {
 		"| 1M | IMIX | 150.0 kpps | 140.0 kpps | 100.0 kpps | 1.40 | 0.93 |",
 		"| 1k | 64 B | xnat | 560.0 kpps | 308.0 kpps | 45.000% | 100% (50%) | 90% (0%) | 0.90 | 2.922 |",
 		"| 1k | 64 B | nftables | 100.0 kpps | 20.0 | 100.0 | 2500.0 | 4000.0 | 5000.0 | 0 |",
-		"| xnat | 800.0 kpps | 250.0 kpps |",
+		"| xnat | 250.0 kpps | 800.0 kpps | 200.0 kpps |",
 		"| sessions held at the end | 2097152 |",
 		"| RSS per session slot (difference of the two tables) | 314 B |",
 		"| steady forwarding at 140.0 kpps | 10.0 | 0 | 9000 | 800000 |",

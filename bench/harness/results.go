@@ -120,14 +120,21 @@ type Trial struct {
 	OfferedPPS float64 `json:"offered_pps"` // 0: unpaced
 	Seconds    float64 `json:"tx_span_s"`
 	TxPackets  uint64  `json:"tx_packets"`
-	RxPackets  uint64  `json:"rx_packets"`
 	TxPPS      float64 `json:"tx_pps"`
-	RxPPS      float64 `json:"rx_pps"`
-	RxGbps     float64 `json:"rx_gbps"`
-	Lost       int64   `json:"lost"`
-	LossRatio  float64 `json:"loss_ratio"`
-	// OwnRxDrops are frames our own receiver's socket dropped (RX ring
-	// full): loss that is the generator's, not the DUT's.
+	TxGbps     float64 `json:"tx_gbps"`
+	// Forwarded is what crossed the DUT: the frames the sink's XDP
+	// program saw and redirected to our receiver's socket (whether or
+	// not the receiver then kept up). Lost is TxPackets - Forwarded, the
+	// DUT's loss; LossRatio Lost/TxPackets.
+	Forwarded    uint64  `json:"forwarded"`
+	ForwardedPPS float64 `json:"forwarded_pps"`
+	Lost         int64   `json:"lost"`
+	LossRatio    float64 `json:"loss_ratio"`
+	// RxPackets are the frames our receiver counted (and timed);
+	// OwnRxDrops those its socket dropped (RX ring full: the receiver
+	// thread fell behind). Forwarded = RxPackets + OwnRxDrops.
+	RxPackets  uint64          `json:"rx_packets"`
+	RxPPS      float64         `json:"rx_pps"`
 	OwnRxDrops uint64          `json:"gen_rx_kernel_drops"`
 	Latency    *gen.Latency    `json:"latency_ns,omitempty"`
 	Diag       gen.Diagnostics `json:"gen_diagnostics"`
@@ -146,8 +153,9 @@ type Trial struct {
 	// Sessions is the DUT's session count after the trial (-1: none
 	// kept).
 	Sessions *int64 `json:"sessions_after,omitempty"`
-	// Through is, in connection-rate trials, the new flows that reached
-	// the sink, and ThroughPerSecond their rate.
+	// Through is, in connection-rate trials, the new flows that crossed
+	// the DUT (Forwarded: each frame is a new flow), and
+	// ThroughPerSecond their rate.
 	Through          uint64   `json:"new_flows_through,omitempty"`
 	ThroughPerSecond float64  `json:"new_flows_through_per_s,omitempty"`
 	Attempt          int      `json:"attempt,omitempty"`
@@ -165,10 +173,22 @@ type GCDelta struct {
 // SessionRate is a DUT's new-session rate: connection-rate mode, every
 // frame a new UDP flow, unpaced.
 type SessionRate struct {
-	DUT   string `json:"dut"`
-	Trial Trial  `json:"trial"`
-	// PerSecond is new flows that reached the sink per second.
-	PerSecond float64 `json:"new_sessions_per_s"`
+	DUT string `json:"dut"`
+	// Max is the unpaced trial: MaxThrough its new flows forwarded per
+	// second (with the DUT flooded by more than it can set up).
+	Max        Trial   `json:"max"`
+	MaxThrough float64 `json:"max_new_flows_forwarded_per_s"`
+	// Search is the zero-loss search over paced trials (every trial
+	// with never-used flows); PerSecond is the highest rate of new flows
+	// really offered in a trial where every one of them was forwarded:
+	// the set-up rate (RFC 8219 section 9.2's connection establishment
+	// rate, for UDP).
+	Search    *SearchResult `json:"search,omitempty"`
+	Trials    []Trial       `json:"search_trials,omitempty"`
+	PerSecond float64       `json:"new_sessions_per_s"`
+	// Drops are natd's drop counters by reason at the end of the
+	// session trials (natd was restarted before them).
+	Drops map[string]float64 `json:"natd_drops_by_reason,omitempty"`
 }
 
 // Capacity is natd's session capacity and memory per session.

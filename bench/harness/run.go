@@ -8,9 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,7 +65,7 @@ func Full() Options {
 		Mode: "full", DUTs: []string{L2fwd, Xnat, Kernel},
 		Flows: []int{1, 1000, 100000, 1000000}, Sizes: []string{"64", "imix"},
 		Trial: 2 * time.Second, Drain: 200 * time.Millisecond, Resolution: 0.03, MaxTrials: 8, LatencyLoad: 0.5,
-		Nice: -20, GenRxCPU: 1, SessionTrial: 2 * time.Second, SteadyTrial: 10 * time.Second,
+		Nice: -20, GenRxCPU: 1, SessionTrial: time.Second, SteadyTrial: 10 * time.Second,
 		CapacityTable: 2 << 20, MaxSessions: 2 << 20, Profile: true,
 		MicroPackages: []string{"./checksum/", "./ring/", "./flowtable/", "./dataplane/nat/", "./dataplane/header/"},
 		MicroArgs:     []string{"-count", "5", "-benchtime", "200ms"},
@@ -87,7 +86,7 @@ func Quick() Options {
 	o.Drain = 200 * time.Millisecond
 	o.Resolution = 0.06
 	o.MaxTrials = 5
-	o.SessionTrial = time.Second
+	o.SessionTrial = 500 * time.Millisecond
 	o.SteadyTrial = 3 * time.Second
 	o.CapacityTable = 256 << 10
 	o.MicroPackages = []string{"./checksum/", "./ring/", "./dataplane/nat/", "./dataplane/header/"}
@@ -138,6 +137,14 @@ type kernelSlab struct {
 // Results are returned (partial, with warnings) even when a scenario
 // fails; the error is for failures that left nothing to report.
 func Run(ctx context.Context, o Options) (*Results, error) {
+	// The generator's two workers each hold a P while they run; with
+	// GOMAXPROCS = 2 CPUs no P is left to run timers, and a TX worker
+	// sleeping between paced bursts overslept by milliseconds and fell
+	// 20-60% short of its target rate. Spare Ps fix that (they cost
+	// nothing while idle).
+	if runtime.GOMAXPROCS(0) < 8 {
+		runtime.GOMAXPROCS(8)
+	}
 	def := Full()
 	if o.Mode == "" {
 		o.Mode = def.Mode
@@ -403,9 +410,8 @@ type sampleWindow struct {
 	length time.Duration
 	once   sync.Once
 	done   chan windowResult
-	// perf, if set, is started at the beginning of the window and
-	// runs for its length.
-	perf *exec.Cmd
+	// perf, if set, records the DUT process during the window.
+	perf *perfRecorder
 }
 
 type windowResult struct {
@@ -413,7 +419,6 @@ type windowResult struct {
 	shares  []CPUShare
 	dutCPU  float64
 	err     error
-	perfErr error
 }
 
 func (w *sampleWindow) Write(p []byte) (int, error) {
@@ -423,25 +428,22 @@ func (w *sampleWindow) Write(p []byte) (int, error) {
 
 func (w *sampleWindow) sample() {
 	var res windowResult
-	if w.perf != nil {
-		if err := w.perf.Start(); err != nil {
-			res.perfErr = err
-			w.perf = nil
-		}
-	}
 	c0, err0 := ReadCPUTimes()
 	d0, err1 := w.d.CPU(c0)
 	t0 := time.Now()
+	if w.perf != nil {
+		w.perf.enable()
+	}
 	time.Sleep(w.length)
+	if w.perf != nil {
+		w.perf.disable()
+	}
 	c1, err2 := ReadCPUTimes()
 	d1, err3 := w.d.CPU(c1)
 	res.seconds = time.Since(t0).Seconds()
 	if res.err = errors.Join(err0, err1, err2, err3); res.err == nil {
 		res.shares = Shares(c0, c1)
 		res.dutCPU = d1 - d0
-	}
-	if w.perf != nil {
-		res.perfErr = w.perf.Wait()
 	}
 	w.done <- res
 }
@@ -464,15 +466,19 @@ func (r *runner) trial(d dut, t trialSpec) (Trial, error) {
 	}
 	win := &sampleWindow{d: d, length: t.dur - every - 30*time.Millisecond, done: make(chan windowResult, 1)}
 	var prof *Profile
-	var perfData string
-	var perfOut bytes.Buffer
 	if t.profile {
 		if pid := d.PID(); pid > 0 {
-			perfData = filepath.Join(r.env.dir, "perf.data")
-			secs := fmt.Sprintf("%.2f", win.length.Seconds())
-			win.perf = exec.Command("perf", "record", "-e", "cpu-clock", "-F", "999", "-p", strconv.Itoa(pid), "-o", perfData, "--", "sleep", secs)
-			win.perf.Stdout, win.perf.Stderr = &perfOut, &perfOut
-			prof = &Profile{DUT: d.Name(), Trial: t.kind, Command: strings.Join(win.perf.Args, " ")}
+			prof = &Profile{DUT: d.Name(), Trial: t.kind}
+			pr, err := startPerf(r.env.dir, pid)
+			if err != nil {
+				prof.Error = err.Error()
+				r.res.Profiles = append(r.res.Profiles, prof)
+				prof = nil
+			} else {
+				win.perf = pr
+				prof.Command = strings.Join(pr.cmd.Args, " ")
+				defer pr.stop() // on the error paths; a second stop is a no-op
+			}
 		}
 	}
 	b := r.env.b
@@ -501,7 +507,7 @@ func (r *runner) trial(d dut, t trialSpec) (Trial, error) {
 	select {
 	case w := <-win.done:
 		if prof != nil {
-			r.finishProfile(prof, w, perfData, perfOut.Bytes())
+			r.finishProfile(prof, win.perf, w.seconds)
 		}
 		if w.err != nil {
 			out.Warnings = append(out.Warnings, "cpu sampling: "+w.err.Error())
@@ -525,32 +531,43 @@ func (r *runner) trial(d dut, t trialSpec) (Trial, error) {
 		out.Sessions = &n
 	}
 	out.Seconds = res.Seconds
-	out.TxPackets, out.TxPPS = res.TX.Packets, res.TX.PPS
-	if res.RX != nil {
-		out.RxPackets, out.RxPPS, out.RxGbps = res.RX.Packets, res.RX.PPS, res.RX.Gbps
-		out.Lost, out.LossRatio = res.Lost, res.LossRatio
-		out.Latency = res.Latency
-	}
+	out.TxPackets, out.TxPPS, out.TxGbps = res.TX.Packets, res.TX.PPS, res.TX.Gbps
 	out.OwnRxDrops = res.Diag.RxKernelDrops
 	out.Diag = res.Diag
+	if res.RX != nil {
+		out.RxPackets, out.RxPPS = res.RX.Packets, res.RX.PPS
+		out.Latency = res.Latency
+		out.Forwarded = res.Diag.XDPRedirected
+		if out.Forwarded == 0 && res.RX.Packets > 0 {
+			// The sink program's counters could not be read.
+			out.Forwarded = res.RX.Packets + res.Diag.RxKernelDrops
+			out.Warnings = append(out.Warnings, "no XDP counters at the sink: forwarded = received + our receiver's drops")
+		}
+		if res.Seconds > 0 {
+			out.ForwardedPPS = float64(out.Forwarded) / res.Seconds
+		}
+		out.Lost = int64(out.TxPackets) - int64(out.Forwarded)
+		if out.TxPackets > 0 {
+			out.LossRatio = float64(out.Lost) / float64(out.TxPackets)
+		}
+	}
 	if res.Sessions != nil {
-		out.Through, out.ThroughPerSecond = res.Sessions.Through, res.Sessions.ThroughPerSecond
+		out.Through, out.ThroughPerSecond = out.Forwarded, out.ForwardedPPS
 	}
 	out.Warnings = append(out.Warnings, res.Warnings...)
 	return out, nil
 }
 
-// finishProfile reads the perf recording of a trial into p and records
-// it.
-func (r *runner) finishProfile(p *Profile, w windowResult, data string, out []byte) {
+// finishProfile stops the perf recording of a trial and reads it into p.
+func (r *runner) finishProfile(p *Profile, pr *perfRecorder, seconds float64) {
 	r.res.Profiles = append(r.res.Profiles, p)
-	p.Seconds = w.seconds
-	if w.perfErr != nil {
-		p.Error = fmt.Sprintf("perf record: %v: %s", w.perfErr, bytes.TrimSpace(out))
+	p.Seconds = seconds
+	if err := pr.stop(); err != nil {
+		p.Error = err.Error()
 		return
 	}
-	p.Samples = perfSamples(out)
-	rep, err := exec.Command("perf", "report", "-i", data, "--stdio", "--sort", "sym", "-g", "none").Output()
+	p.Samples = perfSamples(pr.out.Bytes())
+	rep, err := exec.Command("perf", "report", "-i", pr.data, "--stdio", "--sort", "sym", "-g", "none").Output()
 	if err != nil {
 		p.Error = "perf report: " + err.Error()
 		return
@@ -561,22 +578,24 @@ func (r *runner) finishProfile(p *Profile, w windowResult, data string, out []by
 }
 
 // GlitchLoss is the largest loss ratio that gets a failing fixed-rate
-// trial a second chance (see measured).
-const GlitchLoss = 1e-3
+// trial a second chance, and ShortOffer the share of its target rate a
+// trial must really offer not to get one (see measured).
+const (
+	GlitchLoss = 1e-3
+	ShortOffer = 0.9
+)
 
-// measured runs a fixed-rate or unpaced trial and repeats it once when
-// its loss looks like an accident of the shared machine rather than the
-// DUT's limit:
+// measured runs a trial and repeats a paced one once when
 //
-//   - all of the loss is our own receiver's socket overflowing (a
-//     receiver thread descheduled): that loss is the generator's;
-//   - the loss is at most GlitchLoss of the frames sent (a few hundred
-//     frames lost while some thread was descheduled, which happens at
-//     any rate on this machine; a DUT beyond its capacity loses far
-//     more).
+//   - the DUT lost at most GlitchLoss of the frames: a thread of this
+//     shared machine descheduled for a few milliseconds loses a few
+//     hundred frames at any rate, while a DUT beyond its capacity loses
+//     far more; or
+//   - the generator offered less than ShortOffer of the target rate (its
+//     CPU was taken by other work), so the trial did not test the rate.
 //
-// The repeat's outcome is the trial's outcome; both are recorded. A
-// rate therefore passes only after a whole trial without loss.
+// The repeat's outcome is the trial's outcome; both are recorded, so a rate
+// passes only after a whole trial without loss.
 func (r *runner) measured(d dut, t trialSpec) (Trial, []Trial, error) {
 	var all []Trial
 	for attempt := 1; ; attempt++ {
@@ -586,14 +605,14 @@ func (r *runner) measured(d dut, t trialSpec) (Trial, []Trial, error) {
 		}
 		tr.Attempt = attempt
 		all = append(all, tr)
-		if tr.Lost <= 0 || attempt == 2 {
+		if attempt == 2 || t.rate == 0 {
 			return tr, all, nil
 		}
 		switch {
-		case tr.OwnRxDrops >= uint64(tr.Lost):
-			r.logf("   %s at %s: all %d lost frames were our receiver's; repeating", t.kind, pps(t.rate), tr.Lost)
-		case t.rate > 0 && tr.LossRatio <= GlitchLoss:
-			r.logf("   %s at %s: lost %d frames (%.3f%%); repeating", t.kind, pps(t.rate), tr.Lost, 100*tr.LossRatio)
+		case tr.TxPPS < ShortOffer*t.rate:
+			r.logf("   %s at %s: the generator offered only %s; repeating", t.kind, pps(t.rate), pps(tr.TxPPS))
+		case tr.Lost > 0 && tr.LossRatio <= GlitchLoss:
+			r.logf("   %s at %s: the DUT lost %d frames (%.3f%%); repeating", t.kind, pps(t.rate), tr.Lost, 100*tr.LossRatio)
 		default:
 			return tr, all, nil
 		}
@@ -624,17 +643,16 @@ func (r *runner) cell(d dut, flows int, size string) Cell {
 		return fail(err)
 	}
 	c.Max = &mx
-	if mx.RxPPS > 0 && mx.WindowSeconds > 0 {
-		c.CPUPerMpkt = mx.DUTCores / (mx.RxPPS / 1e6)
+	if mx.ForwardedPPS > 0 && mx.WindowSeconds > 0 {
+		c.CPUPerMpkt = mx.DUTCores / (mx.ForwardedPPS / 1e6)
 	}
-	r.logf("%-8s %7d flows %4s: max tx %s rx %s loss %.4f%%  cpu0 %.0f%% cpu1 %.0f%% dut %.2f cores",
-		c.DUT, flows, size, pps(mx.TxPPS), pps(mx.RxPPS), 100*mx.LossRatio, busy(mx.CPUs, 0), busy(mx.CPUs, 1), mx.DUTCores)
+	r.logf("%-8s %7d flows %4s: max tx %s forwarded %s (dut loss %.3f%%, our receiver dropped %d)  cpu0 %.0f%% cpu1 %.0f%% dut %.2f cores",
+		c.DUT, flows, size, pps(mx.TxPPS), pps(mx.ForwardedPPS), 100*mx.LossRatio, mx.OwnRxDrops, busy(mx.CPUs, 0), busy(mx.CPUs, 1), mx.DUTCores)
 	if mx.TxPPS <= 0 {
 		return fail(errors.New("the generator sent nothing"))
 	}
 
-	sc := SearchConfig{Lo: 0, Hi: mx.TxPPS, Start: mx.RxPPS, Resolution: r.o.Resolution, MaxTrials: r.o.MaxTrials}
-	passing := map[float64]Trial{}
+	sc := SearchConfig{Lo: 0, Hi: mx.TxPPS, Start: mx.ForwardedPPS, Resolution: r.o.Resolution, MaxTrials: r.o.MaxTrials}
 	sr, err := Search(sc, func(rate float64) (Outcome, error) {
 		t := base
 		t.kind, t.rate = "search", rate
@@ -643,29 +661,25 @@ func (r *runner) cell(d dut, flows int, size string) Cell {
 		if err != nil {
 			return Outcome{}, err
 		}
-		o := Outcome{Sent: tr.TxPackets, Received: tr.RxPackets}
-		if Passes(o, 0) {
-			passing[rate] = tr
+		o := Outcome{Sent: tr.TxPackets, Received: tr.Forwarded}
+		pass := Passes(o, 0)
+		if pass && tr.TxPPS > c.ZeroLossPPS {
+			// The throughput is the highest rate really offered
+			// without loss: a trial may fall short of its target.
+			c.ZeroLossPPS, c.ZeroLossGbps = tr.TxPPS, tr.TxGbps
 		}
-		r.logf("   search %s: tx %s rx %s lost %d (own drops %d) %s", pps(rate), pps(tr.TxPPS), pps(tr.RxPPS), tr.Lost, tr.OwnRxDrops, passFail(Passes(o, 0)))
+		r.logf("   search %s: tx %s forwarded %s dut lost %d (our receiver dropped %d) %s", pps(rate), pps(tr.TxPPS), pps(tr.ForwardedPPS), tr.Lost, tr.OwnRxDrops, passFail(pass))
 		return o, nil
 	})
 	c.Search = &sr
 	if err != nil {
 		return fail(err)
 	}
-	if best, ok := passing[sr.Rate]; ok && sr.Rate > 0 {
-		// The rate the generator really offered in the passing trial.
-		c.ZeroLossPPS = best.TxPPS
-		if best.Seconds > 0 {
-			c.ZeroLossGbps = best.RxGbps
-		}
-	}
 	r.logf("%-8s %7d flows %4s: zero-loss %s after %d trials", c.DUT, flows, size, pps(c.ZeroLossPPS), len(c.Trials))
 
 	lrate := r.o.LatencyLoad * c.ZeroLossPPS
 	if lrate <= 0 {
-		lrate = r.o.LatencyLoad * mx.RxPPS
+		lrate = r.o.LatencyLoad * mx.ForwardedPPS
 		r.warn("%s %d flows %s: no zero-loss rate found; latency measured at %.0f%% of the maximum forwarded rate instead",
 			c.DUT, flows, size, 100*r.o.LatencyLoad)
 	}
@@ -677,7 +691,7 @@ func (r *runner) cell(d dut, flows int, size string) Cell {
 	}
 	c.Latency = &lt
 	if l := lt.Latency; l != nil {
-		r.logf("   latency at %s: p50 %.1f µs p99 %.1f µs p99.9 %.1f µs (lost %d)", pps(lrate), us(l.P50), us(l.P99), us(l.P999), lt.Lost)
+		r.logf("   latency at %s: p50 %.1f µs p99 %.1f µs p99.9 %.1f µs (dut lost %d, our receiver dropped %d)", pps(lrate), us(l.P50), us(l.P99), us(l.P999), lt.Lost, lt.OwnRxDrops)
 	}
 	return c
 }
@@ -739,17 +753,68 @@ func readSlab(name string) (Slab, error) {
 	return ParseSlabinfo(b, name)
 }
 
-// sessionRate measures new flows per second: connection-rate mode,
-// unpaced, every frame a never-used flow, counted at the sink.
+// sessionRate measures the DUT's new-session rate in connection-rate
+// mode (every frame a never-used flow, counted where it reaches the
+// sink): an unpaced trial, then a zero-loss search over paced ones. Every
+// trial uses its own block of flows. natd is restarted, and conntrack
+// flushed, when half of the table is taken, so the table never fills.
 func (r *runner) sessionRate(d dut) {
-	t := trialSpec{kind: "connrate", mode: gen.ConnRate, flows: SessionFlows(), size: "64", dur: r.o.SessionTrial, receive: true}
-	tr, err := r.trial(d, t)
+	s := SessionRate{DUT: d.Name()}
+	block := 0
+	run := func(kind string, rate float64) (Trial, error) {
+		if n, err := d.Sessions(); err == nil && n > int64(r.o.MaxSessions/2) {
+			if err := r.emptyTable(d); err != nil {
+				return Trial{}, err
+			}
+		}
+		t := trialSpec{kind: kind, mode: gen.ConnRate, flows: SessionFlows(block), size: "64", rate: rate, dur: r.o.SessionTrial, receive: true}
+		block++
+		return r.trial(d, t)
+	}
+	mx, err := run("connrate-max", 0)
 	if err != nil {
 		r.warn("%s: session rate: %v", d.Name(), err)
 		return
 	}
-	r.res.SessionRates = append(r.res.SessionRates, SessionRate{DUT: d.Name(), Trial: tr, PerSecond: tr.ThroughPerSecond})
-	r.logf("%-8s session set-up: %s new flows sent/s, %s through/s (%d through)", d.Name(), pps(tr.TxPPS), pps(tr.ThroughPerSecond), tr.Through)
+	s.Max, s.MaxThrough = mx, mx.ThroughPerSecond
+	r.logf("%-8s session set-up, unpaced: %s new flows sent/s, %s forwarded/s", d.Name(), pps(mx.TxPPS), pps(mx.ThroughPerSecond))
+	if mx.TxPPS > 0 {
+		sc := SearchConfig{Hi: mx.TxPPS, Start: mx.ThroughPerSecond, Resolution: r.o.Resolution, MaxTrials: r.o.MaxTrials}
+		sr, err := Search(sc, func(rate float64) (Outcome, error) {
+			tr, err := run("connrate", rate)
+			if err != nil {
+				return Outcome{}, err
+			}
+			s.Trials = append(s.Trials, tr)
+			o := Outcome{Sent: tr.TxPackets, Received: tr.Forwarded}
+			if Passes(o, 0) && tr.TxPPS > s.PerSecond {
+				s.PerSecond = tr.TxPPS
+			}
+			r.logf("   session search %s: sent %s/s forwarded %s/s lost %d %s", pps(rate), pps(tr.TxPPS), pps(tr.ThroughPerSecond), tr.Lost, passFail(Passes(o, 0)))
+			return o, nil
+		})
+		s.Search = &sr
+		if err != nil {
+			r.warn("%s: session rate search: %v", d.Name(), err)
+		}
+	}
+	if n, ok := d.(*natdDUT); ok {
+		s.Drops, _ = n.drops()
+	}
+	r.res.SessionRates = append(r.res.SessionRates, s)
+	r.logf("%-8s session set-up rate (zero loss): %s new flows/s; drops %v", d.Name(), pps(s.PerSecond), s.Drops)
+}
+
+// emptyTable gives the DUT an empty session table: a fresh natd, or a
+// flushed conntrack table.
+func (r *runner) emptyTable(d dut) error {
+	switch d := d.(type) {
+	case *natdDUT:
+		return r.restart(d)
+	case *kernelDUT:
+		return d.flush()
+	}
+	return nil
 }
 
 // gcCheck runs natd at LatencyLoad of its smallest multi-flow scenario's
@@ -808,12 +873,11 @@ func (r *runner) capacity() {
 	if c.RSSBefore, err = n.RSS(); err != nil {
 		r.warn("capacity: %v", err)
 	}
-	// Pace at 80% of the measured set-up rate so that few first frames
-	// are lost; two passes fill the gaps.
+	// Pace at the zero-loss set-up rate; a second pass fills any gaps.
 	rate := 150e3
 	for _, s := range r.res.SessionRates {
 		if s.DUT == Xnat && s.PerSecond > 0 {
-			rate = 0.8 * s.PerSecond
+			rate = s.PerSecond
 		}
 	}
 	spec := CapacityFlows(c.FlowsOffered)
