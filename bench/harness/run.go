@@ -189,10 +189,10 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd threads at nice %d during the run (restored after)", len(ks), o.Nice)
 	}
+	defer r.closeLab() // also after a half-built lab
 	if err := r.setupLab(); err != nil {
 		return nil, err
 	}
-	defer r.closeLab()
 
 	for _, name := range o.DUTs {
 		if err := ctx.Err(); err != nil {
