@@ -142,6 +142,7 @@ type natdDUT struct {
 	metrics     string
 	maxSessions int
 	pool        string
+	pollMode    string // natd's poll_mode: busy or adaptive
 	proc        *proc
 	log         *os.File
 	cfgPath     string
@@ -157,7 +158,7 @@ interfaces:
   outside: {name: %s, queues: [0]}
 workers:
   - cpu: %d
-poll_mode: busy
+poll_mode: %s
 nat:
   inside_prefixes: [10.0.0.0/8]
   pools:
@@ -173,7 +174,7 @@ metrics:
   listen: %s
 log:
   level: warn
-`, lab.DUTInside, lab.DUTOutside, e.dutCPU, d.pool, d.maxSessions,
+`, lab.DUTInside, lab.DUTOutside, e.dutCPU, d.pollMode, d.pool, d.maxSessions,
 		filepath.Join(e.dir, "natd.sock"), filepath.Join(e.dir, "natd-ro.sock"), d.metrics)
 }
 

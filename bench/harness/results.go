@@ -73,6 +73,7 @@ type Settings struct {
 	Proto           string   `json:"proto"`
 	Pool            string   `json:"xnat_pool"`
 	MaxSessions     int      `json:"xnat_max_sessions"`
+	PollMode        string   `json:"xnat_poll_mode"`
 	NftRuleset      string   `json:"nft_ruleset"`
 	KernelTuning    []string `json:"kernel_tuning"`
 }

@@ -48,6 +48,9 @@ type Options struct {
 	SteadyTrial   time.Duration // natd GC check
 	CapacityTable int           // natd max_sessions in the capacity trial (0: skip)
 	MaxSessions   int           // natd max_sessions elsewhere
+	// NatdPollMode is natd's poll_mode: busy (the default, what the
+	// issue's targets are about) or adaptive (sleeps in poll(2) when idle).
+	NatdPollMode string
 
 	// Profile runs `perf record` on natd and l2fwd during their unpaced
 	// 1k-flow 64-byte trial (if perf is installed).
@@ -65,8 +68,8 @@ func Full() Options {
 		Mode: "full", DUTs: []string{L2fwd, Xnat, Kernel},
 		Flows: []int{1, 1000, 100000, 1000000}, Sizes: []string{"64", "imix"},
 		Trial: 2 * time.Second, Drain: 200 * time.Millisecond, Resolution: 0.03, MaxTrials: 8, LatencyLoad: 0.5,
-		Nice: -20, GenRxCPU: 1, SessionTrial: time.Second, SteadyTrial: 10 * time.Second,
-		CapacityTable: 2 << 20, MaxSessions: 2 << 20, Profile: true,
+		Nice: -20, GenRxCPU: 0, SessionTrial: time.Second, SteadyTrial: 10 * time.Second,
+		CapacityTable: 2 << 20, MaxSessions: 2 << 20, NatdPollMode: "busy", Profile: true,
 		MicroPackages: []string{"./checksum/", "./ring/", "./flowtable/", "./dataplane/nat/", "./dataplane/header/"},
 		MicroArgs:     []string{"-count", "5", "-benchtime", "200ms"},
 	}
@@ -97,7 +100,11 @@ func Quick() Options {
 // Pinning: CPU 0 sends (the generator's TX worker, and on veth the DUT's
 // receive work, which runs in the sender's softirq); CPU 1 runs the DUT's
 // worker (natd, l2fwd). The generator's receiver at the sink goes where
-// Options.GenRxCPU says.
+// Options.GenRxCPU says: CPU 0 by default, so that the tester stays off the
+// DUT's core. (With the receiver on CPU 1, a busy-polling DUT and the
+// receiver take turns at CFS slice boundaries: the busy-polling DUTs'
+// zero-loss rates drop, the kernel DUT's rise; bench/results/README.md
+// compares runs of both placements.)
 const (
 	genTxCPU = 0
 	dutCPU   = 1
@@ -172,7 +179,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		TrialSeconds: o.Trial.Seconds(), DrainSeconds: o.Drain.Seconds(), Resolution: o.Resolution,
 		MaxSearchTrials: o.MaxTrials, LatencyLoad: o.LatencyLoad, Flows: o.Flows, Sizes: o.Sizes, DUTs: o.DUTs,
 		GenTxCPU: genTxCPU, GenRxCPU: o.GenRxCPU, DUTCPU: dutCPU, RTPriority: o.RTPriority, Nice: o.Nice, Batch: 64, Queues: 1,
-		Proto: "udp", Pool: natdPool, MaxSessions: o.MaxSessions, NftRuleset: nftRuleset,
+		Proto: "udp", Pool: natdPool, MaxSessions: o.MaxSessions, PollMode: o.NatdPollMode, NftRuleset: nftRuleset,
 	}
 	if o.Nice != 0 {
 		if err := reniceSelf(o.Nice); err != nil {
@@ -301,7 +308,7 @@ func (r *runner) newDUT(name string) (dut, error) {
 		if r.o.Natd == "" {
 			return nil, errors.New("no natd binary")
 		}
-		r.natd = &natdDUT{env: r.env, bin: r.o.Natd, metrics: natdMetrics, maxSessions: r.o.MaxSessions, pool: natdPool}
+		r.natd = &natdDUT{env: r.env, bin: r.o.Natd, metrics: natdMetrics, maxSessions: r.o.MaxSessions, pool: natdPool, pollMode: r.o.NatdPollMode}
 		return r.natd, nil
 	case Kernel:
 		// conntrack must hold the largest scenario's flows plus the

@@ -131,9 +131,17 @@ type perfRig struct {
 }
 
 func newPerfRig(tb testing.TB, cfg Config) *perfRig {
-	r := &perfRig{clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	c := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	r := newPerfRigClock(tb, cfg, c)
+	r.clock = c
+	return r
+}
+
+// newPerfRigClock is newPerfRig with any clock (perfRig.clock stays nil).
+func newPerfRigClock(tb testing.TB, cfg Config, clock Clock) *perfRig {
+	r := &perfRig{}
 	var err error
-	r.eng, err = New(cfg, Options{Workers: 1, Clock: r.clock})
+	r.eng, err = New(cfg, Options{Workers: 1, Clock: clock})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -63,15 +63,19 @@ type Config struct {
 	// (default 10): the longest a frame waits for an idle worker to wake,
 	// beyond the kernel's own wake-up.
 	SleepMillis int
-	// PortStats, if set, is called on the worker goroutine every
-	// statsEvery polls (and when going to sleep) to publish port-level
-	// counters.
+	// PortStats, if set, is called on the worker goroutine about every
+	// statsEveryMillis while it polls (and when it goes to sleep) to
+	// publish port-level counters.
 	PortStats func()
 }
 
-// statsEvery is how often (in polls) a busy worker publishes port-level
-// counters.
-const statsEvery = 1024
+// statsEveryMillis is how often a busy worker publishes port-level
+// counters (two getsockopt(2) calls per port pair); it checks every
+// statsCheckPolls polls, against the worker's cached clock.
+const (
+	statsEveryMillis = 100
+	statsCheckPolls  = 1024
+)
 
 // Runner is one poll-loop goroutine.
 type Runner struct {
@@ -149,11 +153,17 @@ func (r *Runner) loop(ready chan<- error) {
 	w := r.cfg.Worker
 	idle := 0
 	polls := 0
+	lastStats := w.Tick()
 	for !r.stop.Load() {
 		n := w.Poll()
 		polls++
-		if r.cfg.PortStats != nil && polls%statsEvery == 0 {
-			r.cfg.PortStats()
+		if r.cfg.PortStats != nil && polls%statsCheckPolls == 0 {
+			// A poll count alone would be a rate that varies with
+			// load: empty polls take tens of nanoseconds.
+			if t := w.Tick(); t-lastStats >= statsEveryMillis {
+				lastStats = t
+				r.cfg.PortStats()
+			}
 		}
 		if n > 0 || r.cfg.Mode == Busy {
 			idle = 0

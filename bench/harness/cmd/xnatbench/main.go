@@ -49,7 +49,8 @@ func run(args []string) error {
 	micro := fs.Bool("micro", true, "run the Go micro-benchmarks too")
 	rtPrio := fs.Int("rt-prio", -1, "SCHED_FIFO priority of the generator's workers (default 0: normal scheduling)")
 	nice := fs.Int("nice", 1, "nice value of the generator, the DUT processes and ksoftirqd, -20..0 (default -20)")
-	rxCPU := fs.Int("rx-cpu", -1, "CPU of the generator's receiver at the sink (default 1, with the DUT)")
+	pollMode := fs.String("natd-poll", "", "natd's poll_mode: busy (default) or adaptive")
+	rxCPU := fs.Int("rx-cpu", -1, "CPU of the generator's receiver at the sink (default 0, with the generator's TX worker; 1 shares the DUT's CPU)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +82,13 @@ func run(args []string) error {
 	}
 	if !*micro {
 		o.MicroPackages = nil
+	}
+	switch *pollMode {
+	case "":
+	case "busy", "adaptive":
+		o.NatdPollMode = *pollMode
+	default:
+		return fmt.Errorf("-natd-poll %q: want busy or adaptive", *pollMode)
 	}
 	if *rxCPU >= 0 {
 		o.GenRxCPU = *rxCPU
