@@ -2,7 +2,8 @@ package flowtable
 
 // Expire visits up to budget records, continuing where the previous call
 // stopped and wrapping around the table, and deletes every live session
-// whose idle time (now - Seen, modulo 2^32) has reached timeout(e). For each
+// whose idle time (now - Seen, modulo 2^32; a Seen up to 2^31 ticks after
+// now is no idle time at all) has reached timeout(e). For each
 // deleted session it calls expired with the session's last copy, so the
 // caller can return its external port and update its counters.
 //
@@ -29,7 +30,10 @@ func (t *Table) Expire(now uint32, budget int, timeout func(e *Entry) uint32, ex
 		if !t.Get(id, e) {
 			continue
 		}
-		if now-e.Seen < timeout(e) {
+		// A Seen after now belongs to a session created or refreshed
+		// after the caller read its clock (workers keep going during the
+		// walk); unsigned, now-Seen would make it 49 days idle.
+		if idle := now - e.Seen; int32(idle) < 0 || idle < timeout(e) {
 			continue
 		}
 		if t.Delete(id, e.Gen) {

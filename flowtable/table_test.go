@@ -236,6 +236,26 @@ func TestExpire(t *testing.T) {
 	}
 }
 
+// TestExpireSeenAfterNow: a worker may create or refresh a session after
+// the expirer read its clock; that session is not idle, however close to
+// the 32-bit wrap the ticks are.
+func TestExpireSeenAfterNow(t *testing.T) {
+	for _, now := range []uint32{1000, 1<<32 - 3} {
+		tb := mustNew(t, 16)
+		var e Entry
+		k0 := testKey(1)
+		k1 := partner(k0)
+		tb.Insert(&k0, &k1, 0, [2]uint64{}, now+5, &e)
+		timeout := func(*Entry) uint32 { return 10 }
+		if _, removed := tb.Expire(now, tb.Cap(), timeout, nil); removed != 0 {
+			t.Fatalf("now %d: expired a session seen at %d", now, now+5)
+		}
+		if _, removed := tb.Expire(now+15, tb.Cap(), timeout, nil); removed != 1 {
+			t.Fatalf("now %d: session seen at %d not expired at %d", now, now+5, now+15)
+		}
+	}
+}
+
 func TestExpireIsIncremental(t *testing.T) {
 	tb := mustNew(t, 100)
 	var e Entry
