@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -81,6 +83,9 @@ type workerState struct {
 func (d *daemon) Fatal() <-chan error { return d.fatal }
 
 // start brings natd up. On error, whatever was set up is torn down again.
+// baseProcs is GOMAXPROCS as the runtime chose it (the CPUs natd may use).
+var baseProcs = runtime.GOMAXPROCS(0)
+
 func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{log: log, cfg: cfg, started: time.Now(), added: map[netip.Addr]bool{}, fatal: make(chan error, 1)}
 	defer func() {
@@ -176,6 +181,27 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 			return nil, err
 		}
 		d.wk = append(d.wk, ws)
+	}
+	// Every worker holds a P (GOMAXPROCS) all the time. The scheduler
+	// still preempts it every 10 ms, and it then waits for a free P: with
+	// only the CPUs' worth of Ps, management goroutines busy with a large
+	// listing keep it waiting for whole slices, and frames pile up in its
+	// RX ring (bench/mgmtload). One more P per worker leaves the others
+	// as many as there are CPUs. An explicit GOMAXPROCS wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		procs := baseProcs + len(cfg.CPUs)
+		runtime.GOMAXPROCS(procs)
+		log.Info("GOMAXPROCS raised for the workers", "gomaxprocs", procs)
+	}
+	// Management, metrics, the expirer and the GC run on the CPUs the
+	// workers leave free, so they never take a busy-polling worker's core.
+	switch other, err := worker.ConfineOthers(cfg.CPUs); {
+	case err != nil:
+		log.Warn("could not keep natd's other threads off the workers' CPUs", "err", err)
+	case other == nil:
+		log.Warn("workers on every CPU natd may use: management and housekeeping share their cores")
+	default:
+		log.Info("natd's other threads kept off the workers' CPUs", "cpus", other)
 	}
 	for _, ws := range d.wk {
 		if err := ws.run.Start(); err != nil {
