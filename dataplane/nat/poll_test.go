@@ -19,16 +19,18 @@ func (c *steppingClock) Now() time.Time {
 	return c.t
 }
 
+// pollFill writes UDP flow i from the inside, for loopPort.
+func pollFill(i int, b []byte) int {
+	src, sport := flowSrc(i)
+	return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
+}
+
 // TestPollClockReads checks when Poll reads the clock: once per Poll that
 // receives frames, once at the first empty Poll after it (closing the busy
 // interval), and otherwise once every idleHousekeeping empty Polls.
 func TestPollClockReads(t *testing.T) {
 	clk := &steppingClock{t: time.Unix(1_800_000_000, 0), step: time.Microsecond}
 	r := newPerfRigClock(t, benchConfig(1024), clk)
-	fill := func(i int, b []byte) int {
-		src, sport := flowSrc(i)
-		return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
-	}
 
 	// Idle: 10 rounds of idleHousekeeping empty Polls.
 	base := clk.reads
@@ -44,7 +46,7 @@ func TestPollClockReads(t *testing.T) {
 	r.w.idle = 0
 	base = clk.reads
 	for range 5 {
-		r.poll(Inside, 8, fill)
+		r.poll(Inside, 8, pollFill)
 	}
 	if got := clk.reads - base; got != 5 {
 		t.Fatalf("5 receiving polls read the clock %d times, want 5", got)
@@ -63,12 +65,8 @@ func TestPollClockReads(t *testing.T) {
 func TestPollBusyTime(t *testing.T) {
 	clk := &steppingClock{t: time.Unix(1_800_000_000, 0), step: time.Microsecond}
 	r := newPerfRigClock(t, benchConfig(1024), clk)
-	fill := func(i int, b []byte) int {
-		src, sport := flowSrc(i)
-		return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
-	}
 	var c0 Counters
-	r.poll(Inside, 4, fill) // the first reading starts the accounting
+	r.poll(Inside, 4, pollFill) // the first reading starts the accounting
 	r.w.Counters(&c0)
 	reads0 := clk.reads
 
@@ -80,7 +78,7 @@ func TestPollBusyTime(t *testing.T) {
 			r.w.Poll()
 		}
 		for range 3 {
-			r.poll(Inside, 4, fill)
+			r.poll(Inside, 4, pollFill)
 		}
 		wantBusy += 3 // each receiving poll's reading starts a busy interval
 	}
