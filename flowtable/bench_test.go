@@ -199,28 +199,32 @@ func checkFound(b *testing.B, hit bool, found int) {
 	}
 }
 
+// churn is the writer of the under-churn benchmarks: it inserts and deletes
+// sessions beyond the fixture's n as fast as it can, in the table or in the
+// baseline, until stop.
+func churn(f *fixture, n int, stop *atomic.Bool, done *sync.WaitGroup, table bool) {
+	defer done.Done()
+	var e Entry
+	for i := uint32(0); !stop.Load(); i++ {
+		k0 := benchKey(uint32(n) + i%4096)
+		k1 := partner(k0)
+		if table {
+			if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) == Inserted {
+				f.tb.Delete(e.ID, e.Gen)
+			}
+		} else {
+			f.rw.insert(&k0, &k1, i)
+			f.rw.delete(&k0, &k1)
+		}
+	}
+}
+
 // BenchmarkLookupUnderChurn is the headline comparison: lookup hits
 // at 1M sessions from parallel readers (GOMAXPROCS of them) while one writer
 // goroutine inserts and deletes sessions as fast as it can.
 func BenchmarkLookupUnderChurn(b *testing.B) {
 	n := 1 << 20
 	var f *fixture
-	churn := func(stop *atomic.Bool, done *sync.WaitGroup, table bool) {
-		defer done.Done()
-		var e Entry
-		for i := uint32(0); !stop.Load(); i++ {
-			k0 := benchKey(uint32(n) + i%4096)
-			k1 := partner(k0)
-			if table {
-				if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) == Inserted {
-					f.tb.Delete(e.ID, e.Gen)
-				}
-			} else {
-				f.rw.insert(&k0, &k1, i)
-				f.rw.delete(&k0, &k1)
-			}
-		}
-	}
 	for _, impl := range []string{"flowtable", "rwmutex-map"} {
 		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer", impl), func(b *testing.B) {
 			f = getFixture(b, n)
@@ -228,7 +232,7 @@ func BenchmarkLookupUnderChurn(b *testing.B) {
 			var stop atomic.Bool
 			var done sync.WaitGroup
 			done.Add(1)
-			go churn(&stop, &done, impl == "flowtable")
+			go churn(f, n, &stop, &done, impl == "flowtable")
 			var seed atomic.Uint64
 			b.RunParallel(func(pb *testing.PB) {
 				r := rng(seed.Add(0x9e3779b97f4a7c15))
@@ -289,22 +293,6 @@ func BenchmarkLookupBurstUnderChurn(b *testing.B) {
 	const burst = 32
 	n := 1 << 20
 	var f *fixture
-	churn := func(stop *atomic.Bool, done *sync.WaitGroup, table bool) {
-		defer done.Done()
-		var e Entry
-		for i := uint32(0); !stop.Load(); i++ {
-			k0 := benchKey(uint32(n) + i%4096)
-			k1 := partner(k0)
-			if table {
-				if f.tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) == Inserted {
-					f.tb.Delete(e.ID, e.Gen)
-				}
-			} else {
-				f.rw.insert(&k0, &k1, i)
-				f.rw.delete(&k0, &k1)
-			}
-		}
-	}
 	for _, impl := range []string{"flowtable", "rwmutex-map"} {
 		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer/burst32", impl), func(b *testing.B) {
 			f = getFixture(b, n)
@@ -312,7 +300,7 @@ func BenchmarkLookupBurstUnderChurn(b *testing.B) {
 			var stop atomic.Bool
 			var done sync.WaitGroup
 			done.Add(1)
-			go churn(&stop, &done, impl == "flowtable")
+			go churn(f, n, &stop, &done, impl == "flowtable")
 			var seed atomic.Uint64
 			b.RunParallel(func(pb *testing.PB) {
 				r := rng(seed.Add(0x9e3779b97f4a7c15))

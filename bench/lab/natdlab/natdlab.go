@@ -10,7 +10,6 @@
 package natdlab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -439,39 +438,7 @@ func (e *Env) Scrape() (map[string]*dto.MetricFamily, error) {
 // host ns, and returns what the client read and the source address the
 // server saw.
 func TCPHello(clientNS, serverNS string, server netip.AddrPort) (greeting string, seen netip.AddrPort, err error) {
-	ln, err := ListenTCP(serverNS, server)
-	if err != nil {
-		return "", seen, err
-	}
-	defer ln.Close()
-	seenCh := make(chan netip.AddrPort, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(seenCh)
-			return
-		}
-		defer c.Close()
-		ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		fmt.Fprintf(c, "hello world! you are %s\n", ap)
-		seenCh <- ap
-	}()
-	c, err := DialTCP(clientNS, server, 3*time.Second)
-	if err != nil {
-		return "", seen, fmt.Errorf("connect %s: %w", server, err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "", seen, fmt.Errorf("read greeting: %w", err)
-	}
-	select {
-	case seen = <-seenCh:
-	case <-time.After(3 * time.Second):
-		return line, seen, errors.New("server never accepted")
-	}
-	return strings.TrimSpace(line), seen, nil
+	return TCPHelloVia(clientNS, serverNS, server, server)
 }
 
 // UDPExchange sends n datagrams from n different source ports of clientNS
