@@ -2,11 +2,8 @@ package harness
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -202,7 +199,7 @@ func (d *natdDUT) Start() error {
 			return fmt.Errorf("natd exited during start-up; log: %s", readTail(d.log.Name()))
 		case <-time.After(100 * time.Millisecond):
 		}
-		if code, _, err := httpGet(e.b.DUT, d.metrics, "/readyz"); err == nil && code == http.StatusOK {
+		if code, _, err := lab.HTTPGet(e.b.DUT, d.metrics, "/readyz", ""); err == nil && code == http.StatusOK {
 			return nil
 		}
 	}
@@ -293,7 +290,7 @@ func (d *natdDUT) drops() (map[string]float64, error) {
 }
 
 func (d *natdDUT) scrape() (map[string]*dto.MetricFamily, error) {
-	code, body, err := httpGet(d.env.b.DUT, d.metrics, "/metrics")
+	code, body, err := lab.HTTPGet(d.env.b.DUT, d.metrics, "/metrics", "")
 	if err != nil {
 		return nil, err
 	}
@@ -336,35 +333,6 @@ func sumMetric(m map[string]*dto.MetricFamily, name string) float64 {
 		s += metricValue(mt)
 	}
 	return s
-}
-
-// httpGet fetches path from addr inside namespace ns: the connection is
-// dialled on a thread in ns and handed to an HTTP client.
-func httpGet(ns, addr, path string) (int, []byte, error) {
-	var conn net.Conn
-	if err := lab.Do(ns, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
-		return err
-	}); err != nil {
-		return 0, nil, err
-	}
-	used := false
-	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-		if used {
-			return nil, errors.New("one connection per request")
-		}
-		used = true
-		return conn, nil
-	}, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://" + addr + path)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
 }
 
 // ---- the kernel: nftables masquerade ----

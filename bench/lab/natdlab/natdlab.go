@@ -387,35 +387,7 @@ func ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
 // namespace. The connection is dialled in the namespace and then handed to
 // the HTTP client, whose own goroutines could run on any thread.
 func (e *Env) HTTPGet(path string) (int, []byte, error) {
-	var conn net.Conn
-	if err := lab.Do(e.Box, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", e.Metrics, 2*time.Second)
-		return err
-	}); err != nil {
-		return 0, nil, err
-	}
-	used := false
-	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
-		if used {
-			return nil, errors.New("natdlab: one connection per request")
-		}
-		used = true
-		return conn, nil
-	}, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequest(http.MethodGet, "http://"+e.Metrics+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
+	return lab.HTTPGet(e.Box, e.Metrics, path, string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 }
 
 // Scrape fetches and parses /metrics.
