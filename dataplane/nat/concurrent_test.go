@@ -134,7 +134,7 @@ func TestConcurrentWorkersExpiryAndReloads(t *testing.T) {
 	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len(); n != 0 {
 		t.Fatalf("%d entries left after everything expired", n)
 	}
-	for _, a := range h.eng.Snapshot().addrs {
+	for _, a := range h.eng.registered() {
 		for p := range a.ports {
 			if a.ports[p].inUse.Load() != 0 {
 				t.Fatalf("%v: %d %v ports still in use", a.addr, a.ports[p].inUse.Load(), Proto(p))

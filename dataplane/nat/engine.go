@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,16 +32,6 @@ type Options struct {
 	EventRing int
 }
 
-// addrState is one external address: its ports per protocol and the number
-// of subscribers paired with it. It lives as long as the engine, even after
-// the address leaves the configuration, because mappings may still hold its
-// ports.
-type addrState struct {
-	addr  [4]byte
-	ports [NumProtos]portSet
-	subs  atomic.Int32
-}
-
 // Engine is the NAT state shared by all workers: tables, external ports and
 // the configuration snapshot. Workers use it without locks; configuration
 // changes, expiry and operator deletes are serialised by an internal mutex
@@ -60,7 +51,9 @@ type Engine struct {
 
 	// ctl serialises everything that is not the packet path.
 	ctl       sync.Mutex
-	addrs     []*addrState // registry, append-only; published in snapshots
+	slots     []atomic.Pointer[addrState] // the address registry (registry.go), fixed size
+	freeSlots []uint32                    // recycled slots
+	nextSlot  uint32                      // slots from here on were never used
 	addrIndex map[[4]byte]uint32
 	held      []heldPort // hold-down FIFO, ordered by until
 	heldHead  int
@@ -76,9 +69,9 @@ type Engine struct {
 
 type heldPort struct {
 	until uint32
-	addr  uint32
 	port  uint16
 	proto Proto
+	addr  *addrState
 }
 
 // New creates an engine with the given configuration. Table capacities come
@@ -100,6 +93,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		clock:     opts.Clock,
 		nworkers:  opts.Workers,
 		seed:      maphash.MakeSeed(),
+		slots:     make([]atomic.Pointer[addrState], maxAddrSlots),
 		addrIndex: map[[4]byte]uint32{},
 		fwdClaims: map[fwdKey]bool{},
 		evCap:     opts.EventRing,
@@ -183,6 +177,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		fwdIn:     map[fwdKey]fwdRule{},
 		fwdOut:    map[fwdKey]fwdRule{},
 		public:    map[[4]byte]struct{}{},
+		ruleAddr:  map[[4]byte]*addrState{},
 		ports:     cfg.Ports,
 	}
 	if old := e.snap.Load(); old != nil {
@@ -197,13 +192,31 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		}
 		s.inside = append(s.inside, prefix4{be32(p.Addr().As4()) & mask, mask})
 	}
+	// Every external address of the new configuration, with its flags.
+	flags := map[[4]byte]uint64{}
+	for _, pool := range cfg.Pools {
+		for _, p := range pool.Addresses {
+			for a := range prefixAddrs(p.Masked()) {
+				flags[a.As4()] |= addrInPool
+			}
+		}
+	}
+	for _, m := range cfg.StaticMappings {
+		flags[m.Outside.As4()] |= addrInRules
+	}
+	for _, f := range cfg.PortForwards {
+		flags[f.Outside.Addr().As4()] |= addrInRules
+	}
+	if err := e.checkRegistry(flags); err != nil {
+		return err
+	}
 	for _, pool := range cfg.Pools {
 		for _, p := range pool.Addresses {
 			for a := range prefixAddrs(p.Masked()) {
 				b := a.As4()
-				idx := e.register(b)
-				s.pool = append(s.pool, idx)
-				s.poolIndex[b] = idx
+				st := e.register(b)
+				s.pool = append(s.pool, st)
+				s.poolIndex[b] = st.idx
 				s.public[b] = struct{}{}
 			}
 		}
@@ -213,6 +226,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		s.staticIn[in] = out
 		s.staticOut[out] = in
 		s.public[out] = struct{}{}
+		s.ruleAddr[out] = e.register(out)
 	}
 	for _, f := range cfg.PortForwards {
 		r := fwdRule{
@@ -222,6 +236,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		s.fwdIn[fwdKey{addr: r.inAddr, port: r.inPort, proto: uint8(r.proto)}] = r
 		s.fwdOut[fwdKey{addr: r.outAddr, port: r.outPort, proto: uint8(r.proto)}] = r
 		s.public[r.outAddr] = struct{}{}
+		s.ruleAddr[r.outAddr] = e.register(r.outAddr)
 	}
 	for p := range s.lowPorts {
 		s.lowPorts[p] = cfg.Ports[p].Min < 1024
@@ -238,48 +253,32 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 			s.mtu[i] = 1500
 		}
 	}
-	e.claimForwards(s)
-	// Addresses that left the pools keep serving the mappings they hold
-	// until those expire: they stay public (answered for, redirected by
-	// XDP) while anything still uses them. Housekeep republishes the
-	// snapshot once they have drained.
+	// Flags change before the snapshot is published: a worker still on
+	// the old one can no longer pair a subscriber with a removed address,
+	// nor open a session on a removed rule (acquire fails).
 	for a, idx := range e.addrIndex {
-		if _, ok := s.poolIndex[a]; ok {
+		e.addr(idx).setFlags(flags[a])
+	}
+	e.claimForwards(s)
+	// Addresses that left the configuration keep serving the sessions and
+	// mappings they hold until those end: they stay public (answered for,
+	// redirected by XDP) while anything still uses them. Those that have
+	// drained give their registry slot back. Housekeep republishes the
+	// snapshot once the draining ones have drained.
+	for a, idx := range e.addrIndex {
+		if flags[a] != 0 {
 			continue
 		}
-		if e.addrs[idx].busy() {
-			s.draining = append(s.draining, idx)
-			s.public[a] = struct{}{}
+		st := e.addr(idx)
+		if e.retire(st) {
+			continue
 		}
+		s.draining = append(s.draining, st)
+		s.public[a] = struct{}{}
 	}
-	s.addrs = e.addrs
+	slices.SortFunc(s.draining, func(x, y *addrState) int { return int(x.idx) - int(y.idx) })
 	e.snap.Store(s)
 	return nil
-}
-
-// busy reports whether any port of the address is owned or held down, or
-// any subscriber is paired with it.
-func (a *addrState) busy() bool {
-	if a.subs.Load() != 0 {
-		return true
-	}
-	for p := range a.ports {
-		if a.ports[p].inUse.Load() != 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// register returns the registry index of external address a, adding it.
-func (e *Engine) register(a [4]byte) uint32 {
-	if idx, ok := e.addrIndex[a]; ok {
-		return idx
-	}
-	idx := uint32(len(e.addrs))
-	e.addrs = append(e.addrs, &addrState{addr: a})
-	e.addrIndex[a] = idx
-	return idx
 }
 
 // claimForwards keeps the external ports of port-forward rules on pool
@@ -294,9 +293,9 @@ func (e *Engine) claimForwards(s *Snapshot) {
 	}
 	for k := range e.fwdClaims {
 		if !want[k] {
-			idx := e.addrIndex[k.addr]
-			if e.addrs[idx].ports[k.proto].release(k.port, true) {
-				e.hold(idx, Proto(k.proto), k.port, e.Tick(e.clock.Now()), s.hold)
+			st := e.addr(e.addrIndex[k.addr])
+			if st.ports[k.proto].release(k.port, true) {
+				e.hold(st, Proto(k.proto), k.port, e.Tick(e.clock.Now()), s.hold)
 			}
 			delete(e.fwdClaims, k)
 		}
@@ -305,7 +304,7 @@ func (e *Engine) claimForwards(s *Snapshot) {
 		if e.fwdClaims[k] {
 			continue
 		}
-		ps := &e.addrs[e.addrIndex[k.addr]].ports[k.proto]
+		ps := &e.addr(e.addrIndex[k.addr]).ports[k.proto]
 		// If a dynamic mapping holds the port, share it: the rule wins for
 		// new inbound flows, and the port returns to the pool only when
 		// both the mapping and the rule are gone.
@@ -329,14 +328,14 @@ func forceOwner(ps *portSet, p uint16) {
 	}
 }
 
-// hold queues port p of address idx for release after the hold-down time
+// hold queues port p of address st for release after the hold-down time
 // (RFC 6888 REQ-8). Called with ctl held.
-func (e *Engine) hold(idx uint32, proto Proto, p uint16, now, holdMs uint32) {
+func (e *Engine) hold(st *addrState, proto Proto, p uint16, now, holdMs uint32) {
 	if holdMs == 0 {
-		e.addrs[idx].ports[proto].unhold(p)
+		st.ports[proto].unhold(p)
 		return
 	}
-	e.held = append(e.held, heldPort{until: now + holdMs, addr: idx, port: p, proto: proto})
+	e.held = append(e.held, heldPort{until: now + holdMs, addr: st, port: p, proto: proto})
 }
 
 // releaseHeld ends the hold-down of ports whose time has come. Called with
@@ -348,7 +347,7 @@ func (e *Engine) releaseHeld(now uint32) int {
 		if int32(now-h.until) < 0 {
 			break
 		}
-		ps := &e.addrs[h.addr].ports[h.proto]
+		ps := &h.addr.ports[h.proto]
 		if _, held := ps.state(h.port); held {
 			ps.unhold(h.port)
 		}
@@ -375,8 +374,8 @@ func (e *Engine) Housekeep(budget int) (expired int) {
 		func(x *flowtable.Entry) uint32 { return s.timeout(x.Keys[0].Proto, x.State) },
 		func(x *flowtable.Entry) { e.cleanup(x, DeletedIdle, now, s) })
 	e.releaseHeld(now)
-	for _, idx := range s.draining {
-		if !e.addrs[idx].busy() {
+	for _, st := range s.draining {
+		if !st.busy() {
 			// A removed address has drained: stop answering for it.
 			_ = e.apply(s.Config, s.Links)
 			break
@@ -416,15 +415,19 @@ func (e *Engine) Run(stop <-chan struct{}, interval time.Duration) {
 //	User[0]: bits 0..31 binding record + 1 (endpoint-independent mapping)
 //	         bits 32..63 subscriber record + 1
 //	User[1]: bits 0..31 filter permission record + 1 (address-dependent filtering)
-//	         bits 32..47 registry index + 1 of the address whose port the
-//	         session owns itself (address-and-port-dependent mapping)
-//	         bits 48..55 worker that created the session
+//	         bits 32..55 registry index + 1 of the address whose port the
+//	         session owns itself (address-and-port-dependent mapping);
+//	         24 bits hold every index below maxAddrSlots
+//	         bits 56..63 worker that created the session
 func sessUser(binding, sub, perm, ownAddr uint32, worker uint8) [2]uint64 {
 	return [2]uint64{
 		uint64(binding) | uint64(sub)<<32,
-		uint64(perm) | uint64(ownAddr)<<32 | uint64(worker)<<48,
+		uint64(perm) | uint64(ownAddr&ownAddrMask)<<32 | uint64(worker)<<56,
 	}
 }
+
+// ownAddrMask is the width of the own-address field of sessUser.
+const ownAddrMask = 1<<24 - 1
 
 // Reference-counted entries (bindings, subscribers, permissions) keep their
 // count in User[1]. refDead marks an entry whose count reached zero and that
@@ -495,22 +498,32 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	binding := uint32(x.User[0])
 	sub := uint32(x.User[0] >> 32)
 	perm := uint32(x.User[1])
-	ownAddr := uint32(x.User[1]>>32) & 0xffff
+	ownAddr := uint32(x.User[1]>>32) & ownAddrMask
 	portsFreed := uint64(0)
 	if binding != 0 {
 		if b, last := releaseRef(e.bindings, binding-1, 1); last {
-			idx := uint32(b.User[0] >> 32)
-			if e.addrs[idx].ports[proto].release(b.Keys[1].DstPort, true) {
-				e.hold(idx, proto, b.Keys[1].DstPort, now, s.hold)
+			st := e.addr(uint32(b.User[0] >> 32))
+			if st.ports[proto].release(b.Keys[1].DstPort, true) {
+				e.hold(st, proto, b.Keys[1].DstPort, now, s.hold)
 			}
 			portsFreed++
 		}
 	}
 	if ownAddr != 0 {
-		if e.addrs[ownAddr-1].ports[proto].release(x.Keys[1].DstPort, true) {
-			e.hold(ownAddr-1, proto, x.Keys[1].DstPort, now, s.hold)
+		st := e.addr(ownAddr - 1)
+		if st.ports[proto].release(x.Keys[1].DstPort, true) {
+			e.hold(st, proto, x.Keys[1].DstPort, now, s.hold)
 		}
 		portsFreed++
+	}
+	if k := (x.State & stKindMask) >> stKindShift; k == kindStatic || k == kindForward {
+		// The rule's address stays answered for until its last session
+		// ends, even after the rule is removed (see acquireRule).
+		if idx, ok := e.addrIndex[x.Keys[1].Dst]; ok {
+			st := e.addr(idx)
+			st.rules.Add(-1)
+			st.release(1)
+		}
 	}
 	if sub != 0 {
 		e.releaseSub(sub-1, subRefs(1, portsFreed), now)
@@ -532,9 +545,10 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 // releases its address pairing (control plane, ctl held).
 func (e *Engine) releaseSub(sub uint32, delta uint64, now uint32) {
 	if x, last := releaseRef(e.subs, sub, delta); last {
-		idx := uint32(x.User[0])
-		e.addrs[idx].subs.Add(-1)
-		ev := Event{Type: AddressReleased, UnixNano: e.tickTime(now).UnixNano(), InsideAddr: x.Keys[0].Src, OutsideAddr: e.addrs[idx].addr}
+		st := e.addr(uint32(x.User[0]))
+		st.subs.Add(-1)
+		st.release(1) // the pairing's reference
+		ev := Event{Type: AddressReleased, UnixNano: e.tickTime(now).UnixNano(), InsideAddr: x.Keys[0].Src, OutsideAddr: st.addr}
 		e.pushCtl(ev)
 	}
 }

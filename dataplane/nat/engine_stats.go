@@ -59,34 +59,43 @@ type AddressUsage struct {
 	Addr        netip.Addr
 	Pool        string // empty for a draining address no pool lists any more
 	Subscribers int
-	InUse       [NumProtos]int // ports owned or in hold-down
-	Total       [NumProtos]int // ports in the configured range
-	Draining    bool
+	// RuleSessions counts the sessions of static mappings and port
+	// forwards on the address.
+	RuleSessions int
+	InUse        [NumProtos]int // ports owned or in hold-down
+	Total        [NumProtos]int // ports in the configured range
+	// Draining: the address left the configuration and still holds the
+	// subscribers, sessions and ports counted here; it is released when
+	// they reach zero.
+	Draining bool
 }
 
-// PoolUsage reports every pool address, and every removed one that still
-// drains, in configuration order.
+// PoolUsage reports every pool address, and every removed one (pool,
+// static-mapping or port-forward address) that still drains, in
+// configuration order.
 func (e *Engine) PoolUsage() []AddressUsage {
 	s := e.snap.Load()
 	var out []AddressUsage
-	add := func(idx uint32, pool string, draining bool) {
-		a := s.addrs[idx]
-		u := AddressUsage{Addr: netip.AddrFrom4(a.addr), Pool: pool, Subscribers: int(a.subs.Load()), Draining: draining}
+	add := func(a *addrState, pool string, draining bool) {
+		u := AddressUsage{Addr: netip.AddrFrom4(a.addr), Pool: pool, Subscribers: int(a.subs.Load()),
+			RuleSessions: int(a.rules.Load()), Draining: draining}
 		for p := range u.InUse {
 			u.InUse[p] = int(a.ports[p].inUse.Load())
 			u.Total[p] = s.ports[p].Size()
 		}
 		out = append(out, u)
 	}
+	i := 0
 	for _, pool := range s.Config.Pools {
 		for _, pf := range pool.Addresses {
-			for a := range prefixAddrs(pf.Masked()) {
-				add(s.poolIndex[a.As4()], pool.Name, false)
+			for range prefixAddrs(pf.Masked()) {
+				add(s.pool[i], pool.Name, false)
+				i++
 			}
 		}
 	}
-	for _, idx := range s.draining {
-		add(idx, "", true)
+	for _, st := range s.draining {
+		add(st, "", true)
 	}
 	return out
 }

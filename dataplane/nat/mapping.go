@@ -42,6 +42,14 @@ type claim struct {
 	ownPort            uint16
 	ownProto           Proto
 	hasOwn             bool
+	// addr is a reference on the address about to give a port, taken by
+	// acquireSub for a new mapping and given back by allocPort: a port is
+	// claimed only under a reference, so the address cannot retire
+	// meanwhile (registry.go).
+	addr *addrState
+	// rule is the reference a static-mapping or port-forward session
+	// holds on its rule's address (acquireRule).
+	rule *addrState
 }
 
 // undo releases a failed creation's claims. Ports claimed here were never
@@ -54,7 +62,7 @@ func (w *Worker) undo(c *claim) {
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := protoIndex(b.Keys[1].Proto)
-			w.snap.addrs[uint32(b.User[0]>>32)].ports[proto].release(b.Keys[1].DstPort, false)
+			e.addr(uint32(b.User[0]>>32)).ports[proto].release(b.Keys[1].DstPort, false)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
 				// to the expirer meanwhile: its port was counted on its
@@ -64,7 +72,16 @@ func (w *Worker) undo(c *claim) {
 		}
 	}
 	if c.hasOwn {
-		w.snap.addrs[c.ownAddr].ports[c.ownProto].release(c.ownPort, false)
+		e.addr(c.ownAddr).ports[c.ownProto].release(c.ownPort, false)
+	}
+	if c.addr != nil {
+		c.addr.release(1)
+		c.addr = nil
+	}
+	if c.rule != nil {
+		c.rule.rules.Add(-1)
+		c.rule.release(1)
+		c.rule = nil
 	}
 	if c.hasSub {
 		w.releaseSub(c.sub.ID, c.subDelta)
@@ -74,16 +91,19 @@ func (w *Worker) undo(c *claim) {
 // releaseSub is the worker-side release of subscriber counts.
 func (w *Worker) releaseSub(id uint32, delta uint64) {
 	if x, last := releaseRef(w.eng.subs, id, delta); last {
-		idx := uint32(x.User[0])
-		w.snap.addrs[idx].subs.Add(-1)
-		w.event(Event{Type: AddressReleased, InsideAddr: x.Keys[0].Src, OutsideAddr: w.snap.addrs[idx].addr})
+		st := w.eng.addr(uint32(x.User[0]))
+		st.subs.Add(-1)
+		st.release(1) // the pairing's reference
+		w.event(Event{Type: AddressReleased, InsideAddr: x.Keys[0].Src, OutsideAddr: st.addr})
 	}
 }
 
 // acquireSub takes a reference on the subscriber (inside address) a for
 // one more session and newPorts more ports, creating it and pairing it with
 // an external address if it is new (RFC 4787 REQ-2, RFC 6888 REQ-2: while
-// a subscriber holds any mapping it keeps the same external address).
+// a subscriber holds any mapping it keeps the same external address). With
+// newPorts > 0 it also leaves a reference on the address for the new
+// mapping in c.addr, for allocPort.
 func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) drop.Reason {
 	s := w.snap
 	l := &s.Config.Limits
@@ -98,7 +118,15 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
 			if ok {
 				c.hasSub, c.subDelta = true, delta
-				return drop.None
+				if newPorts == 0 {
+					return drop.None
+				}
+				r := w.pairedAddress(a, proto, c)
+				if r != drop.None {
+					c.hasSub = false
+					w.releaseSub(c.sub.ID, delta)
+				}
+				return r
 			}
 			if !dying {
 				v := w.eng.subs.LoadUser(c.sub.ID, 1)
@@ -112,67 +140,150 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 		if newPorts > 0 && l.PortsPerSubscriber != 0 && newPorts > uint64(l.PortsPerSubscriber) {
 			return drop.SubscriberPorts
 		}
-		idx, ok := w.pickAddress(a, proto)
+		// One reference for the pairing, one for the new mapping's port.
+		n := uint64(1)
+		if newPorts > 0 {
+			n = 2
+		}
+		st, ok := w.pickAddress(a, proto, n)
 		if !ok {
 			return drop.AddressExhausted
 		}
-		switch w.eng.subs.Insert(&k, &flowtable.NoKey, 0, [2]uint64{uint64(idx), delta}, w.now, &c.sub) {
+		switch w.eng.subs.Insert(&k, &flowtable.NoKey, 0, [2]uint64{uint64(st.idx), delta}, w.now, &c.sub) {
 		case flowtable.Inserted:
-			s.addrs[idx].subs.Add(1)
+			st.subs.Add(1)
 			c.hasSub, c.subDelta = true, delta
-			w.event(Event{Type: AddressBound, InsideAddr: a, OutsideAddr: s.addrs[idx].addr})
+			if newPorts > 0 {
+				c.addr = st
+			}
+			w.event(Event{Type: AddressBound, InsideAddr: a, OutsideAddr: st.addr})
 			return drop.None
 		case flowtable.Full:
+			st.release(n)
 			return drop.TableFull
 		}
 		// Exists: another worker paired it just now; take a reference.
+		st.release(n)
 	}
 	return drop.Contention
 }
 
-// pickAddress pairs a new subscriber with an external address: the pool
-// address its inside address hashes to, or the next one with a free port of
-// this protocol. Hashing keeps a returning subscriber on the same address
-// in the common case and spreads subscribers evenly.
-func (w *Worker) pickAddress(a [4]byte, proto Proto) (uint32, bool) {
-	pool := w.snap.pool
-	if len(pool) == 0 {
-		return 0, false
-	}
-	start := int(maphash.Comparable(w.eng.seed, a) % uint64(len(pool)))
-	if w.snap.Config.Mapping == AddressAndPortDependent {
-		// Ports overlap across destinations: an address whose ports are
-		// all in use still has room.
-		return pool[start], true
-	}
-	size := int32(w.snap.ports[proto].Size())
-	for i := range pool {
-		idx := pool[(start+i)%len(pool)]
-		if w.snap.addrs[idx].ports[proto].inUse.Load() < size {
-			return idx, true
+// pairedAddress takes a reference in c.addr on the address subscriber a is
+// paired with (c.sub, referenced by the caller), for a new mapping. If
+// that address has left the pools, the subscriber is paired again with a
+// live one: every new mapping goes to an address the configuration lists,
+// so that a removed address drains (issue 11). The price is RFC 4787 REQ-2
+// ("paired" pooling) for the time of the drain: the subscriber's older
+// mappings keep the old address while its new ones get the new address.
+// Keeping the pairing instead would keep the removed address in use for
+// as long as the subscriber is active, which can be forever.
+func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
+	for try := 0; try < 64; try++ {
+		idx := uint32(w.eng.subs.LoadUser(c.sub.ID, 0))
+		// The pairing holds a reference on slot idx while the subscriber
+		// names it; a re-pairing by another worker may release it at any
+		// time, so the reference is taken first and the pairing checked
+		// after.
+		if st := w.eng.addr(idx); st != nil && st.acquire(addrInPool, 1) {
+			if uint32(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
+				c.addr = st
+				c.sub.User[0] = uint64(idx)
+				return drop.None
+			}
+			st.release(1)
+			continue
 		}
+		// The paired address left the pools: pair again, with one
+		// reference for the pairing and one for the mapping.
+		nst, ok := w.pickAddress(a, proto, 2)
+		if !ok {
+			return drop.AddressExhausted
+		}
+		if !w.eng.subs.CompareAndSwapUser(c.sub.ID, 0, uint64(idx), uint64(nst.idx)) {
+			nst.release(2)
+			continue
+		}
+		// The pairing's reference on slot idx is ours to drop now; it
+		// kept the slot from being recycled until here.
+		old := w.eng.addr(idx)
+		nst.subs.Add(1)
+		old.subs.Add(-1)
+		old.release(1)
+		c.addr = nst
+		c.sub.User[0] = uint64(nst.idx)
+		w.event(Event{Type: AddressReleased, InsideAddr: a, OutsideAddr: old.addr})
+		w.event(Event{Type: AddressBound, InsideAddr: a, OutsideAddr: nst.addr})
+		return drop.None
 	}
-	return 0, false
+	return drop.Contention
 }
 
-// allocPort claims an external port on address idx for inside source port
-// sport: the same port if it is free (port preservation), otherwise a
+// pickAddress pairs a new subscriber with an external address, taking n
+// references on it: the pool address its inside address hashes to, or the
+// next one with a free port of this protocol. Hashing keeps a returning
+// subscriber on the same address in the common case and spreads
+// subscribers evenly. An address removed since this worker's snapshot was
+// published refuses the reference and is skipped.
+func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool) {
+	pool := w.snap.pool
+	if len(pool) == 0 {
+		return nil, false
+	}
+	start := int(maphash.Comparable(w.eng.seed, a) % uint64(len(pool)))
+	// With address-and-port-dependent mapping ports overlap across
+	// destinations: an address whose ports are all in use still has room.
+	full := w.snap.Config.Mapping != AddressAndPortDependent
+	size := int32(w.snap.ports[proto].Size())
+	for i := range pool {
+		st := pool[(start+i)%len(pool)]
+		if full && st.ports[proto].inUse.Load() >= size {
+			continue
+		}
+		if st.acquire(addrInPool, n) {
+			return st, true
+		}
+	}
+	return nil, false
+}
+
+// allocPort claims an external port on address c.addr for inside source
+// port sport: the same port if it is free (port preservation), otherwise a
 // random free one from this worker's share of the range (RFC 6056, RFC
 // 6888: hard to predict). With overlap allowed (address-and-port-dependent
-// mapping) it falls back to sharing a port already in use.
-func (w *Worker) allocPort(idx uint32, proto Proto, sport uint16, overlap bool) (uint16, bool) {
-	ps := &w.snap.addrs[idx].ports[proto]
+// mapping) it falls back to sharing a port already in use. It gives back
+// c.addr's reference: from here a claimed port keeps the address in use.
+func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (st *addrState, port uint16, ok bool) {
+	st, c.addr = c.addr, nil
+	defer st.release(1)
+	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
 	if sport >= lo && sport <= hi && ps.claimFree(sport) {
-		return sport, true
+		return st, sport, true
 	}
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
-		return p, true
+		return st, p, true
 	}
 	if overlap {
-		return ps.shareRandom(lo, hi, w.rand(), 64)
+		p, ok := ps.shareRandom(lo, hi, w.rand(), 64)
+		return st, p, ok
 	}
-	return 0, false
+	return st, 0, false
+}
+
+// acquireRule takes a reference, for one more session, on ext, the outside
+// address of the static mapping or port forward that admits it. It fails
+// when the rule has been removed since this worker's snapshot: removed
+// rules open no sessions. The reference keeps the address answered for
+// until the session ends (cleanup gives it back), however the
+// configuration changes meanwhile (issue 11).
+func (w *Worker) acquireRule(ext [4]byte, c *claim) drop.Reason {
+	st := w.snap.ruleAddr[ext]
+	if st == nil || !st.acquire(addrInRules, 1) {
+		return drop.NotForwarded
+	}
+	st.rules.Add(1)
+	c.rule = st
+	return drop.None
 }
 
 // newOutbound creates the session for an outbound packet whose key 0 is k,
@@ -201,16 +312,20 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		idx := uint32(c.sub.User[0])
-		port, ok := w.allocPort(idx, proto, k.SrcPort, true)
+		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
 		if !ok {
 			w.undo(&c)
 			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: s.addrs[idx].addr})
+			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
 			return drop.PortExhausted
 		}
-		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, idx, port, proto
-		ext, extPort, ownAddr = s.addrs[idx].addr, port, idx+1
+		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
+		ext, extPort, ownAddr = st.addr, port, st.idx+1
+	}
+	if state&stKindMask != 0 {
+		if r := w.acquireRule(ext, &c); r != drop.None {
+			return r
+		}
 	}
 
 	if s.isPublic(p.Dst) {
@@ -259,7 +374,6 @@ func idPlus1(ok bool, id uint32) uint32 {
 // packet's inside endpoint (RFC 4787 REQ-1, RFC 5382 REQ-1) and takes a
 // reference on it and on its subscriber.
 func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
-	s := w.snap
 	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
 	for try := 0; try < 64; try++ {
 		if w.eng.bindings.Lookup(&bk, &c.binding) {
@@ -284,30 +398,29 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		idx := uint32(c.sub.User[0])
-		port, ok := w.allocPort(idx, proto, k.SrcPort, false)
+		st, port, ok := w.allocPort(c, proto, k.SrcPort, false)
 		if !ok {
 			w.undo(c)
 			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: s.addrs[idx].addr})
+			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
 			return drop.PortExhausted
 		}
-		a := s.addrs[idx].addr
+		a := st.addr
 		b0, b1 := bindingKeys(p.Proto, p.Src, k.SrcPort, a, port)
-		user := [2]uint64{uint64(c.sub.ID) | uint64(idx)<<32, 1}
+		user := [2]uint64{uint64(c.sub.ID) | uint64(st.idx)<<32, 1}
 		switch w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding) {
 		case flowtable.Inserted:
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port
 			return drop.None
 		case flowtable.Full:
-			s.addrs[idx].ports[proto].release(port, false)
+			st.ports[proto].release(port, false)
 			w.undo(c)
 			return drop.TableFull
 		}
 		// Exists: another worker mapped this endpoint concurrently. Give
 		// back our port and the port count, and use theirs.
-		s.addrs[idx].ports[proto].release(port, false)
+		st.ports[proto].release(port, false)
 		w.undo(c)
 		*c = claim{}
 	}
@@ -416,6 +529,11 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 			}
 		}
 		in, inPort = c.binding.Keys[0].Src, c.binding.Keys[0].SrcPort
+	}
+	if state&stKindMask != 0 {
+		if r := w.acquireRule(p.Dst, &c); r != drop.None {
+			return r
+		}
 	}
 	if s.isPublic(p.Src) {
 		// A hairpinned flow: the inside host's replies go to another of

@@ -57,9 +57,8 @@ type Snapshot struct {
 	Links      [NumSides]Link
 
 	inside []prefix4
-	// pool lists the registry indices of the active pool addresses in
-	// allocation order.
-	pool []uint32
+	// pool lists the active pool addresses in allocation order.
+	pool []*addrState
 	// poolIndex maps an active pool address to its registry index.
 	poolIndex map[[4]byte]uint32
 	// static 1:1 mappings, both ways.
@@ -67,15 +66,14 @@ type Snapshot struct {
 	// port forwards, by inside and by outside endpoint.
 	fwdIn, fwdOut map[fwdKey]fwdRule
 	// public is every address answered for on the outside: pool, static
-	// and forward addresses, and removed pool addresses still draining.
+	// and forward addresses, and removed ones still draining.
 	public map[[4]byte]struct{}
-	// draining lists registry indices of removed pool addresses that
-	// still hold mappings.
-	draining []uint32
-
-	// addrs is the engine's address registry as of this snapshot; indices
-	// in pool, in subscriber records and in bindings point into it.
-	addrs []*addrState
+	// ruleAddr maps the outside address of every static mapping and port
+	// forward to its registry state.
+	ruleAddr map[[4]byte]*addrState
+	// draining lists the addresses that left the configuration and still
+	// hold sessions or mappings, by registry index.
+	draining []*addrState
 
 	ports    [NumProtos]PortRange
 	lowPorts [NumProtos]bool // a range below 1024 exists for well-known source ports (RFC 4787 REQ-3a)

@@ -190,7 +190,7 @@ func TestAgeingReturnsEverything(t *testing.T) {
 	if h.eng.subs.Len() != 0 || h.eng.bindings.Len() != 0 || h.sessionCount() != 0 {
 		t.Fatalf("after expiry: subs %d bindings %d sessions %d", h.eng.subs.Len(), h.eng.bindings.Len(), h.sessionCount())
 	}
-	for _, a := range h.eng.snap.Load().addrs {
+	for _, a := range h.eng.registered() {
 		for p := range a.ports {
 			if n := a.ports[p].inUse.Load(); n != 0 {
 				t.Fatalf("%v ports still in use on %v: %d", Proto(p), a.addr, n)
