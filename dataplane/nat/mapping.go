@@ -62,7 +62,7 @@ func (w *Worker) undo(c *claim) {
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := protoIndex(b.Keys[1].Proto)
-			e.addr(uint32(b.User[0]>>32)).ports[proto].release(b.Keys[1].DstPort, false)
+			e.addr(uint32(b.User[0] >> 32)).ports[proto].release(b.Keys[1].DstPort, false)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
 				// to the expirer meanwhile: its port was counted on its
