@@ -11,7 +11,9 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +69,18 @@ type Config struct {
 	// statsEveryMillis while it polls (and when it goes to sleep) to
 	// publish port-level counters.
 	PortStats func()
+	// Logger receives the report of a panic of the poll loop; default
+	// slog.Default().
+	Logger *slog.Logger
 }
+
+// A poll loop that panics is restarted (see Runner.loop), unless it has
+// panicked maxPanics times within panicWindow: then it stops, and Err
+// says why.
+const (
+	maxPanics   = 5
+	panicWindow = 10 * time.Second
+)
 
 // statsEveryMillis is how often a busy worker publishes port-level
 // counters (two getsockopt(2) calls per port pair); it checks every
@@ -84,6 +97,7 @@ type Runner struct {
 	done    chan struct{}
 	started atomic.Bool
 	running atomic.Bool
+	panics  atomic.Uint64
 	errMu   sync.Mutex
 	err     error
 }
@@ -101,6 +115,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.SleepMillis <= 0 {
 		cfg.SleepMillis = 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	return &Runner{cfg: cfg, done: make(chan struct{})}, nil
 }
@@ -129,6 +146,11 @@ func (r *Runner) Stop() {
 // it.
 func (r *Runner) Running() bool { return r.running.Load() }
 
+// Panics returns how many times the poll loop has panicked. The loop was
+// restarted after each, except after one that made it stop (Err). Any
+// goroutine may call it.
+func (r *Runner) Panics() uint64 { return r.panics.Load() }
+
 // Err returns the error that ended the loop, if any.
 func (r *Runner) Err() error {
 	r.errMu.Lock()
@@ -150,6 +172,39 @@ func (r *Runner) loop(ready chan<- error) {
 	r.running.Store(true)
 	defer r.running.Store(false)
 
+	// A panic of the poll loop is a bug (issue 11: an index out of range
+	// in the NAT engine killed natd). One worker's bug must not take the
+	// appliance down: it is counted, logged with its stack, and the loop
+	// starts again with the next burst. The burst it was translating is
+	// lost, and the frames it held may stay out of the ports' pools. A
+	// loop that keeps panicking stops instead of spinning on its bug.
+	var recent []time.Time
+	for !r.poll() {
+		now := time.Now()
+		recent = append(recent, now)
+		for len(recent) > 0 && now.Sub(recent[0]) > panicWindow {
+			recent = recent[1:]
+		}
+		if len(recent) >= maxPanics {
+			r.errMu.Lock()
+			r.err = fmt.Errorf("worker %d: poll loop panicked %d times within %v; stopped", r.cfg.Worker.ID(), len(recent), panicWindow)
+			r.errMu.Unlock()
+			r.cfg.Logger.Error("worker stopped: its poll loop keeps panicking", "worker", r.cfg.Worker.ID(), "panics", r.panics.Load())
+			return
+		}
+	}
+}
+
+// poll runs the poll loop until Stop (true), or until it panics (false).
+func (r *Runner) poll() (stopped bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			n := r.panics.Add(1)
+			r.cfg.Logger.Error("worker poll loop panicked; restarting it", "worker", r.cfg.Worker.ID(),
+				"panic", fmt.Sprint(v), "panics", n, "stack", string(debug.Stack()))
+			stopped = false
+		}
+	}()
 	w := r.cfg.Worker
 	idle := 0
 	polls := 0
@@ -187,4 +242,5 @@ func (r *Runner) loop(ready chan<- error) {
 		r.cfg.PortStats()
 	}
 	w.Publish()
+	return true
 }
