@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/xnat/xnat/dataplane/drop"
 )
 
 // TestPoolChangesUnderTrafficTwoWorkers runs two workers on their own
@@ -113,4 +115,144 @@ func (e *Engine) registered() []*addrState {
 		out = append(out, e.addr(idx))
 	}
 	return out
+}
+
+// usageOf returns the PoolUsage entry of address a.
+func usageOf(e *Engine, a string) (AddressUsage, bool) {
+	for _, u := range e.PoolUsage() {
+		if u.Addr == netip.MustParseAddr(a) {
+			return u, true
+		}
+	}
+	return AddressUsage{}, false
+}
+
+func isPublicAddr(e *Engine, a string) bool {
+	for _, p := range e.Snapshot().PublicAddrs() {
+		if p == netip.MustParseAddr(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRemovedPoolAddressDrains renumbers a pool under an active
+// subscriber (issue 11, defect 3): its old mapping lives on, its new
+// mappings go to the live address, and the old address is released, no
+// longer answered for and no longer listed once its last session ends.
+func TestRemovedPoolAddressDrains(t *testing.T) {
+	h := newHarness(t, poolConfig("198.18.1.1/32"))
+	old := eps(h.one(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside))
+	if old.src != "198.18.1.1" {
+		t.Fatalf("first mapping on %s", old.src)
+	}
+	if err := h.eng.ApplyConfig(poolConfig("198.18.1.2/32")); err != nil {
+		t.Fatal(err)
+	}
+	// The old session lives on, both ways.
+	if e := eps(h.one(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside)); e.src != old.src || e.sport != old.sport {
+		t.Fatalf("old session now leaves as %s:%d, was %s:%d", e.src, e.sport, old.src, old.sport)
+	}
+	if e := eps(h.one(Outside, udp("198.18.0.2", 7000, old.src, old.sport), Inside)); e.dst != "10.0.0.2" || e.dport != 5000 {
+		t.Fatalf("reply to the draining address delivered to %s:%d", e.dst, e.dport)
+	}
+	// Every new mapping of the same subscriber goes to the live address.
+	for i := 0; i < 5; i++ {
+		if e := eps(h.one(Inside, udp("10.0.0.2", uint16(6000+i), "198.18.0.3", 53), Outside)); e.src != "198.18.1.2" {
+			t.Fatalf("new mapping %d of a subscriber paired with a removed address left from %s", i, e.src)
+		}
+	}
+	if e := eps(h.one(Inside, tcp("10.0.0.2", 6100, "198.18.0.3", 80, "S"), Outside)); e.src != "198.18.1.2" {
+		t.Fatalf("new TCP mapping left from %s", e.src)
+	}
+	u, ok := usageOf(h.eng, old.src)
+	if !ok || !u.Draining || u.InUse[UDP] != 1 || u.Pool != "" {
+		t.Fatalf("draining address listed as %+v (listed %v)", u, ok)
+	}
+	if !isPublicAddr(h.eng, old.src) {
+		t.Fatal("the draining address is no longer answered for")
+	}
+	// Keep the new mappings alive while the old one expires: the old
+	// address must drain although its subscriber stays active.
+	h.clock.Advance(200 * time.Second)
+	for i := 0; i < 5; i++ {
+		h.one(Inside, udp("10.0.0.2", uint16(6000+i), "198.18.0.3", 53), Outside)
+	}
+	h.clock.Advance(200 * time.Second) // the old session is idle past the UDP timeout
+	h.housekeep()
+	h.clock.Advance(3 * time.Minute) // its port past hold-down
+	h.housekeep()
+	if _, ok := usageOf(h.eng, old.src); ok {
+		t.Fatalf("drained address still listed: %+v", h.eng.PoolUsage())
+	}
+	if isPublicAddr(h.eng, old.src) {
+		t.Fatal("drained address still answered for")
+	}
+	h.none(Outside, udp("198.18.0.2", 7000, old.src, old.sport), drop.NotForwarded)
+	if _, ok := h.eng.addrIndex[netip.MustParseAddr(old.src).As4()]; ok {
+		t.Fatal("drained address still holds its registry slot")
+	}
+	h.checkNoLeaks()
+}
+
+// TestRemovedRulesKeepTheirSessions removes a port forward and a static
+// mapping while sessions they opened are established (issue 11, defect 4):
+// those sessions keep working both ways, the rules open no new ones, and
+// their addresses stay public until the last session ends.
+func TestRemovedRulesKeepTheirSessions(t *testing.T) {
+	h := newHarness(t, forwardConfig())
+	// Forward on an address of its own, and a static mapping.
+	if e := eps(h.one(Outside, tcp("198.18.0.2", 50000, "198.18.0.200", 22, "S"), Inside)); e.dst != "10.0.0.52" {
+		t.Fatalf("forwarded to %v", e)
+	}
+	h.one(Inside, tcp("10.0.0.52", 22, "198.18.0.2", 50000, "SA"), Outside)
+	h.one(Outside, tcp("198.18.0.2", 50000, "198.18.0.200", 22, "A"), Inside)
+	if e := eps(h.one(Outside, udp("198.18.0.3", 4000, "198.18.0.160", 53), Inside)); e.dst != "10.0.0.60" {
+		t.Fatalf("static mapping delivered to %v", e)
+	}
+	c := testConfig() // no forwards, no static mappings
+	if err := h.eng.ApplyConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"198.18.0.200", "198.18.0.160"} {
+		if !isPublicAddr(h.eng, a) {
+			t.Fatalf("%s is no longer public while its sessions live", a)
+		}
+		if u, ok := usageOf(h.eng, a); !ok || !u.Draining || u.RuleSessions != 1 {
+			t.Fatalf("%s listed as %+v (listed %v)", a, u, ok)
+		}
+	}
+	// Established sessions keep working in both directions.
+	if e := eps(h.one(Outside, tcp("198.18.0.2", 50000, "198.18.0.200", 22, "A"), Inside)); e.dst != "10.0.0.52" || e.dport != 22 {
+		t.Fatalf("established forward session delivered to %v", e)
+	}
+	if e := eps(h.one(Inside, tcp("10.0.0.52", 22, "198.18.0.2", 50000, "A"), Outside)); e.src != "198.18.0.200" || e.sport != 22 {
+		t.Fatalf("established forward session left as %v", e)
+	}
+	if e := eps(h.one(Outside, udp("198.18.0.3", 4000, "198.18.0.160", 53), Inside)); e.dst != "10.0.0.60" {
+		t.Fatalf("static session delivered to %v", e)
+	}
+	if e := eps(h.one(Inside, udp("10.0.0.60", 53, "198.18.0.3", 4000), Outside)); e.src != "198.18.0.160" {
+		t.Fatalf("static session left as %v", e)
+	}
+	// The removed rules open nothing new.
+	h.none(Outside, tcp("198.18.0.4", 50001, "198.18.0.200", 22, "S"), drop.NoSession)
+	h.none(Outside, udp("198.18.0.4", 4001, "198.18.0.160", 53), drop.NoSession)
+	// The static host's new flows are ordinary dynamic ones now.
+	if e := eps(h.one(Inside, udp("10.0.0.60", 5353, "198.18.0.5", 53), Outside)); e.src != "198.18.0.100" {
+		t.Fatalf("new flow of the former static host left from %s", e.src)
+	}
+	// Once the sessions end, the addresses go.
+	h.clock.Advance(3 * time.Hour)
+	h.housekeep()
+	for _, a := range []string{"198.18.0.200", "198.18.0.160"} {
+		if isPublicAddr(h.eng, a) {
+			t.Fatalf("%s still public after its sessions ended", a)
+		}
+		if _, ok := usageOf(h.eng, a); ok {
+			t.Fatalf("%s still listed after its sessions ended", a)
+		}
+	}
+	h.none(Outside, tcp("198.18.0.2", 50000, "198.18.0.200", 22, "A"), drop.NotForwarded)
+	h.checkNoLeaks()
 }
