@@ -313,18 +313,23 @@ func statusToProto(s *Status, now time.Time) *xnatv1.Status {
 	}
 	for _, p := range s.Pools {
 		pp := &xnatv1.PoolStatus{Name: p.Name, Utilization: PoolUtilization(&p)}
-		for _, a := range p.Addresses {
-			pp.Addresses = append(pp.Addresses, &xnatv1.AddressStatus{
-				Addr:        a.Addr.String(),
-				Subscribers: uint64(a.Subscribers),
-				PortsInUse:  perProtoInt(a.PortsInUse),
-				PortsTotal:  perProtoInt(a.PortsTotal),
-				Draining:    a.Draining,
-			})
+		for i := range p.Addresses {
+			pp.Addresses = append(pp.Addresses, addressStatusToProto(&p.Addresses[i]))
 		}
 		out.Pools = append(out.Pools, pp)
 	}
 	return out
+}
+
+func addressStatusToProto(a *AddressStatus) *xnatv1.AddressStatus {
+	return &xnatv1.AddressStatus{
+		Addr:         a.Addr.String(),
+		Subscribers:  uint64(a.Subscribers),
+		PortsInUse:   perProtoInt(a.PortsInUse),
+		PortsTotal:   perProtoInt(a.PortsTotal),
+		Draining:     a.Draining,
+		RuleSessions: uint64(a.RuleSessions),
+	}
 }
 
 // PoolUtilization is the share of a pool's ports in use, all addresses and

@@ -147,7 +147,11 @@ type AddressStatus struct {
 	Subscribers int
 	PortsInUse  [nat.NumProtos]int
 	PortsTotal  [nat.NumProtos]int
-	Draining    bool // removed from the pools, still holding mappings
+	// Draining: the address left the configuration and still holds
+	// the subscribers, sessions and ports counted here.
+	Draining bool
+	// RuleSessions counts sessions of static mappings and port forwards.
+	RuleSessions int
 }
 
 // Stats are counters.

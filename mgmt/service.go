@@ -188,6 +188,14 @@ func (s *service) ListPools(context.Context, *xnatv1.ListPoolsRequest) (*xnatv1.
 	for i := range cfg.Pools {
 		out.Pools = append(out.Pools, poolToProto(&cfg.Pools[i]))
 	}
+	// Addresses that left the configuration and still drain.
+	for _, p := range s.core.Status().Pools {
+		for i := range p.Addresses {
+			if a := &p.Addresses[i]; a.Draining {
+				out.Draining = append(out.Draining, addressStatusToProto(a))
+			}
+		}
+	}
 	return out, nil
 }
 

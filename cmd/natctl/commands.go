@@ -566,7 +566,7 @@ func (a *app) listPools(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pools := poolsToJSON(r.Pools)
+	pools := poolsToJSON(r.Pools, r.Draining)
 	return a.emit(func(w io.Writer) error { return printPools(w, pools) }, pools)
 }
 

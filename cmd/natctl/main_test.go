@@ -178,3 +178,46 @@ func validJSONLines(s string) bool {
 	}
 	return true
 }
+
+// TestPoolsListDraining: after a static mapping and a port forward are
+// deleted while their sessions live, `pools list` shows their addresses
+// draining with the sessions they still hold (issue 11, defects 3 and 4).
+func TestPoolsListDraining(t *testing.T) {
+	e := newTestEnv(t)
+	e.traffic(t)
+	if err := e.core.AddPortForward(nat.PortForward{Proto: nat.TCP, Outside: netip.MustParseAddrPort("198.18.0.200:22"), Inside: netip.MustParseAddrPort("10.0.0.52:22")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.core.Inbound(nat.TCP, netip.MustParseAddrPort("203.0.113.12:50000"), netip.MustParseAddrPort("198.18.0.200:22")); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"rules", "del", "static", "10.0.0.60"}, {"rules", "del", "forward", "tcp", "198.18.0.200:22"}} {
+		if r := e.admin_(t, args...); r.code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, r.code, r.err)
+		}
+	}
+	r := e.readonly(t, "pools", "list")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.err)
+	}
+	golden(t, "pools_draining", r.out)
+	r = e.readonly(t, "pools", "-o", "json")
+	var pools []poolJSON
+	if err := json.Unmarshal([]byte(r.out), &pools); err != nil {
+		t.Fatalf("%v:\n%s", err, r.out)
+	}
+	got := map[string]uint64{}
+	for _, p := range pools {
+		for _, a := range p.Draining {
+			if !a.Draining {
+				t.Errorf("%s listed under %s but not draining", a.Addr, p.Name)
+			}
+			got[a.Addr] = a.RuleSessions
+		}
+	}
+	// The static mapping opened two sessions (one inbound, one outbound),
+	// the forward one.
+	if got["198.18.0.160"] != 2 || got["198.18.0.200"] != 1 || len(got) != 2 {
+		t.Fatalf("draining addresses %v", got)
+	}
+}

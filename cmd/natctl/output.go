@@ -79,6 +79,15 @@ type addressStatusJSON struct {
 	PortsInUse  perProtoJSON `json:"ports_in_use"`
 	PortsTotal  perProtoJSON `json:"ports_total"`
 	Draining    bool         `json:"draining"`
+	// RuleSessions counts sessions of static mappings and port forwards.
+	RuleSessions uint64 `json:"rule_sessions,omitempty"`
+}
+
+func addressToJSON(a *xnatv1.AddressStatus) addressStatusJSON {
+	return addressStatusJSON{
+		Addr: a.Addr, Subscribers: a.Subscribers, RuleSessions: a.RuleSessions,
+		PortsInUse: perProto(a.PortsInUse), PortsTotal: perProto(a.PortsTotal), Draining: a.Draining,
+	}
 }
 
 func sideName(s xnatv1.Side) string {
@@ -124,10 +133,7 @@ func statusToJSON(s *xnatv1.Status) statusJSON {
 	for _, p := range s.Pools {
 		pj := poolStatusJSON{Name: p.Name, Utilization: p.Utilization, Addresses: []addressStatusJSON{}}
 		for _, a := range p.Addresses {
-			pj.Addresses = append(pj.Addresses, addressStatusJSON{
-				Addr: a.Addr, Subscribers: a.Subscribers,
-				PortsInUse: perProto(a.PortsInUse), PortsTotal: perProto(a.PortsTotal), Draining: a.Draining,
-			})
+			pj.Addresses = append(pj.Addresses, addressToJSON(a))
 		}
 		out.Pools = append(out.Pools, pj)
 	}
@@ -363,12 +369,27 @@ func rulesToJSON(fwds []*xnatv1.PortForward, statics []*xnatv1.StaticMapping) []
 type poolJSON struct {
 	Name     string   `json:"name"`
 	Prefixes []string `json:"prefixes"`
+	// Draining is set on the pseudo-pool drainingPool only: addresses
+	// that left the configuration and still serve sessions.
+	Draining []addressStatusJSON `json:"draining,omitempty"`
 }
 
-func poolsToJSON(ps []*xnatv1.Pool) []poolJSON {
+// drainingPool names the addresses still draining, in listings as in
+// natctl status.
+const drainingPool = "(draining)"
+
+func poolsToJSON(ps []*xnatv1.Pool, draining []*xnatv1.AddressStatus) []poolJSON {
 	out := []poolJSON{}
 	for _, p := range ps {
 		out = append(out, poolJSON{Name: p.Name, Prefixes: append([]string{}, p.Prefixes...)})
+	}
+	if len(draining) > 0 {
+		d := poolJSON{Name: drainingPool, Prefixes: []string{}}
+		for _, a := range draining {
+			d.Prefixes = append(d.Prefixes, a.Addr)
+			d.Draining = append(d.Draining, addressToJSON(a))
+		}
+		out = append(out, d)
 	}
 	return out
 }
@@ -573,8 +594,25 @@ func printRules(w io.Writer, rules []ruleJSON) error {
 func printPools(w io.Writer, pools []poolJSON) error {
 	tw := newTab(w)
 	fmt.Fprintln(tw, "NAME\tPREFIXES")
+	var draining []addressStatusJSON
 	for _, p := range pools {
+		if p.Name == drainingPool {
+			draining = p.Draining
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\n", p.Name, strings.Join(p.Prefixes, " "))
+	}
+	if err := tw.Flush(); err != nil || len(draining) == 0 {
+		return err
+	}
+	// Removed addresses still serving sessions: each goes when all its
+	// counts reach zero.
+	fmt.Fprintln(w)
+	tw = newTab(w)
+	fmt.Fprintln(tw, "DRAINING\tSUBSCRIBERS\tRULE SESSIONS\tTCP PORTS\tUDP PORTS\tICMP IDS")
+	for _, a := range draining {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", a.Addr, a.Subscribers, a.RuleSessions,
+			a.PortsInUse.TCP, a.PortsInUse.UDP, a.PortsInUse.ICMP)
 	}
 	return tw.Flush()
 }

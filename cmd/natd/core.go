@@ -181,7 +181,7 @@ func poolStatus(us []nat.AddressUsage) []mgmt.PoolStatus {
 			idx[name] = i
 			out = append(out, mgmt.PoolStatus{Name: name})
 		}
-		as := mgmt.AddressStatus{Addr: u.Addr, Subscribers: u.Subscribers, Draining: u.Draining}
+		as := mgmt.AddressStatus{Addr: u.Addr, Subscribers: u.Subscribers, Draining: u.Draining, RuleSessions: u.RuleSessions}
 		for p := range as.PortsInUse {
 			as.PortsInUse[p] = u.InUse[p]
 			as.PortsTotal[p] = u.Total[p]

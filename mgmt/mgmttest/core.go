@@ -287,6 +287,7 @@ func (c *Core) Status() mgmt.Status {
 		}
 		st.Pools[i].Addresses = append(st.Pools[i].Addresses, mgmt.AddressStatus{
 			Addr: u.Addr, Subscribers: u.Subscribers, PortsInUse: u.InUse, PortsTotal: u.Total, Draining: u.Draining,
+			RuleSessions: u.RuleSessions,
 		})
 	}
 	return st

@@ -805,12 +805,18 @@ func (x *PoolStatus) GetUtilization() float64 {
 }
 
 type AddressStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Addr          string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
-	Subscribers   uint64                 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
-	PortsInUse    *PerProtocol           `protobuf:"bytes,3,opt,name=ports_in_use,json=portsInUse,proto3" json:"ports_in_use,omitempty"`
-	PortsTotal    *PerProtocol           `protobuf:"bytes,4,opt,name=ports_total,json=portsTotal,proto3" json:"ports_total,omitempty"`
-	Draining      bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"` // removed from the pools, still holding mappings
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Addr        string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Subscribers uint64                 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	PortsInUse  *PerProtocol           `protobuf:"bytes,3,opt,name=ports_in_use,json=portsInUse,proto3" json:"ports_in_use,omitempty"`
+	PortsTotal  *PerProtocol           `protobuf:"bytes,4,opt,name=ports_total,json=portsTotal,proto3" json:"ports_total,omitempty"`
+	// draining: the address left the configuration (a pool, static mapping
+	// or port forward listed it) and still holds the subscribers, sessions
+	// and ports counted here; it is released when they reach zero.
+	Draining bool `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	// rule_sessions counts the sessions of static mappings and port
+	// forwards on the address.
+	RuleSessions  uint64 `protobuf:"varint,6,opt,name=rule_sessions,json=ruleSessions,proto3" json:"rule_sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -878,6 +884,13 @@ func (x *AddressStatus) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *AddressStatus) GetRuleSessions() uint64 {
+	if x != nil {
+		return x.RuleSessions
+	}
+	return 0
 }
 
 type GetStatsRequest struct {
@@ -2357,8 +2370,11 @@ func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pools []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// draining lists the external addresses that left the configuration
+	// but still serve established sessions, with what they still hold.
+	Draining      []*AddressStatus `protobuf:"bytes,2,rep,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2396,6 +2412,13 @@ func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
 func (x *ListPoolsResponse) GetPools() []*Pool {
 	if x != nil {
 		return x.Pools
+	}
+	return nil
+}
+
+func (x *ListPoolsResponse) GetDraining() []*AddressStatus {
+	if x != nil {
+		return x.Draining
 	}
 	return nil
 }
@@ -3608,7 +3631,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"PoolStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\taddresses\x18\x02 \x03(\v2\x16.xnat.v1.AddressStatusR\taddresses\x12 \n" +
-	"\vutilization\x18\x03 \x01(\x01R\vutilization\"\xd0\x01\n" +
+	"\vutilization\x18\x03 \x01(\x01R\vutilization\"\xf5\x01\n" +
 	"\rAddressStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12 \n" +
 	"\vsubscribers\x18\x02 \x01(\x04R\vsubscribers\x126\n" +
@@ -3616,7 +3639,8 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"portsInUse\x125\n" +
 	"\vports_total\x18\x04 \x01(\v2\x14.xnat.v1.PerProtocolR\n" +
 	"portsTotal\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"\x11\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x12#\n" +
+	"\rrule_sessions\x18\x06 \x01(\x04R\fruleSessions\"\x11\n" +
 	"\x0fGetStatsRequest\"8\n" +
 	"\x10GetStatsResponse\x12$\n" +
 	"\x05stats\x18\x01 \x01(\v2\x0e.xnat.v1.StatsR\x05stats\"J\n" +
@@ -3739,9 +3763,10 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\rStaticMapping\x12\x16\n" +
 	"\x06inside\x18\x01 \x01(\tR\x06inside\x12\x18\n" +
 	"\aoutside\x18\x02 \x01(\tR\aoutside\"\x12\n" +
-	"\x10ListPoolsRequest\"8\n" +
+	"\x10ListPoolsRequest\"l\n" +
 	"\x11ListPoolsResponse\x12#\n" +
-	"\x05pools\x18\x01 \x03(\v2\r.xnat.v1.PoolR\x05pools\"3\n" +
+	"\x05pools\x18\x01 \x03(\v2\r.xnat.v1.PoolR\x05pools\x122\n" +
+	"\bdraining\x18\x02 \x03(\v2\x16.xnat.v1.AddressStatusR\bdraining\"3\n" +
 	"\x0eAddPoolRequest\x12!\n" +
 	"\x04pool\x18\x01 \x01(\v2\r.xnat.v1.PoolR\x04pool\"\x11\n" +
 	"\x0fAddPoolResponse\"'\n" +
@@ -3957,69 +3982,70 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	3,  // 37: xnat.v1.PortForward.outside:type_name -> xnat.v1.Endpoint
 	3,  // 38: xnat.v1.PortForward.inside:type_name -> xnat.v1.Endpoint
 	31, // 39: xnat.v1.ListPoolsResponse.pools:type_name -> xnat.v1.Pool
-	31, // 40: xnat.v1.AddPoolRequest.pool:type_name -> xnat.v1.Pool
-	32, // 41: xnat.v1.ListPortForwardsResponse.port_forwards:type_name -> xnat.v1.PortForward
-	32, // 42: xnat.v1.AddPortForwardRequest.port_forward:type_name -> xnat.v1.PortForward
-	0,  // 43: xnat.v1.DeletePortForwardRequest.protocol:type_name -> xnat.v1.Protocol
-	3,  // 44: xnat.v1.DeletePortForwardRequest.outside:type_name -> xnat.v1.Endpoint
-	33, // 45: xnat.v1.ListStaticMappingsResponse.static_mappings:type_name -> xnat.v1.StaticMapping
-	33, // 46: xnat.v1.AddStaticMappingRequest.static_mapping:type_name -> xnat.v1.StaticMapping
-	31, // 47: xnat.v1.Change.add_pool:type_name -> xnat.v1.Pool
-	32, // 48: xnat.v1.Change.add_port_forward:type_name -> xnat.v1.PortForward
-	32, // 49: xnat.v1.Change.delete_port_forward:type_name -> xnat.v1.PortForward
-	33, // 50: xnat.v1.Change.add_static_mapping:type_name -> xnat.v1.StaticMapping
-	52, // 51: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
-	2,  // 52: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
-	59, // 53: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	60, // 54: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 55: xnat.v1.Event.type:type_name -> xnat.v1.EventType
-	0,  // 56: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
-	3,  // 57: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
-	3,  // 58: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
-	3,  // 59: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
-	5,  // 60: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	12, // 61: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	14, // 62: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	23, // 63: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	25, // 64: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	27, // 65: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	29, // 66: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	34, // 67: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	36, // 68: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	38, // 69: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	40, // 70: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	42, // 71: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	44, // 72: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	46, // 73: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	48, // 74: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	50, // 75: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	53, // 76: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	55, // 77: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	57, // 78: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	6,  // 79: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	13, // 80: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	15, // 81: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	24, // 82: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	26, // 83: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	28, // 84: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	30, // 85: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	35, // 86: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	37, // 87: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	39, // 88: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	41, // 89: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	43, // 90: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	45, // 91: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	47, // 92: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	49, // 93: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	51, // 94: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	54, // 95: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	56, // 96: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	58, // 97: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	79, // [79:98] is the sub-list for method output_type
-	60, // [60:79] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	11, // 40: xnat.v1.ListPoolsResponse.draining:type_name -> xnat.v1.AddressStatus
+	31, // 41: xnat.v1.AddPoolRequest.pool:type_name -> xnat.v1.Pool
+	32, // 42: xnat.v1.ListPortForwardsResponse.port_forwards:type_name -> xnat.v1.PortForward
+	32, // 43: xnat.v1.AddPortForwardRequest.port_forward:type_name -> xnat.v1.PortForward
+	0,  // 44: xnat.v1.DeletePortForwardRequest.protocol:type_name -> xnat.v1.Protocol
+	3,  // 45: xnat.v1.DeletePortForwardRequest.outside:type_name -> xnat.v1.Endpoint
+	33, // 46: xnat.v1.ListStaticMappingsResponse.static_mappings:type_name -> xnat.v1.StaticMapping
+	33, // 47: xnat.v1.AddStaticMappingRequest.static_mapping:type_name -> xnat.v1.StaticMapping
+	31, // 48: xnat.v1.Change.add_pool:type_name -> xnat.v1.Pool
+	32, // 49: xnat.v1.Change.add_port_forward:type_name -> xnat.v1.PortForward
+	32, // 50: xnat.v1.Change.delete_port_forward:type_name -> xnat.v1.PortForward
+	33, // 51: xnat.v1.Change.add_static_mapping:type_name -> xnat.v1.StaticMapping
+	52, // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
+	2,  // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
+	59, // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
+	60, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,  // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
+	0,  // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
+	3,  // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
+	3,  // 59: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
+	3,  // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
+	5,  // 61: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	12, // 62: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	14, // 63: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	23, // 64: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	25, // 65: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	27, // 66: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	29, // 67: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	34, // 68: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	36, // 69: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	38, // 70: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	40, // 71: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	42, // 72: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	44, // 73: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	46, // 74: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	48, // 75: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	50, // 76: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	53, // 77: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	55, // 78: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	57, // 79: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	6,  // 80: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	13, // 81: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	15, // 82: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	24, // 83: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	26, // 84: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	28, // 85: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	30, // 86: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	35, // 87: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	37, // 88: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	39, // 89: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	41, // 90: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	43, // 91: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	45, // 92: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	47, // 93: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	49, // 94: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	51, // 95: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	54, // 96: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	56, // 97: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	58, // 98: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	80, // [80:99] is the sub-list for method output_type
+	61, // [61:80] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
