@@ -172,6 +172,9 @@ type Stats struct {
 type WorkerStats struct {
 	ID       int
 	Counters nat.Counters
+	// Panics counts panics of the worker's poll loop, each recovered
+	// and the loop restarted (dataplane/worker).
+	Panics uint64
 }
 
 // InterfaceStats are per-interface, per-queue port counters.

@@ -199,6 +199,9 @@ func (c *core) Stats() mgmt.Stats {
 	for _, ws := range d.wk {
 		w := mgmt.WorkerStats{ID: ws.id}
 		ws.w.Counters(&w.Counters)
+		if ws.run != nil {
+			w.Panics = ws.run.Panics()
+		}
 		st.Workers = append(st.Workers, w)
 		ps, ks := ws.portStats()
 		for s := nat.Inside; s < nat.NumSides; s++ {

@@ -91,6 +91,7 @@ var (
 	dPolls       = desc("xnat_worker_polls_total", "Polls a worker made.", "worker")
 	dBusyPolls   = desc("xnat_worker_busy_polls_total", "Polls that moved at least one frame.", "worker")
 	dLinkErrors  = desc("xnat_worker_link_errors_total", "Port errors (link down, ring errors) a worker met.", "worker")
+	dPanics      = desc("xnat_worker_panics_total", "Panics of a worker's poll loop, each logged with its stack and the loop restarted.", "worker")
 )
 
 // NewCollector returns a collector over core.
@@ -114,7 +115,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dBuildInfo, dStartTime, dGeneration, dRxPackets, dTxPackets, dRxBytes, dTxBytes, dIfDrops, dIfUp,
 		dDropped, dSessions, dSessCap, dCreated, dExpired, dDeleted, dAllocFail, dPortsInUse, dPorts,
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
-		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors,
+		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
 	} {
 		ch <- d
 	}
@@ -204,6 +205,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dPolls, wc[nat.Polls], id)
 		counter(dBusyPolls, wc[nat.BusyPolls], id)
 		counter(dLinkErrors, wc[nat.LinkErrors], id)
+		counter(dPanics, w.Panics, id)
 		ch <- prometheus.MustNewConstMetric(dPollSecs, prometheus.CounterValue, float64(poll)/1e9, id)
 		ch <- prometheus.MustNewConstMetric(dBusySecs, prometheus.CounterValue, float64(busy)/1e9, id)
 		gauge(dBusyRatio, c.busyRatio(w.ID, poll, busy), id)
