@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ type Engine struct {
 	bindings *flowtable.Table // endpoint-independent mappings
 	subs     *flowtable.Table // subscribers (inside addresses)
 	perms    *flowtable.Table // address-dependent filter permissions
+	portTab  *portTable       // ports in use on every external address
 
 	clock    Clock
 	epoch    time.Time
@@ -112,6 +114,9 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	if e.subs, err = flowtable.New(l.MaxSubscribers); err != nil {
+		return nil, err
+	}
+	if e.portTab, err = newPortTable(l); err != nil {
 		return nil, err
 	}
 	e.ctlEvents = newEventRing(opts.EventRing)
@@ -307,23 +312,16 @@ func (e *Engine) claimForwards(s *Snapshot) {
 		ps := &e.addr(e.addrIndex[k.addr]).ports[k.proto]
 		// If a dynamic mapping holds the port, share it: the rule wins for
 		// new inbound flows, and the port returns to the pool only when
-		// both the mapping and the rule are gone.
-		if !ps.claimFree(k.port) && !ps.share(k.port) {
-			forceOwner(ps, k.port)
-		}
-		e.fwdClaims[k] = true
-	}
-}
-
-// forceOwner adds an owner to a port that is in hold-down.
-func forceOwner(ps *portSet, p uint16) {
-	w, sh := ps.load(p)
-	for {
-		v := w.Load()
-		st := (v >> sh) & 0xffff
-		nst := st&portMaxOwner + 1 // leaves hold-down; the FIFO entry's unhold is skipped
-		if w.CompareAndSwap(v, v&^(0xffff<<sh)|nst<<sh) {
-			return
+		// both the mapping and the rule are gone. A port in hold-down
+		// leaves it. A port whose last owner is freeing it this instant
+		// fits none of these: try again. A full port table refuses the
+		// claim; the next configuration change tries again.
+		for try := 0; try < 1000; try++ {
+			if ps.claimFree(k.port) || ps.share(k.port) || ps.forceOwner(k.port) {
+				e.fwdClaims[k] = true
+				break
+			}
+			runtime.Gosched()
 		}
 	}
 }

@@ -2,69 +2,153 @@ package nat
 
 import (
 	"sync/atomic"
+
+	"github.com/xnat/xnat/flowtable"
 )
 
 // portSet tracks the external ports (or ICMP identifiers) of one protocol on
 // one external address.
 //
-// Each port has a 16-bit state packed two to a 32-bit word: bits 0..14 count
-// the owners of the port (an endpoint-independent binding is one owner; with
-// address-and-port-dependent mapping every session is an owner), and bit 15
-// marks a port in hold-down (RFC 6888 REQ-8) after its last owner left. Every
-// transition is one compare-and-swap on the word, so workers claim and
-// release ports without a lock, and a released port cannot be claimed
-// between losing its last owner and entering hold-down.
+// A port that has an owner or is in hold-down has a record in the engine's
+// port table (portTable), keyed by address, protocol and port; a free port
+// has none. Memory is therefore proportional to the ports in use, not to
+// the addresses configured: an idle address costs its registry entry only
+// (issue 11: a dense per-address array cost 384 KiB per address, 24 GiB
+// for a /16). The port table is a flowtable, preallocated from the limits,
+// so claiming a port allocates nothing.
+//
+// A record's user word 0 holds the port's 16-bit state in bits 0..15:
+// bits 0..14 count the owners (an endpoint-independent binding is one
+// owner; with address-and-port-dependent mapping every session is an
+// owner), and bit 15 marks a port in hold-down (RFC 6888 REQ-8) after its
+// last owner left. Bits 16..63 are a nonce drawn when the record is
+// created. Every transition is one compare-and-swap of the whole word, so
+// workers claim and release ports without a lock, a released port cannot
+// be claimed between losing its last owner and entering hold-down, and a
+// compare-and-swap can never land on a record that was freed and reused
+// for another port meanwhile (its nonce differs). A record whose state
+// reaches zero is deleted by whoever made it zero; until then the port
+// counts as taken.
 //
 // Claims for random ports search only the calling worker's share of the
-// range (64-port chunks dealt round-robin to workers), so workers never
-// contend for the same words in the common case. A claim for one specific
-// port (port preservation) may take any port.
-//
-// Memory: 128 KiB per protocol per address.
+// range (64-port chunks dealt round-robin to workers), so workers rarely
+// contend for the same port. A claim for one specific port (port
+// preservation) may take any port.
 type portSet struct {
-	words [32768]atomic.Uint32
+	pt    *portTable
+	addr  [4]byte
+	proto uint8 // IP protocol number
 	inUse atomic.Int32 // ports with at least one owner or in hold-down
+}
+
+// portTable holds the records of every port in use, on every address.
+type portTable struct {
+	t     *flowtable.Table
+	nonce atomic.Uint64
+}
+
+// newPortTable sizes the port table from the limits. Each port in use has
+// an owner: an endpoint-independent binding, or with address-and-port-
+// dependent mapping at least one session; both are bounded by
+// MaxSessions. Ports in hold-down come on top: a port is held for the
+// hold-down time after a mapping that lived at least the transitory
+// timeout, so they stay below about half of the ports in use; the table
+// takes that half again, and a port forward's claim or two.
+func newPortTable(l Limits) (*portTable, error) {
+	n := l.MaxSessions + l.MaxSessions/2 + 1024
+	if n > flowtable.MaxCapacity {
+		n = flowtable.MaxCapacity
+	}
+	t, err := flowtable.New(n)
+	if err != nil {
+		return nil, err
+	}
+	return &portTable{t: t}, nil
 }
 
 const (
 	portHeld     = 1 << 15
 	portMaxOwner = portHeld - 1
+	portState    = 0xffff
 	chunkPorts   = 64
 )
 
-func (s *portSet) load(p uint16) (word *atomic.Uint32, shift uint) {
-	return &s.words[p>>1], uint(p&1) * 16
+func (s *portSet) key(p uint16) flowtable.Key {
+	return flowtable.Key{Dst: s.addr, DstPort: p, Proto: s.proto}
+}
+
+// lookup returns port p's record.
+func (s *portSet) lookup(p uint16, x *flowtable.Entry) bool {
+	k := s.key(p)
+	return s.pt.t.Lookup(&k, x)
+}
+
+// update applies f to the state of port p's record x until the
+// compare-and-swap succeeds or f refuses (ok false). It returns the old and
+// new state. It fails (found false) if the record was reused for another
+// port since x was read.
+func (s *portSet) update(x *flowtable.Entry, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, found, ok bool) {
+	v := x.User[0]
+	for {
+		if v>>16 != x.User[0]>>16 {
+			return 0, 0, false, false
+		}
+		st = v & portState
+		nst, ok = f(st)
+		if !ok {
+			return st, st, true, false
+		}
+		if s.pt.t.CompareAndSwapUser(x.ID, 0, v, v&^portState|nst) {
+			return st, nst, true, true
+		}
+		v = s.pt.t.LoadUser(x.ID, 0)
+	}
+}
+
+// free deletes the record of a port whose state the caller made zero.
+func (s *portSet) free(x *flowtable.Entry) {
+	if !s.pt.t.Delete(x.ID, x.Gen) {
+		panic("nat: port record vanished before its last owner freed it")
+	}
+	s.inUse.Add(-1)
 }
 
 // claimFree takes port p if it has no owner and is not held.
 func (s *portSet) claimFree(p uint16) bool {
-	w, sh := s.load(p)
-	for {
-		v := w.Load()
-		if (v>>sh)&0xffff != 0 {
-			return false
-		}
-		if w.CompareAndSwap(v, v|1<<sh) {
-			s.inUse.Add(1)
-			return true
-		}
+	k := s.key(p)
+	var x flowtable.Entry
+	user := [2]uint64{s.pt.nonce.Add(1)<<16 | 1, 0}
+	if s.pt.t.Insert(&k, &flowtable.NoKey, 0, user, 0, &x) != flowtable.Inserted {
+		return false // taken, or the port table is full
 	}
+	s.inUse.Add(1)
+	return true
 }
 
 // share adds an owner to port p if it already has one and is not held:
 // port overlap under address-and-port-dependent mapping.
 func (s *portSet) share(p uint16) bool {
-	w, sh := s.load(p)
-	for {
-		v := w.Load()
-		st := (v >> sh) & 0xffff
-		if st == 0 || st&portHeld != 0 || st == portMaxOwner {
-			return false
-		}
-		if w.CompareAndSwap(v, v+1<<sh) {
-			return true
-		}
+	var x flowtable.Entry
+	if !s.lookup(p, &x) {
+		return false
 	}
+	_, _, _, ok := s.update(&x, func(st uint64) (uint64, bool) {
+		return st + 1, st != 0 && st&portHeld == 0 && st != portMaxOwner
+	})
+	return ok
+}
+
+// forceOwner adds an owner to port p if it is in hold-down (the hold-down
+// FIFO's unhold then finds it owned and skips it). Control plane only.
+func (s *portSet) forceOwner(p uint16) bool {
+	var x flowtable.Entry
+	if !s.lookup(p, &x) {
+		return false
+	}
+	_, _, _, ok := s.update(&x, func(st uint64) (uint64, bool) {
+		return st&portMaxOwner + 1, st&portHeld != 0
+	})
+	return ok
 }
 
 // release drops one owner of port p. It returns true when that was the last
@@ -72,46 +156,51 @@ func (s *portSet) share(p uint16) bool {
 // unhold. If hold is false the port becomes free at once (used to undo a
 // claim that was never used on the wire).
 func (s *portSet) release(p uint16, hold bool) (last bool) {
-	w, sh := s.load(p)
-	for {
-		v := w.Load()
-		st := (v >> sh) & 0xffff
-		if st&portMaxOwner == 0 {
-			panic("nat: release of a port with no owner")
-		}
+	var x flowtable.Entry
+	if !s.lookup(p, &x) {
+		panic("nat: release of a port with no owner")
+	}
+	// The caller owns the port, so the record cannot be freed under it.
+	st, nst, found, ok := s.update(&x, func(st uint64) (uint64, bool) {
 		nst := st - 1
 		if nst == 0 && hold {
 			nst = portHeld
 		}
-		if w.CompareAndSwap(v, v&^(0xffff<<sh)|nst<<sh) {
-			if nst == 0 {
-				s.inUse.Add(-1)
-			}
-			return st == 1
-		}
+		return nst, st&portMaxOwner != 0
+	})
+	if !found || !ok {
+		panic("nat: release of a port with no owner")
 	}
+	if nst == 0 {
+		s.free(&x)
+	}
+	return st == 1
 }
 
 // unhold ends the hold-down of port p.
 func (s *portSet) unhold(p uint16) {
-	w, sh := s.load(p)
-	for {
-		v := w.Load()
-		st := (v >> sh) & 0xffff
-		if st != portHeld {
-			panic("nat: unhold of a port not in hold-down")
-		}
-		if w.CompareAndSwap(v, v&^(0xffff<<sh)) {
-			s.inUse.Add(-1)
-			return
-		}
+	var x flowtable.Entry
+	ok := s.lookup(p, &x)
+	if ok {
+		_, _, _, ok = s.update(&x, func(st uint64) (uint64, bool) { return 0, st == portHeld })
 	}
+	if !ok {
+		panic("nat: unhold of a port not in hold-down")
+	}
+	s.free(&x)
 }
 
-// owners returns the owner count and the held flag of port p.
+// state returns the owner count and the held flag of port p.
 func (s *portSet) state(p uint16) (owners int, held bool) {
-	w, sh := s.load(p)
-	st := (w.Load() >> sh) & 0xffff
+	var x flowtable.Entry
+	if !s.lookup(p, &x) {
+		return 0, false
+	}
+	st := s.pt.t.LoadUser(x.ID, 0)
+	if st>>16 != x.User[0]>>16 {
+		return 0, false
+	}
+	st &= portState
 	return int(st & portMaxOwner), st&portHeld != 0
 }
 
@@ -136,20 +225,42 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 	if total == 0 {
 		return 0, false
 	}
+	// j-th port of the share: mine are full chunks except maybe the last.
+	port := func(j int) uint16 {
+		c, off := j/chunkPorts, j%chunkPorts
+		return uint16(int(lo) + (worker+c*workers)*chunkPorts + off)
+	}
+	// Independent random probes first: a walk from one random point
+	// grows runs of taken ports that later walks must cross (linear
+	// probing's clustering), and each probe here is a table lookup, not a
+	// bit test. A probe looks before it inserts, so a taken port costs no
+	// bucket lock.
+	var x flowtable.Entry
+	for i := 0; i < randomProbes; i++ {
+		p := port(int(r % uint64(total)))
+		r = r*6364136223846793005 + 1442695040888963407
+		if !s.lookup(p, &x) && s.claimFree(p) {
+			return p, true
+		}
+	}
+	// Then the whole share from a random point, so that false means full.
 	start := int(r % uint64(total))
 	for i := 0; i < total; i++ {
 		j := start + i
 		if j >= total {
 			j -= total
 		}
-		c, off := j/chunkPorts, j%chunkPorts // mine are full chunks except maybe the last
-		p := uint16(int(lo) + (worker+c*workers)*chunkPorts + off)
-		if s.claimFree(p) {
+		if p := port(j); !s.lookup(p, &x) && s.claimFree(p) {
 			return p, true
 		}
 	}
 	return 0, false
 }
+
+// randomProbes is how many random ports claimRandom tries before it walks
+// the share: with a fraction f of the share taken, all of them miss with
+// probability f^randomProbes (4% at f = 0.9).
+const randomProbes = 32
 
 // chunkLen is the number of ports in chunk c of a range of n ports.
 func chunkLen(n, c int) int {

@@ -132,6 +132,9 @@ func (e *Engine) register(a [4]byte) *addrState {
 		e.nextSlot++
 	}
 	st := &addrState{addr: a, idx: idx}
+	for p := range st.ports {
+		st.ports[p].pt, st.ports[p].addr, st.ports[p].proto = e.portTab, a, Proto(p).Number()
+	}
 	e.slots[idx].Store(st)
 	e.addrIndex[a] = idx
 	return st

@@ -1,0 +1,149 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// heapNow is the live heap after a full collection.
+func heapNow() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// memConfig is a configuration with the pool prefix given, no other
+// address. Addresses come from 198.19.0.0/16, outside the links'.
+func memConfig(pool string) Config {
+	c := testConfig()
+	c.Pools = []Pool{{Name: "cgn", Addresses: []netip.Prefix{netip.MustParsePrefix(pool)}}}
+	c.Limits.MaxSessions = 1 << 15
+	return c
+}
+
+// poolAddressBytes measures the heap that one pool address costs: idle,
+// and with ports of every protocol in use on it. It is the figure in
+// docs/operations.md ("Memory per pool address"):
+//
+//	go test ./dataplane/nat/ -run TestMemoryPerPoolAddress -v
+func poolAddressBytes(t testing.TB) (idle float64, busy float64) {
+	h := newHarness(t, memConfig("198.19.0.1/32"))
+	before := heapNow()
+	if err := h.eng.ApplyConfig(memConfig("198.19.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	after := heapNow()
+	idle = float64(after-before) / 65535 // one address was there before
+	// 64 subscribers with 100 mappings each, on every protocol: the
+	// ports' records live in the port table, preallocated with the
+	// engine, so the heap must not move beyond the subscribers' events.
+	before = heapNow()
+	for host := 0; host < 64; host++ {
+		src := fmt.Sprintf("10.0.9.%d", 2+host)
+		for i := 0; i < 100; i++ {
+			h.one(Inside, udp(src, uint16(2000+i), "198.18.0.2", 53), Outside)
+			h.one(Inside, tcp(src, uint16(2000+i), "198.18.0.2", 80, "S"), Outside)
+		}
+	}
+	after = heapNow()
+	busy = float64(int64(after)-int64(before)) / 64
+	runtime.KeepAlive(h)
+	return idle, busy
+}
+
+// TestMemoryPerPoolAddress bounds what a pool address costs (issue 11,
+// defect 5: 384 KiB per address, 6.1 GiB of heap for a /18). A /16 of
+// public space must fit comfortably: here under 512 bytes per idle
+// address, 32 MiB for the /16; ports in use cost no heap (their records
+// are in the preallocated port table).
+func TestMemoryPerPoolAddress(t *testing.T) {
+	idle, busy := poolAddressBytes(t)
+	t.Logf("heap per pool address: %.0f bytes idle; %.0f bytes more per address with 200 ports in use", idle, busy)
+	if idle > 512 {
+		t.Errorf("an idle pool address costs %.0f bytes of heap, want at most 512", idle)
+	}
+	if busy > 4096 {
+		t.Errorf("200 ports in use cost %.0f bytes of heap per address, want at most 4096", busy)
+	}
+	h := newHarness(t, memConfig("198.19.0.1/32"))
+	t.Logf("port table: %.0f bytes per port record, %d records", h.eng.portTab.t.BytesPerSession(), h.eng.portTab.t.Cap())
+}
+
+// TestReloadsDoNotGrowHeap applies 20 different /24 pools (issue 11,
+// defect 5: the heap grew by 1.9 GiB): the addresses each reload removes
+// have drained (nothing used them) and give their registry slots back.
+func TestReloadsDoNotGrowHeap(t *testing.T) {
+	h := newHarness(t, memConfig("198.19.0.0/24"))
+	var base uint64
+	for i := 0; i < 20; i++ {
+		if err := h.eng.ApplyConfig(memConfig(fmt.Sprintf("198.19.%d.0/24", i))); err != nil {
+			t.Fatal(err)
+		}
+		// Traffic on every pool, ended before the next reload.
+		h.one(Inside, udp("10.0.0.2", uint16(3000+i), "198.18.0.2", 53), Outside)
+		h.eng.FlushSessions(SessionFilter{})
+		h.clock.Advance(5 * time.Minute)
+		h.housekeep()
+		if i == 1 {
+			base = heapNow()
+		}
+	}
+	grown := int64(heapNow()) - int64(base)
+	if n := len(h.eng.addrIndex); n != 256 {
+		t.Fatalf("%d addresses registered after 20 reloads, want the last /24's 256", n)
+	}
+	t.Logf("heap after 20 reloads: %+d bytes against the second", grown)
+	if grown > 256<<10 {
+		t.Fatalf("heap grew by %d bytes over 18 reloads of a /24", grown)
+	}
+}
+
+// TestAddressIndex65535RoundTrips: a session that owns its port on the
+// address in registry slot 65,535 names it as 65,536 in its user word;
+// 16 bits lost it into the worker's bits (issue 11, defect 5).
+func TestAddressIndex65535RoundTrips(t *testing.T) {
+	u := sessUser(1, 2, 3, 65535+1, 200)
+	if got := uint32(u[1]>>32) & ownAddrMask; got != 65536 {
+		t.Fatalf("own address %d after packing, want 65536", got)
+	}
+	if w := uint8(u[1] >> 56); w != 200 {
+		t.Fatalf("worker %d after packing, want 200", w)
+	}
+	// End to end: an address-and-port-dependent mapping on slot 65,535
+	// returns its port when the session ends.
+	c := memConfig("198.19.0.1/32")
+	c.Mapping = AddressAndPortDependent
+	for p := range c.Filtering {
+		c.Filtering[p] = FilterAddressAndPortDependent
+	}
+	h := newHarness(t, c)
+	h.eng.ctl.Lock()
+	h.eng.nextSlot = 65535
+	h.eng.ctl.Unlock()
+	c.Pools[0].Addresses = []netip.Prefix{netip.MustParsePrefix("198.19.0.2/32")}
+	if err := h.eng.ApplyConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	st := h.eng.addr(65535)
+	if st == nil || st.addr != [4]byte{198, 19, 0, 2} {
+		t.Fatalf("slot 65535 holds %v", st)
+	}
+	if e := eps(h.one(Inside, udp("10.0.0.2", 4000, "198.18.0.2", 53), Outside)); e.src != "198.19.0.2" {
+		t.Fatalf("left from %s", e.src)
+	}
+	if st.ports[UDP].inUse.Load() != 1 {
+		t.Fatal("no port in use on the address")
+	}
+	h.clock.Advance(time.Hour)
+	h.housekeep()
+	h.clock.Advance(time.Hour) // past hold-down
+	h.housekeep()
+	if n := st.ports[UDP].inUse.Load(); n != 0 {
+		t.Fatalf("%d ports still in use after the session ended: the index did not round-trip", n)
+	}
+}
