@@ -37,7 +37,7 @@ import (
 type portSet struct {
 	pt    *portTable
 	addr  [4]byte
-	proto uint8 // IP protocol number
+	proto uint8        // IP protocol number
 	inUse atomic.Int32 // ports with at least one owner or in hold-down
 }
 
