@@ -147,3 +147,51 @@ func TestAddressIndex65535RoundTrips(t *testing.T) {
 		t.Fatalf("%d ports still in use after the session ended: the index did not round-trip", n)
 	}
 }
+
+// TestZeroAllocNewMappings: creating mappings allocates nothing, frame by
+// frame (testing.AllocsPerRun(1) is exact), on fresh ports all over the
+// range, for new subscribers and for subscribers re-paired after their
+// address left the pools: port records come from the preallocated port
+// table, not the heap.
+func TestZeroAllocNewMappings(t *testing.T) {
+	h := newHarness(t, memConfig("198.19.0.0/24"))
+	frames := make([][]byte, 0, 600)
+	for i := 0; i < 300; i++ {
+		// Source ports far apart, so that almost every mapping lands
+		// on a port no earlier mapping was near.
+		frames = append(frames, udp(fmt.Sprintf("10.0.%d.%d", 10+i/200, 2+i%200), uint16(1024+i*211), "198.18.0.2", 53))
+	}
+	run := func(phase string, fs [][]byte, pool string) {
+		t.Helper()
+		for i := 0; i+1 < len(fs); i += 2 {
+			n := 0
+			allocs := testing.AllocsPerRun(1, func() {
+				h.ports[Inside].Inject(fs[i+n])
+				n++
+				h.w.Poll()
+			})
+			out := h.ports[Outside].Drain()
+			if len(out) != 2 {
+				t.Fatalf("%s: %d frames out for 2 new flows (drops %v)", phase, len(out), h.drops())
+			}
+			for _, f := range out {
+				if src := eps(verifyFrame(t, f)).src; !netip.MustParsePrefix(pool).Contains(netip.MustParseAddr(src)) {
+					t.Fatalf("%s: a new mapping left from %s, not from %s", phase, src, pool)
+				}
+			}
+			if allocs != 0 {
+				t.Fatalf("%s: %v allocations creating a mapping", phase, allocs)
+			}
+		}
+	}
+	run("new subscribers", frames, "198.19.0.0/24")
+	if err := h.eng.ApplyConfig(memConfig("198.19.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	// The same subscribers, new flows: each is paired again.
+	var again [][]byte
+	for i := 0; i < 300; i++ {
+		again = append(again, udp(fmt.Sprintf("10.0.%d.%d", 10+i/200, 2+i%200), uint16(1025+i*211), "198.18.0.2", 53))
+	}
+	run("re-paired subscribers", again, "198.19.1.0/24")
+}
