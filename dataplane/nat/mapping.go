@@ -276,13 +276,26 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 // rules open no sessions. The reference keeps the address answered for
 // until the session ends (cleanup gives it back), however the
 // configuration changes meanwhile (issue 11).
-func (w *Worker) acquireRule(ext [4]byte, c *claim) drop.Reason {
+//
+// A port-forward session also owns its external port, like a session of
+// address-and-port-dependent mapping: the rule's own claim on the port
+// goes with the rule, and the port must not return to dynamic allocation
+// (on a pool address) while sessions of a removed rule still use it.
+func (w *Worker) acquireRule(state uint32, ext [4]byte, port uint16, proto Proto, c *claim) drop.Reason {
 	st := w.snap.ruleAddr[ext]
 	if st == nil || !st.acquire(addrInRules, 1) {
 		return drop.NotForwarded
 	}
 	st.rules.Add(1)
 	c.rule = st
+	if state&stKindMask == stKindForward {
+		ps := &st.ports[proto]
+		if !ps.share(port) && !ps.claimFree(port) && !ps.share(port) {
+			// Held down, or the port table is full.
+			return drop.PortExhausted
+		}
+		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
+	}
 	return drop.None
 }
 
@@ -295,7 +308,6 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 	var extPort uint16
 	var c claim
 	state := uint32(0)
-	ownAddr := uint32(0)
 
 	if r, ok := s.fwdIn[fwdKey{addr: p.Src, port: k.SrcPort, proto: uint8(proto)}]; ok && proto != ICMP {
 		// A port-forwarded server opening a flow: symmetric static NAPT.
@@ -320,10 +332,11 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			return drop.PortExhausted
 		}
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
-		ext, extPort, ownAddr = st.addr, port, st.idx+1
+		ext, extPort = st.addr, port
 	}
 	if state&stKindMask != 0 {
-		if r := w.acquireRule(ext, &c); r != drop.None {
+		if r := w.acquireRule(state, ext, extPort, proto, &c); r != drop.None {
+			w.undo(&c)
 			return r
 		}
 	}
@@ -342,7 +355,7 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 		}
 	}
 	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), ownAddr, w.id)
+	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
 	switch w.eng.sessions.Insert(k, &k1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
@@ -531,7 +544,8 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		in, inPort = c.binding.Keys[0].Src, c.binding.Keys[0].SrcPort
 	}
 	if state&stKindMask != 0 {
-		if r := w.acquireRule(p.Dst, &c); r != drop.None {
+		if r := w.acquireRule(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
+			w.undo(&c)
 			return r
 		}
 	}
@@ -547,7 +561,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	if proto == ICMP {
 		k0.DstPort = 0
 	}
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), 0, w.id)
+	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
 	switch w.eng.sessions.Insert(&k0, k, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++

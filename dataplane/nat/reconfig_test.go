@@ -242,8 +242,11 @@ func TestRemovedRulesKeepTheirSessions(t *testing.T) {
 	if e := eps(h.one(Inside, udp("10.0.0.60", 5353, "198.18.0.5", 53), Outside)); e.src != "198.18.0.100" {
 		t.Fatalf("new flow of the former static host left from %s", e.src)
 	}
-	// Once the sessions end, the addresses go.
+	// Once the sessions end (and the forward's port its hold-down), the
+	// addresses go.
 	h.clock.Advance(3 * time.Hour)
+	h.housekeep()
+	h.clock.Advance(5 * time.Minute)
 	h.housekeep()
 	for _, a := range []string{"198.18.0.200", "198.18.0.160"} {
 		if isPublicAddr(h.eng, a) {
@@ -255,4 +258,35 @@ func TestRemovedRulesKeepTheirSessions(t *testing.T) {
 	}
 	h.none(Outside, tcp("198.18.0.2", 50000, "198.18.0.200", 22, "A"), drop.NotForwarded)
 	h.checkNoLeaks()
+}
+
+// TestRemovedForwardKeepsItsPort: a port forward on a pool address is
+// removed while a session it opened lives on. Past the hold-down time the
+// port must still be the session's: a dynamic mapping that would like the
+// same port (port preservation) gets another, and the session's packets
+// still reach the forwarded server.
+func TestRemovedForwardKeepsItsPort(t *testing.T) {
+	h := newHarness(t, forwardConfig())
+	h.one(Outside, tcp("198.18.0.2", 40000, "198.18.0.100", 8080, "S"), Inside)
+	h.one(Inside, tcp("10.0.0.50", 80, "198.18.0.2", 40000, "SA"), Outside)
+	h.one(Outside, tcp("198.18.0.2", 40000, "198.18.0.100", 8080, "A"), Inside)
+	if err := h.eng.ApplyConfig(testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(5 * time.Minute) // past hold-down, within the TCP timeout
+	h.housekeep()
+	if e := eps(h.one(Inside, tcp("10.0.0.9", 8080, "198.18.0.3", 443, "S"), Outside)); e.sport == 8080 {
+		t.Fatal("a dynamic mapping took the port of a live forward session")
+	}
+	if e := eps(h.one(Outside, tcp("198.18.0.2", 40000, "198.18.0.100", 8080, "A"), Inside)); e.dst != "10.0.0.50" || e.dport != 80 {
+		t.Fatalf("the forward session's packet went to %v", e)
+	}
+	// When the session ends, the port returns to the pool after hold-down.
+	h.clock.Advance(3 * time.Hour)
+	h.housekeep()
+	h.clock.Advance(5 * time.Minute)
+	h.housekeep()
+	if e := eps(h.one(Inside, tcp("10.0.0.10", 8080, "198.18.0.3", 443, "S"), Outside)); e.sport != 8080 {
+		t.Fatalf("port 8080 not preserved once free: got %d", e.sport)
+	}
 }
