@@ -1,8 +1,10 @@
 package nat
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,7 +79,12 @@ func TestPoolChangesUnderTrafficTwoWorkers(t *testing.T) {
 				report(err)
 				return
 			}
-			h.eng.FlushSessions(SessionFilter{})
+			// Mostly the subscribers keep their sessions, so their next
+			// mappings re-pair them with a live address; sometimes
+			// everything goes, so they pair afresh.
+			if i%4 == 0 {
+				h.eng.FlushSessions(SessionFilter{})
+			}
 			h.clock.Advance(5 * time.Minute) // past hold-down
 			h.eng.Housekeep(1024)
 			time.Sleep(200 * time.Microsecond)
@@ -102,6 +109,19 @@ func TestPoolChangesUnderTrafficTwoWorkers(t *testing.T) {
 	h.housekeep()
 	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len(); n != 0 {
 		t.Fatalf("%d entries left after a flush", n)
+	}
+	// Every removed address has drained and left the registry; the last
+	// pool's four remain, with nothing in use.
+	if n := len(h.eng.registered()); n != 4 {
+		t.Fatalf("%d addresses registered, want the last /30's 4", n)
+	}
+	for _, a := range h.eng.registered() {
+		if a.busy() {
+			t.Fatalf("%v still busy: refs %#x", a.addr, a.refs.Load())
+		}
+	}
+	if n := h.eng.portTab.t.Len(); n != 0 {
+		t.Fatalf("%d port records left", n)
 	}
 	h.checkNoLeaks()
 }
@@ -288,5 +308,27 @@ func TestRemovedForwardKeepsItsPort(t *testing.T) {
 	h.housekeep()
 	if e := eps(h.one(Inside, tcp("10.0.0.10", 8080, "198.18.0.3", 443, "S"), Outside)); e.sport != 8080 {
 		t.Fatalf("port 8080 not preserved once free: got %d", e.sport)
+	}
+}
+
+// TestRegistryFullRefusesChange: a change whose new addresses do not fit
+// beside those still draining is refused whole, with a precise error, and
+// the configuration in force stays.
+func TestRegistryFullRefusesChange(t *testing.T) {
+	h := newHarness(t, poolConfig("198.18.1.0/30"))
+	h.eng.ctl.Lock()
+	h.eng.nextSlot = maxAddrSlots - 2
+	h.eng.ctl.Unlock()
+	gen := h.eng.Snapshot().Generation
+	err := h.eng.ApplyConfig(poolConfig("198.18.2.0/30"))
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "pools" || !strings.Contains(fe.Reason, "registry slots") {
+		t.Fatalf("err %v, want a pools error about registry slots", err)
+	}
+	if h.eng.Snapshot().Generation != gen {
+		t.Fatal("a refused change was published")
+	}
+	if e := eps(h.one(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside)); !strings.HasPrefix(e.src, "198.18.1.") {
+		t.Fatalf("left from %s after a refused change", e.src)
 	}
 }
