@@ -42,7 +42,6 @@ const (
 	addrInRules = 1 << 61
 	addrInPool  = 1 << 62
 	addrRetired = 1 << 63
-	addrFlags   = addrInRules | addrInPool | addrRetired
 	addrCount   = 1<<32 - 1
 )
 
@@ -105,13 +104,6 @@ func (a *addrState) busy() bool {
 	return a.refs.Load()&addrCount != 0 || !a.portsIdle()
 }
 
-// draining reports whether the address has left the configuration but is
-// still in use.
-func (a *addrState) draining() bool {
-	v := a.refs.Load()
-	return v&(addrInPool|addrInRules|addrRetired) == 0 && a.busy()
-}
-
 // addr returns the state in registry slot idx: nil for a free slot. Any
 // goroutine may call it; idx must come from a record or a snapshot of this
 // engine.
@@ -140,7 +132,7 @@ func (e *Engine) register(a [4]byte) *addrState {
 	return st
 }
 
-// freeSlots is the number of addresses that can still be registered.
+// freeSlotCount is the number of addresses that can still be registered.
 func (e *Engine) freeSlotCount() int {
 	return len(e.freeSlots) + len(e.slots) - int(e.nextSlot)
 }
