@@ -2,7 +2,10 @@ package nat
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
+
+	"github.com/xnat/xnat/flowtable"
 )
 
 // refShare lists the ports of [lo, hi] in worker's share, the slow way.
@@ -112,4 +115,72 @@ func testPortSet(t testing.TB, n int) *portSet {
 		t.Fatal(err)
 	}
 	return &portSet{pt: pt, addr: [4]byte{198, 18, 0, 100}, proto: ipProtoUDP}
+}
+
+// TestPortSetConcurrentChurn has goroutines claim, share and release the
+// same few ports at once, so records are freed and reused for other ports
+// while others still hold copies of them: a compare-and-swap must never
+// land on a reused record (the nonce), no owner may be lost or counted
+// twice, and everything returns to zero.
+func TestPortSetConcurrentChurn(t *testing.T) {
+	s := testPortSet(t, 1024)
+	const workers, rounds = 4, 20000
+	var wg sync.WaitGroup
+	for g := 0; g < workers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 7))
+			var owned []uint16
+			for i := 0; i < rounds; i++ {
+				p := uint16(1000 + r.IntN(16))
+				switch {
+				case len(owned) > 8 || (len(owned) > 0 && r.IntN(2) == 0):
+					j := r.IntN(len(owned))
+					s.release(owned[j], false)
+					owned[j] = owned[len(owned)-1]
+					owned = owned[:len(owned)-1]
+				case s.claimFree(p) || s.share(p):
+					owned = append(owned, p)
+				}
+			}
+			for _, p := range owned {
+				s.release(p, false)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.inUse.Load(); n != 0 || s.pt.t.Len() != 0 {
+		t.Fatalf("%d ports in use, %d records after every owner left", n, s.pt.t.Len())
+	}
+}
+
+// TestPortUpdateNeverLandsOnReusedRecord replays, step by step, the race
+// that the nonce closes: a share reads port 100's record, the record is
+// freed and reused for port 200, then the share's compare-and-swap runs.
+// It must fail, leaving port 200 with its one owner.
+func TestPortUpdateNeverLandsOnReusedRecord(t *testing.T) {
+	s := testPortSet(t, 1024)
+	if !s.claimFree(100) {
+		t.Fatal("claim 100")
+	}
+	var stale flowtable.Entry
+	if !s.lookup(100, &stale) {
+		t.Fatal("lookup 100")
+	}
+	s.release(100, false)
+	if !s.claimFree(200) {
+		t.Fatal("claim 200")
+	}
+	var now flowtable.Entry
+	if !s.lookup(200, &now) || now.ID != stale.ID {
+		t.Fatalf("record %d not reused (port 200 got %d): the replay needs the table's LIFO free list", stale.ID, now.ID)
+	}
+	_, _, found, ok := s.update(&stale, func(st uint64) (uint64, bool) { return st + 1, st != 0 })
+	if found || ok {
+		t.Fatal("a compare-and-swap from a stale copy landed on a reused record")
+	}
+	if o, _ := s.state(200); o != 1 {
+		t.Fatalf("port 200 has %d owners, want 1", o)
+	}
 }
