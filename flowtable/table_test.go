@@ -185,8 +185,17 @@ func TestTouchAndState(t *testing.T) {
 	if tb.CompareAndSwapState(e.ID, e.Gen+2, 2, 3) {
 		t.Fatal("state CAS with stale generation succeeded")
 	}
-	if got := tb.AddUser(e.ID, 1, 5); got != 5 {
-		t.Fatalf("AddUser = %d", got)
+	if got, ok := tb.AddUser(e.ID, e.Gen, 1, 5); got != 5 || !ok {
+		t.Fatalf("AddUser = %d, %v", got, ok)
+	}
+	if _, ok := tb.AddUser(e.ID, e.Gen+2, 1, 5); ok {
+		t.Fatal("AddUser with a stale generation succeeded")
+	}
+	if sw, live := tb.CompareAndSwapUser(e.ID, e.Gen, 1, 4, 6); sw || !live {
+		t.Fatalf("CompareAndSwapUser with a stale old value = %v, %v", sw, live)
+	}
+	if sw, live := tb.CompareAndSwapUser(e.ID, e.Gen+2, 1, 5, 6); sw || live {
+		t.Fatalf("CompareAndSwapUser with a stale generation = %v, %v", sw, live)
 	}
 	var got Entry
 	tb.Lookup(&k1, &got)
