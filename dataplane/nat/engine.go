@@ -130,12 +130,27 @@ func New(cfg Config, opts Options) (*Engine, error) {
 // Snapshot returns the configuration in force.
 func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
 
-// Tick converts a time to the session table's millisecond tick.
+// Tick converts a time to the session table's millisecond tick: the time
+// since the engine's epoch modulo 2^32, so it wraps every 49.7 days. The
+// tables keep 32-bit ticks to fit a session in a cache line; everything
+// that compares two ticks does it modulo 2^32 (int32(a-b)), which is right
+// while they are less than 2^31 ms (24.8 days) apart. Validate keeps every
+// timeout under maxTimeout (24 h) for that reason.
 func (e *Engine) Tick(t time.Time) uint32 { return uint32(t.Sub(e.epoch) / time.Millisecond) }
 
-// tickTime converts a tick back to wall time.
+// tickTime converts a tick back to wall time. A tick does not say which
+// 49.7-day lap of the 32-bit clock it belongs to, so it is placed in the
+// lap nearest to now: now's full (64-bit) millisecond count, moved by the
+// signed 32-bit distance from now's tick to t. Every tick the engine
+// converts is a session's last-seen time or the clock of an event being
+// queued: at most a timeout (under 24 h) plus one expiry sweep before now,
+// or a few milliseconds after it (a worker that read the clock after us),
+// well inside the ±24.8 days that the distance can span. The RFC 6888
+// REQ-12 logs are dated from here, so this must hold at any uptime.
 func (e *Engine) tickTime(t uint32) time.Time {
-	return e.epoch.Add(time.Duration(t) * time.Millisecond)
+	now := int64(e.clock.Now().Sub(e.epoch) / time.Millisecond)
+	ms := now + int64(int32(t-uint32(now)))
+	return e.epoch.Add(time.Duration(ms) * time.Millisecond)
 }
 
 // ApplyConfig validates cfg and publishes it atomically. On error nothing
