@@ -20,10 +20,6 @@ import (
 // another session's, which readers, and the final walk, catch. At the end
 // every record is accounted for.
 func TestSharedKeysChurn(t *testing.T) {
-	dur := 2 * time.Second
-	if testing.Short() {
-		dur = 300 * time.Millisecond
-	}
 	const (
 		capacity = 16
 		nkeys    = 12
@@ -130,35 +126,12 @@ func TestSharedKeysChurn(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(dur)
+	time.Sleep(stressTime())
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("%d sessions, %d updates, %d refused as stale", serial.Load(), updates.Load(), stale.Load())
 
-	live := 0
-	tb.Range(0, func(x *Entry) bool {
-		live++
-		check(x)
-		return true
-	})
-	if live != tb.Len() {
-		t.Errorf("Range found %d sessions, Len says %d", live, tb.Len())
-	}
-	free := 0
-	for {
-		if _, ok := tb.pop(); !ok {
-			break
-		}
-		free++
-	}
-	if free+live != capacity {
-		t.Errorf("free %d + live %d != capacity %d: records leaked", free, live, capacity)
-	}
-	for i := range tb.recs {
-		if g := tb.recs[i].gen.Load(); g&^genMask != 0 {
-			t.Errorf("record %d left pinned: %x", i, g)
-		}
-	}
+	checkQuiescent(t, tb, check)
 }
 
 // TestDeleteWaitsForPin: a Delete that finds a gated write in flight waits
@@ -202,5 +175,58 @@ func TestDeleteWaitsForPin(t *testing.T) {
 	}
 	if tb.Alive(e.ID, e.Gen) {
 		t.Fatal("a deleted session is alive")
+	}
+}
+
+// stressTime is how long a stress test runs.
+func stressTime() time.Duration {
+	if testing.Short() {
+		return 300 * time.Millisecond
+	}
+	return 2 * time.Second
+}
+
+// checkQuiescent checks a table no goroutine is using any more: every live
+// session is reachable by each of its keys (and passes each, if given),
+// the free list and the live sessions account for every record, and no
+// bucket is left locked nor any record pinned.
+func checkQuiescent(t *testing.T, tb *Table, each func(*Entry)) {
+	t.Helper()
+	live := 0
+	var e Entry
+	tb.Range(0, func(x *Entry) bool {
+		live++
+		for _, k := range x.Keys {
+			if k != NoKey && (!tb.Lookup(&k, &e) || e.ID != x.ID) {
+				t.Errorf("session %d not reachable by key %v", x.ID, k)
+			}
+		}
+		if each != nil {
+			each(x)
+		}
+		return true
+	})
+	if live != tb.Len() {
+		t.Errorf("Range found %d sessions, Len says %d", live, tb.Len())
+	}
+	free := 0
+	for {
+		if _, ok := tb.pop(); !ok {
+			break
+		}
+		free++
+	}
+	if free+live != tb.Cap() {
+		t.Errorf("free %d + live %d != capacity %d: records leaked", free, live, tb.Cap())
+	}
+	for b := range tb.buckets {
+		if tb.buckets[b].meta.Load()&metaLock != 0 {
+			t.Errorf("bucket %d left locked", b)
+		}
+	}
+	for i := range tb.recs {
+		if g := tb.recs[i].gen.Load(); g&^genMask != 0 {
+			t.Errorf("record %d left pinned: %x", i, g)
+		}
 	}
 }

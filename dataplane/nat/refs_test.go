@@ -23,10 +23,6 @@ import (
 // claimed: a reference counted on a recycled record, or lost from one,
 // shows up as a port never freed (or freed twice) or an entry left behind.
 func TestRefCountChurn(t *testing.T) {
-	dur := 2 * time.Second
-	if testing.Short() {
-		dur = 300 * time.Millisecond
-	}
 	const (
 		capacity = 8
 		nkeys    = 6
@@ -102,7 +98,7 @@ func TestRefCountChurn(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(dur)
+	time.Sleep(stressTime())
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("%d entries created, %d references taken, %d lookups found a dying or recycled entry",
@@ -131,10 +127,6 @@ func TestConcurrentChurnSameSubscribers(t *testing.T) {
 	c.Limits.MaxSessions = 64
 	c.Limits.MaxSubscribers = 8
 	h := newHarnessN(t, c, 2)
-	dur := 2 * time.Second
-	if testing.Short() {
-		dur = 300 * time.Millisecond
-	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var sent, flushed atomic.Int64
@@ -166,7 +158,7 @@ func TestConcurrentChurnSameSubscribers(t *testing.T) {
 			runtime.Gosched()
 		}
 	}()
-	time.Sleep(dur)
+	time.Sleep(stressTime())
 	stop.Store(true)
 	wg.Wait()
 	if sent.Load() == 0 || flushed.Load() == 0 {
@@ -191,4 +183,12 @@ func TestConcurrentChurnSameSubscribers(t *testing.T) {
 		}
 	}
 	h.checkNoLeaks()
+}
+
+// stressTime is how long a stress test runs.
+func stressTime() time.Duration {
+	if testing.Short() {
+		return 300 * time.Millisecond
+	}
+	return 2 * time.Second
 }

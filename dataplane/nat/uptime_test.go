@@ -71,26 +71,40 @@ func TestUptimeSessionTimeouts(t *testing.T) {
 
 func TestUptimePortHoldDown(t *testing.T) {
 	forUptimes(t, func(t *testing.T, d time.Duration) {
-		c := testConfig()
-		c.Ports[UDP] = PortRange{Min: 40000, Max: 40000} // one port
-		h := agedHarness(t, c, d)
-		h.one(Inside, udp("10.0.0.2", 40000, "198.18.0.2", 9), Outside)
-		h.clock.Advance(300 * time.Second)
-		if h.housekeep() != 1 {
-			t.Fatal("session did not expire")
-		}
-		// RFC 6888 REQ-8: the port stays out of use for the hold-down,
-		// 120 s, and returns at its end.
-		h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-		h.clock.Advance(120*time.Second - time.Millisecond)
-		h.housekeep()
-		h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-		h.clock.Advance(time.Millisecond)
-		h.housekeep()
-		if e := eps(h.one(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), Outside)); e.sport != 40000 {
-			t.Fatalf("port after hold-down: %d", e.sport)
-		}
+		h := agedHarness(t, onePortConfig(), d)
+		expectPortHoldDown(t, h)
 	})
+}
+
+// onePortConfig is testConfig with a single UDP port, 40000.
+func onePortConfig() Config {
+	c := testConfig()
+	c.Ports[UDP] = PortRange{Min: 40000, Max: 40000}
+	return c
+}
+
+// expectPortHoldDown maps the only port, lets the session expire, and
+// checks that the port stays out of use for the hold-down, 120 s, and
+// returns at its end (RFC 6888 REQ-8). A new subscriber meanwhile finds no
+// address with a free port.
+func expectPortHoldDown(t *testing.T, h *harness) {
+	t.Helper()
+	if e := eps(h.one(Inside, udp("10.0.0.2", 40000, "198.18.0.2", 9), Outside)); e.sport != 40000 {
+		t.Fatalf("got port %d", e.sport)
+	}
+	h.clock.Advance(300 * time.Second)
+	if h.housekeep() != 1 {
+		t.Fatal("session did not expire")
+	}
+	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
+	h.clock.Advance(120*time.Second - time.Millisecond)
+	h.housekeep()
+	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
+	h.clock.Advance(time.Millisecond)
+	h.housekeep()
+	if e := eps(h.one(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), Outside)); e.sport != 40000 {
+		t.Fatalf("port after hold-down: %d", e.sport)
+	}
 }
 
 func TestUptimeFragmentTimeout(t *testing.T) {
