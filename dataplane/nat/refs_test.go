@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"
 )
 
@@ -191,4 +193,60 @@ func stressTime() time.Duration {
 		return 300 * time.Millisecond
 	}
 	return 2 * time.Second
+}
+
+// TestUndoKeepsTheMappingsPort replays, one step at a time, a race of two
+// workers opening the same flow: worker 0 creates the mapping (and counts
+// its port on the subscriber), worker 1 finds the mapping and opens the
+// session, and worker 0, finding that session already there, undoes its
+// claim. The mapping lives on with worker 1's session, so its port must
+// stay counted on the subscriber until that session ends; counting it off
+// in the undo made the final release underflow and panic.
+func TestUndoKeepsTheMappingsPort(t *testing.T) {
+	h := newHarnessN(t, testConfig(), 2)
+	frame := udp("10.0.0.2", 1000, "198.18.0.2", 9)
+	var p header.Parsed
+	if r := header.Parse(frame, &p); r != drop.None {
+		t.Fatal(r)
+	}
+	w0 := h.workers[0]
+	w0.snap = h.eng.snap.Load()
+	w0.readClock()
+	var k flowtable.Key
+	outKey(&p, &k)
+	var c claim
+	var ext [4]byte
+	var extPort uint16
+	if r := w0.eimMapping(&p, &k, UDP, &c, &ext, &extPort); r != drop.None || !c.newPort {
+		t.Fatalf("worker 0 made no new mapping: %v", r)
+	}
+	h.wports[1][Inside].Inject(frame)
+	h.workers[1].Poll()
+	out := h.wports[1][Outside].Drain()
+	if len(out) != 1 {
+		t.Fatalf("worker 1 sent %d frames, want 1", len(out))
+	}
+	if e := eps(verifyFrame(t, out[0])); e.src != "198.18.0.100" || e.sport != extPort {
+		t.Fatalf("worker 1 left as %s:%d, not by worker 0's mapping %d", e.src, e.sport, extPort)
+	}
+	w0.undo(&c)
+	if h.eng.bindings.Len() != 1 || h.eng.subs.Len() != 1 {
+		t.Fatalf("after the undo: %d mappings, %d subscribers; want 1 and 1", h.eng.bindings.Len(), h.eng.subs.Len())
+	}
+	// Expiry, then the end of the port's hold-down.
+	h.clock.Advance(time.Hour)
+	h.housekeep()
+	h.clock.Advance(time.Hour)
+	h.housekeep()
+	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len(); n != 0 {
+		t.Fatalf("%d entries left after everything expired", n)
+	}
+	a := h.eng.Snapshot().addrs[0]
+	if n := a.ports[UDP].inUse.Load(); n != 0 {
+		t.Fatalf("%d ports in use after everything expired", n)
+	}
+	if n := a.subs.Load(); n != 0 {
+		t.Fatalf("%d subscribers paired after everything expired", n)
+	}
+	h.checkNoLeaks()
 }
