@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"time"
 
 	"github.com/xnat/xnat/checksum"
 	"github.com/xnat/xnat/dataplane/drop"
@@ -25,11 +26,18 @@ func (w *Worker) icmpAllowed() bool {
 	if rate <= 0 {
 		return false
 	}
-	if elapsed := w.now - w.tokAt; elapsed > 0 {
-		add := int(uint64(elapsed) * uint64(rate) / 1000)
-		if add > 0 {
+	// The bucket is timed in nanoseconds of the batch clock, not in
+	// ticks: after a quiet spell of 49.7 days the 32-bit tick would show
+	// no time elapsed and leave an empty bucket empty.
+	switch elapsed := w.nowNano - w.tokAt; {
+	case elapsed < 0:
+		w.tokAt = w.nowNano // the wall clock was stepped back
+	case elapsed >= int64(time.Second):
+		w.tokens, w.tokAt = rate, w.nowNano
+	default:
+		if add := int(uint64(elapsed) * uint64(rate) / uint64(time.Second)); add > 0 {
 			w.tokens = min(w.tokens+add, rate)
-			w.tokAt = w.now
+			w.tokAt = w.nowNano
 		}
 	}
 	if w.tokens <= 0 {

@@ -61,6 +61,11 @@ func (w *Worker) undo(c *claim) {
 				// subscriber when it was made, not in our claim.
 				w.releaseSub(uint32(b.User[0]), subRefs(0, 1))
 			}
+		} else if c.newPort {
+			// Our new mapping outlives us: another worker's session
+			// took it meanwhile. Its port, counted in our claim, is
+			// now the mapping's, released when its last session ends.
+			c.subDelta -= subRefs(0, 1)
 		}
 	}
 	if c.hasOwn {

@@ -149,28 +149,7 @@ func TestRFC5508_REQ2_ICMPTimeout(t *testing.T) {
 }
 
 func TestRFC6888_REQ8_PortHoldDown(t *testing.T) {
-	c := testConfig()
-	c.Ports[UDP] = PortRange{40000, 40000} // one port
-	h := newHarness(t, c)
-	e := eps(h.one(Inside, udp("10.0.0.2", 40000, "198.18.0.2", 9), Outside))
-	if e.sport != 40000 {
-		t.Fatalf("got port %d", e.sport)
-	}
-	h.clock.Advance(300 * time.Second)
-	if h.housekeep() != 1 {
-		t.Fatal("session did not expire")
-	}
-	// The only port is in hold-down: a new mapping must wait 120 s (the
-	// new subscriber finds no address with a free port).
-	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-	h.clock.Advance(120*time.Second - time.Millisecond)
-	h.housekeep()
-	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-	h.clock.Advance(time.Millisecond)
-	h.housekeep()
-	if e := eps(h.one(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), Outside)); e.sport != 40000 {
-		t.Fatalf("port after hold-down: %d", e.sport)
-	}
+	expectPortHoldDown(t, newHarness(t, onePortConfig()))
 }
 
 func TestAgeingReturnsEverything(t *testing.T) {

@@ -89,8 +89,8 @@ type Worker struct {
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
-	tokens   int // ICMP error tokens
-	tokAt    uint32
+	tokens   int   // ICMP error tokens
+	tokAt    int64 // nowNano when tokens were last added
 
 	events *eventRing
 	c      Counters
@@ -149,7 +149,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	}
 	w.pend.init(cfg.PendingFrames)
 	s := e.snap.Load()
-	w.tokens, w.tokAt = s.Config.Limits.ICMPErrorsPerSecond, e.Tick(e.clock.Now())
+	w.tokens, w.tokAt = s.Config.Limits.ICMPErrorsPerSecond, e.clock.Now().UnixNano()
 	w.frag.init(s.Config.Limits.HeldFragments)
 	e.ctl.Lock()
 	for len(e.workers) <= id {
