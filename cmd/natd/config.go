@@ -489,6 +489,11 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		"max_sessions": &c.Limits.MaxSessions, "max_subscribers": &c.Limits.MaxSubscribers,
 		"sessions_per_subscriber": &c.Limits.SessionsPerSubscriber, "ports_per_subscriber": &c.Limits.PortsPerSubscriber,
 		"held_fragments": &c.Limits.HeldFragments, "icmp_errors_per_second": &c.Limits.ICMPErrorsPerSecond,
+		"held_fragment_bytes":            &c.Limits.HeldFragmentBytes,
+		"held_fragments_per_source":      &c.Limits.HeldFragmentsPerSource,
+		"held_fragment_bytes_per_source": &c.Limits.HeldFragmentBytesPerSource,
+		"inbound_sessions":               &c.Limits.InboundSessions,
+		"inbound_sessions_per_rule":      &c.Limits.InboundSessionsPerRule,
 	}
 	for name, v := range f.Limits {
 		dst, ok := limits[name]
