@@ -251,6 +251,18 @@ func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
 		w.dropFrame(Inside, b, drop.NoSession)
 		return
 	}
+	if p.Src != e.Keys[0].Src {
+		// The error leaves with the session's external address, so only
+		// the session's own inside host may send it: RFC 5508 REQ-4
+		// translates the error's source "with the public IP address in
+		// the mapping" of the host that sent it, and another host has
+		// no such mapping. Without this check any subscriber could
+		// forge errors (port unreachable, fragmentation needed with a
+		// tiny MTU) about another subscriber's connections that the
+		// remote end would accept as coming from their peer.
+		w.dropFrame(Inside, b, drop.ErrorWrongSender)
+		return
+	}
 	p.DecTTL(b.Data)
 	ext := &e.Keys[1]
 	p.SetSrc(b.Data, ext.Dst, 0)
@@ -301,7 +313,9 @@ func (w *Worker) refuse(b *port.Buf, p *header.Parsed, r drop.Reason) {
 	default:
 		code = 0
 	}
-	if w.snap.Config.OnExhaustion == ReplyNone || code == 0 || !w.icmpAllowed() {
+	// The drop is counted as r either way; a packet that must not be
+	// answered (sent to a link-layer broadcast, say) only gets no error.
+	if w.snap.Config.OnExhaustion == ReplyNone || code == 0 || errorForbidden(b, p) || !w.icmpAllowed() {
 		w.free(Inside, b)
 		return
 	}
