@@ -325,6 +325,11 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 			}
 		}
 	}
+	// Held fragments wait in frames of the AF_XDP sockets: a worker
+	// refuses more than a quarter of them, so say so before starting.
+	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
+		ce.add("nat.limits.held_fragments", "%d is more than a quarter of xdp.frames (%d): at most %d", h, c.Port.NumFrames, most)
+	}
 
 	c.Mgmt = fc.Management
 	if c.Mgmt.Socket == "" {

@@ -20,7 +20,7 @@ import (
 // touch unfragmented traffic (RFC 4787 REQ-14a). Held fragments occupy
 // frames of the port they arrived on, which the port also needs to
 // receive, so their number is bounded by Limits.HeldFragments, never more
-// than a quarter of the port's frames (fragCap), and by
+// than a quarter of the port's frames (MaxHeldFragmentsFor), and by
 // Limits.HeldFragmentBytes; and each source address may hold only its own
 // share (Limits.HeldFragmentsPerSource, HeldFragmentBytesPerSource), so a
 // flood of orphans from one sender leaves room for everyone else's
@@ -65,7 +65,7 @@ const fragSlots = 1024 // power of two
 // fragState is a worker's fragment state; only its goroutine uses it.
 type fragState struct {
 	slots [fragSlots]fragEntry
-	held  []heldFrag // len == fragCap
+	held  []heldFrag // len == MaxHeldFragmentsFor(its ports)
 	free  []int32    // indices of free held slots (a stack)
 	n     int        // held frames
 	bytes int        // held bytes (frame lengths)
@@ -84,9 +84,11 @@ type fragState struct {
 	reparse header.Parsed
 }
 
-// fragCap is the most fragments a worker whose ports have frames frames
-// each (the smaller of the two; 0 if unknown) may hold.
-func fragCap(frames int) int {
+// MaxHeldFragmentsFor is the most out-of-order fragments a worker whose
+// ports have frames frames each (the smaller of the two; 0 if unknown) may
+// hold: a quarter of them, for the port needs the rest to receive, to wait
+// for neighbours and to transmit.
+func MaxHeldFragmentsFor(frames int) int {
 	if frames <= 0 {
 		return MaxHeldFragments
 	}

@@ -153,7 +153,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	// Held fragments occupy frames of the port they came from: at most a
 	// quarter of the smaller port's, so that a fragment flood cannot take
 	// the frames the port needs to receive (see frag.go).
-	fcap := fragCap(portFrames(cfg.Ports))
+	fcap := MaxHeldFragmentsFor(portFrames(cfg.Ports))
 	if h := s.Config.Limits.HeldFragments; h > fcap {
 		return nil, fmt.Errorf("nat: worker %d: limits.held_fragments %d is more than a quarter of its ports' %d frames (at most %d)",
 			id, h, portFrames(cfg.Ports), fcap)
