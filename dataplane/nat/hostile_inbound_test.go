@@ -1,7 +1,10 @@
 package nat
 
 import (
+	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,4 +126,59 @@ func TestInboundSessionLimits(t *testing.T) {
 		t.Fatalf("inbound count %d, want 10", got)
 	}
 	h.checkNoLeaks()
+}
+
+// Defect 2, concurrently: two workers open sessions through the same rules
+// while the control plane flushes them; the counts never pass their limits
+// and return to zero with the last session.
+func TestInboundSessionLimitsConcurrent(t *testing.T) {
+	c := forwardConfig()
+	c.Limits.InboundSessions = 80
+	c.Limits.InboundSessionsPerRule = 50
+	h := newHarnessN(t, c, 2)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var opened [2]atomic.Int64
+	for wi := 0; wi < 2; wi++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, ps := h.workers[wi], h.wports[wi]
+			for i := 0; !stop.Load(); i++ {
+				dst, dport := "198.18.0.100", uint16(8080)
+				if i%2 == 1 {
+					dst, dport = "198.18.0.160", 443
+				}
+				ps[Outside].Inject(tcp(fmt.Sprintf("198.18.%d.%d", 1+wi, 1+i%200), uint16(1024+i%60000), dst, dport, "S"))
+				w.Poll()
+				opened[wi].Add(int64(len(ps[Inside].Drain())))
+				ps[Outside].Drain()
+			}
+		}()
+	}
+	deadline := time.Now().Add(time.Second)
+	flushes := 0
+	for time.Now().Before(deadline) || flushes < 20 {
+		if n := h.eng.InboundSessions(); n > 80 {
+			t.Errorf("%d inbound sessions, limit 80", n)
+		}
+		if n := h.eng.sessions.Len(); n > 80 {
+			t.Errorf("%d sessions, inbound limit 80", n)
+		}
+		if flushes%3 == 0 {
+			h.eng.FlushSessions(SessionFilter{})
+		}
+		flushes++
+		time.Sleep(time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if opened[0].Load()+opened[1].Load() <= 80 {
+		t.Fatalf("only %d sessions opened in all: the flushes did not give the counts back", opened[0].Load()+opened[1].Load())
+	}
+	h.eng.FlushSessions(SessionFilter{})
+	if h.eng.InboundSessions() != 0 || h.eng.perms.Len() != 0 || h.sessionCount() != 0 {
+		t.Fatalf("after the last flush: inbound count %d, %d rule records, %d sessions",
+			h.eng.InboundSessions(), h.eng.perms.Len(), h.sessionCount())
+	}
 }
