@@ -171,3 +171,62 @@ func TestHeldFragmentsBoundedByPortFrames(t *testing.T) {
 	h.w.Poll()
 	h.checkNoLeaks()
 }
+
+// The per-source counts of held fragments agree with a map through any
+// sequence of takes and gives, deletions included (backward shift).
+func TestFragSourceTable(t *testing.T) {
+	var f fragState
+	f.init(64, 12345)
+	type key struct {
+		src  [4]byte
+		side Side
+	}
+	ref := map[key][2]int{}
+	var live []key
+	sizes := map[key][]int{}
+	rng := uint32(1)
+	next := func() uint32 { rng = rng*1664525 + 1013904223; return rng >> 8 }
+	for step := 0; step < 100000; step++ {
+		if len(live) < 64 && (len(live) == 0 || next()%2 == 0) {
+			// Few distinct sources, so that they collide and chain.
+			k := key{[4]byte{10, 0, 0, byte(next() % 40)}, Side(next() % 2)}
+			n := int(next()%1500) + 1
+			f.take(f.source(k.src, k.side), k.src, k.side, n)
+			r := ref[k]
+			ref[k] = [2]int{r[0] + 1, r[1] + n}
+			live = append(live, k)
+			// Remember the size with the key for its give.
+			sizes[k] = append(sizes[k], n)
+		} else {
+			i := int(next()) % len(live)
+			k := live[i]
+			live[i] = live[len(live)-1]
+			live = live[:len(live)-1]
+			n := sizes[k][len(sizes[k])-1]
+			sizes[k] = sizes[k][:len(sizes[k])-1]
+			f.give(k.src, k.side, n)
+			r := ref[k]
+			if r[0] == 1 {
+				delete(ref, k)
+			} else {
+				ref[k] = [2]int{r[0] - 1, r[1] - n}
+			}
+		}
+		used := 0
+		for i := range f.srcs {
+			if s := &f.srcs[i]; s.used {
+				used++
+				r, ok := ref[key{s.src, s.side}]
+				if !ok || int(s.frames) != r[0] || int(s.bytes) != r[1] {
+					t.Fatalf("step %d: slot %d holds %+v, reference %v", step, i, *s, r)
+				}
+				if got := f.source(s.src, s.side); got != uint32(i) {
+					t.Fatalf("step %d: %v found at %d, stored at %d", step, s.src, got, i)
+				}
+			}
+		}
+		if used != len(ref) || f.n != len(live) {
+			t.Fatalf("step %d: %d slots used for %d sources; n %d for %d held", step, used, len(ref), f.n, len(live))
+		}
+	}
+}
