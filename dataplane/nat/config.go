@@ -122,8 +122,8 @@ type Limits struct {
 	HeldFragmentBytes int
 	// HeldFragmentsPerSource and HeldFragmentBytesPerSource bound what
 	// one source address may hold of a worker's share, so that one sender
-	// cannot take the budget of all (RFC 4787 REQ-14a: fragment handling
-	// must not be a resource an attacker can exhaust for everyone).
+	// cannot take the budget of all (RFC 4787 REQ-14a: fragmentation-based
+	// attacks must not compromise the NAT's handling of other packets).
 	HeldFragmentsPerSource     int
 	HeldFragmentBytesPerSource int
 	// InboundSessions bounds the sessions opened from outside (through a

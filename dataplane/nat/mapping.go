@@ -364,11 +364,12 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	var c claim
 	state := uint32(stInbound)
 
-	// Only a SYN opens a TCP connection from outside (RFC 5382 section
-	// 5: a NAT "MUST NOT" create state for an unsolicited segment other
-	// than a SYN; docs/nat.md), whatever admits it: a bare ACK, RST or FIN
-	// that matched no session is a stray or a probe, and creating a
-	// session for it would let anyone fill the table.
+	// Only a SYN opens a TCP connection from outside (docs/nat.md),
+	// whatever admits it: a connection starts with a SYN (RFC 793), and
+	// RFC 5382 speaks of inbound state only for unsolicited SYNs. A bare
+	// ACK, RST or FIN that matched no session is a stray or a probe, and
+	// a session for it would let anyone fill the table; SYN with FIN is
+	// no opening either.
 	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
 	perRule := s.Config.Limits.InboundSessionsPerRule != 0
 	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {

@@ -253,13 +253,15 @@ func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
 	}
 	if p.Src != e.Keys[0].Src {
 		// The error leaves with the session's external address, so only
-		// the session's own inside host may send it: RFC 5508 REQ-4
-		// translates the error's source "with the public IP address in
-		// the mapping" of the host that sent it, and another host has
-		// no such mapping. Without this check any subscriber could
+		// the session's own inside host may send it. RFC 5508 REQ-4 c)
+		// translates an error's source with the public address of the
+		// mapping of the host that sent it; a host that is not the
+		// session's has no mapping in this session, and translating its
+		// error with the session's address would let any subscriber
 		// forge errors (port unreachable, fragmentation needed with a
-		// tiny MTU) about another subscriber's connections that the
-		// remote end would accept as coming from their peer.
+		// tiny MTU) about another subscriber's connections, which the
+		// remote end would take as coming from its peer. REQ-4 leaves
+		// such choices to local policy; this is ours.
 		w.dropFrame(Inside, b, drop.ErrorWrongSender)
 		return
 	}
