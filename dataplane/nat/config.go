@@ -111,8 +111,28 @@ type Limits struct {
 	// included) one subscriber holds at once, across protocols (RFC 6888
 	// REQ-4); 0 means no limit.
 	PortsPerSubscriber int
-	// HeldFragments bounds out-of-order fragments held per worker.
+	// HeldFragments bounds the out-of-order fragments one worker holds
+	// while their first fragment is missing, in frames of its ports. A
+	// worker refuses to start with more than a quarter of its ports'
+	// frames, and never holds more than that after a reload. 0 holds
+	// none (a later fragment before its first is dropped).
 	HeldFragments int
+	// HeldFragmentBytes bounds the same fragments in bytes (frame
+	// lengths), per worker.
+	HeldFragmentBytes int
+	// HeldFragmentsPerSource and HeldFragmentBytesPerSource bound what
+	// one source address may hold of a worker's share, so that one sender
+	// cannot take the budget of all (RFC 4787 REQ-14a: fragmentation-based
+	// attacks must not compromise the NAT's handling of other packets).
+	HeldFragmentsPerSource     int
+	HeldFragmentBytesPerSource int
+	// InboundSessions bounds the sessions opened from outside (through a
+	// port forward, a static mapping or an endpoint-independent mapping),
+	// across the engine; 0 means no limit beyond MaxSessions.
+	InboundSessions int
+	// InboundSessionsPerRule bounds the sessions opened from outside
+	// through one port forward or one static mapping; 0 means no limit.
+	InboundSessionsPerRule int
 	// ICMPErrorsPerSecond rate-limits the ICMP errors one worker sends.
 	ICMPErrorsPerSecond int
 }
@@ -161,10 +181,14 @@ func DefaultConfig() Config {
 		Fragment:       2 * time.Second,
 	}
 	c.Limits = Limits{
-		MaxSessions:         1 << 20,
-		MaxSubscribers:      1 << 16,
-		HeldFragments:       64,
-		ICMPErrorsPerSecond: 100,
+		MaxSessions:                1 << 20,
+		MaxSubscribers:             1 << 16,
+		HeldFragments:              64,
+		HeldFragmentBytes:          96 << 10,
+		HeldFragmentsPerSource:     16,
+		HeldFragmentBytesPerSource: 24 << 10,
+		InboundSessions:            1 << 18,
+		ICMPErrorsPerSecond:        100,
 	}
 	return c
 }
@@ -172,6 +196,15 @@ func DefaultConfig() Config {
 // maxTimeout keeps every timeout far below the 49-day wrap of the
 // millisecond tick.
 const maxTimeout = 24 * time.Hour
+
+// MaxHeldFragments and MaxHeldFragmentBytes are the most out-of-order
+// fragments a worker may be configured to hold; each worker preallocates
+// its holding area for the smaller of MaxHeldFragments and a quarter of
+// its ports' frames, so a reload can change the limit without allocating.
+const (
+	MaxHeldFragments     = 4096
+	MaxHeldFragmentBytes = 64 << 20
+)
 
 // MaxPoolAddresses bounds the external addresses an engine manages over its
 // lifetime, including removed ones that still hold mappings.
@@ -320,8 +353,20 @@ func (c *Config) Validate() error {
 	if l.PortsPerSubscriber < 0 {
 		add(fieldErr("limits.ports_per_subscriber", "must not be negative"))
 	}
-	if l.HeldFragments < 0 || l.HeldFragments > 4096 {
-		add(fieldErr("limits.held_fragments", "%d is out of range 0..4096", l.HeldFragments))
+	for _, v := range []struct {
+		name   string
+		v, max int
+	}{
+		{"limits.held_fragments", l.HeldFragments, MaxHeldFragments},
+		{"limits.held_fragments_per_source", l.HeldFragmentsPerSource, MaxHeldFragments},
+		{"limits.held_fragment_bytes", l.HeldFragmentBytes, MaxHeldFragmentBytes},
+		{"limits.held_fragment_bytes_per_source", l.HeldFragmentBytesPerSource, MaxHeldFragmentBytes},
+		{"limits.inbound_sessions", l.InboundSessions, 1 << 30},
+		{"limits.inbound_sessions_per_rule", l.InboundSessionsPerRule, 1 << 30},
+	} {
+		if v.v < 0 || v.v > v.max {
+			add(fieldErr(v.name, "%d is out of range 0..%d", v.v, v.max))
+		}
 	}
 	if l.ICMPErrorsPerSecond < 0 {
 		add(fieldErr("limits.icmp_errors_per_second", "must not be negative"))

@@ -72,6 +72,10 @@ type Engine struct {
 	deletedOp atomic.Uint64
 	evDropped atomic.Uint64 // control-plane events dropped
 	evCap     int
+
+	// inbound counts live sessions opened from outside (stInbound), for
+	// Limits.InboundSessions: workers add, cleanup subtracts.
+	inbound atomic.Int64
 }
 
 type heldPort struct {
@@ -548,6 +552,9 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	}
 	if perm != 0 {
 		releaseRef(e.perms, perm-1, 1)
+	}
+	if x.State&stInbound != 0 {
+		e.inbound.Add(-1) // Limits.InboundSessions (inbound.go)
 	}
 	if why == DeletedIdle {
 		e.expired[proto].Add(1)

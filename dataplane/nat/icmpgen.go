@@ -48,9 +48,35 @@ func (w *Worker) icmpAllowed() bool {
 	return true
 }
 
+// errorForbidden reports whether packet p, in frame b, is one that must
+// never be answered with an ICMP error. RFC 1122 section 3.2.2: "An ICMP
+// error message MUST NOT be sent as the result of receiving: an ICMP error
+// message, or a datagram destined to an IP broadcast or IP multicast
+// address, or a datagram sent as a link-layer broadcast, or a non-initial
+// fragment, or a datagram whose source address does not define a single
+// host"; RFC 1812 section 4.3.2.7 repeats the list for routers. Without
+// this rule two NATs (or a NAT and a forged packet) answer each other's
+// errors, and one frame sent to a broadcast draws an error from everyone.
+func errorForbidden(b *port.Buf, p *header.Parsed) bool {
+	switch {
+	case p.L4 == header.L4ICMPError:
+	case p.FragOff != 0:
+	case b.Data[0]&1 != 0: // the group bit of the Ethernet destination: broadcast or multicast
+	case martian(p.Src) || martian(p.Dst): // zero, loopback, multicast, class E, limited broadcast
+	default:
+		return false
+	}
+	return true
+}
+
 // timeExceeded answers a packet whose TTL would reach zero (RFC 1812,
-// RFC 5508 REQ-10) and drops it.
+// RFC 5508 REQ-10) and drops it; one that must not be answered is
+// dropped as drop.ErrorForbidden instead.
 func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
+	if errorForbidden(b, p) {
+		w.dropFrame(side, b, drop.ErrorForbidden)
+		return
+	}
 	w.drop(drop.TTLExpired)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4TimeExceeded, header.ICMPv4TTLExceeded, 0) {
 		w.free(side, b)
@@ -62,6 +88,10 @@ func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
 // fragNeeded answers a DF packet larger than the egress MTU with the MTU
 // it must fit (RFC 1191, RFC 4787 REQ-13) and drops it.
 func (w *Worker) fragNeeded(side Side, b *port.Buf, p *header.Parsed, mtu int) {
+	if errorForbidden(b, p) {
+		w.dropFrame(side, b, drop.ErrorForbidden)
+		return
+	}
 	w.drop(drop.FragNeeded)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4DstUnreachable, header.ICMPv4FragNeeded, uint16(mtu)) {
 		w.free(side, b)

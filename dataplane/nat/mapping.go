@@ -369,13 +369,39 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	var c claim
 	state := uint32(stInbound)
 
+	// Only a SYN opens a TCP connection from outside (docs/nat.md),
+	// whatever admits it: a connection starts with a SYN (RFC 793), and
+	// RFC 5382 speaks of inbound state only for unsolicited SYNs. A bare
+	// ACK, RST or FIN that matched no session is a stray or a probe, and
+	// a session for it would let anyone fill the table; SYN with FIN is
+	// no opening either.
+	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
+	perRule := s.Config.Limits.InboundSessionsPerRule != 0
 	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {
+		if !synOnly {
+			return drop.Filtered
+		}
 		in, inPort, state = r.inAddr, r.inPort, state|stKindForward
+		if perRule {
+			rk := ruleKey(false, p.Proto, p.Dst, k.DstPort)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
 	} else if a, ok := s.staticOut[p.Dst]; ok {
 		if proto == ICMP && !icmpRequest(p.ICMPType) {
 			return drop.NoSession
 		}
+		if !synOnly {
+			return drop.Filtered
+		}
 		in, inPort, state = a, k.DstPort, state|stKindStatic
+		if perRule {
+			rk := ruleKey(true, 0, p.Dst, 0)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
 	} else {
 		if proto == ICMP {
 			// Inbound ICMP queries to a dynamic address have no mapping
@@ -400,8 +426,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		default:
 			return drop.Filtered
 		}
-		if proto == TCP && p.TCPFlags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
-			// Only a SYN opens a connection from outside (RFC 5382).
+		if !synOnly {
 			return drop.Filtered
 		}
 		ok, _ := acquireRef(w.eng.bindings, &c.binding, 1, nil)
@@ -430,6 +455,12 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	if proto == TCP {
 		state = tcpNext(state, p.TCPFlags, Outside)
 	}
+	// Counted last, after everything else that may refuse: cleanup
+	// gives the count back when the session ends (see inbound.go).
+	if r := w.acquireInbound(); r != drop.None {
+		w.undo(&c)
+		return r
+	}
 	k0 := flowtable.Key{Src: in, Dst: p.Src, SrcPort: inPort, DstPort: k.SrcPort, Proto: p.Proto}
 	if proto == ICMP {
 		k0.DstPort = 0
@@ -441,12 +472,14 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		w.sessionEvent(SessionCreated, e)
 		return drop.None
 	case flowtable.Exists:
+		w.eng.inbound.Add(-1)
 		w.undo(&c)
 		if e.Dir == 1 && e.Keys[1] == *k {
 			return drop.None
 		}
 		return drop.NoSession
 	default:
+		w.eng.inbound.Add(-1)
 		w.undo(&c)
 		w.event(Event{Type: TableFull, Proto: proto})
 		return drop.TableFull
