@@ -1,6 +1,7 @@
 package main
 
 import (
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,5 +117,87 @@ func TestConfigFileAndAPIJudgeAlike(t *testing.T) {
 				t.Errorf("management API: got %v, want %q", err, tc.field+": "+tc.reason)
 			}
 		})
+	}
+}
+
+// TestRestartOnlyCoversConfig: every field of Config is either reloaded
+// (NAT), not a setting (File, the command-line overrides), or in a
+// restart-only section, so that no future field is ignored by a reload
+// without a word.
+func TestRestartOnlyCoversConfig(t *testing.T) {
+	covered := map[string]bool{"File": true, "NAT": true, "logFlags": true}
+	for _, s := range restartOnly {
+		for _, f := range s.fields {
+			if covered[f] {
+				t.Errorf("field %s listed twice", f)
+			}
+			covered[f] = true
+		}
+	}
+	ct := reflect.TypeOf(Config{})
+	for i := range ct.NumField() {
+		if f := ct.Field(i).Name; !covered[f] {
+			t.Errorf("Config.%s is in no restart-only section: a reload would ignore changes to it silently", f)
+		}
+		delete(covered, ct.Field(i).Name)
+	}
+	for f := range covered {
+		t.Errorf("restartOnly names %s, which Config does not have", f)
+	}
+}
+
+// TestRestartOnlyChanges: a reload reports each changed restart-only
+// section by name, with old and new values when short, and nothing for
+// changes it applies (nat) or for log settings the command line overrides.
+func TestRestartOnlyChanges(t *testing.T) {
+	parse := func(doc string) *Config {
+		t.Helper()
+		c, err := ParseConfig("natd.yaml", []byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	base := parse(baseYAML)
+	for _, tc := range []struct {
+		section, extra string
+		old, new       string // "" when not logged
+	}{
+		{"interfaces", "", "inside in0 queues [0], outside out0 queues [0]", "inside in1 queues [0], outside out0 queues [0]"},
+		{"workers", "workers: [{cpu: 1}]\n", "cpus [0]", "cpus [1]"},
+		{"poll_mode", "poll_mode: busy\n", "adaptive", "busy"},
+		{"batch_size", "batch_size: 32\n", "64", "32"},
+		{"xdp", "xdp: {attach: generic}\n", "", ""},
+		{"management", "management: {socket: /tmp/x.sock}\n", "", ""},
+		{"metrics", "metrics: {listen: 127.0.0.1:9999}\n", "listen 127.0.0.1:9469", "listen 127.0.0.1:9999"},
+		{"events", "events: {file: /tmp/events.json}\n", "", ""},
+		{"log", "log: {level: debug}\n", `level "" format ""`, `level "debug" format ""`},
+	} {
+		doc := baseYAML + tc.extra
+		if tc.section == "interfaces" {
+			doc = strings.Replace(baseYAML, "name: in0", "name: in1", 1)
+		}
+		got := restartOnlyChanges(base, parse(doc))
+		want := []ignoredChange{{tc.section, tc.old, tc.new}}
+		if tc.old == "" { // long values: only the name
+			if len(got) == 1 && got[0].Section == tc.section {
+				want = got
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s changed: got %+v, want %+v", tc.section, got, want)
+		}
+	}
+	// The nat section reloads: nothing to report.
+	if got := restartOnlyChanges(base, parse(strings.Replace(baseYAML, "198.18.0.0/28", "198.18.0.0/27", 1))); len(got) != 0 {
+		t.Errorf("nat change reported as ignored: %+v", got)
+	}
+	// natd --log-level debug, file unchanged: the reload applies the same
+	// override, so the log section has not changed.
+	running, reloaded := parse(baseYAML), parse(baseYAML)
+	running.overrideLog("debug", "")
+	reloaded.overrideLog(running.logFlags[0], running.logFlags[1])
+	if got := restartOnlyChanges(running, reloaded); len(got) != 0 {
+		t.Errorf("command-line log override reported as a change: %+v", got)
 	}
 }
