@@ -131,6 +131,21 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
+	// logFlags are --log-level and --log-format, which win over the file
+	// (overrideLog); kept so that a reload compares like with like.
+	logFlags [2]string
+}
+
+// overrideLog applies the command-line log flags (empty: the file's
+// value stands).
+func (c *Config) overrideLog(level, format string) {
+	c.logFlags = [2]string{level, format}
+	if level != "" {
+		c.LogLevel = level
+	}
+	if format != "" {
+		c.LogFormat = format
+	}
 }
 
 // ConfigError is one problem in a config file: the file, the field path

@@ -59,9 +59,15 @@ func TestRFC5382_TimeoutAfterBothFIN(t *testing.T) {
 	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
 	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
 	h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "FA"), Outside)
-	// One FIN: still established.
-	var e Counters
-	_ = e
+	// One FIN: still established (RFC 5382 REQ-5: the transitory timeout
+	// applies only once both directions have sent a FIN). The session
+	// outlives the transitory timeout and still carries the established one.
+	h.clock.Advance(240*time.Second + time.Second)
+	h.housekeep()
+	ss, _ := h.eng.Sessions(SessionFilter{}, 0, 10)
+	if len(ss) != 1 || ss[0].Timeout != 7440*time.Second {
+		t.Fatalf("after one FIN and 241 s: sessions %+v, want one with the established timeout 7440s", ss)
+	}
 	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "FA"), Inside)
 	h.expectExpiry(t, 240*time.Second)
 }
