@@ -20,13 +20,15 @@ import (
 // flushes.
 //
 // Everything runs on the test goroutine, so a failing input replays
-// exactly. Interleavings that matter for concurrency come from the
-// "arm" operation: the next few operations then run from inside the next
-// neighbour lookup, that is in the middle of a worker's Poll, after it has
-// loaded its configuration snapshot and between two frames of its burst.
-// From there they can change the configuration, expire or delete sessions,
-// and run the other worker's Poll, which is what natd's other goroutines do
-// to a worker at any moment.
+// exactly. Interleavings that matter for concurrency come from running
+// operations inside a neighbour lookup, that is in the middle of a
+// worker's Poll, after it has loaded its configuration snapshot and between
+// two frames of its burst, followed there by the other worker's Poll: what
+// natd's control goroutine and other workers may do to a worker at any
+// moment. Two ways lead there: a control operation (a configuration
+// change, housekeeping, a delete or a flush) met while frames wait on an RX
+// ring is deferred into the next Poll that looks up a neighbour, and the
+// "arm" operation sets the next few operations of any kind aside for it.
 //
 // After every top-level operation: no panic; every emitted frame decodes
 // and has valid IPv4, TCP/UDP, ICMP and embedded checksums (verifyFrame);
@@ -52,7 +54,7 @@ const (
 	opFrame     = iota // frame spec: inject on its worker, then poll that worker
 	opQueue            // frame spec: inject without polling (bursts)
 	opPoll             // w: poll worker w&1
-	opArm              // n: run the next 1+n%4 operations inside the next neighbour lookup
+	opArm              // n: set the next 1+n%4 operations aside for the next neighbour lookup
 	opPool             // x: toggle pool address x%4; x&0x10 replaces the pool by that address
 	opForward          // x y z: toggle a port forward
 	opStatic           // x: toggle a static mapping
@@ -90,7 +92,7 @@ var (
 )
 
 // fzNeighbors resolves every address at once unless a program set it
-// otherwise, and runs the armed hook at the next lookup. Test goroutine
+// otherwise, and runs the hook, once, at the next lookup. Test goroutine
 // only.
 type fzNeighbors struct {
 	mode map[[4]byte]Resolution
@@ -120,18 +122,19 @@ type learned struct {
 }
 
 type reconfigRig struct {
-	t       *testing.T
-	h       *harness
-	neigh   *fzNeighbors
-	cfg     Config // the configuration in force
-	rd      progReader
-	ops     int
-	depth   int // 1 while running armed operations inside a Poll
-	polling [2]bool
-	queued  int // frames injected and not yet received
-	clock   time.Duration
-	learned [8]learned
-	nlearn  int
+	t        *testing.T
+	h        *harness
+	neigh    *fzNeighbors
+	cfg      Config // the configuration in force
+	rd       progReader
+	ops      int
+	depth    int // 1 while running set-aside operations inside a Poll
+	aside    []progReader
+	polling  [2]bool
+	injected int // frames injected
+	clock    time.Duration
+	learned  [8]learned
+	nlearn   int
 }
 
 // newReconfigRig builds a two-worker harness with small tables and ports,
@@ -226,14 +229,23 @@ func (r *reconfigRig) run(prog []byte) {
 func (r *reconfigRig) step() {
 	r.ops++
 	h := r.h
-	switch op := r.rd.next() % numOps; op {
+	op := r.rd.b[r.rd.i] % numOps
+	if r.depth == 0 && r.waiting() > 0 && op >= opPool && op != opAdvance && op != opNeighbour {
+		// A control operation while frames wait: it meets the next Poll.
+		start := r.rd.i
+		r.rd.i += opLength(r.rd.b[r.rd.i:])
+		r.setAside(start, min(r.rd.i, len(r.rd.b)))
+		return
+	}
+	r.rd.i++
+	switch op {
 	case opFrame, opQueue:
 		w, side, f := r.frame()
 		if f == nil {
 			return
 		}
 		if h.wports[w][side].Inject(f) {
-			r.queued++
+			r.injected++
 		}
 		if op == opFrame {
 			r.poll(w)
@@ -245,22 +257,11 @@ func (r *reconfigRig) step() {
 		if r.depth > 0 {
 			return // no nesting
 		}
-		// Set the next n operations aside for the hook.
 		start := r.rd.i
 		for i := 0; i < n && r.rd.more(); i++ {
 			r.rd.i += opLength(r.rd.b[r.rd.i:])
 		}
-		armed := progReader{b: r.rd.b[start:min(r.rd.i, len(r.rd.b))]}
-		r.neigh.hook = func() {
-			top := r.rd
-			r.rd = armed
-			r.depth++
-			for r.rd.more() && r.ops < maxOps {
-				r.step()
-			}
-			r.depth--
-			r.rd = top
-		}
+		r.setAside(start, min(r.rd.i, len(r.rd.b)))
 	case opPool:
 		r.togglePool(r.rd.next())
 	case opForward:
@@ -313,6 +314,45 @@ func (r *reconfigRig) step() {
 		}
 		r.neigh.mode[a] = (r.neigh.mode[a] + 1) % 4 // Resolved, Pending, Unreachable, Failed
 	}
+}
+
+// setAside keeps operations b[start:end] of the program for the next
+// neighbour lookup.
+func (r *reconfigRig) setAside(start, end int) {
+	r.aside = append(r.aside, progReader{b: r.rd.b[start:end]})
+	r.neigh.hook = r.runAside
+}
+
+// runAside runs the operations set aside, then the Poll of a worker that
+// is not polling: from inside a Poll, or at the top level when no Poll
+// looked up a neighbour before the frames waiting were gone.
+func (r *reconfigRig) runAside() {
+	r.neigh.hook = nil
+	top := r.rd
+	r.depth++
+	for len(r.aside) > 0 {
+		r.rd = r.aside[0]
+		r.aside = r.aside[1:]
+		for r.rd.more() && r.ops < maxOps {
+			r.step()
+		}
+	}
+	for w := range r.polling {
+		if !r.polling[w] {
+			r.poll(w)
+			break
+		}
+	}
+	r.depth--
+	r.rd = top
+}
+
+// waiting returns the number of frames injected and not yet received. The
+// workers publish their counters at the end of a Poll: call it between
+// top-level operations only.
+func (r *reconfigRig) waiting() int {
+	c := r.h.counters()
+	return r.injected - int(c[RxPackets]+c[RxPackets+1])
 }
 
 // poll runs worker w's Poll unless it is the worker whose Poll is running
@@ -677,6 +717,9 @@ func (r *reconfigRig) check() {
 	if r.depth > 0 {
 		return
 	}
+	if len(r.aside) > 0 && r.waiting() == 0 {
+		r.runAside()
+	}
 	h := r.h
 	for w := range h.workers {
 		for s := Side(0); s < NumSides; s++ {
@@ -717,7 +760,7 @@ func (r *reconfigRig) account(final bool) {
 		held += w.frag.n + w.pend.n
 	}
 	rx := c[RxPackets] + c[RxPackets+1]
-	queued := r.queued - int(rx)
+	queued := r.injected - int(rx)
 	if inUse != queued+spare+held {
 		r.t.Fatalf("%d frames out of the pools: %d queued + %d spare + %d held", inUse, queued, spare, held)
 	}
@@ -747,7 +790,7 @@ func (r *reconfigRig) account(final bool) {
 // neighbour wait expire, and then requires that nothing is left.
 func (r *reconfigRig) finish() {
 	h := r.h
-	r.neigh.hook = nil
+	r.neigh.hook, r.aside = nil, nil
 	clear(r.neigh.mode)
 	for i := 0; i < 4; i++ {
 		r.poll(0)
@@ -806,8 +849,8 @@ func fzProg(ops ...[]byte) []byte {
 }
 
 // reconfigSeeds cover each kind of operation once at least, at the top
-// level and armed inside a Poll. None of them changes the pools while a
-// worker is in the middle of its Poll: that is the fuzzer's to find.
+// level and inside a Poll. None of them changes the pools while a worker
+// is in the middle of its Poll: that is the fuzzer's to find.
 func reconfigSeeds() [][]byte {
 	const in, out = Inside, Outside
 	// Destination indices: inside side 0-3 remotes, 4-7 pool, 8-9 static,
@@ -816,14 +859,14 @@ func reconfigSeeds() [][]byte {
 	return [][]byte{
 		// Traffic both ways, replies on the other worker, then expiry.
 		fzProg(
-			fzPkt(opFrame, 0, in, 1, 0, 0, 0, 2, 3, 1),  // UDP 10.0.0.2:5000 -> 198.18.0.2:53
-			fzPkt(opFrame, 1, out, 1, 0, 0, 8, 3, 0, 1), // its reply
-			fzPkt(opFrame, 1, in, 0, 0, 1, 1, 0, 4, 0),  // TCP SYN
-			fzPkt(opFrame, 0, out, 0, 1, 1, 9, 4, 0, 0), // SYN-ACK
-			fzPkt(opFrame, 0, in, 0, 2, 1, 1, 0, 4, 0),  // ACK
-			fzPkt(opFrame, 0, in, 2, 0, 2, 2, 7, 0, 2),  // echo request
+			fzPkt(opFrame, 0, in, 1, 0, 0, 0, 2, 3, 1),   // UDP 10.0.0.2:5000 -> 198.18.0.2:53
+			fzPkt(opFrame, 1, out, 1, 0, 0, 8, 3, 0, 1),  // its reply
+			fzPkt(opFrame, 1, in, 0, 0, 1, 1, 0, 4, 0),   // TCP SYN
+			fzPkt(opFrame, 0, out, 0, 1, 1, 9, 4, 0, 0),  // SYN-ACK
+			fzPkt(opFrame, 0, in, 0, 2, 1, 1, 0, 4, 0),   // ACK
+			fzPkt(opFrame, 0, in, 2, 0, 2, 2, 7, 0, 2),   // echo request
 			fzPkt(opFrame, 1, out, 3, 0, 2, 11, 0, 0, 2), // its reply
-			fzPkt(opFrame, 0, in, 1, 0, 3, 13, 2, 0, 1), // hairpin to a learned mapping
+			fzPkt(opFrame, 0, in, 1, 0, 3, 13, 2, 0, 1),  // hairpin to a learned mapping
 			fzOp(opAdvance, 6), fzOp(opHousekeep, 0), fzOp(opAdvance, 5), fzOp(opHousekeep, 0),
 		),
 		// Renumbering the pool between Polls, with sessions on the old
@@ -891,6 +934,27 @@ func reconfigSeeds() [][]byte {
 			fzOp(opHousekeep, 0),
 			fzOp(opPoll, 1),
 		),
+		// A static mapping added, and the other worker serving a new
+		// subscriber, between two frames of a burst whose second frame
+		// comes from that subscriber.
+		fzProg(
+			fzPkt(opQueue, 0, in, 1, 0, 0, 0, 2, 3, 1),
+			fzPkt(opQueue, 0, in, 1, 0, 4, 0, 2, 3, 1),
+			fzOp(opArm, 1),
+			fzOp(opStatic, 0x09),
+			fzPkt(opFrame, 1, in, 1, 0, 4, 1, 0, 3, 1),
+			fzOp(opPoll, 0),
+		),
+		// Frames waiting on both workers when a pool change comes, which
+		// is refused: removing the only pool address would leave nothing
+		// to translate to.
+		fzProg(
+			fzPkt(opQueue, 1, in, 1, 0, 4, 1, 0, 3, 1),
+			fzPkt(opQueue, 0, in, 1, 0, 0, 0, 2, 3, 1),
+			fzPkt(opQueue, 0, in, 1, 0, 4, 0, 2, 3, 1),
+			fzOp(opPool, 0x00),
+			fzOp(opPoll, 0),
+		),
 		// Address-and-port-dependent mapping, then address-dependent
 		// filtering, with limits per subscriber and small port ranges.
 		fzProg(
@@ -920,8 +984,8 @@ func reconfigSeeds() [][]byte {
 	}
 }
 
-// TestFuzzReconfigOpLength checks that opLength, which sets armed
-// operations aside, agrees with what step reads.
+// TestFuzzReconfigOpLength checks that opLength, which sets operations
+// aside, agrees with what step reads.
 func TestFuzzReconfigOpLength(t *testing.T) {
 	for code := 0; code < numOps; code++ {
 		for _, mut := range []byte{0, 0xe0} {
