@@ -185,6 +185,17 @@ func (r *reconfigRig) setLinks(inMTU, outMTU int) {
 	}
 }
 
+// controlOp reports whether op is one of natd's control goroutines' work:
+// configuration changes, housekeeping, and operator deletes and flushes.
+func controlOp(op byte) bool {
+	switch op {
+	case opPool, opForward, opStatic, opTimeout, opLimit, opPorts, opBehaviour, opMTU,
+		opHousekeep, opDelete, opFlush:
+		return true
+	}
+	return false
+}
+
 // opLength returns the length of the operation that b starts with.
 func opLength(b []byte) int {
 	switch b[0] % numOps {
@@ -230,7 +241,7 @@ func (r *reconfigRig) step() {
 	r.ops++
 	h := r.h
 	op := r.rd.b[r.rd.i] % numOps
-	if r.depth == 0 && r.waiting() > 0 && op >= opPool && op != opAdvance && op != opNeighbour {
+	if r.depth == 0 && controlOp(op) && r.waiting() > 0 {
 		// A control operation while frames wait: it meets the next Poll.
 		start := r.rd.i
 		r.rd.i += opLength(r.rd.b[r.rd.i:])
@@ -241,9 +252,6 @@ func (r *reconfigRig) step() {
 	switch op {
 	case opFrame, opQueue:
 		w, side, f := r.frame()
-		if f == nil {
-			return
-		}
 		if h.wports[w][side].Inject(f) {
 			r.injected++
 		}
