@@ -589,7 +589,11 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 		// 10.1.5.4/30 is an inside prefix with no host: a pool of
 		// 10.1.5.0/29 contains it without its first address being
 		// inside (issue 11 defect 11).
-		Inside: []string{"10.0.0.0/24", "10.1.5.4/30"},
+		// 10.2.0.0/16 holds no host: the generator sends from new
+		// addresses in it all along, so that new subscribers are
+		// paired with pool addresses while pools come and go, on both
+		// workers (issue 11 defect 1).
+		Inside: []string{"10.0.0.0/24", "10.1.5.4/30", "10.2.0.0/16"},
 		Pools:  [][2]string{{"lab", "198.18.0.100/32"}},
 		Forwards: [][3]string{
 			{"tcp", "198.18.0.100:8080", "10.0.0.3:80"},
@@ -598,7 +602,7 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 		Statics: [][2]string{{"10.0.0.30", "198.18.0.130"}},
 		// Room for every churned flow of the run (about 2,500 new
 		// sessions a second, each held for the 2-minute UDP minimum).
-		Limits: [][2]string{{"max_sessions", "262144"}, {"max_subscribers", "1024"}},
+		Limits: [][2]string{{"max_sessions", "262144"}, {"max_subscribers", "65536"}},
 	}
 	// Extra inside hosts: in1 speaks from 64 addresses (64 subscribers,
 	// paired over whatever pool addresses exist at the time), in2 answers
@@ -701,8 +705,41 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 		}
 		return netip.MustParseAddrPort("198.18.0.100:5300")
 	}, 250, stop, &inSent, &inAns, &wg)
+	// New subscribers: one datagram from each of newSubscribers
+	// addresses of 10.2.0.0/16, spread over the loop, from the generator
+	// on in1's interface (their replies have no route back: counted as
+	// drops, not asserted).
+	inLink, err := lab.Link(e.In1, lab.HostDev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natIn, err := lab.Link(e.Box, lab.NATInside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := gen.NewHostile(inLink.MAC, natIn.MAC, netip.MustParsePrefix("10.2.0.0/16"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const newSubscribers = 30000
+	subFrames := make([][]byte, newSubscribers)
+	for i := range subFrames {
+		subFrames[i] = hs.UDPDatagram(netip.AddrPortFrom(hs.Source(), hs.Port()), netip.AddrPortFrom(natdlab.Server, 9400), 64)
+	}
+	var subSent gen.SendResult
+	genCtx, genCancel := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var err error
+		subSent, err = gen.SendFrames(genCtx, gen.SendConfig{Netns: e.In1, Dev: lab.HostDev, Frames: subFrames,
+			Count: newSubscribers, Duration: reconfigDuration, Rate: newSubscribers / reconfigDuration.Seconds()})
+		if err != nil {
+			t.Errorf("new subscribers' generator: %v", err)
+		}
+	}()
 	var stopOnce sync.Once
-	stopAll := func() { stopOnce.Do(func() { close(stop); wg.Wait() }) }
+	stopAll := func() { stopOnce.Do(func() { close(stop); genCancel(); wg.Wait() }) }
 	t.Cleanup(stopAll)
 
 	seed := uint64(time.Now().UnixNano())
@@ -896,6 +933,7 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	// The heap did not grow across the cycles.
 	heap1 := heapInuse(t, e)
 	mfs, _ := e.Scrape()
+	t.Logf("new subscribers: %d datagrams from distinct addresses sent; subscribers paired at the end: %.0f", subSent.Sent, metricSum(mfs, "xnat_pool_subscribers"))
 	t.Logf("changes applied %d (natctl %d, SIGHUP %d), refused %d; sessions created %.0f, live %.0f; outbound churn %d/%d answered, inbound churn %d/%d answered; heap in use %.1f MiB after cycle 1, %.1f MiB at the end",
 		applied, ctlApplied, hupApplied, refused,
 		metricSum(mfs, "xnat_sessions_created_total"), metricSum(mfs, "xnat_sessions"),
