@@ -971,17 +971,11 @@ const (
 	// hostileMaxSessions is the table's size in the flood test: small,
 	// so that a flood that opens sessions would fill it.
 	hostileMaxSessions = 16384
-	// inboundLimitField names natd's limit on sessions opened from
-	// outside (port forwards and static mappings), issue 11 defect 2.
-	//
-	// TODO(coordinator): the field does not exist on this branch; set
-	// this to its name (e.g. "inbound_sessions") once the defect 2 fix
-	// is merged, and the flood test configures it and checks that the
-	// sessions opened by hostile sources stay within it.
-	inboundLimitField = ""
-	inboundLimit      = 1024
-	icmpErrorsPerSec  = 100
-	heldFragments     = 64
+	// inboundLimit is limits.inbound_sessions in the flood test: the
+	// sessions that packets from outside may open (issue 11 defect 2).
+	inboundLimit     = 1024
+	icmpErrorsPerSec = 100
+	heldFragments    = 64
 )
 
 // legitStats counts one kind of legitimate exchange during a phase.
@@ -1159,9 +1153,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		// are above, so that they reach no mapping by chance.
 		Raw: "  ports:\n    tcp: 1024-40000\n    udp: 1024-40000\n    icmp: 1024-40000\n",
 	}
-	if inboundLimitField != "" {
-		cfg.Limits = append(cfg.Limits, [2]string{inboundLimitField, strconv.Itoa(inboundLimit)})
-	}
+	cfg.Limits = append(cfg.Limits, [2]string{"inbound_sessions", strconv.Itoa(inboundLimit)})
 	e := startWithConfig(t, 2, cfg, func(e *natdlab.Env) error {
 		for _, c := range []struct {
 			ns   string
@@ -1481,9 +1473,9 @@ func TestE2EHostileOutside(t *testing.T) {
 			t.Errorf("%s: %d sessions with a spoofed remote opened by the flood; this attack must open none (issue 11 defect 2)", ph.name, opened)
 		}
 		if !ph.noHostileSessions {
-			t.Logf("%s: %d sessions opened by spoofed sources (inbound limit %q = %d)", ph.name, opened, inboundLimitField, inboundLimit)
-			if inboundLimitField != "" && hs > inboundLimit {
-				t.Errorf("%s: %d sessions from outside, above %s = %d", ph.name, hs, inboundLimitField, inboundLimit)
+			t.Logf("%s: %d sessions opened by spoofed sources (limits.inbound_sessions = %d)", ph.name, opened, inboundLimit)
+			if hs > inboundLimit {
+				t.Errorf("%s: %d sessions from outside, above limits.inbound_sessions = %d", ph.name, hs, inboundLimit)
 			}
 		}
 		if !e.Running() {
