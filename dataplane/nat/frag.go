@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"time"
+
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
@@ -119,11 +121,23 @@ func (k *fragKey) hash() uint32 {
 	return h
 }
 
+// fragLive reports whether a translation that expires at tick until is
+// still valid at tick now. Ticks wrap every 49.7 days; a deadline is at
+// most the fragment timeout (≤ maxTimeout) ahead of the tick it was set
+// at, so a live one is less than maxTimeout ahead of now. int32(until-now)
+// > 0 alone would bring an entry that expired 2^31 ms (24.9 days) ago back
+// to life, and a later fragment would follow a translation whose port may
+// belong to someone else by then.
+func fragLive(until, now uint32) bool {
+	d := until - now
+	return d != 0 && d <= uint32(maxTimeout/time.Millisecond)
+}
+
 func (f *fragState) find(k *fragKey, now uint32) *fragEntry {
 	h := k.hash()
 	for i := uint32(0); i < 4; i++ {
 		e := &f.slots[(h+i)&(fragSlots-1)]
-		if e.used && e.key == *k && int32(e.until-now) > 0 {
+		if e.used && e.key == *k && fragLive(e.until, now) {
 			return e
 		}
 	}
@@ -137,7 +151,7 @@ func (f *fragState) put(e fragEntry, now uint32) {
 	victim := &f.slots[h&(fragSlots-1)]
 	for i := uint32(0); i < 4; i++ {
 		s := &f.slots[(h+i)&(fragSlots-1)]
-		if !s.used || s.key == e.key || int32(s.until-now) <= 0 {
+		if !s.used || s.key == e.key || !fragLive(s.until, now) {
 			victim = s
 			break
 		}

@@ -239,3 +239,29 @@ func TestUptimeICMPErrorBucket(t *testing.T) {
 		h.checkNoLeaks()
 	})
 }
+
+// TestFragmentTranslationDoesNotComeBack checks that a first fragment's
+// translation, long expired, does not come back to life when the 32-bit
+// tick has moved half a lap (2^31 ms, 24.9 days) past it: a later fragment
+// with the same (source, destination, id) must wait for its own first
+// fragment, not follow a translation whose port may be someone else's.
+func TestFragmentTranslationDoesNotComeBack(t *testing.T) {
+	forUptimes(t, func(t *testing.T, d time.Duration) {
+		h := agedHarness(t, testConfig(), d)
+		frags := fragments(bigUDP(false, 1000), 400)
+		h.inject(Inside, frags[0])
+		if got := h.ports[Outside].Drain(); len(got) != 1 {
+			t.Fatalf("%d frames out for a first fragment, want 1", len(got))
+		}
+		h.clock.Advance(1<<31*time.Millisecond + 10*time.Second)
+		h.inject(Inside, frags[1])
+		if got := h.ports[Outside].Drain(); len(got) != 0 {
+			t.Fatalf("a later fragment followed a translation that expired %v ago", time.Duration(1<<31)*time.Millisecond)
+		}
+		h.clock.Advance(3 * time.Second)
+		h.w.Poll()
+		if n := h.counters().Drops(drop.FragTimeout); n != 1 {
+			t.Fatalf("%d held fragments timed out, want 1", n)
+		}
+	})
+}
