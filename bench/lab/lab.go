@@ -245,18 +245,27 @@ func (l *Lab) teardown() error {
 
 // deleteNamespace kills the processes in ns (they would otherwise keep the
 // namespace and its veths alive after the name is gone), deletes it, and
-// then kills any process that still holds it: one that opened the name
-// just before the deletion (`ip netns exec` opens it, then enters it)
-// would otherwise run on in the nameless namespace. Each phase gets
+// then kills any process that entered it meanwhile: `ip netns exec`
+// opens the name, then enters, so one that opened it just before the
+// deletion would run on in the nameless namespace. Each phase gets
 // killDeadline. A namespace already gone is not an error.
+//
+// The namespace is held open throughout: once destroyed, its identity
+// (the nsfs inode number) is given to the next namespace created on the
+// machine, and the scan after the deletion would kill another lab's
+// processes.
 func deleteNamespace(name string) error {
 	path := filepath.Join(netnsDir, name)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
 	id, err := statNS(path)
 	if err != nil {
 		return nil
 	}
-	want := map[nsID]string{id: name}
-	err = killHolders(want, name)
+	err = killMembers(id, name, 0)
 	deadline := time.Now().Add(killDeadline)
 	for {
 		derr := run("ip", "netns", "del", name)
@@ -271,21 +280,32 @@ func deleteNamespace(name string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return errors.Join(err, killHolders(want, name))
+	// A process that opened the name before the deletion enters within
+	// moments: watch a little longer than the scans take.
+	return errors.Join(err, killMembers(id, name, 100*time.Millisecond))
 }
 
-// killHolders SIGKILLs the processes that hold a namespace of want, in
-// rounds (a process may fork between two scans) until a scan finds none
-// or killDeadline passes.
-func killHolders(want map[nsID]string, name string) error {
+// killMembers SIGKILLs the processes whose network namespace is id, in
+// rounds (a process may fork between two scans), until the scans have
+// found none for quiet, or killDeadline passes.
+func killMembers(id nsID, name string, quiet time.Duration) error {
+	want := map[nsID]string{id: name}
 	deadline := time.Now().Add(killDeadline)
+	var quietSince time.Time
 	for {
-		left := holders(want)
+		left := holders(want, false)
 		if len(left) == 0 {
-			return nil
+			if quietSince.IsZero() {
+				quietSince = time.Now()
+			}
+			if time.Since(quietSince) >= quiet {
+				return nil
+			}
+		} else {
+			quietSince = time.Time{}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: processes %v hold %s after SIGKILL for %v", slices.Collect(maps.Keys(left)), name, killDeadline)
+			return fmt.Errorf("lab: processes %v still in %s after SIGKILL for %v", slices.Collect(maps.Keys(left)), name, killDeadline)
 		}
 		for pid := range left {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -330,7 +350,14 @@ func Command(ns string, argv ...string) *exec.Cmd {
 
 // Exec runs argv inside namespace ns and returns its combined output; a
 // non-zero exit is an error that quotes the output.
+//
+// During a teardown on a signal it runs nothing: the lab is going, and a
+// process started now could enter a namespace after its processes were
+// killed.
 func Exec(ns string, argv ...string) (string, error) {
+	if tearingDown.Load() {
+		return "", errTearingDown
+	}
 	out, err := Command(ns, argv...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ip netns exec %s %s: %w: %s", ns, strings.Join(argv, " "), err, bytes.TrimSpace(out))
@@ -436,6 +463,9 @@ func handle(ns string) (*netlink.Handle, error) {
 
 // run executes a configuration command and folds its output into the error.
 func run(argv ...string) error {
+	if tearingDown.Load() && !(len(argv) > 2 && argv[1] == "netns" && argv[2] == "del") {
+		return errTearingDown
+	}
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))

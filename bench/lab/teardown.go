@@ -266,9 +266,9 @@ func statNS(path string) (nsID, error) {
 }
 
 // holders lists the processes (other than this one) that hold a
-// namespace of want, as their network namespace or through an open file,
-// with how.
-func holders(want map[nsID]string) map[int]string {
+// namespace of want as their network namespace or, with files, through an
+// open file, with how.
+func holders(want map[nsID]string, files bool) map[int]string {
 	held := map[int]string{}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -283,6 +283,9 @@ func holders(want map[nsID]string) map[int]string {
 		dir := filepath.Join("/proc", e.Name())
 		if id, err := statNS(filepath.Join(dir, "ns", "net")); err == nil && want[id] != "" {
 			held[pid] = want[id] + " (its network namespace)"
+			continue
+		}
+		if !files {
 			continue
 		}
 		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
@@ -385,10 +388,24 @@ func (f *Footprint) Add(g Footprint) {
 // whether or not its name still exists. A held namespace keeps its veths,
 // and whatever runs in it, alive; a namespace nobody holds is destroyed
 // by the kernel with every device in it.
+//
+// The kernel gives a destroyed namespace's identity to the next one
+// created: a process in a namespace that is now another lab's (named
+// under /run/netns, not by f) does not count.
 func (f Footprint) Holders() map[int]string {
 	want := map[nsID]string{}
 	for n, id := range f.ids {
 		want[id] = n
 	}
-	return holders(want)
+	if entries, err := os.ReadDir(netnsDir); err == nil {
+		for _, e := range entries {
+			if _, mine := f.ids[e.Name()]; mine {
+				continue
+			}
+			if id, err := statNS(filepath.Join(netnsDir, e.Name())); err == nil {
+				delete(want, id)
+			}
+		}
+	}
+	return holders(want, true)
 }

@@ -54,7 +54,7 @@ func labChild() int {
 	}
 	// `ip netns exec` enters the namespace after it starts: wait for it.
 	id, err := statNS(filepath.Join(netnsDir, n.Box))
-	for err == nil && !strings.Contains(holders(map[nsID]string{id: n.Box})[cmd.Process.Pid], "its network namespace") {
+	for err == nil && !strings.Contains(holders(map[nsID]string{id: n.Box}, false)[cmd.Process.Pid], "its network namespace") {
 		if time.Since(start) > time.Minute {
 			err = errors.New("stand-in natd not in the nat namespace after a minute")
 		}
