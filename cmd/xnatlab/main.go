@@ -68,6 +68,9 @@ func (s *step) check(ok bool, format string, args ...any) {
 		fmt.Printf("   ok: %s\n", msg)
 		return
 	}
+	// A step fails when a signal tears the lab down under it: say
+	// nothing then, the teardown ends the process.
+	lab.WaitIfInterrupted()
 	fmt.Printf("   FAILED: %s\n", msg)
 	s.failed = append(s.failed, fmt.Sprintf("step %d: %s", s.n, msg))
 }
