@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test lint generate demo bench bench-quick bench-micro clean
+.PHONY: all build test lint generate demo bench bench-quick bench-micro fuzz clean
 
 all: build
 
@@ -54,6 +54,16 @@ bench: build
 ## bench/results/quick/ (not committed).
 bench-quick: build
 	$(GO) run ./bench/harness/cmd/xnatbench -quick -out bench/results/quick -natd $(BIN)/natd -l2fwd $(BIN)/l2fwd
+
+## fuzz: every Go fuzz target in the repository (not part of test), each
+## until FUZZEXECS executions or FUZZTIME, whichever first, as many at a
+## time as there are cores; prints executions per target and copies any
+## failing input into its package's testdata/fuzz. For example
+## `make fuzz FUZZTIME=30s`. See bench/fuzz/run.sh and docs/engineering.md.
+FUZZTIME  ?= 10m
+FUZZEXECS ?= 10000000
+fuzz:
+	GO=$(GO) bench/fuzz/run.sh $(FUZZTIME) $(FUZZEXECS)
 
 clean:
 	rm -rf $(BIN)

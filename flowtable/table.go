@@ -25,11 +25,24 @@
 // Readers never lock and never write. Each record carries a generation
 // number: odd while the record is free or being torn down, even while it is
 // live. A reader loads the generation, copies the record, and loads the
-// generation again; only if both loads are equal and even is the copy used.
-// Keys and user words are written only while the record is not live, so a
+// generation again; only if both loads show the same even generation is the
+// copy used. Keys are written only while the record is not live, so a
 // validated copy is never torn, and because the reader compares the full key
 // after validation, a slot that now leads to a recycled record can cause at
 // most a miss, never a false hit.
+//
+// A live record's state and user words change only through the gated
+// writes (CompareAndSwapState, CompareAndSwapUser, AddUser), which name the
+// generation the caller looked up. A gated write first pins the record: it
+// raises a pin count kept in the high bits of the generation word, with a
+// compare-and-swap that succeeds only if the generation is still the named
+// one. Delete waits for the pins to drop before it claims the record, so a
+// pinned record cannot be freed and recycled under the write: the check of
+// the generation and the write are one atomic step as far as any other
+// incarnation of the record can tell. Without it a caller that looked up a
+// session, was delayed, and then updated "its" record would update whoever
+// had been given the record since: a reference counted on the wrong entry
+// is a port or a pairing that is never released. Readers ignore the pins.
 //
 // Writers (Insert) serialise per home bucket: an insert takes a spin bit in
 // the meta word of the home bucket of each of its keys, in bucket order, so
@@ -57,7 +70,10 @@
 // # Ageing
 //
 // Every record has a last-seen tick from a coarse clock the caller reads once
-// per batch. The unit is the caller's (the NAT engine uses seconds). The
+// per batch. The unit is the caller's (the NAT engine uses milliseconds).
+// Ticks are 32 bits and wrap (at one per millisecond, every 49.7 days), so
+// every comparison of ticks is modular: idle time is now - Seen modulo 2^32,
+// which is right as long as timeouts stay below 2^31 ticks. The
 // incremental expirer visits a bounded number of records per call and
 // removes those whose idle time has reached the timeout the caller computes
 // for each entry; it never evicts a live, non-idle session, and an Insert
@@ -87,6 +103,16 @@ const (
 
 	lanes = 0x0001_0001_0001_0001 // one in each 16-bit lane
 	highs = 0x8000_8000_8000_8000 // the top bit of each lane
+
+	// genMask selects the generation in a record's gen word. A record's
+	// generation rises by two per session it holds: 2^47 sessions, which
+	// at ten million insertions a second into one record would take half
+	// a million years, so it never wraps and never repeats.
+	genMask = 1<<48 - 1
+	// pinOne is one gated write in flight (bits 48..63 of the gen word).
+	// At most one pin per goroutine exists at a time, so 65535 goroutines
+	// would have to write to one record at the same instant to overflow.
+	pinOne = 1 << 48
 )
 
 // record is one session. Its size is exactly one cache line (asserted by a
@@ -94,6 +120,8 @@ const (
 // while the owner of a dying or newborn record stores them; on amd64 and
 // arm64 these are plain loads and stores with ordering guarantees.
 type record struct {
+	// gen is the generation (bits 0..47, see genMask) and the number of
+	// gated writes in flight (bits 48..63, see pinOne).
 	gen   atomic.Uint64
 	keys  [2][2]atomic.Uint64
 	seen  atomic.Uint32
@@ -153,8 +181,9 @@ type Entry struct {
 	ID uint32
 	// Dir is the index of the key a Lookup matched (0 or 1).
 	Dir uint8
-	// Gen is the generation the copy was taken at; pass it to Delete so a
-	// recycled record is never deleted by mistake.
+	// Gen is the generation the copy was taken at; pass it to Delete and
+	// to the gated writes so that a recycled record is never changed by
+	// mistake.
 	Gen uint64
 	// Keys are the session's two keys, as given to Insert.
 	Keys [2]Key
@@ -355,7 +384,7 @@ func tagOf(h uint64) uint16 {
 // (w0, w1). It is the seqlock read side.
 func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
 	r := &t.recs[id]
-	g := r.gen.Load()
+	g := r.gen.Load() & genMask
 	if g&1 != 0 {
 		return false
 	}
@@ -363,7 +392,7 @@ func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
 	b0, b1 := r.keys[1][0].Load(), r.keys[1][1].Load()
 	seen, state := r.seen.Load(), r.state.Load()
 	u0, u1 := r.user[0].Load(), r.user[1].Load()
-	if r.gen.Load() != g {
+	if r.gen.Load()&genMask != g {
 		return false
 	}
 	if dir == 0 {
@@ -387,14 +416,14 @@ func (t *Table) Get(id uint32, e *Entry) bool {
 		return false
 	}
 	r := &t.recs[id]
-	g := r.gen.Load()
+	g := r.gen.Load() & genMask
 	if g&1 != 0 {
 		return false
 	}
 	w := [4]uint64{r.keys[0][0].Load(), r.keys[0][1].Load(), r.keys[1][0].Load(), r.keys[1][1].Load()}
 	seen, state := r.seen.Load(), r.state.Load()
 	u0, u1 := r.user[0].Load(), r.user[1].Load()
-	if r.gen.Load() != g {
+	if r.gen.Load()&genMask != g {
 		return false
 	}
 	e.ID, e.Dir, e.Gen = id, 0, g
@@ -416,28 +445,81 @@ func (t *Table) Touch(id uint32, now uint32) {
 	}
 }
 
-// CompareAndSwapState updates the state word of session id if it is still
-// at generation gen and holds old.
-func (t *Table) CompareAndSwapState(id uint32, gen uint64, old, new uint32) bool {
+// pin marks a gated write in flight on session id if it is live at
+// generation gen, and returns the record; it returns nil if the session is
+// gone or was recycled. The caller writes, then unpins. While the pin is
+// held Delete waits, so the record stays at generation gen.
+func (t *Table) pin(id uint32, gen uint64) *record {
+	if int(id) >= len(t.recs) || gen&1 != 0 || gen > genMask {
+		return nil
+	}
 	r := &t.recs[id]
-	if r.gen.Load() != gen {
+	for {
+		g := r.gen.Load()
+		if g&genMask != gen {
+			return nil
+		}
+		// Generations only rise, so this succeeds only if the record
+		// was at gen from the load to here: never on a later
+		// incarnation that happens to show the same words.
+		if r.gen.CompareAndSwap(g, g+pinOne) {
+			return r
+		}
+	}
+}
+
+func unpin(r *record) { r.gen.Add(^uint64(pinOne - 1)) }
+
+// Alive reports whether session id is still live at generation gen.
+func (t *Table) Alive(id uint32, gen uint64) bool {
+	return int(id) < len(t.recs) && gen&1 == 0 && t.recs[id].gen.Load()&genMask == gen
+}
+
+// CompareAndSwapState updates the state word of session id if it is still
+// at generation gen and holds old, in one atomic step: a session deleted
+// and recycled after the caller looked it up is never changed.
+func (t *Table) CompareAndSwapState(id uint32, gen uint64, old, new uint32) bool {
+	r := t.pin(id, gen)
+	if r == nil {
 		return false
 	}
-	return r.state.CompareAndSwap(old, new)
+	ok := r.state.CompareAndSwap(old, new)
+	unpin(r)
+	return ok
 }
 
-// AddUser atomically adds delta to user word i of record id and returns the
-// new value. The NAT engine keeps reference counts there.
-func (t *Table) AddUser(id uint32, i int, delta uint64) uint64 {
-	return t.recs[id].user[i].Add(delta)
+// AddUser adds delta to user word i of session id if it is still live at
+// generation gen, in one atomic step, and returns the new value; ok is
+// false, and nothing changed, if the session is gone or was recycled.
+func (t *Table) AddUser(id uint32, gen uint64, i int, delta uint64) (v uint64, ok bool) {
+	r := t.pin(id, gen)
+	if r == nil {
+		return 0, false
+	}
+	v = r.user[i].Add(delta)
+	unpin(r)
+	return v, true
 }
 
-// CompareAndSwapUser atomically replaces user word i of record id.
-func (t *Table) CompareAndSwapUser(id uint32, i int, old, new uint64) bool {
-	return t.recs[id].user[i].CompareAndSwap(old, new)
+// CompareAndSwapUser replaces user word i of session id with new if the
+// session is still live at generation gen and the word holds old, in one
+// atomic step: a caller that looked a session up, was delayed, and finds
+// the same value in a recycled record changes nothing. The NAT engine keeps
+// reference counts in user words. live is false when the session is gone or
+// was recycled (and so swapped is false too).
+func (t *Table) CompareAndSwapUser(id uint32, gen uint64, i int, old, new uint64) (swapped, live bool) {
+	r := t.pin(id, gen)
+	if r == nil {
+		return false, false
+	}
+	swapped = r.user[i].CompareAndSwap(old, new)
+	unpin(r)
+	return swapped, true
 }
 
-// LoadUser atomically loads user word i of record id.
+// LoadUser atomically loads user word i of record id, whatever session
+// holds it now; a caller that must know the value belongs to the session
+// it looked up checks Alive afterwards, or writes with CompareAndSwapUser.
 func (t *Table) LoadUser(id uint32, i int) uint64 {
 	return t.recs[id].user[i].Load()
 }
@@ -514,7 +596,7 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 		return Full
 	}
 	r := &t.recs[id]
-	g := r.gen.Load() // odd: free
+	g := r.gen.Load() // odd: free, so nobody can hold a pin
 	r.keys[0][0].Store(w[0][0])
 	r.keys[0][1].Store(w[0][1])
 	r.keys[1][0].Store(w[1][0])
@@ -593,14 +675,22 @@ func (t *Table) unplace(h uint64, ref uint32) {
 
 // Delete removes session id if it is still at generation gen. It returns
 // false if the session is gone or was recycled, or if another goroutine is
-// deleting it.
+// deleting it. It waits for gated writes in flight on the session (a few
+// instructions each) to finish.
 func (t *Table) Delete(id uint32, gen uint64) bool {
-	if int(id) >= len(t.recs) || gen&1 != 0 {
+	if int(id) >= len(t.recs) || gen&1 != 0 || gen > genMask {
 		return false
 	}
 	r := &t.recs[id]
-	if !r.gen.CompareAndSwap(gen, gen+1) {
-		return false
+	for spins := 0; !r.gen.CompareAndSwap(gen, gen+1); spins++ {
+		if r.gen.Load()&genMask != gen {
+			return false
+		}
+		// Pinned: a gated write is in flight.
+		if spins > 64 {
+			// The writer may have been preempted; let it run.
+			runtime.Gosched()
+		}
 	}
 	// A single-key entry stored zero words as its second key; protocol
 	// (bits 32..39 of the second word) is non-zero for every real key.

@@ -108,7 +108,7 @@ func TestAPIApplyChangesAtomic(t *testing.T) {
 		{Change: &xnatv1.Change_AddPortForward{AddPortForward: &xnatv1.PortForward{Protocol: xnatv1.Protocol_PROTOCOL_TCP, Outside: ep("198.18.2.1", 443), Inside: ep("10.0.0.50", 443)}}},
 		{Change: &xnatv1.Change_AddStaticMapping{AddStaticMapping: &xnatv1.StaticMapping{Inside: "10.0.0.60", Outside: "198.18.2.2"}}},
 	}})
-	wantCode(t, err, codes.AlreadyExists, `change 3 (add static 10.0.0.60 <-> 198.18.2.2): 198.18.2.2 is in pool "b"`)
+	wantCode(t, err, codes.AlreadyExists, `change 3 (add static 10.0.0.60 <-> 198.18.2.2): static_mappings[0].outside: 198.18.2.2 is in pool "b"`)
 	if after := list(); after != before {
 		t.Errorf("failed batch changed the config:\n%s\n%s", before, after)
 	}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -18,12 +20,18 @@ import (
 // the rules below hold wherever the API is served.
 //
 // A batch is applied to a copy of the configuration, one change after the
-// other; each change is checked for conflicts with what the copy holds at
-// that point (ErrAlreadyExists), the finished copy is validated by
-// nat.Config.Validate (ErrInvalid), and only then handed to the engine,
-// which publishes it as one new snapshot. If anything fails, the
-// configuration in force is untouched. Changes that change nothing (adding
-// an identical object) are no-ops and publish no new snapshot.
+// other; each change is checked against what the copy holds at that point
+// only for identity (adding a pool whose name, a forward whose outside
+// endpoint or a static mapping whose inside address is taken by a
+// different object is ErrAlreadyExists; deleting what is not there is
+// ErrNotFound). The finished copy is then judged by nat.Config.Validate,
+// the same validation natd's config file gets: each problem it finds is
+// charged to the change that added the object concerned (ErrAlreadyExists
+// for a collision between two objects, ErrInvalid otherwise), or to the
+// batch as a whole. Only a valid copy is handed to the engine, which
+// publishes it as one new snapshot. If anything fails, the configuration
+// in force is untouched. Changes that change nothing (adding an identical
+// object) are no-ops and publish no new snapshot.
 //
 // ConfigStore is safe for concurrent use; changes are serialised.
 type ConfigStore struct {
@@ -106,13 +114,22 @@ func (s *ConfigStore) applyChanges(changes []Change, batch bool) error {
 	defer s.mu.Unlock()
 	cfg := cloneConfig(s.cfg)
 	changed := false
+	name := func(i int) string {
+		if batch {
+			return fmt.Sprintf("change %d (%v)", i+1, changes[i])
+		}
+		return changes[i].String()
+	}
+	addedBy := map[objectKey]int{} // object -> index of the change that added it
 	for i, c := range changes {
 		did, err := change(&cfg, c)
 		if err != nil {
-			if batch {
-				return &kindError{kind: kindOf(err), err: fmt.Errorf("change %d (%v): %w", i+1, c, err)}
+			return &kindError{kind: kindOf(err), err: fmt.Errorf("%s: %w", name(i), err)}
+		}
+		if did {
+			if k, ok := addedKey(c); ok {
+				addedBy[k] = i
 			}
-			return &kindError{kind: kindOf(err), err: fmt.Errorf("%v: %w", c, err)}
 		}
 		changed = changed || did
 	}
@@ -120,7 +137,7 @@ func (s *ConfigStore) applyChanges(changes []Change, batch bool) error {
 		return nil // every change was already in force: idempotent
 	}
 	if err := cfg.Validate(); err != nil {
-		return Errorf(ErrInvalid, "the resulting configuration is invalid: %s", joinLines(err))
+		return chargeErrors(&cfg, err, addedBy, name)
 	}
 	if err := s.publish(cfg); err != nil {
 		return err
@@ -210,30 +227,10 @@ func change(cfg *nat.Config, c Change) (bool, error) {
 	return false, Errorf(ErrInvalid, "unknown change op %d", c.Op)
 }
 
+// addPool adds p unless a pool of that name exists: identical, it is a
+// no-op; different, a conflict. Everything else about p is for
+// nat.Config.Validate to judge.
 func addPool(cfg *nat.Config, p nat.Pool) (bool, error) {
-	if p.Name == "" {
-		return false, Errorf(ErrInvalid, "a pool needs a name")
-	}
-	if len(p.Addresses) == 0 {
-		return false, Errorf(ErrInvalid, "pool %q has no addresses", p.Name)
-	}
-	for i, a := range p.Addresses {
-		switch {
-		case !a.IsValid() || !a.Addr().Is4():
-			return false, Errorf(ErrInvalid, "%v is not an IPv4 prefix or address", a)
-		case a.Masked() != a:
-			return false, Errorf(ErrInvalid, "%s has host bits set (did you mean %s?)", a, a.Masked())
-		case a.Bits() < 16:
-			return false, Errorf(ErrInvalid, "%s is larger than a /16", a)
-		case isInside(cfg, a):
-			return false, Errorf(ErrInvalid, "%s overlaps an inside prefix", a)
-		}
-		for _, b := range p.Addresses[:i] {
-			if a.Overlaps(b) {
-				return false, Errorf(ErrInvalid, "%s overlaps %s in the same pool", a, b)
-			}
-		}
-	}
 	for _, q := range cfg.Pools {
 		if q.Name == p.Name {
 			if samePrefixes(q.Addresses, p.Addresses) {
@@ -242,33 +239,13 @@ func addPool(cfg *nat.Config, p nat.Pool) (bool, error) {
 			return false, Errorf(ErrAlreadyExists, "pool %q already exists with addresses %v", p.Name, q.Addresses)
 		}
 	}
-	for _, a := range p.Addresses {
-		if who := poolOwner(cfg, a); who != "" {
-			return false, Errorf(ErrAlreadyExists, "%s overlaps %s", a, who)
-		}
-		for _, m := range cfg.StaticMappings {
-			if a.Contains(m.Outside) {
-				return false, Errorf(ErrAlreadyExists, "%s contains %s, the outside address of the static mapping for %s", a, m.Outside, m.Inside)
-			}
-		}
-	}
 	cfg.Pools = append(cfg.Pools, nat.Pool{Name: p.Name, Addresses: slices.Clone(p.Addresses)})
 	return true, nil
 }
 
+// addForward adds r unless a rule for its protocol and outside endpoint
+// exists (the rule's identity, as DeletePortForward names it).
 func addForward(cfg *nat.Config, r nat.PortForward) (bool, error) {
-	switch {
-	case r.Proto != nat.TCP && r.Proto != nat.UDP:
-		return false, Errorf(ErrInvalid, "port forwards are for tcp or udp, not %s", r.Proto)
-	case !r.Outside.Addr().Is4() || r.Outside.Port() == 0:
-		return false, Errorf(ErrInvalid, "outside %v must be an IPv4 address:port with a non-zero port", r.Outside)
-	case !r.Inside.Addr().Is4() || r.Inside.Port() == 0:
-		return false, Errorf(ErrInvalid, "inside %v must be an IPv4 address:port with a non-zero port", r.Inside)
-	case !isInside(cfg, netip.PrefixFrom(r.Inside.Addr(), 32)):
-		return false, Errorf(ErrInvalid, "inside %s is not in an inside prefix %v", r.Inside.Addr(), cfg.InsidePrefixes)
-	case isInside(cfg, netip.PrefixFrom(r.Outside.Addr(), 32)):
-		return false, Errorf(ErrInvalid, "outside %s is in an inside prefix", r.Outside.Addr())
-	}
 	for _, f := range cfg.PortForwards {
 		if f.Proto == r.Proto && f.Outside == r.Outside {
 			if f.Inside == r.Inside {
@@ -276,33 +253,14 @@ func addForward(cfg *nat.Config, r nat.PortForward) (bool, error) {
 			}
 			return false, Errorf(ErrAlreadyExists, "%s %s is already forwarded to %s", f.Proto, f.Outside, f.Inside)
 		}
-		// Outbound packets from a forwarded inside endpoint are translated
-		// by its rule; two rules for one inside endpoint would make the
-		// source address ambiguous.
-		if f.Proto == r.Proto && f.Inside == r.Inside {
-			return false, Errorf(ErrAlreadyExists, "%s %s is already the target of the forward from %s", f.Proto, f.Inside, f.Outside)
-		}
-	}
-	for _, m := range cfg.StaticMappings {
-		if m.Outside == r.Outside.Addr() {
-			return false, Errorf(ErrAlreadyExists, "%s is the outside address of the static mapping for %s", m.Outside, m.Inside)
-		}
 	}
 	cfg.PortForwards = append(cfg.PortForwards, r)
 	return true, nil
 }
 
+// addStatic adds m unless its inside address has a static mapping (the
+// mapping's identity, as DeleteStaticMapping names it).
 func addStatic(cfg *nat.Config, m nat.StaticMapping) (bool, error) {
-	switch {
-	case !m.Inside.Is4():
-		return false, Errorf(ErrInvalid, "inside %v is not an IPv4 address", m.Inside)
-	case !m.Outside.Is4():
-		return false, Errorf(ErrInvalid, "outside %v is not an IPv4 address", m.Outside)
-	case !isInside(cfg, netip.PrefixFrom(m.Inside, 32)):
-		return false, Errorf(ErrInvalid, "inside %s is not in an inside prefix %v", m.Inside, cfg.InsidePrefixes)
-	case isInside(cfg, netip.PrefixFrom(m.Outside, 32)):
-		return false, Errorf(ErrInvalid, "outside %s is in an inside prefix", m.Outside)
-	}
 	for _, o := range cfg.StaticMappings {
 		if o.Inside == m.Inside {
 			if o.Outside == m.Outside {
@@ -310,41 +268,104 @@ func addStatic(cfg *nat.Config, m nat.StaticMapping) (bool, error) {
 			}
 			return false, Errorf(ErrAlreadyExists, "%s already has a static mapping to %s", o.Inside, o.Outside)
 		}
-		if o.Outside == m.Outside {
-			return false, Errorf(ErrAlreadyExists, "%s is already the outside address of the static mapping for %s", o.Outside, o.Inside)
-		}
-	}
-	if who := poolOwner(cfg, netip.PrefixFrom(m.Outside, 32)); who != "" {
-		return false, Errorf(ErrAlreadyExists, "%s is in %s", m.Outside, who)
-	}
-	for _, f := range cfg.PortForwards {
-		if f.Outside.Addr() == m.Outside {
-			return false, Errorf(ErrAlreadyExists, "%s is used by the %s port forward %s -> %s", m.Outside, f.Proto, f.Outside, f.Inside)
-		}
 	}
 	cfg.StaticMappings = append(cfg.StaticMappings, m)
 	return true, nil
 }
 
-// poolOwner names the pool prefix that overlaps p, or returns "".
-func poolOwner(cfg *nat.Config, p netip.Prefix) string {
-	for _, q := range cfg.Pools {
-		for _, a := range q.Addresses {
-			if a.Overlaps(p) {
-				return fmt.Sprintf("pool %q (%s)", q.Name, a)
-			}
-		}
-	}
-	return ""
+// objectKey is the identity of a pool, port forward or static mapping.
+type objectKey struct {
+	op   ChangeOp // the Add op of its kind
+	name string
 }
 
-func isInside(cfg *nat.Config, p netip.Prefix) bool {
-	for _, q := range cfg.InsidePrefixes {
-		if q.Overlaps(p) {
-			return true
+func addedKey(c Change) (objectKey, bool) {
+	switch c.Op {
+	case AddPool:
+		return poolKey(c.Pool), true
+	case AddPortForward:
+		return forwardKey(c.PortForward), true
+	case AddStaticMapping:
+		return staticKey(c.StaticMapping), true
+	}
+	return objectKey{}, false
+}
+
+func poolKey(p nat.Pool) objectKey { return objectKey{AddPool, p.Name} }
+func forwardKey(r nat.PortForward) objectKey {
+	return objectKey{AddPortForward, r.Proto.String() + " " + r.Outside.String()}
+}
+func staticKey(m nat.StaticMapping) objectKey { return objectKey{AddStaticMapping, m.Inside.String()} }
+
+var objectField = regexp.MustCompile(`^(pools|static_mappings|port_forwards)\[(\d+)\]`)
+
+// changeOf returns the index of the change that added the object a
+// validation field names ("pools[2].addresses[0]"), or -1 when the field
+// is not an object's or the object was in force before.
+func changeOf(cfg *nat.Config, field string, addedBy map[objectKey]int) int {
+	m := objectField.FindStringSubmatch(field)
+	if m == nil {
+		return -1
+	}
+	i, _ := strconv.Atoi(m[2])
+	var k objectKey
+	switch {
+	case m[1] == "pools" && i < len(cfg.Pools):
+		k = poolKey(cfg.Pools[i])
+	case m[1] == "static_mappings" && i < len(cfg.StaticMappings):
+		k = staticKey(cfg.StaticMappings[i])
+	case m[1] == "port_forwards" && i < len(cfg.PortForwards):
+		k = forwardKey(cfg.PortForwards[i])
+	default:
+		return -1
+	}
+	if c, ok := addedBy[k]; ok {
+		return c
+	}
+	return -1
+}
+
+// chargeErrors turns Validate's verdict on the changed configuration into
+// the error of the first change it concerns: a problem with an object is
+// charged to the change that added it, a collision between two objects to
+// the later of the changes that added them. Problems no change added an
+// object for (no pool left, too many pool addresses) are the batch's.
+func chargeErrors(cfg *nat.Config, err error, addedBy map[objectKey]int, name func(int) string) error {
+	first := -1
+	var mine []*nat.FieldError
+	for _, e := range unjoin(err) {
+		var fe *nat.FieldError
+		if !errors.As(e, &fe) {
+			continue
+		}
+		c := max(changeOf(cfg, fe.Field, addedBy), changeOf(cfg, fe.With, addedBy))
+		switch {
+		case c < 0:
+		case first < 0 || c < first:
+			first, mine = c, []*nat.FieldError{fe}
+		case c == first:
+			mine = append(mine, fe)
 		}
 	}
-	return false
+	if first < 0 {
+		return Errorf(ErrInvalid, "the resulting configuration is invalid: %s", joinLines(err))
+	}
+	kind := ErrAlreadyExists
+	msgs := make([]string, len(mine))
+	for i, fe := range mine {
+		if fe.With == "" {
+			kind = ErrInvalid
+		}
+		msgs[i] = fe.Error()
+	}
+	return Errorf(kind, "%s: %s", name(first), strings.Join(msgs, "; "))
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func samePrefixes(a, b []netip.Prefix) bool {

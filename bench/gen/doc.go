@@ -30,6 +30,11 @@
 // trafficgen command prints. The pieces (FlowSpec, Builder, Pacer, Recorder,
 // Reflect) are exported for the benchmark harness.
 //
+// Apart from measured runs, Hostile builds attack frames (spoofed TCP
+// flags, ICMP errors quoting chosen packets, overlapping and tiny
+// fragments, any TTL) and SendFrames replays prebuilt frames at line rate
+// from one queue: the adversarial tests of cmd/natd flood natd with them.
+//
 // Goroutines: every worker owns its port, builder state and counters; the
 // only shared per-packet state is the learned-mapping table (atomic
 // words). Counters are published once per batch through per-worker atomics

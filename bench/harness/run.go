@@ -239,7 +239,9 @@ func (r *runner) setupLab() error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "xnatbench-")
+	// Named after the lab, so that the lab's teardown, or the next
+	// lab's sweep, removes it.
+	dir, err := b.TempDir("xnatbench")
 	if err != nil {
 		b.Close()
 		return err

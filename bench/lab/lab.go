@@ -16,6 +16,8 @@
 // Namespace names embed the creating process id ("xn<pid>x<seq>-<role>"), so
 // several test binaries can run labs in parallel, and a lab left behind by a
 // killed process is swept by the next lab created once that pid is gone.
+// A lab is torn down by Close, and also when its process gets SIGINT,
+// SIGTERM, SIGHUP or loses its stdout or stderr (see teardown.go).
 //
 // A Lab is safe for use by one goroutine at a time; its helpers (Exec,
 // Command, Do, Link) may be called from any goroutine.
@@ -25,12 +27,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,8 +50,7 @@ import (
 const netnsDir = "/run/netns"
 
 var (
-	labSeq    atomic.Uint32
-	sweepOnce sync.Once
+	labSeq atomic.Uint32
 	// nameRE matches namespaces made by this package; group 1 is the
 	// creator's pid.
 	nameRE = regexp.MustCompile(`^xn([0-9]+)x[0-9]+-`)
@@ -59,15 +62,22 @@ type Lab struct {
 	Prefix string
 
 	mu         sync.Mutex
-	namespaces []string // creation order
-	closed     bool
+	namespaces []string       // creation order
+	onClose    []func() error // run by Close, last added first
+	dirs       []string       // removed by Close
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// newLab reserves a unique prefix and sweeps stale labs of dead processes.
+// newLab reserves a unique prefix, sweeps stale labs of dead processes and
+// registers the lab for teardown on a signal.
 func newLab() *Lab {
-	sweepOnce.Do(func() { _ = SweepStale() })
+	_ = SweepStale()
 	n := labSeq.Add(1)
-	return &Lab{Prefix: fmt.Sprintf("xn%dx%d-", os.Getpid(), n)}
+	l := &Lab{Prefix: fmt.Sprintf("xn%dx%d-", os.Getpid(), n)}
+	register(l)
+	return l
 }
 
 // NS returns the full namespace name for a role of this lab.
@@ -84,16 +94,50 @@ func (l *Lab) Namespaces() []string {
 // records it for Close. It returns the full name.
 func (l *Lab) AddNamespace(role string) (string, error) {
 	name := l.NS(role)
-	if err := run("ip", "netns", "add", name); err != nil {
+	creating.RLock()
+	if tearingDown.Load() {
+		creating.RUnlock()
+		return "", errTearingDown
+	}
+	err := run("ip", "netns", "add", name)
+	if err == nil {
+		l.mu.Lock()
+		l.namespaces = append(l.namespaces, name)
+		l.mu.Unlock()
+	}
+	creating.RUnlock()
+	if err != nil {
 		return "", err
 	}
-	l.mu.Lock()
-	l.namespaces = append(l.namespaces, name)
-	l.mu.Unlock()
 	if err := run("ip", "-n", name, "link", "set", "lo", "up"); err != nil {
 		return name, err
 	}
 	return name, nil
+}
+
+// OnClose registers f to run at Close (and so at a teardown on a signal)
+// before the namespaces are deleted, the last registered first: a process
+// that deserves a clean stop (natd detaching its XDP programs) gets it
+// there, with a deadline of its own. Close kills whatever is still running
+// in the namespaces afterwards.
+func (l *Lab) OnClose(f func() error) {
+	l.mu.Lock()
+	l.onClose = append(l.onClose, f)
+	l.mu.Unlock()
+}
+
+// TempDir creates a temporary directory named after the lab
+// ($TMPDIR/<prefix><name>-*), removed by Close, or by the sweep of the
+// next lab if this process is killed.
+func (l *Lab) TempDir(name string) (string, error) {
+	dir, err := os.MkdirTemp("", l.Prefix+name+"-")
+	if err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.dirs = append(l.dirs, dir)
+	l.mu.Unlock()
+	return dir, nil
 }
 
 // Veth describes one veth pair to create between two lab namespaces.
@@ -151,21 +195,48 @@ func DisableOffloads(ns, dev string) error {
 		"tx", "off", "tso", "off", "gso", "off", "gro", "off")
 }
 
-// Close kills every process still running in the lab's namespaces and
-// deletes the namespaces (which deletes their veths and bridges). It is safe
-// to call more than once and after a failed construction.
+// Close runs the OnClose functions, kills every process still running in
+// the lab's namespaces, deletes the namespaces (which deletes their veths,
+// bridges and XDP programs) and removes the lab's temporary directories. It
+// is safe to call more than once, concurrently (every caller returns when
+// the teardown is complete, with its result) and after a failed
+// construction. It takes bounded time: each namespace's processes get
+// killDeadline to die.
 func (l *Lab) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.teardown() })
+	return l.closeErr
+}
+
+func (l *Lab) teardown() error {
+	defer unregister(l)
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
-	l.closed = true
-	names := l.namespaces
+	hooks := append([]func() error(nil), l.onClose...)
 	l.mu.Unlock()
 	var errs []error
+	for i := len(hooks) - 1; i >= 0; i-- {
+		if err := hooks[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.mu.Lock()
+	names, dirs := append([]string(nil), l.namespaces...), l.dirs
+	l.mu.Unlock()
+	// A namespace whose `ip netns add` was cut short (by the signal
+	// that brought us here, say) may exist without being recorded.
+	if entries, err := os.ReadDir(netnsDir); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), l.Prefix) && !slices.Contains(names, e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
+	}
 	for i := len(names) - 1; i >= 0; i-- {
 		if err := deleteNamespace(names[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -173,56 +244,95 @@ func (l *Lab) Close() error {
 }
 
 // deleteNamespace kills the processes in ns (they would otherwise keep the
-// namespace and its veths alive after the name is gone) and deletes it.
+// namespace and its veths alive after the name is gone), deletes it, and
+// then kills any process that entered it meanwhile: `ip netns exec`
+// opens the name, then enters, so one that opened it just before the
+// deletion would run on in the nameless namespace. Each phase gets
+// killDeadline. A namespace already gone is not an error.
+//
+// The namespace is held open throughout: once destroyed, its identity
+// (the nsfs inode number) is given to the next namespace created on the
+// machine, and the scan after the deletion would kill another lab's
+// processes.
 func deleteNamespace(name string) error {
-	if _, err := os.Stat(filepath.Join(netnsDir, name)); err != nil {
+	path := filepath.Join(netnsDir, name)
+	f, err := os.Open(path)
+	if err != nil {
 		return nil
 	}
-	if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
-		self := os.Getpid()
-		for _, f := range strings.Fields(string(out)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil || pid == self {
-				continue
-			}
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	defer f.Close()
+	id, err := statNS(path)
+	if err != nil {
+		return nil
 	}
-	var err error
-	for range 20 {
-		if err = run("ip", "netns", "del", name); err == nil {
-			return nil
+	err = killMembers(id, name, 0)
+	deadline := time.Now().Add(killDeadline)
+	for {
+		derr := run("ip", "netns", "del", name)
+		if derr == nil {
+			break
+		}
+		if _, serr := os.Stat(path); serr != nil {
+			break // deleted meanwhile by someone else
+		}
+		if time.Now().After(deadline) {
+			return errors.Join(err, derr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return err
+	// A process that opened the name before the deletion enters within
+	// moments: watch a little longer than the scans take.
+	return errors.Join(err, killMembers(id, name, 100*time.Millisecond))
 }
 
-// SweepStale deletes namespaces made by this package whose creating process
-// no longer exists. It is best effort: called once per process before its
-// first lab, and exported for cleanup tools.
+// killMembers SIGKILLs the processes whose network namespace is id, in
+// rounds (a process may fork between two scans), until the scans have
+// found none for quiet, or killDeadline passes.
+func killMembers(id nsID, name string, quiet time.Duration) error {
+	want := map[nsID]string{id: name}
+	deadline := time.Now().Add(killDeadline)
+	var quietSince time.Time
+	for {
+		left := holders(want, false)
+		if len(left) == 0 {
+			if quietSince.IsZero() {
+				quietSince = time.Now()
+			}
+			if time.Since(quietSince) >= quiet {
+				return nil
+			}
+		} else {
+			quietSince = time.Time{}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: processes %v still in %s after SIGKILL for %v", slices.Collect(maps.Keys(left)), name, killDeadline)
+		}
+		for pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SweepStale removes what labs of dead processes left behind: their
+// namespaces, with every process still inside them killed first, and their
+// temporary directories. A lab's names carry its creator's pid; once that
+// pid is gone, nobody will close the lab. It runs before every new lab,
+// and is exported for cleanup tools.
 func SweepStale() error {
 	entries, err := os.ReadDir(netnsDir)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
+	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	var errs []error
 	for _, e := range entries {
-		m := nameRE.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		pid, err := strconv.Atoi(m[1])
-		if err != nil || pidAlive(pid) {
-			continue
-		}
-		if err := deleteNamespace(e.Name()); err != nil {
-			errs = append(errs, err)
+		if pid, ok := creatorPid(e.Name()); ok && !pidAlive(pid) {
+			if err := deleteNamespace(e.Name()); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
+	errs = append(errs, sweepTempDirs())
 	return errors.Join(errs...)
 }
 
@@ -240,7 +350,14 @@ func Command(ns string, argv ...string) *exec.Cmd {
 
 // Exec runs argv inside namespace ns and returns its combined output; a
 // non-zero exit is an error that quotes the output.
+//
+// During a teardown on a signal it runs nothing: the lab is going, and a
+// process started now could enter a namespace after its processes were
+// killed.
 func Exec(ns string, argv ...string) (string, error) {
+	if tearingDown.Load() {
+		return "", errTearingDown
+	}
 	out, err := Command(ns, argv...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ip netns exec %s %s: %w: %s", ns, strings.Join(argv, " "), err, bytes.TrimSpace(out))
@@ -346,6 +463,9 @@ func handle(ns string) (*netlink.Handle, error) {
 
 // run executes a configuration command and folds its output into the error.
 func run(argv ...string) error {
+	if tearingDown.Load() && !(len(argv) > 2 && argv[1] == "netns" && argv[2] == "del") {
+		return errTearingDown
+	}
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))

@@ -33,7 +33,7 @@ func TestRulesAndPoolsEndToEnd(t *testing.T) {
 	wantRun(t, e.admin_(t, "rules", "add", "forward", "udp", "198.18.0.100:5353", "10.0.0.54:53"), 4, "",
 		"natctl: conflict: add forward udp 198.18.0.100:5353 -> 10.0.0.54:53: udp 198.18.0.100:5353 is already forwarded to 10.0.0.53:53")
 	wantRun(t, e.admin_(t, "rules", "add", "static", "10.0.0.61", "198.18.0.161"), 0, "added static 10.0.0.61 <-> 198.18.0.161", "")
-	wantRun(t, e.admin_(t, "rules", "add", "static", "192.168.0.1", "198.18.0.162"), 4, "", "natctl: invalid: add static 192.168.0.1 <-> 198.18.0.162: inside 192.168.0.1 is not in an inside prefix")
+	wantRun(t, e.admin_(t, "rules", "add", "static", "192.168.0.1", "198.18.0.162"), 4, "", "natctl: invalid: add static 192.168.0.1 <-> 198.18.0.162: static_mappings[2].inside: inside 192.168.0.1 is not in an inside prefix")
 	wantRun(t, e.admin_(t, "pools", "add", "edge", "198.18.1.0/29", "198.18.2.1"), 0, "added pool edge 198.18.1.0/29 198.18.2.1", "")
 	wantRun(t, e.admin_(t, "pools", "add", "bad", "198.18.1.5/29"), 4, "", "198.18.1.5/29 has host bits set (did you mean 198.18.1.0/29?)")
 

@@ -131,6 +131,21 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
+	// logFlags are --log-level and --log-format, which win over the file
+	// (overrideLog); kept so that a reload compares like with like.
+	logFlags [2]string
+}
+
+// overrideLog applies the command-line log flags (empty: the file's
+// value stands).
+func (c *Config) overrideLog(level, format string) {
+	c.logFlags = [2]string{level, format}
+	if level != "" {
+		c.LogLevel = level
+	}
+	if format != "" {
+		c.LogFormat = format
+	}
 }
 
 // ConfigError is one problem in a config file: the file, the field path
@@ -325,6 +340,11 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 			}
 		}
 	}
+	// Held fragments wait in frames of the AF_XDP sockets: a worker
+	// refuses more than a quarter of them, so say so before starting.
+	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
+		ce.add("nat.limits.held_fragments", "%d is more than a quarter of xdp.frames (%d): at most %d", h, c.Port.NumFrames, most)
+	}
 
 	c.Mgmt = fc.Management
 	if c.Mgmt.Socket == "" {
@@ -489,6 +509,11 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		"max_sessions": &c.Limits.MaxSessions, "max_subscribers": &c.Limits.MaxSubscribers,
 		"sessions_per_subscriber": &c.Limits.SessionsPerSubscriber, "ports_per_subscriber": &c.Limits.PortsPerSubscriber,
 		"held_fragments": &c.Limits.HeldFragments, "icmp_errors_per_second": &c.Limits.ICMPErrorsPerSecond,
+		"held_fragment_bytes":            &c.Limits.HeldFragmentBytes,
+		"held_fragments_per_source":      &c.Limits.HeldFragmentsPerSource,
+		"held_fragment_bytes_per_source": &c.Limits.HeldFragmentBytesPerSource,
+		"inbound_sessions":               &c.Limits.InboundSessions,
+		"inbound_sessions_per_rule":      &c.Limits.InboundSessionsPerRule,
 	}
 	for name, v := range f.Limits {
 		dst, ok := limits[name]

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -434,28 +434,77 @@ func (d *daemon) syncedGen() uint64 {
 }
 
 // Reload re-reads the config file and applies its NAT section atomically
-// (SIGHUP). Interfaces, queues and CPUs cannot change without a restart.
+// (SIGHUP). The other sections are read only at start: a change to one is
+// logged, one line per section, and ignored until natd restarts.
 func (d *daemon) Reload() error {
 	cfg, err := LoadConfig(d.cfg.File)
 	if err != nil {
 		return err
 	}
-	var changed []string
-	if cfg.Inside.Name != d.cfg.Inside.Name || cfg.Outside.Name != d.cfg.Outside.Name ||
-		!slices.Equal(cfg.Inside.Queues, d.cfg.Inside.Queues) || !slices.Equal(cfg.Outside.Queues, d.cfg.Outside.Queues) {
-		changed = append(changed, "interfaces")
-	}
-	if !slices.Equal(cfg.CPUs, d.cfg.CPUs) {
-		changed = append(changed, "workers")
-	}
-	if len(changed) > 0 {
-		d.log.Warn("reload: these sections changed but need a restart; they are ignored", "sections", changed)
+	cfg.overrideLog(d.cfg.logFlags[0], d.cfg.logFlags[1])
+	for _, c := range restartOnlyChanges(d.cfg, cfg) {
+		args := []any{"section", c.Section}
+		if c.Old != "" || c.New != "" {
+			args = append(args, "old", c.Old, "new", c.New)
+		}
+		d.log.Warn("reload: section changed but is read only at start; ignored until restart", args...)
 	}
 	if err := d.store.Replace(cfg.NAT); err != nil {
 		return err
 	}
 	d.log.Info("reloaded", "config", d.cfg.File, "generation", d.eng.Snapshot().Generation)
 	return nil
+}
+
+// restartOnly lists the sections of natd.yaml that natd reads only at
+// start, with the Config fields each fills and a rendering of its value.
+// Every field of Config except File and NAT (and the command-line log
+// overrides) belongs to one (TestRestartOnlyCoversConfig).
+var restartOnly = []struct {
+	section string
+	fields  []string
+	value   func(*Config) string
+}{
+	{"interfaces", []string{"Inside", "Outside"}, func(c *Config) string {
+		return fmt.Sprintf("inside %s queues %v, outside %s queues %v", c.Inside.Name, c.Inside.Queues, c.Outside.Name, c.Outside.Queues)
+	}},
+	{"workers", []string{"CPUs"}, func(c *Config) string { return fmt.Sprintf("cpus %v", c.CPUs) }},
+	{"poll_mode", []string{"PollMode"}, func(c *Config) string { return c.PollMode.String() }},
+	{"batch_size", []string{"BatchSize"}, func(c *Config) string { return strconv.Itoa(c.BatchSize) }},
+	{"xdp", []string{"GenericXDP", "Port"}, func(c *Config) string {
+		o := c.Port
+		o.BatchSize, o.Register = 0, nil // batch_size's, and set at start
+		return fmt.Sprintf("generic=%v %+v", c.GenericXDP, o)
+	}},
+	{"management", []string{"Mgmt"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Mgmt) }},
+	{"metrics", []string{"Metrics"}, func(c *Config) string { return "listen " + c.Metrics }},
+	{"events", []string{"Events"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Events) }},
+	{"log", []string{"LogLevel", "LogFormat"}, func(c *Config) string {
+		return fmt.Sprintf("level %q format %q", c.LogLevel, c.LogFormat)
+	}},
+}
+
+// ignoredChange is a restart-only section a reload found changed. Old and
+// New are its values when short enough for a log line, else empty.
+type ignoredChange struct{ Section, Old, New string }
+
+// restartOnlyChanges returns the restart-only sections that differ between
+// the running configuration and a reloaded one, in file order.
+func restartOnlyChanges(running, reloaded *Config) []ignoredChange {
+	const short = 100
+	var out []ignoredChange
+	for _, s := range restartOnly {
+		o, n := s.value(running), s.value(reloaded)
+		if o == n {
+			continue
+		}
+		c := ignoredChange{Section: s.section}
+		if len(o) <= short && len(n) <= short {
+			c.Old, c.New = o, n
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // Close stops natd and restores the interfaces: workers stop, sockets

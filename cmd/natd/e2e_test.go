@@ -461,8 +461,10 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	newCfg := strings.Replace(string(cfg), "addresses: [198.18.0.100/32]", "addresses: [198.18.0.100/32, 198.18.0.101/32]", 1)
-	if newCfg == string(cfg) {
-		t.Fatal("config rewrite did not apply")
+	// And a section natd reads only at start: it must say it ignores it.
+	newCfg = strings.Replace(newCfg, "poll_mode: adaptive", "poll_mode: busy", 1)
+	if !strings.Contains(newCfg, "198.18.0.101") || !strings.Contains(newCfg, "poll_mode: busy") {
+		t.Fatalf("config rewrite did not apply:\n%s", newCfg)
 	}
 	if err := os.WriteFile(e.ConfigPath, []byte(newCfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -479,8 +481,8 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	if sent.Load() <= before {
 		t.Fatal("no traffic crossed the reload")
 	}
-	if !strings.Contains(e.Log(), "reloaded") {
-		t.Fatalf("no reload in the log:\n%s", e.Log())
+	for _, want := range []string{"reloaded", "section=poll_mode old=adaptive new=busy"} {
+		waitLog(t, e, want)
 	}
 	out, _ := lab.Exec(e.Box, "ip", "-4", "addr", "show", lab.NATOutside)
 	if !strings.Contains(out, "198.18.0.101") {
@@ -495,6 +497,17 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	}
 	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7003)); err != nil {
 		t.Fatalf("after a refused reload: %v", err)
+	}
+}
+
+// waitLog waits, with a generous deadline, for natd to log a line
+// containing want.
+func waitLog(t *testing.T, e *natdlab.Env, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.Log(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("natd never logged %q:\n%s", want, e.Log())
+		}
 	}
 }
 

@@ -62,12 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "natd: invalid configuration:\n%v\n", err)
 		return 1
 	}
-	if *logLevel != "" {
-		cfg.LogLevel = *logLevel
-	}
-	if *logFormat != "" {
-		cfg.LogFormat = *logFormat
-	}
+	cfg.overrideLog(*logLevel, *logFormat)
 	if *check {
 		fmt.Fprintf(stdout, "%s: configuration is valid (%d worker(s), %d pool(s), %d port forward(s), %d static mapping(s))\n",
 			cfg.File, len(cfg.CPUs), len(cfg.NAT.Pools), len(cfg.NAT.PortForwards), len(cfg.NAT.StaticMappings))

@@ -7,6 +7,10 @@
 // shows in plain words what the NAT does to real kernel TCP, UDP and ICMP
 // traffic. Then it tears everything down. It exits non-zero if any step
 // fails. It needs root (namespaces, XDP).
+//
+// Interrupted (Ctrl-C, SIGTERM, SIGHUP) or cut off from its output
+// (`xnatlab demo | head`), it stops natd, removes the whole lab and exits
+// by the signal; a lab left by a killed demo is removed by the next one.
 package main
 
 import (
@@ -18,7 +22,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +42,9 @@ func main() {
 	verbose := fs.Bool("v", false, "show natd's log")
 	fs.Parse(os.Args[2:])
 	if err := demo(*natd, *natctl, *config, *verbose); err != nil {
+		// A signal's teardown makes the steps fail; it also ends the
+		// process, by the signal.
+		lab.WaitIfInterrupted()
 		fmt.Printf("\nFAILED: %v\n", err)
 		os.Exit(1)
 	}
@@ -62,6 +68,9 @@ func (s *step) check(ok bool, format string, args ...any) {
 		fmt.Printf("   ok: %s\n", msg)
 		return
 	}
+	// A step fails when a signal tears the lab down under it: say
+	// nothing then, the teardown ends the process.
+	lab.WaitIfInterrupted()
 	fmt.Printf("   FAILED: %s\n", msg)
 	s.failed = append(s.failed, fmt.Sprintf("step %d: %s", s.n, msg))
 }
@@ -91,14 +100,8 @@ func demo(natd, natctl, config string, verbose bool) error {
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	// Tear down on Ctrl-C as well.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		env.Close()
-		os.Exit(130)
-	}()
+	// On Ctrl-C, SIGTERM, SIGHUP or a closed stdout (`make demo | head`),
+	// package lab tears the lab down, natd first, and exits by the signal.
 	defer func() {
 		fmt.Println("\nTearing the lab down ...")
 		env.Close()

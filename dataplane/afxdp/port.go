@@ -218,6 +218,9 @@ func (p *Port) ZeroCopy() bool { return p.r != nil && p.r.zeroCopy() }
 // FrameSize implements port.Port.
 func (p *Port) FrameSize() int { return p.opts.FrameSize }
 
+// Frames is the number of frames in the port's UMEM.
+func (p *Port) Frames() int { return p.opts.NumFrames }
+
 // FreeFrames is the depth of the free stack (for tests and gauges).
 func (p *Port) FreeFrames() int { return p.nfree }
 

@@ -56,6 +56,13 @@ const (
 	LinkDown     // egress link is down (ENETDOWN, ENXIO)
 	NotForwarded // frame addressed to the appliance or unforwardable (e.g. broadcast)
 
+	// NAT engine, hostile input (appended to keep the values above stable).
+	InboundSessions  // sessions opened from outside reached limits.inbound_sessions
+	RuleSessions     // sessions opened from outside through one forward or static mapping reached limits.inbound_sessions_per_rule
+	ErrorForbidden   // would need an ICMP error that RFC 1122 3.2.2 / RFC 1812 4.3.2.7 forbid (about an ICMP error, a later fragment, a broadcast or a non-unicast source)
+	ErrorWrongSender // outbound ICMP error whose sender is not the inside host of the session it quotes (RFC 5508 REQ-4)
+	FragSourceLimit  // out-of-order fragments of one source exceed its per-source share (RFC 4787 REQ-14a)
+
 	// NumReasons is the number of reasons, for sizing counter arrays.
 	NumReasons
 )
@@ -96,6 +103,11 @@ var names = [NumReasons]string{
 	TxFull:              "tx_full",
 	LinkDown:            "link_down",
 	NotForwarded:        "not_forwarded",
+	InboundSessions:     "inbound_session_limit",
+	RuleSessions:        "rule_session_limit",
+	ErrorForbidden:      "icmp_error_forbidden",
+	ErrorWrongSender:    "icmp_error_wrong_sender",
+	FragSourceLimit:     "frag_source_limit",
 }
 
 // String returns the stable snake_case name used as the Prometheus label

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -111,8 +110,28 @@ type Limits struct {
 	// included) one subscriber holds at once, across protocols (RFC 6888
 	// REQ-4); 0 means no limit.
 	PortsPerSubscriber int
-	// HeldFragments bounds out-of-order fragments held per worker.
+	// HeldFragments bounds the out-of-order fragments one worker holds
+	// while their first fragment is missing, in frames of its ports. A
+	// worker refuses to start with more than a quarter of its ports'
+	// frames, and never holds more than that after a reload. 0 holds
+	// none (a later fragment before its first is dropped).
 	HeldFragments int
+	// HeldFragmentBytes bounds the same fragments in bytes (frame
+	// lengths), per worker.
+	HeldFragmentBytes int
+	// HeldFragmentsPerSource and HeldFragmentBytesPerSource bound what
+	// one source address may hold of a worker's share, so that one sender
+	// cannot take the budget of all (RFC 4787 REQ-14a: fragmentation-based
+	// attacks must not compromise the NAT's handling of other packets).
+	HeldFragmentsPerSource     int
+	HeldFragmentBytesPerSource int
+	// InboundSessions bounds the sessions opened from outside (through a
+	// port forward, a static mapping or an endpoint-independent mapping),
+	// across the engine; 0 means no limit beyond MaxSessions.
+	InboundSessions int
+	// InboundSessionsPerRule bounds the sessions opened from outside
+	// through one port forward or one static mapping; 0 means no limit.
+	InboundSessionsPerRule int
 	// ICMPErrorsPerSecond rate-limits the ICMP errors one worker sends.
 	ICMPErrorsPerSecond int
 }
@@ -161,10 +180,14 @@ func DefaultConfig() Config {
 		Fragment:       2 * time.Second,
 	}
 	c.Limits = Limits{
-		MaxSessions:         1 << 20,
-		MaxSubscribers:      1 << 16,
-		HeldFragments:       64,
-		ICMPErrorsPerSecond: 100,
+		MaxSessions:                1 << 20,
+		MaxSubscribers:             1 << 16,
+		HeldFragments:              64,
+		HeldFragmentBytes:          96 << 10,
+		HeldFragmentsPerSource:     16,
+		HeldFragmentBytesPerSource: 24 << 10,
+		InboundSessions:            1 << 18,
+		ICMPErrorsPerSecond:        100,
 	}
 	return c
 }
@@ -172,6 +195,15 @@ func DefaultConfig() Config {
 // maxTimeout keeps every timeout far below the 49-day wrap of the
 // millisecond tick.
 const maxTimeout = 24 * time.Hour
+
+// MaxHeldFragments and MaxHeldFragmentBytes are the most out-of-order
+// fragments a worker may be configured to hold; each worker preallocates
+// its holding area for the smaller of MaxHeldFragments and a quarter of
+// its ports' frames, so a reload can change the limit without allocating.
+const (
+	MaxHeldFragments     = 4096
+	MaxHeldFragmentBytes = 64 << 20
+)
 
 // MaxPoolAddresses bounds the external addresses an engine manages over its
 // lifetime, including removed ones that still hold mappings.
@@ -184,6 +216,12 @@ var ErrInvalidConfig = errors.New("invalid NAT config")
 type FieldError struct {
 	Field  string
 	Reason string
+	// With is the field of the other object this one collides with (an
+	// overlapping pool prefix, a static mapping claiming the same
+	// address), or "" when the field is wrong by itself. The management
+	// API reports collisions as conflicts, and charges them to the change
+	// that added either object.
+	With string
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
@@ -194,8 +232,14 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+func conflictErr(field, with, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), With: with}
+}
+
 // Validate checks the config and returns every problem found, each naming
-// its field, joined with errors.Join.
+// its field, joined with errors.Join. It is the one judge of a
+// configuration: natd's config file and the management API's changes are
+// both checked here.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
@@ -215,14 +259,12 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	public := map[netip.Addr]string{} // address -> what claims it
-	claim := func(a netip.Addr, who, field string) {
-		if prev, ok := public[a]; ok {
-			add(fieldErr(field, "%s is already used by %s", a, prev))
-			return
-		}
-		public[a] = who
-	}
+	// Public addresses: pool prefixes, static mappings' and forwards'
+	// outside addresses must stay clear of the inside prefixes (a packet
+	// from an inside host to them would be both inside and public) and of
+	// each other, except that a forward may use a pool address (its port
+	// is then not handed out dynamically).
+	var pools []ownedPrefix
 	total := 0
 	names := map[string]bool{}
 	for i, pool := range c.Pools {
@@ -238,21 +280,32 @@ func (c *Config) Validate() error {
 		}
 		for j, p := range pool.Addresses {
 			af := fmt.Sprintf("%s.addresses[%d]", f, j)
-			if !p.IsValid() || !p.Addr().Is4() {
-				add(fieldErr(af, "not a valid IPv4 prefix or address"))
+			switch {
+			case !p.IsValid() || !p.Addr().Is4():
+				add(fieldErr(af, "%v is not an IPv4 prefix or address", p))
 				continue
-			}
-			if p.Bits() < 16 {
+			case p.Masked() != p:
+				add(fieldErr(af, "%s has host bits set (did you mean %s?)", p, p.Masked()))
+				continue
+			case p.Bits() < 16:
 				add(fieldErr(af, "%s is larger than a /16", p))
 				continue
 			}
-			if c.isInside(p.Addr()) {
-				add(fieldErr(af, "%s overlaps an inside prefix", p))
+			if in, k := c.insidePrefixOverlapping(p); k >= 0 {
+				add(fieldErr(af, "%s overlaps inside prefix %s (inside_prefixes[%d])", p, in, k))
 			}
-			for a := range prefixAddrs(p.Masked()) {
-				total++
-				claim(a, "pool "+pool.Name, af)
+			for _, o := range pools {
+				if !o.p.Overlaps(p) {
+					continue
+				}
+				if o.pool == pool.Name {
+					add(fieldErr(af, "%s overlaps %s in the same pool (%s)", p, o.p, o.field))
+				} else {
+					add(conflictErr(af, o.field, "%s overlaps pool %q (%s, %s)", p, o.pool, o.p, o.field))
+				}
 			}
+			total += 1 << (32 - p.Bits())
+			pools = append(pools, ownedPrefix{p: p, pool: pool.Name, field: af})
 		}
 	}
 	if len(c.Pools) == 0 && len(c.StaticMappings) == 0 && len(c.PortForwards) == 0 {
@@ -320,8 +373,20 @@ func (c *Config) Validate() error {
 	if l.PortsPerSubscriber < 0 {
 		add(fieldErr("limits.ports_per_subscriber", "must not be negative"))
 	}
-	if l.HeldFragments < 0 || l.HeldFragments > 4096 {
-		add(fieldErr("limits.held_fragments", "%d is out of range 0..4096", l.HeldFragments))
+	for _, v := range []struct {
+		name   string
+		v, max int
+	}{
+		{"limits.held_fragments", l.HeldFragments, MaxHeldFragments},
+		{"limits.held_fragments_per_source", l.HeldFragmentsPerSource, MaxHeldFragments},
+		{"limits.held_fragment_bytes", l.HeldFragmentBytes, MaxHeldFragmentBytes},
+		{"limits.held_fragment_bytes_per_source", l.HeldFragmentBytesPerSource, MaxHeldFragmentBytes},
+		{"limits.inbound_sessions", l.InboundSessions, 1 << 30},
+		{"limits.inbound_sessions_per_rule", l.InboundSessionsPerRule, 1 << 30},
+	} {
+		if v.v < 0 || v.v > v.max {
+			add(fieldErr(v.name, "%d is out of range 0..%d", v.v, v.max))
+		}
 	}
 	if l.ICMPErrorsPerSecond < 0 {
 		add(fieldErr("limits.icmp_errors_per_second", "must not be negative"))
@@ -330,58 +395,118 @@ func (c *Config) Validate() error {
 		add(fieldErr("on_exhaustion", "unknown reply %d", c.OnExhaustion))
 	}
 
-	insideStatic := map[netip.Addr]bool{}
+	staticIn := map[netip.Addr]int{}  // inside address -> index
+	staticOut := map[netip.Addr]int{} // outside address -> index
 	for i, m := range c.StaticMappings {
 		f := fmt.Sprintf("static_mappings[%d]", i)
+		if !m.Inside.Is4() {
+			add(fieldErr(f+".inside", "inside %v is not an IPv4 address", m.Inside))
+		}
+		if !m.Outside.Is4() {
+			add(fieldErr(f+".outside", "outside %v is not an IPv4 address", m.Outside))
+		}
 		if !m.Inside.Is4() || !m.Outside.Is4() {
-			add(fieldErr(f, "inside and outside must be IPv4 addresses"))
 			continue
 		}
 		if !c.isInside(m.Inside) {
-			add(fieldErr(f+".inside", "%s is not in an inside prefix", m.Inside))
+			add(fieldErr(f+".inside", "inside %s is not in an inside prefix %v", m.Inside, c.InsidePrefixes))
 		}
-		if insideStatic[m.Inside] {
-			add(fieldErr(f+".inside", "%s already has a static mapping", m.Inside))
+		if in, k := c.insidePrefixOverlapping(netip.PrefixFrom(m.Outside, 32)); k >= 0 {
+			add(fieldErr(f+".outside", "outside %s is in inside prefix %s (inside_prefixes[%d])", m.Outside, in, k))
 		}
-		insideStatic[m.Inside] = true
-		claim(m.Outside, "static mapping for "+m.Inside.String(), f+".outside")
+		if j, ok := staticIn[m.Inside]; ok {
+			add(conflictErr(f+".inside", fmt.Sprintf("static_mappings[%d].inside", j),
+				"%s already has a static mapping to %s (static_mappings[%d])", m.Inside, c.StaticMappings[j].Outside, j))
+		} else {
+			staticIn[m.Inside] = i
+		}
+		if j, ok := staticOut[m.Outside]; ok {
+			add(conflictErr(f+".outside", fmt.Sprintf("static_mappings[%d].outside", j),
+				"%s is already the outside address of the static mapping for %s (static_mappings[%d])", m.Outside, c.StaticMappings[j].Inside, j))
+		} else {
+			staticOut[m.Outside] = i
+		}
+		for _, o := range pools {
+			if o.p.Contains(m.Outside) {
+				add(conflictErr(f+".outside", o.field, "%s is in pool %q (%s, %s)", m.Outside, o.pool, o.p, o.field))
+			}
+		}
 	}
-	fwd := map[[3]uint32]bool{}
+	type fwdEnd struct {
+		proto Proto
+		ap    netip.AddrPort
+	}
+	fwdOut, fwdIn := map[fwdEnd]int{}, map[fwdEnd]int{}
 	for i, r := range c.PortForwards {
 		f := fmt.Sprintf("port_forwards[%d]", i)
+		ok := true
 		if r.Proto != TCP && r.Proto != UDP {
-			add(fieldErr(f+".proto", "port forwards are for tcp or udp"))
-			continue
+			add(fieldErr(f+".proto", "port forwards are for tcp or udp, not %s", r.Proto))
+			ok = false
 		}
-		if !r.Outside.Addr().Is4() || !r.Inside.Addr().Is4() || r.Outside.Port() == 0 || r.Inside.Port() == 0 {
-			add(fieldErr(f, "outside and inside must be IPv4 address:port with a non-zero port"))
+		if !r.Outside.Addr().Is4() || r.Outside.Port() == 0 {
+			add(fieldErr(f+".outside", "outside %v must be an IPv4 address:port with a non-zero port", r.Outside))
+			ok = false
+		}
+		if !r.Inside.Addr().Is4() || r.Inside.Port() == 0 {
+			add(fieldErr(f+".inside", "inside %v must be an IPv4 address:port with a non-zero port", r.Inside))
+			ok = false
+		}
+		if !ok {
 			continue
 		}
 		if !c.isInside(r.Inside.Addr()) {
-			add(fieldErr(f+".inside", "%s is not in an inside prefix", r.Inside.Addr()))
+			add(fieldErr(f+".inside", "inside %s is not in an inside prefix %v", r.Inside.Addr(), c.InsidePrefixes))
 		}
-		if c.isInside(r.Outside.Addr()) {
-			add(fieldErr(f+".outside", "%s is in an inside prefix", r.Outside.Addr()))
+		if in, k := c.insidePrefixOverlapping(netip.PrefixFrom(r.Outside.Addr(), 32)); k >= 0 {
+			add(fieldErr(f+".outside", "outside %s is in inside prefix %s (inside_prefixes[%d])", r.Outside.Addr(), in, k))
 		}
-		if who, ok := public[r.Outside.Addr()]; ok && strings.HasPrefix(who, "static mapping") {
-			add(fieldErr(f+".outside", "%s is used by a %s", r.Outside.Addr(), who))
+		if j, ok := staticOut[r.Outside.Addr()]; ok {
+			add(conflictErr(f+".outside", fmt.Sprintf("static_mappings[%d].outside", j),
+				"%s is the outside address of the static mapping for %s (static_mappings[%d])", r.Outside.Addr(), c.StaticMappings[j].Inside, j))
 		}
-		k := [3]uint32{uint32(r.Proto), addrU32(r.Outside.Addr()), uint32(r.Outside.Port())}
-		if fwd[k] {
-			add(fieldErr(f, "%s/%s is forwarded twice", r.Proto, r.Outside))
+		if j, ok := fwdOut[fwdEnd{r.Proto, r.Outside}]; ok {
+			add(conflictErr(f, fmt.Sprintf("port_forwards[%d]", j),
+				"%s %s is already forwarded to %s (port_forwards[%d])", r.Proto, r.Outside, c.PortForwards[j].Inside, j))
+		} else {
+			fwdOut[fwdEnd{r.Proto, r.Outside}] = i
 		}
-		fwd[k] = true
+		// Outbound packets from a forwarded inside endpoint are translated
+		// by its rule; two rules for one inside endpoint would make the
+		// source address ambiguous.
+		if j, ok := fwdIn[fwdEnd{r.Proto, r.Inside}]; ok {
+			add(conflictErr(f+".inside", fmt.Sprintf("port_forwards[%d].inside", j),
+				"%s %s is already the target of the forward from %s (port_forwards[%d])", r.Proto, r.Inside, c.PortForwards[j].Outside, j))
+		} else {
+			fwdIn[fwdEnd{r.Proto, r.Inside}] = i
+		}
 	}
 	return errors.Join(errs...)
 }
 
 func (c *Config) isInside(a netip.Addr) bool {
-	for _, p := range c.InsidePrefixes {
-		if p.IsValid() && p.Contains(a) {
-			return true
+	_, k := c.insidePrefixOverlapping(netip.PrefixFrom(a, a.BitLen()))
+	return k >= 0
+}
+
+// insidePrefixOverlapping returns the first inside prefix that shares an
+// address with p, and its index, or -1. Checking every address of p, not
+// only its first: a pool 10.0.0.0/16 overlaps the inside prefix
+// 10.0.5.0/24.
+func (c *Config) insidePrefixOverlapping(p netip.Prefix) (netip.Prefix, int) {
+	for k, q := range c.InsidePrefixes {
+		if q.IsValid() && q.Overlaps(p) {
+			return q, k
 		}
 	}
-	return false
+	return netip.Prefix{}, -1
+}
+
+// ownedPrefix is a pool prefix Validate has seen, for overlap checks.
+type ownedPrefix struct {
+	p     netip.Prefix
+	pool  string
+	field string
 }
 
 // prefixAddrs yields every address of an IPv4 prefix.
@@ -396,11 +521,6 @@ func prefixAddrs(p netip.Prefix) func(func(netip.Addr) bool) {
 			a = a.Next()
 		}
 	}
-}
-
-func addrU32(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 // Notices returns remarks about legal choices an operator should know about,

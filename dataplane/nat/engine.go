@@ -67,6 +67,10 @@ type Engine struct {
 	deletedOp atomic.Uint64
 	evDropped atomic.Uint64 // control-plane events dropped
 	evCap     int
+
+	// inbound counts live sessions opened from outside (stInbound), for
+	// Limits.InboundSessions: workers add, cleanup subtracts.
+	inbound atomic.Int64
 }
 
 type heldPort struct {
@@ -129,12 +133,27 @@ func New(cfg Config, opts Options) (*Engine, error) {
 // Snapshot returns the configuration in force.
 func (e *Engine) Snapshot() *Snapshot { return e.snap.Load() }
 
-// Tick converts a time to the session table's millisecond tick.
+// Tick converts a time to the session table's millisecond tick: the time
+// since the engine's epoch modulo 2^32, so it wraps every 49.7 days. The
+// tables keep 32-bit ticks to fit a session in a cache line; everything
+// that compares two ticks does it modulo 2^32 (int32(a-b)), which is right
+// while they are less than 2^31 ms (24.8 days) apart. Validate keeps every
+// timeout under maxTimeout (24 h) for that reason.
 func (e *Engine) Tick(t time.Time) uint32 { return uint32(t.Sub(e.epoch) / time.Millisecond) }
 
-// tickTime converts a tick back to wall time.
+// tickTime converts a tick back to wall time. A tick does not say which
+// 49.7-day lap of the 32-bit clock it belongs to, so it is placed in the
+// lap nearest to now: now's full (64-bit) millisecond count, moved by the
+// signed 32-bit distance from now's tick to t. Every tick the engine
+// converts is a session's last-seen time or the clock of an event being
+// queued: at most a timeout (under 24 h) plus one expiry sweep before now,
+// or a few milliseconds after it (a worker that read the clock after us),
+// well inside the ±24.8 days that the distance can span. The RFC 6888
+// REQ-12 logs are dated from here, so this must hold at any uptime.
 func (e *Engine) tickTime(t uint32) time.Time {
-	return e.epoch.Add(time.Duration(t) * time.Millisecond)
+	now := int64(e.clock.Now().Sub(e.epoch) / time.Millisecond)
+	ms := now + int64(int32(t-uint32(now)))
+	return e.epoch.Add(time.Duration(ms) * time.Millisecond)
 }
 
 // ApplyConfig validates cfg and publishes it atomically. On error nothing
@@ -435,9 +454,20 @@ const refDead = 1 << 63
 // subRefs packs a subscriber's sessions (low half) and ports (high half).
 func subRefs(sessions, ports uint64) uint64 { return sessions | ports<<32 }
 
-// acquireRef adds delta to the count of live entry x unless it is dying or
-// check refuses the new count. It reports ok, and dying when x was dying
-// (the caller may retry after it disappears).
+// acquireRef adds delta to the count of entry x, as looked up, unless it is
+// dying or gone or check refuses the new count. It reports ok, and dying
+// when x is dying or gone (the caller may look it up again).
+//
+// The record may have been freed and given to another entry since the
+// lookup. The count is therefore changed only by CompareAndSwapUser at
+// x.Gen, which checks the generation and swaps in one atomic step, so a
+// reference is never counted on another entry's record, not even for an
+// instant. (Counting it and undoing it afterwards is not safe: if the other
+// entry's owner released its last reference in between, the undo would be
+// the last release, and the entry would be deleted without anyone freeing
+// its port or address pairing.) A value that check refuses is confirmed to
+// be x's own before the refusal counts as a quota: generations only rise,
+// so x still at x.Gen after the load means it was at x.Gen during it.
 func acquireRef(t *flowtable.Table, x *flowtable.Entry, delta uint64, check func(old uint64) bool) (ok, dying bool) {
 	for {
 		v := t.LoadUser(x.ID, 1)
@@ -445,26 +475,27 @@ func acquireRef(t *flowtable.Table, x *flowtable.Entry, delta uint64, check func
 			return false, true
 		}
 		if check != nil && !check(v) {
-			return false, false
+			return false, !t.Alive(x.ID, x.Gen)
 		}
-		if t.CompareAndSwapUser(x.ID, 1, v, v+delta) {
-			break
+		swapped, live := t.CompareAndSwapUser(x.ID, x.Gen, 1, v, v+delta)
+		if swapped {
+			return true, false
+		}
+		if !live {
+			return false, true
 		}
 	}
-	// The record may have been recycled between the lookup and the CAS:
-	// then we counted a reference on someone else's entry. Undo it.
-	var now flowtable.Entry
-	if !t.Get(x.ID, &now) || now.Gen != x.Gen || now.Keys != x.Keys {
-		releaseRef(t, x.ID, delta)
-		return false, true
-	}
-	return true, false
 }
 
 // releaseRef subtracts delta from entry id's count. When the count reaches
 // zero it marks the entry dead, deletes it from the table and returns its
-// last copy with last = true; the caller releases what it owned.
+// last copy with last = true; the caller releases what it owned. The
+// caller holds at least delta of the count, so the entry stays at one
+// generation until this returns.
 func releaseRef(t *flowtable.Table, id uint32, delta uint64) (x flowtable.Entry, last bool) {
+	if !t.Get(id, &x) {
+		panic("nat: referenced entry vanished")
+	}
 	for {
 		v := t.LoadUser(id, 1)
 		if v&refDead != 0 || v < delta {
@@ -474,9 +505,13 @@ func releaseRef(t *flowtable.Table, id uint32, delta uint64) (x flowtable.Entry,
 		if nv == 0 {
 			nv = refDead
 		}
-		if t.CompareAndSwapUser(id, 1, v, nv) {
+		swapped, live := t.CompareAndSwapUser(id, x.Gen, 1, v, nv)
+		if !live {
+			panic("nat: referenced entry vanished")
+		}
+		if swapped {
 			if nv != refDead {
-				return x, false
+				return flowtable.Entry{}, false
 			}
 			break
 		}
@@ -516,7 +551,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	}
 	if k := (x.State & stKindMask) >> stKindShift; k == kindStatic || k == kindForward {
 		// The rule's address stays answered for until its last session
-		// ends, even after the rule is removed (see acquireRule).
+		// ends, even after the rule is removed (see holdRuleAddr).
 		if idx, ok := e.addrIndex[x.Keys[1].Dst]; ok {
 			st := e.addr(idx)
 			st.rules.Add(-1)
@@ -528,6 +563,9 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	}
 	if perm != 0 {
 		releaseRef(e.perms, perm-1, 1)
+	}
+	if x.State&stInbound != 0 {
+		e.inbound.Add(-1) // Limits.InboundSessions (inbound.go)
 	}
 	if why == DeletedIdle {
 		e.expired[proto].Add(1)

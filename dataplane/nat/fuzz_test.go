@@ -80,6 +80,17 @@ func FuzzEngine(f *testing.F) {
 		pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, rawL4: make([]byte, 40), fragOff: 64, ipID: 9}),
 		pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 5000, dport: 7000, mf: true, payload: make([]byte, 56), ipID: 9}),
 		bigUDP(false, 1400),
+		// Hostile input (issue 11): bare segments to a rule, errors that
+		// must not be answered or that come from the wrong host, orphan
+		// fragments with TTL 1, a link-layer broadcast with TTL 1.
+		tcp("198.18.0.9", 1234, "198.18.0.100", 6000, "A"),
+		tcp("198.18.0.9", 1234, "198.18.0.100", 6000, "R"),
+		pkt("198.18.0.2", "198.18.0.100", l4spec{proto: layers.IPProtocolICMPv4, icmpType: 3, icmpCode: 3, ttl: 1,
+			inner: ipPacket(udp("198.18.0.100", 5000, "198.18.0.2", 7000))[:28]}),
+		icmpError("10.0.0.3", "198.18.0.2", 3, 4, tcp("198.18.0.2", 80, "10.0.0.2", 6000, "SA"), false),
+		pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, rawL4: make([]byte, 40), fragOff: 64, ipID: 9, ttl: 1}),
+		pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 1, dport: 2, ttl: 1,
+			dstMAC: [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}),
 	}
 	for i, s := range seeds {
 		f.Add(s, i%2 == 1)

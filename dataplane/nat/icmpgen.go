@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"time"
 
 	"github.com/xnat/xnat/checksum"
 	"github.com/xnat/xnat/dataplane/drop"
@@ -25,11 +26,18 @@ func (w *Worker) icmpAllowed() bool {
 	if rate <= 0 {
 		return false
 	}
-	if elapsed := w.now - w.tokAt; elapsed > 0 {
-		add := int(uint64(elapsed) * uint64(rate) / 1000)
-		if add > 0 {
+	// The bucket is timed in nanoseconds of the batch clock, not in
+	// ticks: after a quiet spell of 49.7 days the 32-bit tick would show
+	// no time elapsed and leave an empty bucket empty.
+	switch elapsed := w.nowNano - w.tokAt; {
+	case elapsed < 0:
+		w.tokAt = w.nowNano // the wall clock was stepped back
+	case elapsed >= int64(time.Second):
+		w.tokens, w.tokAt = rate, w.nowNano
+	default:
+		if add := int(uint64(elapsed) * uint64(rate) / uint64(time.Second)); add > 0 {
 			w.tokens = min(w.tokens+add, rate)
-			w.tokAt = w.now
+			w.tokAt = w.nowNano
 		}
 	}
 	if w.tokens <= 0 {
@@ -40,9 +48,35 @@ func (w *Worker) icmpAllowed() bool {
 	return true
 }
 
+// errorForbidden reports whether packet p, in frame b, is one that must
+// never be answered with an ICMP error. RFC 1122 section 3.2.2: "An ICMP
+// error message MUST NOT be sent as the result of receiving: an ICMP error
+// message, or a datagram destined to an IP broadcast or IP multicast
+// address, or a datagram sent as a link-layer broadcast, or a non-initial
+// fragment, or a datagram whose source address does not define a single
+// host"; RFC 1812 section 4.3.2.7 repeats the list for routers. Without
+// this rule two NATs (or a NAT and a forged packet) answer each other's
+// errors, and one frame sent to a broadcast draws an error from everyone.
+func errorForbidden(b *port.Buf, p *header.Parsed) bool {
+	switch {
+	case p.L4 == header.L4ICMPError:
+	case p.FragOff != 0:
+	case b.Data[0]&1 != 0: // the group bit of the Ethernet destination: broadcast or multicast
+	case martian(p.Src) || martian(p.Dst): // zero, loopback, multicast, class E, limited broadcast
+	default:
+		return false
+	}
+	return true
+}
+
 // timeExceeded answers a packet whose TTL would reach zero (RFC 1812,
-// RFC 5508 REQ-10) and drops it.
+// RFC 5508 REQ-10) and drops it; one that must not be answered is
+// dropped as drop.ErrorForbidden instead.
 func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
+	if errorForbidden(b, p) {
+		w.dropFrame(side, b, drop.ErrorForbidden)
+		return
+	}
 	w.drop(drop.TTLExpired)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4TimeExceeded, header.ICMPv4TTLExceeded, 0) {
 		w.free(side, b)
@@ -54,6 +88,10 @@ func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
 // fragNeeded answers a DF packet larger than the egress MTU with the MTU
 // it must fit (RFC 1191, RFC 4787 REQ-13) and drops it.
 func (w *Worker) fragNeeded(side Side, b *port.Buf, p *header.Parsed, mtu int) {
+	if errorForbidden(b, p) {
+		w.dropFrame(side, b, drop.ErrorForbidden)
+		return
+	}
 	w.drop(drop.FragNeeded)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4DstUnreachable, header.ICMPv4FragNeeded, uint16(mtu)) {
 		w.free(side, b)

@@ -48,7 +48,7 @@ type claim struct {
 	// meanwhile (registry.go).
 	addr *addrState
 	// rule is the reference a static-mapping or port-forward session
-	// holds on its rule's address (acquireRule).
+	// holds on its rule's address (holdRuleAddr).
 	rule *addrState
 }
 
@@ -69,6 +69,11 @@ func (w *Worker) undo(c *claim) {
 				// subscriber when it was made, not in our claim.
 				w.releaseSub(uint32(b.User[0]), subRefs(0, 1))
 			}
+		} else if c.newPort {
+			// Our new mapping outlives us: another worker's session
+			// took it meanwhile. Its port, counted in our claim, is
+			// now the mapping's, released when its last session ends.
+			c.subDelta -= subRefs(0, 1)
 		}
 	}
 	if c.hasOwn {
@@ -199,7 +204,9 @@ func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 		if !ok {
 			return drop.AddressExhausted
 		}
-		if !w.eng.subs.CompareAndSwapUser(c.sub.ID, 0, uint64(idx), uint64(nst.idx)) {
+		// We hold a reference on the subscriber, so its record is live at
+		// the generation we looked up.
+		if swapped, _ := w.eng.subs.CompareAndSwapUser(c.sub.ID, c.sub.Gen, 0, uint64(idx), uint64(nst.idx)); !swapped {
 			nst.release(2)
 			continue
 		}
@@ -270,7 +277,7 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 	return st, 0, false
 }
 
-// acquireRule takes a reference, for one more session, on ext, the outside
+// holdRuleAddr takes a reference, for one more session, on ext, the outside
 // address of the static mapping or port forward that admits it. It fails
 // when the rule has been removed since this worker's snapshot: removed
 // rules open no sessions. The reference keeps the address answered for
@@ -281,7 +288,7 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 // address-and-port-dependent mapping: the rule's own claim on the port
 // goes with the rule, and the port must not return to dynamic allocation
 // (on a pool address) while sessions of a removed rule still use it.
-func (w *Worker) acquireRule(state uint32, ext [4]byte, port uint16, proto Proto, c *claim) drop.Reason {
+func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Proto, c *claim) drop.Reason {
 	st := w.snap.ruleAddr[ext]
 	if st == nil || !st.acquire(addrInRules, 1) {
 		return drop.NotForwarded
@@ -335,7 +342,7 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 		ext, extPort = st.addr, port
 	}
 	if state&stKindMask != 0 {
-		if r := w.acquireRule(state, ext, extPort, proto, &c); r != drop.None {
+		if r := w.holdRuleAddr(state, ext, extPort, proto, &c); r != drop.None {
 			w.undo(&c)
 			return r
 		}
@@ -490,13 +497,39 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	var c claim
 	state := uint32(stInbound)
 
+	// Only a SYN opens a TCP connection from outside (docs/nat.md),
+	// whatever admits it: a connection starts with a SYN (RFC 793), and
+	// RFC 5382 speaks of inbound state only for unsolicited SYNs. A bare
+	// ACK, RST or FIN that matched no session is a stray or a probe, and
+	// a session for it would let anyone fill the table; SYN with FIN is
+	// no opening either.
+	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
+	perRule := s.Config.Limits.InboundSessionsPerRule != 0
 	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {
+		if !synOnly {
+			return drop.Filtered
+		}
 		in, inPort, state = r.inAddr, r.inPort, state|stKindForward
+		if perRule {
+			rk := ruleKey(false, p.Proto, p.Dst, k.DstPort)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
 	} else if a, ok := s.staticOut[p.Dst]; ok {
 		if proto == ICMP && !icmpRequest(p.ICMPType) {
 			return drop.NoSession
 		}
+		if !synOnly {
+			return drop.Filtered
+		}
 		in, inPort, state = a, k.DstPort, state|stKindStatic
+		if perRule {
+			rk := ruleKey(true, 0, p.Dst, 0)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
 	} else {
 		if proto == ICMP {
 			// Inbound ICMP queries to a dynamic address have no mapping
@@ -521,8 +554,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		default:
 			return drop.Filtered
 		}
-		if proto == TCP && p.TCPFlags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
-			// Only a SYN opens a connection from outside (RFC 5382).
+		if !synOnly {
 			return drop.Filtered
 		}
 		ok, _ := acquireRef(w.eng.bindings, &c.binding, 1, nil)
@@ -544,7 +576,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		in, inPort = c.binding.Keys[0].Src, c.binding.Keys[0].SrcPort
 	}
 	if state&stKindMask != 0 {
-		if r := w.acquireRule(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
+		if r := w.holdRuleAddr(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
 			w.undo(&c)
 			return r
 		}
@@ -557,6 +589,12 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	if proto == TCP {
 		state = tcpNext(state, p.TCPFlags, Outside)
 	}
+	// Counted last, after everything else that may refuse: cleanup
+	// gives the count back when the session ends (see inbound.go).
+	if r := w.acquireInbound(); r != drop.None {
+		w.undo(&c)
+		return r
+	}
 	k0 := flowtable.Key{Src: in, Dst: p.Src, SrcPort: inPort, DstPort: k.SrcPort, Proto: p.Proto}
 	if proto == ICMP {
 		k0.DstPort = 0
@@ -568,12 +606,14 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		w.sessionEvent(SessionCreated, e)
 		return drop.None
 	case flowtable.Exists:
+		w.eng.inbound.Add(-1)
 		w.undo(&c)
 		if e.Dir == 1 && e.Keys[1] == *k {
 			return drop.None
 		}
 		return drop.NoSession
 	default:
+		w.eng.inbound.Add(-1)
 		w.undo(&c)
 		w.event(Event{Type: TableFull, Proto: proto})
 		return drop.TableFull

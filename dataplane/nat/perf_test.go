@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/port"
 )
 
@@ -222,50 +223,172 @@ func benchConfig(sessions int) Config {
 	return c
 }
 
+// allocCase is one packet path for the zero-allocation test: fill writes
+// frame i of a burst of burst frames (1 if zero) arriving on side, and
+// the counter grows (by at least one per run) only if the path ran.
+type allocCase struct {
+	name  string
+	side  Side
+	burst int
+	fill  func(int, []byte) int
+	ran   Counter // default: frames transmitted on either port
+}
+
+// runAllocCases checks that every case's path allocates nothing per
+// packet, and that it ran.
+func runAllocCases(t *testing.T, r *perfRig, cases []allocCase) {
+	t.Helper()
+	const runs = 200
+	for _, c := range cases {
+		burst := max(c.burst, 1)
+		var c0, c1 Counters
+		r.w.Counters(&c0)
+		before := r.ports[Inside].tx + r.ports[Outside].tx
+		allocs := testing.AllocsPerRun(runs, func() { r.poll(c.side, burst, c.fill) })
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per burst of %d", c.name, allocs, burst)
+		}
+		r.w.Counters(&c1)
+		ran := r.ports[Inside].tx + r.ports[Outside].tx - before
+		if c.ran != 0 {
+			ran = c1[c.ran] - c0[c.ran]
+		}
+		if ran < runs {
+			t.Errorf("%s: %v grew by %d in %d runs: the path under test did not run (drops %v)",
+				c.name, c.ran, ran, runs+1, dropsOf(&c1))
+		}
+	}
+}
+
+// copyFrame fills a burst from fixed frames: frame i of the burst is
+// frames[i], or with cycle, frames[k % len] for the k-th call.
+func copyFrames(frames ...[]byte) func(int, []byte) int {
+	return func(i int, b []byte) int { return copy(b, frames[i]) }
+}
+
+func cycleFrames(frames ...[]byte) func(int, []byte) int {
+	k := 0
+	return func(_ int, b []byte) int {
+		k++
+		return copy(b, frames[k%len(frames)])
+	}
+}
+
+// setIPID rewrites the IPv4 identification of an Ethernet frame and fixes
+// the header checksum.
+func setIPID(f []byte, id uint16) {
+	ip := f[14:34]
+	binary.BigEndian.PutUint16(ip[4:], id)
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip, 0))
+}
+
+// fragBurst fills a burst of fragments of one datagram in the given order,
+// with a new IP identification each call from base on, so that every burst
+// is a new datagram (give each user its own range of identifications).
+func fragBurst(base uint16, order ...[]byte) func(int, []byte) int {
+	id := base
+	return func(i int, b []byte) int {
+		if i == 0 {
+			id++
+		}
+		n := copy(b, order[i])
+		setIPID(b[:n], id)
+		return n
+	}
+}
+
+func withMAC(f []byte, src, dst [6]byte) []byte {
+	f = append([]byte(nil), f...)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	return f
+}
+
 func TestZeroAllocTranslatePaths(t *testing.T) {
-	r := newPerfRig(t, forwardConfig())
+	cfg := forwardConfig()
+	cfg.Limits.ICMPErrorsPerSecond = 1 << 20 // the fake clock stands still
+	r := newPerfRig(t, cfg)
 	in := func(src [4]byte, sport uint16, dst [4]byte, dport uint16) func(int, []byte) int {
 		return func(_ int, b []byte) int { return writeUDP(b, src, dst, sport, dport, macInsideHost, macNATIn) }
 	}
 	out := func(src [4]byte, sport uint16, dst [4]byte, dport uint16) func(int, []byte) int {
 		return func(_ int, b []byte) int { return writeUDP(b, src, dst, sport, dport, macGateway, macNATOut) }
 	}
+	fromOut := func(f []byte) []byte { return withMAC(f, macGateway, macNATOut) }
+	lastPort := func(side Side, off int) uint16 { return binary.BigEndian.Uint16(r.ports[side].last[off:]) }
 	host := [4]byte{10, 0, 0, 2}
 	pub := [4]byte{198, 18, 0, 100}
 	// Establish one session and learn its external port.
 	r.poll(Inside, 1, in(host, 5000, server, 7777))
-	extPort := binary.BigEndian.Uint16(r.ports[Outside].last[34:])
+	extPort := lastPort(Outside, 34)
 	errFrame := pkt("198.18.0.2", "198.18.0.100", l4spec{proto: 1, icmpType: 3, icmpCode: 3, srcMAC: macGateway, dstMAC: macNATOut,
 		inner: ipPacket(r.ports[Outside].last)[:28]})
 	// A hairpin target: B's mapping.
 	r.poll(Inside, 1, in([4]byte{10, 0, 0, 3}, 6000, server, 7777))
-	bPort := binary.BigEndian.Uint16(r.ports[Outside].last[34:])
+	bPort := lastPort(Outside, 34)
+	// A TCP connection, for state changes both ways.
+	tcpOut := func(flags string) []byte { return tcp("10.0.0.2", 6000, "198.18.0.2", 80, flags) }
+	r.poll(Inside, 1, copyFrames(tcpOut("S")))
+	tcpExt := lastPort(Outside, 34)
+	tcpIn := func(flags string) []byte {
+		return fromOut(tcp("198.18.0.2", 80, "198.18.0.100", tcpExt, flags))
+	}
+	// An ICMP query session.
+	echoOut := echo("10.0.0.2", "198.18.0.2", 777, false)
+	r.poll(Inside, 1, copyFrames(echoOut))
+	echoID := lastPort(Outside, 34+4)
+	echoIn := fromOut(echo("198.18.0.2", "198.18.0.100", echoID, true))
+	// A client of the forwarded UDP server, whose host answers with an
+	// error (outbound error).
+	r.poll(Outside, 1, copyFrames(fromOut(udp("198.18.0.2", 6000, "198.18.0.100", 5353))))
+	errOut := icmpError("10.0.0.51", "198.18.0.2", 3, 3, append([]byte(nil), r.ports[Inside].last...), false)
+	// Fragments of one datagram (a new IP ID each burst).
+	frags := fragments(bigUDP(false, 1000), 400)
+	// Orphan later fragments from one source: held up to its share, then
+	// refused.
+	orphan := fragBurst(20000, pkt("10.0.0.9", "198.18.0.2", l4spec{proto: 17, rawL4: make([]byte, 64), fragOff: 512}))
+	for i := 0; i < cfg.Limits.HeldFragmentsPerSource; i++ {
+		r.poll(Inside, 1, orphan)
+	}
 
 	newPort := uint16(10000)
-	cases := []struct {
-		name string
-		side Side
-		fill func(int, []byte) int
-	}{
-		{"established-in-to-out", Inside, in(host, 5000, server, 7777)},
-		{"established-out-to-in", Outside, out(server, 7777, pub, extPort)},
-		{"new-session", Inside, func(_ int, b []byte) int {
+	runAllocCases(t, r, []allocCase{
+		{name: "established-in-to-out", side: Inside, fill: in(host, 5000, server, 7777)},
+		{name: "established-out-to-in", side: Outside, fill: out(server, 7777, pub, extPort)},
+		{name: "new-session", side: Inside, fill: func(_ int, b []byte) int {
 			newPort++
 			return writeUDP(b, host, server, newPort, 7777, macInsideHost, macNATIn)
 		}},
-		{"hairpin", Inside, in(host, 5000, pub, bPort)},
-		{"icmp-error-in", Outside, func(_ int, b []byte) int { return copy(b, errFrame) }},
-	}
-	for _, c := range cases {
-		before := r.ports[1-c.side].tx + r.ports[c.side].tx
-		allocs := testing.AllocsPerRun(200, func() { r.poll(c.side, 1, c.fill) })
-		if allocs != 0 {
-			t.Errorf("%s: %v allocations per packet", c.name, allocs)
-		}
-		if after := r.ports[1-c.side].tx + r.ports[c.side].tx; after-before < 200 {
-			t.Errorf("%s: only %d of 201 packets forwarded: the path under test did not run", c.name, after-before)
-		}
-	}
+		{name: "hairpin", side: Inside, fill: in(host, 5000, pub, bPort)},
+		{name: "tcp-state-out", side: Inside, fill: cycleFrames(tcpOut("S"), tcpOut("F"), tcpOut("R"))},
+		{name: "tcp-state-in", side: Outside, fill: cycleFrames(tcpIn("SA"), tcpIn("FA"), tcpIn("RA"), tcpIn("S"))},
+		{name: "icmp-query-out", side: Inside, fill: copyFrames(echoOut)},
+		{name: "icmp-query-in", side: Outside, fill: copyFrames(echoIn)},
+		{name: "icmp-error-in", side: Outside, fill: copyFrames(errFrame)},
+		{name: "icmp-error-out", side: Inside, fill: copyFrames(errOut)},
+		{name: "fragments-in-order", side: Inside, burst: 2, fill: fragBurst(0, frags[0], frags[1]), ran: FragmentsTranslated},
+		{name: "fragments-out-of-order", side: Inside, burst: 2, fill: fragBurst(10000, frags[1], frags[0]), ran: FragmentsHeld},
+		{name: "fragments-refused", side: Inside, fill: orphan, ran: DropCounter(drop.FragSourceLimit)},
+		{name: "fragmentation-on-egress", side: Inside, fill: copyFrames(bigUDP(false, 1600)), ran: FragmentsMade},
+		{name: "time-exceeded", side: Inside, fill: copyFrames(pkt("10.0.0.2", "198.18.0.2", l4spec{proto: 17, sport: 5000, dport: 7000, ttl: 1})), ran: ICMPErrorsSent},
+		{name: "frag-needed", side: Inside, fill: copyFrames(bigUDP(true, 1600)), ran: ICMPErrorsSent},
+		{name: "error-forbidden", side: Outside, fill: copyFrames(fromOut(pkt("198.18.0.2", "198.18.0.100", l4spec{proto: 1, icmpType: 3, icmpCode: 3,
+			inner: ipPacket(frags[0])[:28], ttl: 1}))), ran: DropCounter(drop.ErrorForbidden)},
+		{name: "inbound-refused", side: Outside, fill: copyFrames(fromOut(tcp("198.18.0.9", 1, "198.18.0.100", 8080, "A"))), ran: DropCounter(drop.Filtered)},
+	})
+
+	// The exhaustion reply, on an engine whose subscribers may hold one
+	// session each.
+	cfg = testConfig()
+	cfg.Limits.SessionsPerSubscriber = 1
+	cfg.Limits.ICMPErrorsPerSecond = 1 << 20
+	cfg.OnExhaustion = ReplyHostUnreachable
+	r = newPerfRig(t, cfg)
+	r.poll(Inside, 1, in(host, 5000, server, 7777))
+	runAllocCases(t, r, []allocCase{
+		{name: "exhaustion-reply", side: Inside, fill: in(host, 5001, server, 7777), ran: ICMPErrorsSent},
+	})
 }
 
 // BenchmarkEstablished measures established-session translation, inside to

@@ -98,7 +98,11 @@ func (s *portSet) update(x *flowtable.Entry, f func(st uint64) (nst uint64, ok b
 		if !ok {
 			return st, st, true, false
 		}
-		if s.pt.t.CompareAndSwapUser(x.ID, 0, v, v&^portState|nst) {
+		swapped, live := s.pt.t.CompareAndSwapUser(x.ID, x.Gen, 0, v, v&^portState|nst)
+		if !live {
+			return 0, 0, false, false
+		}
+		if swapped {
 			return st, nst, true, true
 		}
 		v = s.pt.t.LoadUser(x.ID, 0)

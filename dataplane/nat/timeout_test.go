@@ -59,9 +59,15 @@ func TestRFC5382_TimeoutAfterBothFIN(t *testing.T) {
 	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
 	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
 	h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "FA"), Outside)
-	// One FIN: still established.
-	var e Counters
-	_ = e
+	// One FIN: still established (RFC 5382 REQ-5: the transitory timeout
+	// applies only once both directions have sent a FIN). The session
+	// outlives the transitory timeout and still carries the established one.
+	h.clock.Advance(240*time.Second + time.Second)
+	h.housekeep()
+	ss, _ := h.eng.Sessions(SessionFilter{}, 0, 10)
+	if len(ss) != 1 || ss[0].Timeout != 7440*time.Second {
+		t.Fatalf("after one FIN and 241 s: sessions %+v, want one with the established timeout 7440s", ss)
+	}
 	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "FA"), Inside)
 	h.expectExpiry(t, 240*time.Second)
 }
@@ -149,28 +155,7 @@ func TestRFC5508_REQ2_ICMPTimeout(t *testing.T) {
 }
 
 func TestRFC6888_REQ8_PortHoldDown(t *testing.T) {
-	c := testConfig()
-	c.Ports[UDP] = PortRange{40000, 40000} // one port
-	h := newHarness(t, c)
-	e := eps(h.one(Inside, udp("10.0.0.2", 40000, "198.18.0.2", 9), Outside))
-	if e.sport != 40000 {
-		t.Fatalf("got port %d", e.sport)
-	}
-	h.clock.Advance(300 * time.Second)
-	if h.housekeep() != 1 {
-		t.Fatal("session did not expire")
-	}
-	// The only port is in hold-down: a new mapping must wait 120 s (the
-	// new subscriber finds no address with a free port).
-	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-	h.clock.Advance(120*time.Second - time.Millisecond)
-	h.housekeep()
-	h.none(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), drop.AddressExhausted)
-	h.clock.Advance(time.Millisecond)
-	h.housekeep()
-	if e := eps(h.one(Inside, udp("10.0.0.3", 40000, "198.18.0.2", 9), Outside)); e.sport != 40000 {
-		t.Fatalf("port after hold-down: %d", e.sport)
-	}
+	expectPortHoldDown(t, newHarness(t, onePortConfig()))
 }
 
 func TestAgeingReturnsEverything(t *testing.T) {

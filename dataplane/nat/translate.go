@@ -251,6 +251,20 @@ func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
 		w.dropFrame(Inside, b, drop.NoSession)
 		return
 	}
+	if p.Src != e.Keys[0].Src {
+		// The error leaves with the session's external address, so only
+		// the session's own inside host may send it. RFC 5508 REQ-4 c)
+		// translates an error's source with the public address of the
+		// mapping of the host that sent it; a host that is not the
+		// session's has no mapping in this session, and translating its
+		// error with the session's address would let any subscriber
+		// forge errors (port unreachable, fragmentation needed with a
+		// tiny MTU) about another subscriber's connections, which the
+		// remote end would take as coming from its peer. REQ-4 leaves
+		// such choices to local policy; this is ours.
+		w.dropFrame(Inside, b, drop.ErrorWrongSender)
+		return
+	}
 	p.DecTTL(b.Data)
 	ext := &e.Keys[1]
 	p.SetSrc(b.Data, ext.Dst, 0)
@@ -301,7 +315,9 @@ func (w *Worker) refuse(b *port.Buf, p *header.Parsed, r drop.Reason) {
 	default:
 		code = 0
 	}
-	if w.snap.Config.OnExhaustion == ReplyNone || code == 0 || !w.icmpAllowed() {
+	// The drop is counted as r either way; a packet that must not be
+	// answered (sent to a link-layer broadcast, say) only gets no error.
+	if w.snap.Config.OnExhaustion == ReplyNone || code == 0 || errorForbidden(b, p) || !w.icmpAllowed() {
 		w.free(Inside, b)
 		return
 	}

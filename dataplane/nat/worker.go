@@ -89,8 +89,8 @@ type Worker struct {
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
-	tokens   int // ICMP error tokens
-	tokAt    uint32
+	tokens   int   // ICMP error tokens
+	tokAt    int64 // nowNano when tokens were last added
 
 	events *eventRing
 	c      Counters
@@ -149,8 +149,16 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	}
 	w.pend.init(cfg.PendingFrames)
 	s := e.snap.Load()
-	w.tokens, w.tokAt = s.Config.Limits.ICMPErrorsPerSecond, e.Tick(e.clock.Now())
-	w.frag.init(s.Config.Limits.HeldFragments)
+	w.tokens, w.tokAt = s.Config.Limits.ICMPErrorsPerSecond, e.clock.Now().UnixNano()
+	// Held fragments occupy frames of the port they came from: at most a
+	// quarter of the smaller port's, so that a fragment flood cannot take
+	// the frames the port needs to receive (see frag.go).
+	fcap := MaxHeldFragmentsFor(portFrames(cfg.Ports))
+	if h := s.Config.Limits.HeldFragments; h > fcap {
+		return nil, fmt.Errorf("nat: worker %d: limits.held_fragments %d is more than a quarter of its ports' %d frames (at most %d)",
+			id, h, portFrames(cfg.Ports), fcap)
+	}
+	w.frag.init(fcap, uint32(w.rand()))
 	e.ctl.Lock()
 	for len(e.workers) <= id {
 		e.workers = append(e.workers, nil)
@@ -162,6 +170,26 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	e.workers[id] = w
 	e.ctl.Unlock()
 	return w, nil
+}
+
+// FrameCounter is implemented by ports that know how many frames their
+// pool has (memport, AF_XDP); the worker sizes what it may hold by it.
+type FrameCounter interface{ Frames() int }
+
+// portFrames returns the frames of the smaller of ports, or 0 if a port
+// does not say.
+func portFrames(ports [NumSides]port.Port) int {
+	n := 0
+	for _, p := range ports {
+		fc, ok := p.(FrameCounter)
+		if !ok {
+			return 0
+		}
+		if f := fc.Frames(); n == 0 || f < n {
+			n = f
+		}
+	}
+	return n
 }
 
 // ID returns the worker number.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"time"
 
@@ -34,15 +35,16 @@ func New(ctx context.Context, cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("neigh: current network namespace: %w", err)
 	}
-	// When the calling thread is in the process's own namespace (natd:
-	// the whole process runs in the appliance's namespace), every thread
-	// is, and the sockets need no setns(2) — which would need
-	// CAP_SYS_ADMIN even into one's own namespace. Only a caller that
-	// entered a namespace on one thread (tests) needs the library to
-	// switch threads into it.
+	// When every thread of the process is in the namespace (natd: the
+	// whole process runs in the appliance's namespace), the sockets need
+	// no setns(2) — which would need CAP_SYS_ADMIN even into one's own
+	// namespace. Only a caller that entered a namespace on one thread
+	// (tests) needs the library to switch threads into it: the control
+	// goroutine re-subscribes after an overflow from whichever thread it
+	// runs on.
 	var nsp *netns.NsHandle
 	var h *netlink.Handle
-	if sameAsProcess(ns) {
+	if everyThreadIn(ns) {
 		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
 		nsp = &ns
@@ -117,7 +119,13 @@ func (c *control) now() int64 { return int64(time.Since(c.start)) }
 // namespace. The caller lists after subscribing, so no change can fall
 // between the list and the first notification: notifications queued while
 // the list ran are applied after it, in order, and the state converges on
-// the kernel's.
+// the kernel's. Some of them are older than what the list showed (the
+// dump reads each entry at its own moment), but an older notification is
+// never the last word: if an entry changed after the subscription, its
+// last notification, queued after any older one, carries the kernel's
+// final state; if it did not, the list shows that state and no
+// notification follows it (TestStateResyncInterleavings). So no
+// filtering of "older" news is needed, nor a second list.
 func (c *control) subscribe() error {
 	s := &subscription{
 		done:   make(chan struct{}),
@@ -611,13 +619,45 @@ func (c *control) publish() {
 	c.dirty = false
 }
 
-// sameAsProcess reports whether ns is the network namespace of the process
-// (its main thread), so that every thread the Go runtime runs on is in it.
-func sameAsProcess(ns netns.NsHandle) bool {
-	proc, err := netns.GetFromPath("/proc/self/ns/net")
-	if err != nil {
+// everyThreadIn reports whether every thread of the process is in network
+// namespace ns, so that sockets opened later from any thread land in ns.
+//
+// Asking only about the process's main thread (/proc/self/ns/net) is not
+// enough: a test that enters a namespace on one thread (lab.Do) may be
+// running on the main thread at that moment. The Table then believed no
+// setns was needed, and its re-subscription after an overflow, made from
+// the control goroutine on another thread, listened to the root
+// namespace: every later change was lost without an error
+// (TestLabOverflowResyncs kept first-round MACs after one resync).
+// Threads are created by cloning existing ones, so when all of them are
+// in ns, later ones are too, unless something moves a thread (natd never
+// does).
+func everyThreadIn(ns netns.NsHandle) bool {
+	var want unix.Stat_t
+	if err := unix.Fstat(int(ns), &want); err != nil {
 		return false
 	}
-	defer proc.Close()
-	return proc.Equal(ns)
+	threads, err := threadNamespaces()
+	return err == nil && allIn(nsID{want.Dev, want.Ino}, threads)
+}
+
+// threadNamespaces returns the network namespace of every thread of the
+// process. A thread that exits while they are listed is left out.
+func threadNamespaces() ([]nsID, error) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	var out []nsID
+	for _, task := range tasks {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/task/"+task.Name()+"/ns/net", &st); err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, nsID{st.Dev, st.Ino})
+	}
+	return out, nil
 }

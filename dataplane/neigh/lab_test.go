@@ -280,36 +280,78 @@ func TestLabNoRoute(t *testing.T) {
 	}
 }
 
-func TestLabOverflowResyncs(t *testing.T) {
-	l := newNATLab(t)
-	// A tiny receive buffer: a burst of neighbour changes overflows it
-	// (ENOBUFS), the subscription dies, and the Table must re-subscribe and
-	// re-list to converge on the kernel's state.
-	tb := l.table(Config{ReceiveBuffer: 1, RefreshInterval: -1})
+// overflow changes every inside neighbour 10.0.0.10-249 rounds times
+// in one burst, which overflows a Table's minimal receive buffer, and
+// returns the MAC each address has in the end.
+func (l *natLab) overflow(rounds int) map[string][6]byte {
+	l.t.Helper()
 	var b strings.Builder
-	final := map[string]string{}
-	for round := range 6 {
+	final := map[string][6]byte{}
+	for round := range rounds {
 		for h := 10; h < 250; h++ {
 			addr := fmt.Sprintf("10.0.0.%d", h)
-			mac := fmt.Sprintf("02:00:00:%02x:00:%02x", round, h)
-			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud stale\n", addr, mac, lab.NATInside)
+			mac := [6]byte{2, 0, 0, byte(round), 0, byte(h)}
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s dev %s nud stale\n", addr, net.HardwareAddr(mac[:]), lab.NATInside)
 			final[addr] = mac
 		}
 	}
 	cmd := lab.Command(l.Box, "ip", "-batch", "-")
 	cmd.Stdin = strings.NewReader(b.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -batch: %v\n%s", err, out)
+		l.t.Fatalf("ip -batch: %v\n%s", err, out)
 	}
-	for addr, mac := range final {
-		hw, _ := net.ParseMAC(mac)
-		await(t, tb, nat.Inside, addr, nat.Resolved, [6]byte(hw), 3*time.Second)
+	return final
+}
+
+func TestLabOverflowResyncs(t *testing.T) {
+	l := newNATLab(t)
+	// A tiny receive buffer: a burst of neighbour changes overflows it
+	// (ENOBUFS), the subscription dies, and the Table must re-subscribe and
+	// re-list to converge on the kernel's state.
+	tb := l.table(Config{ReceiveBuffer: 1, RefreshInterval: -1})
+	for addr, mac := range l.overflow(6) {
+		await(t, tb, nat.Inside, addr, nat.Resolved, mac, 3*time.Second)
 	}
 	st := tb.Stats()
 	t.Logf("stats after %d neighbour changes: %+v", 6*240, st)
 	if st.Resyncs == 0 {
 		t.Fatal("no resync: the burst did not overflow a minimal receive buffer, so this test proved nothing")
 	}
+}
+
+// TestLabResubscribesInTheTablesNamespace starts the Table on the process's
+// main thread while that thread is in the lab namespace and every other
+// thread is not, then makes it re-subscribe (an overflow) and checks that
+// it still hears the namespace's changes. The new subscriptions are opened
+// by the control goroutine on another thread; a Table that took the main
+// thread's namespace for the whole process's opened them in the root
+// namespace and heard nothing after the re-list.
+func TestLabResubscribesInTheTablesNamespace(t *testing.T) {
+	l := newNATLab(t)
+	var tb *Table
+	var err error
+	onMainThread(func() {
+		err = lab.Do(l.Box, func() error {
+			var err error
+			tb, err = New(context.Background(), Config{Inside: Link{Name: lab.NATInside}, Outside: Link{Name: lab.NATOutside}, ReceiveBuffer: 1, RefreshInterval: -1})
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tb.Close)
+	for addr, mac := range l.overflow(2) {
+		await(t, tb, nat.Inside, addr, nat.Resolved, mac, 3*time.Second)
+	}
+	if st := tb.Stats(); st.Resyncs == 0 {
+		t.Fatalf("no resync: the burst did not overflow a minimal receive buffer, so this test proved nothing: %+v", st)
+	}
+	// A change after the re-list reaches the Table only through the new
+	// subscription.
+	later := [6]byte{2, 0, 0, 0x99, 0, 9}
+	l.run(l.Box, "ip", "neigh", "replace", "10.0.0.9", "lladdr", net.HardwareAddr(later[:]).String(), "dev", lab.NATInside, "nud", "stale")
+	await(t, tb, nat.Inside, "10.0.0.9", nat.Resolved, later, 3*time.Second)
 }
 
 func TestLabRefreshKeepsNeighboursFresh(t *testing.T) {

@@ -293,3 +293,81 @@ func TestSnapshotCarriesUsedMarks(t *testing.T) {
 }
 
 func dirty(s *neighState) bool { return s.dirty[nat.Inside] || s.dirty[nat.Outside] }
+
+// TestStateResyncInterleavings replays, against a model kernel, every way a
+// re-list can interleave with the notifications of the subscription opened
+// before it: the subscription starts at some change, the dump reads each
+// entry at its own moment after that (a dump spans several reads), and the
+// queued notifications are applied after the dump, as the control
+// goroutine does. Notifications older than what the dump showed are
+// applied after it, but the last notification of an entry always carries
+// the kernel's final state, and an entry without one after the
+// subscription is listed as it is: the Table must end equal to the kernel.
+func TestStateResyncInterleavings(t *testing.T) {
+	type change struct {
+		ip  uint32
+		mac [6]byte // zero: deleted
+	}
+	rng := uint64(1)
+	next := func(n int) int { // xorshift: deterministic, no timing
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	for trial := range 2000 {
+		var changes []change
+		for range 1 + next(12) {
+			c := change{ip: uint32(1 + next(4))}
+			if next(5) != 0 {
+				c.mac = [6]byte{2, 0, 0, byte(next(250)), 0, byte(c.ip)}
+			}
+			changes = append(changes, c)
+		}
+		kernelAt := func(n int) map[uint32][6]byte { // the kernel after n changes
+			m := map[uint32][6]byte{}
+			for _, c := range changes[:n] {
+				if c.mac == ([6]byte{}) {
+					delete(m, c.ip)
+				} else {
+					m[c.ip] = c.mac
+				}
+			}
+			return m
+		}
+		s, _, _ := newTestState()
+		// Before the overflow the Table knew some earlier state.
+		sub := next(len(changes) + 1)
+		for ip, mac := range kernelAt(next(sub + 1)) {
+			s.kernel(nkey{nat.Inside, ip}, nudStale, mac, 0)
+		}
+		// The dump reads entry ip after readAt[ip] changes, in address
+		// order, never before the subscription.
+		s.beginResync()
+		at := sub
+		for ip := uint32(1); ip <= 4; ip++ {
+			at += next(len(changes) - at + 1)
+			if mac, ok := kernelAt(at)[ip]; ok {
+				s.kernel(nkey{nat.Inside, ip}, nudStale, mac, 0)
+			}
+		}
+		s.endResync()
+		for _, c := range changes[sub:] {
+			if c.mac == ([6]byte{}) {
+				s.kernelGone(nkey{nat.Inside, c.ip})
+			} else {
+				s.kernel(nkey{nat.Inside, c.ip}, nudStale, c.mac, 0)
+			}
+		}
+		final := kernelAt(len(changes))
+		for ip := uint32(1); ip <= 4; ip++ {
+			e, want := s.m[nkey{nat.Inside, ip}], final[ip]
+			switch {
+			case want == ([6]byte{}) && e != nil:
+				t.Fatalf("trial %d: %d is gone in the kernel, the Table has %x (changes %v, subscribed at %d)", trial, ip, e.mac, changes, sub)
+			case want != ([6]byte{}) && (e == nil || e.mac != want):
+				t.Fatalf("trial %d: %d is %x in the kernel, the Table has %+v (changes %v, subscribed at %d)", trial, ip, want, e, changes, sub)
+			}
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xnat/xnat/bench/lab"
 )
 
 // TestConfineOthers confines the test process's threads away from one CPU
@@ -18,7 +20,7 @@ func TestConfineOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if orig.Count() < 2 {
-		t.Skip("needs two CPUs") // the machines we test on have two
+		lab.Unavailable(t, "needs two CPUs, has %d", orig.Count()) // the machines we test on have two
 	}
 	worker := -1
 	for c := 0; worker < 0; c++ {

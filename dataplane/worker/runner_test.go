@@ -93,11 +93,15 @@ func TestRunnerRejectsMissingCPU(t *testing.T) {
 		c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		c.Pools = []nat.Pool{{Name: "p", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
 		c.Limits.MaxSessions = 16
+		c.Limits.HeldFragments = 16 // a quarter of the 64-frame ports below, or NewWorker refuses
 		return c
 	}(), nat.Options{Workers: 1})
 	in, _ := memport.New(memport.Config{Frames: 64})
 	out, _ := memport.New(memport.Config{Frames: 64})
-	w, _ := eng.NewWorker(0, nat.WorkerConfig{Ports: [2]port.Port{in, out}, Neighbors: oneMAC{}})
+	w, err := eng.NewWorker(0, nat.WorkerConfig{Ports: [2]port.Port{in, out}, Neighbors: oneMAC{}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := New(Config{Worker: w, Ports: [2]port.Port{in, out}, CPU: 4096}); err == nil {
 		t.Fatal("CPU 4096 accepted")
 	}

@@ -77,7 +77,7 @@ func umemFit(t *testing.T, u unit) (raise bool, extra string) {
 		frames /= 2
 	}
 	if frames < 256 {
-		t.Skipf("RLIMIT_MEMLOCK is %d bytes and cannot be raised: too small for any UMEM", rl.Cur)
+		lab.Unavailable(t, "RLIMIT_MEMLOCK is %d bytes and cannot be raised: too small for any UMEM", rl.Cur)
 	}
 	t.Logf("RLIMIT_MEMLOCK cannot be raised here (%d bytes): natd runs with %d frames per socket instead of LimitMEMLOCK=infinity", rl.Cur, frames)
 	return false, fmt.Sprintf("xdp:\n  frames: %d\n  ring_size: %d\n", frames, frames/4)

@@ -29,6 +29,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/mgmt/client"
@@ -48,7 +49,8 @@ var (
 type Options struct {
 	// Natd is the natd binary.
 	Natd string
-	// ConfigFile is used as is when set (make demo: deploy/examples/lab.yaml);
+	// ConfigFile is used when set (make demo: deploy/examples/lab.yaml),
+	// with its management sockets moved into the lab's directory;
 	// otherwise Config is written to a temporary file.
 	ConfigFile string
 	Config     ConfigParams
@@ -116,14 +118,20 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// stopDeadline is how long Close lets natd stop on SIGTERM (detaching its
+// XDP programs, removing its sockets) before it is SIGKILLed.
+const stopDeadline = 5 * time.Second
+
 // New builds the lab (with the far host) and writes natd's configuration,
-// but does not start natd.
+// but does not start natd. Close (or a signal, see package lab) stops natd
+// and removes the lab with its temporary directory.
 func New(opts Options) (_ *Env, err error) {
 	if opts.Queues < 1 {
 		opts.Queues = 1
 	}
 	e := &Env{Opts: opts, log: &syncBuffer{w: opts.Log}}
-	e.Dir, err = os.MkdirTemp("", "natdlab-")
+	lopts := append([]lab.Option{lab.WithQueues(opts.Queues), lab.WithFarHost()}, opts.ExtraLabOptions...)
+	e.NAT, err = lab.NewNAT(lopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -132,27 +140,64 @@ func New(opts Options) (_ *Env, err error) {
 			e.Close()
 		}
 	}()
-	lopts := append([]lab.Option{lab.WithQueues(opts.Queues), lab.WithFarHost()}, opts.ExtraLabOptions...)
-	e.NAT, err = lab.NewNAT(lopts...)
-	if err != nil {
+	e.NAT.OnClose(func() error {
+		if e.Running() {
+			// natd's exit status after SIGTERM is its own business;
+			// Stop fails only if natd had to be SIGKILLed.
+			if err := e.Stop(syscall.SIGTERM, stopDeadline); err != nil && !isExit(err) {
+				return err
+			}
+		}
+		return nil
+	})
+	if e.Dir, err = e.NAT.TempDir("natdlab"); err != nil {
 		return nil, err
 	}
 	e.Metrics = opts.Config.MetricsAddr
 	if e.Metrics == "" {
 		e.Metrics = "127.0.0.1:9469"
 	}
-	if opts.ConfigFile != "" {
-		e.ConfigPath = opts.ConfigFile
-		e.Socket, e.ROSocket = "/run/xnat/natd.sock", "/run/xnat/natd-ro.sock"
-		return e, nil
-	}
 	e.Socket = filepath.Join(e.Dir, "natd.sock")
 	e.ROSocket = filepath.Join(e.Dir, "natd-ro.sock")
 	e.ConfigPath = filepath.Join(e.Dir, "natd.yaml")
-	if err := os.WriteFile(e.ConfigPath, []byte(e.renderConfig()), 0o644); err != nil {
+	cfg := []byte(e.renderConfig())
+	if opts.ConfigFile != "" {
+		if cfg, err = e.labCopy(opts.ConfigFile); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(e.ConfigPath, cfg, 0o644); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// labCopy returns the configuration file with its management sockets
+// moved into the lab's directory: natd runs in a namespace, but the file
+// system is the machine's, and the sockets of a file meant for the lab
+// (/run/xnat/natd.sock in deploy/examples/lab.yaml) would take the place
+// of a real natd's and be left behind if natd were killed.
+func (e *Env) labCopy(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m, _ := doc["management"].(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+	}
+	m["socket"], m["readonly_socket"] = e.Socket, e.ROSocket
+	doc["management"] = m
+	return yaml.Marshal(doc)
+}
+
+func isExit(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee)
 }
 
 func (e *Env) renderConfig() string {
@@ -224,6 +269,9 @@ func (e *Env) Start(ctx context.Context) error {
 	cmd := lab.Command(e.Box, e.Opts.Natd, "--config", e.ConfigPath)
 	cmd.Stdout, cmd.Stderr = e.log, e.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Wait returns this long after natd's exit even if something it
+	// left behind still holds its output pipe.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		e.mu.Unlock()
 		return fmt.Errorf("start natd: %w", err)
@@ -292,15 +340,19 @@ func (e *Env) Signal(sig syscall.Signal) error {
 }
 
 // Stop sends sig and waits for natd to exit; it returns natd's exit error.
+// A natd still running after timeout is SIGKILLed, and Stop says so.
 func (e *Env) Stop(sig syscall.Signal, timeout time.Duration) error {
+	e.mu.Lock()
+	exited := e.exited
+	e.mu.Unlock()
 	if err := e.Signal(sig); err != nil {
 		return err
 	}
 	select {
-	case <-e.exited:
+	case <-exited:
 	case <-time.After(timeout):
 		e.Signal(syscall.SIGKILL)
-		<-e.exited
+		<-exited // bounded: SIGKILL, then cmd.WaitDelay
 		return fmt.Errorf("natd did not exit within %v after %v; log:\n%s", timeout, sig, e.Log())
 	}
 	e.mu.Lock()
@@ -313,19 +365,14 @@ func (e *Env) Stop(sig syscall.Signal, timeout time.Duration) error {
 // Log returns natd's log so far.
 func (e *Env) Log() string { return e.log.String() }
 
-// Close stops natd (SIGKILL if needed) and removes the lab.
+// Close stops natd (SIGTERM, then SIGKILL after stopDeadline) and removes
+// the lab and its directory. It is safe to call more than once and
+// concurrently with a teardown on a signal.
 func (e *Env) Close() error {
-	if e.Running() {
-		e.Stop(syscall.SIGTERM, 10*time.Second)
+	if e.NAT == nil {
+		return nil
 	}
-	var err error
-	if e.NAT != nil {
-		err = e.NAT.Close()
-	}
-	if e.Dir != "" {
-		os.RemoveAll(e.Dir)
-	}
-	return err
+	return e.NAT.Close()
 }
 
 // Client dials natd's admin (or read-only) socket.

@@ -18,15 +18,19 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/xnat/xnat/bench/harness"
+	"github.com/xnat/xnat/bench/lab"
 )
+
+// interruptGrace bounds how long an interrupted run may take to finish
+// its trial and remove its lab itself: a trial lasts seconds, a binary
+// search step too.
+const interruptGrace = time.Minute
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -128,8 +132,14 @@ func run(args []string) error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// On SIGINT, SIGTERM, SIGHUP or a closed stderr (`xnatbench 2>&1 |
+	// head`), the run stops after its current trial, removes its lab and
+	// writes what it measured. A second signal, or a run still holding
+	// its lab after interruptGrace, has the lab torn down at once by
+	// package lab, which then exits by the signal.
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	lab.OnInterrupt(stop, interruptGrace)
 	start := time.Now()
 	res, err := harness.Run(ctx, o)
 	if err != nil {

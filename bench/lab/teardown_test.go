@@ -1,0 +1,347 @@
+package lab
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// childEnv makes this test binary a lab-building child (see labChild)
+// instead of running the tests.
+const childEnv = "XNAT_LAB_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(labChild())
+	}
+	os.Exit(m.Run())
+}
+
+// labChild builds a lab the way the demo does (the NAT topology with the
+// far host, six namespaces), starts a stand-in for natd in the NAT box's
+// namespace (in its own process group, as natdlab starts natd, and deaf
+// to SIGTERM, so that only the teardown's SIGKILL stops it), says
+// "ready <prefix>" and then writes a line every 50 ms until it is stopped.
+func labChild() int {
+	n, err := NewNAT(WithFarHost())
+	if err != nil {
+		// A signal during the build makes it fail; the signal's
+		// teardown then ends the process, by the signal.
+		WaitIfInterrupted()
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	defer n.Close()
+	if _, err := n.TempDir("child"); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	cmd := Command(n.Box, "sh", "-c", "trap '' TERM INT HUP PIPE; while :; do sleep 0.1; done")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	// `ip netns exec` enters the namespace after it starts: wait for it.
+	id, err := statNS(filepath.Join(netnsDir, n.Box))
+	for err == nil && !strings.Contains(holders(map[nsID]string{id: n.Box}, false)[cmd.Process.Pid], "its network namespace") {
+		if time.Since(start) > time.Minute {
+			err = errors.New("stand-in natd not in the nat namespace after a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	fmt.Printf("ready %s %d\n", n.Prefix, cmd.Process.Pid)
+	// Bounded, so that a child whose test died does not run forever;
+	// it then closes its lab on the way out.
+	for range 2400 {
+		time.Sleep(50 * time.Millisecond)
+		fmt.Println("tick")
+	}
+	return 0
+}
+
+// child is a running labChild.
+type child struct {
+	cmd    *exec.Cmd
+	stdout io.ReadCloser
+	lines  *bufio.Scanner
+	stderr strings.Builder
+	done   chan struct{}
+	err    error
+}
+
+func startChild(t *testing.T) *child {
+	t.Helper()
+	return startChildArgs(t, os.Args[0])
+}
+
+// startChildArgs starts argv, which must exec this test binary.
+func startChildArgs(t *testing.T, argv ...string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
+	c.cmd.Env = append(os.Environ(), childEnv+"=1")
+	c.cmd.Stderr = &c.stderr
+	var err error
+	if c.stdout, err = c.cmd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.err = c.cmd.Wait(); close(c.done) }()
+	c.lines = bufio.NewScanner(c.stdout)
+	// Should the test fail half way, the child and its lab go too
+	// (SIGKILL; the sweep below removes the lab).
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.done
+		_ = SweepStale()
+	})
+	return c
+}
+
+// ready waits for the child's "ready" line and returns the pid of its
+// stand-in natd.
+func (c *child) ready(t *testing.T) int {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		if c.lines.Scan() {
+			got <- c.lines.Text()
+		}
+		close(got)
+	}()
+	select {
+	case line, ok := <-got:
+		var prefix string
+		var pid int
+		if !ok {
+			t.Fatalf("child exited before its lab was ready: %s", c.stderr.String())
+		}
+		if _, err := fmt.Sscanf(line, "ready %s %d", &prefix, &pid); err != nil {
+			t.Fatalf("child said %q: %v", line, err)
+		}
+		return pid
+	case <-time.After(2 * time.Minute):
+		t.Fatal("child's lab not ready after 2 minutes")
+	}
+	return 0
+}
+
+// drain reads the child's output until it ends.
+func (c *child) drain() { go io.Copy(io.Discard, c.stdout) }
+
+// wait waits for the child to exit and returns how it exited.
+func (c *child) wait(t *testing.T) syscall.WaitStatus {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("child did not exit within 2 minutes of the signal; stderr:\n%s", c.stderr.String())
+	}
+	var ee *exec.ExitError
+	if c.err != nil && !errors.As(c.err, &ee) {
+		t.Fatal(c.err)
+	}
+	return c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+// footprint polls, with a generous deadline, until the child's lab has at
+// least want namespaces, and returns its footprint.
+func footprint(t *testing.T, pid, want int) Footprint {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		f := FootprintOf(pid)
+		if len(f.Namespaces) >= want {
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d's lab has namespaces %v after 2 minutes, want %d", pid, f.Namespaces, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// assertGone checks that nothing of the child's lab is left: no namespace
+// or directory under its name, no process in (or holding) any namespace
+// it had, hence no veth, and no change to the root namespace's links.
+func assertGone(t *testing.T, pid int, had Footprint, rootBefore []string) {
+	t.Helper()
+	if f := FootprintOf(pid); !f.Empty() {
+		t.Errorf("left behind: namespaces %v, directories %v", f.Namespaces, f.Dirs)
+	}
+	if h := had.Holders(); len(h) > 0 {
+		t.Errorf("processes still hold the lab's namespaces (and so its veths): %v", h)
+	}
+	if after := rootLinks(t); !slices.Equal(rootBefore, after) {
+		t.Errorf("root namespace links changed: before %v after %v", rootBefore, after)
+	}
+}
+
+// The demo, the tests and the benchmarks must not leave their lab behind
+// when stopped by a signal or cut off from their output.
+func TestTeardownOnSignal(t *testing.T) {
+	Require(t)
+	const labNamespaces = 6 // lan, nat, in1, in2, out, far
+	for _, c := range []struct {
+		name string
+		sig  syscall.Signal
+		// early: signal as soon as the first namespace exists, in the
+		// middle of the build (the Ctrl-C "1.2 s in" of the report).
+		early     bool
+		closePipe bool
+	}{
+		{name: "SIGINT during build", sig: syscall.SIGINT, early: true},
+		{name: "SIGINT", sig: syscall.SIGINT},
+		{name: "SIGTERM", sig: syscall.SIGTERM},
+		{name: "SIGHUP", sig: syscall.SIGHUP},
+		{name: "closed stdout", sig: syscall.SIGPIPE, closePipe: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rootBefore := rootLinks(t)
+			ch := startChild(t)
+			pid := ch.cmd.Process.Pid
+			var had Footprint
+			if c.early {
+				had = footprint(t, pid, 1)
+				ch.drain()
+			} else {
+				ready := ch.ready(t)
+				had = footprint(t, pid, labNamespaces)
+				if len(had.Dirs) == 0 {
+					t.Fatal("the child's temporary directory is missing")
+				}
+				if _, ok := had.Holders()[ready]; !ok {
+					t.Fatalf("stand-in natd %d is not in the lab: holders %v", ready, had.Holders())
+				}
+				if !c.closePipe {
+					ch.drain()
+				}
+			}
+			if c.closePipe {
+				ch.stdout.Close()
+			} else if err := ch.cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			ws := ch.wait(t)
+			if !ws.Signaled() || ws.Signal() != c.sig {
+				t.Errorf("child exited with %v (exit status %d), want killed by %v; stderr:\n%s", ws, ws.ExitStatus(), c.sig, ch.stderr.String())
+			}
+			// Namespaces made after the early footprint count too.
+			had.Add(FootprintOf(pid))
+			assertGone(t, pid, had, rootBefore)
+		})
+	}
+}
+
+// A lab whose creator was SIGKILLed (no handler runs) is removed by the
+// next lab built on the machine: its namespaces, the processes still
+// running in them and its temporary directory.
+func TestNextLabSweepsLabOfKilledProcess(t *testing.T) {
+	Require(t)
+	rootBefore := rootLinks(t)
+	ch := startChild(t)
+	pid := ch.cmd.Process.Pid
+	ready := ch.ready(t)
+	had := footprint(t, pid, 6)
+	ch.drain()
+	if err := ch.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	ch.wait(t)
+	// The lab outlived its creator, natd stand-in included.
+	if f := FootprintOf(pid); len(f.Namespaces) != len(had.Namespaces) || len(f.Dirs) == 0 {
+		t.Fatalf("after SIGKILL the lab is %v %v, want it still there", f.Namespaces, f.Dirs)
+	}
+	if _, ok := had.Holders()[ready]; !ok {
+		t.Fatalf("stand-in natd %d no longer in the lab after its creator died", ready)
+	}
+
+	n, err := NewNAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	assertGone(t, pid, had, rootBefore)
+	if err := syscall.Kill(ready, 0); err == nil {
+		// It may linger as a zombie until init reaps it, but it must
+		// have left the namespace (Holders) and be dying.
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ready)); !strings.Contains(string(st), ") Z ") && len(st) > 0 {
+			t.Errorf("stand-in natd %d still running: %s", ready, st)
+		}
+	}
+}
+
+// Close is idempotent, also when called concurrently: every caller
+// returns only when the lab is gone.
+func TestCloseConcurrentAndIdempotent(t *testing.T) {
+	Require(t)
+	b, err := NewBench()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := b.TempDir("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			err := b.Close()
+			if err == nil {
+				if _, serr := os.Stat(filepath.Join(netnsDir, b.DUT)); serr == nil {
+					err = fmt.Errorf("Close returned with %s left", b.DUT)
+				} else if _, serr := os.Stat(dir); serr == nil {
+					err = fmt.Errorf("Close returned with %s left", dir)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A process started with SIGHUP ignored (nohup) keeps ignoring it, lab
+// and all; it still tears down on SIGTERM.
+func TestInheritedIgnoredSignalStaysIgnored(t *testing.T) {
+	Require(t)
+	rootBefore := rootLinks(t)
+	ch := startChildArgs(t, "nohup", os.Args[0])
+	pid := ch.cmd.Process.Pid // nohup execs the test binary
+	ch.ready(t)
+	had := footprint(t, pid, 6)
+	ch.drain()
+	// Signals are handled in the order sent: had SIGHUP not been
+	// ignored, it would have torn the lab down and killed the child.
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		if err := ch.cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ws := ch.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("child exited with %v (status %d), want killed by SIGTERM; stderr:\n%s", ws, ws.ExitStatus(), ch.stderr.String())
+	}
+	assertGone(t, pid, had, rootBefore)
+}

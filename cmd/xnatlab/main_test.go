@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xnat/xnat/bench/lab"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds xnatlab, natd and natctl once per test process.
+func binaries(t *testing.T) (xnatlab, natd, natctl string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "xnatlab-test-")
+		if buildErr != nil {
+			return
+		}
+		for _, pkg := range []string{"./", "../natd", "../natctl"} {
+			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "xnatlab"), filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+}
+
+// running lists the processes whose executable is bin.
+func running(bin string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// demoRun is a running `xnatlab demo`.
+type demoRun struct {
+	cmd    *exec.Cmd
+	stdout io.ReadCloser
+	stderr strings.Builder
+	done   chan struct{}
+	err    error
+}
+
+func startDemo(t *testing.T) *demoRun {
+	t.Helper()
+	xnatlab, natd, natctl := binaries(t)
+	d := &demoRun{done: make(chan struct{})}
+	d.cmd = exec.Command(xnatlab, "demo", "-natd", natd, "-natctl", natctl, "-config", "../../deploy/examples/lab.yaml")
+	d.cmd.Stderr = &d.stderr
+	var err error
+	if d.stdout, err = d.cmd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		_ = lab.SweepStale()
+	})
+	return d
+}
+
+// waitLine reads the demo's output until a line contains s, with a
+// generous deadline; the rest of the output is discarded unless keep.
+func (d *demoRun) waitLine(t *testing.T, s string, keep bool) {
+	t.Helper()
+	found := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(d.stdout)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), s) {
+				found <- true
+				if !keep {
+					io.Copy(io.Discard, d.stdout)
+				}
+				return
+			}
+		}
+		found <- false
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatalf("demo ended without printing %q; stderr:\n%s", s, d.stderr.String())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("demo did not print %q within 3 minutes", s)
+	}
+}
+
+func (d *demoRun) wait(t *testing.T) syscall.WaitStatus {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("demo did not exit within 2 minutes; stderr:\n%s", d.stderr.String())
+	}
+	var ee *exec.ExitError
+	if d.err != nil && !errors.As(d.err, &ee) {
+		t.Fatal(d.err)
+	}
+	return d.cmd.ProcessState.Sys().(syscall.WaitStatus)
+}
+
+// waitNamespaces polls, with a generous deadline, until the demo's lab has
+// at least want namespaces.
+func waitNamespaces(t *testing.T, pid, want int) lab.Footprint {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		f := lab.FootprintOf(pid)
+		if len(f.Namespaces) >= want {
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo %d's lab has %v after 3 minutes", pid, f.Namespaces)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// assertNoLab checks that nothing of the demo's lab is left: namespaces,
+// its directory (natd's configuration and sockets), a process in one of
+// its namespaces (so no veth either), or a natd.
+func assertNoLab(t *testing.T, pid int, had lab.Footprint, natd string) {
+	t.Helper()
+	had.Add(lab.FootprintOf(pid))
+	if f := lab.FootprintOf(pid); !f.Empty() {
+		t.Errorf("left behind: namespaces %v, directories %v", f.Namespaces, f.Dirs)
+	}
+	if h := had.Holders(); len(h) > 0 {
+		t.Errorf("processes still hold the lab's namespaces (and so its veths): %v", h)
+	}
+	if p := running(natd); len(p) > 0 {
+		t.Errorf("natd still running: pids %v", p)
+	}
+}
+
+// `make demo` interrupted by Ctrl-C, SIGTERM or a closed pipe must remove
+// its lab, natd included.
+func TestDemoTornDownOnSignal(t *testing.T) {
+	lab.Require(t)
+	_, natd, _ := binaries(t)
+	const labNamespaces = 6
+	for _, c := range []struct {
+		name      string
+		sig       syscall.Signal
+		early     bool // while the lab is being built
+		closePipe bool
+	}{
+		{name: "SIGINT during build", sig: syscall.SIGINT, early: true},
+		{name: "SIGINT", sig: syscall.SIGINT},
+		{name: "SIGTERM", sig: syscall.SIGTERM},
+		{name: "closed stdout", sig: syscall.SIGPIPE, closePipe: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := startDemo(t)
+			pid := d.cmd.Process.Pid
+			var had lab.Footprint
+			if c.early {
+				had = waitNamespaces(t, pid, 1)
+				go io.Copy(io.Discard, d.stdout)
+			} else {
+				d.waitLine(t, "natd is running.", c.closePipe)
+				had = waitNamespaces(t, pid, labNamespaces)
+				if len(running(natd)) == 0 {
+					t.Fatal("natd is not running")
+				}
+			}
+			if c.closePipe {
+				d.stdout.Close()
+			} else if err := d.cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			ws := d.wait(t)
+			if !ws.Signaled() || ws.Signal() != c.sig {
+				t.Errorf("demo exited with status %d, want killed by %v; stderr:\n%s", ws.ExitStatus(), c.sig, d.stderr.String())
+			}
+			assertNoLab(t, pid, had, natd)
+		})
+	}
+}
+
+// A demo killed outright (SIGKILL: no handler runs) leaves its lab and
+// natd; the next lab built removes both.
+func TestDemoKilledIsSweptByNextLab(t *testing.T) {
+	lab.Require(t)
+	_, natd, _ := binaries(t)
+	d := startDemo(t)
+	pid := d.cmd.Process.Pid
+	d.waitLine(t, "natd is running.", false)
+	had := waitNamespaces(t, pid, 6)
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	d.wait(t)
+	if len(running(natd)) == 0 || len(had.Holders()) == 0 {
+		t.Fatal("natd did not outlive the killed demo; the test proves nothing")
+	}
+	next, err := lab.NewBench()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	// natd was SIGKILLed by the sweep; wait for the kernel to finish it.
+	deadline := time.Now().Add(time.Minute)
+	for len(running(natd)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	assertNoLab(t, pid, had, natd)
+}

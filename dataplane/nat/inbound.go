@@ -1,0 +1,87 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/flowtable"
+)
+
+// Quotas on sessions opened from outside. Anyone on the Internet can send
+// a SYN to a port forward, to any port of a static mapping, or to a mapped
+// port under endpoint-independent filtering, and each such session holds
+// table space for minutes. Two limits keep an outsider from filling the
+// table:
+//
+//   - Limits.InboundSessions counts every session a packet from outside
+//     created (state stInbound), engine-wide, in Engine.inbound. The count
+//     is taken in newInbound and given back by cleanup when the session
+//     ends, whatever ends it.
+//   - Limits.InboundSessionsPerRule counts the sessions of one port forward
+//     or one static mapping, in a rule record of the permissions table. A
+//     session opened through a rule holds a reference on the record in its
+//     filter-permission slot (forwarded and static sessions have no
+//     permission of their own), so cleanup releases it as it releases any
+//     permission, and the record disappears with the rule's last session.
+
+// Rule records use protocol numbers no packet produces, so that they never
+// meet a filtering permission (whose key carries the packet's protocol).
+const (
+	ruleProtoForward = 254
+	ruleProtoStatic  = 253
+)
+
+// ruleKey is the key of the session count of the port forward on the
+// external endpoint ext:extPort of protocol proto, or, with static, of the
+// static mapping of address ext.
+func ruleKey(static bool, proto uint8, ext [4]byte, extPort uint16) flowtable.Key {
+	if static {
+		return flowtable.Key{Dst: ext, Proto: ruleProtoStatic}
+	}
+	return flowtable.Key{Src: [4]byte{proto}, Dst: ext, DstPort: extPort, Proto: ruleProtoForward}
+}
+
+// acquireInbound counts one more session opened from outside against the
+// engine-wide limit (0: none). A refused count is not taken.
+func (w *Worker) acquireInbound() drop.Reason {
+	limit := int64(w.snap.Config.Limits.InboundSessions)
+	for {
+		v := w.eng.inbound.Load()
+		if limit != 0 && v >= limit {
+			return drop.InboundSessions
+		}
+		if w.eng.inbound.CompareAndSwap(v, v+1) {
+			return drop.None
+		}
+	}
+}
+
+// acquireRule takes a reference on the session count of a forward or
+// static mapping rule, creating it, unless the rule is at its limit. It
+// uses the claim's permission slot.
+func (w *Worker) acquireRule(rk *flowtable.Key, c *claim) drop.Reason {
+	limit := uint64(w.snap.Config.Limits.InboundSessionsPerRule)
+	check := func(v uint64) bool { return v < limit }
+	for try := 0; try < 64; try++ {
+		if w.eng.perms.Lookup(rk, &c.perm) {
+			ok, dying := acquireRef(w.eng.perms, &c.perm, 1, check)
+			if ok {
+				c.hasPerm = true
+				return drop.None
+			}
+			if !dying {
+				return drop.RuleSessions
+			}
+			continue
+		}
+		switch w.eng.perms.Insert(rk, &flowtable.NoKey, 0, [2]uint64{0, 1}, w.now, &c.perm) {
+		case flowtable.Inserted:
+			c.hasPerm = true
+			return drop.None
+		case flowtable.Full:
+			return drop.TableFull
+		}
+	}
+	return drop.Contention
+}
+
+// InboundSessions returns the number of live sessions opened from outside.
+func (e *Engine) InboundSessions() int { return int(e.inbound.Load()) }
