@@ -155,7 +155,7 @@ func newReconfigRig(t *testing.T) *reconfigRig {
 	for i := 0; i < 2; i++ {
 		var ps [NumSides]*memport.Port
 		for s := range ps {
-			if ps[s], err = memport.New(memport.Config{Frames: 128}); err != nil {
+			if ps[s], err = memport.New(memport.Config{Frames: 256}); err != nil {
 				t.Fatal(err)
 			}
 		}
