@@ -1008,18 +1008,23 @@ func (l *legit) firstErr() string {
 	return ""
 }
 
+// echoOn sends msg on c, an echo connection, and checks it comes back.
+func echoOn(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := readFull(c, buf); err != nil || string(buf) != msg {
+		return fmt.Errorf("echo %q: %v", buf, err)
+	}
+	return nil
+}
+
 func (l *legit) round(n int) {
 	echo := func(c net.Conn, msg string) error {
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := c.Write([]byte(msg)); err != nil {
-			return err
-		}
-		buf := make([]byte, len(msg))
-		if _, err := readFull(c, buf); err != nil || string(buf) != msg {
-			return fmt.Errorf("echo %q: %v", buf, err)
-		}
-		return nil
+		return echoOn(c, msg)
 	}
 	if c, err := natdlab.DialTCP(l.e.In1, netip.AddrPortFrom(natdlab.Server, 9502), 3*time.Second); err != nil {
 		l.fail(&l.tcpOut, "TCP out, round %d: %v", n, err)
@@ -1241,7 +1246,18 @@ func TestE2EHostileOutside(t *testing.T) {
 		frames [][]byte
 		// noHostileSessions: the attack must open no session.
 		noHostileSessions bool
-		check             func(t *testing.T, before, after floodCounters, secs float64)
+		// floodsForward: the attack is a spoofed SYN flood, far above
+		// limits.inbound_sessions, to the forward that the legitimate
+		// TCP-in round uses. Every slot that frees during the flood is
+		// taken again by the flood within microseconds (as with Linux
+		// conntrack's early drop), so a new legitimate connection through
+		// that forward gets in only by chance while it lasts; it is
+		// reported, not asserted. What is asserted: the limit holds, a
+		// connection established through the forward before the flood
+		// keeps working (embryonic sessions are reclaimed, established
+		// ones never), and new connections get in once the flood stops.
+		floodsForward bool
+		check         func(t *testing.T, before, after floodCounters, secs float64)
 	}
 	phases := []phase{
 		{name: "bare ACK/RST/FIN to pool ports", noHostileSessions: true, frames: build(4096, func(i int) []byte {
@@ -1319,7 +1335,7 @@ func TestE2EHostileOutside(t *testing.T) {
 			}
 			return h.TCPSegment(src(), dst, flags[i%len(flags)], 64)
 		})},
-		{name: "SYN and UDP floods to the forwards and the static mapping", frames: build(3*hostileMaxSessions/2, func(i int) []byte {
+		{name: "SYN and UDP floods to the forwards and the static mapping", floodsForward: true, frames: build(3*hostileMaxSessions/2, func(i int) []byte {
 			switch i % 4 {
 			case 0:
 				return h.TCPSegment(src(), fwdTCP, gen.FlagSYN, 64)
@@ -1391,6 +1407,18 @@ func TestE2EHostileOutside(t *testing.T) {
 		for i, f := range ph.frames {
 			halves[i%2] = append(halves[i%2], f)
 		}
+		var held net.Conn // established through the forward before the flood
+		if ph.floodsForward {
+			c, err := natdlab.DialTCP(e.Out, netip.MustParseAddrPort("198.18.0.100:8080"), 3*time.Second)
+			if err != nil {
+				t.Fatalf("%s: TCP in via the forward before the flood: %v", ph.name, err)
+			}
+			defer c.Close()
+			if err := echoOn(c, "before the flood\n"); err != nil {
+				t.Fatalf("%s: TCP in via the forward before the flood: %v", ph.name, err)
+			}
+			held = c
+		}
 		var res [2]gen.SendResult
 		var errs [2]error
 		var sendWG sync.WaitGroup
@@ -1448,6 +1476,9 @@ func TestE2EHostileOutside(t *testing.T) {
 			// frame is lost with the others now and then: TCP
 			// retransmits and the UDP flow tries three times, so a
 			// round fails only when natd refuses or loses far more.
+			if ph.floodsForward && s.st == &lg.tcpIn {
+				continue // reported above; see floodsForward
+			}
 			if ok, failed := s.st.ok.Load(), s.st.failed.Load(); ok == 0 || failed*5 > ok+failed {
 				msg := ""
 				if p := s.st.firstErr.Load(); p != nil {
@@ -1459,23 +1490,44 @@ func TestE2EHostileOutside(t *testing.T) {
 		if ph.check != nil {
 			ph.check(t, before, after, secs)
 		}
-		// And after it, at once: the flood left nothing that stops a
-		// new legitimate flow.
-		post := &legit{e: e}
-		post.round(-1)
-		if post.tcpOut.ok.Load()+post.udpOut.ok.Load()+post.tcpIn.ok.Load() != 3 {
-			t.Errorf("%s: legitimate flows fail after the flood: %s", ph.name, post.firstErr())
+		if held != nil {
+			if err := echoOn(held, "after the flood\n"); err != nil {
+				t.Errorf("%s: a connection established through the forward before the flood broke: %v", ph.name, err)
+			}
 		}
-		hs := hostileSessions(listSessions(t, e))
+		// And after it, within seconds: the flood left nothing that stops
+		// a new legitimate flow. Sessions a SYN flood left behind are
+		// reclaimed once idle for nat.EmbryonicGrace (1 s) and a sweep
+		// (about 1 s), so a round right after the flood may still be
+		// refused; retry to a generous deadline.
+		postErr := ""
+		if !waitFor(20*time.Second, func() bool {
+			post := &legit{e: e}
+			post.round(-1)
+			postErr = post.firstErr()
+			return post.tcpOut.ok.Load()+post.udpOut.ok.Load()+post.tcpIn.ok.Load() == 3
+		}) {
+			t.Errorf("%s: legitimate flows fail after the flood: %s", ph.name, postErr)
+		}
+		listed := listSessions(t, e)
+		hs := hostileSessions(listed)
+		inbound := 0 // every session opened from outside, legitimate ones too
+		for _, ls := range listed {
+			if ls.Inbound {
+				inbound++
+			}
+		}
 		opened := hs - hostileBefore
 		hostileBefore = hs
 		if ph.noHostileSessions && opened != 0 {
 			t.Errorf("%s: %d sessions with a spoofed remote opened by the flood; this attack must open none (issue 11 defect 2)", ph.name, opened)
 		}
 		if !ph.noHostileSessions {
-			t.Logf("%s: %d sessions opened by spoofed sources (limits.inbound_sessions = %d)", ph.name, opened, inboundLimit)
-			if hs > inboundLimit {
-				t.Errorf("%s: %d sessions from outside, above limits.inbound_sessions = %d", ph.name, hs, inboundLimit)
+			// The legitimate TCP-in rounds of every phase count too: each
+			// leaves a closed session for the transitory timeout.
+			t.Logf("%s: %d sessions opened by spoofed sources, %d of theirs live; %d sessions from outside in all (limits.inbound_sessions = %d)", ph.name, opened, hs, inbound, inboundLimit)
+			if inbound > inboundLimit {
+				t.Errorf("%s: %d sessions from outside, above limits.inbound_sessions = %d", ph.name, inbound, inboundLimit)
 			}
 		}
 		if !e.Running() {

@@ -71,6 +71,7 @@ type Engine struct {
 	// inbound counts live sessions opened from outside (stInbound), for
 	// Limits.InboundSessions: workers add, cleanup subtracts.
 	inbound atomic.Int64
+	reclaim reclaimState // early drop of embryonic inbound sessions (reclaim.go)
 }
 
 type heldPort struct {
@@ -391,6 +392,7 @@ func (e *Engine) Housekeep(budget int) (expired int) {
 		func(x *flowtable.Entry) uint32 { return s.timeout(x.Keys[0].Proto, x.State) },
 		func(x *flowtable.Entry) { e.cleanup(x, DeletedIdle, now, s) })
 	e.releaseHeld(now)
+	e.reclaimEmbryonic(now, s)
 	for _, st := range s.draining {
 		if !st.busy() {
 			// A removed address has drained: stop answering for it.
@@ -708,6 +710,8 @@ func sessionState(p Proto, st uint32) string {
 		return "closing"
 	case tcpEstablished(st):
 		return "established"
+	case embryonic(st): // opened from outside, not yet acknowledged
+		return "syn_received"
 	case st&stSynIn != 0:
 		return "syn_sent"
 	case st&stSynOut != 0:

@@ -16,6 +16,9 @@ type SessionCounts struct {
 	Expired [NumProtos]uint64
 	// DeletedByOperator since start, all protocols.
 	DeletedByOperator uint64
+	// ReclaimedPressure: embryonic sessions opened from outside that were
+	// reclaimed early under pressure since start (reclaim.go).
+	ReclaimedPressure uint64
 }
 
 // SessionCounts sums the workers' creations against the engine's
@@ -46,6 +49,7 @@ func (e *Engine) SessionCounts() SessionCounts {
 		sc.Expired[p] = e.expired[p].Load()
 	}
 	sc.DeletedByOperator = e.deletedOp.Load()
+	sc.ReclaimedPressure = e.ReclaimedSessions()
 	return sc
 }
 

@@ -76,6 +76,10 @@ type DeleteReason uint8
 const (
 	DeletedIdle DeleteReason = iota + 1
 	DeletedByOperator
+	// DeletedPressure: an embryonic session opened from outside,
+	// reclaimed early because sessions from outside reached their limit
+	// (reclaim.go).
+	DeletedPressure
 )
 
 // eventRing is one producer's event queue. Each worker, the expirer and

@@ -46,6 +46,7 @@ func (w *Worker) acquireInbound() drop.Reason {
 	for {
 		v := w.eng.inbound.Load()
 		if limit != 0 && v >= limit {
+			w.eng.noteInboundRefused()
 			return drop.InboundSessions
 		}
 		if w.eng.inbound.CompareAndSwap(v, v+1) {
@@ -68,6 +69,7 @@ func (w *Worker) acquireRule(rk *flowtable.Key, c *claim) drop.Reason {
 				return drop.None
 			}
 			if !dying {
+				w.eng.noteInboundRefused()
 				return drop.RuleSessions
 			}
 			continue

@@ -10,7 +10,12 @@ const (
 	stFinIn  = 1 << 2
 	stFinOut = 1 << 3
 	stRst    = 1 << 4
-	stTCP    = stSynIn | stSynOut | stFinIn | stFinOut | stRst
+	// stAckOut: the outside host acknowledged after the inside's SYN (a
+	// bare ACK from outside once stSynIn is set). For a session opened
+	// from outside it completes the three-way handshake; without it the
+	// session is embryonic (see reclaim.go).
+	stAckOut = 1 << 5
+	stTCP    = stSynIn | stSynOut | stFinIn | stFinOut | stRst | stAckOut
 
 	// stHairpin: packets of this session that leave the outside
 	// translation are addressed to one of our own public addresses and
@@ -33,7 +38,15 @@ const (
 // tcpEstablished: both ends have sent a SYN (a SYN-ACK counts) and the
 // connection is neither reset nor closed in both directions. RFC 5382 REQ-5
 // gives it the long timeout; every other state is transitory (RFC 7857).
+//
+// A session opened from outside is established only once the outside host
+// has acknowledged the inside's SYN-ACK: until then it is "partially open"
+// (RFC 5382 section 5, transitory), and a spoofed SYN that the inside
+// host answers must not hold a slot for the established timeout.
 func tcpEstablished(st uint32) bool {
+	if st&(stInbound|stAckOut) == stInbound {
+		return false
+	}
 	if st&stRst != 0 || st&(stFinIn|stFinOut) == stFinIn|stFinOut {
 		return false
 	}
@@ -66,6 +79,9 @@ func tcpNext(st uint32, flags uint8, from Side) uint32 {
 	}
 	if flags&tcpFIN != 0 {
 		n |= fin
+	}
+	if from == Outside && flags&(tcpSYN|tcpACK) == tcpACK && n&stSynIn != 0 {
+		n |= stAckOut
 	}
 	if flags&tcpRST != 0 {
 		n |= stRst

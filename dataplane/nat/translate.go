@@ -217,10 +217,11 @@ func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowt
 	w.forward(owner, Inside, b, p)
 }
 
-// trackTCP advances the session's TCP state on SYN, FIN and RST segments.
+// trackTCP advances the session's TCP state on SYN, FIN and RST segments,
+// and on the outside's first ACK after the inside's SYN (stAckOut).
 func (w *Worker) trackTCP(e *flowtable.Entry, flags uint8, from Side) {
-	if flags&(tcpSYN|tcpFIN|tcpRST) == 0 {
-		return
+	if flags&(tcpSYN|tcpFIN|tcpRST) == 0 && (from == Inside || e.State&(stSynIn|stAckOut) != stSynIn) {
+		return // a bare segment that changes nothing: the common case
 	}
 	for i := 0; i < 4; i++ {
 		n := tcpNext(e.State, flags, from)

@@ -55,6 +55,8 @@ func ReasonName(ev *nat.Event) string {
 			return "idle"
 		case nat.DeletedByOperator:
 			return "operator"
+		case nat.DeletedPressure:
+			return "early_drop"
 		}
 		return "unknown"
 	}
