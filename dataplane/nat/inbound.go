@@ -59,30 +59,11 @@ func (w *Worker) acquireInbound() drop.Reason {
 // static mapping rule, creating it, unless the rule is at its limit. It
 // uses the claim's permission slot.
 func (w *Worker) acquireRule(rk *flowtable.Key, c *claim) drop.Reason {
-	limit := uint64(w.snap.Config.Limits.InboundSessionsPerRule)
-	check := func(v uint64) bool { return v < limit }
-	for try := 0; try < 64; try++ {
-		if w.eng.perms.Lookup(rk, &c.perm) {
-			ok, dying := acquireRef(w.eng.perms, &c.perm, 1, check)
-			if ok {
-				c.hasPerm = true
-				return drop.None
-			}
-			if !dying {
-				w.eng.noteInboundRefused()
-				return drop.RuleSessions
-			}
-			continue
-		}
-		switch w.eng.perms.Insert(rk, &flowtable.NoKey, 0, [2]uint64{0, 1}, w.now, &c.perm) {
-		case flowtable.Inserted:
-			c.hasPerm = true
-			return drop.None
-		case flowtable.Full:
-			return drop.TableFull
-		}
+	r := w.acquirePerm(rk, c, uint64(w.snap.Config.Limits.InboundSessionsPerRule))
+	if r == drop.RuleSessions {
+		w.eng.noteInboundRefused()
 	}
-	return drop.Contention
+	return r
 }
 
 // InboundSessions returns the number of live sessions opened from outside.

@@ -356,7 +356,7 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 	}
 	if c.hasBinding && s.Config.Filtering[proto] == FilterAddressDependent {
 		pk := permKey(p.Proto, p.Dst, ext, extPort)
-		if r := w.acquirePerm(&pk, &c); r != drop.None {
+		if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
 			w.undo(&c)
 			return r
 		}
@@ -447,19 +447,28 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 	return drop.Contention
 }
 
-// acquirePerm records that the mapping's inside endpoint has sent to the
-// remote address, for address-dependent filtering.
-func (w *Worker) acquirePerm(pk *flowtable.Key, c *claim) drop.Reason {
+// acquirePerm takes a reference on the permissions-table record with key
+// pk in the claim's permission slot, creating the record: a filtering
+// permission (the mapping's inside endpoint has sent to the remote
+// address, for address-dependent filtering), or a rule's session count
+// (acquireRule). With limit non-zero it refuses, as drop.RuleSessions, a
+// record that already counts limit references.
+func (w *Worker) acquirePerm(pk *flowtable.Key, c *claim, limit uint64) drop.Reason {
+	var check func(uint64) bool
+	if limit != 0 {
+		check = func(v uint64) bool { return v < limit }
+	}
 	for try := 0; try < 64; try++ {
 		if w.eng.perms.Lookup(pk, &c.perm) {
-			ok, dying := acquireRef(w.eng.perms, &c.perm, 1, nil)
+			ok, dying := acquireRef(w.eng.perms, &c.perm, 1, check)
 			if ok {
 				c.hasPerm = true
 				return drop.None
 			}
-			if dying {
-				continue
+			if !dying {
+				return drop.RuleSessions
 			}
+			continue
 		}
 		switch w.eng.perms.Insert(pk, &flowtable.NoKey, 0, [2]uint64{0, 1}, w.now, &c.perm) {
 		case flowtable.Inserted:
@@ -568,7 +577,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		}
 		if s.Config.Filtering[proto] == FilterAddressDependent {
 			pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
-			if r := w.acquirePerm(&pk, &c); r != drop.None {
+			if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
 				w.undo(&c)
 				return r
 			}
