@@ -484,7 +484,7 @@ type refusal struct {
 }
 
 var ctlRefusals = []refusal{
-	{name: "pool on the inside prefix", args: []string{"pools", "add", "bad", "10.0.0.0/28"}, code: 4, want: []string{"invalid", "10.0.0.0/28", "overlaps an inside prefix"}},
+	{name: "pool on the inside prefix", args: []string{"pools", "add", "bad", "10.0.0.0/28"}, code: 4, want: []string{"invalid", "10.0.0.0/28", "overlaps inside prefix 10.0.0.0/24"}},
 	{name: "pool containing an inside prefix", args: []string{"pools", "add", "bad", "10.1.5.0/29"}, code: 4, want: []string{"10.1.5.0/29", "inside prefix"}, defect: "11"},
 	{name: "pool taking the lab pool's address", args: []string{"pools", "add", "lab2", "198.18.0.100/32"}, code: 4, want: []string{"198.18.0.100", "lab"}},
 	{name: "pool with a bad address", args: []string{"pools", "add", "bad", "198.18.0.300/32"}, code: 2, want: []string{"198.18.0.300/32", "ipv4 prefix or address"}},
@@ -505,12 +505,12 @@ var fileRefusals = []refusal{
 	{name: "file: pool with a bad prefix", file: func(c *advConfig) { c.Pools = append(c.Pools, [2]string{"bad", "198.18.0.300/32"}) },
 		want: []string{"nat.pools[", "198.18.0.300/32", "not an address or prefix"}},
 	{name: "file: pool on the inside prefix", file: func(c *advConfig) { c.Pools = append(c.Pools, [2]string{"bad", "10.0.0.0/28"}) },
-		want: []string{"nat.pools[", "10.0.0.0/28", "overlaps an inside prefix"}},
+		want: []string{"nat.pools[", "10.0.0.0/28", "overlaps inside prefix 10.0.0.0/24"}},
 	{name: "file: pool containing an inside prefix", file: func(c *advConfig) { c.Pools = append(c.Pools, [2]string{"bad", "10.1.5.0/29"}) },
 		want: []string{"nat.pools[", "10.1.5.0/29", "inside prefix"}, defect: "11"},
 	{name: "file: duplicate forward", file: func(c *advConfig) {
 		c.Forwards = append(c.Forwards, [3]string{"udp", "198.18.0.100:5300", "10.0.0.2:5300"})
-	}, want: []string{"nat.port_forwards[", "198.18.0.100:5300", "forwarded twice"}},
+	}, want: []string{"nat.port_forwards[", "198.18.0.100:5300", "is already forwarded"}},
 	{name: "file: forward on an inside address", file: func(c *advConfig) {
 		c.Forwards = append(c.Forwards, [3]string{"tcp", "10.0.0.5:80", "10.0.0.3:81"})
 	}, want: []string{"nat.port_forwards[", "].outside", "10.0.0.5", "inside prefix"}},
@@ -519,7 +519,7 @@ var fileRefusals = []refusal{
 	{name: "file: bad inside prefix", file: func(c *advConfig) { c.Inside = append(c.Inside, "bogus") },
 		want: []string{"nat.inside_prefixes[", "bogus"}},
 	{name: "file: pool address twice", file: func(c *advConfig) { c.Pools = append(c.Pools, [2]string{"twice", "198.18.0.100/32"}) },
-		want: []string{"nat.pools[", "198.18.0.100", "already used by pool lab"}},
+		want: []string{"nat.pools[", "198.18.0.100", "overlaps pool", "lab"}},
 	{name: "file: unknown field", file: func(c *advConfig) { c.Raw += "  no_such_setting: 1\n" },
 		want: []string{"unknown field", "no_such_setting"}},
 }

@@ -453,7 +453,17 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// waitSent waits until the echo loop has completed more than n
+	// round trips.
+	waitSent := func(n int64, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); sent.Load() <= n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d echoes, want more than %d", what, sent.Load(), n)
+			}
+		}
+	}
+	waitSent(10, "before the reload")
 	// New config: a second pool address (via a rewritten file) and a
 	// longer UDP timeout.
 	cfg, err := os.ReadFile(e.ConfigPath)
@@ -473,16 +483,15 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	if err := e.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	for _, want := range []string{"reloaded", "section=poll_mode old=adaptive new=busy"} {
+		waitLog(t, e, want)
+	}
+	// Traffic crosses the reload: more echoes complete after natd said
+	// it reloaded than had before the signal.
+	waitSent(max(before, sent.Load())+10, "after the reload")
 	close(stop)
 	if err := <-errCh; err != nil {
 		t.Fatalf("established connection broke across the reload: %v", err)
-	}
-	if sent.Load() <= before {
-		t.Fatal("no traffic crossed the reload")
-	}
-	for _, want := range []string{"reloaded", "section=poll_mode old=adaptive new=busy"} {
-		waitLog(t, e, want)
 	}
 	out, _ := lab.Exec(e.Box, "ip", "-4", "addr", "show", lab.NATOutside)
 	if !strings.Contains(out, "198.18.0.101") {
@@ -491,9 +500,9 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	// An invalid file is refused and changes nothing.
 	os.WriteFile(e.ConfigPath, []byte(strings.Replace(newCfg, "inside_prefixes: [10.0.0.0/24]", "inside_prefixes: [bogus]", 1)), 0o644)
 	e.Signal(syscall.SIGHUP)
-	time.Sleep(300 * time.Millisecond)
-	if !e.Running() || !strings.Contains(e.Log(), "reload refused") {
-		t.Fatalf("bad reload: running %v\n%s", e.Running(), e.Log())
+	waitLog(t, e, "reload refused")
+	if !e.Running() {
+		t.Fatalf("natd stopped after a refused reload:\n%s", e.Log())
 	}
 	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7003)); err != nil {
 		t.Fatalf("after a refused reload: %v", err)

@@ -39,6 +39,12 @@ type portSet struct {
 	addr  [4]byte
 	proto uint8        // IP protocol number
 	inUse atomic.Int32 // ports with at least one owner or in hold-down
+	// walked is set by a walk of claimRandom that found no free port and
+	// cleared when a port is freed: until then another walk of that range
+	// would find none either (see claimRandom). It holds inUse+1 as of
+	// the walk, so that a claim of a port elsewhere (another range, port
+	// preservation) does not make it stale in the other direction.
+	walked atomic.Int32
 }
 
 // portTable holds the records of every port in use, on every address.
@@ -115,6 +121,9 @@ func (s *portSet) free(x *flowtable.Entry) {
 		panic("nat: port record vanished before its last owner freed it")
 	}
 	s.inUse.Add(-1)
+	if s.walked.Load() != 0 {
+		s.walked.Store(0) // a port is free: the next walk may find it
+	}
 }
 
 // claimFree takes port p if it has no owner and is not held.
@@ -247,7 +256,19 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 			return p, true
 		}
 	}
-	// Then the whole share from a random point, so that false means full.
+	// Then the whole share from a random point, so that false means full
+	// (or so nearly full that the probes missed, see walked). A walk is a
+	// table lookup per port, thousands of them: on an address whose
+	// shares are full, every new flow of its subscribers would pay one
+	// (TestE2EReconfigUnderLoad: new subscribers on exhausted addresses
+	// stalled the workers for seconds). So after a walk that found
+	// nothing, the next ones are skipped until a port of the address is
+	// freed; meanwhile a share with room left is still found by the
+	// random probes, unless it is over about 90% taken.
+	if w := s.walked.Load(); w != 0 && s.inUse.Load() >= w-1 {
+		// Nothing was freed since a walk found nothing.
+		return 0, false
+	}
 	start := int(r % uint64(total))
 	for i := 0; i < total; i++ {
 		j := start + i
@@ -258,6 +279,7 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 			return p, true
 		}
 	}
+	s.walked.Store(s.inUse.Load() + 1)
 	return 0, false
 }
 

@@ -184,3 +184,43 @@ func TestPortUpdateNeverLandsOnReusedRecord(t *testing.T) {
 		t.Fatalf("port 200 has %d owners, want 1", o)
 	}
 }
+
+// TestClaimRandomExhaustedIsCheap checks the walk hint: once a walk of a
+// full share found nothing, further claims fail without walking again (a
+// walk is a table lookup per port, and new flows on an exhausted address
+// stalled the workers for seconds), and the first port freed makes the
+// share searchable again, so that no free port is missed.
+func TestClaimRandomExhaustedIsCheap(t *testing.T) {
+	s := testPortSet(t, 1<<16)
+	const lo, hi = 1024, 1024 + 4*chunkPorts - 1
+	var taken []uint16
+	for {
+		p, ok := s.claimRandom(lo, hi, 0, 1, uint64(len(taken))*0x9e3779b97f4a7c15)
+		if !ok {
+			break
+		}
+		taken = append(taken, p)
+	}
+	if len(taken) != hi-lo+1 {
+		t.Fatalf("claimed %d ports of %d", len(taken), hi-lo+1)
+	}
+	if s.walked.Load() == 0 {
+		t.Fatal("a walk that found nothing left no hint")
+	}
+	before := s.pt.t.Len()
+	if _, ok := s.claimRandom(lo, hi, 0, 1, 7); ok {
+		t.Fatal("claimed a port of a full share")
+	}
+	if n := s.pt.t.Len(); n != before {
+		t.Fatalf("records %d -> %d", before, n)
+	}
+	freed := taken[len(taken)/2]
+	s.release(freed, false)
+	if s.walked.Load() != 0 {
+		t.Fatal("freeing a port left the hint")
+	}
+	// The random probes may miss the one free port; the walk must not.
+	if p, ok := s.claimRandom(lo, hi, 0, 1, 7); !ok || p != freed {
+		t.Fatalf("after freeing %d: claimed %d, %v", freed, p, ok)
+	}
+}
