@@ -155,9 +155,7 @@ func TestEventsEndToEnd(t *testing.T) {
 		defer wg.Done()
 		r = e.readonly(t, "events", "--count", "3", "-o", "json")
 	}()
-	for e.core.Events.Stats().Subscribers == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitSubscribers(t, e, 1)
 	e.traffic(t)
 	wg.Wait()
 	if r.code != 0 {
@@ -181,15 +179,16 @@ func TestEventsEndToEnd(t *testing.T) {
 	if recs[0].Type != "session_created" || recs[0].Inside != "10.0.0.60:53" || recs[0].Outside != "198.18.0.160:53" || recs[0].Protocol != "udp" {
 		t.Errorf("first event %+v", recs[0])
 	}
-	// Text output, filtered by type.
+	// Text output, filtered by type. The first natctl's subscription
+	// ends on the server's goroutine after natctl has exited: wait for
+	// it to go, so that the count below is the second one's.
+	waitSubscribers(t, e, 0)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		r = e.readonly(t, "events", "--count", "1", "--type", "session_deleted")
 	}()
-	for e.core.Events.Stats().Subscribers == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitSubscribers(t, e, 1)
 	wantRun(t, e.admin_(t, "sessions", "flush", "--all"), 0, "deleted 3 sessions", "")
 	wg.Wait()
 	wantRun(t, r, 0, "session_deleted", "")
@@ -272,5 +271,16 @@ func TestNoStdoutOnFailure(t *testing.T) {
 	code := run(context.Background(), []string{"--socket", filepath.Join(dir, "x.sock"), "-o", "json", "status"}, a)
 	if code != 3 || out.Len() != 0 {
 		t.Errorf("exit %d, stdout %q", code, out.String())
+	}
+}
+
+// waitSubscribers waits, with a generous deadline, until natd's event
+// stream has n subscribers.
+func waitSubscribers(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); e.core.Events.Stats().Subscribers != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("event subscribers: %d, want %d", e.core.Events.Stats().Subscribers, n)
+		}
 	}
 }
