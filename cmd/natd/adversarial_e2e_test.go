@@ -1496,9 +1496,11 @@ func TestE2EHostileOutside(t *testing.T) {
 			}
 		}
 		// And after it, within seconds: the flood left nothing that stops
-		// a new legitimate flow. Sessions a SYN flood left behind are
-		// reclaimed once idle for nat.EmbryonicGrace (1 s) and a sweep
-		// (about 1 s), so a round right after the flood may still be
+		// a new legitimate flow. Under pressure, sessions a SYN flood
+		// left behind (and connections that are over) are reclaimed once
+		// idle for nat.EmbryonicGrace (1 s), those of a UDP flood once
+		// idle for nat.IdleInboundGrace (5 s), each within a sweep of
+		// about 1 s more, so a round right after the flood may still be
 		// refused; retry to a generous deadline.
 		postErr := ""
 		if !waitFor(20*time.Second, func() bool {

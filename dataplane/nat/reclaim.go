@@ -40,6 +40,18 @@ import (
 // EmbryonicGrace + 1 s after its last packet. The walk is separate from
 // the idle-expiry sweep, whose cursor and budget stay as they are.
 //
+// Two more kinds of session opened from outside are unassured in the
+// same sense and are reclaimed under pressure too: a TCP session that is
+// over (reset, or closed in both directions), idle for EmbryonicGrace,
+// whose transitory timeout only guards against late segments; and a UDP
+// or ICMP session idle for IdleInboundGrace, which a flood from spoofed
+// sources leaves behind by the thousand and which would otherwise hold
+// the limit for the UDP timeout (TestE2EHostileOutside: after a SYN and
+// UDP flood to a forward, legitimate clients were refused for minutes).
+// A live UDP flow sends more often than that; one that does not loses
+// its session only while the limit is under pressure, and its next
+// packet from outside opens a new one.
+//
 // A reclaimed session is cleaned up like an expired one (cleanup gives
 // back the inbound count and the rule's reference). An ACK that arrives
 // in the instant between the housekeeper's check and its delete is lost
@@ -50,6 +62,10 @@ import (
 // left alone under pressure before it may be reclaimed: several round
 // trips, so that a legitimate handshake in progress completes first.
 const EmbryonicGrace = time.Second
+
+// IdleInboundGrace is how long a UDP or ICMP session opened from outside
+// must have been idle to be reclaimed under pressure.
+const IdleInboundGrace = 5 * time.Second
 
 const (
 	// reclaimSweepDiv: under pressure each Housekeep visits 1/reclaimSweepDiv
@@ -87,6 +103,12 @@ func embryonic(st uint32) bool {
 	return st&(stInbound|stSynOut|stAckOut|stRst|stFinIn|stFinOut) == stInbound|stSynOut
 }
 
+// tcpOver reports whether a TCP session in state st has been reset or
+// closed in both directions.
+func tcpOver(st uint32) bool {
+	return st&stRst != 0 || st&(stFinIn|stFinOut) == stFinIn|stFinOut
+}
+
 // inboundPressure reports whether sessions from outside are under
 // pressure (see above), and clears the workers' refusal flag.
 func (e *Engine) inboundPressure(s *Snapshot) bool {
@@ -98,8 +120,8 @@ func (e *Engine) inboundPressure(s *Snapshot) bool {
 	return lim != 0 && e.inbound.Load()*reclaimPressureDen >= lim*reclaimPressureNum
 }
 
-// reclaimEmbryonic deletes, under pressure, embryonic sessions opened from
-// outside that have been idle for EmbryonicGrace. Housekeep calls it, ctl
+// reclaimEmbryonic deletes, under pressure, the unassured sessions opened
+// from outside (see above) that have been idle for their grace. Housekeep calls it, ctl
 // held. It returns the number reclaimed.
 func (e *Engine) reclaimEmbryonic(now uint32, s *Snapshot) int {
 	if !e.inboundPressure(s) {
@@ -113,7 +135,8 @@ func (e *Engine) reclaimEmbryonic(now uint32, s *Snapshot) int {
 	if visit > n {
 		visit = n
 	}
-	grace := uint32(EmbryonicGrace / time.Millisecond) // ticks are milliseconds
+	// Ticks are milliseconds.
+	tcpGrace, idleGrace := uint32(EmbryonicGrace/time.Millisecond), uint32(IdleInboundGrace/time.Millisecond)
 	r := &e.reclaim
 	x := &r.scratch
 	reclaimed := 0
@@ -122,8 +145,15 @@ func (e *Engine) reclaimEmbryonic(now uint32, s *Snapshot) int {
 		if r.cursor++; r.cursor >= n {
 			r.cursor = 0
 		}
-		if !e.sessions.Get(id, x) || x.Keys[0].Proto != ipProtoTCP || !embryonic(x.State) {
+		if !e.sessions.Get(id, x) || x.State&stInbound == 0 {
 			continue
+		}
+		grace := idleGrace
+		if x.Keys[0].Proto == ipProtoTCP {
+			if !embryonic(x.State) && !tcpOver(x.State) {
+				continue
+			}
+			grace = tcpGrace
 		}
 		// A Seen after now is a session touched after the clock was
 		// read: not idle at all.

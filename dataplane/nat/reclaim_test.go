@@ -237,3 +237,69 @@ func TestReclaimEmbryonicConcurrent(t *testing.T) {
 			h.eng.InboundSessions(), h.sessionCount(), h.eng.perms.Len())
 	}
 }
+
+// A UDP flood from spoofed sources to a forward, and connections that are
+// over, fill limits.inbound_sessions too. Under pressure the housekeeper
+// reclaims the UDP sessions idle for IdleInboundGrace and the closed TCP
+// sessions idle for EmbryonicGrace, never an established one or a UDP flow
+// still in use, and a legitimate SYN then gets in (TestE2EHostileOutside:
+// after a SYN and UDP flood, legitimate clients were refused for the UDP
+// timeout).
+func TestReclaimIdleUDPAndClosedTCPUnderPressure(t *testing.T) {
+	c := forwardConfig()
+	c.Limits.InboundSessions = 64
+	h := newHarness(t, c)
+	// Two established connections, and two that closed with FINs both
+	// ways.
+	for i := 0; i < 4; i++ {
+		h.establishedIn("198.18.0.2", uint16(40000+i))
+	}
+	for i := 2; i < 4; i++ {
+		sport := uint16(40000 + i)
+		h.one(Outside, tcp("198.18.0.2", sport, "198.18.0.100", 8080, "FA"), Inside)
+		h.one(Inside, tcp("10.0.0.50", 80, "198.18.0.2", sport, "FA"), Outside)
+	}
+	// A UDP flow that stays alive, and a flood that does not.
+	live := udp("198.18.0.3", 7000, "198.18.0.100", 5353)
+	h.one(Outside, live, Inside)
+	flood := 0
+	for i := 0; ; i++ {
+		f := udp(fmt.Sprintf("198.19.%d.%d", i/250, 1+i%250), uint16(1024+i), "198.18.0.100", 5353)
+		h.inject(Outside, f)
+		if len(h.collect(Inside)) == 0 {
+			break
+		}
+		flood++
+	}
+	if flood != 64-5 {
+		t.Fatalf("the UDP flood opened %d sessions, want %d", flood, 64-5)
+	}
+	h.checkInboundCount()
+	legit := tcp("198.18.0.9", 50000, "198.18.0.100", 8080, "S")
+	h.none(Outside, legit, drop.InboundSessions)
+
+	// After EmbryonicGrace the closed connections go; the UDP sessions
+	// have not been idle long enough.
+	h.clock.Advance(EmbryonicGrace + time.Millisecond)
+	h.one(Outside, live, Inside)
+	h.housekeep()
+	if got := h.eng.ReclaimedSessions(); got != 2 {
+		t.Fatalf("%d sessions reclaimed after %v, want the 2 closed connections", got, EmbryonicGrace)
+	}
+	// After IdleInboundGrace the flood's sessions go too; the live flow
+	// and the established connections stay.
+	for d := time.Duration(0); d < IdleInboundGrace; d += time.Second {
+		h.clock.Advance(time.Second)
+		h.one(Outside, live, Inside)
+	}
+	h.housekeep()
+	if got := h.eng.ReclaimedSessions(); got != uint64(2+flood) {
+		t.Fatalf("%d sessions reclaimed, want %d", got, 2+flood)
+	}
+	if n := h.sessionCount(); n != 3 {
+		t.Fatalf("%d sessions left, want 2 established and the live UDP flow", n)
+	}
+	h.checkInboundCount()
+	h.one(Outside, legit, Inside)
+	h.checkNoLeaks()
+}

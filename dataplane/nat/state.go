@@ -47,7 +47,7 @@ func tcpEstablished(st uint32) bool {
 	if st&(stInbound|stAckOut) == stInbound {
 		return false
 	}
-	if st&stRst != 0 || st&(stFinIn|stFinOut) == stFinIn|stFinOut {
+	if tcpOver(st) {
 		return false
 	}
 	return st&(stSynIn|stSynOut) == stSynIn|stSynOut
