@@ -160,6 +160,9 @@ type Config struct {
 	// LogDestinations records the remote endpoint in session events (RFC
 	// 6888 REQ-12 leaves it to the operator).
 	LogDestinations bool
+	// CGN is the port allocation: dynamic, block or deterministic
+	// (cgn_config.go, docs/cgn.md).
+	CGN CGN
 }
 
 // DefaultConfig returns the defaults: endpoint-independent mapping and
@@ -189,6 +192,7 @@ func DefaultConfig() Config {
 		InboundSessions:            1 << 18,
 		ICMPErrorsPerSecond:        100,
 	}
+	c.CGN = defaultCGN()
 	return c
 }
 
@@ -481,6 +485,7 @@ func (c *Config) Validate() error {
 			fwdIn[fwdEnd{r.Proto, r.Inside}] = i
 		}
 	}
+	errs = append(errs, c.validateCGN()...)
 	return errors.Join(errs...)
 }
 
