@@ -68,6 +68,7 @@ var methodMutates = map[string]bool{
 	xnatv1.NatService_ApplyChanges_FullMethodName:        true,
 	xnatv1.NatService_ReloadConfig_FullMethodName:        true,
 	xnatv1.NatService_WatchEvents_FullMethodName:         false,
+	xnatv1.NatService_Lookup_FullMethodName:              false,
 }
 
 // Mutates reports whether the RPC fullMethod ("/xnat.v1.NatService/AddPool")

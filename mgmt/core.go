@@ -73,6 +73,10 @@ type Core interface {
 	// ends. A slow subscriber loses events (counted), never blocks the
 	// exporter or the dataplane.
 	SubscribeEvents(ctx context.Context) <-chan nat.Event
+
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (LookupEngine, docs/cgn.md).
+	Lookup(ctx context.Context, q LookupQuery) (LookupResult, error)
 }
 
 // ChangeOp is the kind of a configuration change.

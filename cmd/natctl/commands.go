@@ -58,6 +58,7 @@ Exit codes: 0 success, 1 local failure, 2 usage error, 3 natd unreachable,
 
 	root.AddCommand(
 		statusCmd(a), statsCmd(a), sessionsCmd(a), rulesCmd(a), poolsCmd(a), eventsCmd(a), reloadCmd(a),
+		lookupCmd(a), detmapCmd(a), // lookup.go
 	)
 	return root
 }

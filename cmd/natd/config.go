@@ -49,6 +49,7 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	Logging loggingFile `yaml:"logging"` // IPFIX and syslog export (cgn.go)
 }
 
 type ifaceConfig struct {
@@ -87,8 +88,9 @@ type natConfig struct {
 		Outside string `yaml:"outside"`
 		Inside  string `yaml:"inside"`
 	} `yaml:"port_forwards"`
-	OnExhaustion    string `yaml:"on_exhaustion"`
-	LogDestinations bool   `yaml:"log_destinations"`
+	OnExhaustion    string        `yaml:"on_exhaustion"`
+	LogDestinations bool          `yaml:"log_destinations"`
+	CGN             cgnFileConfig `yaml:",inline"` // port allocation (cgn.go)
 }
 
 type poolConfig struct {
@@ -131,6 +133,7 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
+	Logging   loggingConfig // IPFIX and syslog export (cgn.go)
 	// logFlags are --log-level and --log-format, which win over the file
 	// (overrideLog); kept so that a reload compares like with like.
 	logFlags [2]string
@@ -330,6 +333,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	}
 
 	c.NAT = natFromFile(&fc.NAT, ce)
+	c.Logging = loggingFromFile(&fc.Logging, ce)
 	if err := c.NAT.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *nat.FieldError
@@ -557,6 +561,7 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		ce.add("nat.on_exhaustion", "%q is not none, host-unreachable or admin-prohibited", f.OnExhaustion)
 	}
 	c.LogDestinations = f.LogDestinations
+	f.CGN.apply(&c)
 	return c
 }
 

@@ -35,7 +35,15 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		}
 	}()
 	cfg := d.cfg
+	// The exporters stop after the event exporter's last drain.
+	sinkCtx, stopSinks := context.WithCancel(context.Background())
+	sinks, err := startExporters(sinkCtx, cfg.Logging, d.log, &m.wg)
+	if err != nil {
+		stopSinks()
+		return nil, err
+	}
 	m.events, err = events.New(events.Options{
+		Sinks:      sinks,
 		Drain:      d.eng.DrainEvents,
 		Path:       cfg.Events.File,
 		MaxSize:    cfg.Events.MaxSize,
@@ -43,11 +51,13 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		Logger:     d.log,
 	})
 	if err != nil {
+		stopSinks()
 		return nil, fmt.Errorf("event export: %w", err)
 	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
+		defer stopSinks()
 		if err := m.events.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("event exporter", "err", err)
 		}
@@ -269,3 +279,8 @@ func (c *core) Reload() error {
 }
 
 func (c *core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.events.Subscribe(ctx) }
+
+// Lookup answers from the engine (mgmt.LookupEngine).
+func (c *core) Lookup(_ context.Context, q mgmt.LookupQuery) (mgmt.LookupResult, error) {
+	return mgmt.LookupEngine(c.d.eng, q, time.Now())
+}

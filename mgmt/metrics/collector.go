@@ -124,6 +124,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- dEvWriteErr
 		ch <- dEvFileDrop
 		ch <- dEvSubDrop
+		describeExport(ch)
 	}
 }
 
@@ -218,6 +219,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dEvWriteErr, es.WriteErrors)
 		counter(dEvFileDrop, es.FileDropped)
 		counter(dEvSubDrop, es.SubscriberDropped)
+		collectExport(ch, es.Sinks)
 	}
 }
 

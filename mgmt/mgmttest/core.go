@@ -383,3 +383,8 @@ func (c *Core) Reload() error {
 
 // SubscribeEvents subscribes to the exporter's fan-out.
 func (c *Core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.Events.Subscribe(ctx) }
+
+// Lookup answers from the engine (mgmt.LookupEngine).
+func (c *Core) Lookup(_ context.Context, q mgmt.LookupQuery) (mgmt.LookupResult, error) {
+	return mgmt.LookupEngine(c.Engine, q, c.Clock.Now())
+}

@@ -152,20 +152,24 @@ const (
 	EventType_EVENT_TYPE_ADDRESSES_EXHAUSTED EventType = 6
 	EventType_EVENT_TYPE_QUOTA_EXCEEDED      EventType = 7
 	EventType_EVENT_TYPE_TABLE_FULL          EventType = 8
+	EventType_EVENT_TYPE_BLOCK_ALLOCATED     EventType = 9  // --- cgn --- port block given (block mode)
+	EventType_EVENT_TYPE_BLOCK_RELEASED      EventType = 10 // --- cgn --- port block freed after the hold-down
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "EVENT_TYPE_SESSION_CREATED",
-		2: "EVENT_TYPE_SESSION_DELETED",
-		3: "EVENT_TYPE_ADDRESS_BOUND",
-		4: "EVENT_TYPE_ADDRESS_RELEASED",
-		5: "EVENT_TYPE_PORTS_EXHAUSTED",
-		6: "EVENT_TYPE_ADDRESSES_EXHAUSTED",
-		7: "EVENT_TYPE_QUOTA_EXCEEDED",
-		8: "EVENT_TYPE_TABLE_FULL",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "EVENT_TYPE_SESSION_CREATED",
+		2:  "EVENT_TYPE_SESSION_DELETED",
+		3:  "EVENT_TYPE_ADDRESS_BOUND",
+		4:  "EVENT_TYPE_ADDRESS_RELEASED",
+		5:  "EVENT_TYPE_PORTS_EXHAUSTED",
+		6:  "EVENT_TYPE_ADDRESSES_EXHAUSTED",
+		7:  "EVENT_TYPE_QUOTA_EXCEEDED",
+		8:  "EVENT_TYPE_TABLE_FULL",
+		9:  "EVENT_TYPE_BLOCK_ALLOCATED",
+		10: "EVENT_TYPE_BLOCK_RELEASED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -177,6 +181,8 @@ var (
 		"EVENT_TYPE_ADDRESSES_EXHAUSTED": 6,
 		"EVENT_TYPE_QUOTA_EXCEEDED":      7,
 		"EVENT_TYPE_TABLE_FULL":          8,
+		"EVENT_TYPE_BLOCK_ALLOCATED":     9,
+		"EVENT_TYPE_BLOCK_RELEASED":      10,
 	}
 )
 
@@ -3572,6 +3578,277 @@ func (x *Event) GetSessionCount() uint32 {
 	return 0
 }
 
+// LookupRequest asks about one public endpoint (outside) or one
+// subscriber (inside); exactly one is set.
+type LookupRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Outside *Endpoint              `protobuf:"bytes,1,opt,name=outside,proto3" json:"outside,omitempty"`
+	Inside  string                 `protobuf:"bytes,2,opt,name=inside,proto3" json:"inside,omitempty"`
+	// protocol narrows an outside lookup (unset: any).
+	Protocol Protocol `protobuf:"varint,3,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	// at is the time asked about (unset: now). Live state answers for now;
+	// a block allocated after at, or a mapping, says so in note.
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupRequest) Reset() {
+	*x = LookupRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupRequest) ProtoMessage() {}
+
+func (x *LookupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
+func (*LookupRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *LookupRequest) GetOutside() *Endpoint {
+	if x != nil {
+		return x.Outside
+	}
+	return nil
+}
+
+func (x *LookupRequest) GetInside() string {
+	if x != nil {
+		return x.Inside
+	}
+	return ""
+}
+
+func (x *LookupRequest) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *LookupRequest) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+type LookupHolder struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Subscriber string                 `protobuf:"bytes,1,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	// inside is the mapping's inside endpoint, when live state knows it.
+	Inside   *Endpoint `protobuf:"bytes,2,opt,name=inside,proto3" json:"inside,omitempty"`
+	Outside  string    `protobuf:"bytes,3,opt,name=outside,proto3" json:"outside,omitempty"`
+	PortMin  uint32    `protobuf:"varint,4,opt,name=port_min,json=portMin,proto3" json:"port_min,omitempty"`
+	PortMax  uint32    `protobuf:"varint,5,opt,name=port_max,json=portMax,proto3" json:"port_max,omitempty"`
+	Protocol Protocol  `protobuf:"varint,6,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	// source: deterministic, block, mapping, session, static or forward.
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// since is when the block was allocated (block mode).
+	Since *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
+	// held: the block is in hold-down; its sessions have ended.
+	Held          bool `protobuf:"varint,9,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupHolder) Reset() {
+	*x = LookupHolder{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupHolder) ProtoMessage() {}
+
+func (x *LookupHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupHolder.ProtoReflect.Descriptor instead.
+func (*LookupHolder) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *LookupHolder) GetSubscriber() string {
+	if x != nil {
+		return x.Subscriber
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetInside() *Endpoint {
+	if x != nil {
+		return x.Inside
+	}
+	return nil
+}
+
+func (x *LookupHolder) GetOutside() string {
+	if x != nil {
+		return x.Outside
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetPortMin() uint32 {
+	if x != nil {
+		return x.PortMin
+	}
+	return 0
+}
+
+func (x *LookupHolder) GetPortMax() uint32 {
+	if x != nil {
+		return x.PortMax
+	}
+	return 0
+}
+
+func (x *LookupHolder) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *LookupHolder) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *LookupHolder) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+type LookupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mode is the port allocation: dynamic, block or deterministic.
+	Mode    string          `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Holders []*LookupHolder `protobuf:"bytes,2,rep,name=holders,proto3" json:"holders,omitempty"`
+	Note    string          `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	// For an inside lookup: the paired address and live counts.
+	Paired        string `protobuf:"bytes,4,opt,name=paired,proto3" json:"paired,omitempty"`
+	Sessions      uint32 `protobuf:"varint,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Ports         uint32 `protobuf:"varint,6,opt,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupResponse) Reset() {
+	*x = LookupResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupResponse) ProtoMessage() {}
+
+func (x *LookupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
+func (*LookupResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *LookupResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetHolders() []*LookupHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetPaired() string {
+	if x != nil {
+		return x.Paired
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetSessions() uint32 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *LookupResponse) GetPorts() uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return 0
+}
+
 var File_xnat_v1_xnat_proto protoreflect.FileDescriptor
 
 const file_xnat_v1_xnat_proto_rawDesc = "" +
@@ -3819,7 +4096,31 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x06inside\x18\x06 \x01(\v2\x11.xnat.v1.EndpointR\x06inside\x12+\n" +
 	"\aoutside\x18\a \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12)\n" +
 	"\x06remote\x18\b \x01(\v2\x11.xnat.v1.EndpointR\x06remote\x12#\n" +
-	"\rsession_count\x18\t \x01(\rR\fsessionCount*[\n" +
+	"\rsession_count\x18\t \x01(\rR\fsessionCount\"\xaf\x01\n" +
+	"\rLookupRequest\x12+\n" +
+	"\aoutside\x18\x01 \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12\x16\n" +
+	"\x06inside\x18\x02 \x01(\tR\x06inside\x12-\n" +
+	"\bprotocol\x18\x03 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb6\x02\n" +
+	"\fLookupHolder\x12\x1e\n" +
+	"\n" +
+	"subscriber\x18\x01 \x01(\tR\n" +
+	"subscriber\x12)\n" +
+	"\x06inside\x18\x02 \x01(\v2\x11.xnat.v1.EndpointR\x06inside\x12\x18\n" +
+	"\aoutside\x18\x03 \x01(\tR\aoutside\x12\x19\n" +
+	"\bport_min\x18\x04 \x01(\rR\aportMin\x12\x19\n" +
+	"\bport_max\x18\x05 \x01(\rR\aportMax\x12-\n" +
+	"\bprotocol\x18\x06 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x120\n" +
+	"\x05since\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
+	"\x04held\x18\t \x01(\bR\x04held\"\xb3\x01\n" +
+	"\x0eLookupResponse\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12/\n" +
+	"\aholders\x18\x02 \x03(\v2\x15.xnat.v1.LookupHolderR\aholders\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\x12\x16\n" +
+	"\x06paired\x18\x04 \x01(\tR\x06paired\x12\x1a\n" +
+	"\bsessions\x18\x05 \x01(\rR\bsessions\x12\x14\n" +
+	"\x05ports\x18\x06 \x01(\rR\x05ports*[\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -3828,7 +4129,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x04Side\x12\x14\n" +
 	"\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSIDE_INSIDE\x10\x01\x12\x10\n" +
-	"\fSIDE_OUTSIDE\x10\x02*\xa4\x02\n" +
+	"\fSIDE_OUTSIDE\x10\x02*\xe3\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_TYPE_SESSION_CREATED\x10\x01\x12\x1e\n" +
@@ -3838,7 +4139,10 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x1aEVENT_TYPE_PORTS_EXHAUSTED\x10\x05\x12\"\n" +
 	"\x1eEVENT_TYPE_ADDRESSES_EXHAUSTED\x10\x06\x12\x1d\n" +
 	"\x19EVENT_TYPE_QUOTA_EXCEEDED\x10\a\x12\x19\n" +
-	"\x15EVENT_TYPE_TABLE_FULL\x10\b2\xed\v\n" +
+	"\x15EVENT_TYPE_TABLE_FULL\x10\b\x12\x1e\n" +
+	"\x1aEVENT_TYPE_BLOCK_ALLOCATED\x10\t\x12\x1d\n" +
+	"\x19EVENT_TYPE_BLOCK_RELEASED\x10\n" +
+	"2\xa8\f\n" +
 	"\n" +
 	"NatService\x12B\n" +
 	"\tGetStatus\x12\x19.xnat.v1.GetStatusRequest\x1a\x1a.xnat.v1.GetStatusResponse\x12?\n" +
@@ -3861,7 +4165,8 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x13DeleteStaticMapping\x12#.xnat.v1.DeleteStaticMappingRequest\x1a$.xnat.v1.DeleteStaticMappingResponse\x12K\n" +
 	"\fApplyChanges\x12\x1c.xnat.v1.ApplyChangesRequest\x1a\x1d.xnat.v1.ApplyChangesResponse\x12K\n" +
 	"\fReloadConfig\x12\x1c.xnat.v1.ReloadConfigRequest\x1a\x1d.xnat.v1.ReloadConfigResponse\x12J\n" +
-	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01B.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
+	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01\x129\n" +
+	"\x06Lookup\x12\x16.xnat.v1.LookupRequest\x1a\x17.xnat.v1.LookupResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
 
 var (
 	file_xnat_v1_xnat_proto_rawDescOnce sync.Once
@@ -3876,7 +4181,7 @@ func file_xnat_v1_xnat_proto_rawDescGZIP() []byte {
 }
 
 var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_xnat_v1_xnat_proto_goTypes = []any{
 	(Protocol)(0),                       // 0: xnat.v1.Protocol
 	(Side)(0),                           // 1: xnat.v1.Side
@@ -3938,13 +4243,16 @@ var file_xnat_v1_xnat_proto_goTypes = []any{
 	(*WatchEventsRequest)(nil),          // 57: xnat.v1.WatchEventsRequest
 	(*WatchEventsResponse)(nil),         // 58: xnat.v1.WatchEventsResponse
 	(*Event)(nil),                       // 59: xnat.v1.Event
-	(*timestamppb.Timestamp)(nil),       // 60: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 61: google.protobuf.Duration
+	(*LookupRequest)(nil),               // 60: xnat.v1.LookupRequest
+	(*LookupHolder)(nil),                // 61: xnat.v1.LookupHolder
+	(*LookupResponse)(nil),              // 62: xnat.v1.LookupResponse
+	(*timestamppb.Timestamp)(nil),       // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 64: google.protobuf.Duration
 }
 var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	7,  // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
-	60, // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
-	61, // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
+	63, // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
+	64, // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
 	8,  // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
 	9,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
 	10, // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
@@ -3953,9 +4261,9 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,  // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
 	4,  // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
 	16, // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
-	61, // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	64, // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	16, // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
-	60, // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	63, // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
 	19, // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
 	20, // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
 	4,  // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
@@ -3963,16 +4271,16 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	17, // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
 	17, // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
 	4,  // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
-	61, // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
-	61, // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
+	64, // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
+	64, // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
 	18, // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
 	0,  // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
 	0,  // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
 	3,  // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
 	3,  // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
 	3,  // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
-	60, // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	61, // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
+	63, // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	64, // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
 	21, // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
 	22, // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
 	21, // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
@@ -3997,55 +4305,64 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	52, // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
 	2,  // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
 	59, // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	60, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	63, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
 	0,  // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
 	3,  // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
 	3,  // 59: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
 	3,  // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
-	5,  // 61: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	12, // 62: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	14, // 63: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	23, // 64: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	25, // 65: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	27, // 66: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	29, // 67: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	34, // 68: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	36, // 69: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	38, // 70: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	40, // 71: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	42, // 72: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	44, // 73: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	46, // 74: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	48, // 75: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	50, // 76: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	53, // 77: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	55, // 78: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	57, // 79: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	6,  // 80: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	13, // 81: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	15, // 82: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	24, // 83: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	26, // 84: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	28, // 85: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	30, // 86: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	35, // 87: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	37, // 88: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	39, // 89: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	41, // 90: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	43, // 91: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	45, // 92: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	47, // 93: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	49, // 94: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	51, // 95: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	54, // 96: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	56, // 97: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	58, // 98: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	80, // [80:99] is the sub-list for method output_type
-	61, // [61:80] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	3,  // 61: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
+	0,  // 62: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
+	63, // 63: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
+	3,  // 64: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
+	0,  // 65: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
+	63, // 66: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
+	61, // 67: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
+	5,  // 68: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	12, // 69: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	14, // 70: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	23, // 71: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	25, // 72: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	27, // 73: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	29, // 74: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	34, // 75: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	36, // 76: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	38, // 77: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	40, // 78: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	42, // 79: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	44, // 80: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	46, // 81: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	48, // 82: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	50, // 83: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	53, // 84: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	55, // 85: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	57, // 86: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	60, // 87: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
+	6,  // 88: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	13, // 89: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	15, // 90: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	24, // 91: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	26, // 92: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	28, // 93: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	30, // 94: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	35, // 95: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	37, // 96: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	39, // 97: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	41, // 98: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	43, // 99: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	45, // 100: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	47, // 101: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	49, // 102: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	51, // 103: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	54, // 104: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	56, // 105: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	58, // 106: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	62, // 107: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
+	88, // [88:108] is the sub-list for method output_type
+	68, // [68:88] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
@@ -4067,7 +4384,7 @@ func file_xnat_v1_xnat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xnat_v1_xnat_proto_rawDesc), len(file_xnat_v1_xnat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   57,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

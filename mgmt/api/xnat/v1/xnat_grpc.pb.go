@@ -52,6 +52,7 @@ const (
 	NatService_ApplyChanges_FullMethodName        = "/xnat.v1.NatService/ApplyChanges"
 	NatService_ReloadConfig_FullMethodName        = "/xnat.v1.NatService/ReloadConfig"
 	NatService_WatchEvents_FullMethodName         = "/xnat.v1.NatService/WatchEvents"
+	NatService_Lookup_FullMethodName              = "/xnat.v1.NatService/Lookup"
 )
 
 // NatServiceClient is the client API for NatService service.
@@ -93,6 +94,10 @@ type NatServiceClient interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// --- cgn lookup ---
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (docs/cgn.md). Read-only.
+	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 }
 
 type natServiceClient struct {
@@ -320,6 +325,16 @@ func (c *natServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *natServiceClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupResponse)
+	err := c.cc.Invoke(ctx, NatService_Lookup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NatServiceServer is the server API for NatService service.
 // All implementations must embed UnimplementedNatServiceServer
 // for forward compatibility.
@@ -359,6 +374,10 @@ type NatServiceServer interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// --- cgn lookup ---
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (docs/cgn.md). Read-only.
+	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	mustEmbedUnimplementedNatServiceServer()
 }
 
@@ -425,6 +444,9 @@ func (UnimplementedNatServiceServer) ReloadConfig(context.Context, *ReloadConfig
 }
 func (UnimplementedNatServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedNatServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
 func (UnimplementedNatServiceServer) mustEmbedUnimplementedNatServiceServer() {}
 func (UnimplementedNatServiceServer) testEmbeddedByValue()                    {}
@@ -768,6 +790,24 @@ func _NatService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _NatService_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).Lookup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_Lookup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).Lookup(ctx, req.(*LookupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NatService_ServiceDesc is the grpc.ServiceDesc for NatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -838,6 +878,10 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReloadConfig",
 			Handler:    _NatService_ReloadConfig_Handler,
+		},
+		{
+			MethodName: "Lookup",
+			Handler:    _NatService_Lookup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
