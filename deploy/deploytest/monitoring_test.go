@@ -18,6 +18,8 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/mgmt/events"
+	"github.com/xnat/xnat/mgmt/export"
 	"github.com/xnat/xnat/mgmt/metrics"
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
@@ -393,7 +395,9 @@ func checkAgainst(t *testing.T, cat metricCatalog, source string) {
 func TestMonitoringNamesExistInNatd(t *testing.T) {
 	lab.Require(t)
 	eventsDir := t.TempDir()
-	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log")}})
+	// Both exporters configured, so that their metrics exist.
+	exporters := "logging:\n  ipfix: {collector: \"198.18.0.2:4739\"}\n  syslog: {server: \"198.18.0.2:5514\"}\n"
+	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +438,13 @@ func TestMonitoringNamesExistInCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer core.Close()
-	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: core.Events.Stats}))
+	// As natd with both exporters configured (docs/cgn.md).
+	withExporters := func() events.Stats {
+		s := core.Events.Stats()
+		s.Sinks = []export.Stats{{Name: "ipfix"}, {Name: "syslog"}}
+		return s
+	}
+	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: withExporters}))
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
