@@ -21,6 +21,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
+	$(GO) test -count=1 -run 'TestRFCSuiteInEveryMode|TestCGNLogVolume' ./dataplane/nat/
 	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
 
 ## lint: gofmt, go vet and staticcheck must all be clean.

@@ -11,8 +11,8 @@ import (
 // expired. Every event is one exported record (IPFIX, syslog or JSON
 // line), so the events drained are the records an operator stores.
 func TestCGNLogVolume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
+	if testing.Short() || raceEnabled {
+		t.Skip("a measurement: make test runs it without the race detector")
 	}
 	counts := map[PortAllocation]int{}
 	for _, mode := range []PortAllocation{AllocDynamic, AllocBlock} {

@@ -110,12 +110,13 @@ func (e *Encoder) Send(recs []export.Record) (int, error) {
 }
 
 // Tick sends the templates alone when a UDP refresh is due and no records
-// carried them.
-func (e *Encoder) Tick(now time.Time) error {
-	if !e.sentTemplates || !e.templatesDue(e.opts.Now()) {
+// carried them. It reads the time from Options.Now, like Send, so that
+// tests drive both with one clock.
+func (e *Encoder) Tick(time.Time) error {
+	now := e.opts.Now()
+	if !e.sentTemplates || !e.templatesDue(now) {
 		return nil
 	}
-	now = e.opts.Now()
 	e.buf, _ = appendMessage(e.buf[:0], now, e.seq, e.opts.ObservationDomain, true, nil, e.max())
 	return e.write(e.buf, true, now)
 }
