@@ -74,6 +74,10 @@ func (c *Conn) Write(b []byte) error {
 	return nil
 }
 
+// Connected reports whether a connection is open; the next Write dials
+// when it is not.
+func (c *Conn) Connected() bool { return c.c != nil }
+
 // Close closes the connection.
 func (c *Conn) Close() error {
 	if c.c == nil {

@@ -64,24 +64,18 @@ func (e *Encoder) max() int {
 }
 
 // templatesDue reports whether the next message must carry the templates:
-// the first one, the first on a new TCP connection, and over UDP every
-// TemplateRefresh.
+// the first one, the first on a new TCP connection (one about to be
+// dialled), and over UDP every TemplateRefresh.
 func (e *Encoder) templatesDue(now time.Time) bool {
-	if !e.sentTemplates || e.conn.Fresh {
+	if !e.sentTemplates || e.conn.Fresh || !e.conn.Connected() {
 		return true
 	}
 	return e.opts.Transport == export.UDP && now.Sub(e.lastTemplates) >= e.opts.TemplateRefresh
 }
 
 func (e *Encoder) write(msg []byte, withTemplates bool, now time.Time) error {
-	fresh := e.conn.Fresh
 	if err := e.conn.Write(msg); err != nil {
 		return err
-	}
-	if e.conn.Fresh && !fresh && !withTemplates {
-		// The stream was redialled by this write: this message went
-		// without templates. The next one carries them.
-		e.sentTemplates = false
 	}
 	e.conn.Fresh = false
 	e.messages.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -182,4 +183,76 @@ func countLast(m []byte) int {
 		off += l
 	}
 	return c
+}
+
+// TestTCPTemplatesPerConnection: over TCP the templates go once at the
+// start of each connection, and a broken stream is redialled.
+func TestTCPTemplatesPerConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	e, err := New(Options{Collector: ln.Addr().String(), Transport: export.TCP, ObservationDomain: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	// readMessage reads one message and reports whether it has templates.
+	readMessage := func(c net.Conn) bool {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		h := make([]byte, headerLen)
+		if _, err := io.ReadFull(c, h); err != nil {
+			t.Fatal(err)
+		}
+		body := make([]byte, int(binary.BigEndian.Uint16(h[2:]))-headerLen)
+		if _, err := io.ReadFull(c, body); err != nil {
+			t.Fatal(err)
+		}
+		return binary.BigEndian.Uint16(body) == templateSetID
+	}
+	recs := goldenRecords()
+	if _, err := e.Send(recs); err != nil {
+		t.Fatal(err)
+	}
+	c1, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !readMessage(c1) {
+		t.Fatal("first message on the connection has no templates")
+	}
+	if _, err := e.Send(recs); err != nil {
+		t.Fatal(err)
+	}
+	if readMessage(c1) {
+		t.Fatal("templates sent again on the same TCP connection")
+	}
+	// The collector goes away; the exporter redials and starts over
+	// with the templates.
+	c1.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	var c2 net.Conn
+	for c2 == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the exporter did not reconnect")
+		}
+		e.Send(recs) // fails until the broken stream is noticed and redialled
+		select {
+		case c2 = <-accepted:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	defer c2.Close()
+	if !readMessage(c2) {
+		t.Fatal("first message on the new connection has no templates")
+	}
 }
