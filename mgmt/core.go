@@ -170,6 +170,8 @@ type Stats struct {
 	// Sessions is the number of live sessions by protocol.
 	Sessions      [nat.NumProtos]uint64
 	EventsDropped uint64
+	// CGN counts port blocks (block mode, docs/cgn.md).
+	CGN nat.CGNStats
 }
 
 // WorkerStats are one worker's counters (see nat.Counter for the index).

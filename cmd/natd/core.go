@@ -203,7 +203,7 @@ func poolStatus(us []nat.AddressUsage) []mgmt.PoolStatus {
 
 func (c *core) Stats() mgmt.Stats {
 	d := c.d
-	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped()}
+	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped(), CGN: d.eng.CGNStats()}
 	sc := d.eng.SessionCounts()
 	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
 	for _, ws := range d.wk {

@@ -116,6 +116,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dDropped, dSessions, dSessCap, dCreated, dExpired, dDeleted, dAllocFail, dPortsInUse, dPorts,
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
 		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
+		dBlocksInUse, dBlocksAlloc, dBlocksFreed,
 	} {
 		ch <- d
 	}
@@ -185,6 +186,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dFragHeld, sum[nat.FragmentsHeld])
 	counter(dFragMade, sum[nat.FragmentsMade])
 	counter(dEvDropped, stats.EventsDropped)
+	counter(dBlocksAlloc, stats.CGN.BlocksAllocated)
+	counter(dBlocksFreed, stats.CGN.BlocksFreed)
+	gauge(dBlocksInUse, float64(stats.CGN.BlocksInUse))
 
 	for _, p := range st.Pools {
 		for _, a := range p.Addresses {

@@ -15,6 +15,11 @@ var (
 	dExpMessages  = desc("xnat_export_messages_sent_total", "Messages (IPFIX messages, syslog messages) sent.", "exporter")
 	dExpErrors    = desc("xnat_export_errors_total", "Failed sends and connection attempts.", "exporter")
 	dExpUp        = desc("xnat_export_up", "1 if the exporter's last send succeeded.", "exporter")
+
+	// Port blocks (port_allocation: block); zero in the other modes.
+	dBlocksInUse = desc("xnat_port_blocks_in_use", "Port blocks held by subscribers or in hold-down.")
+	dBlocksAlloc = desc("xnat_port_blocks_allocated_total", "Port blocks given to subscribers.")
+	dBlocksFreed = desc("xnat_port_blocks_released_total", "Port blocks freed after the hold-down.")
 )
 
 func describeExport(ch chan<- *prometheus.Desc) {
