@@ -371,6 +371,12 @@ func Exec(ns string, argv ...string) (string, error) {
 // the Go runtime destroys it when the goroutine exits instead of reusing a
 // thread in the wrong namespace.
 func Do(ns string, f func() error) error {
+	return doIn(filepath.Join(netnsDir, ns), f)
+}
+
+// doIn is Do for the namespace file at path (a /run/netns name or a
+// /proc/PID/... link to a namespace).
+func doIn(path string, f func() error) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -378,15 +384,15 @@ func Do(ns string, f func() error) error {
 		return fmt.Errorf("lab: current netns: %w", err)
 	}
 	defer orig.Close()
-	target, err := netns.GetFromName(ns)
+	target, err := netns.GetFromPath(path)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: netns %s: %w", ns, err)
+		return fmt.Errorf("lab: netns %s: %w", path, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: enter netns %s: %w", ns, err)
+		return fmt.Errorf("lab: enter netns %s: %w", path, err)
 	}
 	ferr := f()
 	if err := netns.Set(orig); err != nil {
