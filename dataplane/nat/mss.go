@@ -18,7 +18,7 @@ import (
 // where ICMP Fragmentation Needed is filtered somewhere on the path
 // (RFC 2923 section 2.1, "PMTUD black hole"; RFC 4459 section 3.2).
 //
-// The zero value is off. MSSClampAuto clamps to the egress interface's
+// The zero value is off. MSSClampAuto clamps to the smaller interface
 // MTU minus 40 (20 bytes of IPv4 header and 20 of TCP header, RFC 879 and
 // RFC 6691 section 2); any other value is the MSS to clamp to.
 type MSSClamp uint16
@@ -78,14 +78,17 @@ func (m MSSClamp) check() error {
 	return nil
 }
 
-// mssLimit is the MSS that SYNs leaving through egress are clamped to, or
-// 0 for none.
-func (s *Snapshot) mssLimit(egress Side) uint16 {
+// mssLimit is the MSS that SYNs are clamped to, or 0 for none. Auto
+// takes the smaller of the two interfaces' MTUs, whichever way the SYN
+// goes: the MSS a SYN announces limits the segments that come back the
+// other way, so both links must take them (as Linux's TCPMSS
+// --clamp-mss-to-pmtu does, with the route MTU and the reverse MTU).
+func (s *Snapshot) mssLimit() uint16 {
 	switch m := s.Config.MSSClamp; m {
 	case MSSClampOff:
 		return 0
 	case MSSClampAuto:
-		if mtu := s.mtu[egress]; mtu > 40+minMSS {
+		if mtu := min(s.mtu[Inside], s.mtu[Outside]); mtu > 40+minMSS {
 			return uint16(min(mtu-40, maxMSS))
 		}
 		return minMSS
@@ -94,14 +97,14 @@ func (s *Snapshot) mssLimit(egress Side) uint16 {
 	}
 }
 
-// clampMSS clamps the MSS option of a SYN leaving through egress. Called
-// per packet: no allocation, no error (a malformed option list is left
-// alone; the parser has already checked the data offset).
-func (w *Worker) clampMSS(b *port.Buf, p *header.Parsed, egress Side) {
+// clampMSS clamps the MSS option of a SYN (or SYN-ACK) the worker
+// forwards. Called per packet: no allocation, no error (a malformed option
+// list is left alone; the parser has already checked the data offset).
+func (w *Worker) clampMSS(b *port.Buf, p *header.Parsed) {
 	if p.TCPFlags&tcpSYN == 0 {
 		return
 	}
-	if lim := w.snap.mssLimit(egress); lim != 0 && ClampMSS(b.Data[p.L4Off:p.End], lim) {
+	if lim := w.snap.mssLimit(); lim != 0 && ClampMSS(b.Data[p.L4Off:p.End], lim) {
 		w.c[MSSClamped]++
 	}
 }

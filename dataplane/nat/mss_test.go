@@ -53,7 +53,7 @@ var mssSynAckIn = []byte{
 }
 
 // mssSynAckInClamped is mssSynAckIn translated to 10.0.0.2:40000 with the
-// MSS clamped automatically to the inside MTU 1500 - 40 = 1460.
+// MSS clamped automatically to the smaller MTU 1500 - 40 = 1460.
 var mssSynAckInClamped = []byte{
 	// Ethernet: dst 02:00:00:00:00:02 src 02:00:00:00:01:01 type 0x0800
 	0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x01, 0x01, 0x08, 0x00,

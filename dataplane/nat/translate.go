@@ -156,7 +156,7 @@ func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe)
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Inside)
-		w.clampMSS(b, p, egress)
+		w.clampMSS(b, p)
 	}
 	w.eng.sessions.Touch(e.ID, w.now)
 	p.DecTTL(b.Data)
@@ -209,7 +209,7 @@ func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowt
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Outside)
-		w.clampMSS(b, p, Inside)
+		w.clampMSS(b, p)
 	}
 	// RFC 4787 REQ-6: outbound packets always refresh a UDP mapping;
 	// inbound ones only if configured.
