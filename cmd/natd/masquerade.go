@@ -148,30 +148,35 @@ func (m *masq) neverAdd(a netip.Addr) bool {
 	return a == masqAny || m.seen[a]
 }
 
-// startMasq sets up masquerade before the engine starts, when the
-// configuration has an `interface:` pool: the outside interface must have
-// an IPv4 address now. It returns the configuration for the engine.
+// startMasq sets up masquerade before the engine starts. It returns the
+// configuration for the engine.
 func (d *daemon) startMasq(c nat.Config) (nat.Config, error) {
-	if !usesMasqAny(&c) {
-		return c, nil
-	}
-	out := d.links[nat.Outside]
-	if len(out.addrs) == 0 {
-		return c, fmt.Errorf("outside interface %s has no IPv4 address: an interface pool needs one at start", out.name)
-	}
-	a := out.addrs[0].Addr()
-	d.masq = &masq{cur: a, seen: map[netip.Addr]bool{a: true}}
-	d.log.Info("masquerade: the pool follows the outside interface's address", "interface", out.name, "addr", a)
+	d.masq = &masq{seen: map[netip.Addr]bool{}}
 	return d.resolveNAT(c)
 }
 
 // resolveNAT is applyNAT's first step: the placeholder becomes the
 // interface's address, and the kernel's local ports are checked against the
-// NAT's ranges.
+// NAT's ranges. The first configuration that uses the placeholder (at
+// start, or a pool added later) needs the outside interface to have an
+// IPv4 address; from then on the watcher moves it.
 func (d *daemon) resolveNAT(c nat.Config) (nat.Config, error) {
-	if d.masq != nil {
-		c = d.masq.resolve(c)
+	m := d.masq
+	if usesMasqAny(&c) && !m.addr().IsValid() {
+		d.addrMu.Lock()
+		out := d.links[nat.Outside]
+		d.addrMu.Unlock()
+		if len(out.addrs) == 0 {
+			return c, fmt.Errorf("%w: outside interface %s has no IPv4 address for the interface pool (0.0.0.0)", nat.ErrInvalidConfig, out.name)
+		}
+		a := out.addrs[0].Addr()
+		m.mu.Lock()
+		m.cur = a
+		m.seen[a] = true
+		m.mu.Unlock()
+		d.log.Info("masquerade: the pool follows the outside interface's address", "interface", out.name, "addr", a)
 	}
+	c = m.resolve(c)
 	if len(d.masqAddrs(c)) > 0 {
 		if _, err := kernelPortsLeft(c); err != nil {
 			return c, fmt.Errorf("%w: %v", nat.ErrInvalidConfig, err)
@@ -314,9 +319,6 @@ func kernelPortsLeft(c nat.Config) (int, error) {
 // NAT port as the source of the box's own connections. Called with addrMu
 // held.
 func (d *daemon) reservePorts(c nat.Config) error {
-	if d.masq == nil {
-		d.masq = &masq{seen: map[netip.Addr]bool{}}
-	}
 	m := d.masq
 	if m.reserved == "" {
 		b, err := os.ReadFile(sysReserved)
@@ -369,9 +371,6 @@ func (d *daemon) closeMasq() {
 // and for an interface pool it moves the pool to the interface's new
 // address.
 func (d *daemon) watchAddrs() error {
-	if d.masq == nil {
-		d.masq = &masq{seen: map[netip.Addr]bool{}}
-	}
 	m := d.masq
 	m.stop, m.done = make(chan struct{}), make(chan struct{})
 	ch := make(chan netlink.AddrUpdate, 64)

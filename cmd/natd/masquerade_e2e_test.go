@@ -8,10 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,51 +25,19 @@ import (
 // inside's, exactly as with nftables masquerade (the parity test runs the
 // same checks against both).
 
-var boxOut = lab.OutsideGW.Addr() // the box's outside address, the pool
+var boxOut = natdlab.BoxAddr // the box's outside address, the pool
 
-// masqPorts is the NAT's range in these tests: outside the kernel's default
-// ip_local_port_range (32768-60999), as docs/natd.md recommends.
-const masqPorts = "61000-65535"
+const masqPorts = natdlab.MasqueradePorts
 
-// masqConfig is natd's configuration for the masquerade lab: an interface
-// pool, a port forward on the interface's address, MSS clamping.
-func masqConfig(t *testing.T, extra string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`interfaces:
-  inside: {name: %s, queues: [0]}
-  outside: {name: %s, queues: [0]}
-workers:
-  - cpu: 1
-poll_mode: adaptive
-nat:
-  inside_prefixes: [10.0.0.0/24]
-  pools:
-    - {name: wan, interface: %s}
-  ports: {tcp: %s, udp: %s, icmp: %s}
-  port_forwards:
-    - {proto: tcp, outside: "0.0.0.0:%d", inside: "%s:80"}
-  mss_clamp: auto
-  limits: {max_sessions: 65536, max_subscribers: 1024}
-metrics:
-  listen: 127.0.0.1:9469
-events:
-  file: %s
-%s`, lab.NATInside, lab.NATOutside, lab.NATOutside, masqPorts, masqPorts, masqPorts,
-		natdlab.ForwardPort, natdlab.In2, filepath.Join(dir, "events.log"), extra)
-	p := filepath.Join(dir, "natd.yaml")
-	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
+// startMasq starts natd in the lab with natdlab's masquerade configuration
+// (an interface pool, a port forward on the interface's address, MSS
+// clamping). before runs after the lab is built, before natd starts. It
+// returns the events file.
 func startMasq(t *testing.T, before func(*natdlab.Env)) (*natdlab.Env, string) {
 	t.Helper()
 	lab.Require(t)
 	natd, _ := binaries(t)
-	cfgPath := masqConfig(t, "")
-	e, err := natdlab.New(natdlab.Options{Natd: natd, ConfigFile: cfgPath})
+	e, err := natdlab.New(natdlab.Options{Natd: natd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +47,16 @@ func startMasq(t *testing.T, before func(*natdlab.Env)) (*natdlab.Env, string) {
 		}
 		e.Close()
 	})
+	if err := e.UseConfig(e.MasqueradeConfig("")); err != nil {
+		t.Fatal(err)
+	}
 	if before != nil {
 		before(e)
 	}
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return e, filepath.Join(filepath.Dir(cfgPath), "events.log")
+	return e, e.EventsFile()
 }
 
 // boxChecks is the box's own traffic on its outside address, and the
@@ -186,6 +157,14 @@ func TestE2EMasquerade(t *testing.T) {
 		if !strings.Contains(out, masqPorts) {
 			t.Fatalf("NAT ports not reserved from the kernel: %q", out)
 		}
+		if err := e.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+			t.Fatalf("natd exit: %v", err)
+		}
+		out, _ = lab.Exec(e.Box, "sysctl", "-n", "net.ipv4.ip_local_reserved_ports")
+		if strings.TrimSpace(out) != "" {
+			t.Fatalf("natd left ip_local_reserved_ports = %q", out)
+		}
+		checkInterfacesClean(t, e)
 	})
 	t.Run("nftables", func(t *testing.T) {
 		lab.Require(t)

@@ -169,9 +169,13 @@ static __always_inline int nat_owned(struct iphdr *ip, void *data_end, int from_
 	struct frag_key fk = {.saddr = ip->saddr, .id = ip->id, .proto = ip->protocol};
 	if (frag & IP_OFFMASK)
 		return bpf_map_lookup_elem(&masq_frags, &fk) != 0;
-	if (ip->ihl < 5)
+	// Only headers without options: a variable offset from a packet
+	// pointer needs CAP_PERFMON from the verifier, which natd does not
+	// ask for. A packet with IP options to a masquerade address goes to
+	// the kernel, its owner.
+	if (ip->ihl != 5)
 		return 0;
-	__u8 *l4 = (__u8 *)ip + ip->ihl * 4;
+	__u8 *l4 = (__u8 *)(ip + 1);
 	if ((void *)(l4 + 8) > data_end)
 		return 0;
 	int own = 0;
@@ -194,9 +198,9 @@ static __always_inline int nat_owned(struct iphdr *ip, void *data_end, int from_
 		if (l4[0] != 3 && l4[0] != 4 && l4[0] != 5 && l4[0] != 11 && l4[0] != 12)
 			return 0;
 		struct iphdr *in = (void *)(l4 + 8);
-		if ((void *)(in + 1) > data_end || in->ihl < 5)
+		if ((void *)(in + 1) > data_end || in->ihl != 5)
 			return 0;
-		__u8 *q = (__u8 *)in + in->ihl * 4;
+		__u8 *q = (__u8 *)(in + 1);
 		if ((void *)(q + 8) > data_end)
 			return 0;
 		if (in->protocol == IPPROTO_TCP)
