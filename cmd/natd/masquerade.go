@@ -360,7 +360,8 @@ func (d *daemon) closeMasq() {
 		<-m.done
 	}
 	if m.reserved != "" {
-		if err := os.WriteFile(sysReserved, []byte(m.reservedOrig), 0o644); err != nil {
+		// A newline: a write of no bytes would leave the value as it is.
+		if err := os.WriteFile(sysReserved, []byte(m.reservedOrig+"\n"), 0o644); err != nil {
 			d.log.Warn("restore ip_local_reserved_ports", "err", err)
 		}
 	}

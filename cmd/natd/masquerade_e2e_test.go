@@ -539,6 +539,13 @@ func TestE2EMSSClamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("10 MB each way over the 1492-byte link in %v", time.Since(start).Round(time.Millisecond))
+	mfs, err := e.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := metric(t, mfs, "xnat_mss_clamped_total"); n < 2 {
+		t.Errorf("xnat_mss_clamped_total = %v after two connections (each SYN 1460 > 1452)", n)
+	}
 	after := fragNeeded()
 	for k, v := range after {
 		if v != before[k] {
