@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -90,6 +91,8 @@ func boxChecks(t *testing.T, n *lab.NAT) {
 	if out, err := natdlab.Ping(n.Out, boxOut, 2); err != nil || !strings.Contains(out, "2 received") {
 		t.Fatalf("ping to the box's outside address: %v\n%s", err, out)
 	}
+	// An ICMP error about the box's own datagram reaches the box's socket.
+	udpRefused(t, n.Box, netip.AddrPortFrom(server, 9))
 	// 5. Inside hosts reach the box's inside and outside addresses (a web
 	// UI, DNS forwarder, a service on the public address).
 	for _, a := range []netip.Addr{lab.InsideGW.Addr(), boxOut} {
@@ -100,6 +103,34 @@ func boxChecks(t *testing.T, n *lab.NAT) {
 			t.Fatalf("inside ping to the box at %s: %v\n%s", a, err, out)
 		}
 	}
+}
+
+// udpRefused sends a datagram from a connected UDP socket in ns to a port
+// nobody listens on and reports whether the ICMP Port Unreachable came
+// back to the socket (as ECONNREFUSED). Through the NAT the error quotes
+// the NAT's port and must go to natd; for the box's own socket it quotes
+// a kernel port and must go to the kernel.
+func udpRefused(t *testing.T, ns string, dst netip.AddrPort) {
+	t.Helper()
+	var c net.Conn
+	if err := lab.Do(ns, func() error {
+		var err error
+		c, err = net.Dial("udp", dst.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for i := 0; i < 3; i++ {
+		c.Write([]byte("anyone?"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := c.Read(buf)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+	}
+	t.Fatalf("%s: no ICMP Port Unreachable from %s reached the socket", ns, dst)
 }
 
 // translatedChecks is the NAT's own job on the box's address.
@@ -124,6 +155,7 @@ func translatedChecks(t *testing.T, n *lab.NAT, forward bool) {
 	if out, err := natdlab.TTLProbe(n.In1); err != nil {
 		t.Fatalf("TTL probe: %v\n%s", err, out)
 	}
+	udpRefused(t, n.In1, netip.AddrPortFrom(natdlab.Server, 9))
 	if !forward {
 		return
 	}
