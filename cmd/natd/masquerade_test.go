@@ -95,3 +95,19 @@ func TestMasqueradeResolve(t *testing.T) {
 		t.Fatalf("a static mapping's address is all the NAT's, got masquerade %v", got)
 	}
 }
+
+// TestKernelPortsLeft: a NAT range that would take the kernel's ephemeral
+// ports on a masquerade address is refused, with the way out in the error.
+func TestKernelPortsLeft(t *testing.T) {
+	c := nat.DefaultConfig()
+	for p := range c.Ports {
+		c.Ports[p] = nat.PortRange{Min: 1, Max: 65535}
+	}
+	if _, err := kernelPortsLeft(c); err == nil || !strings.Contains(err.Error(), "ip_local_port_range") {
+		t.Fatalf("every port for the NAT: %v", err)
+	}
+	c.Ports[nat.TCP], c.Ports[nat.UDP] = nat.PortRange{Min: 1, Max: 1}, nat.PortRange{Min: 1, Max: 1}
+	if left, err := kernelPortsLeft(c); err != nil || left < minKernelPorts {
+		t.Fatalf("port 1 for the NAT: %d left, %v", left, err)
+	}
+}
