@@ -89,11 +89,13 @@ type natConfig struct {
 	} `yaml:"port_forwards"`
 	OnExhaustion    string `yaml:"on_exhaustion"`
 	LogDestinations bool   `yaml:"log_destinations"`
+	MSSClamp        string `yaml:"mss_clamp"` // off, auto or an MSS
 }
 
 type poolConfig struct {
 	Name      string   `yaml:"name"`
 	Addresses []string `yaml:"addresses"`
+	Interface string   `yaml:"interface"` // masquerade.go
 }
 
 type mgmtConfig struct {
@@ -330,6 +332,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	}
 
 	c.NAT = natFromFile(&fc.NAT, ce)
+	checkMasqConfig(&fc, ce)
 	if err := c.NAT.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *nat.FieldError
@@ -442,6 +445,7 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 			}
 			pool.Addresses = append(pool.Addresses, p)
 		}
+		masqPoolFromFile(fmt.Sprintf("nat.pools[%d]", i), pc, &pool, ce)
 		c.Pools = append(c.Pools, pool)
 	}
 	for name, v := range f.Ports {
@@ -557,6 +561,9 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		ce.add("nat.on_exhaustion", "%q is not none, host-unreachable or admin-prohibited", f.OnExhaustion)
 	}
 	c.LogDestinations = f.LogDestinations
+	if err := c.MSSClamp.UnmarshalText([]byte(f.MSSClamp)); err != nil {
+		ce.add("nat.mss_clamp", "%v", err)
+	}
 	return c
 }
 

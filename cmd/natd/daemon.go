@@ -39,6 +39,8 @@ type daemon struct {
 	att   [nat.NumSides]*xdpprog.Attachment
 	nb    *neigh.Table
 	wk    []*workerState
+	masq  *masq      // masquerade.go
+	attMu sync.Mutex // guards att once workers run (ifwatch.go)
 
 	// addrMu guards the addresses natd added to the outside link.
 	addrMu sync.Mutex
@@ -113,7 +115,11 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 		log.Warn("the inside interface has no IPv4 address: ICMP errors natd originates there (TTL, MTU) cannot be sent")
 	}
 
-	d.eng, err = nat.New(cfg.NAT, nat.Options{Workers: len(cfg.CPUs)})
+	natCfg, err := d.startMasq(cfg.NAT)
+	if err != nil {
+		return nil, err
+	}
+	d.eng, err = nat.New(natCfg, nat.Options{Workers: len(cfg.CPUs)})
 	if err != nil {
 		return nil, err
 	}
@@ -150,14 +156,8 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 		for s := nat.Inside; s < nat.NumSides; s++ {
 			q := d.links[s].queues[i]
 			ws.queues[s] = q
-			att := d.att[s]
 			opts := cfg.Port
-			opts.Register = func(ifindex, queue, fd int) error {
-				if ifindex != att.Ifindex() {
-					return fmt.Errorf("interface %s was re-created (ifindex %d -> %d); restart natd to re-attach", d.links[s].name, att.Ifindex(), ifindex)
-				}
-				return att.Register(queue, fd)
-			}
+			opts.Register = func(ifindex, queue, fd int) error { return d.register(s, ifindex, queue, fd) }
 			p, err := afxdp.New(d.links[s].ifindex, q, &opts)
 			if err != nil {
 				return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", d.links[s].name, q, err)
@@ -218,6 +218,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 	if err != nil {
 		return nil, err
 	}
+	if err := d.watchAddrs(); err != nil {
+		return nil, err
+	}
 	log.Info("natd running", "config_generation", d.eng.Snapshot().Generation)
 	return d, nil
 }
@@ -271,20 +274,8 @@ func lookupLink(name string) (linkInfo, error) {
 	if a.Flags&net.FlagUp == 0 {
 		return linkInfo{}, fmt.Errorf("%q is down", name)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
+	if li.addrs, err = linkAddrs(l, name); err != nil {
 		return linkInfo{}, fmt.Errorf("%q addresses: %w", name, err)
-	}
-	for _, ad := range addrs {
-		if ad.Label == xnatLabel(name) {
-			continue // added by an earlier natd
-		}
-		p, ok := netip.AddrFromSlice(ad.IP.To4())
-		if !ok {
-			continue
-		}
-		ones, _ := ad.Mask.Size()
-		li.addrs = append(li.addrs, netip.PrefixFrom(p, ones))
 	}
 	return li, nil
 }
@@ -302,6 +293,10 @@ func xnatLabel(ifname string) string {
 // applyNAT is the ConfigStore's publisher: the engine takes the new
 // configuration, then XDP maps and outside addresses follow it.
 func (d *daemon) applyNAT(c nat.Config) error {
+	c, err := d.resolveNAT(c)
+	if err != nil {
+		return err
+	}
 	if err := d.eng.ApplyConfig(c); err != nil {
 		return err
 	}
@@ -336,6 +331,9 @@ func (d *daemon) syncPublic() error {
 	if err := d.prog.SetInsidePrefixes(snap.InsidePrefixes()); err != nil {
 		return fmt.Errorf("XDP inside prefixes: %w", err)
 	}
+	if err := d.syncMasq(snap.Config); err != nil {
+		return err
+	}
 	if err := d.prog.SetPublicAddrs(public); err != nil {
 		return fmt.Errorf("XDP public addresses: %w", err)
 	}
@@ -352,7 +350,7 @@ func (d *daemon) syncPublic() error {
 	want := map[netip.Addr]bool{}
 	for _, a := range public {
 		want[a] = true
-		if own[a] || d.added[a] {
+		if own[a] || d.added[a] || d.masq.neverAdd(a) {
 			continue
 		}
 		ad := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: xnatLabel(out.name), Flags: 0}
@@ -529,6 +527,7 @@ func (d *daemon) Close() error {
 		close(d.stopHK)
 		<-d.hkDone
 	}
+	d.closeMasq()
 	for _, ws := range d.wk {
 		for _, p := range ws.ports {
 			if p != nil {

@@ -160,6 +160,8 @@ type Config struct {
 	// LogDestinations records the remote endpoint in session events (RFC
 	// 6888 REQ-12 leaves it to the operator).
 	LogDestinations bool
+	// MSSClamp clamps the MSS of SYNs in both directions (mss.go).
+	MSSClamp MSSClamp
 }
 
 // DefaultConfig returns the defaults: endpoint-independent mapping and
@@ -390,6 +392,9 @@ func (c *Config) Validate() error {
 	}
 	if l.ICMPErrorsPerSecond < 0 {
 		add(fieldErr("limits.icmp_errors_per_second", "must not be negative"))
+	}
+	if err := c.MSSClamp.check(); err != nil {
+		add(err)
 	}
 	if c.OnExhaustion > ReplyAdminProhibited {
 		add(fieldErr("on_exhaustion", "unknown reply %d", c.OnExhaustion))

@@ -90,9 +90,11 @@ func (w *Worker) fromInside(b *port.Buf, p *header.Parsed, probe *flowtable.Prob
 		w.dropFrame(Inside, b, drop.NotInside)
 		return
 	}
-	if p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] {
+	if (p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside]) && !s.isPublic(p.Dst) {
 		// For the appliance itself: the XDP program passes these to the
-		// kernel; one that reaches us anyway is not ours to forward.
+		// kernel; one that reaches us anyway is not ours to forward. A
+		// masquerade address is both: the XDP program sends only the
+		// NAT's ports here, to hairpin.
 		w.dropFrame(Inside, b, drop.NotForwarded)
 		return
 	}
@@ -154,6 +156,7 @@ func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe)
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Inside)
+		w.clampMSS(b, p)
 	}
 	w.eng.sessions.Touch(e.ID, w.now)
 	p.DecTTL(b.Data)
@@ -206,6 +209,7 @@ func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowt
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Outside)
+		w.clampMSS(b, p)
 	}
 	// RFC 4787 REQ-6: outbound packets always refresh a UDP mapping;
 	// inbound ones only if configured.

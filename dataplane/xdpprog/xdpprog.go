@@ -70,6 +70,7 @@ const (
 	counterRedirected = iota
 	counterPassed
 	counterRedirectFailed
+	counterMasqLocal
 	numCounters
 )
 
@@ -85,6 +86,9 @@ type Program struct {
 	public   *ebpf.Map
 	local    *ebpf.Map
 	inside   *ebpf.Map
+	masq     *ebpf.Map // masquerade.go
+	owned    *ebpf.Map
+	frags    *ebpf.Map
 	attached map[int]*Attachment
 }
 
@@ -98,7 +102,8 @@ func Load() (*Program, error) {
 	for _, m := range []struct {
 		dst  **ebpf.Map
 		name string
-	}{{&p.public, xnatMapPublicAddrs}, {&p.local, xnatMapLocalAddrs}, {&p.inside, xnatMapInsidePrefixes}} {
+	}{{&p.public, xnatMapPublicAddrs}, {&p.local, xnatMapLocalAddrs}, {&p.inside, xnatMapInsidePrefixes},
+		{&p.masq, xnatMapMasqAddrs}, {&p.owned, xnatMapOwnedPorts}, {&p.frags, xnatMapMasqFrags}} {
 		if *m.dst, err = ebpf.NewMap(spec.Maps[m.name]); err != nil {
 			p.closeMaps()
 			return nil, fmt.Errorf("xdpprog: create map %s: %w", m.name, err)
@@ -108,7 +113,7 @@ func Load() (*Program, error) {
 }
 
 func (p *Program) closeMaps() {
-	for _, m := range []*ebpf.Map{p.public, p.local, p.inside} {
+	for _, m := range []*ebpf.Map{p.public, p.local, p.inside, p.masq, p.owned, p.frags} {
 		if m != nil {
 			m.Close()
 		}
@@ -160,6 +165,9 @@ func (p *Program) Attach(ifindex int, role Role) (*Attachment, error) {
 			xnatMapPublicAddrs:    p.public,
 			xnatMapLocalAddrs:     p.local,
 			xnatMapInsidePrefixes: p.inside,
+			xnatMapMasqAddrs:      p.masq,
+			xnatMapOwnedPorts:     p.owned,
+			xnatMapMasqFrags:      p.frags,
 		},
 	})
 	if err != nil {
@@ -256,6 +264,9 @@ type Counters struct {
 	Redirected     uint64 // handed to an XSK by bpf_redirect_map
 	Passed         uint64 // not NAT traffic: given to the kernel
 	RedirectFailed uint64 // NAT traffic but no socket on its queue: passed
+	// MasqLocal counts frames to a masquerade address that were not the
+	// NAT's (the box's own traffic); they are in Passed too.
+	MasqLocal uint64
 }
 
 // Counters reads and sums the per-CPU counters. Frames redirected but then
@@ -263,7 +274,7 @@ type Counters struct {
 // here; see the socket's XDP_STATISTICS for those.
 func (a *Attachment) Counters() (Counters, error) {
 	var c Counters
-	dst := [numCounters]*uint64{&c.Redirected, &c.Passed, &c.RedirectFailed}
+	dst := [numCounters]*uint64{&c.Redirected, &c.Passed, &c.RedirectFailed, &c.MasqLocal}
 	var per []uint64
 	for i := range uint32(numCounters) {
 		if err := a.cnt.Lookup(i, &per); err != nil {

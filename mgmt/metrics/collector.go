@@ -80,6 +80,7 @@ var (
 	dFragTrans   = desc("xnat_fragments_translated_total", "IPv4 fragments translated.")
 	dFragHeld    = desc("xnat_fragments_held_total", "Out-of-order IPv4 fragments held until their first fragment.")
 	dFragMade    = desc("xnat_fragments_made_total", "Fragments natd made to fit the egress MTU.")
+	dMSSClamped  = desc("xnat_mss_clamped_total", "TCP SYNs whose MSS option natd lowered (nat.mss_clamp).")
 	dEvDropped   = desc("xnat_events_dropped_total", "Session events lost because the engine's event rings were full.")
 	dEvWritten   = desc("xnat_events_written_total", "Session events written to the event log.")
 	dEvWriteErr  = desc("xnat_event_write_errors_total", "Failed writes to the event log.")
@@ -116,6 +117,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dDropped, dSessions, dSessCap, dCreated, dExpired, dDeleted, dAllocFail, dPortsInUse, dPorts,
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
 		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
+		dMSSClamped,
 	} {
 		ch <- d
 	}
@@ -183,6 +185,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dFragTrans, sum[nat.FragmentsTranslated])
 	counter(dFragHeld, sum[nat.FragmentsHeld])
 	counter(dFragMade, sum[nat.FragmentsMade])
+	counter(dMSSClamped, sum[nat.MSSClamped])
 	counter(dEvDropped, stats.EventsDropped)
 
 	for _, p := range st.Pools {
