@@ -1,7 +1,6 @@
 package nat
 
 import (
-
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"

@@ -33,19 +33,19 @@ const (
 	CodeSessionHit  // session X (gen in Y) translates to A:PA
 	CodeSessionMiss // no session
 	// mapping (outbound) or admission (inbound)
-	CodeForwardRule  // port forward: outside A:PA <-> inside B:PB
-	CodeStaticRule   // static mapping: outside A <-> inside B
-	CodeEIMExisting  // endpoint-independent mapping A:PA exists for this inside endpoint
-	CodeEIMNew       // new endpoint-independent mapping
-	CodeAPDMNew      // new address-and-port-dependent mapping
-	CodeNoMapping    // no mapping for external A:PA: no_session
-	CodeReplyOnly    // ICMP reply without a session: only requests open one
+	CodeForwardRule // port forward: outside A:PA <-> inside B:PB
+	CodeStaticRule  // static mapping: outside A <-> inside B
+	CodeEIMExisting // endpoint-independent mapping A:PA exists for this inside endpoint
+	CodeEIMNew      // new endpoint-independent mapping
+	CodeAPDMNew     // new address-and-port-dependent mapping
+	CodeNoMapping   // no mapping for external A:PA: no_session
+	CodeReplyOnly   // ICMP reply without a session: only requests open one
 	CodeNoInboundICMP
 	// external address
-	CodeAddrPaired  // address A: the subscriber's paired address (RFC 4787 REQ-2)
-	CodeAddrNew     // address A: a new pairing, chosen by hashing the subscriber
-	CodeAddrRepair  // the paired address left the pools: pair again with A
-	CodeNoAddress   // no pool address can take a new subscriber
+	CodeAddrPaired // address A: the subscriber's paired address (RFC 4787 REQ-2)
+	CodeAddrNew    // address A: a new pairing, chosen by hashing the subscriber
+	CodeAddrRepair // the paired address left the pools: pair again with A
+	CodeNoAddress  // no pool address can take a new subscriber
 	// external port
 	CodePortKept    // port PA kept (port preservation, RFC 4787 REQ-3)
 	CodePortRandom  // port PA in use or outside the range: a random one from this worker's share (RFC 6056)
@@ -63,18 +63,18 @@ const (
 	CodeQuotaPorts    // Reason: the subscriber's port limit Y is reached
 	CodeInboundLimit  // sessions opened from outside X reached the limit Y
 	// results
-	CodeCreate      // a session will be (trace: was) created
-	CodeRewriteSrc  // source A:PA -> B:PB
-	CodeRewriteDst  // destination A:PA -> B:PB
-	CodeHairpin     // to one of our public addresses: back inside
-	CodeNextHop     // egress Side, MAC in A+PA
-	CodeTransmit    // queued on Side
-	CodeICMPSent    // answered with an ICMP error on Side
-	CodeHeld        // held: neighbour resolution or fragment reassembly
-	CodeDrop        // Reason
-	CodeWouldPass   // explain: the packet would be translated and sent on Side
-	CodeWouldDrop   // explain: Reason
-	CodeFragmented  // sent as X fragments
+	CodeCreate     // a session will be (trace: was) created
+	CodeRewriteSrc // source A:PA -> B:PB
+	CodeRewriteDst // destination A:PA -> B:PB
+	CodeHairpin    // to one of our public addresses: back inside
+	CodeNextHop    // egress Side, MAC in A+PA
+	CodeTransmit   // queued on Side
+	CodeICMPSent   // answered with an ICMP error on Side
+	CodeHeld       // held: neighbour resolution or fragment reassembly
+	CodeDrop       // Reason
+	CodeWouldPass  // explain: the packet would be translated and sent on Side
+	CodeWouldDrop  // explain: Reason
+	CodeFragmented // sent as X fragments
 
 	numCodes
 )
