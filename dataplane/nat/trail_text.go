@@ -175,7 +175,7 @@ func (s Step) Text() string {
 	case CodeDrop:
 		return "dropped: " + s.Reason.String()
 	case CodeWouldPass:
-		return "would be translated and sent on " + s.Side.String()
+		return "would be forwarded on " + s.Side.String()
 	case CodeWouldDrop:
 		return "would be dropped: " + s.Reason.String()
 	}
