@@ -200,3 +200,30 @@ func (t *Trail) Verdict() drop.Reason {
 	}
 	return drop.None
 }
+
+var codeNames = [numCodes]string{
+	CodeNone: "none", CodeParsed: "parsed", CodeParseFailed: "parse_failed",
+	CodeMartian: "martian", CodeNotInside: "not_inside", CodeForUs: "for_us", CodeInsideRoute: "inside_route",
+	CodeOutbound: "outbound", CodeInbound: "inbound", CodeNotPublic: "not_public", CodeTTLExpired: "ttl_expired",
+	CodeICMPError: "icmp_error", CodeLaterFrag: "later_fragment",
+	CodeSessionHit: "session_hit", CodeSessionMiss: "session_miss",
+	CodeForwardRule: "port_forward", CodeStaticRule: "static_mapping", CodeEIMExisting: "eim_existing",
+	CodeEIMNew: "eim_new", CodeAPDMNew: "apdm_new", CodeNoMapping: "no_mapping", CodeReplyOnly: "icmp_reply_only",
+	CodeNoInboundICMP: "no_inbound_icmp",
+	CodeAddrPaired: "address_paired", CodeAddrNew: "address_new", CodeAddrRepair: "address_repaired", CodeNoAddress: "no_address",
+	CodePortKept: "port_kept", CodePortRandom: "port_random", CodePortOverlap: "port_overlap",
+	CodeFilterEIF: "filter_eif", CodeFilterADFOK: "filter_adf_permitted", CodeFilterADFDeny: "filter_adf_denied",
+	CodeFilterAPDF: "filter_apdf_denied", CodeFilterNotSYN: "filter_not_syn", CodePermNew: "permission_new",
+	CodeQuotaOK: "quota_ok", CodeQuotaSessions: "quota_sessions", CodeQuotaPorts: "quota_ports", CodeInboundLimit: "inbound_limit",
+	CodeCreate: "session_create", CodeRewriteSrc: "rewrite_source", CodeRewriteDst: "rewrite_destination",
+	CodeHairpin: "hairpin", CodeNextHop: "next_hop", CodeTransmit: "transmit", CodeICMPSent: "icmp_sent",
+	CodeHeld: "held", CodeDrop: "drop", CodeWouldPass: "would_forward", CodeWouldDrop: "would_drop", CodeFragmented: "fragmented",
+}
+
+// String returns the code's stable snake_case name, for -o json.
+func (c Code) String() string {
+	if c < numCodes && codeNames[c] != "" {
+		return codeNames[c]
+	}
+	return "unknown"
+}
