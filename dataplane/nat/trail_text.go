@@ -210,7 +210,7 @@ var codeNames = [numCodes]string{
 	CodeForwardRule: "port_forward", CodeStaticRule: "static_mapping", CodeEIMExisting: "eim_existing",
 	CodeEIMNew: "eim_new", CodeAPDMNew: "apdm_new", CodeNoMapping: "no_mapping", CodeReplyOnly: "icmp_reply_only",
 	CodeNoInboundICMP: "no_inbound_icmp",
-	CodeAddrPaired: "address_paired", CodeAddrNew: "address_new", CodeAddrRepair: "address_repaired", CodeNoAddress: "no_address",
+	CodeAddrPaired:    "address_paired", CodeAddrNew: "address_new", CodeAddrRepair: "address_repaired", CodeNoAddress: "no_address",
 	CodePortKept: "port_kept", CodePortRandom: "port_random", CodePortOverlap: "port_overlap",
 	CodeFilterEIF: "filter_eif", CodeFilterADFOK: "filter_adf_permitted", CodeFilterADFDeny: "filter_adf_denied",
 	CodeFilterAPDF: "filter_apdf_denied", CodeFilterNotSYN: "filter_not_syn", CodePermNew: "permission_new",
