@@ -337,3 +337,33 @@ func BenchmarkEstablishedVis(b *testing.B) {
 		})
 	}
 }
+
+// TestCaptureHeldFrame: a frame that waits for its next hop's neighbour is
+// captured when it leaves, under its packet's number, with the MAC it got.
+func TestCaptureHeldFrame(t *testing.T) {
+	h := newHarness(t, testConfig())
+	c, err := h.eng.StartCapture(VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	h.neigh.setPending([4]byte{198, 18, 0, 2}, true)
+	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 53))
+	buf := make([]CaptureFrame, 8)
+	if n := c.Read(buf); n != 1 || buf[0].Stage != StageRx {
+		t.Fatalf("%d frames while the neighbour resolves, want the rx frame", n)
+	}
+	rx := buf[0].Packet
+	h.neigh.setPending([4]byte{198, 18, 0, 2}, false)
+	h.w.Poll()
+	if out := h.collect(Outside); len(out) != 1 {
+		t.Fatalf("%d frames out after the neighbour resolved", len(out))
+	}
+	if n := c.Read(buf); n != 1 || buf[0].Stage != StageTx || buf[0].Side != Outside || buf[0].Packet != rx {
+		t.Fatalf("after resolution: %d frames, first %v/%v packet %d (rx was %d)", n, buf[0].Stage, buf[0].Side, buf[0].Packet, rx)
+	}
+	pk := verifyFrame(t, buf[0].Bytes())
+	if eth := ethOf(pk); [6]byte(eth.DstMAC) != macGateway || eps(pk).src != "198.18.0.100" {
+		t.Fatalf("held frame captured as %v from %v", eth.DstMAC, eps(pk))
+	}
+}

@@ -74,8 +74,19 @@ func (w *Worker) visPacket(vc *visConfig, side Side, b *port.Buf, p *header.Pars
 		m := c.filter.start()
 		c.filter.add(&m, side, &arrived)
 		w.matchLeft(&c.filter, &m, &start)
+		held := w.pend.n > pend
+		if held {
+			// Held for the neighbour: the frame is captured when it
+			// leaves (captureHeld), under this packet's number.
+			e := &w.pend.q[w.pend.n-1]
+			t := frameTuple(e.buf.Data)
+			c.filter.add(&m, e.egress, &t)
+		}
 		if m.all() {
 			w.captureFrames(c.rings[w.id], side, &start)
+			if held {
+				w.pend.q[w.pend.n-1].vis = v.packet
+			}
 		}
 	}
 	if tracing {
@@ -188,4 +199,24 @@ func (w *Worker) sampleDrop(side Side, b *port.Buf, r drop.Reason) {
 	sl.a.Store(a)
 	sl.b.Store(bb)
 	sl.seq.Add(1)
+}
+
+// captureHeld captures a frame that waited for its next hop, as it leaves:
+// the last frame send queued on its egress.
+func (w *Worker) captureHeld(e *pendEntry) {
+	vc := w.eng.vis.Load()
+	q := &w.tx[e.egress]
+	if vc == nil || vc.cap == nil || q.n == 0 {
+		return
+	}
+	d := q.bufs[q.n-1].Data
+	if frameTuple(d) != frameTuple(e.buf.Data) {
+		return // send dropped it (no frame to copy into)
+	}
+	ring := vc.cap.rings[w.id]
+	if f := ring.reserve(); f != nil {
+		f.UnixNano, f.Packet, f.Worker, f.Side, f.Stage = w.nowNano, e.vis, w.id, e.egress, StageTx
+		f.OrigLen, f.CapLen = uint16(len(d)), uint16(copy(f.Data[:], d))
+		ring.publish()
+	}
 }
