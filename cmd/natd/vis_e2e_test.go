@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/checksum"
 )
@@ -91,21 +95,85 @@ func checkChecksums(t *testing.T, f []byte) (ip *layers.IPv4, tcp *layers.TCP) {
 	return ip, tcp
 }
 
+// tcpdumpOn runs tcpdump on dev in namespace ns and returns a function
+// that stops it and returns the packets the kernel passed to its filter.
+func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
+	t.Helper()
+	cmd := lab.Command(ns, "tcpdump", "-Z", "root", "--immediate-mode", "-i", dev, "-n", "-w", file, filter)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "listening on"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump -i %s in %s did not start: %s", dev, ns, stderr.String())
+		}
+	}
+	return func() int {
+		t.Helper()
+		// SIGINT makes tcpdump flush and exit; "ip netns exec" passes
+		// the signal on by exec'ing tcpdump in place.
+		cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil {
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+		}
+		// What the kernel handed to tcpdump's filter, whether or not
+		// tcpdump had read it yet.
+		var n int
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if strings.HasSuffix(l, " packets received by filter") {
+				if _, err := fmt.Sscanf(l, "%d", &n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("tcpdump -i %s in %s printed no statistics: %s", dev, ns, stderr.String())
+		return 0
+	}
+}
+
 // TestE2EVisibility runs natctl capture, explain, trace and drops against
 // natd in the lab: a capture of a TCP hello read back with gopacket and
-// tshark; the full-cone STUN check that address-dependent filtering
+// tshark, while tcpdump on the NAT's own interfaces sees none of it (the
+// claim docs/troubleshooting.md makes: the XDP program redirects the
+// traffic to AF_XDP sockets before the kernel's packet taps, and natd
+// transmits through them, past the taps again; tcpdump on the hosts' side
+// of the same veths, a control, sees it); the full-cone STUN check that address-dependent filtering
 // refuses, explained before it happens, traced as it happens, and found
 // in the drop samples after.
 func TestE2EVisibility(t *testing.T) {
 	e := startEnv(t, natdlab.Options{Config: natdlab.ConfigParams{Extra: "  filtering:\n    udp: address-dependent\n"}})
 	in1, pool, server, far := natdlab.In1.String(), natdlab.PoolAddr.String(), natdlab.Server.String(), natdlab.Far.String()
 
-	// 1. Capture a TCP hello: SYN and SYN-ACK, each as arrived and as left.
+	// 1. Capture a TCP hello: SYN and SYN-ACK, each as arrived and as left;
+	// tcpdump listens on the NAT's interfaces and, as a control, on in1's.
+	dir := t.TempDir()
+	dumps := []func() int{
+		tcpdumpOn(t, e.In1, lab.HostDev, "tcp port 7000", filepath.Join(dir, "in1.pcap")),
+		tcpdumpOn(t, e.Box, lab.NATInside, "tcp port 7000", filepath.Join(dir, "nat-in.pcap")),
+		tcpdumpOn(t, e.Box, lab.NATOutside, "tcp port 7000", filepath.Join(dir, "nat-out.pcap")),
+	}
 	cmd, out, errb := natctlStart(t, e, "capture", "-w", "-", "--inside", in1, "--proto", "tcp", "--port", "7000", "-c", "4", "--duration", "60s")
 	if _, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7000)); err != nil || seen.Addr() != natdlab.PoolAddr {
 		t.Fatalf("TCP hello: %v (seen %v)", err, seen)
 	}
 	waitCmd(t, cmd, errb)
+	// The control first: once it had the packets, the NAT's taps had
+	// their chance too.
+	nHost, nIn, nOut := dumps[0](), dumps[1](), dumps[2]()
+	t.Logf("tcpdump during a TCP hello through natd: in1's eth0 %d packets, the NAT's nat-in %d, nat-out %d", nHost, nIn, nOut)
+	if nHost < 4 { // SYN, SYN-ACK, ACK and the greeting at least
+		t.Fatalf("the control tcpdump on in1 saw %d packets of the TCP hello", nHost)
+	}
+	if nIn != 0 || nOut != 0 {
+		t.Fatalf("tcpdump on the NAT's interfaces saw %d (nat-in) and %d (nat-out) of the forwarded packets; docs/troubleshooting.md says none", nIn, nOut)
+	}
 	pcap := out.Bytes()
 	r, err := pcapgo.NewNgReader(bytes.NewReader(pcap), pcapgo.DefaultNgReaderOptions)
 	if err != nil {

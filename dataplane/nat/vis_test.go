@@ -300,9 +300,14 @@ func TestZeroAllocCaptureAndTrace(t *testing.T) {
 func BenchmarkEstablishedVis(b *testing.B) {
 	const n = 1000
 	for _, mode := range []string{"off", "on-nomatch", "on-match"} {
+		var r *perfRig
 		b.Run("capture="+mode, func(b *testing.B) {
-			r := newPerfRig(b, benchConfig(n))
-			r.establish(b, n)
+			if r == nil {
+				// Built once, as in BenchmarkEstablished: the function
+				// runs several times with growing b.N.
+				r = newPerfRig(b, benchConfig(n))
+				r.establish(b, n)
+			}
 			switch mode {
 			case "on-nomatch":
 				c, err := r.eng.StartCapture(VisFilter{Inside: netip.MustParseAddr("10.255.255.255"), AnyProto: true}, 1024)
