@@ -115,24 +115,33 @@ func (s *service) Trace(req *xnatv1.TraceRequest, stream grpc.ServerStreamingSer
 	}
 	ctx, cancel := s.untilDone(stream.Context())
 	defer cancel()
+	pools := s.poolNames()
 	err = s.core.Trace(ctx, TraceSpec{Filter: f, Count: n, Timeout: d}, func(r *nat.TraceRecord) error {
 		return stream.Send(&xnatv1.TraceResponse{Packet: &xnatv1.TracedPacket{
 			Time:    timestamppb.New(time.Unix(0, r.UnixNano)),
 			Worker:  uint32(r.Worker),
 			Side:    protoSide(r.Side),
 			Packet:  r.Packet,
-			Steps:   stepsToProto(&r.Trail),
+			Steps:   stepsToProto(&r.Trail, pools),
 			Verdict: verdictName(&r.Trail),
 		}})
 	})
 	return ToStatus(err)
 }
 
-// StepCodeName is the machine-readable name of a trail step's decision.
-func stepsToProto(t *nat.Trail) []*xnatv1.TraceStep {
+// poolNames are the names the trails' address steps refer to.
+func (s *service) poolNames() []string {
+	var names []string
+	for _, p := range s.core.Config().Pools {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func stepsToProto(t *nat.Trail, pools []string) []*xnatv1.TraceStep {
 	var out []*xnatv1.TraceStep
 	for _, st := range t.List() {
-		ps := &xnatv1.TraceStep{Stage: st.Stage(), Text: st.Text(), Code: st.Code.String()}
+		ps := &xnatv1.TraceStep{Stage: st.Stage(), Text: st.TextPools(pools), Code: st.Code.String()}
 		if st.Reason != drop.None {
 			ps.Reason = st.Reason.String()
 		}
@@ -174,7 +183,7 @@ func (s *service) Explain(_ context.Context, req *xnatv1.ExplainRequest) (*xnatv
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &xnatv1.ExplainResponse{Steps: stepsToProto(&t), Verdict: verdictName(&t)}, nil
+	return &xnatv1.ExplainResponse{Steps: stepsToProto(&t, s.poolNames()), Verdict: verdictName(&t)}, nil
 }
 
 func (s *service) GetDrops(ctx context.Context, req *xnatv1.GetDropsRequest) (*xnatv1.GetDropsResponse, error) {

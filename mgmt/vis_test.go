@@ -30,6 +30,21 @@ func TestVisExplainAndDropsReadOnly(t *testing.T) {
 	if r.Verdict != "forwarded" || !hasStepCode(r.Steps, "session_hit") {
 		t.Fatalf("explain: %v", r)
 	}
+	// A new subscriber: the address step names its pool.
+	r, err = e.ro.Explain(x, &xnatv1.ExplainRequest{Side: xnatv1.Side_SIDE_INSIDE, Protocol: xnatv1.Protocol_PROTOCOL_UDP,
+		Source: &xnatv1.Endpoint{Addr: "10.0.0.6", Port: 1000}, Destination: &xnatv1.Endpoint{Addr: "203.0.113.9", Port: 53}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrStep string
+	for _, s := range r.Steps {
+		if s.Stage == "address" {
+			addrStep = s.Text
+		}
+	}
+	if r.Verdict != "forwarded" || !strings.HasPrefix(addrStep, "198.18.0.100 from pool main, a new pairing") {
+		t.Fatalf("explain of a new subscriber: %v", r)
+	}
 	_, err = e.ro.Explain(x, &xnatv1.ExplainRequest{Side: xnatv1.Side_SIDE_INSIDE, Protocol: xnatv1.Protocol_PROTOCOL_UDP})
 	wantCode(t, err, codes.InvalidArgument, "source is required")
 

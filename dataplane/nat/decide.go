@@ -150,6 +150,20 @@ func (s *Snapshot) pickAddress(seed maphash.Seed, a [4]byte, proto Proto, take f
 	return nil
 }
 
+// poolOf returns 1 + the index in Config.Pools of the pool that lists a,
+// or 0: the trail names the pool (Step.TextPools).
+func (s *Snapshot) poolOf(a [4]byte) uint32 {
+	addr := netip.AddrFrom4(a)
+	for i := range s.Config.Pools {
+		for _, p := range s.Config.Pools[i].Addresses {
+			if p.Contains(addr) {
+				return uint32(i + 1)
+			}
+		}
+	}
+	return 0
+}
+
 // inPool reports whether st would give a reference for a new mapping
 // (addrState.acquire with addrInPool), without taking one.
 func inPool(st *addrState) bool {
@@ -311,12 +325,12 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 	if e.subs.Lookup(&sk, &sub) {
 		if cur := e.addr(uint32(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) {
 			st = cur
-			t.add(Step{Code: CodeAddrPaired, A: st.addr})
+			t.add(Step{Code: CodeAddrPaired, A: st.addr, X: s.poolOf(st.addr)})
 		} else if st = s.pickAddress(e.seed, src, proto, inPool); st != nil {
-			t.add(Step{Code: CodeAddrRepair, A: st.addr})
+			t.add(Step{Code: CodeAddrRepair, A: st.addr, X: s.poolOf(st.addr)})
 		}
 	} else if st = s.pickAddress(e.seed, src, proto, inPool); st != nil {
-		t.add(Step{Code: CodeAddrNew, A: st.addr})
+		t.add(Step{Code: CodeAddrNew, A: st.addr, X: s.poolOf(st.addr)})
 	}
 	if st == nil {
 		t.add(Step{Code: CodeNoAddress, Reason: drop.AddressExhausted})

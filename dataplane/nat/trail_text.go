@@ -63,7 +63,10 @@ func tcpFlagString(f uint8) string {
 
 // Text renders the step on one line, naming the rule or the RFC behaviour
 // that decided.
-func (s Step) Text() string {
+func (s Step) Text() string { return s.TextPools(nil) }
+
+// TextPools is Text naming pools by pools, the names of Config.Pools.
+func (s Step) TextPools(pools []string) string {
 	switch s.Code {
 	case CodeParsed:
 		t := fmt.Sprintf("%s %s -> %s, %d bytes", protoName(s.Proto), ap(s.A, s.PA), ap(s.B, s.PB), s.Y)
@@ -115,11 +118,11 @@ func (s Step) Text() string {
 	case CodeNoInboundICMP:
 		return "ICMP request to a dynamic address: no mapping to follow (RFC 5508 3.1)"
 	case CodeAddrPaired:
-		return fmt.Sprintf("%s, paired with this subscriber (RFC 4787 REQ-2)", ad(s.A))
+		return fmt.Sprintf("%s%s, paired with this subscriber (RFC 4787 REQ-2)", ad(s.A), poolText(pools, s.X))
 	case CodeAddrNew:
-		return fmt.Sprintf("%s, a new pairing for this subscriber, chosen by hashing its address (RFC 4787 REQ-2)", ad(s.A))
+		return fmt.Sprintf("%s%s, a new pairing for this subscriber, chosen by hashing its address (RFC 4787 REQ-2)", ad(s.A), poolText(pools, s.X))
 	case CodeAddrRepair:
-		return fmt.Sprintf("%s: the paired address left the pools, so the subscriber is paired again", ad(s.A))
+		return fmt.Sprintf("%s%s: the paired address left the pools, so the subscriber is paired again", ad(s.A), poolText(pools, s.X))
 	case CodeNoAddress:
 		return "no pool address can take a new subscriber: address_exhausted"
 	case CodePortKept:
@@ -180,6 +183,13 @@ func (s Step) Text() string {
 		return "would be dropped: " + s.Reason.String()
 	}
 	return fmt.Sprintf("code %d", s.Code)
+}
+
+func poolText(pools []string, x uint32) string {
+	if x == 0 || int(x) > len(pools) {
+		return ""
+	}
+	return " from pool " + pools[x-1]
 }
 
 func portOrRandom(a [4]byte, p uint16) string {
