@@ -313,8 +313,8 @@ func authorize(id *Identity, method string) error {
 	}
 	if Mutates(method) && id.Access != Admin {
 		return status.Errorf(codes.PermissionDenied,
-			"permission denied: this connection (%s) is read-only and %s changes state; %s",
-			id.via, shortMethod(method), id.hint)
+			"permission denied: this connection (%s) is read-only and %s %s; %s",
+			id.via, shortMethod(method), adminWhy(method), id.hint)
 	}
 	return nil
 }

@@ -252,7 +252,11 @@ func TestReadOnlyCannotMutate(t *testing.T) {
 	for m, call := range calls {
 		tried = append(tried, m)
 		err := call(e.ro)
-		wantCode(t, err, codes.PermissionDenied, "permission denied: this connection (read-only socket "+e.rosk+") is read-only and "+m[strings.LastIndexByte(m, '/')+1:]+" changes state; use the admin socket "+e.sock)
+		why := "changes state"
+		if m == xnatv1.NatService_Capture_FullMethodName || m == xnatv1.NatService_Trace_FullMethodName {
+			why = "shows subscribers' packets"
+		}
+		wantCode(t, err, codes.PermissionDenied, "permission denied: this connection (read-only socket "+e.rosk+") is read-only and "+m[strings.LastIndexByte(m, '/')+1:]+" "+why+"; use the admin socket "+e.sock)
 	}
 	slices.Sort(tried)
 	want := mutatingMethods()

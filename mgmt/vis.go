@@ -10,6 +10,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/nat"
+	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
 // Operator visibility (issue 17): the Core methods Capture, Trace, Explain
@@ -250,4 +251,14 @@ func (ic *interceptors) auditStart(id *Identity, method string, req any) {
 	}
 	ic.log.Info("audit", "who", who, "transport", transport, "method", shortMethod(method),
 		"request", summarize(req), "result", "started")
+}
+
+// adminWhy says why method needs the admin role, for refusals: capture
+// and trace change nothing but show subscribers' packets.
+func adminWhy(method string) string {
+	switch method {
+	case xnatv1.NatService_Capture_FullMethodName, xnatv1.NatService_Trace_FullMethodName:
+		return "shows subscribers' packets"
+	}
+	return "changes state"
 }
