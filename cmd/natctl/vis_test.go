@@ -62,7 +62,9 @@ func TestVisExplainAndDropsOutput(t *testing.T) {
 func TestVisCaptureAndTrace(t *testing.T) {
 	e := newTestEnv(t)
 	capDone, trDone := make(chan result, 1), make(chan result, 1)
-	go func() { capDone <- e.admin_(t, "capture", "-w", "-", "--inside", "10.0.0.7", "-c", "2", "--duration", "30s") }()
+	go func() {
+		capDone <- e.admin_(t, "capture", "-w", "-", "--inside", "10.0.0.7", "-c", "2", "--duration", "30s")
+	}()
 	go func() { trDone <- e.admin_(t, "trace", "-n", "1", "--inside", "10.0.0.7", "--timeout", "30s") }()
 	// Send until both have seen a packet: they start asynchronously.
 	var c, tr *result
