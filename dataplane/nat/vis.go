@@ -214,7 +214,10 @@ func (f *CaptureFrame) Bytes() []byte { return f.Data[:f.CapLen] }
 // spscRing is a bounded single-producer single-consumer ring of T, written
 // in place: the producer (a worker) fills the slot at head and publishes
 // it, the consumer (the management plane) copies slots out and advances
-// tail. The producer never waits: a full ring counts an overflow.
+// tail. The producer never waits: a full ring counts an overflow. Unlike
+// ring.SPSC, which copies values in, it lets the worker copy a frame
+// straight into its slot (2 KiB once, not twice). One worker goroutine
+// produces; one management goroutine consumes.
 type spscRing[T any] struct {
 	slots    []T
 	mask     uint64
