@@ -287,15 +287,29 @@ func TestZeroAllocCaptureAndTrace(t *testing.T) {
 		src, sport := flowSrc(i)
 		return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
 	}
+	newFlow := 0
+	// The new-session case first: the trace's 1000 packets go to it
+	// before the established case uses up the rest.
 	runAllocCases(t, r, []allocCase{
+		// Every packet a new flow: the trace runs explain's decisions for
+		// a new mapping (subscriber, paired address, port) before the
+		// packet path makes them.
+		{name: "new session, capture and trace on", side: Inside, burst: 1, ran: SessionsCreated + Counter(UDP), fill: func(_ int, b []byte) int {
+			newFlow++
+			return writeUDP(b, [4]byte{10, 1, byte(newFlow >> 8), byte(newFlow)}, server, 2000, 7777, macInsideHost, macNATIn)
+		}},
 		{name: "established, capture and trace on", side: Inside, burst: MaxBurst, fill: fill},
 		{name: "not inside, capture and trace on", side: Inside, burst: 8, ran: DropCounter(drop.NotInside), fill: func(i int, b []byte) int {
 			return writeUDP(b, [4]byte{192, 168, 0, byte(i)}, server, 1, 7777, macInsideHost, macNATIn)
 		}},
 	})
 	recs := make([]TraceRecord, MaxTrace)
-	if n := tr.Read(recs); n == 0 || !hasCode(&recs[0].Trail, CodeSessionHit) || !hasCode(&recs[0].Trail, CodeTransmit) {
+	n := tr.Read(recs)
+	if n != MaxTrace || !hasCode(&recs[0].Trail, CodeEIMNew) || !hasCode(&recs[0].Trail, CodePortKept) || !hasCode(&recs[0].Trail, CodeTransmit) {
 		t.Fatalf("%d trace records; first:\n%s", n, trailText(&recs[0].Trail))
+	}
+	if last := &recs[n-1].Trail; !hasCode(last, CodeSessionHit) || !hasCode(last, CodeTransmit) {
+		t.Fatalf("last trace record:\n%s", trailText(last))
 	}
 	buf := make([]CaptureFrame, 128)
 	if n := c.Read(buf); n == 0 {
