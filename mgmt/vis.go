@@ -22,12 +22,14 @@ import (
 type VisCore interface {
 	// Capture copies the frames matching spec, as they arrived and as
 	// they left, to emit in batches with the overflow count so far, until
-	// ctx ends or spec's count or duration is reached. One capture runs
-	// at a time (ErrUnavailable otherwise).
+	// ctx ends or spec's count or duration is reached. The first emit,
+	// without frames, says the capture is running. One capture runs at a
+	// time (ErrUnavailable otherwise).
 	Capture(ctx context.Context, spec CaptureSpec, emit func(frames []nat.CaptureFrame, overflow uint64) error) error
 	// Trace passes the trail of each of the next spec.Count packets
 	// matching spec.Filter to emit, until they are all traced or ctx
-	// ends or spec.Timeout passes. One trace runs at a time.
+	// ends or spec.Timeout passes. The first emit, with nil, says the
+	// trace is running. One trace runs at a time.
 	Trace(ctx context.Context, spec TraceSpec, emit func(*nat.TraceRecord) error) error
 	// Explain tells what the NAT would do now with a 5-tuple, and why.
 	Explain(side nat.Side, proto nat.Proto, src, dst netip.AddrPort) (nat.Trail, error)
@@ -95,6 +97,11 @@ func RunCapture(ctx context.Context, eng *nat.Engine, spec CaptureSpec, emit fun
 		return visErr("capture", err)
 	}
 	defer c.Stop()
+	// Tell the client the capture is running: packets from now on are
+	// seen.
+	if err := emit(nil, 0); err != nil {
+		return err
+	}
 	if spec.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, spec.Duration)
@@ -143,6 +150,9 @@ func RunTrace(ctx context.Context, eng *nat.Engine, spec TraceSpec, emit func(*n
 		return visErr("trace", err)
 	}
 	defer tr.Stop()
+	if err := emit(nil); err != nil { // the trace is running
+		return err
+	}
 	if spec.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, spec.Timeout)

@@ -117,6 +117,9 @@ func (s *service) Trace(req *xnatv1.TraceRequest, stream grpc.ServerStreamingSer
 	defer cancel()
 	pools := s.poolNames()
 	err = s.core.Trace(ctx, TraceSpec{Filter: f, Count: n, Timeout: d}, func(r *nat.TraceRecord) error {
+		if r == nil {
+			return stream.Send(&xnatv1.TraceResponse{}) // running
+		}
 		return stream.Send(&xnatv1.TraceResponse{Packet: &xnatv1.TracedPacket{
 			Time:    timestamppb.New(time.Unix(0, r.UnixNano)),
 			Worker:  uint32(r.Worker),

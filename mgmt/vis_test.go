@@ -90,14 +90,16 @@ func TestVisTraceAndCaptureAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The streams are open once their audit "started" lines are logged;
-	// then one packet is seen by both.
-	deadline := time.Now().Add(15 * time.Second)
-	for strings.Count(e.log.String(), `"result":"started"`) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("trace and capture did not start; log:\n%s", e.log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	// Each stream's first message says it is running; then one packet is
+	// seen by both.
+	if m, err := st.Recv(); err != nil || m.Packet != nil {
+		t.Fatalf("trace's first message %v, %v; want the empty one that says it runs", m, err)
+	}
+	if m, err := cst.Recv(); err != nil || len(m.Frames) != 0 {
+		t.Fatalf("capture's first message %v, %v; want the empty one that says it runs", m, err)
+	}
+	if n := strings.Count(e.log.String(), `"result":"started"`); n != 2 {
+		t.Fatalf("%d audit records of a session start; log:\n%s", n, e.log.String())
 	}
 	if err := e.core.Open(nat.UDP, netip.MustParseAddrPort("10.0.0.5:30000"), netip.MustParseAddrPort("203.0.113.9:53")); err != nil {
 		t.Fatal(err)
@@ -129,7 +131,7 @@ func TestVisTraceAndCaptureAudited(t *testing.T) {
 		t.Fatalf("capture of 2 frames did not end: %v", err)
 	}
 	// The end of each session is audited too, with its request.
-	deadline = time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ends := 0
 		for _, line := range strings.Split(e.log.String(), "\n") {

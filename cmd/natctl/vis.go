@@ -120,13 +120,16 @@ natd audit-logs every capture.`,
 				return &localError{err}
 			}
 			frames, overflow := uint64(0), uint64(0)
-			for {
+			for first := true; ; first = false {
 				m, err := st.Recv()
 				if err == io.EOF || (err != nil && cmd.Context().Err() != nil) {
 					break
 				}
 				if err != nil {
 					return err
+				}
+				if first {
+					fmt.Fprintln(a.errOut, "natctl: capturing; Ctrl-C stops")
 				}
 				overflow = m.GetOverflow()
 				for _, fr := range m.GetFrames() {
@@ -237,7 +240,7 @@ audit-logs every trace.`,
 			if err != nil {
 				return err
 			}
-			for i := 1; ; i++ {
+			for i := 0; ; {
 				m, err := st.Recv()
 				if err == io.EOF || (err != nil && cmd.Context().Err() != nil) {
 					return nil
@@ -245,6 +248,11 @@ audit-logs every trace.`,
 				if err != nil {
 					return err
 				}
+				if m.GetPacket() == nil {
+					fmt.Fprintf(a.errOut, "natctl: tracing the next %d matching packets; Ctrl-C stops\n", n)
+					continue
+				}
+				i++
 				if err := printTraced(a.out, a.output, i, m.GetPacket()); err != nil {
 					return &localError{err}
 				}

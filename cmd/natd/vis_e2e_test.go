@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,29 +55,50 @@ func natctlRun(t *testing.T, sock string, args ...string) (stdout, stderr string
 	return o.String(), e.String(), code
 }
 
-// natctlStart starts a long-running natctl (capture, trace) and waits
-// until natd has logged the start of one more audited session.
-func natctlStart(t *testing.T, e *natdlab.Env, args ...string) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+// lockedBuffer is a bytes.Buffer a child process writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
+
+// natctlStart starts a long-running natctl (capture, trace) writing stdout
+// to out, and waits until it says that natd runs the session ("natctl:
+// capturing", "natctl: tracing"): packets sent from then on are seen.
+func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (cmd *exec.Cmd, stderr *lockedBuffer) {
 	t.Helper()
 	_, natctl := binaries(t)
-	before := strings.Count(e.Log(), "result=started")
 	cmd = exec.Command(natctl, append([]string{"--socket", e.Socket}, args...)...)
-	stdout, stderr = &bytes.Buffer{}, &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	stderr = &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(15 * time.Second); strings.Count(e.Log(), "result=started") <= before; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(stderr.String(), "natctl: capturing") && !strings.Contains(stderr.String(), "natctl: tracing"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("natctl %v never started; stderr %s; natd log:\n%s", args, stderr, e.Log())
 		}
 	}
-	return cmd, stdout, stderr
+	return cmd, stderr
 }
 
 // waitCmd waits for a natctl started by natctlStart to exit on its own.
-func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *bytes.Buffer) {
+func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -176,7 +198,8 @@ func TestE2EVisibility(t *testing.T) {
 		tcpdumpOn(t, e.Box, lab.NATInside, "tcp port 7000", filepath.Join(dir, "nat-in.pcap")),
 		tcpdumpOn(t, e.Box, lab.NATOutside, "tcp port 7000", filepath.Join(dir, "nat-out.pcap")),
 	}
-	cmd, out, errb := natctlStart(t, e, "capture", "-w", "-", "--inside", in1, "--proto", "tcp", "--port", "7000", "-c", "4", "--duration", "60s")
+	out := &lockedBuffer{}
+	cmd, errb := natctlStart(t, e, out, "capture", "-w", "-", "--inside", in1, "--proto", "tcp", "--port", "7000", "-c", "4", "--duration", "60s")
 	if _, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7000)); err != nil || seen.Addr() != natdlab.PoolAddr {
 		t.Fatalf("TCP hello: %v (seen %v)", err, seen)
 	}
@@ -285,7 +308,8 @@ func TestE2EVisibility(t *testing.T) {
 		t.Fatalf("explain of the far host's packet (exit %d):\n%s", code, o)
 	}
 	// Trace it as it happens.
-	cmd, out, errb = natctlStart(t, e, "trace", "-n", "1", "--outside", far, "--proto", "udp", "--timeout", "60s")
+	out = &lockedBuffer{}
+	cmd, errb = natctlStart(t, e, out, "trace", "-n", "1", "--outside", far, "--proto", "udp", "--timeout", "60s")
 	fc, err := natdlab.ListenUDP(e.Far, netip.MustParseAddrPort(far+":3479"))
 	if err != nil {
 		t.Fatal(err)
@@ -350,15 +374,14 @@ func TestE2ECaptureBounded(t *testing.T) {
 		t.Helper()
 		var out string
 		var err error
-		// The iperf3 server may take a moment to listen: retry the client.
-		if !waitFor(10*time.Second, func() bool {
-			out, err = lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "3", "-J")
-			return err == nil
-		}) {
-			t.Fatalf("iperf3: %v\n%s", err, out)
-		}
 		var res iperfResult
-		if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.Bytes == 0 {
+		// The iperf3 server may take a moment to listen, and a run may
+		// end without data on a loaded machine: retry the client.
+		if !waitFor(20*time.Second, func() bool {
+			out, err = lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "3", "-J")
+			res = iperfResult{}
+			return err == nil && json.Unmarshal([]byte(out), &res) == nil && res.End.SumReceived.Bytes > 0
+		}) {
 			t.Fatalf("iperf3 moved no data (%v):\n%s", err, out)
 		}
 		return res.End.SumReceived.BitsPerSecond / 1e6
@@ -367,21 +390,13 @@ func TestE2ECaptureBounded(t *testing.T) {
 	// machine is shared).
 	ref := iperf()
 
-	_, natctl := binaries(t)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	cmd := exec.Command(natctl, "--socket", e.Socket, "capture", "-w", "-", "--ring", "256", "--duration", "6s")
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = pw, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := natctlStart(t, e, pw, "capture", "-w", "-", "--ring", "256", "--duration", "6s")
 	pw.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitLog(t, e, "result=started")
 	pid := natdPID(t, e)
 	rss0, heap0 := vmRSS(t, pid), heapInuse(t, e)
 	mbps := iperf()
@@ -393,9 +408,11 @@ func TestE2ECaptureBounded(t *testing.T) {
 	}
 	// Read the pipe now: natctl gets the rest and reports the overflow.
 	go io.Copy(io.Discard, pr)
-	waitCmd(t, cmd, &stderr)
+	waitCmd(t, cmd, stderr)
 	var frames, lost uint64
-	if _, err := fmt.Sscanf(strings.TrimPrefix(stderr.String(), "natctl: "), "%d frames captured, %d lost", &frames, &lost); err != nil || lost == 0 {
+	summary := stderr.String()
+	summary = summary[strings.LastIndex(strings.TrimSpace(summary), "\n")+1:]
+	if _, err := fmt.Sscanf(strings.TrimPrefix(summary, "natctl: "), "%d frames captured, %d lost", &frames, &lost); err != nil || lost == 0 {
 		t.Fatalf("natctl's summary %q: want frames lost to the full rings counted (%v)", stderr.String(), err)
 	}
 	t.Logf("natctl: %d frames captured, %d lost to full rings", frames, lost)

@@ -3854,6 +3854,7 @@ func (x *CapturedFrame) GetData() []byte {
 	return nil
 }
 
+// The first CaptureResponse, without frames, says the capture is running.
 type CaptureResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Frames        []*CapturedFrame       `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
@@ -4118,6 +4119,7 @@ func (x *TracedPacket) GetVerdict() string {
 	return ""
 }
 
+// The first TraceResponse, without a packet, says the trace is running.
 type TraceResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Packet        *TracedPacket          `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
