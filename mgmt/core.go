@@ -73,6 +73,9 @@ type Core interface {
 	// ends. A slow subscriber loses events (counted), never blocks the
 	// exporter or the dataplane.
 	SubscribeEvents(ctx context.Context) <-chan nat.Event
+
+	// Capture, Trace, Explain and Drops: operator visibility (vis.go).
+	VisCore
 }
 
 // ChangeOp is the kind of a configuration change.

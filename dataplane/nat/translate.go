@@ -308,6 +308,7 @@ func (w *Worker) inboundError(owner Side, b *port.Buf, p *header.Parsed) {
 // section 3 / RFC 5508 section 3.4).
 func (w *Worker) refuse(b *port.Buf, p *header.Parsed, r drop.Reason) {
 	w.drop(r)
+	w.sampleDrop(Inside, b, r)
 	code := uint8(0)
 	switch w.snap.Config.OnExhaustion {
 	case ReplyHostUnreachable:

@@ -93,6 +93,7 @@ type Worker struct {
 	tokAt    int64 // nowNano when tokens were last added
 
 	events *eventRing
+	vis    visWorker // capture, trace, drop samples (vis_worker.go)
 	c      Counters
 	shadow Counters
 	pub    *published
@@ -208,7 +209,10 @@ func (w *Worker) rand() uint64 {
 	return x
 }
 
-func (w *Worker) drop(r drop.Reason) { w.c[dropBase+Counter(r)]++ }
+func (w *Worker) drop(r drop.Reason) {
+	w.c[dropBase+Counter(r)]++
+	w.vis.lastDrop = r
+}
 
 // idleHousekeeping is how often an empty Poll does the full round (see
 // Poll); a power of two.
@@ -231,6 +235,7 @@ const idleHousekeeping = 64
 // empty Poll after a busy one always reads the clock.
 func (w *Worker) Poll() int {
 	w.snap = w.eng.snap.Load()
+	vc := w.eng.vis.Load() // capture and trace: nil unless an operator runs one
 	w.c[Polls]++
 	total := 0
 	clocked := false
@@ -270,6 +275,10 @@ func (w *Worker) Poll() int {
 			}
 		}
 		w.sink += sink
+		if vc != nil {
+			w.processVis(vc, side, n)
+			continue
+		}
 		for i := 0; i < n; i++ {
 			w.process(side, &w.rx[i], &w.pk[i], w.pr[i], &w.probe[i])
 		}
@@ -347,6 +356,7 @@ func (w *Worker) free(side Side, b *port.Buf) {
 // dropFrame counts a drop and frees the frame.
 func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
 	w.drop(r)
+	w.sampleDrop(side, b, r)
 	w.free(side, b)
 }
 
