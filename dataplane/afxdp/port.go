@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/nsenter"
 )
 
 // ring is the small interface both backends implement. All methods are
@@ -543,7 +544,7 @@ func (p *Port) tryRecover() error {
 		ifindex int
 		up      bool
 	)
-	err := inNetns(p.ns, func() error {
+	err := nsenter.Run(p.ns, func() error {
 		link, err := netlink.LinkByName(p.ifname)
 		if err != nil {
 			return err
@@ -574,7 +575,7 @@ func (p *Port) tryRecover() error {
 	_ = p.r.close()
 	p.r = nil
 	var nr *nativeRings
-	err = inNetns(p.ns, func() error {
+	err = nsenter.Run(p.ns, func() error {
 		var err error
 		nr, err = newNativeRings(p.umem, ifindex, p.queue, &p.opts)
 		return err
@@ -591,7 +592,7 @@ func (p *Port) tryRecover() error {
 	p.refill()
 	if p.opts.Register != nil {
 		// In the port's namespace, like the call from New.
-		if err := inNetns(p.ns, func() error { return p.opts.Register(ifindex, p.queue, nr.fd()) }); err != nil {
+		if err := nsenter.Run(p.ns, func() error { return p.opts.Register(ifindex, p.queue, nr.fd()) }); err != nil {
 			return fmt.Errorf("%w; register re-created socket: %w", p.downErr, err)
 		}
 	}
