@@ -32,6 +32,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/internal/nsenter"
+	"github.com/xnat/xnat/internal/ospoll"
 )
 
 // ring is the small interface both backends implement. All methods are
@@ -461,19 +462,13 @@ func (p *Port) Wait(timeoutMillis int) error {
 	}
 	p.refill()
 	p.pfd[0] = unix.PollFd{Fd: int32(p.r.fd()), Events: unix.POLLIN}
-	for {
-		n, err := unix.Poll(p.pfd[:], timeoutMillis)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("afxdp: poll: %w", err)
-		}
-		if n == 0 {
-			// Idle: a cheap moment to look for an unbound socket.
-			return p.checkSocket()
-		}
-		break
+	n, err := ospoll.Poll(p.pfd[:], timeoutMillis)
+	if err != nil {
+		return fmt.Errorf("afxdp: poll: %w", err)
+	}
+	if n == 0 {
+		// Idle: a cheap moment to look for an unbound socket.
+		return p.checkSocket()
 	}
 	if p.pfd[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
 		e := sockError(p.r.fd())

@@ -3,6 +3,7 @@ package worker
 import (
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/ospoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,11 +42,6 @@ func (r *Runner) sleep() error {
 			n++
 		}
 	}
-	for {
-		_, err := unix.Poll(pfds[:n], r.cfg.SleepMillis)
-		if err == unix.EINTR {
-			continue
-		}
-		return err
-	}
+	_, err := ospoll.Poll(pfds[:n], r.cfg.SleepMillis)
+	return err
 }
