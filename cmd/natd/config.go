@@ -418,8 +418,6 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-var protoNames = map[string]nat.Proto{"tcp": nat.TCP, "udp": nat.UDP, "icmp": nat.ICMP}
-
 // natFromFile converts the nat section, reporting what cannot even be
 // parsed; nat.Config.Validate judges the rest.
 func natFromFile(f *natConfig, ce *configErrors) nat.Config {
@@ -445,8 +443,8 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		c.Pools = append(c.Pools, pool)
 	}
 	for name, v := range f.Ports {
-		p, ok := protoNames[name]
-		if !ok {
+		p, err := nat.ParseProto(name)
+		if err != nil {
 			ce.add("nat.ports."+name, "unknown protocol (want tcp, udp or icmp)")
 			continue
 		}
@@ -468,8 +466,8 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		ce.add("nat.mapping", "%q is not endpoint-independent or address-and-port-dependent", f.Mapping)
 	}
 	for name, v := range f.Filtering {
-		p, ok := protoNames[name]
-		if !ok {
+		p, err := nat.ParseProto(name)
+		if err != nil {
 			ce.add("nat.filtering."+name, "unknown protocol (want tcp, udp or icmp)")
 			continue
 		}
@@ -534,8 +532,8 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	}
 	for i, r := range f.PortForwards {
 		field := fmt.Sprintf("nat.port_forwards[%d]", i)
-		p, ok := protoNames[r.Proto]
-		if !ok {
+		p, err := nat.ParseProto(r.Proto)
+		if err != nil {
 			ce.add(field+".proto", "%q is not tcp or udp", r.Proto)
 			continue
 		}
