@@ -256,15 +256,7 @@ func (w *Worker) Poll() int {
 			p := &w.pk[i]
 			w.pr[i] = header.Parse(b.Data, p)
 			if w.pr[i] == drop.None && p.L4 != header.L4ICMPError {
-				// The session key as outKey/inKey would build it.
-				sport, dport := p.SrcPort, p.DstPort
-				if p.L4 == header.L4ICMPQuery {
-					if side == Inside {
-						dport = 0
-					} else {
-						sport = 0
-					}
-				}
+				sport, dport := keyPorts(side, p.L4 == header.L4ICMPQuery, p.SrcPort, p.DstPort)
 				w.eng.sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &w.probe[i])
 				sink += w.eng.sessions.Prefetch(&w.probe[i])
 			}
