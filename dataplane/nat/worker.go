@@ -464,7 +464,11 @@ func (w *Worker) flushSide(egress Side) {
 	w.c[TxBytes+Counter(egress)] += bytes
 	w.c[TxPackets+Counter(egress)] += uint64(sent)
 	if sent < q.n {
-		w.c[dropBase+Counter(drop.TxFull)] += uint64(q.n - sent)
+		r := drop.TxFull
+		if d, ok := w.ports[egress].(port.LinkDowner); ok && d.LinkDown() {
+			r = drop.LinkDown
+		}
+		w.c[dropBase+Counter(r)] += uint64(q.n - sent)
 		w.ports[egress].Free(q.bufs[sent:q.n])
 	}
 	q.n = 0
