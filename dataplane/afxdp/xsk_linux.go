@@ -1,7 +1,7 @@
 package afxdp
 
-// This file is the native ring layer: the only place in the package (with
-// umem_unsafe.go) that uses unsafe pointers and raw syscalls. It follows the
+// This file is the native ring layer: the only place in the package that
+// uses unsafe pointers and raw syscalls. It follows the
 // kernel's Documentation/networking/af_xdp.rst:
 //
 //   - UMEM: page-aligned anonymous memory registered with XDP_UMEM_REG;

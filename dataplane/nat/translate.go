@@ -262,7 +262,7 @@ func (w *Worker) trackTCP(e *flowtable.Entry, flags uint8, from Side) {
 // packet it received through the NAT. The embedded packet is that inbound
 // packet after translation (remote -> inside host); the session is found by
 // its reverse, key 0. Errors never create, refresh or delete sessions (RFC
-// 5508 REQ-? via RFC 4787 REQ-12 / RFC 5382 REQ-9).
+// 4787 REQ-12, RFC 5382 REQ-9).
 func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
 	k := errorKey(Inside, p)
 	var e flowtable.Entry
