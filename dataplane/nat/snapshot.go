@@ -5,23 +5,19 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
-// Side is a side of the NAT.
-type Side uint8
+// Side is a side of the NAT (fwd.Side, shared with the neighbour
+// resolver).
+type Side = fwd.Side
 
 const (
-	Inside Side = iota
-	Outside
-	NumSides
+	Inside   = fwd.Inside
+	Outside  = fwd.Outside
+	NumSides = fwd.NumSides
 )
-
-func (s Side) String() string {
-	if s == Inside {
-		return "inside"
-	}
-	return "outside"
-}
 
 // Link describes the appliance's own interface on one side: the address it
 // uses as the source of ICMP errors it originates, and the MTU that decides

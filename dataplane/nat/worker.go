@@ -6,34 +6,26 @@ import (
 	"fmt"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/fwd"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/flowtable"
 )
 
-// Resolution is the outcome of a next-hop lookup.
-type Resolution uint8
+// Resolution is the outcome of a next-hop lookup (see package fwd, which
+// the neighbour resolver shares).
+type Resolution = fwd.Resolution
 
 const (
-	// Resolved: the MAC is valid.
-	Resolved Resolution = iota
-	// Pending: the neighbour is being resolved; hold the frame and ask
-	// again later.
-	Pending
-	// Unreachable: no route to the destination.
-	Unreachable
-	// Failed: the neighbour did not answer.
-	Failed
+	Resolved    = fwd.Resolved
+	Pending     = fwd.Pending
+	Unreachable = fwd.Unreachable
+	Failed      = fwd.Failed
 )
 
-// Neighbors gives the Ethernet destination for a packet leaving on a side.
-// Implementations route dst (on-link or via a gateway) and look the next
-// hop up in a neighbour table; on a miss they start resolution and return
-// Pending. Resolve is called per packet by worker goroutines, concurrently,
-// so it must be lock-free and must not allocate.
-type Neighbors interface {
-	Resolve(side Side, dst [4]byte) (mac [6]byte, r Resolution)
-}
+// Neighbors gives the Ethernet destination for a packet leaving on a side
+// (fwd.Neighbors).
+type Neighbors = fwd.Neighbors
 
 // MaxBurst is the largest burst a worker handles at once.
 const MaxBurst = 64
