@@ -7,8 +7,6 @@ import "golang.org/x/sys/unix"
 type deadRing struct{}
 
 func (deadRing) fd() int                            { return -1 }
-func (deadRing) umem() []byte                       { return nil }
-func (deadRing) zeroCopy() bool                     { return false }
 func (deadRing) fillFree() uint32                   { return 0 }
 func (deadRing) fillQueued() uint32                 { return 0 }
 func (deadRing) fill([]uint64) int                  { return 0 }
@@ -17,9 +15,8 @@ func (deadRing) txFree() uint32                     { return 0 }
 func (deadRing) transmit([]unix.XDPDesc) int        { return 0 }
 func (deadRing) txPending() uint32                  { return 0 }
 func (deadRing) txNeedsKick() bool                  { return false }
-func (deadRing) rxNeedsWakeup() bool                { return false }
 func (deadRing) kick() error                        { return unix.ENXIO }
-func (deadRing) wakeRx() error                      { return nil }
+func (deadRing) wakeRx() (bool, error)              { return false, nil }
 func (deadRing) complete([]uint64) int              { return 0 }
 func (deadRing) stats() (unix.XDPStatistics, error) { return unix.XDPStatistics{}, unix.ENXIO }
 func (deadRing) close() error                       { return nil }
