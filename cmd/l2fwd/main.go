@@ -97,13 +97,8 @@ func parseFlags(args []string) (*config, error) {
 	if c.batch < 1 || c.batch > 256 {
 		return nil, fmt.Errorf("-batch %d out of range [1,256]", c.batch)
 	}
-	switch backend {
-	case "native":
-		c.backend = afxdp.Native
-	case "asavie":
-		c.backend = afxdp.Asavie
-	default:
-		return nil, fmt.Errorf("unknown -backend %q", backend)
+	if err := c.backend.UnmarshalText([]byte(backend)); err != nil {
+		return nil, fmt.Errorf("-backend: %w", err)
 	}
 	r := c.opts.RxRingSize
 	c.opts = afxdp.Options{NumFrames: c.opts.NumFrames, RxRingSize: r, TxRingSize: r, FillRingSize: r,

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"runtime"
 	"slices"
@@ -233,13 +232,18 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &ConfigError{File: file, Msg: err.Error()}
 	}
-	var fc fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &ConfigError{File: file, Msg: friendlyYAML(err)}
-	}
 	ce := &configErrors{file: file, root: &root}
+	ce.unknownFields(&root, reflect.TypeFor[fileConfig](), "")
+	if len(ce.errs) > 0 {
+		return nil, errors.Join(ce.errs...)
+	}
+	var fc fileConfig
+	if err := yaml.Unmarshal(data, &fc); err != nil {
+		// Type errors: yaml.v3 names the line ("line 7: cannot
+		// unmarshal !!str `x` into int").
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		return nil, &ConfigError{File: file, Msg: strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")}
+	}
 	c := &Config{File: file}
 
 	for _, side := range []struct {
@@ -289,10 +293,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		c.CPUs = append(c.CPUs, cpu)
 	}
 
-	var err2 error
-	if c.PollMode, err2 = worker.ParsePollMode(fc.PollMode); err2 != nil {
-		ce.add("poll_mode", "%v", err2)
-	}
+	ce.text("poll_mode", fc.PollMode, &c.PollMode)
 	c.BatchSize = fc.BatchSize
 	if c.BatchSize == 0 {
 		c.BatchSize = nat.MaxBurst
@@ -317,14 +318,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if r := fc.XDP.RingSize; r != 0 {
 		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
 	}
-	switch fc.XDP.Backend {
-	case "", "native":
-		c.Port.Backend = afxdp.Native
-	case "asavie":
-		c.Port.Backend = afxdp.Asavie
-	default:
-		ce.add("xdp.backend", "%q is not native or asavie", fc.XDP.Backend)
-	}
+	ce.text("xdp.backend", fc.XDP.Backend, &c.Port.Backend)
 	if err := afxdp.ValidateOptions(&c.Port); err != nil {
 		ce.add("xdp", "%v", err)
 	}
@@ -389,28 +383,6 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-var sectionOfType = map[string]string{
-	"fileConfig": "the top level", "ifaceConfig": "an interface", "workerConfig": "a worker",
-	"xdpConfig": "xdp", "natConfig": "nat", "poolConfig": "a pool", "mgmtConfig": "management",
-}
-
-var unknownField = regexp.MustCompile(`field (\S+) not found in type main\.(\w+)`)
-
-// friendlyYAML rewrites the YAML decoder's messages in the config's own
-// terms rather than natd's Go type names.
-func friendlyYAML(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
-	return unknownField.ReplaceAllStringFunc(msg, func(m string) string {
-		sub := unknownField.FindStringSubmatch(m)
-		where, ok := sectionOfType[sub[2]]
-		if !ok {
-			where = "this section"
-		}
-		return fmt.Sprintf("unknown field %q in %s", sub[1], where)
-	})
-}
-
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()
@@ -443,9 +415,9 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		c.Pools = append(c.Pools, pool)
 	}
 	for name, v := range f.Ports {
-		p, err := nat.ParseProto(name)
-		if err != nil {
-			ce.add("nat.ports."+name, "unknown protocol (want tcp, udp or icmp)")
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(name)); err != nil {
+			ce.add("nat.ports."+name, "unknown protocol: %v", err)
 			continue
 		}
 		r, err := parseRange(v)
@@ -455,31 +427,20 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.Ports[p] = r
 	}
-	switch f.Mapping {
-	case "", "endpoint-independent":
-	case "address-and-port-dependent":
-		c.Mapping = nat.AddressAndPortDependent
+	if ce.text("nat.mapping", f.Mapping, &c.Mapping) && c.Mapping == nat.AddressAndPortDependent {
+		// Filtering follows the mapping unless set per protocol.
 		for p := range c.Filtering {
 			c.Filtering[p] = nat.FilterAddressAndPortDependent
 		}
-	default:
-		ce.add("nat.mapping", "%q is not endpoint-independent or address-and-port-dependent", f.Mapping)
 	}
 	for name, v := range f.Filtering {
-		p, err := nat.ParseProto(name)
-		if err != nil {
-			ce.add("nat.filtering."+name, "unknown protocol (want tcp, udp or icmp)")
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(name)); err != nil {
+			ce.add("nat.filtering."+name, "unknown protocol: %v", err)
 			continue
 		}
-		switch v {
-		case "endpoint-independent":
-			c.Filtering[p] = nat.FilterEndpointIndependent
-		case "address-dependent":
-			c.Filtering[p] = nat.FilterAddressDependent
-		case "address-and-port-dependent":
-			c.Filtering[p] = nat.FilterAddressAndPortDependent
-		default:
-			ce.add("nat.filtering."+name, "%q is not endpoint-independent, address-dependent or address-and-port-dependent", v)
+		if err := c.Filtering[p].UnmarshalText([]byte(v)); err != nil {
+			ce.add("nat.filtering."+name, "%v", err)
 		}
 	}
 	if f.UDPInboundRefresh != nil {
@@ -532,9 +493,9 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	}
 	for i, r := range f.PortForwards {
 		field := fmt.Sprintf("nat.port_forwards[%d]", i)
-		p, err := nat.ParseProto(r.Proto)
-		if err != nil {
-			ce.add(field+".proto", "%q is not tcp or udp", r.Proto)
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(r.Proto)); err != nil {
+			ce.add(field+".proto", "%v", err)
 			continue
 		}
 		out, err1 := netip.ParseAddrPort(r.Outside)
@@ -545,15 +506,7 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.PortForwards = append(c.PortForwards, nat.PortForward{Proto: p, Outside: out, Inside: in})
 	}
-	switch f.OnExhaustion {
-	case "", "none":
-	case "host-unreachable":
-		c.OnExhaustion = nat.ReplyHostUnreachable
-	case "admin-prohibited":
-		c.OnExhaustion = nat.ReplyAdminProhibited
-	default:
-		ce.add("nat.on_exhaustion", "%q is not none, host-unreachable or admin-prohibited", f.OnExhaustion)
-	}
+	ce.text("nat.on_exhaustion", f.OnExhaustion, &c.OnExhaustion)
 	c.LogDestinations = f.LogDestinations
 	return c
 }

@@ -45,7 +45,6 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/bench/gen"
-	"github.com/xnat/xnat/dataplane/afxdp"
 )
 
 // options are the parsed command line.
@@ -215,13 +214,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if c.RxCPUs, err = parseCPUs(rxCPUs); err != nil {
 		return nil, err
 	}
-	switch backend {
-	case "native":
-		c.Port.Backend = afxdp.Native
-	case "asavie":
-		c.Port.Backend = afxdp.Asavie
-	default:
-		return nil, fmt.Errorf("unknown -backend %q", backend)
+	if err := c.Port.Backend.UnmarshalText([]byte(backend)); err != nil {
+		return nil, fmt.Errorf("-backend: %w", err)
 	}
 	if ring != 0 {
 		c.Port.RxRingSize, c.Port.TxRingSize, c.Port.FillRingSize, c.Port.CompletionRingSize = ring, ring, ring, ring
