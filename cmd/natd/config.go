@@ -228,24 +228,49 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig validates config bytes read from file.
 func ParseConfig(file string, data []byte) (*Config, error) {
+	fc, ce, err := decodeConfig(file, data)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{File: file}
+	c.interfacesFromFile(fc, ce)
+	c.dataplaneFromFile(fc, ce)
+	c.natSection(fc, ce)
+	c.servicesFromFile(fc, ce)
+	if len(ce.errs) > 0 {
+		slices.SortStableFunc(ce.errs, func(a, b error) int {
+			return a.(*ConfigError).Line - b.(*ConfigError).Line
+		})
+		return nil, errors.Join(ce.errs...)
+	}
+	return c, nil
+}
+
+// decodeConfig decodes the file into fileConfig after checking that every
+// key names a setting. The errors it returns name the file and the line.
+func decodeConfig(file string, data []byte) (*fileConfig, *configErrors, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &ConfigError{File: file, Msg: err.Error()}
+		return nil, nil, &ConfigError{File: file, Msg: err.Error()}
 	}
 	ce := &configErrors{file: file, root: &root}
 	ce.unknownFields(&root, reflect.TypeFor[fileConfig](), "")
 	if len(ce.errs) > 0 {
-		return nil, errors.Join(ce.errs...)
+		return nil, nil, errors.Join(ce.errs...)
 	}
 	var fc fileConfig
 	if err := yaml.Unmarshal(data, &fc); err != nil {
 		// Type errors: yaml.v3 names the line ("line 7: cannot
 		// unmarshal !!str `x` into int").
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		return nil, &ConfigError{File: file, Msg: strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")}
+		return nil, nil, &ConfigError{File: file, Msg: strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")}
 	}
-	c := &Config{File: file}
+	return &fc, ce, nil
+}
 
+// interfacesFromFile takes the interfaces, their queues and the workers'
+// CPUs.
+func (c *Config) interfacesFromFile(fc *fileConfig, ce *configErrors) {
 	for _, side := range []struct {
 		name string
 		in   ifaceConfig
@@ -292,7 +317,11 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		}
 		c.CPUs = append(c.CPUs, cpu)
 	}
+}
 
+// dataplaneFromFile takes the poll mode, the batch size and the AF_XDP
+// settings.
+func (c *Config) dataplaneFromFile(fc *fileConfig, ce *configErrors) {
 	ce.text("poll_mode", fc.PollMode, &c.PollMode)
 	c.BatchSize = fc.BatchSize
 	if c.BatchSize == 0 {
@@ -322,7 +351,11 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if err := afxdp.ValidateOptions(&c.Port); err != nil {
 		ce.add("xdp", "%v", err)
 	}
+}
 
+// natSection takes the nat section, judged by nat.Config.Validate as the
+// management API's changes are, and checks it against the frames.
+func (c *Config) natSection(fc *fileConfig, ce *configErrors) {
 	c.NAT = natFromFile(&fc.NAT, ce)
 	if err := c.NAT.Validate(); err != nil {
 		for _, e := range unjoin(err) {
@@ -339,7 +372,10 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
 		ce.add("nat.limits.held_fragments", "%d is more than a quarter of xdp.frames (%d): at most %d", h, c.Port.NumFrames, most)
 	}
+}
 
+// servicesFromFile takes the management, metrics, events and log settings.
+func (c *Config) servicesFromFile(fc *fileConfig, ce *configErrors) {
 	c.Mgmt = fc.Management
 	if c.Mgmt.Socket == "" {
 		c.Mgmt.Socket = "/run/xnat/natd.sock"
@@ -374,13 +410,6 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	default:
 		ce.add("log.format", "%q is not text or json", c.LogFormat)
 	}
-	if len(ce.errs) > 0 {
-		slices.SortStableFunc(ce.errs, func(a, b error) int {
-			return a.(*ConfigError).Line - b.(*ConfigError).Line
-		})
-		return nil, errors.Join(ce.errs...)
-	}
-	return c, nil
 }
 
 func unjoin(err error) []error {
@@ -394,6 +423,15 @@ func unjoin(err error) []error {
 // parsed; nat.Config.Validate judges the rest.
 func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	c := nat.DefaultConfig()
+	natAddressesFromFile(f, &c, ce)
+	natBehaviourFromFile(f, &c, ce)
+	natTimeoutsAndLimitsFromFile(f, &c, ce)
+	natRulesFromFile(f, &c, ce)
+	return c
+}
+
+// natAddressesFromFile takes the inside prefixes and the pools.
+func natAddressesFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for i, s := range f.InsidePrefixes {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -414,6 +452,11 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.Pools = append(c.Pools, pool)
 	}
+}
+
+// natBehaviourFromFile takes the port ranges, the mapping and filtering
+// behaviours and what answers an exhausted resource.
+func natBehaviourFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for name, v := range f.Ports {
 		var p nat.Proto
 		if err := p.UnmarshalText([]byte(name)); err != nil {
@@ -446,6 +489,12 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	if f.UDPInboundRefresh != nil {
 		c.UDPInboundRefresh = *f.UDPInboundRefresh
 	}
+	ce.text("nat.on_exhaustion", f.OnExhaustion, &c.OnExhaustion)
+	c.LogDestinations = f.LogDestinations
+}
+
+// natTimeoutsAndLimitsFromFile takes the timeouts and the limits, by name.
+func natTimeoutsAndLimitsFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	timeouts := map[string]*time.Duration{
 		"tcp_established": &c.Timeouts.TCPEstablished, "tcp_transitory": &c.Timeouts.TCPTransitory,
 		"udp": &c.Timeouts.UDP, "icmp": &c.Timeouts.ICMP, "port_hold_down": &c.Timeouts.PortHoldDown,
@@ -482,6 +531,10 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		*dst = v
 	}
+}
+
+// natRulesFromFile takes the static mappings and the port forwards.
+func natRulesFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for i, m := range f.StaticMappings {
 		in, err1 := netip.ParseAddr(m.Inside)
 		out, err2 := netip.ParseAddr(m.Outside)
@@ -506,9 +559,6 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.PortForwards = append(c.PortForwards, nat.PortForward{Proto: p, Outside: out, Inside: in})
 	}
-	ce.text("nat.on_exhaustion", f.OnExhaustion, &c.OnExhaustion)
-	c.LogDestinations = f.LogDestinations
-	return c
 }
 
 func parseAddrOrPrefix(s string) (netip.Prefix, error) {
