@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"reflect"
@@ -412,6 +413,26 @@ func (c *Config) servicesFromFile(fc *fileConfig, ce *configErrors) {
 	}
 }
 
+// setByName sets, for each name: value of a section of the file (in), the
+// setting that dsts names, from the value parsed by parse. Unknown names and
+// values parse refuses are reported at section.name.
+func setByName[V, T any](ce *configErrors, section, what string, in map[string]V, dsts map[string]*T, parse func(V) (T, error)) {
+	for name, v := range in {
+		field := section + "." + name
+		dst, ok := dsts[name]
+		if !ok {
+			ce.add(field, "unknown %s (want one of %s)", what, strings.Join(slices.Sorted(maps.Keys(dsts)), ", "))
+			continue
+		}
+		x, err := parse(v)
+		if err != nil {
+			ce.add(field, "%v", err)
+			continue
+		}
+		*dst = x
+	}
+}
+
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()
@@ -500,19 +521,13 @@ func natTimeoutsAndLimitsFromFile(f *natConfig, c *nat.Config, ce *configErrors)
 		"udp": &c.Timeouts.UDP, "icmp": &c.Timeouts.ICMP, "port_hold_down": &c.Timeouts.PortHoldDown,
 		"fragment": &c.Timeouts.Fragment,
 	}
-	for name, v := range f.Timeouts {
-		dst, ok := timeouts[name]
-		if !ok {
-			ce.add("nat.timeouts."+name, "unknown timeout (want one of tcp_established, tcp_transitory, udp, icmp, port_hold_down, fragment)")
-			continue
-		}
+	setByName(ce, "nat.timeouts", "timeout", f.Timeouts, timeouts, func(v string) (time.Duration, error) {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			ce.add("nat.timeouts."+name, "%q is not a duration like 5m or 2h4m", v)
-			continue
+			return 0, fmt.Errorf("%q is not a duration like 5m or 2h4m", v)
 		}
-		*dst = d
-	}
+		return d, nil
+	})
 	limits := map[string]*int{
 		"max_sessions": &c.Limits.MaxSessions, "max_subscribers": &c.Limits.MaxSubscribers,
 		"sessions_per_subscriber": &c.Limits.SessionsPerSubscriber, "ports_per_subscriber": &c.Limits.PortsPerSubscriber,
@@ -523,14 +538,7 @@ func natTimeoutsAndLimitsFromFile(f *natConfig, c *nat.Config, ce *configErrors)
 		"inbound_sessions":               &c.Limits.InboundSessions,
 		"inbound_sessions_per_rule":      &c.Limits.InboundSessionsPerRule,
 	}
-	for name, v := range f.Limits {
-		dst, ok := limits[name]
-		if !ok {
-			ce.add("nat.limits."+name, "unknown limit")
-			continue
-		}
-		*dst = v
-	}
+	setByName(ce, "nat.limits", "limit", f.Limits, limits, func(v int) (int, error) { return v, nil })
 }
 
 // natRulesFromFile takes the static mappings and the port forwards.

@@ -28,6 +28,9 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		{"unknown top-level key", "pollmode: busy\n", `natd.yaml:9: pollmode: unknown field`},
 		{"unknown nested key", "  pools2: []\n", `natd.yaml:9: nat.pools2: unknown field`},
 		{"unknown key in a list", "  static_mappings:\n    - {inside: 10.0.0.5, outsde: 198.18.1.1}\n", `natd.yaml:10: nat.static_mappings[0].outsde: unknown field`},
+		{"unknown timeout", "  timeouts: {tcp_establshed: 3h}\n", `natd.yaml:9: nat.timeouts.tcp_establshed: unknown timeout (want one of fragment, icmp, port_hold_down, tcp_established, tcp_transitory, udp)`},
+		{"bad duration", "  timeouts: {udp: 5 minutes}\n", `natd.yaml:9: nat.timeouts.udp: "5 minutes" is not a duration like 5m or 2h4m`},
+		{"unknown limit", "  limits: {sessions: 10}\n", `natd.yaml:9: nat.limits.sessions: unknown limit (want one of held_fragment_bytes,`},
 		{"wrong type", "batch_size: many\n", "natd.yaml: line 9: cannot unmarshal !!str `many` into int"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
