@@ -44,13 +44,7 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("event export: %w", err)
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		if err := m.events.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("event exporter", "err", err)
-		}
-	}()
+	m.serve(ctx, "event exporter", m.events.Run)
 	m.core.Events = m.events
 
 	roMode := uint32(0o660)
@@ -75,13 +69,7 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("management API: %w", err)
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		if err := m.server.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("management API", "err", err)
-		}
-	}()
+	m.serve(ctx, "management API", m.server.Serve)
 	d.log.Info("management API listening", "socket", cfg.Mgmt.Socket, "readonly_socket", cfg.Mgmt.ReadOnlySocket, "tcp", cfg.Mgmt.Listen)
 
 	m.metrics, err = startMetrics(ctx, m.core, cfg.Metrics, d)
@@ -89,6 +77,16 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// serve runs run(ctx) on a goroutine of m's, logging its error under name
+// unless ctx ended it.
+func (m *mgmtPlane) serve(ctx context.Context, name string, run func(context.Context) error) {
+	m.wg.Go(func() {
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			m.core.d.log.Error(name, "err", err)
+		}
+	})
 }
 
 func (m *mgmtPlane) close() {
