@@ -5,18 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-
-	"github.com/xnat/xnat/dataplane/fwd"
-)
-
-// Side is a side of the NAT (fwd.Side, shared with the neighbour
-// resolver).
-type Side = fwd.Side
-
-const (
-	Inside   = fwd.Inside
-	Outside  = fwd.Outside
-	NumSides = fwd.NumSides
 )
 
 // Link describes the appliance's own interface on one side: the address it

@@ -6,26 +6,10 @@ import (
 	"fmt"
 
 	"github.com/xnat/xnat/dataplane/drop"
-	"github.com/xnat/xnat/dataplane/fwd"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/flowtable"
 )
-
-// Resolution is the outcome of a next-hop lookup (see package fwd, which
-// the neighbour resolver shares).
-type Resolution = fwd.Resolution
-
-const (
-	Resolved    = fwd.Resolved
-	Pending     = fwd.Pending
-	Unreachable = fwd.Unreachable
-	Failed      = fwd.Failed
-)
-
-// Neighbors gives the Ethernet destination for a packet leaving on a side
-// (fwd.Neighbors).
-type Neighbors = fwd.Neighbors
 
 // MaxBurst is the largest burst a worker handles at once.
 const MaxBurst = 64
