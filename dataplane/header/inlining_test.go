@@ -2,9 +2,7 @@ package header
 
 import (
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"testing"
 )
 
@@ -18,7 +16,6 @@ func TestInlining(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three packages with -gcflags=-m")
 	}
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
 	must := map[string][]string{
 		"github.com/xnat/xnat/dataplane/header": {
 			"(*Parsed).Ethernet", "(*Parsed).IPv4", "(*Parsed).TCP", "(*Parsed).UDP",
@@ -51,7 +48,7 @@ func TestInlining(t *testing.T) {
 	for pkg := range must {
 		args = append(args, pkg)
 	}
-	out, err := exec.Command(goCmd, args...).CombinedOutput()
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go %v: %v\n%s", args, err, out)
 	}
