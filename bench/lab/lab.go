@@ -369,7 +369,13 @@ func Exec(ns string, argv ...string) (string, error) {
 // and switches back afterwards (see internal/nsenter). Sockets that f opens
 // stay in ns for their whole life.
 func Do(ns string, f func() error) error {
-	return nsenter.RunNamed(ns, f)
+	return doIn(filepath.Join(netnsDir, ns), f)
+}
+
+// doIn is Do for the namespace file at path (a /run/netns name or a
+// /proc/PID/... link to a namespace).
+func doIn(path string, f func() error) error {
+	return nsenter.RunPath(path, f)
 }
 
 // LinkInfo identifies a lab interface.

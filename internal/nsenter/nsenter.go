@@ -11,6 +11,7 @@ package nsenter
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 
 	"github.com/vishvananda/netns"
@@ -33,12 +34,18 @@ func RunNamed(name string, f func() error) error {
 	if name == "" {
 		return f()
 	}
-	target, err := netns.GetFromName(name)
+	return RunPath(filepath.Join("/run/netns", name), f)
+}
+
+// RunPath is Run for the namespace file at path: a /run/netns name, or a
+// /proc/PID/ns/net link to the namespace of a process.
+func RunPath(path string, f func() error) error {
+	target, err := netns.GetFromPath(path)
 	if err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
+		return fmt.Errorf("netns %s: %w", path, err)
 	}
 	defer target.Close()
-	return run(target, "netns "+name, f)
+	return run(target, "netns "+path, f)
 }
 
 // run is Run; what names ns in its own errors (f's are returned as they

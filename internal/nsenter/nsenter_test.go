@@ -33,7 +33,7 @@ func TestRunNamed(t *testing.T) {
 		t.Fatalf(`RunNamed("") = %v, called %v; want f called where the thread is`, err, called)
 	}
 	err := RunNamed("xnat-no-such-netns", func() error { t.Fatal("f called"); return nil })
-	if err == nil || !strings.Contains(err.Error(), "netns xnat-no-such-netns") {
+	if err == nil || !strings.Contains(err.Error(), "xnat-no-such-netns") {
 		t.Fatalf("RunNamed(missing) = %v, want an error naming the namespace", err)
 	}
 }
