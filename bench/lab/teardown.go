@@ -211,6 +211,7 @@ func teardownAndExit(sig os.Signal) {
 	close(interrupted)
 	tearingDown.Store(true)
 	creating.Lock() // wait for namespaces being created; none begins now
+	//lint:ignore SA2001 the empty section waits for the creators that hold the lock
 	creating.Unlock()
 	labs := liveLabs()
 	// stderr may be the closed pipe: the write then fails, harmlessly.

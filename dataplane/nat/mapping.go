@@ -338,24 +338,37 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 		}
 	}
 	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
+	// An existing session on the external 5-tuple that is not this one
+	// means the tuple is taken (possible only with port overlap).
+	r, _ := w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	return r
+}
+
+// insertSession inserts the session with keys k0 (inside) and k1 (outside),
+// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
+// holding the claims in c, and settles the outcome: counted and announced
+// when inserted; c given back otherwise. Exists is a success when another
+// worker created this very session a moment ago, and taken otherwise; a
+// full table is announced with the inside endpoint (zero when the creator
+// does not know it).
+func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
+	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
-	switch w.eng.sessions.Insert(k, &k1, state, user, w.now, e) {
+	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
-		return drop.None
+		return drop.None, true
 	case flowtable.Exists:
-		w.undo(&c)
-		if e.Dir == 0 && e.Keys[0] == *k {
-			// Another worker created this very session a moment ago.
-			return drop.None
+		w.undo(c)
+		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
+			return drop.None, false
 		}
-		// The external 5-tuple is taken (possible only with port overlap).
-		return drop.PortExhausted
+		return taken, false
 	default:
-		w.undo(&c)
-		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort})
-		return drop.TableFull
+		w.undo(c)
+		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: inAddr, InsidePort: inPort})
+		return drop.TableFull, false
 	}
 }
 
@@ -549,23 +562,9 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	if proto == ICMP {
 		k0.DstPort = 0
 	}
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
-	switch w.eng.sessions.Insert(&k0, k, state, user, w.now, e) {
-	case flowtable.Inserted:
-		w.c[SessionsCreated+Counter(proto)]++
-		w.sessionEvent(SessionCreated, e)
-		return drop.None
-	case flowtable.Exists:
+	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
+	if !inserted {
 		w.eng.inbound.Add(-1)
-		w.undo(&c)
-		if e.Dir == 1 && e.Keys[1] == *k {
-			return drop.None
-		}
-		return drop.NoSession
-	default:
-		w.eng.inbound.Add(-1)
-		w.undo(&c)
-		w.event(Event{Type: TableFull, Proto: proto})
-		return drop.TableFull
 	}
+	return r
 }

@@ -29,12 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/xnat/xnat/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -302,7 +302,7 @@ func (a *Attachment) detachLocked() error {
 		return nil
 	}
 	var errs []error
-	err := inNetns(a.ns, func() error {
+	err := nsenter.Run(a.ns, func() error {
 		link, err := netlink.LinkByIndex(a.ifindex)
 		if err != nil {
 			return nil // interface gone: nothing to detach from
@@ -435,33 +435,4 @@ func (p *Program) dump(m *ebpf.Map) ([]netip.Addr, error) {
 		out = append(out, netip.AddrFrom4(b))
 	}
 	return out, it.Err()
-}
-
-// inNetns runs f on a locked OS thread switched into ns, then switches back.
-// A thread that cannot be switched back stays locked, so the runtime
-// retires it with the goroutine.
-func inNetns(ns netns.NsHandle, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("xdpprog: current netns: %w", err)
-	}
-	defer orig.Close()
-	if orig.Equal(ns) {
-		// Already there (natd's case): no setns(2), which would need
-		// CAP_SYS_ADMIN even to re-enter one's own namespace.
-		runtime.UnlockOSThread()
-		return f()
-	}
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("xdpprog: enter netns: %w", err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("xdpprog: restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

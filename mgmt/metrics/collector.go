@@ -129,8 +129,6 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-var protoNames = [nat.NumProtos]string{"tcp", "udp", "icmp"}
-
 // Collect reads the core's counters once and emits every metric.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.core.Status()
@@ -173,9 +171,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dDropped, sum.Drops(r), r.String())
 	}
 	for p := nat.Proto(0); p < nat.NumProtos; p++ {
-		gauge(dSessions, float64(stats.Sessions[p]), protoNames[p])
-		counter(dCreated, sum[nat.SessionsCreated+nat.Counter(p)], protoNames[p])
-		counter(dExpired, stats.SessionsExpired[p], protoNames[p])
+		gauge(dSessions, float64(stats.Sessions[p]), p.String())
+		counter(dCreated, sum[nat.SessionsCreated+nat.Counter(p)], p.String())
+		counter(dExpired, stats.SessionsExpired[p], p.String())
 	}
 	counter(dDeleted, stats.SessionsDeleted)
 	counter(dAllocFail, sum[nat.PortAllocFailures])
@@ -192,8 +190,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, a := range p.Addresses {
 			addr := a.Addr.String()
 			for pr := nat.Proto(0); pr < nat.NumProtos; pr++ {
-				gauge(dPortsInUse, float64(a.PortsInUse[pr]), p.Name, addr, protoNames[pr])
-				gauge(dPorts, float64(a.PortsTotal[pr]), p.Name, addr, protoNames[pr])
+				gauge(dPortsInUse, float64(a.PortsInUse[pr]), p.Name, addr, pr.String())
+				gauge(dPorts, float64(a.PortsTotal[pr]), p.Name, addr, pr.String())
 			}
 			gauge(dSubscribers, float64(a.Subscribers), p.Name, addr)
 		}
