@@ -24,8 +24,10 @@ test:
 	$(GO) test -count=1 -run 'TestRFCSuiteInEveryMode|TestCGNLogVolume' ./dataplane/nat/
 	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
 
-## lint: gofmt, go vet and staticcheck must all be clean.
+## lint: gofmt, go vet and staticcheck must all be clean, and go.mod and
+## go.sum must be tidy (go mod tidy would change nothing).
 lint:
+	$(GO) mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...

@@ -317,7 +317,7 @@ func TestAPIDeleteAndFlushSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := e.admin.DeleteSession(x, &xnatv1.DeleteSessionRequest{Id: s.Id, Generation: s.Generation})
-	wantCode(t, err, codes.NotFound, fmt.Sprintf("no session %d at generation %d", s.Id, s.Generation))
+	wantCode(t, err, codes.NotFound, fmt.Sprintf("session %d (generation %d) does not exist any more", s.Id, s.Generation))
 	f, err := e.admin.FlushSessions(x, &xnatv1.FlushSessionsRequest{Filter: &xnatv1.SessionFilter{Protocol: xnatv1.Protocol_PROTOCOL_UDP}})
 	if err != nil || f.Deleted != 9 {
 		t.Fatalf("flush udp: %v, %v", f, err)

@@ -68,7 +68,12 @@ var methodMutates = map[string]bool{
 	xnatv1.NatService_ApplyChanges_FullMethodName:        true,
 	xnatv1.NatService_ReloadConfig_FullMethodName:        true,
 	xnatv1.NatService_WatchEvents_FullMethodName:         false,
-	xnatv1.NatService_Lookup_FullMethodName:              false,
+	// Capture and Trace show subscribers' packets: admin only, audited.
+	xnatv1.NatService_Capture_FullMethodName:  true,
+	xnatv1.NatService_Trace_FullMethodName:    true,
+	xnatv1.NatService_Explain_FullMethodName:  false,
+	xnatv1.NatService_GetDrops_FullMethodName: false,
+	xnatv1.NatService_Lookup_FullMethodName:   false,
 }
 
 // Mutates reports whether the RPC fullMethod ("/xnat.v1.NatService/AddPool")
@@ -309,8 +314,8 @@ func authorize(id *Identity, method string) error {
 	}
 	if Mutates(method) && id.Access != Admin {
 		return status.Errorf(codes.PermissionDenied,
-			"permission denied: this connection (%s) is read-only and %s changes state; %s",
-			id.via, shortMethod(method), id.hint)
+			"permission denied: this connection (%s) is read-only and %s %s; %s",
+			id.via, shortMethod(method), adminWhy(method), id.hint)
 	}
 	return nil
 }
@@ -360,9 +365,15 @@ func (ic *interceptors) stream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 		ic.audit(id, info.FullMethod, nil, err, start)
 		return err
 	}
-	err := handler(srv, ss)
+	rs := &auditedStream{ServerStream: ss}
 	if Mutates(info.FullMethod) {
-		ic.audit(id, info.FullMethod, nil, err, start)
+		// A long-lived session (capture, trace) is logged when it starts,
+		// with its request, and when it ends.
+		rs.started = func(req any) { ic.auditStart(id, info.FullMethod, req) }
+	}
+	err := handler(srv, rs)
+	if Mutates(info.FullMethod) {
+		ic.audit(id, info.FullMethod, rs.req, err, start)
 	}
 	return err
 }

@@ -74,6 +74,8 @@ type Core interface {
 	// exporter or the dataplane.
 	SubscribeEvents(ctx context.Context) <-chan nat.Event
 
+	// Capture, Trace, Explain and Drops: operator visibility (vis.go).
+	VisCore
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (LookupEngine, docs/cgn.md).
 	Lookup(ctx context.Context, q LookupQuery) (LookupResult, error)

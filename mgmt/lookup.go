@@ -12,8 +12,13 @@ import (
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
-// Subscriber lookup (docs/cgn.md): Core.Lookup, its gRPC handler and
-// natctl lookup all wrap LookupEngine.
+// Subscriber lookup (docs/cgn.md): Core.Lookup (EngineCore), its gRPC
+// handler and natctl lookup all wrap LookupEngine.
+
+// Lookup answers from the engine, at the engine's clock.
+func (c *EngineCore) Lookup(_ context.Context, q LookupQuery) (LookupResult, error) {
+	return LookupEngine(c.Engine, q, c.Engine.Now())
+}
 
 // LookupQuery asks who held Outside (valid) or what Inside holds (valid);
 // exactly one is set.

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt"
@@ -191,6 +193,22 @@ func mutatingCalls(t *testing.T, e *env) map[string]func(c *client.Client) error
 			_, err := c.ReloadConfig(x, &xnatv1.ReloadConfigRequest{})
 			return err
 		},
+		// Capture and trace change nothing but show subscribers' packets:
+		// admin only, like the mutating RPCs.
+		xnatv1.NatService_Capture_FullMethodName: func(c *client.Client) error {
+			st, err := c.Capture(x, &xnatv1.CaptureRequest{Duration: durationpb.New(50 * time.Millisecond)})
+			if err != nil {
+				return err
+			}
+			return drainStream(st.Recv)
+		},
+		xnatv1.NatService_Trace_FullMethodName: func(c *client.Client) error {
+			st, err := c.Trace(x, &xnatv1.TraceRequest{Count: 1, Timeout: durationpb.New(50 * time.Millisecond)})
+			if err != nil {
+				return err
+			}
+			return drainStream(st.Recv)
+		},
 	}
 }
 
@@ -234,7 +252,11 @@ func TestReadOnlyCannotMutate(t *testing.T) {
 	for m, call := range calls {
 		tried = append(tried, m)
 		err := call(e.ro)
-		wantCode(t, err, codes.PermissionDenied, "permission denied: this connection (read-only socket "+e.rosk+") is read-only and "+m[strings.LastIndexByte(m, '/')+1:]+" changes state; use the admin socket "+e.sock)
+		why := "changes state"
+		if m == xnatv1.NatService_Capture_FullMethodName || m == xnatv1.NatService_Trace_FullMethodName {
+			why = "shows subscribers' packets"
+		}
+		wantCode(t, err, codes.PermissionDenied, "permission denied: this connection (read-only socket "+e.rosk+") is read-only and "+m[strings.LastIndexByte(m, '/')+1:]+" "+why+"; use the admin socket "+e.sock)
 	}
 	slices.Sort(tried)
 	want := mutatingMethods()
@@ -535,5 +557,17 @@ func TestUnreachable(t *testing.T) {
 	_, err = e.admin.ReloadConfig(ctx(t), &xnatv1.ReloadConfigRequest{})
 	if errors.As(err, &ce) {
 		t.Errorf("natd's Unavailable taken for a connection error: %v", err)
+	}
+}
+
+// drainStream receives until the stream ends; io.EOF is success.
+func drainStream[T any](recv func() (T, error)) error {
+	for {
+		if _, err := recv(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
 	}
 }

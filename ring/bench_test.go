@@ -113,14 +113,6 @@ func BenchmarkSPSC(b *testing.B) {
 	b.Run("impl=chan", func(b *testing.B) { chanPipe(b, 1, 1) })
 }
 
-func BenchmarkMPSC(b *testing.B) {
-	b.Run("impl=ring-burst32", func(b *testing.B) {
-		q, _ := NewMPSC[uint64](benchCapacity)
-		pipe(b, 2, 1, 32, q.EnqueueBurst, q.DequeueBurst)
-	})
-	b.Run("impl=chan", func(b *testing.B) { chanPipe(b, 2, 1) })
-}
-
 func BenchmarkMPMC(b *testing.B) {
 	b.Run("impl=ring-burst32", func(b *testing.B) {
 		q, _ := NewMPMC[uint64](benchCapacity)

@@ -4,9 +4,14 @@
 // In the pipeline, rings are the only hand-off between goroutines: a memport
 // (dataplane/port/memport) moves frame descriptors between the test goroutine
 // and a worker through SPSC rings and keeps its frame pool in an MPMC ring;
-// NAT workers publish session events to the single exporter through an MPSC
-// ring. Every operation moves a burst, so one index publication (one cache
-// line transfer) is amortised over up to 32–64 values.
+// each NAT worker publishes session events to the exporter through its own
+// SPSC ring (dataplane/nat/event.go). Every operation moves a burst, so one
+// index publication (one cache line transfer) is amortised over up to 32–64
+// values.
+//
+// There is no MPSC ring: nothing needs one. An MPMC ring serves several
+// producers and one consumer correctly, at the price of a CAS on the
+// consumer side.
 //
 // # Contracts
 //
@@ -14,8 +19,6 @@
 //
 //   - SPSC: exactly one goroutine at a time may call the Enqueue methods
 //     and exactly one goroutine at a time may call the Dequeue methods.
-//   - MPSC: any number of goroutines may enqueue concurrently; one goroutine
-//     at a time may dequeue.
 //   - MPMC: any number of goroutines may enqueue and dequeue concurrently.
 //
 // "One goroutine at a time" means the calls must be ordered by some other
@@ -67,7 +70,7 @@
 //
 // # Multi-producer and multi-consumer algorithm
 //
-// MPSC and MPMC use DPDK's head/tail scheme rather than Vyukov's per-slot
+// MPMC uses DPDK's head/tail scheme rather than Vyukov's per-slot
 // sequence numbers, because the dataplane moves bursts: a head/tail ring
 // reserves a whole burst with one compare-and-swap and publishes it with one
 // store, while a per-slot ring needs one CAS and one sequence store per value,

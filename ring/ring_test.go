@@ -31,7 +31,6 @@ type kind struct {
 
 var kinds = []kind{
 	{"SPSC", func(c int, s uint64) (queue[uint64], error) { return newSPSCAt[uint64](c, s) }},
-	{"MPSC", func(c int, s uint64) (queue[uint64], error) { return newMPSCAt[uint64](c, s) }},
 	{"MPMC", func(c int, s uint64) (queue[uint64], error) { return newMPMCAt[uint64](c, s) }},
 }
 
@@ -54,7 +53,6 @@ func TestCapacityValidation(t *testing.T) {
 	good := []int{1, 2, 4, 64, 4096}
 	ctors := map[string]func(int) error{
 		"SPSC": func(c int) error { _, err := NewSPSC[int](c); return err },
-		"MPSC": func(c int) error { _, err := NewMPSC[int](c); return err },
 		"MPMC": func(c int) error { _, err := NewMPMC[int](c); return err },
 	}
 	for name, ctor := range ctors {
@@ -355,7 +353,7 @@ func TestClearsPointerSlots(t *testing.T) {
 // the allocator places next to the ring, whatever the ring's alignment.
 func TestLayout(t *testing.T) {
 	for _, typ := range []reflect.Type{
-		reflectType[SPSC[uint64]](), reflectType[MPSC[uint64]](), reflectType[MPMC[uint64]](),
+		reflectType[SPSC[uint64]](), reflectType[MPMC[uint64]](),
 		reflectType[SPSC[[3]uint32]](), reflectType[MPMC[*int]](),
 	} {
 		prevEnd := uintptr(0)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/nsenter"
 )
 
 // Hostile traffic: frames an attacker on the outside sends to a NAT, built
@@ -242,7 +243,7 @@ func SendFrames(ctx context.Context, cfg SendConfig) (SendResult, error) {
 	}
 	const batch = 64
 	var p *afxdp.Port
-	err := inNetns(cfg.Netns, func() error {
+	err := nsenter.RunNamed(cfg.Netns, func() error {
 		l, err := lookupLink(cfg.Dev)
 		if err != nil {
 			return err

@@ -1,51 +1,14 @@
 package gen
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// inNetns runs f on the calling goroutine's OS thread switched into the
-// named network namespace ("" = stay where we are), then switches back.
-// Sockets f creates (AF_XDP, netlink, UDP) belong to that namespace for
-// their whole life, whichever thread later uses them. If the thread cannot
-// be switched back it stays locked, so the runtime retires it with the
-// goroutine instead of reusing a thread in the wrong namespace.
-func inNetns(name string, f func() error) error {
-	if name == "" {
-		return f()
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", name, err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
 
 // linkInfo is an interface of the current namespace.
 type linkInfo struct {

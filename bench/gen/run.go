@@ -17,6 +17,7 @@ import (
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/xdpprog"
+	"github.com/xnat/xnat/internal/nsenter"
 )
 
 // engine is one Run: the sockets, XDP programs and workers, and the
@@ -66,7 +67,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func (e *engine) setup() error {
 	c := &e.cfg
 	var txLink linkInfo
-	err := inNetns(c.TxNetns, func() error {
+	err := nsenter.RunNamed(c.TxNetns, func() error {
 		var err error
 		if txLink, err = lookupLink(c.TxDev); err != nil {
 			return err
@@ -109,7 +110,7 @@ func (e *engine) setup() error {
 		if err := e.rxProg.SetPublicAddrs(addrs); err != nil {
 			return err
 		}
-		err = inNetns(c.RxNetns, func() error {
+		err = nsenter.RunNamed(c.RxNetns, func() error {
 			l, err := lookupLink(c.RxDev)
 			if err != nil {
 				return err
@@ -132,7 +133,7 @@ func (e *engine) setup() error {
 			return err
 		}
 	}
-	err = inNetns(c.TxNetns, func() error {
+	err = nsenter.RunNamed(c.TxNetns, func() error {
 		o := opts
 		if c.Mode.Reflects() {
 			// Replies come from the destination range: redirect frames

@@ -7,10 +7,26 @@ import (
 	"strings"
 )
 
-// RenderMarkdown renders r as results.md.
+// RenderMarkdown renders r as results.md, one section after another.
 func RenderMarkdown(r *Results) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	mdHeader(w, r)
+	mdTargets(w, r)
+	mdThroughput(w, r)
+	mdMaxRate(w, r)
+	mdLatency(w, r)
+	mdSessionRates(w, r)
+	mdCapacity(w, r)
+	mdGC(w, r)
+	mdProfiles(w, r)
+	mdMicro(w, r)
+	mdNotes(w, r)
+	return b.String()
+}
+
+// mdHeader writes the title, the machine and what the run was.
+func mdHeader(w func(string, ...any), r *Results) {
 	m := r.Machine
 	dirty := ""
 	if m.GitDirty {
@@ -29,7 +45,10 @@ func RenderMarkdown(r *Results) string {
 	}
 	w("Charts: [throughput against flows](throughput.png), [latency CDFs](latency.png). Every figure: [results.json](results.json).\n\n")
 	w("All figures come from one run on a shared 2-vCPU virtual machine: the generator, the device under test and the sink share both CPUs (see *Who was the bottleneck*), so read ratios, not absolute rates.\n\n")
+}
 
+// mdTargets writes the targets and whether they were met.
+func mdTargets(w func(string, ...any), r *Results) {
 	w("## Targets\n\n| target | want | measured | met | detail |\n|---|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		meas := "–"
@@ -39,7 +58,10 @@ func RenderMarkdown(r *Results) string {
 		w("| %s | %s | %s | %s | %s |\n", t.Name, t.Want, meas, yesNo(t.Met, t.Detail), t.Detail)
 	}
 	w("\n")
+}
 
+// mdThroughput writes the zero-loss throughput table.
+func mdThroughput(w func(string, ...any), r *Results) {
 	duts := r.Settings.DUTs
 	has := func(d string) bool {
 		for _, x := range duts {
@@ -77,7 +99,11 @@ func RenderMarkdown(r *Results) string {
 		w("\n")
 	}
 	w("\n")
+}
 
+// mdMaxRate writes the unpaced trials and the CPU shares.
+func mdMaxRate(w func(string, ...any), r *Results) {
+	duts := r.Settings.DUTs
 	w("## Maximum forwarded rate, and who was the bottleneck\n\n")
 	w("Unpaced trial: the generator sends as fast as its CPU and the kernel take frames. CPU columns are busy shares over the sending window (softirq share in brackets); *DUT cores* is the DUT's CPU time over the window, *CPU s/Mpkt* that per million forwarded packets (see the notes for what each DUT's CPU time includes).\n\n")
 	w("| flows | frames | DUT | offered | forwarded | loss | CPU0 busy | CPU1 busy | DUT cores | DUT CPU s/Mpkt |\n|---|---|---|---|---|---|---|---|---|---|\n")
@@ -93,7 +119,11 @@ func RenderMarkdown(r *Results) string {
 		}
 	}
 	w("\n")
+}
 
+// mdLatency writes the latency percentiles.
+func mdLatency(w func(string, ...any), r *Results) {
+	duts := r.Settings.DUTs
 	w("## Latency at %.0f%% of the zero-loss rate (one way, generator to sink, µs)\n\n", 100*r.Settings.LatencyLoad)
 	w("| flows | frames | DUT | rate | p50 | p90 | p99 | p99.9 | max | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, fs := range r.scenarios() {
@@ -108,7 +138,10 @@ func RenderMarkdown(r *Results) string {
 		}
 	}
 	w("\n")
+}
 
+// mdSessionRates writes the session set-up rates.
+func mdSessionRates(w func(string, ...any), r *Results) {
 	if len(r.SessionRates) > 0 {
 		w("## Session set-up rate\n\n")
 		w("Connection-rate mode: every frame a never-used UDP flow, %.1f s trials, each with its own flows. *Zero loss* is the highest rate of new flows offered with every one forwarded (binary search as above); *unpaced* floods the DUT and counts what gets through. A flow is forwarded when it reaches the sink.\n\n", r.sessionSeconds())
@@ -120,7 +153,10 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("\n")
 	}
+}
 
+// mdCapacity writes the session capacity and memory.
+func mdCapacity(w func(string, ...any), r *Results) {
 	if c := r.Capacity; c != nil {
 		w("## Session capacity and memory (xnat)\n\n")
 		w("| | |\n|---|---|\n")
@@ -138,7 +174,10 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("\n%s\n\n", c.Note)
 	}
+}
 
+// mdGC writes natd's garbage collection.
+func mdGC(w func(string, ...any), r *Results) {
 	if g := r.GC; g != nil && g.Steady != nil && g.Steady.GC != nil {
 		s := g.Steady
 		w("## Garbage collection in natd\n\n")
@@ -149,7 +188,10 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("| all %d natd trials of this run | | %.0f | | |\n\n", g.TrialCount, g.TrialCycles)
 	}
+}
 
+// mdProfiles writes the CPU profiles.
+func mdProfiles(w func(string, ...any), r *Results) {
 	for _, p := range r.Profiles {
 		w("## Where %s's CPU time goes (perf, %s trial, 1k flows, 64 B)\n\n", p.DUT, p.Trial)
 		if p.Error != "" {
@@ -173,7 +215,10 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("\n")
 	}
+}
 
+// mdMicro writes the micro-benchmarks.
+func mdMicro(w func(string, ...any), r *Results) {
 	if len(r.Micro) > 0 {
 		w("## Micro-benchmarks\n\n`%s` (%.0f s). Median of the runs; B/op and allocs/op are the largest of the runs.\n\n", r.MicroCommand, r.MicroSeconds)
 		w("| package | benchmark | runs | median ns/op | B/op | allocs/op | other |\n|---|---|---|---|---|---|---|\n")
@@ -188,7 +233,10 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("\n")
 	}
+}
 
+// mdNotes writes the notes and warnings.
+func mdNotes(w func(string, ...any), r *Results) {
 	w("## How this was measured\n\n")
 	for _, n := range r.Notes {
 		w("- %s\n", n)
@@ -201,7 +249,6 @@ func RenderMarkdown(r *Results) string {
 		}
 		w("\n")
 	}
-	return b.String()
 }
 
 type flowSize struct {

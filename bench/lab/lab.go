@@ -33,7 +33,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,6 +43,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/xnat/xnat/internal/nsenter"
 )
 
 // netnsDir is where `ip netns` keeps its bind mounts of named namespaces.
@@ -366,35 +366,16 @@ func Exec(ns string, argv ...string) (string, error) {
 }
 
 // Do runs f on the calling goroutine's OS thread switched into namespace ns,
-// and switches back afterwards. Sockets that f opens stay in ns for their
-// whole life. If the thread cannot be switched back it is left locked, so
-// the Go runtime destroys it when the goroutine exits instead of reusing a
-// thread in the wrong namespace.
+// and switches back afterwards (see internal/nsenter). Sockets that f opens
+// stay in ns for their whole life.
 func Do(ns string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: netns %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: enter netns %s: %w", ns, err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: it dies with this goroutine.
-		return errors.Join(ferr, fmt.Errorf("lab: restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	return doIn(filepath.Join(netnsDir, ns), f)
+}
+
+// doIn is Do for the namespace file at path (a /run/netns name or a
+// /proc/PID/... link to a namespace).
+func doIn(path string, f func() error) error {
+	return nsenter.RunPath(path, f)
 }
 
 // LinkInfo identifies a lab interface.

@@ -211,6 +211,7 @@ func teardownAndExit(sig os.Signal) {
 	close(interrupted)
 	tearingDown.Store(true)
 	creating.Lock() // wait for namespaces being created; none begins now
+	//lint:ignore SA2001 the empty section waits for the creators that hold the lock
 	creating.Unlock()
 	labs := liveLabs()
 	// stderr may be the closed pipe: the write then fails, harmlessly.
@@ -269,7 +270,21 @@ func statNS(path string) (nsID, error) {
 // namespace of want as their network namespace or, with files, through an
 // open file, with how.
 func holders(want map[nsID]string, files bool) map[int]string {
+	return holdersVerified(want, files, nil)
+}
+
+// holdersVerified is holders, where same, if not nil, must also confirm
+// each match by the path (/proc/PID/ns/net or /proc/PID/fd/N) that
+// matched.
+func holdersVerified(want map[nsID]string, files bool, same func(path string, id nsID) bool) map[int]string {
 	held := map[int]string{}
+	match := func(path string) (nsID, bool) {
+		id, err := statNS(path)
+		if err != nil || want[id] == "" {
+			return id, false
+		}
+		return id, same == nil || same(path, id)
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return held
@@ -281,7 +296,7 @@ func holders(want map[nsID]string, files bool) map[int]string {
 			continue
 		}
 		dir := filepath.Join("/proc", e.Name())
-		if id, err := statNS(filepath.Join(dir, "ns", "net")); err == nil && want[id] != "" {
+		if id, ok := match(filepath.Join(dir, "ns", "net")); ok {
 			held[pid] = want[id] + " (its network namespace)"
 			continue
 		}
@@ -290,7 +305,7 @@ func holders(want map[nsID]string, files bool) map[int]string {
 		}
 		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
 		for _, fd := range fds {
-			if id, err := statNS(filepath.Join(dir, "fd", fd.Name())); err == nil && want[id] != "" {
+			if id, ok := match(filepath.Join(dir, "fd", fd.Name())); ok {
 				held[pid] = want[id] + " (an open file)"
 				break
 			}
@@ -335,21 +350,33 @@ type Footprint struct {
 	Namespaces []string
 	Dirs       []string
 	ids        map[string]nsID
+	// cookies holds each namespace's netns cookie (SO_NETNS_COOKIE), which,
+	// unlike the nsfs inode number, the kernel never gives to another
+	// namespace.
+	cookies map[string]uint64
 }
 
 // FootprintOf returns what the labs created by process pid hold now.
 func FootprintOf(pid int) Footprint {
-	f := Footprint{ids: map[string]nsID{}}
+	f := Footprint{ids: map[string]nsID{}, cookies: map[string]uint64{}}
 	mine := func(name string) bool { p, ok := creatorPid(name); return ok && p == pid }
 	if entries, err := os.ReadDir(netnsDir); err == nil {
 		for _, e := range entries {
 			if !mine(e.Name()) {
 				continue
 			}
-			if id, err := statNS(filepath.Join(netnsDir, e.Name())); err == nil {
-				f.Namespaces = append(f.Namespaces, e.Name())
-				f.ids[e.Name()] = id
+			path := filepath.Join(netnsDir, e.Name())
+			id, err := statNS(path)
+			if err != nil {
+				continue
 			}
+			c, err := netnsCookie(path)
+			if err != nil {
+				continue // deleted meanwhile
+			}
+			f.Namespaces = append(f.Namespaces, e.Name())
+			f.ids[e.Name()] = id
+			f.cookies[e.Name()] = c
 		}
 	}
 	if entries, err := os.ReadDir(os.TempDir()); err == nil {
@@ -370,11 +397,15 @@ func (f *Footprint) Add(g Footprint) {
 	if f.ids == nil {
 		f.ids = map[string]nsID{}
 	}
+	if f.cookies == nil {
+		f.cookies = map[string]uint64{}
+	}
 	for _, n := range g.Namespaces {
 		if _, ok := f.ids[n]; !ok {
 			f.Namespaces = append(f.Namespaces, n)
 		}
 		f.ids[n] = g.ids[n]
+		f.cookies[n] = g.cookies[n]
 	}
 	for _, d := range g.Dirs {
 		if !slices.Contains(f.Dirs, d) {
@@ -389,13 +420,18 @@ func (f *Footprint) Add(g Footprint) {
 // and whatever runs in it, alive; a namespace nobody holds is destroyed
 // by the kernel with every device in it.
 //
-// The kernel gives a destroyed namespace's identity to the next one
-// created: a process in a namespace that is now another lab's (named
-// under /run/netns, not by f) does not count.
+// The kernel gives a destroyed namespace's nsfs inode number to the next
+// one created: a process in, or holding, a namespace that is now another
+// lab's does not count. Each match is confirmed by the namespace's cookie,
+// which is never reused; a namespace that another process (a concurrent
+// test binary's lab, say) holds only by an open file, after deleting its
+// name, is told apart that way.
 func (f Footprint) Holders() map[int]string {
 	want := map[nsID]string{}
+	cookie := map[nsID]uint64{}
 	for n, id := range f.ids {
 		want[id] = n
+		cookie[id] = f.cookies[n]
 	}
 	if entries, err := os.ReadDir(netnsDir); err == nil {
 		for _, e := range entries {
@@ -407,5 +443,26 @@ func (f Footprint) Holders() map[int]string {
 			}
 		}
 	}
-	return holders(want, true)
+	return holdersVerified(want, true, func(path string, id nsID) bool {
+		c, err := netnsCookie(path)
+		// A holder that is gone by now holds nothing.
+		return err == nil && c == cookie[id]
+	})
+}
+
+// netnsCookie returns the cookie of the network namespace at path: the
+// SO_NETNS_COOKIE of a socket made inside it.
+func netnsCookie(path string) (uint64, error) {
+	var c uint64
+	err := doIn(path, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		v, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		c = v
+		return err
+	})
+	return c, err
 }

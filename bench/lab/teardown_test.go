@@ -345,3 +345,71 @@ func TestInheritedIgnoredSignalStaysIgnored(t *testing.T) {
 	}
 	assertGone(t, pid, had, rootBefore)
 }
+
+// The kernel gives a destroyed namespace's nsfs inode number to the next
+// namespace created. Another process that holds such a new namespace by an
+// open file after deleting its name (deleteNamespace does so, in a test
+// binary running beside this one) is not a holder of the destroyed one:
+// CI once failed TestTeardownOnSignal on exactly that. Whether the kernel
+// reuses a number within a test's time depends on what else creates
+// namespaces, so the test stages the reuse: it records a's footprint as if
+// a had got b's number.
+func TestHoldersIgnoresReusedNamespaceIdentity(t *testing.T) {
+	Require(t)
+	l := newLab()
+	defer l.Close()
+	a, err := l.AddNamespace("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.AddNamespace("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := FootprintOf(os.Getpid())
+	if f.ids[a] == (nsID{}) || f.cookies[a] == 0 || f.cookies[a] == f.cookies[b] {
+		t.Fatalf("footprint lacks distinct cookies for %s and %s: %+v", a, b, f)
+	}
+	// holder starts a process that holds name's namespace by an open file.
+	holder := func(name string) int {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", "exec 3<"+filepath.Join(netnsDir, name)+"; exec sleep 60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		id := mustStatNS(t, name)
+		deadline := time.Now().Add(time.Minute)
+		for !strings.Contains(holders(map[nsID]string{id: name}, true)[cmd.Process.Pid], "an open file") {
+			if time.Now().After(deadline) {
+				t.Fatalf("sh %d did not open %s within a minute", cmd.Process.Pid, name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return cmd.Process.Pid
+	}
+	// A real holder of a is reported.
+	had := Footprint{Namespaces: []string{a}, ids: map[string]nsID{a: f.ids[a]}, cookies: map[string]uint64{a: f.cookies[a]}}
+	ha := holder(a)
+	if _, ok := had.Holders()[ha]; !ok {
+		t.Fatalf("holder %d of %s not reported: %v", ha, a, had.Holders())
+	}
+	// a "destroyed", its number given to b, whose name is then deleted
+	// while another process holds it.
+	reused := Footprint{Namespaces: []string{a}, ids: map[string]nsID{a: f.ids[b]}, cookies: map[string]uint64{a: f.cookies[a]}}
+	hb := holder(b)
+	if err := run("ip", "netns", "del", b); err != nil {
+		t.Fatal(err)
+	}
+	if got := reused.Holders(); len(got) > 0 {
+		t.Errorf("holders of the destroyed %s: %v; %d holds only %s, a namespace with its inode number", a, got, hb, b)
+	}
+}
+func mustStatNS(t *testing.T, name string) nsID {
+	t.Helper()
+	id, err := statNS(filepath.Join(netnsDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

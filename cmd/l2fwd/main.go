@@ -97,13 +97,8 @@ func parseFlags(args []string) (*config, error) {
 	if c.batch < 1 || c.batch > 256 {
 		return nil, fmt.Errorf("-batch %d out of range [1,256]", c.batch)
 	}
-	switch backend {
-	case "native":
-		c.backend = afxdp.Native
-	case "asavie":
-		c.backend = afxdp.Asavie
-	default:
-		return nil, fmt.Errorf("unknown -backend %q", backend)
+	if err := c.backend.UnmarshalText([]byte(backend)); err != nil {
+		return nil, fmt.Errorf("-backend: %w", err)
 	}
 	r := c.opts.RxRingSize
 	c.opts = afxdp.Options{NumFrames: c.opts.NumFrames, RxRingSize: r, TxRingSize: r, FillRingSize: r,
@@ -205,11 +200,41 @@ type Summary struct {
 }
 
 func run(c *config) (*Summary, error) {
-	in, out := &side{name: c.in}, &side{name: c.out}
+	in, out, err := lookupSides(c)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := attachProgram(c, in, out)
+	if prog != nil {
+		defer prog.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	pairs, err := openPorts(c, in, out)
+	defer func() {
+		for _, p := range pairs {
+			if p.in != nil {
+				p.in.Close()
+			}
+			if p.out != nil {
+				p.out.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	return forwardAll(c, pairs, in, out, stopSignal(c.duration)), nil
+}
+
+// lookupSides finds both interfaces and sets their peers' MACs.
+func lookupSides(c *config) (in, out *side, err error) {
+	in, out = &side{name: c.in}, &side{name: c.out}
 	for _, s := range []*side{in, out} {
 		ifi, err := net.InterfaceByName(s.name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		s.ifindex = ifi.Index
 		copy(s.mac[:], ifi.HardwareAddr)
@@ -228,67 +253,78 @@ func run(c *config) (*Summary, error) {
 			x.s.learned = true
 		}
 	}
+	return in, out, nil
+}
 
+// attachProgram loads natd's XDP program with c's addresses and attaches
+// it to both sides. The program is returned for closing even on error.
+func attachProgram(c *config, in, out *side) (*xdpprog.Program, error) {
 	prog, err := xdpprog.Load()
 	if err != nil {
 		return nil, err
 	}
-	defer prog.Close()
 	if err := prog.SetInsidePrefixes(c.inside); err != nil {
-		return nil, err
+		return prog, err
 	}
 	if err := prog.SetLocalAddrs(c.local); err != nil {
-		return nil, err
+		return prog, err
 	}
 	if err := prog.SetPublicAddrs(c.public); err != nil {
-		return nil, err
+		return prog, err
 	}
 	if in.att, err = prog.Attach(in.ifindex, xdpprog.RoleInside); err != nil {
-		return nil, err
+		return prog, err
 	}
 	if out.att, err = prog.Attach(out.ifindex, xdpprog.RoleOutside); err != nil {
-		return nil, err
+		return prog, err
 	}
+	return prog, nil
+}
 
-	type pair struct{ in, out *afxdp.Port }
+// pair is one queue's two ports.
+type pair struct{ in, out *afxdp.Port }
+
+// openPorts opens an AF_XDP socket on every queue of both sides. What it
+// opened is returned for closing even on error.
+func openPorts(c *config, in, out *side) ([]pair, error) {
 	pairs := make([]pair, c.queues)
-	defer func() {
-		for _, p := range pairs {
-			if p.in != nil {
-				p.in.Close()
-			}
-			if p.out != nil {
-				p.out.Close()
-			}
-		}
-	}()
 	for q := range c.queues {
 		o := c.opts
 		o.Register = func(_, queue, fd int) error { return in.att.Register(queue, fd) }
+		var err error
 		if pairs[q].in, err = afxdp.New(in.ifindex, q, &o); err != nil {
-			return nil, err
+			return pairs, err
 		}
 		o.Register = func(_, queue, fd int) error { return out.att.Register(queue, fd) }
 		if pairs[q].out, err = afxdp.New(out.ifindex, q, &o); err != nil {
-			return nil, err
+			return pairs, err
 		}
 	}
+	return pairs, nil
+}
 
+// stopSignal is closed on SIGINT or SIGTERM, or after d when d > 0.
+func stopSignal(d time.Duration) <-chan struct{} {
 	stop := make(chan struct{})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		if c.duration > 0 {
+		if d > 0 {
 			select {
 			case <-sig:
-			case <-time.After(c.duration):
+			case <-time.After(d):
 			}
 		} else {
 			<-sig
 		}
 		close(stop)
 	}()
+	return stop
+}
 
+// forwardAll runs one worker per queue pair until stop and sums their
+// counters.
+func forwardAll(c *config, pairs []pair, in, out *side, stop <-chan struct{}) *Summary {
 	cnt := make([]counters, c.queues)
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
@@ -319,7 +355,7 @@ func run(c *config) (*Summary, error) {
 		sum.TxFull += cnt[i].txFull.Load()
 	}
 	sum.PPS = float64(sum.In2Out+sum.Out2In) / el.Seconds()
-	return sum, nil
+	return sum
 }
 
 // worker owns one queue pair's two ports. It locks its goroutine to an OS

@@ -98,7 +98,7 @@ func TestSessionsEndToEnd(t *testing.T) {
 	wantRun(t, e.readonly(t, "sessions", "--outside", s.Outside), 0, "1 sessions\n", "")
 	wantRun(t, e.readonly(t, "sessions", "--remote", "192.0.2.1"), 0, "no sessions\n", "")
 	wantRun(t, e.admin_(t, "sessions", "delete", itoa(s.ID), itoa(s.Generation)), 0, "deleted session", "")
-	wantRun(t, e.admin_(t, "sessions", "delete", itoa(s.ID), itoa(s.Generation)), 4, "", "natctl: not found: no session")
+	wantRun(t, e.admin_(t, "sessions", "delete", itoa(s.ID), itoa(s.Generation)), 4, "", "natctl: not found: session")
 	wantRun(t, e.admin_(t, "sessions", "flush"), 2, "", "sessions flush without a filter deletes every session: add --all")
 	wantRun(t, e.admin_(t, "sessions", "flush", "--proto", "udp", "--inside", "10.0.0.5"), 0, "deleted 19 sessions", "")
 	wantRun(t, e.admin_(t, "sessions", "flush", "--all", "-o", "json"), 0, `"deleted": 3`, "")

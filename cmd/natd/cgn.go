@@ -21,17 +21,17 @@ import (
 
 // cgnFileConfig is the port-allocation part of the nat section.
 type cgnFileConfig struct {
-	PortAllocation     nat.PortAllocation `yaml:"port_allocation"`
-	BlockSize          int                `yaml:"block_size"`
-	MaxBlocks          int                `yaml:"max_blocks"`
-	PortsPerSubscriber int                `yaml:"ports_per_subscriber"`
-	LogSessions        bool               `yaml:"log_sessions"`
+	PortAllocation     string `yaml:"port_allocation"`
+	BlockSize          int    `yaml:"block_size"`
+	MaxBlocks          int    `yaml:"max_blocks"`
+	PortsPerSubscriber int    `yaml:"ports_per_subscriber"`
+	LogSessions        bool   `yaml:"log_sessions"`
 }
 
 // apply copies the fields into c (defaults stay where a field is absent);
 // nat.Config.Validate judges them.
-func (f *cgnFileConfig) apply(c *nat.Config) {
-	c.CGN.PortAllocation = f.PortAllocation
+func (f *cgnFileConfig) apply(c *nat.Config, ce *configErrors) {
+	ce.text("nat.port_allocation", f.PortAllocation, &c.CGN.PortAllocation)
 	if f.BlockSize != 0 {
 		c.CGN.BlockSize = f.BlockSize
 	}
@@ -45,20 +45,20 @@ func (f *cgnFileConfig) apply(c *nat.Config) {
 // loggingFile is the logging section as written.
 type loggingFile struct {
 	IPFIX *struct {
-		Collector         string           `yaml:"collector"`
-		Transport         export.Transport `yaml:"transport"`
-		Source            string           `yaml:"source"`
-		ObservationDomain uint32           `yaml:"observation_domain"`
-		TemplateRefresh   string           `yaml:"template_refresh"`
-		Queue             int              `yaml:"queue"`
+		Collector         string `yaml:"collector"`
+		Transport         string `yaml:"transport"` // udp | tcp
+		Source            string `yaml:"source"`
+		ObservationDomain uint32 `yaml:"observation_domain"`
+		TemplateRefresh   string `yaml:"template_refresh"`
+		Queue             int    `yaml:"queue"`
 	} `yaml:"ipfix"`
 	Syslog *struct {
-		Server    string           `yaml:"server"`
-		Transport export.Transport `yaml:"transport"`
-		Source    string           `yaml:"source"`
-		Hostname  string           `yaml:"hostname"`
-		Facility  int              `yaml:"facility"`
-		Queue     int              `yaml:"queue"`
+		Server    string `yaml:"server"`
+		Transport string `yaml:"transport"` // udp | tcp
+		Source    string `yaml:"source"`
+		Hostname  string `yaml:"hostname"`
+		Facility  int    `yaml:"facility"`
+		Queue     int    `yaml:"queue"`
 	} `yaml:"syslog"`
 }
 
@@ -88,7 +88,8 @@ const defaultExportQueue = 65536
 func loggingFromFile(f *loggingFile, ce *configErrors) loggingConfig {
 	var l loggingConfig
 	if x := f.IPFIX; x != nil {
-		o := ipfix.Options{Collector: x.Collector, Transport: x.Transport, Source: x.Source, ObservationDomain: x.ObservationDomain}
+		o := ipfix.Options{Collector: x.Collector, Source: x.Source, ObservationDomain: x.ObservationDomain}
+		ce.text("logging.ipfix.transport", x.Transport, &o.Transport)
 		if x.TemplateRefresh != "" {
 			d, err := time.ParseDuration(x.TemplateRefresh)
 			if err != nil {
@@ -102,7 +103,8 @@ func loggingFromFile(f *loggingFile, ce *configErrors) loggingConfig {
 		l.IPFIX, l.IPFIXQueue = &o, queueSize(x.Queue, "logging.ipfix.queue", ce)
 	}
 	if x := f.Syslog; x != nil {
-		o := syslog.Options{Server: x.Server, Transport: x.Transport, Source: x.Source, Hostname: x.Hostname, Facility: x.Facility}
+		o := syslog.Options{Server: x.Server, Source: x.Source, Hostname: x.Hostname, Facility: x.Facility}
+		ce.text("logging.syslog.transport", x.Transport, &o.Transport)
 		if _, err := syslog.New(o); err != nil {
 			ce.add("logging.syslog", "%v", err)
 		}

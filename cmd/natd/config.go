@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"runtime"
 	"slices"
@@ -90,12 +90,14 @@ type natConfig struct {
 	} `yaml:"port_forwards"`
 	OnExhaustion    string        `yaml:"on_exhaustion"`
 	LogDestinations bool          `yaml:"log_destinations"`
-	CGN             cgnFileConfig `yaml:",inline"` // port allocation (cgn.go)
+	MSSClamp        string        `yaml:"mss_clamp"` // off, auto or an MSS
+	CGN             cgnFileConfig `yaml:",inline"`   // port allocation (cgn.go)
 }
 
 type poolConfig struct {
 	Name      string   `yaml:"name"`
 	Addresses []string `yaml:"addresses"`
+	Interface string   `yaml:"interface"` // masquerade.go
 }
 
 type mgmtConfig struct {
@@ -232,19 +234,49 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig validates config bytes read from file.
 func ParseConfig(file string, data []byte) (*Config, error) {
+	fc, ce, err := decodeConfig(file, data)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{File: file}
+	c.interfacesFromFile(fc, ce)
+	c.dataplaneFromFile(fc, ce)
+	c.natSection(fc, ce)
+	c.servicesFromFile(fc, ce)
+	if len(ce.errs) > 0 {
+		slices.SortStableFunc(ce.errs, func(a, b error) int {
+			return a.(*ConfigError).Line - b.(*ConfigError).Line
+		})
+		return nil, errors.Join(ce.errs...)
+	}
+	return c, nil
+}
+
+// decodeConfig decodes the file into fileConfig after checking that every
+// key names a setting. The errors it returns name the file and the line.
+func decodeConfig(file string, data []byte) (*fileConfig, *configErrors, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &ConfigError{File: file, Msg: err.Error()}
-	}
-	var fc fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &ConfigError{File: file, Msg: friendlyYAML(err)}
+		return nil, nil, &ConfigError{File: file, Msg: err.Error()}
 	}
 	ce := &configErrors{file: file, root: &root}
-	c := &Config{File: file}
+	ce.unknownFields(&root, reflect.TypeFor[fileConfig](), "")
+	if len(ce.errs) > 0 {
+		return nil, nil, errors.Join(ce.errs...)
+	}
+	var fc fileConfig
+	if err := yaml.Unmarshal(data, &fc); err != nil {
+		// Type errors: yaml.v3 names the line ("line 7: cannot
+		// unmarshal !!str `x` into int").
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		return nil, nil, &ConfigError{File: file, Msg: strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")}
+	}
+	return &fc, ce, nil
+}
 
+// interfacesFromFile takes the interfaces, their queues and the workers'
+// CPUs.
+func (c *Config) interfacesFromFile(fc *fileConfig, ce *configErrors) {
 	for _, side := range []struct {
 		name string
 		in   ifaceConfig
@@ -291,11 +323,12 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 		}
 		c.CPUs = append(c.CPUs, cpu)
 	}
+}
 
-	var err2 error
-	if c.PollMode, err2 = worker.ParsePollMode(fc.PollMode); err2 != nil {
-		ce.add("poll_mode", "%v", err2)
-	}
+// dataplaneFromFile takes the poll mode, the batch size and the AF_XDP
+// settings.
+func (c *Config) dataplaneFromFile(fc *fileConfig, ce *configErrors) {
+	ce.text("poll_mode", fc.PollMode, &c.PollMode)
 	c.BatchSize = fc.BatchSize
 	if c.BatchSize == 0 {
 		c.BatchSize = nat.MaxBurst
@@ -320,20 +353,18 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if r := fc.XDP.RingSize; r != 0 {
 		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
 	}
-	switch fc.XDP.Backend {
-	case "", "native":
-		c.Port.Backend = afxdp.Native
-	case "asavie":
-		c.Port.Backend = afxdp.Asavie
-	default:
-		ce.add("xdp.backend", "%q is not native or asavie", fc.XDP.Backend)
-	}
+	ce.text("xdp.backend", fc.XDP.Backend, &c.Port.Backend)
 	if err := afxdp.ValidateOptions(&c.Port); err != nil {
 		ce.add("xdp", "%v", err)
 	}
+}
 
+// natSection takes the nat section, judged by nat.Config.Validate as the
+// management API's changes are, and checks it against the frames.
+func (c *Config) natSection(fc *fileConfig, ce *configErrors) {
 	c.NAT = natFromFile(&fc.NAT, ce)
 	c.Logging = loggingFromFile(&fc.Logging, ce)
+	checkMasqConfig(fc, ce)
 	if err := c.NAT.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			var fe *nat.FieldError
@@ -349,7 +380,10 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
 		ce.add("nat.limits.held_fragments", "%d is more than a quarter of xdp.frames (%d): at most %d", h, c.Port.NumFrames, most)
 	}
+}
 
+// servicesFromFile takes the management, metrics, events and log settings.
+func (c *Config) servicesFromFile(fc *fileConfig, ce *configErrors) {
 	c.Mgmt = fc.Management
 	if c.Mgmt.Socket == "" {
 		c.Mgmt.Socket = "/run/xnat/natd.sock"
@@ -384,35 +418,26 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	default:
 		ce.add("log.format", "%q is not text or json", c.LogFormat)
 	}
-	if len(ce.errs) > 0 {
-		slices.SortStableFunc(ce.errs, func(a, b error) int {
-			return a.(*ConfigError).Line - b.(*ConfigError).Line
-		})
-		return nil, errors.Join(ce.errs...)
-	}
-	return c, nil
 }
 
-var sectionOfType = map[string]string{
-	"fileConfig": "the top level", "ifaceConfig": "an interface", "workerConfig": "a worker",
-	"xdpConfig": "xdp", "natConfig": "nat", "poolConfig": "a pool", "mgmtConfig": "management",
-}
-
-var unknownField = regexp.MustCompile(`field (\S+) not found in type main\.(\w+)`)
-
-// friendlyYAML rewrites the YAML decoder's messages in the config's own
-// terms rather than natd's Go type names.
-func friendlyYAML(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
-	return unknownField.ReplaceAllStringFunc(msg, func(m string) string {
-		sub := unknownField.FindStringSubmatch(m)
-		where, ok := sectionOfType[sub[2]]
+// setByName sets, for each name: value of a section of the file (in), the
+// setting that dsts names, from the value parsed by parse. Unknown names and
+// values parse refuses are reported at section.name.
+func setByName[V, T any](ce *configErrors, section, what string, in map[string]V, dsts map[string]*T, parse func(V) (T, error)) {
+	for name, v := range in {
+		field := section + "." + name
+		dst, ok := dsts[name]
 		if !ok {
-			where = "this section"
+			ce.add(field, "unknown %s (want one of %s)", what, strings.Join(slices.Sorted(maps.Keys(dsts)), ", "))
+			continue
 		}
-		return fmt.Sprintf("unknown field %q in %s", sub[1], where)
-	})
+		x, err := parse(v)
+		if err != nil {
+			ce.add(field, "%v", err)
+			continue
+		}
+		*dst = x
+	}
 }
 
 func unjoin(err error) []error {
@@ -422,12 +447,20 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-var protoNames = map[string]nat.Proto{"tcp": nat.TCP, "udp": nat.UDP, "icmp": nat.ICMP}
-
 // natFromFile converts the nat section, reporting what cannot even be
 // parsed; nat.Config.Validate judges the rest.
 func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	c := nat.DefaultConfig()
+	natAddressesFromFile(f, &c, ce)
+	natBehaviourFromFile(f, &c, ce)
+	natTimeoutsAndLimitsFromFile(f, &c, ce)
+	natRulesFromFile(f, &c, ce)
+	f.CGN.apply(&c, ce) // port allocation (cgn.go)
+	return c
+}
+
+// natAddressesFromFile takes the inside prefixes and the pools.
+func natAddressesFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for i, s := range f.InsidePrefixes {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -446,12 +479,18 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 			}
 			pool.Addresses = append(pool.Addresses, p)
 		}
+		masqPoolFromFile(fmt.Sprintf("nat.pools[%d]", i), pc, &pool, ce)
 		c.Pools = append(c.Pools, pool)
 	}
+}
+
+// natBehaviourFromFile takes the port ranges, the mapping and filtering
+// behaviours and what answers an exhausted resource.
+func natBehaviourFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for name, v := range f.Ports {
-		p, ok := protoNames[name]
-		if !ok {
-			ce.add("nat.ports."+name, "unknown protocol (want tcp, udp or icmp)")
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(name)); err != nil {
+			ce.add("nat.ports."+name, "unknown protocol: %v", err)
 			continue
 		}
 		r, err := parseRange(v)
@@ -461,54 +500,44 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.Ports[p] = r
 	}
-	switch f.Mapping {
-	case "", "endpoint-independent":
-	case "address-and-port-dependent":
-		c.Mapping = nat.AddressAndPortDependent
+	if ce.text("nat.mapping", f.Mapping, &c.Mapping) && c.Mapping == nat.AddressAndPortDependent {
+		// Filtering follows the mapping unless set per protocol.
 		for p := range c.Filtering {
 			c.Filtering[p] = nat.FilterAddressAndPortDependent
 		}
-	default:
-		ce.add("nat.mapping", "%q is not endpoint-independent or address-and-port-dependent", f.Mapping)
 	}
 	for name, v := range f.Filtering {
-		p, ok := protoNames[name]
-		if !ok {
-			ce.add("nat.filtering."+name, "unknown protocol (want tcp, udp or icmp)")
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(name)); err != nil {
+			ce.add("nat.filtering."+name, "unknown protocol: %v", err)
 			continue
 		}
-		switch v {
-		case "endpoint-independent":
-			c.Filtering[p] = nat.FilterEndpointIndependent
-		case "address-dependent":
-			c.Filtering[p] = nat.FilterAddressDependent
-		case "address-and-port-dependent":
-			c.Filtering[p] = nat.FilterAddressAndPortDependent
-		default:
-			ce.add("nat.filtering."+name, "%q is not endpoint-independent, address-dependent or address-and-port-dependent", v)
+		if err := c.Filtering[p].UnmarshalText([]byte(v)); err != nil {
+			ce.add("nat.filtering."+name, "%v", err)
 		}
 	}
 	if f.UDPInboundRefresh != nil {
 		c.UDPInboundRefresh = *f.UDPInboundRefresh
 	}
+	ce.text("nat.on_exhaustion", f.OnExhaustion, &c.OnExhaustion)
+	c.LogDestinations = f.LogDestinations
+	ce.text("nat.mss_clamp", f.MSSClamp, &c.MSSClamp)
+}
+
+// natTimeoutsAndLimitsFromFile takes the timeouts and the limits, by name.
+func natTimeoutsAndLimitsFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	timeouts := map[string]*time.Duration{
 		"tcp_established": &c.Timeouts.TCPEstablished, "tcp_transitory": &c.Timeouts.TCPTransitory,
 		"udp": &c.Timeouts.UDP, "icmp": &c.Timeouts.ICMP, "port_hold_down": &c.Timeouts.PortHoldDown,
 		"fragment": &c.Timeouts.Fragment,
 	}
-	for name, v := range f.Timeouts {
-		dst, ok := timeouts[name]
-		if !ok {
-			ce.add("nat.timeouts."+name, "unknown timeout (want one of tcp_established, tcp_transitory, udp, icmp, port_hold_down, fragment)")
-			continue
-		}
+	setByName(ce, "nat.timeouts", "timeout", f.Timeouts, timeouts, func(v string) (time.Duration, error) {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			ce.add("nat.timeouts."+name, "%q is not a duration like 5m or 2h4m", v)
-			continue
+			return 0, fmt.Errorf("%q is not a duration like 5m or 2h4m", v)
 		}
-		*dst = d
-	}
+		return d, nil
+	})
 	limits := map[string]*int{
 		"max_sessions": &c.Limits.MaxSessions, "max_subscribers": &c.Limits.MaxSubscribers,
 		"sessions_per_subscriber": &c.Limits.SessionsPerSubscriber, "ports_per_subscriber": &c.Limits.PortsPerSubscriber,
@@ -519,14 +548,11 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		"inbound_sessions":               &c.Limits.InboundSessions,
 		"inbound_sessions_per_rule":      &c.Limits.InboundSessionsPerRule,
 	}
-	for name, v := range f.Limits {
-		dst, ok := limits[name]
-		if !ok {
-			ce.add("nat.limits."+name, "unknown limit")
-			continue
-		}
-		*dst = v
-	}
+	setByName(ce, "nat.limits", "limit", f.Limits, limits, func(v int) (int, error) { return v, nil })
+}
+
+// natRulesFromFile takes the static mappings and the port forwards.
+func natRulesFromFile(f *natConfig, c *nat.Config, ce *configErrors) {
 	for i, m := range f.StaticMappings {
 		in, err1 := netip.ParseAddr(m.Inside)
 		out, err2 := netip.ParseAddr(m.Outside)
@@ -538,9 +564,9 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	}
 	for i, r := range f.PortForwards {
 		field := fmt.Sprintf("nat.port_forwards[%d]", i)
-		p, ok := protoNames[r.Proto]
-		if !ok {
-			ce.add(field+".proto", "%q is not tcp or udp", r.Proto)
+		var p nat.Proto
+		if err := p.UnmarshalText([]byte(r.Proto)); err != nil {
+			ce.add(field+".proto", "%v", err)
 			continue
 		}
 		out, err1 := netip.ParseAddrPort(r.Outside)
@@ -551,18 +577,6 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 		}
 		c.PortForwards = append(c.PortForwards, nat.PortForward{Proto: p, Outside: out, Inside: in})
 	}
-	switch f.OnExhaustion {
-	case "", "none":
-	case "host-unreachable":
-		c.OnExhaustion = nat.ReplyHostUnreachable
-	case "admin-prohibited":
-		c.OnExhaustion = nat.ReplyAdminProhibited
-	default:
-		ce.add("nat.on_exhaustion", "%q is not none, host-unreachable or admin-prohibited", f.OnExhaustion)
-	}
-	c.LogDestinations = f.LogDestinations
-	f.CGN.apply(&c)
-	return c
 }
 
 func parseAddrOrPrefix(s string) (netip.Prefix, error) {

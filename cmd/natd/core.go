@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -27,7 +26,7 @@ type mgmtPlane struct {
 }
 
 func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
-	m := &mgmtPlane{core: &core{d: d}}
+	m := &mgmtPlane{core: &core{d: d, EngineCore: mgmt.EngineCore{Engine: d.eng, Store: d.store}}}
 	ctx, m.cancel = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
@@ -54,15 +53,11 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		stopSinks()
 		return nil, fmt.Errorf("event export: %w", err)
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
+	m.serve(ctx, "event exporter", func(ctx context.Context) error {
 		defer stopSinks()
-		if err := m.events.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("event exporter", "err", err)
-		}
-	}()
-	m.core.events = m.events
+		return m.events.Run(ctx)
+	})
+	m.core.Events = m.events
 
 	roMode := uint32(0o660)
 	if cfg.Mgmt.ReadOnlyMode != "" {
@@ -86,13 +81,7 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("management API: %w", err)
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		if err := m.server.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("management API", "err", err)
-		}
-	}()
+	m.serve(ctx, "management API", m.server.Serve)
 	d.log.Info("management API listening", "socket", cfg.Mgmt.Socket, "readonly_socket", cfg.Mgmt.ReadOnlySocket, "tcp", cfg.Mgmt.Listen)
 
 	m.metrics, err = startMetrics(ctx, m.core, cfg.Metrics, d)
@@ -100,6 +89,16 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// serve runs run(ctx) on a goroutine of m's, logging its error under name
+// unless ctx ended it.
+func (m *mgmtPlane) serve(ctx context.Context, name string, run func(context.Context) error) {
+	m.wg.Go(func() {
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			m.core.d.log.Error(name, "err", err)
+		}
+	})
 }
 
 func (m *mgmtPlane) close() {
@@ -119,10 +118,12 @@ func (m *mgmtPlane) flushEvents() {
 	m.wg.Wait()
 }
 
-// core implements mgmt.Core over the running daemon.
+// core implements mgmt.Core over the running daemon: the engine, the
+// configuration store and the event exporter answer most of it
+// (mgmt.EngineCore); the rest describes the appliance.
 type core struct {
-	d      *daemon
-	events *events.Exporter
+	mgmt.EngineCore
+	d *daemon
 }
 
 var _ mgmt.Core = (*core)(nil)
@@ -171,34 +172,8 @@ func (c *core) Status() mgmt.Status {
 		}
 		st.Workers = append(st.Workers, wst)
 	}
-	st.Pools = poolStatus(d.eng.PoolUsage())
+	st.Pools = mgmt.PoolStatusOf(d.eng.PoolUsage())
 	return st
-}
-
-// poolStatus groups address usage by pool; draining addresses form a pool
-// named "(draining)".
-func poolStatus(us []nat.AddressUsage) []mgmt.PoolStatus {
-	var out []mgmt.PoolStatus
-	idx := map[string]int{}
-	for _, u := range us {
-		name := u.Pool
-		if u.Draining {
-			name = "(draining)"
-		}
-		i, ok := idx[name]
-		if !ok {
-			i = len(out)
-			idx[name] = i
-			out = append(out, mgmt.PoolStatus{Name: name})
-		}
-		as := mgmt.AddressStatus{Addr: u.Addr, Subscribers: u.Subscribers, Draining: u.Draining, RuleSessions: u.RuleSessions}
-		for p := range as.PortsInUse {
-			as.PortsInUse[p] = u.InUse[p]
-			as.PortsTotal[p] = u.Total[p]
-		}
-		out[i].Addresses = append(out[i].Addresses, as)
-	}
-	return out
 }
 
 func (c *core) Stats() mgmt.Stats {
@@ -230,43 +205,6 @@ func (c *core) Stats() mgmt.Stats {
 	return st
 }
 
-func (c *core) Sessions(ctx context.Context, f nat.SessionFilter, cursor uint32, limit int) ([]nat.Session, uint32, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
-	}
-	if limit < 1 || limit > 100000 {
-		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "page size %d out of range 1..100000", limit)
-	}
-	if _, capacity := c.d.eng.TableUsage(); int64(cursor) > int64(capacity) {
-		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "page token %d is beyond the table", cursor)
-	}
-	s, next := c.d.eng.Sessions(f, cursor, limit)
-	return s, next, nil
-}
-
-func (c *core) DeleteSession(id uint32, gen uint64) error {
-	if err := c.d.eng.DeleteSession(id, gen); err != nil {
-		if errors.Is(err, nat.ErrNotFound) {
-			return mgmt.Errorf(mgmt.ErrNotFound, "session %d (generation %d) does not exist any more", id, gen)
-		}
-		return err
-	}
-	return nil
-}
-
-func (c *core) FlushSessions(f nat.SessionFilter) (int, error) { return c.d.eng.FlushSessions(f), nil }
-
-func (c *core) Config() nat.Config                     { return c.d.store.Config() }
-func (c *core) AddPool(p nat.Pool) error               { return c.d.store.AddPool(p) }
-func (c *core) DeletePool(name string) error           { return c.d.store.DeletePool(name) }
-func (c *core) AddPortForward(r nat.PortForward) error { return c.d.store.AddPortForward(r) }
-func (c *core) DeletePortForward(p nat.Proto, out netip.AddrPort) error {
-	return c.d.store.DeletePortForward(p, out)
-}
-func (c *core) AddStaticMapping(m nat.StaticMapping) error { return c.d.store.AddStaticMapping(m) }
-func (c *core) DeleteStaticMapping(in netip.Addr) error    { return c.d.store.DeleteStaticMapping(in) }
-func (c *core) Apply(ch []mgmt.Change) error               { return c.d.store.Apply(ch) }
-
 func (c *core) Reload() error {
 	if err := c.d.Reload(); err != nil {
 		var ce *ConfigError
@@ -276,11 +214,4 @@ func (c *core) Reload() error {
 		return err
 	}
 	return nil
-}
-
-func (c *core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.events.Subscribe(ctx) }
-
-// Lookup answers from the engine (mgmt.LookupEngine).
-func (c *core) Lookup(_ context.Context, q mgmt.LookupQuery) (mgmt.LookupResult, error) {
-	return mgmt.LookupEngine(c.d.eng, q, time.Now())
 }

@@ -39,6 +39,8 @@ type daemon struct {
 	att   [nat.NumSides]*xdpprog.Attachment
 	nb    *neigh.Table
 	wk    []*workerState
+	masq  *masq      // masquerade.go
+	attMu sync.Mutex // guards att once workers run (ifwatch.go)
 
 	// addrMu guards the addresses natd added to the outside link.
 	addrMu sync.Mutex
@@ -98,45 +100,15 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 		log.Warn("configuration note", "note", n)
 	}
 
-	for s, ic := range [nat.NumSides]ifaceConfig{cfg.Inside, cfg.Outside} {
-		li, err := lookupLink(ic.Name)
-		if err != nil {
-			return nil, fmt.Errorf("%s interface: %w", nat.Side(s), err)
-		}
-		li.queues = ic.Queues
-		li.generic = cfg.GenericXDP
-		d.links[s] = li
-		log.Info("interface", "side", nat.Side(s).String(), "name", li.name, "ifindex", li.ifindex,
-			"mac", net.HardwareAddr(li.mac[:]).String(), "mtu", li.mtu, "addrs", li.addrs, "queues", li.queues)
-	}
-	if len(d.links[nat.Inside].addrs) == 0 {
-		log.Warn("the inside interface has no IPv4 address: ICMP errors natd originates there (TTL, MTU) cannot be sent")
-	}
-
-	d.eng, err = nat.New(cfg.NAT, nat.Options{Workers: len(cfg.CPUs)})
-	if err != nil {
+	if err := d.lookupLinks(); err != nil {
 		return nil, err
 	}
-	if err := d.eng.SetLinks(d.natLinks()); err != nil {
+	if err := d.startEngine(); err != nil {
 		return nil, err
 	}
-	d.store = mgmt.NewConfigStore(cfg.NAT, d.applyNAT)
-
-	d.prog, err = xdpprog.Load()
-	if err != nil {
-		return nil, fmt.Errorf("load XDP program: %w", err)
-	}
-	if err := d.syncPublic(); err != nil {
+	if err := d.attachXDP(); err != nil {
 		return nil, err
 	}
-	for s, role := range [nat.NumSides]xdpprog.Role{xdpprog.RoleInside, xdpprog.RoleOutside} {
-		d.att[s], err = d.prog.Attach(d.links[s].ifindex, role)
-		if err != nil {
-			return nil, fmt.Errorf("attach XDP to %s: %w", d.links[s].name, err)
-		}
-		log.Info("XDP program attached", "interface", d.links[s].name, "role", role.String())
-	}
-
 	d.nb, err = neigh.New(ctx, neigh.Config{
 		Inside:  neigh.Link{Name: d.links[nat.Inside].name},
 		Outside: neigh.Link{Name: d.links[nat.Outside].name},
@@ -146,69 +118,14 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 	}
 
 	for i, cpu := range cfg.CPUs {
-		ws := &workerState{id: i, cpu: cpu}
-		for s := nat.Inside; s < nat.NumSides; s++ {
-			q := d.links[s].queues[i]
-			ws.queues[s] = q
-			att := d.att[s]
-			opts := cfg.Port
-			opts.Register = func(ifindex, queue, fd int) error {
-				if ifindex != att.Ifindex() {
-					return fmt.Errorf("interface %s was re-created (ifindex %d -> %d); restart natd to re-attach", d.links[s].name, att.Ifindex(), ifindex)
-				}
-				return att.Register(queue, fd)
-			}
-			p, err := afxdp.New(d.links[s].ifindex, q, &opts)
-			if err != nil {
-				return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", d.links[s].name, q, err)
-			}
-			ws.ports[s] = p
-		}
-		ws.w, err = d.eng.NewWorker(i, nat.WorkerConfig{
-			Ports:     [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
-			MACs:      [nat.NumSides][6]byte{d.links[nat.Inside].mac, d.links[nat.Outside].mac},
-			Neighbors: d.nb,
-			Burst:     cfg.BatchSize,
-		})
-		if err != nil {
-			return nil, err
-		}
-		ws.run, err = worker.New(worker.Config{
-			Worker: ws.w, Ports: [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
-			CPU: cpu, Mode: cfg.PollMode, PortStats: ws.publishPortStats,
-		})
+		ws, err := d.newWorker(i, cpu)
 		if err != nil {
 			return nil, err
 		}
 		d.wk = append(d.wk, ws)
 	}
-	// Every worker holds a P (GOMAXPROCS) all the time. The scheduler
-	// still preempts it every 10 ms, and it then waits for a free P: with
-	// only the CPUs' worth of Ps, management goroutines busy with a large
-	// listing keep it waiting for whole slices, and frames pile up in its
-	// RX ring (bench/mgmtload). One more P per worker leaves the others
-	// as many as there are CPUs. An explicit GOMAXPROCS wins.
-	if os.Getenv("GOMAXPROCS") == "" {
-		procs := baseProcs + len(cfg.CPUs)
-		runtime.GOMAXPROCS(procs)
-		log.Info("GOMAXPROCS raised for the workers", "gomaxprocs", procs)
-	}
-	// Management, metrics, the expirer and the GC run on the CPUs the
-	// workers leave free, so they never take a busy-polling worker's core.
-	switch other, err := worker.ConfineOthers(cfg.CPUs); {
-	case err != nil:
-		log.Warn("could not keep natd's other threads off the workers' CPUs", "err", err)
-	case other == nil:
-		log.Warn("workers on every CPU natd may use: management and housekeeping share their cores")
-	default:
-		log.Info("natd's other threads kept off the workers' CPUs", "cpus", other)
-	}
-	for _, ws := range d.wk {
-		if err := ws.run.Start(); err != nil {
-			return nil, err
-		}
-		log.Info("worker started", "worker", ws.id, "cpu", ws.cpu, "inside_queue", ws.queues[nat.Inside],
-			"outside_queue", ws.queues[nat.Outside], "zerocopy", ws.ports[nat.Inside].ZeroCopy())
+	if err := d.startWorkers(); err != nil {
+		return nil, err
 	}
 
 	d.stopHK, d.hkDone = make(chan struct{}), make(chan struct{})
@@ -218,8 +135,138 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 	if err != nil {
 		return nil, err
 	}
+	if err := d.watchAddrs(); err != nil {
+		return nil, err
+	}
 	log.Info("natd running", "config_generation", d.eng.Snapshot().Generation)
 	return d, nil
+}
+
+// The steps of start, in order. Each leaves what it made in d, for Close
+// to undo when a later step fails.
+
+// lookupLinks finds both interfaces, with their MACs, MTUs and addresses.
+func (d *daemon) lookupLinks() error {
+	for s, ic := range [nat.NumSides]ifaceConfig{d.cfg.Inside, d.cfg.Outside} {
+		li, err := lookupLink(ic.Name)
+		if err != nil {
+			return fmt.Errorf("%s interface: %w", nat.Side(s), err)
+		}
+		li.queues = ic.Queues
+		li.generic = d.cfg.GenericXDP
+		d.links[s] = li
+		d.log.Info("interface", "side", nat.Side(s).String(), "name", li.name, "ifindex", li.ifindex,
+			"mac", net.HardwareAddr(li.mac[:]).String(), "mtu", li.mtu, "addrs", li.addrs, "queues", li.queues)
+	}
+	if len(d.links[nat.Inside].addrs) == 0 {
+		d.log.Warn("the inside interface has no IPv4 address: ICMP errors natd originates there (TTL, MTU) cannot be sent")
+	}
+	return nil
+}
+
+// startEngine creates the NAT engine and the configuration store over it.
+func (d *daemon) startEngine() (err error) {
+	natCfg, err := d.startMasq(d.cfg.NAT)
+	if err != nil {
+		return err
+	}
+	d.eng, err = nat.New(natCfg, nat.Options{Workers: len(d.cfg.CPUs)})
+	if err != nil {
+		return err
+	}
+	if err := d.eng.SetLinks(d.natLinks()); err != nil {
+		return err
+	}
+	d.store = mgmt.NewConfigStore(d.cfg.NAT, d.applyNAT)
+	return nil
+}
+
+// attachXDP loads the XDP program, fills its public-address map and
+// attaches it to both interfaces.
+func (d *daemon) attachXDP() (err error) {
+	d.prog, err = xdpprog.Load()
+	if err != nil {
+		return fmt.Errorf("load XDP program: %w", err)
+	}
+	if err := d.syncPublic(); err != nil {
+		return err
+	}
+	for s, role := range [nat.NumSides]xdpprog.Role{xdpprog.RoleInside, xdpprog.RoleOutside} {
+		d.att[s], err = d.prog.Attach(d.links[s].ifindex, role)
+		if err != nil {
+			return fmt.Errorf("attach XDP to %s: %w", d.links[s].name, err)
+		}
+		d.log.Info("XDP program attached", "interface", d.links[s].name, "role", role.String())
+	}
+	return nil
+}
+
+// newWorker opens worker i's AF_XDP sockets, one on its queue of each
+// side, and creates its NAT worker and poll loop, pinned to cpu.
+func (d *daemon) newWorker(i, cpu int) (_ *workerState, err error) {
+	ws := &workerState{id: i, cpu: cpu}
+	for s := nat.Inside; s < nat.NumSides; s++ {
+		q := d.links[s].queues[i]
+		ws.queues[s] = q
+		opts := d.cfg.Port
+		opts.Register = func(ifindex, queue, fd int) error { return d.register(s, ifindex, queue, fd) }
+		p, err := afxdp.New(d.links[s].ifindex, q, &opts)
+		if err != nil {
+			return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", d.links[s].name, q, err)
+		}
+		ws.ports[s] = p
+	}
+	ws.w, err = d.eng.NewWorker(i, nat.WorkerConfig{
+		Ports:     [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
+		MACs:      [nat.NumSides][6]byte{d.links[nat.Inside].mac, d.links[nat.Outside].mac},
+		Neighbors: d.nb,
+		Burst:     d.cfg.BatchSize,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ws.run, err = worker.New(worker.Config{
+		Worker: ws.w, Ports: [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
+		CPU: cpu, Mode: d.cfg.PollMode, PortStats: ws.publishPortStats,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ws, nil
+}
+
+// startWorkers gives the workers their Ps and CPUs and starts their poll
+// loops.
+func (d *daemon) startWorkers() error {
+	// Every worker holds a P (GOMAXPROCS) all the time. The scheduler
+	// still preempts it every 10 ms, and it then waits for a free P: with
+	// only the CPUs' worth of Ps, management goroutines busy with a large
+	// listing keep it waiting for whole slices, and frames pile up in its
+	// RX ring (bench/mgmtload). One more P per worker leaves the others
+	// as many as there are CPUs. An explicit GOMAXPROCS wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		procs := baseProcs + len(d.cfg.CPUs)
+		runtime.GOMAXPROCS(procs)
+		d.log.Info("GOMAXPROCS raised for the workers", "gomaxprocs", procs)
+	}
+	// Management, metrics, the expirer and the GC run on the CPUs the
+	// workers leave free, so they never take a busy-polling worker's core.
+	switch other, err := worker.ConfineOthers(d.cfg.CPUs); {
+	case err != nil:
+		d.log.Warn("could not keep natd's other threads off the workers' CPUs", "err", err)
+	case other == nil:
+		d.log.Warn("workers on every CPU natd may use: management and housekeeping share their cores")
+	default:
+		d.log.Info("natd's other threads kept off the workers' CPUs", "cpus", other)
+	}
+	for _, ws := range d.wk {
+		if err := ws.run.Start(); err != nil {
+			return err
+		}
+		d.log.Info("worker started", "worker", ws.id, "cpu", ws.cpu, "inside_queue", ws.queues[nat.Inside],
+			"outside_queue", ws.queues[nat.Outside], "zerocopy", ws.ports[nat.Inside].ZeroCopy())
+	}
+	return nil
 }
 
 func (ws *workerState) publishPortStats() {
@@ -271,20 +318,8 @@ func lookupLink(name string) (linkInfo, error) {
 	if a.Flags&net.FlagUp == 0 {
 		return linkInfo{}, fmt.Errorf("%q is down", name)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
+	if li.addrs, err = linkAddrs(l, name); err != nil {
 		return linkInfo{}, fmt.Errorf("%q addresses: %w", name, err)
-	}
-	for _, ad := range addrs {
-		if ad.Label == xnatLabel(name) {
-			continue // added by an earlier natd
-		}
-		p, ok := netip.AddrFromSlice(ad.IP.To4())
-		if !ok {
-			continue
-		}
-		ones, _ := ad.Mask.Size()
-		li.addrs = append(li.addrs, netip.PrefixFrom(p, ones))
 	}
 	return li, nil
 }
@@ -302,6 +337,10 @@ func xnatLabel(ifname string) string {
 // applyNAT is the ConfigStore's publisher: the engine takes the new
 // configuration, then XDP maps and outside addresses follow it.
 func (d *daemon) applyNAT(c nat.Config) error {
+	c, err := d.resolveNAT(c)
+	if err != nil {
+		return err
+	}
 	old := d.eng.Snapshot().Config
 	if err := d.eng.ApplyConfig(c); err != nil {
 		return err
@@ -338,6 +377,9 @@ func (d *daemon) syncPublic() error {
 	if err := d.prog.SetInsidePrefixes(snap.InsidePrefixes()); err != nil {
 		return fmt.Errorf("XDP inside prefixes: %w", err)
 	}
+	if err := d.syncMasq(snap.Config); err != nil {
+		return err
+	}
 	if err := d.prog.SetPublicAddrs(public); err != nil {
 		return fmt.Errorf("XDP public addresses: %w", err)
 	}
@@ -354,7 +396,7 @@ func (d *daemon) syncPublic() error {
 	want := map[netip.Addr]bool{}
 	for _, a := range public {
 		want[a] = true
-		if own[a] || d.added[a] {
+		if own[a] || d.added[a] || d.masq.neverAdd(a) {
 			continue
 		}
 		ad := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: xnatLabel(out.name), Flags: 0}
@@ -532,6 +574,7 @@ func (d *daemon) Close() error {
 		close(d.stopHK)
 		<-d.hkDone
 	}
+	d.closeMasq()
 	for _, ws := range d.wk {
 		for _, p := range ws.ports {
 			if p != nil {

@@ -23,7 +23,7 @@ func startMetrics(ctx context.Context, c *core, addr string, d *daemon) (*metric
 		Addr:    addr,
 		Core:    c,
 		Ready:   d.ready,
-		Events:  c.events.Stats,
+		Events:  c.Events.Stats,
 		Version: buildVersion(),
 		Logger:  d.log,
 	})

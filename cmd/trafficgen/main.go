@@ -45,7 +45,6 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/bench/gen"
-	"github.com/xnat/xnat/dataplane/afxdp"
 )
 
 // options are the parsed command line.
@@ -109,35 +108,63 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("trafficgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
+	f := defineFlags(fs, o)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
 	c := &o.cfg
-	var (
-		mode, proto, srcMAC, dstMAC, src, srcPorts, dst, dstPorts string
-		size, rate, cpus, rxCPUs, backend                         string
-		flows                                                     uint64
-		ttl, ring                                                 int
-		quiet                                                     bool
-	)
-	fs.StringVar(&mode, "mode", "oneway", "oneway, bidir (reflector), connrate (every frame a new flow) or connrate-bidir")
-	fs.StringVar(&proto, "proto", "udp", "udp or tcp (TCP flows are handshake-shaped: SYN, then ACK|PSH data)")
+	if c.TxDev == "" {
+		return nil, errors.New("-tx-dev is required")
+	}
+	for _, step := range []func(*gen.Config) error{f.traffic, f.flowSet, f.workers} {
+		if err := step(c); err != nil {
+			return nil, err
+		}
+	}
+	if !f.quiet && c.ProgressEvery > 0 {
+		c.Progress = stderr
+	}
+	return o, nil
+}
+
+// rawFlags are the flags that need parsing before they reach gen.Config.
+type rawFlags struct {
+	mode, proto, srcMAC, dstMAC, src, srcPorts, dst, dstPorts string
+	size, rate, cpus, rxCPUs, backend                         string
+	flows                                                     uint64
+	ttl, ring                                                 int
+	quiet                                                     bool
+}
+
+// defineFlags defines every flag on fs: straight into o's gen.Config where
+// no parsing is needed, into the returned rawFlags otherwise.
+func defineFlags(fs *flag.FlagSet, o *options) *rawFlags {
+	c := &o.cfg
+	f := &rawFlags{}
+	fs.StringVar(&f.mode, "mode", "oneway", "oneway, bidir (reflector), connrate (every frame a new flow) or connrate-bidir")
+	fs.StringVar(&f.proto, "proto", "udp", "udp or tcp (TCP flows are handshake-shaped: SYN, then ACK|PSH data)")
 	fs.StringVar(&c.TxNetns, "tx-netns", "", "network namespace of -tx-dev (default: this process's)")
 	fs.StringVar(&c.TxDev, "tx-dev", "", "interface to send on (required)")
 	fs.StringVar(&c.RxNetns, "rx-netns", "", "network namespace of -rx-dev")
 	fs.StringVar(&c.RxDev, "rx-dev", "", "interface of the sink/reflector (empty: transmit only)")
-	fs.StringVar(&srcMAC, "src-mac", "", "source MAC (default: -tx-dev's)")
-	fs.StringVar(&dstMAC, "dst-mac", "", "destination MAC, the DUT's (default: learned from the neighbour table in -tx-netns)")
-	fs.StringVar(&src, "src", "10.0.0.2", "source addresses: A, A-B or A/n")
-	fs.StringVar(&srcPorts, "src-ports", "1024-65535", "source ports: P or P-Q")
-	fs.StringVar(&dst, "dst", "198.18.0.2", "destination addresses: A, A-B or A/n (at most 16384 with a receiver)")
-	fs.StringVar(&dstPorts, "dst-ports", "9", "destination ports: P or P-Q")
-	fs.Uint64Var(&flows, "flows", 1, "distinct flows, 1 to 16777216 (source address varies fastest, then source port, destination address, destination port)")
-	fs.StringVar(&size, "size", "64", "frame size with FCS, 64 to 1518, or imix (7:4:1 of 64/576/1518)")
-	fs.StringVar(&rate, "rate", "0", "target frames per second over all queues, with optional k/M suffix (0: maximum)")
+	fs.StringVar(&f.srcMAC, "src-mac", "", "source MAC (default: -tx-dev's)")
+	fs.StringVar(&f.dstMAC, "dst-mac", "", "destination MAC, the DUT's (default: learned from the neighbour table in -tx-netns)")
+	fs.StringVar(&f.src, "src", "10.0.0.2", "source addresses: A, A-B or A/n")
+	fs.StringVar(&f.srcPorts, "src-ports", "1024-65535", "source ports: P or P-Q")
+	fs.StringVar(&f.dst, "dst", "198.18.0.2", "destination addresses: A, A-B or A/n (at most 16384 with a receiver)")
+	fs.StringVar(&f.dstPorts, "dst-ports", "9", "destination ports: P or P-Q")
+	fs.Uint64Var(&f.flows, "flows", 1, "distinct flows, 1 to 16777216 (source address varies fastest, then source port, destination address, destination port)")
+	fs.StringVar(&f.size, "size", "64", "frame size with FCS, 64 to 1518, or imix (7:4:1 of 64/576/1518)")
+	fs.StringVar(&f.rate, "rate", "0", "target frames per second over all queues, with optional k/M suffix (0: maximum)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "how long to send")
 	fs.DurationVar(&c.Drain, "drain", 300*time.Millisecond, "how long receivers keep counting after the last frame")
 	fs.IntVar(&c.TxQueues, "queues", 1, "TX queues (one worker and socket each)")
 	fs.IntVar(&c.RxQueues, "rx-queues", 1, "RX queues of the sink/reflector")
-	fs.StringVar(&cpus, "cpus", "", "CPU per TX worker, comma-separated (default: worker i on CPU i)")
-	fs.StringVar(&rxCPUs, "rx-cpus", "", "CPU per RX worker (default: after the TX workers' CPUs)")
+	fs.StringVar(&f.cpus, "cpus", "", "CPU per TX worker, comma-separated (default: worker i on CPU i)")
+	fs.StringVar(&f.rxCPUs, "rx-cpus", "", "CPU per RX worker (default: after the TX workers' CPUs)")
 	fs.BoolVar(&c.NoPin, "no-pin", false, "do not pin workers to CPUs")
 	fs.IntVar(&c.RTPriority, "rt-prio", 0, "run workers under SCHED_FIFO at this priority, 1-99 (0: normal scheduling); protects receivers on shared CPUs, starves other tasks there")
 	fs.IntVar(&c.Batch, "batch", 64, "burst size, 1 to 256")
@@ -145,94 +172,91 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.PerStreamMax, "per-stream", 64, "list streams in the result when there are at most this many")
 	fs.BoolVar(&c.BusyPoll, "busy-poll", false, "receivers spin instead of sleeping when idle (precise low-rate latency, a core each)")
 	fs.IntVar(&c.LearnMax, "learn-max", 4<<20, "flows whose NAT mapping the reflector records (8 bytes each)")
-	fs.IntVar(&ttl, "ttl", 64, "IPv4 TTL")
+	fs.IntVar(&f.ttl, "ttl", 64, "IPv4 TTL")
 	fs.IntVar(&c.Port.NumFrames, "frames", 0, "UMEM frames per socket (default 4096)")
-	fs.IntVar(&ring, "ring", 0, "size of each AF_XDP ring (default 2048)")
-	fs.StringVar(&backend, "backend", "native", "AF_XDP ring backend: native or asavie")
+	fs.IntVar(&f.ring, "ring", 0, "size of each AF_XDP ring (default 2048)")
+	fs.StringVar(&f.backend, "backend", "native", "AF_XDP ring backend: native or asavie")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON result to this file instead of stdout")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the run to this file")
 	fs.DurationVar(&c.ProgressEvery, "progress", time.Second, "progress line interval on stderr")
-	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress lines")
+	return f
+}
+
+// traffic parses the mode, the protocol and the MACs.
+func (f *rawFlags) traffic(c *gen.Config) (err error) {
+	if c.Mode, err = gen.ParseMode(f.mode); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	var err error
-	if c.TxDev == "" {
-		return nil, errors.New("-tx-dev is required")
-	}
-	if c.Mode, err = gen.ParseMode(mode); err != nil {
-		return nil, err
-	}
-	if c.Proto, err = gen.ParseProto(proto); err != nil {
-		return nil, err
+	if c.Proto, err = gen.ParseProto(f.proto); err != nil {
+		return err
 	}
 	for _, m := range []struct {
 		s   string
 		dst *net.HardwareAddr
-	}{{srcMAC, &c.SrcMAC}, {dstMAC, &c.DstMAC}} {
+	}{{f.srcMAC, &c.SrcMAC}, {f.dstMAC, &c.DstMAC}} {
 		if m.s == "" {
 			continue
 		}
 		if *m.dst, err = net.ParseMAC(m.s); err != nil || len(*m.dst) != 6 {
-			return nil, fmt.Errorf("bad MAC %q", m.s)
+			return fmt.Errorf("bad MAC %q", m.s)
 		}
 	}
-	if c.Flows.Src, err = gen.ParseAddrRange(src); err != nil {
-		return nil, err
+	return nil
+}
+
+// flowSet parses the addresses, ports, flow count, sizes, rate and TTL.
+func (f *rawFlags) flowSet(c *gen.Config) (err error) {
+	if c.Flows.Src, err = gen.ParseAddrRange(f.src); err != nil {
+		return err
 	}
-	if c.Flows.Dst, err = gen.ParseAddrRange(dst); err != nil {
-		return nil, err
+	if c.Flows.Dst, err = gen.ParseAddrRange(f.dst); err != nil {
+		return err
 	}
-	if c.Flows.SrcPorts, err = gen.ParsePortRange(srcPorts); err != nil {
-		return nil, err
+	if c.Flows.SrcPorts, err = gen.ParsePortRange(f.srcPorts); err != nil {
+		return err
 	}
-	if c.Flows.DstPorts, err = gen.ParsePortRange(dstPorts); err != nil {
-		return nil, err
+	if c.Flows.DstPorts, err = gen.ParsePortRange(f.dstPorts); err != nil {
+		return err
 	}
-	if flows < 1 || flows > gen.MaxFlows {
-		return nil, fmt.Errorf("-flows %d not in [1, %d]", flows, gen.MaxFlows)
+	if f.flows < 1 || f.flows > gen.MaxFlows {
+		return fmt.Errorf("-flows %d not in [1, %d]", f.flows, gen.MaxFlows)
 	}
-	c.Flows.Count = uint32(flows)
+	c.Flows.Count = uint32(f.flows)
 	if err := c.Flows.Validate(); err != nil {
-		return nil, err
+		return err
 	}
-	if c.Sizes, err = gen.ParseSizes(size); err != nil {
-		return nil, err
+	if c.Sizes, err = gen.ParseSizes(f.size); err != nil {
+		return err
 	}
-	if c.Rate, err = parseRate(rate); err != nil {
-		return nil, err
+	if c.Rate, err = parseRate(f.rate); err != nil {
+		return err
 	}
-	if ttl < 1 || ttl > 255 {
-		return nil, fmt.Errorf("-ttl %d not in [1, 255]", ttl)
+	if f.ttl < 1 || f.ttl > 255 {
+		return fmt.Errorf("-ttl %d not in [1, 255]", f.ttl)
 	}
-	c.TTL = uint8(ttl)
-	if c.TxCPUs, err = parseCPUs(cpus); err != nil {
-		return nil, err
+	c.TTL = uint8(f.ttl)
+	return nil
+}
+
+// workers parses the CPUs, the backend, the ring size and the duration.
+func (f *rawFlags) workers(c *gen.Config) (err error) {
+	if c.TxCPUs, err = parseCPUs(f.cpus); err != nil {
+		return err
 	}
-	if c.RxCPUs, err = parseCPUs(rxCPUs); err != nil {
-		return nil, err
+	if c.RxCPUs, err = parseCPUs(f.rxCPUs); err != nil {
+		return err
 	}
-	switch backend {
-	case "native":
-		c.Port.Backend = afxdp.Native
-	case "asavie":
-		c.Port.Backend = afxdp.Asavie
-	default:
-		return nil, fmt.Errorf("unknown -backend %q", backend)
+	if err := c.Port.Backend.UnmarshalText([]byte(f.backend)); err != nil {
+		return fmt.Errorf("-backend: %w", err)
 	}
-	if ring != 0 {
-		c.Port.RxRingSize, c.Port.TxRingSize, c.Port.FillRingSize, c.Port.CompletionRingSize = ring, ring, ring, ring
-	}
-	if !quiet && c.ProgressEvery > 0 {
-		c.Progress = stderr
+	if f.ring != 0 {
+		c.Port.RxRingSize, c.Port.TxRingSize, c.Port.FillRingSize, c.Port.CompletionRingSize = f.ring, f.ring, f.ring, f.ring
 	}
 	if c.Duration <= 0 {
-		return nil, errors.New("-duration must be positive")
+		return errors.New("-duration must be positive")
 	}
-	return o, nil
+	return nil
 }
 
 // parseRate parses a frame rate: a number with an optional k, M or G

@@ -181,6 +181,8 @@ func demo(natd, natctl, config string, verbose bool) error {
 		s.check(false, "scrape /metrics: %v", err)
 	}
 
+	masqueradeStep(ctx, s, env)
+
 	fmt.Println("\nStopping natd (SIGTERM) ...")
 	if err := env.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		s.failed = append(s.failed, fmt.Sprintf("natd stop: %v", err))

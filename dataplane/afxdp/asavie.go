@@ -32,9 +32,13 @@ import (
 //     socket cannot be re-created under frames the caller still holds, so
 //     link recovery after an interface is deleted is native-only.
 //
+// It keeps the Port's statistics that only it can know (the kicks its
+// Transmit makes by itself, the panics it recovers) up to date through st.
+//
 // Used by the Port's owning goroutine only.
 type asavieRings struct {
-	s *xdp.Socket
+	st *Stats
+	s  *xdp.Socket
 	// inflight is the FIFO of addresses on the TX ring or in flight, in
 	// submission order; head/tail are free-running indexes.
 	inflight   []uint64
@@ -42,10 +46,9 @@ type asavieRings struct {
 	fillBuf    []xdp.Desc
 	txBuf      []xdp.Desc
 	umemSize   int
-	kickPanics uint64
 }
 
-func newAsavieRings(ifindex, queue int, o *Options) (*asavieRings, error) {
+func newAsavieRings(ifindex, queue int, o *Options, st *Stats) (*asavieRings, error) {
 	if o.Headroom != 0 {
 		return nil, fmt.Errorf("afxdp: the asavie backend does not support headroom")
 	}
@@ -64,6 +67,7 @@ func newAsavieRings(ifindex, queue int, o *Options) (*asavieRings, error) {
 		return nil, fmt.Errorf("afxdp: asavie NewSocket: %w", err)
 	}
 	return &asavieRings{
+		st:       st,
 		s:        s,
 		inflight: make([]uint64, pow2ceil(o.TxRingSize+o.CompletionRingSize)),
 		fillBuf:  make([]xdp.Desc, o.FillRingSize),
@@ -80,8 +84,7 @@ func pow2ceil(n int) int {
 	return p
 }
 
-func (r *asavieRings) fd() int        { return r.s.FD() }
-func (r *asavieRings) zeroCopy() bool { return false }
+func (r *asavieRings) fd() int { return r.s.FD() }
 
 // umem returns the library's UMEM. GetFrame is the only accessor; a
 // descriptor spanning the whole area gives us the full slice.
@@ -125,8 +128,11 @@ func (r *asavieRings) transmit(d []unix.XDPDesc) (n int) {
 		r.tail++
 	}
 	// Transmit puts all n on the ring before it calls sendto, so even if
-	// sendto panics the n descriptors are queued.
+	// sendto panics the n descriptors are queued. It kicks by itself.
 	_ = r.safeTransmit(r.txBuf[:n])
+	if n > 0 {
+		r.st.TxKicks++
+	}
 	return n
 }
 
@@ -134,7 +140,7 @@ func (r *asavieRings) transmit(d []unix.XDPDesc) (n int) {
 func (r *asavieRings) safeTransmit(d []xdp.Desc) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			r.kickPanics++
+			r.st.RecoveredPanics++
 			// The library panics with "sendto failed with rc=%d and
 			// errno=%d"; recover the errno so link errors classify.
 			var rc, errno int
@@ -158,14 +164,13 @@ func (r *asavieRings) txPending() uint32 {
 // txNeedsKick is always true: the library binds without need_wakeup.
 func (r *asavieRings) txNeedsKick() bool { return true }
 
-func (r *asavieRings) rxNeedsWakeup() bool { return false }
-
 // kick is Transmit of nothing, which is a bare sendto loop.
 func (r *asavieRings) kick() error {
 	return r.safeTransmit(nil)
 }
 
-func (r *asavieRings) wakeRx() error { return nil }
+// wakeRx is never needed: the library binds without need_wakeup.
+func (r *asavieRings) wakeRx() (bool, error) { return false, nil }
 
 func (r *asavieRings) complete(addrs []uint64) int {
 	n := min(len(addrs), r.s.NumCompleted())
@@ -188,5 +193,3 @@ func (r *asavieRings) stats() (unix.XDPStatistics, error) {
 // close calls the library's Close, which leaks the ring mappings (see the
 // type comment).
 func (r *asavieRings) close() error { return r.s.Close() }
-
-func (r *asavieRings) panics() uint64 { return r.kickPanics }

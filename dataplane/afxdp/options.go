@@ -3,6 +3,8 @@ package afxdp
 import (
 	"fmt"
 	"time"
+
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Backend selects the ring layer under a Port.
@@ -18,15 +20,16 @@ const (
 	Asavie
 )
 
-func (b Backend) String() string {
-	switch b {
-	case Native:
-		return "native"
-	case Asavie:
-		return "asavie"
-	}
-	return fmt.Sprintf("backend(%d)", uint8(b))
+var backendNames = []string{Native: "native", Asavie: "asavie"}
+
+func (b Backend) String() string { return enumtext.String(backendNames, "backend", b) }
+
+// MarshalText and UnmarshalText are the backend's form in natd.yaml and
+// on the command lines of l2fwd and trafficgen.
+func (b Backend) MarshalText() ([]byte, error) {
+	return enumtext.Marshal(backendNames, "backend", b)
 }
+func (b *Backend) UnmarshalText(t []byte) error { return enumtext.Unmarshal(backendNames, t, b) }
 
 // Mode is the copy mode requested at bind time.
 type Mode uint8

@@ -31,14 +31,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/nsenter"
+	"github.com/xnat/xnat/internal/ospoll"
 )
 
-// ring is the small interface both backends implement. All methods are
-// called by the Port's owning goroutine.
+// ring is what the Port needs of a backend: the four rings, the two
+// wake-up system calls and the socket. Both backends implement it (native:
+// xsk_linux.go; github.com/asavie/xdp: asavie.go, which keeps that
+// library's defects and its own accounting to itself). What only one
+// backend knows (its UMEM, zero-copy) is read at construction. All methods
+// are called by the Port's owning goroutine.
 type ring interface {
 	fd() int
-	umem() []byte
-	zeroCopy() bool
 	fillFree() uint32
 	fillQueued() uint32
 	fill(addrs []uint64) int
@@ -47,9 +51,10 @@ type ring interface {
 	transmit(d []unix.XDPDesc) int
 	txPending() uint32
 	txNeedsKick() bool
-	rxNeedsWakeup() bool
 	kick() error
-	wakeRx() error
+	// wakeRx makes the recvfrom(2) that a driver asks for (need_wakeup on
+	// the fill ring) and reports whether it was asked for.
+	wakeRx() (bool, error)
 	complete(addrs []uint64) int
 	stats() (unix.XDPStatistics, error)
 	close() error
@@ -100,6 +105,7 @@ type Port struct {
 	r     ring
 	umem  []byte
 	ownUM bool // umem is ours to munmap (native backend)
+	zc    bool // the kernel bound the socket in zero-copy mode
 	shift uint // log2(FrameSize)
 
 	free  []uint64 // LIFO stack of frame base addresses; free[:nfree]
@@ -163,10 +169,10 @@ func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p.r = nr
+		p.r, p.zc = nr, nr.zc
 	case Asavie:
 		var ar *asavieRings
-		if ar, err = newAsavieRings(ifindex, queue, &p.opts); err != nil {
+		if ar, err = newAsavieRings(ifindex, queue, &p.opts, &p.Stats); err != nil {
 			return nil, err
 		}
 		p.r = ar
@@ -213,7 +219,7 @@ func (p *Port) Ifindex() int { return p.ifindex }
 func (p *Port) Queue() int { return p.queue }
 
 // ZeroCopy reports whether the kernel bound the socket in zero-copy mode.
-func (p *Port) ZeroCopy() bool { return p.r != nil && p.r.zeroCopy() }
+func (p *Port) ZeroCopy() bool { return p.r != nil && p.zc }
 
 // FrameSize implements port.Port.
 func (p *Port) FrameSize() int { return p.opts.FrameSize }
@@ -258,9 +264,8 @@ func (p *Port) RxBurst(bufs []port.Buf) int {
 	p.refill()
 	n := p.r.receive(p.rxd[:min(len(bufs), len(p.rxd))])
 	if n == 0 {
-		if p.r.rxNeedsWakeup() {
+		if woke, _ := p.r.wakeRx(); woke {
 			p.RxWakeups++
-			_ = p.r.wakeRx()
 		}
 		return 0
 	}
@@ -328,13 +333,6 @@ func (p *Port) TxBurst(bufs []port.Buf) int {
 	}
 	p.TxPackets += uint64(got)
 	p.TxBytes += bytes
-	if ar, ok := p.r.(*asavieRings); ok {
-		// The library's Transmit kicks by itself.
-		if got > 0 {
-			p.TxKicks++
-		}
-		p.RecoveredPanics = ar.panics()
-	}
 	return got
 }
 
@@ -380,9 +378,6 @@ func (p *Port) Flush() error {
 		}
 	}
 	p.reclaim()
-	if ar, ok := p.r.(*asavieRings); ok {
-		p.RecoveredPanics = ar.panics()
-	}
 	// An RX-only socket never kicks, so look for a dead socket now and
 	// then: about every 64 Ki flushes, one poll(0) syscall.
 	p.flushes++
@@ -460,19 +455,13 @@ func (p *Port) Wait(timeoutMillis int) error {
 	}
 	p.refill()
 	p.pfd[0] = unix.PollFd{Fd: int32(p.r.fd()), Events: unix.POLLIN}
-	for {
-		n, err := unix.Poll(p.pfd[:], timeoutMillis)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("afxdp: poll: %w", err)
-		}
-		if n == 0 {
-			// Idle: a cheap moment to look for an unbound socket.
-			return p.checkSocket()
-		}
-		break
+	n, err := ospoll.Poll(p.pfd[:], timeoutMillis)
+	if err != nil {
+		return fmt.Errorf("afxdp: poll: %w", err)
+	}
+	if n == 0 {
+		// Idle: a cheap moment to look for an unbound socket.
+		return p.checkSocket()
 	}
 	if p.pfd[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
 		e := sockError(p.r.fd())
@@ -543,7 +532,7 @@ func (p *Port) tryRecover() error {
 		ifindex int
 		up      bool
 	)
-	err := inNetns(p.ns, func() error {
+	err := nsenter.Run(p.ns, func() error {
 		link, err := netlink.LinkByName(p.ifname)
 		if err != nil {
 			return err
@@ -574,7 +563,7 @@ func (p *Port) tryRecover() error {
 	_ = p.r.close()
 	p.r = nil
 	var nr *nativeRings
-	err = inNetns(p.ns, func() error {
+	err = nsenter.Run(p.ns, func() error {
 		var err error
 		nr, err = newNativeRings(p.umem, ifindex, p.queue, &p.opts)
 		return err
@@ -585,13 +574,13 @@ func (p *Port) tryRecover() error {
 		p.r = deadRing{}
 		return fmt.Errorf("%w; re-create: %w", p.downErr, err)
 	}
-	p.r = nr
+	p.r, p.zc = nr, nr.zc
 	p.ifindex = ifindex
 	p.resetFrames()
 	p.refill()
 	if p.opts.Register != nil {
 		// In the port's namespace, like the call from New.
-		if err := inNetns(p.ns, func() error { return p.opts.Register(ifindex, p.queue, nr.fd()) }); err != nil {
+		if err := nsenter.Run(p.ns, func() error { return p.opts.Register(ifindex, p.queue, nr.fd()) }); err != nil {
 			return fmt.Errorf("%w; register re-created socket: %w", p.downErr, err)
 		}
 	}

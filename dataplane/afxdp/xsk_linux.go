@@ -1,7 +1,7 @@
 package afxdp
 
-// This file is the native ring layer: the only place in the package (with
-// umem_unsafe.go) that uses unsafe pointers and raw syscalls. It follows the
+// This file is the native ring layer: the only place in the package that
+// uses unsafe pointers and raw syscalls. It follows the
 // kernel's Documentation/networking/af_xdp.rst:
 //
 //   - UMEM: page-aligned anonymous memory registered with XDP_UMEM_REG;
@@ -117,7 +117,6 @@ func (r *ringHdr) release() { r.cons.Store(r.local) } // release
 // the Port. It is used by the Port's owning goroutine only.
 type nativeRings struct {
 	sock     int
-	umemMem  []byte
 	fq, cq   addrRing
 	rx, tx   descRing
 	zc       bool
@@ -141,7 +140,7 @@ func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: socket(AF_XDP): %w", err)
 	}
-	r := &nativeRings{sock: fd, umemMem: umem}
+	r := &nativeRings{sock: fd}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -239,9 +238,7 @@ func setsockopt(fd, opt int, p unsafe.Pointer, n uintptr) error {
 	return nil
 }
 
-func (r *nativeRings) fd() int        { return r.sock }
-func (r *nativeRings) umem() []byte   { return r.umemMem }
-func (r *nativeRings) zeroCopy() bool { return r.zc }
+func (r *nativeRings) fd() int { return r.sock }
 
 func (r *nativeRings) fillFree() uint32 { return r.fq.free(r.fq.size()) }
 
@@ -293,10 +290,6 @@ func (r *nativeRings) txNeedsKick() bool {
 	return !r.needWake || r.tx.flags.Load()&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
-func (r *nativeRings) rxNeedsWakeup() bool {
-	return r.needWake && r.fq.flags.Load()&unix.XDP_RING_NEED_WAKEUP != 0
-}
-
 // kick asks the kernel to process the TX ring. Copy mode transmits at most
 // a batch of descriptors (32 in current kernels) per call.
 func (r *nativeRings) kick() error {
@@ -309,12 +302,15 @@ func (r *nativeRings) kick() error {
 
 // wakeRx lets a driver that set need_wakeup on the fill ring refill its RX
 // queue.
-func (r *nativeRings) wakeRx() error {
+func (r *nativeRings) wakeRx() (bool, error) {
+	if !r.needWake || r.fq.flags.Load()&unix.XDP_RING_NEED_WAKEUP == 0 {
+		return false, nil
+	}
 	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(r.sock), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 && e != unix.EAGAIN {
-		return e
+		return true, e
 	}
-	return nil
+	return true, nil
 }
 
 func (r *nativeRings) complete(addrs []uint64) int {

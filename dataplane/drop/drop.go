@@ -2,10 +2,10 @@
 //
 // It sits underneath the whole pipeline: the header parser, the NAT engine,
 // the neighbour resolver and the port layer all report a discarded frame as a
-// Reason, and per-worker counters are plain arrays indexed by it. Nothing in
-// the dataplane drops a frame without naming one of these reasons, so the sum
-// of the drop counters always explains the gap between frames received and
-// frames sent.
+// Reason, and per-worker counters (nat.Counters) are plain arrays indexed by
+// it. Nothing in the dataplane drops a frame without naming one of these
+// reasons, so the sum of the drop counters always explains the gap between
+// frames received and frames sent.
 package drop
 
 // Reason is why a frame was discarded. The zero value means "not dropped".
@@ -27,7 +27,7 @@ const (
 	UnsupportedProtocol // not TCP, UDP or ICMP
 	NonFirstFragment    // fragment with offset > 0 and no known mapping
 	BadL4Header         // TCP data offset < 5, UDP length lies, L4 header truncated
-	BadL4Checksum       // TCP/UDP checksum does not verify where it is checked
+	BadL4Checksum       // never produced: TCP/UDP checksums are updated incrementally (RFC 1624), not verified, so a bad one reaches the receiver, which drops it; kept so that the values after it keep their numbers
 	BadICMPChecksum     // ICMP checksum does not verify
 	BadEmbeddedPacket   // ICMP error whose embedded IPv4 header is malformed or its checksum is bad
 	UnsupportedICMP     // ICMP type the NAT does not translate
@@ -47,7 +47,7 @@ const (
 	FragNeeded         // DF set and larger than the egress MTU; ICMP sent back
 	Contention         // a mapping was being torn down concurrently; retry bound reached
 
-	// Forwarding and I/O (dataplane/pipeline, dataplane/neigh, ports).
+	// Forwarding and I/O (dataplane/nat's forwarding, dataplane/neigh, ports).
 	NoRoute      // no route to the destination
 	NeighPending // neighbour unresolved and its wait queue is full
 	NeighFailed  // neighbour resolution failed or the wait timed out
@@ -118,11 +118,3 @@ func (r Reason) String() string {
 	}
 	return "unknown"
 }
-
-// Counters counts drops by reason during one batch. It is a plain array owned
-// by one worker goroutine; the worker folds it into its published, per-worker
-// statistics once per batch, so no per-packet atomic touches a shared line.
-type Counters [NumReasons]uint64
-
-// Add counts one drop. It is the only per-packet accounting call.
-func (c *Counters) Add(r Reason) { c[r]++ }

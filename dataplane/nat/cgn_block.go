@@ -401,17 +401,34 @@ func (e *Engine) CGNStats() CGNStats {
 	}
 }
 
-// detAddress takes n references on subscriber a's deterministic address.
-func detAddress(pool []*addrState, d *DetMap, a [4]byte, n uint64) (*addrState, bool) {
-	j, _, _, ok := d.forward(a)
-	if !ok || j >= len(pool) {
-		return nil, false
+// detAddress returns subscriber a's deterministic address in pool (the
+// snapshot's pool, in the function's order), or nil: in other modes, or
+// for an address no inside prefix holds.
+func (g *cgnSnap) detAddress(pool []*addrState, a [4]byte) *addrState {
+	if g.det == nil {
+		return nil
 	}
-	st := pool[j]
-	if st.addr != d.addrs[j] || !st.acquire(addrInPool, n) {
-		return nil, false
+	j, _, _, ok := g.det.forward(a)
+	if !ok || j >= len(pool) || pool[j].addr != g.det.addrs[j] {
+		return nil
 	}
-	return st, true
+	return pool[j]
+}
+
+// explainRange is the range a new mapping's port is drawn from in block
+// and deterministic modes, for explain: the subscriber's range, or the
+// block space narrowed by the protocol's range (the block is not known
+// until the packet comes). ok is false in dynamic mode.
+func (g *cgnSnap) explainRange(s *Snapshot, a [4]byte, proto Proto) (lo, hi uint16, ok bool) {
+	switch g.mode {
+	case AllocDeterministic:
+		_, lo, hi, ok = g.det.forward(a)
+		return lo, hi, ok
+	case AllocBlock:
+		plo, phi := s.portRange(proto, 1024)
+		return max(plo, g.blockLo), phi, true
+	}
+	return 0, 0, false
 }
 
 // pairs reports whether subscriber a may keep its pairing with st: in

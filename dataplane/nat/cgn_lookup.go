@@ -38,6 +38,9 @@ type Holder struct {
 
 func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
+// Now is the engine's clock (the wall clock, or a test's).
+func (e *Engine) Now() time.Time { return e.clock.Now() }
+
 // LookupOutside returns who holds public address ext and port now (proto
 // nil: any protocol).
 func (e *Engine) LookupOutside(ext netip.Addr, port uint16, proto *Proto) []Holder {

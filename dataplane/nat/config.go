@@ -160,6 +160,8 @@ type Config struct {
 	// LogDestinations records the remote endpoint in session events (RFC
 	// 6888 REQ-12 leaves it to the operator).
 	LogDestinations bool
+	// MSSClamp clamps the MSS of SYNs in both directions (mss.go).
+	MSSClamp MSSClamp
 	// CGN is the port allocation: dynamic, block or deterministic
 	// (cgn_config.go, docs/cgn.md).
 	CGN CGN
@@ -247,7 +249,28 @@ func conflictErr(field, with, format string, args ...any) error {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
+	c.validateInside(add)
+	pools := c.validatePools(add)
+	c.validateBehaviour(add)
+	c.validateTimeouts(add)
+	c.validateLimits(add)
+	if c.OnExhaustion > ReplyAdminProhibited {
+		add(fieldErr("on_exhaustion", "unknown reply %d", c.OnExhaustion))
+	}
+	if err := c.MSSClamp.check(); err != nil {
+		add(err)
+	}
+	staticOut := c.validateStaticMappings(add, pools)
+	c.validatePortForwards(add, staticOut)
+	errs = append(errs, c.validateCGN()...)
+	return errors.Join(errs...)
+}
 
+// The steps of Validate. Each reports the problems of its part through add
+// and judges only that part, given what earlier steps found.
+
+// validateInside judges the inside prefixes.
+func (c *Config) validateInside(add func(error)) {
 	if len(c.InsidePrefixes) == 0 {
 		add(fieldErr("inside_prefixes", "at least one inside prefix is required"))
 	}
@@ -262,7 +285,11 @@ func (c *Config) Validate() error {
 			add(fieldErr(f, "%s has host bits set (did you mean %s?)", p, p.Masked()))
 		}
 	}
+}
 
+// validatePools judges the pools and returns their prefixes with the fields
+// that name them.
+func (c *Config) validatePools(add func(error)) []ownedPrefix {
 	// Public addresses: pool prefixes, static mappings' and forwards'
 	// outside addresses must stay clear of the inside prefixes (a packet
 	// from an inside host to them would be both inside and public) and of
@@ -318,7 +345,12 @@ func (c *Config) Validate() error {
 	if total > MaxPoolAddresses {
 		add(fieldErr("pools", "%d pool addresses, at most %d", total, MaxPoolAddresses))
 	}
+	return pools
+}
 
+// validateBehaviour judges the port ranges and the mapping and filtering
+// behaviours.
+func (c *Config) validateBehaviour(add func(error)) {
 	for p := Proto(0); p < NumProtos; p++ {
 		r := c.Ports[p]
 		f := "ports." + p.String()
@@ -338,7 +370,10 @@ func (c *Config) Validate() error {
 	if c.Mapping > AddressAndPortDependent {
 		add(fieldErr("mapping", "unknown mapping behaviour %d", c.Mapping))
 	}
+}
 
+// validateTimeouts judges the timeouts against the RFCs' minimums.
+func (c *Config) validateTimeouts(add func(error)) {
 	t := c.Timeouts
 	for _, d := range []struct {
 		name string
@@ -363,7 +398,10 @@ func (c *Config) Validate() error {
 			add(fieldErr(d.name, "%v is above the maximum %v", d.v, maxTimeout))
 		}
 	}
+}
 
+// validateLimits judges the limits.
+func (c *Config) validateLimits(add func(error)) {
 	l := c.Limits
 	if l.MaxSessions < 1 || l.MaxSessions > 1<<30 {
 		add(fieldErr("limits.max_sessions", "%d is out of range 1..%d", l.MaxSessions, 1<<30))
@@ -395,10 +433,12 @@ func (c *Config) Validate() error {
 	if l.ICMPErrorsPerSecond < 0 {
 		add(fieldErr("limits.icmp_errors_per_second", "must not be negative"))
 	}
-	if c.OnExhaustion > ReplyAdminProhibited {
-		add(fieldErr("on_exhaustion", "unknown reply %d", c.OnExhaustion))
-	}
+}
 
+// validateStaticMappings judges the static mappings against the inside
+// prefixes, the pools and each other, and returns their outside addresses
+// (address -> index).
+func (c *Config) validateStaticMappings(add func(error), pools []ownedPrefix) map[netip.Addr]int {
 	staticIn := map[netip.Addr]int{}  // inside address -> index
 	staticOut := map[netip.Addr]int{} // outside address -> index
 	for i, m := range c.StaticMappings {
@@ -436,6 +476,12 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	return staticOut
+}
+
+// validatePortForwards judges the port forwards against the inside
+// prefixes, the static mappings' outside addresses and each other.
+func (c *Config) validatePortForwards(add func(error), staticOut map[netip.Addr]int) {
 	type fwdEnd struct {
 		proto Proto
 		ap    netip.AddrPort
@@ -485,8 +531,6 @@ func (c *Config) Validate() error {
 			fwdIn[fwdEnd{r.Proto, r.Inside}] = i
 		}
 	}
-	errs = append(errs, c.validateCGN()...)
-	return errors.Join(errs...)
 }
 
 func (c *Config) isInside(a netip.Addr) bool {

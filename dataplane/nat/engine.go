@@ -39,6 +39,7 @@ type Options struct {
 // that the packet path never takes.
 type Engine struct {
 	snap atomic.Pointer[Snapshot]
+	vis  atomic.Pointer[visConfig] // running capture and trace (vis.go)
 
 	sessions *flowtable.Table
 	bindings *flowtable.Table // endpoint-independent mappings

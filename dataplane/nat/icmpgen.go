@@ -78,6 +78,7 @@ func (w *Worker) timeExceeded(side Side, b *port.Buf, p *header.Parsed) {
 		return
 	}
 	w.drop(drop.TTLExpired)
+	w.sampleDrop(side, b, drop.TTLExpired)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4TimeExceeded, header.ICMPv4TTLExceeded, 0) {
 		w.free(side, b)
 		return
@@ -93,6 +94,7 @@ func (w *Worker) fragNeeded(side Side, b *port.Buf, p *header.Parsed, mtu int) {
 		return
 	}
 	w.drop(drop.FragNeeded)
+	w.sampleDrop(side, b, drop.FragNeeded)
 	if !w.icmpAllowed() || !w.buildICMPError(side, b, p, header.ICMPv4DstUnreachable, header.ICMPv4FragNeeded, uint16(mtu)) {
 		w.free(side, b)
 		return

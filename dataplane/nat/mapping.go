@@ -1,8 +1,6 @@
 package nat
 
 import (
-	"hash/maphash"
-
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"
@@ -118,10 +116,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 	l := &s.Config.Limits
 	k := subscriberKey(a)
 	delta := subRefs(1, newPorts)
-	check := func(v uint64) bool {
-		return (l.SessionsPerSubscriber == 0 || v&0xffffffff < uint64(l.SessionsPerSubscriber)) &&
-			(newPorts == 0 || l.PortsPerSubscriber == 0 || v>>32+newPorts <= uint64(l.PortsPerSubscriber))
-	}
+	check := func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
 	for try := 0; try < 64; try++ {
 		if w.eng.subs.Lookup(&k, &c.sub) {
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
@@ -236,28 +231,8 @@ func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 // subscribers evenly. An address removed since this worker's snapshot was
 // published refuses the reference and is skipped.
 func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool) {
-	pool := w.snap.pool
-	if len(pool) == 0 {
-		return nil, false
-	}
-	if d := w.snap.cgn.det; d != nil {
-		return detAddress(pool, d, a, n) // RFC 7422: the function decides
-	}
-	start := int(maphash.Comparable(w.eng.seed, a) % uint64(len(pool)))
-	// With address-and-port-dependent mapping ports overlap across
-	// destinations: an address whose ports are all in use still has room.
-	full := w.snap.Config.Mapping != AddressAndPortDependent
-	size := int32(w.snap.ports[proto].Size())
-	for i := range pool {
-		st := pool[(start+i)%len(pool)]
-		if full && st.ports[proto].inUse.Load() >= size {
-			continue
-		}
-		if st.acquire(addrInPool, n) {
-			return st, true
-		}
-	}
-	return nil, false
+	st := w.snap.pickAddress(w.eng.seed, a, proto, func(st *addrState) bool { return st.acquire(addrInPool, n) })
+	return st, st != nil
 }
 
 // allocPort claims an external port on address c.addr for inside source
@@ -327,11 +302,9 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 	var c claim
 	state := uint32(0)
 
-	if r, ok := s.fwdIn[fwdKey{addr: p.Src, port: k.SrcPort, proto: uint8(proto)}]; ok && proto != ICMP {
-		// A port-forwarded server opening a flow: symmetric static NAPT.
-		ext, extPort, state = r.outAddr, r.outPort, stKindForward
-	} else if out, ok := s.staticIn[p.Src]; ok {
-		ext, extPort, state = out, k.SrcPort, stKindStatic
+	// A port-forwarded server opening a flow (symmetric static NAPT), or
+	// a static mapping's host (decide.go).
+	if state, ext, extPort = s.outboundRule(p.Src, k.SrcPort, proto); state != 0 {
 	} else if s.Config.Mapping == EndpointIndependent {
 		if r := w.eimMapping(p, k, proto, &c, &ext, &extPort); r != drop.None {
 			return r
@@ -373,24 +346,37 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 		}
 	}
 	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
+	// An existing session on the external 5-tuple that is not this one
+	// means the tuple is taken (possible only with port overlap).
+	r, _ := w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	return r
+}
+
+// insertSession inserts the session with keys k0 (inside) and k1 (outside),
+// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
+// holding the claims in c, and settles the outcome: counted and announced
+// when inserted; c given back otherwise. Exists is a success when another
+// worker created this very session a moment ago, and taken otherwise; a
+// full table is announced with the inside endpoint (zero when the creator
+// does not know it).
+func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
+	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
-	switch w.eng.sessions.Insert(k, &k1, state, user, w.now, e) {
+	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
-		return drop.None
+		return drop.None, true
 	case flowtable.Exists:
-		w.undo(&c)
-		if e.Dir == 0 && e.Keys[0] == *k {
-			// Another worker created this very session a moment ago.
-			return drop.None
+		w.undo(c)
+		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
+			return drop.None, false
 		}
-		// The external 5-tuple is taken (possible only with port overlap).
-		return drop.PortExhausted
+		return taken, false
 	default:
-		w.undo(&c)
-		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort})
-		return drop.TableFull
+		w.undo(c)
+		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: inAddr, InsidePort: inPort})
+		return drop.TableFull, false
 	}
 }
 
@@ -519,66 +505,32 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	var c claim
 	state := uint32(stInbound)
 
-	// Only a SYN opens a TCP connection from outside (docs/nat.md),
-	// whatever admits it: a connection starts with a SYN (RFC 793), and
-	// RFC 5382 speaks of inbound state only for unsolicited SYNs. A bare
-	// ACK, RST or FIN that matched no session is a stray or a probe, and
-	// a session for it would let anyone fill the table; SYN with FIN is
-	// no opening either.
-	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
+	// Which rule or mapping admits the packet, and whether filtering lets
+	// it through, is decided read-only (decide.go, shared with explain);
+	// here the references are taken.
+	var a admission
+	if r := w.eng.admitInbound(s, p, k, &a); r != drop.None {
+		return r
+	}
 	perRule := s.Config.Limits.InboundSessionsPerRule != 0
-	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {
-		if !synOnly {
-			return drop.Filtered
-		}
-		in, inPort, state = r.inAddr, r.inPort, state|stKindForward
+	in, inPort, state = a.in, a.inPort, state|a.state
+	switch a.state {
+	case stKindForward:
 		if perRule {
 			rk := ruleKey(false, p.Proto, p.Dst, k.DstPort)
 			if r := w.acquireRule(&rk, &c); r != drop.None {
 				return r
 			}
 		}
-	} else if a, ok := s.staticOut[p.Dst]; ok {
-		if proto == ICMP && !icmpRequest(p.ICMPType) {
-			return drop.NoSession
-		}
-		if !synOnly {
-			return drop.Filtered
-		}
-		in, inPort, state = a, k.DstPort, state|stKindStatic
+	case stKindStatic:
 		if perRule {
 			rk := ruleKey(true, 0, p.Dst, 0)
 			if r := w.acquireRule(&rk, &c); r != drop.None {
 				return r
 			}
 		}
-	} else {
-		if proto == ICMP {
-			// Inbound ICMP queries to a dynamic address have no mapping
-			// to follow; replies to ours matched their session already.
-			return drop.NoSession
-		}
-		if s.Config.Mapping != EndpointIndependent {
-			return drop.NoSession
-		}
-		_, bk := bindingKeys(p.Proto, [4]byte{}, 0, p.Dst, k.DstPort)
-		if !w.eng.bindings.Lookup(&bk, &c.binding) {
-			return drop.NoSession
-		}
-		switch s.Config.Filtering[proto] {
-		case FilterEndpointIndependent:
-		case FilterAddressDependent:
-			pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
-			var x flowtable.Entry
-			if !w.eng.perms.Lookup(&pk, &x) {
-				return drop.Filtered
-			}
-		default:
-			return drop.Filtered
-		}
-		if !synOnly {
-			return drop.Filtered
-		}
+	default:
+		c.binding = a.binding
 		ok, _ := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 		if !ok {
 			return drop.NoSession
@@ -595,7 +547,6 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 				return r
 			}
 		}
-		in, inPort = c.binding.Keys[0].Src, c.binding.Keys[0].SrcPort
 	}
 	if state&stKindMask != 0 {
 		if r := w.holdRuleAddr(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
@@ -621,23 +572,9 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 	if proto == ICMP {
 		k0.DstPort = 0
 	}
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
-	switch w.eng.sessions.Insert(&k0, k, state, user, w.now, e) {
-	case flowtable.Inserted:
-		w.c[SessionsCreated+Counter(proto)]++
-		w.sessionEvent(SessionCreated, e)
-		return drop.None
-	case flowtable.Exists:
+	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
+	if !inserted {
 		w.eng.inbound.Add(-1)
-		w.undo(&c)
-		if e.Dir == 1 && e.Keys[1] == *k {
-			return drop.None
-		}
-		return drop.NoSession
-	default:
-		w.eng.inbound.Add(-1)
-		w.undo(&c)
-		w.event(Event{Type: TableFull, Proto: proto})
-		return drop.TableFull
 	}
+	return r
 }

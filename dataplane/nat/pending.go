@@ -20,6 +20,7 @@ type pendEntry struct {
 	owner, egress Side
 	dst           [4]byte
 	since         uint32
+	vis           uint64 // a capture's packet number, if captured (vis_worker.go)
 }
 
 // neighWait is how long a frame waits for its neighbour: the kernel gives
@@ -53,6 +54,9 @@ func (p *pending) retry(w *Worker) {
 			eth.SetDst(mac)
 			eth.SetSrc(w.macs[e.egress])
 			w.send(e.owner, e.egress, &e.buf)
+			if e.vis != 0 {
+				w.captureHeld(&e)
+			}
 		case r == Pending && w.now-e.since < neighWait:
 			p.q[kept] = e
 			kept++

@@ -1,7 +1,5 @@
 package nat
 
-import "fmt"
-
 // Proto is a protocol the NAT translates, used as an array index.
 type Proto uint8
 
@@ -19,15 +17,6 @@ const (
 	ipProtoUDP  = 17
 )
 
-var protoNames = [NumProtos]string{"tcp", "udp", "icmp"}
-
-func (p Proto) String() string {
-	if p < NumProtos {
-		return protoNames[p]
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
-
 // Number returns the IP protocol number.
 func (p Proto) Number() uint8 {
 	switch p {
@@ -38,16 +27,6 @@ func (p Proto) Number() uint8 {
 	default:
 		return ipProtoICMP
 	}
-}
-
-// ParseProto parses "tcp", "udp" or "icmp".
-func ParseProto(s string) (Proto, error) {
-	for p, n := range protoNames {
-		if n == s {
-			return Proto(p), nil
-		}
-	}
-	return 0, fmt.Errorf("unknown protocol %q (want tcp, udp or icmp)", s)
 }
 
 // protoIndex maps an IP protocol number to a Proto; ok is false for

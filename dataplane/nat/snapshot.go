@@ -7,22 +7,6 @@ import (
 	"time"
 )
 
-// Side is a side of the NAT.
-type Side uint8
-
-const (
-	Inside Side = iota
-	Outside
-	NumSides
-)
-
-func (s Side) String() string {
-	if s == Inside {
-		return "inside"
-	}
-	return "outside"
-}
-
 // Link describes the appliance's own interface on one side: the address it
 // uses as the source of ICMP errors it originates, and the MTU that decides
 // fragmentation (RFC 4787 REQ-13).

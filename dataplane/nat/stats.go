@@ -35,6 +35,7 @@ const (
 	PollNanos // wall time between the first and the latest Poll
 	BusyNanos // the part of PollNanos that followed a Poll that moved frames
 	LinkErrors
+	MSSClamped // SYNs whose MSS option was lowered (mss.go)
 	dropBase
 	NumCounters = dropBase + Counter(drop.NumReasons)
 )
@@ -57,6 +58,7 @@ var counterNames = [dropBase]string{
 	Polls:                "polls",
 	BusyPolls:            "busy_polls",
 	LinkErrors:           "link_errors",
+	MSSClamped:           "mss_clamped",
 }
 
 func (c Counter) String() string {

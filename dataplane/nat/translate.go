@@ -27,20 +27,41 @@ func icmpRequest(t uint8) bool {
 	return t == header.ICMPv4Echo || t == header.ICMPv4Timestamp
 }
 
+// keyPorts returns the ports of the session key of a packet from side
+// (key 0 from the inside, key 1 from the outside) with ports sport and
+// dport. For an ICMP query (query), the identifier stays on the inside
+// host's or the external side and the remote's "port" is zero. Every
+// session key is built with it: outKey, inKey, the ICMP errors' keys and
+// the prefetching pass of Worker.Poll.
+func keyPorts(side Side, query bool, sport, dport uint16) (uint16, uint16) {
+	if query {
+		if side == Inside {
+			dport = 0
+		} else {
+			sport = 0
+		}
+	}
+	return sport, dport
+}
+
 // outKey builds key 0 from an outbound packet.
 func outKey(p *header.Parsed, k *flowtable.Key) {
-	*k = flowtable.Key{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
-	if icmpQuery(p) {
-		k.DstPort = 0
-	}
+	sport, dport := keyPorts(Inside, icmpQuery(p), p.SrcPort, p.DstPort)
+	*k = flowtable.Key{Src: p.Src, Dst: p.Dst, SrcPort: sport, DstPort: dport, Proto: p.Proto}
 }
 
 // inKey builds key 1 from an inbound packet.
 func inKey(p *header.Parsed, k *flowtable.Key) {
-	*k = flowtable.Key{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
-	if icmpQuery(p) {
-		k.SrcPort = 0
-	}
+	sport, dport := keyPorts(Outside, icmpQuery(p), p.SrcPort, p.DstPort)
+	*k = flowtable.Key{Src: p.Src, Dst: p.Dst, SrcPort: sport, DstPort: dport, Proto: p.Proto}
+}
+
+// errorKey builds the key, from side (Inside: key 0, Outside: key 1), of
+// the session an ICMP error's embedded packet belongs to: the embedded
+// packet travelled the other way, so its tuple is reversed.
+func errorKey(side Side, p *header.Parsed) flowtable.Key {
+	sport, dport := keyPorts(side, p.InnerProto == ipProtoICMP, p.InnerDstPort, p.InnerSrcPort)
+	return flowtable.Key{Src: p.InnerDst, Dst: p.InnerSrc, SrcPort: sport, DstPort: dport, Proto: p.InnerProto}
 }
 
 // martian reports addresses no NAT forwards to or from: 0/8, 127/8,
@@ -90,9 +111,11 @@ func (w *Worker) fromInside(b *port.Buf, p *header.Parsed, probe *flowtable.Prob
 		w.dropFrame(Inside, b, drop.NotInside)
 		return
 	}
-	if p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] {
+	if (p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside]) && !s.isPublic(p.Dst) {
 		// For the appliance itself: the XDP program passes these to the
-		// kernel; one that reaches us anyway is not ours to forward.
+		// kernel; one that reaches us anyway is not ours to forward. A
+		// masquerade address is both: the XDP program sends only the
+		// NAT's ports here, to hairpin.
 		w.dropFrame(Inside, b, drop.NotForwarded)
 		return
 	}
@@ -154,6 +177,7 @@ func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe)
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Inside)
+		w.clampMSS(b, p)
 	}
 	w.eng.sessions.Touch(e.ID, w.now)
 	p.DecTTL(b.Data)
@@ -206,6 +230,7 @@ func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowt
 	}
 	if p.L4 == header.L4TCP {
 		w.trackTCP(&e, p.TCPFlags, Outside)
+		w.clampMSS(b, p)
 	}
 	// RFC 4787 REQ-6: outbound packets always refresh a UDP mapping;
 	// inbound ones only if configured.
@@ -241,12 +266,9 @@ func (w *Worker) trackTCP(e *flowtable.Entry, flags uint8, from Side) {
 // packet it received through the NAT. The embedded packet is that inbound
 // packet after translation (remote -> inside host); the session is found by
 // its reverse, key 0. Errors never create, refresh or delete sessions (RFC
-// 5508 REQ-? via RFC 4787 REQ-12 / RFC 5382 REQ-9).
+// 4787 REQ-12, RFC 5382 REQ-9).
 func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
-	k := flowtable.Key{Src: p.InnerDst, Dst: p.InnerSrc, SrcPort: p.InnerDstPort, DstPort: p.InnerSrcPort, Proto: p.InnerProto}
-	if p.InnerProto == ipProtoICMP {
-		k.DstPort = 0
-	}
+	k := errorKey(Inside, p)
 	var e flowtable.Entry
 	if !w.eng.sessions.Lookup(&k, &e) || e.Dir != 0 {
 		w.dropFrame(Inside, b, drop.NoSession)
@@ -284,10 +306,7 @@ func (w *Worker) outboundError(b *port.Buf, p *header.Parsed) {
 // outer, ICMP, embedded IPv4 and embedded transport checksums fixed (RFC
 // 5508 REQ-3, REQ-4).
 func (w *Worker) inboundError(owner Side, b *port.Buf, p *header.Parsed) {
-	k := flowtable.Key{Src: p.InnerDst, Dst: p.InnerSrc, SrcPort: p.InnerDstPort, DstPort: p.InnerSrcPort, Proto: p.InnerProto}
-	if p.InnerProto == ipProtoICMP {
-		k.SrcPort = 0
-	}
+	k := errorKey(Outside, p)
 	var e flowtable.Entry
 	if !w.eng.sessions.Lookup(&k, &e) || e.Dir != 1 {
 		w.dropFrame(owner, b, drop.NoSession)
@@ -304,6 +323,7 @@ func (w *Worker) inboundError(owner Side, b *port.Buf, p *header.Parsed) {
 // section 3 / RFC 5508 section 3.4).
 func (w *Worker) refuse(b *port.Buf, p *header.Parsed, r drop.Reason) {
 	w.drop(r)
+	w.sampleDrop(Inside, b, r)
 	code := uint8(0)
 	switch w.snap.Config.OnExhaustion {
 	case ReplyHostUnreachable:

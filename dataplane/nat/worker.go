@@ -11,30 +11,6 @@ import (
 	"github.com/xnat/xnat/flowtable"
 )
 
-// Resolution is the outcome of a next-hop lookup.
-type Resolution uint8
-
-const (
-	// Resolved: the MAC is valid.
-	Resolved Resolution = iota
-	// Pending: the neighbour is being resolved; hold the frame and ask
-	// again later.
-	Pending
-	// Unreachable: no route to the destination.
-	Unreachable
-	// Failed: the neighbour did not answer.
-	Failed
-)
-
-// Neighbors gives the Ethernet destination for a packet leaving on a side.
-// Implementations route dst (on-link or via a gateway) and look the next
-// hop up in a neighbour table; on a miss they start resolution and return
-// Pending. Resolve is called per packet by worker goroutines, concurrently,
-// so it must be lock-free and must not allocate.
-type Neighbors interface {
-	Resolve(side Side, dst [4]byte) (mac [6]byte, r Resolution)
-}
-
 // MaxBurst is the largest burst a worker handles at once.
 const MaxBurst = 64
 
@@ -93,6 +69,7 @@ type Worker struct {
 	tokAt    int64 // nowNano when tokens were last added
 
 	events *eventRing
+	vis    visWorker // capture, trace, drop samples (vis_worker.go)
 	c      Counters
 	shadow Counters
 	pub    *published
@@ -208,7 +185,10 @@ func (w *Worker) rand() uint64 {
 	return x
 }
 
-func (w *Worker) drop(r drop.Reason) { w.c[dropBase+Counter(r)]++ }
+func (w *Worker) drop(r drop.Reason) {
+	w.c[dropBase+Counter(r)]++
+	w.vis.lastDrop = r
+}
 
 // idleHousekeeping is how often an empty Poll does the full round (see
 // Poll); a power of two.
@@ -231,6 +211,7 @@ const idleHousekeeping = 64
 // empty Poll after a busy one always reads the clock.
 func (w *Worker) Poll() int {
 	w.snap = w.eng.snap.Load()
+	vc := w.eng.vis.Load() // capture and trace: nil unless an operator runs one
 	w.c[Polls]++
 	total := 0
 	clocked := false
@@ -256,20 +237,16 @@ func (w *Worker) Poll() int {
 			p := &w.pk[i]
 			w.pr[i] = header.Parse(b.Data, p)
 			if w.pr[i] == drop.None && p.L4 != header.L4ICMPError {
-				// The session key as outKey/inKey would build it.
-				sport, dport := p.SrcPort, p.DstPort
-				if p.L4 == header.L4ICMPQuery {
-					if side == Inside {
-						dport = 0
-					} else {
-						sport = 0
-					}
-				}
+				sport, dport := keyPorts(side, p.L4 == header.L4ICMPQuery, p.SrcPort, p.DstPort)
 				w.eng.sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &w.probe[i])
 				sink += w.eng.sessions.Prefetch(&w.probe[i])
 			}
 		}
 		w.sink += sink
+		if vc != nil {
+			w.processVis(vc, side, n)
+			continue
+		}
 		for i := 0; i < n; i++ {
 			w.process(side, &w.rx[i], &w.pk[i], w.pr[i], &w.probe[i])
 		}
@@ -347,6 +324,7 @@ func (w *Worker) free(side Side, b *port.Buf) {
 // dropFrame counts a drop and frees the frame.
 func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
 	w.drop(r)
+	w.sampleDrop(side, b, r)
 	w.free(side, b)
 }
 
@@ -472,7 +450,11 @@ func (w *Worker) flushSide(egress Side) {
 	w.c[TxBytes+Counter(egress)] += bytes
 	w.c[TxPackets+Counter(egress)] += uint64(sent)
 	if sent < q.n {
-		w.c[dropBase+Counter(drop.TxFull)] += uint64(q.n - sent)
+		r := drop.TxFull
+		if d, ok := w.ports[egress].(port.LinkDowner); ok && d.LinkDown() {
+			r = drop.LinkDown
+		}
+		w.c[dropBase+Counter(r)] += uint64(q.n - sent)
 		w.ports[egress].Free(q.bufs[sent:q.n])
 	}
 	q.n = 0

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // New starts a Table for the network namespace of the calling OS thread
@@ -96,9 +96,9 @@ type control struct {
 
 	subs  *subscription
 	neigh *neighState
-	links [nat.NumSides]linkState
+	links [fwd.NumSides]linkState
 	// routes are immutable once published; listRoutes builds new slices.
-	routes [nat.NumSides][]route
+	routes [fwd.NumSides][]route
 
 	dirty      bool      // links or routes changed since the last snapshot
 	needLinks  bool      // a link event concerned one of our interfaces
@@ -239,7 +239,7 @@ func (c *control) run(ctx context.Context) {
 		if now := c.now(); c.neigh.timers || (c.nextTick != 0 && now >= c.nextTick) {
 			c.nextTick = c.neigh.tick(now)
 		}
-		if c.dirty || c.neigh.dirty[nat.Inside] || c.neigh.dirty[nat.Outside] {
+		if c.dirty || c.neigh.dirty[fwd.Inside] || c.neigh.dirty[fwd.Outside] {
 			c.publish()
 		}
 	}
@@ -286,7 +286,7 @@ func (c *control) drainReady() {
 
 func (c *control) drainRequests() {
 	now := c.now()
-	c.t.req.drain(func(side nat.Side, ip uint32) {
+	c.t.req.drain(func(side fwd.Side, ip uint32) {
 		if c.links[side].index == 0 {
 			return
 		}
@@ -403,7 +403,7 @@ func (c *control) applyNeigh(n *netlink.Neigh, deleted bool, now int64) {
 		if c.links[side].index != n.LinkIndex {
 			continue
 		}
-		k := nkey{nat.Side(side), key}
+		k := nkey{fwd.Side(side), key}
 		if deleted {
 			c.neigh.kernelGone(k)
 		} else {
@@ -426,7 +426,7 @@ func ipOf(a uint32) net.IP { return net.IPv4(byte(a>>24), byte(a>>16), byte(a>>8
 // REACHABLE one is only marked used. The state is left at NUD_NONE so the
 // entry stays subject to the kernel's garbage collector (iproute2's
 // default, NUD_PERMANENT, would exempt it).
-func (c *control) probe(side nat.Side, ip uint32) error {
+func (c *control) probe(side fwd.Side, ip uint32) error {
 	idx := c.links[side].index
 	if idx == 0 {
 		return fmt.Errorf("neigh: %s interface is gone", side)
@@ -479,15 +479,15 @@ func (c *control) listLinks(strict bool) (changed bool, err error) {
 			a := lk.Attrs()
 			st = linkState{index: a.Index, up: a.Flags&net.FlagUp != 0}
 		case strict:
-			return false, fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
+			return false, fmt.Errorf("neigh: %s interface %s: %w", fwd.Side(side), l, err)
 		default:
 			var nf netlink.LinkNotFoundError
 			if !errors.As(err, &nf) {
-				return false, fmt.Errorf("neigh: %s interface %s: %w", nat.Side(side), l, err)
+				return false, fmt.Errorf("neigh: %s interface %s: %w", fwd.Side(side), l, err)
 			}
 		}
 		if st.index != c.links[side].index {
-			c.neigh.dropSide(nat.Side(side))
+			c.neigh.dropSide(fwd.Side(side))
 			changed = true
 		}
 		if st != c.links[side] {
@@ -514,7 +514,7 @@ func (c *control) listRoutes() error {
 		return fmt.Errorf("neigh: list routes: %w", err)
 	}
 	c.needRoutes = false
-	var idx [nat.NumSides]int
+	var idx [fwd.NumSides]int
 	for side := range c.links {
 		idx[side] = c.links[side].index
 	}
@@ -554,7 +554,7 @@ func (c *control) listNeighs() error {
 // (blackhole, unreachable, prohibit, throw) cover their prefix on both
 // sides, as they would in the kernel's own lookup. Routes with a TOS
 // selector are skipped: Resolve does not see the TOS.
-func convertRoutes(rs []netlink.Route, ifindex [nat.NumSides]int, table int) (out [nat.NumSides][]route) {
+func convertRoutes(rs []netlink.Route, ifindex [fwd.NumSides]int, table int) (out [fwd.NumSides][]route) {
 	for i := range rs {
 		r := &rs[i]
 		if r.Table != table || r.Tos != 0 || r.Dst == nil {

@@ -4,7 +4,7 @@ import (
 	"math/bits"
 	"sync/atomic"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // Slot flags.
@@ -21,7 +21,7 @@ type nslot struct {
 	ip    uint32        // next-hop IPv4 address, big-endian; 0 marks an empty slot
 	used  atomic.Uint32 // set by Resolve when it returns this MAC, cleared by the refresh sweep
 	mac   [6]byte
-	res   nat.Resolution
+	res   fwd.Resolution
 	flags uint8
 }
 

@@ -5,12 +5,12 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 type refNeigh struct {
 	mac [6]byte
-	res nat.Resolution
+	res fwd.Resolution
 }
 
 func TestNTableMatchesMap(t *testing.T) {
@@ -31,7 +31,7 @@ func TestNTableMatchesMap(t *testing.T) {
 				for i := range mac {
 					mac[i] = byte(rng.Uint32())
 				}
-				ref[ip] = refNeigh{mac: mac, res: nat.Resolution(rng.IntN(4))}
+				ref[ip] = refNeigh{mac: mac, res: fwd.Resolution(rng.IntN(4))}
 			}
 			tab := newNTable(len(ref))
 			for ip, r := range ref {

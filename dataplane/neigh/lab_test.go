@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/bench/lab"
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // These tests run the Table against a real kernel in bench/lab's NAT
@@ -85,14 +85,14 @@ func (l *natLab) table(cfg Config) *Table {
 
 // await polls Resolve until it returns want (and, for Resolved, mac), or
 // fails the test after timeout with what it saw last.
-func await(t *testing.T, tb *Table, side nat.Side, dst string, want nat.Resolution, mac [6]byte, timeout time.Duration) time.Duration {
+func await(t *testing.T, tb *Table, side fwd.Side, dst string, want fwd.Resolution, mac [6]byte, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var gotMAC [6]byte
-	var got nat.Resolution
+	var got fwd.Resolution
 	for time.Since(start) < timeout {
 		gotMAC, got = tb.Resolve(side, ip4(dst))
-		if got == want && (want != nat.Resolved || gotMAC == mac) {
+		if got == want && (want != fwd.Resolved || gotMAC == mac) {
 			return time.Since(start)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -119,23 +119,23 @@ func TestLabResolvesLearnedNeighbours(t *testing.T) {
 
 	for name, tb := range map[string]*Table{"before": before, "after": after} {
 		t.Run(name, func(t *testing.T) {
-			await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
-			await(t, tb, nat.Inside, "10.0.0.2", nat.Resolved, in1MAC, 2*time.Second)
-			await(t, tb, nat.Inside, "10.0.0.3", nat.Resolved, in2MAC, 2*time.Second)
-			await(t, tb, nat.Outside, "198.18.99.7", nat.Resolved, outMAC, 2*time.Second)
+			await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 2*time.Second)
+			await(t, tb, fwd.Inside, "10.0.0.2", fwd.Resolved, in1MAC, 2*time.Second)
+			await(t, tb, fwd.Inside, "10.0.0.3", fwd.Resolved, in2MAC, 2*time.Second)
+			await(t, tb, fwd.Outside, "198.18.99.7", fwd.Resolved, outMAC, 2*time.Second)
 			// Routes serve only their own side.
-			await(t, tb, nat.Inside, "198.18.0.2", nat.Unreachable, [6]byte{}, time.Second)
-			await(t, tb, nat.Outside, "10.0.0.2", nat.Unreachable, [6]byte{}, time.Second)
+			await(t, tb, fwd.Inside, "198.18.0.2", fwd.Unreachable, [6]byte{}, time.Second)
+			await(t, tb, fwd.Outside, "10.0.0.2", fwd.Unreachable, [6]byte{}, time.Second)
 			st := tb.Stats()
 			if st.Requested != 0 {
 				t.Errorf("resolved learned neighbours but requested %d resolutions", st.Requested)
 			}
-			if st.Entries[nat.Inside] < 2 || st.Entries[nat.Outside] < 1 || st.Routes[nat.Outside] < 2 {
+			if st.Entries[fwd.Inside] < 2 || st.Entries[fwd.Outside] < 1 || st.Routes[fwd.Outside] < 2 {
 				t.Errorf("stats %+v", st)
 			}
 			snap := tb.Snapshot()
 			in, out := l.linkIndex(lab.NATInside), l.linkIndex(lab.NATOutside)
-			if snap.Links[nat.Inside] != (LinkState{in, true}) || snap.Links[nat.Outside] != (LinkState{out, true}) {
+			if snap.Links[fwd.Inside] != (LinkState{in, true}) || snap.Links[fwd.Outside] != (LinkState{out, true}) {
 				t.Errorf("links %+v, want inside %d outside %d up", snap.Links, in, out)
 			}
 		})
@@ -159,15 +159,15 @@ func TestLabMissResolvesWithoutTraffic(t *testing.T) {
 	if out := l.run(l.Box, "ip", "neigh", "show"); strings.TrimSpace(out) != "" {
 		t.Fatalf("kernel already knows neighbours:\n%s", out)
 	}
-	if _, res := tb.Resolve(nat.Outside, ip4("198.18.0.2")); res != nat.Pending {
+	if _, res := tb.Resolve(fwd.Outside, ip4("198.18.0.2")); res != fwd.Pending {
 		t.Fatalf("first Resolve of an unknown neighbour: %v, want pending", res2s(res))
 	}
-	took := await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
+	took := await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 2*time.Second)
 	t.Logf("198.18.0.2 resolved %v after the first miss", took)
 	// Through a gateway route the gateway is resolved.
 	l.run(l.Box, "ip", "route", "add", "198.19.7.0/24", "via", "198.18.0.2")
-	await(t, tb, nat.Outside, "198.19.7.1", nat.Resolved, outMAC, 2*time.Second)
-	await(t, tb, nat.Inside, "10.0.0.3", nat.Resolved, in2MAC, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.19.7.1", fwd.Resolved, outMAC, 2*time.Second)
+	await(t, tb, fwd.Inside, "10.0.0.3", fwd.Resolved, in2MAC, 2*time.Second)
 
 	st := tb.Stats()
 	if st.Requested < 2 || st.Completed < 2 || st.Failed != 0 {
@@ -186,36 +186,36 @@ func TestLabChangesWhileRunning(t *testing.T) {
 	tb := l.table(Config{})
 	outMAC := l.mac(l.Out, lab.HostDev)
 	l.run(l.Box, "ping", "-c", "1", "-W", "2", "198.18.0.2")
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 2*time.Second)
 
 	// Route added, then removed.
-	await(t, tb, nat.Outside, "198.19.1.1", nat.Unreachable, [6]byte{}, time.Second)
+	await(t, tb, fwd.Outside, "198.19.1.1", fwd.Unreachable, [6]byte{}, time.Second)
 	l.run(l.Box, "ip", "route", "add", "198.19.1.0/24", "via", "198.18.0.2")
-	await(t, tb, nat.Outside, "198.19.1.1", nat.Resolved, outMAC, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.19.1.1", fwd.Resolved, outMAC, 2*time.Second)
 	// A default route; a more specific blackhole still wins over it.
 	l.run(l.Box, "ip", "route", "add", "default", "via", "198.18.0.2")
 	l.run(l.Box, "ip", "route", "add", "blackhole", "198.19.66.0/24")
-	await(t, tb, nat.Outside, "192.0.2.55", nat.Resolved, outMAC, 2*time.Second)
-	await(t, tb, nat.Outside, "198.19.66.1", nat.Unreachable, [6]byte{}, 2*time.Second)
+	await(t, tb, fwd.Outside, "192.0.2.55", fwd.Resolved, outMAC, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.19.66.1", fwd.Unreachable, [6]byte{}, 2*time.Second)
 	l.run(l.Box, "ip", "route", "del", "default")
 	l.run(l.Box, "ip", "route", "del", "198.19.1.0/24")
-	await(t, tb, nat.Outside, "198.19.1.1", nat.Unreachable, [6]byte{}, 2*time.Second)
-	await(t, tb, nat.Outside, "192.0.2.55", nat.Unreachable, [6]byte{}, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.19.1.1", fwd.Unreachable, [6]byte{}, 2*time.Second)
+	await(t, tb, fwd.Outside, "192.0.2.55", fwd.Unreachable, [6]byte{}, 2*time.Second)
 
 	// Neighbour changed by hand, then deleted: the Table follows, and the
 	// deletion leads to a fresh resolution of the real address.
 	fake := [6]byte{0x02, 0x00, 0x5e, 0x00, 0x53, 0x42}
 	l.run(l.Box, "ip", "neigh", "replace", "198.18.0.2", "lladdr", net.HardwareAddr(fake[:]).String(), "dev", lab.NATOutside, "nud", "reachable")
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, fake, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, fake, 2*time.Second)
 	l.run(l.Box, "ip", "neigh", "del", "198.18.0.2", "dev", lab.NATOutside)
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 3*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 3*time.Second)
 
 	// Interface down: the kernel flushes its routes (without telling
 	// anyone); up again, they come back.
 	l.run(l.Box, "ip", "link", "set", lab.NATOutside, "down")
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Unreachable, [6]byte{}, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Unreachable, [6]byte{}, 2*time.Second)
 	l.run(l.Box, "ip", "link", "set", lab.NATOutside, "up")
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 3*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 3*time.Second)
 
 	if st := tb.Stats(); st.Snapshots < 8 {
 		t.Fatalf("only %d snapshots for all these changes", st.Snapshots)
@@ -226,20 +226,20 @@ func TestLabInterfaceRecreated(t *testing.T) {
 	l := newNATLab(t)
 	tb := l.table(Config{})
 	outMAC := l.mac(l.Out, lab.HostDev)
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
-	oldIdx := tb.Snapshot().Links[nat.Outside].Index
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 2*time.Second)
+	oldIdx := tb.Snapshot().Links[fwd.Outside].Index
 
 	// Replace the outside veth pair by a new one with the same names.
 	l.run(l.Box, "ip", "link", "del", lab.NATOutside)
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Unreachable, [6]byte{}, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Unreachable, [6]byte{}, 2*time.Second)
 	if err := l.AddVeth(lab.Veth{NS: l.Box, Name: lab.NATOutside, PeerNS: l.Out, PeerName: lab.HostDev}); err != nil {
 		t.Fatal(err)
 	}
 	l.run(l.Box, "ip", "addr", "add", "198.18.0.1/24", "dev", lab.NATOutside)
 	l.run(l.Out, "ip", "addr", "add", "198.18.0.2/24", "dev", lab.HostDev)
 	newMAC := l.mac(l.Out, lab.HostDev)
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, newMAC, 3*time.Second)
-	if idx := tb.Snapshot().Links[nat.Outside].Index; idx == oldIdx || idx != l.linkIndex(lab.NATOutside) {
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, newMAC, 3*time.Second)
+	if idx := tb.Snapshot().Links[fwd.Outside].Index; idx == oldIdx || idx != l.linkIndex(lab.NATOutside) {
 		t.Fatalf("outside ifindex %d (old %d, now %d)", idx, oldIdx, l.linkIndex(lab.NATOutside))
 	}
 }
@@ -247,10 +247,10 @@ func TestLabInterfaceRecreated(t *testing.T) {
 func TestLabNonexistentHostFails(t *testing.T) {
 	l := newNATLab(t)
 	tb := l.table(Config{PendingTimeout: 3 * time.Second, RetryFailed: 500 * time.Millisecond})
-	if _, res := tb.Resolve(nat.Outside, ip4("198.18.0.77")); res != nat.Pending {
+	if _, res := tb.Resolve(fwd.Outside, ip4("198.18.0.77")); res != fwd.Pending {
 		t.Fatalf("first Resolve: %v", res2s(res))
 	}
-	took := await(t, tb, nat.Outside, "198.18.0.77", nat.Failed, [6]byte{}, 3*time.Second)
+	took := await(t, tb, fwd.Outside, "198.18.0.77", fwd.Failed, [6]byte{}, 3*time.Second)
 	t.Logf("198.18.0.77 failed after %v", took)
 	if st := tb.Stats(); st.Failed < 1 || st.Completed != 0 {
 		t.Fatalf("stats %+v", st)
@@ -258,7 +258,7 @@ func TestLabNonexistentHostFails(t *testing.T) {
 	// The host appears. After the retry delay the next packet makes the
 	// kernel probe again, and it resolves.
 	l.run(l.Out, "ip", "addr", "add", "198.18.0.77/24", "dev", lab.HostDev)
-	await(t, tb, nat.Outside, "198.18.0.77", nat.Resolved, l.mac(l.Out, lab.HostDev), 3*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.77", fwd.Resolved, l.mac(l.Out, lab.HostDev), 3*time.Second)
 	if st := tb.Stats(); st.Requested < 2 || st.Completed < 1 {
 		t.Fatalf("stats after retry %+v", st)
 	}
@@ -268,10 +268,10 @@ func TestLabNoRoute(t *testing.T) {
 	l := newNATLab(t)
 	tb := l.table(Config{})
 	for _, c := range []struct {
-		side nat.Side
+		side fwd.Side
 		dst  string
-	}{{nat.Outside, "192.0.2.1"}, {nat.Inside, "192.0.2.1"}, {nat.Inside, "198.18.0.2"}, {nat.Outside, "10.0.0.2"}} {
-		if _, res := tb.Resolve(c.side, ip4(c.dst)); res != nat.Unreachable {
+	}{{fwd.Outside, "192.0.2.1"}, {fwd.Inside, "192.0.2.1"}, {fwd.Inside, "198.18.0.2"}, {fwd.Outside, "10.0.0.2"}} {
+		if _, res := tb.Resolve(c.side, ip4(c.dst)); res != fwd.Unreachable {
 			t.Errorf("Resolve(%v, %s) = %v, want unreachable", c.side, c.dst, res2s(res))
 		}
 	}
@@ -310,7 +310,7 @@ func TestLabOverflowResyncs(t *testing.T) {
 	// re-list to converge on the kernel's state.
 	tb := l.table(Config{ReceiveBuffer: 1, RefreshInterval: -1})
 	for addr, mac := range l.overflow(6) {
-		await(t, tb, nat.Inside, addr, nat.Resolved, mac, 3*time.Second)
+		await(t, tb, fwd.Inside, addr, fwd.Resolved, mac, 3*time.Second)
 	}
 	st := tb.Stats()
 	t.Logf("stats after %d neighbour changes: %+v", 6*240, st)
@@ -342,7 +342,7 @@ func TestLabResubscribesInTheTablesNamespace(t *testing.T) {
 	}
 	t.Cleanup(tb.Close)
 	for addr, mac := range l.overflow(2) {
-		await(t, tb, nat.Inside, addr, nat.Resolved, mac, 3*time.Second)
+		await(t, tb, fwd.Inside, addr, fwd.Resolved, mac, 3*time.Second)
 	}
 	if st := tb.Stats(); st.Resyncs == 0 {
 		t.Fatalf("no resync: the burst did not overflow a minimal receive buffer, so this test proved nothing: %+v", st)
@@ -351,7 +351,7 @@ func TestLabResubscribesInTheTablesNamespace(t *testing.T) {
 	// subscription.
 	later := [6]byte{2, 0, 0, 0x99, 0, 9}
 	l.run(l.Box, "ip", "neigh", "replace", "10.0.0.9", "lladdr", net.HardwareAddr(later[:]).String(), "dev", lab.NATInside, "nud", "stale")
-	await(t, tb, nat.Inside, "10.0.0.9", nat.Resolved, later, 3*time.Second)
+	await(t, tb, fwd.Inside, "10.0.0.9", fwd.Resolved, later, 3*time.Second)
 }
 
 func TestLabRefreshKeepsNeighboursFresh(t *testing.T) {
@@ -373,7 +373,7 @@ func TestLabRefreshKeepsNeighboursFresh(t *testing.T) {
 		start := time.Now()
 		for end := start.Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 			if use {
-				tb.Resolve(nat.Outside, ip4("198.18.0.2"))
+				tb.Resolve(fwd.Outside, ip4("198.18.0.2"))
 			}
 			if shown = state(); strings.Contains(shown, want) {
 				t.Logf("%s after %v", want, time.Since(start))
@@ -407,7 +407,7 @@ func TestLabConfigByIndexAndMissingInterface(t *testing.T) {
 		Inside:  Link{Index: l.linkIndex(lab.NATInside)},
 		Outside: Link{Index: l.linkIndex(lab.NATOutside)},
 	})
-	await(t, tb, nat.Outside, "198.18.0.2", nat.Resolved, outMAC, 2*time.Second)
+	await(t, tb, fwd.Outside, "198.18.0.2", fwd.Resolved, outMAC, 2*time.Second)
 
 	err := lab.Do(l.Box, func() error {
 		tb, err := New(context.Background(), Config{Inside: Link{Name: lab.NATInside}, Outside: Link{Name: "no-such-if"}})

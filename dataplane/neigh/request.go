@@ -3,7 +3,7 @@ package neigh
 import (
 	"sync/atomic"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // reqSlots is the number of resolution requests that can wait for the
@@ -35,14 +35,14 @@ type requests struct {
 func newRequests() *requests { return &requests{wake: make(chan struct{}, 1)} }
 
 // reqKey encodes a request; bit 40 keeps it non-zero for address 0.
-func reqKey(side nat.Side, ip uint32) uint64 {
+func reqKey(side fwd.Side, ip uint32) uint64 {
 	return 1<<40 | uint64(side)<<32 | uint64(ip)
 }
 
-func reqDecode(k uint64) (nat.Side, uint32) { return nat.Side(k >> 32 & 0xff), uint32(k) }
+func reqDecode(k uint64) (fwd.Side, uint32) { return fwd.Side(k >> 32 & 0xff), uint32(k) }
 
 // post asks the control goroutine to resolve ip on side.
-func (q *requests) post(side nat.Side, ip uint32) {
+func (q *requests) post(side fwd.Side, ip uint32) {
 	k := reqKey(side, ip)
 	h := (mix32(ip) + uint32(side)) % reqSlots
 	for j := uint32(0); j < reqProbe; j++ {
@@ -75,7 +75,7 @@ func (q *requests) signal() {
 // goroutine calls it after receiving from wake; it clears waking first, so
 // a request posted during the drain sends a new wake-up instead of being
 // stranded.
-func (q *requests) drain(f func(nat.Side, uint32)) {
+func (q *requests) drain(f func(fwd.Side, uint32)) {
 	q.waking.Store(false)
 	for i := range q.slot {
 		if q.slot[i].Load() == 0 {

@@ -4,17 +4,17 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 type posted struct {
-	side nat.Side
+	side fwd.Side
 	ip   uint32
 }
 
 func drainAll(q *requests) []posted {
 	var out []posted
-	q.drain(func(s nat.Side, ip uint32) { out = append(out, posted{s, ip}) })
+	q.drain(func(s fwd.Side, ip uint32) { out = append(out, posted{s, ip}) })
 	return out
 }
 
@@ -26,9 +26,9 @@ func TestRequestsDedupAndWake(t *testing.T) {
 	default:
 	}
 	for range 10 {
-		q.post(nat.Outside, 0xc6120002)
+		q.post(fwd.Outside, 0xc6120002)
 	}
-	q.post(nat.Inside, 0xc6120002) // same address, other side: another request
+	q.post(fwd.Inside, 0xc6120002) // same address, other side: another request
 	select {
 	case <-q.wake:
 	default:
@@ -42,14 +42,14 @@ func TestRequestsDedupAndWake(t *testing.T) {
 	for _, p := range got {
 		seen[p] = true
 	}
-	if !seen[posted{nat.Outside, 0xc6120002}] || !seen[posted{nat.Inside, 0xc6120002}] {
+	if !seen[posted{fwd.Outside, 0xc6120002}] || !seen[posted{fwd.Inside, 0xc6120002}] {
 		t.Fatalf("drained %v", got)
 	}
 	if got := drainAll(q); len(got) != 0 {
 		t.Fatalf("second drain returned %v", got)
 	}
 	// After a drain, a new post wakes again.
-	q.post(nat.Inside, 7)
+	q.post(fwd.Inside, 7)
 	select {
 	case <-q.wake:
 	default:
@@ -61,7 +61,7 @@ func TestRequestsOverflowCounted(t *testing.T) {
 	q := newRequests()
 	const n = 3 * reqSlots
 	for i := range n {
-		q.post(nat.Inside, uint32(0x0a000000+i))
+		q.post(fwd.Inside, uint32(0x0a000000+i))
 	}
 	got := len(drainAll(q))
 	if got == 0 || got > reqSlots {
@@ -76,7 +76,7 @@ func TestRequestsConcurrent(t *testing.T) {
 	q := newRequests()
 	keys := make([]posted, 24)
 	for i := range keys {
-		keys[i] = posted{nat.Side(i % 2), uint32(0xc6120000 + i*7)}
+		keys[i] = posted{fwd.Side(i % 2), uint32(0xc6120000 + i*7)}
 	}
 	stop := make(chan struct{})
 	seen := map[posted]int{}
@@ -133,9 +133,9 @@ func TestRequestsPostAllocs(t *testing.T) {
 	ip := uint32(1)
 	if n := testing.AllocsPerRun(1000, func() {
 		ip++
-		q.post(nat.Outside, ip)
+		q.post(fwd.Outside, ip)
 		if ip%200 == 0 {
-			q.drain(func(nat.Side, uint32) {})
+			q.drain(func(fwd.Side, uint32) {})
 		}
 	}); n != 0 {
 		t.Fatalf("post allocates %.1f times", n)

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 func ip4(s string) [4]byte { return netip.MustParseAddr(s).As4() }
@@ -15,7 +15,7 @@ func u32(s string) uint32 {
 	return binary.BigEndian.Uint32(a[:])
 }
 
-func fwd(prefix string, metric uint32, gws ...string) route {
+func mkRoute(prefix string, metric uint32, gws ...string) route {
 	p := netip.MustParsePrefix(prefix)
 	r := route{mask: prefixMask(p.Bits()), plen: uint8(p.Bits()), metric: metric, nhops: 1}
 	r.prefix = u32(p.Addr().String()) & r.mask
@@ -29,7 +29,7 @@ func fwd(prefix string, metric uint32, gws ...string) route {
 }
 
 func reject(prefix string) route {
-	r := fwd(prefix, 0)
+	r := mkRoute(prefix, 0)
 	r.kind = kindReject
 	return r
 }
@@ -43,8 +43,8 @@ type testTable struct {
 	*Table
 	st     *neighState
 	probes *probeLog
-	links  [nat.NumSides]linkState
-	routes [nat.NumSides][]route
+	links  [fwd.NumSides]linkState
+	routes [fwd.NumSides][]route
 }
 
 func newTestTable(nInside int) *testTable {
@@ -52,26 +52,26 @@ func newTestTable(nInside int) *testTable {
 	tt := &testTable{probes: p}
 	tt.Table = newTable(Config{})
 	tt.st = newNeighState(5000*ms, 1000*ms, p.probe, &tt.stats)
-	tt.links = [nat.NumSides]linkState{{index: 2, up: true}, {index: 3, up: true}}
+	tt.links = [fwd.NumSides]linkState{{index: 2, up: true}, {index: 3, up: true}}
 	inPrefix := "10.0.0.0/24"
 	if nInside > 250 {
 		inPrefix = "10.0.0.0/16"
 	}
-	in := []route{fwd(inPrefix, 0)}
+	in := []route{mkRoute(inPrefix, 0)}
 	out := []route{
-		fwd("198.18.0.0/24", 0),
-		fwd("0.0.0.0/0", 100, "198.18.0.2"),
-		fwd("198.18.99.0/24", 0, "198.18.0.2"),
+		mkRoute("198.18.0.0/24", 0),
+		mkRoute("0.0.0.0/0", 100, "198.18.0.2"),
+		mkRoute("198.18.99.0/24", 0, "198.18.0.2"),
 		reject("198.19.66.0/24"),
 	}
 	sortRoutes(in)
 	sortRoutes(out)
-	tt.routes = [nat.NumSides][]route{in, out}
+	tt.routes = [fwd.NumSides][]route{in, out}
 	for i := range nInside {
 		ip := u32("10.0.0.2") + uint32(i)
-		tt.st.kernel(nkey{nat.Inside, ip}, nudReachable, [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}, 0)
+		tt.st.kernel(nkey{fwd.Inside, ip}, nudReachable, [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}, 0)
 	}
-	tt.st.kernel(nkey{nat.Outside, u32("198.18.0.2")}, nudReachable, macB, 0)
+	tt.st.kernel(nkey{fwd.Outside, u32("198.18.0.2")}, nudReachable, macB, 0)
 	tt.publish()
 	return tt
 }
@@ -87,20 +87,20 @@ func TestResolve(t *testing.T) {
 	in1 := [6]byte{2, 0, 0, 0, 0, 0}
 	in2 := [6]byte{2, 0, 0, 0, 0, 1}
 	for _, c := range []struct {
-		side nat.Side
+		side fwd.Side
 		dst  string
 		mac  [6]byte
-		res  nat.Resolution
+		res  fwd.Resolution
 	}{
-		{nat.Inside, "10.0.0.2", in1, nat.Resolved},
-		{nat.Inside, "10.0.0.3", in2, nat.Resolved},
-		{nat.Outside, "198.18.0.2", macB, nat.Resolved},          // connected
-		{nat.Outside, "198.18.99.7", macB, nat.Resolved},         // static via 198.18.0.2
-		{nat.Outside, "203.0.113.9", macB, nat.Resolved},         // default via 198.18.0.2
-		{nat.Outside, "198.19.66.1", [6]byte{}, nat.Unreachable}, // blackhole beats the default
-		{nat.Inside, "198.18.0.2", [6]byte{}, nat.Unreachable},   // the route is the outside's
-		{nat.Inside, "192.0.2.1", [6]byte{}, nat.Unreachable},    // no inside default
-		{nat.Side(7), "10.0.0.2", [6]byte{}, nat.Unreachable},    // no such side
+		{fwd.Inside, "10.0.0.2", in1, fwd.Resolved},
+		{fwd.Inside, "10.0.0.3", in2, fwd.Resolved},
+		{fwd.Outside, "198.18.0.2", macB, fwd.Resolved},          // connected
+		{fwd.Outside, "198.18.99.7", macB, fwd.Resolved},         // static via 198.18.0.2
+		{fwd.Outside, "203.0.113.9", macB, fwd.Resolved},         // default via 198.18.0.2
+		{fwd.Outside, "198.19.66.1", [6]byte{}, fwd.Unreachable}, // blackhole beats the default
+		{fwd.Inside, "198.18.0.2", [6]byte{}, fwd.Unreachable},   // the route is the outside's
+		{fwd.Inside, "192.0.2.1", [6]byte{}, fwd.Unreachable},    // no inside default
+		{fwd.Side(7), "10.0.0.2", [6]byte{}, fwd.Unreachable},    // no such side
 	} {
 		mac, res := tt.Resolve(c.side, ip4(c.dst))
 		if res != c.res || mac != c.mac {
@@ -111,16 +111,16 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("hits posted requests: %v", got)
 	}
 	// Resolved neighbours are marked for the refresh sweep.
-	if tt.snap.Load().sides[nat.Inside].neigh.find(u32("10.0.0.2")).used.Load() == 0 {
+	if tt.snap.Load().sides[fwd.Inside].neigh.find(u32("10.0.0.2")).used.Load() == 0 {
 		t.Fatal("resolved neighbour not marked used")
 	}
 }
 
 func TestResolveOnLinkZeroIsUnreachable(t *testing.T) {
 	tt := newTestTable(0)
-	tt.routes[nat.Inside] = []route{fwd("0.0.0.0/0", 0)} // "default dev nat-in"
+	tt.routes[fwd.Inside] = []route{mkRoute("0.0.0.0/0", 0)} // "default dev nat-in"
 	tt.publish()
-	if _, res := tt.Resolve(nat.Inside, ip4("0.0.0.0")); res != nat.Unreachable {
+	if _, res := tt.Resolve(fwd.Inside, ip4("0.0.0.0")); res != fwd.Unreachable {
 		t.Fatalf("0.0.0.0 on-link: %v", res)
 	}
 	if got := tt.drain(); len(got) != 0 {
@@ -131,47 +131,47 @@ func TestResolveOnLinkZeroIsUnreachable(t *testing.T) {
 func TestResolveMissPostsAndGoesPending(t *testing.T) {
 	tt := newTestTable(1)
 	for range 5 {
-		if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Pending {
+		if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.77")); res != fwd.Pending {
 			t.Fatalf("miss: %v", res)
 		}
 	}
 	got := tt.drain()
-	if len(got) != 1 || got[0] != (posted{nat.Inside, u32("10.0.0.77")}) {
+	if len(got) != 1 || got[0] != (posted{fwd.Inside, u32("10.0.0.77")}) {
 		t.Fatalf("posted %v", got)
 	}
 	// A miss through a gateway asks for the gateway, not the destination.
-	tt.st.kernelGone(nkey{nat.Outside, u32("198.18.0.2")})
+	tt.st.kernelGone(nkey{fwd.Outside, u32("198.18.0.2")})
 	tt.publish()
-	if _, res := tt.Resolve(nat.Outside, ip4("198.18.99.7")); res != nat.Pending {
+	if _, res := tt.Resolve(fwd.Outside, ip4("198.18.99.7")); res != fwd.Pending {
 		t.Fatalf("gateway miss: %v", res)
 	}
-	if got := tt.drain(); len(got) != 1 || got[0] != (posted{nat.Outside, u32("198.18.0.2")}) {
+	if got := tt.drain(); len(got) != 1 || got[0] != (posted{fwd.Outside, u32("198.18.0.2")}) {
 		t.Fatalf("posted %v, want the gateway", got)
 	}
 	// The control goroutine turns the request into a probe and a Pending
 	// entry; further misses no longer post.
-	tt.st.request(nkey{nat.Inside, u32("10.0.0.77")}, 0)
+	tt.st.request(nkey{fwd.Inside, u32("10.0.0.77")}, 0)
 	tt.publish()
-	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Pending {
+	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.77")); res != fwd.Pending {
 		t.Fatalf("pending: %v", res)
 	}
 	if got := tt.drain(); len(got) != 0 {
 		t.Fatalf("pending entry posted %v", got)
 	}
-	tt.st.kernel(nkey{nat.Inside, u32("10.0.0.77")}, nudReachable, macA, 1)
+	tt.st.kernel(nkey{fwd.Inside, u32("10.0.0.77")}, nudReachable, macA, 1)
 	tt.publish()
-	if mac, res := tt.Resolve(nat.Inside, ip4("10.0.0.77")); res != nat.Resolved || mac != macA {
+	if mac, res := tt.Resolve(fwd.Inside, ip4("10.0.0.77")); res != fwd.Resolved || mac != macA {
 		t.Fatalf("after the kernel's answer: %x %v", mac, res)
 	}
 }
 
 func TestResolveFailedAndRetry(t *testing.T) {
 	tt := newTestTable(0)
-	k := nkey{nat.Inside, u32("10.0.0.99")}
+	k := nkey{fwd.Inside, u32("10.0.0.99")}
 	tt.st.request(k, 0)
 	tt.st.kernel(k, nudFailed, [6]byte{}, 3000*ms)
 	tt.publish()
-	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.99")); res != nat.Failed {
+	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.99")); res != fwd.Failed {
 		t.Fatalf("failed neighbour: %v", res)
 	}
 	if got := tt.drain(); len(got) != 0 {
@@ -179,7 +179,7 @@ func TestResolveFailedAndRetry(t *testing.T) {
 	}
 	tt.st.tick(4000 * ms)
 	tt.publish()
-	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.99")); res != nat.Pending {
+	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.99")); res != fwd.Pending {
 		t.Fatalf("armed failed neighbour: %v, want Pending (a retry is starting)", res)
 	}
 	if got := tt.drain(); len(got) != 1 {
@@ -189,12 +189,12 @@ func TestResolveFailedAndRetry(t *testing.T) {
 
 func TestResolveLinkDown(t *testing.T) {
 	tt := newTestTable(1)
-	tt.links[nat.Inside].up = false
+	tt.links[fwd.Inside].up = false
 	tt.publish()
-	if _, res := tt.Resolve(nat.Inside, ip4("10.0.0.2")); res != nat.Unreachable {
+	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.2")); res != fwd.Unreachable {
 		t.Fatalf("link down: %v", res)
 	}
-	if _, res := tt.Resolve(nat.Outside, ip4("198.18.0.2")); res != nat.Resolved {
+	if _, res := tt.Resolve(fwd.Outside, ip4("198.18.0.2")); res != fwd.Resolved {
 		t.Fatalf("other side affected: %v", res)
 	}
 }
@@ -202,10 +202,10 @@ func TestResolveLinkDown(t *testing.T) {
 func TestSnapshotAndStats(t *testing.T) {
 	tt := newTestTable(2)
 	s := tt.Snapshot()
-	if s.Links[nat.Inside] != (LinkState{Index: 2, Up: true}) {
+	if s.Links[fwd.Inside] != (LinkState{Index: 2, Up: true}) {
 		t.Fatalf("links %+v", s.Links)
 	}
-	if len(s.Routes) != 5 || s.Stats.Routes != [nat.NumSides]int{1, 4} {
+	if len(s.Routes) != 5 || s.Stats.Routes != [fwd.NumSides]int{1, 4} {
 		t.Fatalf("routes %+v stats %+v", s.Routes, s.Stats.Routes)
 	}
 	// Lookup order: longest prefix first on each side.
@@ -222,11 +222,11 @@ func TestSnapshotAndStats(t *testing.T) {
 	if rejects != 1 {
 		t.Fatalf("%d reject routes", rejects)
 	}
-	if len(s.Neighbors) != 3 || s.Stats.Entries != [nat.NumSides]int{2, 1} {
+	if len(s.Neighbors) != 3 || s.Stats.Entries != [fwd.NumSides]int{2, 1} {
 		t.Fatalf("neighbours %+v entries %v", s.Neighbors, s.Stats.Entries)
 	}
 	for _, n := range s.Neighbors {
-		if n.Side == nat.Outside && (n.Addr != netip.MustParseAddr("198.18.0.2") || n.MAC != macB || n.State != nat.Resolved) {
+		if n.Side == fwd.Outside && (n.Addr != netip.MustParseAddr("198.18.0.2") || n.MAC != macB || n.State != fwd.Resolved) {
 			t.Fatalf("outside neighbour %+v", n)
 		}
 	}
@@ -234,21 +234,21 @@ func TestSnapshotAndStats(t *testing.T) {
 
 func TestResolveAllocs(t *testing.T) {
 	tt := newTestTable(100)
-	k := nkey{nat.Inside, u32("10.0.0.250")}
+	k := nkey{fwd.Inside, u32("10.0.0.250")}
 	tt.st.request(k, 0)
 	tt.st.kernel(k, nudFailed, [6]byte{}, 0)
 	tt.publish()
-	var sink nat.Resolution
+	var sink fwd.Resolution
 	for _, c := range []struct {
 		name string
-		side nat.Side
+		side fwd.Side
 		dst  string
 	}{
-		{"hit", nat.Inside, "10.0.0.50"},
-		{"gateway", nat.Outside, "203.0.113.1"},
-		{"miss", nat.Inside, "10.0.0.200"},
-		{"failed", nat.Inside, "10.0.0.250"},
-		{"unreachable", nat.Inside, "192.0.2.1"},
+		{"hit", fwd.Inside, "10.0.0.50"},
+		{"gateway", fwd.Outside, "203.0.113.1"},
+		{"miss", fwd.Inside, "10.0.0.200"},
+		{"failed", fwd.Inside, "10.0.0.250"},
+		{"unreachable", fwd.Inside, "192.0.2.1"},
 	} {
 		dst := ip4(c.dst)
 		if n := testing.AllocsPerRun(1000, func() {
@@ -272,12 +272,12 @@ func TestResolveConcurrentWithPublish(t *testing.T) {
 			defer func() { done <- struct{}{} }()
 			for i := range 20000 {
 				dst := [4]byte{10, 0, 0, byte(2 + (i+w)%60)}
-				mac, res := tt.Resolve(nat.Inside, dst)
+				mac, res := tt.Resolve(fwd.Inside, dst)
 				switch {
-				case res == nat.Resolved && mac[0] != 2:
+				case res == fwd.Resolved && mac[0] != 2:
 					errs <- "resolved with a bad MAC"
 					return
-				case res == nat.Unreachable || res == nat.Failed:
+				case res == fwd.Unreachable || res == fwd.Failed:
 					errs <- "unexpected " + res2s(res)
 					return
 				}
@@ -285,7 +285,7 @@ func TestResolveConcurrentWithPublish(t *testing.T) {
 		}()
 	}
 	for i := range 200 {
-		k := nkey{nat.Inside, u32("10.0.0.2") + uint32(i%50)}
+		k := nkey{fwd.Inside, u32("10.0.0.2") + uint32(i%50)}
 		if i%2 == 0 {
 			tt.st.kernel(k, nudReachable, [6]byte{2, 0, 0, 1, 0, byte(i)}, 0)
 		} else {
@@ -304,13 +304,13 @@ func TestResolveConcurrentWithPublish(t *testing.T) {
 	}
 }
 
-func res2s(r nat.Resolution) string {
+func res2s(r fwd.Resolution) string {
 	return [...]string{"resolved", "pending", "unreachable", "failed"}[r]
 }
 
 var benchSink [6]byte
 
-func benchResolve(b *testing.B, tt *testTable, side nat.Side, dst [4]byte) {
+func benchResolve(b *testing.B, tt *testTable, side fwd.Side, dst [4]byte) {
 	b.ReportAllocs()
 	for b.Loop() {
 		mac, _ := tt.Resolve(side, dst)
@@ -320,15 +320,15 @@ func benchResolve(b *testing.B, tt *testTable, side nat.Side, dst [4]byte) {
 
 func BenchmarkResolve(b *testing.B) {
 	tt := newTestTable(1000)
-	b.Run("hit-inside", func(b *testing.B) { benchResolve(b, tt, nat.Inside, ip4("10.0.2.100")) })
-	b.Run("hit-gateway", func(b *testing.B) { benchResolve(b, tt, nat.Outside, ip4("203.0.113.77")) })
+	b.Run("hit-inside", func(b *testing.B) { benchResolve(b, tt, fwd.Inside, ip4("10.0.2.100")) })
+	b.Run("hit-gateway", func(b *testing.B) { benchResolve(b, tt, fwd.Outside, ip4("203.0.113.77")) })
 	b.Run("miss", func(b *testing.B) {
 		// Every call misses and posts; the request is already waiting, so
 		// this is the de-duplicated steady state of a burst to one
 		// unresolved neighbour.
-		benchResolve(b, tt, nat.Inside, ip4("10.0.9.9"))
+		benchResolve(b, tt, fwd.Inside, ip4("10.0.9.9"))
 	})
-	b.Run("unreachable", func(b *testing.B) { benchResolve(b, tt, nat.Inside, ip4("192.0.2.1")) })
+	b.Run("unreachable", func(b *testing.B) { benchResolve(b, tt, fwd.Inside, ip4("192.0.2.1")) })
 	// Destinations cycling through all 1000 neighbours (a table of 32 KiB).
 	dsts := make([][4]byte, 1024)
 	for i := range dsts {
@@ -339,7 +339,7 @@ func BenchmarkResolve(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			mac, _ := tt.Resolve(nat.Inside, dsts[i&1023])
+			mac, _ := tt.Resolve(fwd.Inside, dsts[i&1023])
 			benchSink = mac
 			i++
 		}
@@ -350,7 +350,7 @@ func BenchmarkResolve(b *testing.B) {
 			var m byte
 			i := 0
 			for pb.Next() {
-				mac, _ := tt.Resolve(nat.Inside, dsts[i&1023])
+				mac, _ := tt.Resolve(fwd.Inside, dsts[i&1023])
 				m ^= mac[5]
 				i++
 			}
@@ -365,7 +365,7 @@ func BenchmarkResolve(b *testing.B) {
 func TestResolveMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	type refEntry struct {
-		res   nat.Resolution
+		res   fwd.Resolution
 		mac   [6]byte
 		retry bool
 	}
@@ -375,10 +375,10 @@ func TestResolveMatchesReference(t *testing.T) {
 		p := &probeLog{}
 		tb := newTable(Config{})
 		st := newNeighState(5000*ms, 1000*ms, p.probe, &tb.stats)
-		var links [nat.NumSides]linkState
-		var routes, sorted [nat.NumSides][]route
-		ref := [nat.NumSides]map[uint32]refEntry{{}, {}}
-		for side := range nat.NumSides {
+		var links [fwd.NumSides]linkState
+		var routes, sorted [fwd.NumSides][]route
+		ref := [fwd.NumSides]map[uint32]refEntry{{}, {}}
+		for side := range fwd.NumSides {
 			links[side] = linkState{index: int(side) + 1, up: rng.IntN(8) != 0}
 			for range rng.IntN(12) {
 				plen := []int{0, 8, 24, 26, 28, 32}[rng.IntN(6)]
@@ -418,7 +418,7 @@ func TestResolveMatchesReference(t *testing.T) {
 		}
 		tb.snap.Store(buildSnapshot(nil, links, sorted, st))
 		for range 300 {
-			side := nat.Side(rng.IntN(2))
+			side := fwd.Side(rng.IntN(2))
 			d := pool()
 			if rng.IntN(4) == 0 {
 				d = rng.Uint32()
@@ -426,7 +426,7 @@ func TestResolveMatchesReference(t *testing.T) {
 			var dst [4]byte
 			binary.BigEndian.PutUint32(dst[:], d)
 			// Reference.
-			wantMAC, want := [6]byte{}, nat.Unreachable
+			wantMAC, want := [6]byte{}, fwd.Unreachable
 			if r, ok := refLookup(routes[side], d); links[side].up && ok && r.kind == kindForward {
 				nh := d
 				if r.gw[0] != 0 {
@@ -436,11 +436,11 @@ func TestResolveMatchesReference(t *testing.T) {
 				switch {
 				case nh == 0:
 				case !found:
-					want = nat.Pending
-				case e.res == nat.Resolved:
-					want, wantMAC = nat.Resolved, e.mac
-				case e.res == nat.Failed && e.retry:
-					want = nat.Pending
+					want = fwd.Pending
+				case e.res == fwd.Resolved:
+					want, wantMAC = fwd.Resolved, e.mac
+				case e.res == fwd.Failed && e.retry:
+					want = fwd.Pending
 				default:
 					want = e.res
 				}
@@ -454,7 +454,7 @@ func TestResolveMatchesReference(t *testing.T) {
 	}
 	for r, n := range seen {
 		if n < 1000 {
-			t.Errorf("outcome %s seen only %d times: the random tables miss a case", res2s(nat.Resolution(r)), n)
+			t.Errorf("outcome %s seen only %d times: the random tables miss a case", res2s(fwd.Resolution(r)), n)
 		}
 	}
 	t.Logf("outcomes resolved/pending/unreachable/failed: %v", seen)

@@ -3,7 +3,7 @@ package neigh
 import (
 	"sync/atomic"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // Kernel neighbour states (NUD_*, include/uapi/linux/neighbour.h). They are
@@ -28,17 +28,17 @@ const (
 // classify maps a kernel neighbour entry to what Resolve reports, and
 // reports false for entries that carry no information (NUD_NONE, or a
 // valid state without a usable Ethernet address).
-func classify(state uint16, mac [6]byte) (nat.Resolution, bool) {
+func classify(state uint16, mac [6]byte) (fwd.Resolution, bool) {
 	switch {
 	case state&nudValid != 0:
 		if mac == ([6]byte{}) {
 			return 0, false
 		}
-		return nat.Resolved, true
+		return fwd.Resolved, true
 	case state&nudIncomplete != 0:
-		return nat.Pending, true
+		return fwd.Pending, true
 	case state&nudFailed != 0:
-		return nat.Failed, true
+		return fwd.Failed, true
 	}
 	return 0, false
 }
@@ -57,7 +57,7 @@ type counters struct {
 
 // nkey names a neighbour of one side of the NAT.
 type nkey struct {
-	side nat.Side
+	side fwd.Side
 	ip   uint32
 }
 
@@ -65,7 +65,7 @@ type nkey struct {
 // entry, if any, plus the request the Table has outstanding for it.
 type nstate struct {
 	mac      [6]byte
-	res      nat.Resolution // what the snapshot says
+	res      fwd.Resolution // what the snapshot says
 	retry    bool           // Failed and allowed to be probed again (flagRetry)
 	known    bool           // the kernel has a (non-NONE) entry
 	kstate   uint16         // the kernel's NUD state, when known
@@ -85,28 +85,28 @@ type neighState struct {
 	pending int64 // how long a request may wait for the kernel's answer
 	retry   int64 // how long a Failed neighbour stays Failed before a new probe is allowed
 	// probe asks the kernel to resolve (or refresh) a neighbour.
-	probe func(side nat.Side, ip uint32) error
+	probe func(side fwd.Side, ip uint32) error
 	stats *counters
 	// dirty: per side, something Resolve can observe changed since the
 	// last snapshot.
-	dirty [nat.NumSides]bool
+	dirty [fwd.NumSides]bool
 	// timers: an entry started waiting or failed since the last tick, so
 	// tick has new deadlines to find.
 	timers bool
 	gen    uint32
 }
 
-func newNeighState(pending, retry int64, probe func(nat.Side, uint32) error, stats *counters) *neighState {
+func newNeighState(pending, retry int64, probe func(fwd.Side, uint32) error, stats *counters) *neighState {
 	return &neighState{m: make(map[nkey]*nstate), pending: pending, retry: retry, probe: probe, stats: stats}
 }
 
 // setVisible changes what the snapshot shows for e and notes whether that
 // is a change.
-func (s *neighState) setVisible(k nkey, e *nstate, res nat.Resolution, mac [6]byte, retry bool) {
+func (s *neighState) setVisible(k nkey, e *nstate, res fwd.Resolution, mac [6]byte, retry bool) {
 	if e.res != res || e.mac != mac || e.retry != retry {
 		s.dirty[k.side] = true
 	}
-	if res == nat.Failed && !retry {
+	if res == fwd.Failed && !retry {
 		s.timers = true
 	}
 	e.res, e.mac, e.retry = res, mac, retry
@@ -127,25 +127,25 @@ func (s *neighState) kernel(k nkey, state uint16, mac [6]byte, now int64) {
 	}
 	e.known, e.kstate, e.seen = true, state, s.gen
 	switch res {
-	case nat.Resolved:
+	case fwd.Resolved:
 		if e.waiting {
 			s.stats.completed.Add(1)
 			e.waiting = false
 		}
-		s.setVisible(k, e, nat.Resolved, mac, false)
-	case nat.Pending:
+		s.setVisible(k, e, fwd.Resolved, mac, false)
+	case fwd.Pending:
 		// The kernel is probing (for us, or for its own traffic); it will
 		// report REACHABLE or FAILED.
-		s.setVisible(k, e, nat.Pending, [6]byte{}, false)
-	case nat.Failed:
+		s.setVisible(k, e, fwd.Pending, [6]byte{}, false)
+	case fwd.Failed:
 		if e.waiting {
 			s.stats.failed.Add(1)
 			e.waiting = false
 		}
-		if e.res != nat.Failed {
+		if e.res != fwd.Failed {
 			e.failedAt = now
 		}
-		s.setVisible(k, e, nat.Failed, [6]byte{}, e.retry && e.res == nat.Failed)
+		s.setVisible(k, e, fwd.Failed, [6]byte{}, e.retry && e.res == fwd.Failed)
 	}
 }
 
@@ -159,7 +159,7 @@ func (s *neighState) kernelGone(k nkey) {
 	}
 	e.known, e.kstate = false, 0
 	if e.waiting {
-		s.setVisible(k, e, nat.Pending, [6]byte{}, false)
+		s.setVisible(k, e, fwd.Pending, [6]byte{}, false)
 		return
 	}
 	delete(s.m, k)
@@ -180,7 +180,7 @@ func (s *neighState) request(k nkey, now int64) {
 		e = &nstate{}
 		s.m[k] = e
 		s.dirty[k.side] = true
-	case e.res == nat.Failed && now-e.failedAt >= s.retry:
+	case e.res == fwd.Failed && now-e.failedAt >= s.retry:
 	default:
 		return
 	}
@@ -190,12 +190,12 @@ func (s *neighState) request(k nkey, now int64) {
 		s.stats.nlErrors.Add(1)
 		e.waiting = false
 		e.failedAt = now
-		s.setVisible(k, e, nat.Failed, [6]byte{}, false)
+		s.setVisible(k, e, fwd.Failed, [6]byte{}, false)
 		return
 	}
 	e.waiting, e.reqAt = true, now
 	s.timers = true
-	s.setVisible(k, e, nat.Pending, [6]byte{}, false)
+	s.setVisible(k, e, fwd.Pending, [6]byte{}, false)
 }
 
 // tick applies timeouts: a request the kernel has not answered within the
@@ -219,9 +219,9 @@ func (s *neighState) tick(now int64) (next int64) {
 			e.waiting = false
 			e.failedAt = now
 			s.stats.failed.Add(1)
-			s.setVisible(k, e, nat.Failed, [6]byte{}, false)
+			s.setVisible(k, e, fwd.Failed, [6]byte{}, false)
 		}
-		if e.res != nat.Failed || e.retry {
+		if e.res != fwd.Failed || e.retry {
 			continue
 		}
 		if now-e.failedAt < s.retry {
@@ -233,7 +233,7 @@ func (s *neighState) tick(now int64) (next int64) {
 			s.dirty[k.side] = true
 			continue
 		}
-		s.setVisible(k, e, nat.Failed, [6]byte{}, true)
+		s.setVisible(k, e, fwd.Failed, [6]byte{}, true)
 	}
 	return next
 }
@@ -253,7 +253,7 @@ func (s *neighState) endResync() {
 
 // dropSide forgets every neighbour of a side, when its interface is gone
 // or was replaced by another with a different index.
-func (s *neighState) dropSide(side nat.Side) {
+func (s *neighState) dropSide(side fwd.Side) {
 	for k := range s.m {
 		if k.side == side {
 			delete(s.m, k)
@@ -280,11 +280,11 @@ func (s *neighState) refresh(snap *snapshot) {
 				continue
 			}
 			sl.used.Store(0)
-			e := s.m[nkey{nat.Side(side), sl.ip}]
+			e := s.m[nkey{fwd.Side(side), sl.ip}]
 			if e == nil || !e.known || e.kstate&nudStale == 0 {
 				continue
 			}
-			if err := s.probe(nat.Side(side), sl.ip); err != nil {
+			if err := s.probe(fwd.Side(side), sl.ip); err != nil {
 				s.stats.nlErrors.Add(1)
 				continue
 			}
@@ -296,7 +296,7 @@ func (s *neighState) refresh(snap *snapshot) {
 // fill builds the neighbour table of one side for a new snapshot. The
 // used marks of prev (the side's table in the snapshot being replaced)
 // carry over, so a rebuild between two refresh sweeps loses no use.
-func (s *neighState) fill(side nat.Side, prev *ntable) ntable {
+func (s *neighState) fill(side fwd.Side, prev *ntable) ntable {
 	n := 0
 	for k := range s.m {
 		if k.side == side {

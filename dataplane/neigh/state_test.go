@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 const ms = int64(1e6)
@@ -14,7 +14,7 @@ type probeLog struct {
 	err   error
 }
 
-func (p *probeLog) probe(side nat.Side, ip uint32) error {
+func (p *probeLog) probe(side fwd.Side, ip uint32) error {
 	p.calls = append(p.calls, nkey{side, ip})
 	return p.err
 }
@@ -28,7 +28,7 @@ func newTestState() (*neighState, *probeLog, *counters) {
 var macA = [6]byte{2, 0, 0, 0, 0, 0xa}
 var macB = [6]byte{2, 0, 0, 0, 0, 0xb}
 
-func expect(t *testing.T, s *neighState, k nkey, res nat.Resolution, mac [6]byte, retry bool) {
+func expect(t *testing.T, s *neighState, k nkey, res fwd.Resolution, mac [6]byte, retry bool) {
 	t.Helper()
 	e := s.m[k]
 	if e == nil {
@@ -43,17 +43,17 @@ func TestClassify(t *testing.T) {
 	for _, c := range []struct {
 		state uint16
 		mac   [6]byte
-		res   nat.Resolution
+		res   fwd.Resolution
 		ok    bool
 	}{
-		{nudReachable, macA, nat.Resolved, true},
-		{nudStale, macA, nat.Resolved, true},
-		{nudDelay, macA, nat.Resolved, true},
-		{nudProbe, macA, nat.Resolved, true},
-		{nudPermanent, macA, nat.Resolved, true},
+		{nudReachable, macA, fwd.Resolved, true},
+		{nudStale, macA, fwd.Resolved, true},
+		{nudDelay, macA, fwd.Resolved, true},
+		{nudProbe, macA, fwd.Resolved, true},
+		{nudPermanent, macA, fwd.Resolved, true},
 		{nudReachable, [6]byte{}, 0, false}, // no usable address
-		{nudIncomplete, [6]byte{}, nat.Pending, true},
-		{nudFailed, [6]byte{}, nat.Failed, true},
+		{nudIncomplete, [6]byte{}, fwd.Pending, true},
+		{nudFailed, [6]byte{}, fwd.Failed, true},
 		{0, macA, 0, false}, // NUD_NONE
 	} {
 		res, ok := classify(c.state, c.mac)
@@ -65,12 +65,12 @@ func TestClassify(t *testing.T) {
 
 func TestStateMissResolves(t *testing.T) {
 	s, p, c := newTestState()
-	k := nkey{nat.Outside, 0xc6120002}
+	k := nkey{fwd.Outside, 0xc6120002}
 	s.request(k, 0)
 	if len(p.calls) != 1 || p.calls[0] != k {
 		t.Fatalf("probes %v", p.calls)
 	}
-	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	expect(t, s, k, fwd.Pending, [6]byte{}, false)
 	if !dirty(s) {
 		t.Fatal("new pending entry not marked dirty")
 	}
@@ -81,14 +81,14 @@ func TestStateMissResolves(t *testing.T) {
 	}
 	// The kernel's INCOMPLETE (if it reports one) keeps it pending.
 	s.kernel(k, nudIncomplete, [6]byte{}, 20*ms)
-	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	expect(t, s, k, fwd.Pending, [6]byte{}, false)
 	s.kernel(k, nudReachable, macA, 30*ms)
-	expect(t, s, k, nat.Resolved, macA, false)
+	expect(t, s, k, fwd.Resolved, macA, false)
 	if c.requested.Load() != 1 || c.completed.Load() != 1 || c.failed.Load() != 0 {
 		t.Fatalf("counters requested=%d completed=%d failed=%d", c.requested.Load(), c.completed.Load(), c.failed.Load())
 	}
 	// Only visible changes make a new snapshot.
-	s.dirty = [nat.NumSides]bool{}
+	s.dirty = [fwd.NumSides]bool{}
 	s.kernel(k, nudStale, macA, 40*ms)
 	if dirty(s) {
 		t.Fatal("REACHABLE->STALE with the same MAC marked dirty")
@@ -97,7 +97,7 @@ func TestStateMissResolves(t *testing.T) {
 	if !dirty(s) {
 		t.Fatal("MAC change not marked dirty")
 	}
-	expect(t, s, k, nat.Resolved, macB, false)
+	expect(t, s, k, fwd.Resolved, macB, false)
 	// A request for a resolved neighbour is stale.
 	s.request(k, 60*ms)
 	if len(p.calls) != 1 {
@@ -110,10 +110,10 @@ func TestStateMissResolves(t *testing.T) {
 
 func TestStateFailedAndRetry(t *testing.T) {
 	s, p, c := newTestState()
-	k := nkey{nat.Inside, 0x0a000063}
+	k := nkey{fwd.Inside, 0x0a000063}
 	s.request(k, 0)
 	s.kernel(k, nudFailed, [6]byte{}, 3000*ms)
-	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	expect(t, s, k, fwd.Failed, [6]byte{}, false)
 	if c.failed.Load() != 1 {
 		t.Fatalf("failed = %d", c.failed.Load())
 	}
@@ -126,9 +126,9 @@ func TestStateFailedAndRetry(t *testing.T) {
 		t.Fatalf("next tick %d ms, want 4000", next/ms)
 	}
 	// After the delay the entry is armed, so Resolve will post.
-	s.dirty = [nat.NumSides]bool{}
+	s.dirty = [fwd.NumSides]bool{}
 	s.tick(4000 * ms)
-	expect(t, s, k, nat.Failed, [6]byte{}, true)
+	expect(t, s, k, fwd.Failed, [6]byte{}, true)
 	if !dirty(s) {
 		t.Fatal("arming not published")
 	}
@@ -136,10 +136,10 @@ func TestStateFailedAndRetry(t *testing.T) {
 	if len(p.calls) != 2 {
 		t.Fatalf("armed retry not probed: %v", p.calls)
 	}
-	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	expect(t, s, k, fwd.Pending, [6]byte{}, false)
 	// The host came up.
 	s.kernel(k, nudReachable, macA, 4200*ms)
-	expect(t, s, k, nat.Resolved, macA, false)
+	expect(t, s, k, fwd.Resolved, macA, false)
 	if c.requested.Load() != 2 || c.completed.Load() != 1 || c.failed.Load() != 1 {
 		t.Fatalf("counters requested=%d completed=%d failed=%d", c.requested.Load(), c.completed.Load(), c.failed.Load())
 	}
@@ -147,14 +147,14 @@ func TestStateFailedAndRetry(t *testing.T) {
 
 func TestStatePendingTimeout(t *testing.T) {
 	s, p, c := newTestState()
-	k := nkey{nat.Outside, 0xc6120009}
+	k := nkey{fwd.Outside, 0xc6120009}
 	s.request(k, 0)
 	if next := s.tick(1000 * ms); next != 5000*ms {
 		t.Fatalf("next tick %d ms, want 5000", next/ms)
 	}
-	expect(t, s, k, nat.Pending, [6]byte{}, false)
+	expect(t, s, k, fwd.Pending, [6]byte{}, false)
 	s.tick(5000 * ms)
-	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	expect(t, s, k, fwd.Failed, [6]byte{}, false)
 	if c.failed.Load() != 1 {
 		t.Fatalf("failed = %d", c.failed.Load())
 	}
@@ -173,9 +173,9 @@ func TestStatePendingTimeout(t *testing.T) {
 func TestStateProbeError(t *testing.T) {
 	s, p, c := newTestState()
 	p.err = errors.New("ENETDOWN")
-	k := nkey{nat.Outside, 0xc6120002}
+	k := nkey{fwd.Outside, 0xc6120002}
 	s.request(k, 0)
-	expect(t, s, k, nat.Failed, [6]byte{}, false)
+	expect(t, s, k, fwd.Failed, [6]byte{}, false)
 	if c.failed.Load() != 1 || c.nlErrors.Load() != 1 {
 		t.Fatalf("failed=%d errors=%d", c.failed.Load(), c.nlErrors.Load())
 	}
@@ -186,7 +186,7 @@ func TestStateProbeError(t *testing.T) {
 
 func TestStateKernelGone(t *testing.T) {
 	s, _, _ := newTestState()
-	a, b := nkey{nat.Inside, 1}, nkey{nat.Inside, 2}
+	a, b := nkey{fwd.Inside, 1}, nkey{fwd.Inside, 2}
 	s.kernel(a, nudReachable, macA, 0)
 	s.request(b, 0)
 	s.kernel(b, nudIncomplete, [6]byte{}, 0)
@@ -196,7 +196,7 @@ func TestStateKernelGone(t *testing.T) {
 		t.Fatal("deleted neighbour still present")
 	}
 	// b is still being resolved for us.
-	expect(t, s, b, nat.Pending, [6]byte{}, false)
+	expect(t, s, b, fwd.Pending, [6]byte{}, false)
 	// NUD_NONE counts as gone.
 	s.kernel(a, nudReachable, macA, 0)
 	s.kernel(a, 0, [6]byte{}, 0)
@@ -207,7 +207,7 @@ func TestStateKernelGone(t *testing.T) {
 
 func TestStateResyncAndDropSide(t *testing.T) {
 	s, _, _ := newTestState()
-	keep, gone, asked := nkey{nat.Inside, 1}, nkey{nat.Inside, 2}, nkey{nat.Outside, 3}
+	keep, gone, asked := nkey{fwd.Inside, 1}, nkey{fwd.Inside, 2}, nkey{fwd.Outside, 3}
 	s.kernel(keep, nudReachable, macA, 0)
 	s.kernel(gone, nudStale, macB, 0)
 	s.request(asked, 0)
@@ -217,9 +217,9 @@ func TestStateResyncAndDropSide(t *testing.T) {
 	if s.m[gone] != nil {
 		t.Fatal("entry missing from the re-list survived")
 	}
-	expect(t, s, keep, nat.Resolved, macA, false)
-	expect(t, s, asked, nat.Pending, [6]byte{}, false)
-	s.dropSide(nat.Inside)
+	expect(t, s, keep, fwd.Resolved, macA, false)
+	expect(t, s, asked, fwd.Pending, [6]byte{}, false)
+	s.dropSide(fwd.Inside)
 	if s.m[keep] != nil || s.m[asked] == nil {
 		t.Fatal("dropSide removed the wrong side")
 	}
@@ -227,17 +227,17 @@ func TestStateResyncAndDropSide(t *testing.T) {
 
 func TestStateRefresh(t *testing.T) {
 	s, p, c := newTestState()
-	stale := []nkey{{nat.Inside, 1}, {nat.Outside, 3}}
-	fresh := []nkey{{nat.Inside, 2}, {nat.Outside, 6}} // REACHABLE, DELAY: the kernel's timers run
-	perm := nkey{nat.Outside, 4}
-	idle := nkey{nat.Inside, 5} // STALE but not used
+	stale := []nkey{{fwd.Inside, 1}, {fwd.Outside, 3}}
+	fresh := []nkey{{fwd.Inside, 2}, {fwd.Outside, 6}} // REACHABLE, DELAY: the kernel's timers run
+	perm := nkey{fwd.Outside, 4}
+	idle := nkey{fwd.Inside, 5} // STALE but not used
 	s.kernel(stale[0], nudStale, macA, 0)
 	s.kernel(stale[1], nudStale, macB, 0)
 	s.kernel(fresh[0], nudReachable, macA, 0)
 	s.kernel(fresh[1], nudDelay, macA, 0)
 	s.kernel(perm, nudPermanent, macB, 0)
 	s.kernel(idle, nudStale, macA, 0)
-	snap := buildSnapshot(nil, [nat.NumSides]linkState{{1, true}, {2, true}}, [nat.NumSides][]route{}, s)
+	snap := buildSnapshot(nil, [fwd.NumSides]linkState{{1, true}, {2, true}}, [fwd.NumSides][]route{}, s)
 	used := append(append(append([]nkey{}, stale...), fresh...), perm)
 	for _, k := range used {
 		snap.sides[k.side].neigh.find(k.ip).markUsed()
@@ -267,32 +267,32 @@ func TestStateRefresh(t *testing.T) {
 
 func TestSnapshotCarriesUsedMarks(t *testing.T) {
 	s, _, _ := newTestState()
-	a, b := nkey{nat.Inside, 1}, nkey{nat.Outside, 2}
+	a, b := nkey{fwd.Inside, 1}, nkey{fwd.Outside, 2}
 	s.kernel(a, nudStale, macA, 0)
 	s.kernel(b, nudStale, macB, 0)
-	links := [nat.NumSides]linkState{{1, true}, {2, true}}
-	s1 := buildSnapshot(nil, links, [nat.NumSides][]route{}, s)
+	links := [fwd.NumSides]linkState{{1, true}, {2, true}}
+	s1 := buildSnapshot(nil, links, [fwd.NumSides][]route{}, s)
 	s1.sides[a.side].neigh.find(a.ip).markUsed()
 	s1.sides[b.side].neigh.find(b.ip).markUsed()
 	// Only the inside changes: the outside table is reused as is, the
 	// inside one rebuilt with its marks carried over.
-	s.kernel(nkey{nat.Inside, 9}, nudReachable, macA, 0)
-	s2 := buildSnapshot(s1, links, [nat.NumSides][]route{}, s)
-	if &s2.sides[nat.Outside].neigh.slots[0] != &s1.sides[nat.Outside].neigh.slots[0] {
+	s.kernel(nkey{fwd.Inside, 9}, nudReachable, macA, 0)
+	s2 := buildSnapshot(s1, links, [fwd.NumSides][]route{}, s)
+	if &s2.sides[fwd.Outside].neigh.slots[0] != &s1.sides[fwd.Outside].neigh.slots[0] {
 		t.Fatal("unchanged side rebuilt")
 	}
-	if &s2.sides[nat.Inside].neigh.slots[0] == &s1.sides[nat.Inside].neigh.slots[0] {
+	if &s2.sides[fwd.Inside].neigh.slots[0] == &s1.sides[fwd.Inside].neigh.slots[0] {
 		t.Fatal("changed side not rebuilt")
 	}
 	if s2.sides[a.side].neigh.find(a.ip).used.Load() == 0 || s2.sides[b.side].neigh.find(b.ip).used.Load() == 0 {
 		t.Fatal("used mark lost across a rebuild")
 	}
-	if s2.sides[nat.Inside].neigh.find(9).used.Load() != 0 {
+	if s2.sides[fwd.Inside].neigh.find(9).used.Load() != 0 {
 		t.Fatal("new entry born marked")
 	}
 }
 
-func dirty(s *neighState) bool { return s.dirty[nat.Inside] || s.dirty[nat.Outside] }
+func dirty(s *neighState) bool { return s.dirty[fwd.Inside] || s.dirty[fwd.Outside] }
 
 // TestStateResyncInterleavings replays, against a model kernel, every way a
 // re-list can interleave with the notifications of the subscription opened
@@ -339,7 +339,7 @@ func TestStateResyncInterleavings(t *testing.T) {
 		// Before the overflow the Table knew some earlier state.
 		sub := next(len(changes) + 1)
 		for ip, mac := range kernelAt(next(sub + 1)) {
-			s.kernel(nkey{nat.Inside, ip}, nudStale, mac, 0)
+			s.kernel(nkey{fwd.Inside, ip}, nudStale, mac, 0)
 		}
 		// The dump reads entry ip after readAt[ip] changes, in address
 		// order, never before the subscription.
@@ -348,20 +348,20 @@ func TestStateResyncInterleavings(t *testing.T) {
 		for ip := uint32(1); ip <= 4; ip++ {
 			at += next(len(changes) - at + 1)
 			if mac, ok := kernelAt(at)[ip]; ok {
-				s.kernel(nkey{nat.Inside, ip}, nudStale, mac, 0)
+				s.kernel(nkey{fwd.Inside, ip}, nudStale, mac, 0)
 			}
 		}
 		s.endResync()
 		for _, c := range changes[sub:] {
 			if c.mac == ([6]byte{}) {
-				s.kernelGone(nkey{nat.Inside, c.ip})
+				s.kernelGone(nkey{fwd.Inside, c.ip})
 			} else {
-				s.kernel(nkey{nat.Inside, c.ip}, nudStale, c.mac, 0)
+				s.kernel(nkey{fwd.Inside, c.ip}, nudStale, c.mac, 0)
 			}
 		}
 		final := kernelAt(len(changes))
 		for ip := uint32(1); ip <= 4; ip++ {
-			e, want := s.m[nkey{nat.Inside, ip}], final[ip]
+			e, want := s.m[nkey{fwd.Inside, ip}], final[ip]
 			switch {
 			case want == ([6]byte{}) && e != nil:
 				t.Fatalf("trial %d: %d is gone in the kernel, the Table has %x (changes %v, subscribed at %d)", trial, ip, e.mac, changes, sub)

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/dataplane/fwd"
 )
 
 // Link names one of the NAT's interfaces in the Table's network namespace:
@@ -101,7 +101,7 @@ type sideSnap struct {
 // of its neighbour slots change after publication). Workers load it once
 // per Resolve; the control goroutine replaces it as a whole.
 type snapshot struct {
-	sides [nat.NumSides]sideSnap
+	sides [fwd.NumSides]sideSnap
 }
 
 // linkState is the control goroutine's view of a side's interface.
@@ -114,7 +114,7 @@ type linkState struct {
 // side whose neighbours did not change keeps prev's table, marks
 // included; routes are shared with the caller, who must not modify them
 // afterwards. It consumes the neighbour state's dirty marks.
-func buildSnapshot(prev *snapshot, links [nat.NumSides]linkState, routes [nat.NumSides][]route, ns *neighState) *snapshot {
+func buildSnapshot(prev *snapshot, links [fwd.NumSides]linkState, routes [fwd.NumSides][]route, ns *neighState) *snapshot {
 	s := &snapshot{}
 	for side := range s.sides {
 		var old *ntable
@@ -126,7 +126,7 @@ func buildSnapshot(prev *snapshot, links [nat.NumSides]linkState, routes [nat.Nu
 		if old != nil && old.slots != nil && !ns.dirty[side] {
 			ss.neigh = *old
 		} else {
-			ss.neigh = ns.fill(nat.Side(side), old)
+			ss.neigh = ns.fill(fwd.Side(side), old)
 		}
 		ns.dirty[side] = false
 	}
@@ -142,7 +142,7 @@ func emptySnapshot() *snapshot {
 }
 
 // Table resolves next hops for the NAT workers from the kernel's routing
-// and neighbour tables. It implements nat.Neighbors.
+// and neighbour tables. It implements fwd.Neighbors.
 //
 // Resolve, Stats and Snapshot may be called from any goroutine,
 // concurrently; Close from any goroutine. The Table's control goroutine
@@ -165,7 +165,7 @@ type Table struct {
 	closeOnce sync.Once
 }
 
-var _ nat.Neighbors = (*Table)(nil)
+var _ fwd.Neighbors = (*Table)(nil)
 
 // newTable returns a Table with an empty snapshot and no control
 // goroutine; New starts one, tests drive it by hand.
@@ -186,37 +186,37 @@ func newTable(cfg Config) *Table {
 //
 // Resolve is called per packet by every worker, concurrently. It takes no
 // lock, allocates nothing and never blocks.
-func (t *Table) Resolve(side nat.Side, dst [4]byte) (mac [6]byte, r nat.Resolution) {
-	if side >= nat.NumSides {
-		return mac, nat.Unreachable
+func (t *Table) Resolve(side fwd.Side, dst [4]byte) (mac [6]byte, r fwd.Resolution) {
+	if side >= fwd.NumSides {
+		return mac, fwd.Unreachable
 	}
 	ss := &t.snap.Load().sides[side]
 	if !ss.up {
-		return mac, nat.Unreachable
+		return mac, fwd.Unreachable
 	}
 	d := binary.BigEndian.Uint32(dst[:])
 	rt := lookupRoute(ss.routes, d)
 	if rt == nil || rt.kind != kindForward {
-		return mac, nat.Unreachable
+		return mac, fwd.Unreachable
 	}
 	nh := rt.nextHop(d)
 	if nh == 0 {
 		// 0.0.0.0 is never a neighbour (RFC 1122 section 3.2.1.3 (a)).
-		return mac, nat.Unreachable
+		return mac, fwd.Unreachable
 	}
 	sl := ss.neigh.find(nh)
 	if sl == nil {
 		t.req.post(side, nh)
-		return mac, nat.Pending
+		return mac, fwd.Pending
 	}
 	switch sl.res {
-	case nat.Resolved:
+	case fwd.Resolved:
 		sl.markUsed()
-		return sl.mac, nat.Resolved
-	case nat.Failed:
+		return sl.mac, fwd.Resolved
+	case fwd.Failed:
 		if sl.flags&flagRetry != 0 {
 			t.req.post(side, nh)
-			return mac, nat.Pending
+			return mac, fwd.Pending
 		}
 	}
 	return mac, sl.res
@@ -247,8 +247,8 @@ type Stats struct {
 	LastError     string
 	// Entries counts neighbours per side in the current snapshot, in any
 	// state; Routes counts the side's routes.
-	Entries [nat.NumSides]int
-	Routes  [nat.NumSides]int
+	Entries [fwd.NumSides]int
+	Routes  [fwd.NumSides]int
 }
 
 // Stats returns the counters. Any goroutine may call it.
@@ -282,7 +282,7 @@ type LinkState struct {
 
 // RouteEntry is a route as one side sees it.
 type RouteEntry struct {
-	Side   nat.Side
+	Side   fwd.Side
 	Prefix netip.Prefix
 	// NextHops are the gateways; an invalid Addr means on-link (the
 	// destination itself is the next hop).
@@ -293,16 +293,16 @@ type RouteEntry struct {
 
 // NeighborEntry is a neighbour as one side sees it.
 type NeighborEntry struct {
-	Side  nat.Side
+	Side  fwd.Side
 	Addr  netip.Addr
 	MAC   [6]byte // valid when State is Resolved
-	State nat.Resolution
+	State fwd.Resolution
 }
 
 // Snapshot is a copy of what Resolve currently sees, for the management
 // plane.
 type Snapshot struct {
-	Links     [nat.NumSides]LinkState
+	Links     [fwd.NumSides]LinkState
 	Routes    []RouteEntry    // per side, in lookup order
 	Neighbors []NeighborEntry // per side, unordered
 	Stats     Stats
@@ -315,7 +315,7 @@ func (t *Table) Snapshot() Snapshot {
 	out := Snapshot{Stats: t.Stats()}
 	for i := range s.sides {
 		ss := &s.sides[i]
-		side := nat.Side(i)
+		side := fwd.Side(i)
 		out.Links[i] = LinkState{Index: ss.ifindex, Up: ss.up}
 		for _, r := range ss.routes {
 			e := RouteEntry{

@@ -57,6 +57,14 @@ type Port interface {
 	FrameSize() int
 }
 
+// LinkDowner is implemented by ports that know when their link is down
+// (AF_XDP: ENETDOWN, ENXIO; memport: SetLinkUp). A worker counts the frames
+// such a port refuses as drop.LinkDown rather than drop.TxFull, and its
+// adaptive sleep drives the port's recovery. Worker goroutine.
+type LinkDowner interface {
+	LinkDown() bool
+}
+
 // Waiter is implemented by ports that can sleep until traffic arrives, for
 // the adaptive poll mode. Wait returns when a frame may be ready to receive,
 // when timeoutMillis has elapsed, or on error.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // PollMode chooses how a worker waits for traffic.
@@ -33,23 +34,15 @@ const (
 	Busy
 )
 
-func (m PollMode) String() string {
-	if m == Busy {
-		return "busy"
-	}
-	return "adaptive"
-}
+var pollModeNames = []string{Adaptive: "adaptive", Busy: "busy"}
 
-// ParsePollMode parses "busy" or "adaptive".
-func ParsePollMode(s string) (PollMode, error) {
-	switch s {
-	case "busy":
-		return Busy, nil
-	case "adaptive", "":
-		return Adaptive, nil
-	}
-	return 0, fmt.Errorf("unknown poll mode %q (want busy or adaptive)", s)
+func (m PollMode) String() string { return enumtext.String(pollModeNames, "poll_mode", m) }
+
+// MarshalText and UnmarshalText are the poll mode's form in natd.yaml.
+func (m PollMode) MarshalText() ([]byte, error) {
+	return enumtext.Marshal(pollModeNames, "poll_mode", m)
 }
+func (m *PollMode) UnmarshalText(b []byte) error { return enumtext.Unmarshal(pollModeNames, b, m) }
 
 // Config configures one Runner.
 type Config struct {

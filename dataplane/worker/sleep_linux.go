@@ -3,6 +3,7 @@ package worker
 import (
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/ospoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,8 +19,6 @@ func pin(cpu int) error {
 
 type fder interface{ FD() int }
 
-type linkDowner interface{ LinkDown() bool }
-
 // sleep waits until either port may have frames, or the timeout. Ports
 // with a socket are polled together with one poll(2); a port whose link is
 // down is given its own Wait, which drives its recovery. Ports without a
@@ -29,7 +28,7 @@ func (r *Runner) sleep() error {
 	n := 0
 	for s := nat.Inside; s < nat.NumSides; s++ {
 		p := r.cfg.Ports[s]
-		if d, ok := p.(linkDowner); ok && d.LinkDown() {
+		if d, ok := p.(port.LinkDowner); ok && d.LinkDown() {
 			if wt, ok := p.(port.Waiter); ok {
 				if err := wt.Wait(0); err != nil {
 					return err
@@ -41,11 +40,6 @@ func (r *Runner) sleep() error {
 			n++
 		}
 	}
-	for {
-		_, err := unix.Poll(pfds[:n], r.cfg.SleepMillis)
-		if err == unix.EINTR {
-			continue
-		}
-		return err
-	}
+	_, err := ospoll.Poll(pfds[:n], r.cfg.SleepMillis)
+	return err
 }

@@ -29,12 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/xnat/xnat/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,6 +70,7 @@ const (
 	counterRedirected = iota
 	counterPassed
 	counterRedirectFailed
+	counterMasqLocal
 	numCounters
 )
 
@@ -85,6 +86,9 @@ type Program struct {
 	public   *ebpf.Map
 	local    *ebpf.Map
 	inside   *ebpf.Map
+	masq     *ebpf.Map // masquerade.go
+	owned    *ebpf.Map
+	frags    *ebpf.Map
 	attached map[int]*Attachment
 }
 
@@ -98,7 +102,8 @@ func Load() (*Program, error) {
 	for _, m := range []struct {
 		dst  **ebpf.Map
 		name string
-	}{{&p.public, xnatMapPublicAddrs}, {&p.local, xnatMapLocalAddrs}, {&p.inside, xnatMapInsidePrefixes}} {
+	}{{&p.public, xnatMapPublicAddrs}, {&p.local, xnatMapLocalAddrs}, {&p.inside, xnatMapInsidePrefixes},
+		{&p.masq, xnatMapMasqAddrs}, {&p.owned, xnatMapOwnedPorts}, {&p.frags, xnatMapMasqFrags}} {
 		if *m.dst, err = ebpf.NewMap(spec.Maps[m.name]); err != nil {
 			p.closeMaps()
 			return nil, fmt.Errorf("xdpprog: create map %s: %w", m.name, err)
@@ -108,7 +113,7 @@ func Load() (*Program, error) {
 }
 
 func (p *Program) closeMaps() {
-	for _, m := range []*ebpf.Map{p.public, p.local, p.inside} {
+	for _, m := range []*ebpf.Map{p.public, p.local, p.inside, p.masq, p.owned, p.frags} {
 		if m != nil {
 			m.Close()
 		}
@@ -160,6 +165,9 @@ func (p *Program) Attach(ifindex int, role Role) (*Attachment, error) {
 			xnatMapPublicAddrs:    p.public,
 			xnatMapLocalAddrs:     p.local,
 			xnatMapInsidePrefixes: p.inside,
+			xnatMapMasqAddrs:      p.masq,
+			xnatMapOwnedPorts:     p.owned,
+			xnatMapMasqFrags:      p.frags,
 		},
 	})
 	if err != nil {
@@ -256,6 +264,9 @@ type Counters struct {
 	Redirected     uint64 // handed to an XSK by bpf_redirect_map
 	Passed         uint64 // not NAT traffic: given to the kernel
 	RedirectFailed uint64 // NAT traffic but no socket on its queue: passed
+	// MasqLocal counts frames to a masquerade address that were not the
+	// NAT's (the box's own traffic); they are in Passed too.
+	MasqLocal uint64
 }
 
 // Counters reads and sums the per-CPU counters. Frames redirected but then
@@ -263,7 +274,7 @@ type Counters struct {
 // here; see the socket's XDP_STATISTICS for those.
 func (a *Attachment) Counters() (Counters, error) {
 	var c Counters
-	dst := [numCounters]*uint64{&c.Redirected, &c.Passed, &c.RedirectFailed}
+	dst := [numCounters]*uint64{&c.Redirected, &c.Passed, &c.RedirectFailed, &c.MasqLocal}
 	var per []uint64
 	for i := range uint32(numCounters) {
 		if err := a.cnt.Lookup(i, &per); err != nil {
@@ -291,7 +302,7 @@ func (a *Attachment) detachLocked() error {
 		return nil
 	}
 	var errs []error
-	err := inNetns(a.ns, func() error {
+	err := nsenter.Run(a.ns, func() error {
 		link, err := netlink.LinkByIndex(a.ifindex)
 		if err != nil {
 			return nil // interface gone: nothing to detach from
@@ -424,33 +435,4 @@ func (p *Program) dump(m *ebpf.Map) ([]netip.Addr, error) {
 		out = append(out, netip.AddrFrom4(b))
 	}
 	return out, it.Err()
-}
-
-// inNetns runs f on a locked OS thread switched into ns, then switches back.
-// A thread that cannot be switched back stays locked, so the runtime
-// retires it with the goroutine.
-func inNetns(ns netns.NsHandle, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("xdpprog: current netns: %w", err)
-	}
-	defer orig.Close()
-	if orig.Equal(ns) {
-		// Already there (natd's case): no setns(2), which would need
-		// CAP_SYS_ADMIN even to re-enter one's own namespace.
-		runtime.UnlockOSThread()
-		return f()
-	}
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("xdpprog: enter netns: %w", err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("xdpprog: restore netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

@@ -18,6 +18,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -32,7 +33,8 @@ enum {
 	CNT_REDIRECTED = 0,      // handed to bpf_redirect_map and accepted
 	CNT_PASSED = 1,          // not ours: given to the kernel stack
 	CNT_REDIRECT_FAILED = 2, // ours, but no XSK bound to this queue: passed
-	CNT_MAX = 3,
+	CNT_MASQ_LOCAL = 3,      // to a masquerade address, not a NAT port: passed (also counted as passed)
+	CNT_MAX = 4,
 };
 
 #define MAX_QUEUES 64
@@ -64,6 +66,51 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } local_addrs SEC(".maps");
+
+// Masquerade: pool addresses that are also the box's own addresses (the
+// outside interface's address). Traffic to them is the NAT's only when
+// owned_ports says so; the rest is the box's own and goes to the kernel.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} masq_addrs SEC(".maps");
+
+// The ports the NAT owns on masquerade addresses, one bit per port:
+// entry 0 TCP, 1 UDP (destination ports), 2 ICMP query identifiers. natd
+// sets the dynamic ranges (which it reserves from the kernel's local
+// ports) and the ports of port forwards.
+#define OWN_TCP 0
+#define OWN_UDP 1
+#define OWN_ICMP 2
+struct port_bits {
+	__u64 w[1024];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct port_bits);
+} owned_ports SEC(".maps");
+
+// First fragments of NAT traffic to a masquerade address, so that the
+// later fragments (which carry no ports) follow them to natd. A later
+// fragment that arrives before its first goes to the kernel.
+struct frag_key {
+	__u32 saddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct frag_key);
+	__type(value, __u8);
+} masq_frags SEC(".maps");
 
 struct lpm_v4 {
 	__u32 prefixlen;
@@ -99,6 +146,86 @@ static __always_inline int pass(void)
 	return XDP_PASS;
 }
 
+static __always_inline int owned(__u32 idx, __u16 port)
+{
+	struct port_bits *b = bpf_map_lookup_elem(&owned_ports, &idx);
+	if (!b)
+		return 0;
+	return (b->w[(port >> 6) & 1023] >> (port & 63)) & 1;
+}
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+// nat_owned decides whether a packet to a masquerade address is the NAT's:
+// TCP and UDP by destination port; ICMP echo replies by identifier; ICMP
+// errors by the source port (or identifier) of the packet they quote, which
+// the NAT sent (RFC 792: the quote holds the IP header and at least 8 bytes
+// of its payload). from_outside also admits ICMP; from the inside only
+// TCP and UDP hairpin through the NAT, the rest is for the box.
+static __always_inline int nat_owned(struct iphdr *ip, void *data_end, int from_outside)
+{
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	struct frag_key fk = {.saddr = ip->saddr, .id = ip->id, .proto = ip->protocol};
+	if (frag & IP_OFFMASK)
+		return bpf_map_lookup_elem(&masq_frags, &fk) != 0;
+	// Only headers without options: a variable offset from a packet
+	// pointer needs CAP_PERFMON from the verifier, which natd does not
+	// ask for. A packet with IP options to a masquerade address goes to
+	// the kernel, its owner.
+	if (ip->ihl != 5)
+		return 0;
+	__u8 *l4 = (__u8 *)(ip + 1);
+	if ((void *)(l4 + 8) > data_end)
+		return 0;
+	int own = 0;
+	switch (ip->protocol) {
+	case IPPROTO_TCP:
+		own = owned(OWN_TCP, bpf_ntohs(*(__u16 *)(l4 + 2)));
+		break;
+	case IPPROTO_UDP:
+		own = owned(OWN_UDP, bpf_ntohs(*(__u16 *)(l4 + 2)));
+		break;
+	case IPPROTO_ICMP:
+		if (!from_outside)
+			return 0;
+		if (l4[0] == 0) { // echo reply
+			own = owned(OWN_ICMP, bpf_ntohs(*(__u16 *)(l4 + 4)));
+			break;
+		}
+		// Destination unreachable, source quench, redirect, time
+		// exceeded, parameter problem: errors that quote a packet.
+		if (l4[0] != 3 && l4[0] != 4 && l4[0] != 5 && l4[0] != 11 && l4[0] != 12)
+			return 0;
+		struct iphdr *in = (void *)(l4 + 8);
+		if ((void *)(in + 1) > data_end || in->ihl != 5)
+			return 0;
+		__u8 *q = (__u8 *)(in + 1);
+		if ((void *)(q + 8) > data_end)
+			return 0;
+		if (in->protocol == IPPROTO_TCP)
+			own = owned(OWN_TCP, bpf_ntohs(*(__u16 *)q));
+		else if (in->protocol == IPPROTO_UDP)
+			own = owned(OWN_UDP, bpf_ntohs(*(__u16 *)q));
+		else if (in->protocol == IPPROTO_ICMP && q[0] == 8)
+			own = owned(OWN_ICMP, bpf_ntohs(*(__u16 *)(q + 4)));
+		break;
+	default:
+		return 0;
+	}
+	if (own && (frag & IP_MF)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&masq_frags, &fk, &one, BPF_ANY);
+	}
+	return own;
+}
+
+static __always_inline int pass_local(void)
+{
+	count(CNT_MASQ_LOCAL);
+	return pass();
+}
+
 SEC("xdp")
 int xnat_xdp(struct xdp_md *ctx)
 {
@@ -121,6 +248,8 @@ int xnat_xdp(struct xdp_md *ctx)
 	if (role == ROLE_OUTSIDE) {
 		if (!bpf_map_lookup_elem(&public_addrs, &daddr))
 			return pass();
+		if (bpf_map_lookup_elem(&masq_addrs, &daddr) && !nat_owned(ip, data_end, 1))
+			return pass_local();
 	} else if (role == ROLE_INSIDE) {
 		struct lpm_v4 key = {.prefixlen = 32, .addr = ip->saddr};
 		if (!bpf_map_lookup_elem(&inside_prefixes, &key))
@@ -129,8 +258,14 @@ int xnat_xdp(struct xdp_md *ctx)
 		// business of the kernel, never NAT traffic.
 		if (daddr == 0xffffffff || (bpf_ntohl(daddr) >> 28) == 0xe)
 			return pass();
-		if (bpf_map_lookup_elem(&local_addrs, &daddr))
+		// A masquerade address is also the box's: only hairpinned NAT
+		// ports go to natd (a port forward reached from the inside).
+		if (bpf_map_lookup_elem(&masq_addrs, &daddr)) {
+			if (!nat_owned(ip, data_end, 0))
+				return pass_local();
+		} else if (bpf_map_lookup_elem(&local_addrs, &daddr)) {
 			return pass();
+		}
 	} else {
 		return pass();
 	}

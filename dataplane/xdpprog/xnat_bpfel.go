@@ -13,10 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xnatFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type xnatLpmV4 struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type xnatPortBits struct {
+	_ structs.HostLayout
+	W [1024]uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -26,6 +39,9 @@ const (
 	xnatMapCounters       = "counters"
 	xnatMapInsidePrefixes = "inside_prefixes"
 	xnatMapLocalAddrs     = "local_addrs"
+	xnatMapMasqAddrs      = "masq_addrs"
+	xnatMapMasqFrags      = "masq_frags"
+	xnatMapOwnedPorts     = "owned_ports"
 	xnatMapPublicAddrs    = "public_addrs"
 	xnatMapXsks           = "xsks"
 	xnatProgXnatXdp       = "xnat_xdp"
@@ -84,6 +100,9 @@ type xnatMapSpecs struct {
 	Counters       *ebpf.MapSpec `ebpf:"counters"`
 	InsidePrefixes *ebpf.MapSpec `ebpf:"inside_prefixes"`
 	LocalAddrs     *ebpf.MapSpec `ebpf:"local_addrs"`
+	MasqAddrs      *ebpf.MapSpec `ebpf:"masq_addrs"`
+	MasqFrags      *ebpf.MapSpec `ebpf:"masq_frags"`
+	OwnedPorts     *ebpf.MapSpec `ebpf:"owned_ports"`
 	PublicAddrs    *ebpf.MapSpec `ebpf:"public_addrs"`
 	Xsks           *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -118,6 +137,9 @@ type xnatMaps struct {
 	Counters       *ebpf.Map `ebpf:"counters"`
 	InsidePrefixes *ebpf.Map `ebpf:"inside_prefixes"`
 	LocalAddrs     *ebpf.Map `ebpf:"local_addrs"`
+	MasqAddrs      *ebpf.Map `ebpf:"masq_addrs"`
+	MasqFrags      *ebpf.Map `ebpf:"masq_frags"`
+	OwnedPorts     *ebpf.Map `ebpf:"owned_ports"`
 	PublicAddrs    *ebpf.Map `ebpf:"public_addrs"`
 	Xsks           *ebpf.Map `ebpf:"xsks"`
 }
@@ -127,6 +149,9 @@ func (m *xnatMaps) Close() error {
 		m.Counters,
 		m.InsidePrefixes,
 		m.LocalAddrs,
+		m.MasqAddrs,
+		m.MasqFrags,
+		m.OwnedPorts,
 		m.PublicAddrs,
 		m.Xsks,
 	)

@@ -85,6 +85,7 @@ type natdYAML struct {
 		InsidePrefixes []string `yaml:"inside_prefixes"`
 		Pools          []struct {
 			Addresses []string `yaml:"addresses"`
+			Interface string   `yaml:"interface"` // masquerade: one address, the interface's
 		} `yaml:"pools"`
 		PortForwards []any          `yaml:"port_forwards"`
 		Limits       map[string]int `yaml:"limits"`
@@ -105,6 +106,9 @@ type natdYAML struct {
 func (c *natdYAML) poolAddresses(t *testing.T) int {
 	n := 0
 	for _, p := range c.NAT.Pools {
+		if p.Interface != "" {
+			n++
+		}
 		for _, a := range p.Addresses {
 			if !strings.Contains(a, "/") {
 				a += "/32"

@@ -80,6 +80,7 @@ var (
 	dFragTrans   = desc("xnat_fragments_translated_total", "IPv4 fragments translated.")
 	dFragHeld    = desc("xnat_fragments_held_total", "Out-of-order IPv4 fragments held until their first fragment.")
 	dFragMade    = desc("xnat_fragments_made_total", "Fragments natd made to fit the egress MTU.")
+	dMSSClamped  = desc("xnat_mss_clamped_total", "TCP SYNs whose MSS option natd lowered (nat.mss_clamp).")
 	dEvDropped   = desc("xnat_events_dropped_total", "Session events lost because the engine's event rings were full.")
 	dEvWritten   = desc("xnat_events_written_total", "Session events written to the event log.")
 	dEvWriteErr  = desc("xnat_event_write_errors_total", "Failed writes to the event log.")
@@ -116,6 +117,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dDropped, dSessions, dSessCap, dCreated, dExpired, dDeleted, dAllocFail, dPortsInUse, dPorts,
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
 		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
+		dMSSClamped,
 		dBlocksInUse, dBlocksAlloc, dBlocksFreed,
 	} {
 		ch <- d
@@ -128,8 +130,6 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		describeExport(ch)
 	}
 }
-
-var protoNames = [nat.NumProtos]string{"tcp", "udp", "icmp"}
 
 // Collect reads the core's counters once and emits every metric.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
@@ -173,9 +173,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dDropped, sum.Drops(r), r.String())
 	}
 	for p := nat.Proto(0); p < nat.NumProtos; p++ {
-		gauge(dSessions, float64(stats.Sessions[p]), protoNames[p])
-		counter(dCreated, sum[nat.SessionsCreated+nat.Counter(p)], protoNames[p])
-		counter(dExpired, stats.SessionsExpired[p], protoNames[p])
+		gauge(dSessions, float64(stats.Sessions[p]), p.String())
+		counter(dCreated, sum[nat.SessionsCreated+nat.Counter(p)], p.String())
+		counter(dExpired, stats.SessionsExpired[p], p.String())
 	}
 	counter(dDeleted, stats.SessionsDeleted)
 	counter(dAllocFail, sum[nat.PortAllocFailures])
@@ -185,6 +185,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dFragTrans, sum[nat.FragmentsTranslated])
 	counter(dFragHeld, sum[nat.FragmentsHeld])
 	counter(dFragMade, sum[nat.FragmentsMade])
+	counter(dMSSClamped, sum[nat.MSSClamped])
 	counter(dEvDropped, stats.EventsDropped)
 	counter(dBlocksAlloc, stats.CGN.BlocksAllocated)
 	counter(dBlocksFreed, stats.CGN.BlocksFreed)
@@ -194,8 +195,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, a := range p.Addresses {
 			addr := a.Addr.String()
 			for pr := nat.Proto(0); pr < nat.NumProtos; pr++ {
-				gauge(dPortsInUse, float64(a.PortsInUse[pr]), p.Name, addr, protoNames[pr])
-				gauge(dPorts, float64(a.PortsTotal[pr]), p.Name, addr, protoNames[pr])
+				gauge(dPortsInUse, float64(a.PortsInUse[pr]), p.Name, addr, pr.String())
+				gauge(dPorts, float64(a.PortsTotal[pr]), p.Name, addr, pr.String())
 			}
 			gauge(dSubscribers, float64(a.Subscribers), p.Name, addr)
 		}

@@ -10,7 +10,6 @@ package mgmttest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -82,12 +81,13 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// Core implements mgmt.Core over a real engine.
+// Core implements mgmt.Core over a real engine: mgmt.EngineCore, as in
+// natd, answers sessions, configuration and events; Core adds a canned
+// Status, Stats from the one worker and its in-memory ports, and a Reload
+// of what SetReload gave it.
 type Core struct {
-	Engine *nat.Engine
-	Store  *mgmt.ConfigStore
-	Events *events.Exporter
-	Clock  *Clock
+	mgmt.EngineCore
+	Clock *Clock
 
 	// wmu serialises use of the worker, which belongs to one goroutine
 	// at a time.
@@ -271,25 +271,7 @@ func (c *Core) Status() mgmt.Status {
 		SessionsInUse:    live,
 		SessionsCapacity: capacity,
 	}
-	// Group the engine's address usage by pool; addresses removed from
-	// the pools but still holding mappings form "(draining)".
-	idx := map[string]int{}
-	for _, u := range c.Engine.PoolUsage() {
-		name := u.Pool
-		if u.Draining {
-			name = "(draining)"
-		}
-		i, ok := idx[name]
-		if !ok {
-			i = len(st.Pools)
-			idx[name] = i
-			st.Pools = append(st.Pools, mgmt.PoolStatus{Name: name})
-		}
-		st.Pools[i].Addresses = append(st.Pools[i].Addresses, mgmt.AddressStatus{
-			Addr: u.Addr, Subscribers: u.Subscribers, PortsInUse: u.InUse, PortsTotal: u.Total, Draining: u.Draining,
-			RuleSessions: u.RuleSessions,
-		})
-	}
+	st.Pools = mgmt.PoolStatusOf(c.Engine.PoolUsage())
 	return st
 }
 
@@ -317,56 +299,6 @@ func (c *Core) Stats() mgmt.Stats {
 	return st
 }
 
-// Sessions lists sessions from the engine.
-func (c *Core) Sessions(ctx context.Context, f nat.SessionFilter, cursor uint32, limit int) ([]nat.Session, uint32, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
-	}
-	if limit < 1 {
-		return nil, 0, mgmt.Errorf(mgmt.ErrInvalid, "limit %d is below 1", limit)
-	}
-	s, next := c.Engine.Sessions(f, cursor, limit)
-	return s, next, nil
-}
-
-// DeleteSession deletes a session.
-func (c *Core) DeleteSession(id uint32, gen uint64) error {
-	err := c.Engine.DeleteSession(id, gen)
-	if errors.Is(err, nat.ErrNotFound) {
-		return mgmt.Errorf(mgmt.ErrNotFound, "no session %d at generation %d (it may have ended)", id, gen)
-	}
-	return err
-}
-
-// FlushSessions deletes matching sessions.
-func (c *Core) FlushSessions(f nat.SessionFilter) (int, error) { return c.Engine.FlushSessions(f), nil }
-
-// Config returns the configuration in force.
-func (c *Core) Config() nat.Config { return c.Store.Config() }
-
-// AddPool adds a pool.
-func (c *Core) AddPool(p nat.Pool) error { return c.Store.AddPool(p) }
-
-// DeletePool deletes a pool.
-func (c *Core) DeletePool(name string) error { return c.Store.DeletePool(name) }
-
-// AddPortForward adds a port forward.
-func (c *Core) AddPortForward(r nat.PortForward) error { return c.Store.AddPortForward(r) }
-
-// DeletePortForward deletes a port forward.
-func (c *Core) DeletePortForward(p nat.Proto, out netip.AddrPort) error {
-	return c.Store.DeletePortForward(p, out)
-}
-
-// AddStaticMapping adds a static mapping.
-func (c *Core) AddStaticMapping(m nat.StaticMapping) error { return c.Store.AddStaticMapping(m) }
-
-// DeleteStaticMapping deletes a static mapping.
-func (c *Core) DeleteStaticMapping(in netip.Addr) error { return c.Store.DeleteStaticMapping(in) }
-
-// Apply applies changes atomically.
-func (c *Core) Apply(ch []mgmt.Change) error { return c.Store.Apply(ch) }
-
 // Reload applies the configuration set with SetReload.
 func (c *Core) Reload() error {
 	c.mu.Lock()
@@ -379,12 +311,4 @@ func (c *Core) Reload() error {
 		return mgmt.Errorf(mgmt.ErrUnavailable, "no configuration file to reload")
 	}
 	return c.Store.Replace(*cfg)
-}
-
-// SubscribeEvents subscribes to the exporter's fan-out.
-func (c *Core) SubscribeEvents(ctx context.Context) <-chan nat.Event { return c.Events.Subscribe(ctx) }
-
-// Lookup answers from the engine (mgmt.LookupEngine).
-func (c *Core) Lookup(_ context.Context, q mgmt.LookupQuery) (mgmt.LookupResult, error) {
-	return mgmt.LookupEngine(c.Engine, q, c.Clock.Now())
 }

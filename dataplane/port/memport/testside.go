@@ -90,6 +90,10 @@ func (p *Port) Drain() [][]byte {
 // is unaffected.
 func (p *Port) SetLinkUp(up bool) { p.linkDown.Store(!up) }
 
+// LinkDown implements port.LinkDowner: it reports the state SetLinkUp set.
+// Any goroutine.
+func (p *Port) LinkDown() bool { return p.linkDown.Load() }
+
 // Stats are a Port's counters. Each is written by one side and read
 // atomically, so a snapshot taken while the worker runs is consistent per
 // counter but not across counters.

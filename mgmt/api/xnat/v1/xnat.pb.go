@@ -213,6 +213,55 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{2}
 }
 
+type CaptureStage int32
+
+const (
+	CaptureStage_CAPTURE_STAGE_UNSPECIFIED CaptureStage = 0
+	CaptureStage_CAPTURE_STAGE_RX          CaptureStage = 1 // as the frame arrived
+	CaptureStage_CAPTURE_STAGE_TX          CaptureStage = 2 // as the NAT queued it for transmission
+)
+
+// Enum value maps for CaptureStage.
+var (
+	CaptureStage_name = map[int32]string{
+		0: "CAPTURE_STAGE_UNSPECIFIED",
+		1: "CAPTURE_STAGE_RX",
+		2: "CAPTURE_STAGE_TX",
+	}
+	CaptureStage_value = map[string]int32{
+		"CAPTURE_STAGE_UNSPECIFIED": 0,
+		"CAPTURE_STAGE_RX":          1,
+		"CAPTURE_STAGE_TX":          2,
+	}
+)
+
+func (x CaptureStage) Enum() *CaptureStage {
+	p := new(CaptureStage)
+	*p = x
+	return p
+}
+
+func (x CaptureStage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CaptureStage) Descriptor() protoreflect.EnumDescriptor {
+	return file_xnat_v1_xnat_proto_enumTypes[3].Descriptor()
+}
+
+func (CaptureStage) Type() protoreflect.EnumType {
+	return &file_xnat_v1_xnat_proto_enumTypes[3]
+}
+
+func (x CaptureStage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CaptureStage.Descriptor instead.
+func (CaptureStage) EnumDescriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{3}
+}
+
 // Endpoint is an IPv4 address and a port (an ICMP identifier for ICMP,
 // 0 where there is none).
 type Endpoint struct {
@@ -3578,6 +3627,918 @@ func (x *Event) GetSessionCount() uint32 {
 	return 0
 }
 
+// VisFilter selects packets for Capture and Trace; unset fields match
+// everything. A packet matches when its frames, as it arrived and as it
+// left, together meet every field: inside is the address of a frame on the
+// inside, outside that of a frame on the outside (source or destination),
+// port a source or destination port.
+type VisFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inside        string                 `protobuf:"bytes,1,opt,name=inside,proto3" json:"inside,omitempty"`
+	Outside       string                 `protobuf:"bytes,2,opt,name=outside,proto3" json:"outside,omitempty"`
+	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol      Protocol               `protobuf:"varint,4,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VisFilter) Reset() {
+	*x = VisFilter{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VisFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VisFilter) ProtoMessage() {}
+
+func (x *VisFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VisFilter.ProtoReflect.Descriptor instead.
+func (*VisFilter) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *VisFilter) GetInside() string {
+	if x != nil {
+		return x.Inside
+	}
+	return ""
+}
+
+func (x *VisFilter) GetOutside() string {
+	if x != nil {
+		return x.Outside
+	}
+	return ""
+}
+
+func (x *VisFilter) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *VisFilter) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+type CaptureRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *VisFilter             `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`                             // stop after this many frames (0: no limit)
+	Duration      *durationpb.Duration   `protobuf:"bytes,3,opt,name=duration,proto3" json:"duration,omitempty"`                        // stop after this long (unset: until the client hangs up)
+	RingFrames    uint32                 `protobuf:"varint,4,opt,name=ring_frames,json=ringFrames,proto3" json:"ring_frames,omitempty"` // per-worker ring, in frames (0: natd's default)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureRequest) Reset() {
+	*x = CaptureRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureRequest) ProtoMessage() {}
+
+func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureRequest.ProtoReflect.Descriptor instead.
+func (*CaptureRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CaptureRequest) GetFilter() *VisFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *CaptureRequest) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CaptureRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *CaptureRequest) GetRingFrames() uint32 {
+	if x != nil {
+		return x.RingFrames
+	}
+	return 0
+}
+
+type CapturedFrame struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Worker        uint32                 `protobuf:"varint,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Side          Side                   `protobuf:"varint,3,opt,name=side,proto3,enum=xnat.v1.Side" json:"side,omitempty"` // the interface: arrival side for RX, egress side for TX
+	Stage         CaptureStage           `protobuf:"varint,4,opt,name=stage,proto3,enum=xnat.v1.CaptureStage" json:"stage,omitempty"`
+	Packet        uint64                 `protobuf:"varint,5,opt,name=packet,proto3" json:"packet,omitempty"`                  // a worker's packet number: RX and TX frames of one packet share it
+	OrigLen       uint32                 `protobuf:"varint,6,opt,name=orig_len,json=origLen,proto3" json:"orig_len,omitempty"` // the frame's length; data may be shorter (snap length)
+	Data          []byte                 `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`                       // Ethernet frame
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapturedFrame) Reset() {
+	*x = CapturedFrame{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapturedFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapturedFrame) ProtoMessage() {}
+
+func (x *CapturedFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapturedFrame.ProtoReflect.Descriptor instead.
+func (*CapturedFrame) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CapturedFrame) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *CapturedFrame) GetWorker() uint32 {
+	if x != nil {
+		return x.Worker
+	}
+	return 0
+}
+
+func (x *CapturedFrame) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *CapturedFrame) GetStage() CaptureStage {
+	if x != nil {
+		return x.Stage
+	}
+	return CaptureStage_CAPTURE_STAGE_UNSPECIFIED
+}
+
+func (x *CapturedFrame) GetPacket() uint64 {
+	if x != nil {
+		return x.Packet
+	}
+	return 0
+}
+
+func (x *CapturedFrame) GetOrigLen() uint32 {
+	if x != nil {
+		return x.OrigLen
+	}
+	return 0
+}
+
+func (x *CapturedFrame) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// The first CaptureResponse, without frames, says the capture is running.
+type CaptureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frames        []*CapturedFrame       `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	Overflow      uint64                 `protobuf:"varint,2,opt,name=overflow,proto3" json:"overflow,omitempty"` // frames lost to full rings so far
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaptureResponse) Reset() {
+	*x = CaptureResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureResponse) ProtoMessage() {}
+
+func (x *CaptureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureResponse.ProtoReflect.Descriptor instead.
+func (*CaptureResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *CaptureResponse) GetFrames() []*CapturedFrame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *CaptureResponse) GetOverflow() uint64 {
+	if x != nil {
+		return x.Overflow
+	}
+	return 0
+}
+
+type TraceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *VisFilter             `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`    // packets to trace (1..1000)
+	Timeout       *durationpb.Duration   `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"` // give up after this long (unset: until the client hangs up)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceRequest) Reset() {
+	*x = TraceRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceRequest) ProtoMessage() {}
+
+func (x *TraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceRequest.ProtoReflect.Descriptor instead.
+func (*TraceRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *TraceRequest) GetFilter() *VisFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *TraceRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *TraceRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type TraceStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stage         string                 `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`   // parse, route, session, mapping, address, port, filter, quota, rewrite, next-hop, transmit, drop...
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`     // the decision, naming the rule or RFC behaviour
+	Code          string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`     // machine-readable decision code
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"` // drop reason name, where one applies
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceStep) Reset() {
+	*x = TraceStep{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceStep) ProtoMessage() {}
+
+func (x *TraceStep) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceStep.ProtoReflect.Descriptor instead.
+func (*TraceStep) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *TraceStep) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *TraceStep) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *TraceStep) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *TraceStep) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type TracedPacket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Worker        uint32                 `protobuf:"varint,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Side          Side                   `protobuf:"varint,3,opt,name=side,proto3,enum=xnat.v1.Side" json:"side,omitempty"` // arrival side
+	Packet        uint64                 `protobuf:"varint,4,opt,name=packet,proto3" json:"packet,omitempty"`
+	Steps         []*TraceStep           `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
+	Verdict       string                 `protobuf:"bytes,6,opt,name=verdict,proto3" json:"verdict,omitempty"` // "forwarded" or the drop reason
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TracedPacket) Reset() {
+	*x = TracedPacket{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TracedPacket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TracedPacket) ProtoMessage() {}
+
+func (x *TracedPacket) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TracedPacket.ProtoReflect.Descriptor instead.
+func (*TracedPacket) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *TracedPacket) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TracedPacket) GetWorker() uint32 {
+	if x != nil {
+		return x.Worker
+	}
+	return 0
+}
+
+func (x *TracedPacket) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *TracedPacket) GetPacket() uint64 {
+	if x != nil {
+		return x.Packet
+	}
+	return 0
+}
+
+func (x *TracedPacket) GetSteps() []*TraceStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *TracedPacket) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+// The first TraceResponse, without a packet, says the trace is running.
+type TraceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        *TracedPacket          `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceResponse) Reset() {
+	*x = TraceResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceResponse) ProtoMessage() {}
+
+func (x *TraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceResponse.ProtoReflect.Descriptor instead.
+func (*TraceResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *TraceResponse) GetPacket() *TracedPacket {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Side          Side                   `protobuf:"varint,1,opt,name=side,proto3,enum=xnat.v1.Side" json:"side,omitempty"`
+	Protocol      Protocol               `protobuf:"varint,2,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	Source        *Endpoint              `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Destination   *Endpoint              `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ExplainRequest) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *ExplainRequest) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *ExplainRequest) GetSource() *Endpoint {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ExplainRequest) GetDestination() *Endpoint {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+type ExplainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Steps         []*TraceStep           `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	Verdict       string                 `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"` // "forwarded" or the drop reason
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ExplainResponse) GetSteps() []*TraceStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+type GetDropsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// interval over which rates are measured (unset: 1s; 100ms..10s).
+	Interval      *durationpb.Duration `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDropsRequest) Reset() {
+	*x = GetDropsRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDropsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDropsRequest) ProtoMessage() {}
+
+func (x *GetDropsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDropsRequest.ProtoReflect.Descriptor instead.
+func (*GetDropsRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetDropsRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+type DropSample struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Worker        uint32                 `protobuf:"varint,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Side          Side                   `protobuf:"varint,3,opt,name=side,proto3,enum=xnat.v1.Side" json:"side,omitempty"`
+	IpProtocol    uint32                 `protobuf:"varint,4,opt,name=ip_protocol,json=ipProtocol,proto3" json:"ip_protocol,omitempty"`
+	Source        *Endpoint              `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	Destination   *Endpoint              `protobuf:"bytes,6,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropSample) Reset() {
+	*x = DropSample{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropSample) ProtoMessage() {}
+
+func (x *DropSample) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropSample.ProtoReflect.Descriptor instead.
+func (*DropSample) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *DropSample) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DropSample) GetWorker() uint32 {
+	if x != nil {
+		return x.Worker
+	}
+	return 0
+}
+
+func (x *DropSample) GetSide() Side {
+	if x != nil {
+		return x.Side
+	}
+	return Side_SIDE_UNSPECIFIED
+}
+
+func (x *DropSample) GetIpProtocol() uint32 {
+	if x != nil {
+		return x.IpProtocol
+	}
+	return 0
+}
+
+func (x *DropSample) GetSource() *Endpoint {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *DropSample) GetDestination() *Endpoint {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+type DropReasonStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	PerSecond     float64                `protobuf:"fixed64,3,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	Samples       []*DropSample          `protobuf:"bytes,4,rep,name=samples,proto3" json:"samples,omitempty"` // newest first, at most one per second per worker
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropReasonStats) Reset() {
+	*x = DropReasonStats{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropReasonStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropReasonStats) ProtoMessage() {}
+
+func (x *DropReasonStats) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropReasonStats.ProtoReflect.Descriptor instead.
+func (*DropReasonStats) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DropReasonStats) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DropReasonStats) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *DropReasonStats) GetPerSecond() float64 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *DropReasonStats) GetSamples() []*DropSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+type GetDropsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reasons       []*DropReasonStats     `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"` // every reason with a count or a sample
+	Interval      *durationpb.Duration   `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDropsResponse) Reset() {
+	*x = GetDropsResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDropsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDropsResponse) ProtoMessage() {}
+
+func (x *GetDropsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDropsResponse.ProtoReflect.Descriptor instead.
+func (*GetDropsResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *GetDropsResponse) GetReasons() []*DropReasonStats {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *GetDropsResponse) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
 // LookupRequest asks about one public endpoint (outside) or one
 // subscriber (inside); exactly one is set.
 type LookupRequest struct {
@@ -3595,7 +4556,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +4568,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +4581,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{57}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *LookupRequest) GetOutside() *Endpoint {
@@ -3672,7 +4633,7 @@ type LookupHolder struct {
 
 func (x *LookupHolder) Reset() {
 	*x = LookupHolder{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +4645,7 @@ func (x *LookupHolder) String() string {
 func (*LookupHolder) ProtoMessage() {}
 
 func (x *LookupHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,7 +4658,7 @@ func (x *LookupHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHolder.ProtoReflect.Descriptor instead.
 func (*LookupHolder) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{58}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *LookupHolder) GetSubscriber() string {
@@ -3779,7 +4740,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4752,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4765,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{59}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *LookupResponse) GetMode() string {
@@ -4096,7 +5057,75 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x06inside\x18\x06 \x01(\v2\x11.xnat.v1.EndpointR\x06inside\x12+\n" +
 	"\aoutside\x18\a \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12)\n" +
 	"\x06remote\x18\b \x01(\v2\x11.xnat.v1.EndpointR\x06remote\x12#\n" +
-	"\rsession_count\x18\t \x01(\rR\fsessionCount\"\xaf\x01\n" +
+	"\rsession_count\x18\t \x01(\rR\fsessionCount\"\x80\x01\n" +
+	"\tVisFilter\x12\x16\n" +
+	"\x06inside\x18\x01 \x01(\tR\x06inside\x12\x18\n" +
+	"\aoutside\x18\x02 \x01(\tR\aoutside\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12-\n" +
+	"\bprotocol\x18\x04 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\"\xaa\x01\n" +
+	"\x0eCaptureRequest\x12*\n" +
+	"\x06filter\x18\x01 \x01(\v2\x12.xnat.v1.VisFilterR\x06filter\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x125\n" +
+	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1f\n" +
+	"\vring_frames\x18\x04 \x01(\rR\n" +
+	"ringFrames\"\xee\x01\n" +
+	"\rCapturedFrame\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06worker\x18\x02 \x01(\rR\x06worker\x12!\n" +
+	"\x04side\x18\x03 \x01(\x0e2\r.xnat.v1.SideR\x04side\x12+\n" +
+	"\x05stage\x18\x04 \x01(\x0e2\x15.xnat.v1.CaptureStageR\x05stage\x12\x16\n" +
+	"\x06packet\x18\x05 \x01(\x04R\x06packet\x12\x19\n" +
+	"\borig_len\x18\x06 \x01(\rR\aorigLen\x12\x12\n" +
+	"\x04data\x18\a \x01(\fR\x04data\"]\n" +
+	"\x0fCaptureResponse\x12.\n" +
+	"\x06frames\x18\x01 \x03(\v2\x16.xnat.v1.CapturedFrameR\x06frames\x12\x1a\n" +
+	"\boverflow\x18\x02 \x01(\x04R\boverflow\"\x85\x01\n" +
+	"\fTraceRequest\x12*\n" +
+	"\x06filter\x18\x01 \x01(\v2\x12.xnat.v1.VisFilterR\x06filter\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"a\n" +
+	"\tTraceStep\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd5\x01\n" +
+	"\fTracedPacket\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06worker\x18\x02 \x01(\rR\x06worker\x12!\n" +
+	"\x04side\x18\x03 \x01(\x0e2\r.xnat.v1.SideR\x04side\x12\x16\n" +
+	"\x06packet\x18\x04 \x01(\x04R\x06packet\x12(\n" +
+	"\x05steps\x18\x05 \x03(\v2\x12.xnat.v1.TraceStepR\x05steps\x12\x18\n" +
+	"\averdict\x18\x06 \x01(\tR\averdict\">\n" +
+	"\rTraceResponse\x12-\n" +
+	"\x06packet\x18\x01 \x01(\v2\x15.xnat.v1.TracedPacketR\x06packet\"\xc2\x01\n" +
+	"\x0eExplainRequest\x12!\n" +
+	"\x04side\x18\x01 \x01(\x0e2\r.xnat.v1.SideR\x04side\x12-\n" +
+	"\bprotocol\x18\x02 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\x12)\n" +
+	"\x06source\x18\x03 \x01(\v2\x11.xnat.v1.EndpointR\x06source\x123\n" +
+	"\vdestination\x18\x04 \x01(\v2\x11.xnat.v1.EndpointR\vdestination\"U\n" +
+	"\x0fExplainResponse\x12(\n" +
+	"\x05steps\x18\x01 \x03(\v2\x12.xnat.v1.TraceStepR\x05steps\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\"H\n" +
+	"\x0fGetDropsRequest\x125\n" +
+	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xf8\x01\n" +
+	"\n" +
+	"DropSample\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06worker\x18\x02 \x01(\rR\x06worker\x12!\n" +
+	"\x04side\x18\x03 \x01(\x0e2\r.xnat.v1.SideR\x04side\x12\x1f\n" +
+	"\vip_protocol\x18\x04 \x01(\rR\n" +
+	"ipProtocol\x12)\n" +
+	"\x06source\x18\x05 \x01(\v2\x11.xnat.v1.EndpointR\x06source\x123\n" +
+	"\vdestination\x18\x06 \x01(\v2\x11.xnat.v1.EndpointR\vdestination\"\x8d\x01\n" +
+	"\x0fDropReasonStats\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x03 \x01(\x01R\tperSecond\x12-\n" +
+	"\asamples\x18\x04 \x03(\v2\x13.xnat.v1.DropSampleR\asamples\"}\n" +
+	"\x10GetDropsResponse\x122\n" +
+	"\areasons\x18\x01 \x03(\v2\x18.xnat.v1.DropReasonStatsR\areasons\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xaf\x01\n" +
 	"\rLookupRequest\x12+\n" +
 	"\aoutside\x18\x01 \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12\x16\n" +
 	"\x06inside\x18\x02 \x01(\tR\x06inside\x12-\n" +
@@ -4142,7 +5171,11 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x15EVENT_TYPE_TABLE_FULL\x10\b\x12\x1e\n" +
 	"\x1aEVENT_TYPE_BLOCK_ALLOCATED\x10\t\x12\x1d\n" +
 	"\x19EVENT_TYPE_BLOCK_RELEASED\x10\n" +
-	"2\xa8\f\n" +
+	"*Y\n" +
+	"\fCaptureStage\x12\x1d\n" +
+	"\x19CAPTURE_STAGE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10CAPTURE_STAGE_RX\x10\x01\x12\x14\n" +
+	"\x10CAPTURE_STAGE_TX\x10\x022\xa1\x0e\n" +
 	"\n" +
 	"NatService\x12B\n" +
 	"\tGetStatus\x12\x19.xnat.v1.GetStatusRequest\x1a\x1a.xnat.v1.GetStatusResponse\x12?\n" +
@@ -4165,7 +5198,11 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x13DeleteStaticMapping\x12#.xnat.v1.DeleteStaticMappingRequest\x1a$.xnat.v1.DeleteStaticMappingResponse\x12K\n" +
 	"\fApplyChanges\x12\x1c.xnat.v1.ApplyChangesRequest\x1a\x1d.xnat.v1.ApplyChangesResponse\x12K\n" +
 	"\fReloadConfig\x12\x1c.xnat.v1.ReloadConfigRequest\x1a\x1d.xnat.v1.ReloadConfigResponse\x12J\n" +
-	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01\x129\n" +
+	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01\x12>\n" +
+	"\aCapture\x12\x17.xnat.v1.CaptureRequest\x1a\x18.xnat.v1.CaptureResponse0\x01\x128\n" +
+	"\x05Trace\x12\x15.xnat.v1.TraceRequest\x1a\x16.xnat.v1.TraceResponse0\x01\x12<\n" +
+	"\aExplain\x12\x17.xnat.v1.ExplainRequest\x1a\x18.xnat.v1.ExplainResponse\x12?\n" +
+	"\bGetDrops\x12\x18.xnat.v1.GetDropsRequest\x1a\x19.xnat.v1.GetDropsResponse\x129\n" +
 	"\x06Lookup\x12\x16.xnat.v1.LookupRequest\x1a\x17.xnat.v1.LookupResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
 
 var (
@@ -4180,189 +5217,238 @@ func file_xnat_v1_xnat_proto_rawDescGZIP() []byte {
 	return file_xnat_v1_xnat_proto_rawDescData
 }
 
-var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_xnat_v1_xnat_proto_goTypes = []any{
 	(Protocol)(0),                       // 0: xnat.v1.Protocol
 	(Side)(0),                           // 1: xnat.v1.Side
 	(EventType)(0),                      // 2: xnat.v1.EventType
-	(*Endpoint)(nil),                    // 3: xnat.v1.Endpoint
-	(*PerProtocol)(nil),                 // 4: xnat.v1.PerProtocol
-	(*GetStatusRequest)(nil),            // 5: xnat.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),           // 6: xnat.v1.GetStatusResponse
-	(*Status)(nil),                      // 7: xnat.v1.Status
-	(*Interface)(nil),                   // 8: xnat.v1.Interface
-	(*Worker)(nil),                      // 9: xnat.v1.Worker
-	(*PoolStatus)(nil),                  // 10: xnat.v1.PoolStatus
-	(*AddressStatus)(nil),               // 11: xnat.v1.AddressStatus
-	(*GetStatsRequest)(nil),             // 12: xnat.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),            // 13: xnat.v1.GetStatsResponse
-	(*WatchStatsRequest)(nil),           // 14: xnat.v1.WatchStatsRequest
-	(*WatchStatsResponse)(nil),          // 15: xnat.v1.WatchStatsResponse
-	(*Stats)(nil),                       // 16: xnat.v1.Stats
-	(*DirectionCounters)(nil),           // 17: xnat.v1.DirectionCounters
-	(*DropCount)(nil),                   // 18: xnat.v1.DropCount
-	(*WorkerStats)(nil),                 // 19: xnat.v1.WorkerStats
-	(*InterfaceStats)(nil),              // 20: xnat.v1.InterfaceStats
-	(*SessionFilter)(nil),               // 21: xnat.v1.SessionFilter
-	(*Session)(nil),                     // 22: xnat.v1.Session
-	(*ListSessionsRequest)(nil),         // 23: xnat.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),        // 24: xnat.v1.ListSessionsResponse
-	(*StreamSessionsRequest)(nil),       // 25: xnat.v1.StreamSessionsRequest
-	(*StreamSessionsResponse)(nil),      // 26: xnat.v1.StreamSessionsResponse
-	(*DeleteSessionRequest)(nil),        // 27: xnat.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),       // 28: xnat.v1.DeleteSessionResponse
-	(*FlushSessionsRequest)(nil),        // 29: xnat.v1.FlushSessionsRequest
-	(*FlushSessionsResponse)(nil),       // 30: xnat.v1.FlushSessionsResponse
-	(*Pool)(nil),                        // 31: xnat.v1.Pool
-	(*PortForward)(nil),                 // 32: xnat.v1.PortForward
-	(*StaticMapping)(nil),               // 33: xnat.v1.StaticMapping
-	(*ListPoolsRequest)(nil),            // 34: xnat.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),           // 35: xnat.v1.ListPoolsResponse
-	(*AddPoolRequest)(nil),              // 36: xnat.v1.AddPoolRequest
-	(*AddPoolResponse)(nil),             // 37: xnat.v1.AddPoolResponse
-	(*DeletePoolRequest)(nil),           // 38: xnat.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),          // 39: xnat.v1.DeletePoolResponse
-	(*ListPortForwardsRequest)(nil),     // 40: xnat.v1.ListPortForwardsRequest
-	(*ListPortForwardsResponse)(nil),    // 41: xnat.v1.ListPortForwardsResponse
-	(*AddPortForwardRequest)(nil),       // 42: xnat.v1.AddPortForwardRequest
-	(*AddPortForwardResponse)(nil),      // 43: xnat.v1.AddPortForwardResponse
-	(*DeletePortForwardRequest)(nil),    // 44: xnat.v1.DeletePortForwardRequest
-	(*DeletePortForwardResponse)(nil),   // 45: xnat.v1.DeletePortForwardResponse
-	(*ListStaticMappingsRequest)(nil),   // 46: xnat.v1.ListStaticMappingsRequest
-	(*ListStaticMappingsResponse)(nil),  // 47: xnat.v1.ListStaticMappingsResponse
-	(*AddStaticMappingRequest)(nil),     // 48: xnat.v1.AddStaticMappingRequest
-	(*AddStaticMappingResponse)(nil),    // 49: xnat.v1.AddStaticMappingResponse
-	(*DeleteStaticMappingRequest)(nil),  // 50: xnat.v1.DeleteStaticMappingRequest
-	(*DeleteStaticMappingResponse)(nil), // 51: xnat.v1.DeleteStaticMappingResponse
-	(*Change)(nil),                      // 52: xnat.v1.Change
-	(*ApplyChangesRequest)(nil),         // 53: xnat.v1.ApplyChangesRequest
-	(*ApplyChangesResponse)(nil),        // 54: xnat.v1.ApplyChangesResponse
-	(*ReloadConfigRequest)(nil),         // 55: xnat.v1.ReloadConfigRequest
-	(*ReloadConfigResponse)(nil),        // 56: xnat.v1.ReloadConfigResponse
-	(*WatchEventsRequest)(nil),          // 57: xnat.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),         // 58: xnat.v1.WatchEventsResponse
-	(*Event)(nil),                       // 59: xnat.v1.Event
-	(*LookupRequest)(nil),               // 60: xnat.v1.LookupRequest
-	(*LookupHolder)(nil),                // 61: xnat.v1.LookupHolder
-	(*LookupResponse)(nil),              // 62: xnat.v1.LookupResponse
-	(*timestamppb.Timestamp)(nil),       // 63: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 64: google.protobuf.Duration
+	(CaptureStage)(0),                   // 3: xnat.v1.CaptureStage
+	(*Endpoint)(nil),                    // 4: xnat.v1.Endpoint
+	(*PerProtocol)(nil),                 // 5: xnat.v1.PerProtocol
+	(*GetStatusRequest)(nil),            // 6: xnat.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),           // 7: xnat.v1.GetStatusResponse
+	(*Status)(nil),                      // 8: xnat.v1.Status
+	(*Interface)(nil),                   // 9: xnat.v1.Interface
+	(*Worker)(nil),                      // 10: xnat.v1.Worker
+	(*PoolStatus)(nil),                  // 11: xnat.v1.PoolStatus
+	(*AddressStatus)(nil),               // 12: xnat.v1.AddressStatus
+	(*GetStatsRequest)(nil),             // 13: xnat.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),            // 14: xnat.v1.GetStatsResponse
+	(*WatchStatsRequest)(nil),           // 15: xnat.v1.WatchStatsRequest
+	(*WatchStatsResponse)(nil),          // 16: xnat.v1.WatchStatsResponse
+	(*Stats)(nil),                       // 17: xnat.v1.Stats
+	(*DirectionCounters)(nil),           // 18: xnat.v1.DirectionCounters
+	(*DropCount)(nil),                   // 19: xnat.v1.DropCount
+	(*WorkerStats)(nil),                 // 20: xnat.v1.WorkerStats
+	(*InterfaceStats)(nil),              // 21: xnat.v1.InterfaceStats
+	(*SessionFilter)(nil),               // 22: xnat.v1.SessionFilter
+	(*Session)(nil),                     // 23: xnat.v1.Session
+	(*ListSessionsRequest)(nil),         // 24: xnat.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),        // 25: xnat.v1.ListSessionsResponse
+	(*StreamSessionsRequest)(nil),       // 26: xnat.v1.StreamSessionsRequest
+	(*StreamSessionsResponse)(nil),      // 27: xnat.v1.StreamSessionsResponse
+	(*DeleteSessionRequest)(nil),        // 28: xnat.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),       // 29: xnat.v1.DeleteSessionResponse
+	(*FlushSessionsRequest)(nil),        // 30: xnat.v1.FlushSessionsRequest
+	(*FlushSessionsResponse)(nil),       // 31: xnat.v1.FlushSessionsResponse
+	(*Pool)(nil),                        // 32: xnat.v1.Pool
+	(*PortForward)(nil),                 // 33: xnat.v1.PortForward
+	(*StaticMapping)(nil),               // 34: xnat.v1.StaticMapping
+	(*ListPoolsRequest)(nil),            // 35: xnat.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),           // 36: xnat.v1.ListPoolsResponse
+	(*AddPoolRequest)(nil),              // 37: xnat.v1.AddPoolRequest
+	(*AddPoolResponse)(nil),             // 38: xnat.v1.AddPoolResponse
+	(*DeletePoolRequest)(nil),           // 39: xnat.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),          // 40: xnat.v1.DeletePoolResponse
+	(*ListPortForwardsRequest)(nil),     // 41: xnat.v1.ListPortForwardsRequest
+	(*ListPortForwardsResponse)(nil),    // 42: xnat.v1.ListPortForwardsResponse
+	(*AddPortForwardRequest)(nil),       // 43: xnat.v1.AddPortForwardRequest
+	(*AddPortForwardResponse)(nil),      // 44: xnat.v1.AddPortForwardResponse
+	(*DeletePortForwardRequest)(nil),    // 45: xnat.v1.DeletePortForwardRequest
+	(*DeletePortForwardResponse)(nil),   // 46: xnat.v1.DeletePortForwardResponse
+	(*ListStaticMappingsRequest)(nil),   // 47: xnat.v1.ListStaticMappingsRequest
+	(*ListStaticMappingsResponse)(nil),  // 48: xnat.v1.ListStaticMappingsResponse
+	(*AddStaticMappingRequest)(nil),     // 49: xnat.v1.AddStaticMappingRequest
+	(*AddStaticMappingResponse)(nil),    // 50: xnat.v1.AddStaticMappingResponse
+	(*DeleteStaticMappingRequest)(nil),  // 51: xnat.v1.DeleteStaticMappingRequest
+	(*DeleteStaticMappingResponse)(nil), // 52: xnat.v1.DeleteStaticMappingResponse
+	(*Change)(nil),                      // 53: xnat.v1.Change
+	(*ApplyChangesRequest)(nil),         // 54: xnat.v1.ApplyChangesRequest
+	(*ApplyChangesResponse)(nil),        // 55: xnat.v1.ApplyChangesResponse
+	(*ReloadConfigRequest)(nil),         // 56: xnat.v1.ReloadConfigRequest
+	(*ReloadConfigResponse)(nil),        // 57: xnat.v1.ReloadConfigResponse
+	(*WatchEventsRequest)(nil),          // 58: xnat.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),         // 59: xnat.v1.WatchEventsResponse
+	(*Event)(nil),                       // 60: xnat.v1.Event
+	(*VisFilter)(nil),                   // 61: xnat.v1.VisFilter
+	(*CaptureRequest)(nil),              // 62: xnat.v1.CaptureRequest
+	(*CapturedFrame)(nil),               // 63: xnat.v1.CapturedFrame
+	(*CaptureResponse)(nil),             // 64: xnat.v1.CaptureResponse
+	(*TraceRequest)(nil),                // 65: xnat.v1.TraceRequest
+	(*TraceStep)(nil),                   // 66: xnat.v1.TraceStep
+	(*TracedPacket)(nil),                // 67: xnat.v1.TracedPacket
+	(*TraceResponse)(nil),               // 68: xnat.v1.TraceResponse
+	(*ExplainRequest)(nil),              // 69: xnat.v1.ExplainRequest
+	(*ExplainResponse)(nil),             // 70: xnat.v1.ExplainResponse
+	(*GetDropsRequest)(nil),             // 71: xnat.v1.GetDropsRequest
+	(*DropSample)(nil),                  // 72: xnat.v1.DropSample
+	(*DropReasonStats)(nil),             // 73: xnat.v1.DropReasonStats
+	(*GetDropsResponse)(nil),            // 74: xnat.v1.GetDropsResponse
+	(*LookupRequest)(nil),               // 75: xnat.v1.LookupRequest
+	(*LookupHolder)(nil),                // 76: xnat.v1.LookupHolder
+	(*LookupResponse)(nil),              // 77: xnat.v1.LookupResponse
+	(*timestamppb.Timestamp)(nil),       // 78: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 79: google.protobuf.Duration
 }
 var file_xnat_v1_xnat_proto_depIdxs = []int32{
-	7,  // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
-	63, // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
-	64, // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
-	8,  // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
-	9,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
-	10, // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
-	1,  // 6: xnat.v1.Interface.side:type_name -> xnat.v1.Side
-	11, // 7: xnat.v1.PoolStatus.addresses:type_name -> xnat.v1.AddressStatus
-	4,  // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
-	4,  // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
-	16, // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
-	64, // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
-	16, // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
-	63, // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	19, // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
-	20, // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
-	4,  // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
-	4,  // 17: xnat.v1.Stats.sessions_expired:type_name -> xnat.v1.PerProtocol
-	17, // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
-	17, // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
-	4,  // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
-	64, // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
-	64, // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
-	18, // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
-	0,  // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
-	0,  // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
-	3,  // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
-	3,  // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
-	3,  // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
-	63, // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	64, // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
-	21, // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
-	22, // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
-	21, // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
-	22, // 34: xnat.v1.StreamSessionsResponse.sessions:type_name -> xnat.v1.Session
-	21, // 35: xnat.v1.FlushSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
-	0,  // 36: xnat.v1.PortForward.protocol:type_name -> xnat.v1.Protocol
-	3,  // 37: xnat.v1.PortForward.outside:type_name -> xnat.v1.Endpoint
-	3,  // 38: xnat.v1.PortForward.inside:type_name -> xnat.v1.Endpoint
-	31, // 39: xnat.v1.ListPoolsResponse.pools:type_name -> xnat.v1.Pool
-	11, // 40: xnat.v1.ListPoolsResponse.draining:type_name -> xnat.v1.AddressStatus
-	31, // 41: xnat.v1.AddPoolRequest.pool:type_name -> xnat.v1.Pool
-	32, // 42: xnat.v1.ListPortForwardsResponse.port_forwards:type_name -> xnat.v1.PortForward
-	32, // 43: xnat.v1.AddPortForwardRequest.port_forward:type_name -> xnat.v1.PortForward
-	0,  // 44: xnat.v1.DeletePortForwardRequest.protocol:type_name -> xnat.v1.Protocol
-	3,  // 45: xnat.v1.DeletePortForwardRequest.outside:type_name -> xnat.v1.Endpoint
-	33, // 46: xnat.v1.ListStaticMappingsResponse.static_mappings:type_name -> xnat.v1.StaticMapping
-	33, // 47: xnat.v1.AddStaticMappingRequest.static_mapping:type_name -> xnat.v1.StaticMapping
-	31, // 48: xnat.v1.Change.add_pool:type_name -> xnat.v1.Pool
-	32, // 49: xnat.v1.Change.add_port_forward:type_name -> xnat.v1.PortForward
-	32, // 50: xnat.v1.Change.delete_port_forward:type_name -> xnat.v1.PortForward
-	33, // 51: xnat.v1.Change.add_static_mapping:type_name -> xnat.v1.StaticMapping
-	52, // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
-	2,  // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
-	59, // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	63, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2,  // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
-	0,  // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
-	3,  // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
-	3,  // 59: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
-	3,  // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
-	3,  // 61: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
-	0,  // 62: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
-	63, // 63: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
-	3,  // 64: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
-	0,  // 65: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
-	63, // 66: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
-	61, // 67: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
-	5,  // 68: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	12, // 69: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	14, // 70: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	23, // 71: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	25, // 72: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	27, // 73: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	29, // 74: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	34, // 75: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	36, // 76: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	38, // 77: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	40, // 78: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	42, // 79: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	44, // 80: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	46, // 81: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	48, // 82: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	50, // 83: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	53, // 84: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	55, // 85: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	57, // 86: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	60, // 87: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
-	6,  // 88: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	13, // 89: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	15, // 90: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	24, // 91: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	26, // 92: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	28, // 93: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	30, // 94: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	35, // 95: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	37, // 96: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	39, // 97: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	41, // 98: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	43, // 99: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	45, // 100: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	47, // 101: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	49, // 102: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	51, // 103: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	54, // 104: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	56, // 105: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	58, // 106: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	62, // 107: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
-	88, // [88:108] is the sub-list for method output_type
-	68, // [68:88] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	8,   // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
+	78,  // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
+	79,  // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
+	9,   // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
+	10,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
+	11,  // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
+	1,   // 6: xnat.v1.Interface.side:type_name -> xnat.v1.Side
+	12,  // 7: xnat.v1.PoolStatus.addresses:type_name -> xnat.v1.AddressStatus
+	5,   // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
+	5,   // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
+	17,  // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
+	79,  // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	17,  // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
+	78,  // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	20,  // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
+	21,  // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
+	5,   // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
+	5,   // 17: xnat.v1.Stats.sessions_expired:type_name -> xnat.v1.PerProtocol
+	18,  // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
+	18,  // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
+	5,   // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
+	79,  // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
+	79,  // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
+	19,  // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
+	0,   // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
+	0,   // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
+	4,   // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
+	4,   // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
+	4,   // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
+	78,  // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	79,  // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
+	22,  // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
+	23,  // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
+	22,  // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
+	23,  // 34: xnat.v1.StreamSessionsResponse.sessions:type_name -> xnat.v1.Session
+	22,  // 35: xnat.v1.FlushSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
+	0,   // 36: xnat.v1.PortForward.protocol:type_name -> xnat.v1.Protocol
+	4,   // 37: xnat.v1.PortForward.outside:type_name -> xnat.v1.Endpoint
+	4,   // 38: xnat.v1.PortForward.inside:type_name -> xnat.v1.Endpoint
+	32,  // 39: xnat.v1.ListPoolsResponse.pools:type_name -> xnat.v1.Pool
+	12,  // 40: xnat.v1.ListPoolsResponse.draining:type_name -> xnat.v1.AddressStatus
+	32,  // 41: xnat.v1.AddPoolRequest.pool:type_name -> xnat.v1.Pool
+	33,  // 42: xnat.v1.ListPortForwardsResponse.port_forwards:type_name -> xnat.v1.PortForward
+	33,  // 43: xnat.v1.AddPortForwardRequest.port_forward:type_name -> xnat.v1.PortForward
+	0,   // 44: xnat.v1.DeletePortForwardRequest.protocol:type_name -> xnat.v1.Protocol
+	4,   // 45: xnat.v1.DeletePortForwardRequest.outside:type_name -> xnat.v1.Endpoint
+	34,  // 46: xnat.v1.ListStaticMappingsResponse.static_mappings:type_name -> xnat.v1.StaticMapping
+	34,  // 47: xnat.v1.AddStaticMappingRequest.static_mapping:type_name -> xnat.v1.StaticMapping
+	32,  // 48: xnat.v1.Change.add_pool:type_name -> xnat.v1.Pool
+	33,  // 49: xnat.v1.Change.add_port_forward:type_name -> xnat.v1.PortForward
+	33,  // 50: xnat.v1.Change.delete_port_forward:type_name -> xnat.v1.PortForward
+	34,  // 51: xnat.v1.Change.add_static_mapping:type_name -> xnat.v1.StaticMapping
+	53,  // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
+	2,   // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
+	60,  // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
+	78,  // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	2,   // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
+	0,   // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
+	4,   // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
+	4,   // 59: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
+	4,   // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
+	0,   // 61: xnat.v1.VisFilter.protocol:type_name -> xnat.v1.Protocol
+	61,  // 62: xnat.v1.CaptureRequest.filter:type_name -> xnat.v1.VisFilter
+	79,  // 63: xnat.v1.CaptureRequest.duration:type_name -> google.protobuf.Duration
+	78,  // 64: xnat.v1.CapturedFrame.time:type_name -> google.protobuf.Timestamp
+	1,   // 65: xnat.v1.CapturedFrame.side:type_name -> xnat.v1.Side
+	3,   // 66: xnat.v1.CapturedFrame.stage:type_name -> xnat.v1.CaptureStage
+	63,  // 67: xnat.v1.CaptureResponse.frames:type_name -> xnat.v1.CapturedFrame
+	61,  // 68: xnat.v1.TraceRequest.filter:type_name -> xnat.v1.VisFilter
+	79,  // 69: xnat.v1.TraceRequest.timeout:type_name -> google.protobuf.Duration
+	78,  // 70: xnat.v1.TracedPacket.time:type_name -> google.protobuf.Timestamp
+	1,   // 71: xnat.v1.TracedPacket.side:type_name -> xnat.v1.Side
+	66,  // 72: xnat.v1.TracedPacket.steps:type_name -> xnat.v1.TraceStep
+	67,  // 73: xnat.v1.TraceResponse.packet:type_name -> xnat.v1.TracedPacket
+	1,   // 74: xnat.v1.ExplainRequest.side:type_name -> xnat.v1.Side
+	0,   // 75: xnat.v1.ExplainRequest.protocol:type_name -> xnat.v1.Protocol
+	4,   // 76: xnat.v1.ExplainRequest.source:type_name -> xnat.v1.Endpoint
+	4,   // 77: xnat.v1.ExplainRequest.destination:type_name -> xnat.v1.Endpoint
+	66,  // 78: xnat.v1.ExplainResponse.steps:type_name -> xnat.v1.TraceStep
+	79,  // 79: xnat.v1.GetDropsRequest.interval:type_name -> google.protobuf.Duration
+	78,  // 80: xnat.v1.DropSample.time:type_name -> google.protobuf.Timestamp
+	1,   // 81: xnat.v1.DropSample.side:type_name -> xnat.v1.Side
+	4,   // 82: xnat.v1.DropSample.source:type_name -> xnat.v1.Endpoint
+	4,   // 83: xnat.v1.DropSample.destination:type_name -> xnat.v1.Endpoint
+	72,  // 84: xnat.v1.DropReasonStats.samples:type_name -> xnat.v1.DropSample
+	73,  // 85: xnat.v1.GetDropsResponse.reasons:type_name -> xnat.v1.DropReasonStats
+	79,  // 86: xnat.v1.GetDropsResponse.interval:type_name -> google.protobuf.Duration
+	4,   // 87: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
+	0,   // 88: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
+	78,  // 89: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
+	4,   // 90: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
+	0,   // 91: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
+	78,  // 92: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
+	76,  // 93: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
+	6,   // 94: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	13,  // 95: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	15,  // 96: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	24,  // 97: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	26,  // 98: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	28,  // 99: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	30,  // 100: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	35,  // 101: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	37,  // 102: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	39,  // 103: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	41,  // 104: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	43,  // 105: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	45,  // 106: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	47,  // 107: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	49,  // 108: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	51,  // 109: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	54,  // 110: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	56,  // 111: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	58,  // 112: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	62,  // 113: xnat.v1.NatService.Capture:input_type -> xnat.v1.CaptureRequest
+	65,  // 114: xnat.v1.NatService.Trace:input_type -> xnat.v1.TraceRequest
+	69,  // 115: xnat.v1.NatService.Explain:input_type -> xnat.v1.ExplainRequest
+	71,  // 116: xnat.v1.NatService.GetDrops:input_type -> xnat.v1.GetDropsRequest
+	75,  // 117: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
+	7,   // 118: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	14,  // 119: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	16,  // 120: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	25,  // 121: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	27,  // 122: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	29,  // 123: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	31,  // 124: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	36,  // 125: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	38,  // 126: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	40,  // 127: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	42,  // 128: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	44,  // 129: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	46,  // 130: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	48,  // 131: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	50,  // 132: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	52,  // 133: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	55,  // 134: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	57,  // 135: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	59,  // 136: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	64,  // 137: xnat.v1.NatService.Capture:output_type -> xnat.v1.CaptureResponse
+	68,  // 138: xnat.v1.NatService.Trace:output_type -> xnat.v1.TraceResponse
+	70,  // 139: xnat.v1.NatService.Explain:output_type -> xnat.v1.ExplainResponse
+	74,  // 140: xnat.v1.NatService.GetDrops:output_type -> xnat.v1.GetDropsResponse
+	77,  // 141: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
+	118, // [118:142] is the sub-list for method output_type
+	94,  // [94:118] is the sub-list for method input_type
+	94,  // [94:94] is the sub-list for extension type_name
+	94,  // [94:94] is the sub-list for extension extendee
+	0,   // [0:94] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
@@ -4383,8 +5469,8 @@ func file_xnat_v1_xnat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xnat_v1_xnat_proto_rawDesc), len(file_xnat_v1_xnat_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   60,
+			NumEnums:      4,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,10 @@ const (
 	NatService_ApplyChanges_FullMethodName        = "/xnat.v1.NatService/ApplyChanges"
 	NatService_ReloadConfig_FullMethodName        = "/xnat.v1.NatService/ReloadConfig"
 	NatService_WatchEvents_FullMethodName         = "/xnat.v1.NatService/WatchEvents"
+	NatService_Capture_FullMethodName             = "/xnat.v1.NatService/Capture"
+	NatService_Trace_FullMethodName               = "/xnat.v1.NatService/Trace"
+	NatService_Explain_FullMethodName             = "/xnat.v1.NatService/Explain"
+	NatService_GetDrops_FullMethodName            = "/xnat.v1.NatService/GetDrops"
 	NatService_Lookup_FullMethodName              = "/xnat.v1.NatService/Lookup"
 )
 
@@ -94,6 +98,17 @@ type NatServiceClient interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// --- operator visibility (issue 17) ---
+	// Capture streams copies of the frames matching a filter, as they
+	// arrived and as they left (admin only; docs/troubleshooting.md).
+	Capture(ctx context.Context, in *CaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureResponse], error)
+	// Trace streams the decision trail of the next packets matching a
+	// filter (admin only).
+	Trace(ctx context.Context, in *TraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TraceResponse], error)
+	// Explain says what the NAT would do now with a 5-tuple, and why.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// GetDrops returns drop counters by reason, rates and sampled 5-tuples.
+	GetDrops(ctx context.Context, in *GetDropsRequest, opts ...grpc.CallOption) (*GetDropsResponse, error)
 	// --- cgn lookup ---
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (docs/cgn.md). Read-only.
@@ -325,6 +340,64 @@ func (c *natServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *natServiceClient) Capture(ctx context.Context, in *CaptureRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CaptureResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NatService_ServiceDesc.Streams[3], NatService_Capture_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CaptureRequest, CaptureResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NatService_CaptureClient = grpc.ServerStreamingClient[CaptureResponse]
+
+func (c *natServiceClient) Trace(ctx context.Context, in *TraceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TraceResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NatService_ServiceDesc.Streams[4], NatService_Trace_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TraceRequest, TraceResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NatService_TraceClient = grpc.ServerStreamingClient[TraceResponse]
+
+func (c *natServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, NatService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *natServiceClient) GetDrops(ctx context.Context, in *GetDropsRequest, opts ...grpc.CallOption) (*GetDropsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDropsResponse)
+	err := c.cc.Invoke(ctx, NatService_GetDrops_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *natServiceClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LookupResponse)
@@ -374,6 +447,17 @@ type NatServiceServer interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// --- operator visibility (issue 17) ---
+	// Capture streams copies of the frames matching a filter, as they
+	// arrived and as they left (admin only; docs/troubleshooting.md).
+	Capture(*CaptureRequest, grpc.ServerStreamingServer[CaptureResponse]) error
+	// Trace streams the decision trail of the next packets matching a
+	// filter (admin only).
+	Trace(*TraceRequest, grpc.ServerStreamingServer[TraceResponse]) error
+	// Explain says what the NAT would do now with a 5-tuple, and why.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// GetDrops returns drop counters by reason, rates and sampled 5-tuples.
+	GetDrops(context.Context, *GetDropsRequest) (*GetDropsResponse, error)
 	// --- cgn lookup ---
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (docs/cgn.md). Read-only.
@@ -444,6 +528,18 @@ func (UnimplementedNatServiceServer) ReloadConfig(context.Context, *ReloadConfig
 }
 func (UnimplementedNatServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedNatServiceServer) Capture(*CaptureRequest, grpc.ServerStreamingServer[CaptureResponse]) error {
+	return status.Error(codes.Unimplemented, "method Capture not implemented")
+}
+func (UnimplementedNatServiceServer) Trace(*TraceRequest, grpc.ServerStreamingServer[TraceResponse]) error {
+	return status.Error(codes.Unimplemented, "method Trace not implemented")
+}
+func (UnimplementedNatServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedNatServiceServer) GetDrops(context.Context, *GetDropsRequest) (*GetDropsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDrops not implemented")
 }
 func (UnimplementedNatServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
@@ -790,6 +886,64 @@ func _NatService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _NatService_Capture_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CaptureRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NatServiceServer).Capture(m, &grpc.GenericServerStream[CaptureRequest, CaptureResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NatService_CaptureServer = grpc.ServerStreamingServer[CaptureResponse]
+
+func _NatService_Trace_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TraceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NatServiceServer).Trace(m, &grpc.GenericServerStream[TraceRequest, TraceResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NatService_TraceServer = grpc.ServerStreamingServer[TraceResponse]
+
+func _NatService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NatService_GetDrops_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDropsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).GetDrops(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_GetDrops_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).GetDrops(ctx, req.(*GetDropsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NatService_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LookupRequest)
 	if err := dec(in); err != nil {
@@ -880,6 +1034,14 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NatService_ReloadConfig_Handler,
 		},
 		{
+			MethodName: "Explain",
+			Handler:    _NatService_Explain_Handler,
+		},
+		{
+			MethodName: "GetDrops",
+			Handler:    _NatService_GetDrops_Handler,
+		},
+		{
 			MethodName: "Lookup",
 			Handler:    _NatService_Lookup_Handler,
 		},
@@ -898,6 +1060,16 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchEvents",
 			Handler:       _NatService_WatchEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Capture",
+			Handler:       _NatService_Capture_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Trace",
+			Handler:       _NatService_Trace_Handler,
 			ServerStreams: true,
 		},
 	},
