@@ -19,6 +19,7 @@ import (
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/mgmt/bgp"
 )
 
 // fileConfig is natd.yaml as written. Every field is optional except the
@@ -49,6 +50,7 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	BGP *bgpFileConfig `yaml:"bgp"` // bgp.go
 }
 
 type ifaceConfig struct {
@@ -131,6 +133,7 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
+	BGP       *bgp.Config // nil: no BGP (bgp.go)
 	// logFlags are --log-level and --log-format, which win over the file
 	// (overrideLog); kept so that a reload compares like with like.
 	logFlags [2]string
@@ -345,6 +348,8 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
 		ce.add("nat.limits.held_fragments", "%d is more than a quarter of xdp.frames (%d): at most %d", h, c.Port.NumFrames, most)
 	}
+
+	c.BGP = bgpFromFile(fc.BGP, &c.NAT, ce)
 
 	c.Mgmt = fc.Management
 	if c.Mgmt.Socket == "" {

@@ -46,6 +46,7 @@ type daemon struct {
 	gen    uint64 // snapshot generation last synced to XDP and the link
 
 	mgmt    *mgmtPlane
+	bgp     *bgpGlue // bgp.go; nil without a bgp section
 	stopHK  chan struct{}
 	hkDone  chan struct{}
 	fatal   chan error
@@ -216,6 +217,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 
 	d.mgmt, err = startMgmt(ctx, d)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.startBGP(); err != nil {
 		return nil, err
 	}
 	log.Info("natd running", "config_generation", d.eng.Snapshot().Generation)
@@ -482,6 +486,7 @@ var restartOnly = []struct {
 	{"log", []string{"LogLevel", "LogFormat"}, func(c *Config) string {
 		return fmt.Sprintf("level %q format %q", c.LogLevel, c.LogFormat)
 	}},
+	{"bgp", []string{"BGP"}, func(c *Config) string { return bgpSummary(c.BGP) }},
 }
 
 // ignoredChange is a restart-only section a reload found changed. Old and
@@ -516,6 +521,7 @@ func (d *daemon) Close() error {
 		return nil
 	}
 	d.closed = true
+	d.stopBGP() // withdraw before the dataplane stops
 	var errs []error
 	if d.mgmt != nil {
 		d.mgmt.close()

@@ -69,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, n := range cfg.NAT.Notices() {
 			fmt.Fprintf(stdout, "note: %s\n", n)
 		}
+		if s := bgpCheckSummary(cfg.BGP); s != "" {
+			fmt.Fprintln(stdout, s)
+		}
 		return 0
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)

@@ -3572,6 +3572,468 @@ func (x *Event) GetSessionCount() uint32 {
 	return 0
 }
 
+type GetBGPStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBGPStatusRequest) Reset() {
+	*x = GetBGPStatusRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBGPStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBGPStatusRequest) ProtoMessage() {}
+
+func (x *GetBGPStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBGPStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBGPStatusRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{57}
+}
+
+type GetBGPStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *BGPStatus             `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBGPStatusResponse) Reset() {
+	*x = GetBGPStatusResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBGPStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBGPStatusResponse) ProtoMessage() {}
+
+func (x *GetBGPStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBGPStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBGPStatusResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetBGPStatusResponse) GetStatus() *BGPStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type SetDrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drain         bool                   `protobuf:"varint,1,opt,name=drain,proto3" json:"drain,omitempty"` // true: drain; false: undrain
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainRequest) Reset() {
+	*x = SetDrainRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainRequest) ProtoMessage() {}
+
+func (x *SetDrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainRequest.ProtoReflect.Descriptor instead.
+func (*SetDrainRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *SetDrainRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type SetDrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *BGPStatus             `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainResponse) Reset() {
+	*x = SetDrainResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainResponse) ProtoMessage() {}
+
+func (x *SetDrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainResponse.ProtoReflect.Descriptor instead.
+func (*SetDrainResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *SetDrainResponse) GetStatus() *BGPStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type BGPStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"` // false: natd has no bgp section
+	LocalAs       uint32                 `protobuf:"varint,2,opt,name=local_as,json=localAs,proto3" json:"local_as,omitempty"`
+	RouterId      string                 `protobuf:"bytes,3,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	Healthy       bool                   `protobuf:"varint,4,opt,name=healthy,proto3" json:"healthy,omitempty"` // the dataplane passed its last health check
+	Drained       bool                   `protobuf:"varint,5,opt,name=drained,proto3" json:"drained,omitempty"`
+	DrainedSince  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=drained_since,json=drainedSince,proto3" json:"drained_since,omitempty"`
+	SessionsLeft  uint64                 `protobuf:"varint,7,opt,name=sessions_left,json=sessionsLeft,proto3" json:"sessions_left,omitempty"` // live NAT sessions: drain progress
+	Peers         []*BGPPeer             `protobuf:"bytes,8,rep,name=peers,proto3" json:"peers,omitempty"`
+	Routes        []*BGPRoute            `protobuf:"bytes,9,rep,name=routes,proto3" json:"routes,omitempty"`
+	Announcements uint64                 `protobuf:"varint,10,opt,name=announcements,proto3" json:"announcements,omitempty"` // routes announced since start
+	Withdrawals   uint64                 `protobuf:"varint,11,opt,name=withdrawals,proto3" json:"withdrawals,omitempty"`     // routes withdrawn since start
+	// While drained: sessions that moved traffic in the last 5 s, and TCP
+	// sessions not yet closed or reset. Zero on both: stop it, nothing is lost.
+	SessionsActive uint64 `protobuf:"varint,12,opt,name=sessions_active,json=sessionsActive,proto3" json:"sessions_active,omitempty"`
+	TcpOpen        uint64 `protobuf:"varint,13,opt,name=tcp_open,json=tcpOpen,proto3" json:"tcp_open,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BGPStatus) Reset() {
+	*x = BGPStatus{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPStatus) ProtoMessage() {}
+
+func (x *BGPStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPStatus.ProtoReflect.Descriptor instead.
+func (*BGPStatus) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *BGPStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *BGPStatus) GetLocalAs() uint32 {
+	if x != nil {
+		return x.LocalAs
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *BGPStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *BGPStatus) GetDrained() bool {
+	if x != nil {
+		return x.Drained
+	}
+	return false
+}
+
+func (x *BGPStatus) GetDrainedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DrainedSince
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetSessionsLeft() uint64 {
+	if x != nil {
+		return x.SessionsLeft
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetPeers() []*BGPPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetRoutes() []*BGPRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetAnnouncements() uint64 {
+	if x != nil {
+		return x.Announcements
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetWithdrawals() uint64 {
+	if x != nil {
+		return x.Withdrawals
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetSessionsActive() uint64 {
+	if x != nil {
+		return x.SessionsActive
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetTcpOpen() uint64 {
+	if x != nil {
+		return x.TcpOpen
+	}
+	return 0
+}
+
+type BGPPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	As            uint32                 `protobuf:"varint,2,opt,name=as,proto3" json:"as,omitempty"`
+	Side          string                 `protobuf:"bytes,3,opt,name=side,proto3" json:"side,omitempty"`   // inside or outside
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // established, active, connect, idle, ...
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPPeer) Reset() {
+	*x = BGPPeer{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPPeer) ProtoMessage() {}
+
+func (x *BGPPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
+func (*BGPPeer) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *BGPPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetAs() uint32 {
+	if x != nil {
+		return x.As
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type BGPRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Side          string                 `protobuf:"bytes,2,opt,name=side,proto3" json:"side,omitempty"`
+	Announced     bool                   `protobuf:"varint,3,opt,name=announced,proto3" json:"announced,omitempty"`
+	Med           *uint32                `protobuf:"varint,4,opt,name=med,proto3,oneof" json:"med,omitempty"`
+	Communities   []string               `protobuf:"bytes,5,rep,name=communities,proto3" json:"communities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPRoute) Reset() {
+	*x = BGPRoute{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPRoute) ProtoMessage() {}
+
+func (x *BGPRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
+func (*BGPRoute) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *BGPRoute) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetAnnounced() bool {
+	if x != nil {
+		return x.Announced
+	}
+	return false
+}
+
+func (x *BGPRoute) GetMed() uint32 {
+	if x != nil && x.Med != nil {
+		return *x.Med
+	}
+	return 0
+}
+
+func (x *BGPRoute) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
 var File_xnat_v1_xnat_proto protoreflect.FileDescriptor
 
 const file_xnat_v1_xnat_proto_rawDesc = "" +
@@ -3819,7 +4281,42 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x06inside\x18\x06 \x01(\v2\x11.xnat.v1.EndpointR\x06inside\x12+\n" +
 	"\aoutside\x18\a \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12)\n" +
 	"\x06remote\x18\b \x01(\v2\x11.xnat.v1.EndpointR\x06remote\x12#\n" +
-	"\rsession_count\x18\t \x01(\rR\fsessionCount*[\n" +
+	"\rsession_count\x18\t \x01(\rR\fsessionCount\"\x15\n" +
+	"\x13GetBGPStatusRequest\"B\n" +
+	"\x14GetBGPStatusResponse\x12*\n" +
+	"\x06status\x18\x01 \x01(\v2\x12.xnat.v1.BGPStatusR\x06status\"'\n" +
+	"\x0fSetDrainRequest\x12\x14\n" +
+	"\x05drain\x18\x01 \x01(\bR\x05drain\">\n" +
+	"\x10SetDrainResponse\x12*\n" +
+	"\x06status\x18\x01 \x01(\v2\x12.xnat.v1.BGPStatusR\x06status\"\xd6\x03\n" +
+	"\tBGPStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x19\n" +
+	"\blocal_as\x18\x02 \x01(\rR\alocalAs\x12\x1b\n" +
+	"\trouter_id\x18\x03 \x01(\tR\brouterId\x12\x18\n" +
+	"\ahealthy\x18\x04 \x01(\bR\ahealthy\x12\x18\n" +
+	"\adrained\x18\x05 \x01(\bR\adrained\x12?\n" +
+	"\rdrained_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fdrainedSince\x12#\n" +
+	"\rsessions_left\x18\a \x01(\x04R\fsessionsLeft\x12&\n" +
+	"\x05peers\x18\b \x03(\v2\x10.xnat.v1.BGPPeerR\x05peers\x12)\n" +
+	"\x06routes\x18\t \x03(\v2\x11.xnat.v1.BGPRouteR\x06routes\x12$\n" +
+	"\rannouncements\x18\n" +
+	" \x01(\x04R\rannouncements\x12 \n" +
+	"\vwithdrawals\x18\v \x01(\x04R\vwithdrawals\x12'\n" +
+	"\x0fsessions_active\x18\f \x01(\x04R\x0esessionsActive\x12\x19\n" +
+	"\btcp_open\x18\r \x01(\x04R\atcpOpen\"\x8f\x01\n" +
+	"\aBGPPeer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
+	"\x02as\x18\x02 \x01(\rR\x02as\x12\x12\n" +
+	"\x04side\x18\x03 \x01(\tR\x04side\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x95\x01\n" +
+	"\bBGPRoute\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
+	"\x04side\x18\x02 \x01(\tR\x04side\x12\x1c\n" +
+	"\tannounced\x18\x03 \x01(\bR\tannounced\x12\x15\n" +
+	"\x03med\x18\x04 \x01(\rH\x00R\x03med\x88\x01\x01\x12 \n" +
+	"\vcommunities\x18\x05 \x03(\tR\vcommunitiesB\x06\n" +
+	"\x04_med*[\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -3838,7 +4335,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x1aEVENT_TYPE_PORTS_EXHAUSTED\x10\x05\x12\"\n" +
 	"\x1eEVENT_TYPE_ADDRESSES_EXHAUSTED\x10\x06\x12\x1d\n" +
 	"\x19EVENT_TYPE_QUOTA_EXCEEDED\x10\a\x12\x19\n" +
-	"\x15EVENT_TYPE_TABLE_FULL\x10\b2\xed\v\n" +
+	"\x15EVENT_TYPE_TABLE_FULL\x10\b2\xfb\f\n" +
 	"\n" +
 	"NatService\x12B\n" +
 	"\tGetStatus\x12\x19.xnat.v1.GetStatusRequest\x1a\x1a.xnat.v1.GetStatusResponse\x12?\n" +
@@ -3861,7 +4358,9 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x13DeleteStaticMapping\x12#.xnat.v1.DeleteStaticMappingRequest\x1a$.xnat.v1.DeleteStaticMappingResponse\x12K\n" +
 	"\fApplyChanges\x12\x1c.xnat.v1.ApplyChangesRequest\x1a\x1d.xnat.v1.ApplyChangesResponse\x12K\n" +
 	"\fReloadConfig\x12\x1c.xnat.v1.ReloadConfigRequest\x1a\x1d.xnat.v1.ReloadConfigResponse\x12J\n" +
-	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01B.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
+	"\vWatchEvents\x12\x1b.xnat.v1.WatchEventsRequest\x1a\x1c.xnat.v1.WatchEventsResponse0\x01\x12K\n" +
+	"\fGetBGPStatus\x12\x1c.xnat.v1.GetBGPStatusRequest\x1a\x1d.xnat.v1.GetBGPStatusResponse\x12?\n" +
+	"\bSetDrain\x12\x18.xnat.v1.SetDrainRequest\x1a\x19.xnat.v1.SetDrainResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
 
 var (
 	file_xnat_v1_xnat_proto_rawDescOnce sync.Once
@@ -3876,7 +4375,7 @@ func file_xnat_v1_xnat_proto_rawDescGZIP() []byte {
 }
 
 var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_xnat_v1_xnat_proto_goTypes = []any{
 	(Protocol)(0),                       // 0: xnat.v1.Protocol
 	(Side)(0),                           // 1: xnat.v1.Side
@@ -3938,13 +4437,20 @@ var file_xnat_v1_xnat_proto_goTypes = []any{
 	(*WatchEventsRequest)(nil),          // 57: xnat.v1.WatchEventsRequest
 	(*WatchEventsResponse)(nil),         // 58: xnat.v1.WatchEventsResponse
 	(*Event)(nil),                       // 59: xnat.v1.Event
-	(*timestamppb.Timestamp)(nil),       // 60: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 61: google.protobuf.Duration
+	(*GetBGPStatusRequest)(nil),         // 60: xnat.v1.GetBGPStatusRequest
+	(*GetBGPStatusResponse)(nil),        // 61: xnat.v1.GetBGPStatusResponse
+	(*SetDrainRequest)(nil),             // 62: xnat.v1.SetDrainRequest
+	(*SetDrainResponse)(nil),            // 63: xnat.v1.SetDrainResponse
+	(*BGPStatus)(nil),                   // 64: xnat.v1.BGPStatus
+	(*BGPPeer)(nil),                     // 65: xnat.v1.BGPPeer
+	(*BGPRoute)(nil),                    // 66: xnat.v1.BGPRoute
+	(*timestamppb.Timestamp)(nil),       // 67: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 68: google.protobuf.Duration
 }
 var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	7,  // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
-	60, // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
-	61, // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
+	67, // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
+	68, // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
 	8,  // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
 	9,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
 	10, // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
@@ -3953,9 +4459,9 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,  // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
 	4,  // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
 	16, // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
-	61, // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	68, // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	16, // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
-	60, // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	67, // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
 	19, // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
 	20, // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
 	4,  // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
@@ -3963,16 +4469,16 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	17, // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
 	17, // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
 	4,  // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
-	61, // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
-	61, // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
+	68, // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
+	68, // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
 	18, // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
 	0,  // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
 	0,  // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
 	3,  // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
 	3,  // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
 	3,  // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
-	60, // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	61, // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
+	67, // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	68, // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
 	21, // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
 	22, // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
 	21, // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
@@ -3997,55 +4503,65 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	52, // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
 	2,  // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
 	59, // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	60, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	67, // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,  // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
 	0,  // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
 	3,  // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
 	3,  // 59: xnat.v1.Event.outside:type_name -> xnat.v1.Endpoint
 	3,  // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
-	5,  // 61: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	12, // 62: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	14, // 63: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	23, // 64: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	25, // 65: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	27, // 66: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	29, // 67: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	34, // 68: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	36, // 69: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	38, // 70: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	40, // 71: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	42, // 72: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	44, // 73: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	46, // 74: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	48, // 75: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	50, // 76: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	53, // 77: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	55, // 78: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	57, // 79: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	6,  // 80: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	13, // 81: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	15, // 82: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	24, // 83: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	26, // 84: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	28, // 85: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	30, // 86: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	35, // 87: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	37, // 88: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	39, // 89: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	41, // 90: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	43, // 91: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	45, // 92: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	47, // 93: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	49, // 94: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	51, // 95: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	54, // 96: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	56, // 97: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	58, // 98: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	80, // [80:99] is the sub-list for method output_type
-	61, // [61:80] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	64, // 61: xnat.v1.GetBGPStatusResponse.status:type_name -> xnat.v1.BGPStatus
+	64, // 62: xnat.v1.SetDrainResponse.status:type_name -> xnat.v1.BGPStatus
+	67, // 63: xnat.v1.BGPStatus.drained_since:type_name -> google.protobuf.Timestamp
+	65, // 64: xnat.v1.BGPStatus.peers:type_name -> xnat.v1.BGPPeer
+	66, // 65: xnat.v1.BGPStatus.routes:type_name -> xnat.v1.BGPRoute
+	67, // 66: xnat.v1.BGPPeer.since:type_name -> google.protobuf.Timestamp
+	5,  // 67: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	12, // 68: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	14, // 69: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	23, // 70: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	25, // 71: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	27, // 72: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	29, // 73: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	34, // 74: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	36, // 75: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	38, // 76: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	40, // 77: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	42, // 78: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	44, // 79: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	46, // 80: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	48, // 81: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	50, // 82: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	53, // 83: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	55, // 84: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	57, // 85: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	60, // 86: xnat.v1.NatService.GetBGPStatus:input_type -> xnat.v1.GetBGPStatusRequest
+	62, // 87: xnat.v1.NatService.SetDrain:input_type -> xnat.v1.SetDrainRequest
+	6,  // 88: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	13, // 89: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	15, // 90: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	24, // 91: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	26, // 92: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	28, // 93: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	30, // 94: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	35, // 95: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	37, // 96: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	39, // 97: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	41, // 98: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	43, // 99: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	45, // 100: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	47, // 101: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	49, // 102: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	51, // 103: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	54, // 104: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	56, // 105: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	58, // 106: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	61, // 107: xnat.v1.NatService.GetBGPStatus:output_type -> xnat.v1.GetBGPStatusResponse
+	63, // 108: xnat.v1.NatService.SetDrain:output_type -> xnat.v1.SetDrainResponse
+	88, // [88:109] is the sub-list for method output_type
+	67, // [67:88] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
@@ -4061,13 +4577,14 @@ func file_xnat_v1_xnat_proto_init() {
 		(*Change_AddStaticMapping)(nil),
 		(*Change_DeleteStaticMapping)(nil),
 	}
+	file_xnat_v1_xnat_proto_msgTypes[63].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xnat_v1_xnat_proto_rawDesc), len(file_xnat_v1_xnat_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   57,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,8 @@ const (
 	NatService_ApplyChanges_FullMethodName        = "/xnat.v1.NatService/ApplyChanges"
 	NatService_ReloadConfig_FullMethodName        = "/xnat.v1.NatService/ReloadConfig"
 	NatService_WatchEvents_FullMethodName         = "/xnat.v1.NatService/WatchEvents"
+	NatService_GetBGPStatus_FullMethodName        = "/xnat.v1.NatService/GetBGPStatus"
+	NatService_SetDrain_FullMethodName            = "/xnat.v1.NatService/SetDrain"
 )
 
 // NatServiceClient is the client API for NatService service.
@@ -93,6 +95,14 @@ type NatServiceClient interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// --- scale-out (BGP) ---
+	// GetBGPStatus returns the BGP sessions, announcements and drain state
+	// (docs/scaleout.md).
+	GetBGPStatus(ctx context.Context, in *GetBGPStatusRequest, opts ...grpc.CallOption) (*GetBGPStatusResponse, error)
+	// SetDrain drains or undrains the appliance (admin). Draining withdraws
+	// the inside announcements; the outside ones stay so that existing
+	// sessions finish. UNAVAILABLE when natd speaks no BGP.
+	SetDrain(ctx context.Context, in *SetDrainRequest, opts ...grpc.CallOption) (*SetDrainResponse, error)
 }
 
 type natServiceClient struct {
@@ -320,6 +330,26 @@ func (c *natServiceClient) WatchEvents(ctx context.Context, in *WatchEventsReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *natServiceClient) GetBGPStatus(ctx context.Context, in *GetBGPStatusRequest, opts ...grpc.CallOption) (*GetBGPStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBGPStatusResponse)
+	err := c.cc.Invoke(ctx, NatService_GetBGPStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *natServiceClient) SetDrain(ctx context.Context, in *SetDrainRequest, opts ...grpc.CallOption) (*SetDrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDrainResponse)
+	err := c.cc.Invoke(ctx, NatService_SetDrain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NatServiceServer is the server API for NatService service.
 // All implementations must embed UnimplementedNatServiceServer
 // for forward compatibility.
@@ -359,6 +389,14 @@ type NatServiceServer interface {
 	// WatchEvents streams engine events until the client cancels. A client
 	// that reads too slowly loses events (counted by natd).
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// --- scale-out (BGP) ---
+	// GetBGPStatus returns the BGP sessions, announcements and drain state
+	// (docs/scaleout.md).
+	GetBGPStatus(context.Context, *GetBGPStatusRequest) (*GetBGPStatusResponse, error)
+	// SetDrain drains or undrains the appliance (admin). Draining withdraws
+	// the inside announcements; the outside ones stay so that existing
+	// sessions finish. UNAVAILABLE when natd speaks no BGP.
+	SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error)
 	mustEmbedUnimplementedNatServiceServer()
 }
 
@@ -425,6 +463,12 @@ func (UnimplementedNatServiceServer) ReloadConfig(context.Context, *ReloadConfig
 }
 func (UnimplementedNatServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedNatServiceServer) GetBGPStatus(context.Context, *GetBGPStatusRequest) (*GetBGPStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBGPStatus not implemented")
+}
+func (UnimplementedNatServiceServer) SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDrain not implemented")
 }
 func (UnimplementedNatServiceServer) mustEmbedUnimplementedNatServiceServer() {}
 func (UnimplementedNatServiceServer) testEmbeddedByValue()                    {}
@@ -768,6 +812,42 @@ func _NatService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type NatService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _NatService_GetBGPStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBGPStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).GetBGPStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_GetBGPStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).GetBGPStatus(ctx, req.(*GetBGPStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NatService_SetDrain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).SetDrain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_SetDrain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).SetDrain(ctx, req.(*SetDrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NatService_ServiceDesc is the grpc.ServiceDesc for NatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -838,6 +918,14 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReloadConfig",
 			Handler:    _NatService_ReloadConfig_Handler,
+		},
+		{
+			MethodName: "GetBGPStatus",
+			Handler:    _NatService_GetBGPStatus_Handler,
+		},
+		{
+			MethodName: "SetDrain",
+			Handler:    _NatService_SetDrain_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
