@@ -31,11 +31,14 @@ type Speaker struct {
 	healthy      bool
 	drained      bool
 	drainedSince time.Time
-	closed       bool
+	outsideUp    bool     // an outside session is established (or none is configured)
+	closing      bool     // inside routes withdrawn for shutdown
+	closed       bool     // everything withdrawn
 	uuid         [][]byte // per announcement: GoBGP's handle while announced
 	announced    uint64
 	withdrawn    uint64
 
+	kick   chan struct{} // a session changed state
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -45,7 +48,7 @@ var ipv4Unicast = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNIC
 // Start starts the sessions. Nothing is announced until SetHealthy(true).
 // cfg must have passed Validate.
 func Start(cfg Config, log *slog.Logger) (_ *Speaker, err error) {
-	s := &Speaker{cfg: cfg, log: log, uuid: make([][]byte, len(cfg.Announcements))}
+	s := &Speaker{cfg: cfg, log: log, uuid: make([][]byte, len(cfg.Announcements)), kick: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	defer func() {
@@ -99,7 +102,42 @@ func Start(cfg Config, log *slog.Logger) (_ *Speaker, err error) {
 			s.watchPeers(ctx, srv)
 		}()
 	}
+	s.outsideUp = s.srv[Outside] == nil
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.followOutside(ctx)
+	}()
 	return s, nil
+}
+
+// followOutside re-evaluates the announcements whenever a session changes
+// state: the inside routes are announced only while an outside session is
+// established, so that an appliance never attracts subscriber traffic
+// whose replies cannot come back to it (at start-up, or when its outside
+// routers are all gone). It runs on its own goroutine because GoBGP's
+// event callbacks must not call back into GoBGP.
+func (s *Speaker) followOutside(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		up := s.srv[Outside] == nil
+		if !up {
+			_ = s.srv[Outside].ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+				up = up || (p.State != nil && p.State.SessionState == api.PeerState_ESTABLISHED)
+			})
+		}
+		s.mu.Lock()
+		if up != s.outsideUp {
+			s.log.Info("BGP: inside announcements follow the outside sessions", "outside_up", up)
+		}
+		s.outsideUp = up
+		s.sync()
+		s.mu.Unlock()
+	}
 }
 
 // watchPeers logs session state changes until ctx ends.
@@ -111,6 +149,10 @@ func (s *Speaker) watchPeers(ctx context.Context, srv *server.BgpServer) {
 		}
 		st := p.Peer.State
 		s.log.Info("BGP session", "peer", st.NeighborAddress, "peer_as", st.PeerAsn, "state", stateName(st.SessionState))
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	})
 	if err != nil {
 		s.log.Warn("BGP session events unavailable", "err", err)
@@ -150,7 +192,10 @@ func (s *Speaker) SetDrain(drain bool) {
 // want reports whether announcement i should be announced now.
 func (s *Speaker) want(i int) bool {
 	a := &s.cfg.Announcements[i]
-	return s.healthy && !s.closed && !(s.drained && a.Side == Inside)
+	if a.Side == Inside && (s.drained || s.closing || !s.outsideUp) {
+		return false
+	}
+	return s.healthy && !s.closed
 }
 
 // sync announces and withdraws to match want. Called with mu held.
@@ -260,23 +305,30 @@ func (s *Speaker) Status() mgmt.BGPStatus {
 	return st
 }
 
-// Close withdraws every route, ends the sessions with a Cease
-// NOTIFICATION (RFC 4486 subcode 3, peer de-configured), then waits
-// ShutdownDelay so that the routers move traffic away while the dataplane
-// still forwards what is in flight. natd calls it before it stops its
-// workers and detaches XDP.
+// Close takes the appliance out of service in the order that loses
+// nothing in flight: it withdraws the inside routes first, so that no new
+// flow arrives, waits ShutdownDelay while the outside routes still bring
+// the replies of flows already under way, then withdraws the outside
+// routes and ends the sessions with a Cease NOTIFICATION (RFC 4486 subcode
+// 3, peer de-configured). natd calls it before it stops its workers and
+// detaches XDP.
 func (s *Speaker) Close() {
 	s.mu.Lock()
-	if s.closed {
+	if s.closing {
 		s.mu.Unlock()
 		return
 	}
+	s.closing = true
+	s.sync()
+	s.mu.Unlock()
+	s.log.Info("BGP: inside routes withdrawn for shutdown; outside routes kept for flows in flight", "delay", s.cfg.ShutdownDelay)
+	time.Sleep(s.cfg.ShutdownDelay)
+	s.mu.Lock()
 	s.closed = true
 	s.sync()
 	s.mu.Unlock()
 	s.stop()
-	s.log.Info("BGP routes withdrawn and sessions closed; the dataplane stops after the shutdown delay", "delay", s.cfg.ShutdownDelay)
-	time.Sleep(s.cfg.ShutdownDelay)
+	s.log.Info("BGP routes withdrawn and sessions closed; the dataplane stops now")
 }
 
 func (s *Speaker) stop() {

@@ -164,3 +164,43 @@ func TestSpeakerHealthDrainClose(t *testing.T) {
 		t.Errorf("counted %d announcements, %d withdrawals; want 5 and 5 (2+1+2, 1+2+2)", st.Announcements, st.Withdrawals)
 	}
 }
+
+// TestInsideWaitsForOutside: with no outside session established, the
+// inside routes stay withdrawn even while healthy (the appliance would
+// attract traffic whose replies could not come back).
+func TestInsideWaitsForOutside(t *testing.T) {
+	in := newRouter(t, 65001, "127.0.0.2", map[string]uint32{"127.0.0.1": 65010})
+	cfg := Config{
+		LocalAS: 65010, RouterID: netip.MustParseAddr("198.18.0.1"), ShutdownDelay: 10 * time.Millisecond,
+		Neighbors: []Neighbor{
+			{Address: netip.MustParseAddr("127.0.0.2"), AS: 65001, Side: Inside, HoldTime: 3 * time.Second, Port: uint16(in.port)},
+			// Nobody listens there.
+			{Address: netip.MustParseAddr("127.0.0.3"), AS: 65002, Side: Outside, HoldTime: 3 * time.Second, Port: uint16(freePort(t))},
+		},
+		Announcements: []Announcement{
+			{Prefix: netip.MustParsePrefix("198.18.10.0/28"), Side: Outside},
+			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Side: Inside},
+		},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := Start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	sp.SetHealthy(true)
+	waitFor(t, "inside session established", func() bool { return sp.Status().Peers[0].Up() })
+	// Give a wrongly announced route time to arrive.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if r := in.routes(t); len(r) != 0 {
+			t.Fatalf("inside router learned %v with no outside session up", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := sp.Status(); st.Routes[1].Announced {
+		t.Fatalf("status says the inside route is announced: %+v", st.Routes)
+	}
+}
