@@ -56,6 +56,9 @@ func TestScaleOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range r.FailedSample {
+		t.Logf("failed flow: %s", f)
+	}
 	for _, c := range r.Checks {
 		if !c.OK {
 			t.Errorf("%s: %s", c.Name, c.Detail)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xnat/xnat/bench/lab"
 )
 
 // Check is one claim the scenario verified.
@@ -40,16 +42,29 @@ type Report struct {
 	DrainLongTotal  int
 	DrainEmpty      time.Duration
 	DrainOtherFails int
+	// HealthWithdrawn: XDP detached -> both routers dropped the routes.
+	HealthWithdrawn time.Duration
 	Flows, Failed   int
 	// FailedAfter counts failed flows by the last scenario event before
 	// their start.
 	FailedAfter map[string]int
-	events      []event
+	// FailedSample describes the first failed flows.
+	FailedSample []string
+	events       []event
 }
 
 type event struct {
 	name string
 	at   time.Time
+}
+
+func (r *Report) at(name string) time.Time {
+	for _, ev := range r.events {
+		if ev.name == name {
+			return ev.at
+		}
+	}
+	return time.Time{}
 }
 
 func (r *Report) mark(name string) {
@@ -90,7 +105,7 @@ type RunOptions struct {
 	// Linux's hash-threshold ECMP then moves only the victim's
 	// subscribers (docs/scaleout.md).
 	Victim int
-	// Interval between a subscriber's flows (default 700 ms).
+	// Interval between a subscriber's flows (default 1 s).
 	Interval time.Duration
 	// Say receives a line per step in plain words (nil: silent).
 	Say io.Writer
@@ -105,7 +120,7 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 		o.Victim = 1
 	}
 	if o.Interval == 0 {
-		o.Interval = 700 * time.Millisecond
+		o.Interval = time.Second
 	}
 	say := func(format string, args ...any) {
 		if o.Say != nil {
@@ -148,12 +163,13 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 		return nil, err
 	}
 	defer t.Stop()
+	r.mark("traffic")
 	say("%d subscribers on %d inside hosts now open a TCP or UDP flow every %v each, to %d server addresses.", len(t.Subs), len(e.Hosts), o.Interval, len(e.Destinations))
 
 	// 1. Spread.
 	sleep(ctx, 1500*time.Millisecond)
 	w0 := time.Now()
-	sleep(ctx, 3*time.Second)
+	sleep(ctx, 4*time.Second)
 	w1 := time.Now()
 	sleep(ctx, flowTimeout+200*time.Millisecond)
 	r.Home = make([]int, len(t.Subs))
@@ -227,6 +243,27 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	say("  restarted undrained: a%d rejoined and took subscribers again.", o.Victim)
 
+	// 5. Health gate.
+	say("\nDetach the XDP program from a%d's inside interface behind natd's back: its dataplane is no longer healthy.", o.Victim)
+	inW, outW := e.watchWithdrawal(ctx, o.Victim)
+	r.mark("xdp detached")
+	th := time.Now()
+	if err := lab.Run(v.NS, "ip", "link", "set", "dev", lab.ScaleOutApplianceInside, "xdp", "off"); err != nil {
+		return nil, err
+	}
+	if err := e.waitRoutes(ctx, others, others, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("health: %w", err)
+	}
+	ti, _ := <-inW
+	to, _ := <-outW
+	r.HealthWithdrawn = max(ti.Sub(th), to.Sub(th))
+	r.check("health gate withdraws within 1 s", !ti.IsZero() && !to.IsZero() && r.HealthWithdrawn <= time.Second,
+		"inside route gone after %v, pool route after %v", ti.Sub(th).Round(time.Millisecond), to.Sub(th).Round(time.Millisecond))
+	say("  natd withdrew both routes within %v.", r.HealthWithdrawn.Round(time.Millisecond))
+	if _, err := v.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
+		return nil, err
+	}
+
 	t.Stop()
 	r.FailedAfter = map[string]int{}
 	for _, s := range t.Subs {
@@ -241,6 +278,16 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 					}
 				}
 				r.FailedAfter[phase]++
+				if len(r.FailedSample) < 40 {
+					home := -1
+					for k := range t.Subs {
+						if t.Subs[k] == s {
+							home = r.Home[k]
+						}
+					}
+					r.FailedSample = append(r.FailedSample, fmt.Sprintf("%s (home a%d) %s udp=%v long=%v started %v after %q: %s",
+						s.Addr, home, f.Start.Format("15:04:05.000"), f.UDP, f.Long, f.Start.Sub(r.at(phase)).Round(time.Millisecond), phase, f.Err))
+				}
 			}
 		}
 	}
@@ -319,8 +366,27 @@ func (e *Env) failover(ctx context.Context, t *Traffic, r *Report, v *Appliance,
 	if to, ok := <-outW; ok {
 		f.WithdrawnOut = to.Sub(t0)
 	}
-	sleep(ctx, time.Until(t0.Add(limit+flowTimeout+interval+500*time.Millisecond)))
-	end := time.Now().Add(-flowTimeout - 100*time.Millisecond)
+	// Wait until every victim had a good flow through a survivor (or the
+	// limit passed), then for the flows under way to end.
+	for time.Since(t0) < limit+interval && ctx.Err() == nil {
+		done := true
+		for k, s := range t.Subs {
+			if r.Home[k] != v.Index {
+				continue
+			}
+			ok := false
+			for _, fl := range s.Flows(t0, time.Now()) {
+				ok = ok || (fl.OK && fl.Appliance != v.Index)
+			}
+			done = done && ok
+		}
+		if done {
+			break
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	end := time.Now()
+	sleep(ctx, flowTimeout+200*time.Millisecond)
 	f.VictimLost = map[int]int{}
 	var recov []time.Duration
 	notRecovered := 0

@@ -199,8 +199,10 @@ func (t *Traffic) run(ctx context.Context, s *Subscriber, n int) {
 }
 
 // flowTimeout bounds each exchange: longer than any answer takes on a
-// loaded lab machine, shorter than the failover the test measures.
-const flowTimeout = time.Second
+// loaded 2-core machine (natd's workers share it with the test's 300
+// flow generators and whatever else runs), short enough that a flow lost
+// with a killed appliance does not hide the failover the test measures.
+const flowTimeout = 2 * time.Second
 
 // tcpFlow connects from src to dst, exchanges 1+extra lines (one every
 // 200 ms after the first), and closes. Call it from the subscriber's
