@@ -98,7 +98,7 @@ func statusCmd(a *app) *cobra.Command {
 					return err
 				}
 				fmt.Fprintln(w)
-				return printBGP(w, bgp)
+				return printBGP(w, bgp, a.now())
 			}, statusWithBGP{statusToJSON(r.Status), bgpToJSON(bgp)})
 		},
 	}

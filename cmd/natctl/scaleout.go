@@ -31,7 +31,7 @@ func bgpCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emit(func(w io.Writer) error { return printBGP(w, r.Status) }, bgpToJSON(r.Status))
+			return a.emit(func(w io.Writer) error { return printBGP(w, r.Status, a.now()) }, bgpToJSON(r.Status))
 		},
 	}
 }
@@ -151,7 +151,7 @@ type statusWithBGP struct {
 	BGP *bgpJSON `json:"bgp,omitempty"`
 }
 
-func printBGP(w io.Writer, s *xnatv1.BGPStatus) error {
+func printBGP(w io.Writer, s *xnatv1.BGPStatus, now time.Time) error {
 	if s == nil || !s.Enabled {
 		_, err := fmt.Fprintln(w, "BGP: not configured (no bgp section)")
 		return err
@@ -165,7 +165,7 @@ func printBGP(w io.Writer, s *xnatv1.BGPStatus) error {
 	if s.Drained {
 		since := ""
 		if s.DrainedSince != nil {
-			since = fmt.Sprintf(" for %s", time.Since(s.DrainedSince.AsTime()).Round(time.Second))
+			since = fmt.Sprintf(" for %s", now.Sub(s.DrainedSince.AsTime()).Round(time.Second))
 		}
 		left := fmt.Sprintf("%d sessions left, %d active in the last 5 s, %d TCP open", s.SessionsLeft, s.SessionsActive, s.TcpOpen)
 		if s.SessionsActive == 0 && s.TcpOpen == 0 {
@@ -180,7 +180,7 @@ func printBGP(w io.Writer, s *xnatv1.BGPStatus) error {
 	for _, p := range s.Peers {
 		since := "-"
 		if p.Since != nil {
-			since = time.Since(p.Since.AsTime()).Round(time.Second).String()
+			since = now.Sub(p.Since.AsTime()).Round(time.Second).String()
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", p.Address, p.As, p.Side, p.State, since)
 	}
