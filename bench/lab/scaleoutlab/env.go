@@ -441,6 +441,16 @@ func (a *Appliance) Stop(sig syscall.Signal, timeout time.Duration) (exitAt time
 	return a.exitAt, err
 }
 
+// Signal sends sig to natd's process group without waiting.
+func (a *Appliance) Signal(sig syscall.Signal) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		return errors.New("scaleoutlab: natd not running")
+	}
+	return syscall.Kill(-a.cmd.Process.Pid, sig)
+}
+
 // Log returns natd's log so far (all its runs).
 func (a *Appliance) Log() string { return a.log.String() }
 

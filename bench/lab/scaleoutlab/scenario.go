@@ -33,7 +33,7 @@ type Report struct {
 	// subscribers had a new flow working through a survivor; what its
 	// subscribers lost (failed flows each, as a histogram "n failed:
 	// subscribers"), and what the others lost.
-	Kill, Term Failover
+	Freeze, Kill, Term Failover
 	// Drain: the inside route's withdrawal after the drain call, the
 	// long sessions that completed, and how long until no TCP session
 	// was left open.
@@ -206,7 +206,24 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	say("Spread: subscribers per appliance %v; every subscriber's flows, to several destinations, left from one appliance's pool.", r.PerAppliance)
 	victims := e.subsOf(t, r.Home, o.Victim)
 
-	// 2. SIGKILL.
+	// 2. A silent death: natd frozen (SIGSTOP), found out by the routers'
+	// hold timers, then killed.
+	say("\nFreeze natd a%d (SIGSTOP): it stops answering but keeps its BGP connections open, like a hung box.", o.Victim)
+	r.Freeze, err = e.failover(ctx, t, r, v, syscall.SIGSTOP, others, HoldTime+2*time.Second, o.Interval)
+	if err != nil {
+		return nil, err
+	}
+	say("  the routers' hold timers (%v) dropped it after %v (inside) / %v (outside); its subscribers' new flows worked again after %v at most (median %v); each lost %s; the others lost %d flows.",
+		HoldTime, r.Freeze.Withdrawn.Round(time.Millisecond), r.Freeze.WithdrawnOut.Round(time.Millisecond), r.Freeze.RecoverMax.Round(time.Millisecond), r.Freeze.RecoverMed.Round(time.Millisecond), lossString(r.Freeze.VictimLost), r.Freeze.OthersFailed)
+	if _, err := v.Stop(syscall.SIGKILL, 10*time.Second); err != nil {
+		return nil, err
+	}
+	if err := e.rejoin(ctx, t, r, v, "after the freeze", all); err != nil {
+		return nil, err
+	}
+	say("  killed and restarted: a%d rejoined.", o.Victim)
+
+	// 3. SIGKILL.
 	say("\nSIGKILL natd a%d (carrying %d subscribers) under traffic: its BGP sessions die with it.", o.Victim, len(victims))
 	r.Kill, err = e.failover(ctx, t, r, v, syscall.SIGKILL, others, HoldTime+2*time.Second, o.Interval)
 	if err != nil {
@@ -219,7 +236,7 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	say("  restarted: a%d rejoined and took its subscribers back.", o.Victim)
 
-	// 3. SIGTERM.
+	// 4. SIGTERM.
 	say("\nSIGTERM natd a%d: it withdraws its routes, waits 1 s, then detaches.", o.Victim)
 	r.Term, err = e.failover(ctx, t, r, v, syscall.SIGTERM, others, 2*time.Second, o.Interval)
 	if err != nil {
@@ -234,7 +251,7 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	say("  restarted: a%d rejoined.", o.Victim)
 
-	// 4. Drain.
+	// 5. Drain.
 	if err := e.drain(ctx, t, r, v, victims, others, say); err != nil {
 		return nil, err
 	}
@@ -243,7 +260,7 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	say("  restarted undrained: a%d rejoined and took subscribers again.", o.Victim)
 
-	// 5. Health gate.
+	// 6. Health gate.
 	say("\nDetach the XDP program from a%d's inside interface behind natd's back: its dataplane is no longer healthy.", o.Victim)
 	inW, outW := e.watchWithdrawal(ctx, o.Victim)
 	r.mark("xdp detached")
@@ -345,18 +362,23 @@ func (e *Env) watchWithdrawal(ctx context.Context, a int) (in, out chan time.Tim
 // failover stops appliance v with sig and measures what it cost.
 func (e *Env) failover(ctx context.Context, t *Traffic, r *Report, v *Appliance, sig syscall.Signal, others []int, limit, interval time.Duration) (Failover, error) {
 	var f Failover
-	name := "SIGKILL"
-	if sig == syscall.SIGTERM {
-		name = "SIGTERM"
-	}
+	name := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM", syscall.SIGSTOP: "SIGSTOP"}[sig]
 	inW, outW := e.watchWithdrawal(ctx, v.Index)
 	r.mark(name)
 	t0 := time.Now()
-	exitAt, err := v.Stop(sig, 10*time.Second)
-	if err != nil {
-		return f, err
+	if sig == syscall.SIGSTOP {
+		// Frozen, natd keeps its sockets open and sends nothing: only
+		// the routers' hold timers notice.
+		if err := v.Signal(sig); err != nil {
+			return f, err
+		}
+	} else {
+		exitAt, err := v.Stop(sig, 10*time.Second)
+		if err != nil {
+			return f, err
+		}
+		f.Exited = exitAt.Sub(t0)
 	}
-	f.Exited = exitAt.Sub(t0)
 	if err := e.waitRoutes(ctx, others, others, 15*time.Second); err != nil {
 		return f, err
 	}
@@ -403,9 +425,8 @@ func (e *Env) failover(ctx context.Context, t *Traffic, r *Report, v *Appliance,
 		f.Victims++
 		lost, rec := 0, time.Duration(-1)
 		for _, fl := range flows {
-			if fl.OK && fl.Appliance != v.Index && !fl.Start.Before(t0) {
+			if fl.OK && fl.Appliance != v.Index && !fl.Start.Before(t0) && rec < 0 {
 				rec = fl.Start.Sub(t0)
-				break
 			}
 			if !fl.OK {
 				lost++

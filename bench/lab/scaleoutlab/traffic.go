@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -58,6 +59,8 @@ func (s *Subscriber) Flows(from, to time.Time) []Flow {
 			out = append(out, f)
 		}
 	}
+	// Flows end, and are recorded, out of order.
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
 	return out
 }
 
@@ -166,36 +169,45 @@ func (e *Env) StartTraffic(interval time.Duration) (*Traffic, error) {
 	return t, nil
 }
 
-// run is one subscriber's generator. Its goroutine stays on an OS thread
-// inside the subscriber's host namespace (sockets are created in the
-// namespace of the thread that opens them).
+// run is one subscriber's generator: it starts a flow every interval,
+// each on its own goroutine, so that a flow hanging until its timeout
+// (its appliance just died) does not delay the next: the failover
+// figures then have the interval's resolution, not the timeout's. Each
+// flow's goroutine opens its socket from an OS thread switched into the
+// subscriber's host namespace (lab.Do).
 func (t *Traffic) run(ctx context.Context, s *Subscriber, n int) {
 	defer t.wg.Done()
-	lab.Do(s.host, func() error {
-		// Spread the subscribers' flows over the interval.
-		k := n
+	// Spread the subscribers' flows over the interval.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Duration(n) * t.interval / time.Duration(len(t.Subs))):
+	}
+	tick := time.NewTicker(t.interval)
+	defer tick.Stop()
+	var flows sync.WaitGroup
+	defer flows.Wait()
+	for k := n; ; k++ {
+		dst := t.env.Destinations[k%len(t.env.Destinations)]
+		udp := k%2 == 1
+		flows.Add(1)
+		go func() {
+			defer flows.Done()
+			lab.Do(s.host, func() error {
+				if udp {
+					s.record(t.env.udpFlow(s.Addr, dst))
+				} else {
+					s.record(t.env.tcpFlow(s.Addr, dst, 0))
+				}
+				return nil
+			})
+		}()
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Duration(n) * t.interval / time.Duration(len(t.Subs))):
+			return
+		case <-tick.C:
 		}
-		tick := time.NewTicker(t.interval)
-		defer tick.Stop()
-		for {
-			dst := t.env.Destinations[k%len(t.env.Destinations)]
-			if k%2 == 0 {
-				s.record(t.env.tcpFlow(s.Addr, dst, 0))
-			} else {
-				s.record(t.env.udpFlow(s.Addr, dst))
-			}
-			k++
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-			}
-		}
-	})
+	}
 }
 
 // flowTimeout bounds each exchange: longer than any answer takes on a
