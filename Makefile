@@ -16,12 +16,13 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## test: vet, then every test with the race detector where it runs, then
-## the tests too big for it. Privileged tests build their own namespace
+## the tests too big or too timing-bound for it. Privileged tests build their own namespace
 ## labs; without root they skip, except under CI=true, where they fail.
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
 	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
+	$(GO) test -timeout 5m -run 'TestScaleOut' ./bench/lab/scaleoutlab/
 
 ## lint: gofmt, go vet and staticcheck must all be clean.
 lint:

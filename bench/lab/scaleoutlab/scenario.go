@@ -271,8 +271,8 @@ func (e *Env) Run(ctx context.Context, o RunOptions) (*Report, error) {
 	if err := e.waitRoutes(ctx, others, others, 10*time.Second); err != nil {
 		return nil, fmt.Errorf("health: %w", err)
 	}
-	ti, _ := <-inW
-	to, _ := <-outW
+	ti := <-inW
+	to := <-outW
 	r.HealthWithdrawn = max(ti.Sub(th), to.Sub(th))
 	r.check("health gate withdraws within 1 s", !ti.IsZero() && !to.IsZero() && r.HealthWithdrawn <= time.Second,
 		"inside route gone after %v, pool route after %v", ti.Sub(th).Round(time.Millisecond), to.Sub(th).Round(time.Millisecond))

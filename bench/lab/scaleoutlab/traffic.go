@@ -156,15 +156,14 @@ func (e *Env) StartTraffic(interval time.Duration) (*Traffic, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.cancel = cancel
-	n := 0
 	for h, addrs := range e.Subscribers {
 		for _, a := range addrs {
-			s := &Subscriber{Addr: a, host: e.Hosts[h]}
-			t.Subs = append(t.Subs, s)
-			t.wg.Add(1)
-			go t.run(ctx, s, n)
-			n++
+			t.Subs = append(t.Subs, &Subscriber{Addr: a, host: e.Hosts[h]})
 		}
+	}
+	for n, s := range t.Subs {
+		t.wg.Add(1)
+		go t.run(ctx, s, n)
 	}
 	return t, nil
 }
