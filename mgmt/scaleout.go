@@ -25,8 +25,9 @@ type BGPStatus struct {
 	// the appliance can be stopped without loss once it reaches zero.
 	SessionsLeft int
 	// While drained: sessions that moved traffic in the last
-	// DrainActiveWindow, and TCP sessions neither closed nor reset. When
-	// both are zero the appliance can stop without cutting a session.
+	// DrainActiveWindow, and TCP connections established or half closed.
+	// When both are zero the appliance can stop without cutting a
+	// session.
 	SessionsActive int
 	TCPOpen        int
 	Peers          []BGPPeerStatus

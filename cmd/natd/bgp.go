@@ -277,7 +277,7 @@ func (c *core) BGPStatus() mgmt.BGPStatus {
 
 // drainProgress pages through the session table (only while drained, so
 // scrapes of a busy appliance never pay for it) and counts what still
-// moves and the TCP connections still open.
+// moves and the TCP connections still open (established or half closed).
 func drainProgress(e *nat.Engine, now time.Time) (active, tcpOpen int) {
 	var cursor uint32
 	for {
@@ -287,7 +287,10 @@ func drainProgress(e *nat.Engine, now time.Time) (active, tcpOpen int) {
 			if now.Sub(s.LastSeen) < mgmt.DrainActiveWindow {
 				active++
 			}
-			if s.Proto == nat.TCP && s.State != "closed" && s.State != "reset" {
+			// Connections that were established and are not closed:
+			// an embryonic one (a SYN never answered) is not a
+			// connection a subscriber would lose.
+			if s.Proto == nat.TCP && (s.State == "established" || s.State == "closing") {
 				tcpOpen++
 			}
 		}

@@ -31,10 +31,11 @@ type Speaker struct {
 	healthy      bool
 	drained      bool
 	drainedSince time.Time
-	outsideUp    bool     // an outside session is established (or none is configured)
-	closing      bool     // inside routes withdrawn for shutdown
-	closed       bool     // everything withdrawn
-	uuid         [][]byte // per announcement: GoBGP's handle while announced
+	outsideUp    bool      // an outside session is established (or none is configured)
+	outsideSince time.Time // when outsideUp last became true
+	closing      bool      // inside routes withdrawn for shutdown
+	closed       bool      // everything withdrawn
+	uuid         [][]byte  // per announcement: GoBGP's handle while announced
 	announced    uint64
 	withdrawn    uint64
 
@@ -111,6 +112,12 @@ func Start(cfg Config, log *slog.Logger) (_ *Speaker, err error) {
 	return s, nil
 }
 
+// outsideSettle is how long the inside routes wait after an outside
+// session comes up: the outside routers install the pool routes in the
+// meantime, so the first subscribers' replies find their way back (the
+// scale-out lab lost up to 7 flows at a rejoin without it).
+const outsideSettle = 500 * time.Millisecond
+
 // followOutside re-evaluates the announcements whenever a session changes
 // state: the inside routes are announced only while an outside session is
 // established, so that an appliance never attracts subscriber traffic
@@ -133,6 +140,16 @@ func (s *Speaker) followOutside(ctx context.Context) {
 		s.mu.Lock()
 		if up != s.outsideUp {
 			s.log.Info("BGP: inside announcements follow the outside sessions", "outside_up", up)
+			if up {
+				s.outsideSince = time.Now()
+				// Look again once the outside routes have settled.
+				time.AfterFunc(outsideSettle, func() {
+					select {
+					case s.kick <- struct{}{}:
+					default:
+					}
+				})
+			}
 		}
 		s.outsideUp = up
 		s.sync()
@@ -192,7 +209,7 @@ func (s *Speaker) SetDrain(drain bool) {
 // want reports whether announcement i should be announced now.
 func (s *Speaker) want(i int) bool {
 	a := &s.cfg.Announcements[i]
-	if a.Side == Inside && (s.drained || s.closing || !s.outsideUp) {
+	if a.Side == Inside && (s.drained || s.closing || !s.outsideUp || time.Since(s.outsideSince) < outsideSettle) {
 		return false
 	}
 	return s.healthy && !s.closed

@@ -216,7 +216,10 @@ func (e *Env) installStickiness() error {
 	var rules strings.Builder
 	rules.WriteString("table ip xnatlab {\n chain pre {\n  type filter hook prerouting priority mangle; policy accept;\n")
 	for h := range e.Hosts {
-		fmt.Fprintf(&rules, "  iifname \"h%d\" ct state established,related meta mark set ct mark\n", h)
+		// Every state: a retransmitted SYN is still "new" to conntrack
+		// but must follow its first copy (a new entry's mark is 0: the
+		// ECMP route).
+		fmt.Fprintf(&rules, "  iifname \"h%d\" meta mark set ct mark\n", h)
 	}
 	rules.WriteString(" }\n chain post {\n  type filter hook postrouting priority mangle; policy accept;\n")
 	for i := range e.Appliances {
@@ -515,7 +518,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// openTCP lists natd's TCP sessions that are neither closed nor reset, for
+// openTCP lists natd's open TCP connections (established or closing), for
 // a failure message.
 func (a *Appliance) openTCP(ctx context.Context) string {
 	cl, err := a.client()
@@ -525,15 +528,20 @@ func (a *Appliance) openTCP(ctx context.Context) string {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	r, err := cl.ListSessions(ctx, &xnatv1.ListSessionsRequest{PageSize: 1000})
-	if err != nil {
-		return err.Error()
-	}
 	var b strings.Builder
-	for _, s := range r.Sessions {
-		if s.Protocol == xnatv1.Protocol_PROTOCOL_TCP && s.State != "closed" && s.State != "reset" {
-			fmt.Fprintf(&b, "\n  %s:%d -> %s:%d %s last seen %s", s.Inside.GetAddr(), s.Inside.GetPort(), s.Remote.GetAddr(), s.Remote.GetPort(), s.State, s.LastSeen.AsTime().Format("15:04:05.000"))
+	token := ""
+	for {
+		r, err := cl.ListSessions(ctx, &xnatv1.ListSessionsRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			return b.String() + err.Error()
+		}
+		for _, s := range r.Sessions {
+			if s.Protocol == xnatv1.Protocol_PROTOCOL_TCP && (s.State == "established" || s.State == "closing") {
+				fmt.Fprintf(&b, "\n  %s:%d -> %s:%d %s last seen %s", s.Inside.GetAddr(), s.Inside.GetPort(), s.Remote.GetAddr(), s.Remote.GetPort(), s.State, s.LastSeen.AsTime().Format("15:04:05.000"))
+			}
+		}
+		if token = r.NextPageToken; token == "" {
+			return b.String()
 		}
 	}
-	return b.String()
 }

@@ -3754,7 +3754,8 @@ type BGPStatus struct {
 	Announcements uint64                 `protobuf:"varint,10,opt,name=announcements,proto3" json:"announcements,omitempty"` // routes announced since start
 	Withdrawals   uint64                 `protobuf:"varint,11,opt,name=withdrawals,proto3" json:"withdrawals,omitempty"`     // routes withdrawn since start
 	// While drained: sessions that moved traffic in the last 5 s, and TCP
-	// sessions not yet closed or reset. Zero on both: stop it, nothing is lost.
+	// connections established or half closed. Zero on both: stop it,
+	// nothing is lost.
 	SessionsActive uint64 `protobuf:"varint,12,opt,name=sessions_active,json=sessionsActive,proto3" json:"sessions_active,omitempty"`
 	TcpOpen        uint64 `protobuf:"varint,13,opt,name=tcp_open,json=tcpOpen,proto3" json:"tcp_open,omitempty"`
 	unknownFields  protoimpl.UnknownFields
