@@ -8,7 +8,8 @@
 //	natd --config /etc/xnat/natd.yaml --check-config
 //
 // Signals: SIGHUP reloads pools, rules, timeouts and limits atomically;
-// SIGTERM and SIGINT stop gracefully, leaving the interfaces as they were.
+// SIGTERM and SIGINT stop gracefully, leaving the interfaces as they were
+// (with a bgp section, after withdrawing the BGP announcements).
 package main
 
 import (
