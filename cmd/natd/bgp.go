@@ -188,11 +188,22 @@ type bgpGlue struct {
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
+
+	// The health watcher's own: each worker's poll count and when it
+	// last moved.
+	polls   []uint64
+	movedAt []time.Time
 }
 
-// healthInterval is how often the watcher checks the dataplane: a failure
-// is withdrawn within this plus one GoBGP update (well under a second).
-const healthInterval = 200 * time.Millisecond
+// healthInterval is how often the watcher checks the dataplane, and
+// stallAfter how long a worker's poll count may stand still: a failure is
+// withdrawn within their sum plus one GoBGP update, under a second. An
+// idle adaptive worker still polls every 10 ms or so (XnatWorkerStalled
+// relies on it too).
+const (
+	healthInterval = 200 * time.Millisecond
+	stallAfter     = 600 * time.Millisecond
+)
 
 // startBGP starts the speaker and its health watcher (no bgp section:
 // nothing).
@@ -204,14 +215,15 @@ func (d *daemon) startBGP() error {
 	if err != nil {
 		return err
 	}
-	g := &bgpGlue{sp: sp, stop: make(chan struct{}), done: make(chan struct{})}
+	g := &bgpGlue{sp: sp, stop: make(chan struct{}), done: make(chan struct{}),
+		polls: make([]uint64, len(d.wk)), movedAt: make([]time.Time, len(d.wk))}
 	d.bgp = g
 	go func() {
 		defer close(g.done)
 		t := time.NewTicker(healthInterval)
 		defer t.Stop()
 		for {
-			sp.SetHealthy(d.healthy())
+			sp.SetHealthy(d.healthy() && g.polling(d, time.Now()))
 			select {
 			case <-g.stop:
 				return
@@ -239,8 +251,24 @@ func (d *daemon) stopBGP() {
 	})
 }
 
+// polling reports whether every worker's poll count moved in the last
+// stallAfter. Only the health watcher calls it.
+func (g *bgpGlue) polling(d *daemon, now time.Time) bool {
+	ok := true
+	for i, ws := range d.wk {
+		var c nat.Counters
+		ws.w.Counters(&c)
+		if c[nat.Polls] != g.polls[i] || g.movedAt[i].IsZero() {
+			g.polls[i], g.movedAt[i] = c[nat.Polls], now
+		}
+		ok = ok && now.Sub(g.movedAt[i]) < stallAfter
+	}
+	return ok
+}
+
 // healthy is the dataplane health that gates the announcements: every
-// worker polling, both links up, and XDP attached on both.
+// worker's poll loop running, both links up, and XDP attached on both
+// (polling adds that the loops actually poll).
 func (d *daemon) healthy() bool {
 	if !d.ready() {
 		return false
