@@ -393,7 +393,10 @@ func checkAgainst(t *testing.T, cat metricCatalog, source string) {
 func TestMonitoringNamesExistInNatd(t *testing.T) {
 	lab.Require(t)
 	eventsDir := t.TempDir()
-	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log")}})
+	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"),
+		// A neighbour that never answers: the xnat_bgp_* series exist
+		// (XnatBGPSessionDown, docs/operations.md) with the session down.
+		TopLevel: "bgp:\n  local_as: 65010\n  router_id: 198.18.0.1\n  neighbors: [{address: 198.18.0.2, as: 65002, side: outside, port: 1179}]\n"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,6 +437,7 @@ func TestMonitoringNamesExistInCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer core.Close()
+	core.EnableBGP() // the xnat_bgp_* series
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: core.Events.Stats}))
 	fams, err := reg.Gather()
 	if err != nil {
