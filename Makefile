@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test lint generate demo bench bench-quick bench-micro fuzz clean
+.PHONY: all build test lint generate demo demo-scaleout bench bench-quick bench-micro fuzz clean
 
 all: build
 
@@ -16,13 +16,15 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## test: vet, then every test with the race detector where it runs, then
-## the tests too big for it. Privileged tests build their own namespace
-## labs; without root they skip, except under CI=true, where they fail.
+## the tests too big or too timing-bound for it. Privileged tests build
+## their own namespace labs; without root they skip, except under CI=true,
+## where they fail.
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
 	$(GO) test -count=1 -run 'TestRFCSuiteInEveryMode|TestCGNLogVolume' ./dataplane/nat/
 	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
+	$(GO) test -timeout 5m -run 'TestScaleOut' ./bench/lab/scaleoutlab/
 
 ## lint: gofmt, go vet and staticcheck must all be clean, and go.mod and
 ## go.sum must be tidy (go mod tidy would change nothing).
@@ -39,6 +41,11 @@ generate:
 ## demo: build, then run natd in the built-in lab and show what it does.
 demo: build
 	./$(BIN)/xnatlab demo -natd $(BIN)/natd -natctl $(BIN)/natctl -config deploy/examples/lab.yaml
+
+## demo-scaleout: build, then three natd appliances behind BIRD routers,
+## 300 subscribers, failovers and a drain (docs/scaleout.md; about 90 s).
+demo-scaleout: build
+	./$(BIN)/xnatlab scaleout -natd $(BIN)/natd -natctl $(BIN)/natctl
 
 ## bench-micro: the Go benchmarks of the packet core, against their baselines.
 bench-micro:

@@ -73,7 +73,10 @@ var methodMutates = map[string]bool{
 	xnatv1.NatService_Trace_FullMethodName:    true,
 	xnatv1.NatService_Explain_FullMethodName:  false,
 	xnatv1.NatService_GetDrops_FullMethodName: false,
-	xnatv1.NatService_Lookup_FullMethodName:   false,
+	// --- scale-out (BGP) ---
+	xnatv1.NatService_GetBGPStatus_FullMethodName: false,
+	xnatv1.NatService_SetDrain_FullMethodName:     true,
+	xnatv1.NatService_Lookup_FullMethodName:       false,
 }
 
 // Mutates reports whether the RPC fullMethod ("/xnat.v1.NatService/AddPool")

@@ -76,6 +76,16 @@ type Core interface {
 
 	// Capture, Trace, Explain and Drops: operator visibility (vis.go).
 	VisCore
+	// --- scale-out (BGP) ---
+	// BGPStatus describes the BGP sessions, announcements and drain
+	// state; Enabled is false when natd speaks no BGP.
+	BGPStatus() BGPStatus
+	// SetDrain drains (true) or undrains the appliance: draining
+	// withdraws the inside announcements so that no new subscribers
+	// arrive, and keeps the outside ones so that existing sessions
+	// finish. ErrUnavailable when natd speaks no BGP.
+	SetDrain(drain bool) (BGPStatus, error)
+
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (LookupEngine, docs/cgn.md).
 	Lookup(ctx context.Context, q LookupQuery) (LookupResult, error)

@@ -209,6 +209,10 @@ func mutatingCalls(t *testing.T, e *env) map[string]func(c *client.Client) error
 			}
 			return drainStream(st.Recv)
 		},
+		xnatv1.NatService_SetDrain_FullMethodName: func(c *client.Client) error {
+			_, err := c.SetDrain(x, &xnatv1.SetDrainRequest{Drain: true})
+			return err
+		},
 	}
 }
 
@@ -226,6 +230,7 @@ func prepare(t *testing.T, e *env) {
 	must(e.core.AddStaticMapping(nat.StaticMapping{Inside: netip.MustParseAddr("10.0.0.60"), Outside: netip.MustParseAddr("198.18.0.160")}))
 	cfg := e.core.Config()
 	e.core.SetReload(&cfg, nil)
+	e.core.EnableBGP()
 }
 
 // mutatingMethods lists the service's RPCs that the access table marks

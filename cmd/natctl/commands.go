@@ -58,6 +58,7 @@ Exit codes: 0 success, 1 local failure, 2 usage error, 3 natd unreachable,
 
 	root.AddCommand(
 		statusCmd(a), statsCmd(a), sessionsCmd(a), rulesCmd(a), poolsCmd(a), eventsCmd(a), reloadCmd(a),
+		bgpCmd(a), drainCmd(a, true), drainCmd(a, false), // scaleout.go
 		lookupCmd(a), detmapCmd(a), // lookup.go
 	)
 	root.AddCommand(captureCmd(a), traceCmd(a), explainCmd(a), dropsCmd(a)) // vis.go
@@ -90,7 +91,17 @@ func statusCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emit(func(w io.Writer) error { return printStatus(w, r.Status) }, statusToJSON(r.Status))
+			bgp, err := statusBGP(ctx, cl) // scaleout.go
+			if err != nil {
+				return err
+			}
+			return a.emit(func(w io.Writer) error {
+				if err := printStatus(w, r.Status); err != nil || bgp == nil {
+					return err
+				}
+				fmt.Fprintln(w)
+				return printBGP(w, bgp, a.now())
+			}, statusWithBGP{statusToJSON(r.Status), bgpToJSON(bgp)})
 		},
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/mgmt/bgp"
 )
 
 // fileConfig is natd.yaml as written. Every field is optional except the
@@ -49,7 +50,8 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
-	Logging loggingFile `yaml:"logging"` // IPFIX and syslog export (cgn.go)
+	BGP     *bgpFileConfig `yaml:"bgp"`     // bgp.go
+	Logging loggingFile    `yaml:"logging"` // IPFIX and syslog export (cgn.go)
 }
 
 type ifaceConfig struct {
@@ -135,6 +137,7 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
+	BGP       *bgp.Config   // nil: no BGP (bgp.go)
 	Logging   loggingConfig // IPFIX and syslog export (cgn.go)
 	// logFlags are --log-level and --log-format, which win over the file
 	// (overrideLog); kept so that a reload compares like with like.
@@ -242,6 +245,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	c.interfacesFromFile(fc, ce)
 	c.dataplaneFromFile(fc, ce)
 	c.natSection(fc, ce)
+	c.BGP = bgpFromFile(fc.BGP, &c.NAT, ce) // announces the nat section's addresses
 	c.servicesFromFile(fc, ce)
 	if len(ce.errs) > 0 {
 		slices.SortStableFunc(ce.errs, func(a, b error) int {

@@ -24,7 +24,7 @@ nat:
 `
 
 func TestParseConfigExamples(t *testing.T) {
-	for _, f := range []string{"cgnat.yaml", "home.yaml", "lab.yaml"} {
+	for _, f := range []string{"cgnat.yaml", "home.yaml", "lab.yaml", "scaleout.yaml"} {
 		if _, err := LoadConfig("../../deploy/examples/" + f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}

@@ -48,6 +48,7 @@ type daemon struct {
 	gen    uint64 // snapshot generation last synced to XDP and the link
 
 	mgmt    *mgmtPlane
+	bgp     *bgpGlue // bgp.go; nil without a bgp section
 	stopHK  chan struct{}
 	hkDone  chan struct{}
 	fatal   chan error
@@ -136,6 +137,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *daemon, err e
 		return nil, err
 	}
 	if err := d.watchAddrs(); err != nil {
+		return nil, err
+	}
+	if err := d.startBGP(); err != nil {
 		return nil, err
 	}
 	log.Info("natd running", "config_generation", d.eng.Snapshot().Generation)
@@ -527,6 +531,7 @@ var restartOnly = []struct {
 	{"log", []string{"LogLevel", "LogFormat"}, func(c *Config) string {
 		return fmt.Sprintf("level %q format %q", c.LogLevel, c.LogFormat)
 	}},
+	{"bgp", []string{"BGP"}, func(c *Config) string { return bgpSummary(c.BGP) }},
 }
 
 // ignoredChange is a restart-only section a reload found changed. Old and
@@ -561,6 +566,7 @@ func (d *daemon) Close() error {
 		return nil
 	}
 	d.closed = true
+	d.stopBGP() // withdraw before the dataplane stops
 	var errs []error
 	if d.mgmt != nil {
 		d.mgmt.close()

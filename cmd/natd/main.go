@@ -8,7 +8,8 @@
 //	natd --config /etc/xnat/natd.yaml --check-config
 //
 // Signals: SIGHUP reloads pools, rules, timeouts and limits atomically;
-// SIGTERM and SIGINT stop gracefully, leaving the interfaces as they were.
+// SIGTERM and SIGINT stop gracefully, leaving the interfaces as they were
+// (with a bgp section, after withdrawing the BGP announcements).
 package main
 
 import (
@@ -68,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.File, len(cfg.CPUs), len(cfg.NAT.Pools), len(cfg.NAT.PortForwards), len(cfg.NAT.StaticMappings))
 		for _, n := range cfg.NAT.Notices() {
 			fmt.Fprintf(stdout, "note: %s\n", n)
+		}
+		if s := bgpCheckSummary(cfg.BGP); s != "" {
+			fmt.Fprintln(stdout, s)
 		}
 		return 0
 	}

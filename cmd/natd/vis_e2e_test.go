@@ -138,7 +138,7 @@ func checkChecksums(t *testing.T, f []byte) (ip *layers.IPv4, tcp *layers.TCP) {
 func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
 	t.Helper()
 	cmd := lab.Command(ns, "tcpdump", "-Z", "root", "--immediate-mode", "-i", dev, "-n", "-w", file, filter)
-	var stderr bytes.Buffer
+	var stderr lockedBuffer // tcpdump writes it while we wait for "listening on"
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,11 @@
 // Command xnatlab runs xnat in a lab of network namespaces on this machine.
 //
 //	xnatlab demo [-natd bin/natd] [-natctl bin/natctl] [-config deploy/examples/lab.yaml]
+//	xnatlab scaleout [-natd bin/natd] [-natctl bin/natctl]
+//
+// scaleout runs three natd appliances behind BIRD routers, spreads 300
+// subscribers over them by ECMP and shows a SIGKILL, a SIGTERM, a drain
+// and a rejoin under traffic, with what each cost (docs/scaleout.md).
 //
 // demo builds the lab (two inside hosts, the NAT box, an outside server and
 // a host one router beyond it), starts natd in the NAT box's namespace, and
@@ -31,8 +36,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "scaleout" {
+		os.Exit(scaleoutMain(os.Args[2:])) // scaleout.go
+	}
 	if len(os.Args) < 2 || os.Args[1] != "demo" {
-		fmt.Fprintln(os.Stderr, "usage: xnatlab demo [-natd PATH] [-natctl PATH] [-config FILE] [-v]")
+		fmt.Fprintln(os.Stderr, "usage: xnatlab demo [-natd PATH] [-natctl PATH] [-config FILE] [-v]\n       xnatlab scaleout [-natd PATH] [-natctl PATH] [-v]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)

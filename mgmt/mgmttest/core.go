@@ -101,6 +101,8 @@ type Core struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	scaleout scaleoutState // drain flag (scaleout.go)
 }
 
 type neighbors struct{}

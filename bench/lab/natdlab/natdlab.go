@@ -71,6 +71,7 @@ type ConfigParams struct {
 	PollMode    string // default adaptive
 	CPUs        []int  // per worker; default 1 (or i%2)
 	Extra       string // appended verbatim to the nat section
+	TopLevel    string // appended verbatim at the end (e.g. a bgp section)
 	EventsFile  string // default "" (no file)
 	MetricsAddr string // default 127.0.0.1:9469 (inside the nat namespace)
 	ICMPPerSec  int
@@ -256,6 +257,7 @@ func (e *Env) renderConfig() string {
 	if p.LogLevel != "" {
 		fmt.Fprintf(&b, "log:\n  level: %s\n", p.LogLevel)
 	}
+	b.WriteString(p.TopLevel)
 	return b.String()
 }
 

@@ -4539,6 +4539,469 @@ func (x *GetDropsResponse) GetInterval() *durationpb.Duration {
 	return nil
 }
 
+type GetBGPStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBGPStatusRequest) Reset() {
+	*x = GetBGPStatusRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBGPStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBGPStatusRequest) ProtoMessage() {}
+
+func (x *GetBGPStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBGPStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetBGPStatusRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{71}
+}
+
+type GetBGPStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *BGPStatus             `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBGPStatusResponse) Reset() {
+	*x = GetBGPStatusResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBGPStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBGPStatusResponse) ProtoMessage() {}
+
+func (x *GetBGPStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBGPStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetBGPStatusResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *GetBGPStatusResponse) GetStatus() *BGPStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type SetDrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drain         bool                   `protobuf:"varint,1,opt,name=drain,proto3" json:"drain,omitempty"` // true: drain; false: undrain
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainRequest) Reset() {
+	*x = SetDrainRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainRequest) ProtoMessage() {}
+
+func (x *SetDrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainRequest.ProtoReflect.Descriptor instead.
+func (*SetDrainRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *SetDrainRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type SetDrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *BGPStatus             `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainResponse) Reset() {
+	*x = SetDrainResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainResponse) ProtoMessage() {}
+
+func (x *SetDrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainResponse.ProtoReflect.Descriptor instead.
+func (*SetDrainResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *SetDrainResponse) GetStatus() *BGPStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type BGPStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"` // false: natd has no bgp section
+	LocalAs       uint32                 `protobuf:"varint,2,opt,name=local_as,json=localAs,proto3" json:"local_as,omitempty"`
+	RouterId      string                 `protobuf:"bytes,3,opt,name=router_id,json=routerId,proto3" json:"router_id,omitempty"`
+	Healthy       bool                   `protobuf:"varint,4,opt,name=healthy,proto3" json:"healthy,omitempty"` // the dataplane passed its last health check
+	Drained       bool                   `protobuf:"varint,5,opt,name=drained,proto3" json:"drained,omitempty"`
+	DrainedSince  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=drained_since,json=drainedSince,proto3" json:"drained_since,omitempty"`
+	SessionsLeft  uint64                 `protobuf:"varint,7,opt,name=sessions_left,json=sessionsLeft,proto3" json:"sessions_left,omitempty"` // live NAT sessions: drain progress
+	Peers         []*BGPPeer             `protobuf:"bytes,8,rep,name=peers,proto3" json:"peers,omitempty"`
+	Routes        []*BGPRoute            `protobuf:"bytes,9,rep,name=routes,proto3" json:"routes,omitempty"`
+	Announcements uint64                 `protobuf:"varint,10,opt,name=announcements,proto3" json:"announcements,omitempty"` // routes announced since start
+	Withdrawals   uint64                 `protobuf:"varint,11,opt,name=withdrawals,proto3" json:"withdrawals,omitempty"`     // routes withdrawn since start
+	// While drained: sessions that moved traffic in the last 5 s, and TCP
+	// connections established or half closed. Zero on both: stop it,
+	// nothing is lost.
+	SessionsActive uint64 `protobuf:"varint,12,opt,name=sessions_active,json=sessionsActive,proto3" json:"sessions_active,omitempty"`
+	TcpOpen        uint64 `protobuf:"varint,13,opt,name=tcp_open,json=tcpOpen,proto3" json:"tcp_open,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BGPStatus) Reset() {
+	*x = BGPStatus{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPStatus) ProtoMessage() {}
+
+func (x *BGPStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPStatus.ProtoReflect.Descriptor instead.
+func (*BGPStatus) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *BGPStatus) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *BGPStatus) GetLocalAs() uint32 {
+	if x != nil {
+		return x.LocalAs
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetRouterId() string {
+	if x != nil {
+		return x.RouterId
+	}
+	return ""
+}
+
+func (x *BGPStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *BGPStatus) GetDrained() bool {
+	if x != nil {
+		return x.Drained
+	}
+	return false
+}
+
+func (x *BGPStatus) GetDrainedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DrainedSince
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetSessionsLeft() uint64 {
+	if x != nil {
+		return x.SessionsLeft
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetPeers() []*BGPPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetRoutes() []*BGPRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *BGPStatus) GetAnnouncements() uint64 {
+	if x != nil {
+		return x.Announcements
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetWithdrawals() uint64 {
+	if x != nil {
+		return x.Withdrawals
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetSessionsActive() uint64 {
+	if x != nil {
+		return x.SessionsActive
+	}
+	return 0
+}
+
+func (x *BGPStatus) GetTcpOpen() uint64 {
+	if x != nil {
+		return x.TcpOpen
+	}
+	return 0
+}
+
+type BGPPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	As            uint32                 `protobuf:"varint,2,opt,name=as,proto3" json:"as,omitempty"`
+	Side          string                 `protobuf:"bytes,3,opt,name=side,proto3" json:"side,omitempty"`   // inside or outside
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // established, active, connect, idle, ...
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPPeer) Reset() {
+	*x = BGPPeer{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPPeer) ProtoMessage() {}
+
+func (x *BGPPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPPeer.ProtoReflect.Descriptor instead.
+func (*BGPPeer) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *BGPPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetAs() uint32 {
+	if x != nil {
+		return x.As
+	}
+	return 0
+}
+
+func (x *BGPPeer) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BGPPeer) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type BGPRoute struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Side          string                 `protobuf:"bytes,2,opt,name=side,proto3" json:"side,omitempty"`
+	Announced     bool                   `protobuf:"varint,3,opt,name=announced,proto3" json:"announced,omitempty"`
+	Med           *uint32                `protobuf:"varint,4,opt,name=med,proto3,oneof" json:"med,omitempty"`
+	Communities   []string               `protobuf:"bytes,5,rep,name=communities,proto3" json:"communities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPRoute) Reset() {
+	*x = BGPRoute{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPRoute) ProtoMessage() {}
+
+func (x *BGPRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPRoute.ProtoReflect.Descriptor instead.
+func (*BGPRoute) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *BGPRoute) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetSide() string {
+	if x != nil {
+		return x.Side
+	}
+	return ""
+}
+
+func (x *BGPRoute) GetAnnounced() bool {
+	if x != nil {
+		return x.Announced
+	}
+	return false
+}
+
+func (x *BGPRoute) GetMed() uint32 {
+	if x != nil && x.Med != nil {
+		return *x.Med
+	}
+	return 0
+}
+
+func (x *BGPRoute) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
 // LookupRequest asks about one public endpoint (outside) or one
 // subscriber (inside); exactly one is set.
 type LookupRequest struct {
@@ -4556,7 +5019,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4568,7 +5031,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[71]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4581,7 +5044,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{71}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *LookupRequest) GetOutside() *Endpoint {
@@ -4633,7 +5096,7 @@ type LookupHolder struct {
 
 func (x *LookupHolder) Reset() {
 	*x = LookupHolder{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4645,7 +5108,7 @@ func (x *LookupHolder) String() string {
 func (*LookupHolder) ProtoMessage() {}
 
 func (x *LookupHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[72]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4658,7 +5121,7 @@ func (x *LookupHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupHolder.ProtoReflect.Descriptor instead.
 func (*LookupHolder) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{72}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *LookupHolder) GetSubscriber() string {
@@ -4740,7 +5203,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +5215,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xnat_v1_xnat_proto_msgTypes[73]
+	mi := &file_xnat_v1_xnat_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +5228,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{73}
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *LookupResponse) GetMode() string {
@@ -5125,7 +5588,42 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\asamples\x18\x04 \x03(\v2\x13.xnat.v1.DropSampleR\asamples\"}\n" +
 	"\x10GetDropsResponse\x122\n" +
 	"\areasons\x18\x01 \x03(\v2\x18.xnat.v1.DropReasonStatsR\areasons\x125\n" +
-	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\xaf\x01\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\x15\n" +
+	"\x13GetBGPStatusRequest\"B\n" +
+	"\x14GetBGPStatusResponse\x12*\n" +
+	"\x06status\x18\x01 \x01(\v2\x12.xnat.v1.BGPStatusR\x06status\"'\n" +
+	"\x0fSetDrainRequest\x12\x14\n" +
+	"\x05drain\x18\x01 \x01(\bR\x05drain\">\n" +
+	"\x10SetDrainResponse\x12*\n" +
+	"\x06status\x18\x01 \x01(\v2\x12.xnat.v1.BGPStatusR\x06status\"\xd6\x03\n" +
+	"\tBGPStatus\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x19\n" +
+	"\blocal_as\x18\x02 \x01(\rR\alocalAs\x12\x1b\n" +
+	"\trouter_id\x18\x03 \x01(\tR\brouterId\x12\x18\n" +
+	"\ahealthy\x18\x04 \x01(\bR\ahealthy\x12\x18\n" +
+	"\adrained\x18\x05 \x01(\bR\adrained\x12?\n" +
+	"\rdrained_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fdrainedSince\x12#\n" +
+	"\rsessions_left\x18\a \x01(\x04R\fsessionsLeft\x12&\n" +
+	"\x05peers\x18\b \x03(\v2\x10.xnat.v1.BGPPeerR\x05peers\x12)\n" +
+	"\x06routes\x18\t \x03(\v2\x11.xnat.v1.BGPRouteR\x06routes\x12$\n" +
+	"\rannouncements\x18\n" +
+	" \x01(\x04R\rannouncements\x12 \n" +
+	"\vwithdrawals\x18\v \x01(\x04R\vwithdrawals\x12'\n" +
+	"\x0fsessions_active\x18\f \x01(\x04R\x0esessionsActive\x12\x19\n" +
+	"\btcp_open\x18\r \x01(\x04R\atcpOpen\"\x8f\x01\n" +
+	"\aBGPPeer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
+	"\x02as\x18\x02 \x01(\rR\x02as\x12\x12\n" +
+	"\x04side\x18\x03 \x01(\tR\x04side\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x95\x01\n" +
+	"\bBGPRoute\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x12\n" +
+	"\x04side\x18\x02 \x01(\tR\x04side\x12\x1c\n" +
+	"\tannounced\x18\x03 \x01(\bR\tannounced\x12\x15\n" +
+	"\x03med\x18\x04 \x01(\rH\x00R\x03med\x88\x01\x01\x12 \n" +
+	"\vcommunities\x18\x05 \x03(\tR\vcommunitiesB\x06\n" +
+	"\x04_med\"\xaf\x01\n" +
 	"\rLookupRequest\x12+\n" +
 	"\aoutside\x18\x01 \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12\x16\n" +
 	"\x06inside\x18\x02 \x01(\tR\x06inside\x12-\n" +
@@ -5175,7 +5673,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\fCaptureStage\x12\x1d\n" +
 	"\x19CAPTURE_STAGE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CAPTURE_STAGE_RX\x10\x01\x12\x14\n" +
-	"\x10CAPTURE_STAGE_TX\x10\x022\xa1\x0e\n" +
+	"\x10CAPTURE_STAGE_TX\x10\x022\xaf\x0f\n" +
 	"\n" +
 	"NatService\x12B\n" +
 	"\tGetStatus\x12\x19.xnat.v1.GetStatusRequest\x1a\x1a.xnat.v1.GetStatusResponse\x12?\n" +
@@ -5202,7 +5700,9 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\aCapture\x12\x17.xnat.v1.CaptureRequest\x1a\x18.xnat.v1.CaptureResponse0\x01\x128\n" +
 	"\x05Trace\x12\x15.xnat.v1.TraceRequest\x1a\x16.xnat.v1.TraceResponse0\x01\x12<\n" +
 	"\aExplain\x12\x17.xnat.v1.ExplainRequest\x1a\x18.xnat.v1.ExplainResponse\x12?\n" +
-	"\bGetDrops\x12\x18.xnat.v1.GetDropsRequest\x1a\x19.xnat.v1.GetDropsResponse\x129\n" +
+	"\bGetDrops\x12\x18.xnat.v1.GetDropsRequest\x1a\x19.xnat.v1.GetDropsResponse\x12K\n" +
+	"\fGetBGPStatus\x12\x1c.xnat.v1.GetBGPStatusRequest\x1a\x1d.xnat.v1.GetBGPStatusResponse\x12?\n" +
+	"\bSetDrain\x12\x18.xnat.v1.SetDrainRequest\x1a\x19.xnat.v1.SetDrainResponse\x129\n" +
 	"\x06Lookup\x12\x16.xnat.v1.LookupRequest\x1a\x17.xnat.v1.LookupResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
 
 var (
@@ -5218,7 +5718,7 @@ func file_xnat_v1_xnat_proto_rawDescGZIP() []byte {
 }
 
 var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_xnat_v1_xnat_proto_goTypes = []any{
 	(Protocol)(0),                       // 0: xnat.v1.Protocol
 	(Side)(0),                           // 1: xnat.v1.Side
@@ -5295,16 +5795,23 @@ var file_xnat_v1_xnat_proto_goTypes = []any{
 	(*DropSample)(nil),                  // 72: xnat.v1.DropSample
 	(*DropReasonStats)(nil),             // 73: xnat.v1.DropReasonStats
 	(*GetDropsResponse)(nil),            // 74: xnat.v1.GetDropsResponse
-	(*LookupRequest)(nil),               // 75: xnat.v1.LookupRequest
-	(*LookupHolder)(nil),                // 76: xnat.v1.LookupHolder
-	(*LookupResponse)(nil),              // 77: xnat.v1.LookupResponse
-	(*timestamppb.Timestamp)(nil),       // 78: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 79: google.protobuf.Duration
+	(*GetBGPStatusRequest)(nil),         // 75: xnat.v1.GetBGPStatusRequest
+	(*GetBGPStatusResponse)(nil),        // 76: xnat.v1.GetBGPStatusResponse
+	(*SetDrainRequest)(nil),             // 77: xnat.v1.SetDrainRequest
+	(*SetDrainResponse)(nil),            // 78: xnat.v1.SetDrainResponse
+	(*BGPStatus)(nil),                   // 79: xnat.v1.BGPStatus
+	(*BGPPeer)(nil),                     // 80: xnat.v1.BGPPeer
+	(*BGPRoute)(nil),                    // 81: xnat.v1.BGPRoute
+	(*LookupRequest)(nil),               // 82: xnat.v1.LookupRequest
+	(*LookupHolder)(nil),                // 83: xnat.v1.LookupHolder
+	(*LookupResponse)(nil),              // 84: xnat.v1.LookupResponse
+	(*timestamppb.Timestamp)(nil),       // 85: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 86: google.protobuf.Duration
 }
 var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	8,   // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
-	78,  // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
-	79,  // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
+	85,  // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
+	86,  // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
 	9,   // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
 	10,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
 	11,  // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
@@ -5313,9 +5820,9 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	5,   // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
 	5,   // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
 	17,  // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
-	79,  // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	86,  // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	17,  // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
-	78,  // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	85,  // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
 	20,  // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
 	21,  // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
 	5,   // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
@@ -5323,16 +5830,16 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	18,  // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
 	18,  // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
 	5,   // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
-	79,  // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
-	79,  // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
+	86,  // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
+	86,  // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
 	19,  // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
 	0,   // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
 	0,   // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
 	4,   // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
 	4,   // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
 	4,   // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
-	78,  // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	79,  // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
+	85,  // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	86,  // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
 	22,  // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
 	23,  // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
 	22,  // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
@@ -5357,7 +5864,7 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	53,  // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
 	2,   // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
 	60,  // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	78,  // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	85,  // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,   // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
 	0,   // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
 	4,   // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
@@ -5365,14 +5872,14 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,   // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
 	0,   // 61: xnat.v1.VisFilter.protocol:type_name -> xnat.v1.Protocol
 	61,  // 62: xnat.v1.CaptureRequest.filter:type_name -> xnat.v1.VisFilter
-	79,  // 63: xnat.v1.CaptureRequest.duration:type_name -> google.protobuf.Duration
-	78,  // 64: xnat.v1.CapturedFrame.time:type_name -> google.protobuf.Timestamp
+	86,  // 63: xnat.v1.CaptureRequest.duration:type_name -> google.protobuf.Duration
+	85,  // 64: xnat.v1.CapturedFrame.time:type_name -> google.protobuf.Timestamp
 	1,   // 65: xnat.v1.CapturedFrame.side:type_name -> xnat.v1.Side
 	3,   // 66: xnat.v1.CapturedFrame.stage:type_name -> xnat.v1.CaptureStage
 	63,  // 67: xnat.v1.CaptureResponse.frames:type_name -> xnat.v1.CapturedFrame
 	61,  // 68: xnat.v1.TraceRequest.filter:type_name -> xnat.v1.VisFilter
-	79,  // 69: xnat.v1.TraceRequest.timeout:type_name -> google.protobuf.Duration
-	78,  // 70: xnat.v1.TracedPacket.time:type_name -> google.protobuf.Timestamp
+	86,  // 69: xnat.v1.TraceRequest.timeout:type_name -> google.protobuf.Duration
+	85,  // 70: xnat.v1.TracedPacket.time:type_name -> google.protobuf.Timestamp
 	1,   // 71: xnat.v1.TracedPacket.side:type_name -> xnat.v1.Side
 	66,  // 72: xnat.v1.TracedPacket.steps:type_name -> xnat.v1.TraceStep
 	67,  // 73: xnat.v1.TraceResponse.packet:type_name -> xnat.v1.TracedPacket
@@ -5381,74 +5888,84 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,   // 76: xnat.v1.ExplainRequest.source:type_name -> xnat.v1.Endpoint
 	4,   // 77: xnat.v1.ExplainRequest.destination:type_name -> xnat.v1.Endpoint
 	66,  // 78: xnat.v1.ExplainResponse.steps:type_name -> xnat.v1.TraceStep
-	79,  // 79: xnat.v1.GetDropsRequest.interval:type_name -> google.protobuf.Duration
-	78,  // 80: xnat.v1.DropSample.time:type_name -> google.protobuf.Timestamp
+	86,  // 79: xnat.v1.GetDropsRequest.interval:type_name -> google.protobuf.Duration
+	85,  // 80: xnat.v1.DropSample.time:type_name -> google.protobuf.Timestamp
 	1,   // 81: xnat.v1.DropSample.side:type_name -> xnat.v1.Side
 	4,   // 82: xnat.v1.DropSample.source:type_name -> xnat.v1.Endpoint
 	4,   // 83: xnat.v1.DropSample.destination:type_name -> xnat.v1.Endpoint
 	72,  // 84: xnat.v1.DropReasonStats.samples:type_name -> xnat.v1.DropSample
 	73,  // 85: xnat.v1.GetDropsResponse.reasons:type_name -> xnat.v1.DropReasonStats
-	79,  // 86: xnat.v1.GetDropsResponse.interval:type_name -> google.protobuf.Duration
-	4,   // 87: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
-	0,   // 88: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
-	78,  // 89: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
-	4,   // 90: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
-	0,   // 91: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
-	78,  // 92: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
-	76,  // 93: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
-	6,   // 94: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	13,  // 95: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	15,  // 96: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	24,  // 97: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	26,  // 98: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	28,  // 99: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	30,  // 100: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	35,  // 101: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	37,  // 102: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	39,  // 103: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	41,  // 104: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	43,  // 105: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	45,  // 106: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	47,  // 107: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	49,  // 108: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	51,  // 109: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	54,  // 110: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	56,  // 111: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	58,  // 112: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	62,  // 113: xnat.v1.NatService.Capture:input_type -> xnat.v1.CaptureRequest
-	65,  // 114: xnat.v1.NatService.Trace:input_type -> xnat.v1.TraceRequest
-	69,  // 115: xnat.v1.NatService.Explain:input_type -> xnat.v1.ExplainRequest
-	71,  // 116: xnat.v1.NatService.GetDrops:input_type -> xnat.v1.GetDropsRequest
-	75,  // 117: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
-	7,   // 118: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	14,  // 119: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	16,  // 120: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	25,  // 121: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	27,  // 122: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	29,  // 123: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	31,  // 124: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	36,  // 125: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	38,  // 126: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	40,  // 127: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	42,  // 128: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	44,  // 129: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	46,  // 130: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	48,  // 131: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	50,  // 132: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	52,  // 133: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	55,  // 134: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	57,  // 135: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	59,  // 136: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	64,  // 137: xnat.v1.NatService.Capture:output_type -> xnat.v1.CaptureResponse
-	68,  // 138: xnat.v1.NatService.Trace:output_type -> xnat.v1.TraceResponse
-	70,  // 139: xnat.v1.NatService.Explain:output_type -> xnat.v1.ExplainResponse
-	74,  // 140: xnat.v1.NatService.GetDrops:output_type -> xnat.v1.GetDropsResponse
-	77,  // 141: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
-	118, // [118:142] is the sub-list for method output_type
-	94,  // [94:118] is the sub-list for method input_type
-	94,  // [94:94] is the sub-list for extension type_name
-	94,  // [94:94] is the sub-list for extension extendee
-	0,   // [0:94] is the sub-list for field type_name
+	86,  // 86: xnat.v1.GetDropsResponse.interval:type_name -> google.protobuf.Duration
+	79,  // 87: xnat.v1.GetBGPStatusResponse.status:type_name -> xnat.v1.BGPStatus
+	79,  // 88: xnat.v1.SetDrainResponse.status:type_name -> xnat.v1.BGPStatus
+	85,  // 89: xnat.v1.BGPStatus.drained_since:type_name -> google.protobuf.Timestamp
+	80,  // 90: xnat.v1.BGPStatus.peers:type_name -> xnat.v1.BGPPeer
+	81,  // 91: xnat.v1.BGPStatus.routes:type_name -> xnat.v1.BGPRoute
+	85,  // 92: xnat.v1.BGPPeer.since:type_name -> google.protobuf.Timestamp
+	4,   // 93: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
+	0,   // 94: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
+	85,  // 95: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
+	4,   // 96: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
+	0,   // 97: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
+	85,  // 98: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
+	83,  // 99: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
+	6,   // 100: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	13,  // 101: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	15,  // 102: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	24,  // 103: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	26,  // 104: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	28,  // 105: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	30,  // 106: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	35,  // 107: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	37,  // 108: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	39,  // 109: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	41,  // 110: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	43,  // 111: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	45,  // 112: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	47,  // 113: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	49,  // 114: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	51,  // 115: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	54,  // 116: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	56,  // 117: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	58,  // 118: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	62,  // 119: xnat.v1.NatService.Capture:input_type -> xnat.v1.CaptureRequest
+	65,  // 120: xnat.v1.NatService.Trace:input_type -> xnat.v1.TraceRequest
+	69,  // 121: xnat.v1.NatService.Explain:input_type -> xnat.v1.ExplainRequest
+	71,  // 122: xnat.v1.NatService.GetDrops:input_type -> xnat.v1.GetDropsRequest
+	75,  // 123: xnat.v1.NatService.GetBGPStatus:input_type -> xnat.v1.GetBGPStatusRequest
+	77,  // 124: xnat.v1.NatService.SetDrain:input_type -> xnat.v1.SetDrainRequest
+	82,  // 125: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
+	7,   // 126: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	14,  // 127: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	16,  // 128: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	25,  // 129: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	27,  // 130: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	29,  // 131: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	31,  // 132: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	36,  // 133: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	38,  // 134: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	40,  // 135: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	42,  // 136: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	44,  // 137: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	46,  // 138: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	48,  // 139: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	50,  // 140: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	52,  // 141: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	55,  // 142: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	57,  // 143: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	59,  // 144: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	64,  // 145: xnat.v1.NatService.Capture:output_type -> xnat.v1.CaptureResponse
+	68,  // 146: xnat.v1.NatService.Trace:output_type -> xnat.v1.TraceResponse
+	70,  // 147: xnat.v1.NatService.Explain:output_type -> xnat.v1.ExplainResponse
+	74,  // 148: xnat.v1.NatService.GetDrops:output_type -> xnat.v1.GetDropsResponse
+	76,  // 149: xnat.v1.NatService.GetBGPStatus:output_type -> xnat.v1.GetBGPStatusResponse
+	78,  // 150: xnat.v1.NatService.SetDrain:output_type -> xnat.v1.SetDrainResponse
+	84,  // 151: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
+	126, // [126:152] is the sub-list for method output_type
+	100, // [100:126] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
@@ -5464,13 +5981,14 @@ func file_xnat_v1_xnat_proto_init() {
 		(*Change_AddStaticMapping)(nil),
 		(*Change_DeleteStaticMapping)(nil),
 	}
+	file_xnat_v1_xnat_proto_msgTypes[77].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xnat_v1_xnat_proto_rawDesc), len(file_xnat_v1_xnat_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   74,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

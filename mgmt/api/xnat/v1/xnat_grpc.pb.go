@@ -56,6 +56,8 @@ const (
 	NatService_Trace_FullMethodName               = "/xnat.v1.NatService/Trace"
 	NatService_Explain_FullMethodName             = "/xnat.v1.NatService/Explain"
 	NatService_GetDrops_FullMethodName            = "/xnat.v1.NatService/GetDrops"
+	NatService_GetBGPStatus_FullMethodName        = "/xnat.v1.NatService/GetBGPStatus"
+	NatService_SetDrain_FullMethodName            = "/xnat.v1.NatService/SetDrain"
 	NatService_Lookup_FullMethodName              = "/xnat.v1.NatService/Lookup"
 )
 
@@ -109,6 +111,14 @@ type NatServiceClient interface {
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// GetDrops returns drop counters by reason, rates and sampled 5-tuples.
 	GetDrops(ctx context.Context, in *GetDropsRequest, opts ...grpc.CallOption) (*GetDropsResponse, error)
+	// --- scale-out (BGP) ---
+	// GetBGPStatus returns the BGP sessions, announcements and drain state
+	// (docs/scaleout.md).
+	GetBGPStatus(ctx context.Context, in *GetBGPStatusRequest, opts ...grpc.CallOption) (*GetBGPStatusResponse, error)
+	// SetDrain drains or undrains the appliance (admin). Draining withdraws
+	// the inside announcements; the outside ones stay so that existing
+	// sessions finish. UNAVAILABLE when natd speaks no BGP.
+	SetDrain(ctx context.Context, in *SetDrainRequest, opts ...grpc.CallOption) (*SetDrainResponse, error)
 	// --- cgn lookup ---
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (docs/cgn.md). Read-only.
@@ -398,6 +408,26 @@ func (c *natServiceClient) GetDrops(ctx context.Context, in *GetDropsRequest, op
 	return out, nil
 }
 
+func (c *natServiceClient) GetBGPStatus(ctx context.Context, in *GetBGPStatusRequest, opts ...grpc.CallOption) (*GetBGPStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBGPStatusResponse)
+	err := c.cc.Invoke(ctx, NatService_GetBGPStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *natServiceClient) SetDrain(ctx context.Context, in *SetDrainRequest, opts ...grpc.CallOption) (*SetDrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDrainResponse)
+	err := c.cc.Invoke(ctx, NatService_SetDrain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *natServiceClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LookupResponse)
@@ -458,6 +488,14 @@ type NatServiceServer interface {
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// GetDrops returns drop counters by reason, rates and sampled 5-tuples.
 	GetDrops(context.Context, *GetDropsRequest) (*GetDropsResponse, error)
+	// --- scale-out (BGP) ---
+	// GetBGPStatus returns the BGP sessions, announcements and drain state
+	// (docs/scaleout.md).
+	GetBGPStatus(context.Context, *GetBGPStatusRequest) (*GetBGPStatusResponse, error)
+	// SetDrain drains or undrains the appliance (admin). Draining withdraws
+	// the inside announcements; the outside ones stay so that existing
+	// sessions finish. UNAVAILABLE when natd speaks no BGP.
+	SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error)
 	// --- cgn lookup ---
 	// Lookup answers who held a public address and port, or what a
 	// subscriber holds (docs/cgn.md). Read-only.
@@ -540,6 +578,12 @@ func (UnimplementedNatServiceServer) Explain(context.Context, *ExplainRequest) (
 }
 func (UnimplementedNatServiceServer) GetDrops(context.Context, *GetDropsRequest) (*GetDropsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetDrops not implemented")
+}
+func (UnimplementedNatServiceServer) GetBGPStatus(context.Context, *GetBGPStatusRequest) (*GetBGPStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBGPStatus not implemented")
+}
+func (UnimplementedNatServiceServer) SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDrain not implemented")
 }
 func (UnimplementedNatServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
@@ -944,6 +988,42 @@ func _NatService_GetDrops_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NatService_GetBGPStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBGPStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).GetBGPStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_GetBGPStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).GetBGPStatus(ctx, req.(*GetBGPStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NatService_SetDrain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).SetDrain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_SetDrain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).SetDrain(ctx, req.(*SetDrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NatService_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LookupRequest)
 	if err := dec(in); err != nil {
@@ -1040,6 +1120,14 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetDrops",
 			Handler:    _NatService_GetDrops_Handler,
+		},
+		{
+			MethodName: "GetBGPStatus",
+			Handler:    _NatService_GetBGPStatus_Handler,
+		},
+		{
+			MethodName: "SetDrain",
+			Handler:    _NatService_SetDrain_Handler,
 		},
 		{
 			MethodName: "Lookup",

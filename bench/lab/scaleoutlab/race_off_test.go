@@ -1,0 +1,5 @@
+//go:build !race
+
+package scaleoutlab
+
+const raceEnabled = false
