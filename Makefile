@@ -22,6 +22,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
+	$(GO) test -count=1 -run 'TestRFCSuiteInEveryMode|TestCGNLogVolume' ./dataplane/nat/
 	$(GO) test -timeout 10m -run 'TestTenMillionSessions' ./flowtable/
 	$(GO) test -timeout 5m -run 'TestScaleOut' ./bench/lab/scaleoutlab/
 

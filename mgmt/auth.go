@@ -76,6 +76,7 @@ var methodMutates = map[string]bool{
 	// --- scale-out (BGP) ---
 	xnatv1.NatService_GetBGPStatus_FullMethodName: false,
 	xnatv1.NatService_SetDrain_FullMethodName:     true,
+	xnatv1.NatService_Lookup_FullMethodName:       false,
 }
 
 // Mutates reports whether the RPC fullMethod ("/xnat.v1.NatService/AddPool")

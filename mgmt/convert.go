@@ -425,6 +425,8 @@ var protoEventTypes = [...]xnatv1.EventType{
 	nat.AddressesExhausted: xnatv1.EventType_EVENT_TYPE_ADDRESSES_EXHAUSTED,
 	nat.QuotaExceeded:      xnatv1.EventType_EVENT_TYPE_QUOTA_EXCEEDED,
 	nat.TableFull:          xnatv1.EventType_EVENT_TYPE_TABLE_FULL,
+	nat.BlockAllocated:     xnatv1.EventType_EVENT_TYPE_BLOCK_ALLOCATED,
+	nat.BlockReleased:      xnatv1.EventType_EVENT_TYPE_BLOCK_RELEASED,
 }
 
 func protoEventType(t nat.EventType) xnatv1.EventType {

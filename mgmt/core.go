@@ -85,6 +85,10 @@ type Core interface {
 	// arrive, and keeps the outside ones so that existing sessions
 	// finish. ErrUnavailable when natd speaks no BGP.
 	SetDrain(drain bool) (BGPStatus, error)
+
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (LookupEngine, docs/cgn.md).
+	Lookup(ctx context.Context, q LookupQuery) (LookupResult, error)
 }
 
 // ChangeOp is the kind of a configuration change.
@@ -178,6 +182,8 @@ type Stats struct {
 	// Sessions is the number of live sessions by protocol.
 	Sessions      [nat.NumProtos]uint64
 	EventsDropped uint64
+	// CGN counts port blocks (block mode, docs/cgn.md).
+	CGN nat.CGNStats
 }
 
 // WorkerStats are one worker's counters (see nat.Counter for the index).

@@ -59,6 +59,7 @@ Exit codes: 0 success, 1 local failure, 2 usage error, 3 natd unreachable,
 	root.AddCommand(
 		statusCmd(a), statsCmd(a), sessionsCmd(a), rulesCmd(a), poolsCmd(a), eventsCmd(a), reloadCmd(a),
 		bgpCmd(a), drainCmd(a, true), drainCmd(a, false), // scaleout.go
+		lookupCmd(a), detmapCmd(a), // lookup.go
 	)
 	root.AddCommand(captureCmd(a), traceCmd(a), explainCmd(a), dropsCmd(a)) // vis.go
 	return root

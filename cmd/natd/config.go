@@ -50,7 +50,8 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
-	BGP *bgpFileConfig `yaml:"bgp"` // bgp.go
+	BGP     *bgpFileConfig `yaml:"bgp"`     // bgp.go
+	Logging loggingFile    `yaml:"logging"` // IPFIX and syslog export (cgn.go)
 }
 
 type ifaceConfig struct {
@@ -89,9 +90,10 @@ type natConfig struct {
 		Outside string `yaml:"outside"`
 		Inside  string `yaml:"inside"`
 	} `yaml:"port_forwards"`
-	OnExhaustion    string `yaml:"on_exhaustion"`
-	LogDestinations bool   `yaml:"log_destinations"`
-	MSSClamp        string `yaml:"mss_clamp"` // off, auto or an MSS
+	OnExhaustion    string        `yaml:"on_exhaustion"`
+	LogDestinations bool          `yaml:"log_destinations"`
+	MSSClamp        string        `yaml:"mss_clamp"` // off, auto or an MSS
+	CGN             cgnFileConfig `yaml:",inline"`   // port allocation (cgn.go)
 }
 
 type poolConfig struct {
@@ -135,7 +137,8 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
-	BGP       *bgp.Config // nil: no BGP (bgp.go)
+	BGP       *bgp.Config   // nil: no BGP (bgp.go)
+	Logging   loggingConfig // IPFIX and syslog export (cgn.go)
 	// logFlags are --log-level and --log-format, which win over the file
 	// (overrideLog); kept so that a reload compares like with like.
 	logFlags [2]string
@@ -364,6 +367,7 @@ func (c *Config) dataplaneFromFile(fc *fileConfig, ce *configErrors) {
 // management API's changes are, and checks it against the frames.
 func (c *Config) natSection(fc *fileConfig, ce *configErrors) {
 	c.NAT = natFromFile(&fc.NAT, ce)
+	c.Logging = loggingFromFile(&fc.Logging, ce)
 	checkMasqConfig(fc, ce)
 	if err := c.NAT.Validate(); err != nil {
 		for _, e := range unjoin(err) {
@@ -455,6 +459,7 @@ func natFromFile(f *natConfig, ce *configErrors) nat.Config {
 	natBehaviourFromFile(f, &c, ce)
 	natTimeoutsAndLimitsFromFile(f, &c, ce)
 	natRulesFromFile(f, &c, ce)
+	f.CGN.apply(&c, ce) // port allocation (cgn.go)
 	return c
 }
 

@@ -63,9 +63,15 @@ func (c *configErrors) unknownFields(n *yaml.Node, t reflect.Type, path string) 
 func yamlField(t reflect.Type, name string) (reflect.Type, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if tag == name {
 			return f.Type, true
+		}
+		if tag == "" && opts == "inline" && f.Type.Kind() == reflect.Struct {
+			// An inline struct's keys are the outer mapping's.
+			if ft, ok := yamlField(f.Type, name); ok {
+				return ft, true
+			}
 		}
 	}
 	return nil, false

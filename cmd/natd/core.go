@@ -34,7 +34,15 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		}
 	}()
 	cfg := d.cfg
+	// The exporters stop after the event exporter's last drain.
+	sinkCtx, stopSinks := context.WithCancel(context.Background())
+	sinks, err := startExporters(sinkCtx, cfg.Logging, d.log, &m.wg)
+	if err != nil {
+		stopSinks()
+		return nil, err
+	}
 	m.events, err = events.New(events.Options{
+		Sinks:      sinks,
 		Drain:      d.eng.DrainEvents,
 		Path:       cfg.Events.File,
 		MaxSize:    cfg.Events.MaxSize,
@@ -42,9 +50,13 @@ func startMgmt(ctx context.Context, d *daemon) (_ *mgmtPlane, err error) {
 		Logger:     d.log,
 	})
 	if err != nil {
+		stopSinks()
 		return nil, fmt.Errorf("event export: %w", err)
 	}
-	m.serve(ctx, "event exporter", m.events.Run)
+	m.serve(ctx, "event exporter", func(ctx context.Context) error {
+		defer stopSinks()
+		return m.events.Run(ctx)
+	})
 	m.core.Events = m.events
 
 	roMode := uint32(0o660)
@@ -166,7 +178,7 @@ func (c *core) Status() mgmt.Status {
 
 func (c *core) Stats() mgmt.Stats {
 	d := c.d
-	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped()}
+	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped(), CGN: d.eng.CGNStats()}
 	sc := d.eng.SessionCounts()
 	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
 	for _, ws := range d.wk {

@@ -345,9 +345,11 @@ func (d *daemon) applyNAT(c nat.Config) error {
 	if err != nil {
 		return err
 	}
+	old := d.eng.Snapshot().Config
 	if err := d.eng.ApplyConfig(c); err != nil {
 		return err
 	}
+	warnDetMoves(d.log, &old, &c)
 	if err := d.syncPublic(); err != nil {
 		return fmt.Errorf("%w: configuration applied but the dataplane did not follow: %v", mgmt.ErrUnavailable, err)
 	}
@@ -525,6 +527,7 @@ var restartOnly = []struct {
 	{"management", []string{"Mgmt"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Mgmt) }},
 	{"metrics", []string{"Metrics"}, func(c *Config) string { return "listen " + c.Metrics }},
 	{"events", []string{"Events"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Events) }},
+	{"logging", []string{"Logging"}, func(c *Config) string { return c.Logging.String() }},
 	{"log", []string{"LogLevel", "LogFormat"}, func(c *Config) string {
 		return fmt.Sprintf("level %q format %q", c.LogLevel, c.LogFormat)
 	}},

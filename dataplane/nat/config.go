@@ -162,6 +162,9 @@ type Config struct {
 	LogDestinations bool
 	// MSSClamp clamps the MSS of SYNs in both directions (mss.go).
 	MSSClamp MSSClamp
+	// CGN is the port allocation: dynamic, block or deterministic
+	// (cgn_config.go, docs/cgn.md).
+	CGN CGN
 }
 
 // DefaultConfig returns the defaults: endpoint-independent mapping and
@@ -191,6 +194,7 @@ func DefaultConfig() Config {
 		InboundSessions:            1 << 18,
 		ICMPErrorsPerSecond:        100,
 	}
+	c.CGN = defaultCGN()
 	return c
 }
 
@@ -258,6 +262,7 @@ func (c *Config) Validate() error {
 	}
 	staticOut := c.validateStaticMappings(add, pools)
 	c.validatePortForwards(add, staticOut)
+	errs = append(errs, c.validateCGN()...)
 	return errors.Join(errs...)
 }
 

@@ -133,6 +133,12 @@ func (s *Snapshot) pickAddress(seed maphash.Seed, a [4]byte, proto Proto, take f
 	if len(pool) == 0 {
 		return nil
 	}
+	if st := s.cgn.detAddress(pool, a); st != nil || s.cgn.det != nil {
+		if st != nil && take(st) {
+			return st // RFC 7422: the function decides (cgn_block.go)
+		}
+		return nil
+	}
 	start := int(maphash.Comparable(seed, a) % uint64(len(pool)))
 	// With address-and-port-dependent mapping ports overlap across
 	// destinations: an address whose ports are all in use still has room.
@@ -323,7 +329,7 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 	var sub flowtable.Entry
 	var st *addrState
 	if e.subs.Lookup(&sk, &sub) {
-		if cur := e.addr(uint32(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) {
+		if cur := e.addr(uint32(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) && s.cgn.pairs(src, cur) {
 			st = cur
 			t.add(Step{Code: CodeAddrPaired, A: st.addr, X: s.poolOf(st.addr)})
 		} else if st = s.pickAddress(e.seed, src, proto, inPool); st != nil {
@@ -335,6 +341,11 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 	if st == nil {
 		t.add(Step{Code: CodeNoAddress, Reason: drop.AddressExhausted})
 		return drop.AddressExhausted, none, 0
+	}
+	if lo, hi, ok := s.cgn.explainRange(s, src, proto); ok {
+		// Block and deterministic modes: random, no preservation.
+		t.add(Step{Code: CodePortRandom, PA: sport, X: uint32(lo), Y: uint32(hi)})
+		return drop.None, st.addr, 0
 	}
 	lo, hi := s.portRange(proto, sport)
 	if sport >= lo && sport <= hi {

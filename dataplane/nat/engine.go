@@ -73,13 +73,15 @@ type Engine struct {
 	// Limits.InboundSessions: workers add, cleanup subtracts.
 	inbound atomic.Int64
 	reclaim reclaimState // early drop of embryonic inbound sessions (reclaim.go)
+	cgn     cgnState     // port blocks (cgn_block.go)
 }
 
 type heldPort struct {
 	until uint32
 	port  uint16
-	proto Proto
+	proto Proto // heldBlock: port is a block number (cgn_block.go)
 	addr  *addrState
+	sub   [4]byte // the block's subscriber
 }
 
 // New creates an engine with the given configuration. Table capacities come
@@ -123,6 +125,9 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	if e.portTab, err = newPortTable(l); err != nil {
+		return nil, err
+	}
+	if err := e.initCGN(&cfg); err != nil {
 		return nil, err
 	}
 	e.ctlEvents = newEventRing(opts.EventRing)
@@ -210,6 +215,9 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		s.Generation = old.Generation + 1
 	} else {
 		s.Generation = 1
+	}
+	if err := e.applyCGN(s, e.snap.Load()); err != nil {
+		return err
 	}
 	for _, p := range cfg.InsidePrefixes {
 		mask := ^uint32(0) << (32 - p.Bits())
@@ -365,6 +373,12 @@ func (e *Engine) releaseHeld(now uint32) int {
 		h := e.held[e.heldHead]
 		if int32(now-h.until) < 0 {
 			break
+		}
+		if h.proto == heldBlock {
+			e.releaseHeldBlock(&h, now)
+			e.heldHead++
+			n++
+			continue
 		}
 		ps := &h.addr.ports[h.proto]
 		if _, held := ps.state(h.port); held {
@@ -542,6 +556,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 			if st.ports[proto].release(b.Keys[1].DstPort, true) {
 				e.hold(st, proto, b.Keys[1].DstPort, now, s.hold)
 			}
+			e.ctlPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort, now, s)
 			portsFreed++
 		}
 	}
@@ -549,6 +564,9 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 		st := e.addr(ownAddr - 1)
 		if st.ports[proto].release(x.Keys[1].DstPort, true) {
 			e.hold(st, proto, x.Keys[1].DstPort, now, s.hold)
+		}
+		if x.State&stKindMask == 0 { // a forward's port is the rule's, not a block's
+			e.ctlPortFreed(x.Keys[0].Src, st, x.Keys[1].DstPort, now, s)
 		}
 		portsFreed++
 	}
@@ -599,6 +617,9 @@ func (e *Engine) ctlEvent(ev Event, x *flowtable.Entry, s *Snapshot) {
 }
 
 func (e *Engine) pushCtl(ev Event) {
+	if e.snap.Load().muted(ev.Type) {
+		return
+	}
 	if !e.ctlEvents.q.Enqueue(ev) {
 		e.evDropped.Add(1)
 	}

@@ -25,6 +25,11 @@ const (
 	QuotaExceeded
 	// TableFull: the session table refused a session.
 	TableFull
+	// BlockAllocated: a subscriber was given a port block (block mode):
+	// OutsideAddr, ports OutsidePort..PortEnd.
+	BlockAllocated
+	// BlockReleased: a port block was freed, after the hold-down.
+	BlockReleased
 )
 
 var eventNames = [...]string{
@@ -36,6 +41,8 @@ var eventNames = [...]string{
 	AddressesExhausted: "addresses_exhausted",
 	QuotaExceeded:      "quota_exceeded",
 	TableFull:          "table_full",
+	BlockAllocated:     "block_allocated",
+	BlockReleased:      "block_released",
 }
 
 func (t EventType) String() string {
@@ -60,13 +67,15 @@ type Event struct {
 	// Inside and Outside are the endpoints of the mapping; Remote is the
 	// external peer, all-zero unless LogDestinations is set (RFC 6888
 	// REQ-12 leaves destination logging to the operator).
-	InsideAddr   [4]byte
-	OutsideAddr  [4]byte
-	RemoteAddr   [4]byte
-	InsidePort   uint16
-	OutsidePort  uint16
-	RemotePort   uint16
-	_            [2]byte
+	InsideAddr  [4]byte
+	OutsideAddr [4]byte
+	RemoteAddr  [4]byte
+	InsidePort  uint16
+	OutsidePort uint16
+	RemotePort  uint16
+	// PortEnd is the last port of a block (block events); OutsidePort is
+	// its first.
+	PortEnd      uint16
 	SessionCount uint32 // subscriber's sessions, on quota events
 }
 

@@ -96,6 +96,7 @@ func testConfig() Config {
 	c.Pools = []Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
 	c.Limits.MaxSessions = 4096
 	c.Limits.MaxSubscribers = 1024
+	withTestAllocation(&c)
 	return c
 }
 
@@ -104,6 +105,7 @@ func newHarness(t testing.TB, cfg Config) *harness { return newHarnessN(t, cfg, 
 func newHarnessN(t testing.TB, cfg Config, workers int) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}, neigh: &staticNeighbors{}}
+	fitTestAllocation(&cfg)
 	var err error
 	h.eng, err = New(cfg, Options{Workers: workers, Clock: h.clock})
 	if err != nil {

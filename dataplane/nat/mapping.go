@@ -61,6 +61,7 @@ func (w *Worker) undo(c *claim) {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := protoIndex(b.Keys[1].Proto)
 			e.addr(uint32(b.User[0] >> 32)).ports[proto].release(b.Keys[1].DstPort, false)
+			w.workerPortFreed(b.Keys[0].Src, e.addr(uint32(b.User[0]>>32)), b.Keys[1].DstPort)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
 				// to the expirer meanwhile: its port was counted on its
@@ -76,6 +77,9 @@ func (w *Worker) undo(c *claim) {
 	}
 	if c.hasOwn {
 		e.addr(c.ownAddr).ports[c.ownProto].release(c.ownPort, false)
+		if c.rule == nil { // a forward's port is the rule's, not a block's
+			w.workerPortFreed(c.sub.Keys[0].Src, e.addr(c.ownAddr), c.ownPort)
+		}
 	}
 	if c.addr != nil {
 		c.addr.release(1)
@@ -184,7 +188,7 @@ func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 		// names it; a re-pairing by another worker may release it at any
 		// time, so the reference is taken first and the pairing checked
 		// after.
-		if st := w.eng.addr(idx); st != nil && st.acquire(addrInPool, 1) {
+		if st := w.eng.addr(idx); st != nil && w.snap.cgn.pairs(a, st) && st.acquire(addrInPool, 1) {
 			if uint32(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
 				c.addr = st
 				c.sub.User[0] = uint64(idx)
@@ -240,6 +244,10 @@ func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool
 func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (st *addrState, port uint16, ok bool) {
 	st, c.addr = c.addr, nil
 	defer st.release(1)
+	if w.snap.cgn.mode != AllocDynamic {
+		p, ok := w.cgnPort(c, st, proto, overlap)
+		return st, p, ok
+	}
 	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
 	if sport >= lo && sport <= hi && ps.claimFree(sport) {
@@ -424,12 +432,14 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 			return drop.None
 		case flowtable.Full:
 			st.ports[proto].release(port, false)
+			w.workerPortFreed(p.Src, st, port)
 			w.undo(c)
 			return drop.TableFull
 		}
 		// Exists: another worker mapped this endpoint concurrently. Give
 		// back our port and the port count, and use theirs.
 		st.ports[proto].release(port, false)
+		w.workerPortFreed(p.Src, st, port)
 		w.undo(c)
 		*c = claim{}
 	}

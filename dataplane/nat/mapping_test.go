@@ -75,6 +75,7 @@ func TestRFC4787_REQ3_NoPortOverloading(t *testing.T) {
 }
 
 func TestPortPreservation(t *testing.T) {
+	onlyIn(t, "blocks and deterministic ranges never preserve ports", AllocDynamic)
 	h := newHarness(t, testConfig())
 	if e := eps(h.one(Inside, udp("10.0.0.2", 33333, "198.18.0.2", 7000), Outside)); e.sport != 33333 {
 		t.Fatalf("free source port 33333 mapped to %d", e.sport)
@@ -85,6 +86,7 @@ func TestPortPreservation(t *testing.T) {
 }
 
 func TestRFC4787_REQ3a_WellKnownPorts(t *testing.T) {
+	onlyIn(t, "blocks and deterministic ranges start at 1024, so well-known ports map into them (docs/cgn.md)", AllocDynamic)
 	t.Run("low range configured", func(t *testing.T) {
 		c := testConfig()
 		c.Ports[UDP] = PortRange{1, 65535}
@@ -119,6 +121,7 @@ func TestRFC4787_REQ3a_WellKnownPorts(t *testing.T) {
 }
 
 func TestRFC6056_RandomPortSelection(t *testing.T) {
+	onlyIn(t, "a deterministic range is chosen by the function", AllocDynamic, AllocBlock)
 	h := newHarness(t, testConfig())
 	// Occupy port 7000 so that every later endpoint using it needs a
 	// random port.
@@ -145,6 +148,7 @@ func TestRFC6056_RandomPortSelection(t *testing.T) {
 }
 
 func TestPortSpacePartitionedPerWorker(t *testing.T) {
+	onlyIn(t, "ports are dealt to workers only in dynamic mode", AllocDynamic)
 	h := newHarnessN(t, testConfig(), 2)
 	share := func(w int, p uint16) int { return int(p-1024) / chunkPorts % 2 }
 	for wi, w := range h.workers {
@@ -163,6 +167,7 @@ func TestPortSpacePartitionedPerWorker(t *testing.T) {
 }
 
 func TestAddressAndPortDependentMappingOverlap(t *testing.T) {
+	onlyIn(t, "twelve subscribers share four ports, which blocks and ranges never do", AllocDynamic)
 	c := testConfig()
 	c.Mapping = AddressAndPortDependent
 	for p := range c.Filtering {

@@ -66,6 +66,7 @@ type Snapshot struct {
 	tcpEst, tcpTrans, udp, icmp, hold, frag uint32
 	linkAddr                                [NumSides][4]byte
 	mtu                                     [NumSides]int
+	cgn                                     cgnSnap // port allocation (cgn_block.go)
 }
 
 func ms(d time.Duration) uint32 { return uint32(d / time.Millisecond) }

@@ -462,6 +462,9 @@ func (w *Worker) flushSide(egress Side) {
 
 // event queues an event on the worker's ring; a full ring counts it lost.
 func (w *Worker) event(ev Event) {
+	if w.snap.muted(ev.Type) {
+		return
+	}
 	ev.UnixNano = w.nowNano
 	ev.Worker = w.id
 	if !w.events.q.Enqueue(ev) {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/mgmt/events"
+	"github.com/xnat/xnat/mgmt/export"
 	"github.com/xnat/xnat/mgmt/metrics"
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
@@ -393,7 +395,9 @@ func checkAgainst(t *testing.T, cat metricCatalog, source string) {
 func TestMonitoringNamesExistInNatd(t *testing.T) {
 	lab.Require(t)
 	eventsDir := t.TempDir()
-	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"),
+	// Both exporters configured, so that their metrics exist.
+	exporters := "logging:\n  ipfix: {collector: \"198.18.0.2:4739\"}\n  syslog: {server: \"198.18.0.2:5514\"}\n"
+	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters,
 		// A neighbour that never answers: the xnat_bgp_* series exist
 		// (XnatBGPSessionDown, docs/operations.md) with the session down.
 		TopLevel: "bgp:\n  local_as: 65010\n  router_id: 198.18.0.1\n  neighbors: [{address: 198.18.0.2, as: 65002, side: outside, port: 1179}]\n"}})
@@ -438,7 +442,13 @@ func TestMonitoringNamesExistInCollector(t *testing.T) {
 	}
 	defer core.Close()
 	core.EnableBGP() // the xnat_bgp_* series
-	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: core.Events.Stats}))
+	// As natd with both exporters configured (docs/cgn.md).
+	withExporters := func() events.Stats {
+		s := core.Events.Stats()
+		s.Sinks = []export.Stats{{Name: "ipfix"}, {Name: "syslog"}}
+		return s
+	}
+	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: withExporters}))
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

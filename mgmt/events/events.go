@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/mgmt/export"
 )
 
 // Options configure an Exporter.
@@ -51,6 +52,9 @@ type Options struct {
 	// FileMode is the mode of new files; default 0640.
 	FileMode os.FileMode
 	Logger   *slog.Logger
+	// Sinks receive every drained batch (IPFIX and syslog exporters,
+	// sink.go); Offer must not block.
+	Sinks []Sink
 }
 
 // Stats count what the exporter did, for the metrics collector.
@@ -69,6 +73,8 @@ type Stats struct {
 	Rotations uint64
 	// Subscribers is the number of live subscribers.
 	Subscribers int
+	// Sinks are the exporters' own counters.
+	Sinks []export.Stats
 }
 
 // Exporter drains engine events to a file and to subscribers. Run is its
@@ -194,6 +200,7 @@ func (e *Exporter) Stats() Stats {
 		SubscriberDropped: e.subDropped.Load(),
 		Rotations:         e.rotations.Load(),
 		Subscribers:       n,
+		Sinks:             sinkStats(e.opts.Sinks),
 	}
 }
 
@@ -228,6 +235,9 @@ func (e *Exporter) round(evs []nat.Event, buf []byte) ([]nat.Event, []byte) {
 	}
 	e.drained.Add(uint64(len(evs)))
 	e.fanOut(evs)
+	for _, s := range e.opts.Sinks {
+		s.Offer(evs)
+	}
 	if e.out == nil {
 		return evs, buf
 	}

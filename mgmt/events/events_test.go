@@ -34,6 +34,8 @@ var sample = []nat.Event{
 		InsideAddr: [4]byte{10, 0, 0, 6}, InsidePort: 5000, SessionCount: 77},
 	{UnixNano: 1_767_323_045_000_000_003, Type: nat.PortsExhausted, Proto: nat.ICMP,
 		InsideAddr: [4]byte{10, 0, 0, 7}, InsidePort: 9, OutsideAddr: [4]byte{198, 18, 0, 100}},
+	{UnixNano: 1_767_323_045_000_000_004, Type: nat.BlockAllocated, Worker: 2,
+		InsideAddr: [4]byte{10, 0, 0, 8}, OutsideAddr: [4]byte{198, 18, 0, 100}, OutsidePort: 39936, PortEnd: 40447},
 }
 
 var sampleLines = []string{
@@ -42,6 +44,7 @@ var sampleLines = []string{
 	`{"time":"2026-01-02T03:04:05.000000001Z","type":"address_bound","inside":"10.0.0.5","outside":"198.18.0.100","worker":1}`,
 	`{"time":"2026-01-02T03:04:05.000000002Z","type":"quota_exceeded","protocol":"tcp","inside":"10.0.0.6:5000","reason":"subscriber_port_limit","worker":0,"sessions":77}`,
 	`{"time":"2026-01-02T03:04:05.000000003Z","type":"ports_exhausted","protocol":"icmp","inside":"10.0.0.7:9","outside":"198.18.0.100:0","worker":0}`,
+	`{"time":"2026-01-02T03:04:05.000000004Z","type":"block_allocated","inside":"10.0.0.8","outside":"198.18.0.100","worker":2,"ports":"39936-40447"}`,
 }
 
 func TestAppendJSON(t *testing.T) {

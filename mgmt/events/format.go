@@ -36,13 +36,17 @@ type Record struct {
 	Worker int `json:"worker"`
 	// Sessions is the subscriber's session count on quota events.
 	Sessions uint32 `json:"sessions,omitempty"`
+	// Ports is a port block's range, "first-last", on block events.
+	Ports string `json:"ports,omitempty"`
 }
 
 // addressOnly reports whether events of type t name addresses without
 // ports (and without a protocol).
 func addressOnly(t nat.EventType) bool {
-	return t == nat.AddressBound || t == nat.AddressReleased
+	return t == nat.AddressBound || t == nat.AddressReleased || isBlock(t)
 }
+
+func isBlock(t nat.EventType) bool { return t == nat.BlockAllocated || t == nat.BlockReleased }
 
 // ReasonName returns the text of an event's reason, or "" if it has none.
 func ReasonName(ev *nat.Event) string {
@@ -106,6 +110,9 @@ func ToRecord(ev *nat.Event) Record {
 	if ev.Type == nat.QuotaExceeded {
 		r.Sessions = ev.SessionCount
 	}
+	if isBlock(ev.Type) {
+		r.Ports = strconv.Itoa(int(ev.OutsidePort)) + "-" + strconv.Itoa(int(ev.PortEnd))
+	}
 	return r
 }
 
@@ -137,6 +144,13 @@ func AppendJSON(b []byte, ev *nat.Event) []byte {
 	if ev.Type == nat.QuotaExceeded && ev.SessionCount != 0 {
 		b = append(b, `,"sessions":`...)
 		b = strconv.AppendUint(b, uint64(ev.SessionCount), 10)
+	}
+	if isBlock(ev.Type) {
+		b = append(b, `,"ports":"`...)
+		b = strconv.AppendUint(b, uint64(ev.OutsidePort), 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(ev.PortEnd), 10)
+		b = append(b, '"')
 	}
 	return append(b, "}\n"...)
 }

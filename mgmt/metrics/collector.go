@@ -118,6 +118,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
 		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
 		dMSSClamped,
+		dBlocksInUse, dBlocksAlloc, dBlocksFreed,
 	} {
 		ch <- d
 	}
@@ -126,6 +127,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- dEvWriteErr
 		ch <- dEvFileDrop
 		ch <- dEvSubDrop
+		describeExport(ch)
 	}
 }
 
@@ -185,6 +187,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dFragMade, sum[nat.FragmentsMade])
 	counter(dMSSClamped, sum[nat.MSSClamped])
 	counter(dEvDropped, stats.EventsDropped)
+	counter(dBlocksAlloc, stats.CGN.BlocksAllocated)
+	counter(dBlocksFreed, stats.CGN.BlocksFreed)
+	gauge(dBlocksInUse, float64(stats.CGN.BlocksInUse))
 
 	for _, p := range st.Pools {
 		for _, a := range p.Addresses {
@@ -219,6 +224,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dEvWriteErr, es.WriteErrors)
 		counter(dEvFileDrop, es.FileDropped)
 		counter(dEvSubDrop, es.SubscriberDropped)
+		collectExport(ch, es.Sinks)
 	}
 }
 

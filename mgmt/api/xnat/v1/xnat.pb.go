@@ -152,20 +152,24 @@ const (
 	EventType_EVENT_TYPE_ADDRESSES_EXHAUSTED EventType = 6
 	EventType_EVENT_TYPE_QUOTA_EXCEEDED      EventType = 7
 	EventType_EVENT_TYPE_TABLE_FULL          EventType = 8
+	EventType_EVENT_TYPE_BLOCK_ALLOCATED     EventType = 9  // --- cgn --- port block given (block mode)
+	EventType_EVENT_TYPE_BLOCK_RELEASED      EventType = 10 // --- cgn --- port block freed after the hold-down
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "EVENT_TYPE_SESSION_CREATED",
-		2: "EVENT_TYPE_SESSION_DELETED",
-		3: "EVENT_TYPE_ADDRESS_BOUND",
-		4: "EVENT_TYPE_ADDRESS_RELEASED",
-		5: "EVENT_TYPE_PORTS_EXHAUSTED",
-		6: "EVENT_TYPE_ADDRESSES_EXHAUSTED",
-		7: "EVENT_TYPE_QUOTA_EXCEEDED",
-		8: "EVENT_TYPE_TABLE_FULL",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "EVENT_TYPE_SESSION_CREATED",
+		2:  "EVENT_TYPE_SESSION_DELETED",
+		3:  "EVENT_TYPE_ADDRESS_BOUND",
+		4:  "EVENT_TYPE_ADDRESS_RELEASED",
+		5:  "EVENT_TYPE_PORTS_EXHAUSTED",
+		6:  "EVENT_TYPE_ADDRESSES_EXHAUSTED",
+		7:  "EVENT_TYPE_QUOTA_EXCEEDED",
+		8:  "EVENT_TYPE_TABLE_FULL",
+		9:  "EVENT_TYPE_BLOCK_ALLOCATED",
+		10: "EVENT_TYPE_BLOCK_RELEASED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":         0,
@@ -177,6 +181,8 @@ var (
 		"EVENT_TYPE_ADDRESSES_EXHAUSTED": 6,
 		"EVENT_TYPE_QUOTA_EXCEEDED":      7,
 		"EVENT_TYPE_TABLE_FULL":          8,
+		"EVENT_TYPE_BLOCK_ALLOCATED":     9,
+		"EVENT_TYPE_BLOCK_RELEASED":      10,
 	}
 )
 
@@ -4996,6 +5002,277 @@ func (x *BGPRoute) GetCommunities() []string {
 	return nil
 }
 
+// LookupRequest asks about one public endpoint (outside) or one
+// subscriber (inside); exactly one is set.
+type LookupRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Outside *Endpoint              `protobuf:"bytes,1,opt,name=outside,proto3" json:"outside,omitempty"`
+	Inside  string                 `protobuf:"bytes,2,opt,name=inside,proto3" json:"inside,omitempty"`
+	// protocol narrows an outside lookup (unset: any).
+	Protocol Protocol `protobuf:"varint,3,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	// at is the time asked about (unset: now). Live state answers for now;
+	// a block allocated after at, or a mapping, says so in note.
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupRequest) Reset() {
+	*x = LookupRequest{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupRequest) ProtoMessage() {}
+
+func (x *LookupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
+func (*LookupRequest) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *LookupRequest) GetOutside() *Endpoint {
+	if x != nil {
+		return x.Outside
+	}
+	return nil
+}
+
+func (x *LookupRequest) GetInside() string {
+	if x != nil {
+		return x.Inside
+	}
+	return ""
+}
+
+func (x *LookupRequest) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *LookupRequest) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+type LookupHolder struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Subscriber string                 `protobuf:"bytes,1,opt,name=subscriber,proto3" json:"subscriber,omitempty"`
+	// inside is the mapping's inside endpoint, when live state knows it.
+	Inside   *Endpoint `protobuf:"bytes,2,opt,name=inside,proto3" json:"inside,omitempty"`
+	Outside  string    `protobuf:"bytes,3,opt,name=outside,proto3" json:"outside,omitempty"`
+	PortMin  uint32    `protobuf:"varint,4,opt,name=port_min,json=portMin,proto3" json:"port_min,omitempty"`
+	PortMax  uint32    `protobuf:"varint,5,opt,name=port_max,json=portMax,proto3" json:"port_max,omitempty"`
+	Protocol Protocol  `protobuf:"varint,6,opt,name=protocol,proto3,enum=xnat.v1.Protocol" json:"protocol,omitempty"`
+	// source: deterministic, block, mapping, session, static or forward.
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// since is when the block was allocated (block mode).
+	Since *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
+	// held: the block is in hold-down; its sessions have ended.
+	Held          bool `protobuf:"varint,9,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupHolder) Reset() {
+	*x = LookupHolder{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupHolder) ProtoMessage() {}
+
+func (x *LookupHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupHolder.ProtoReflect.Descriptor instead.
+func (*LookupHolder) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *LookupHolder) GetSubscriber() string {
+	if x != nil {
+		return x.Subscriber
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetInside() *Endpoint {
+	if x != nil {
+		return x.Inside
+	}
+	return nil
+}
+
+func (x *LookupHolder) GetOutside() string {
+	if x != nil {
+		return x.Outside
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetPortMin() uint32 {
+	if x != nil {
+		return x.PortMin
+	}
+	return 0
+}
+
+func (x *LookupHolder) GetPortMax() uint32 {
+	if x != nil {
+		return x.PortMax
+	}
+	return 0
+}
+
+func (x *LookupHolder) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *LookupHolder) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *LookupHolder) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *LookupHolder) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+type LookupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mode is the port allocation: dynamic, block or deterministic.
+	Mode    string          `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Holders []*LookupHolder `protobuf:"bytes,2,rep,name=holders,proto3" json:"holders,omitempty"`
+	Note    string          `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	// For an inside lookup: the paired address and live counts.
+	Paired        string `protobuf:"bytes,4,opt,name=paired,proto3" json:"paired,omitempty"`
+	Sessions      uint32 `protobuf:"varint,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Ports         uint32 `protobuf:"varint,6,opt,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupResponse) Reset() {
+	*x = LookupResponse{}
+	mi := &file_xnat_v1_xnat_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupResponse) ProtoMessage() {}
+
+func (x *LookupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xnat_v1_xnat_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
+func (*LookupResponse) Descriptor() ([]byte, []int) {
+	return file_xnat_v1_xnat_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *LookupResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetHolders() []*LookupHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetPaired() string {
+	if x != nil {
+		return x.Paired
+	}
+	return ""
+}
+
+func (x *LookupResponse) GetSessions() uint32 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+func (x *LookupResponse) GetPorts() uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return 0
+}
+
 var File_xnat_v1_xnat_proto protoreflect.FileDescriptor
 
 const file_xnat_v1_xnat_proto_rawDesc = "" +
@@ -5346,7 +5623,31 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\tannounced\x18\x03 \x01(\bR\tannounced\x12\x15\n" +
 	"\x03med\x18\x04 \x01(\rH\x00R\x03med\x88\x01\x01\x12 \n" +
 	"\vcommunities\x18\x05 \x03(\tR\vcommunitiesB\x06\n" +
-	"\x04_med*[\n" +
+	"\x04_med\"\xaf\x01\n" +
+	"\rLookupRequest\x12+\n" +
+	"\aoutside\x18\x01 \x01(\v2\x11.xnat.v1.EndpointR\aoutside\x12\x16\n" +
+	"\x06inside\x18\x02 \x01(\tR\x06inside\x12-\n" +
+	"\bprotocol\x18\x03 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb6\x02\n" +
+	"\fLookupHolder\x12\x1e\n" +
+	"\n" +
+	"subscriber\x18\x01 \x01(\tR\n" +
+	"subscriber\x12)\n" +
+	"\x06inside\x18\x02 \x01(\v2\x11.xnat.v1.EndpointR\x06inside\x12\x18\n" +
+	"\aoutside\x18\x03 \x01(\tR\aoutside\x12\x19\n" +
+	"\bport_min\x18\x04 \x01(\rR\aportMin\x12\x19\n" +
+	"\bport_max\x18\x05 \x01(\rR\aportMax\x12-\n" +
+	"\bprotocol\x18\x06 \x01(\x0e2\x11.xnat.v1.ProtocolR\bprotocol\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x120\n" +
+	"\x05since\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
+	"\x04held\x18\t \x01(\bR\x04held\"\xb3\x01\n" +
+	"\x0eLookupResponse\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12/\n" +
+	"\aholders\x18\x02 \x03(\v2\x15.xnat.v1.LookupHolderR\aholders\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\x12\x16\n" +
+	"\x06paired\x18\x04 \x01(\tR\x06paired\x12\x1a\n" +
+	"\bsessions\x18\x05 \x01(\rR\bsessions\x12\x14\n" +
+	"\x05ports\x18\x06 \x01(\rR\x05ports*[\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -5355,7 +5656,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x04Side\x12\x14\n" +
 	"\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSIDE_INSIDE\x10\x01\x12\x10\n" +
-	"\fSIDE_OUTSIDE\x10\x02*\xa4\x02\n" +
+	"\fSIDE_OUTSIDE\x10\x02*\xe3\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_TYPE_SESSION_CREATED\x10\x01\x12\x1e\n" +
@@ -5365,11 +5666,14 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x1aEVENT_TYPE_PORTS_EXHAUSTED\x10\x05\x12\"\n" +
 	"\x1eEVENT_TYPE_ADDRESSES_EXHAUSTED\x10\x06\x12\x1d\n" +
 	"\x19EVENT_TYPE_QUOTA_EXCEEDED\x10\a\x12\x19\n" +
-	"\x15EVENT_TYPE_TABLE_FULL\x10\b*Y\n" +
+	"\x15EVENT_TYPE_TABLE_FULL\x10\b\x12\x1e\n" +
+	"\x1aEVENT_TYPE_BLOCK_ALLOCATED\x10\t\x12\x1d\n" +
+	"\x19EVENT_TYPE_BLOCK_RELEASED\x10\n" +
+	"*Y\n" +
 	"\fCaptureStage\x12\x1d\n" +
 	"\x19CAPTURE_STAGE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CAPTURE_STAGE_RX\x10\x01\x12\x14\n" +
-	"\x10CAPTURE_STAGE_TX\x10\x022\xf4\x0e\n" +
+	"\x10CAPTURE_STAGE_TX\x10\x022\xaf\x0f\n" +
 	"\n" +
 	"NatService\x12B\n" +
 	"\tGetStatus\x12\x19.xnat.v1.GetStatusRequest\x1a\x1a.xnat.v1.GetStatusResponse\x12?\n" +
@@ -5398,7 +5702,8 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\aExplain\x12\x17.xnat.v1.ExplainRequest\x1a\x18.xnat.v1.ExplainResponse\x12?\n" +
 	"\bGetDrops\x12\x18.xnat.v1.GetDropsRequest\x1a\x19.xnat.v1.GetDropsResponse\x12K\n" +
 	"\fGetBGPStatus\x12\x1c.xnat.v1.GetBGPStatusRequest\x1a\x1d.xnat.v1.GetBGPStatusResponse\x12?\n" +
-	"\bSetDrain\x12\x18.xnat.v1.SetDrainRequest\x1a\x19.xnat.v1.SetDrainResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
+	"\bSetDrain\x12\x18.xnat.v1.SetDrainRequest\x1a\x19.xnat.v1.SetDrainResponse\x129\n" +
+	"\x06Lookup\x12\x16.xnat.v1.LookupRequest\x1a\x17.xnat.v1.LookupResponseB.Z,github.com/xnat/xnat/mgmt/api/xnat/v1;xnatv1b\x06proto3"
 
 var (
 	file_xnat_v1_xnat_proto_rawDescOnce sync.Once
@@ -5413,7 +5718,7 @@ func file_xnat_v1_xnat_proto_rawDescGZIP() []byte {
 }
 
 var file_xnat_v1_xnat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_xnat_v1_xnat_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_xnat_v1_xnat_proto_goTypes = []any{
 	(Protocol)(0),                       // 0: xnat.v1.Protocol
 	(Side)(0),                           // 1: xnat.v1.Side
@@ -5497,13 +5802,16 @@ var file_xnat_v1_xnat_proto_goTypes = []any{
 	(*BGPStatus)(nil),                   // 79: xnat.v1.BGPStatus
 	(*BGPPeer)(nil),                     // 80: xnat.v1.BGPPeer
 	(*BGPRoute)(nil),                    // 81: xnat.v1.BGPRoute
-	(*timestamppb.Timestamp)(nil),       // 82: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 83: google.protobuf.Duration
+	(*LookupRequest)(nil),               // 82: xnat.v1.LookupRequest
+	(*LookupHolder)(nil),                // 83: xnat.v1.LookupHolder
+	(*LookupResponse)(nil),              // 84: xnat.v1.LookupResponse
+	(*timestamppb.Timestamp)(nil),       // 85: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 86: google.protobuf.Duration
 }
 var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	8,   // 0: xnat.v1.GetStatusResponse.status:type_name -> xnat.v1.Status
-	82,  // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
-	83,  // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
+	85,  // 1: xnat.v1.Status.start_time:type_name -> google.protobuf.Timestamp
+	86,  // 2: xnat.v1.Status.uptime:type_name -> google.protobuf.Duration
 	9,   // 3: xnat.v1.Status.interfaces:type_name -> xnat.v1.Interface
 	10,  // 4: xnat.v1.Status.workers:type_name -> xnat.v1.Worker
 	11,  // 5: xnat.v1.Status.pools:type_name -> xnat.v1.PoolStatus
@@ -5512,9 +5820,9 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	5,   // 8: xnat.v1.AddressStatus.ports_in_use:type_name -> xnat.v1.PerProtocol
 	5,   // 9: xnat.v1.AddressStatus.ports_total:type_name -> xnat.v1.PerProtocol
 	17,  // 10: xnat.v1.GetStatsResponse.stats:type_name -> xnat.v1.Stats
-	83,  // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	86,  // 11: xnat.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	17,  // 12: xnat.v1.WatchStatsResponse.stats:type_name -> xnat.v1.Stats
-	82,  // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	85,  // 13: xnat.v1.Stats.time:type_name -> google.protobuf.Timestamp
 	20,  // 14: xnat.v1.Stats.workers:type_name -> xnat.v1.WorkerStats
 	21,  // 15: xnat.v1.Stats.interfaces:type_name -> xnat.v1.InterfaceStats
 	5,   // 16: xnat.v1.Stats.sessions:type_name -> xnat.v1.PerProtocol
@@ -5522,16 +5830,16 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	18,  // 18: xnat.v1.WorkerStats.inside:type_name -> xnat.v1.DirectionCounters
 	18,  // 19: xnat.v1.WorkerStats.outside:type_name -> xnat.v1.DirectionCounters
 	5,   // 20: xnat.v1.WorkerStats.sessions_created:type_name -> xnat.v1.PerProtocol
-	83,  // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
-	83,  // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
+	86,  // 21: xnat.v1.WorkerStats.poll_time:type_name -> google.protobuf.Duration
+	86,  // 22: xnat.v1.WorkerStats.busy_time:type_name -> google.protobuf.Duration
 	19,  // 23: xnat.v1.WorkerStats.drops:type_name -> xnat.v1.DropCount
 	0,   // 24: xnat.v1.SessionFilter.protocol:type_name -> xnat.v1.Protocol
 	0,   // 25: xnat.v1.Session.protocol:type_name -> xnat.v1.Protocol
 	4,   // 26: xnat.v1.Session.inside:type_name -> xnat.v1.Endpoint
 	4,   // 27: xnat.v1.Session.outside:type_name -> xnat.v1.Endpoint
 	4,   // 28: xnat.v1.Session.remote:type_name -> xnat.v1.Endpoint
-	82,  // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
-	83,  // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
+	85,  // 29: xnat.v1.Session.last_seen:type_name -> google.protobuf.Timestamp
+	86,  // 30: xnat.v1.Session.timeout:type_name -> google.protobuf.Duration
 	22,  // 31: xnat.v1.ListSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
 	23,  // 32: xnat.v1.ListSessionsResponse.sessions:type_name -> xnat.v1.Session
 	22,  // 33: xnat.v1.StreamSessionsRequest.filter:type_name -> xnat.v1.SessionFilter
@@ -5556,7 +5864,7 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	53,  // 52: xnat.v1.ApplyChangesRequest.changes:type_name -> xnat.v1.Change
 	2,   // 53: xnat.v1.WatchEventsRequest.types:type_name -> xnat.v1.EventType
 	60,  // 54: xnat.v1.WatchEventsResponse.event:type_name -> xnat.v1.Event
-	82,  // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
+	85,  // 55: xnat.v1.Event.time:type_name -> google.protobuf.Timestamp
 	2,   // 56: xnat.v1.Event.type:type_name -> xnat.v1.EventType
 	0,   // 57: xnat.v1.Event.protocol:type_name -> xnat.v1.Protocol
 	4,   // 58: xnat.v1.Event.inside:type_name -> xnat.v1.Endpoint
@@ -5564,14 +5872,14 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,   // 60: xnat.v1.Event.remote:type_name -> xnat.v1.Endpoint
 	0,   // 61: xnat.v1.VisFilter.protocol:type_name -> xnat.v1.Protocol
 	61,  // 62: xnat.v1.CaptureRequest.filter:type_name -> xnat.v1.VisFilter
-	83,  // 63: xnat.v1.CaptureRequest.duration:type_name -> google.protobuf.Duration
-	82,  // 64: xnat.v1.CapturedFrame.time:type_name -> google.protobuf.Timestamp
+	86,  // 63: xnat.v1.CaptureRequest.duration:type_name -> google.protobuf.Duration
+	85,  // 64: xnat.v1.CapturedFrame.time:type_name -> google.protobuf.Timestamp
 	1,   // 65: xnat.v1.CapturedFrame.side:type_name -> xnat.v1.Side
 	3,   // 66: xnat.v1.CapturedFrame.stage:type_name -> xnat.v1.CaptureStage
 	63,  // 67: xnat.v1.CaptureResponse.frames:type_name -> xnat.v1.CapturedFrame
 	61,  // 68: xnat.v1.TraceRequest.filter:type_name -> xnat.v1.VisFilter
-	83,  // 69: xnat.v1.TraceRequest.timeout:type_name -> google.protobuf.Duration
-	82,  // 70: xnat.v1.TracedPacket.time:type_name -> google.protobuf.Timestamp
+	86,  // 69: xnat.v1.TraceRequest.timeout:type_name -> google.protobuf.Duration
+	85,  // 70: xnat.v1.TracedPacket.time:type_name -> google.protobuf.Timestamp
 	1,   // 71: xnat.v1.TracedPacket.side:type_name -> xnat.v1.Side
 	66,  // 72: xnat.v1.TracedPacket.steps:type_name -> xnat.v1.TraceStep
 	67,  // 73: xnat.v1.TraceResponse.packet:type_name -> xnat.v1.TracedPacket
@@ -5580,75 +5888,84 @@ var file_xnat_v1_xnat_proto_depIdxs = []int32{
 	4,   // 76: xnat.v1.ExplainRequest.source:type_name -> xnat.v1.Endpoint
 	4,   // 77: xnat.v1.ExplainRequest.destination:type_name -> xnat.v1.Endpoint
 	66,  // 78: xnat.v1.ExplainResponse.steps:type_name -> xnat.v1.TraceStep
-	83,  // 79: xnat.v1.GetDropsRequest.interval:type_name -> google.protobuf.Duration
-	82,  // 80: xnat.v1.DropSample.time:type_name -> google.protobuf.Timestamp
+	86,  // 79: xnat.v1.GetDropsRequest.interval:type_name -> google.protobuf.Duration
+	85,  // 80: xnat.v1.DropSample.time:type_name -> google.protobuf.Timestamp
 	1,   // 81: xnat.v1.DropSample.side:type_name -> xnat.v1.Side
 	4,   // 82: xnat.v1.DropSample.source:type_name -> xnat.v1.Endpoint
 	4,   // 83: xnat.v1.DropSample.destination:type_name -> xnat.v1.Endpoint
 	72,  // 84: xnat.v1.DropReasonStats.samples:type_name -> xnat.v1.DropSample
 	73,  // 85: xnat.v1.GetDropsResponse.reasons:type_name -> xnat.v1.DropReasonStats
-	83,  // 86: xnat.v1.GetDropsResponse.interval:type_name -> google.protobuf.Duration
+	86,  // 86: xnat.v1.GetDropsResponse.interval:type_name -> google.protobuf.Duration
 	79,  // 87: xnat.v1.GetBGPStatusResponse.status:type_name -> xnat.v1.BGPStatus
 	79,  // 88: xnat.v1.SetDrainResponse.status:type_name -> xnat.v1.BGPStatus
-	82,  // 89: xnat.v1.BGPStatus.drained_since:type_name -> google.protobuf.Timestamp
+	85,  // 89: xnat.v1.BGPStatus.drained_since:type_name -> google.protobuf.Timestamp
 	80,  // 90: xnat.v1.BGPStatus.peers:type_name -> xnat.v1.BGPPeer
 	81,  // 91: xnat.v1.BGPStatus.routes:type_name -> xnat.v1.BGPRoute
-	82,  // 92: xnat.v1.BGPPeer.since:type_name -> google.protobuf.Timestamp
-	6,   // 93: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
-	13,  // 94: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
-	15,  // 95: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
-	24,  // 96: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
-	26,  // 97: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
-	28,  // 98: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
-	30,  // 99: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
-	35,  // 100: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
-	37,  // 101: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
-	39,  // 102: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
-	41,  // 103: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
-	43,  // 104: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
-	45,  // 105: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
-	47,  // 106: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
-	49,  // 107: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
-	51,  // 108: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
-	54,  // 109: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
-	56,  // 110: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
-	58,  // 111: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
-	62,  // 112: xnat.v1.NatService.Capture:input_type -> xnat.v1.CaptureRequest
-	65,  // 113: xnat.v1.NatService.Trace:input_type -> xnat.v1.TraceRequest
-	69,  // 114: xnat.v1.NatService.Explain:input_type -> xnat.v1.ExplainRequest
-	71,  // 115: xnat.v1.NatService.GetDrops:input_type -> xnat.v1.GetDropsRequest
-	75,  // 116: xnat.v1.NatService.GetBGPStatus:input_type -> xnat.v1.GetBGPStatusRequest
-	77,  // 117: xnat.v1.NatService.SetDrain:input_type -> xnat.v1.SetDrainRequest
-	7,   // 118: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
-	14,  // 119: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
-	16,  // 120: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
-	25,  // 121: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
-	27,  // 122: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
-	29,  // 123: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
-	31,  // 124: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
-	36,  // 125: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
-	38,  // 126: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
-	40,  // 127: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
-	42,  // 128: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
-	44,  // 129: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
-	46,  // 130: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
-	48,  // 131: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
-	50,  // 132: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
-	52,  // 133: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
-	55,  // 134: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
-	57,  // 135: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
-	59,  // 136: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
-	64,  // 137: xnat.v1.NatService.Capture:output_type -> xnat.v1.CaptureResponse
-	68,  // 138: xnat.v1.NatService.Trace:output_type -> xnat.v1.TraceResponse
-	70,  // 139: xnat.v1.NatService.Explain:output_type -> xnat.v1.ExplainResponse
-	74,  // 140: xnat.v1.NatService.GetDrops:output_type -> xnat.v1.GetDropsResponse
-	76,  // 141: xnat.v1.NatService.GetBGPStatus:output_type -> xnat.v1.GetBGPStatusResponse
-	78,  // 142: xnat.v1.NatService.SetDrain:output_type -> xnat.v1.SetDrainResponse
-	118, // [118:143] is the sub-list for method output_type
-	93,  // [93:118] is the sub-list for method input_type
-	93,  // [93:93] is the sub-list for extension type_name
-	93,  // [93:93] is the sub-list for extension extendee
-	0,   // [0:93] is the sub-list for field type_name
+	85,  // 92: xnat.v1.BGPPeer.since:type_name -> google.protobuf.Timestamp
+	4,   // 93: xnat.v1.LookupRequest.outside:type_name -> xnat.v1.Endpoint
+	0,   // 94: xnat.v1.LookupRequest.protocol:type_name -> xnat.v1.Protocol
+	85,  // 95: xnat.v1.LookupRequest.at:type_name -> google.protobuf.Timestamp
+	4,   // 96: xnat.v1.LookupHolder.inside:type_name -> xnat.v1.Endpoint
+	0,   // 97: xnat.v1.LookupHolder.protocol:type_name -> xnat.v1.Protocol
+	85,  // 98: xnat.v1.LookupHolder.since:type_name -> google.protobuf.Timestamp
+	83,  // 99: xnat.v1.LookupResponse.holders:type_name -> xnat.v1.LookupHolder
+	6,   // 100: xnat.v1.NatService.GetStatus:input_type -> xnat.v1.GetStatusRequest
+	13,  // 101: xnat.v1.NatService.GetStats:input_type -> xnat.v1.GetStatsRequest
+	15,  // 102: xnat.v1.NatService.WatchStats:input_type -> xnat.v1.WatchStatsRequest
+	24,  // 103: xnat.v1.NatService.ListSessions:input_type -> xnat.v1.ListSessionsRequest
+	26,  // 104: xnat.v1.NatService.StreamSessions:input_type -> xnat.v1.StreamSessionsRequest
+	28,  // 105: xnat.v1.NatService.DeleteSession:input_type -> xnat.v1.DeleteSessionRequest
+	30,  // 106: xnat.v1.NatService.FlushSessions:input_type -> xnat.v1.FlushSessionsRequest
+	35,  // 107: xnat.v1.NatService.ListPools:input_type -> xnat.v1.ListPoolsRequest
+	37,  // 108: xnat.v1.NatService.AddPool:input_type -> xnat.v1.AddPoolRequest
+	39,  // 109: xnat.v1.NatService.DeletePool:input_type -> xnat.v1.DeletePoolRequest
+	41,  // 110: xnat.v1.NatService.ListPortForwards:input_type -> xnat.v1.ListPortForwardsRequest
+	43,  // 111: xnat.v1.NatService.AddPortForward:input_type -> xnat.v1.AddPortForwardRequest
+	45,  // 112: xnat.v1.NatService.DeletePortForward:input_type -> xnat.v1.DeletePortForwardRequest
+	47,  // 113: xnat.v1.NatService.ListStaticMappings:input_type -> xnat.v1.ListStaticMappingsRequest
+	49,  // 114: xnat.v1.NatService.AddStaticMapping:input_type -> xnat.v1.AddStaticMappingRequest
+	51,  // 115: xnat.v1.NatService.DeleteStaticMapping:input_type -> xnat.v1.DeleteStaticMappingRequest
+	54,  // 116: xnat.v1.NatService.ApplyChanges:input_type -> xnat.v1.ApplyChangesRequest
+	56,  // 117: xnat.v1.NatService.ReloadConfig:input_type -> xnat.v1.ReloadConfigRequest
+	58,  // 118: xnat.v1.NatService.WatchEvents:input_type -> xnat.v1.WatchEventsRequest
+	62,  // 119: xnat.v1.NatService.Capture:input_type -> xnat.v1.CaptureRequest
+	65,  // 120: xnat.v1.NatService.Trace:input_type -> xnat.v1.TraceRequest
+	69,  // 121: xnat.v1.NatService.Explain:input_type -> xnat.v1.ExplainRequest
+	71,  // 122: xnat.v1.NatService.GetDrops:input_type -> xnat.v1.GetDropsRequest
+	75,  // 123: xnat.v1.NatService.GetBGPStatus:input_type -> xnat.v1.GetBGPStatusRequest
+	77,  // 124: xnat.v1.NatService.SetDrain:input_type -> xnat.v1.SetDrainRequest
+	82,  // 125: xnat.v1.NatService.Lookup:input_type -> xnat.v1.LookupRequest
+	7,   // 126: xnat.v1.NatService.GetStatus:output_type -> xnat.v1.GetStatusResponse
+	14,  // 127: xnat.v1.NatService.GetStats:output_type -> xnat.v1.GetStatsResponse
+	16,  // 128: xnat.v1.NatService.WatchStats:output_type -> xnat.v1.WatchStatsResponse
+	25,  // 129: xnat.v1.NatService.ListSessions:output_type -> xnat.v1.ListSessionsResponse
+	27,  // 130: xnat.v1.NatService.StreamSessions:output_type -> xnat.v1.StreamSessionsResponse
+	29,  // 131: xnat.v1.NatService.DeleteSession:output_type -> xnat.v1.DeleteSessionResponse
+	31,  // 132: xnat.v1.NatService.FlushSessions:output_type -> xnat.v1.FlushSessionsResponse
+	36,  // 133: xnat.v1.NatService.ListPools:output_type -> xnat.v1.ListPoolsResponse
+	38,  // 134: xnat.v1.NatService.AddPool:output_type -> xnat.v1.AddPoolResponse
+	40,  // 135: xnat.v1.NatService.DeletePool:output_type -> xnat.v1.DeletePoolResponse
+	42,  // 136: xnat.v1.NatService.ListPortForwards:output_type -> xnat.v1.ListPortForwardsResponse
+	44,  // 137: xnat.v1.NatService.AddPortForward:output_type -> xnat.v1.AddPortForwardResponse
+	46,  // 138: xnat.v1.NatService.DeletePortForward:output_type -> xnat.v1.DeletePortForwardResponse
+	48,  // 139: xnat.v1.NatService.ListStaticMappings:output_type -> xnat.v1.ListStaticMappingsResponse
+	50,  // 140: xnat.v1.NatService.AddStaticMapping:output_type -> xnat.v1.AddStaticMappingResponse
+	52,  // 141: xnat.v1.NatService.DeleteStaticMapping:output_type -> xnat.v1.DeleteStaticMappingResponse
+	55,  // 142: xnat.v1.NatService.ApplyChanges:output_type -> xnat.v1.ApplyChangesResponse
+	57,  // 143: xnat.v1.NatService.ReloadConfig:output_type -> xnat.v1.ReloadConfigResponse
+	59,  // 144: xnat.v1.NatService.WatchEvents:output_type -> xnat.v1.WatchEventsResponse
+	64,  // 145: xnat.v1.NatService.Capture:output_type -> xnat.v1.CaptureResponse
+	68,  // 146: xnat.v1.NatService.Trace:output_type -> xnat.v1.TraceResponse
+	70,  // 147: xnat.v1.NatService.Explain:output_type -> xnat.v1.ExplainResponse
+	74,  // 148: xnat.v1.NatService.GetDrops:output_type -> xnat.v1.GetDropsResponse
+	76,  // 149: xnat.v1.NatService.GetBGPStatus:output_type -> xnat.v1.GetBGPStatusResponse
+	78,  // 150: xnat.v1.NatService.SetDrain:output_type -> xnat.v1.SetDrainResponse
+	84,  // 151: xnat.v1.NatService.Lookup:output_type -> xnat.v1.LookupResponse
+	126, // [126:152] is the sub-list for method output_type
+	100, // [100:126] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_xnat_v1_xnat_proto_init() }
@@ -5671,7 +5988,7 @@ func file_xnat_v1_xnat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xnat_v1_xnat_proto_rawDesc), len(file_xnat_v1_xnat_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   78,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,7 @@ const (
 	NatService_GetDrops_FullMethodName            = "/xnat.v1.NatService/GetDrops"
 	NatService_GetBGPStatus_FullMethodName        = "/xnat.v1.NatService/GetBGPStatus"
 	NatService_SetDrain_FullMethodName            = "/xnat.v1.NatService/SetDrain"
+	NatService_Lookup_FullMethodName              = "/xnat.v1.NatService/Lookup"
 )
 
 // NatServiceClient is the client API for NatService service.
@@ -118,6 +119,10 @@ type NatServiceClient interface {
 	// the inside announcements; the outside ones stay so that existing
 	// sessions finish. UNAVAILABLE when natd speaks no BGP.
 	SetDrain(ctx context.Context, in *SetDrainRequest, opts ...grpc.CallOption) (*SetDrainResponse, error)
+	// --- cgn lookup ---
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (docs/cgn.md). Read-only.
+	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 }
 
 type natServiceClient struct {
@@ -423,6 +428,16 @@ func (c *natServiceClient) SetDrain(ctx context.Context, in *SetDrainRequest, op
 	return out, nil
 }
 
+func (c *natServiceClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupResponse)
+	err := c.cc.Invoke(ctx, NatService_Lookup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NatServiceServer is the server API for NatService service.
 // All implementations must embed UnimplementedNatServiceServer
 // for forward compatibility.
@@ -481,6 +496,10 @@ type NatServiceServer interface {
 	// the inside announcements; the outside ones stay so that existing
 	// sessions finish. UNAVAILABLE when natd speaks no BGP.
 	SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error)
+	// --- cgn lookup ---
+	// Lookup answers who held a public address and port, or what a
+	// subscriber holds (docs/cgn.md). Read-only.
+	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	mustEmbedUnimplementedNatServiceServer()
 }
 
@@ -565,6 +584,9 @@ func (UnimplementedNatServiceServer) GetBGPStatus(context.Context, *GetBGPStatus
 }
 func (UnimplementedNatServiceServer) SetDrain(context.Context, *SetDrainRequest) (*SetDrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetDrain not implemented")
+}
+func (UnimplementedNatServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
 func (UnimplementedNatServiceServer) mustEmbedUnimplementedNatServiceServer() {}
 func (UnimplementedNatServiceServer) testEmbeddedByValue()                    {}
@@ -1002,6 +1024,24 @@ func _NatService_SetDrain_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NatService_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NatServiceServer).Lookup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NatService_Lookup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NatServiceServer).Lookup(ctx, req.(*LookupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NatService_ServiceDesc is the grpc.ServiceDesc for NatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1088,6 +1128,10 @@ var NatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetDrain",
 			Handler:    _NatService_SetDrain_Handler,
+		},
+		{
+			MethodName: "Lookup",
+			Handler:    _NatService_Lookup_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
