@@ -114,18 +114,16 @@ func statsCmd(a *app) *cobra.Command {
 		Short: "Show packet, drop and session counters (--watch for a live view with rates)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			if !watch {
-				ctx, cancel := a.call(cmd.Context())
-				defer cancel()
-				r, err := cl.GetStats(ctx, &xnatv1.GetStatsRequest{})
+				r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.GetStats, &xnatv1.GetStatsRequest{})
 				if err != nil {
 					return err
 				}
 				return a.emit(func(w io.Writer) error { return printStats(w, r.Stats, nil) }, statsToJSON(r.Stats, nil))
+			}
+			cl, err := a.client()
+			if err != nil {
+				return err
 			}
 			return a.watchStats(cmd.Context(), cl, interval, count)
 		},
@@ -269,13 +267,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return usagef("generation %q: %v", argv[1], err)
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			if _, err := cl.DeleteSession(ctx, &xnatv1.DeleteSessionRequest{Id: uint32(id), Generation: gen}); err != nil {
+			if _, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.DeleteSession, &xnatv1.DeleteSessionRequest{Id: uint32(id), Generation: gen}); err != nil {
 				return err
 			}
 			return a.emit(func(w io.Writer) error {
@@ -301,13 +293,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.FlushSessions(ctx, &xnatv1.FlushSessionsRequest{Filter: flt})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.FlushSessions, &xnatv1.FlushSessionsRequest{Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -568,13 +554,7 @@ func (a *app) completePools(cmd *cobra.Command, argv []string, _ string) ([]stri
 }
 
 func (a *app) listPools(ctx context.Context) error {
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := a.call(ctx)
-	defer cancel()
-	r, err := cl.ListPools(cctx, &xnatv1.ListPoolsRequest{})
+	r, err := unary(ctx, a, xnatv1.NatServiceClient.ListPools, &xnatv1.ListPoolsRequest{})
 	if err != nil {
 		return err
 	}

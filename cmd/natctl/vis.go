@@ -341,13 +341,7 @@ is the echo identifier. Works on the read-only socket.`,
 			if req.Destination, err = parseEndpoint("DST", argv[2]); err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.Explain(ctx, req)
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.Explain, req)
 			if err != nil {
 				return err
 			}
@@ -385,13 +379,7 @@ once a second per worker and reason). docs/operations.md says, for each
 reason, what to run next. Works on the read-only socket.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.GetDrops(ctx, &xnatv1.GetDropsRequest{Interval: durationpb.New(interval)})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.GetDrops, &xnatv1.GetDropsRequest{Interval: durationpb.New(interval)})
 			if err != nil {
 				return err
 			}
