@@ -119,11 +119,7 @@ func (s *service) ListSessions(ctx context.Context, req *xnatv1.ListSessionsRequ
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	out := &xnatv1.ListSessionsResponse{NextPageToken: pageToken(next)}
-	for i := range sess {
-		out.Sessions = append(out.Sessions, sessionToProto(&sess[i]))
-	}
-	return out, nil
+	return &xnatv1.ListSessionsResponse{NextPageToken: pageToken(next), Sessions: toProto(sess, sessionToProto)}, nil
 }
 
 func (s *service) StreamSessions(req *xnatv1.StreamSessionsRequest, stream grpc.ServerStreamingServer[xnatv1.StreamSessionsResponse]) error {
@@ -181,10 +177,7 @@ func (s *service) FlushSessions(_ context.Context, req *xnatv1.FlushSessionsRequ
 
 func (s *service) ListPools(context.Context, *xnatv1.ListPoolsRequest) (*xnatv1.ListPoolsResponse, error) {
 	cfg := s.core.Config()
-	out := &xnatv1.ListPoolsResponse{}
-	for i := range cfg.Pools {
-		out.Pools = append(out.Pools, poolToProto(&cfg.Pools[i]))
-	}
+	out := &xnatv1.ListPoolsResponse{Pools: toProto(cfg.Pools, poolToProto)}
 	// Addresses that left the configuration and still drain.
 	for _, p := range s.core.Status().Pools {
 		for i := range p.Addresses {
@@ -212,12 +205,7 @@ func (s *service) DeletePool(_ context.Context, req *xnatv1.DeletePoolRequest) (
 }
 
 func (s *service) ListPortForwards(context.Context, *xnatv1.ListPortForwardsRequest) (*xnatv1.ListPortForwardsResponse, error) {
-	cfg := s.core.Config()
-	out := &xnatv1.ListPortForwardsResponse{}
-	for i := range cfg.PortForwards {
-		out.PortForwards = append(out.PortForwards, forwardToProto(&cfg.PortForwards[i]))
-	}
-	return out, nil
+	return &xnatv1.ListPortForwardsResponse{PortForwards: toProto(s.core.Config().PortForwards, forwardToProto)}, nil
 }
 
 func (s *service) AddPortForward(_ context.Context, req *xnatv1.AddPortForwardRequest) (*xnatv1.AddPortForwardResponse, error) {
@@ -237,12 +225,7 @@ func (s *service) DeletePortForward(_ context.Context, req *xnatv1.DeletePortFor
 }
 
 func (s *service) ListStaticMappings(context.Context, *xnatv1.ListStaticMappingsRequest) (*xnatv1.ListStaticMappingsResponse, error) {
-	cfg := s.core.Config()
-	out := &xnatv1.ListStaticMappingsResponse{}
-	for i := range cfg.StaticMappings {
-		out.StaticMappings = append(out.StaticMappings, staticToProto(&cfg.StaticMappings[i]))
-	}
-	return out, nil
+	return &xnatv1.ListStaticMappingsResponse{StaticMappings: toProto(s.core.Config().StaticMappings, staticToProto)}, nil
 }
 
 func (s *service) AddStaticMapping(_ context.Context, req *xnatv1.AddStaticMappingRequest) (*xnatv1.AddStaticMappingResponse, error) {
