@@ -30,6 +30,9 @@ type stubCore struct {
 	stats mgmt.Stats
 }
 
+// BGPStatus: the stub speaks no BGP (NewRegistry's bgpCollector asks).
+func (s *stubCore) BGPStatus() mgmt.BGPStatus { return mgmt.BGPStatus{} }
+
 func (s *stubCore) Status() mgmt.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,9 +279,9 @@ func TestScrapeRealEngine(t *testing.T) {
 	}
 }
 
-// BenchmarkGather measures one scrape's collection (without HTTP) for an
-// appliance with 8 workers, 16 queues and a /24 pool.
-func BenchmarkGather(b *testing.B) {
+// large is known() grown to an appliance with 8 workers, 16 queues and a
+// /24 pool, the size the Gather benchmarks measure.
+func large() *stubCore {
 	core := known()
 	for i := 2; i < 8; i++ {
 		core.stats.Workers = append(core.stats.Workers, mgmt.WorkerStats{ID: i, Counters: core.stats.Workers[0].Counters})
@@ -292,6 +295,13 @@ func BenchmarkGather(b *testing.B) {
 		p.Addresses = append(p.Addresses, mgmt.AddressStatus{Addr: a})
 		a = a.Next()
 	}
+	return core
+}
+
+// BenchmarkGather measures one scrape's collection (without HTTP) for an
+// appliance with 8 workers, 16 queues and a /24 pool.
+func BenchmarkGather(b *testing.B) {
+	core := large()
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{}))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -304,19 +314,7 @@ func BenchmarkGather(b *testing.B) {
 // BenchmarkGatherXnatOnly is BenchmarkGather without the Go runtime and
 // process collectors: the cost of the xnat collector itself.
 func BenchmarkGatherXnatOnly(b *testing.B) {
-	core := known()
-	for i := 2; i < 8; i++ {
-		core.stats.Workers = append(core.stats.Workers, mgmt.WorkerStats{ID: i, Counters: core.stats.Workers[0].Counters})
-	}
-	for q := 2; q < 16; q++ {
-		core.stats.Interfaces = append(core.stats.Interfaces, mgmt.InterfaceStats{Name: "eth0", Queue: q})
-	}
-	p := &core.st.Pools[0]
-	a := netip.MustParseAddr("198.18.1.0")
-	for i := 0; i < 256; i++ {
-		p.Addresses = append(p.Addresses, mgmt.AddressStatus{Addr: a})
-		a = a.Next()
-	}
+	core := large()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewCollector(core, metrics.CollectorOptions{}))
 	b.ReportAllocs()
