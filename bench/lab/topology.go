@@ -113,13 +113,8 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 			_ = l.Close()
 		}
 	}()
-	for _, p := range []struct {
-		dst  *string
-		role string
-	}{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}} {
-		if *p.dst, err = l.addQuietNamespace(p.role, o.keepIPv6); err != nil {
-			return nil, err
-		}
+	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}); err != nil {
+		return nil, err
 	}
 	if err = sysctl(n.Box, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
 		return nil, err
@@ -237,13 +232,8 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 			_ = l.Close()
 		}
 	}()
-	for _, p := range []struct {
-		dst  *string
-		role string
-	}{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}} {
-		if *p.dst, err = l.addQuietNamespace(p.role, o.keepIPv6); err != nil {
-			return nil, err
-		}
+	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}); err != nil {
+		return nil, err
 	}
 	if err = sysctl(b.DUT, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
 		return nil, err
@@ -309,6 +299,24 @@ func (l *Lab) addQuietNamespace(role string, keepIPv6 bool) (string, error) {
 		return ns, err
 	}
 	return ns, disableIPv6(ns)
+}
+
+// nsRole names a namespace to create and where its full name goes.
+type nsRole struct {
+	dst  *string
+	role string
+}
+
+// addQuietNamespaces creates a quiet namespace for each role, in order.
+func (l *Lab) addQuietNamespaces(keepIPv6 bool, roles []nsRole) error {
+	for _, r := range roles {
+		ns, err := l.addQuietNamespace(r.role, keepIPv6)
+		if err != nil {
+			return err
+		}
+		*r.dst = ns
+	}
+	return nil
 }
 
 func disableIPv6(ns string) error {
