@@ -77,6 +77,20 @@ func (p *poller) rest(got int) {
 	}
 }
 
+// sendBack transmits frames turned around in place (replies built in
+// received frames), frees those the ring refused, and counts both.
+func (p *poller) sendBack(txq []port.Buf, sent, refused *uint64) {
+	if len(txq) == 0 {
+		return
+	}
+	s := p.port.TxBurst(txq)
+	*sent += uint64(s)
+	if s < len(txq) {
+		*refused += uint64(len(txq) - s)
+		p.port.Free(txq[s:])
+	}
+}
+
 // txWorker sends one queue's share of the flows and, in reflecting modes,
 // receives the replies on the same socket. Everything in it is owned by
 // its goroutine; the engine reads the plain fields only after the worker
@@ -341,14 +355,7 @@ func (w *txWorker) receive() int {
 		w.freeq[fr] = w.rxb[i]
 		fr++
 	}
-	if q > 0 {
-		s := w.port.TxBurst(w.txq[:q])
-		w.hsAcks += uint64(s)
-		if s < q {
-			w.hsAckDrops += uint64(q - s)
-			w.port.Free(w.txq[s:q])
-		}
-	}
+	w.sendBack(w.txq[:q], &w.hsAcks, &w.hsAckDrops)
 	w.port.Free(w.freeq[:fr])
 	return n
 }
@@ -443,14 +450,7 @@ func (w *rxWorker) burst() int {
 			fr++
 		}
 	}
-	if q > 0 {
-		s := w.port.TxBurst(w.txq[:q])
-		w.reflected += uint64(s)
-		if s < q {
-			w.reflectDrops += uint64(q - s)
-			w.port.Free(w.txq[s:q])
-		}
-	}
+	w.sendBack(w.txq[:q], &w.reflected, &w.reflectDrops)
 	w.port.Free(w.freeq[:fr])
 	return n
 }
