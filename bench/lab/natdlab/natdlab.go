@@ -10,7 +10,6 @@
 package natdlab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,11 +27,11 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // Lab addresses natd's lab configuration uses.
@@ -366,11 +365,7 @@ func (e *Env) Scrape() (map[string]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, err
 	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(bytes.NewReader(body))
+	return metrics.Parse("/metrics", code, body)
 }
 
 // ---- scenario steps ----
