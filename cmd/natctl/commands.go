@@ -231,11 +231,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.StreamSessions(cmd.Context(), &xnatv1.StreamSessionsRequest{Filter: flt})
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.StreamSessions, &xnatv1.StreamSessionsRequest{Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -553,11 +549,7 @@ object per line (docs/events.md).`,
 				}
 				req.Types = append(req.Types, xnatv1.EventType(v))
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.WatchEvents(cmd.Context(), req)
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.WatchEvents, req)
 			if err != nil {
 				return err
 			}

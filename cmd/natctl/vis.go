@@ -93,15 +93,8 @@ natd audit-logs every capture.`,
 			if err != nil {
 				return err
 			}
-			req := &xnatv1.CaptureRequest{Filter: vf, Count: count, RingFrames: ring}
-			if dur > 0 {
-				req.Duration = durationpb.New(dur)
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Capture(cmd.Context(), req)
+			req := &xnatv1.CaptureRequest{Filter: vf, Count: count, RingFrames: ring, Duration: optDuration(dur)}
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.Capture, req)
 			if err != nil {
 				return err
 			}
@@ -228,15 +221,8 @@ audit-logs every trace.`,
 			if err != nil {
 				return err
 			}
-			req := &xnatv1.TraceRequest{Filter: vf, Count: n}
-			if timeout > 0 {
-				req.Timeout = durationpb.New(timeout)
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Trace(cmd.Context(), req)
+			req := &xnatv1.TraceRequest{Filter: vf, Count: n, Timeout: optDuration(timeout)}
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.Trace, req)
 			if err != nil {
 				return err
 			}
