@@ -199,6 +199,18 @@ func checkFound(b *testing.B, hit bool, found int) {
 	}
 }
 
+// startChurn runs churn in a goroutine until the returned stop is called.
+func startChurn(f *fixture, n int, table bool) (stop func()) {
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go churn(f, n, &done, &wg, table)
+	return func() {
+		done.Store(true)
+		wg.Wait()
+	}
+}
+
 // churn is the writer of the under-churn benchmarks: it inserts and deletes
 // sessions beyond the fixture's n as fast as it can, in the table or in the
 // baseline, until stop.
@@ -229,10 +241,7 @@ func BenchmarkLookupUnderChurn(b *testing.B) {
 		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer", impl), func(b *testing.B) {
 			f = getFixture(b, n)
 			b.ResetTimer()
-			var stop atomic.Bool
-			var done sync.WaitGroup
-			done.Add(1)
-			go churn(f, n, &stop, &done, impl == "flowtable")
+			stop := startChurn(f, n, impl == "flowtable")
 			var seed atomic.Uint64
 			b.RunParallel(func(pb *testing.PB) {
 				r := rng(seed.Add(0x9e3779b97f4a7c15))
@@ -246,8 +255,7 @@ func BenchmarkLookupUnderChurn(b *testing.B) {
 					}
 				}
 			})
-			stop.Store(true)
-			done.Wait()
+			stop()
 		})
 	}
 }
@@ -297,10 +305,7 @@ func BenchmarkLookupBurstUnderChurn(b *testing.B) {
 		b.Run(fmt.Sprintf("hit/1M/%s/parallel+writer/burst32", impl), func(b *testing.B) {
 			f = getFixture(b, n)
 			b.ResetTimer()
-			var stop atomic.Bool
-			var done sync.WaitGroup
-			done.Add(1)
-			go churn(f, n, &stop, &done, impl == "flowtable")
+			stop := startChurn(f, n, impl == "flowtable")
 			var seed atomic.Uint64
 			b.RunParallel(func(pb *testing.PB) {
 				r := rng(seed.Add(0x9e3779b97f4a7c15))
@@ -341,8 +346,7 @@ func BenchmarkLookupBurstUnderChurn(b *testing.B) {
 					}
 				}
 			})
-			stop.Store(true)
-			done.Wait()
+			stop()
 		})
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
-	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func wantCode(t *testing.T, err error, code codes.Code, contains string) {
@@ -473,11 +472,7 @@ func TestAPIReload(t *testing.T) {
 // Stopping the server ends long-lived streams cleanly instead of waiting
 // for clients to hang up.
 func TestShutdownEndsStreams(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	sock := filepath.Join(t.TempDir(), "natd.sock")
 	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{SocketPath: sock, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -529,11 +524,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 // BenchmarkStreamSessions walks a table of 4000 sessions through the API
 // over the admin socket.
 func BenchmarkStreamSessions(b *testing.B) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(b)
 	const n = 4000
 	for i := 0; i < n; i++ {
 		in := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(1 + i%250)}), uint16(10000+i/250))

@@ -18,6 +18,17 @@ import (
 // Conversions between the core's Go types and xnat.v1 messages. Decoding
 // a request names the offending field in its ErrInvalid error.
 
+// toProto converts each element of in with conv, which takes a pointer
+// because the core's types are large. An empty in gives nil, as the
+// append loops it replaces did.
+func toProto[T, P any](in []T, conv func(*T) P) []P {
+	var out []P
+	for i := range in {
+		out = append(out, conv(&in[i]))
+	}
+	return out
+}
+
 func protoProtocol(p nat.Proto) xnatv1.Protocol {
 	switch p {
 	case nat.TCP:
@@ -313,9 +324,7 @@ func statusToProto(s *Status, now time.Time) *xnatv1.Status {
 	}
 	for _, p := range s.Pools {
 		pp := &xnatv1.PoolStatus{Name: p.Name, Utilization: PoolUtilization(&p)}
-		for i := range p.Addresses {
-			pp.Addresses = append(pp.Addresses, addressStatusToProto(&p.Addresses[i]))
-		}
+		pp.Addresses = toProto(p.Addresses, addressStatusToProto)
 		out.Pools = append(out.Pools, pp)
 	}
 	return out
@@ -358,9 +367,7 @@ func statsToProto(s *Stats) *xnatv1.Stats {
 	if !s.Time.IsZero() {
 		out.Time = timestamppb.New(s.Time)
 	}
-	for i := range s.Workers {
-		out.Workers = append(out.Workers, workerStatsToProto(&s.Workers[i]))
-	}
+	out.Workers = toProto(s.Workers, workerStatsToProto)
 	for _, i := range s.Interfaces {
 		out.Interfaces = append(out.Interfaces, &xnatv1.InterfaceStats{
 			Name:      i.Name,

@@ -35,6 +35,16 @@ func ToStatus(err error) error {
 	return status.Error(c, err.Error())
 }
 
+// reply answers an RPC: resp, or err as a gRPC status (ToStatus). It is
+// the last line of every handler that only changes something.
+func reply[R any](resp R, err error) (R, error) {
+	if err != nil {
+		var zero R
+		return zero, ToStatus(err)
+	}
+	return resp, nil
+}
+
 // Errorf returns an error of kind (one of the sentinel errors) whose
 // message is exactly the formatted text: the kind selects the gRPC code and
 // need not be repeated in the message. %w in format wraps as fmt.Errorf

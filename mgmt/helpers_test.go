@@ -44,15 +44,23 @@ type env struct {
 	log   *syncBuffer
 }
 
+// newCore returns a test core with the default options, closed when the
+// test ends.
+func newCore(tb testing.TB) *mgmttest.Core {
+	tb.Helper()
+	core, err := mgmttest.New(mgmttest.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(core.Close)
+	return core
+}
+
 // newEnv serves a test core on an admin and a read-only socket in a
 // temporary directory and dials both.
 func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
 	t.Helper()
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(core.Close)
+	core := newCore(t)
 	dir := t.TempDir()
 	e := &env{core: core, sock: filepath.Join(dir, "natd.sock"), rosk: filepath.Join(dir, "natd-ro.sock"), log: &syncBuffer{}}
 	opts := mgmt.ServerOptions{
@@ -65,6 +73,7 @@ func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
 		mod(&opts)
 	}
 	e.srv = serve(t, core, opts)
+	var err error
 	if e.admin, err = client.Dial(client.Options{Socket: e.sock}); err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,6 @@ import (
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
-	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func TestSocketPermissions(t *testing.T) {
@@ -59,11 +58,7 @@ func TestSocketPermissions(t *testing.T) {
 
 	// Configurable modes.
 	dir := t.TempDir()
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{
 		SocketPath: filepath.Join(dir, "a.sock"), ReadOnlySocketPath: filepath.Join(dir, "r.sock"),
 		ReadOnlySocketMode: 0o666, ReadOnlySocketGroup: fmt.Sprint(os.Getgid()),
@@ -83,11 +78,7 @@ func TestSocketPermissions(t *testing.T) {
 }
 
 func TestSocketStaleAndBusy(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "natd.sock")
 	quiet := slog.New(slog.DiscardHandler)
@@ -120,11 +111,7 @@ func TestSocketStaleAndBusy(t *testing.T) {
 }
 
 func TestServerOptionErrors(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	for _, tc := range []struct {
 		opts mgmt.ServerOptions
 		want string
@@ -388,11 +375,7 @@ func TestMTLS(t *testing.T) {
 	viewCert, viewKey := good.issue(t, p, "viewer", pkix.Name{CommonName: "grafana"}, false)
 	rogueCert, rogueKey := rogue.issue(t, p, "rogue", pkix.Name{CommonName: "ops-admin"}, false)
 
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	logs := &syncBuffer{}
 	srv := serve(t, core, mgmt.ServerOptions{
 		TCPAddr: "127.0.0.1:0", TLSCertFile: srvCert, TLSKeyFile: srvKey, TLSClientCAFile: good.file,
@@ -438,7 +421,7 @@ func TestMTLS(t *testing.T) {
 
 	// A certificate from another CA is refused, whatever its name.
 	rc := dial(rogueCert, rogueKey)
-	_, err = rc.GetStatus(x, &xnatv1.GetStatusRequest{})
+	_, err := rc.GetStatus(x, &xnatv1.GetStatusRequest{})
 	if err == nil {
 		t.Fatal("a certificate from an unknown CA was accepted")
 	}
@@ -505,11 +488,7 @@ func TestMTLS(t *testing.T) {
 }
 
 func TestInsecureTCPIsReadOnlyAndWarns(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := newCore(t)
 	logs := &syncBuffer{}
 	srv := serve(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if !strings.Contains(logs.String(), `"level":"WARN","msg":"serving the management API on plain TCP without authentication: for labs only"`) {

@@ -119,11 +119,7 @@ func (s *service) ListSessions(ctx context.Context, req *xnatv1.ListSessionsRequ
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	out := &xnatv1.ListSessionsResponse{NextPageToken: pageToken(next)}
-	for i := range sess {
-		out.Sessions = append(out.Sessions, sessionToProto(&sess[i]))
-	}
-	return out, nil
+	return &xnatv1.ListSessionsResponse{NextPageToken: pageToken(next), Sessions: toProto(sess, sessionToProto)}, nil
 }
 
 func (s *service) StreamSessions(req *xnatv1.StreamSessionsRequest, stream grpc.ServerStreamingServer[xnatv1.StreamSessionsResponse]) error {
@@ -164,10 +160,7 @@ func (s *service) StreamSessions(req *xnatv1.StreamSessionsRequest, stream grpc.
 }
 
 func (s *service) DeleteSession(_ context.Context, req *xnatv1.DeleteSessionRequest) (*xnatv1.DeleteSessionResponse, error) {
-	if err := s.core.DeleteSession(req.Id, req.Generation); err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.DeleteSessionResponse{}, nil
+	return reply(&xnatv1.DeleteSessionResponse{}, s.core.DeleteSession(req.Id, req.Generation))
 }
 
 func (s *service) FlushSessions(_ context.Context, req *xnatv1.FlushSessionsRequest) (*xnatv1.FlushSessionsResponse, error) {
@@ -184,10 +177,7 @@ func (s *service) FlushSessions(_ context.Context, req *xnatv1.FlushSessionsRequ
 
 func (s *service) ListPools(context.Context, *xnatv1.ListPoolsRequest) (*xnatv1.ListPoolsResponse, error) {
 	cfg := s.core.Config()
-	out := &xnatv1.ListPoolsResponse{}
-	for i := range cfg.Pools {
-		out.Pools = append(out.Pools, poolToProto(&cfg.Pools[i]))
-	}
+	out := &xnatv1.ListPoolsResponse{Pools: toProto(cfg.Pools, poolToProto)}
 	// Addresses that left the configuration and still drain.
 	for _, p := range s.core.Status().Pools {
 		for i := range p.Addresses {
@@ -204,29 +194,18 @@ func (s *service) AddPool(_ context.Context, req *xnatv1.AddPoolRequest) (*xnatv
 	if err == nil {
 		err = s.core.AddPool(p)
 	}
-	if err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.AddPoolResponse{}, nil
+	return reply(&xnatv1.AddPoolResponse{}, err)
 }
 
 func (s *service) DeletePool(_ context.Context, req *xnatv1.DeletePoolRequest) (*xnatv1.DeletePoolResponse, error) {
 	if req.Name == "" {
 		return nil, ToStatus(Errorf(ErrInvalid, "name is required"))
 	}
-	if err := s.core.DeletePool(req.Name); err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.DeletePoolResponse{}, nil
+	return reply(&xnatv1.DeletePoolResponse{}, s.core.DeletePool(req.Name))
 }
 
 func (s *service) ListPortForwards(context.Context, *xnatv1.ListPortForwardsRequest) (*xnatv1.ListPortForwardsResponse, error) {
-	cfg := s.core.Config()
-	out := &xnatv1.ListPortForwardsResponse{}
-	for i := range cfg.PortForwards {
-		out.PortForwards = append(out.PortForwards, forwardToProto(&cfg.PortForwards[i]))
-	}
-	return out, nil
+	return &xnatv1.ListPortForwardsResponse{PortForwards: toProto(s.core.Config().PortForwards, forwardToProto)}, nil
 }
 
 func (s *service) AddPortForward(_ context.Context, req *xnatv1.AddPortForwardRequest) (*xnatv1.AddPortForwardResponse, error) {
@@ -234,10 +213,7 @@ func (s *service) AddPortForward(_ context.Context, req *xnatv1.AddPortForwardRe
 	if err == nil {
 		err = s.core.AddPortForward(r)
 	}
-	if err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.AddPortForwardResponse{}, nil
+	return reply(&xnatv1.AddPortForwardResponse{}, err)
 }
 
 func (s *service) DeletePortForward(_ context.Context, req *xnatv1.DeletePortForwardRequest) (*xnatv1.DeletePortForwardResponse, error) {
@@ -245,19 +221,11 @@ func (s *service) DeletePortForward(_ context.Context, req *xnatv1.DeletePortFor
 	if err == nil {
 		err = s.core.DeletePortForward(r.Proto, r.Outside)
 	}
-	if err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.DeletePortForwardResponse{}, nil
+	return reply(&xnatv1.DeletePortForwardResponse{}, err)
 }
 
 func (s *service) ListStaticMappings(context.Context, *xnatv1.ListStaticMappingsRequest) (*xnatv1.ListStaticMappingsResponse, error) {
-	cfg := s.core.Config()
-	out := &xnatv1.ListStaticMappingsResponse{}
-	for i := range cfg.StaticMappings {
-		out.StaticMappings = append(out.StaticMappings, staticToProto(&cfg.StaticMappings[i]))
-	}
-	return out, nil
+	return &xnatv1.ListStaticMappingsResponse{StaticMappings: toProto(s.core.Config().StaticMappings, staticToProto)}, nil
 }
 
 func (s *service) AddStaticMapping(_ context.Context, req *xnatv1.AddStaticMappingRequest) (*xnatv1.AddStaticMappingResponse, error) {
@@ -265,10 +233,7 @@ func (s *service) AddStaticMapping(_ context.Context, req *xnatv1.AddStaticMappi
 	if err == nil {
 		err = s.core.AddStaticMapping(m)
 	}
-	if err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.AddStaticMappingResponse{}, nil
+	return reply(&xnatv1.AddStaticMappingResponse{}, err)
 }
 
 func (s *service) DeleteStaticMapping(_ context.Context, req *xnatv1.DeleteStaticMappingRequest) (*xnatv1.DeleteStaticMappingResponse, error) {
@@ -276,10 +241,7 @@ func (s *service) DeleteStaticMapping(_ context.Context, req *xnatv1.DeleteStati
 	if err == nil {
 		err = s.core.DeleteStaticMapping(in)
 	}
-	if err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.DeleteStaticMappingResponse{}, nil
+	return reply(&xnatv1.DeleteStaticMappingResponse{}, err)
 }
 
 func (s *service) ApplyChanges(_ context.Context, req *xnatv1.ApplyChangesRequest) (*xnatv1.ApplyChangesResponse, error) {
@@ -290,17 +252,11 @@ func (s *service) ApplyChanges(_ context.Context, req *xnatv1.ApplyChangesReques
 			return nil, ToStatus(err)
 		}
 	}
-	if err := s.core.Apply(changes); err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.ApplyChangesResponse{}, nil
+	return reply(&xnatv1.ApplyChangesResponse{}, s.core.Apply(changes))
 }
 
 func (s *service) ReloadConfig(context.Context, *xnatv1.ReloadConfigRequest) (*xnatv1.ReloadConfigResponse, error) {
-	if err := s.core.Reload(); err != nil {
-		return nil, ToStatus(err)
-	}
-	return &xnatv1.ReloadConfigResponse{}, nil
+	return reply(&xnatv1.ReloadConfigResponse{}, s.core.Reload())
 }
 
 func (s *service) WatchEvents(req *xnatv1.WatchEventsRequest, stream grpc.ServerStreamingServer[xnatv1.WatchEventsResponse]) error {

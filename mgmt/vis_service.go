@@ -49,12 +49,19 @@ func optDuration(field string, d *durationpb.Duration) (time.Duration, error) {
 	return d.AsDuration(), nil
 }
 
-func (s *service) Capture(req *xnatv1.CaptureRequest, stream grpc.ServerStreamingServer[xnatv1.CaptureResponse]) error {
-	f, err := visFilterFromProto(req.GetFilter())
+// visRequest decodes what Capture and Trace share: the filter and a time
+// limit (durField names it in errors).
+func visRequest(f *xnatv1.VisFilter, durField string, d *durationpb.Duration) (nat.VisFilter, time.Duration, error) {
+	vf, err := visFilterFromProto(f)
 	if err != nil {
-		return ToStatus(err)
+		return vf, 0, err
 	}
-	d, err := optDuration("duration", req.GetDuration())
+	dd, err := optDuration(durField, d)
+	return vf, dd, err
+}
+
+func (s *service) Capture(req *xnatv1.CaptureRequest, stream grpc.ServerStreamingServer[xnatv1.CaptureResponse]) error {
+	f, d, err := visRequest(req.GetFilter(), "duration", req.GetDuration())
 	if err != nil {
 		return ToStatus(err)
 	}
@@ -62,11 +69,7 @@ func (s *service) Capture(req *xnatv1.CaptureRequest, stream grpc.ServerStreamin
 	ctx, cancel := s.untilDone(stream.Context())
 	defer cancel()
 	err = s.core.Capture(ctx, spec, func(frames []nat.CaptureFrame, overflow uint64) error {
-		m := &xnatv1.CaptureResponse{Overflow: overflow}
-		for i := range frames {
-			m.Frames = append(m.Frames, captureToProto(&frames[i]))
-		}
-		return stream.Send(m)
+		return stream.Send(&xnatv1.CaptureResponse{Overflow: overflow, Frames: toProto(frames, captureToProto)})
 	})
 	return ToStatus(err)
 }
@@ -101,11 +104,7 @@ func (s *service) untilDone(parent context.Context) (context.Context, context.Ca
 }
 
 func (s *service) Trace(req *xnatv1.TraceRequest, stream grpc.ServerStreamingServer[xnatv1.TraceResponse]) error {
-	f, err := visFilterFromProto(req.GetFilter())
-	if err != nil {
-		return ToStatus(err)
-	}
-	d, err := optDuration("timeout", req.GetTimeout())
+	f, d, err := visRequest(req.GetFilter(), "timeout", req.GetTimeout())
 	if err != nil {
 		return ToStatus(err)
 	}

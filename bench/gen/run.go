@@ -199,7 +199,8 @@ func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		e.rx = append(e.rx, &rxWorker{
-			id: q, cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), rtPrio: c.RTPriority, mode: c.Mode, busy: c.BusyPoll, port: p, wait: waiter(p),
+			poller: poller{cpu: cpuOf(c.RxCPUs, q, c.TxQueues+q), rtPrio: c.RTPriority, busy: c.BusyPoll, port: p, wait: waiter(p)},
+			id:     q, mode: c.Mode,
 			rec: NewRecorder(c.Streams), learn: e.learn, live: l,
 			rxb: bufs(), txq: bufs(), freeq: bufs(),
 		})
@@ -208,8 +209,8 @@ func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 		l := &live{}
 		e.lives = append(e.lives, l)
 		w := &txWorker{
-			id: q, cpu: cpuOf(c.TxCPUs, q, q), rtPrio: c.RTPriority, mode: c.Mode, tcp: c.Proto == header.ProtocolTCP, busy: c.BusyPoll,
-			port: p, wait: waiter(p), b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
+			poller: poller{cpu: cpuOf(c.TxCPUs, q, q), rtPrio: c.RTPriority, busy: c.BusyPoll, port: p, wait: waiter(p)},
+			id:     q, mode: c.Mode, tcp: c.Proto == header.ProtocolTCP, b: e.b, spec: &c.Flows, cur: NewCursor(&c.Flows, uint32(q), uint32(c.TxQueues)),
 			batch: c.Batch, live: l,
 			nstreams: uint32(c.Streams), step: uint32(c.TxQueues), stream: uint32(q),
 			seqs:     make([]uint64, c.Streams),

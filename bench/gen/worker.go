@@ -36,24 +36,76 @@ func sleep(w port.Waiter) {
 	time.Sleep(50 * time.Microsecond)
 }
 
+// poller drives one port for a worker's goroutine, which owns it: it pins
+// the goroutine, flushes after each burst and idles after empty ones.
+type poller struct {
+	cpu, rtPrio int
+	busy        bool
+	port        port.Port
+	wait        port.Waiter // port's poll(2), if it has one
+	empty       int         // bursts in a row that moved nothing
+	flushErrs   uint64
+	err         error // the last failure, reported as a warning
+}
+
+// start pins the calling goroutine; on failure it runs unpinned and the
+// error is reported.
+func (p *poller) start() {
+	if err := pin(p.cpu, p.rtPrio); err != nil {
+		p.err = err
+	}
+}
+
+// flush hands the port what the last burst queued.
+func (p *poller) flush() {
+	if err := p.port.Flush(); err != nil {
+		p.flushErrs++
+		p.err = err
+	}
+}
+
+// rest follows a receive-only burst that got frames: after idleSpins empty
+// bursts in a row it sleeps on the port, unless busy-polling.
+func (p *poller) rest(got int) {
+	if got > 0 {
+		p.empty = 0
+		return
+	}
+	p.empty++
+	if !p.busy && p.empty > idleSpins {
+		sleep(p.wait)
+	}
+}
+
+// sendBack transmits frames turned around in place (replies built in
+// received frames), frees those the ring refused, and counts both.
+func (p *poller) sendBack(txq []port.Buf, sent, refused *uint64) {
+	if len(txq) == 0 {
+		return
+	}
+	s := p.port.TxBurst(txq)
+	*sent += uint64(s)
+	if s < len(txq) {
+		*refused += uint64(len(txq) - s)
+		p.port.Free(txq[s:])
+	}
+}
+
 // txWorker sends one queue's share of the flows and, in reflecting modes,
 // receives the replies on the same socket. Everything in it is owned by
 // its goroutine; the engine reads the plain fields only after the worker
 // has stopped.
 type txWorker struct {
-	id, cpu int
-	rtPrio  int
-	mode    Mode
-	tcp     bool
-	busy    bool
-	port    port.Port
-	wait    port.Waiter // port's poll(2), if it has one
-	b       *Builder
-	spec    *FlowSpec
-	cur     *Cursor
-	pacer   *Pacer
-	batch   int
-	live    *live
+	poller
+	id    int
+	mode  Mode
+	tcp   bool
+	b     *Builder
+	spec  *FlowSpec
+	cur   *Cursor
+	pacer *Pacer
+	batch int
+	live  *live
 
 	// Streams: flow f is in stream f mod nstreams; this worker's flows
 	// are w, w+W, ..., so its stream steps by W too.
@@ -90,8 +142,6 @@ type txWorker struct {
 	hsAckDrops   uint64
 	mismatched   uint64
 	foreign      uint64
-	flushErrs    uint64
-	err          error
 }
 
 // run is the worker's goroutine: a send phase until the engine says stop
@@ -99,27 +149,21 @@ type txWorker struct {
 // receive-only drain phase.
 func (w *txWorker) run(e *engine) {
 	defer e.workers.Done()
-	if err := pin(w.cpu, w.rtPrio); err != nil {
-		w.err = err
-	}
-	empty := 0
+	w.start()
 	for !e.stopTx.Load() && !(w.exhausted && w.nheld == 0) {
 		now := nanotime()
 		sent := w.send(now)
-		if err := w.port.Flush(); err != nil {
-			w.flushErrs++
-			w.err = err
-		}
+		w.flush()
 		got := 0
 		if w.mode.Reflects() {
 			got = w.receive()
 		}
 		w.publish()
 		if sent == 0 && got == 0 {
-			empty++
-			w.idle(now, empty)
+			w.empty++
+			w.idle(now, w.empty)
 		} else {
-			empty = 0
+			w.empty = 0
 		}
 	}
 	w.finishTx()
@@ -128,22 +172,12 @@ func (w *txWorker) run(e *engine) {
 	if !w.mode.Reflects() {
 		return
 	}
-	empty = 0
+	w.empty = 0
 	for !e.stopRx.Load() {
 		got := w.receive()
-		if err := w.port.Flush(); err != nil {
-			w.flushErrs++
-			w.err = err
-		}
+		w.flush()
 		w.publish()
-		if got == 0 {
-			empty++
-			if !w.busy && empty > idleSpins {
-				sleep(w.wait)
-			}
-		} else {
-			empty = 0
-		}
+		w.rest(got)
 	}
 }
 
@@ -321,14 +355,7 @@ func (w *txWorker) receive() int {
 		w.freeq[fr] = w.rxb[i]
 		fr++
 	}
-	if q > 0 {
-		s := w.port.TxBurst(w.txq[:q])
-		w.hsAcks += uint64(s)
-		if s < q {
-			w.hsAckDrops += uint64(q - s)
-			w.port.Free(w.txq[s:q])
-		}
-	}
+	w.sendBack(w.txq[:q], &w.hsAcks, &w.hsAckDrops)
 	w.port.Free(w.freeq[:fr])
 	return n
 }
@@ -345,15 +372,12 @@ func (w *txWorker) publish() {
 // rxWorker is the far side: a counting sink, or the reflector. Owned by
 // its goroutine like txWorker.
 type rxWorker struct {
-	id, cpu int
-	rtPrio  int
-	mode    Mode
-	busy    bool
-	port    port.Port
-	wait    port.Waiter
-	rec     *Recorder
-	learn   *MappingTable
-	live    *live
+	poller
+	id    int
+	mode  Mode
+	rec   *Recorder
+	learn *MappingTable
+	live  *live
 
 	rxb   []port.Buf
 	txq   []port.Buf
@@ -363,32 +387,17 @@ type rxWorker struct {
 	foreign, learned, changed uint64
 	reflected, reflectDrops   uint64
 	synAcks, handshakes       uint64
-	flushErrs                 uint64
-	err                       error
 }
 
 func (w *rxWorker) run(e *engine) {
 	defer e.workers.Done()
-	if err := pin(w.cpu, w.rtPrio); err != nil {
-		w.err = err
-	}
-	empty := 0
+	w.start()
 	for !e.stopRx.Load() {
 		got := w.burst()
-		if err := w.port.Flush(); err != nil {
-			w.flushErrs++
-			w.err = err
-		}
+		w.flush()
 		w.live.rxPkts.Store(w.rec.Packets)
 		w.live.rxBytes.Store(w.rec.Bytes)
-		if got == 0 {
-			empty++
-			if !w.busy && empty > idleSpins {
-				sleep(w.wait)
-			}
-		} else {
-			empty = 0
-		}
+		w.rest(got)
 	}
 }
 
@@ -441,14 +450,7 @@ func (w *rxWorker) burst() int {
 			fr++
 		}
 	}
-	if q > 0 {
-		s := w.port.TxBurst(w.txq[:q])
-		w.reflected += uint64(s)
-		if s < q {
-			w.reflectDrops += uint64(q - s)
-			w.port.Free(w.txq[s:q])
-		}
-	}
+	w.sendBack(w.txq[:q], &w.reflected, &w.reflectDrops)
 	w.port.Free(w.freeq[:fr])
 	return n
 }

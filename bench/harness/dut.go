@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,12 +13,11 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // dut is a device under test in the bench lab's dut namespace. Its methods
@@ -294,11 +292,7 @@ func (d *natdDUT) scrape() (map[string]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, err
 	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("natd /metrics: HTTP %d", code)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(bytes.NewReader(body))
+	return metrics.Parse("natd /metrics", code, body)
 }
 
 type gcSample struct {

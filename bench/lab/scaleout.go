@@ -65,13 +65,7 @@ func NewScaleOut(n, hosts, subs, dests int) (_ *ScaleOut, err error) {
 			_ = l.Close()
 		}
 	}()
-	add := func(role string) (string, error) {
-		ns, err := l.AddNamespace(role)
-		if err != nil {
-			return "", err
-		}
-		return ns, disableIPv6(ns)
-	}
+	add := func(role string) (string, error) { return l.addQuietNamespace(role, false) }
 	if s.InRouter, err = add("rin"); err != nil {
 		return nil, err
 	}

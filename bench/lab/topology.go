@@ -113,18 +113,8 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 			_ = l.Close()
 		}
 	}()
-	for _, p := range []struct {
-		dst  *string
-		role string
-	}{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}} {
-		if *p.dst, err = l.AddNamespace(p.role); err != nil {
-			return nil, err
-		}
-		if !o.keepIPv6 {
-			if err = disableIPv6(*p.dst); err != nil {
-				return nil, err
-			}
-		}
+	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}); err != nil {
+		return nil, err
 	}
 	if err = sysctl(n.Box, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
 		return nil, err
@@ -187,13 +177,8 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 		}
 	}
 	if o.far {
-		if n.Far, err = l.AddNamespace("far"); err != nil {
+		if n.Far, err = l.addQuietNamespace("far", o.keepIPv6); err != nil {
 			return nil, err
-		}
-		if !o.keepIPv6 {
-			if err = disableIPv6(n.Far); err != nil {
-				return nil, err
-			}
 		}
 		if err = l.AddVeth(Veth{NS: n.Out, Name: "eth1", PeerNS: n.Far, PeerName: HostDev, Queues: 1}); err != nil {
 			return nil, err
@@ -247,18 +232,8 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 			_ = l.Close()
 		}
 	}()
-	for _, p := range []struct {
-		dst  *string
-		role string
-	}{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}} {
-		if *p.dst, err = l.AddNamespace(p.role); err != nil {
-			return nil, err
-		}
-		if !o.keepIPv6 {
-			if err = disableIPv6(*p.dst); err != nil {
-				return nil, err
-			}
-		}
+	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}); err != nil {
+		return nil, err
 	}
 	if err = sysctl(b.DUT, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
 		return nil, err
@@ -315,6 +290,34 @@ var (
 
 // labAddr reports whether a is in one of the two ranges a lab may use.
 func labAddr(a netip.Addr) bool { return insideRange.Contains(a) || outsideRange.Contains(a) }
+
+// addQuietNamespace is AddNamespace with IPv6 disabled unless keepIPv6
+// (see WithIPv6).
+func (l *Lab) addQuietNamespace(role string, keepIPv6 bool) (string, error) {
+	ns, err := l.AddNamespace(role)
+	if err != nil || keepIPv6 {
+		return ns, err
+	}
+	return ns, disableIPv6(ns)
+}
+
+// nsRole names a namespace to create and where its full name goes.
+type nsRole struct {
+	dst  *string
+	role string
+}
+
+// addQuietNamespaces creates a quiet namespace for each role, in order.
+func (l *Lab) addQuietNamespaces(keepIPv6 bool, roles []nsRole) error {
+	for _, r := range roles {
+		ns, err := l.addQuietNamespace(r.role, keepIPv6)
+		if err != nil {
+			return err
+		}
+		*r.dst = ns
+	}
+	return nil
+}
 
 func disableIPv6(ns string) error {
 	for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
@@ -115,18 +116,16 @@ func statsCmd(a *app) *cobra.Command {
 		Short: "Show packet, drop and session counters (--watch for a live view with rates)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			if !watch {
-				ctx, cancel := a.call(cmd.Context())
-				defer cancel()
-				r, err := cl.GetStats(ctx, &xnatv1.GetStatsRequest{})
+				r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.GetStats, &xnatv1.GetStatsRequest{})
 				if err != nil {
 					return err
 				}
 				return a.emit(func(w io.Writer) error { return printStats(w, r.Stats, nil) }, statsToJSON(r.Stats, nil))
+			}
+			cl, err := a.client()
+			if err != nil {
+				return err
 			}
 			return a.watchStats(cmd.Context(), cl, interval, count)
 		},
@@ -233,11 +232,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.StreamSessions(cmd.Context(), &xnatv1.StreamSessionsRequest{Filter: flt})
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.StreamSessions, &xnatv1.StreamSessionsRequest{Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -270,13 +265,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return usagef("generation %q: %v", argv[1], err)
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			if _, err := cl.DeleteSession(ctx, &xnatv1.DeleteSessionRequest{Id: uint32(id), Generation: gen}); err != nil {
+			if _, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.DeleteSession, &xnatv1.DeleteSessionRequest{Id: uint32(id), Generation: gen}); err != nil {
 				return err
 			}
 			return a.emit(func(w io.Writer) error {
@@ -302,13 +291,7 @@ so that a table of millions of sessions starts printing at once.
 			if err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.FlushSessions(ctx, &xnatv1.FlushSessionsRequest{Filter: flt})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.FlushSessions, &xnatv1.FlushSessionsRequest{Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -355,11 +338,7 @@ func rulesCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.mutate(cmd.Context(), fmt.Sprintf("added forward %s %s -> %s", argv[0], argv[1], argv[2]),
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.AddPortForward(ctx, &xnatv1.AddPortForwardRequest{PortForward: fwd})
-					return err
-				})
+			return change(cmd.Context(), a, fmt.Sprintf("added forward %s %s -> %s", argv[0], argv[1], argv[2]), xnatv1.NatServiceClient.AddPortForward, &xnatv1.AddPortForwardRequest{PortForward: fwd})
 		},
 	})
 	add.AddCommand(&cobra.Command{
@@ -376,11 +355,7 @@ func rulesCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.mutate(cmd.Context(), fmt.Sprintf("added static %s <-> %s", in, out),
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.AddStaticMapping(ctx, &xnatv1.AddStaticMappingRequest{StaticMapping: &xnatv1.StaticMapping{Inside: in, Outside: out}})
-					return err
-				})
+			return change(cmd.Context(), a, fmt.Sprintf("added static %s <-> %s", in, out), xnatv1.NatServiceClient.AddStaticMapping, &xnatv1.AddStaticMappingRequest{StaticMapping: &xnatv1.StaticMapping{Inside: in, Outside: out}})
 		},
 	})
 	del := &cobra.Command{Use: "del", Aliases: []string{"delete"}, Short: "Delete a port forward or a static mapping", Args: args(cobra.NoArgs),
@@ -399,11 +374,7 @@ func rulesCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.mutate(cmd.Context(), fmt.Sprintf("deleted forward %s %s", argv[0], argv[1]),
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.DeletePortForward(ctx, &xnatv1.DeletePortForwardRequest{Protocol: proto, Outside: out})
-					return err
-				})
+			return change(cmd.Context(), a, fmt.Sprintf("deleted forward %s %s", argv[0], argv[1]), xnatv1.NatServiceClient.DeletePortForward, &xnatv1.DeletePortForwardRequest{Protocol: proto, Outside: out})
 		},
 	})
 	del.AddCommand(&cobra.Command{
@@ -416,11 +387,7 @@ func rulesCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.mutate(cmd.Context(), "deleted static "+in,
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.DeleteStaticMapping(ctx, &xnatv1.DeleteStaticMappingRequest{Inside: in})
-					return err
-				})
+			return change(cmd.Context(), a, "deleted static "+in, xnatv1.NatServiceClient.DeleteStaticMapping, &xnatv1.DeleteStaticMappingRequest{Inside: in})
 		},
 	})
 	c.AddCommand(add, del)
@@ -478,15 +445,9 @@ func (a *app) listRules(ctx context.Context) error {
 	return a.emit(func(w io.Writer) error { return printRules(w, rules) }, rules)
 }
 
-// mutate makes one change and reports it.
-func (a *app) mutate(ctx context.Context, done string, fn func(context.Context, xnatv1.NatServiceClient) error) error {
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := a.call(ctx)
-	defer cancel()
-	if err := fn(cctx, cl); err != nil {
+// change makes one change with rpc (see unary) and reports done.
+func change[Q, R any](ctx context.Context, a *app, done string, rpc func(xnatv1.NatServiceClient, context.Context, Q, ...grpc.CallOption) (R, error), req Q) error {
+	if _, err := unary(ctx, a, rpc, req); err != nil {
 		return err
 	}
 	return a.emit(func(w io.Writer) error {
@@ -522,11 +483,7 @@ func poolsCmd(a *app) *cobra.Command {
 					return usagef("%q: want an IPv4 prefix or address", p)
 				}
 			}
-			return a.mutate(cmd.Context(), fmt.Sprintf("added pool %s %s", argv[0], strings.Join(argv[1:], " ")),
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.AddPool(ctx, &xnatv1.AddPoolRequest{Pool: &xnatv1.Pool{Name: argv[0], Prefixes: argv[1:]}})
-					return err
-				})
+			return change(cmd.Context(), a, fmt.Sprintf("added pool %s %s", argv[0], strings.Join(argv[1:], " ")), xnatv1.NatServiceClient.AddPool, &xnatv1.AddPoolRequest{Pool: &xnatv1.Pool{Name: argv[0], Prefixes: argv[1:]}})
 		},
 	})
 	c.AddCommand(&cobra.Command{
@@ -536,11 +493,7 @@ func poolsCmd(a *app) *cobra.Command {
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completePools,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.mutate(cmd.Context(), "deleted pool "+argv[0],
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.DeletePool(ctx, &xnatv1.DeletePoolRequest{Name: argv[0]})
-					return err
-				})
+			return change(cmd.Context(), a, "deleted pool "+argv[0], xnatv1.NatServiceClient.DeletePool, &xnatv1.DeletePoolRequest{Name: argv[0]})
 		},
 	})
 	return c
@@ -569,13 +522,7 @@ func (a *app) completePools(cmd *cobra.Command, argv []string, _ string) ([]stri
 }
 
 func (a *app) listPools(ctx context.Context) error {
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := a.call(ctx)
-	defer cancel()
-	r, err := cl.ListPools(cctx, &xnatv1.ListPoolsRequest{})
+	r, err := unary(ctx, a, xnatv1.NatServiceClient.ListPools, &xnatv1.ListPoolsRequest{})
 	if err != nil {
 		return err
 	}
@@ -603,11 +550,7 @@ object per line (docs/events.md).`,
 				}
 				req.Types = append(req.Types, xnatv1.EventType(v))
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.WatchEvents(cmd.Context(), req)
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.WatchEvents, req)
 			if err != nil {
 				return err
 			}
@@ -649,11 +592,7 @@ func reloadCmd(a *app) *cobra.Command {
 		Short: "Make natd re-read its configuration file (as SIGHUP does)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.mutate(cmd.Context(), "configuration reloaded",
-				func(ctx context.Context, cl xnatv1.NatServiceClient) error {
-					_, err := cl.ReloadConfig(ctx, &xnatv1.ReloadConfigRequest{})
-					return err
-				})
+			return change(cmd.Context(), a, "configuration reloaded", xnatv1.NatServiceClient.ReloadConfig, &xnatv1.ReloadConfigRequest{})
 		},
 	}
 }

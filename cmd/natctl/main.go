@@ -25,9 +25,12 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
 )
 
@@ -179,4 +182,37 @@ func (a *app) client() (*client.Client, error) {
 // call returns a context for one unary call.
 func (a *app) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, a.timeout)
+}
+
+// unary dials natd and makes one call under --timeout: the set-up every
+// one-shot command shares. rpc is a method expression such as
+// xnatv1.NatServiceClient.GetStats.
+func unary[Q, R any](ctx context.Context, a *app, rpc func(xnatv1.NatServiceClient, context.Context, Q, ...grpc.CallOption) (R, error), req Q) (R, error) {
+	cl, err := a.client()
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	cctx, cancel := a.call(ctx)
+	defer cancel()
+	return rpc(cl, cctx, req)
+}
+
+// stream dials natd and opens a server stream, which runs until it ends
+// or ctx does: --timeout does not bound it.
+func stream[Q, S any](ctx context.Context, a *app, rpc func(xnatv1.NatServiceClient, context.Context, Q, ...grpc.CallOption) (S, error), req Q) (S, error) {
+	cl, err := a.client()
+	if err != nil {
+		var zero S
+		return zero, err
+	}
+	return rpc(cl, ctx, req)
+}
+
+// optDuration is d for the API, or nil (unset) when d is zero.
+func optDuration(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
 }

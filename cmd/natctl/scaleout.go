@@ -21,13 +21,7 @@ func bgpCmd(a *app) *cobra.Command {
 		Short: "Show BGP sessions, announced routes and drain progress",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.GetBGPStatus(ctx, &xnatv1.GetBGPStatusRequest{})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.GetBGPStatus, &xnatv1.GetBGPStatusRequest{})
 			if err != nil {
 				return err
 			}
@@ -47,13 +41,7 @@ func drainCmd(a *app, drain bool) *cobra.Command {
 		Short: short,
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.SetDrain(ctx, &xnatv1.SetDrainRequest{Drain: drain})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.SetDrain, &xnatv1.SetDrainRequest{Drain: drain})
 			if err != nil {
 				return err
 			}

@@ -93,15 +93,8 @@ natd audit-logs every capture.`,
 			if err != nil {
 				return err
 			}
-			req := &xnatv1.CaptureRequest{Filter: vf, Count: count, RingFrames: ring}
-			if dur > 0 {
-				req.Duration = durationpb.New(dur)
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Capture(cmd.Context(), req)
+			req := &xnatv1.CaptureRequest{Filter: vf, Count: count, RingFrames: ring, Duration: optDuration(dur)}
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.Capture, req)
 			if err != nil {
 				return err
 			}
@@ -228,15 +221,8 @@ audit-logs every trace.`,
 			if err != nil {
 				return err
 			}
-			req := &xnatv1.TraceRequest{Filter: vf, Count: n}
-			if timeout > 0 {
-				req.Timeout = durationpb.New(timeout)
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			st, err := cl.Trace(cmd.Context(), req)
+			req := &xnatv1.TraceRequest{Filter: vf, Count: n, Timeout: optDuration(timeout)}
+			st, err := stream(cmd.Context(), a, xnatv1.NatServiceClient.Trace, req)
 			if err != nil {
 				return err
 			}
@@ -341,13 +327,7 @@ is the echo identifier. Works on the read-only socket.`,
 			if req.Destination, err = parseEndpoint("DST", argv[2]); err != nil {
 				return err
 			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.Explain(ctx, req)
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.Explain, req)
 			if err != nil {
 				return err
 			}
@@ -385,13 +365,7 @@ once a second per worker and reason). docs/operations.md says, for each
 reason, what to run next. Works on the read-only socket.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.call(cmd.Context())
-			defer cancel()
-			r, err := cl.GetDrops(ctx, &xnatv1.GetDropsRequest{Interval: durationpb.New(interval)})
+			r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.GetDrops, &xnatv1.GetDropsRequest{Interval: durationpb.New(interval)})
 			if err != nil {
 				return err
 			}

@@ -83,14 +83,23 @@ func (s *step) check(ok bool, format string, args ...any) {
 	s.failed = append(s.failed, fmt.Sprintf("step %d: %s", s.n, msg))
 }
 
-func demo(natd, natctl, config string, verbose bool) error {
+// canRun checks what every lab needs before it builds anything: root, and
+// the files it runs (natd, natctl, a configuration).
+func canRun(files ...string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the lab needs root (network namespaces, XDP): run it with sudo")
 	}
-	for _, p := range []string{natd, natctl, config} {
+	for _, p := range files {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%s: %w (run `make build` first)", p, err)
 		}
+	}
+	return nil
+}
+
+func demo(natd, natctl, config string, verbose bool) error {
+	if err := canRun(natd, natctl, config); err != nil {
+		return err
 	}
 	fmt.Println("xnat demo: a NAT in a lab of network namespaces")
 	fmt.Println()

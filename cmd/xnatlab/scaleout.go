@@ -30,13 +30,8 @@ func scaleoutMain(args []string) int {
 }
 
 func scaleout(natd, natctl string, verbose bool) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("the lab needs root (network namespaces, XDP): run it with sudo")
-	}
-	for _, p := range []string{natd, natctl} {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("%s: %w (run `make build` first)", p, err)
-		}
+	if err := canRun(natd, natctl); err != nil {
+		return err
 	}
 	fmt.Println("xnat scale-out: three NAT appliances sharing 300 subscribers by BGP and ECMP")
 	fmt.Println()

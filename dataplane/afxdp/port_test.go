@@ -133,6 +133,22 @@ func step(p *Port, bufs []port.Buf) (int, error) {
 	return n, p.Flush()
 }
 
+// startResponder runs the worker loop (runResponder) until the returned
+// stop is called, by the test or at its end; stop returns the loop's
+// errors.
+func (f *fixture) startResponder(t *testing.T) (stop func() []error) {
+	ch := make(chan struct{})
+	done := f.runResponder(ch)
+	var once sync.Once
+	var errs []error
+	stop = func() []error {
+		once.Do(func() { close(ch); errs = <-done })
+		return errs
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 // runResponder runs the worker loop until stop is closed and returns the
 // errors it saw.
 func (f *fixture) runResponder(stop <-chan struct{}) <-chan []error {
@@ -190,11 +206,9 @@ func testEcho(t *testing.T, b Backend) {
 	if f.p.ZeroCopy() {
 		t.Fatal("veth socket reports zero-copy; expected copy mode")
 	}
-	stop := make(chan struct{})
-	done := f.runResponder(stop)
+	stop := f.startResponder(t)
 	err := ping(f.n.Out, boxAddr.String(), 20)
-	close(stop)
-	errs := <-done
+	errs := stop()
 	if err != nil {
 		t.Fatalf("ping through the %s port: %v", b, err)
 	}
@@ -294,16 +308,7 @@ func TestAsavieCloseLeaksSocket(t *testing.T) {
 
 func TestLinkDownUp(t *testing.T) {
 	f := newFixture(t, Options{})
-	stop := make(chan struct{})
-	done := f.runResponder(stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-done
-		}
-	}()
+	stop := f.startResponder(t)
 	if err := ping(f.n.Out, boxAddr.String(), 3); err != nil {
 		t.Fatal(err)
 	}
@@ -319,8 +324,7 @@ func TestLinkDownUp(t *testing.T) {
 	if err := waitPing(f.n.Out, boxAddr.String(), 10*time.Second); err != nil {
 		t.Fatalf("no recovery after link up: %v", err)
 	}
-	close(stop)
-	errs := <-done
+	errs := stop()
 	t.Logf("errors while down: %v; stats %+v", errs, f.p.Stats)
 	for _, e := range errs {
 		if !errors.Is(e, ErrLinkDown) {
@@ -335,16 +339,7 @@ func TestLinkDownUp(t *testing.T) {
 func TestLinkDeletedAndRecreated(t *testing.T) {
 	f := newFixture(t, Options{RecoverInterval: 20 * time.Millisecond})
 	oldIndex := f.p.Ifindex() // read before the worker owns the port
-	stop := make(chan struct{})
-	done := f.runResponder(stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-done
-		}
-	}()
+	stop := f.startResponder(t)
 	if err := ping(f.n.Out, boxAddr.String(), 3); err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +373,7 @@ func TestLinkDeletedAndRecreated(t *testing.T) {
 	if err := ping(f.n.Out, boxAddr.String(), 5); err != nil {
 		t.Fatal(err)
 	}
-	close(stop)
-	errs := <-done
+	errs := stop()
 	s := f.p.Stats
 	t.Logf("%d link-down errors returned while down (first: %v); stats %+v; ifindex %d -> %d",
 		len(errs), first(errs), s, oldIndex, f.p.Ifindex())

@@ -128,6 +128,38 @@ func TestInboundSessionLimits(t *testing.T) {
 	h.checkNoLeaks()
 }
 
+// floodInboundSYNs has both workers of h (newHarnessN(t, c, 2)) take SYNs
+// from distinct sources in net.1-2.1-hosts to forwardConfig's forward and
+// static mapping, until the returned stop is called; stop waits for the
+// workers and returns how many SYNs were let inside in all.
+func (h *harness) floodInboundSYNs(net string, hosts int) (stop func() int64) {
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	var opened atomic.Int64
+	for wi := 0; wi < 2; wi++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, ps := h.workers[wi], h.wports[wi]
+			for i := 0; !done.Load(); i++ {
+				dst, dport := "198.18.0.100", uint16(8080)
+				if i%2 == 1 {
+					dst, dport = "198.18.0.160", 443
+				}
+				ps[Outside].Inject(tcp(fmt.Sprintf("%s.%d.%d", net, 1+wi, 1+i%hosts), uint16(1024+i%60000), dst, dport, "S"))
+				w.Poll()
+				opened.Add(int64(len(ps[Inside].Drain())))
+				ps[Outside].Drain()
+			}
+		}()
+	}
+	return func() int64 {
+		done.Store(true)
+		wg.Wait()
+		return opened.Load()
+	}
+}
+
 // Defect 2, concurrently: two workers open sessions through the same rules
 // while the control plane flushes them; the counts never pass their limits
 // and return to zero with the last session.
@@ -136,26 +168,7 @@ func TestInboundSessionLimitsConcurrent(t *testing.T) {
 	c.Limits.InboundSessions = 80
 	c.Limits.InboundSessionsPerRule = 50
 	h := newHarnessN(t, c, 2)
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var opened [2]atomic.Int64
-	for wi := 0; wi < 2; wi++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w, ps := h.workers[wi], h.wports[wi]
-			for i := 0; !stop.Load(); i++ {
-				dst, dport := "198.18.0.100", uint16(8080)
-				if i%2 == 1 {
-					dst, dport = "198.18.0.160", 443
-				}
-				ps[Outside].Inject(tcp(fmt.Sprintf("198.18.%d.%d", 1+wi, 1+i%200), uint16(1024+i%60000), dst, dport, "S"))
-				w.Poll()
-				opened[wi].Add(int64(len(ps[Inside].Drain())))
-				ps[Outside].Drain()
-			}
-		}()
-	}
+	stop := h.floodInboundSYNs("198.18", 200)
 	deadline := time.Now().Add(time.Second)
 	flushes := 0
 	for time.Now().Before(deadline) || flushes < 20 {
@@ -171,10 +184,8 @@ func TestInboundSessionLimitsConcurrent(t *testing.T) {
 		flushes++
 		time.Sleep(time.Millisecond)
 	}
-	stop.Store(true)
-	wg.Wait()
-	if opened[0].Load()+opened[1].Load() <= 80 {
-		t.Fatalf("only %d sessions opened in all: the flushes did not give the counts back", opened[0].Load()+opened[1].Load())
+	if opened := stop(); opened <= 80 {
+		t.Fatalf("only %d sessions opened in all: the flushes did not give the counts back", opened)
 	}
 	h.eng.FlushSessions(SessionFilter{})
 	if h.eng.InboundSessions() != 0 || h.eng.perms.Len() != 0 || h.sessionCount() != 0 {

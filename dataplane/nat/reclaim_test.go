@@ -2,8 +2,6 @@ package nat
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,25 +195,7 @@ func TestReclaimEmbryonicConcurrent(t *testing.T) {
 	c := forwardConfig()
 	c.Limits.InboundSessions = 100
 	h := newHarnessN(t, c, 2)
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for wi := 0; wi < 2; wi++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w, ps := h.workers[wi], h.wports[wi]
-			for i := 0; !stop.Load(); i++ {
-				dst, dport := "198.18.0.100", uint16(8080)
-				if i%2 == 1 {
-					dst, dport = "198.18.0.160", 443
-				}
-				ps[Outside].Inject(tcp(fmt.Sprintf("198.19.%d.%d", 1+wi, 1+i%250), uint16(1024+i%60000), dst, dport, "S"))
-				w.Poll()
-				ps[Inside].Drain()
-				ps[Outside].Drain()
-			}
-		}()
-	}
+	stop := h.floodInboundSYNs("198.19", 250)
 	deadline := time.Now().Add(time.Second)
 	for rounds := 0; time.Now().Before(deadline) || rounds < 50 || h.eng.ReclaimedSessions() == 0; rounds++ {
 		if n := h.eng.InboundSessions(); n > 100 {
@@ -228,8 +208,7 @@ func TestReclaimEmbryonicConcurrent(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	stop.Store(true)
-	wg.Wait()
+	stop()
 	h.checkInboundCount()
 	h.eng.FlushSessions(SessionFilter{})
 	if h.eng.InboundSessions() != 0 || h.sessionCount() != 0 || h.eng.perms.Len() != 0 {

@@ -351,21 +351,7 @@ func BenchmarkEstablishedVis(b *testing.B) {
 				buf := make([]CaptureFrame, 256)
 				defer func() { c.Read(buf) }()
 			}
-			var seq uint32
-			fill := func(i int, buf []byte) int {
-				seq = seq*1664525 + 1013904223
-				src, sport := flowSrc(int(seq>>8) % n)
-				return writeUDP(buf, src, server, sport, 7777, macInsideHost, macNATIn)
-			}
-			start := r.ports[Outside].tx
-			b.ResetTimer()
-			for done := 0; done < b.N; done += MaxBurst {
-				r.poll(Inside, MaxBurst, fill)
-			}
-			b.StopTimer()
-			if r.ports[Outside].tx-start < uint64(b.N) {
-				b.Fatalf("forwarded %d of %d", r.ports[Outside].tx-start, b.N)
-			}
+			r.forwardWalk(b, n)
 		})
 	}
 }

@@ -33,9 +33,9 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
-// panicRunner builds a runner whose poll loop panics (in its PortStats
-// hook, which runs inside the loop) as long as panicking says so.
-func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *memport.Port, *memport.Port, *lockedBuf) {
+// testWorker builds a one-worker NAT (10.0.0.0/8 inside, one pool
+// address) on two memports.
+func testWorker(t *testing.T) (*nat.Worker, *memport.Port, *memport.Port) {
 	t.Helper()
 	cfg := nat.DefaultConfig()
 	cfg.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
@@ -51,6 +51,14 @@ func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *mempo
 	if err != nil {
 		t.Fatal(err)
 	}
+	return w, in, out
+}
+
+// panicRunner builds a runner whose poll loop panics (in its PortStats
+// hook, which runs inside the loop) as long as panicking says so.
+func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *memport.Port, *memport.Port, *lockedBuf) {
+	t.Helper()
+	w, in, out := testWorker(t)
 	var calls atomic.Int64
 	logs := &lockedBuf{}
 	r, err := New(Config{Worker: w, Ports: [2]port.Port{in, out}, CPU: -1, Mode: Adaptive, SleepMillis: 1,

@@ -35,20 +35,7 @@ func udpFrame() []byte {
 
 func TestRunnerForwardsAndStops(t *testing.T) {
 	for _, mode := range []PollMode{Adaptive, Busy} {
-		cfg := nat.DefaultConfig()
-		cfg.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-		cfg.Pools = []nat.Pool{{Name: "p", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
-		cfg.Limits.MaxSessions = 1024
-		eng, err := nat.New(cfg, nat.Options{Workers: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, _ := memport.New(memport.Config{Frames: 256})
-		out, _ := memport.New(memport.Config{Frames: 256})
-		w, err := eng.NewWorker(0, nat.WorkerConfig{Ports: [2]port.Port{in, out}, Neighbors: oneMAC{}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		w, in, out := testWorker(t)
 		statsCalls := 0
 		r, err := New(Config{Worker: w, Ports: [2]port.Port{in, out}, CPU: 0, Mode: mode, PortStats: func() { statsCalls++ }})
 		if err != nil {

@@ -60,28 +60,8 @@ func waitCounters(t *testing.T, a *Attachment, what string, ok func(Counters) bo
 // ports and passes the box's own traffic (ping, a UDP port outside the
 // owned set) to the kernel, from outside and from inside.
 func TestMasqueradeSplitsByPort(t *testing.T) {
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	out, err := lab.Link(n.Box, lab.NATOutside)
-	must(t, err)
-	in, err := lab.Link(n.Box, lab.NATInside)
-	must(t, err)
-	p, err := Load()
-	must(t, err)
-	defer p.Close()
-	var ao, ai *Attachment
-	inBox(t, n, func() error {
-		var err error
-		if ao, err = p.Attach(out.Index, RoleOutside); err != nil {
-			return err
-		}
-		ai, err = p.Attach(in.Index, RoleInside)
-		return err
-	})
+	n := natLab(t)
+	p, out, in, ao, ai := attachBoth(t, n)
 	box := netip.MustParseAddr("198.18.0.1")
 	var sets [numOwn]PortBits
 	sets[OwnUDP].Add(61000, 65535)

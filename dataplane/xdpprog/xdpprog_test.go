@@ -29,6 +29,41 @@ func pingFails(t *testing.T, ns, dst string) {
 	}
 }
 
+// natLab builds the standard NAT lab, removed when the test ends.
+func natLab(t *testing.T) *lab.NAT {
+	t.Helper()
+	lab.Require(t)
+	n, err := lab.NewNAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// attachBoth loads the program and attaches it to the box's outside and
+// inside links; the program is closed when the test ends.
+func attachBoth(t *testing.T, n *lab.NAT) (p *Program, out, in lab.LinkInfo, ao, ai *Attachment) {
+	t.Helper()
+	var err error
+	out, err = lab.Link(n.Box, lab.NATOutside)
+	must(t, err)
+	in, err = lab.Link(n.Box, lab.NATInside)
+	must(t, err)
+	p, err = Load()
+	must(t, err)
+	t.Cleanup(func() { p.Close() })
+	inBox(t, n, func() error {
+		var err error
+		if ao, err = p.Attach(out.Index, RoleOutside); err != nil {
+			return err
+		}
+		ai, err = p.Attach(in.Index, RoleInside)
+		return err
+	})
+	return p, out, in, ao, ai
+}
+
 // inBox runs f in the NAT box's namespace and fails the test on error.
 func inBox(t *testing.T, n *lab.NAT, f func() error) {
 	t.Helper()
@@ -63,35 +98,8 @@ func xdpProgID(t *testing.T, n *lab.NAT, dev string) uint32 {
 }
 
 func TestPassRedirectAndFallback(t *testing.T) {
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	out, err := lab.Link(n.Box, lab.NATOutside)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := lab.Link(n.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	p, err := Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	var ao, ai *Attachment
-	inBox(t, n, func() error {
-		var err error
-		if ao, err = p.Attach(out.Index, RoleOutside); err != nil {
-			return err
-		}
-		ai, err = p.Attach(in.Index, RoleInside)
-		return err
-	})
+	n := natLab(t)
+	p, out, _, ao, ai := attachBoth(t, n)
 	// Treat the box's own outside address as "public" so that ping from
 	// the server exercises the redirect path.
 	must(t, p.SetPublicAddrs([]netip.Addr{netip.MustParseAddr("198.18.0.1")}))
@@ -154,12 +162,7 @@ func TestPassRedirectAndFallback(t *testing.T) {
 }
 
 func TestStaleProgramReplaced(t *testing.T) {
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := natLab(t)
 	li, err := lab.Link(n.Box, lab.NATInside)
 	if err != nil {
 		t.Fatal(err)
@@ -196,12 +199,7 @@ func TestStaleProgramReplaced(t *testing.T) {
 }
 
 func TestForeignProgramRefused(t *testing.T) {
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := natLab(t)
 	li, err := lab.Link(n.Box, lab.NATInside)
 	if err != nil {
 		t.Fatal(err)

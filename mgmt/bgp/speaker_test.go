@@ -92,6 +92,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// startSpeaker validates cfg and starts a speaker that logs nowhere; the
+// caller closes it.
+func startSpeaker(t *testing.T, cfg Config) *Speaker {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := Start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
 // TestSpeakerHealthDrainClose drives a speaker against two GoBGP routers
 // (inside on 127.0.0.2, outside on 127.0.0.3): nothing is announced until
 // healthy; healthy announces each side's routes to that side only, with
@@ -111,13 +125,7 @@ func TestSpeakerHealthDrainClose(t *testing.T) {
 			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Side: Inside},
 		},
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := startSpeaker(t, cfg)
 	defer sp.Close()
 	waitFor(t, "both sessions established", func() bool {
 		st := sp.Status()
@@ -182,13 +190,7 @@ func TestInsideWaitsForOutside(t *testing.T) {
 			{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Side: Inside},
 		},
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := startSpeaker(t, cfg)
 	defer sp.Close()
 	sp.SetHealthy(true)
 	waitFor(t, "inside session established", func() bool { return sp.Status().Peers[0].Up() })

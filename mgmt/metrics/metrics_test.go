@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/nat"
@@ -29,6 +30,9 @@ type stubCore struct {
 	st    mgmt.Status
 	stats mgmt.Stats
 }
+
+// BGPStatus: the stub speaks no BGP (NewRegistry's bgpCollector asks).
+func (s *stubCore) BGPStatus() mgmt.BGPStatus { return mgmt.BGPStatus{} }
 
 func (s *stubCore) Status() mgmt.Status {
 	s.mu.Lock()
@@ -107,6 +111,23 @@ func startServer(t *testing.T, core mgmt.Core, ready func() bool, ev func() even
 	return "http://" + srv.Addr().String()
 }
 
+// series is one expected sample: a metric, its label pairs, its value.
+type series struct {
+	name   string
+	labels []string
+	want   float64
+}
+
+// wantSeries checks every expected sample against a scrape.
+func wantSeries(t *testing.T, mfs map[string]*dto.MetricFamily, want []series) {
+	t.Helper()
+	for _, tc := range want {
+		if got, ok := metrics.Value(mfs, tc.name, tc.labels...); !ok || got != tc.want {
+			t.Errorf("%s%v = %v (found %v), want %v", tc.name, tc.labels, got, ok, tc.want)
+		}
+	}
+}
+
 func TestScrapeKnownValues(t *testing.T) {
 	core := known()
 	url := startServer(t, core, nil, func() events.Stats {
@@ -116,11 +137,7 @@ func TestScrapeKnownValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name   string
-		labels []string
-		want   float64
-	}{
+	wantSeries(t, mfs, []series{
 		{"xnat_build_info", []string{"version", "v1.2.3"}, 1},
 		{"xnat_start_time_seconds", nil, 1_767_000_000},
 		{"xnat_config_generation", nil, 42},
@@ -161,12 +178,7 @@ func TestScrapeKnownValues(t *testing.T) {
 		{"xnat_worker_busy_ratio", []string{"worker", "1"}, 1},
 		{"xnat_worker_polls_total", []string{"worker", "0"}, 1000},
 		{"xnat_worker_busy_polls_total", []string{"worker", "0"}, 250},
-	} {
-		got, ok := metrics.Value(mfs, tc.name, tc.labels...)
-		if !ok || got != tc.want {
-			t.Errorf("%s%v = %v (found %v), want %v", tc.name, tc.labels, got, ok, tc.want)
-		}
-	}
+	})
 	// Every drop reason is exported, zero or not, so rate() works from the
 	// first scrape.
 	if n := len(mfs["xnat_dropped_packets_total"].Metric); n != int(drop.NumReasons)-1 {
@@ -257,11 +269,7 @@ func TestScrapeRealEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name   string
-		labels []string
-		want   float64
-	}{
+	wantSeries(t, mfs, []series{
 		{"xnat_rx_packets_total", []string{"interface", "veth-in"}, 5},
 		{"xnat_tx_packets_total", []string{"interface", "veth-out"}, 5},
 		{"xnat_rx_packets_total", []string{"interface", "veth-out"}, 1},
@@ -269,16 +277,12 @@ func TestScrapeRealEngine(t *testing.T) {
 		{"xnat_sessions", []string{"protocol", "udp"}, 5},
 		{"xnat_dropped_packets_total", []string{"reason", "no_session"}, 1},
 		{"xnat_pool_ports_in_use", []string{"pool", "main", "address", "198.18.0.100", "protocol", "udp"}, 5},
-	} {
-		if got, ok := metrics.Value(mfs, tc.name, tc.labels...); !ok || got != tc.want {
-			t.Errorf("%s%v = %v (found %v), want %v", tc.name, tc.labels, got, ok, tc.want)
-		}
-	}
+	})
 }
 
-// BenchmarkGather measures one scrape's collection (without HTTP) for an
-// appliance with 8 workers, 16 queues and a /24 pool.
-func BenchmarkGather(b *testing.B) {
+// large is known() grown to an appliance with 8 workers, 16 queues and a
+// /24 pool, the size the Gather benchmarks measure.
+func large() *stubCore {
 	core := known()
 	for i := 2; i < 8; i++ {
 		core.stats.Workers = append(core.stats.Workers, mgmt.WorkerStats{ID: i, Counters: core.stats.Workers[0].Counters})
@@ -292,6 +296,13 @@ func BenchmarkGather(b *testing.B) {
 		p.Addresses = append(p.Addresses, mgmt.AddressStatus{Addr: a})
 		a = a.Next()
 	}
+	return core
+}
+
+// BenchmarkGather measures one scrape's collection (without HTTP) for an
+// appliance with 8 workers, 16 queues and a /24 pool.
+func BenchmarkGather(b *testing.B) {
+	core := large()
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{}))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -304,19 +315,7 @@ func BenchmarkGather(b *testing.B) {
 // BenchmarkGatherXnatOnly is BenchmarkGather without the Go runtime and
 // process collectors: the cost of the xnat collector itself.
 func BenchmarkGatherXnatOnly(b *testing.B) {
-	core := known()
-	for i := 2; i < 8; i++ {
-		core.stats.Workers = append(core.stats.Workers, mgmt.WorkerStats{ID: i, Counters: core.stats.Workers[0].Counters})
-	}
-	for q := 2; q < 16; q++ {
-		core.stats.Interfaces = append(core.stats.Interfaces, mgmt.InterfaceStats{Name: "eth0", Queue: q})
-	}
-	p := &core.st.Pools[0]
-	a := netip.MustParseAddr("198.18.1.0")
-	for i := 0; i < 256; i++ {
-		p.Addresses = append(p.Addresses, mgmt.AddressStatus{Addr: a})
-		a = a.Next()
-	}
+	core := large()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewCollector(core, metrics.CollectorOptions{}))
 	b.ReportAllocs()

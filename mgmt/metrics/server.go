@@ -1,9 +1,11 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -168,8 +170,22 @@ func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("metrics: GET %s: %s", url, resp.Status)
 	}
+	return parseText(resp.Body)
+}
+
+func parseText(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
+	return p.TextToMetricFamilies(r)
+}
+
+// Parse parses a /metrics answer fetched some other way (in a lab
+// namespace, say): its HTTP status code and its body in the text
+// exposition format. where names the endpoint in errors.
+func Parse(where string, code int, body []byte) (map[string]*dto.MetricFamily, error) {
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", where, code)
+	}
+	return parseText(bytes.NewReader(body))
 }
 
 // Value returns the value of the sample of family name whose labels

@@ -10,7 +10,6 @@
 package natdlab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,11 +27,11 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // Lab addresses natd's lab configuration uses.
@@ -90,33 +89,8 @@ type Env struct {
 	ROSocket   string // read-only socket
 	Metrics    string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{}
-	exit   error
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	w   io.Writer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if b.w != nil {
-		b.w.Write(p)
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	natd lab.Daemon
+	log  *lab.LogBuffer
 }
 
 // stopDeadline is how long Close lets natd stop on SIGTERM (detaching its
@@ -130,7 +104,7 @@ func New(opts Options) (_ *Env, err error) {
 	if opts.Queues < 1 {
 		opts.Queues = 1
 	}
-	e := &Env{Opts: opts, log: &syncBuffer{w: opts.Log}}
+	e := &Env{Opts: opts, natd: lab.Daemon{Name: "natdlab: natd"}, log: &lab.LogBuffer{W: opts.Log}}
 	lopts := append([]lab.Option{lab.WithQueues(opts.Queues), lab.WithFarHost()}, opts.ExtraLabOptions...)
 	e.NAT, err = lab.NewNAT(lopts...)
 	if err != nil {
@@ -263,30 +237,12 @@ func (e *Env) renderConfig() string {
 
 // Start runs natd in the nat namespace and waits until it is ready.
 func (e *Env) Start(ctx context.Context) error {
-	e.mu.Lock()
-	if e.cmd != nil {
-		e.mu.Unlock()
-		return errors.New("natdlab: natd already running")
-	}
-	cmd := lab.Command(e.Box, e.Opts.Natd, "--config", e.ConfigPath)
-	cmd.Stdout, cmd.Stderr = e.log, e.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Wait returns this long after natd's exit even if something it
-	// left behind still holds its output pipe.
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		e.mu.Unlock()
+	if err := e.natd.Start(e.Box, e.log, e.Opts.Natd, "--config", e.ConfigPath); err != nil {
+		if errors.Is(err, lab.ErrDaemonRunning) {
+			return err
+		}
 		return fmt.Errorf("start natd: %w", err)
 	}
-	e.cmd, e.exited = cmd, make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) {
-		err := c.Wait()
-		e.mu.Lock()
-		e.exit = err
-		e.mu.Unlock()
-		close(done)
-	}(cmd, e.exited)
-	e.mu.Unlock()
 	return e.WaitReady(ctx)
 }
 
@@ -294,10 +250,11 @@ func (e *Env) Start(ctx context.Context) error {
 func (e *Env) WaitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	exited := e.natd.Exited()
 	for {
 		select {
-		case <-e.exited:
-			return fmt.Errorf("natd exited during start-up (%v); log:\n%s", e.exitErr(), e.Log())
+		case <-exited:
+			return fmt.Errorf("natd exited during start-up (%v); log:\n%s", e.natd.ExitErr(), e.Log())
 		case <-ctx.Done():
 			return fmt.Errorf("natd not ready: %w; log:\n%s", ctx.Err(), e.Log())
 		case <-time.After(50 * time.Millisecond):
@@ -308,60 +265,23 @@ func (e *Env) WaitReady(ctx context.Context) error {
 	}
 }
 
-func (e *Env) exitErr() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.exit
-}
-
 // Running reports whether natd has not exited.
-func (e *Env) Running() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.exited == nil {
-		return false
-	}
-	select {
-	case <-e.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (e *Env) Running() bool { return e.natd.Running() }
 
 // Signal sends sig to natd.
-func (e *Env) Signal(sig syscall.Signal) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cmd == nil || e.cmd.Process == nil {
-		return errors.New("natdlab: natd not running")
-	}
-	// ip netns exec runs natd as its child process (exec, same pid on
-	// modern iproute2); signal the process group to be sure.
-	return syscall.Kill(-e.cmd.Process.Pid, sig)
-}
+func (e *Env) Signal(sig syscall.Signal) error { return e.natd.Signal(sig) }
 
 // Stop sends sig and waits for natd to exit; it returns natd's exit error.
 // A natd still running after timeout is SIGKILLed, and Stop says so.
 func (e *Env) Stop(sig syscall.Signal, timeout time.Duration) error {
-	e.mu.Lock()
-	exited := e.exited
-	e.mu.Unlock()
-	if err := e.Signal(sig); err != nil {
+	killed, err := e.natd.Stop(sig, timeout)
+	if err != nil {
 		return err
 	}
-	select {
-	case <-exited:
-	case <-time.After(timeout):
-		e.Signal(syscall.SIGKILL)
-		<-exited // bounded: SIGKILL, then cmd.WaitDelay
+	if killed {
 		return fmt.Errorf("natd did not exit within %v after %v; log:\n%s", timeout, sig, e.Log())
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	err := e.exit
-	e.cmd = nil
-	return err
+	return e.natd.ExitErr()
 }
 
 // Log returns natd's log so far.
@@ -445,11 +365,7 @@ func (e *Env) Scrape() (map[string]*dto.MetricFamily, error) {
 	if err != nil {
 		return nil, err
 	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(bytes.NewReader(body))
+	return metrics.Parse("/metrics", code, body)
 }
 
 // ---- scenario steps ----

@@ -53,7 +53,7 @@ func TestCloseKillsNatdIgnoringSIGTERM(t *testing.T) {
 	if err := e.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pid := e.cmd.Process.Pid
+	pid := e.natd.Pid()
 	had := lab.FootprintOf(os.Getpid())
 	start := time.Now()
 	if err := e.Close(); err != nil {

@@ -8,9 +8,7 @@
 package scaleoutlab
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -18,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -106,7 +103,7 @@ func New(opts Options) (_ *Env, err error) {
 		}
 	}
 	for i := range so.Appliances {
-		a := &Appliance{env: e, Index: i, NS: so.Appliances[i], log: &syncBuffer{w: opts.Log, prefix: fmt.Sprintf("a%d: ", i)}}
+		a := &Appliance{env: e, Index: i, NS: so.Appliances[i], natd: lab.Daemon{Name: "scaleoutlab: natd"}, log: &lab.LogBuffer{W: opts.Log, Prefix: fmt.Sprintf("a%d: ", i)}}
 		a.Socket = filepath.Join(e.Dir, fmt.Sprintf("a%d.sock", i))
 		a.Config = filepath.Join(e.Dir, fmt.Sprintf("a%d.yaml", i))
 		if err := os.WriteFile(a.Config, []byte(a.render()), 0o644); err != nil {
@@ -168,7 +165,7 @@ func (e *Env) startBIRD(ns, name string, as int) error {
 		return err
 	}
 	cmd := lab.Command(ns, "bird", "-f", "-c", conf, "-s", filepath.Join(e.Dir, name+".ctl"), "-P", filepath.Join(e.Dir, name+".pid"))
-	logw := &syncBuffer{w: e.log, prefix: name + ": "}
+	logw := &lab.LogBuffer{W: e.log, Prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
@@ -325,12 +322,9 @@ type Appliance struct {
 	NS     string
 	Socket string
 	Config string
-	log    *syncBuffer
+	log    *lab.LogBuffer
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	exitAt time.Time
+	natd lab.Daemon
 }
 
 func (a *Appliance) render() string {
@@ -367,29 +361,10 @@ bgp:
 
 // Start runs natd and waits until its management API answers.
 func (a *Appliance) Start(ctx context.Context) error {
-	a.mu.Lock()
-	if a.cmd != nil {
-		a.mu.Unlock()
-		return errors.New("scaleoutlab: natd already running")
-	}
-	cmd := lab.Command(a.NS, a.env.natd, "--config", a.Config)
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		a.mu.Unlock()
+	if err := a.natd.Start(a.NS, a.log, a.env.natd, "--config", a.Config); err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	a.cmd, a.exited = cmd, done
-	go func() {
-		cmd.Wait()
-		a.mu.Lock()
-		a.exitAt = time.Now()
-		a.mu.Unlock()
-		close(done)
-	}()
-	a.mu.Unlock()
+	done := a.natd.Exited()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
@@ -407,52 +382,23 @@ func (a *Appliance) Start(ctx context.Context) error {
 }
 
 // Running reports whether natd runs.
-func (a *Appliance) Running() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.exited == nil {
-		return false
-	}
-	select {
-	case <-a.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (a *Appliance) Running() bool { return a.natd.Running() }
 
 // Stop sends sig to natd and waits for it to exit; it returns when natd
 // exited. A natd still running after timeout is SIGKILLed.
 func (a *Appliance) Stop(sig syscall.Signal, timeout time.Duration) (exitAt time.Time, err error) {
-	a.mu.Lock()
-	cmd, done := a.cmd, a.exited
-	a.mu.Unlock()
-	if cmd == nil {
-		return time.Time{}, errors.New("scaleoutlab: natd not running")
+	killed, err := a.natd.Stop(sig, timeout)
+	if err != nil {
+		return time.Time{}, err
 	}
-	syscall.Kill(-cmd.Process.Pid, sig)
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+	if killed {
 		err = fmt.Errorf("natd a%d did not exit within %v of %v", a.Index, timeout, sig)
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.cmd = nil
-	return a.exitAt, err
+	return a.natd.ExitAt(), err
 }
 
 // Signal sends sig to natd's process group without waiting.
-func (a *Appliance) Signal(sig syscall.Signal) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cmd == nil {
-		return errors.New("scaleoutlab: natd not running")
-	}
-	return syscall.Kill(-a.cmd.Process.Pid, sig)
-}
+func (a *Appliance) Signal(sig syscall.Signal) error { return a.natd.Signal(sig) }
 
 // Log returns natd's log so far (all its runs).
 func (a *Appliance) Log() string { return a.log.String() }
@@ -488,34 +434,6 @@ func (a *Appliance) SetDrain(ctx context.Context, drain bool) error {
 	defer cancel()
 	_, err = cl.SetDrain(ctx, &xnatv1.SetDrainRequest{Drain: drain})
 	return err
-}
-
-type syncBuffer struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	w      io.Writer
-	prefix string
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if b.w != nil {
-		for _, line := range bytes.SplitAfter(p, []byte("\n")) {
-			if len(line) > 0 {
-				io.WriteString(b.w, b.prefix)
-				b.w.Write(line)
-			}
-		}
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // openTCP lists natd's open TCP connections (established or closing), for
