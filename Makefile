@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test lint generate demo demo-scaleout bench bench-quick bench-micro fuzz clean
+.PHONY: all build test lint generate demo demo-scaleout bench bench-quick bench-micro bench-instr fuzz clean
 
 all: build
 
@@ -50,6 +50,13 @@ demo-scaleout: build
 ## bench-micro: the Go benchmarks of the packet core, against their baselines.
 bench-micro:
 	$(GO) test -run XXX -bench . -benchmem -count 5 ./checksum/ ./ring/ ./flowtable/ ./dataplane/nat/ ./dataplane/header/
+
+## bench-instr: instructions per packet of each engine benchmark case
+## (established-1k, established-1m, new-session) under valgrind's callgrind,
+## which the machine's load does not change, and each pipeline stage's
+## share; about a minute. See bench/instr and docs/engineering.md.
+bench-instr:
+	$(GO) run ./bench/instr
 
 ## bench: the end-to-end benchmark (root; about a quarter of an hour):
 ## l2fwd, xnat and nftables in the namespace lab (1, 1k, 100k, 1M flows;

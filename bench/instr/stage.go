@@ -1,0 +1,119 @@
+package main
+
+import (
+	"path"
+	"strings"
+)
+
+// The pipeline stages a packet's instructions are grouped into, in the
+// order printed. Grouping is by the function's self cost (instructions
+// executed in the function's own code, with inlined code counted where
+// callgrind puts it: under the file it came from), so the stages add up to
+// the whole.
+var stages = []string{"receive/parse", "session-lookup", "mapping/slow-path", "rewrite/checksum", "transmit", "other"}
+
+// stageOf says which stage a function ("file:function" as callgrind
+// names it) belongs to:
+//
+//   - receive/parse: the test port's receive side, which stands in for the
+//     NIC writing frames (loopPort RxBurst/Alloc/get, writeUDP and the
+//     benchmarks' fill closures), and header parsing (header.Parse*, header.parse*).
+//   - session-lookup: everything in flowtable/ (hashing, prefetch, probe,
+//     and insert on the new-session path).
+//   - mapping/slow-path: the new-session path in dataplane/nat outside the
+//     flowtable: mapping.go, portset.go, cgn_*.go, registry.go, reclaim.go,
+//     pending.go, event.go, trail.go, and the
+//     subscriber reference counts (acquireRef, releaseRef).
+//   - rewrite/checksum: checksum/, every header function but Parse* and parse*
+//     (the setters, DecTTL, the incremental checksum fix-ups).
+//   - transmit: the worker's send path (send, l2send, forward, flush,
+//     flushSide, free, tooBigDF), neighbour resolution, and the test port's TxBurst
+//     and Free.
+//   - other: the rest: the poll loop and per-packet dispatch and decision
+//     (Poll, process, fromInside, outbound...), and the Go runtime.
+//
+// A function of flowtable, checksum or header goes to its stage wherever
+// it was inlined; code of those packages inlined into a dataplane/nat
+// function goes by the file callgrind names for it.
+func stageOf(s string) string {
+	file, fn := splitFileFunc(s)
+	pkg, name := splitPkgFunc(fn)
+	dir, base := path.Base(path.Dir(file)), path.Base(file)
+	// By the function first.
+	switch {
+	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).TxBurst") ||
+		strings.HasPrefix(name, "(*loopPort).Free") || strings.Contains(name, "Neighbors).Resolve")):
+		return "transmit"
+	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "BenchmarkNewSession.func")):
+		return "receive/parse"
+	case pkg == "nat" && oneOf(name, "(*Worker).send", "(*Worker).l2send", "(*Worker).forward",
+		"(*Worker).flush", "(*Worker).flushSide", "(*Worker).free", "(*Worker).tooBigDF"):
+		return "transmit"
+	case pkg == "flowtable":
+		return "session-lookup"
+	case pkg == "checksum":
+		return "rewrite/checksum"
+	case pkg == "header" && (strings.HasPrefix(name, "Parse") || strings.HasPrefix(name, "parse")):
+		return "receive/parse"
+	case pkg == "header":
+		return "rewrite/checksum"
+	case pkg != "nat":
+		return "other" // the Go runtime and the test framework
+	}
+	// A function of dataplane/nat: by the file its code came from, which
+	// for inlined code is the callee's.
+	switch {
+	case dir == "flowtable":
+		return "session-lookup"
+	case dir == "checksum":
+		return "rewrite/checksum"
+	case dir == "header" && base == "parse.go":
+		return "receive/parse"
+	case dir == "header":
+		return "rewrite/checksum"
+	case dir == "nat" && (oneOf(base, "mapping.go", "portset.go", "registry.go", "reclaim.go",
+		"pending.go", "event.go", "trail.go") || strings.HasPrefix(base, "cgn_")):
+		return "mapping/slow-path"
+	case oneOf(name, "acquireRef", "releaseRef"):
+		return "mapping/slow-path"
+	}
+	return "other"
+}
+
+// splitPkgFunc splits a Go symbol ("github.com/x/y/flowtable.(*Table).Insert")
+// into its package's last element ("flowtable") and the rest; type
+// arguments of generic functions, which hold paths too, are ignored.
+func splitPkgFunc(fn string) (pkg, name string) {
+	head := fn
+	if i := strings.Index(head, "["); i >= 0 {
+		head = head[:i]
+	}
+	start := strings.LastIndex(head, "/") + 1
+	dot := strings.Index(fn[start:], ".")
+	if dot < 0 {
+		return "", fn
+	}
+	return fn[start : start+dot], fn[start+dot+1:]
+}
+
+func oneOf(s string, list ...string) bool {
+	for _, x := range list {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// isTestPort says whether a function is the benchmark's stand-in for the
+// NIC (the loop port, the frame builders, the fixed neighbour table): its
+// cost is in receive/parse and transmit above, and is printed apart so that
+// the engine's own cost is the total less it.
+func isTestPort(s string) bool {
+	_, fn := splitFileFunc(s)
+	pkg, name := splitPkgFunc(fn)
+	return pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "BenchmarkNewSession.func") ||
+		strings.Contains(name, "Neighbors).Resolve"))
+}
