@@ -103,7 +103,10 @@ type Config struct {
 
 	// Rate is the total target in frames per second, split evenly over
 	// the TX queues; 0 means as fast as possible.
-	Rate     float64
+	Rate float64
+	// Duration is how long the senders send, counted from the moment
+	// every TX worker has sent its first burst (so a worker started late
+	// on a loaded machine still gets the whole duration).
 	Duration time.Duration
 	// Drain is how long the receivers keep counting after the last frame
 	// is sent (default 300ms).

@@ -1,7 +1,10 @@
 package gen
 
 import (
+	"context"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
@@ -32,7 +35,7 @@ func memEngine(t *testing.T, mode Mode, proto uint8, flows uint32, sizes Sizes) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &engine{cfg: c, txAllDone: make(chan struct{})}
+	e := newEngine(c)
 	if e.b, err = NewBuilder(FrameConfig{SrcMAC: testSrcMAC, DstMAC: testDstMAC, Proto: proto, Sizes: sizes}); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +131,7 @@ func TestPipelineHeldFrames(t *testing.T) {
 	}
 	cfg := Config{Mode: OneWay, TxDev: "a", RxDev: "b", Flows: *testSpec(100), Duration: 1, Streams: 4, NoPin: true}
 	c, _ := cfg.withDefaults()
-	e := &engine{cfg: c}
+	e := newEngine(c)
 	e.b = mustBuilder(t, header.ProtocolUDP, FixedSize(64))
 	e.makeWorkers([]port.Port{a}, []port.Port{b})
 	tx, rx := e.tx[0], e.rx[0]
@@ -171,5 +174,33 @@ func TestBurstPathAllocatesNothing(t *testing.T) {
 				t.Fatalf("%s/%d: nothing went through", mode, proto)
 			}
 		}
+	}
+}
+
+// slowFirstAlloc is a port whose first Alloc takes delay: a sender that
+// the scheduler keeps off the CPU at the start of a run.
+type slowFirstAlloc struct {
+	port.Port
+	delay time.Duration
+	once  sync.Once
+}
+
+func (p *slowFirstAlloc) Alloc(bufs []port.Buf) int {
+	p.once.Do(func() { time.Sleep(p.delay) })
+	return p.Port.Alloc(bufs)
+}
+
+// A run's duration counts from the senders' first burst: a sender held
+// up for longer than the duration (CI once saw "sent 0 frames" on a
+// loaded machine) still sends for the whole duration afterwards.
+func TestRunDurationCountsFromFirstBurst(t *testing.T) {
+	e := memEngine(t, OneWay, header.ProtocolUDP, 100, FixedSize(64))
+	e.cfg.Duration = 50 * time.Millisecond
+	e.cfg.Drain = 10 * time.Millisecond
+	tx := e.tx[0]
+	tx.port = &slowFirstAlloc{Port: tx.port, delay: 300 * time.Millisecond}
+	r := e.run(context.Background())
+	if r.TX.Packets <= uint64(e.cfg.Batch) {
+		t.Fatalf("sent %d frames, want more than the first burst of %d", r.TX.Packets, e.cfg.Batch)
 	}
 }

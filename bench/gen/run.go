@@ -41,6 +41,16 @@ type engine struct {
 	workers        sync.WaitGroup
 	txRunning      atomic.Int32
 	txAllDone      chan struct{}
+	// txSending counts the TX workers that have not yet sent their first
+	// burst; txAllSending closes when none is left. The run's duration
+	// counts from then, so that a sender the scheduler keeps off the CPU
+	// for longer than the duration (a loaded 2-core machine) still sends.
+	txSending    atomic.Int32
+	txAllSending chan struct{}
+}
+
+func newEngine(c Config) *engine {
+	return &engine{cfg: c, txAllDone: make(chan struct{}), txAllSending: make(chan struct{})}
 }
 
 // Run performs one generator run as cfg describes and returns its Result.
@@ -52,7 +62,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gen: %w", err)
 	}
-	e := &engine{cfg: c, txAllDone: make(chan struct{})}
+	e := newEngine(c)
 	if err := e.setup(); err != nil {
 		_ = e.close()
 		return nil, fmt.Errorf("gen: %w", err)
@@ -258,6 +268,13 @@ func waiter(p port.Port) port.Waiter {
 	return w
 }
 
+// txSent is called by each TX worker once, after its first burst.
+func (e *engine) txSent() {
+	if e.txSending.Add(-1) == 0 {
+		close(e.txAllSending)
+	}
+}
+
 // txFinished is called by each TX worker when its send phase ends.
 func (e *engine) txFinished() {
 	if e.txRunning.Add(-1) == 0 {
@@ -280,6 +297,10 @@ func (e *engine) run(ctx context.Context) *Result {
 		}
 	}
 	e.txRunning.Store(int32(len(e.tx)))
+	e.txSending.Store(int32(len(e.tx)))
+	if len(e.tx) == 0 {
+		close(e.txAllSending)
+	}
 	for _, w := range e.tx {
 		go w.run(e)
 	}
@@ -287,8 +308,15 @@ func (e *engine) run(ctx context.Context) *Result {
 	progStop := make(chan struct{})
 	go e.progress(started, progStop, progDone)
 
-	timer := time.NewTimer(c.Duration)
 	var warnings []string
+	// The duration counts from the first burst of every sender (see
+	// txSending); one that finishes or is cancelled first ends the wait.
+	select {
+	case <-e.txAllSending:
+	case <-e.txAllDone:
+	case <-ctx.Done():
+	}
+	timer := time.NewTimer(c.Duration)
 	select {
 	case <-timer.C:
 	case <-e.txAllDone:

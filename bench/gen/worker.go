@@ -150,10 +150,15 @@ type txWorker struct {
 func (w *txWorker) run(e *engine) {
 	defer e.workers.Done()
 	w.start()
+	first := true
 	for !e.stopTx.Load() && !(w.exhausted && w.nheld == 0) {
 		now := nanotime()
 		sent := w.send(now)
 		w.flush()
+		if first {
+			first = false
+			e.txSent()
+		}
 		got := 0
 		if w.mode.Reflects() {
 			got = w.receive()
@@ -165,6 +170,9 @@ func (w *txWorker) run(e *engine) {
 		} else {
 			w.empty = 0
 		}
+	}
+	if first {
+		e.txSent() // stopped, or had nothing to send, before its first burst
 	}
 	w.finishTx()
 	w.publish()
