@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,11 +310,17 @@ func TestOptionErrors(t *testing.T) {
 // blockingWriter blocks every write until released.
 type blockingWriter struct {
 	release chan struct{}
+	once    sync.Once
+	entered atomic.Bool // a Write is (or was) blocked
 	mu      sync.Mutex
 	buf     bytes.Buffer
 }
 
+// unblock releases every write, now and later; safe to call twice.
+func (w *blockingWriter) unblock() { w.once.Do(func() { close(w.release) }) }
+
 func (w *blockingWriter) Write(p []byte) (int, error) {
+	w.entered.Store(true)
 	<-w.release
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -330,11 +337,16 @@ func TestSlowDiskNeverBlocksTheWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer core.Close()
-	// One event gets the writer stuck.
+	// Close waits for the exporter, which a failed test would leave
+	// stuck in Write: release it first (defers run last first).
+	defer w.unblock()
+	// One event gets the writer stuck. The session's two events (address
+	// bound, session created) may reach the exporter in one round or two:
+	// wait for the stuck Write, not for a count.
 	if err := core.Open(nat.UDP, netip.MustParseAddrPort("10.0.0.5:1000"), netip.MustParseAddrPort("203.0.113.9:53")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "exporter stuck in Write", func() bool { return core.Events.Stats().Drained >= 2 })
+	waitFor(t, "exporter stuck in Write", w.entered.Load)
 	const n = 300
 	for i := 0; i < n; i++ {
 		in := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.6"), uint16(2000+i))
@@ -347,7 +359,7 @@ func TestSlowDiskNeverBlocksTheWorker(t *testing.T) {
 		t.Fatal("the engine's ring never filled")
 	}
 	stuck := core.Events.Stats().Drained // the batch in the stuck Write
-	close(w.release)
+	w.unblock()
 	// Then the worker's full ring (64) is drained and written.
 	waitFor(t, "backlog written", func() bool {
 		st := core.Events.Stats()
