@@ -35,7 +35,7 @@ func TestE2ECGNExport(t *testing.T) {
 			lab.Unavailable(t, "%s not installed: %v", tool, err)
 		}
 	}
-	natd, natctl := binaries(t)
+	_, natctl := binaries(t)
 	const ipfixPort, syslogPort = 4739, 5514
 	server := natdlab.Server // 198.18.0.2, in e.Out
 	extra := fmt.Sprintf(`  port_allocation: block
@@ -46,16 +46,7 @@ logging:
   ipfix: {collector: "%s:%d", source: 198.18.0.1, observation_domain: 7, template_refresh: 5s}
   syslog: {server: "%s:%d", transport: udp, hostname: cgnlab}
 `, server, ipfixPort, server, syslogPort)
-	e, err := natdlab.New(natdlab.Options{Natd: natd, Config: natdlab.ConfigParams{Extra: extra}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("natd log:\n%s", e.Log())
-		}
-		e.Close()
-	})
+	e := newEnv(t, natdlab.Options{Config: natdlab.ConfigParams{Extra: extra}})
 	dir, err := e.TempDir("collectors")
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,9 @@ func binaries(t *testing.T) (natd, natctl string) {
 	return filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
 }
 
-func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
+// newEnv builds the lab with natd's configuration, not started yet; at
+// the end of the test it is closed, with natd's log if the test failed.
+func newEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	t.Helper()
 	lab.Require(t)
 	opts.Natd, _ = binaries(t)
@@ -69,6 +71,12 @@ func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 		}
 		e.Close()
 	})
+	return e
+}
+
+func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
+	t.Helper()
+	e := newEnv(t, opts)
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
