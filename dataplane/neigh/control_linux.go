@@ -97,8 +97,8 @@ type control struct {
 	subs  *subscription
 	neigh *neighState
 	links [fwd.NumSides]linkState
-	// routes are immutable once published; listRoutes builds new slices.
-	routes [fwd.NumSides][]route
+	// routes are immutable once published; listRoutes builds new ones.
+	routes [fwd.NumSides]routeTable
 
 	dirty      bool      // links or routes changed since the last snapshot
 	needLinks  bool      // a link event concerned one of our interfaces
@@ -519,8 +519,10 @@ func (c *control) listRoutes() error {
 		idx[side] = c.links[side].index
 	}
 	for side, r := range convertRoutes(rs, idx, c.cfg.RouteTable) {
-		if !slices.Equal(r, c.routes[side]) {
-			c.routes[side] = r
+		if !slices.Equal(r, c.routes[side].list) {
+			// A full table takes a fraction of a second to compile;
+			// workers meanwhile use the published one.
+			c.routes[side] = newRouteTable(r)
 			c.dirty = true
 		}
 	}
