@@ -214,8 +214,14 @@ func (f *fib) size() int {
 	return 4*(len(f.l1)+len(f.l2)+len(f.l3)+len(f.l4)) + int(unsafe.Sizeof(hopSet{}))*len(f.hops)
 }
 
+// fill sets every entry of s to v, by doubling copies: a /0 or /8 spans
+// thousands of entries, and copy runs them as block moves.
 func fill(s []uint32, v uint32) {
-	for i := range s {
-		s[i] = v
+	if len(s) == 0 {
+		return
+	}
+	s[0] = v
+	for n := 1; n < len(s); n *= 2 {
+		copy(s[n:], s[:n])
 	}
 }

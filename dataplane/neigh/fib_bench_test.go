@@ -1,6 +1,7 @@
 package neigh
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -66,6 +67,16 @@ func resolveTable(routes []route) *testTable {
 	return tt
 }
 
+// randomDsts returns n random destinations, the same for every call.
+func randomDsts(n int) [][4]byte {
+	rng := rand.New(rand.NewPCG(4, 5))
+	dsts := make([][4]byte, n)
+	for i := range dsts {
+		binary.BigEndian.PutUint32(dsts[i][:], rng.Uint32())
+	}
+	return dsts
+}
+
 // resolveBlock resolves every destination of dsts on the outside: the
 // unit both the benchmark and its callgrind count (make bench-lpm-instr
 // toggles collection on this function) measure.
@@ -83,19 +94,21 @@ func resolveBlock(t *Table, dsts [][4]byte) (acc byte) {
 // BGP-shaped table (small under -short) every destination resolves through
 // the gateway the linear scan picks.
 func TestFullTableResolves(t *testing.T) {
-	n := 10_000
+	n := 5_000
 	if testing.Short() {
-		n = 2_000
+		n = 1_000
 	}
 	rs := bgpRoutes(1, n)
 	tt := resolveTable(rs)
 	f := tt.snap.Load().sides[fwd.Outside].routes.fib
 	rng := rand.New(rand.NewPCG(2, 3))
-	for range 3_000 { // each check scans every route
+	for range 2_000 { // each check scans every route
 		d := rng.Uint32()
 		checkFIB(t, f, rs, d)
 		want, _ := wantHops(rs, d)
-		mac, res := tt.Resolve(fwd.Outside, [4]byte{byte(d >> 24), byte(d >> 16), byte(d >> 8), byte(d)})
+		var dst [4]byte
+		binary.BigEndian.PutUint32(dst[:], d)
+		mac, res := tt.Resolve(fwd.Outside, dst)
 		nh := want.nextHop(d)
 		wantMAC := [6]byte{2, 0, 0, 0, 9, byte(nh - bgpPeer(0))}
 		if nh == d { // on-link in 198.18.0.0/24: no such neighbour yet
@@ -123,12 +136,7 @@ func BenchmarkResolveFullTable(b *testing.B) {
 	full := resolveTable(bgpRoutes(1, fullTableRoutes))
 	for _, ws := range []int{4096, 1 << 20} {
 		b.Run(fmt.Sprintf("dsts=%d", ws), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(4, 5))
-			dsts := make([][4]byte, ws)
-			for i := range dsts {
-				d := rng.Uint32()
-				dsts[i] = [4]byte{byte(d >> 24), byte(d >> 16), byte(d >> 8), byte(d)}
-			}
+			dsts := randomDsts(ws)
 			const block = 1024
 			var tSmall, tFull time.Duration
 			var lookups int
@@ -151,6 +159,30 @@ func BenchmarkResolveFullTable(b *testing.B) {
 			b.ReportMetric(f, "ns/lookup-900k")
 			b.ReportMetric(f/s, "ratio-900k/10")
 		})
+	}
+}
+
+// BenchmarkResolveRoutes is one table size and destination set per
+// sub-benchmark, for profiles and for counting instructions per lookup
+// under callgrind (collection toggled on resolveBlock; see
+// docs/engineering.md, "Next hop").
+func BenchmarkResolveRoutes(b *testing.B) {
+	for _, n := range []int{10, fullTableRoutes} {
+		tt := resolveTable(bgpRoutes(1, n))
+		for _, ws := range []int{4096, 1 << 20} {
+			b.Run(fmt.Sprintf("routes=%d/dsts=%d", n, ws), func(b *testing.B) {
+				dsts := randomDsts(ws)
+				const block = 1024
+				i := 0
+				var acc byte
+				for b.Loop() {
+					acc ^= resolveBlock(tt.Table, dsts[i:i+block])
+					i = (i + block) % ws
+				}
+				benchSink[0] = acc
+				b.ReportMetric(float64(b.Elapsed())/float64(b.N*block), "ns/lookup")
+			})
+		}
 	}
 }
 
@@ -190,12 +222,7 @@ func BenchmarkSortRoutes(b *testing.B) {
 func BenchmarkResolveDuringBuild(b *testing.B) {
 	rs := bgpRoutes(1, fullTableRoutes)
 	full := resolveTable(rs)
-	dsts := make([][4]byte, 4096)
-	rng := rand.New(rand.NewPCG(4, 5))
-	for i := range dsts {
-		d := rng.Uint32()
-		dsts[i] = [4]byte{byte(d >> 24), byte(d >> 16), byte(d >> 8), byte(d)}
-	}
+	dsts := randomDsts(4096)
 	stop := make(chan struct{})
 	done := make(chan int)
 	go func() {
