@@ -129,9 +129,9 @@ type TrafgenResult struct {
 
 // ParseTrafgen reads trafgen's exit summary:
 //
-//	     1000000 packets outgoing
-//	    60000000 bytes outgoing
-//	           0 sec, 723011 usec on CPU0 (1000000 packets)
+//	 1000000 packets outgoing
+//	60000000 bytes outgoing
+//	       0 sec, 723011 usec on CPU0 (1000000 packets)
 func ParseTrafgen(out []byte) (TrafgenResult, error) {
 	var r TrafgenResult
 	found := false
