@@ -92,6 +92,9 @@ type KernelGenRun struct {
 	BusyPolls   float64 `json:"busy_polls,omitempty"`
 	PollSeconds float64 `json:"poll_s,omitempty"`
 	BusySeconds float64 `json:"busy_s,omitempty"`
+	// XSK splits natd's ring drops by cause (its sockets' XDP_STATISTICS
+	// over the run): RX ring full, fill ring empty.
+	XSK *XSKStats `json:"xsk,omitempty"`
 	// Profile is the perf profile of natd over the run (first
 	// repetition only); it is also in Results.Profiles.
 	Profile *Profile `json:"-"`
@@ -252,6 +255,9 @@ func (r *runner) kernelGen() {
 				r.logf("%-8s trafgen %-11s #%d: sent %s, delivered %s (%.1f%% lost: veth %d, %s ring %d, after %d), %d sessions, dut %.2f cores %s",
 					name, phase, rep, pps(run.SentPPS), pps(run.DeliveredPPS), 100*run.LostRatio, run.VethDropped,
 					name, run.DUTRingDrops, int64(run.DUTReceived)-int64(run.Delivered), run.Sessions, run.DUTCores, run.Error)
+				if x := run.XSK; x != nil {
+					r.logf("   natd sockets: RX ring full %d, fill ring empty %d, other RX drops %d", x.RxRingFull, x.FillEmpty, x.RxDropped-x.FillEmpty)
+				}
 				if run.BusyPolls > 0 {
 					r.logf("   natd worker: %.0f polls (%.0f moved frames, %.1f frames each), busy %.2f of %.2f s polled", run.Polls, run.BusyPolls,
 						float64(run.DUTReceived)/run.BusyPolls, run.BusySeconds, run.PollSeconds)
@@ -271,6 +277,7 @@ type kgCounters struct {
 	natdRx, natdRing, natdTx                float64
 	created, expired                        float64
 	polls, busyPolls, pollSecs, busySecs    float64
+	xsk                                     *XSKStats
 	drops                                   map[string]float64
 	cpus                                    []CPUTimes
 	dutCPU                                  float64
@@ -312,6 +319,9 @@ func (r *runner) readKG(d dut) (kgCounters, error) {
 		c.busyPolls = sumMetric(m, "xnat_worker_busy_polls_total")
 		c.pollSecs = sumMetric(m, "xnat_worker_poll_seconds_total")
 		c.busySecs = sumMetric(m, "xnat_worker_busy_seconds_total")
+		if x, err := readXSKStats(n.PID()); err == nil {
+			c.xsk = &x
+		}
 	}
 	return c, errors.Join(errs...)
 }
@@ -390,6 +400,10 @@ func (r *runner) trafgenRun(d dut, argv []string, profile string) KernelGenRun {
 		run.Created, run.Expired = c1.created-c0.created, c1.expired-c0.expired
 		run.Polls, run.BusyPolls = c1.polls-c0.polls, c1.busyPolls-c0.busyPolls
 		run.PollSeconds, run.BusySeconds = c1.pollSecs-c0.pollSecs, c1.busySecs-c0.busySecs
+		if c0.xsk != nil && c1.xsk != nil {
+			x := c1.xsk.sub(*c0.xsk)
+			run.XSK = &x
+		}
 		run.Drops = map[string]float64{}
 		for k, v := range c1.drops {
 			if dv := v - c0.drops[k]; dv != 0 {

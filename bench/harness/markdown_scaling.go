@@ -110,10 +110,14 @@ func mdKernelGen(w func(string, ...any), r *Results) {
 			slices.Min(del), slices.Max(del), slices.Min(lost), slices.Max(lost), ring/n, veth/n, cores/n, burst)
 	}
 	w("\n<details><summary>Every run</summary>\n\n")
-	w("| DUT | phase | # | sent | send time s | delivered | delivered Mpps | DUT received | DUT ring drops | veth drops | sessions after | created | DUT cores | polls | busy polls | busy s / polled s | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| DUT | phase | # | sent | send time s | delivered | delivered Mpps | DUT received | DUT ring drops | of which RX ring full / fill ring empty | veth drops | sessions after | created | DUT cores | polls | busy polls | busy s / polled s | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range k.Runs {
-		w("| %s | %s | %d | %d | %.3f | %d | %.3f | %d | %d | %d | %d | %.0f | %.2f | %.0f | %.0f | %.2f / %.2f | %s |\n", x.DUT, x.Phase, x.Repeat,
-			x.Sent, x.SendSeconds, x.Delivered, x.DeliveredPPS/1e6, x.DUTReceived, x.DUTRingDrops, x.VethDropped, x.Sessions, x.Created,
+		split := "–"
+		if x.XSK != nil {
+			split = fmt.Sprintf("%d / %d", x.XSK.RxRingFull, x.XSK.FillEmpty)
+		}
+		w("| %s | %s | %d | %d | %.3f | %d | %.3f | %d | %d | %s | %d | %d | %.0f | %.2f | %.0f | %.0f | %.2f / %.2f | %s |\n", x.DUT, x.Phase, x.Repeat,
+			x.Sent, x.SendSeconds, x.Delivered, x.DeliveredPPS/1e6, x.DUTReceived, x.DUTRingDrops, split, x.VethDropped, x.Sessions, x.Created,
 			x.DUTCores, x.Polls, x.BusyPolls, x.BusySeconds, x.PollSeconds, strings.ReplaceAll(x.Error, "|", "/"))
 	}
 	w("\n</details>\n\n")

@@ -215,6 +215,16 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			return nil, err
 		}
 		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd threads at nice %d during the run (restored after)", len(ks), o.Nice)
+		restore, note, err := reniceAutogroup(o.Nice)
+		defer func() {
+			if err := restore(); err != nil {
+				r.warn("restore autogroup: %v", err)
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+		r.res.Settings.KsoftirqdNice += "; autogroup " + note
 	}
 	defer r.closeLab() // also after a half-built lab
 	if err := r.setupLab(); err != nil {

@@ -141,3 +141,15 @@ func TestRenderScaling(t *testing.T) {
 		t.Log(md[i:])
 	}
 }
+
+func TestParseAutogroup(t *testing.T) {
+	name, n, err := ParseAutogroup([]byte("/autogroup-49 nice -20\n"))
+	if err != nil || name != "/autogroup-49" || n != -20 {
+		t.Errorf("ParseAutogroup = %q %d %v", name, n, err)
+	}
+	for _, bad := range []string{"", "/autogroup-1 nice", "/autogroup-1 prio 0", "/autogroup-1 nice x"} {
+		if _, _, err := ParseAutogroup([]byte(bad)); err == nil {
+			t.Errorf("ParseAutogroup(%q): no error", bad)
+		}
+	}
+}
