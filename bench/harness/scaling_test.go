@@ -124,6 +124,7 @@ func TestRenderScaling(t *testing.T) {
 			{DUT: Xnat, Phase: "create", Repeat: 2, Sent: 1000000, DeliveredPPS: 0.4e6, LostRatio: 0.5, DUTRingDrops: 500000, DUTReceived: 500000, BusyPolls: 10000},
 			{DUT: Xnat, Phase: "established", Repeat: 1, Sent: 1000000, DeliveredPPS: 0.3e6, LostRatio: 0.6, DUTRingDrops: 600000},
 		}}
+	r.Targets = Targets(r)
 	md := RenderMarkdown(r)
 	for _, want := range []string{
 		"## Scaling across queues",
@@ -131,6 +132,8 @@ func TestRenderScaling(t *testing.T) {
 		"## Kernel generator (trafgen)",
 		"| xnat | create | 2 | 0.400–0.500 | 40.0–50.0% | 450000 | 0 | 0.00 | 55.0 |",
 		"| xnat | established | 1 | 0.300–0.300 | 60.0–60.0% | 600000 |",
+		"| xnat zero-loss throughput at 4 queue pairs vs 1 | >= 3.50x | 3.80 | yes | 1.900 Mpps at 4 vs 500.0 kpps at 1 |",
+		"| xnat zero-loss throughput vs l2fwd at 4 queue pair(s) | >= 0.90x | 0.63 | **no** | xnat 1.900 Mpps vs l2fwd 3.000 Mpps |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results.md lacks %q", want)
