@@ -478,16 +478,25 @@ func ParseSoftnetDrops(b []byte) (uint64, error) {
 
 // labelMetric sums the series of a metric whose label has the value.
 func labelMetric(m map[string]*dto.MetricFamily, name, label, value string) float64 {
+	return labelMetrics(m, name, map[string]string{label: value})
+}
+
+// labelMetrics sums the series of a metric that carry every label given.
+func labelMetrics(m map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
 	f := m[name]
 	if f == nil {
 		return 0
 	}
 	var s float64
 	for _, mt := range f.Metric {
+		n := 0
 		for _, l := range mt.Label {
-			if l.GetName() == label && l.GetValue() == value {
-				s += metricValue(mt)
+			if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+				n++
 			}
+		}
+		if n == len(want) {
+			s += metricValue(mt)
 		}
 	}
 	return s

@@ -40,7 +40,11 @@ func mdQueues(w func(string, ...any), r *Results) {
 	}
 	w("\n")
 	for _, q := range r.Queues {
-		w("- N = %d: %s.\n", q.Queues, q.Layout.Note)
+		w("- N = %d: %s.", q.Queues, q.Layout.Note)
+		if len(q.NatdRxByQueue) > 0 {
+			w(" natd's frames received on dut-in by queue: %v.", q.NatdRxByQueue)
+		}
+		w("\n")
 	}
 	w("\n")
 }

@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/xnat/xnat/bench/lab"
 )
 
 // The queue-scaling scenario: for each queue count N, a lab whose veths
@@ -23,7 +25,10 @@ type QueueRun struct {
 	// Cells hold each DUT's figures: ZeroLossPPS, Max (the unpaced
 	// trial), CPUPerMpkt (CPU-µs per packet in the unpaced trial).
 	Cells []Cell `json:"cells"`
-	Error string `json:"error,omitempty"`
+	// NatdRxByQueue is the frames natd's workers received on dut-in, by
+	// queue, over all its trials: proof that every worker had traffic.
+	NatdRxByQueue []float64 `json:"natd_rx_by_queue,omitempty"`
+	Error         string    `json:"error,omitempty"`
 }
 
 // queueScaling runs the scenario for every count of Options.Queues, each
@@ -63,7 +68,7 @@ func (r *runner) queueScaling() {
 			if r.ctx.Err() != nil {
 				break
 			}
-			if c, ok := r.queueCell(name); ok {
+			if c, ok := r.queueCell(name, &qr); ok {
 				qr.Cells = append(qr.Cells, c)
 			}
 		}
@@ -73,7 +78,7 @@ func (r *runner) queueScaling() {
 }
 
 // queueCell measures one DUT in the current (multi-queue) lab.
-func (r *runner) queueCell(name string) (Cell, bool) {
+func (r *runner) queueCell(name string, qr *QueueRun) (Cell, bool) {
 	n := r.env.layout.Queues
 	d, err := r.newDUT(name)
 	if err != nil {
@@ -100,6 +105,20 @@ func (r *runner) queueCell(name string) (Cell, bool) {
 	}
 	c, _, _ := r.zeroLoss(d, r.o.QueueFlows, "64")
 	c.Warmup = wu
+	if nd, ok := d.(*natdDUT); ok {
+		if m, err := nd.scrape(); err == nil {
+			qr.NatdRxByQueue = make([]float64, n)
+			for q := range qr.NatdRxByQueue {
+				qr.NatdRxByQueue[q] = labelMetrics(m, "xnat_rx_packets_total", map[string]string{"interface": lab.DUTInside, "queue": strconv.Itoa(q)})
+			}
+			r.logf("   natd frames received on dut-in by queue: %v", qr.NatdRxByQueue)
+			for q, v := range qr.NatdRxByQueue {
+				if v == 0 {
+					r.warn("queues %d: natd's worker on queue %d received nothing", n, q)
+				}
+			}
+		}
+	}
 	r.logf("%-8s %d queue pair(s): zero-loss %s, max forwarded %s, %s CPU-µs per packet", name, n, pps(c.ZeroLossPPS), pps(maxFwd(&c)), num(c.CPUPerMpkt))
 	return c, true
 }

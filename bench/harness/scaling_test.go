@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 func TestPlanLayout(t *testing.T) {
@@ -154,5 +156,26 @@ func TestParseAutogroup(t *testing.T) {
 		if _, _, err := ParseAutogroup([]byte(bad)); err == nil {
 			t.Errorf("ParseAutogroup(%q): no error", bad)
 		}
+	}
+}
+
+func TestLabelMetrics(t *testing.T) {
+	body := []byte(`# TYPE xnat_rx_packets_total counter
+xnat_rx_packets_total{interface="dut-in",queue="0"} 10
+xnat_rx_packets_total{interface="dut-in",queue="1"} 20
+xnat_rx_packets_total{interface="dut-out",queue="1"} 40
+`)
+	m, err := metrics.Parse("test", 200, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := labelMetrics(m, "xnat_rx_packets_total", map[string]string{"interface": "dut-in", "queue": "1"}); v != 20 {
+		t.Errorf("dut-in queue 1: %v", v)
+	}
+	if v := labelMetric(m, "xnat_rx_packets_total", "queue", "1"); v != 60 {
+		t.Errorf("queue 1: %v", v)
+	}
+	if v := labelMetric(m, "xnat_missing", "queue", "1"); v != 0 {
+		t.Errorf("missing metric: %v", v)
 	}
 }
