@@ -47,7 +47,6 @@ type labEnv struct {
 	layout Layout
 	// rpsMask is the nftables DUT's rps_cpus (hexadecimal).
 	rpsMask string
-	dutMAC  []byte // dut-in, the generator's next hop
 	dir     string // temporary directory: configs, logs
 	// nice is the DUT processes' nice value (0: unchanged).
 	nice int

@@ -322,7 +322,7 @@ func (r *runner) newLab(layout Layout, rpsMask string) (*labEnv, error) {
 	if err != nil {
 		return env, err
 	}
-	env.genMAC, env.sinkMAC, env.dutMAC = g.MAC.String(), s.MAC.String(), d.MAC
+	env.genMAC, env.sinkMAC = g.MAC.String(), s.MAC.String()
 	r.dutMAC = d.MAC
 	r.logf("lab %s (%d queue pairs): gen %s, sink %s, dut-in %s; temp dir %s", b.Prefix, layout.Queues, g.MAC, s.MAC, d.MAC, dir)
 	return env, nil
