@@ -163,6 +163,18 @@ func ParseTrafgen(out []byte) (TrafgenResult, error) {
 	return r, nil
 }
 
+// trafgenNoise drops trafgen's warnings about the socket memory it may not
+// tune inside a network namespace, which would hide its real error.
+func trafgenNoise(out []byte) []byte {
+	var keep []byte
+	for _, l := range bytes.SplitAfter(out, []byte("\n")) {
+		if !bytes.HasPrefix(l, []byte("Cannot set system socket memory")) {
+			keep = append(keep, l...)
+		}
+	}
+	return keep
+}
+
 func tail(b []byte, n int) string {
 	if len(b) > n {
 		b = b[len(b)-n:]
@@ -359,7 +371,7 @@ func (r *runner) trafgenRun(d dut, argv []string, profile string) KernelGenRun {
 		r.finishProfile(run.Profile, pr, time.Since(t0).Seconds())
 	}
 	if err != nil {
-		run.Error = fmt.Sprintf("trafgen: %v: %s", err, tail(out, 400))
+		run.Error = fmt.Sprintf("trafgen: %v: %s", err, tail(trafgenNoise(out), 400))
 		return run
 	}
 	tg, err := ParseTrafgen(out)

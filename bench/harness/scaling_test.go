@@ -84,6 +84,9 @@ func TestParseTrafgen(t *testing.T) {
 	if err != nil || r.Packets != 500000 || math.Abs(r.Seconds-1.350186) > 1e-9 {
 		t.Errorf("ParseTrafgen = %+v, %v", r, err)
 	}
+	if got := string(trafgenNoise(out)); strings.Contains(got, "Cannot set") || !strings.Contains(got, "500000 packets outgoing") {
+		t.Errorf("trafgenNoise kept %q", got)
+	}
 	if _, err := ParseTrafgen([]byte("trafgen: cannot open device\n")); err == nil {
 		t.Error("no summary: no error")
 	}
