@@ -214,7 +214,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd threads at nice %d during the run (restored after)", len(ks), o.Nice)
+		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd and kworker threads at nice %d during the run (restored after)", len(ks), o.Nice)
 		restore, note, err := reniceAutogroup(o.Nice)
 		defer func() {
 			if err := restore(); err != nil {

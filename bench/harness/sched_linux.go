@@ -53,8 +53,16 @@ type renicedThread struct {
 	old  int
 }
 
-// reniceKsoftirqd sets every ksoftirqd/N thread to nice n and returns
-// what to restore.
+// reniceKsoftirqd sets every ksoftirqd/N and kworker thread to nice n
+// and returns what to restore. The kworkers matter once the run's
+// autogroup is raised (see reniceAutogroup): a closed AF_XDP socket frees
+// its queue from a kworker (xp_release_deferred, which takes the RTNL
+// lock, itself held by other kworkers such as network namespace cleanup),
+// and at nice 0 against a busy-polling DUT and generator at -20 they ran so
+// rarely that the generator's next bind of the same queue still failed
+// with EBUSY after 40 s of retries (three cells of one run lost their
+// zero-loss search to it). Workers the kernel starts during the run come
+// at the pool's nice value (0).
 func reniceKsoftirqd(n int) ([]renicedThread, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -68,7 +76,7 @@ func reniceKsoftirqd(n int) ([]renicedThread, error) {
 			continue
 		}
 		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err != nil || !strings.HasPrefix(string(comm), "ksoftirqd/") {
+		if err != nil || !strings.HasPrefix(string(comm), "ksoftirqd/") && !strings.HasPrefix(string(comm), "kworker/") {
 			continue
 		}
 		// getpriority returns 20 - nice (the raw syscall avoids
