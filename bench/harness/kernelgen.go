@@ -208,8 +208,10 @@ func (r *runner) kernelGen() {
 		fail(errors.New("trafgen (netsniff-ng) is not installed"))
 		return
 	}
-	if v, err := exec.Command("trafgen", "-v").Output(); err == nil {
-		kg.Tool = strings.TrimSpace(strings.SplitN(string(v), "\n", 2)[0])
+	// trafgen -v prints its version and exits with status 1.
+	v, _ := exec.Command("trafgen", "-v").CombinedOutput()
+	if kg.Tool = strings.TrimSpace(strings.SplitN(string(v), "\n", 2)[0]); kg.Tool == "" {
+		kg.Tool = "trafgen"
 	}
 	e := r.env
 	kg.Config = TrafgenConfig(net.HardwareAddr(r.dutMAC).String(), e.genMAC, lab.In1Addr.Addr().String(), "198.19.0.1", kgFirstPort, kgPorts)
