@@ -114,8 +114,14 @@ func newUMEM(mem []byte, own bool, o *Options) *UMEM {
 // Frames is the number of frames in the UMEM.
 func (u *UMEM) Frames() int { return len(u.state) }
 
-// Close drops the reference NewUMEM gave its caller.
-func (u *UMEM) Close() error { return u.unref() }
+// Close drops the reference NewUMEM gave its caller. Close of a nil UMEM
+// does nothing, so a caller that shares only sometimes may always close.
+func (u *UMEM) Close() error {
+	if u == nil {
+		return nil
+	}
+	return u.unref()
+}
 
 func (u *UMEM) unref() error {
 	u.refs--
