@@ -20,16 +20,13 @@ const (
 	Asavie
 )
 
-var backendNames = []string{Native: "native", Asavie: "asavie"}
+// backends names the backends in natd.yaml and on the command lines of
+// l2fwd and trafficgen.
+var backends = enumtext.Table[Backend]{Kind: "backend", Names: []string{Native: "native", Asavie: "asavie"}}
 
-func (b Backend) String() string { return enumtext.String(backendNames, "backend", b) }
-
-// MarshalText and UnmarshalText are the backend's form in natd.yaml and
-// on the command lines of l2fwd and trafficgen.
-func (b Backend) MarshalText() ([]byte, error) {
-	return enumtext.Marshal(backendNames, "backend", b)
-}
-func (b *Backend) UnmarshalText(t []byte) error { return enumtext.Unmarshal(backendNames, t, b) }
+func (b Backend) String() string                { return backends.String(b) }
+func (b Backend) MarshalText() ([]byte, error)  { return backends.Marshal(b) }
+func (b *Backend) UnmarshalText(t []byte) error { return backends.Unmarshal(t, b) }
 
 // SharesUMEM reports whether sockets of the backend can share a UMEM
 // (NewUMEM). asavie cannot: its library owns its UMEM (see asavie.go).
