@@ -8,9 +8,7 @@ package afxdpbench
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -106,16 +104,7 @@ func TestBackendComparison(t *testing.T) {
 		res.MedianPP[fw] = median(pps)
 		res.MedianNs[fw] = median(ns)
 	}
-	js, _ := json.MarshalIndent(res, "", "  ")
-	t.Logf("%s", js)
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
-		if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeResult(t, res)
 }
 
 func measure(b *lab.Bench, bin, fw, cfg, genMAC, sinkMAC string, window time.Duration) (Round, error) {

@@ -180,6 +180,13 @@ func TestSharedUMEMComparison(t *testing.T) {
 			m["native-shared_sink_pps"], m["native-shared_ns_per_pkt"], m["native_sink_pps"], m["native_ns_per_pkt"],
 			m["ratio_sink_pps_shared_over_copy"], m["ratio_ns_per_pkt_shared_over_copy"])
 	}
+	writeResult(t, res)
+}
+
+// writeResult logs res as JSON and writes it to the file XNAT_BENCH_OUT
+// names (relative to the repository root), if any.
+func writeResult(t *testing.T, res any) {
+	t.Helper()
 	js, _ := json.MarshalIndent(res, "", "  ")
 	t.Logf("%s", js)
 	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {

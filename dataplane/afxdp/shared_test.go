@@ -3,6 +3,7 @@ package afxdp
 import (
 	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,9 +21,41 @@ import (
 // ports is all the box needs to carry in1's traffic.
 type pairFixture struct {
 	n      *lab.NAT
+	prog   *xdpprog.Program
 	ports  [2]*Port // inside, outside
 	srvMAC [6]byte
 	boxMAC [2][6]byte
+	mu     sync.Mutex
+	att    [2]*xdpprog.Attachment // under mu
+	regs   [2]int                 // successful registrations, under mu
+}
+
+// register (re-)attaches the program on side s when its interface changed
+// and puts the socket into its XSKMAP, in the box's namespace (New and the
+// port's recovery call it there).
+func (f *pairFixture) register(s int, ifindex, queue, fd int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.att[s] == nil || f.att[s].Ifindex() != ifindex {
+		if f.att[s] != nil {
+			f.att[s].Detach()
+		}
+		var err error
+		if f.att[s], err = f.prog.Attach(ifindex, [2]xdpprog.Role{xdpprog.RoleInside, xdpprog.RoleOutside}[s]); err != nil {
+			return err
+		}
+	}
+	if err := f.att[s].Register(queue, fd); err != nil {
+		return err
+	}
+	f.regs[s]++
+	return nil
+}
+
+func (f *pairFixture) registrations(s int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.regs[s]
 }
 
 func newPairFixture(t *testing.T, o Options, u *UMEM) *pairFixture {
@@ -43,6 +76,7 @@ func newPairFixture(t *testing.T, o Options, u *UMEM) *pairFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.prog = prog
 	t.Cleanup(func() { prog.Close() })
 	if err := prog.SetInsidePrefixes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}); err != nil {
 		t.Fatal(err)
@@ -55,20 +89,13 @@ func newPairFixture(t *testing.T, o Options, u *UMEM) *pairFixture {
 	}
 	o.UMEM = u
 	err = lab.Do(n.Box, func() error {
-		for s, x := range []struct {
-			dev  string
-			role xdpprog.Role
-		}{{lab.NATInside, xdpprog.RoleInside}, {lab.NATOutside, xdpprog.RoleOutside}} {
-			li, err := lab.Link(n.Box, x.dev)
+		for s, dev := range []string{lab.NATInside, lab.NATOutside} {
+			li, err := lab.Link(n.Box, dev)
 			if err != nil {
 				return err
 			}
 			copy(f.boxMAC[s][:], li.MAC)
-			att, err := prog.Attach(li.Index, x.role)
-			if err != nil {
-				return err
-			}
-			o.Register = func(_, queue, fd int) error { return att.Register(queue, fd) }
+			o.Register = func(ifindex, queue, fd int) error { return f.register(s, ifindex, queue, fd) }
 			if f.ports[s], err = New(li.Index, 0, &o); err != nil {
 				return err
 			}
@@ -160,29 +187,25 @@ func (w *forwarder) step(from, to int) (int, error) {
 
 // run forwards both ways until stop.
 func (w *forwarder) run(stop <-chan struct{}) <-chan []error {
-	done := make(chan []error, 1)
-	go func() {
-		var errs []error
-		for {
-			select {
-			case <-stop:
-				done <- errs
-				return
-			default:
-			}
-			n1, e1 := w.step(0, 1)
-			n2, e2 := w.step(1, 0)
-			for _, e := range []error{e1, e2} {
-				if e != nil {
-					errs = append(errs, e)
-				}
-			}
-			if n1+n2 == 0 {
-				time.Sleep(200 * time.Microsecond)
+	return loop(stop, func(errs []error) []error {
+		n1, e1 := w.step(0, 1)
+		n2, e2 := w.step(1, 0)
+		for _, e := range []error{e1, e2} {
+			if e != nil {
+				errs = append(errs, e)
 			}
 		}
-	}()
-	return done
+		if n1+n2 == 0 {
+			// Idle: sleep in poll(2), which also looks for a dead
+			// socket and drives a down port's recovery.
+			for _, p := range w.f.ports {
+				if err := p.Wait(1); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		return errs
+	})
 }
 
 // census checks that every frame of u is in exactly one place: its state
@@ -333,4 +356,92 @@ func TestSharedUMEMForwards(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSharedUMEMRecovery deletes and re-creates the outside interface
+// under a pair of sockets on one UMEM: the outside port re-creates its
+// socket and joins the UMEM again through the inside socket
+// (XDP_SHARED_UMEM), the frames its old rings held go back to the free
+// stack, and forwarding resumes with every frame in one place.
+func TestSharedUMEMRecovery(t *testing.T) {
+	o := Options{NumFrames: 1024, FillRingSize: 256, CompletionRingSize: 256, RxRingSize: 256, TxRingSize: 256,
+		RecoverInterval: 20 * time.Millisecond}
+	u, err := NewUMEM(&o, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	f := newPairFixture(t, o, u)
+	w := &forwarder{f: f, bufs: make([]port.Buf, 64), cp: make([]port.Buf, 64)}
+	stop := make(chan struct{})
+	done := w.run(stop)
+	stopped := false
+	defer func() {
+		if !stopped {
+			close(stop)
+			<-done
+		}
+	}()
+	if err := waitPing(f.n.In1, "198.18.0.2", 10*time.Second); err != nil {
+		t.Fatalf("no ping through the forwarder: %v", err)
+	}
+	if err := lab.Run(f.n.Box, "ip", "link", "del", lab.NATOutside); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.n.AddVeth(lab.Veth{NS: f.n.Box, Name: lab.NATOutside, PeerNS: f.n.Out, PeerName: lab.HostDev}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][]string{
+		{f.n.Box, "ip", "addr", "add", lab.OutsideGW.String(), "dev", lab.NATOutside},
+		{f.n.Out, "ip", "addr", "add", lab.OutAddr.String(), "dev", lab.HostDev},
+		{f.n.Out, "ip", "route", "add", "10.0.0.0/8", "via", lab.OutsideGW.Addr().String()},
+	} {
+		if err := lab.Run(c[0], c[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := lab.Link(f.n.Out, lab.HostDev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.registrations(1) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the outside port did not re-register its socket")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The server is a new interface with a new MAC: stop the forwarder to
+	// tell it, then forward again.
+	close(stop)
+	errs := <-done
+	copy(f.srvMAC[:], srv.MAC)
+	box, err := lab.Link(f.n.Box, lab.NATOutside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(f.boxMAC[1][:], box.MAC)
+	stop = make(chan struct{})
+	done = w.run(stop)
+	pingErr := waitPing(f.n.In1, "198.18.0.2", 10*time.Second)
+	close(stop)
+	errs = append(errs, <-done...)
+	stopped = true
+	if pingErr != nil {
+		t.Fatalf("no ping after the outside interface came back: %v", pingErr)
+	}
+	for _, e := range errs {
+		if !errors.Is(e, ErrLinkDown) {
+			t.Errorf("unexpected worker error: %v", e)
+		}
+	}
+	out := f.ports[1]
+	if out.Recoveries == 0 || out.UMEM() != u || out.Pool() != f.ports[0].Pool() {
+		t.Fatalf("outside port: recoveries %d, on the shared UMEM %v", out.Recoveries, out.UMEM() == u)
+	}
+	if w.bad != 0 || f.ports[0].BadFrames != 0 || out.BadFrames != 0 {
+		t.Fatalf("bad frames: forwarded %d, inside %d, outside %d", w.bad, f.ports[0].BadFrames, out.BadFrames)
+	}
+	t.Logf("%d link errors while down; inside %+v; outside %+v", len(errs), f.ports[0].Stats, out.Stats)
+	census(t, u, 0)
 }
