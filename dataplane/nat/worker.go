@@ -86,7 +86,7 @@ type txQueue struct {
 
 // spareFrames are empty frames of one side's port, taken from it a burst
 // at a time, into which frames from the other port are copied as they are
-// forwarded (the two interfaces' UMEMs are separate).
+// forwarded when the two ports do not share a frame pool (zerocopy.go).
 type spareFrames struct {
 	n    int
 	bufs [MaxBurst]port.Buf

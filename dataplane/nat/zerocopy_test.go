@@ -142,6 +142,34 @@ func TestSharedPoolAccounting(t *testing.T) {
 	}
 }
 
+// TestZeroAllocSharedForward: forwarding between ports on one pool
+// allocates nothing (the copy path is covered by
+// TestZeroAllocTranslatePaths, whose loop ports have a pool each).
+func TestZeroAllocSharedForward(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	h := newHarnessPorts(t, testConfig(), 1, false)
+	frames := make([][]byte, MaxBurst)
+	for i := range frames {
+		frames[i] = udp("10.0.0.5", uint16(2000+i), "198.18.0.2", 53)
+	}
+	out := 0
+	count := func([]byte) { out++ }
+	round := func() {
+		h.ports[Inside].InjectBurst(frames)
+		h.w.Poll()
+		h.ports[Outside].Collect(count)
+	}
+	round() // sessions
+	if allocs := testing.AllocsPerRun(100, round); allocs != 0 {
+		t.Fatalf("%v allocations per burst", allocs)
+	}
+	if out != 102*MaxBurst {
+		t.Fatalf("forwarded %d frames, want %d (drops %v)", out, 102*MaxBurst, h.drops())
+	}
+}
+
 // BenchmarkCrossPort measures established UDP inside to outside through
 // the engine on memports, 64 frames per burst, with the two ports on one
 // pool (shared: the frame leaves as it is) and on two (copy: send copies it
