@@ -525,10 +525,10 @@ var restartOnly = []struct {
 	{"workers", []string{"CPUs"}, func(c *Config) string { return fmt.Sprintf("cpus %v", c.CPUs) }},
 	{"poll_mode", []string{"PollMode"}, func(c *Config) string { return c.PollMode.String() }},
 	{"batch_size", []string{"BatchSize"}, func(c *Config) string { return strconv.Itoa(c.BatchSize) }},
-	{"xdp", []string{"GenericXDP", "Port"}, func(c *Config) string {
+	{"xdp", []string{"GenericXDP", "SharedUMEM", "Port"}, func(c *Config) string {
 		o := c.Port
 		o.BatchSize, o.Register = 0, nil // batch_size's, and set at start
-		return fmt.Sprintf("generic=%v %+v", c.GenericXDP, o)
+		return fmt.Sprintf("generic=%v shared_umem=%v %+v", c.GenericXDP, c.SharedUMEM, o)
 	}},
 	{"management", []string{"Mgmt"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Mgmt) }},
 	{"metrics", []string{"Metrics"}, func(c *Config) string { return "listen " + c.Metrics }},

@@ -33,3 +33,20 @@ func TestSharedUMEMConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedUMEMIsRestartOnly: turning xdp.shared_umem off by a reload is
+// reported as a change natd applies only at restart.
+func TestSharedUMEMIsRestartOnly(t *testing.T) {
+	on, err := ParseConfig("natd.yaml", []byte(baseYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := ParseConfig("natd.yaml", []byte(baseYAML+"xdp: {shared_umem: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := restartOnlyChanges(on, off)
+	if len(got) != 1 || got[0].Section != "xdp" {
+		t.Fatalf("restart-only changes %+v, want the xdp section", got)
+	}
+}
