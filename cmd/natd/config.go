@@ -70,6 +70,8 @@ type xdpConfig struct {
 	Frames    int    `yaml:"frames"`
 	FrameSize int    `yaml:"frame_size"`
 	RingSize  int    `yaml:"ring_size"`
+	// SharedUMEM: nil means on where the backend can (see umem.go).
+	SharedUMEM *bool `yaml:"shared_umem"`
 }
 
 type natConfig struct {
@@ -126,6 +128,7 @@ type Config struct {
 	PollMode   worker.PollMode
 	BatchSize  int
 	GenericXDP bool
+	SharedUMEM bool // a worker's two sockets share one UMEM (umem.go)
 	Port       afxdp.Options
 	NAT        nat.Config
 	Mgmt       mgmtConfig
@@ -358,6 +361,7 @@ func (c *Config) dataplaneFromFile(fc *fileConfig, ce *configErrors) {
 		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
 	}
 	ce.text("xdp.backend", fc.XDP.Backend, &c.Port.Backend)
+	c.SharedUMEM = sharedUMEMFromFile(fc.XDP.SharedUMEM, c.Port.Backend, ce)
 	if err := afxdp.ValidateOptions(&c.Port); err != nil {
 		ce.add("xdp", "%v", err)
 	}

@@ -41,6 +41,9 @@ type Worker struct {
 	macs  [NumSides][6]byte
 	l2    Neighbors
 	burst int
+	// shared: the two ports share one frame pool, so send passes frames
+	// between them without a copy (zerocopy.go).
+	shared bool
 
 	// snap is loaded once per Poll; now and nowNano once per Poll that
 	// receives frames or does its housekeeping (see Poll).
@@ -83,7 +86,7 @@ type txQueue struct {
 
 // spareFrames are empty frames of one side's port, taken from it a burst
 // at a time, into which frames from the other port are copied as they are
-// forwarded (the two interfaces' UMEMs are separate).
+// forwarded when the two ports do not share a frame pool (zerocopy.go).
 type spareFrames struct {
 	n    int
 	bufs [MaxBurst]port.Buf
@@ -120,6 +123,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 		macs:   cfg.MACs,
 		l2:     cfg.Neighbors,
 		burst:  cfg.Burst,
+		shared: sharesFrames(cfg.Ports),
 		rng:    binary.LittleEndian.Uint64(seed[:]) | 1,
 		events: newEventRing(e.evCap),
 		pub:    &published{},
@@ -330,13 +334,14 @@ func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
 
 // send queues frame b (owned by owner's port) for transmission on egress,
 // with its Ethernet addresses already set. A frame of the other port is
-// copied into a frame of egress's port and returned to its own.
+// copied into a frame of egress's port and returned to its own, unless the
+// two ports share a frame pool (zerocopy.go).
 func (w *Worker) send(owner, egress Side, b *port.Buf) {
 	q := &w.tx[egress]
 	if q.n == len(q.bufs) {
 		w.flushSide(egress)
 	}
-	if owner == egress {
+	if owner == egress || w.shared {
 		q.bufs[q.n] = *b
 		q.n++
 		return
