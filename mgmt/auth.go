@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xnat/xnat/internal/enumtext"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -36,12 +37,9 @@ const (
 	Admin
 )
 
-func (a Access) String() string {
-	if a == Admin {
-		return "admin"
-	}
-	return "read-only"
-}
+var accessNames = []string{ReadOnly: "read-only", Admin: "admin"}
+
+func (a Access) String() string { return enumtext.String(accessNames, "access", a) }
 
 // methodMutates is the access-control table: every RPC of xnat.v1 and
 // whether it changes state. The interceptor refuses a mutating RPC to a

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Operator visibility (issue 17): packet capture, packet trace and drop
@@ -40,12 +41,9 @@ const (
 	StageTx
 )
 
-func (s Stage) String() string {
-	if s == StageTx {
-		return "tx"
-	}
-	return "rx"
-}
+var stageNames = []string{StageRx: "rx", StageTx: "tx"}
+
+func (s Stage) String() string { return enumtext.String(stageNames, "stage", s) }
 
 // VisFilter selects the packets a capture or trace takes. A zero field
 // matches everything. A packet matches when the frames it arrived and left
