@@ -90,12 +90,15 @@ func addressToJSON(a *xnatv1.AddressStatus) addressStatusJSON {
 	}
 }
 
+// The API's enums as natctl prints them (and parseProto reads them).
+var (
+	sideNames  = map[xnatv1.Side]string{xnatv1.Side_SIDE_INSIDE: "inside", xnatv1.Side_SIDE_OUTSIDE: "outside"}
+	protoNames = map[xnatv1.Protocol]string{xnatv1.Protocol_PROTOCOL_TCP: "tcp", xnatv1.Protocol_PROTOCOL_UDP: "udp", xnatv1.Protocol_PROTOCOL_ICMP: "icmp"}
+)
+
 func sideName(s xnatv1.Side) string {
-	switch s {
-	case xnatv1.Side_SIDE_INSIDE:
-		return "inside"
-	case xnatv1.Side_SIDE_OUTSIDE:
-		return "outside"
+	if n, ok := sideNames[s]; ok {
+		return n
 	}
 	return "unknown"
 }
@@ -320,17 +323,7 @@ type sessionJSON struct {
 	TimeoutSeconds float64   `json:"timeout_seconds"`
 }
 
-func protoName(p xnatv1.Protocol) string {
-	switch p {
-	case xnatv1.Protocol_PROTOCOL_TCP:
-		return "tcp"
-	case xnatv1.Protocol_PROTOCOL_UDP:
-		return "udp"
-	case xnatv1.Protocol_PROTOCOL_ICMP:
-		return "icmp"
-	}
-	return ""
-}
+func protoName(p xnatv1.Protocol) string { return protoNames[p] }
 
 func endpoint(e *xnatv1.Endpoint) string {
 	if e == nil {
