@@ -85,21 +85,8 @@ template(name="raw" type="string" string="%%rawmsg%%\n")
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	var seenMu sync.Mutex
-	seen := map[netip.AddrPort]bool{}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			seenMu.Lock()
-			seen[from] = true
-			seenMu.Unlock()
-			srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	var senders natdlab.Senders
+	go senders.Echo(srv)
 	t0 := time.Now()
 	inside := map[uint16]bool{}
 	for i := 0; i < 6; i++ {
@@ -114,15 +101,13 @@ template(name="raw" type="string" string="%%rawmsg%%\n")
 		}
 	}
 	t1 := time.Now()
-	seenMu.Lock()
 	outside := map[uint16]bool{}
-	for ap := range seen {
+	for ap := range senders.Seen() {
 		if ap.Addr() != natdlab.PoolAddr {
 			t.Fatalf("server saw %v, not the pool address", ap)
 		}
 		outside[ap.Port()] = true
 	}
-	seenMu.Unlock()
 	if len(outside) != 6 {
 		t.Fatalf("server saw %d sources, want 6", len(outside))
 	}

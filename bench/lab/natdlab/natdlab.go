@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -389,21 +388,8 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 		return 0, nil, err
 	}
 	defer srv.Close()
-	seen = map[netip.AddrPort]bool{}
-	var seenMu sync.Mutex
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			k, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			seenMu.Lock()
-			seen[from] = true
-			seenMu.Unlock()
-			srv.WriteToUDPAddrPort(buf[:k], from)
-		}
-	}()
+	var senders Senders
+	go senders.Echo(srv)
 	// Many sockets at once would exhaust file descriptors; send in waves.
 	const wave = 250
 	for base := 0; base < n; base += wave {
@@ -419,7 +405,7 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 				for _, c := range conns {
 					c.Close()
 				}
-				return answered, seen, err
+				return answered, senders.Seen(), err
 			}
 			conns = append(conns, c)
 		}
@@ -445,13 +431,7 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 			c.Close()
 		}
 	}
-	seenMu.Lock()
-	defer seenMu.Unlock()
-	out := map[netip.AddrPort]bool{}
-	for k := range seen {
-		out[k] = true
-	}
-	return answered, out, nil
+	return answered, senders.Seen(), nil
 }
 
 // Ping pings dst from ns count times; it returns ping's output.

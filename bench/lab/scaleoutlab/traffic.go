@@ -131,16 +131,7 @@ func (t *Traffic) startServer() error {
 			return err
 		}
 		t.closers = append(t.closers, uc.Close)
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				_, from, err := uc.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				uc.WriteToUDPAddrPort([]byte(from.String()+"\n"), from)
-			}
-		}()
+		go lab.ServeUDP(uc, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.String() + "\n") })
 	}
 	return nil
 }
