@@ -107,22 +107,7 @@ func (c advConfig) render(e *natdlab.Env) string {
 // the test ends, whatever happens.
 func startWithConfig(t *testing.T, queues int, cfg advConfig, prep func(e *natdlab.Env) error) *natdlab.Env {
 	t.Helper()
-	lab.Require(t)
-	natd, _ := binaries(t)
-	e, err := natdlab.New(natdlab.Options{Natd: natd, Queues: queues})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			log := e.Log()
-			if len(log) > 20000 {
-				log = "...\n" + log[len(log)-20000:]
-			}
-			t.Logf("natd log (tail):\n%s", log)
-		}
-		e.Close()
-	})
+	e := newEnv(t, natdlab.Options{Queues: queues})
 	if prep != nil {
 		if err := prep(e); err != nil {
 			t.Fatal(err)

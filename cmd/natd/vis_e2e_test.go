@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -356,35 +355,10 @@ func TestE2EVisibility(t *testing.T) {
 func TestE2ECaptureBounded(t *testing.T) {
 	needTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
-	srv := lab.Command(e.Out, "iperf3", "-s", "-B", natdlab.Server.String())
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-
-	type iperfResult struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-				Bytes         uint64  `json:"bytes"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
+	startIperf3(t, e)
 	iperf := func() (mbps float64) {
 		t.Helper()
-		var out string
-		var err error
-		var res iperfResult
-		// The iperf3 server may take a moment to listen, and a run may
-		// end without data on a loaded machine: retry the client.
-		if !waitFor(20*time.Second, func() bool {
-			out, err = lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "3", "-J")
-			res = iperfResult{}
-			return err == nil && json.Unmarshal([]byte(out), &res) == nil && res.End.SumReceived.Bytes > 0
-		}) {
-			t.Fatalf("iperf3 moved no data (%v):\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e6
+		return iperf3Through(t, e, 3).BitsPerSecond / 1e6
 	}
 	// A reference run without capture (reported, not compared: the
 	// machine is shared).
