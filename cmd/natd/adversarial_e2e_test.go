@@ -72,34 +72,29 @@ func (c advConfig) render(e *natdlab.Env) string {
 	}
 	b.WriteString("poll_mode: adaptive\nnat:\n")
 	fmt.Fprintf(&b, "  inside_prefixes: [%s]\n", strings.Join(c.Inside, ", "))
-	if len(c.Pools) > 0 {
-		b.WriteString("  pools:\n")
-		for _, p := range c.Pools {
-			fmt.Fprintf(&b, "    - name: %s\n      addresses: [%s]\n", p[0], p[1])
-		}
-	}
-	if len(c.Forwards) > 0 {
-		b.WriteString("  port_forwards:\n")
-		for _, f := range c.Forwards {
-			fmt.Fprintf(&b, "    - {proto: %s, outside: %q, inside: %q}\n", f[0], f[1], f[2])
-		}
-	}
-	if len(c.Statics) > 0 {
-		b.WriteString("  static_mappings:\n")
-		for _, s := range c.Statics {
-			fmt.Fprintf(&b, "    - {inside: %q, outside: %q}\n", s[0], s[1])
-		}
-	}
-	if len(c.Limits) > 0 {
-		b.WriteString("  limits:\n")
-		for _, l := range c.Limits {
-			fmt.Fprintf(&b, "    %s: %s\n", l[0], l[1])
-		}
-	}
+	writeList(&b, "pools", c.Pools, func(p [2]string) string { return fmt.Sprintf("- name: %s\n      addresses: [%s]", p[0], p[1]) })
+	writeList(&b, "port_forwards", c.Forwards, func(f [3]string) string {
+		return fmt.Sprintf("- {proto: %s, outside: %q, inside: %q}", f[0], f[1], f[2])
+	})
+	writeList(&b, "static_mappings", c.Statics, func(s [2]string) string { return fmt.Sprintf("- {inside: %q, outside: %q}", s[0], s[1]) })
+	writeList(&b, "limits", c.Limits, func(l [2]string) string { return l[0] + ": " + l[1] })
 	b.WriteString(c.Raw)
 	fmt.Fprintf(&b, "management:\n  socket: %s\n  readonly_socket: %s\n", e.Socket, e.ROSocket)
 	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", e.Metrics)
 	return b.String()
+}
+
+// writeList writes the nat section's field name with one line per item
+// (format gives the line without its indentation), or nothing when there
+// are no items.
+func writeList[T any](b *strings.Builder, name string, items []T, format func(T) string) {
+	if len(items) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "  %s:\n", name)
+	for _, it := range items {
+		b.WriteString("    " + format(it) + "\n")
+	}
 }
 
 // startWithConfig builds the lab with queues queues, lets prep configure

@@ -27,32 +27,17 @@ import (
 // kernel TCP/UDP/ICMP clients and servers talk through it. They need root;
 // lab.Require skips them elsewhere and fails them under CI=true.
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+func TestMain(m *testing.M) {
+	code := m.Run()
+	lab.RemoveBuilds()
+	os.Exit(code)
+}
 
 // binaries builds natd and natctl once per test process.
 func binaries(t *testing.T) (natd, natctl string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "natd-e2e-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+	dir := lab.Build(t, "github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl")
+	return filepath.Join(dir, "natd"), filepath.Join(dir, "natctl")
 }
 
 // newEnv builds the lab with natd's configuration, not started yet; at

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,35 +53,14 @@ func natctlRun(t *testing.T, sock string, args ...string) (stdout, stderr string
 	return o.String(), e.String(), code
 }
 
-// lockedBuffer is a bytes.Buffer a child process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
-
 // natctlStart starts a long-running natctl (capture, trace) writing stdout
 // to out, and waits until it says that natd runs the session ("natctl:
 // capturing", "natctl: tracing"): packets sent from then on are seen.
-func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (cmd *exec.Cmd, stderr *lockedBuffer) {
+func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (cmd *exec.Cmd, stderr *lab.LogBuffer) {
 	t.Helper()
 	_, natctl := binaries(t)
 	cmd = exec.Command(natctl, append([]string{"--socket", e.Socket}, args...)...)
-	stderr = &lockedBuffer{}
+	stderr = &lab.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -97,7 +75,7 @@ func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (c
 }
 
 // waitCmd waits for a natctl started by natctlStart to exit on its own.
-func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
+func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *lab.LogBuffer) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -137,7 +115,7 @@ func checkChecksums(t *testing.T, f []byte) (ip *layers.IPv4, tcp *layers.TCP) {
 func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
 	t.Helper()
 	cmd := lab.Command(ns, "tcpdump", "-Z", "root", "--immediate-mode", "-i", dev, "-n", "-w", file, filter)
-	var stderr lockedBuffer // tcpdump writes it while we wait for "listening on"
+	var stderr lab.LogBuffer // tcpdump writes it while we wait for "listening on"
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -197,7 +175,7 @@ func TestE2EVisibility(t *testing.T) {
 		tcpdumpOn(t, e.Box, lab.NATInside, "tcp port 7000", filepath.Join(dir, "nat-in.pcap")),
 		tcpdumpOn(t, e.Box, lab.NATOutside, "tcp port 7000", filepath.Join(dir, "nat-out.pcap")),
 	}
-	out := &lockedBuffer{}
+	out := &lab.LogBuffer{}
 	cmd, errb := natctlStart(t, e, out, "capture", "-w", "-", "--inside", in1, "--proto", "tcp", "--port", "7000", "-c", "4", "--duration", "60s")
 	if _, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7000)); err != nil || seen.Addr() != natdlab.PoolAddr {
 		t.Fatalf("TCP hello: %v (seen %v)", err, seen)
@@ -213,7 +191,7 @@ func TestE2EVisibility(t *testing.T) {
 	if nIn != 0 || nOut != 0 {
 		t.Fatalf("tcpdump on the NAT's interfaces saw %d (nat-in) and %d (nat-out) of the forwarded packets; docs/troubleshooting.md says none", nIn, nOut)
 	}
-	pcap := out.Bytes()
+	pcap := []byte(out.String())
 	r, err := pcapgo.NewNgReader(bytes.NewReader(pcap), pcapgo.DefaultNgReaderOptions)
 	if err != nil {
 		t.Fatalf("pcapng: %v (%d bytes; stderr %s)", err, len(pcap), errb)
@@ -307,7 +285,7 @@ func TestE2EVisibility(t *testing.T) {
 		t.Fatalf("explain of the far host's packet (exit %d):\n%s", code, o)
 	}
 	// Trace it as it happens.
-	out = &lockedBuffer{}
+	out = &lab.LogBuffer{}
 	cmd, errb = natctlStart(t, e, out, "trace", "-n", "1", "--outside", far, "--proto", "udp", "--timeout", "60s")
 	fc, err := natdlab.ListenUDP(e.Far, netip.MustParseAddrPort(far+":3479"))
 	if err != nil {

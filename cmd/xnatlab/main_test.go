@@ -3,14 +3,12 @@ package main
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,40 +16,17 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	lab.RemoveBuilds()
 	os.Exit(code)
 }
 
 // binaries builds xnatlab, natd and natctl once per test process.
 func binaries(t *testing.T) (xnatlab, natd, natctl string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "xnatlab-test-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"./", "../natd", "../natctl"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "xnatlab"), filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+	dir := lab.Build(t, "./", "../natd", "../natctl")
+	return filepath.Join(dir, "xnatlab"), filepath.Join(dir, "natd"), filepath.Join(dir, "natctl")
 }
 
 // running lists the processes whose executable is bin.
