@@ -23,7 +23,6 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/xnat/xnat/internal/enumtext"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -37,9 +36,12 @@ const (
 	Admin
 )
 
-var accessNames = []string{ReadOnly: "read-only", Admin: "admin"}
-
-func (a Access) String() string { return enumtext.String(accessNames, "access", a) }
+func (a Access) String() string {
+	if a == Admin {
+		return "admin"
+	}
+	return "read-only"
+}
 
 // methodMutates is the access-control table: every RPC of xnat.v1 and
 // whether it changes state. The interceptor refuses a mutating RPC to a

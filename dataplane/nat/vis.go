@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/xnat/xnat/dataplane/drop"
-	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Operator visibility (issue 17): packet capture, packet trace and drop
@@ -40,10 +39,6 @@ const (
 	// (translated, with its next hop's Ethernet addresses).
 	StageTx
 )
-
-var stageNames = []string{StageRx: "rx", StageTx: "tx"}
-
-func (s Stage) String() string { return enumtext.String(stageNames, "stage", s) }
 
 // VisFilter selects the packets a capture or trace takes. A zero field
 // matches everything. A packet matches when the frames it arrived and left
