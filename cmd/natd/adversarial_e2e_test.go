@@ -26,6 +26,7 @@ import (
 	"github.com/xnat/xnat/bench/gen"
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // The privileged half of the adversarial suite (issue 11): natd in the
@@ -207,19 +208,8 @@ func vmRSS(t *testing.T, pid int) float64 {
 
 const mib = 1 << 20
 
-// waitFor polls cond every 50 ms until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool { return wait.For(d, cond) }
 
 // ---- sentinel flows: established sessions that must not lose a packet ----
 

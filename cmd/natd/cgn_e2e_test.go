@@ -19,6 +19,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // TestE2ECGNExport runs natd with port-block allocation and both
@@ -279,9 +280,7 @@ func udpRoundTrip(c *net.UDPConn, to netip.AddrPort) bool {
 // await fails the test unless cond holds within a generous deadline.
 func await(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if !waitFor(30*time.Second, cond) {
-		t.Fatalf("timed out waiting for %s", what)
-	}
+	wait.Until(t, what, 30*time.Second, cond)
 }
 
 // collector is a collector process in a lab namespace.
