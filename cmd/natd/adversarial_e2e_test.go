@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -57,20 +58,12 @@ func (c advConfig) clone() advConfig {
 	return c
 }
 
-// render writes the whole file for e, as natdlab's own rendering does for
-// the interfaces (two workers pinned to CPUs 1 and 0 when Queues is 2).
+// render writes the whole file for e: the lab's interfaces, workers
+// (pinned to CPUs 1 and 0 when Queues is 2) and management sockets, the
+// nat section from c.
 func (c advConfig) render(e *natdlab.Env) string {
 	var b strings.Builder
-	qs := make([]string, e.Opts.Queues)
-	for i := range qs {
-		qs[i] = strconv.Itoa(i)
-	}
-	fmt.Fprintf(&b, "interfaces:\n  inside: {name: %s, queues: [%s]}\n  outside: {name: %s, queues: [%s]}\n",
-		lab.NATInside, strings.Join(qs, ", "), lab.NATOutside, strings.Join(qs, ", "))
-	b.WriteString("workers:\n")
-	for i := range qs {
-		fmt.Fprintf(&b, "  - cpu: %d\n", 1-i%2)
-	}
+	b.WriteString(e.InterfacesYAML(nil))
 	b.WriteString("poll_mode: adaptive\nnat:\n")
 	fmt.Fprintf(&b, "  inside_prefixes: [%s]\n", strings.Join(c.Inside, ", "))
 	writeList(&b, "pools", c.Pools, func(p [2]string) string { return fmt.Sprintf("- name: %s\n      addresses: [%s]", p[0], p[1]) })
@@ -80,8 +73,7 @@ func (c advConfig) render(e *natdlab.Env) string {
 	writeList(&b, "static_mappings", c.Statics, func(s [2]string) string { return fmt.Sprintf("- {inside: %q, outside: %q}", s[0], s[1]) })
 	writeList(&b, "limits", c.Limits, func(l [2]string) string { return l[0] + ": " + l[1] })
 	b.WriteString(c.Raw)
-	fmt.Fprintf(&b, "management:\n  socket: %s\n  readonly_socket: %s\n", e.Socket, e.ROSocket)
-	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", e.Metrics)
+	b.WriteString(e.ManagementYAML())
 	return b.String()
 }
 
@@ -305,27 +297,7 @@ func echoTCP(t *testing.T, ns string, addr netip.AddrPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // churnUDP opens waves of short UDP flows from clientNS (source addresses
