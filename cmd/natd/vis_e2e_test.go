@@ -16,11 +16,11 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 // needTools skips the test when a tool is missing, or fails it under
@@ -191,28 +191,17 @@ func TestE2EVisibility(t *testing.T) {
 	if nIn != 0 || nOut != 0 {
 		t.Fatalf("tcpdump on the NAT's interfaces saw %d (nat-in) and %d (nat-out) of the forwarded packets; docs/troubleshooting.md says none", nIn, nOut)
 	}
-	pcap := []byte(out.String())
-	r, err := pcapgo.NewNgReader(bytes.NewReader(pcap), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatalf("pcapng: %v (%d bytes; stderr %s)", err, len(pcap), errb)
-	}
 	type seenFrame struct {
 		ifc        int
 		src, dst   string
 		sport, dpt uint16
 		syn, ack   bool
 	}
+	pcap := []byte(out.String())
 	var frames []seenFrame
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, tcp := checkChecksums(t, data)
-		frames = append(frames, seenFrame{ci.InterfaceIndex, ip.SrcIP.String(), ip.DstIP.String(), uint16(tcp.SrcPort), uint16(tcp.DstPort), tcp.SYN, tcp.ACK})
+	for _, f := range mgmttest.ReadPcapng(t, pcap) {
+		ip, tcp := checkChecksums(t, f.Data)
+		frames = append(frames, seenFrame{f.Interface, ip.SrcIP.String(), ip.DstIP.String(), uint16(tcp.SrcPort), uint16(tcp.DstPort), tcp.SYN, tcp.ACK})
 	}
 	if len(frames) != 4 {
 		t.Fatalf("%d frames in the capture, want 4: %+v", len(frames), frames)
