@@ -60,3 +60,26 @@ func (c *Child) Wait(tb testing.TB, d time.Duration) syscall.WaitStatus {
 	}
 	return c.Cmd.ProcessState.Sys().(syscall.WaitStatus)
 }
+
+// Interrupt ends the child as a user would and checks that it died of
+// it: SIGPIPE by closing its stdout (its next write raises it), any other
+// signal by sending it. The child has d to exit.
+func (c *Child) Interrupt(tb testing.TB, sig syscall.Signal, d time.Duration) {
+	tb.Helper()
+	if sig == syscall.SIGPIPE {
+		c.Stdout.Close()
+	} else if err := c.Cmd.Process.Signal(sig); err != nil {
+		tb.Fatal(err)
+	}
+	c.WantKilledBy(tb, sig, d)
+}
+
+// WantKilledBy waits up to d for the child to exit and fails tb unless
+// signal sig killed it.
+func (c *Child) WantKilledBy(tb testing.TB, sig syscall.Signal, d time.Duration) {
+	tb.Helper()
+	if ws := c.Wait(tb, d); !ws.Signaled() || ws.Signal() != sig {
+		tb.Errorf("%s exited with %v (exit status %d), want killed by %v; stderr:\n%s",
+			filepath.Base(c.Cmd.Path), ws, ws.ExitStatus(), sig, c.Stderr.String())
+	}
+}

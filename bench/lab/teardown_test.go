@@ -126,12 +126,6 @@ func (c *child) ready(t *testing.T) int {
 // drain reads the child's output until it ends.
 func (c *child) drain() { go io.Copy(io.Discard, c.Stdout) }
 
-// wait waits for the child to exit and returns how it exited.
-func (c *child) wait(t *testing.T) syscall.WaitStatus {
-	t.Helper()
-	return c.Wait(t, 2*time.Minute)
-}
-
 // footprint polls, with a generous deadline, until the child's lab has at
 // least want namespaces, and returns its footprint.
 func footprint(t *testing.T, pid, want int) Footprint {
@@ -205,15 +199,7 @@ func TestTeardownOnSignal(t *testing.T) {
 					ch.drain()
 				}
 			}
-			if c.closePipe {
-				ch.Stdout.Close()
-			} else if err := ch.Cmd.Process.Signal(c.sig); err != nil {
-				t.Fatal(err)
-			}
-			ws := ch.wait(t)
-			if !ws.Signaled() || ws.Signal() != c.sig {
-				t.Errorf("child exited with %v (exit status %d), want killed by %v; stderr:\n%s", ws, ws.ExitStatus(), c.sig, ch.Stderr.String())
-			}
+			ch.Interrupt(t, c.sig, 2*time.Minute)
 			// Namespaces made after the early footprint count too.
 			had.Add(FootprintOf(pid))
 			assertGone(t, pid, had, rootBefore)
@@ -235,7 +221,7 @@ func TestNextLabSweepsLabOfKilledProcess(t *testing.T) {
 	if err := ch.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	ch.wait(t)
+	ch.Wait(t, 2*time.Minute)
 	// The lab outlived its creator, natd stand-in included.
 	if f := FootprintOf(pid); len(f.Namespaces) != len(had.Namespaces) || len(f.Dirs) == 0 {
 		t.Fatalf("after SIGKILL the lab is %v %v, want it still there", f.Namespaces, f.Dirs)
@@ -312,9 +298,7 @@ func TestInheritedIgnoredSignalStaysIgnored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if ws := ch.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("child exited with %v (status %d), want killed by SIGTERM; stderr:\n%s", ws, ws.ExitStatus(), ch.Stderr.String())
-	}
+	ch.WantKilledBy(t, syscall.SIGTERM, 2*time.Minute)
 	assertGone(t, pid, had, rootBefore)
 }
 

@@ -81,11 +81,6 @@ func (d *demoRun) waitLine(t *testing.T, s string, keep bool) {
 	}
 }
 
-func (d *demoRun) wait(t *testing.T) syscall.WaitStatus {
-	t.Helper()
-	return d.Wait(t, 2*time.Minute)
-}
-
 // waitNamespaces polls, with a generous deadline, until the demo's lab has
 // at least want namespaces.
 func waitNamespaces(t *testing.T, pid, want int) lab.Footprint {
@@ -151,15 +146,7 @@ func TestDemoTornDownOnSignal(t *testing.T) {
 					t.Fatal("natd is not running")
 				}
 			}
-			if c.closePipe {
-				d.Stdout.Close()
-			} else if err := d.Cmd.Process.Signal(c.sig); err != nil {
-				t.Fatal(err)
-			}
-			ws := d.wait(t)
-			if !ws.Signaled() || ws.Signal() != c.sig {
-				t.Errorf("demo exited with status %d, want killed by %v; stderr:\n%s", ws.ExitStatus(), c.sig, d.Stderr.String())
-			}
+			d.Interrupt(t, c.sig, 2*time.Minute)
 			assertNoLab(t, pid, had, natd)
 		})
 	}
@@ -177,7 +164,7 @@ func TestDemoKilledIsSweptByNextLab(t *testing.T) {
 	if err := d.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	d.wait(t)
+	d.Wait(t, 2*time.Minute)
 	if len(running(natd)) == 0 || len(had.Holders()) == 0 {
 		t.Fatal("natd did not outlive the killed demo; the test proves nothing")
 	}
