@@ -118,40 +118,37 @@ func parseFlags(args []string) (*config, error) {
 			}
 		}
 	}
-	for _, s := range split(inside) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, err
-		}
-		c.inside = append(c.inside, p)
+	if c.inside, err = parseList(inside, netip.ParsePrefix); err != nil {
+		return nil, err
 	}
 	for _, l := range []struct {
 		s   string
 		dst *[]netip.Addr
 	}{{local, &c.local}, {public, &c.public}} {
-		for _, s := range split(l.s) {
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				return nil, err
-			}
-			*l.dst = append(*l.dst, a)
-		}
-	}
-	for _, s := range split(cpus) {
-		n, err := strconv.Atoi(s)
-		if err != nil {
+		if *l.dst, err = parseList(l.s, netip.ParseAddr); err != nil {
 			return nil, err
 		}
-		c.cpus = append(c.cpus, n)
+	}
+	if c.cpus, err = parseList(cpus, strconv.Atoi); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-func split(s string) []string {
+// parseList parses a comma-separated flag value ("" is none) with parse.
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
 	if s == "" {
-		return nil
+		return nil, nil
 	}
-	return strings.Split(s, ",")
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		v, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // side is one interface of the forwarder.

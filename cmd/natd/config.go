@@ -373,16 +373,7 @@ func (c *Config) natSection(fc *fileConfig, ce *configErrors) {
 	c.NAT = natFromFile(&fc.NAT, ce)
 	c.Logging = loggingFromFile(&fc.Logging, ce)
 	checkMasqConfig(fc, ce)
-	if err := c.NAT.Validate(); err != nil {
-		for _, e := range unjoin(err) {
-			var fe *nat.FieldError
-			if errors.As(e, &fe) {
-				ce.add("nat."+fe.Field, "%s", fe.Reason)
-			} else {
-				ce.add("nat", "%v", e)
-			}
-		}
-	}
+	ce.addValidation("nat", c.NAT.Validate())
 	// Held fragments wait in frames of the AF_XDP sockets: a worker
 	// refuses more than a quarter of them, so say so before starting.
 	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
@@ -448,11 +439,29 @@ func setByName[V, T any](ce *configErrors, section, what string, in map[string]V
 	}
 }
 
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+// addValidation files what a section's Validate found (nat.Config's,
+// bgp.Config's): each field error at its field's path and line in the
+// file, anything else at the section.
+func (c *configErrors) addValidation(section string, err error) {
+	if err == nil {
+		return
 	}
-	return []error{err}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var nf *nat.FieldError
+		var bf *bgp.FieldError
+		switch {
+		case errors.As(e, &nf):
+			c.add(section+"."+nf.Field, "%s", nf.Reason)
+		case errors.As(e, &bf):
+			c.add(section+"."+bf.Field, "%s", bf.Reason)
+		default:
+			c.add(section, "%v", e)
+		}
+	}
 }
 
 // natFromFile converts the nat section, reporting what cannot even be
