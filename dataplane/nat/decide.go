@@ -237,7 +237,7 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Outside
 	var k flowtable.Key
-	outKey(p, &k)
+	packetKey(Inside, p, &k)
 	var x flowtable.Entry
 	if e.sessions.Lookup(&k, &x) && x.Dir == 0 {
 		ext := &x.Keys[1]
@@ -365,7 +365,7 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Inside
 	var k flowtable.Key
-	inKey(p, &k)
+	packetKey(Outside, p, &k)
 	var x flowtable.Entry
 	if e.sessions.Lookup(&k, &x) && x.Dir == 1 {
 		in := &x.Keys[0]

@@ -1,0 +1,205 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/flowtable"
+)
+
+// Stage slow path: creating the session of a packet whose flow has none.
+// The mapping machinery it draws on (subscribers, bindings, ports,
+// permissions, undo) is in mapping.go.
+
+// newOutbound creates the session for an outbound packet whose key 0 is k,
+// filling e. It returns drop.None or the reason the packet must be dropped.
+func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
+	s := w.snap
+	proto, _ := protoIndex(p.Proto)
+	var ext [4]byte
+	var extPort uint16
+	var c claim
+	state := uint32(0)
+
+	// A port-forwarded server opening a flow (symmetric static NAPT), or
+	// a static mapping's host (decide.go).
+	if state, ext, extPort = s.outboundRule(p.Src, k.SrcPort, proto); state != 0 {
+	} else if s.Config.Mapping == EndpointIndependent {
+		if r := w.eimMapping(p, k, proto, &c, &ext, &extPort); r != drop.None {
+			return r
+		}
+	} else {
+		// Address-and-port-dependent mapping: the session owns its port.
+		if r := w.acquireSub(p.Src, proto, 1, &c); r != drop.None {
+			w.eventQuota(r, proto, p)
+			return r
+		}
+		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
+		if !ok {
+			w.undo(&c)
+			w.c[PortAllocFailures]++
+			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
+			return drop.PortExhausted
+		}
+		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
+		ext, extPort = st.addr, port
+	}
+	if state&stKindMask != 0 {
+		if r := w.holdRuleAddr(state, ext, extPort, proto, &c); r != drop.None {
+			w.undo(&c)
+			return r
+		}
+	}
+
+	if s.isPublic(p.Dst) {
+		state |= stHairpin
+	}
+	if proto == TCP {
+		state = tcpNext(state, p.TCPFlags, Inside)
+	}
+	if c.hasBinding && s.Config.Filtering[proto] == FilterAddressDependent {
+		pk := permKey(p.Proto, p.Dst, ext, extPort)
+		if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
+			w.undo(&c)
+			return r
+		}
+	}
+	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
+	// An existing session on the external 5-tuple that is not this one
+	// means the tuple is taken (possible only with port overlap).
+	r, _ := w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	return r
+}
+
+// insertSession inserts the session with keys k0 (inside) and k1 (outside),
+// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
+// holding the claims in c, and settles the outcome: counted and announced
+// when inserted; c given back otherwise. Exists is a success when another
+// worker created this very session a moment ago, and taken otherwise; a
+// full table is announced with the inside endpoint (zero when the creator
+// does not know it).
+func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
+	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
+	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
+	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
+	case flowtable.Inserted:
+		w.c[SessionsCreated+Counter(proto)]++
+		w.sessionEvent(SessionCreated, e)
+		return drop.None, true
+	case flowtable.Exists:
+		w.undo(c)
+		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
+			return drop.None, false
+		}
+		return taken, false
+	default:
+		w.undo(c)
+		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: inAddr, InsidePort: inPort})
+		return drop.TableFull, false
+	}
+}
+
+func idPlus1(ok bool, id uint32) uint32 {
+	if !ok {
+		return 0
+	}
+	return id + 1
+}
+
+func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
+	t := QuotaExceeded
+	switch r {
+	case drop.AddressExhausted:
+		t = AddressesExhausted
+	case drop.TableFull:
+		t = TableFull
+	case drop.SubscriberSessions, drop.SubscriberPorts:
+	default:
+		return
+	}
+	w.event(Event{Type: t, Proto: proto, Reason: uint8(r), InsideAddr: p.Src, InsidePort: p.SrcPort})
+}
+
+// newInbound creates a session for an inbound packet with key 1 k, when a
+// port forward, a static mapping or an endpoint-independent mapping admits
+// it (filtering, RFC 4787 REQ-8, RFC 5382 REQ-3, RFC 6888 REQ-7).
+func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
+	s := w.snap
+	proto, _ := protoIndex(p.Proto)
+	var in [4]byte
+	var inPort uint16
+	var c claim
+	state := uint32(stInbound)
+
+	// Which rule or mapping admits the packet, and whether filtering lets
+	// it through, is decided read-only (decide.go, shared with explain);
+	// here the references are taken.
+	var a admission
+	if r := w.eng.admitInbound(s, p, k, &a); r != drop.None {
+		return r
+	}
+	perRule := s.Config.Limits.InboundSessionsPerRule != 0
+	in, inPort, state = a.in, a.inPort, state|a.state
+	switch a.state {
+	case stKindForward:
+		if perRule {
+			rk := ruleKey(false, p.Proto, p.Dst, k.DstPort)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
+	case stKindStatic:
+		if perRule {
+			rk := ruleKey(true, 0, p.Dst, 0)
+			if r := w.acquireRule(&rk, &c); r != drop.None {
+				return r
+			}
+		}
+	default:
+		c.binding = a.binding
+		ok, _ := acquireRef(w.eng.bindings, &c.binding, 1, nil)
+		if !ok {
+			return drop.NoSession
+		}
+		c.hasBinding = true
+		if r := w.acquireSub(c.binding.Keys[0].Src, proto, 0, &c); r != drop.None {
+			w.undo(&c)
+			return r
+		}
+		if s.Config.Filtering[proto] == FilterAddressDependent {
+			pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
+			if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
+				w.undo(&c)
+				return r
+			}
+		}
+	}
+	if state&stKindMask != 0 {
+		if r := w.holdRuleAddr(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
+			w.undo(&c)
+			return r
+		}
+	}
+	if s.isPublic(p.Src) {
+		// A hairpinned flow: the inside host's replies go to another of
+		// our public addresses and must come back inside.
+		state |= stHairpin
+	}
+	if proto == TCP {
+		state = tcpNext(state, p.TCPFlags, Outside)
+	}
+	// Counted last, after everything else that may refuse: cleanup
+	// gives the count back when the session ends (see inbound.go).
+	if r := w.acquireInbound(); r != drop.None {
+		w.undo(&c)
+		return r
+	}
+	k0 := flowtable.Key{Src: in, Dst: p.Src, SrcPort: inPort, DstPort: k.SrcPort, Proto: p.Proto}
+	if proto == ICMP {
+		k0.DstPort = 0
+	}
+	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
+	if !inserted {
+		w.eng.inbound.Add(-1)
+	}
+	return r
+}
