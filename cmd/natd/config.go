@@ -18,7 +18,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
-	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/dataplane/poller"
 	"github.com/xnat/xnat/mgmt/bgp"
 )
 
@@ -123,7 +123,7 @@ type Config struct {
 	Inside     ifaceConfig
 	Outside    ifaceConfig
 	CPUs       []int // per worker
-	PollMode   worker.PollMode
+	PollMode   poller.PollMode
 	BatchSize  int
 	GenericXDP bool
 	Port       afxdp.Options
