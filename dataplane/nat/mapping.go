@@ -60,13 +60,14 @@ func (w *Worker) undo(c *claim) {
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := protoIndex(b.Keys[1].Proto)
-			e.addr(uint32(b.User[0] >> 32)).ports[proto].release(b.Keys[1].DstPort, false)
-			w.workerPortFreed(b.Keys[0].Src, e.addr(uint32(b.User[0]>>32)), b.Keys[1].DstPort)
+			st := e.addr(bindingOf(&b).addr())
+			st.ports[proto].release(b.Keys[1].DstPort, false)
+			w.workerPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
 				// to the expirer meanwhile: its port was counted on its
 				// subscriber when it was made, not in our claim.
-				w.releaseSub(uint32(b.User[0]), subRefs(0, 1))
+				w.releaseSub(bindingOf(&b).subscriber(), subRefs(0, 1))
 			}
 		} else if c.newPort {
 			// Our new mapping outlives us: another worker's session
@@ -98,7 +99,7 @@ func (w *Worker) undo(c *claim) {
 // releaseSub is the worker-side release of subscriber counts.
 func (w *Worker) releaseSub(id uint32, delta uint64) {
 	if x, last := releaseRef(w.eng.subs, id, delta); last {
-		st := w.eng.addr(uint32(x.User[0]))
+		st := w.eng.addr(subAddr(x.User[0]))
 		st.subs.Add(-1)
 		st.release(1) // the pairing's reference
 		w.event(Event{Type: AddressReleased, InsideAddr: x.Keys[0].Src, OutsideAddr: st.addr})
@@ -133,8 +134,8 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 				return r
 			}
 			if !dying {
-				v := w.eng.subs.LoadUser(c.sub.ID, 1)
-				if l.SessionsPerSubscriber != 0 && v&0xffffffff >= uint64(l.SessionsPerSubscriber) {
+				v := subCount(w.eng.subs.LoadUser(c.sub.ID, 1))
+				if l.SessionsPerSubscriber != 0 && v.sessions() >= uint64(l.SessionsPerSubscriber) {
 					return drop.SubscriberSessions
 				}
 				return drop.SubscriberPorts
@@ -183,13 +184,13 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 // as long as the subscriber is active, which can be forever.
 func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 	for try := 0; try < 64; try++ {
-		idx := uint32(w.eng.subs.LoadUser(c.sub.ID, 0))
+		idx := subAddr(w.eng.subs.LoadUser(c.sub.ID, 0))
 		// The pairing holds a reference on slot idx while the subscriber
 		// names it; a re-pairing by another worker may release it at any
 		// time, so the reference is taken first and the pairing checked
 		// after.
 		if st := w.eng.addr(idx); st != nil && w.snap.cgn.pairs(a, st) && st.acquire(addrInPool, 1) {
-			if uint32(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
+			if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
 				c.addr = st
 				c.sub.User[0] = uint64(idx)
 				return drop.None
@@ -329,7 +330,7 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		}
 		a := st.addr
 		b0, b1 := bindingKeys(p.Proto, p.Src, k.SrcPort, a, port)
-		user := [2]uint64{uint64(c.sub.ID) | uint64(st.idx)<<32, 1}
+		user := bindingWords(c.sub.ID, st.idx)
 		switch w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding) {
 		case flowtable.Inserted:
 			c.hasBinding, c.newPort = true, true

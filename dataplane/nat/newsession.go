@@ -79,7 +79,7 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 // does not know it).
 func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
+	user := sessionWords(c, w.id)
 	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
@@ -96,13 +96,6 @@ func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, p
 		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: inAddr, InsidePort: inPort})
 		return drop.TableFull, false
 	}
-}
-
-func idPlus1(ok bool, id uint32) uint32 {
-	if !ok {
-		return 0
-	}
-	return id + 1
 }
 
 func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
