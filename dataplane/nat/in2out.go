@@ -82,10 +82,7 @@ func (w *Worker) translateOut(b *port.Buf, p *header.Parsed, e *flowtable.Entry)
 	if w.tooBigDF(Inside, egress, b, p) {
 		return
 	}
-	if p.L4 == header.L4TCP {
-		w.trackTCP(e, p.TCPFlags, Inside)
-		w.clampMSS(b, p)
-	}
+	w.tcpSegment(e, b, p, Inside)
 	w.eng.sessions.Touch(e.ID, w.now)
 	p.DecTTL(b.Data)
 	ext := &e.Keys[1]

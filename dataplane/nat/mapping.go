@@ -323,30 +323,26 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		}
 		st, port, ok := w.allocPort(c, proto, k.SrcPort, false)
 		if !ok {
-			w.undo(c)
-			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
-			return drop.PortExhausted
+			return w.portsExhausted(c, proto, p.Src, k.SrcPort, st)
 		}
 		a := st.addr
 		b0, b1 := bindingKeys(p.Proto, p.Src, k.SrcPort, a, port)
 		user := bindingWords(c.sub.ID, st.idx)
-		switch w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding) {
-		case flowtable.Inserted:
+		res := w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding)
+		if res == flowtable.Inserted {
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port
 			return drop.None
-		case flowtable.Full:
-			st.ports[proto].release(port, false)
-			w.workerPortFreed(p.Src, st, port)
-			w.undo(c)
-			return drop.TableFull
 		}
-		// Exists: another worker mapped this endpoint concurrently. Give
-		// back our port and the port count, and use theirs.
+		// Full, or Exists: another worker mapped this endpoint
+		// concurrently. Give back our port and the port count, and use
+		// theirs.
 		st.ports[proto].release(port, false)
 		w.workerPortFreed(p.Src, st, port)
 		w.undo(c)
+		if res == flowtable.Full {
+			return drop.TableFull
+		}
 		*c = claim{}
 	}
 	return drop.Contention

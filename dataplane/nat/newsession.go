@@ -35,26 +35,14 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 		}
 		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
 		if !ok {
-			w.undo(&c)
-			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
-			return drop.PortExhausted
+			return w.portsExhausted(&c, proto, p.Src, k.SrcPort, st)
 		}
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
 		ext, extPort = st.addr, port
 	}
-	if state&stKindMask != 0 {
-		if r := w.holdRuleAddr(state, ext, extPort, proto, &c); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-	}
-
-	if s.isPublic(p.Dst) {
-		state |= stHairpin
-	}
-	if proto == TCP {
-		state = tcpNext(state, p.TCPFlags, Inside)
+	state, r := w.sessionState(state, ext, extPort, proto, &c, p.Dst, p.TCPFlags, Inside)
+	if r != drop.None {
+		return r
 	}
 	if c.hasBinding && s.Config.Filtering[proto] == FilterAddressDependent {
 		pk := permKey(p.Proto, p.Dst, ext, extPort)
@@ -63,11 +51,42 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			return r
 		}
 	}
-	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
+	k1 := outsideKey(k, ext, extPort)
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
-	r, _ := w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	r, _ = w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
 	return r
+}
+
+// sessionState completes the state word of a new session: a session that
+// a rule admits (state's kind) takes its reference on the rule's address
+// ext:extPort (holdRuleAddr); a session whose remote end, peer, is one of
+// our public addresses is hairpinned (its packets from the inside must
+// come back inside); a TCP session starts in the state the packet's flags,
+// from side from, lead to. On failure c is given back.
+func (w *Worker) sessionState(state uint32, ext [4]byte, extPort uint16, proto Proto, c *claim, peer [4]byte, flags uint8, from Side) (uint32, drop.Reason) {
+	if state&stKindMask != 0 {
+		if r := w.holdRuleAddr(state, ext, extPort, proto, c); r != drop.None {
+			w.undo(c)
+			return 0, r
+		}
+	}
+	if w.snap.isPublic(peer) {
+		state |= stHairpin
+	}
+	if proto == TCP {
+		state = tcpNext(state, flags, from)
+	}
+	return state, drop.None
+}
+
+// portsExhausted gives back c after address st had no port for inside
+// endpoint in:inPort, and counts and announces it.
+func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16, st *addrState) drop.Reason {
+	w.undo(c)
+	w.c[PortAllocFailures]++
+	w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: in, InsidePort: inPort, OutsideAddr: st.addr})
+	return drop.PortExhausted
 }
 
 // insertSession inserts the session with keys k0 (inside) and k1 (outside),
@@ -166,19 +185,9 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 			}
 		}
 	}
-	if state&stKindMask != 0 {
-		if r := w.holdRuleAddr(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-	}
-	if s.isPublic(p.Src) {
-		// A hairpinned flow: the inside host's replies go to another of
-		// our public addresses and must come back inside.
-		state |= stHairpin
-	}
-	if proto == TCP {
-		state = tcpNext(state, p.TCPFlags, Outside)
+	state, r := w.sessionState(state, p.Dst, k.DstPort, proto, &c, p.Src, p.TCPFlags, Outside)
+	if r != drop.None {
+		return r
 	}
 	// Counted last, after everything else that may refuse: cleanup
 	// gives the count back when the session ends (see inbound.go).
@@ -186,10 +195,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		w.undo(&c)
 		return r
 	}
-	k0 := flowtable.Key{Src: in, Dst: p.Src, SrcPort: inPort, DstPort: k.SrcPort, Proto: p.Proto}
-	if proto == ICMP {
-		k0.DstPort = 0
-	}
+	k0 := insideKey(k, in, inPort)
 	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
 	if !inserted {
 		w.eng.inbound.Add(-1)

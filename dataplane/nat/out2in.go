@@ -71,10 +71,7 @@ func (w *Worker) translateIn(owner Side, b *port.Buf, p *header.Parsed, e *flowt
 	if owner == Outside && w.tooBigDF(Outside, Inside, b, p) {
 		return
 	}
-	if p.L4 == header.L4TCP {
-		w.trackTCP(e, p.TCPFlags, Outside)
-		w.clampMSS(b, p)
-	}
+	w.tcpSegment(e, b, p, Outside)
 	// RFC 4787 REQ-6: outbound packets always refresh a UDP mapping;
 	// inbound ones only if configured.
 	if p.L4 != header.L4UDP || w.snap.Config.UDPInboundRefresh {

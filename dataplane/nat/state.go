@@ -1,6 +1,10 @@
 package nat
 
-import "github.com/xnat/xnat/flowtable"
+import (
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/flowtable"
+)
 
 // Session state word (flowtable user-defined state). The low bits track TCP
 // well enough to choose a timeout (RFC 7857 section 2.2, the RFC 6146 state
@@ -108,5 +112,14 @@ func (w *Worker) trackTCP(e *flowtable.Entry, flags uint8, from Side) {
 			return
 		}
 		e.State = cur.State
+	}
+}
+
+// tcpSegment advances session e's TCP state for a segment from side from
+// and clamps a SYN's MSS; it does nothing for other protocols.
+func (w *Worker) tcpSegment(e *flowtable.Entry, b *port.Buf, p *header.Parsed, from Side) {
+	if p.L4 == header.L4TCP {
+		w.trackTCP(e, p.TCPFlags, from)
+		w.clampMSS(b, p)
 	}
 }
