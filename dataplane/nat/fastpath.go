@@ -77,7 +77,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		// 2. Session.
 		if !sessions.LookupProbe(&w.probe[i], &e) || e.Dir != uint8(side) {
 			if side == Inside {
-				w.outboundNew(b, p)
+				w.deferNew(i)
 			} else {
 				p.DecTTL(b.Data)
 				w.inboundNew(Outside, b, p)
@@ -123,4 +123,6 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		// 5. Transmit.
 		w.sendTo(side, egress, b, nhMAC)
 	}
+	// The packets without a session, in a pipeline of their own.
+	w.newSessions()
 }

@@ -119,7 +119,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 	delta := subRefs(1, newPorts)
 	check := func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
 	for try := 0; try < 64; try++ {
-		if w.eng.subs.Lookup(&k, &c.sub) {
+		if w.hint.subscriber(&k, &c.sub) || w.eng.subs.Lookup(&k, &c.sub) {
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
 			if ok {
 				c.hasSub, c.subDelta = true, delta
@@ -299,7 +299,7 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
 	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
 	for try := 0; try < 64; try++ {
-		if w.eng.bindings.Lookup(&bk, &c.binding) {
+		if w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
 			ok, dying := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 			if dying {
 				continue

@@ -10,6 +10,175 @@ import (
 // The mapping machinery it draws on (subscribers, bindings, ports,
 // permissions, undo) is in mapping.go.
 
+// New sessions in a pipeline. Creating a session touches, beside the
+// buckets of its keys, records that are rarely in cache at a million
+// sessions: the subscriber, the mapping (its bucket, to find none), the
+// port's record, and the buckets the session's outside key and the
+// mapping's external key go into (the session's inside key was prefetched
+// by receive). Looked up one packet after another they
+// cost a memory latency each, in series. The fast path therefore leaves
+// the outbound packets that found no session to newSessions, which runs
+// over all of them three times: prefetch the subscriber and the mapping's
+// bucket; with the subscriber's paired address in cache, prefetch the
+// record of the port that port preservation would give; then create the
+// sessions in arrival order.
+// What the first two passes looked up is handed to the third (newHint),
+// so that no key is hashed twice.
+
+// newBurst lists the outbound packets of a burst that found no session.
+type newBurst struct {
+	n    int
+	idx  [MaxBurst]uint8
+	dup  [MaxBurst]bool            // an earlier packet of the list has the same key
+	seen [128]uint8                // open addressing by flowMix: list index + 1
+	sub  [MaxBurst]flowtable.Entry // the subscriber, when hasSub
+	has  [MaxBurst]bool
+	bind [MaxBurst]flowtable.Probe // the mapping's inside key
+}
+
+// newHint is what newSessions found out about the packet it is creating a
+// session for; acquireSub and eimMapping take it in place of their first
+// lookup. Each part is used once.
+type newHint struct {
+	sub     *flowtable.Entry
+	bind    *flowtable.Probe
+	bindKey flowtable.Key
+}
+
+// subscriber copies the hinted subscriber into x if it has key k.
+func (h *newHint) subscriber(k *flowtable.Key, x *flowtable.Entry) bool {
+	s := h.sub
+	h.sub = nil
+	if s == nil || s.Keys[0] != *k {
+		return false
+	}
+	*x = *s
+	return true
+}
+
+// mapping looks the mapping with inside key bk up in t, with the hinted
+// probe when it was prepared for bk.
+func (h *newHint) mapping(t *flowtable.Table, bk *flowtable.Key, x *flowtable.Entry) bool {
+	p := h.bind
+	h.bind = nil
+	if p != nil && h.bindKey == *bk {
+		return t.LookupProbe(p, x)
+	}
+	return t.Lookup(bk, x)
+}
+
+// deferNew leaves packet i, from the inside and without a session, to
+// newSessions. It notes whether an earlier packet of the list has the same
+// session key: that one creates the session, and this one must look it up
+// again; the others need not.
+func (w *Worker) deferNew(i int) {
+	nb := &w.nb
+	if nb.n == 0 {
+		nb.seen = [128]uint8{}
+	}
+	p := &w.pk[i]
+	nb.idx[nb.n], nb.dup[nb.n] = uint8(i), false
+	for h := flowMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
+		j := nb.seen[h]
+		if j == 0 {
+			nb.seen[h] = uint8(nb.n + 1)
+			break
+		}
+		if sameSession(Inside, p, &w.pk[nb.idx[j-1]]) {
+			nb.dup[nb.n] = true
+			break
+		}
+	}
+	nb.n++
+}
+
+// flowMix spreads a packet's addresses and ports over newBurst.seen; any
+// mixing will do, since sameSession decides.
+func flowMix(p *header.Parsed) uint32 {
+	x := be32(p.Src)*0x9E3779B1 ^ be32(p.Dst)*0x85EBCA77 ^ (uint32(p.SrcPort)<<16|uint32(p.DstPort))*0xC2B2AE3D ^ uint32(p.Proto)
+	return x >> 25
+}
+
+// sameSession reports whether packets a and b from side have the same
+// session key.
+func sameSession(side Side, a, b *header.Parsed) bool {
+	as, ad, asp, adp := sessionTuple(side, a)
+	bs, bd, bsp, bdp := sessionTuple(side, b)
+	return as == bs && ad == bd && asp == bsp && adp == bdp && a.Proto == b.Proto
+}
+
+// newSessions creates the sessions of the packets deferNew left, and
+// translates them (see above).
+func (w *Worker) newSessions() {
+	nb := &w.nb
+	n := nb.n
+	if n == 0 {
+		return
+	}
+	nb.n = 0
+	e := w.eng
+	s := w.snap
+	eim := s.Config.Mapping == EndpointIndependent
+	sink := uint64(0)
+	// 1. The subscriber's record and the mapping's bucket.
+	var sp [MaxBurst]flowtable.Probe
+	for j := 0; j < n; j++ {
+		p := &w.pk[nb.idx[j]]
+		k := subscriberKey(p.Src)
+		e.subs.Prepare(&k, &sp[j])
+		sink += e.subs.Prefetch(&sp[j])
+		if eim {
+			bk, _ := bindingKeys(p.Proto, p.Src, p.SrcPort, [4]byte{}, 0)
+			e.bindings.Prepare(&bk, &nb.bind[j])
+			sink += e.bindings.Prefetch(&nb.bind[j])
+		}
+	}
+	// 2. The subscriber (in cache now), and the record of the port
+	// that port preservation would give on its paired address. The
+	// buckets of the session's outside key and of the mapping's external
+	// key are not prefetched: their port is known only once claimed, and
+	// a guess (the preserved port) cost about 200 instructions a session
+	// for nothing in BenchmarkNewSession, where 94% of the flows get a
+	// random port.
+	for j := 0; j < n; j++ {
+		p := &w.pk[nb.idx[j]]
+		nb.has[j] = e.subs.LookupProbe(&sp[j], &nb.sub[j])
+		if !nb.has[j] {
+			continue
+		}
+		st := e.addr(subAddr(nb.sub[j].User[0]))
+		proto, _ := protoIndex(p.Proto)
+		if st == nil {
+			continue
+		}
+		var pr flowtable.Probe
+		pk := st.ports[proto].key(p.SrcPort)
+		e.portTab.t.Prepare(&pk, &pr)
+		sink += e.portTab.t.Prefetch(&pr)
+	}
+	w.sink += sink
+	// 3. Create, in arrival order. A packet may belong to a flow that
+	// an earlier packet of this burst has just given a session.
+	var x flowtable.Entry
+	for j := 0; j < n; j++ {
+		i := nb.idx[j]
+		b, p := &w.rx[i], &w.pk[i]
+		if nb.dup[j] && e.sessions.LookupProbe(&w.probe[i], &x) && x.Dir == 0 {
+			w.translateOut(b, p, &x)
+			continue
+		}
+		if nb.has[j] {
+			w.hint.sub = &nb.sub[j]
+		}
+		if eim {
+			w.hint.bind = &nb.bind[j]
+			w.hint.bindKey, _ = bindingKeys(p.Proto, p.Src, p.SrcPort, [4]byte{}, 0)
+		}
+		w.outboundNew(b, p)
+		w.hint = newHint{}
+	}
+}
+
 // newOutbound creates the session for an outbound packet whose key 0 is k,
 // filling e. It returns drop.None or the reason the packet must be dropped.
 func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {

@@ -62,6 +62,8 @@ type Worker struct {
 	fq    [NumSides]freeQueue
 	spare [NumSides]spareFrames
 
+	nb       newBurst // the burst's new sessions (newsession.go)
+	hint     newHint
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
