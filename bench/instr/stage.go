@@ -31,7 +31,8 @@ var stages = []string{"receive/parse", "classify/fast-path", "session-lookup", "
 //     mapping.go, userwords.go, portset.go, cgn_*.go, registry.go,
 //     reclaim.go, decide.go, inbound.go, event.go, trail.go, and the
 //     reference counts (acquireRef, releaseRef).
-//   - rewrite/checksum: checksum/ (but the verification of Parse), every
+//   - rewrite/checksum: rewrite.go (the fast path's rewrite), checksum/ (but
+//     the verification of Parse), every
 //     header function but Parse* and parse* (the setters, DecTTL, the
 //     incremental checksum fix-ups).
 //   - next-hop: nexthop.go, pending.go and the neighbour resolver.
@@ -78,6 +79,8 @@ func stageOf(s string) string {
 	case dir == "header" && base == "parse.go" && !strings.Contains(name, "DecTTL"):
 		return "receive/parse"
 	case dir == "header":
+		return "rewrite/checksum"
+	case dir == "nat" && base == "rewrite.go":
 		return "rewrite/checksum"
 	case dir == "nat" && base == "receive.go":
 		return "receive/parse"

@@ -22,8 +22,9 @@ import (
 //     that may change the session's state) goes to the general rewrite of
 //     its direction (translateOut in in2out.go, translateIn in out2in.go).
 //  3. Rewrite: the session is touched (one store per tick, not per
-//     packet), the TTL decremented and the address and port replaced, with
-//     incremental checksum updates (RFC 1624).
+//     packet), the TTL decremented and the address and port replaced, in
+//     one pass with one incremental update per checksum (rewriteSrc,
+//     rewriteDst; RFC 1624).
 //  4. Next hop: the Ethernet destination is resolved, once per burst and
 //     destination (a burst of a busy link goes mostly to one gateway).
 //  5. Transmit: the frame is queued on its egress port (transmit.go);
@@ -51,31 +52,34 @@ func (w *Worker) forwardBurst(side Side, n int) {
 	var pubDst [4]byte
 	pubOK := false
 	var e flowtable.Entry
-	for i := 0; i < n; i++ {
-		b, p := &w.rx[i], &w.pk[i]
+	// Slices of the burst's length, so that indexing needs no bounds
+	// checks.
+	rx, pk, pr, probe := w.rx[:n], w.pk[:n], w.pr[:n], w.probe[:n]
+	for i := range rx {
+		b, p := &rx[i], &pk[i]
 
 		// 1. Classify.
-		if w.pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
+		if pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
 			!(p.L4 == header.L4UDP || p.L4 == header.L4TCP || p.L4 == header.L4ICMPQuery) ||
 			martian(p.Src) || martian(p.Dst) {
-			w.process(side, b, p, w.pr[i], &w.probe[i])
+			w.process(side, b, p, pr[i], &probe[i])
 			continue
 		}
 		if side == Inside {
 			if !s.isInside(p.Src) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside(p.Dst) {
-				w.process(side, b, p, w.pr[i], &w.probe[i])
+				w.process(side, b, p, pr[i], &probe[i])
 				continue
 			}
 		} else if !pubOK || p.Dst != pubDst {
 			if !s.isPublic(p.Dst) {
-				w.process(side, b, p, w.pr[i], &w.probe[i])
+				w.process(side, b, p, pr[i], &probe[i])
 				continue
 			}
 			pubDst, pubOK = p.Dst, true
 		}
 
 		// 2. Session.
-		if !sessions.LookupProbe(&w.probe[i], &e) || e.Dir != uint8(side) {
+		if !sessions.LookupProbe(&probe[i], &e) || e.Dir != uint8(side) {
 			if side == Inside {
 				w.deferNew(i)
 			} else {
@@ -92,12 +96,11 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				continue
 			}
 			sessions.Touch(e.ID, w.now)
-			p.DecTTL(b.Data)
 			ext := &e.Keys[1]
-			p.SetSrc(b.Data, ext.Dst, ext.DstPort)
+			rewriteSrc(b.Data, p, ext.Dst, ext.DstPort)
 		} else {
-			p.DecTTL(b.Data)
 			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
+				p.DecTTL(b.Data)
 				w.translateIn(Outside, b, p, &e)
 				continue
 			}
@@ -107,7 +110,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				sessions.Touch(e.ID, w.now)
 			}
 			in := &e.Keys[0]
-			p.SetDst(b.Data, in.Src, in.SrcPort)
+			rewriteDst(b.Data, p, in.Src, in.SrcPort)
 		}
 
 		// 4. Next hop.

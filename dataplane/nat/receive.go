@@ -138,16 +138,16 @@ func (w *Worker) receive(side Side, n int) {
 	sessions := w.eng.sessions
 	sink := uint64(0)
 	bytes := uint64(0)
-	for i := 0; i < n; i++ {
-		b := &w.rx[i]
+	rx, pk, pr, probe := w.rx[:n], w.pk[:n], w.pr[:n], w.probe[:n]
+	for i := range rx {
+		b, p := &rx[i], &pk[i]
 		bytes += uint64(len(b.Data))
-		p := &w.pk[i]
 		r := header.Parse(b.Data, p)
-		w.pr[i] = r
+		pr[i] = r
 		if r == drop.None && p.L4 != header.L4ICMPError {
 			src, dst, sport, dport := sessionTuple(side, p)
-			sessions.PrepareTuple(src, dst, sport, dport, p.Proto, &w.probe[i])
-			sink += sessions.Prefetch(&w.probe[i])
+			sessions.PrepareTuple(src, dst, sport, dport, p.Proto, &probe[i])
+			sink += sessions.Prefetch(&probe[i])
 		}
 	}
 	w.c[RxBytes+Counter(side)] += bytes

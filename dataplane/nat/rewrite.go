@@ -1,0 +1,77 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/dataplane/header"
+)
+
+// Stage rewrite: the fast path's translation of a packet in place.
+
+// rewriteSrc is step 3 of the fast path for a packet from the inside:
+// header.Parsed's DecTTL and SetSrc in one pass over the headers. The
+// IPv4 checksum takes both changes in one incremental update (RFC 1624
+// Eqn. 3, HC' = ~(~HC + ~m + m'), over the three changed 16-bit words:
+// TTL/protocol, whose TTL byte drops by one, and the address's two
+// halves), instead of one update each; the transport checksum covers the
+// address through the pseudo-header (RFC 768, RFC 793) and the port. An
+// ICMP query's identifier plays the port; its checksum has no
+// pseudo-header (RFC 792). TestRewriteMatchesSetters holds it to the
+// setters.
+func rewriteSrc(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
+	ip := header.IPv4(frame[p.L3Off:p.L4Off])
+	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
+	ip.SetTTL(p.TTL - 1)
+	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Src, addr, ttl, ttl-0x0100))
+	ip.SetSrc(addr)
+	rewriteL4(frame, p, p.Src, addr, p.SrcPort, port, true)
+	p.TTL--
+	p.Src = addr
+}
+
+// rewriteDst is rewriteSrc for the destination, for a packet from the
+// outside.
+func rewriteDst(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
+	ip := header.IPv4(frame[p.L3Off:p.L4Off])
+	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
+	ip.SetTTL(p.TTL - 1)
+	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Dst, addr, ttl, ttl-0x0100))
+	ip.SetDst(addr)
+	rewriteL4(frame, p, p.Dst, addr, p.DstPort, port, false)
+	p.TTL--
+	p.Dst = addr
+}
+
+// rewriteL4 replaces the transport's source (src) or destination port
+// oldPort with port, and fixes its checksum for that and the address
+// change oldA -> newA.
+func rewriteL4(frame []byte, p *header.Parsed, oldA, newA [4]byte, oldPort, port uint16, src bool) {
+	l4 := frame[p.L4Off:p.End]
+	switch p.L4 {
+	case header.L4UDP:
+		u := header.UDP(l4)
+		u.SetChecksum(checksum.UpdateUDPAddrPort(u.Checksum(), oldA, newA, oldPort, port))
+		if src {
+			u.SetSrcPort(port)
+		} else {
+			u.SetDstPort(port)
+		}
+	case header.L4TCP:
+		t := header.TCP(l4)
+		t.SetChecksum(checksum.UpdateAddrPort(t.Checksum(), oldA, newA, oldPort, port))
+		if src {
+			t.SetSrcPort(port)
+		} else {
+			t.SetDstPort(port)
+		}
+	default: // L4ICMPQuery: the fast path takes nothing else
+		header.ICMPv4(l4).SetIdentFix(port)
+		p.DstPort = port
+		p.SrcPort = port
+		return
+	}
+	if src {
+		p.SrcPort = port
+	} else {
+		p.DstPort = port
+	}
+}
