@@ -18,7 +18,9 @@ import (
 // pseudo-header (RFC 792). TestRewriteMatchesSetters holds it to the
 // setters.
 func rewriteSrc(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
-	ip := header.IPv4(frame[p.L3Off:p.L4Off])
+	// Parse has checked that the headers are there: a fixed-length
+	// view lets the compiler drop the accessors' bounds checks.
+	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
 	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
 	ip.SetTTL(p.TTL - 1)
 	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Src, addr, ttl, ttl-0x0100))
@@ -31,7 +33,7 @@ func rewriteSrc(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
 // rewriteDst is rewriteSrc for the destination, for a packet from the
 // outside.
 func rewriteDst(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
-	ip := header.IPv4(frame[p.L3Off:p.L4Off])
+	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
 	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
 	ip.SetTTL(p.TTL - 1)
 	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Dst, addr, ttl, ttl-0x0100))
@@ -45,10 +47,9 @@ func rewriteDst(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
 // oldPort with port, and fixes its checksum for that and the address
 // change oldA -> newA.
 func rewriteL4(frame []byte, p *header.Parsed, oldA, newA [4]byte, oldPort, port uint16, src bool) {
-	l4 := frame[p.L4Off:p.End]
 	switch p.L4 {
 	case header.L4UDP:
-		u := header.UDP(l4)
+		u := header.UDP(frame[p.L4Off : p.L4Off+header.UDPHeaderLen])
 		u.SetChecksum(checksum.UpdateUDPAddrPort(u.Checksum(), oldA, newA, oldPort, port))
 		if src {
 			u.SetSrcPort(port)
@@ -56,7 +57,7 @@ func rewriteL4(frame []byte, p *header.Parsed, oldA, newA [4]byte, oldPort, port
 			u.SetDstPort(port)
 		}
 	case header.L4TCP:
-		t := header.TCP(l4)
+		t := header.TCP(frame[p.L4Off : p.L4Off+header.TCPMinHeaderLen])
 		t.SetChecksum(checksum.UpdateAddrPort(t.Checksum(), oldA, newA, oldPort, port))
 		if src {
 			t.SetSrcPort(port)
@@ -64,7 +65,7 @@ func rewriteL4(frame []byte, p *header.Parsed, oldA, newA [4]byte, oldPort, port
 			t.SetDstPort(port)
 		}
 	default: // L4ICMPQuery: the fast path takes nothing else
-		header.ICMPv4(l4).SetIdentFix(port)
+		header.ICMPv4(frame[p.L4Off : p.L4Off+header.ICMPv4HeaderLen]).SetIdentFix(port)
 		p.DstPort = port
 		p.SrcPort = port
 		return
