@@ -9,14 +9,16 @@
 //	              and hash the session key, prefetch the session; process
 //	              sends what the fast path does not finish to its stage
 //	fastpath.go   a packet of an established session, top to bottom:
-//	              classify, look up, rewrite, next hop, queue
+//	              classify, look up, rewrite (rewrite.go), next hop, queue
 //	in2out.go     packets from the inside (translateOut: the general rewrite)
 //	out2in.go     packets from the outside (translateIn)
 //	hairpin.go    inside to inside through a public address
 //	icmperr.go    ICMP errors about forwarded packets (icmpgen.go: the ones
 //	              the NAT originates)
-//	newsession.go the slow path: a packet without a session gets one, drawing
-//	              on mapping.go (subscribers, mappings, ports, undo)
+//	newsession.go the slow path: the packets of a burst without a session get
+//	              one, their misses overlapped; it draws on mapping.go
+//	              (subscribers, mappings, ports, undo) and userwords.go
+//	              (the tables' packed user words)
 //	nexthop.go    MTU, fragmentation (frag.go), Ethernet next hop (pending.go
 //	              holds frames while it resolves)
 //	transmit.go   per-port transmit queues, once per burst

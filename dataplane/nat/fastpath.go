@@ -23,8 +23,8 @@ import (
 //     its direction (translateOut in in2out.go, translateIn in out2in.go).
 //  3. Rewrite: the session is touched (one store per tick, not per
 //     packet), the TTL decremented and the address and port replaced, in
-//     one pass with one incremental update per checksum (rewriteSrc,
-//     rewriteDst; RFC 1624).
+//     one pass with one incremental update per checksum (rewrite.go;
+//     RFC 1624).
 //  4. Next hop: the Ethernet destination is resolved, once per burst and
 //     destination (a burst of a busy link goes mostly to one gateway).
 //  5. Transmit: the frame is queued on its egress port (transmit.go);
@@ -97,7 +97,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			}
 			sessions.Touch(e.ID, w.now)
 			ext := &e.Keys[1]
-			rewriteSrc(b.Data, p, ext.Dst, ext.DstPort)
+			rewrite(b.Data, p, true, ext.Dst, ext.DstPort)
 		} else {
 			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
 				p.DecTTL(b.Data)
@@ -110,7 +110,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				sessions.Touch(e.ID, w.now)
 			}
 			in := &e.Keys[0]
-			rewriteDst(b.Data, p, in.Src, in.SrcPort)
+			rewrite(b.Data, p, false, in.Src, in.SrcPort)
 		}
 
 		// 4. Next hop.

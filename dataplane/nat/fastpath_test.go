@@ -10,8 +10,8 @@ import (
 	"github.com/xnat/xnat/dataplane/header"
 )
 
-// TestRewriteMatchesSetters holds the fast path's one-pass rewrites
-// (rewriteSrc, rewriteDst) to the reference they replace, header.Parsed's
+// TestRewriteMatchesSetters holds the fast path's one-pass rewrite
+// (rewrite) to the reference it replaces, header.Parsed's
 // DecTTL followed by SetSrc or SetDst: the same bytes and the same parse
 // result, for random UDP (with and without a checksum), TCP and ICMP echo
 // packets, addresses, ports and TTLs. Every result is also decoded by
@@ -50,10 +50,10 @@ func TestRewriteMatchesSetters(t *testing.T) {
 			pw.DecTTL(want)
 			if dir == "src" {
 				pw.SetSrc(want, to, port)
-				rewriteSrc(got, &pg, to, port)
+				rewrite(got, &pg, true, to, port)
 			} else {
 				pw.SetDst(want, to, port)
-				rewriteDst(got, &pg, to, port)
+				rewrite(got, &pg, false, to, port)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("packet %d (%s): rewrite gave\n% x\nwant\n% x", i, dir, got, want)

@@ -7,40 +7,36 @@ import (
 
 // Stage rewrite: the fast path's translation of a packet in place.
 
-// rewriteSrc is step 3 of the fast path for a packet from the inside:
-// header.Parsed's DecTTL and SetSrc in one pass over the headers. The
-// IPv4 checksum takes both changes in one incremental update (RFC 1624
-// Eqn. 3, HC' = ~(~HC + ~m + m'), over the three changed 16-bit words:
-// TTL/protocol, whose TTL byte drops by one, and the address's two
-// halves), instead of one update each; the transport checksum covers the
-// address through the pseudo-header (RFC 768, RFC 793) and the port. An
-// ICMP query's identifier plays the port; its checksum has no
-// pseudo-header (RFC 792). TestRewriteMatchesSetters holds it to the
-// setters.
-func rewriteSrc(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
+// rewrite is step 3 of the fast path: header.Parsed's DecTTL followed by
+// SetSrc (src, for a packet from the inside) or SetDst (from the outside),
+// in one pass over the headers. The IPv4 checksum takes both changes in
+// one incremental update (RFC 1624 Eqn. 3, HC' = ~(~HC + ~m + m'), over
+// the three changed 16-bit words: TTL/protocol, whose TTL byte drops by
+// one, and the address's two halves), instead of one update each; the
+// transport checksum covers the address through the pseudo-header (RFC
+// 768, RFC 793) and the port. An ICMP query's identifier plays the port;
+// its checksum has no pseudo-header (RFC 792). TestRewriteMatchesSetters
+// holds it to the setters.
+func rewrite(frame []byte, p *header.Parsed, src bool, addr [4]byte, port uint16) {
 	// Parse has checked that the headers are there: a fixed-length
 	// view lets the compiler drop the accessors' bounds checks.
 	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
+	old, oldPort := p.Dst, p.DstPort
+	if src {
+		old, oldPort = p.Src, p.SrcPort
+	}
 	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
 	ip.SetTTL(p.TTL - 1)
-	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Src, addr, ttl, ttl-0x0100))
-	ip.SetSrc(addr)
-	rewriteL4(frame, p, p.Src, addr, p.SrcPort, port, true)
+	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), old, addr, ttl, ttl-0x0100))
+	if src {
+		ip.SetSrc(addr)
+		p.Src = addr
+	} else {
+		ip.SetDst(addr)
+		p.Dst = addr
+	}
+	rewriteL4(frame, p, old, addr, oldPort, port, src)
 	p.TTL--
-	p.Src = addr
-}
-
-// rewriteDst is rewriteSrc for the destination, for a packet from the
-// outside.
-func rewriteDst(frame []byte, p *header.Parsed, addr [4]byte, port uint16) {
-	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
-	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
-	ip.SetTTL(p.TTL - 1)
-	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), p.Dst, addr, ttl, ttl-0x0100))
-	ip.SetDst(addr)
-	rewriteL4(frame, p, p.Dst, addr, p.DstPort, port, false)
-	p.TTL--
-	p.Dst = addr
 }
 
 // rewriteL4 replaces the transport's source (src) or destination port
