@@ -18,7 +18,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
-	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/dataplane/poller"
 	"github.com/xnat/xnat/mgmt/bgp"
 )
 
@@ -125,7 +125,7 @@ type Config struct {
 	Inside     ifaceConfig
 	Outside    ifaceConfig
 	CPUs       []int // per worker
-	PollMode   worker.PollMode
+	PollMode   poller.PollMode
 	BatchSize  int
 	GenericXDP bool
 	SharedUMEM bool // a worker's two sockets share one UMEM (umem.go)

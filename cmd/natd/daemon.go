@@ -19,8 +19,8 @@ import (
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/neigh"
+	"github.com/xnat/xnat/dataplane/poller"
 	"github.com/xnat/xnat/dataplane/port"
-	"github.com/xnat/xnat/dataplane/worker"
 	"github.com/xnat/xnat/dataplane/xdpprog"
 	"github.com/xnat/xnat/mgmt"
 )
@@ -71,7 +71,7 @@ type workerState struct {
 	cpu    int
 	queues [nat.NumSides]int
 	w      *nat.Worker
-	run    *worker.Runner
+	run    *poller.Runner
 	ports  [nat.NumSides]*afxdp.Port
 
 	// Port counters, published by the worker goroutine every few bursts,
@@ -235,7 +235,7 @@ func (d *daemon) newWorker(i, cpu int) (_ *workerState, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ws.run, err = worker.New(worker.Config{
+	ws.run, err = poller.New(poller.Config{
 		Worker: ws.w, Ports: [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
 		CPU: cpu, Mode: d.cfg.PollMode, PortStats: ws.publishPortStats,
 	})
@@ -261,7 +261,7 @@ func (d *daemon) startWorkers() error {
 	}
 	// Management, metrics, the expirer and the GC run on the CPUs the
 	// workers leave free, so they never take a busy-polling worker's core.
-	switch other, err := worker.ConfineOthers(d.cfg.CPUs); {
+	switch other, err := poller.ConfineOthers(d.cfg.CPUs); {
 	case err != nil:
 		d.log.Warn("could not keep natd's other threads off the workers' CPUs", "err", err)
 	case other == nil:

@@ -114,10 +114,10 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 // low 32 bits, ports in the high 32) may take one more session and
 // newPorts more ports (RFC 6888 REQ-4, REQ-5).
 func subQuota(l *Limits, v, newPorts uint64) drop.Reason {
-	if l.SessionsPerSubscriber != 0 && v&0xffffffff >= uint64(l.SessionsPerSubscriber) {
+	if l.SessionsPerSubscriber != 0 && subCount(v).sessions() >= uint64(l.SessionsPerSubscriber) {
 		return drop.SubscriberSessions
 	}
-	if newPorts != 0 && l.PortsPerSubscriber != 0 && v>>32+newPorts > uint64(l.PortsPerSubscriber) {
+	if newPorts != 0 && l.PortsPerSubscriber != 0 && subCount(v).ports()+newPorts > uint64(l.PortsPerSubscriber) {
 		return drop.SubscriberPorts
 	}
 	return drop.None
@@ -237,7 +237,7 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Outside
 	var k flowtable.Key
-	outKey(p, &k)
+	packetKey(Inside, p, &k)
 	var x flowtable.Entry
 	if e.sessions.Lookup(&k, &x) && x.Dir == 0 {
 		ext := &x.Keys[1]
@@ -306,13 +306,13 @@ func (e *Engine) decideQuota(l *Limits, a [4]byte, newPorts uint64, t *Trail) dr
 	}
 	switch r := subQuota(l, used, newPorts); r {
 	case drop.SubscriberSessions:
-		t.add(Step{Code: CodeQuotaSessions, Reason: r, A: a, X: uint32(used), Y: uint32(l.SessionsPerSubscriber)})
+		t.add(Step{Code: CodeQuotaSessions, Reason: r, A: a, X: uint32(subCount(used).sessions()), Y: uint32(l.SessionsPerSubscriber)})
 		return r
 	case drop.SubscriberPorts:
-		t.add(Step{Code: CodeQuotaPorts, Reason: r, A: a, X: uint32(used >> 32), Y: uint32(l.PortsPerSubscriber)})
+		t.add(Step{Code: CodeQuotaPorts, Reason: r, A: a, X: uint32(subCount(used).ports()), Y: uint32(l.PortsPerSubscriber)})
 		return r
 	}
-	t.add(Step{Code: CodeQuotaOK, A: a, X: uint32(used), Y: uint32(l.SessionsPerSubscriber)})
+	t.add(Step{Code: CodeQuotaOK, A: a, X: uint32(subCount(used).sessions()), Y: uint32(l.SessionsPerSubscriber)})
 	return drop.None
 }
 
@@ -329,7 +329,7 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 	var sub flowtable.Entry
 	var st *addrState
 	if e.subs.Lookup(&sk, &sub) {
-		if cur := e.addr(uint32(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) && s.cgn.pairs(src, cur) {
+		if cur := e.addr(subAddr(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) && s.cgn.pairs(src, cur) {
 			st = cur
 			t.add(Step{Code: CodeAddrPaired, A: st.addr, X: s.poolOf(st.addr)})
 		} else if st = s.pickAddress(e.seed, src, proto, inPool); st != nil {
@@ -365,7 +365,7 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Inside
 	var k flowtable.Key
-	inKey(p, &k)
+	packetKey(Outside, p, &k)
 	var x flowtable.Entry
 	if e.sessions.Lookup(&k, &x) && x.Dir == 1 {
 		in := &x.Keys[0]
