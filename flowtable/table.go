@@ -4,21 +4,57 @@
 //
 // # Layout
 //
-// A Table is three preallocated, pointer-free arrays, so the garbage collector
+// A Table is two preallocated, pointer-free arrays, so the garbage collector
 // never scans them and nothing is allocated after New:
 //
 //   - records: one 64-byte, cache-line-sized record per session. A record
 //     holds both keys of the session (the inside and the outside view of the
 //     flow), a last-seen tick, an engine-defined state word and two
-//     engine-defined user words.
-//   - buckets: the hash index. A bucket is one cache line: a meta word, eight
-//     16-bit tags packed four to a word, and eight 32-bit references. A slot
-//     is a tag (16 bits of the key's xxhash, never zero) and a reference
-//     ref+1, where ref = record<<1 | keyIndex (0 means empty). Each session
-//     occupies two slots, one per key, and both lead to the same record. A
-//     lookup compares its tag with four tags at a time (SWAR), so scanning a
-//     bucket costs two loads and a few arithmetic operations.
-//   - next: the links of a lock-free free list of record numbers.
+//     engine-defined user words. Free records are linked into a lock-free
+//     free list through their first user word.
+//   - buckets: the hash index. A bucket is one cache line: a meta word and
+//     seven slots. A slot is one 64-bit word: a 32-bit fingerprint of the
+//     key (the high half of its hash, never zero) and a 32-bit reference
+//     ref+1, where ref = record<<1 | keyIndex; an empty slot is 0. The home
+//     bucket comes from the low half of the hash. Each session occupies two
+//     slots, one per key, and both lead to the same record. New sizes the
+//     index for four keys per bucket at full capacity (16 bytes per key);
+//     NewSingleKey sizes it for one key per entry.
+//
+// # One line decides, one line answers
+//
+// A lookup hashes the key and reads its home bucket: one cache line. The
+// bucket decides which record, if any, can hold the key: the slot whose
+// fingerprint matches. With the home bucket's index bits and 32 bits of
+// fingerprint, the bucket points at a wrong record fewer than once in 2^29
+// lookups. A miss (a new flow) is decided by that line alone, without
+// touching any record, unless keys were stored beyond the bucket (its
+// overflow count, below, is not zero); then the walk goes on to the next
+// bucket. At four keys to seven slots that is rare (TestIndexOverflow
+// measures it on a full table). The record is then read because it is the
+// answer: a lookup returns the session's keys, state and user words, which
+// live nowhere else. So a hit costs two cache lines, and they depend on each
+// other: the bucket line, then the record line it names. What removes the
+// second wait from the packet path is prefetching a burst
+// (PrefetchBurst): every bucket of the burst is touched first, so that
+// their misses overlap; then each probe's slot is found in its (arriving)
+// bucket and its record touched, so that the record misses overlap too;
+// each probe remembers its slot, and LookupProbe reads the record without
+// scanning the bucket again. A burst of n lookups waits about two memory
+// latencies, not 2n.
+//
+// The home-bucket scan is branch-free (pick): the seven fingerprints are
+// compared with masks, so a lookup has no branch whose direction depends on
+// where its key sits, nothing the processor must guess while the line is
+// still on its way. The same holds for the choice between the record's two
+// keys. Anything unusual (a key beyond its home bucket, two slots with one
+// fingerprint, a remembered slot gone stale) takes the slot-by-slot walk.
+//
+// Memory: 64 bytes of record and 32 of index per two-key session (96
+// bytes; BytesPerSession), 80 for a single-key entry. Reading the
+// fingerprint from the bucket is what keeps it at that: storing whole keys
+// (13 bytes each) in the buckets would fit three slots to a line and cost
+// more than 128 bytes per session, and would not spare the record read.
 //
 // # Concurrency
 //
@@ -47,11 +83,13 @@
 // Writers (Insert) serialise per home bucket: an insert takes a spin bit in
 // the meta word of the home bucket of each of its keys, in bucket order, so
 // two inserts of the same key cannot both succeed. Slots themselves are
-// claimed with compare-and-swap on the reference, so inserts with different
-// home buckets that race for the same overflow slot are safe. A slot's tag
-// is published after its reference and cleared before it, and a tag alone
-// never decides anything: a reader that pairs a tag with a stale reference
-// reads a record whose key does not match, which is a miss. This is the same split as DPDK's
+// claimed with a compare-and-swap from 0 to fingerprint|reference, one word,
+// so inserts with different home buckets that race for the same overflow
+// slot are safe, and a reader never sees a fingerprint with another key's
+// reference. A fingerprint never decides anything alone: a reader that
+// follows a slot to a record whose key does not match (another key with the
+// same fingerprint, or a record deleted and reused since the slot was read
+// or remembered) treats it as no match. This is the same split as DPDK's
 // rte_hash in lock-free read/write-concurrency mode: lock-free readers,
 // briefly serialised writers.
 //
@@ -90,19 +128,18 @@ import (
 )
 
 const (
-	slotsPerBucket = 8
-	// maxLoad is the highest fraction of slots in use at full capacity.
-	// Bucketed probing at one half keeps almost every lookup to one cache
-	// line while costing 64*4/8 = 32 bytes of index per session.
-	maxLoadNum, maxLoadDen = 1, 2
+	slotsPerBucket = 7
+	// keysPerBucket is the mean number of keys per bucket at full
+	// capacity: 4 of 7 slots. A bucket overflows only when more than 7
+	// of the keys hash to it, which at a Poisson mean of 4 is 5% of the
+	// buckets, so almost every lookup stays in one cache line, and the
+	// index costs 64/4 = 16 bytes per key, 32 per two-key session.
+	keysPerBucket = 4
 	// MaxCapacity bounds the record numbers so that ref+1 fits in 32 bits.
 	MaxCapacity = 1 << 30
 
 	metaLock     = 1
 	metaOverflow = 2 // the overflow count lives in bits 1..63
-
-	lanes = 0x0001_0001_0001_0001 // one in each 16-bit lane
-	highs = 0x8000_8000_8000_8000 // the top bit of each lane
 
 	// genMask selects the generation in a record's gen word. A record's
 	// generation rises by two per session it holds: 2^47 sessions, which
@@ -129,51 +166,17 @@ type record struct {
 	user  [2]atomic.Uint64
 }
 
+// bucket is one cache line of the index: a meta word (insert lock and
+// overflow count) and seven slots. A slot is one word, fingerprint<<32 |
+// ref, and 0 when empty, so a reader always sees a fingerprint together
+// with the reference it was stored with.
 type bucket struct {
-	meta atomic.Uint64
-	tags [2]atomic.Uint64 // slot s's tag is lane s%4 of tags[s/4]
-	refs [slotsPerBucket]atomic.Uint32
-	_    [8]byte
+	meta  atomic.Uint64
+	slots [slotsPerBucket]atomic.Uint64
 }
 
-// match returns, for each tag word, a mask with the top bit of every
-// 16-bit lane whose tag may equal tag. Every real match is reported; a lane
-// can also be reported falsely when a borrow from a matching lane below it
-// runs into it, which the caller's key comparison rejects. Slot w*4+i is
-// lane i of word w; nextSlot walks the masks.
-func (b *bucket) match(tag uint16) (z0, z1 uint64) {
-	rep := uint64(tag) * lanes
-	x0 := b.tags[0].Load() ^ rep
-	x1 := b.tags[1].Load() ^ rep
-	return (x0 - lanes) &^ x0 & highs, (x1 - lanes) &^ x1 & highs
-}
-
-// nextSlot pops the lowest candidate from the masks of match and returns
-// its slot, or -1 when none is left.
-func nextSlot(z0, z1 *uint64) int {
-	if *z0 != 0 {
-		s := bits.TrailingZeros64(*z0) >> 4
-		*z0 &= *z0 - 1
-		return s
-	}
-	if *z1 != 0 {
-		s := bits.TrailingZeros64(*z1)>>4 + 4
-		*z1 &= *z1 - 1
-		return s
-	}
-	return -1
-}
-
-// setTag sets slot s's tag, leaving the other lanes as they are.
-func (b *bucket) setTag(s int, tag uint16) {
-	w, sh := &b.tags[s/4], uint(s%4)*16
-	for {
-		v := w.Load()
-		if w.CompareAndSwap(v, v&^(0xffff<<sh)|uint64(tag)<<sh) {
-			return
-		}
-	}
-}
+// slotWord is the slot of reference ref for a key with fingerprint fp.
+func slotWord(fp, ref uint32) uint64 { return uint64(fp)<<32 | uint64(ref) }
 
 // Entry is a consistent copy of one session record.
 type Entry struct {
@@ -229,8 +232,10 @@ var NoKey = Key{}
 type Table struct {
 	recs    []record
 	buckets []bucket
-	next    []atomic.Uint32 // free-list links, next[i] = successor+1
-	nb      uint64          // number of buckets
+	nb      uint64 // number of buckets
+	// maxKeys is the number of keys an entry may have, 1 or 2; the
+	// index is sized for maxKeys keys per entry of capacity.
+	maxKeys int
 
 	// head is the free list's top: (aba tag)<<32 | (record+1), 0 if empty.
 	head atomic.Uint64
@@ -246,29 +251,36 @@ type Table struct {
 // ErrCapacity reports an unusable capacity.
 var ErrCapacity = errors.New("flowtable: capacity out of range")
 
-// New returns a table that holds up to capacity sessions. All memory is
-// allocated here; the table never grows.
-func New(capacity int) (*Table, error) {
+// New returns a table that holds up to capacity sessions of one or two
+// keys each. All memory is allocated here; the table never grows.
+func New(capacity int) (*Table, error) { return newTable(capacity, 2) }
+
+// NewSingleKey returns a table that holds up to capacity entries of one key
+// each (Insert's second key is NoKey), with an index half the size of New's.
+// An Insert with two keys returns Full and changes nothing: the index has
+// room for one key per entry only.
+func NewSingleKey(capacity int) (*Table, error) { return newTable(capacity, 1) }
+
+func newTable(capacity, maxKeys int) (*Table, error) {
 	if capacity < 1 || capacity > MaxCapacity {
 		return nil, fmt.Errorf("%w: %d (want 1..%d)", ErrCapacity, capacity, MaxCapacity)
 	}
-	keys := uint64(capacity) * 2
-	nb := (keys*maxLoadDen + slotsPerBucket*maxLoadNum - 1) / (slotsPerBucket * maxLoadNum)
+	keys := uint64(capacity) * uint64(maxKeys)
+	nb := (keys + keysPerBucket - 1) / keysPerBucket
 	if nb < 2 {
 		nb = 2
 	}
-	t := &Table{nb: nb}
-	var m1, m2, m3 mapping
+	t := &Table{nb: nb, maxKeys: maxKeys}
+	var m1, m2 mapping
 	t.recs, m1 = allocArray[record](capacity)
 	t.buckets, m2 = allocArray[bucket](int(nb))
-	t.next, m3 = allocArray[atomic.Uint32](capacity)
-	t.releaseLater(m1, m2, m3)
+	t.releaseLater(m1, m2)
 	// Free records have odd generations. Thread the free list so that
 	// record 0 is popped first; it makes tests and dumps easier to read.
 	for i := range t.recs {
 		t.recs[i].gen.Store(1)
 		if i+1 < capacity {
-			t.next[i].Store(uint32(i + 2))
+			t.recs[i].user[0].Store(uint64(i + 2))
 		}
 	}
 	t.head.Store(1)
@@ -294,11 +306,11 @@ func (t *Table) Cap() int { return len(t.recs) }
 func (t *Table) Len() int { return int(t.live.Load()) }
 
 // BytesPerSession is the memory the table holds per session of capacity:
-// the record, its share of the index (both keys included) and its free-list
-// link.
+// the record and its share of the index (both keys included, for a table
+// from New). The free list is threaded through the free records.
 func (t *Table) BytesPerSession() float64 {
-	const recSize, bucketSize, linkSize = 64, 64, 4
-	total := float64(len(t.recs))*(recSize+linkSize) + float64(t.nb)*bucketSize
+	const recSize = 64
+	total := float64(len(t.recs))*recSize + float64(t.nb)*bucketSize
 	return total / float64(len(t.recs))
 }
 
@@ -351,15 +363,59 @@ func (t *Table) Lookup(k *Key, e *Entry) bool {
 	return t.lookupHashed(w0, w1, h, e)
 }
 
+// lookupHashed is the lookup proper. The common case, a hit in the home
+// bucket, takes no branch that depends on where the key sits: the scan of
+// the seven slots selects the matching reference with masks, not jumps,
+// and the record is read at once. A loop of independent lookups then has
+// nothing to mispredict, so the processor runs ahead into the next lookup
+// while this one's misses are outstanding. Everything else (a miss, a key
+// stored beyond its home bucket, two slots with the same fingerprint, a
+// reference gone stale) goes to lookupSlow.
 func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
-	tag := tagOf(h)
+	fp := fpOf(h)
+	bk := &t.buckets[t.home(h)]
+	ref := bk.pick(fp)
+	if t.readRef(ref, w0, w1, e) {
+		return true
+	}
+	if ref == 0 && bk.meta.Load()>>1 == 0 {
+		return false // nothing with this fingerprint here, nothing beyond
+	}
+	return t.lookupSlow(w0, w1, h, e)
+}
+
+// pick returns the reference of the slot whose fingerprint is fp, without
+// branches: the OR of the references of all such slots, which is the one
+// reference when exactly one slot matches (all but once in 2^29 lookups),
+// 0 when none does, and a value the caller must check otherwise.
+//
+// The seven slots are written out: as a loop, the index arithmetic and the
+// loop's own test cost as much as the selection.
+func (b *bucket) pick(fp uint32) uint32 {
+	f := uint64(fp) << 32
+	return sel(b.slots[0].Load(), f) | sel(b.slots[1].Load(), f) |
+		sel(b.slots[2].Load(), f) | sel(b.slots[3].Load(), f) |
+		sel(b.slots[4].Load(), f) | sel(b.slots[5].Load(), f) |
+		sel(b.slots[6].Load(), f)
+}
+
+// sel returns the reference of slot word v if its fingerprint is f>>32,
+// else 0. (v^f)>>32 is zero exactly when the fingerprints are equal, and
+// (x-1)>>32 of a 32-bit x is all ones for x == 0 and zero otherwise.
+func sel(v, f uint64) uint32 {
+	return uint32(v) & uint32(((v^f)>>32-1)>>32)
+}
+
+// lookupSlow walks the probe path slot by slot, following every slot
+// whose fingerprint matches.
+func (t *Table) lookupSlow(w0, w1, h uint64, e *Entry) bool {
+	fp := fpOf(h)
 	b := t.home(h)
-	for probes := uint64(0); probes < t.nb; probes++ {
+	for probes := t.nb; probes > 0; probes-- {
 		bk := &t.buckets[b]
-		z0, z1 := bk.match(tag)
-		for s := nextSlot(&z0, &z1); s >= 0; s = nextSlot(&z0, &z1) {
-			ref := bk.refs[s].Load()
-			if ref != 0 && t.read((ref-1)>>1, uint8((ref-1)&1), w0, w1, e) {
+		for s := range bk.slots {
+			v := bk.slots[s].Load()
+			if uint32(v>>32) == fp && t.readRef(uint32(v), w0, w1, e) {
 				return true
 			}
 		}
@@ -371,13 +427,23 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	return false
 }
 
-// tagOf is the slot tag of a hash: 16 of its high bits, never zero, so that
-// an empty lane never matches.
-func tagOf(h uint64) uint16 {
-	if t := uint16(h >> 48); t != 0 {
-		return t
+// fpOf is the slot fingerprint of a hash: its high 32 bits, never zero.
+// The home bucket comes from the low 32 bits, so the two are independent,
+// and a lookup follows a wrong slot with probability 2^-32 per slot.
+func fpOf(h uint64) uint32 {
+	if f := uint32(h >> 32); f != 0 {
+		return f
 	}
 	return 1
+}
+
+// readRef is read for a slot reference (ref+1, see slotRef). 0, the
+// reference of no record, never matches, nor does a reference beyond the
+// table (pick's OR of two references, or a Probe prefetched on another
+// table).
+func (t *Table) readRef(ref uint32, w0, w1 uint64, e *Entry) bool {
+	id := (ref - 1) >> 1
+	return ref != 0 && id < uint32(len(t.recs)) && t.read(id, uint8((ref-1)&1), w0, w1, e)
 }
 
 // read copies record id into e if it is live and its key dir equals
@@ -395,11 +461,11 @@ func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
 	if r.gen.Load()&genMask != g {
 		return false
 	}
-	if dir == 0 {
-		if a0 != w0 || a1 != w1 {
-			return false
-		}
-	} else if b0 != w0 || b1 != w1 {
+	// Compare with key dir, selected by mask: which key a lookup
+	// matches is as random as the traffic's direction, so a branch on
+	// it would be mispredicted half the time.
+	m := -uint64(dir)
+	if a0^(a0^b0)&m != w0 || a1^(a1^b1)&m != w1 {
 		return false
 	}
 	e.ID, e.Dir, e.Gen = id, dir, g
@@ -554,6 +620,9 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 	w[0][0], w[0][1] = k0.pack()
 	h[0] = hash(w[0][0], w[0][1])
 	two := k1.Proto != 0
+	if two && t.maxKeys < 2 {
+		return Full
+	}
 	hb := [2]uint64{t.home(h[0])}
 	if two {
 		w[1][0], w[1][1] = k1.pack()
@@ -621,20 +690,21 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 	return Inserted
 }
 
-// place stores reference ref in the first empty slot on the probe path of
-// hash h, raising the overflow count of every full bucket it passes first,
-// and then publishes the slot's tag.
+// place stores reference ref, with the fingerprint of hash h, in the first
+// empty slot on the probe path of h, raising the overflow count of every
+// full bucket it passes first. One compare-and-swap publishes fingerprint
+// and reference together.
 //
 // It cannot fail: every key belongs to a record popped from the free list,
-// so at most 2*Cap() keys are ever placed, while the index has at least
-// 4*Cap() slots.
+// so at most maxKeys*Cap() keys are ever placed, while the index has
+// 7/4 times as many slots.
 func (t *Table) place(h uint64, ref uint32) {
 	b := t.home(h)
+	w := slotWord(fpOf(h), ref)
 	for {
 		bk := &t.buckets[b]
-		for s := range bk.refs {
-			if bk.refs[s].Load() == 0 && bk.refs[s].CompareAndSwap(0, ref) {
-				bk.setTag(s, tagOf(h))
+		for s := range bk.slots {
+			if bk.slots[s].Load() == 0 && bk.slots[s].CompareAndSwap(0, w) {
 				return
 			}
 		}
@@ -651,21 +721,20 @@ func (t *Table) unwind(b, n uint64) {
 	}
 }
 
-// unplace removes reference ref from the probe path of hash h (tag first,
-// so no reader starts following it) and lowers the overflow counts of the
-// buckets before it.
+// unplace removes reference ref from the probe path of hash h and lowers
+// the overflow counts of the buckets before it. Only the deleting
+// goroutine, which owns the record, can clear the record's slots, so the
+// slot holds w until this compare-and-swap.
 func (t *Table) unplace(h uint64, ref uint32) {
 	start := t.home(h)
 	b := start
+	w := slotWord(fpOf(h), ref)
 	for n := uint64(0); n < t.nb; n++ {
 		bk := &t.buckets[b]
-		for s := range bk.refs {
-			if bk.refs[s].Load() == ref {
-				bk.setTag(s, 0)
-				if bk.refs[s].CompareAndSwap(ref, 0) {
-					t.unwind(start, n)
-					return
-				}
+		for s := range bk.slots {
+			if bk.slots[s].Load() == w && bk.slots[s].CompareAndSwap(w, 0) {
+				t.unwind(start, n)
+				return
 			}
 		}
 		b = t.step(b)
@@ -715,6 +784,10 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 	t.push(id)
 }
 
+// pop and push keep the free list in user word 0 of the free records
+// (successor+1), which no reader uses while the generation is odd. A pop
+// that reads the link of a record another pop has just taken and started
+// to fill fails its compare-and-swap, because the head's ABA tag moved.
 func (t *Table) pop() (uint32, bool) {
 	for {
 		h := t.head.Load()
@@ -722,7 +795,7 @@ func (t *Table) pop() (uint32, bool) {
 		if top == 0 {
 			return 0, false
 		}
-		nxt := t.next[top-1].Load()
+		nxt := uint32(t.recs[top-1].user[0].Load())
 		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
 			return top - 1, true
 		}
@@ -732,7 +805,7 @@ func (t *Table) pop() (uint32, bool) {
 func (t *Table) push(id uint32) {
 	for {
 		h := t.head.Load()
-		t.next[id].Store(uint32(h))
+		t.recs[id].user[0].Store(uint64(uint32(h)))
 		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
 			return
 		}
@@ -741,14 +814,18 @@ func (t *Table) push(id uint32) {
 
 // Probe is a key prepared for lookup: packed and hashed once, so that a
 // burst of lookups can be split into a prefetch pass and a lookup pass.
+// A prefetch also remembers the slot reference its fingerprint matched, so
+// that the lookup can go straight to the record.
 type Probe struct {
 	w0, w1, h uint64
+	ref       uint32 // slot reference found by a prefetch, 0 if none
 }
 
 // Prepare packs and hashes k.
 func (t *Table) Prepare(k *Key, p *Probe) {
 	p.w0, p.w1 = k.pack()
 	p.h = hash(p.w0, p.w1)
+	p.ref = 0
 }
 
 // PrepareTuple packs and hashes the key with the given fields, without
@@ -759,30 +836,86 @@ func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8,
 	p.w0 = uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
 	p.w1 = uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
 	p.h = hash(p.w0, p.w1)
+	p.ref = 0
 }
 
-// Prefetch touches the home bucket of p and, for the first slot whose tag
-// matches, the record it points to, and returns a value derived from
-// them. Go has no prefetch instruction; a plain load whose result the
-// caller keeps serves the same purpose: issued for a whole burst before
-// any lookup, the cache misses of all its packets overlap instead of
+// Prefetch touches the home bucket of p and, for the first slot whose
+// fingerprint matches, the record it points to, and returns a value
+// derived from them. Go has no prefetch instruction; a plain load whose
+// result the caller keeps serves the same purpose: issued for a whole burst
+// before any lookup, the cache misses of all its packets overlap instead of
 // following one another. The returned value means nothing; fold it into
-// something the compiler cannot discard.
+// something the compiler cannot discard. PrefetchBurst does the same for a
+// whole burst with more overlap.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
-	z0, z1 := bk.match(tagOf(p.h))
-	s := nextSlot(&z0, &z1)
-	if s < 0 {
+	p.ref = bk.find(fpOf(p.h))
+	if p.ref == 0 {
 		return bk.meta.Load()
 	}
-	ref := bk.refs[s].Load()
-	if ref == 0 {
-		return 0
-	}
-	return t.recs[(ref-1)>>1].gen.Load()
+	return t.recs[(p.ref-1)>>1].gen.Load()
 }
 
-// LookupProbe is Lookup for a prepared key.
+// find returns the reference of the first slot with fingerprint fp, or 0.
+func (b *bucket) find(fp uint32) uint32 {
+	for s := range b.slots {
+		if v := b.slots[s].Load(); uint32(v>>32) == fp {
+			return uint32(v)
+		}
+	}
+	return 0
+}
+
+// PrefetchBurst prefetches the lookups of a burst in two passes: first it
+// touches every probe's home bucket, so that all those cache misses are in
+// flight together; then, with the buckets arriving, it finds each probe's
+// fingerprint in its bucket and touches the record the slot leads to, so
+// that the record misses overlap too. Each probe remembers its slot, and
+// LookupProbe then reads the record without scanning the bucket again. A
+// burst of n lookups thus waits about two memory latencies, not 2n. The
+// returned value means nothing (see Prefetch).
+func (t *Table) PrefetchBurst(ps []Probe) uint64 {
+	var sink uint64
+	for i := range ps {
+		sink += t.buckets[t.home(ps[i].h)].meta.Load()
+	}
+	for i := range ps {
+		p := &ps[i]
+		p.ref = t.buckets[t.home(p.h)].find(fpOf(p.h))
+		if p.ref != 0 {
+			sink += t.recs[(p.ref-1)>>1].gen.Load()
+		}
+	}
+	return sink
+}
+
+// LookupProbe is Lookup for a prepared key. After a prefetch it first
+// tries the record the prefetch found: a live record whose key equals the
+// probe's is the session holding it, whatever happened to the index since.
+// Anything else (no slot found, the session deleted, the record reused)
+// falls back to the full lookup, so a session inserted after the prefetch
+// is still found.
 func (t *Table) LookupProbe(p *Probe, e *Entry) bool {
+	if t.readRef(p.ref, p.w0, p.w1, e) {
+		return true
+	}
 	return t.lookupHashed(p.w0, p.w1, p.h, e)
+}
+
+// LookupBurst looks up a burst of at most 64 prepared keys: PrefetchBurst,
+// then LookupProbe for each. Bit i of the result is set when ps[i] was
+// found, and es[i] then holds its session; es must be at least as long as
+// ps. It panics if ps holds more than 64 probes.
+func (t *Table) LookupBurst(ps []Probe, es []Entry) (found uint64) {
+	if len(ps) > 64 {
+		panic("flowtable: LookupBurst of more than 64 probes")
+	}
+	es = es[:len(ps)]
+	t.PrefetchBurst(ps)
+	for i := range ps {
+		if t.LookupProbe(&ps[i], &es[i]) {
+			found |= 1 << i
+		}
+	}
+	return found
 }

@@ -568,6 +568,12 @@ func TestZeroAllocs(t *testing.T) {
 	k1 := partner(k0)
 	miss := testKey(2)
 	var e Entry
+	var ps [64]Probe
+	var es [64]Entry
+	var keys [64]Key
+	for i := range keys {
+		keys[i] = testKey(uint32(i))
+	}
 	timeout := func(*Entry) uint32 { return 1 << 30 }
 	cases := map[string]func(){
 		"lookup-hit":  func() { tb.Lookup(&k0, &e) },
@@ -576,11 +582,22 @@ func TestZeroAllocs(t *testing.T) {
 			tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
 			tb.Delete(e.ID, e.Gen)
 		},
-		"touch":     func() { tb.Touch(e.ID, 3) },
-		"expire":    func() { tb.Expire(5, 64, timeout, nil) },
-		"state-cas": func() { tb.CompareAndSwapState(e.ID, e.Gen, 0, 0) },
-		"user-cas":  func() { tb.CompareAndSwapUser(e.ID, e.Gen, 1, 0, 0) },
-		"user-add":  func() { tb.AddUser(e.ID, e.Gen, 1, 0) },
+		"lookup-probe": func() {
+			tb.Prepare(&k0, &ps[0])
+			tb.LookupProbe(&ps[0], &e)
+		},
+		"lookup-burst": func() {
+			for i := range ps {
+				tb.Prepare(&keys[i], &ps[i])
+			}
+			tb.LookupBurst(ps[:], es[:])
+		},
+		"prefetch-burst": func() { tb.PrefetchBurst(ps[:]) },
+		"touch":          func() { tb.Touch(e.ID, 3) },
+		"expire":         func() { tb.Expire(5, 64, timeout, nil) },
+		"state-cas":      func() { tb.CompareAndSwapState(e.ID, e.Gen, 0, 0) },
+		"user-cas":       func() { tb.CompareAndSwapUser(e.ID, e.Gen, 1, 0, 0) },
+		"user-add":       func() { tb.AddUser(e.ID, e.Gen, 1, 0) },
 	}
 	tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
 	for name, f := range cases {
@@ -607,47 +624,227 @@ func TestPrepareTupleMatchesKey(t *testing.T) {
 	}
 }
 
-// TestBucketMatch compares the SWAR tag match with a slot-by-slot loop on
-// random buckets: every slot whose tag equals the probe must be reported;
-// extra candidates are allowed (the key comparison rejects them) but must
-// stay rare.
-func TestBucketMatch(t *testing.T) {
+// TestBucketFind compares bucket.find and the branch-free bucket.pick with a
+// plain reading of the slots on random buckets: find returns the reference
+// of the first slot whose fingerprint equals the probe's, or 0; pick the OR
+// of all of them.
+func TestBucketFind(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	extra := 0
 	for i := 0; i < 200000; i++ {
 		var b bucket
-		var tags [slotsPerBucket]uint16
-		probe := uint16(r.Uint32())
-		for s := range tags {
+		var words [slotsPerBucket]uint64
+		fp := r.Uint32() | 1
+		for s := range words {
 			switch r.IntN(4) {
 			case 0:
-				tags[s] = probe // a real match
+				words[s] = slotWord(fp, r.Uint32()|1) // a real match
 			case 1:
-				tags[s] = 0 // empty
+				words[s] = 0 // empty
 			case 2:
-				tags[s] = probe ^ uint16(1<<r.IntN(16)) // one bit off
+				words[s] = slotWord(fp^1<<r.IntN(32), r.Uint32()) // one bit off
 			default:
-				tags[s] = uint16(r.Uint32())
+				words[s] = r.Uint64()
 			}
-			b.setTag(s, tags[s])
+			b.slots[s].Store(words[s])
 		}
-		z0, z1 := b.match(probe)
-		var m uint
-		for s := nextSlot(&z0, &z1); s >= 0; s = nextSlot(&z0, &z1) {
-			m |= 1 << s
-		}
-		for s, tg := range tags {
-			got := m&(1<<s) != 0
-			if tg == probe && !got {
-				t.Fatalf("tags %04x probe %04x: slot %d matches but is not reported (mask %08b)", tags, probe, s, m)
+		want, all, matches := uint32(0), uint32(0), 0
+		for _, w := range words {
+			if w>>32 == uint64(fp) {
+				if matches == 0 {
+					want = uint32(w)
+				}
+				all |= uint32(w)
+				matches++
 			}
-			if tg != probe && got {
-				extra++
+		}
+		if got := b.find(fp); got != want {
+			t.Fatalf("slots %x fingerprint %x: find = %d, want %d", words, fp, got, want)
+		}
+		if got := b.pick(fp); got != all {
+			t.Fatalf("slots %x fingerprint %x: pick = %d, want %d (%d matches)", words, fp, got, all, matches)
+		}
+	}
+}
+
+// TestBurstMatchesReference checks the optimized burst path (PrefetchBurst,
+// the remembered slot in LookupProbe, LookupBurst) against the slow
+// reference, a map from key to the session's serial number, on random
+// bursts of present and absent keys while sessions come and go. Between
+// the prefetch and the lookup it also deletes and inserts sessions, so that
+// remembered slots go stale in every way: a deleted session, a record
+// reused for another key, a key inserted after the prefetch.
+func TestBurstMatchesReference(t *testing.T) {
+	const capacity, nkeys = 512, 700
+	tb := mustNew(t, capacity)
+	ref := map[Key]uint64{} // key -> serial of the live session holding it
+	ids := map[uint64]Entry{}
+	r := rand.New(rand.NewPCG(31, 32))
+	serial := uint64(0)
+	var e Entry
+	churn := func() {
+		i := uint32(r.IntN(nkeys))
+		k0 := testKey(i)
+		k1 := partner(k0)
+		if s, ok := ref[k0]; ok {
+			x := ids[s]
+			if !tb.Delete(x.ID, x.Gen) {
+				t.Fatalf("delete of session %d failed", s)
+			}
+			delete(ref, k0)
+			delete(ref, k1)
+			delete(ids, s)
+			return
+		}
+		serial++
+		switch res := tb.Insert(&k0, &k1, 0, [2]uint64{serial, 0}, 0, &e); res {
+		case Inserted:
+			ref[k0], ref[k1] = serial, serial
+			ids[serial] = e
+		case Full:
+			if len(ids) != capacity {
+				t.Fatalf("Full with %d of %d sessions", len(ids), capacity)
+			}
+		default:
+			t.Fatalf("insert of an absent key: %v", res)
+		}
+	}
+	var ps [64]Probe
+	var keys [64]Key
+	var es [64]Entry
+	for round := 0; round < 3000; round++ {
+		for range 8 {
+			churn()
+		}
+		n := 1 + r.IntN(64)
+		for i := range n {
+			keys[i] = testKey(uint32(r.IntN(nkeys)))
+			if r.IntN(2) == 0 {
+				keys[i] = partner(keys[i])
+			}
+			tb.Prepare(&keys[i], &ps[i])
+		}
+		var found uint64
+		if round%2 == 0 {
+			found = tb.LookupBurst(ps[:n], es[:n])
+		} else {
+			tb.PrefetchBurst(ps[:n])
+			for range 4 {
+				churn() // make some remembered slots stale
+			}
+			for i := range n {
+				if tb.LookupProbe(&ps[i], &es[i]) {
+					found |= 1 << i
+				}
+			}
+		}
+		for i := range n {
+			want, ok := ref[keys[i]]
+			got := found&(1<<i) != 0
+			if got != ok {
+				t.Fatalf("round %d: key %v found=%v, reference says %v", round, keys[i], got, ok)
+			}
+			if ok && (es[i].User[0] != want || es[i].Keys[es[i].Dir] != keys[i]) {
+				t.Fatalf("round %d: key %v gave session %d (%v), reference says %d", round, keys[i], es[i].User[0], es[i].Keys, want)
 			}
 		}
 	}
-	t.Logf("%d false candidates in 1.6M slots", extra)
-	if extra > 20000 {
-		t.Fatalf("%d false candidates: the match is too loose", extra)
+}
+
+func TestLookupBurstRejectsLongBurst(t *testing.T) {
+	tb := mustNew(t, 4)
+	defer func() {
+		if recover() == nil {
+			t.Error("LookupBurst of 65 probes did not panic")
+		}
+	}()
+	var ps [65]Probe
+	var es [65]Entry
+	tb.LookupBurst(ps[:], es[:])
+}
+
+// TestSingleKeyTable checks NewSingleKey: half the index, single-key
+// entries work as in New's tables, and an entry with two keys is refused
+// cleanly, leaving the table as it was.
+func TestSingleKeyTable(t *testing.T) {
+	const n = 1000
+	tb, err := NewSingleKey(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := mustNew(t, n)
+	if got, want := tb.BytesPerSession(), 64+(two.BytesPerSession()-64)/2; got > want+0.5 {
+		t.Errorf("single-key table holds %.1f B per entry, want about %.1f", got, want)
+	}
+	var e Entry
+	k0 := testKey(1)
+	k1 := partner(k0)
+	if res := tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e); res != Full {
+		t.Fatalf("two-key insert into a single-key table = %v, want full", res)
+	}
+	if tb.Len() != 0 || tb.Lookup(&k0, &e) || tb.Lookup(&k1, &e) {
+		t.Fatal("the refused insert left a trace")
+	}
+	for i := range uint32(n) {
+		k := testKey(i)
+		if res := tb.Insert(&k, &NoKey, 0, [2]uint64{uint64(i), 0}, 0, &e); res != Inserted {
+			t.Fatalf("insert %d: %v", i, res)
+		}
+	}
+	k := testKey(n)
+	if res := tb.Insert(&k, &NoKey, 0, [2]uint64{}, 0, &e); res != Full {
+		t.Fatalf("insert beyond capacity = %v", res)
+	}
+	for i := range uint32(n) {
+		k := testKey(i)
+		if !tb.Lookup(&k, &e) || e.User[0] != uint64(i) {
+			t.Fatalf("entry %d not found", i)
+		}
+		if !tb.Delete(e.ID, e.Gen) {
+			t.Fatalf("delete %d failed", i)
+		}
+	}
+	checkQuiescent(t, tb, nil)
+}
+
+// TestIndexOverflow fills a table to capacity and measures how often the
+// index leaves the home bucket: the share of keys stored beyond their home
+// bucket (a hit that reads two bucket lines) and of buckets whose overflow
+// count is not zero (a miss that reads two). The layout's claim, that
+// almost every lookup reads one bucket line, rests on both being small.
+func TestIndexOverflow(t *testing.T) {
+	const n = 100_000
+	tb := mustNew(t, n)
+	var e Entry
+	keys := make([]Key, 0, 2*n)
+	for i := range uint32(n) {
+		k0 := testKey(i)
+		k1 := partner(k0)
+		if res := tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e); res != Inserted {
+			t.Fatalf("insert %d: %v", i, res)
+		}
+		keys = append(keys, k0, k1)
+	}
+	away := 0
+	for i := range keys {
+		var p Probe
+		tb.Prepare(&keys[i], &p)
+		home := &tb.buckets[tb.home(p.h)]
+		if !tb.Lookup(&keys[i], &e) {
+			t.Fatalf("key %v lost", keys[i])
+		}
+		if home.find(fpOf(p.h)) != slotRef(e.ID, e.Dir) {
+			away++
+		}
+	}
+	over := 0
+	for b := range tb.buckets {
+		if tb.buckets[b].meta.Load()>>1 != 0 {
+			over++
+		}
+	}
+	fa, fo := float64(away)/float64(len(keys)), float64(over)/float64(len(tb.buckets))
+	t.Logf("full table: %.2f%% of keys beyond their home bucket, %.2f%% of buckets with an overflow count", 100*fa, 100*fo)
+	if fa > 0.05 || fo > 0.10 {
+		t.Errorf("the index leaves the home bucket too often: %.2f%% of keys, %.2f%% of buckets", 100*fa, 100*fo)
 	}
 }

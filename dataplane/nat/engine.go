@@ -115,13 +115,15 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	// Each session has at most one binding and one filter permission.
+	// Permissions and subscribers have one key each: their tables need
+	// half the index.
 	if e.bindings, err = flowtable.New(l.MaxSessions); err != nil {
 		return nil, err
 	}
-	if e.perms, err = flowtable.New(l.MaxSessions); err != nil {
+	if e.perms, err = flowtable.NewSingleKey(l.MaxSessions); err != nil {
 		return nil, err
 	}
-	if e.subs, err = flowtable.New(l.MaxSubscribers); err != nil {
+	if e.subs, err = flowtable.NewSingleKey(l.MaxSubscribers); err != nil {
 		return nil, err
 	}
 	if e.portTab, err = newPortTable(l); err != nil {

@@ -69,22 +69,33 @@ func TestOperationsCoversEveryDropReason(t *testing.T) {
 	}
 }
 
-// TestOperationsSizing checks the bytes per session the sizing section
-// quotes against the flowtable's own layout.
-func TestOperationsSizing(t *testing.T) {
-	tb, err := flowtable.New(1 << 16)
+// tableBytes returns the bytes per entry of a two-key and of a single-key
+// flowtable, as the engine creates them.
+func tableBytes(t *testing.T) (two, one float64) {
+	t2, err := flowtable.New(1 << 16)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t1, err := flowtable.NewSingleKey(1 << 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return t2.BytesPerSession(), t1.BytesPerSession()
+}
+
+// TestOperationsSizing checks the bytes per session the sizing section
+// quotes against the flowtable's own layout.
+func TestOperationsSizing(t *testing.T) {
+	two, one := tableBytes(t)
 	doc := section(t, string(readRepoFile(t, operationsDoc)), "### Memory")
-	per := tb.BytesPerSession()
 	for _, want := range []string{
-		fmt.Sprintf("%.1f B × `limits.max_sessions`", per),
-		fmt.Sprintf("= %.0f B per session", 3*per),
-		fmt.Sprintf("%.1f B × `limits.max_subscribers`", per),
+		fmt.Sprintf("2 × %.1f B × `limits.max_sessions` = %.0f B per session", two, 2*two),
+		fmt.Sprintf("%.1f B × `limits.max_sessions`", one),
+		fmt.Sprintf("%.1f B × `limits.max_subscribers`", one),
+		fmt.Sprintf("1.5 × %.1f B × `limits.max_sessions` = %.0f B per session", two, 1.5*two),
 	} {
 		if !strings.Contains(doc, want) {
-			t.Errorf("the sizing section does not say %q (flowtable: %.2f bytes per session)", want, per)
+			t.Errorf("the sizing section does not say %q (flowtable: %.2f bytes per two-key entry, %.2f per single-key entry)", want, two, one)
 		}
 	}
 }

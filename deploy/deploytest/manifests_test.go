@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/xnat/xnat/flowtable"
 )
 
 // TestManifestsAreYAML parses every YAML file under deploy/ (every
@@ -125,11 +123,7 @@ func (c *natdYAML) poolAddresses(t *testing.T) int {
 
 // memoryEstimate is the sizing formula of docs/operations.md.
 func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
-	tb, err := flowtable.New(1 << 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	per := tb.BytesPerSession()
+	two, one := tableBytes(t)
 	sessions, subs := c.NAT.Limits["max_sessions"], c.NAT.Limits["max_subscribers"]
 	if sessions == 0 {
 		sessions = 1 << 20
@@ -145,7 +139,10 @@ func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
 		size = 2048
 	}
 	workers := max(len(c.Interfaces.Inside.Queues), 1)
-	return 3*per*float64(sessions) + per*float64(subs) + float64(workers*2*frames*size) +
+	// Sessions and bindings (two keys), permissions (one), ports (1.5
+	// two-key records per session).
+	perSession := 2*two + one + 1.5*two
+	return perSession*float64(sessions) + one*float64(subs) + float64(workers*2*frames*size) +
 		float64(c.poolAddresses(t))*384*1024 + 19*1024*1024
 }
 

@@ -1,0 +1,77 @@
+// Command memslot measures the NAT engine's memory per session slot: it
+// builds the engine (nat.New, with every table natd builds) at two values
+// of limits.max_sessions, each in a fresh process, and prints the growth of
+// the resident set between them divided by the growth in slots. It is the
+// engine's share of the harness's "RSS per session slot" figure, without a
+// lab or a running natd, and so is exact and quick.
+//
+//	go run ./bench/memslot [-small 65536] [-large 1048576]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/xnat/xnat/dataplane/nat"
+)
+
+func main() {
+	small := flag.Int("small", 64<<10, "sessions of the small engine")
+	large := flag.Int("large", 1<<20, "sessions of the large engine")
+	child := flag.Int("child", 0, "internal: build one engine of this many sessions and print its RSS")
+	flag.Parse()
+	if *child > 0 {
+		fmt.Println(engineRSS(*child))
+		return
+	}
+	a, b := run(*small), run(*large)
+	fmt.Printf("RSS %d MiB at %d sessions, %d MiB at %d: %.1f B per session slot\n",
+		a>>20, *small, b>>20, *large, float64(b-a)/float64(*large-*small))
+}
+
+// run measures an engine of n sessions in a child process, so that one
+// engine's memory cannot be reused by the other.
+func run(n int) int64 {
+	out, err := exec.Command(os.Args[0], "-child", strconv.Itoa(n)).Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "memslot: engine of %d sessions: %v\n", n, err)
+		os.Exit(1)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
+		os.Exit(1)
+	}
+	return v
+}
+
+// engineRSS builds an engine of n sessions (and 1024 subscribers, as the
+// harness's natd) and returns the process's resident set size. The tables
+// are faulted in by New, so this is their full size.
+func engineRSS(n int) int64 {
+	c := nat.DefaultConfig()
+	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
+	c.Limits.MaxSessions = n
+	c.Limits.MaxSubscribers = 1024
+	e, err := nat.New(c, nat.Options{Workers: 1})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
+		os.Exit(1)
+	}
+	runtime.GC()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
+		os.Exit(1)
+	}
+	pages, _ := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	runtime.KeepAlive(e)
+	return pages * int64(os.Getpagesize())
+}
