@@ -40,7 +40,7 @@ func TestInlining(t *testing.T) {
 		// translation.
 		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "outKey", "inKey", "errorKey"},
 		"github.com/xnat/xnat/checksum": {
-			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "fold32",
+			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
 		},
 	}

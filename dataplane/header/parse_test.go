@@ -294,13 +294,11 @@ func TestViewSettersMatchRecompute(t *testing.T) {
 		f := bytes.Clone(goldenVLAN)
 		var p Parsed
 		Parse(f, &p)
+		setPiecewise(f, &p, ipv4Src, src, tcpSrcPort, 1)
+		setPiecewise(f, &p, ipv4Dst, dst, tcpDstPort, 65535)
 		tc := p.TCP(f)
-		tc.SetSrcPortFix(1)
-		tc.SetDstPortFix(65535)
-		tc.FixAddr(p.Src, src)
-		tc.FixAddr(p.Dst, dst)
-		if !tc.IsChecksumValid(src, dst) || tc.Checksum() != tc.CalculateChecksum(src, dst) {
-			t.Fatal("TCP Fix setters broke the checksum")
+		if !tc.IsChecksumValid(src, dst) || tc.Checksum() != tc.CalculateChecksum(src, dst) || tc.SrcPort() != 1 || tc.DstPort() != 65535 {
+			t.Fatal("piecewise updates broke the TCP checksum or the ports")
 		}
 	})
 	t.Run("udp", func(t *testing.T) {
@@ -310,15 +308,13 @@ func TestViewSettersMatchRecompute(t *testing.T) {
 			Parse(f, &p)
 			u := p.UDP(f)
 			had := u.HasChecksum()
-			u.SetSrcPortFix(7)
-			u.SetDstPortFix(8)
-			u.FixAddr(p.Src, src)
-			u.FixAddr(p.Dst, dst)
+			setPiecewise(f, &p, ipv4Src, src, tcpSrcPort, 7)
+			setPiecewise(f, &p, ipv4Dst, dst, tcpDstPort, 8)
 			if u.HasChecksum() != had {
 				t.Fatalf("checksum presence changed from %v", had)
 			}
-			if !u.IsChecksumValid(src, dst) || (had && u.Checksum() != u.CalculateChecksum(src, dst)) {
-				t.Fatal("UDP Fix setters broke the checksum")
+			if !u.IsChecksumValid(src, dst) || (had && u.Checksum() != u.CalculateChecksum(src, dst)) || u.SrcPort() != 7 || u.DstPort() != 8 {
+				t.Fatal("piecewise updates broke the UDP checksum or the ports")
 			}
 		}
 	})

@@ -48,16 +48,11 @@ func (p *Parsed) SetDst(frame []byte, addr [4]byte, port uint16) {
 // fixes the transport checksum for it and for an address change oldA->newA.
 func (p *Parsed) setL4(frame []byte, oldA, newA [4]byte, portOff int, port uint16) {
 	switch p.L4 {
-	case L4TCP:
-		t := p.TCP(frame)
-		old := binary.BigEndian.Uint16(t[portOff:])
-		t.SetChecksum(checksum.UpdateAddrPort(t.Checksum(), oldA, newA, old, port))
-		binary.BigEndian.PutUint16(t[portOff:], port)
-	case L4UDP:
-		u := p.UDP(frame)
-		old := binary.BigEndian.Uint16(u[portOff:])
-		u.SetChecksum(checksum.UpdateUDPAddrPort(u.Checksum(), oldA, newA, old, port))
-		binary.BigEndian.PutUint16(u[portOff:], port)
+	case L4TCP, L4UDP:
+		l4 := frame[p.L4Off:p.End:p.End]
+		old := binary.BigEndian.Uint16(l4[portOff:])
+		fixL4Sum(l4, p.L4 == L4UDP, oldA, newA, old, port)
+		binary.BigEndian.PutUint16(l4[portOff:], port)
 	case L4ICMPQuery:
 		p.ICMPv4(frame).SetIdentFix(port)
 		p.SrcPort = port
@@ -111,29 +106,18 @@ func (p *Parsed) setInner(frame []byte, addrOff int, addr [4]byte, portOff int, 
 	ck = checksum.Update16(ck, oldIC, newIC)
 
 	switch p.InnerProto {
-	case ProtocolTCP:
+	case ProtocolTCP, ProtocolUDP:
 		old := binary.BigEndian.Uint16(l4[portOff:])
 		binary.BigEndian.PutUint16(l4[portOff:], port)
 		ck = checksum.Update16(ck, old, port)
-		// The TCP checksum is at bytes 16-17, quoted only when the error
-		// carries more than the minimum 8 bytes. Fixing it keeps a fully
-		// quoted segment verifiable by the host that receives the error.
-		if len(l4) >= tcpChecksum+2 {
-			t := TCP(l4)
-			oc := t.Checksum()
-			nc := checksum.UpdateAddrPort(oc, oldA, addr, old, port)
-			t.SetChecksum(nc)
+		// The UDP checksum (bytes 6-7) is always quoted; the TCP checksum
+		// (bytes 16-17) only when the error carries more than the minimum
+		// 8 bytes. Fixing it keeps a fully quoted segment verifiable by the
+		// host that receives the error.
+		if udp := p.InnerProto == ProtocolUDP; udp || len(l4) >= tcpChecksum+2 {
+			oc, nc := fixL4Sum(l4, udp, oldA, addr, old, port)
 			ck = checksum.Update16(ck, oc, nc)
 		}
-	case ProtocolUDP:
-		u := UDP(l4)
-		old := binary.BigEndian.Uint16(l4[portOff:])
-		binary.BigEndian.PutUint16(l4[portOff:], port)
-		ck = checksum.Update16(ck, old, port)
-		oc := u.Checksum()
-		nc := checksum.UpdateUDPAddrPort(oc, oldA, addr, old, port)
-		u.SetChecksum(nc)
-		ck = checksum.Update16(ck, oc, nc)
 	case ProtocolICMP:
 		// An embedded ICMP query: its identifier is both "ports", and its
 		// own checksum has no pseudo-header.
