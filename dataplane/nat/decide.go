@@ -55,11 +55,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
 	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {
 		a.why, a.in, a.inPort, a.state = CodeForwardRule, r.inAddr, r.inPort, stKindForward
-		if !synOnly {
-			a.why = CodeFilterNotSYN
-			return drop.Filtered
-		}
-		return drop.None
+		return a.synGate(synOnly)
 	}
 	if in, ok := s.staticOut[p.Dst]; ok {
 		a.why, a.in, a.inPort, a.state = CodeStaticRule, in, k.DstPort, stKindStatic
@@ -67,11 +63,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 			a.why = CodeReplyOnly
 			return drop.NoSession
 		}
-		if !synOnly {
-			a.why = CodeFilterNotSYN
-			return drop.Filtered
-		}
-		return drop.None
+		return a.synGate(synOnly)
 	}
 	a.why = CodeNoMapping
 	if proto == ICMP {
@@ -103,6 +95,12 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 		a.why = CodeFilterAPDF
 		return drop.Filtered
 	}
+	return a.synGate(synOnly)
+}
+
+// synGate is the check every way in ends with: whatever admits the packet,
+// only a lone SYN opens a TCP connection (synOnly, see admitInbound).
+func (a *admission) synGate(synOnly bool) drop.Reason {
 	if !synOnly {
 		a.why = CodeFilterNotSYN
 		return drop.Filtered
