@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Rendering of trails, for the management plane only: workers write codes
@@ -31,12 +32,7 @@ var codeStage = [numCodes]string{
 
 // Stage returns the pipeline stage the step belongs to ("parse",
 // "session", "mapping", ...).
-func (s Step) Stage() string {
-	if s.Code < numCodes && codeStage[s.Code] != "" {
-		return codeStage[s.Code]
-	}
-	return "unknown"
-}
+func (s Step) Stage() string { return enumtext.Or(codeStage[:], s.Code, "unknown") }
 
 func ap(a [4]byte, p uint16) string { return netip.AddrPortFrom(netip.AddrFrom4(a), p).String() }
 func ad(a [4]byte) string           { return netip.AddrFrom4(a).String() }
@@ -231,9 +227,4 @@ var codeNames = [numCodes]string{
 }
 
 // String returns the code's stable snake_case name, for -o json.
-func (c Code) String() string {
-	if c < numCodes && codeNames[c] != "" {
-		return codeNames[c]
-	}
-	return "unknown"
-}
+func (c Code) String() string { return enumtext.Or(codeNames[:], c, "unknown") }
