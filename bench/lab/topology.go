@@ -145,36 +145,12 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 	if err = l.AddVeth(Veth{NS: n.Box, Name: NATOutside, PeerNS: n.Out, PeerName: HostDev, Queues: o.queues}); err != nil {
 		return nil, err
 	}
-	for _, a := range []struct {
-		ns, dev string
-		p       netip.Prefix
-	}{
+	err = o.addressEnds([]nsAddr{
 		{n.Box, NATInside, InsideGW}, {n.Box, NATOutside, OutsideGW},
 		{n.In1, HostDev, In1Addr}, {n.In2, HostDev, In2Addr}, {n.Out, HostDev, OutAddr},
-	} {
-		if err = addAddr(a.ns, a.dev, a.p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.natExtra {
-		if err = addAddr(n.Box, NATOutside, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.serverExtra {
-		if err = addAddr(n.Out, HostDev, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, ns := range []string{n.In1, n.In2} {
-		if err = run("ip", "-n", ns, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
-			return nil, err
-		}
-	}
-	if o.returnRoute {
-		if err = run("ip", "-n", n.Out, "route", "add", "10.0.0.0/8", "via", OutsideGW.Addr().String()); err != nil {
-			return nil, err
-		}
+	}, nsAddr{n.Box, NATOutside, OutsideGW}, nsAddr{n.Out, HostDev, OutAddr}, n.In1, n.In2)
+	if err != nil {
+		return nil, err
 	}
 	if o.far {
 		if n.Far, err = l.addQuietNamespace("far", o.keepIPv6); err != nil {
@@ -244,36 +220,48 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 	if err = l.AddVeth(Veth{NS: b.DUT, Name: DUTOutside, PeerNS: b.Sink, PeerName: HostDev, Queues: o.queues}); err != nil {
 		return nil, err
 	}
-	for _, a := range []struct {
-		ns, dev string
-		p       netip.Prefix
-	}{
+	err = o.addressEnds([]nsAddr{
 		{b.DUT, DUTInside, InsideGW}, {b.DUT, DUTOutside, OutsideGW},
 		{b.Gen, HostDev, In1Addr}, {b.Sink, HostDev, OutAddr},
-	} {
-		if err = addAddr(a.ns, a.dev, a.p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.natExtra {
-		if err = addAddr(b.DUT, DUTOutside, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.serverExtra {
-		if err = addAddr(b.Sink, HostDev, p); err != nil {
-			return nil, err
-		}
-	}
-	if err = run("ip", "-n", b.Gen, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
+	}, nsAddr{b.DUT, DUTOutside, OutsideGW}, nsAddr{b.Sink, HostDev, OutAddr}, b.Gen)
+	if err != nil {
 		return nil, err
 	}
-	if o.returnRoute {
-		if err = run("ip", "-n", b.Sink, "route", "add", "10.0.0.0/8", "via", OutsideGW.Addr().String()); err != nil {
-			return nil, err
+	return b, nil
+}
+
+// nsAddr is an address of a device in a namespace.
+type nsAddr struct {
+	ns, dev string
+	p       netip.Prefix
+}
+
+// addressEnds does what both topologies do once their links exist: it
+// adds addrs, the extra addresses the options ask for on the NAT's outside
+// device natOut and on the server's device, a default route from each
+// inside host to the NAT, and, if asked, the server's route back to the
+// inside range through natOut's address.
+func (o Options) addressEnds(addrs []nsAddr, natOut, server nsAddr, inside ...string) error {
+	for _, p := range o.natExtra {
+		addrs = append(addrs, nsAddr{natOut.ns, natOut.dev, p})
+	}
+	for _, p := range o.serverExtra {
+		addrs = append(addrs, nsAddr{server.ns, server.dev, p})
+	}
+	for _, a := range addrs {
+		if err := addAddr(a.ns, a.dev, a.p); err != nil {
+			return err
 		}
 	}
-	return b, nil
+	for _, ns := range inside {
+		if err := run("ip", "-n", ns, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
+			return err
+		}
+	}
+	if o.returnRoute {
+		return run("ip", "-n", server.ns, "route", "add", insideRange.String(), "via", natOut.p.Addr().String())
+	}
+	return nil
 }
 
 func addAddr(ns, dev string, p netip.Prefix) error {
