@@ -232,22 +232,38 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 	return v
 }
 
+// explainSession looks up the session of key k in direction dir (0: an
+// outbound packet matches a session's key 0, 1: an inbound one its key 1)
+// into x, adds the hit or miss to t, and on a hit returns the endpoint the
+// session translates the packet to: the external source of an outbound
+// packet, the inside destination of an inbound one.
+func (e *Engine) explainSession(k *flowtable.Key, dir uint8, t *Trail, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
+	if !e.sessions.Lookup(k, x) || x.Dir != dir {
+		t.add(Step{Code: CodeSessionMiss})
+		return addr, 0, false
+	}
+	if dir == 0 {
+		addr, port = x.Keys[1].Dst, x.Keys[1].DstPort
+	} else {
+		addr, port = x.Keys[0].Src, x.Keys[0].SrcPort
+	}
+	t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: addr, PA: port})
+	return addr, port, true
+}
+
 func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Outside
 	var k flowtable.Key
 	outKey(p, &k)
 	var x flowtable.Entry
-	if e.sessions.Lookup(&k, &x) && x.Dir == 0 {
-		ext := &x.Keys[1]
-		t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: ext.Dst, PA: ext.DstPort})
+	if ext, extPort, hit := e.explainSession(&k, 0, t, &x); hit {
 		if x.State&stHairpin != 0 {
 			t.add(Step{Code: CodeHairpin, A: p.Dst})
 			v.egress = Inside
 		}
-		v.rewrite = Step{Code: CodeRewriteSrc, A: p.Src, PA: p.SrcPort, B: ext.Dst, PB: ext.DstPort}
+		v.rewrite = Step{Code: CodeRewriteSrc, A: p.Src, PA: p.SrcPort, B: ext, PB: extPort}
 		return
 	}
-	t.add(Step{Code: CodeSessionMiss})
 	if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 		t.add(Step{Code: CodeReplyOnly})
 		v.r = drop.NoSession
@@ -365,13 +381,10 @@ func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdi
 	var k flowtable.Key
 	inKey(p, &k)
 	var x flowtable.Entry
-	if e.sessions.Lookup(&k, &x) && x.Dir == 1 {
-		in := &x.Keys[0]
-		t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: in.Src, PA: in.SrcPort})
-		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in.Src, PB: in.SrcPort}
+	if in, inPort, hit := e.explainSession(&k, 1, t, &x); hit {
+		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in, PB: inPort}
 		return
 	}
-	t.add(Step{Code: CodeSessionMiss})
 	var a admission
 	r := e.admitInbound(s, p, &k, &a)
 	st := Step{Code: a.why, Reason: r, A: p.Src, PA: k.SrcPort, B: p.Dst, PB: k.DstPort}
