@@ -108,15 +108,8 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 	o := buildOptions(opts)
 	l := newLab()
 	n := &NAT{Lab: l, Queues: o.queues}
-	defer func() {
-		if err != nil {
-			_ = l.Close()
-		}
-	}()
-	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}); err != nil {
-		return nil, err
-	}
-	if err = sysctl(n.Box, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
+	defer l.closeOnError(&err)
+	if err = o.addNamespaces(l, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}, &n.Box); err != nil {
 		return nil, err
 	}
 	// Inside segment: bridge in lan, one port per host plus the NAT box.
@@ -203,15 +196,8 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 	o := buildOptions(opts)
 	l := newLab()
 	b := &Bench{Lab: l, Queues: o.queues}
-	defer func() {
-		if err != nil {
-			_ = l.Close()
-		}
-	}()
-	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}); err != nil {
-		return nil, err
-	}
-	if err = sysctl(b.DUT, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
+	defer l.closeOnError(&err)
+	if err = o.addNamespaces(l, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}, &b.DUT); err != nil {
 		return nil, err
 	}
 	if err = l.AddVeth(Veth{NS: b.DUT, Name: DUTInside, PeerNS: b.Gen, PeerName: HostDev, Queues: o.queues}); err != nil {
@@ -293,6 +279,24 @@ func (l *Lab) addQuietNamespace(role string, keepIPv6 bool) (string, error) {
 type nsRole struct {
 	dst  *string
 	role string
+}
+
+// closeOnError removes the lab if *err is set: deferred by every topology
+// constructor, so that a failed one leaves nothing behind.
+func (l *Lab) closeOnError(err *error) {
+	if *err != nil {
+		_ = l.Close()
+	}
+}
+
+// addNamespaces creates a topology's namespaces, one for each role, in
+// order, and sets IP forwarding in router (one of them, the device under
+// test) as the options ask.
+func (o Options) addNamespaces(l *Lab, roles []nsRole, router *string) error {
+	if err := l.addQuietNamespaces(o.keepIPv6, roles); err != nil {
+		return err
+	}
+	return sysctl(*router, "net.ipv4.ip_forward", boolStr(o.ipForward))
 }
 
 // addQuietNamespaces creates a quiet namespace for each role, in order.
