@@ -50,8 +50,7 @@ func TestUptimeSessionTimeouts(t *testing.T) {
 		h.one(Inside, udp("10.0.0.2", 1000, "198.18.0.2", 9), Outside)
 		h.expectExpiry(t, 300*time.Second)
 
-		out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-		h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+		h.establish()
 		h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "A"), Outside)
 		h.expectExpiry(t, 7440*time.Second)
 
