@@ -50,11 +50,17 @@ func be16put(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 func parsed(tb testing.TB, frame []byte) ([]byte, *Parsed) {
 	tb.Helper()
 	f := bytes.Clone(frame)
+	return f, parseAs(tb, f, drop.None)
+}
+
+// parseAs parses frame and fails the test unless Parse returns want.
+func parseAs(tb testing.TB, frame []byte, want drop.Reason) *Parsed {
+	tb.Helper()
 	p := new(Parsed)
-	if r := Parse(f, p); r != drop.None {
-		tb.Fatalf("the frame parses as %v", r)
+	if r := Parse(frame, p); r != want {
+		tb.Fatalf("Parse = %v, want %v", r, want)
 	}
-	return f, p
+	return p
 }
 
 // setTotalLen cuts the IPv4 packet at 14 to n bytes (header included) and
@@ -155,11 +161,7 @@ var reasonCases = []reasonCase{
 func TestParseReasons(t *testing.T) {
 	for _, c := range reasonCases {
 		t.Run(c.name, func(t *testing.T) {
-			var p Parsed
-			if r := Parse(c.frame, &p); r != c.reason {
-				t.Fatalf("Parse = %v, want %v", r, c.reason)
-			}
-			checkConsistent(t, c.frame, &p, c.reason)
+			checkConsistent(t, c.frame, parseAs(t, c.frame, c.reason), c.reason)
 		})
 	}
 }
