@@ -30,27 +30,17 @@ func hasCode(t *Trail, c Code) bool {
 	return false
 }
 
-// startCapture starts a capture on e, failing the test if it cannot, and
-// stops it when the test ends.
-func startCapture(t *testing.T, e *Engine, f VisFilter, frames int) *Capture {
+// startVis starts a capture or a trace (start is an engine's StartCapture
+// or StartTrace), failing the test if it cannot, and stops it when the
+// test ends.
+func startVis[T interface{ Stop() }](t *testing.T, start func(VisFilter, int) (T, error), f VisFilter, n int) T {
 	t.Helper()
-	c, err := e.StartCapture(f, frames)
+	v, err := start(f, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Stop)
-	return c
-}
-
-// startTrace is startCapture for a trace of n packets.
-func startTrace(t *testing.T, e *Engine, f VisFilter, n int) *Trace {
-	t.Helper()
-	tr, err := e.StartTrace(f, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tr.Stop)
-	return tr
+	t.Cleanup(v.Stop)
+	return v
 }
 
 // TestCaptureBothStages captures a UDP packet through the NAT: the frame as
@@ -58,7 +48,7 @@ func startTrace(t *testing.T, e *Engine, f VisFilter, n int) *Trace {
 // checksum-verified, with the translation between them.
 func TestCaptureBothStages(t *testing.T) {
 	h := newHarness(t, testConfig())
-	c := startCapture(t, h.eng, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
+	c := startVis(t, h.eng.StartCapture, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
 	if _, err := h.eng.StartCapture(VisFilter{AnyProto: true}, 64); err == nil {
 		t.Fatal("a second capture started while one runs")
 	}
@@ -119,7 +109,7 @@ func TestTraceFilteredAndExplainAgree(t *testing.T) {
 		t.Fatalf("explain does not name the filter:\n%s", trailText(&ex))
 	}
 
-	tr := startTrace(t, h.eng, VisFilter{Outside: stranger.Addr(), AnyProto: true}, 1)
+	tr := startVis(t, h.eng.StartTrace, VisFilter{Outside: stranger.Addr(), AnyProto: true}, 1)
 	h.none(Outside, pkt("198.18.0.3", "198.18.0.100", l4spec{proto: layers.IPProtocolUDP, sport: 3479, dport: 5000, srcMAC: macGateway, dstMAC: macNATOut}), drop.Filtered)
 	recs := make([]TraceRecord, 4)
 	if n := tr.Read(recs); n != 1 {
@@ -248,7 +238,7 @@ func TestDropSamplesOncePerSecond(t *testing.T) {
 func TestCaptureRingBounded(t *testing.T) {
 	r := newPerfRig(t, benchConfig(1000))
 	r.establish(t, 1000)
-	c := startCapture(t, r.eng, VisFilter{AnyProto: true}, 16)
+	c := startVis(t, r.eng.StartCapture, VisFilter{AnyProto: true}, 16)
 	start := r.ports[Outside].tx
 	const bursts = 100
 	var m0, m1 runtime.MemStats
@@ -280,8 +270,8 @@ func TestCaptureRingBounded(t *testing.T) {
 func TestZeroAllocCaptureAndTrace(t *testing.T) {
 	r := newPerfRig(t, benchConfig(1000))
 	r.establish(t, 1000)
-	c := startCapture(t, r.eng, VisFilter{AnyProto: true}, 64)
-	tr := startTrace(t, r.eng, VisFilter{AnyProto: true}, MaxTrace)
+	c := startVis(t, r.eng.StartCapture, VisFilter{AnyProto: true}, 64)
+	tr := startVis(t, r.eng.StartTrace, VisFilter{AnyProto: true}, MaxTrace)
 	newFlow := 0
 	// The new-session case first: the trace's 1000 packets go to it
 	// before the established case uses up the rest.
@@ -355,7 +345,7 @@ func BenchmarkEstablishedVis(b *testing.B) {
 // captured when it leaves, under its packet's number, with the MAC it got.
 func TestCaptureHeldFrame(t *testing.T) {
 	h := newHarness(t, testConfig())
-	c := startCapture(t, h.eng, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
+	c := startVis(t, h.eng.StartCapture, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
 	h.neigh.setPending([4]byte{198, 18, 0, 2}, true)
 	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 53))
 	buf := make([]CaptureFrame, 8)
@@ -381,7 +371,7 @@ func TestCaptureHeldFrame(t *testing.T) {
 // both, and each frame names its worker.
 func TestCaptureTwoWorkers(t *testing.T) {
 	h := newHarnessN(t, testConfig(), 2)
-	c := startCapture(t, h.eng, VisFilter{Proto: UDP}, 64)
+	c := startVis(t, h.eng.StartCapture, VisFilter{Proto: UDP}, 64)
 	for i, w := range h.workers {
 		if !h.wports[i][Inside].Inject(udp(fmt.Sprintf("10.0.0.%d", 2+i), 5000, "198.18.0.2", 53)) {
 			t.Fatal("inject failed")
