@@ -167,17 +167,24 @@ func TestTTLExpiredSendsTimeExceeded(t *testing.T) {
 	}
 }
 
+// sendCountingReturns sends frame n times on side and returns how many
+// frames came back out on that side: the ICMP errors it drew.
+func (h *harness) sendCountingReturns(side Side, frame []byte, n int) int {
+	h.t.Helper()
+	back := 0
+	for range n {
+		_, same := h.send(side, frame)
+		back += len(same)
+	}
+	return back
+}
+
 func TestICMPErrorRateLimited(t *testing.T) {
 	c := testConfig()
 	c.Limits.ICMPErrorsPerSecond = 5
 	h := newHarness(t, c)
 	f := pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 5000, dport: 7000, ttl: 1})
-	sent := 0
-	for i := 0; i < 20; i++ {
-		_, same := h.send(Inside, f)
-		sent += len(same)
-	}
-	if sent != 5 {
+	if sent := h.sendCountingReturns(Inside, f, 20); sent != 5 {
 		t.Fatalf("%d time-exceeded errors sent in one instant, limit 5/s", sent)
 	}
 	h.clock.Advance(time.Second)

@@ -223,12 +223,7 @@ func TestUptimeICMPErrorBucket(t *testing.T) {
 		c.Limits.ICMPErrorsPerSecond = 2
 		h := agedHarness(t, c, d)
 		f := pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 5000, dport: 7000, ttl: 1})
-		sent := 0
-		for i := 0; i < 3; i++ {
-			_, same := h.send(Inside, f)
-			sent += len(same)
-		}
-		if sent != 2 {
+		if sent := h.sendCountingReturns(Inside, f, 3); sent != 2 {
 			t.Fatalf("%d errors sent in one instant, limit 2/s", sent)
 		}
 		h.clock.Advance((1 << 32) * time.Millisecond)
