@@ -34,7 +34,7 @@ func TestInlining(t *testing.T) {
 			"UDP.HasChecksum", "UDP.SetChecksum",
 			"ICMPv4.Type", "ICMPv4.Code", "ICMPv4.Checksum", "ICMPv4.Ident",
 			"ICMPv4.SetChecksum", "ICMPv4.SetIdent", "ICMPv4.SetIdentFix",
-			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP",
+			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP", "(*Parsed).takePorts",
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.

@@ -12,8 +12,10 @@ import (
 // both protect the ports and, through the pseudo-header, the IPv4 addresses
 // with a checksum; they differ only in where that checksum lies and in
 // UDP's zero rule. So the parser reads the ports of both the same way, and
-// every NAT rewrite of a port (the packet's own, or one quoted in an ICMP
-// error) goes through fixL4Sum.
+// the rewrite of a port quoted in an ICMP error goes through fixL4Sum for
+// both. (The rewrite of a packet's own port, setL4, keeps the two apart so
+// that the TCP update stays inlined: fixL4Sum is beyond the inlining
+// budget.)
 
 // takePorts records the ports of l4, a TCP segment or UDP datagram whose
 // header Parse has checked, and its kind.

@@ -47,12 +47,19 @@ func (p *Parsed) SetDst(frame []byte, addr [4]byte, port uint16) {
 // setL4 rewrites the port at portOff (0 or 2, the same in TCP and UDP) and
 // fixes the transport checksum for it and for an address change oldA->newA.
 func (p *Parsed) setL4(frame []byte, oldA, newA [4]byte, portOff int, port uint16) {
+	// TCP and UDP apart, not through fixL4Sum: that is too large to be
+	// inlined, and the TCP update, inlined here, is every TCP packet's.
 	switch p.L4 {
-	case L4TCP, L4UDP:
-		l4 := frame[p.L4Off:p.End:p.End]
-		old := binary.BigEndian.Uint16(l4[portOff:])
-		fixL4Sum(l4, p.L4 == L4UDP, oldA, newA, old, port)
-		binary.BigEndian.PutUint16(l4[portOff:], port)
+	case L4TCP:
+		t := p.TCP(frame)
+		old := binary.BigEndian.Uint16(t[portOff:])
+		t.SetChecksum(checksum.UpdateAddrPort(t.Checksum(), oldA, newA, old, port))
+		binary.BigEndian.PutUint16(t[portOff:], port)
+	case L4UDP:
+		u := p.UDP(frame)
+		old := binary.BigEndian.Uint16(u[portOff:])
+		u.SetChecksum(checksum.UpdateUDPAddrPort(u.Checksum(), oldA, newA, old, port))
+		binary.BigEndian.PutUint16(u[portOff:], port)
 	case L4ICMPQuery:
 		p.ICMPv4(frame).SetIdentFix(port)
 		p.SrcPort = port
