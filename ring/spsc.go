@@ -38,22 +38,26 @@ func newSPSCAt[T any](capacity int, start uint64) (*SPSC[T], error) {
 
 // EnqueueBurst appends as many values of src as fit and returns how many it
 // appended (src[:n]). Producer only.
-func (q *SPSC[T]) EnqueueBurst(src []T) int { return q.enqueue(src, false) }
-
-// EnqueueBulk appends all of src and returns true, or appends nothing and
-// returns false if they do not all fit. An empty src succeeds. Producer only.
-func (q *SPSC[T]) EnqueueBulk(src []T) bool { return q.enqueue(src, true) == len(src) }
-
-// enqueue is EnqueueBurst, or EnqueueBulk if bulk (all of src or nothing),
-// as DPDK's rings do both with one function and a behaviour flag.
-func (q *SPSC[T]) enqueue(src []T, bulk bool) int {
-	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), bulk)
+func (q *SPSC[T]) EnqueueBurst(src []T) int {
+	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), false)
 	if n == 0 {
 		return 0
 	}
 	q.s.put(q.prod.pos, src[:n])
 	q.prod.publish(n)
 	return int(n)
+}
+
+// EnqueueBulk appends all of src and returns true, or appends nothing and
+// returns false if they do not all fit. An empty src succeeds. Producer only.
+func (q *SPSC[T]) EnqueueBulk(src []T) bool {
+	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), true)
+	if n == 0 {
+		return len(src) == 0
+	}
+	q.s.put(q.prod.pos, src)
+	q.prod.publish(n)
+	return true
 }
 
 // Enqueue appends v and returns true, or returns false if the ring is full.
@@ -69,22 +73,27 @@ func (q *SPSC[T]) Enqueue(v T) bool {
 
 // DequeueBurst removes up to len(dst) values into dst[:n] and returns n.
 // Consumer only.
-func (q *SPSC[T]) DequeueBurst(dst []T) int { return q.dequeue(dst, false) }
-
-// DequeueBulk fills all of dst and returns true, or removes nothing and
-// returns false if the ring holds fewer than len(dst) values. An empty dst
-// succeeds. Consumer only.
-func (q *SPSC[T]) DequeueBulk(dst []T) bool { return q.dequeue(dst, true) == len(dst) }
-
-// dequeue is DequeueBurst, or DequeueBulk if bulk.
-func (q *SPSC[T]) dequeue(dst []T, bulk bool) int {
-	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), bulk)
+func (q *SPSC[T]) DequeueBurst(dst []T) int {
+	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), false)
 	if n == 0 {
 		return 0
 	}
 	q.s.take(q.cons.pos, dst[:n])
 	q.cons.publish(n)
 	return int(n)
+}
+
+// DequeueBulk fills all of dst and returns true, or removes nothing and
+// returns false if the ring holds fewer than len(dst) values. An empty dst
+// succeeds. Consumer only.
+func (q *SPSC[T]) DequeueBulk(dst []T) bool {
+	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), true)
+	if n == 0 {
+		return len(dst) == 0
+	}
+	q.s.take(q.cons.pos, dst)
+	q.cons.publish(n)
+	return true
 }
 
 // Dequeue removes and returns the oldest value, or reports false if the ring
