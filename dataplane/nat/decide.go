@@ -232,12 +232,18 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 	return v
 }
 
-// explainSession looks up the session of key k in direction dir (0: an
-// outbound packet matches a session's key 0, 1: an inbound one its key 1)
-// into x, adds the hit or miss to t, and on a hit returns the endpoint the
-// session translates the packet to: the external source of an outbound
-// packet, the inside destination of an inbound one.
-func (e *Engine) explainSession(k *flowtable.Key, dir uint8, t *Trail, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
+// explainSession builds p's session key into k, as the packet path does
+// for direction dir (0: outbound, matching a session's key 0; 1: inbound,
+// its key 1), looks the session up into x, adds the hit or miss to t, and on
+// a hit returns the endpoint the session translates the packet to: the
+// external source of an outbound packet, the inside destination of an
+// inbound one.
+func (e *Engine) explainSession(p *header.Parsed, dir uint8, t *Trail, k *flowtable.Key, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
+	if dir == 0 {
+		outKey(p, k)
+	} else {
+		inKey(p, k)
+	}
 	if !e.sessions.Lookup(k, x) || x.Dir != dir {
 		t.add(Step{Code: CodeSessionMiss})
 		return addr, 0, false
@@ -254,9 +260,8 @@ func (e *Engine) explainSession(k *flowtable.Key, dir uint8, t *Trail, x *flowta
 func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Outside
 	var k flowtable.Key
-	outKey(p, &k)
 	var x flowtable.Entry
-	if ext, extPort, hit := e.explainSession(&k, 0, t, &x); hit {
+	if ext, extPort, hit := e.explainSession(p, 0, t, &k, &x); hit {
 		if x.State&stHairpin != 0 {
 			t.add(Step{Code: CodeHairpin, A: p.Dst})
 			v.egress = Inside
@@ -379,9 +384,8 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Inside
 	var k flowtable.Key
-	inKey(p, &k)
 	var x flowtable.Entry
-	if in, inPort, hit := e.explainSession(&k, 1, t, &x); hit {
+	if in, inPort, hit := e.explainSession(p, 1, t, &k, &x); hit {
 		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in, PB: inPort}
 		return
 	}
