@@ -60,14 +60,17 @@ bench-instr:
 
 ## bench: the end-to-end benchmark (root; about a quarter of an hour):
 ## l2fwd, xnat and nftables in the namespace lab (1, 1k, 100k, 1M flows;
-## 64-byte and IMIX frames), then the micro-benchmarks. Writes
+## 64-byte and IMIX frames), the kernel-generator scenario (trafgen, 4
+## repetitions), scaling across 1, 2 (and on bigger machines 4, 6...) queue
+## pairs, then the micro-benchmarks. Writes
 ## bench/results/latest/ (results.json, results.md, throughput.png,
 ## latency.png). See bench/harness.
 bench: build
 	$(GO) run ./bench/harness/cmd/xnatbench -out bench/results/latest -natd $(BIN)/natd -l2fwd $(BIN)/l2fwd
 
-## bench-quick: a subset of bench in under 3 minutes (1k and 1M flows,
-## 64-byte frames, 0.5 s trials, one short micro-benchmark run). Writes
+## bench-quick: a subset of bench in about 3 minutes (1k and 1M flows,
+## 64-byte frames, 0.5 s trials, 1 and 2 queue pairs with 4096 flows, one
+## 300k-frame trafgen run, one short micro-benchmark run). Writes
 ## bench/results/quick/ (not committed).
 bench-quick: build
 	$(GO) run ./bench/harness/cmd/xnatbench -quick -out bench/results/quick -natd $(BIN)/natd -l2fwd $(BIN)/l2fwd

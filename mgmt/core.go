@@ -191,7 +191,7 @@ type WorkerStats struct {
 	ID       int
 	Counters nat.Counters
 	// Panics counts panics of the worker's poll loop, each recovered
-	// and the loop restarted (dataplane/worker).
+	// and the loop restarted (dataplane/poller).
 	Panics uint64
 }
 

@@ -45,6 +45,16 @@ func reply[R any](resp R, err error) (R, error) {
 	return resp, nil
 }
 
+// replyAfter answers a request that changes one thing: do(v), where v
+// was converted from the request, unless the conversion failed with
+// convErr; the answer is resp or either error, as reply gives it.
+func replyAfter[T, R any](resp R, do func(T) error, v T, convErr error) (R, error) {
+	if convErr == nil {
+		convErr = do(v)
+	}
+	return reply(resp, convErr)
+}
+
 // Errorf returns an error of kind (one of the sentinel errors) whose
 // message is exactly the formatted text: the kind selects the gRPC code and
 // need not be repeated in the message. %w in format wraps as fmt.Errorf

@@ -92,15 +92,7 @@ func serve(t *testing.T, core mgmt.Core, opts mgmt.ServerOptions) *mgmt.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	mgmttest.Serve(t, srv.Serve)
 	return srv
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/xnat/xnat/dataplane/nat"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -191,10 +192,7 @@ func (s *service) ListPools(context.Context, *xnatv1.ListPoolsRequest) (*xnatv1.
 
 func (s *service) AddPool(_ context.Context, req *xnatv1.AddPoolRequest) (*xnatv1.AddPoolResponse, error) {
 	p, err := poolFromProto("pool", req.Pool)
-	if err == nil {
-		err = s.core.AddPool(p)
-	}
-	return reply(&xnatv1.AddPoolResponse{}, err)
+	return replyAfter(&xnatv1.AddPoolResponse{}, s.core.AddPool, p, err)
 }
 
 func (s *service) DeletePool(_ context.Context, req *xnatv1.DeletePoolRequest) (*xnatv1.DeletePoolResponse, error) {
@@ -210,18 +208,13 @@ func (s *service) ListPortForwards(context.Context, *xnatv1.ListPortForwardsRequ
 
 func (s *service) AddPortForward(_ context.Context, req *xnatv1.AddPortForwardRequest) (*xnatv1.AddPortForwardResponse, error) {
 	r, err := forwardFromProto("port_forward", req.PortForward, true)
-	if err == nil {
-		err = s.core.AddPortForward(r)
-	}
-	return reply(&xnatv1.AddPortForwardResponse{}, err)
+	return replyAfter(&xnatv1.AddPortForwardResponse{}, s.core.AddPortForward, r, err)
 }
 
 func (s *service) DeletePortForward(_ context.Context, req *xnatv1.DeletePortForwardRequest) (*xnatv1.DeletePortForwardResponse, error) {
 	r, err := forwardFromProto("", &xnatv1.PortForward{Protocol: req.Protocol, Outside: req.Outside}, false)
-	if err == nil {
-		err = s.core.DeletePortForward(r.Proto, r.Outside)
-	}
-	return reply(&xnatv1.DeletePortForwardResponse{}, err)
+	del := func(r nat.PortForward) error { return s.core.DeletePortForward(r.Proto, r.Outside) }
+	return replyAfter(&xnatv1.DeletePortForwardResponse{}, del, r, err)
 }
 
 func (s *service) ListStaticMappings(context.Context, *xnatv1.ListStaticMappingsRequest) (*xnatv1.ListStaticMappingsResponse, error) {
@@ -230,18 +223,12 @@ func (s *service) ListStaticMappings(context.Context, *xnatv1.ListStaticMappings
 
 func (s *service) AddStaticMapping(_ context.Context, req *xnatv1.AddStaticMappingRequest) (*xnatv1.AddStaticMappingResponse, error) {
 	m, err := staticFromProto("static_mapping", req.StaticMapping)
-	if err == nil {
-		err = s.core.AddStaticMapping(m)
-	}
-	return reply(&xnatv1.AddStaticMappingResponse{}, err)
+	return replyAfter(&xnatv1.AddStaticMappingResponse{}, s.core.AddStaticMapping, m, err)
 }
 
 func (s *service) DeleteStaticMapping(_ context.Context, req *xnatv1.DeleteStaticMappingRequest) (*xnatv1.DeleteStaticMappingResponse, error) {
 	in, err := parseAddr("inside", req.Inside)
-	if err == nil {
-		err = s.core.DeleteStaticMapping(in)
-	}
-	return reply(&xnatv1.DeleteStaticMappingResponse{}, err)
+	return replyAfter(&xnatv1.DeleteStaticMappingResponse{}, s.core.DeleteStaticMapping, in, err)
 }
 
 func (s *service) ApplyChanges(_ context.Context, req *xnatv1.ApplyChangesRequest) (*xnatv1.ApplyChangesResponse, error) {

@@ -8,9 +8,7 @@ package afxdpbench
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -53,24 +51,7 @@ type Result struct {
 //
 // XNAT_BENCH_OUT names the JSON file to write (default: print only).
 func TestBackendComparison(t *testing.T) {
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("set XNAT_BENCH=1 to run the AF_XDP backend benchmark")
-	}
-	lab.Require(t)
-	for _, tool := range []string{"trafgen", "taskset"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: %v", tool, err)
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "l2fwd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/l2fwd").CombinedOutput(); err != nil {
-		t.Fatalf("build l2fwd: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, bin := benchLab(t, "the AF_XDP backend benchmark")
 	gen, err := lab.Link(b.Gen, lab.HostDev)
 	if err != nil {
 		t.Fatal(err)
@@ -83,17 +64,8 @@ func TestBackendComparison(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A 60-byte UDP frame (64 on the wire with FCS) 10.0.0.2 -> 198.18.0.2.
-	cfg := filepath.Join(t.TempDir(), "udp64.cfg")
-	pkt := fmt.Sprintf(`{
-  %s, %s, c16(0x0800),
-  0x45, 0x00, c16(46), c16(0), c16(0x4000), 64, 17, csumip(14, 33),
-  10, 0, 0, 2, 198, 18, 0, 2,
-  c16(1024), c16(9), c16(26), c16(0),
-  fill(0x00, 18)
-}
-`, macBytes(dutIn.MAC.String()), macBytes(gen.MAC.String()))
-	if err := os.WriteFile(cfg, []byte(pkt), 0o644); err != nil {
+	cfg, err := udpConfig(t.TempDir(), 64, dutIn.MAC.String(), gen.MAC.String())
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -132,16 +104,7 @@ func TestBackendComparison(t *testing.T) {
 		res.MedianPP[fw] = median(pps)
 		res.MedianNs[fw] = median(ns)
 	}
-	js, _ := json.MarshalIndent(res, "", "  ")
-	t.Logf("%s", js)
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
-		if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeResult(t, res)
 }
 
 func measure(b *lab.Bench, bin, fw, cfg, genMAC, sinkMAC string, window time.Duration) (Round, error) {
@@ -158,8 +121,9 @@ func measure(b *lab.Bench, bin, fw, cfg, genMAC, sinkMAC string, window time.Dur
 			return rd, err
 		}
 	} else {
-		l2 = lab.Command(b.DUT, "taskset", "-c", "1", bin, "-backend", fw, "-in", lab.DUTInside, "-out", lab.DUTOutside,
-			"-in-peer", genMAC, "-out-peer", sinkMAC, "-inside", "10.0.0.0/8", "-local", "10.0.0.1,198.18.0.1", "-cpus", "1")
+		argv := append([]string{"taskset", "-c", "1", bin}, forwarderFlags(fw)...)
+		l2 = lab.Command(b.DUT, append(argv, "-in", lab.DUTInside, "-out", lab.DUTOutside,
+			"-in-peer", genMAC, "-out-peer", sinkMAC, "-inside", "10.0.0.0/8", "-local", "10.0.0.1,198.18.0.1", "-cpus", "1")...)
 		l2.Stdout = &l2out
 		if err := l2.Start(); err != nil {
 			return rd, err

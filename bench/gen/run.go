@@ -374,16 +374,16 @@ func (e *engine) progress(started time.Time, stop <-chan struct{}, done chan<- s
 			}
 			dt := now.Sub(last).Seconds()
 			last = now
-			line := fmt.Sprintf("[%6.1fs] tx %s %s", now.Sub(started).Seconds(), fmtPPS(float64(tx-ptx)/dt), fmtGbps(float64(tb-ptb)*8/dt))
+			line := fmt.Sprintf("[%6.1fs] tx %s %s", now.Sub(started).Seconds(), FormatPPS(float64(tx-ptx)/dt), fmtGbps(float64(tb-ptb)*8/dt))
 			if len(e.rx) > 0 {
 				loss := 0.0
 				if tx > 0 {
 					loss = 100 * (float64(tx) - float64(rx)) / float64(tx)
 				}
-				line += fmt.Sprintf(" | rx %s %s | loss %.3f%%", fmtPPS(float64(rx-prx)/dt), fmtGbps(float64(rb-prb)*8/dt), loss)
+				line += fmt.Sprintf(" | rx %s %s | loss %.3f%%", FormatPPS(float64(rx-prx)/dt), fmtGbps(float64(rb-prb)*8/dt), loss)
 			}
 			if c.Mode.Reflects() {
-				line += fmt.Sprintf(" | returned %s", fmtPPS(float64(ret-pret)/dt))
+				line += fmt.Sprintf(" | returned %s", FormatPPS(float64(ret-pret)/dt))
 			}
 			fmt.Fprintln(c.Progress, line)
 			ptx, ptb, prx, prb, pret = tx, tb, rx, rb, ret
@@ -391,12 +391,14 @@ func (e *engine) progress(started time.Time, stop <-chan struct{}, done chan<- s
 	}
 }
 
-func fmtPPS(v float64) string {
+// FormatPPS formats a packet rate for progress lines and logs (Mpps,
+// kpps or pps).
+func FormatPPS(v float64) string {
 	switch {
 	case v >= 1e6:
 		return fmt.Sprintf("%.3f Mpps", v/1e6)
 	case v >= 1e3:
-		return fmt.Sprintf("%.2f kpps", v/1e3)
+		return fmt.Sprintf("%.1f kpps", v/1e3)
 	}
 	return fmt.Sprintf("%.0f pps", v)
 }

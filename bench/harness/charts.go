@@ -30,6 +30,10 @@ func dutColor(d string) color.Color {
 
 // Charts draws throughput.png and latency.png into dir.
 func Charts(r *Results, dir string) error {
+	if len(r.Cells) == 0 {
+		// A run of other scenarios only (-cells=false): nothing to draw.
+		return nil
+	}
 	if err := throughputChart(r, filepath.Join(dir, "throughput.png")); err != nil {
 		return fmt.Errorf("throughput chart: %w", err)
 	}

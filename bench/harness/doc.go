@@ -20,6 +20,12 @@
 // memory per session, natd's garbage collections during steady forwarding
 // (from its /metrics), and runs the Go micro-benchmarks of the packet core.
 //
+// Two more scenarios: scaling across queues (queues.go: for each N of
+// Options.Queues a lab with N queue pairs, each DUT with N workers or RPS
+// over N CPUs, placed by PlanLayout), and a kernel packet generator
+// (kernelgen.go: trafgen from netsniff-ng, a load this process does not
+// generate, against natd and nftables, with natd's ring drops by cause).
+//
 // Results are a Results value: encoded as results.json, rendered as
 // results.md (Markdown tables, RenderMarkdown) and drawn as throughput.png
 // and latency.png (gonum/plot, see Charts).

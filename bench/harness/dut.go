@@ -42,8 +42,12 @@ type dut interface {
 type labEnv struct {
 	b               *lab.Bench
 	genMAC, sinkMAC string
-	dutCPU          int
-	dir             string // temporary directory: configs, logs
+	// layout places the generator's, the sink's and the DUT's threads,
+	// one per queue pair (layout.go).
+	layout Layout
+	// rpsMask is the nftables DUT's rps_cpus (hexadecimal).
+	rpsMask string
+	dir     string // temporary directory: configs, logs
 	// nice is the DUT processes' nice value (0: unchanged).
 	nice int
 }
@@ -60,13 +64,64 @@ func (e *labEnv) prefix() []string {
 	return []string{"nice", "-n", strconv.Itoa(e.nice)}
 }
 
+// procDUT is the process and log of a DUT that runs as a process (natd,
+// l2fwd).
+type procDUT struct {
+	proc *proc
+	log  *os.File
+}
+
+func (d *procDUT) PID() int {
+	if d.proc == nil {
+		return 0
+	}
+	return d.proc.pid()
+}
+
+// procCPU is the process's user+system time in seconds.
+func (d *procDUT) procCPU(name string) (float64, error) {
+	if d.proc == nil {
+		return 0, errors.New(name + " not running")
+	}
+	p, err := ReadProcCPU(d.proc.pid())
+	return p.Seconds(), err
+}
+
+// stopProc stops the process (SIGTERM, then SIGKILL after timeout) and
+// closes its log; a no-op when it is not running.
+func (d *procDUT) stopProc(timeout time.Duration) error {
+	if d.proc == nil {
+		return nil
+	}
+	err := d.proc.stop(timeout)
+	d.proc = nil
+	d.log.Close()
+	return err
+}
+
+// queueList is "0,1,...,n-1".
+func queueList(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return strings.Join(s, ",")
+}
+
+func cpuList(cpus []int) string {
+	s := make([]string, len(cpus))
+	for i, c := range cpus {
+		s[i] = strconv.Itoa(c)
+	}
+	return strings.Join(s, ",")
+}
+
 // ---- l2fwd ----
 
 type l2fwdDUT struct {
-	env  *labEnv
-	bin  string
-	proc *proc
-	log  *os.File
+	env *labEnv
+	bin string
+	procDUT
 }
 
 func (d *l2fwdDUT) Name() string { return L2fwd }
@@ -77,9 +132,9 @@ func (d *l2fwdDUT) Start() error {
 	if d.log, err = os.Create(filepath.Join(e.dir, "l2fwd.log")); err != nil {
 		return err
 	}
-	cmd := lab.Command(e.b.DUT, append(e.prefix(), d.bin, "-in", lab.DUTInside, "-out", lab.DUTOutside, "-queues", "1",
+	cmd := lab.Command(e.b.DUT, append(e.prefix(), d.bin, "-in", lab.DUTInside, "-out", lab.DUTOutside, "-queues", strconv.Itoa(e.layout.Queues),
 		"-in-peer", e.genMAC, "-out-peer", e.sinkMAC, "-inside", "10.0.0.0/8", "-local", "10.0.0.1,198.18.0.1",
-		"-cpus", strconv.Itoa(e.dutCPU))...)
+		"-cpus", cpuList(e.layout.DUT))...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
 	if d.proc, err = startProc(cmd); err != nil {
 		return fmt.Errorf("start l2fwd: %w", err)
@@ -102,32 +157,11 @@ func (d *l2fwdDUT) Start() error {
 	return fmt.Errorf("l2fwd did not attach its XDP program; log: %s", readTail(d.log.Name()))
 }
 
-func (d *l2fwdDUT) Stop() error {
-	if d.proc == nil {
-		return nil
-	}
-	err := d.proc.stop(10 * time.Second)
-	d.proc = nil
-	d.log.Close()
-	return err
-}
+func (d *l2fwdDUT) Stop() error { return d.stopProc(10 * time.Second) }
 
-func (d *l2fwdDUT) CPU([]CPUTimes) (float64, error) {
-	if d.proc == nil {
-		return 0, errors.New("l2fwd not running")
-	}
-	p, err := ReadProcCPU(d.proc.pid())
-	return p.Seconds(), err
-}
+func (d *l2fwdDUT) CPU([]CPUTimes) (float64, error) { return d.procCPU("l2fwd") }
 
 func (d *l2fwdDUT) Sessions() (int64, error) { return -1, nil }
-
-func (d *l2fwdDUT) PID() int {
-	if d.proc == nil {
-		return 0
-	}
-	return d.proc.pid()
-}
 
 // ---- natd ----
 
@@ -138,21 +172,28 @@ type natdDUT struct {
 	maxSessions int
 	pool        string
 	pollMode    string // natd's poll_mode: busy or adaptive
-	proc        *proc
-	log         *os.File
 	cfgPath     string
+	procDUT
 }
 
 func (d *natdDUT) Name() string { return Xnat }
+
+// workerList is natd's workers: section, one pinned worker per CPU.
+func workerList(cpus []int) string {
+	var b strings.Builder
+	for _, c := range cpus {
+		fmt.Fprintf(&b, "\n  - cpu: %d", c)
+	}
+	return b.String()
+}
 
 func (d *natdDUT) config() string {
 	e := d.env
 	return fmt.Sprintf(`# written by bench/harness
 interfaces:
-  inside: {name: %s, queues: [0]}
-  outside: {name: %s, queues: [0]}
-workers:
-  - cpu: %d
+  inside: {name: %s, queues: [%s]}
+  outside: {name: %s, queues: [%s]}
+workers:%s
 poll_mode: %s
 nat:
   inside_prefixes: [10.0.0.0/8]
@@ -169,7 +210,7 @@ metrics:
   listen: %s
 log:
   level: warn
-`, lab.DUTInside, lab.DUTOutside, e.dutCPU, d.pollMode, d.pool, d.maxSessions,
+`, lab.DUTInside, queueList(e.layout.Queues), lab.DUTOutside, queueList(e.layout.Queues), workerList(e.layout.DUT), d.pollMode, d.pool, d.maxSessions,
 		filepath.Join(e.dir, "natd.sock"), filepath.Join(e.dir, "natd-ro.sock"), d.metrics)
 }
 
@@ -205,22 +246,7 @@ func (d *natdDUT) Start() error {
 	return fmt.Errorf("natd not ready after 60 s; log: %s", readTail(d.log.Name()))
 }
 
-func (d *natdDUT) Stop() error {
-	if d.proc == nil {
-		return nil
-	}
-	err := d.proc.stop(20 * time.Second)
-	d.proc = nil
-	d.log.Close()
-	return err
-}
-
-func (d *natdDUT) PID() int {
-	if d.proc == nil {
-		return 0
-	}
-	return d.proc.pid()
-}
+func (d *natdDUT) Stop() error { return d.stopProc(20 * time.Second) }
 
 // RSS is natd's resident set size in bytes.
 func (d *natdDUT) RSS() (int64, error) {
@@ -230,13 +256,7 @@ func (d *natdDUT) RSS() (int64, error) {
 	return ReadRSS(d.proc.pid())
 }
 
-func (d *natdDUT) CPU([]CPUTimes) (float64, error) {
-	if d.proc == nil {
-		return 0, errors.New("natd not running")
-	}
-	p, err := ReadProcCPU(d.proc.pid())
-	return p.Seconds(), err
-}
+func (d *natdDUT) CPU([]CPUTimes) (float64, error) { return d.procCPU("natd") }
 
 func (d *natdDUT) Sessions() (int64, error) {
 	m, err := d.scrape()

@@ -18,6 +18,8 @@ func RenderMarkdown(r *Results) string {
 	mdLatency(w, r)
 	mdSessionRates(w, r)
 	mdCapacity(w, r)
+	mdQueues(w, r)
+	mdKernelGen(w, r)
 	mdGC(w, r)
 	mdProfiles(w, r)
 	mdMicro(w, r)

@@ -266,7 +266,7 @@ func TestParsePerfReport(t *testing.T) {
 		"parse and rewrite (dataplane/header, checksum)":    0.042,
 		"Go runtime and syscall stubs":                      0.0239,
 		"AF_XDP rings (dataplane/afxdp)":                    0.0149,
-		"worker loop, neighbours (dataplane/worker, neigh)": 0.0048,
+		"worker loop, neighbours (dataplane/poller, neigh)": 0.0048,
 	} {
 		if !near(p.Groups[g], want) {
 			t.Errorf("group %q = %v, want %v", g, p.Groups[g], want)

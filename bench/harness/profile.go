@@ -52,7 +52,7 @@ var profileGroups = []string{
 	"flow table (flowtable)",
 	"parse and rewrite (dataplane/header, checksum)",
 	"AF_XDP rings (dataplane/afxdp)",
-	"worker loop, neighbours (dataplane/worker, neigh)",
+	"worker loop, neighbours (dataplane/poller, neigh)",
 	"Go runtime and syscall stubs",
 	"other",
 }
@@ -69,7 +69,7 @@ func groupOf(sym string, kernel bool) string {
 		return profileGroups[3]
 	case strings.HasPrefix(sym, "github.com/xnat/xnat/dataplane/afxdp."):
 		return profileGroups[4]
-	case strings.HasPrefix(sym, "github.com/xnat/xnat/dataplane/worker."), strings.HasPrefix(sym, "github.com/xnat/xnat/dataplane/neigh."):
+	case strings.HasPrefix(sym, "github.com/xnat/xnat/dataplane/poller."), strings.HasPrefix(sym, "github.com/xnat/xnat/dataplane/neigh."):
 		return profileGroups[5]
 	case strings.HasPrefix(sym, "runtime."), strings.HasPrefix(sym, "internal/runtime/"), strings.HasPrefix(sym, "syscall."),
 		strings.HasPrefix(sym, "time."), strings.HasPrefix(sym, "__vdso"):

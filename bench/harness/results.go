@@ -27,6 +27,10 @@ type Results struct {
 	// Profiles are perf profiles of the DUT processes in their unpaced
 	// 1k-flow 64-byte trial.
 	Profiles []*Profile `json:"profiles,omitempty"`
+	// Queues is the queue-scaling scenario (queues.go); KernelGen the
+	// kernel-generator scenario (kernelgen.go).
+	Queues    []QueueRun `json:"queues,omitempty"`
+	KernelGen *KernelGen `json:"kernel_generator,omitempty"`
 
 	MicroCommand string  `json:"micro_command,omitempty"`
 	MicroSeconds float64 `json:"micro_wall_s,omitempty"`

@@ -56,6 +56,19 @@ type Options struct {
 	// 1k-flow 64-byte trial (if perf is installed).
 	Profile bool
 
+	// Cells runs the main scenarios (DUTs x Flows x Sizes, session rate,
+	// capacity); off, a run measures only the scenarios below.
+	Cells bool
+	// Queues are the queue counts of the queue-scaling scenario (nil:
+	// none), QueueFlows its flows (64-byte frames).
+	Queues         []int
+	QueueFlows     int
+	QueueMaxTrials int // the search's trial budget there (0: MaxTrials)
+	// KernelGenRuns repeats the kernel-generator scenario (0: none), each
+	// phase sending KernelGenFrames frames.
+	KernelGenRuns   int
+	KernelGenFrames int
+
 	MicroPackages []string // go test -bench packages ("" none)
 	MicroArgs     []string // extra go test flags (-count, -benchtime)
 
@@ -70,6 +83,7 @@ func Full() Options {
 		Trial: 2 * time.Second, Drain: 200 * time.Millisecond, Resolution: 0.03, MaxTrials: 8, LatencyLoad: 0.5,
 		Nice: -20, GenRxCPU: 0, SessionTrial: time.Second, SteadyTrial: 10 * time.Second,
 		CapacityTable: 2 << 20, MaxSessions: 2 << 20, NatdPollMode: "busy", Profile: true,
+		Cells: true, Queues: DefaultQueues(runtime.NumCPU()), QueueFlows: 65536, KernelGenRuns: 4, KernelGenFrames: 1000000,
 		MicroPackages: []string{"./checksum/", "./ring/", "./flowtable/", "./dataplane/nat/", "./dataplane/header/"},
 		MicroArgs:     []string{"-count", "5", "-benchtime", "200ms"},
 	}
@@ -92,6 +106,11 @@ func Quick() Options {
 	o.SessionTrial = 500 * time.Millisecond
 	o.SteadyTrial = 3 * time.Second
 	o.CapacityTable = 256 << 10
+	o.Queues = []int{1, 2}
+	o.QueueFlows = 4096
+	o.QueueMaxTrials = 3
+	o.KernelGenRuns = 1
+	o.KernelGenFrames = 300000
 	o.MicroPackages = []string{"./checksum/", "./ring/", "./dataplane/nat/", "./dataplane/header/"}
 	o.MicroArgs = []string{"-count", "1", "-benchtime", "100ms"}
 	return o
@@ -162,7 +181,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	if o.Repo == "" {
 		o.Repo = "."
 	}
-	if o.Trial <= 0 || o.Resolution <= 0 || o.LatencyLoad <= 0 || len(o.DUTs) == 0 || len(o.Flows) == 0 || len(o.Sizes) == 0 {
+	if o.Trial <= 0 || o.Resolution <= 0 || o.LatencyLoad <= 0 || len(o.DUTs) == 0 || len(o.Flows) == 0 || len(o.Sizes) == 0 ||
+		len(o.Queues) > 0 && o.QueueFlows < 1 || o.KernelGenRuns > 0 && o.KernelGenFrames < 1 {
 		return nil, errors.New("harness: incomplete options (start from Full() or Quick())")
 	}
 	if os.Geteuid() != 0 {
@@ -194,7 +214,17 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd threads at nice %d during the run (restored after)", len(ks), o.Nice)
+		r.res.Settings.KsoftirqdNice = fmt.Sprintf("%d ksoftirqd and kworker threads at nice %d during the run (restored after)", len(ks), o.Nice)
+		restore, note, err := reniceAutogroup(o.Nice)
+		defer func() {
+			if err := restore(); err != nil {
+				r.warn("restore autogroup: %v", err)
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+		r.res.Settings.KsoftirqdNice += "; autogroup " + note
 	}
 	defer r.closeLab() // also after a half-built lab
 	if err := r.setupLab(); err != nil {
@@ -202,11 +232,20 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 
 	for _, name := range o.DUTs {
+		if !o.Cells {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			r.warn("stopped: %v", err)
 			break
 		}
 		r.runDUT(name)
+	}
+	if o.KernelGenRuns > 0 && ctx.Err() == nil {
+		r.kernelGen()
+	}
+	if len(o.Queues) > 0 && ctx.Err() == nil {
+		r.queueScaling()
 	}
 	if c, ks := r.res.Capacity, r.kernelSlab; c != nil && ks != nil && r.kernel != nil {
 		c.ConntrackMax, c.ConntrackObjSize, c.ConntrackPerEntry = r.kernel.conntrackMax, ks.objSize, ks.perEntry
@@ -232,47 +271,61 @@ func (r *runner) warn(format string, args ...any) {
 	r.logf("WARNING: %s", s)
 }
 
-// setupLab builds gen -> dut -> sink with routes for the generator's
-// ranges in the DUT and its neighbours resolved.
+// setupLab builds the single-queue lab of the main scenarios.
 func (r *runner) setupLab() error {
-	b, err := lab.NewBench(lab.WithQueues(1))
+	// nftables' RPS spreads over both CPUs here (the DUT's and the
+	// generator's), as before the queue-scaling runs existed.
+	env, err := r.newLab(Layout{Queues: 1, GenTx: []int{genTxCPU}, DUT: []int{dutCPU}, GenRx: []int{r.o.GenRxCPU}}, "3")
+	r.env = env
+	return err
+}
+
+// newLab builds gen -> dut -> sink with layout.Queues queue pairs, routes
+// for the generator's ranges in the DUT and its neighbours resolved, and
+// makes it r's lab (r.env, r.dutMAC). rpsMask is the kernel DUT's
+// rps_cpus. On error the lab is returned if it was built, for the caller
+// to close.
+func (r *runner) newLab(layout Layout, rpsMask string) (*labEnv, error) {
+	b, err := lab.NewBench(lab.WithQueues(layout.Queues))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Named after the lab, so that the lab's teardown, or the next
 	// lab's sweep, removes it.
 	dir, err := b.TempDir("xnatbench")
 	if err != nil {
 		b.Close()
-		return err
+		return nil, err
 	}
-	r.env = &labEnv{b: b, dutCPU: dutCPU, dir: dir, nice: r.o.Nice}
+	env := &labEnv{b: b, layout: layout, rpsMask: rpsMask, dir: dir, nice: r.o.Nice}
+	r.env = env
 	for _, argv := range [][]string{
 		{"ip", "route", "add", "10.0.0.0/8", "via", "10.0.0.2"},
 		{"ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2"},
 	} {
 		if err := lab.Run(b.DUT, argv...); err != nil {
-			return err
+			return env, err
 		}
 	}
 	if err := r.resolveNeighbours(); err != nil {
-		return err
+		return env, err
 	}
 	g, err := lab.Link(b.Gen, lab.HostDev)
 	if err != nil {
-		return err
+		return env, err
 	}
 	s, err := lab.Link(b.Sink, lab.HostDev)
 	if err != nil {
-		return err
+		return env, err
 	}
 	d, err := lab.Link(b.DUT, lab.DUTInside)
 	if err != nil {
-		return err
+		return env, err
 	}
-	r.env.genMAC, r.env.sinkMAC, r.dutMAC = g.MAC.String(), s.MAC.String(), d.MAC
-	r.logf("lab %s: gen %s, sink %s, dut-in %s; temp dir %s", b.Prefix, g.MAC, s.MAC, d.MAC, dir)
-	return nil
+	env.genMAC, env.sinkMAC = g.MAC.String(), s.MAC.String()
+	r.dutMAC = d.MAC
+	r.logf("lab %s (%d queue pairs): gen %s, sink %s, dut-in %s; temp dir %s", b.Prefix, layout.Queues, g.MAC, s.MAC, d.MAC, dir)
+	return env, nil
 }
 
 // resolveNeighbours pings both next hops from the DUT, so the first frames
@@ -291,12 +344,18 @@ func (r *runner) closeLab() {
 	if r.kernel != nil {
 		_ = r.kernel.restoreGlobals()
 	}
-	if r.env != nil {
-		if err := r.env.b.Close(); err != nil {
-			r.warn("lab close: %v", err)
-		}
-		os.RemoveAll(r.env.dir)
+	r.closeEnv(r.env)
+}
+
+// closeEnv removes a lab and its temporary directory.
+func (r *runner) closeEnv(e *labEnv) {
+	if e == nil {
+		return
 	}
+	if err := e.b.Close(); err != nil {
+		r.warn("lab close: %v", err)
+	}
+	os.RemoveAll(e.dir)
 }
 
 func (r *runner) newDUT(name string) (dut, error) {
@@ -316,7 +375,7 @@ func (r *runner) newDUT(name string) (dut, error) {
 		// conntrack must hold the largest scenario's flows plus the
 		// connection-rate trial's.
 		maxFlows := slices.Max(r.o.Flows)
-		r.kernel = &kernelDUT{env: r.env, rpsMask: "3", flowCnt: 32768, conntrackMax: int64(maxFlows) + 4<<20}
+		r.kernel = &kernelDUT{env: r.env, rpsMask: r.env.rpsMask, flowCnt: 32768, conntrackMax: int64(maxFlows) + 4<<20}
 		return r.kernel, nil
 	}
 	return nil, fmt.Errorf("unknown DUT %q (want %s, %s or %s)", name, L2fwd, Xnat, Kernel)
@@ -495,7 +554,8 @@ func (r *runner) trial(d dut, t trialSpec) (Trial, error) {
 		Mode: t.mode, Proto: header.ProtocolUDP,
 		TxNetns: b.Gen, TxDev: lab.HostDev, DstMAC: r.dutMAC,
 		Flows: t.flows, Sizes: sizes, Rate: t.rate, Duration: t.dur, Drain: r.o.Drain,
-		TxCPUs: []int{genTxCPU}, RxCPUs: []int{r.o.GenRxCPU}, RTPriority: r.o.RTPriority,
+		TxQueues: r.env.layout.Queues, RxQueues: r.env.layout.Queues,
+		TxCPUs: r.env.layout.GenTx, RxCPUs: r.env.layout.GenRx, RTPriority: r.o.RTPriority,
 		Progress: win, ProgressEvery: every,
 	}
 	if t.receive {
@@ -628,25 +688,57 @@ func (r *runner) measured(d dut, t trialSpec) (Trial, []Trial, error) {
 	}
 }
 
-// cell measures one DUT at one flow count and size.
+// cell measures one DUT at one flow count and size: its zero-loss rate,
+// then its latency at LatencyLoad of that rate.
 func (r *runner) cell(d dut, flows int, size string) Cell {
-	c := Cell{DUT: d.Name(), Flows: flows, Size: size}
-	spec, err := TrafficFlows(flows)
-	if err != nil {
-		c.Error = err.Error()
+	c, base, ok := r.zeroLoss(d, flows, size)
+	if !ok {
 		return c
 	}
-	c.FlowSpec = DescribeFlows(spec)
-	base := trialSpec{mode: gen.OneWay, flows: spec, size: size, dur: r.o.Trial, receive: true}
-	fail := func(err error) Cell {
+	mx := c.Max
+	lrate := r.o.LatencyLoad * c.ZeroLossPPS
+	if lrate <= 0 {
+		lrate = r.o.LatencyLoad * mx.ForwardedPPS
+		r.warn("%s %d flows %s: no zero-loss rate found; latency measured at %.0f%% of the maximum forwarded rate instead",
+			c.DUT, flows, size, 100*r.o.LatencyLoad)
+	}
+	t := base
+	t.kind, t.rate = "latency", lrate
+	lt, _, err := r.measured(d, t)
+	if err != nil {
 		c.Error = err.Error()
 		r.warn("%s %d flows %s: %v", c.DUT, flows, size, err)
 		return c
 	}
+	c.Latency = &lt
+	if l := lt.Latency; l != nil {
+		r.logf("   latency at %s: p50 %.1f µs p99 %.1f µs p99.9 %.1f µs (dut lost %d, our receiver dropped %d)", pps(lrate), us(l.P50), us(l.P99), us(l.P999), lt.Lost, lt.OwnRxDrops)
+	}
+	return c
+}
+
+// zeroLoss measures one DUT's maximum forwarded rate and CPU per packet
+// (an unpaced trial), then searches its zero-loss rate. ok is false when
+// the cell ended in an error (recorded in it); base is the trial spec the
+// search used.
+func (r *runner) zeroLoss(d dut, flows int, size string) (c Cell, base trialSpec, ok bool) {
+	c = Cell{DUT: d.Name(), Flows: flows, Size: size}
+	spec, err := TrafficFlows(flows)
+	if err != nil {
+		c.Error = err.Error()
+		return c, base, false
+	}
+	c.FlowSpec = DescribeFlows(spec)
+	base = trialSpec{mode: gen.OneWay, flows: spec, size: size, dur: r.o.Trial, receive: true}
+	fail := func(err error) (Cell, trialSpec, bool) {
+		c.Error = err.Error()
+		r.warn("%s %d flows %s: %v", c.DUT, flows, size, err)
+		return c, base, false
+	}
 
 	t := base
 	t.kind = "max"
-	t.profile = r.o.Profile && flows == 1000 && size == "64" && r.perf
+	t.profile = r.o.Profile && flows == 1000 && size == "64" && r.perf && r.env.layout.Queues == 1
 	mx, _, err := r.measured(d, t)
 	if err != nil {
 		return fail(err)
@@ -685,24 +777,7 @@ func (r *runner) cell(d dut, flows int, size string) Cell {
 		return fail(err)
 	}
 	r.logf("%-8s %7d flows %4s: zero-loss %s after %d trials", c.DUT, flows, size, pps(c.ZeroLossPPS), len(c.Trials))
-
-	lrate := r.o.LatencyLoad * c.ZeroLossPPS
-	if lrate <= 0 {
-		lrate = r.o.LatencyLoad * mx.ForwardedPPS
-		r.warn("%s %d flows %s: no zero-loss rate found; latency measured at %.0f%% of the maximum forwarded rate instead",
-			c.DUT, flows, size, 100*r.o.LatencyLoad)
-	}
-	t = base
-	t.kind, t.rate = "latency", lrate
-	lt, _, err := r.measured(d, t)
-	if err != nil {
-		return fail(err)
-	}
-	c.Latency = &lt
-	if l := lt.Latency; l != nil {
-		r.logf("   latency at %s: p50 %.1f µs p99 %.1f µs p99.9 %.1f µs (dut lost %d, our receiver dropped %d)", pps(lrate), us(l.P50), us(l.P99), us(l.P999), lt.Lost, lt.OwnRxDrops)
-	}
-	return c
+	return c, base, true
 }
 
 // warmup opens every flow of the scenario in a stateful DUT before its
@@ -951,15 +1026,8 @@ func (r *runner) runMicro() {
 
 // ---- small formatting helpers for the log ----
 
-func pps(v float64) string {
-	switch {
-	case v >= 1e6:
-		return fmt.Sprintf("%.3f Mpps", v/1e6)
-	case v >= 1e3:
-		return fmt.Sprintf("%.1f kpps", v/1e3)
-	}
-	return fmt.Sprintf("%.0f pps", v)
-}
+// pps formats a rate as the generator's progress lines do.
+func pps(v float64) string { return gen.FormatPPS(v) }
 
 func us(ns int64) float64 { return float64(ns) / 1e3 }
 

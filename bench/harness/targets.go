@@ -130,7 +130,7 @@ func Targets(r *Results) []Target {
 			s.GC.Cycles, s.GC.AllocObjects, s.GC.AllocBytes, s.GC.Seconds, pps(s.OfferedPPS), g.Idle.secs(), g.Idle.cycles(), g.Idle.objects())
 	}
 	out = append(out, t)
-	return out
+	return append(out, queueTargets(r)...)
 }
 
 // ceilingNote warns that a DUT's rate is a lower bound: it passed at the

@@ -9,28 +9,36 @@ import (
 // order printed. Grouping is by the function's self cost (instructions
 // executed in the function's own code, with inlined code counted where
 // callgrind puts it: under the file it came from), so the stages add up to
-// the whole.
-var stages = []string{"receive/parse", "session-lookup", "mapping/slow-path", "rewrite/checksum", "transmit", "other"}
+// the whole. They follow the files of dataplane/nat, each named after its
+// stage (see dataplane/nat/doc.go).
+var stages = []string{"receive/parse", "classify/fast-path", "session-lookup", "slow-path", "rewrite/checksum", "next-hop", "transmit", "other"}
 
 // stageOf says which stage a function ("file:function" as callgrind
 // names it) belongs to:
 //
 //   - receive/parse: the test port's receive side, which stands in for the
 //     NIC writing frames (loopPort RxBurst/Alloc/get, writeUDP and the
-//     benchmarks' fill closures), and header parsing (header.Parse*, header.parse*).
+//     benchmarks' fill closures), header parsing (header.Parse*,
+//     header.parse*, and checksum verification within it) and receive.go
+//     (the receive pass: keys, prefetch).
+//   - classify/fast-path: the decisions: fastpath.go's forwardBurst, the
+//     general stages' classification and dispatch (in2out.go, out2in.go,
+//     hairpin.go, icmperr.go, state.go, mss.go, frag.go), the address
+//     checks inlined from snapshot.go, and worker.go's Poll.
 //   - session-lookup: everything in flowtable/ (hashing, prefetch, probe,
 //     and insert on the new-session path).
-//   - mapping/slow-path: the new-session path in dataplane/nat outside the
-//     flowtable: mapping.go, portset.go, cgn_*.go, registry.go, reclaim.go,
-//     pending.go, event.go, trail.go, and the
-//     subscriber reference counts (acquireRef, releaseRef).
-//   - rewrite/checksum: checksum/, every header function but Parse* and parse*
-//     (the setters, DecTTL, the incremental checksum fix-ups).
-//   - transmit: the worker's send path (send, l2send, forward, flush,
-//     flushSide, free, tooBigDF), neighbour resolution, and the test port's TxBurst
-//     and Free.
-//   - other: the rest: the poll loop and per-packet dispatch and decision
-//     (Poll, process, fromInside, outbound...), and the Go runtime.
+//   - slow-path: new sessions outside the flowtable: newsession.go,
+//     mapping.go, userwords.go, portset.go, cgn_*.go, registry.go,
+//     reclaim.go, decide.go, inbound.go, event.go, trail.go, and the
+//     reference counts (acquireRef, releaseRef).
+//   - rewrite/checksum: rewrite.go (the fast path's rewrite), checksum/ (but
+//     the verification of Parse), every
+//     header function but Parse* and parse* (the setters, DecTTL, the
+//     incremental checksum fix-ups).
+//   - next-hop: nexthop.go, pending.go and the neighbour resolver.
+//   - transmit: transmit.go (queues, the copy between ports, freeing) and
+//     the test port's TxBurst and Free.
+//   - other: the Go runtime and the test framework.
 //
 // A function of flowtable, checksum or header goes to its stage wherever
 // it was inlined; code of those packages inlined into a dataplane/nat
@@ -41,17 +49,17 @@ func stageOf(s string) string {
 	dir, base := path.Base(path.Dir(file)), path.Base(file)
 	// By the function first.
 	switch {
-	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).TxBurst") ||
-		strings.HasPrefix(name, "(*loopPort).Free") || strings.Contains(name, "Neighbors).Resolve")):
+	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).TxBurst") || strings.HasPrefix(name, "(*loopPort).Free")):
 		return "transmit"
+	case pkg == "nat" && strings.Contains(name, "Neighbors).Resolve"):
+		return "next-hop"
 	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
 		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "BenchmarkNewSession.func")):
 		return "receive/parse"
-	case pkg == "nat" && oneOf(name, "(*Worker).send", "(*Worker).l2send", "(*Worker).forward",
-		"(*Worker).flush", "(*Worker).flushSide", "(*Worker).free", "(*Worker).tooBigDF"):
-		return "transmit"
 	case pkg == "flowtable":
 		return "session-lookup"
+	case pkg == "checksum" && dir == "checksum" && base == "checksum.go":
+		return "receive/parse" // the full sums: Parse verifying the IPv4 header
 	case pkg == "checksum":
 		return "rewrite/checksum"
 	case pkg == "header" && (strings.HasPrefix(name, "Parse") || strings.HasPrefix(name, "parse")):
@@ -68,15 +76,26 @@ func stageOf(s string) string {
 		return "session-lookup"
 	case dir == "checksum":
 		return "rewrite/checksum"
-	case dir == "header" && base == "parse.go":
+	case dir == "header" && base == "parse.go" && !strings.Contains(name, "DecTTL"):
 		return "receive/parse"
 	case dir == "header":
 		return "rewrite/checksum"
-	case dir == "nat" && (oneOf(base, "mapping.go", "portset.go", "registry.go", "reclaim.go",
-		"pending.go", "event.go", "trail.go") || strings.HasPrefix(base, "cgn_")):
-		return "mapping/slow-path"
+	case dir == "nat" && base == "rewrite.go":
+		return "rewrite/checksum"
+	case dir == "nat" && base == "receive.go":
+		return "receive/parse"
+	case dir == "nat" && oneOf(base, "fastpath.go", "in2out.go", "out2in.go", "hairpin.go", "icmperr.go",
+		"state.go", "mss.go", "frag.go", "snapshot.go", "worker.go"):
+		return "classify/fast-path"
+	case dir == "nat" && (oneOf(base, "newsession.go", "mapping.go", "userwords.go", "portset.go", "registry.go",
+		"reclaim.go", "decide.go", "inbound.go", "event.go", "trail.go") || strings.HasPrefix(base, "cgn_")):
+		return "slow-path"
+	case dir == "nat" && oneOf(base, "nexthop.go", "pending.go"):
+		return "next-hop"
+	case dir == "nat" && base == "transmit.go":
+		return "transmit"
 	case oneOf(name, "acquireRef", "releaseRef"):
-		return "mapping/slow-path"
+		return "slow-path"
 	}
 	return "other"
 }

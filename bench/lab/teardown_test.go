@@ -76,12 +76,8 @@ func labChild() int {
 
 // child is a running labChild.
 type child struct {
-	cmd    *exec.Cmd
-	stdout io.ReadCloser
-	lines  *bufio.Scanner
-	stderr strings.Builder
-	done   chan struct{}
-	err    error
+	*Child
+	lines *bufio.Scanner
 }
 
 func startChild(t *testing.T) *child {
@@ -92,25 +88,10 @@ func startChild(t *testing.T) *child {
 // startChildArgs starts argv, which must exec this test binary.
 func startChildArgs(t *testing.T, argv ...string) *child {
 	t.Helper()
-	c := &child{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
-	c.cmd.Env = append(os.Environ(), childEnv+"=1")
-	c.cmd.Stderr = &c.stderr
-	var err error
-	if c.stdout, err = c.cmd.StdoutPipe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.err = c.cmd.Wait(); close(c.done) }()
-	c.lines = bufio.NewScanner(c.stdout)
-	// Should the test fail half way, the child and its lab go too
-	// (SIGKILL; the sweep below removes the lab).
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		<-c.done
-		_ = SweepStale()
-	})
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	c := &child{Child: StartChild(t, cmd)}
+	c.lines = bufio.NewScanner(c.Stdout)
 	return c
 }
 
@@ -130,7 +111,7 @@ func (c *child) ready(t *testing.T) int {
 		var prefix string
 		var pid int
 		if !ok {
-			t.Fatalf("child exited before its lab was ready: %s", c.stderr.String())
+			t.Fatalf("child exited before its lab was ready: %s", c.Stderr.String())
 		}
 		if _, err := fmt.Sscanf(line, "ready %s %d", &prefix, &pid); err != nil {
 			t.Fatalf("child said %q: %v", line, err)
@@ -143,22 +124,7 @@ func (c *child) ready(t *testing.T) int {
 }
 
 // drain reads the child's output until it ends.
-func (c *child) drain() { go io.Copy(io.Discard, c.stdout) }
-
-// wait waits for the child to exit and returns how it exited.
-func (c *child) wait(t *testing.T) syscall.WaitStatus {
-	t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("child did not exit within 2 minutes of the signal; stderr:\n%s", c.stderr.String())
-	}
-	var ee *exec.ExitError
-	if c.err != nil && !errors.As(c.err, &ee) {
-		t.Fatal(c.err)
-	}
-	return c.cmd.ProcessState.Sys().(syscall.WaitStatus)
-}
+func (c *child) drain() { go io.Copy(io.Discard, c.Stdout) }
 
 // footprint polls, with a generous deadline, until the child's lab has at
 // least want namespaces, and returns its footprint.
@@ -215,7 +181,7 @@ func TestTeardownOnSignal(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rootBefore := rootLinks(t)
 			ch := startChild(t)
-			pid := ch.cmd.Process.Pid
+			pid := ch.Cmd.Process.Pid
 			var had Footprint
 			if c.early {
 				had = footprint(t, pid, 1)
@@ -233,15 +199,7 @@ func TestTeardownOnSignal(t *testing.T) {
 					ch.drain()
 				}
 			}
-			if c.closePipe {
-				ch.stdout.Close()
-			} else if err := ch.cmd.Process.Signal(c.sig); err != nil {
-				t.Fatal(err)
-			}
-			ws := ch.wait(t)
-			if !ws.Signaled() || ws.Signal() != c.sig {
-				t.Errorf("child exited with %v (exit status %d), want killed by %v; stderr:\n%s", ws, ws.ExitStatus(), c.sig, ch.stderr.String())
-			}
+			ch.Interrupt(t, c.sig, 2*time.Minute)
 			// Namespaces made after the early footprint count too.
 			had.Add(FootprintOf(pid))
 			assertGone(t, pid, had, rootBefore)
@@ -256,14 +214,14 @@ func TestNextLabSweepsLabOfKilledProcess(t *testing.T) {
 	Require(t)
 	rootBefore := rootLinks(t)
 	ch := startChild(t)
-	pid := ch.cmd.Process.Pid
+	pid := ch.Cmd.Process.Pid
 	ready := ch.ready(t)
 	had := footprint(t, pid, 6)
 	ch.drain()
-	if err := ch.cmd.Process.Kill(); err != nil {
+	if err := ch.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	ch.wait(t)
+	ch.Wait(t, 2*time.Minute)
 	// The lab outlived its creator, natd stand-in included.
 	if f := FootprintOf(pid); len(f.Namespaces) != len(had.Namespaces) || len(f.Dirs) == 0 {
 		t.Fatalf("after SIGKILL the lab is %v %v, want it still there", f.Namespaces, f.Dirs)
@@ -329,20 +287,18 @@ func TestInheritedIgnoredSignalStaysIgnored(t *testing.T) {
 	Require(t)
 	rootBefore := rootLinks(t)
 	ch := startChildArgs(t, "nohup", os.Args[0])
-	pid := ch.cmd.Process.Pid // nohup execs the test binary
+	pid := ch.Cmd.Process.Pid // nohup execs the test binary
 	ch.ready(t)
 	had := footprint(t, pid, 6)
 	ch.drain()
 	// Signals are handled in the order sent: had SIGHUP not been
 	// ignored, it would have torn the lab down and killed the child.
 	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
-		if err := ch.cmd.Process.Signal(sig); err != nil {
+		if err := ch.Cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if ws := ch.wait(t); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
-		t.Errorf("child exited with %v (status %d), want killed by SIGTERM; stderr:\n%s", ws, ws.ExitStatus(), ch.stderr.String())
-	}
+	ch.WantKilledBy(t, syscall.SIGTERM, 2*time.Minute)
 	assertGone(t, pid, had, rootBefore)
 }
 

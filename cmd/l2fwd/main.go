@@ -1,9 +1,10 @@
 // Command l2fwd is the I/O ceiling of the pipeline: an AF_XDP forwarder on
 // the same port layer as natd (dataplane/afxdp) and the same XDP program
-// (dataplane/xdpprog), doing no NAT. Frames received on one side are copied
-// into a frame of the other side's UMEM, their MACs rewritten (dst = the
-// configured or learned peer MAC, src = the egress interface's MAC), and
-// sent. One goroutine per (inside queue, outside queue) pair, locked to its
+// (dataplane/xdpprog), doing no NAT. Frames received on one side are sent
+// out of the other with their MACs rewritten (dst = the configured or
+// learned peer MAC, src = the egress interface's MAC): as they are when the
+// pair's two sockets share one UMEM (the default, -shared-umem), else
+// copied into a frame of the other side's UMEM. One goroutine per (inside queue, outside queue) pair, locked to its
 // OS thread and pinned to a CPU, busy-polls bursts of 64.
 //
 // Run it inside the forwarding namespace:
@@ -49,6 +50,7 @@ type config struct {
 	cpus            []int
 	duration        time.Duration
 	opts            afxdp.Options
+	sharedUMEM      bool
 }
 
 func main() {
@@ -85,6 +87,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.duration, "duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
 	fs.IntVar(&c.opts.NumFrames, "frames", 0, "UMEM frames per socket (default 4096)")
 	fs.IntVar(&c.opts.RxRingSize, "ring", 0, "size of each of the four rings (default 2048)")
+	fs.BoolVar(&c.sharedUMEM, "shared-umem", true, "a queue pair's two sockets share one UMEM, so frames cross without a copy (native backend; false: copy, to compare)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -100,6 +103,7 @@ func parseFlags(args []string) (*config, error) {
 	if err := c.backend.UnmarshalText([]byte(backend)); err != nil {
 		return nil, fmt.Errorf("-backend: %w", err)
 	}
+	c.sharedUMEM = c.sharedUMEM && c.backend.SharesUMEM()
 	r := c.opts.RxRingSize
 	c.opts = afxdp.Options{NumFrames: c.opts.NumFrames, RxRingSize: r, TxRingSize: r, FillRingSize: r,
 		CompletionRingSize: r, BatchSize: c.batch, Backend: c.backend}
@@ -114,40 +118,37 @@ func parseFlags(args []string) (*config, error) {
 			}
 		}
 	}
-	for _, s := range split(inside) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, err
-		}
-		c.inside = append(c.inside, p)
+	if c.inside, err = parseList(inside, netip.ParsePrefix); err != nil {
+		return nil, err
 	}
 	for _, l := range []struct {
 		s   string
 		dst *[]netip.Addr
 	}{{local, &c.local}, {public, &c.public}} {
-		for _, s := range split(l.s) {
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				return nil, err
-			}
-			*l.dst = append(*l.dst, a)
-		}
-	}
-	for _, s := range split(cpus) {
-		n, err := strconv.Atoi(s)
-		if err != nil {
+		if *l.dst, err = parseList(l.s, netip.ParseAddr); err != nil {
 			return nil, err
 		}
-		c.cpus = append(c.cpus, n)
+	}
+	if c.cpus, err = parseList(cpus, strconv.Atoi); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-func split(s string) []string {
+// parseList parses a comma-separated flag value ("" is none) with parse.
+func parseList[T any](s string, parse func(string) (T, error)) ([]T, error) {
 	if s == "" {
-		return nil
+		return nil, nil
 	}
-	return strings.Split(s, ",")
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		v, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // side is one interface of the forwarder.
@@ -189,6 +190,7 @@ type counters struct {
 // Summary is printed as JSON on exit.
 type Summary struct {
 	Backend      string  `json:"backend"`
+	SharedUMEM   bool    `json:"shared_umem"`
 	Queues       int     `json:"queues"`
 	Seconds      float64 `json:"seconds"`
 	In2Out       uint64  `json:"in_to_out_packets"`
@@ -289,18 +291,33 @@ type pair struct{ in, out *afxdp.Port }
 func openPorts(c *config, in, out *side) ([]pair, error) {
 	pairs := make([]pair, c.queues)
 	for q := range c.queues {
-		o := c.opts
-		o.Register = func(_, queue, fd int) error { return in.att.Register(queue, fd) }
-		var err error
-		if pairs[q].in, err = afxdp.New(in.ifindex, q, &o); err != nil {
-			return pairs, err
-		}
-		o.Register = func(_, queue, fd int) error { return out.att.Register(queue, fd) }
-		if pairs[q].out, err = afxdp.New(out.ifindex, q, &o); err != nil {
+		if err := openPair(c, in, out, q, &pairs[q]); err != nil {
 			return pairs, err
 		}
 	}
 	return pairs, nil
+}
+
+// openPair opens queue q's two sockets into p, on one UMEM when
+// -shared-umem; what it opened is in p for closing even on error.
+func openPair(c *config, in, out *side, q int, p *pair) error {
+	o := c.opts
+	if c.sharedUMEM {
+		u, err := afxdp.NewUMEM(&o, 2)
+		if err != nil {
+			return err
+		}
+		defer u.Close() // the pair's ports keep it mapped
+		o.UMEM = u
+	}
+	var err error
+	o.Register = func(_, queue, fd int) error { return in.att.Register(queue, fd) }
+	if p.in, err = afxdp.New(in.ifindex, q, &o); err != nil {
+		return err
+	}
+	o.Register = func(_, queue, fd int) error { return out.att.Register(queue, fd) }
+	p.out, err = afxdp.New(out.ifindex, q, &o)
+	return err
 }
 
 // stopSignal is closed on SIGINT or SIGTERM, or after d when d > 0.
@@ -347,7 +364,7 @@ func forwardAll(c *config, pairs []pair, in, out *side, stop <-chan struct{}) *S
 	}
 	wg.Wait()
 	el := time.Since(start)
-	sum := &Summary{Backend: c.backend.String(), Queues: c.queues, Seconds: el.Seconds(), WorkerErrors: werrs}
+	sum := &Summary{Backend: c.backend.String(), SharedUMEM: c.sharedUMEM, Queues: c.queues, Seconds: el.Seconds(), WorkerErrors: werrs}
 	for i := range cnt {
 		sum.In2Out += cnt[i].fwdIn2Out.Load()
 		sum.Out2In += cnt[i].fwdOut2In.Load()
@@ -393,8 +410,9 @@ func worker(pin, pout *afxdp.Port, in, out *side, batch, cpu int, cnt *counters,
 	}
 }
 
-// forward moves one burst from src to dst: receive, copy into dst frames,
-// rewrite MACs, transmit, flush. Drops are counted, never silent.
+// forward moves one burst from src to dst: receive, copy into dst frames
+// unless the two share a UMEM, rewrite MACs, transmit, flush. Drops are
+// counted, never silent.
 func forward(src, dst *afxdp.Port, from, to *side, rx, tx []port.Buf, fwd *atomic.Uint64, cnt *counters) (int, error) {
 	n := src.RxBurst(rx)
 	if n > 0 {
@@ -405,6 +423,9 @@ func forward(src, dst *afxdp.Port, from, to *side, rx, tx []port.Buf, fwd *atomi
 			}
 		}
 		peer := to.peer.Load()
+		if port.SamePool(src, dst) {
+			return n, forwardShared(dst, to, rx[:n], peer, fwd, cnt)
+		}
 		k := dst.Alloc(tx[:n])
 		for i := range k {
 			afxdp.CopyFrame(&tx[i], rx[i].Data)
@@ -424,4 +445,21 @@ func forward(src, dst *afxdp.Port, from, to *side, rx, tx []port.Buf, fwd *atomi
 		}
 	}
 	return n, dst.Flush()
+}
+
+// forwardShared sends the frames src received out of dst as they are: the
+// two sockets share a UMEM, so the frames are already dst's to send.
+func forwardShared(dst *afxdp.Port, to *side, rx []port.Buf, peer uint64, fwd *atomic.Uint64, cnt *counters) error {
+	for i := range rx {
+		f := rx[i].Data
+		u64ToMAC(peer, f[0:6])
+		copy(f[6:12], to.mac[:])
+	}
+	sent := dst.TxBurst(rx)
+	dst.Free(rx[sent:])
+	fwd.Add(uint64(sent))
+	if sent < len(rx) {
+		cnt.txFull.Add(uint64(len(rx) - sent))
+	}
+	return dst.Flush()
 }

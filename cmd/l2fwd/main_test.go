@@ -26,8 +26,13 @@ func buildL2fwd(t *testing.T) string {
 func TestForwardPingAndUDP(t *testing.T) {
 	lab.Require(t)
 	bin := buildL2fwd(t)
-	for _, backend := range []string{"native", "asavie"} {
-		t.Run(backend, func(t *testing.T) {
+	// native shares a UMEM between the two sockets (no copy); native-copy
+	// and asavie copy every frame into the other socket's UMEM.
+	for _, tc := range []struct {
+		name, backend, shared string
+	}{{"native", "native", "true"}, {"native-copy", "native", "false"}, {"asavie", "asavie", "true"}} {
+		backend := tc.backend
+		t.Run(tc.name, func(t *testing.T) {
 			n, err := lab.NewNAT(lab.WithReturnRoute())
 			if err != nil {
 				t.Fatal(err)
@@ -42,7 +47,7 @@ func TestForwardPingAndUDP(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The outside peer is configured, the inside one learned.
-			cmd := lab.Command(n.Box, bin, "-in", lab.NATInside, "-out", lab.NATOutside, "-backend", backend,
+			cmd := lab.Command(n.Box, bin, "-in", lab.NATInside, "-out", lab.NATOutside, "-backend", backend, "-shared-umem="+tc.shared,
 				"-out-peer", srvLink.MAC.String(),
 				"-inside", "10.0.0.0/24", "-local", "10.0.0.1,198.18.0.1", "-public", "10.0.0.2,10.0.0.3")
 			var stdout, stderr strings.Builder
@@ -105,7 +110,7 @@ func TestForwardPingAndUDP(t *testing.T) {
 			if err := json.Unmarshal([]byte(stdout.String()), &sum); err != nil {
 				t.Fatalf("summary: %v\n%s\nstderr: %s", err, stdout.String(), stderr.String())
 			}
-			if sum.In2Out < 11 || sum.Out2In < 11 || len(sum.WorkerErrors) > 0 {
+			if sum.In2Out < 11 || sum.Out2In < 11 || len(sum.WorkerErrors) > 0 || sum.SharedUMEM != (tc.name == "native") {
 				t.Fatalf("summary %+v", sum)
 			}
 			t.Logf("%s: %+v; UDP %d packets %.2f%% lost", backend, sum, res.End.Sum.Packets, res.End.Sum.LostPercent)
@@ -124,7 +129,11 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.inPeer.String() != "02:00:00:00:00:01" || len(c.public) != 1 || c.cpus[0] != 1 || c.batch != 64 {
+	// asavie cannot share a UMEM: -shared-umem is off for it.
+	if a, err := parseFlags([]string{"-in", "a", "-out", "b", "-backend", "asavie"}); err != nil || a.sharedUMEM {
+		t.Fatalf("asavie: %v, sharedUMEM %v", err, a != nil && a.sharedUMEM)
+	}
+	if c.inPeer.String() != "02:00:00:00:00:01" || len(c.public) != 1 || c.cpus[0] != 1 || c.batch != 64 || !c.sharedUMEM {
 		t.Fatalf("parsed %+v", c)
 	}
 }

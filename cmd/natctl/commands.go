@@ -201,14 +201,9 @@ func (f *filterFlags) filter() (*xnatv1.SessionFilter, error) {
 }
 
 func parseProto(s string, icmp bool) (xnatv1.Protocol, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return xnatv1.Protocol_PROTOCOL_TCP, nil
-	case "udp":
-		return xnatv1.Protocol_PROTOCOL_UDP, nil
-	case "icmp":
-		if icmp {
-			return xnatv1.Protocol_PROTOCOL_ICMP, nil
+	for p, n := range protoNames {
+		if n == strings.ToLower(s) && (icmp || p != xnatv1.Protocol_PROTOCOL_ICMP) {
+			return p, nil
 		}
 	}
 	if icmp {
@@ -308,18 +303,7 @@ so that a table of millions of sessions starts printing at once.
 }
 
 func rulesCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "rules",
-		Short: "List, add and delete port forwards and static mappings",
-		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listRules(cmd.Context()) },
-	}
-	c.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List port forwards and static mappings",
-		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listRules(cmd.Context()) },
-	})
+	c := listGroup("rules", "List, add and delete port forwards and static mappings", "List port forwards and static mappings", a.listRules)
 	add := &cobra.Command{Use: "add", Short: "Add a port forward or a static mapping", Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return usagef("rules add: say forward or static") }}
 	add.AddCommand(&cobra.Command{
@@ -457,18 +441,7 @@ func change[Q, R any](ctx context.Context, a *app, done string, rpc func(xnatv1.
 }
 
 func poolsCmd(a *app) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "pools",
-		Short: "List, add and delete address pools",
-		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listPools(cmd.Context()) },
-	}
-	c.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List pools",
-		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listPools(cmd.Context()) },
-	})
+	c := listGroup("pools", "List, add and delete address pools", "List pools", a.listPools)
 	c.AddCommand(&cobra.Command{
 		Use:     "add NAME PREFIX...",
 		Short:   "Add a pool of addresses (prefixes or single addresses)",

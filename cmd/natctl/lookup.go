@@ -155,16 +155,17 @@ func (a *app) lookup(cmd *cobra.Command, req *xnatv1.LookupRequest) error {
 		if j.Paired != "" {
 			fmt.Fprintf(w, "paired with %s, %d sessions, %d ports (%s allocation)\n", j.Paired, j.Sessions, j.Ports, j.Mode)
 		}
-		tw := newTab(w)
-		fmt.Fprintln(tw, "SUBSCRIBER\tINSIDE\tOUTSIDE\tPORTS\tPROTO\tSOURCE\tSINCE")
-		for _, h := range j.Holders {
-			since := h.Since
-			if h.Held {
-				since += " (held)"
+		err := tables(w, func(tw io.Writer) {
+			fmt.Fprintln(tw, "SUBSCRIBER\tINSIDE\tOUTSIDE\tPORTS\tPROTO\tSOURCE\tSINCE")
+			for _, h := range j.Holders {
+				since := h.Since
+				if h.Held {
+					since += " (held)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Subscriber, dash(h.Inside), h.Outside, h.Ports, dash(h.Protocol), h.Source, dash(since))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Subscriber, dash(h.Inside), h.Outside, h.Ports, dash(h.Protocol), h.Source, dash(since))
-		}
-		if err := tw.Flush(); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 		if j.Note != "" {

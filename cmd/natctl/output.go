@@ -90,12 +90,15 @@ func addressToJSON(a *xnatv1.AddressStatus) addressStatusJSON {
 	}
 }
 
+// The API's enums as natctl prints them (and parseProto reads them).
+var (
+	sideNames  = map[xnatv1.Side]string{xnatv1.Side_SIDE_INSIDE: "inside", xnatv1.Side_SIDE_OUTSIDE: "outside"}
+	protoNames = map[xnatv1.Protocol]string{xnatv1.Protocol_PROTOCOL_TCP: "tcp", xnatv1.Protocol_PROTOCOL_UDP: "udp", xnatv1.Protocol_PROTOCOL_ICMP: "icmp"}
+)
+
 func sideName(s xnatv1.Side) string {
-	switch s {
-	case xnatv1.Side_SIDE_INSIDE:
-		return "inside"
-	case xnatv1.Side_SIDE_OUTSIDE:
-		return "outside"
+	if n, ok := sideNames[s]; ok {
+		return n
 	}
 	return "unknown"
 }
@@ -320,17 +323,7 @@ type sessionJSON struct {
 	TimeoutSeconds float64   `json:"timeout_seconds"`
 }
 
-func protoName(p xnatv1.Protocol) string {
-	switch p {
-	case xnatv1.Protocol_PROTOCOL_TCP:
-		return "tcp"
-	case xnatv1.Protocol_PROTOCOL_UDP:
-		return "udp"
-	case xnatv1.Protocol_PROTOCOL_ICMP:
-		return "icmp"
-	}
-	return ""
-}
+func protoName(p xnatv1.Protocol) string { return protoNames[p] }
 
 func endpoint(e *xnatv1.Endpoint) string {
 	if e == nil {
@@ -443,63 +436,70 @@ func writeJSONLine(w io.Writer, v any) error {
 
 func newTab(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
+// tables writes tab-aligned tables, each filled by one function, with a
+// blank line between two; a nil function is a table left out.
+func tables(w io.Writer, fill ...func(tw io.Writer)) error {
+	first := true
+	for _, f := range fill {
+		if f == nil {
+			continue
+		}
+		if !first {
+			fmt.Fprintln(w)
+		}
+		first = false
+		tw := newTab(w)
+		f(tw)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func printStatus(w io.Writer, s *xnatv1.Status) error {
-	tw := newTab(w)
-	fmt.Fprintf(tw, "Version:\t%s\n", s.Version)
-	if s.StartTime != nil {
-		fmt.Fprintf(tw, "Uptime:\t%s (since %s)\n", s.Uptime.AsDuration().Round(time.Second), s.StartTime.AsTime().UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintf(tw, "Config:\t%s (generation %d)\n", s.ConfigFile, s.ConfigGeneration)
-	fmt.Fprintf(tw, "Sessions:\t%d of %d (%s)\n", s.SessionsInUse, s.SessionsCapacity, percent(float64(s.SessionsInUse), float64(s.SessionsCapacity)))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "INTERFACE\tSIDE\tIFINDEX\tMAC\tADDRESS\tMTU\tQUEUES\tXDP\tXSK\tLINK")
-	for _, i := range s.Interfaces {
-		link := "down"
-		if i.LinkUp {
-			link = "up"
+	err := tables(w, func(tw io.Writer) {
+		fmt.Fprintf(tw, "Version:\t%s\n", s.Version)
+		if s.StartTime != nil {
+			fmt.Fprintf(tw, "Uptime:\t%s (since %s)\n", s.Uptime.AsDuration().Round(time.Second), s.StartTime.AsTime().UTC().Format(time.RFC3339))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", i.Name, sideName(i.Side), i.Ifindex, i.Mac,
-			dash(i.Addr), i.Mtu, joinInts(i.Queues), i.XdpMode, i.XskMode, link)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "WORKER\tCPU\tPOLL MODE\tINSIDE\tOUTSIDE\tBUSY\tLINK ERRORS")
-	for _, wk := range s.Workers {
-		cpu := strconv.Itoa(int(wk.Cpu))
-		if wk.Cpu < 0 {
-			cpu = "-"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%d\t%s/%d\t%s\t%d\n", wk.Id, cpu, wk.PollMode,
-			wk.InsideInterface, wk.InsideQueue, wk.OutsideInterface, wk.OutsideQueue, percent(wk.BusyRatio, 1), wk.LinkErrors)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "POOL\tADDRESS\tSUBSCRIBERS\tTCP PORTS\tUDP PORTS\tICMP IDS\tSTATE")
-	for _, p := range s.Pools {
-		for _, a := range p.Addresses {
-			state := "active"
-			if a.Draining {
-				state = "draining"
+		fmt.Fprintf(tw, "Config:\t%s (generation %d)\n", s.ConfigFile, s.ConfigGeneration)
+		fmt.Fprintf(tw, "Sessions:\t%d of %d (%s)\n", s.SessionsInUse, s.SessionsCapacity, percent(float64(s.SessionsInUse), float64(s.SessionsCapacity)))
+	}, func(tw io.Writer) {
+		fmt.Fprintln(tw, "INTERFACE\tSIDE\tIFINDEX\tMAC\tADDRESS\tMTU\tQUEUES\tXDP\tXSK\tLINK")
+		for _, i := range s.Interfaces {
+			link := "down"
+			if i.LinkUp {
+				link = "up"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, a.Addr, a.Subscribers,
-				used(a.PortsInUse.GetTcp(), a.PortsTotal.GetTcp()), used(a.PortsInUse.GetUdp(), a.PortsTotal.GetUdp()),
-				used(a.PortsInUse.GetIcmp(), a.PortsTotal.GetIcmp()), state)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", i.Name, sideName(i.Side), i.Ifindex, i.Mac,
+				dash(i.Addr), i.Mtu, joinInts(i.Queues), i.XdpMode, i.XskMode, link)
 		}
-	}
-	if err := tw.Flush(); err != nil {
+	}, func(tw io.Writer) {
+		fmt.Fprintln(tw, "WORKER\tCPU\tPOLL MODE\tINSIDE\tOUTSIDE\tBUSY\tLINK ERRORS")
+		for _, wk := range s.Workers {
+			cpu := strconv.Itoa(int(wk.Cpu))
+			if wk.Cpu < 0 {
+				cpu = "-"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s/%d\t%s/%d\t%s\t%d\n", wk.Id, cpu, wk.PollMode,
+				wk.InsideInterface, wk.InsideQueue, wk.OutsideInterface, wk.OutsideQueue, percent(wk.BusyRatio, 1), wk.LinkErrors)
+		}
+	}, func(tw io.Writer) {
+		fmt.Fprintln(tw, "POOL\tADDRESS\tSUBSCRIBERS\tTCP PORTS\tUDP PORTS\tICMP IDS\tSTATE")
+		for _, p := range s.Pools {
+			for _, a := range p.Addresses {
+				state := "active"
+				if a.Draining {
+					state = "draining"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", p.Name, a.Addr, a.Subscribers,
+					used(a.PortsInUse.GetTcp(), a.PortsTotal.GetTcp()), used(a.PortsInUse.GetUdp(), a.PortsTotal.GetUdp()),
+					used(a.PortsInUse.GetIcmp(), a.PortsTotal.GetIcmp()), state)
+			}
+		}
+	})
+	if err != nil {
 		return err
 	}
 	for _, p := range s.Pools {
@@ -510,111 +510,97 @@ func printStatus(w io.Writer, s *xnatv1.Status) error {
 
 func printStats(w io.Writer, s *xnatv1.Stats, r *ratesJSON) error {
 	t, created, allocFail, drops := totals(s)
-	tw := newTab(w)
-	fmt.Fprintf(tw, "Time:\t%s\n", s.Time.AsTime().UTC().Format(time.RFC3339))
-	if r != nil {
-		fmt.Fprintf(tw, "Rates:\trx %s pps (%s), tx %s pps (%s), drops %s/s\n",
-			num(r.RxPPS), bits(r.RxBitsPerSecond), num(r.TxPPS), bits(r.TxBitsPerSecond), num(r.DropsPerSecond))
-	}
-	fmt.Fprintf(tw, "Packets:\trx %d (%d bytes), tx %d (%d bytes), dropped %d\n", t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes, t.Dropped)
-	ss := perProto(s.Sessions)
-	fmt.Fprintf(tw, "Sessions:\ttcp %d, udp %d, icmp %d\n", ss.TCP, ss.UDP, ss.ICMP)
-	ex := perProto(s.SessionsExpired)
-	fmt.Fprintf(tw, "Created:\ttcp %d, udp %d, icmp %d\n", created.TCP, created.UDP, created.ICMP)
-	fmt.Fprintf(tw, "Expired:\ttcp %d, udp %d, icmp %d; deleted by operator %d\n", ex.TCP, ex.UDP, ex.ICMP, s.SessionsDeleted)
-	fmt.Fprintf(tw, "Port allocation failures:\t%d\n", allocFail)
-	fmt.Fprintf(tw, "Events dropped:\t%d\n", s.EventsDropped)
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "WORKER\tINSIDE RX\tINSIDE TX\tOUTSIDE RX\tOUTSIDE TX\tDROPS\tCREATED\tBUSY")
-	for _, wk := range s.Workers {
-		var d uint64
-		for _, x := range wk.Drops {
-			d += x.Packets
-		}
-		busy := 0.0
-		if p := wk.PollTime.AsDuration(); p > 0 {
-			busy = float64(wk.BusyTime.AsDuration()) / float64(p)
-		}
-		c := perProto(wk.SessionsCreated)
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", wk.Id,
-			wk.Inside.GetRxPackets(), wk.Inside.GetTxPackets(), wk.Outside.GetRxPackets(), wk.Outside.GetTxPackets(),
-			d, c.TCP+c.UDP+c.ICMP, percent(busy, 1))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "INTERFACE\tQUEUE\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES\tPORT DROPS")
-	for _, i := range s.Interfaces {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", i.Name, i.Queue, i.RxPackets, i.RxBytes, i.TxPackets, i.TxBytes, i.Drops)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-
+	var dropTable func(io.Writer)
 	if len(drops) > 0 {
-		fmt.Fprintln(w)
-		tw = newTab(w)
-		fmt.Fprintln(tw, "DROP REASON\tPACKETS")
-		names := make([]string, 0, len(drops))
-		for n := range drops {
-			names = append(names, n)
-		}
-		// Biggest first; ties by name, for a stable order.
-		sort.Slice(names, func(i, j int) bool {
-			if drops[names[i]] != drops[names[j]] {
-				return drops[names[i]] > drops[names[j]]
+		dropTable = func(tw io.Writer) {
+			fmt.Fprintln(tw, "DROP REASON\tPACKETS")
+			names := make([]string, 0, len(drops))
+			for n := range drops {
+				names = append(names, n)
 			}
-			return names[i] < names[j]
-		})
-		for _, n := range names {
-			fmt.Fprintf(tw, "%s\t%d\n", n, drops[n])
+			// Biggest first; ties by name, for a stable order.
+			sort.Slice(names, func(i, j int) bool {
+				if drops[names[i]] != drops[names[j]] {
+					return drops[names[i]] > drops[names[j]]
+				}
+				return names[i] < names[j]
+			})
+			for _, n := range names {
+				fmt.Fprintf(tw, "%s\t%d\n", n, drops[n])
+			}
 		}
-		return tw.Flush()
 	}
-	return nil
+	return tables(w, func(tw io.Writer) {
+		fmt.Fprintf(tw, "Time:\t%s\n", s.Time.AsTime().UTC().Format(time.RFC3339))
+		if r != nil {
+			fmt.Fprintf(tw, "Rates:\trx %s pps (%s), tx %s pps (%s), drops %s/s\n",
+				num(r.RxPPS), bits(r.RxBitsPerSecond), num(r.TxPPS), bits(r.TxBitsPerSecond), num(r.DropsPerSecond))
+		}
+		fmt.Fprintf(tw, "Packets:\trx %d (%d bytes), tx %d (%d bytes), dropped %d\n", t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes, t.Dropped)
+		ss := perProto(s.Sessions)
+		fmt.Fprintf(tw, "Sessions:\ttcp %d, udp %d, icmp %d\n", ss.TCP, ss.UDP, ss.ICMP)
+		ex := perProto(s.SessionsExpired)
+		fmt.Fprintf(tw, "Created:\ttcp %d, udp %d, icmp %d\n", created.TCP, created.UDP, created.ICMP)
+		fmt.Fprintf(tw, "Expired:\ttcp %d, udp %d, icmp %d; deleted by operator %d\n", ex.TCP, ex.UDP, ex.ICMP, s.SessionsDeleted)
+		fmt.Fprintf(tw, "Port allocation failures:\t%d\n", allocFail)
+		fmt.Fprintf(tw, "Events dropped:\t%d\n", s.EventsDropped)
+	}, func(tw io.Writer) {
+		fmt.Fprintln(tw, "WORKER\tINSIDE RX\tINSIDE TX\tOUTSIDE RX\tOUTSIDE TX\tDROPS\tCREATED\tBUSY")
+		for _, wk := range s.Workers {
+			var d uint64
+			for _, x := range wk.Drops {
+				d += x.Packets
+			}
+			busy := 0.0
+			if p := wk.PollTime.AsDuration(); p > 0 {
+				busy = float64(wk.BusyTime.AsDuration()) / float64(p)
+			}
+			c := perProto(wk.SessionsCreated)
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", wk.Id,
+				wk.Inside.GetRxPackets(), wk.Inside.GetTxPackets(), wk.Outside.GetRxPackets(), wk.Outside.GetTxPackets(),
+				d, c.TCP+c.UDP+c.ICMP, percent(busy, 1))
+		}
+	}, func(tw io.Writer) {
+		fmt.Fprintln(tw, "INTERFACE\tQUEUE\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES\tPORT DROPS")
+		for _, i := range s.Interfaces {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", i.Name, i.Queue, i.RxPackets, i.RxBytes, i.TxPackets, i.TxBytes, i.Drops)
+		}
+	}, dropTable)
 }
 
 func printRules(w io.Writer, rules []ruleJSON) error {
-	tw := newTab(w)
-	fmt.Fprintln(tw, "TYPE\tPROTO\tOUTSIDE\tINSIDE")
-	for _, r := range rules {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Type, dash(r.Protocol), r.Outside, r.Inside)
-	}
-	return tw.Flush()
+	return tables(w, func(tw io.Writer) {
+		fmt.Fprintln(tw, "TYPE\tPROTO\tOUTSIDE\tINSIDE")
+		for _, r := range rules {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Type, dash(r.Protocol), r.Outside, r.Inside)
+		}
+	})
 }
 
 func printPools(w io.Writer, pools []poolJSON) error {
-	tw := newTab(w)
-	fmt.Fprintln(tw, "NAME\tPREFIXES")
-	var draining []addressStatusJSON
+	var drainTable func(io.Writer)
 	for _, p := range pools {
-		if p.Name == drainingPool {
-			draining = p.Draining
-			continue
+		if p.Name == drainingPool && len(p.Draining) > 0 {
+			draining := p.Draining
+			// Removed addresses still serving sessions: each goes when
+			// all its counts reach zero.
+			drainTable = func(tw io.Writer) {
+				fmt.Fprintln(tw, "DRAINING\tSUBSCRIBERS\tRULE SESSIONS\tTCP PORTS\tUDP PORTS\tICMP IDS")
+				for _, a := range draining {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", a.Addr, a.Subscribers, a.RuleSessions,
+						a.PortsInUse.TCP, a.PortsInUse.UDP, a.PortsInUse.ICMP)
+				}
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", p.Name, strings.Join(p.Prefixes, " "))
 	}
-	if err := tw.Flush(); err != nil || len(draining) == 0 {
-		return err
-	}
-	// Removed addresses still serving sessions: each goes when all its
-	// counts reach zero.
-	fmt.Fprintln(w)
-	tw = newTab(w)
-	fmt.Fprintln(tw, "DRAINING\tSUBSCRIBERS\tRULE SESSIONS\tTCP PORTS\tUDP PORTS\tICMP IDS")
-	for _, a := range draining {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", a.Addr, a.Subscribers, a.RuleSessions,
-			a.PortsInUse.TCP, a.PortsInUse.UDP, a.PortsInUse.ICMP)
-	}
-	return tw.Flush()
+	return tables(w, func(tw io.Writer) {
+		fmt.Fprintln(tw, "NAME\tPREFIXES")
+		for _, p := range pools {
+			if p.Name != drainingPool {
+				fmt.Fprintf(tw, "%s\t%s\n", p.Name, strings.Join(p.Prefixes, " "))
+			}
+		}
+	}, drainTable)
 }
 
 // sessionPrinter prints a stream of sessions as they arrive. A table of a

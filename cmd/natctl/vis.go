@@ -397,19 +397,19 @@ reason, what to run next. Works on the read-only socket.`,
 					_, err := fmt.Fprintln(w, "no drops")
 					return err
 				}
-				tw := newTab(w)
-				fmt.Fprintln(tw, "REASON\tTOTAL\tPER SECOND\tLAST DROPPED")
-				for _, d := range js {
-					last := "-"
-					if len(d.Samples) > 0 {
-						last = sampleText(d.Samples[0].Time, d.Samples[0].Side, d.Samples[0].Proto, d.Samples[0].Src, d.Samples[0].Dst)
+				return tables(w, func(tw io.Writer) {
+					fmt.Fprintln(tw, "REASON\tTOTAL\tPER SECOND\tLAST DROPPED")
+					for _, d := range js {
+						last := "-"
+						if len(d.Samples) > 0 {
+							last = sampleText(d.Samples[0].Time, d.Samples[0].Side, d.Samples[0].Proto, d.Samples[0].Src, d.Samples[0].Dst)
+						}
+						fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\n", d.Reason, d.Total, d.PerSecond, last)
+						for _, s := range d.Samples[min(1, len(d.Samples)):] {
+							fmt.Fprintf(tw, "\t\t\t%s\n", sampleText(s.Time, s.Side, s.Proto, s.Src, s.Dst))
+						}
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\n", d.Reason, d.Total, d.PerSecond, last)
-					for _, s := range d.Samples[min(1, len(d.Samples)):] {
-						fmt.Fprintf(tw, "\t\t\t%s\n", sampleText(s.Time, s.Side, s.Proto, s.Src, s.Dst))
-					}
-				}
-				return tw.Flush()
+				})
 			}, js)
 		},
 	}

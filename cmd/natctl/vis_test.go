@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt/mgmttest"
@@ -85,20 +81,9 @@ func TestVisCaptureAndTrace(t *testing.T) {
 	if c.code != 0 || !strings.Contains(c.err, "2 frames captured, 0 lost") {
 		t.Fatalf("capture: exit %d, stderr %s", c.code, c.err)
 	}
-	rd, err := pcapgo.NewNgReader(bytes.NewReader([]byte(c.out)), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ifcs []int
-	for {
-		_, ci, err := rd.ReadPacketData()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ifcs = append(ifcs, ci.InterfaceIndex)
+	for _, f := range mgmttest.ReadPcapng(t, []byte(c.out)) {
+		ifcs = append(ifcs, f.Interface)
 	}
 	if len(ifcs) != 2 || ifcs[0] != 0 || ifcs[1] != 1 {
 		t.Fatalf("captured on interfaces %v, want [0 1] (inside as arrived, outside as left)", ifcs)

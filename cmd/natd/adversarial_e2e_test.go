@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -26,6 +27,7 @@ import (
 	"github.com/xnat/xnat/bench/gen"
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // The privileged half of the adversarial suite (issue 11): natd in the
@@ -56,50 +58,36 @@ func (c advConfig) clone() advConfig {
 	return c
 }
 
-// render writes the whole file for e, as natdlab's own rendering does for
-// the interfaces (two workers pinned to CPUs 1 and 0 when Queues is 2).
+// render writes the whole file for e: the lab's interfaces, workers
+// (pinned to CPUs 1 and 0 when Queues is 2) and management sockets, the
+// nat section from c.
 func (c advConfig) render(e *natdlab.Env) string {
 	var b strings.Builder
-	qs := make([]string, e.Opts.Queues)
-	for i := range qs {
-		qs[i] = strconv.Itoa(i)
-	}
-	fmt.Fprintf(&b, "interfaces:\n  inside: {name: %s, queues: [%s]}\n  outside: {name: %s, queues: [%s]}\n",
-		lab.NATInside, strings.Join(qs, ", "), lab.NATOutside, strings.Join(qs, ", "))
-	b.WriteString("workers:\n")
-	for i := range qs {
-		fmt.Fprintf(&b, "  - cpu: %d\n", 1-i%2)
-	}
+	b.WriteString(e.InterfacesYAML(nil))
 	b.WriteString("poll_mode: adaptive\nnat:\n")
 	fmt.Fprintf(&b, "  inside_prefixes: [%s]\n", strings.Join(c.Inside, ", "))
-	if len(c.Pools) > 0 {
-		b.WriteString("  pools:\n")
-		for _, p := range c.Pools {
-			fmt.Fprintf(&b, "    - name: %s\n      addresses: [%s]\n", p[0], p[1])
-		}
-	}
-	if len(c.Forwards) > 0 {
-		b.WriteString("  port_forwards:\n")
-		for _, f := range c.Forwards {
-			fmt.Fprintf(&b, "    - {proto: %s, outside: %q, inside: %q}\n", f[0], f[1], f[2])
-		}
-	}
-	if len(c.Statics) > 0 {
-		b.WriteString("  static_mappings:\n")
-		for _, s := range c.Statics {
-			fmt.Fprintf(&b, "    - {inside: %q, outside: %q}\n", s[0], s[1])
-		}
-	}
-	if len(c.Limits) > 0 {
-		b.WriteString("  limits:\n")
-		for _, l := range c.Limits {
-			fmt.Fprintf(&b, "    %s: %s\n", l[0], l[1])
-		}
-	}
+	writeList(&b, "pools", c.Pools, func(p [2]string) string { return fmt.Sprintf("- name: %s\n      addresses: [%s]", p[0], p[1]) })
+	writeList(&b, "port_forwards", c.Forwards, func(f [3]string) string {
+		return fmt.Sprintf("- {proto: %s, outside: %q, inside: %q}", f[0], f[1], f[2])
+	})
+	writeList(&b, "static_mappings", c.Statics, func(s [2]string) string { return fmt.Sprintf("- {inside: %q, outside: %q}", s[0], s[1]) })
+	writeList(&b, "limits", c.Limits, func(l [2]string) string { return l[0] + ": " + l[1] })
 	b.WriteString(c.Raw)
-	fmt.Fprintf(&b, "management:\n  socket: %s\n  readonly_socket: %s\n", e.Socket, e.ROSocket)
-	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", e.Metrics)
+	b.WriteString(e.ManagementYAML())
 	return b.String()
+}
+
+// writeList writes the nat section's field name with one line per item
+// (format gives the line without its indentation), or nothing when there
+// are no items.
+func writeList[T any](b *strings.Builder, name string, items []T, format func(T) string) {
+	if len(items) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "  %s:\n", name)
+	for _, it := range items {
+		b.WriteString("    " + format(it) + "\n")
+	}
 }
 
 // startWithConfig builds the lab with queues queues, lets prep configure
@@ -107,22 +95,7 @@ func (c advConfig) render(e *natdlab.Env) string {
 // the test ends, whatever happens.
 func startWithConfig(t *testing.T, queues int, cfg advConfig, prep func(e *natdlab.Env) error) *natdlab.Env {
 	t.Helper()
-	lab.Require(t)
-	natd, _ := binaries(t)
-	e, err := natdlab.New(natdlab.Options{Natd: natd, Queues: queues})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			log := e.Log()
-			if len(log) > 20000 {
-				log = "...\n" + log[len(log)-20000:]
-			}
-			t.Logf("natd log (tail):\n%s", log)
-		}
-		e.Close()
-	})
+	e := newEnv(t, natdlab.Options{Queues: queues})
 	if prep != nil {
 		if err := prep(e); err != nil {
 			t.Fatal(err)
@@ -227,19 +200,8 @@ func vmRSS(t *testing.T, pid int) float64 {
 
 const mib = 1 << 20
 
-// waitFor polls cond every 50 ms until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool { return wait.For(d, cond) }
 
 // ---- sentinel flows: established sessions that must not lose a packet ----
 
@@ -335,27 +297,7 @@ func echoTCP(t *testing.T, ns string, addr netip.AddrPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // churnUDP opens waves of short UDP flows from clientNS (source addresses

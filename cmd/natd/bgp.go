@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -169,16 +168,7 @@ func bgpFromFile(f *bgpFileConfig, nc *nat.Config, ce *configErrors) *bgp.Config
 			add(s.side, p, pf.MED, pf.Communities, s.f)
 		}
 	}
-	if err := c.Validate(); err != nil {
-		for _, e := range unjoin(err) {
-			var fe *bgp.FieldError
-			if errors.As(e, &fe) {
-				ce.add("bgp."+fe.Field, "%s", fe.Reason)
-			} else {
-				ce.add("bgp", "%v", e)
-			}
-		}
-	}
+	ce.addValidation("bgp", c.Validate())
 	return c
 }
 

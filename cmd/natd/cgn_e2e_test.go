@@ -19,6 +19,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // TestE2ECGNExport runs natd with port-block allocation and both
@@ -85,21 +86,8 @@ template(name="raw" type="string" string="%%rawmsg%%\n")
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	var seenMu sync.Mutex
-	seen := map[netip.AddrPort]bool{}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			seenMu.Lock()
-			seen[from] = true
-			seenMu.Unlock()
-			srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	var senders natdlab.Senders
+	go senders.Echo(srv)
 	t0 := time.Now()
 	inside := map[uint16]bool{}
 	for i := 0; i < 6; i++ {
@@ -114,15 +102,13 @@ template(name="raw" type="string" string="%%rawmsg%%\n")
 		}
 	}
 	t1 := time.Now()
-	seenMu.Lock()
 	outside := map[uint16]bool{}
-	for ap := range seen {
+	for ap := range senders.Seen() {
 		if ap.Addr() != natdlab.PoolAddr {
 			t.Fatalf("server saw %v, not the pool address", ap)
 		}
 		outside[ap.Port()] = true
 	}
-	seenMu.Unlock()
 	if len(outside) != 6 {
 		t.Fatalf("server saw %d sources, want 6", len(outside))
 	}
@@ -294,9 +280,7 @@ func udpRoundTrip(c *net.UDPConn, to netip.AddrPort) bool {
 // await fails the test unless cond holds within a generous deadline.
 func await(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if !waitFor(30*time.Second, cond) {
-		t.Fatalf("timed out waiting for %s", what)
-	}
+	wait.Until(t, what, 30*time.Second, cond)
 }
 
 // collector is a collector process in a lab namespace.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
-	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/dataplane/poller"
 	"github.com/xnat/xnat/mgmt/bgp"
 )
 
@@ -70,6 +70,8 @@ type xdpConfig struct {
 	Frames    int    `yaml:"frames"`
 	FrameSize int    `yaml:"frame_size"`
 	RingSize  int    `yaml:"ring_size"`
+	// SharedUMEM: nil means on where the backend can (see umem.go).
+	SharedUMEM *bool `yaml:"shared_umem"`
 }
 
 type natConfig struct {
@@ -123,9 +125,10 @@ type Config struct {
 	Inside     ifaceConfig
 	Outside    ifaceConfig
 	CPUs       []int // per worker
-	PollMode   worker.PollMode
+	PollMode   poller.PollMode
 	BatchSize  int
 	GenericXDP bool
+	SharedUMEM bool // a worker's two sockets share one UMEM (umem.go)
 	Port       afxdp.Options
 	NAT        nat.Config
 	Mgmt       mgmtConfig
@@ -358,6 +361,7 @@ func (c *Config) dataplaneFromFile(fc *fileConfig, ce *configErrors) {
 		c.Port.FillRingSize, c.Port.CompletionRingSize, c.Port.RxRingSize, c.Port.TxRingSize = r, r, r, r
 	}
 	ce.text("xdp.backend", fc.XDP.Backend, &c.Port.Backend)
+	c.SharedUMEM = sharedUMEMFromFile(fc.XDP.SharedUMEM, c.Port.Backend, ce)
 	if err := afxdp.ValidateOptions(&c.Port); err != nil {
 		ce.add("xdp", "%v", err)
 	}
@@ -369,16 +373,7 @@ func (c *Config) natSection(fc *fileConfig, ce *configErrors) {
 	c.NAT = natFromFile(&fc.NAT, ce)
 	c.Logging = loggingFromFile(&fc.Logging, ce)
 	checkMasqConfig(fc, ce)
-	if err := c.NAT.Validate(); err != nil {
-		for _, e := range unjoin(err) {
-			var fe *nat.FieldError
-			if errors.As(e, &fe) {
-				ce.add("nat."+fe.Field, "%s", fe.Reason)
-			} else {
-				ce.add("nat", "%v", e)
-			}
-		}
-	}
+	ce.addValidation("nat", c.NAT.Validate())
 	// Held fragments wait in frames of the AF_XDP sockets: a worker
 	// refuses more than a quarter of them, so say so before starting.
 	if h, most := c.NAT.Limits.HeldFragments, nat.MaxHeldFragmentsFor(c.Port.NumFrames); h > most {
@@ -444,11 +439,29 @@ func setByName[V, T any](ce *configErrors, section, what string, in map[string]V
 	}
 }
 
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+// addValidation files what a section's Validate found (nat.Config's,
+// bgp.Config's): each field error at its field's path and line in the
+// file, anything else at the section.
+func (c *configErrors) addValidation(section string, err error) {
+	if err == nil {
+		return
 	}
-	return []error{err}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var nf *nat.FieldError
+		var bf *bgp.FieldError
+		switch {
+		case errors.As(e, &nf):
+			c.add(section+"."+nf.Field, "%s", nf.Reason)
+		case errors.As(e, &bf):
+			c.add(section+"."+bf.Field, "%s", bf.Reason)
+		default:
+			c.add(section, "%v", e)
+		}
+	}
 }
 
 // natFromFile converts the nat section, reporting what cannot even be

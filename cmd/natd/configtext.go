@@ -10,7 +10,7 @@ import (
 )
 
 // text sets dst from s, a value of the file, with dst's own UnmarshalText
-// (the enums of the packages that own them: nat.Mapping, worker.PollMode,
+// (the enums of the packages that own them: nat.Mapping, poller.PollMode,
 // afxdp.Backend...); an empty s leaves dst's default. A refusal is
 // reported at field, with its line. It reports whether s set dst.
 func (c *configErrors) text(field, s string, dst encoding.TextUnmarshaler) bool {

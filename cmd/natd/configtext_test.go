@@ -6,7 +6,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
-	"github.com/xnat/xnat/dataplane/worker"
+	"github.com/xnat/xnat/dataplane/poller"
 )
 
 // TestConfigErrorsNameFileLineAndField: settings that the enums' own
@@ -54,7 +54,7 @@ xdp: {backend: asavie}
 	}
 	if c.NAT.Mapping != nat.EndpointIndependent || c.NAT.Filtering[nat.UDP] != nat.FilterAddressDependent ||
 		c.NAT.Filtering[nat.TCP] != nat.FilterEndpointIndependent || c.NAT.OnExhaustion != nat.ReplyAdminProhibited ||
-		c.PollMode != worker.Busy || c.Port.Backend != afxdp.Asavie {
+		c.PollMode != poller.Busy || c.Port.Backend != afxdp.Asavie {
 		t.Errorf("got mapping %v, filtering %v, on_exhaustion %v, poll_mode %v, backend %v",
 			c.NAT.Mapping, c.NAT.Filtering, c.NAT.OnExhaustion, c.PollMode, c.Port.Backend)
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/xnat/xnat/dataplane/afxdp"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/neigh"
+	"github.com/xnat/xnat/dataplane/poller"
 	"github.com/xnat/xnat/dataplane/port"
-	"github.com/xnat/xnat/dataplane/worker"
 	"github.com/xnat/xnat/dataplane/xdpprog"
 	"github.com/xnat/xnat/mgmt"
 )
@@ -71,7 +71,7 @@ type workerState struct {
 	cpu    int
 	queues [nat.NumSides]int
 	w      *nat.Worker
-	run    *worker.Runner
+	run    *poller.Runner
 	ports  [nat.NumSides]*afxdp.Port
 
 	// Port counters, published by the worker goroutine every few bursts,
@@ -209,11 +209,17 @@ func (d *daemon) attachXDP() (err error) {
 // side, and creates its NAT worker and poll loop, pinned to cpu.
 func (d *daemon) newWorker(i, cpu int) (_ *workerState, err error) {
 	ws := &workerState{id: i, cpu: cpu}
+	u, err := d.workerUMEM()
+	if err != nil {
+		return nil, err
+	}
+	defer u.Close()
 	for s := nat.Inside; s < nat.NumSides; s++ {
 		q := d.links[s].queues[i]
 		ws.queues[s] = q
 		opts := d.cfg.Port
 		opts.Register = func(ifindex, queue, fd int) error { return d.register(s, ifindex, queue, fd) }
+		opts.UMEM = u
 		p, err := afxdp.New(d.links[s].ifindex, q, &opts)
 		if err != nil {
 			return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", d.links[s].name, q, err)
@@ -229,7 +235,7 @@ func (d *daemon) newWorker(i, cpu int) (_ *workerState, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ws.run, err = worker.New(worker.Config{
+	ws.run, err = poller.New(poller.Config{
 		Worker: ws.w, Ports: [nat.NumSides]port.Port{ws.ports[nat.Inside], ws.ports[nat.Outside]},
 		CPU: cpu, Mode: d.cfg.PollMode, PortStats: ws.publishPortStats,
 	})
@@ -255,7 +261,7 @@ func (d *daemon) startWorkers() error {
 	}
 	// Management, metrics, the expirer and the GC run on the CPUs the
 	// workers leave free, so they never take a busy-polling worker's core.
-	switch other, err := worker.ConfineOthers(d.cfg.CPUs); {
+	switch other, err := poller.ConfineOthers(d.cfg.CPUs); {
 	case err != nil:
 		d.log.Warn("could not keep natd's other threads off the workers' CPUs", "err", err)
 	case other == nil:
@@ -268,7 +274,7 @@ func (d *daemon) startWorkers() error {
 			return err
 		}
 		d.log.Info("worker started", "worker", ws.id, "cpu", ws.cpu, "inside_queue", ws.queues[nat.Inside],
-			"outside_queue", ws.queues[nat.Outside], "zerocopy", ws.ports[nat.Inside].ZeroCopy())
+			"outside_queue", ws.queues[nat.Outside], "zerocopy", ws.ports[nat.Inside].ZeroCopy(), "shared_umem", ws.w.SharesFrames())
 	}
 	return nil
 }
@@ -519,10 +525,10 @@ var restartOnly = []struct {
 	{"workers", []string{"CPUs"}, func(c *Config) string { return fmt.Sprintf("cpus %v", c.CPUs) }},
 	{"poll_mode", []string{"PollMode"}, func(c *Config) string { return c.PollMode.String() }},
 	{"batch_size", []string{"BatchSize"}, func(c *Config) string { return strconv.Itoa(c.BatchSize) }},
-	{"xdp", []string{"GenericXDP", "Port"}, func(c *Config) string {
+	{"xdp", []string{"GenericXDP", "SharedUMEM", "Port"}, func(c *Config) string {
 		o := c.Port
 		o.BatchSize, o.Register = 0, nil // batch_size's, and set at start
-		return fmt.Sprintf("generic=%v %+v", c.GenericXDP, o)
+		return fmt.Sprintf("generic=%v shared_umem=%v %+v", c.GenericXDP, c.SharedUMEM, o)
 	}},
 	{"management", []string{"Mgmt"}, func(c *Config) string { return fmt.Sprintf("%+v", c.Mgmt) }},
 	{"metrics", []string{"Metrics"}, func(c *Config) string { return "listen " + c.Metrics }},

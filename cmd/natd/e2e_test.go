@@ -27,32 +27,17 @@ import (
 // kernel TCP/UDP/ICMP clients and servers talk through it. They need root;
 // lab.Require skips them elsewhere and fails them under CI=true.
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+func TestMain(m *testing.M) {
+	code := m.Run()
+	lab.RemoveBuilds()
+	os.Exit(code)
+}
 
 // binaries builds natd and natctl once per test process.
 func binaries(t *testing.T) (natd, natctl string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "natd-e2e-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+	dir := lab.Build(t, "github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl")
+	return filepath.Join(dir, "natd"), filepath.Join(dir, "natctl")
 }
 
 // newEnv builds the lab with natd's configuration, not started yet; at
@@ -67,7 +52,11 @@ func newEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("natd log:\n%s", e.Log())
+			log := e.Log()
+			if len(log) > 20000 {
+				log = "...\n" + log[len(log)-20000:]
+			}
+			t.Logf("natd log (tail):\n%s", log)
 		}
 		e.Close()
 	})
@@ -258,41 +247,12 @@ func checkInterfacesClean(t *testing.T, e *natdlab.Env) {
 // completes, throughput is reported, and the receiver counts no checksum
 // errors.
 func TestE2EIperf3(t *testing.T) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("iperf3 not installed")
-		}
-		t.Skip("iperf3 not installed")
-	}
+	needTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
-	// Not one-off (-1): a one-off server may tear the control connection
-	// down before the client has read the results.
-	srv := lab.Command(e.Out, "iperf3", "-s", "-B", natdlab.Server.String())
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	startIperf3(t, e)
 	before, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")
-	out, err := lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "5", "-J")
-	if err != nil {
-		t.Fatalf("iperf3: %v\n%s", err, out)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-				Bytes         uint64  `json:"bytes"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("iperf3 output: %v", err)
-	}
-	if res.End.SumReceived.Bytes == 0 {
-		t.Fatalf("iperf3 moved no data:\n%s", out)
-	}
-	t.Logf("iperf3 TCP through natd: %.1f Mbit/s, %d bytes received", res.End.SumReceived.BitsPerSecond/1e6, res.End.SumReceived.Bytes)
+	r := iperf3Through(t, e, 5)
+	t.Logf("iperf3 TCP through natd: %.1f Mbit/s, %d bytes received", r.BitsPerSecond/1e6, r.Bytes)
 	after, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")
 	for k := range after {
 		if after[k] != before[k] {

@@ -36,18 +36,7 @@ const masqPorts = natdlab.MasqueradePorts
 // returns the events file.
 func startMasq(t *testing.T, before func(*natdlab.Env)) (*natdlab.Env, string) {
 	t.Helper()
-	lab.Require(t)
-	natd, _ := binaries(t)
-	e, err := natdlab.New(natdlab.Options{Natd: natd})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("natd log:\n%s", e.Log())
-		}
-		e.Close()
-	})
+	e := newEnv(t, natdlab.Options{})
 	if err := e.UseConfig(e.MasqueradeConfig("")); err != nil {
 		t.Fatal(err)
 	}
@@ -228,16 +217,7 @@ func newSourceEcho(t *testing.T, ns string, at netip.AddrPort) *sourceEcho {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			_, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort([]byte(from.Addr().String()), from)
-		}
-	}()
+	go lab.ServeUDP(c, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.Addr().String()) })
 	t.Cleanup(func() { c.Close() })
 	return &sourceEcho{c: c}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,18 +10,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 // needTools skips the test when a tool is missing, or fails it under
@@ -55,35 +53,14 @@ func natctlRun(t *testing.T, sock string, args ...string) (stdout, stderr string
 	return o.String(), e.String(), code
 }
 
-// lockedBuffer is a bytes.Buffer a child process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
-
 // natctlStart starts a long-running natctl (capture, trace) writing stdout
 // to out, and waits until it says that natd runs the session ("natctl:
 // capturing", "natctl: tracing"): packets sent from then on are seen.
-func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (cmd *exec.Cmd, stderr *lockedBuffer) {
+func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (cmd *exec.Cmd, stderr *lab.LogBuffer) {
 	t.Helper()
 	_, natctl := binaries(t)
 	cmd = exec.Command(natctl, append([]string{"--socket", e.Socket}, args...)...)
-	stderr = &lockedBuffer{}
+	stderr = &lab.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = out, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -98,7 +75,7 @@ func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (c
 }
 
 // waitCmd waits for a natctl started by natctlStart to exit on its own.
-func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *lockedBuffer) {
+func waitCmd(t *testing.T, cmd *exec.Cmd, stderr *lab.LogBuffer) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -138,7 +115,7 @@ func checkChecksums(t *testing.T, f []byte) (ip *layers.IPv4, tcp *layers.TCP) {
 func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
 	t.Helper()
 	cmd := lab.Command(ns, "tcpdump", "-Z", "root", "--immediate-mode", "-i", dev, "-n", "-w", file, filter)
-	var stderr lockedBuffer // tcpdump writes it while we wait for "listening on"
+	var stderr lab.LogBuffer // tcpdump writes it while we wait for "listening on"
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -198,7 +175,7 @@ func TestE2EVisibility(t *testing.T) {
 		tcpdumpOn(t, e.Box, lab.NATInside, "tcp port 7000", filepath.Join(dir, "nat-in.pcap")),
 		tcpdumpOn(t, e.Box, lab.NATOutside, "tcp port 7000", filepath.Join(dir, "nat-out.pcap")),
 	}
-	out := &lockedBuffer{}
+	out := &lab.LogBuffer{}
 	cmd, errb := natctlStart(t, e, out, "capture", "-w", "-", "--inside", in1, "--proto", "tcp", "--port", "7000", "-c", "4", "--duration", "60s")
 	if _, seen, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7000)); err != nil || seen.Addr() != natdlab.PoolAddr {
 		t.Fatalf("TCP hello: %v (seen %v)", err, seen)
@@ -214,28 +191,17 @@ func TestE2EVisibility(t *testing.T) {
 	if nIn != 0 || nOut != 0 {
 		t.Fatalf("tcpdump on the NAT's interfaces saw %d (nat-in) and %d (nat-out) of the forwarded packets; docs/troubleshooting.md says none", nIn, nOut)
 	}
-	pcap := out.Bytes()
-	r, err := pcapgo.NewNgReader(bytes.NewReader(pcap), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatalf("pcapng: %v (%d bytes; stderr %s)", err, len(pcap), errb)
-	}
 	type seenFrame struct {
 		ifc        int
 		src, dst   string
 		sport, dpt uint16
 		syn, ack   bool
 	}
+	pcap := []byte(out.String())
 	var frames []seenFrame
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, tcp := checkChecksums(t, data)
-		frames = append(frames, seenFrame{ci.InterfaceIndex, ip.SrcIP.String(), ip.DstIP.String(), uint16(tcp.SrcPort), uint16(tcp.DstPort), tcp.SYN, tcp.ACK})
+	for _, f := range mgmttest.ReadPcapng(t, pcap) {
+		ip, tcp := checkChecksums(t, f.Data)
+		frames = append(frames, seenFrame{f.Interface, ip.SrcIP.String(), ip.DstIP.String(), uint16(tcp.SrcPort), uint16(tcp.DstPort), tcp.SYN, tcp.ACK})
 	}
 	if len(frames) != 4 {
 		t.Fatalf("%d frames in the capture, want 4: %+v", len(frames), frames)
@@ -308,7 +274,7 @@ func TestE2EVisibility(t *testing.T) {
 		t.Fatalf("explain of the far host's packet (exit %d):\n%s", code, o)
 	}
 	// Trace it as it happens.
-	out = &lockedBuffer{}
+	out = &lab.LogBuffer{}
 	cmd, errb = natctlStart(t, e, out, "trace", "-n", "1", "--outside", far, "--proto", "udp", "--timeout", "60s")
 	fc, err := natdlab.ListenUDP(e.Far, netip.MustParseAddrPort(far+":3479"))
 	if err != nil {
@@ -356,35 +322,10 @@ func TestE2EVisibility(t *testing.T) {
 func TestE2ECaptureBounded(t *testing.T) {
 	needTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
-	srv := lab.Command(e.Out, "iperf3", "-s", "-B", natdlab.Server.String())
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-
-	type iperfResult struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-				Bytes         uint64  `json:"bytes"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
+	startIperf3(t, e)
 	iperf := func() (mbps float64) {
 		t.Helper()
-		var out string
-		var err error
-		var res iperfResult
-		// The iperf3 server may take a moment to listen, and a run may
-		// end without data on a loaded machine: retry the client.
-		if !waitFor(20*time.Second, func() bool {
-			out, err = lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", "3", "-J")
-			res = iperfResult{}
-			return err == nil && json.Unmarshal([]byte(out), &res) == nil && res.End.SumReceived.Bytes > 0
-		}) {
-			t.Fatalf("iperf3 moved no data (%v):\n%s", err, out)
-		}
-		return res.End.SumReceived.BitsPerSecond / 1e6
+		return iperf3Through(t, e, 3).BitsPerSecond / 1e6
 	}
 	// A reference run without capture (reported, not compared: the
 	// machine is shared).

@@ -2,15 +2,12 @@ package main
 
 import (
 	"bufio"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,40 +15,17 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	lab.RemoveBuilds()
 	os.Exit(code)
 }
 
 // binaries builds xnatlab, natd and natctl once per test process.
 func binaries(t *testing.T) (xnatlab, natd, natctl string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "xnatlab-test-")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range []string{"./", "../natd", "../natctl"} {
-			out, err := exec.Command("go", "build", "-o", binDir, pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "xnatlab"), filepath.Join(binDir, "natd"), filepath.Join(binDir, "natctl")
+	dir := lab.Build(t, "./", "../natd", "../natctl")
+	return filepath.Join(dir, "xnatlab"), filepath.Join(dir, "natd"), filepath.Join(dir, "natctl")
 }
 
 // running lists the processes whose executable is bin.
@@ -71,34 +45,12 @@ func running(bin string) []int {
 }
 
 // demoRun is a running `xnatlab demo`.
-type demoRun struct {
-	cmd    *exec.Cmd
-	stdout io.ReadCloser
-	stderr strings.Builder
-	done   chan struct{}
-	err    error
-}
+type demoRun struct{ *lab.Child }
 
 func startDemo(t *testing.T) *demoRun {
 	t.Helper()
 	xnatlab, natd, natctl := binaries(t)
-	d := &demoRun{done: make(chan struct{})}
-	d.cmd = exec.Command(xnatlab, "demo", "-natd", natd, "-natctl", natctl, "-config", "../../deploy/examples/lab.yaml")
-	d.cmd.Stderr = &d.stderr
-	var err error
-	if d.stdout, err = d.cmd.StdoutPipe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-		_ = lab.SweepStale()
-	})
-	return d
+	return &demoRun{lab.StartChild(t, exec.Command(xnatlab, "demo", "-natd", natd, "-natctl", natctl, "-config", "../../deploy/examples/lab.yaml"))}
 }
 
 // waitLine reads the demo's output until a line contains s, with a
@@ -107,12 +59,12 @@ func (d *demoRun) waitLine(t *testing.T, s string, keep bool) {
 	t.Helper()
 	found := make(chan bool, 1)
 	go func() {
-		sc := bufio.NewScanner(d.stdout)
+		sc := bufio.NewScanner(d.Stdout)
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), s) {
 				found <- true
 				if !keep {
-					io.Copy(io.Discard, d.stdout)
+					io.Copy(io.Discard, d.Stdout)
 				}
 				return
 			}
@@ -122,25 +74,11 @@ func (d *demoRun) waitLine(t *testing.T, s string, keep bool) {
 	select {
 	case ok := <-found:
 		if !ok {
-			t.Fatalf("demo ended without printing %q; stderr:\n%s", s, d.stderr.String())
+			t.Fatalf("demo ended without printing %q; stderr:\n%s", s, d.Stderr.String())
 		}
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("demo did not print %q within 3 minutes", s)
 	}
-}
-
-func (d *demoRun) wait(t *testing.T) syscall.WaitStatus {
-	t.Helper()
-	select {
-	case <-d.done:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("demo did not exit within 2 minutes; stderr:\n%s", d.stderr.String())
-	}
-	var ee *exec.ExitError
-	if d.err != nil && !errors.As(d.err, &ee) {
-		t.Fatal(d.err)
-	}
-	return d.cmd.ProcessState.Sys().(syscall.WaitStatus)
 }
 
 // waitNamespaces polls, with a generous deadline, until the demo's lab has
@@ -196,11 +134,11 @@ func TestDemoTornDownOnSignal(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := startDemo(t)
-			pid := d.cmd.Process.Pid
+			pid := d.Cmd.Process.Pid
 			var had lab.Footprint
 			if c.early {
 				had = waitNamespaces(t, pid, 1)
-				go io.Copy(io.Discard, d.stdout)
+				go io.Copy(io.Discard, d.Stdout)
 			} else {
 				d.waitLine(t, "natd is running.", c.closePipe)
 				had = waitNamespaces(t, pid, labNamespaces)
@@ -208,15 +146,7 @@ func TestDemoTornDownOnSignal(t *testing.T) {
 					t.Fatal("natd is not running")
 				}
 			}
-			if c.closePipe {
-				d.stdout.Close()
-			} else if err := d.cmd.Process.Signal(c.sig); err != nil {
-				t.Fatal(err)
-			}
-			ws := d.wait(t)
-			if !ws.Signaled() || ws.Signal() != c.sig {
-				t.Errorf("demo exited with status %d, want killed by %v; stderr:\n%s", ws.ExitStatus(), c.sig, d.stderr.String())
-			}
+			d.Interrupt(t, c.sig, 2*time.Minute)
 			assertNoLab(t, pid, had, natd)
 		})
 	}
@@ -228,13 +158,13 @@ func TestDemoKilledIsSweptByNextLab(t *testing.T) {
 	lab.Require(t)
 	_, natd, _ := binaries(t)
 	d := startDemo(t)
-	pid := d.cmd.Process.Pid
+	pid := d.Cmd.Process.Pid
 	d.waitLine(t, "natd is running.", false)
 	had := waitNamespaces(t, pid, 6)
-	if err := d.cmd.Process.Kill(); err != nil {
+	if err := d.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	d.wait(t)
+	d.Wait(t, 2*time.Minute)
 	if len(running(natd)) == 0 || len(had.Holders()) == 0 {
 		t.Fatal("natd did not outlive the killed demo; the test proves nothing")
 	}

@@ -20,16 +20,17 @@ const (
 	Asavie
 )
 
-var backendNames = []string{Native: "native", Asavie: "asavie"}
+// backends names the backends in natd.yaml and on the command lines of
+// l2fwd and trafficgen.
+var backends = enumtext.Table[Backend]{Kind: "backend", Names: []string{Native: "native", Asavie: "asavie"}}
 
-func (b Backend) String() string { return enumtext.String(backendNames, "backend", b) }
+func (b Backend) String() string                { return backends.String(b) }
+func (b Backend) MarshalText() ([]byte, error)  { return backends.Marshal(b) }
+func (b *Backend) UnmarshalText(t []byte) error { return backends.Unmarshal(t, b) }
 
-// MarshalText and UnmarshalText are the backend's form in natd.yaml and
-// on the command lines of l2fwd and trafficgen.
-func (b Backend) MarshalText() ([]byte, error) {
-	return enumtext.Marshal(backendNames, "backend", b)
-}
-func (b *Backend) UnmarshalText(t []byte) error { return enumtext.Unmarshal(backendNames, t, b) }
+// SharesUMEM reports whether sockets of the backend can share a UMEM
+// (NewUMEM). asavie cannot: its library owns its UMEM (see asavie.go).
+func (b Backend) SharesUMEM() bool { return b == Native }
 
 // Mode is the copy mode requested at bind time.
 type Mode uint8
@@ -76,6 +77,11 @@ type Options struct {
 	// RecoverInterval is the minimum time between recovery attempts while
 	// the link is down (default 100ms).
 	RecoverInterval time.Duration
+	// UMEM, if set, is a shared UMEM (NewUMEM) to bind the socket to
+	// instead of a private one of NumFrames frames: a worker's ports on
+	// one UMEM transmit each other's frames without a copy. The port's
+	// FrameSize and Headroom are then the UMEM's. Native backend only.
+	UMEM *UMEM
 
 	mode bindMode
 }

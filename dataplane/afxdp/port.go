@@ -4,16 +4,18 @@
 // It is the bottom of the pipeline. The XDP program (dataplane/xdpprog)
 // redirects a queue's NAT traffic into the socket; a worker goroutine pulls
 // bursts with RxBurst, the NAT rewrites them in place, and TxBurst/Flush send
-// them out of the same or another port (a frame changes port only by being
-// copied, see CopyFrame).
+// them out of the same port, or of another port on the same UMEM as they
+// are (see UMEM), or of any other port by being copied (CopyFrame).
 //
 // Layers:
 //   - ring layer (interface ring): the socket, its UMEM and its four rings.
 //     Two backends: Native (our own, xsk_linux.go, the default) and Asavie
 //     (github.com/asavie/xdp, asavie.go);
-//   - Port (this file): the per-socket LIFO free stack of UMEM frames,
-//     per-frame ownership states, fill-ring top-up, TX kicking and
-//     completion reclaim, link-error handling and recovery, counters.
+//   - UMEM (umem.go): the frame memory, its LIFO free stack and per-frame
+//     ownership states, private to one socket or shared by a worker's
+//     sockets;
+//   - Port (this file): fill-ring top-up, TX kicking and completion
+//     reclaim, link-error handling and recovery, counters.
 //
 // A Port, like every port.Port, is owned by one worker goroutine: only that
 // goroutine calls its methods, and its Stats are plain fields written by
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"reflect"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -60,13 +63,6 @@ type ring interface {
 	close() error
 }
 
-// Frame ownership states, one byte per UMEM frame.
-const (
-	frameFree   uint8 = iota // on the free stack
-	frameKernel              // on the fill, RX, TX or completion ring
-	frameUser                // handed to the caller by RxBurst or Alloc
-)
-
 // ErrLinkDown wraps the errno of a link failure (ENETDOWN, ENXIO, ...)
 // returned by Flush and Wait.
 var ErrLinkDown = errors.New("afxdp: link down")
@@ -102,15 +98,14 @@ type Port struct {
 	ifname  string
 	ns      netns.NsHandle
 
-	r     ring
-	umem  []byte
-	ownUM bool // umem is ours to munmap (native backend)
-	zc    bool // the kernel bound the socket in zero-copy mode
-	shift uint // log2(FrameSize)
-
-	free  []uint64 // LIFO stack of frame base addresses; free[:nfree]
-	nfree int
-	state []uint8 // per frame: frameFree, frameKernel or frameUser
+	r    ring
+	u    *UMEM
+	umem []byte // u.mem
+	zc   bool   // the kernel bound the socket in zero-copy mode
+	// shift is log2(FrameSize); kst is the state of the frames this
+	// socket's rings hold, frameKernel + its slot in u.
+	shift uint
+	kst   uint8
 
 	rxd     []unix.XDPDesc
 	txd     []unix.XDPDesc
@@ -129,12 +124,20 @@ var _ port.Waiter = (*Port)(nil)
 
 // New opens an AF_XDP socket on (ifindex, queue) in the calling thread's
 // network namespace, which the port remembers for recovery. If
-// opts.Register is set it is called with the socket's fd.
+// opts.Register is set it is called with the socket's fd. With
+// opts.UMEM set the socket shares that UMEM (see NewUMEM), and its
+// FrameSize and Headroom are the UMEM's.
 func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 	if opts == nil {
 		opts = &Options{}
 	}
 	o := opts.withDefaults()
+	if u := o.UMEM; u != nil {
+		if !o.Backend.SharesUMEM() {
+			return nil, fmt.Errorf("afxdp: the %v backend cannot share a UMEM", o.Backend)
+		}
+		o.FrameSize, o.Headroom = u.frameSize, u.headroom
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -145,8 +148,6 @@ func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 	p := &Port{
 		opts: o, ifindex: ifindex, queue: queue, ifname: link.Attrs().Name,
 		shift:   uint(bits.TrailingZeros(uint(o.FrameSize))),
-		free:    make([]uint64, o.NumFrames),
-		state:   make([]uint8, o.NumFrames),
 		rxd:     make([]unix.XDPDesc, max(o.BatchSize, 256)),
 		txd:     make([]unix.XDPDesc, max(o.BatchSize, 256)),
 		scratch: make([]uint64, max(o.FillRingSize, o.CompletionRingSize)),
@@ -161,11 +162,17 @@ func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 	}()
 	switch o.Backend {
 	case Native:
-		if p.umem, err = mapUMEM(o.NumFrames * o.FrameSize); err != nil {
+		if o.UMEM == nil {
+			mem, err := mapUMEM(o.NumFrames * o.FrameSize)
+			if err != nil {
+				return nil, err
+			}
+			o.UMEM = newUMEM(mem, true, &o)
+		}
+		if err = p.joinUMEM(o.UMEM); err != nil {
 			return nil, err
 		}
-		p.ownUM = true
-		nr, err := newNativeRings(p.umem, ifindex, queue, &p.opts)
+		nr, err := newNativeRings(p.u, ifindex, queue, &p.opts, p.u.sharedFD(p.kst-frameKernel))
 		if err != nil {
 			return nil, err
 		}
@@ -176,9 +183,10 @@ func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 			return nil, err
 		}
 		p.r = ar
-		p.umem = ar.umem()
+		if err = p.joinUMEM(newUMEM(ar.umem(), false, &o)); err != nil {
+			return nil, err
+		}
 	}
-	p.resetFrames()
 	p.refill()
 	if o.Register != nil {
 		if err := o.Register(ifindex, queue, p.r.fd()); err != nil {
@@ -188,19 +196,26 @@ func New(ifindex, queue int, opts *Options) (_ *Port, err error) {
 	return p, nil
 }
 
-// resetFrames puts every frame that is not held by the caller back on the
-// free stack (all of them at New; after a socket re-creation, those the old
-// rings held).
-func (p *Port) resetFrames() {
-	p.nfree = 0
-	for i := len(p.state) - 1; i >= 0; i-- {
-		if p.state[i] != frameUser {
-			p.state[i] = frameFree
-			p.free[p.nfree] = uint64(i) << p.shift
-			p.nfree++
-		}
+// joinUMEM makes the port a member of u.
+func (p *Port) joinUMEM(u *UMEM) error {
+	slot, err := u.join(p)
+	if err != nil {
+		return err
 	}
-	p.filled = false
+	p.u, p.umem, p.kst = u, u.mem, frameKernel+slot
+	return nil
+}
+
+// UMEM is the frame memory the port's frames belong to.
+func (p *Port) UMEM() *UMEM { return p.u }
+
+// Pool implements port.Pooler: ports on one UMEM report the same value,
+// and take each other's frames.
+func (p *Port) Pool() uint64 {
+	if p.u == nil {
+		return 0
+	}
+	return p.u.id
 }
 
 // FD is the socket's file descriptor, for registering it in an XSKMAP.
@@ -224,34 +239,46 @@ func (p *Port) ZeroCopy() bool { return p.r != nil && p.zc }
 // FrameSize implements port.Port.
 func (p *Port) FrameSize() int { return p.opts.FrameSize }
 
-// Frames is the number of frames in the port's UMEM.
-func (p *Port) Frames() int { return p.opts.NumFrames }
+// Frames is the number of frames in the port's UMEM (all of a shared
+// UMEM's).
+func (p *Port) Frames() int {
+	if p.u == nil {
+		return p.opts.NumFrames
+	}
+	return p.u.Frames()
+}
 
-// FreeFrames is the depth of the free stack (for tests and gauges).
-func (p *Port) FreeFrames() int { return p.nfree }
+// FreeFrames is the depth of the UMEM's free stack (for tests and gauges).
+func (p *Port) FreeFrames() int {
+	if p.u == nil {
+		return 0
+	}
+	return p.u.nfree
+}
 
 // refill moves frames from the free stack to the fill ring.
 func (p *Port) refill() {
 	if p.filled && p.r.fillQueued() == 0 {
 		p.FillEmpty++
 	}
-	n := min(int(p.r.fillFree()), p.nfree, len(p.scratch))
+	u := p.u
+	n := min(int(p.r.fillFree()), u.nfree, len(p.scratch))
 	if n == 0 {
 		return
 	}
-	top := p.nfree
-	copy(p.scratch[:n], p.free[top-n:top])
+	top := u.nfree
+	copy(p.scratch[:n], u.free[top-n:top])
 	got := p.r.fill(p.scratch[:n])
 	for i := range got {
-		p.state[p.scratch[i]>>p.shift] = frameKernel
+		u.state[p.scratch[i]>>p.shift] = p.kst
 	}
 	// The frames the ring did not take are still at free[top-n+got:top];
 	// keep them by shrinking the stack only by what was taken from its
 	// top. scratch[i] came from free[top-n+i], so move the leftovers down.
 	if got < n {
-		copy(p.free[top-n:], p.free[top-n+got:top])
+		copy(u.free[top-n:], u.free[top-n+got:top])
 	}
-	p.nfree -= got
+	u.nfree -= got
 	p.filled = p.filled || got > 0
 }
 
@@ -279,7 +306,7 @@ func (p *Port) RxBurst(bufs []port.Buf) int {
 			p.BadFrames++ // cannot happen with a sane kernel; never slice out of bounds
 			continue
 		}
-		p.state[chunk] = frameUser
+		p.u.state[chunk] = frameUser
 		bufs[out] = port.Buf{Data: p.umem[d.Addr : d.Addr+uint64(d.Len) : end], Handle: d.Addr}
 		bytes += uint64(d.Len)
 		out++
@@ -289,8 +316,9 @@ func (p *Port) RxBurst(bufs []port.Buf) int {
 	return out
 }
 
-// TxBurst implements port.Port. Each frame must belong to this port and be
-// held by the caller; its data may start anywhere inside its frame. When
+// TxBurst implements port.Port. Each frame must belong to this port's UMEM
+// (received or allocated on this port or on another port of a shared UMEM)
+// and be held by the caller; its data may start anywhere inside its frame. When
 // the TX ring is short of room it reclaims completions and kicks once
 // before giving up on the rest.
 func (p *Port) TxBurst(bufs []port.Buf) int {
@@ -309,8 +337,8 @@ func (p *Port) TxBurst(bufs []port.Buf) int {
 		b := &bufs[n]
 		off := dataOffset(p.umem, b.Data)
 		chunk := b.Handle >> p.shift
-		if off < 0 || uint64(off)>>p.shift != chunk || chunk >= uint64(len(p.state)) ||
-			p.state[chunk] != frameUser || len(b.Data) == 0 ||
+		if off < 0 || uint64(off)>>p.shift != chunk || chunk >= uint64(len(p.u.state)) ||
+			p.u.state[chunk] != frameUser || len(b.Data) == 0 ||
 			uint64(off+len(b.Data)) > (chunk+1)<<p.shift {
 			p.BadFrames++
 			break
@@ -320,7 +348,7 @@ func (p *Port) TxBurst(bufs []port.Buf) int {
 	}
 	got := p.r.transmit(p.txd[:n])
 	for i := range got {
-		p.state[p.txd[i].Addr>>p.shift] = frameKernel
+		p.u.state[p.txd[i].Addr>>p.shift] = p.kst
 	}
 	if got < len(bufs) {
 		p.TxRingFull++
@@ -391,14 +419,9 @@ func (p *Port) Flush() error {
 func (p *Port) reclaim() {
 	n := p.r.complete(p.scratch)
 	for _, a := range p.scratch[:n] {
-		chunk := a >> p.shift
-		if chunk >= uint64(len(p.state)) || p.state[chunk] != frameKernel {
+		if !p.u.release(a>>p.shift, p.kst) {
 			p.BadFrames++
-			continue
 		}
-		p.state[chunk] = frameFree
-		p.free[p.nfree] = chunk << p.shift
-		p.nfree++
 	}
 	p.TxCompleted += uint64(n)
 }
@@ -410,33 +433,30 @@ func (p *Port) Alloc(bufs []port.Buf) int {
 	if p.r == nil {
 		return 0
 	}
-	if p.nfree < len(bufs) {
+	u := p.u
+	if u.nfree < len(bufs) {
 		p.reclaim()
 	}
-	n := min(len(bufs), p.nfree)
+	n := min(len(bufs), u.nfree)
 	h := uint64(p.opts.Headroom)
 	fs := uint64(p.opts.FrameSize)
 	for i := range n {
-		p.nfree--
-		base := p.free[p.nfree]
-		p.state[base>>p.shift] = frameUser
+		u.nfree--
+		base := u.free[u.nfree]
+		u.state[base>>p.shift] = frameUser
 		bufs[i] = port.Buf{Data: p.umem[base+h : base+h : base+fs], Handle: base + h}
 	}
 	return n
 }
 
-// Free implements port.Port. Frames this port did not hand out are
-// counted in BadFrames and ignored rather than corrupting the stack.
+// Free implements port.Port. Frames of its UMEM that the caller does not
+// hold are counted in BadFrames and ignored rather than corrupting the
+// stack.
 func (p *Port) Free(bufs []port.Buf) {
 	for i := range bufs {
-		chunk := bufs[i].Handle >> p.shift
-		if chunk >= uint64(len(p.state)) || p.state[chunk] != frameUser {
+		if !p.u.release(bufs[i].Handle>>p.shift, frameUser) {
 			p.BadFrames++
-			continue
 		}
-		p.state[chunk] = frameFree
-		p.free[p.nfree] = chunk << p.shift
-		p.nfree++
 	}
 }
 
@@ -557,15 +577,18 @@ func (p *Port) tryRecover() error {
 		p.Recoveries++
 		return nil
 	}
-	if !p.ownUM {
+	if !p.u.own {
 		return fmt.Errorf("%w (the asavie backend cannot re-create its socket)", p.downErr)
 	}
 	_ = p.r.close()
 	p.r = nil
+	// The old socket is gone, and with it every frame on its rings.
+	p.u.reset(p.kst - frameKernel)
+	p.filled = false
 	var nr *nativeRings
 	err = nsenter.Run(p.ns, func() error {
 		var err error
-		nr, err = newNativeRings(p.umem, ifindex, p.queue, &p.opts)
+		nr, err = newNativeRings(p.u, ifindex, p.queue, &p.opts, p.u.sharedFD(p.kst-frameKernel))
 		return err
 	})
 	if err != nil {
@@ -576,7 +599,6 @@ func (p *Port) tryRecover() error {
 	}
 	p.r, p.zc = nr, nr.zc
 	p.ifindex = ifindex
-	p.resetFrames()
 	p.refill()
 	if p.opts.Register != nil {
 		// In the port's namespace, like the call from New.
@@ -601,35 +623,28 @@ func (p *Port) KernelStats() (unix.XDPStatistics, error) {
 // Snapshot copies the counters into dst, for the worker to publish.
 func (p *Port) Snapshot(dst *Stats) { *dst = p.Stats }
 
-// Add folds o into s (summing ports or workers).
+// Add folds o into s (summing ports or workers, off the packet path).
+// Every field of Stats is a uint64 counter (TestStatsAddSumsEveryField).
 func (s *Stats) Add(o *Stats) {
-	s.RxPackets += o.RxPackets
-	s.RxBytes += o.RxBytes
-	s.TxPackets += o.TxPackets
-	s.TxBytes += o.TxBytes
-	s.TxCompleted += o.TxCompleted
-	s.TxKicks += o.TxKicks
-	s.RxWakeups += o.RxWakeups
-	s.FillEmpty += o.FillEmpty
-	s.TxRingFull += o.TxRingFull
-	s.LinkErrors += o.LinkErrors
-	s.Recoveries += o.Recoveries
-	s.RecoveredPanics += o.RecoveredPanics
-	s.BadFrames += o.BadFrames
+	sv, ov := reflect.ValueOf(s).Elem(), reflect.ValueOf(o).Elem()
+	for i := range sv.NumField() {
+		f := sv.Field(i)
+		f.SetUint(f.Uint() + ov.Field(i).Uint())
+	}
 }
 
 // Close closes the socket (which removes it from any XSKMAP) and unmaps the
-// rings and the UMEM. Frames the caller still holds become invalid.
+// rings, and the UMEM when no other port uses it. Frames the caller still
+// holds become invalid once the UMEM goes.
 func (p *Port) Close() error {
 	var errs []error
 	if p.r != nil {
 		errs = append(errs, p.r.close())
 		p.r = nil
 	}
-	if p.ownUM && p.umem != nil {
-		if err := unix.Munmap(p.umem); err != nil {
-			errs = append(errs, fmt.Errorf("afxdp: munmap UMEM: %w", err))
-		}
+	if p.u != nil {
+		errs = append(errs, p.u.leave(p.kst-frameKernel))
+		p.u = nil
 	}
 	p.umem = nil
 	if p.ns.IsOpen() {
@@ -639,7 +654,8 @@ func (p *Port) Close() error {
 }
 
 // CopyFrame copies src into a frame dst freshly allocated from another port
-// (frames never move between UMEMs by reference). It returns false, leaving
+// (frames never move between UMEMs by reference; between ports of one
+// shared UMEM they need no copy). It returns false, leaving
 // dst empty, when src does not fit.
 func CopyFrame(dst *port.Buf, src []byte) bool {
 	if len(src) > cap(dst.Data) {

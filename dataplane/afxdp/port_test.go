@@ -152,10 +152,27 @@ func (f *fixture) startResponder(t *testing.T) (stop func() []error) {
 // runResponder runs the worker loop until stop is closed and returns the
 // errors it saw.
 func (f *fixture) runResponder(stop <-chan struct{}) <-chan []error {
+	bufs := make([]port.Buf, 64)
+	return loop(stop, func(errs []error) []error {
+		n, err := step(f.p, bufs)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if n == 0 {
+			if err := f.p.Wait(5); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errs
+	})
+}
+
+// loop is a test's worker goroutine: it calls iter, which appends the
+// errors it meets, until stop is closed, and then sends all of them.
+func loop(stop <-chan struct{}, iter func(errs []error) []error) <-chan []error {
 	done := make(chan []error, 1)
 	go func() {
 		var errs []error
-		bufs := make([]port.Buf, 64)
 		for {
 			select {
 			case <-stop:
@@ -163,15 +180,7 @@ func (f *fixture) runResponder(stop <-chan struct{}) <-chan []error {
 				return
 			default:
 			}
-			n, err := step(f.p, bufs)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			if n == 0 {
-				if err := f.p.Wait(5); err != nil {
-					errs = append(errs, err)
-				}
-			}
+			errs = iter(errs)
 		}
 	}()
 	return done

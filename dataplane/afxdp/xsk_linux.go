@@ -113,8 +113,8 @@ func (r *ringHdr) avail(want uint32) uint32 {
 // release hands consumed entries back to the kernel.
 func (r *ringHdr) release() { r.cons.Store(r.local) } // release
 
-// nativeRings is our own AF_XDP socket and its four rings on a UMEM owned by
-// the Port. It is used by the Port's owning goroutine only.
+// nativeRings is our own AF_XDP socket and its four rings on the Port's
+// UMEM (private, or shared with other sockets: umem.go). It is used by the Port's owning goroutine only.
 type nativeRings struct {
 	sock     int
 	fq, cq   addrRing
@@ -132,10 +132,14 @@ const (
 	modeZeroCopy                 // XDP_ZEROCOPY: fail if the driver cannot
 )
 
-// newNativeRings creates a socket, registers umem (which the caller keeps
-// mapped for the socket's whole life), creates and maps the rings, and binds
-// to (ifindex, queue).
-func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings, err error) {
+// newNativeRings creates a socket and binds it to (ifindex, queue) on u.
+// With shareFD < 0 it registers u's memory (which the caller keeps mapped
+// for the socket's whole life) with the kernel; otherwise it binds with
+// XDP_SHARED_UMEM to the UMEM of the bound socket shareFD. Either way the
+// socket gets its own four rings: a socket sharing a UMEM across devices or
+// queues needs its own fill and completion ring, sized by setsockopt on its
+// own fd before bind (Linux >= 5.10).
+func newNativeRings(u *UMEM, ifindex, queue int, o *Options, shareFD int) (_ *nativeRings, err error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: socket(AF_XDP): %w", err)
@@ -146,14 +150,16 @@ func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings
 			r.close()
 		}
 	}()
-	reg := unix.XDPUmemReg{
-		Addr:     uint64(uintptr(unsafe.Pointer(&umem[0]))),
-		Len:      uint64(len(umem)),
-		Size:     uint32(o.FrameSize),
-		Headroom: uint32(o.Headroom),
-	}
-	if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
-		return nil, fmt.Errorf("afxdp: XDP_UMEM_REG: %w", err)
+	if shareFD < 0 {
+		reg := unix.XDPUmemReg{
+			Addr:     uint64(uintptr(unsafe.Pointer(&u.mem[0]))),
+			Len:      uint64(len(u.mem)),
+			Size:     uint32(u.frameSize),
+			Headroom: uint32(u.headroom),
+		}
+		if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+			return nil, fmt.Errorf("afxdp: XDP_UMEM_REG: %w", err)
+		}
 	}
 	for _, s := range []struct {
 		opt int
@@ -198,18 +204,17 @@ func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings
 	r.rx.local, r.rx.cached = r.rx.cons.Load(), r.rx.prod.Load()
 	r.cq.local, r.cq.cached = r.cq.cons.Load(), r.cq.prod.Load()
 
-	flags := uint16(0)
-	if !o.NoNeedWakeup {
-		flags |= unix.XDP_USE_NEED_WAKEUP
-		r.needWake = true
+	var flags uint16
+	if shareFD >= 0 {
+		// The kernel refuses any other flag here: the socket takes the
+		// registrant's copy mode and need_wakeup.
+		flags = unix.XDP_SHARED_UMEM
+		r.needWake = u.needWake
+	} else {
+		flags = bindFlags(o)
+		r.needWake = flags&unix.XDP_USE_NEED_WAKEUP != 0
 	}
-	switch o.mode {
-	case modeCopy:
-		flags |= unix.XDP_COPY
-	case modeZeroCopy:
-		flags |= unix.XDP_ZEROCOPY
-	}
-	sa := unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(queue)}
+	sa := unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(queue), SharedUmemFD: uint32(max(shareFD, 0))}
 	// A queue whose previous socket was just closed stays busy until the
 	// kernel's deferred release runs: retry EBUSY for up to a second
 	// (natd restarting, a test re-binding).
@@ -228,7 +233,25 @@ func newNativeRings(umem []byte, ifindex, queue int, o *Options) (_ *nativeRings
 		uintptr(unsafe.Pointer(&xo)), uintptr(unsafe.Pointer(&xoLen)), 0); e == 0 {
 		r.zc = xo.Flags&unix.XDP_OPTIONS_ZEROCOPY != 0
 	}
+	if shareFD < 0 {
+		u.needWake = r.needWake
+	}
 	return r, nil
+}
+
+// bindFlags is the bind(2) request of a socket that registers its UMEM.
+func bindFlags(o *Options) uint16 {
+	flags := uint16(0)
+	if !o.NoNeedWakeup {
+		flags |= unix.XDP_USE_NEED_WAKEUP
+	}
+	switch o.mode {
+	case modeCopy:
+		flags |= unix.XDP_COPY
+	case modeZeroCopy:
+		flags |= unix.XDP_ZEROCOPY
+	}
+	return flags
 }
 
 func setsockopt(fd, opt int, p unsafe.Pointer, n uintptr) error {
@@ -246,43 +269,13 @@ func (r *nativeRings) fillQueued() uint32 {
 	return r.fq.local - r.fq.cons.Load()
 }
 
-func (r *nativeRings) fill(addrs []uint64) int {
-	n := min(uint32(len(addrs)), r.fq.free(uint32(len(addrs))))
-	for i := range n {
-		r.fq.descs[(r.fq.local+i)&r.fq.mask] = addrs[i]
-	}
-	if n > 0 {
-		r.fq.local += n
-		r.fq.publish()
-	}
-	return int(n)
-}
+func (r *nativeRings) fill(addrs []uint64) int { return produce(&r.fq.ringHdr, r.fq.descs, addrs) }
 
-func (r *nativeRings) receive(d []unix.XDPDesc) int {
-	n := min(uint32(len(d)), r.rx.avail(uint32(len(d))))
-	for i := range n {
-		d[i] = r.rx.descs[(r.rx.local+i)&r.rx.mask]
-	}
-	if n > 0 {
-		r.rx.local += n
-		r.rx.release()
-	}
-	return int(n)
-}
+func (r *nativeRings) receive(d []unix.XDPDesc) int { return consume(&r.rx.ringHdr, r.rx.descs, d) }
 
 func (r *nativeRings) txFree() uint32 { return r.tx.free(r.tx.size()) }
 
-func (r *nativeRings) transmit(d []unix.XDPDesc) int {
-	n := min(uint32(len(d)), r.tx.free(uint32(len(d))))
-	for i := range n {
-		r.tx.descs[(r.tx.local+i)&r.tx.mask] = d[i]
-	}
-	if n > 0 {
-		r.tx.local += n
-		r.tx.publish()
-	}
-	return int(n)
-}
+func (r *nativeRings) transmit(d []unix.XDPDesc) int { return produce(&r.tx.ringHdr, r.tx.descs, d) }
 
 func (r *nativeRings) txPending() uint32 { return r.tx.local - r.tx.cons.Load() }
 
@@ -313,14 +306,32 @@ func (r *nativeRings) wakeRx() (bool, error) {
 	return true, nil
 }
 
-func (r *nativeRings) complete(addrs []uint64) int {
-	n := min(uint32(len(addrs)), r.cq.avail(uint32(len(addrs))))
+func (r *nativeRings) complete(addrs []uint64) int { return consume(&r.cq.ringHdr, r.cq.descs, addrs) }
+
+// produce puts as many of src as fit on the producer ring (fill, TX) whose
+// descriptor array is descs, and publishes them.
+func produce[T uint64 | unix.XDPDesc](h *ringHdr, descs, src []T) int {
+	n := min(uint32(len(src)), h.free(uint32(len(src))))
 	for i := range n {
-		addrs[i] = r.cq.descs[(r.cq.local+i)&r.cq.mask]
+		descs[(h.local+i)&h.mask] = src[i]
 	}
 	if n > 0 {
-		r.cq.local += n
-		r.cq.release()
+		h.local += n
+		h.publish()
+	}
+	return int(n)
+}
+
+// consume takes up to len(dst) entries off the consumer ring (RX,
+// completion) whose descriptor array is descs, and releases their slots.
+func consume[T uint64 | unix.XDPDesc](h *ringHdr, descs, dst []T) int {
+	n := min(uint32(len(dst)), h.avail(uint32(len(dst))))
+	for i := range n {
+		dst[i] = descs[(h.local+i)&h.mask]
+	}
+	if n > 0 {
+		h.local += n
+		h.release()
 	}
 	return int(n)
 }

@@ -156,13 +156,13 @@ func (w *Worker) cgnPort(c *claim, st *addrState, proto Proto, overlap bool) (ui
 				}
 				continue
 			}
-			if uint32(x.User[0]) != st.idx {
+			if blockSlotOf(&x).addr() != st.idx {
 				continue // a block on an address the subscriber left
 			}
 			if ok, _ := acquireRef(t, &x, 1, nil); !ok {
 				continue
 			}
-			lo, hi := g.blockRange(uint32(x.User[0] >> 32))
+			lo, hi := g.blockRange(blockSlotOf(&x).block())
 			if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand()); ok {
 				return p, true
 			}
@@ -184,7 +184,7 @@ func (w *Worker) cgnPort(c *claim, st *addrState, proto Proto, overlap bool) (ui
 		if !t.Lookup(&k, &nb) {
 			continue
 		}
-		lo, hi := g.blockRange(uint32(nb.User[0] >> 32))
+		lo, hi := g.blockRange(blockSlotOf(&nb).block())
 		if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand()); ok {
 			return p, true
 		}
@@ -225,7 +225,7 @@ func (w *Worker) newBlock(st *addrState, sub [4]byte, slot int, plo, phi uint16)
 		if t.Lookup(&k, &a) {
 			continue
 		}
-		switch t.Insert(&k, &flowtable.NoKey, 0, [2]uint64{uint64(be32(sub)) | blockLive, uint64(w.nowNano)}, w.now, &a) {
+		switch t.Insert(&k, &flowtable.NoKey, 0, blockClaimWords(sub, w.nowNano), w.now, &a) {
 		case flowtable.Full:
 			return blockNone
 		case flowtable.Exists:
@@ -233,7 +233,7 @@ func (w *Worker) newBlock(st *addrState, sub [4]byte, slot int, plo, phi uint16)
 		}
 		sk := blockSubKey(sub, slot)
 		var x flowtable.Entry
-		switch t.Insert(&sk, &flowtable.NoKey, 0, [2]uint64{uint64(st.idx) | uint64(b)<<32, 1}, w.now, &x) {
+		switch t.Insert(&sk, &flowtable.NoKey, 0, blockSlotWords(st.idx, b), w.now, &x) {
 		case flowtable.Inserted:
 			w.eng.cgn.blocksLive.Add(1)
 			w.eng.cgn.blockAllocs.Add(1)
@@ -259,7 +259,7 @@ func (w *Worker) newBlock(st *addrState, sub [4]byte, slot int, plo, phi uint16)
 // sessions used are in their own hold-down.
 func (w *Worker) releaseBlockRef(id uint32, st *addrState) {
 	if x, last := releaseRef(w.eng.cgn.blocks, id, 1); last {
-		ev := w.eng.freeBlock(x.Keys[0].Src, st.addr, uint32(x.User[0]>>32), w.snap)
+		ev := w.eng.freeBlock(x.Keys[0].Src, st.addr, blockSlotOf(&x).block(), w.snap)
 		w.event(ev)
 	}
 }
@@ -288,11 +288,11 @@ func (e *Engine) blockOf(sub [4]byte, st *addrState, port uint16, s *Snapshot, x
 		return false
 	}
 	b := (uint32(port) - uint32(g.blockLo)) / g.blockSize
-	want := uint64(st.idx) | uint64(b)<<32
+	want := blockSlot(st.idx, b)
 	slots := int(e.cgn.slots.Load())
 	for slot := 0; slot < slots; slot++ {
 		k := blockSubKey(sub, slot)
-		if e.cgn.blocks.Lookup(&k, x) && x.User[0] == want {
+		if e.cgn.blocks.Lookup(&k, x) && blockSlotOf(x) == want {
 			return true
 		}
 	}
@@ -329,12 +329,12 @@ func (e *Engine) ctlPortFreed(sub [4]byte, st *addrState, port uint16, now uint3
 	if !last {
 		return
 	}
-	b := uint32(y.User[0] >> 32)
+	b := blockSlotOf(&y).block()
 	// Mark the claim held, for lookups, and queue its release.
 	k := blockAddrKey(st.addr, b)
 	var a flowtable.Entry
 	if e.cgn.blocks.Lookup(&k, &a) {
-		e.cgn.blocks.CompareAndSwapUser(a.ID, a.Gen, 0, a.User[0], a.User[0]|blockHeld)
+		e.cgn.blocks.CompareAndSwapUser(a.ID, a.Gen, 0, a.User[0], uint64(blockClaimOf(&a).withHeld()))
 	}
 	if s.hold == 0 {
 		e.pushCtl(e.stampEvent(e.freeBlock(sub, st.addr, b, s), now))

@@ -72,12 +72,10 @@ func (e *Engine) LookupOutside(ext netip.Addr, port uint16, proto *Proto) []Hold
 		k := blockAddrKey(a, b)
 		var x flowtable.Entry
 		if b < s.cgn.nBlocks && e.cgn.blocks.Lookup(&k, &x) {
-			var sub [4]byte
-			v := uint32(x.User[0])
-			sub[0], sub[1], sub[2], sub[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+			sub := blockClaimOf(&x).subscriber()
 			lo, hi := s.cgn.blockRange(b)
 			out = append(out, Holder{Subscriber: netip.AddrFrom4(sub), Outside: ext, Ports: PortRange{lo, hi}, Source: "block",
-				Since: time.Unix(0, int64(x.User[1])).UTC(), Held: x.User[0]&blockHeld != 0})
+				Since: time.Unix(0, claimSince(&x)).UTC(), Held: blockClaimOf(&x).held()})
 		}
 	}
 	// Live mappings and sessions give the inside endpoint.
@@ -140,11 +138,11 @@ func (e *Engine) LookupInside(a netip.Addr) (SubscriberView, bool) {
 	var x flowtable.Entry
 	k := subscriberKey(b)
 	if e.subs.Lookup(&k, &x) {
-		if st := e.addr(uint32(x.User[0])); st != nil {
+		if st := e.addr(subAddr(x.User[0])); st != nil {
 			v.Paired = netip.AddrFrom4(st.addr)
 		}
-		refs := x.User[1] &^ refDead
-		v.Sessions, v.Ports = int(refs&0xffffffff), int(refs>>32)
+		refs := subCount(x.User[1])
+		v.Sessions, v.Ports = int(refs.sessions()), int(refs.ports())
 		found = true
 	}
 	if s.cgn.det != nil {
@@ -159,17 +157,17 @@ func (e *Engine) LookupInside(a netip.Addr) (SubscriberView, bool) {
 			if !e.cgn.blocks.Lookup(&sk, &x) {
 				continue
 			}
-			st := e.addr(uint32(x.User[0]))
+			st := e.addr(blockSlotOf(&x).addr())
 			if st == nil {
 				continue
 			}
-			blk := uint32(x.User[0] >> 32)
+			blk := blockSlotOf(&x).block()
 			lo, hi := s.cgn.blockRange(blk)
 			h := Holder{Subscriber: a, Outside: netip.AddrFrom4(st.addr), Ports: PortRange{lo, hi}, Source: "block"}
 			ak := blockAddrKey(st.addr, blk)
 			var y flowtable.Entry
 			if e.cgn.blocks.Lookup(&ak, &y) {
-				h.Since = time.Unix(0, int64(y.User[1])).UTC()
+				h.Since = time.Unix(0, claimSince(&y)).UTC()
 			}
 			v.Ranges = append(v.Ranges, h)
 			found = true

@@ -112,10 +112,10 @@ func (a *admission) synGate(synOnly bool) drop.Reason {
 // low 32 bits, ports in the high 32) may take one more session and
 // newPorts more ports (RFC 6888 REQ-4, REQ-5).
 func subQuota(l *Limits, v, newPorts uint64) drop.Reason {
-	if l.SessionsPerSubscriber != 0 && v&0xffffffff >= uint64(l.SessionsPerSubscriber) {
+	if l.SessionsPerSubscriber != 0 && subCount(v).sessions() >= uint64(l.SessionsPerSubscriber) {
 		return drop.SubscriberSessions
 	}
-	if newPorts != 0 && l.PortsPerSubscriber != 0 && v>>32+newPorts > uint64(l.PortsPerSubscriber) {
+	if newPorts != 0 && l.PortsPerSubscriber != 0 && subCount(v).ports()+newPorts > uint64(l.PortsPerSubscriber) {
 		return drop.SubscriberPorts
 	}
 	return drop.None
@@ -232,23 +232,19 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 	return v
 }
 
-// explainSession builds p's session key into k, as the packet path does
-// for direction dir (0: outbound, matching a session's key 0; 1: inbound,
-// its key 1), looks the session up into x, adds the hit or miss to t, and on
-// a hit returns the endpoint the session translates the packet to: the
-// external source of an outbound packet, the inside destination of an
-// inbound one.
-func (e *Engine) explainSession(p *header.Parsed, dir uint8, t *Trail, k *flowtable.Key, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
-	if dir == 0 {
-		outKey(p, k)
-	} else {
-		inKey(p, k)
-	}
-	if !e.sessions.Lookup(k, x) || x.Dir != dir {
+// explainSession builds into k the session key of p, a packet from side
+// from, as the packet path does (packetKey: a packet from the inside
+// matches a session's key 0, one from the outside its key 1), looks the
+// session up into x, adds the hit or miss to t, and on a hit returns the
+// endpoint the session translates the packet to: the external source of an
+// outbound packet, the inside destination of an inbound one.
+func (e *Engine) explainSession(p *header.Parsed, from Side, t *Trail, k *flowtable.Key, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
+	packetKey(from, p, k)
+	if !e.sessions.Lookup(k, x) || x.Dir != uint8(from) {
 		t.add(Step{Code: CodeSessionMiss})
 		return addr, 0, false
 	}
-	if dir == 0 {
+	if from == Inside {
 		addr, port = x.Keys[1].Dst, x.Keys[1].DstPort
 	} else {
 		addr, port = x.Keys[0].Src, x.Keys[0].SrcPort
@@ -261,7 +257,7 @@ func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verd
 	v.egress = Outside
 	var k flowtable.Key
 	var x flowtable.Entry
-	if ext, extPort, hit := e.explainSession(p, 0, t, &k, &x); hit {
+	if ext, extPort, hit := e.explainSession(p, Inside, t, &k, &x); hit {
 		if x.State&stHairpin != 0 {
 			t.add(Step{Code: CodeHairpin, A: p.Dst})
 			v.egress = Inside
@@ -325,13 +321,13 @@ func (e *Engine) decideQuota(l *Limits, a [4]byte, newPorts uint64, t *Trail) dr
 	}
 	switch r := subQuota(l, used, newPorts); r {
 	case drop.SubscriberSessions:
-		t.add(Step{Code: CodeQuotaSessions, Reason: r, A: a, X: uint32(used), Y: uint32(l.SessionsPerSubscriber)})
+		t.add(Step{Code: CodeQuotaSessions, Reason: r, A: a, X: uint32(subCount(used).sessions()), Y: uint32(l.SessionsPerSubscriber)})
 		return r
 	case drop.SubscriberPorts:
-		t.add(Step{Code: CodeQuotaPorts, Reason: r, A: a, X: uint32(used >> 32), Y: uint32(l.PortsPerSubscriber)})
+		t.add(Step{Code: CodeQuotaPorts, Reason: r, A: a, X: uint32(subCount(used).ports()), Y: uint32(l.PortsPerSubscriber)})
 		return r
 	}
-	t.add(Step{Code: CodeQuotaOK, A: a, X: uint32(used), Y: uint32(l.SessionsPerSubscriber)})
+	t.add(Step{Code: CodeQuotaOK, A: a, X: uint32(subCount(used).sessions()), Y: uint32(l.SessionsPerSubscriber)})
 	return drop.None
 }
 
@@ -348,7 +344,7 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 	var sub flowtable.Entry
 	var st *addrState
 	if e.subs.Lookup(&sk, &sub) {
-		if cur := e.addr(uint32(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) && s.cgn.pairs(src, cur) {
+		if cur := e.addr(subAddr(e.subs.LoadUser(sub.ID, 0))); cur != nil && inPool(cur) && s.cgn.pairs(src, cur) {
 			st = cur
 			t.add(Step{Code: CodeAddrPaired, A: st.addr, X: s.poolOf(st.addr)})
 		} else if st = s.pickAddress(e.seed, src, proto, inPool); st != nil {
@@ -385,7 +381,7 @@ func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdi
 	v.egress = Inside
 	var k flowtable.Key
 	var x flowtable.Entry
-	if in, inPort, hit := e.explainSession(p, 1, t, &k, &x); hit {
+	if in, inPort, hit := e.explainSession(p, Outside, t, &k, &x); hit {
 		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in, PB: inPort}
 		return
 	}

@@ -444,32 +444,10 @@ func (e *Engine) Run(stop <-chan struct{}, interval time.Duration) {
 	}
 }
 
-// Session user words (see flowtable.Entry.User):
-//
-//	User[0]: bits 0..31 binding record + 1 (endpoint-independent mapping)
-//	         bits 32..63 subscriber record + 1
-//	User[1]: bits 0..31 filter permission record + 1 (address-dependent filtering)
-//	         bits 32..55 registry index + 1 of the address whose port the
-//	         session owns itself (address-and-port-dependent mapping);
-//	         24 bits hold every index below maxAddrSlots
-//	         bits 56..63 worker that created the session
-func sessUser(binding, sub, perm, ownAddr uint32, worker uint8) [2]uint64 {
-	return [2]uint64{
-		uint64(binding) | uint64(sub)<<32,
-		uint64(perm) | uint64(ownAddr&ownAddrMask)<<32 | uint64(worker)<<56,
-	}
-}
-
-// ownAddrMask is the width of the own-address field of sessUser.
-const ownAddrMask = 1<<24 - 1
-
 // Reference-counted entries (bindings, subscribers, permissions) keep their
 // count in User[1]. refDead marks an entry whose count reached zero and that
 // its last owner is deleting; nobody may take a reference to it any more.
 const refDead = 1 << 63
-
-// subRefs packs a subscriber's sessions (low half) and ports (high half).
-func subRefs(sessions, ports uint64) uint64 { return sessions | ports<<32 }
 
 // acquireRef adds delta to the count of entry x, as looked up, unless it is
 // dying or gone or check refuses the new count. It reports ok, and dying
@@ -545,14 +523,11 @@ func releaseRef(t *flowtable.Table, id uint32, delta uint64) (x flowtable.Entry,
 // held, after the session was deleted from the table.
 func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Snapshot) {
 	proto, _ := protoIndex(x.Keys[0].Proto)
-	binding := uint32(x.User[0])
-	sub := uint32(x.User[0] >> 32)
-	perm := uint32(x.User[1])
-	ownAddr := uint32(x.User[1]>>32) & ownAddrMask
+	u := sessionOf(x)
 	portsFreed := uint64(0)
-	if binding != 0 {
-		if b, last := releaseRef(e.bindings, binding-1, 1); last {
-			st := e.addr(uint32(b.User[0] >> 32))
+	if binding, ok := u.binding(); ok {
+		if b, last := releaseRef(e.bindings, binding, 1); last {
+			st := e.addr(bindingOf(&b).addr())
 			if st.ports[proto].release(b.Keys[1].DstPort, true) {
 				e.hold(st, proto, b.Keys[1].DstPort, now, s.hold)
 			}
@@ -560,8 +535,8 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 			portsFreed++
 		}
 	}
-	if ownAddr != 0 {
-		st := e.addr(ownAddr - 1)
+	if ownAddr, ok := u.ownAddr(); ok {
+		st := e.addr(ownAddr)
 		if st.ports[proto].release(x.Keys[1].DstPort, true) {
 			e.hold(st, proto, x.Keys[1].DstPort, now, s.hold)
 		}
@@ -579,11 +554,11 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 			st.release(1)
 		}
 	}
-	if sub != 0 {
-		e.releaseSub(sub-1, subRefs(1, portsFreed), now)
+	if sub, ok := u.subscriber(); ok {
+		e.releaseSub(sub, subRefs(1, portsFreed), now)
 	}
-	if perm != 0 {
-		releaseRef(e.perms, perm-1, 1)
+	if perm, ok := u.perm(); ok {
+		releaseRef(e.perms, perm, 1)
 	}
 	if x.State&stInbound != 0 {
 		e.inbound.Add(-1) // Limits.InboundSessions (inbound.go)
@@ -602,7 +577,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 // releases its address pairing (control plane, ctl held).
 func (e *Engine) releaseSub(sub uint32, delta uint64, now uint32) {
 	if x, last := releaseRef(e.subs, sub, delta); last {
-		st := e.addr(uint32(x.User[0]))
+		st := e.addr(subAddr(x.User[0]))
 		st.subs.Add(-1)
 		st.release(1) // the pairing's reference
 		ev := Event{Type: AddressReleased, UnixNano: e.tickTime(now).UnixNano(), InsideAddr: x.Keys[0].Src, OutsideAddr: st.addr}

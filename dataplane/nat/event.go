@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"github.com/xnat/xnat/flowtable"
 	"github.com/xnat/xnat/internal/enumtext"
 	"github.com/xnat/xnat/ring"
 )
@@ -143,4 +144,24 @@ func (e *Engine) EventsDropped() uint64 {
 		}
 	}
 	return n
+}
+
+// event queues an event on the worker's ring; a full ring counts it lost.
+func (w *Worker) event(ev Event) {
+	if w.snap.muted(ev.Type) {
+		return
+	}
+	ev.UnixNano = w.nowNano
+	ev.Worker = w.id
+	if !w.events.q.Enqueue(ev) {
+		w.c[EventsDropped]++
+	}
+}
+
+// sessionEvent queues an event about session x.
+func (w *Worker) sessionEvent(t EventType, x *flowtable.Entry) {
+	ev := Event{Type: t}
+	ev.Proto, _ = protoIndex(x.Keys[0].Proto)
+	fillEndpoints(&ev, x, w.snap.Config.LogDestinations)
+	w.event(ev)
 }

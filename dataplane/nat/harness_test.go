@@ -104,6 +104,14 @@ func newHarness(t testing.TB, cfg Config) *harness { return newHarnessN(t, cfg, 
 
 func newHarnessN(t testing.TB, cfg Config, workers int) *harness {
 	t.Helper()
+	return newHarnessPorts(t, cfg, workers, false)
+}
+
+// newHarnessPorts is newHarnessN whose workers' two ports have a pool of
+// frames each (copyPorts: frames are copied between them) rather than one
+// shared pool, as natd's AF_XDP sockets have on one UMEM (zerocopy.go).
+func newHarnessPorts(t testing.TB, cfg Config, workers int, copyPorts bool) *harness {
+	t.Helper()
 	h := &harness{t: t, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}, neigh: &staticNeighbors{}}
 	fitTestAllocation(&cfg)
 	var err error
@@ -118,13 +126,7 @@ func newHarnessN(t testing.TB, cfg Config, workers int) *harness {
 		t.Fatal(err)
 	}
 	for i := 0; i < workers; i++ {
-		var ps [NumSides]*memport.Port
-		for s := range ps {
-			ps[s], err = memport.New(memport.Config{Frames: 1024})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		ps := newWorkerPorts(t, memport.Config{Frames: 1024}, copyPorts)
 		w, err := h.eng.NewWorker(i, WorkerConfig{
 			Ports:     [NumSides]port.Port{ps[Inside], ps[Outside]},
 			MACs:      [NumSides][6]byte{macNATIn, macNATOut},

@@ -140,3 +140,31 @@ func (w *Worker) buildICMPError(side Side, b *port.Buf, p *header.Parsed, typ, c
 	b.Data = f
 	return true
 }
+
+// refuse drops an outbound packet that could not get a mapping and, if
+// configured, answers with an ICMP Destination Unreachable (RFC 6888
+// section 3 / RFC 5508 section 3.4).
+func (w *Worker) refuse(b *port.Buf, p *header.Parsed, r drop.Reason) {
+	w.drop(r)
+	w.sampleDrop(Inside, b, r)
+	code := uint8(0)
+	switch w.snap.Config.OnExhaustion {
+	case ReplyHostUnreachable:
+		code = header.ICMPv4HostUnreachable
+	case ReplyAdminProhibited:
+		code = header.ICMPv4AdminProhibited
+	}
+	switch r {
+	case drop.PortExhausted, drop.AddressExhausted, drop.SubscriberSessions, drop.SubscriberPorts, drop.TableFull:
+	default:
+		code = 0
+	}
+	// The drop is counted as r either way; a packet that must not be
+	// answered (sent to a link-layer broadcast, say) only gets no error.
+	if w.snap.Config.OnExhaustion == ReplyNone || code == 0 || errorForbidden(b, p) || !w.icmpAllowed() {
+		w.free(Inside, b)
+		return
+	}
+	w.buildICMPError(Inside, b, p, header.ICMPv4DstUnreachable, code, 0)
+	w.reply(Inside, b)
+}

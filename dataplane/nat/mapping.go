@@ -60,13 +60,14 @@ func (w *Worker) undo(c *claim) {
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := protoIndex(b.Keys[1].Proto)
-			e.addr(uint32(b.User[0] >> 32)).ports[proto].release(b.Keys[1].DstPort, false)
-			w.workerPortFreed(b.Keys[0].Src, e.addr(uint32(b.User[0]>>32)), b.Keys[1].DstPort)
+			st := e.addr(bindingOf(&b).addr())
+			st.ports[proto].release(b.Keys[1].DstPort, false)
+			w.workerPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
 				// to the expirer meanwhile: its port was counted on its
 				// subscriber when it was made, not in our claim.
-				w.releaseSub(uint32(b.User[0]), subRefs(0, 1))
+				w.releaseSub(bindingOf(&b).subscriber(), subRefs(0, 1))
 			}
 		} else if c.newPort {
 			// Our new mapping outlives us: another worker's session
@@ -98,7 +99,7 @@ func (w *Worker) undo(c *claim) {
 // releaseSub is the worker-side release of subscriber counts.
 func (w *Worker) releaseSub(id uint32, delta uint64) {
 	if x, last := releaseRef(w.eng.subs, id, delta); last {
-		st := w.eng.addr(uint32(x.User[0]))
+		st := w.eng.addr(subAddr(x.User[0]))
 		st.subs.Add(-1)
 		st.release(1) // the pairing's reference
 		w.event(Event{Type: AddressReleased, InsideAddr: x.Keys[0].Src, OutsideAddr: st.addr})
@@ -118,7 +119,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 	delta := subRefs(1, newPorts)
 	check := func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
 	for try := 0; try < 64; try++ {
-		if w.eng.subs.Lookup(&k, &c.sub) {
+		if w.hint.subscriber(&k, &c.sub) || w.eng.subs.Lookup(&k, &c.sub) {
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
 			if ok {
 				c.hasSub, c.subDelta = true, delta
@@ -133,8 +134,8 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 				return r
 			}
 			if !dying {
-				v := w.eng.subs.LoadUser(c.sub.ID, 1)
-				if l.SessionsPerSubscriber != 0 && v&0xffffffff >= uint64(l.SessionsPerSubscriber) {
+				v := subCount(w.eng.subs.LoadUser(c.sub.ID, 1))
+				if l.SessionsPerSubscriber != 0 && v.sessions() >= uint64(l.SessionsPerSubscriber) {
 					return drop.SubscriberSessions
 				}
 				return drop.SubscriberPorts
@@ -183,13 +184,13 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 // as long as the subscriber is active, which can be forever.
 func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 	for try := 0; try < 64; try++ {
-		idx := uint32(w.eng.subs.LoadUser(c.sub.ID, 0))
+		idx := subAddr(w.eng.subs.LoadUser(c.sub.ID, 0))
 		// The pairing holds a reference on slot idx while the subscriber
 		// names it; a re-pairing by another worker may release it at any
 		// time, so the reference is taken first and the pairing checked
 		// after.
 		if st := w.eng.addr(idx); st != nil && w.snap.cgn.pairs(a, st) && st.acquire(addrInPool, 1) {
-			if uint32(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
+			if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
 				c.addr = st
 				c.sub.User[0] = uint64(idx)
 				return drop.None
@@ -292,108 +293,13 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 	return drop.None
 }
 
-// newOutbound creates the session for an outbound packet whose key 0 is k,
-// filling e. It returns drop.None or the reason the packet must be dropped.
-func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
-	s := w.snap
-	proto, _ := protoIndex(p.Proto)
-	var ext [4]byte
-	var extPort uint16
-	var c claim
-	state := uint32(0)
-
-	// A port-forwarded server opening a flow (symmetric static NAPT), or
-	// a static mapping's host (decide.go).
-	if state, ext, extPort = s.outboundRule(p.Src, k.SrcPort, proto); state != 0 {
-	} else if s.Config.Mapping == EndpointIndependent {
-		if r := w.eimMapping(p, k, proto, &c, &ext, &extPort); r != drop.None {
-			return r
-		}
-	} else {
-		// Address-and-port-dependent mapping: the session owns its port.
-		if r := w.acquireSub(p.Src, proto, 1, &c); r != drop.None {
-			w.eventQuota(r, proto, p)
-			return r
-		}
-		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
-		if !ok {
-			w.undo(&c)
-			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
-			return drop.PortExhausted
-		}
-		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
-		ext, extPort = st.addr, port
-	}
-	if state&stKindMask != 0 {
-		if r := w.holdRuleAddr(state, ext, extPort, proto, &c); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-	}
-
-	if s.isPublic(p.Dst) {
-		state |= stHairpin
-	}
-	if proto == TCP {
-		state = tcpNext(state, p.TCPFlags, Inside)
-	}
-	if c.hasBinding && s.Config.Filtering[proto] == FilterAddressDependent {
-		pk := permKey(p.Proto, p.Dst, ext, extPort)
-		if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-	}
-	k1 := flowtable.Key{Src: p.Dst, Dst: ext, SrcPort: k.DstPort, DstPort: extPort, Proto: p.Proto}
-	// An existing session on the external 5-tuple that is not this one
-	// means the tuple is taken (possible only with port overlap).
-	r, _ := w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
-	return r
-}
-
-// insertSession inserts the session with keys k0 (inside) and k1 (outside),
-// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
-// holding the claims in c, and settles the outcome: counted and announced
-// when inserted; c given back otherwise. Exists is a success when another
-// worker created this very session a moment ago, and taken otherwise; a
-// full table is announced with the inside endpoint (zero when the creator
-// does not know it).
-func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
-	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
-	user := sessUser(idPlus1(c.hasBinding, c.binding.ID), idPlus1(c.hasSub, c.sub.ID), idPlus1(c.hasPerm, c.perm.ID), idPlus1(c.hasOwn, c.ownAddr), w.id)
-	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
-	case flowtable.Inserted:
-		w.c[SessionsCreated+Counter(proto)]++
-		w.sessionEvent(SessionCreated, e)
-		return drop.None, true
-	case flowtable.Exists:
-		w.undo(c)
-		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
-			return drop.None, false
-		}
-		return taken, false
-	default:
-		w.undo(c)
-		w.event(Event{Type: TableFull, Proto: proto, InsideAddr: inAddr, InsidePort: inPort})
-		return drop.TableFull, false
-	}
-}
-
-func idPlus1(ok bool, id uint32) uint32 {
-	if !ok {
-		return 0
-	}
-	return id + 1
-}
-
 // eimMapping finds or creates the endpoint-independent mapping of the
 // packet's inside endpoint (RFC 4787 REQ-1, RFC 5382 REQ-1) and takes a
 // reference on it and on its subscriber.
 func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
 	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
 	for try := 0; try < 64; try++ {
-		if w.eng.bindings.Lookup(&bk, &c.binding) {
+		if w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
 			ok, dying := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 			if dying {
 				continue
@@ -417,30 +323,26 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		}
 		st, port, ok := w.allocPort(c, proto, k.SrcPort, false)
 		if !ok {
-			w.undo(c)
-			w.c[PortAllocFailures]++
-			w.event(Event{Type: PortsExhausted, Proto: proto, InsideAddr: p.Src, InsidePort: k.SrcPort, OutsideAddr: st.addr})
-			return drop.PortExhausted
+			return w.portsExhausted(c, proto, p.Src, k.SrcPort, st)
 		}
 		a := st.addr
 		b0, b1 := bindingKeys(p.Proto, p.Src, k.SrcPort, a, port)
-		user := [2]uint64{uint64(c.sub.ID) | uint64(st.idx)<<32, 1}
-		switch w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding) {
-		case flowtable.Inserted:
+		user := bindingWords(c.sub.ID, st.idx)
+		res := w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding)
+		if res == flowtable.Inserted {
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port
 			return drop.None
-		case flowtable.Full:
-			st.ports[proto].release(port, false)
-			w.workerPortFreed(p.Src, st, port)
-			w.undo(c)
-			return drop.TableFull
 		}
-		// Exists: another worker mapped this endpoint concurrently. Give
-		// back our port and the port count, and use theirs.
+		// Full, or Exists: another worker mapped this endpoint
+		// concurrently. Give back our port and the port count, and use
+		// theirs.
 		st.ports[proto].release(port, false)
 		w.workerPortFreed(p.Src, st, port)
 		w.undo(c)
+		if res == flowtable.Full {
+			return drop.TableFull
+		}
 		*c = claim{}
 	}
 	return drop.Contention
@@ -478,103 +380,4 @@ func (w *Worker) acquirePerm(pk *flowtable.Key, c *claim, limit uint64) drop.Rea
 		}
 	}
 	return drop.Contention
-}
-
-func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
-	t := QuotaExceeded
-	switch r {
-	case drop.AddressExhausted:
-		t = AddressesExhausted
-	case drop.TableFull:
-		t = TableFull
-	case drop.SubscriberSessions, drop.SubscriberPorts:
-	default:
-		return
-	}
-	w.event(Event{Type: t, Proto: proto, Reason: uint8(r), InsideAddr: p.Src, InsidePort: p.SrcPort})
-}
-
-// newInbound creates a session for an inbound packet with key 1 k, when a
-// port forward, a static mapping or an endpoint-independent mapping admits
-// it (filtering, RFC 4787 REQ-8, RFC 5382 REQ-3, RFC 6888 REQ-7).
-func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
-	s := w.snap
-	proto, _ := protoIndex(p.Proto)
-	var in [4]byte
-	var inPort uint16
-	var c claim
-	state := uint32(stInbound)
-
-	// Which rule or mapping admits the packet, and whether filtering lets
-	// it through, is decided read-only (decide.go, shared with explain);
-	// here the references are taken.
-	var a admission
-	if r := w.eng.admitInbound(s, p, k, &a); r != drop.None {
-		return r
-	}
-	perRule := s.Config.Limits.InboundSessionsPerRule != 0
-	in, inPort, state = a.in, a.inPort, state|a.state
-	switch a.state {
-	case stKindForward:
-		if perRule {
-			rk := ruleKey(false, p.Proto, p.Dst, k.DstPort)
-			if r := w.acquireRule(&rk, &c); r != drop.None {
-				return r
-			}
-		}
-	case stKindStatic:
-		if perRule {
-			rk := ruleKey(true, 0, p.Dst, 0)
-			if r := w.acquireRule(&rk, &c); r != drop.None {
-				return r
-			}
-		}
-	default:
-		c.binding = a.binding
-		ok, _ := acquireRef(w.eng.bindings, &c.binding, 1, nil)
-		if !ok {
-			return drop.NoSession
-		}
-		c.hasBinding = true
-		if r := w.acquireSub(c.binding.Keys[0].Src, proto, 0, &c); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-		if s.Config.Filtering[proto] == FilterAddressDependent {
-			pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
-			if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
-				w.undo(&c)
-				return r
-			}
-		}
-	}
-	if state&stKindMask != 0 {
-		if r := w.holdRuleAddr(state, p.Dst, k.DstPort, proto, &c); r != drop.None {
-			w.undo(&c)
-			return r
-		}
-	}
-	if s.isPublic(p.Src) {
-		// A hairpinned flow: the inside host's replies go to another of
-		// our public addresses and must come back inside.
-		state |= stHairpin
-	}
-	if proto == TCP {
-		state = tcpNext(state, p.TCPFlags, Outside)
-	}
-	// Counted last, after everything else that may refuse: cleanup
-	// gives the count back when the session ends (see inbound.go).
-	if r := w.acquireInbound(); r != drop.None {
-		w.undo(&c)
-		return r
-	}
-	k0 := flowtable.Key{Src: in, Dst: p.Src, SrcPort: inPort, DstPort: k.SrcPort, Proto: p.Proto}
-	if proto == ICMP {
-		k0.DstPort = 0
-	}
-	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
-	if !inserted {
-		w.eng.inbound.Add(-1)
-	}
-	return r
 }

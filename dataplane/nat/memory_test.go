@@ -104,15 +104,27 @@ func TestReloadsDoNotGrowHeap(t *testing.T) {
 }
 
 // TestAddressIndex65535RoundTrips: a session that owns its port on the
-// address in registry slot 65,535 names it as 65,536 in its user word;
+// address in registry slot 65,535 names it as 65,536 in its user word
+// (and every field reads back through its accessor);
 // 16 bits lost it into the worker's bits (issue 11, defect 5).
 func TestAddressIndex65535RoundTrips(t *testing.T) {
-	u := sessUser(1, 2, 3, 65535+1, 200)
-	if got := uint32(u[1]>>32) & ownAddrMask; got != 65536 {
-		t.Fatalf("own address %d after packing, want 65536", got)
+	c0 := claim{hasBinding: true, hasSub: true, hasPerm: true, hasOwn: true, ownAddr: 65535}
+	c0.binding.ID, c0.sub.ID, c0.perm.ID = 0, 1, 2
+	u := sessionWords(&c0, 200)
+	if got, ok := u.ownAddr(); !ok || got != 65535 {
+		t.Fatalf("own address %d (%v) after packing, want 65535", got, ok)
 	}
-	if w := uint8(u[1] >> 56); w != 200 {
+	if w := u.worker(); w != 200 {
 		t.Fatalf("worker %d after packing, want 200", w)
+	}
+	if b, ok := u.binding(); !ok || b != 0 {
+		t.Fatalf("binding %d (%v) after packing, want 0", b, ok)
+	}
+	if s, ok := u.subscriber(); !ok || s != 1 {
+		t.Fatalf("subscriber %d (%v) after packing, want 1", s, ok)
+	}
+	if p, ok := u.perm(); !ok || p != 2 {
+		t.Fatalf("permission %d (%v) after packing, want 2", p, ok)
 	}
 	// End to end: an address-and-port-dependent mapping on slot 65,535
 	// returns its port when the session ends.

@@ -2,7 +2,6 @@ package nat
 
 import (
 	"github.com/xnat/xnat/dataplane/drop"
-	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
 )
 
@@ -50,10 +49,7 @@ func (p *pending) retry(w *Worker) {
 		mac, r := w.l2.Resolve(e.egress, e.dst)
 		switch {
 		case r == Resolved:
-			eth := header.Ethernet(e.buf.Data)
-			eth.SetDst(mac)
-			eth.SetSrc(w.macs[e.egress])
-			w.send(e.owner, e.egress, &e.buf)
+			w.sendTo(e.owner, e.egress, &e.buf, mac)
 			if e.vis != 0 {
 				w.captureHeld(&e)
 			}

@@ -96,10 +96,10 @@ func (s *portSet) lookup(p uint16, x *flowtable.Entry) bool {
 func (s *portSet) update(x *flowtable.Entry, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, found, ok bool) {
 	v := x.User[0]
 	for {
-		if v>>16 != x.User[0]>>16 {
+		if !portWord(v).sameRecord(portWord(x.User[0])) {
 			return 0, 0, false, false
 		}
-		st = v & portState
+		st = portWord(v).state()
 		nst, ok = f(st)
 		if !ok {
 			return st, st, true, false
@@ -141,7 +141,7 @@ func (s *portSet) free(x *flowtable.Entry) {
 func (s *portSet) claimFree(p uint16) bool {
 	k := s.key(p)
 	var x flowtable.Entry
-	user := [2]uint64{s.pt.nonce.Add(1)<<16 | 1, 0}
+	user := portWords(s.pt.nonce.Add(1))
 	if s.pt.t.Insert(&k, &flowtable.NoKey, 0, user, 0, &x) != flowtable.Inserted {
 		return false // taken, or the port table is full
 	}
@@ -209,10 +209,10 @@ func (s *portSet) state(p uint16) (owners int, held bool) {
 		return 0, false
 	}
 	st := s.pt.t.LoadUser(x.ID, 0)
-	if st>>16 != x.User[0]>>16 {
+	if !portWord(st).sameRecord(portWord(x.User[0])) {
 		return 0, false
 	}
-	st &= portState
+	st = portWord(st).state()
 	return int(st & portMaxOwner), st&portHeld != 0
 }
 

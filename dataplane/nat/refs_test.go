@@ -213,7 +213,7 @@ func TestUndoKeepsTheMappingsPort(t *testing.T) {
 	w0.snap = h.eng.snap.Load()
 	w0.readClock()
 	var k flowtable.Key
-	outKey(&p, &k)
+	packetKey(Inside, &p, &k)
 	var c claim
 	var ext [4]byte
 	var extPort uint16

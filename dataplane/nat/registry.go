@@ -20,7 +20,7 @@ import (
 // maxAddrSlots is the registry's capacity: the largest configuration
 // (MaxPoolAddresses) plus as many addresses still draining after being
 // removed, so that a whole pool can be renumbered in one change. Slot
-// indices fit the 24 bits that session records give them (sessUser).
+// indices fit the 24 bits that session records give them (sessWords).
 const maxAddrSlots = 2 * MaxPoolAddresses
 
 // addrState flags and counts, in refs:

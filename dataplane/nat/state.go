@@ -1,5 +1,11 @@
 package nat
 
+import (
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/flowtable"
+)
+
 // Session state word (flowtable user-defined state). The low bits track TCP
 // well enough to choose a timeout (RFC 7857 section 2.2, the RFC 6146 state
 // machine reduced to what decides timers); the high bits are flags fixed at
@@ -87,4 +93,33 @@ func tcpNext(st uint32, flags uint8, from Side) uint32 {
 		n |= stRst
 	}
 	return n
+}
+
+// trackTCP advances the session's TCP state on SYN, FIN and RST segments,
+// and on the outside's first ACK after the inside's SYN (stAckOut).
+func (w *Worker) trackTCP(e *flowtable.Entry, flags uint8, from Side) {
+	if flags&(tcpSYN|tcpFIN|tcpRST) == 0 && (from == Inside || e.State&(stSynIn|stAckOut) != stSynIn) {
+		return // a bare segment that changes nothing: the common case
+	}
+	for i := 0; i < 4; i++ {
+		n := tcpNext(e.State, flags, from)
+		if n == e.State || w.eng.sessions.CompareAndSwapState(e.ID, e.Gen, e.State, n) {
+			e.State = n
+			return
+		}
+		var cur flowtable.Entry
+		if !w.eng.sessions.Get(e.ID, &cur) || cur.Gen != e.Gen {
+			return
+		}
+		e.State = cur.State
+	}
+}
+
+// tcpSegment advances session e's TCP state for a segment from side from
+// and clamps a SYN's MSS; it does nothing for other protocols.
+func (w *Worker) tcpSegment(e *flowtable.Entry, b *port.Buf, p *header.Parsed, from Side) {
+	if p.L4 == header.L4TCP {
+		w.trackTCP(e, p.TCPFlags, from)
+		w.clampMSS(b, p)
+	}
 }

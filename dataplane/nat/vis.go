@@ -40,13 +40,6 @@ const (
 	StageTx
 )
 
-func (s Stage) String() string {
-	if s == StageTx {
-		return "tx"
-	}
-	return "rx"
-}
-
 // VisFilter selects the packets a capture or trace takes. A zero field
 // matches everything. A packet matches when the frames it arrived and left
 // as, together, satisfy every field set:

@@ -41,6 +41,9 @@ type Worker struct {
 	macs  [NumSides][6]byte
 	l2    Neighbors
 	burst int
+	// shared: the two ports share one frame pool, so send passes frames
+	// between them without a copy (zerocopy.go).
+	shared bool
 
 	// snap is loaded once per Poll; now and nowNano once per Poll that
 	// receives frames or does its housekeeping (see Poll).
@@ -62,6 +65,8 @@ type Worker struct {
 	fq    [NumSides]freeQueue
 	spare [NumSides]spareFrames
 
+	nb       newBurst // the burst's new sessions (newsession.go)
+	hint     newHint
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
@@ -73,25 +78,6 @@ type Worker struct {
 	c      Counters
 	shadow Counters
 	pub    *published
-}
-
-// txQueue holds frames of one side's port to transmit on it.
-type txQueue struct {
-	n    int
-	bufs [4 * MaxBurst]port.Buf
-}
-
-// spareFrames are empty frames of one side's port, taken from it a burst
-// at a time, into which frames from the other port are copied as they are
-// forwarded (the two interfaces' UMEMs are separate).
-type spareFrames struct {
-	n    int
-	bufs [MaxBurst]port.Buf
-}
-
-type freeQueue struct {
-	n    int
-	bufs [4 * MaxBurst]port.Buf
 }
 
 // NewWorker creates worker number id (0 ≤ id < Options.Workers). It must be
@@ -120,6 +106,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 		macs:   cfg.MACs,
 		l2:     cfg.Neighbors,
 		burst:  cfg.Burst,
+		shared: sharesFrames(cfg.Ports),
 		rng:    binary.LittleEndian.Uint64(seed[:]) | 1,
 		events: newEventRing(e.evCap),
 		pub:    &published{},
@@ -226,30 +213,12 @@ func (w *Worker) Poll() int {
 		}
 		total += n
 		w.c[RxPackets+Counter(side)] += uint64(n)
-		// Pass 1 parses the burst and touches each packet's session
-		// bucket and record; pass 2 translates. With the loads of pass
-		// 1 independent of each other, a burst's cache misses overlap
-		// instead of costing one memory latency each, one after another.
-		sink := uint64(0)
-		for i := 0; i < n; i++ {
-			b := &w.rx[i]
-			w.c[RxBytes+Counter(side)] += uint64(len(b.Data))
-			p := &w.pk[i]
-			w.pr[i] = header.Parse(b.Data, p)
-			if w.pr[i] == drop.None && p.L4 != header.L4ICMPError {
-				sport, dport := keyPorts(side, p.L4 == header.L4ICMPQuery, p.SrcPort, p.DstPort)
-				w.eng.sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &w.probe[i])
-				sink += w.eng.sessions.Prefetch(&w.probe[i])
-			}
-		}
-		w.sink += sink
+		w.receive(side, n)
 		if vc != nil {
 			w.processVis(vc, side, n)
 			continue
 		}
-		for i := 0; i < n; i++ {
-			w.process(side, &w.rx[i], &w.pk[i], w.pr[i], &w.probe[i])
-		}
+		w.forwardBurst(side, n)
 	}
 	if total == 0 {
 		w.idle++
@@ -298,184 +267,4 @@ func (w *Worker) Tick() uint32 { return w.now }
 func (w *Worker) Publish() {
 	w.releaseSpares()
 	w.pub.publish(&w.c, &w.shadow)
-}
-
-// releaseSpares returns the worker's unused copy targets to their ports.
-func (w *Worker) releaseSpares() {
-	for s := range w.spare {
-		if sp := &w.spare[s]; sp.n > 0 {
-			w.ports[s].Free(sp.bufs[:sp.n])
-			sp.n = 0
-		}
-	}
-}
-
-// free queues frame b, owned by side's port, to be returned to it.
-func (w *Worker) free(side Side, b *port.Buf) {
-	q := &w.fq[side]
-	if q.n == len(q.bufs) {
-		w.ports[side].Free(q.bufs[:q.n])
-		q.n = 0
-	}
-	q.bufs[q.n] = *b
-	q.n++
-}
-
-// dropFrame counts a drop and frees the frame.
-func (w *Worker) dropFrame(side Side, b *port.Buf, r drop.Reason) {
-	w.drop(r)
-	w.sampleDrop(side, b, r)
-	w.free(side, b)
-}
-
-// send queues frame b (owned by owner's port) for transmission on egress,
-// with its Ethernet addresses already set. A frame of the other port is
-// copied into a frame of egress's port and returned to its own.
-func (w *Worker) send(owner, egress Side, b *port.Buf) {
-	q := &w.tx[egress]
-	if q.n == len(q.bufs) {
-		w.flushSide(egress)
-	}
-	if owner == egress {
-		q.bufs[q.n] = *b
-		q.n++
-		return
-	}
-	sp := &w.spare[egress]
-	if sp.n == 0 {
-		sp.n = w.ports[egress].Alloc(sp.bufs[:])
-		if sp.n == 0 {
-			w.dropFrame(owner, b, drop.NoFrame)
-			return
-		}
-	}
-	sp.n--
-	nb := &q.bufs[q.n]
-	*nb = sp.bufs[sp.n]
-	nb.Data = nb.Data[:len(b.Data)]
-	copy(nb.Data, b.Data)
-	q.n++
-	w.free(owner, b)
-}
-
-// forward resolves the next hop of a translated packet and queues it, or
-// holds it while the neighbour is resolved. p describes the frame. Callers
-// answer DF packets that will not fit the egress MTU before translating
-// them (the error must quote the packet as its sender sent it); here a
-// packet too big for the MTU is fragmented.
-func (w *Worker) forward(owner, egress Side, b *port.Buf, p *header.Parsed) {
-	if p.MF && p.FragOff == 0 {
-		w.rememberFirstFragment(egress, p)
-	}
-	if int(p.TotalLen) > w.snap.mtu[egress] {
-		if p.DF {
-			w.dropFrame(owner, b, drop.FragNeeded)
-			return
-		}
-		w.fragment(owner, egress, b, p)
-		return
-	}
-	w.l2send(owner, egress, b, p.Dst)
-}
-
-// tooBigDF reports whether a DF packet cannot fit the egress MTU; if so it
-// answers it with Fragmentation Needed and the caller stops.
-func (w *Worker) tooBigDF(side, egress Side, b *port.Buf, p *header.Parsed) bool {
-	mtu := w.snap.mtu[egress]
-	if !p.DF || int(p.TotalLen) <= mtu {
-		return false
-	}
-	w.fragNeeded(side, b, p, mtu)
-	return true
-}
-
-func (w *Worker) l2send(owner, egress Side, b *port.Buf, dst [4]byte) {
-	mac, r := w.l2.Resolve(egress, dst)
-	switch r {
-	case Resolved:
-		eth := header.Ethernet(b.Data)
-		eth.SetDst(mac)
-		eth.SetSrc(w.macs[egress])
-		w.send(owner, egress, b)
-	case Pending:
-		if !w.pend.hold(b, owner, egress, dst, w.now) {
-			w.dropFrame(owner, b, drop.NeighPending)
-		}
-	case Unreachable:
-		w.dropFrame(owner, b, drop.NoRoute)
-	default:
-		w.dropFrame(owner, b, drop.NeighFailed)
-	}
-}
-
-// reply queues a frame the NAT built in place (an ICMP error) back out of
-// the port it came from, to the neighbour that sent it.
-func (w *Worker) reply(side Side, b *port.Buf) {
-	eth := header.Ethernet(b.Data)
-	eth.SetDst(eth.Src())
-	eth.SetSrc(w.macs[side])
-	w.c[ICMPErrorsSent]++
-	w.send(side, side, b)
-}
-
-// flush transmits everything queued and returns freed frames to their
-// ports.
-func (w *Worker) flush() {
-	for side := Inside; side < NumSides; side++ {
-		w.flushSide(side)
-	}
-	for side := Inside; side < NumSides; side++ {
-		if q := &w.fq[side]; q.n > 0 {
-			w.ports[side].Free(q.bufs[:q.n])
-			q.n = 0
-		}
-		if err := w.ports[side].Flush(); err != nil {
-			w.c[LinkErrors]++
-		}
-	}
-}
-
-// flushSide transmits the queue of egress and frees what the port
-// refused.
-func (w *Worker) flushSide(egress Side) {
-	q := &w.tx[egress]
-	if q.n == 0 {
-		return
-	}
-	sent := w.ports[egress].TxBurst(q.bufs[:q.n])
-	var bytes uint64
-	for i := 0; i < sent; i++ {
-		bytes += uint64(len(q.bufs[i].Data))
-	}
-	w.c[TxBytes+Counter(egress)] += bytes
-	w.c[TxPackets+Counter(egress)] += uint64(sent)
-	if sent < q.n {
-		r := drop.TxFull
-		if d, ok := w.ports[egress].(port.LinkDowner); ok && d.LinkDown() {
-			r = drop.LinkDown
-		}
-		w.c[dropBase+Counter(r)] += uint64(q.n - sent)
-		w.ports[egress].Free(q.bufs[sent:q.n])
-	}
-	q.n = 0
-}
-
-// event queues an event on the worker's ring; a full ring counts it lost.
-func (w *Worker) event(ev Event) {
-	if w.snap.muted(ev.Type) {
-		return
-	}
-	ev.UnixNano = w.nowNano
-	ev.Worker = w.id
-	if !w.events.q.Enqueue(ev) {
-		w.c[EventsDropped]++
-	}
-}
-
-// sessionEvent queues an event about session x.
-func (w *Worker) sessionEvent(t EventType, x *flowtable.Entry) {
-	ev := Event{Type: t}
-	ev.Proto, _ = protoIndex(x.Keys[0].Proto)
-	fillEndpoints(&ev, x, w.snap.Config.LogDestinations)
-	w.event(ev)
 }

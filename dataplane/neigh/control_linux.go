@@ -97,8 +97,8 @@ type control struct {
 	subs  *subscription
 	neigh *neighState
 	links [fwd.NumSides]linkState
-	// routes are immutable once published; listRoutes builds new slices.
-	routes [fwd.NumSides][]route
+	// routes are immutable once published; listRoutes builds new ones.
+	routes [fwd.NumSides]routeTable
 
 	dirty      bool      // links or routes changed since the last snapshot
 	needLinks  bool      // a link event concerned one of our interfaces
@@ -216,21 +216,8 @@ func (c *control) run(ctx context.Context) {
 	}
 	for {
 		c.armTimer(timer)
-		s := c.subs
-		select {
-		case <-ctx.Done():
+		if !c.handleNext(ctx.Done(), timer.C, refresh) {
 			return
-		case u, ok := <-s.routes:
-			c.onRoute(u, ok)
-		case u, ok := <-s.neighs:
-			c.onNeigh(u, ok)
-		case u, ok := <-s.links:
-			c.onLink(u, ok)
-		case <-c.t.req.wake:
-			c.drainRequests()
-		case <-timer.C:
-		case <-refresh:
-			c.neigh.refresh(c.t.snap.Load())
 		}
 		c.drainReady()
 		c.catchUp()
@@ -264,23 +251,40 @@ func (c *control) armTimer(timer *time.Timer) {
 	}
 }
 
+// handleNext waits for the next notification, request wake-up, timer or
+// refresh tick and handles it. It reports false when done is closed.
+func (c *control) handleNext(done <-chan struct{}, timer, refresh <-chan time.Time) bool {
+	s := c.subs
+	select {
+	case <-done:
+		return false
+	case u, ok := <-s.routes:
+		c.onRoute(u, ok)
+	case u, ok := <-s.neighs:
+		c.onNeigh(u, ok)
+	case u, ok := <-s.links:
+		c.onLink(u, ok)
+	case <-c.t.req.wake:
+		c.drainRequests()
+	case <-timer:
+	case <-refresh:
+		c.neigh.refresh(c.t.snap.Load())
+	}
+	return true
+}
+
 // drainReady handles whatever else is already queued, so a burst of
-// notifications becomes one snapshot, not one per message.
+// notifications becomes one snapshot, not one per message. Only this
+// goroutine receives from the channels, so handleNext (with no timers)
+// does not block while one of them holds something. A subscription
+// closed meanwhile shows no length; the next handleNext of run finds it.
 func (c *control) drainReady() {
 	for range 4096 {
 		s := c.subs
-		select {
-		case u, ok := <-s.routes:
-			c.onRoute(u, ok)
-		case u, ok := <-s.neighs:
-			c.onNeigh(u, ok)
-		case u, ok := <-s.links:
-			c.onLink(u, ok)
-		case <-c.t.req.wake:
-			c.drainRequests()
-		default:
+		if len(s.routes)+len(s.neighs)+len(s.links)+len(c.t.req.wake) == 0 {
 			return
 		}
+		c.handleNext(nil, nil, nil)
 	}
 }
 
@@ -519,8 +523,10 @@ func (c *control) listRoutes() error {
 		idx[side] = c.links[side].index
 	}
 	for side, r := range convertRoutes(rs, idx, c.cfg.RouteTable) {
-		if !slices.Equal(r, c.routes[side]) {
-			c.routes[side] = r
+		if !slices.Equal(r, c.routes[side].list) {
+			// A full table takes a fraction of a second to compile;
+			// workers meanwhile use the published one.
+			c.routes[side] = newRouteTable(r)
 			c.dirty = true
 		}
 	}

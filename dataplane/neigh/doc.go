@@ -7,8 +7,18 @@
 // itself; gateway route: the gateway), and the kernel's neighbour table
 // supplies its MAC address. A Table copies both into immutable, pointer-free
 // snapshots published through an atomic.Pointer, so a worker's Resolve is a
-// lock-free, allocation-free longest-prefix match over a short sorted array
-// followed by one open-addressing hash probe.
+// lock-free, allocation-free longest-prefix match followed by one
+// open-addressing hash probe.
+//
+// The longest-prefix match is a multibit trie (strides 16, 8, 4, 4) in flat
+// uint32 arrays, which the control goroutine compiles from a side's routes
+// whenever they change (fib.go): one to four reads per lookup, by the depth
+// of the matching prefix, whatever the number of routes, so a full BGP table
+// of 900k routes costs a worker no more instructions than ten routes (a
+// dozen more, and a cache miss where the ten routes hit). Compiling a full
+// table takes a second or two and 67 MiB, on the control goroutine, while
+// workers keep resolving through the previous snapshot (docs/engineering.md,
+// "Next hop", has the figures).
 //
 // Changes reach the snapshots without a restart: one control goroutine per
 // Table follows the kernel over netlink subscriptions (routes, neighbours,

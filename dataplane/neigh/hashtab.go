@@ -50,10 +50,19 @@ func newNTable(n int) ntable {
 	}
 }
 
-// home is the first slot probed for ip: Fibonacci hashing takes the top
-// bits of ip·2^32/φ, which spreads consecutive host addresses (the usual
-// neighbour set) evenly.
-func (t *ntable) home(ip uint32) uint32 { return (ip * 0x9E3779B1) >> t.shift }
+// home is the first slot probed for ip: spread(ip, len(slots)), with the
+// power-of-two size's multiply folded into a shift.
+func (t *ntable) home(ip uint32) uint32 { return (ip * fibMul) >> t.shift }
+
+// fibMul is 2^32/φ. Fibonacci hashing multiplies by it, which spreads
+// consecutive addresses (the usual neighbour set, or one subnet's
+// destinations) evenly over the product's top bits.
+const fibMul = 0x9E3779B1
+
+// spread maps x to [0, n) for the package's hash tables and choices: the
+// top bits of x·fibMul scaled by n (multiply-shift, not a modulo, which
+// would read the low bits that only x's low bits reach).
+func spread(x, n uint32) uint32 { return uint32(uint64(x*fibMul) * uint64(n) >> 32) }
 
 // insert adds ip (non-zero, not yet present) and returns its slot for the
 // caller to fill. Build time only; the table must have room.

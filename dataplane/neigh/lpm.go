@@ -7,7 +7,8 @@ import (
 
 // maxNextHops bounds the equal-cost next hops kept per route on one side.
 // Further next hops of a multipath route are ignored (and the route still
-// works through the first ones).
+// works through the first ones). It is a power of two: nextHop masks its
+// index with it.
 const maxNextHops = 4
 
 // Route kinds.
@@ -16,10 +17,10 @@ const (
 	kindReject               // blackhole, unreachable, prohibit, throw: no route
 )
 
-// route is one routing table entry as seen from one side. It is
-// pointer-free so a side's route array costs the GC nothing. Addresses are
-// IPv4 addresses read as big-endian uint32, so a prefix test is one AND and
-// one compare.
+// route is one routing table entry as seen from one side, as the control
+// goroutine converts it from netlink and the management plane lists it.
+// Resolve never reads routes: it searches the side's fib, built from them.
+// Addresses are IPv4 addresses read as big-endian uint32.
 type route struct {
 	prefix uint32 // network address, already masked
 	mask   uint32
@@ -42,10 +43,13 @@ func prefixMask(plen int) uint32 {
 	return ^uint32(0) << (32 - plen)
 }
 
-// sortRoutes orders routes for first-match lookup: longest prefix first,
-// and among equal prefixes the lowest metric first, which is the kernel's
-// own preference (the FIB picks the longest match, then the best
-// priority). The sort is stable so equal routes keep the kernel's order.
+// sortRoutes puts routes in lookup order: longest prefix first, and among
+// equal prefixes the lowest metric first, which is the kernel's own
+// preference (the FIB picks the longest match, then the best priority). The
+// sort is stable so equal routes keep the kernel's order. The first route
+// in this order that contains an address is the one that serves it: the
+// management plane lists routes in this order, and buildFIB breaks ties by
+// it.
 func sortRoutes(rs []route) {
 	slices.SortStableFunc(rs, func(a, b route) int {
 		if a.plen != b.plen {
@@ -55,42 +59,40 @@ func sortRoutes(rs []route) {
 	})
 }
 
-// lookupRoute returns the first route of rs (sorted by sortRoutes) that
-// contains dst, or nil. Routes of a NAT namespace are few (connected
-// routes, a default, a handful of statics), so a linear scan over a dense
-// array beats any trie here.
-func lookupRoute(rs []route, dst uint32) *route {
-	for i := range rs {
-		if dst&rs[i].mask == rs[i].prefix {
-			return &rs[i]
-		}
-	}
-	return nil
+// routeTable is one side's routes in both forms: the list (sorted by
+// sortRoutes) for the management plane, and the fib Resolve searches. Both
+// are immutable once built; snapshots share them until the routes change.
+type routeTable struct {
+	list []route
+	fib  *fib // nil when list holds no route
 }
 
-// nextHop returns the address to resolve for dst through r (kindForward).
-// Between equal-cost next hops it picks one by a hash of the destination, so
-// a destination always leaves through the same gateway while different
-// destinations spread (the kernel hashes the source too; Resolve only sees
-// the destination).
-func (r *route) nextHop(dst uint32) uint32 {
-	i := 0
-	if r.nhops > 1 {
-		i = int(uint64(mix32(dst)) * uint64(r.nhops) >> 32)
+// newRouteTable builds the fib of rs, which must be sorted by sortRoutes
+// and is kept (not copied): the caller must not modify it afterwards.
+func newRouteTable(rs []route) routeTable {
+	return routeTable{list: rs, fib: buildFIB(rs)}
+}
+
+// hopSet is what a forwarding route leads to: its equal-cost next hops.
+// Routes that share next hops (in a full BGP table, nearly all of them
+// share a handful of gateways) share one hopSet, so the sets Resolve reads
+// stay in cache however many routes there are.
+type hopSet struct {
+	gw [maxNextHops]uint32 // next hops; 0 means on-link
+	n  uint8               // number of valid entries in gw
+}
+
+// nextHop returns the address to resolve for dst. Between equal-cost next
+// hops it picks one by a hash of the destination, so a destination always
+// leaves through the same gateway while different destinations spread (the
+// kernel hashes the source too; Resolve only sees the destination).
+func (h *hopSet) nextHop(dst uint32) uint32 {
+	i := uint32(0)
+	if h.n > 1 {
+		i = spread(dst, uint32(h.n))
 	}
-	if gw := r.gw[i]; gw != 0 {
+	if gw := h.gw[i&(maxNextHops-1)]; gw != 0 {
 		return gw
 	}
 	return dst
-}
-
-// mix32 is a cheap 32-bit finaliser (the murmur3 fmix32 constants), used
-// where the multiplicative hash's low-entropy top bits would bias a choice.
-func mix32(x uint32) uint32 {
-	x ^= x >> 16
-	x *= 0x85ebca6b
-	x ^= x >> 13
-	x *= 0xc2b2ae35
-	x ^= x >> 16
-	return x
 }

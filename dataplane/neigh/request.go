@@ -44,7 +44,7 @@ func reqDecode(k uint64) (fwd.Side, uint32) { return fwd.Side(k >> 32 & 0xff), u
 // post asks the control goroutine to resolve ip on side.
 func (q *requests) post(side fwd.Side, ip uint32) {
 	k := reqKey(side, ip)
-	h := (mix32(ip) + uint32(side)) % reqSlots
+	h := (spread(ip, reqSlots) + uint32(side)) % reqSlots
 	for j := uint32(0); j < reqProbe; j++ {
 		s := &q.slot[(h+j)%reqSlots]
 		v := s.Load()

@@ -77,7 +77,15 @@ func newTestTable(nInside int) *testTable {
 }
 
 func (tt *testTable) publish() {
-	tt.snap.Store(buildSnapshot(tt.snap.Load(), tt.links, tt.routes, tt.st))
+	tt.snap.Store(buildSnapshot(tt.snap.Load(), tt.links, routeTables(tt.routes), tt.st))
+}
+
+// routeTables builds each side's routeTable from routes in lookup order.
+func routeTables(rs [fwd.NumSides][]route) (out [fwd.NumSides]routeTable) {
+	for side := range rs {
+		out[side] = newRouteTable(rs[side])
+	}
+	return out
 }
 
 func (tt *testTable) drain() []posted { return drainAll(tt.req) }
@@ -416,7 +424,7 @@ func TestResolveMatchesReference(t *testing.T) {
 		for k, e := range st.m {
 			ref[k.side][k.ip] = refEntry{e.res, e.mac, e.retry}
 		}
-		tb.snap.Store(buildSnapshot(nil, links, sorted, st))
+		tb.snap.Store(buildSnapshot(nil, links, routeTables(sorted), st))
 		for range 300 {
 			side := fwd.Side(rng.IntN(2))
 			d := pool()

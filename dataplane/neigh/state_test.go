@@ -237,7 +237,7 @@ func TestStateRefresh(t *testing.T) {
 	s.kernel(fresh[1], nudDelay, macA, 0)
 	s.kernel(perm, nudPermanent, macB, 0)
 	s.kernel(idle, nudStale, macA, 0)
-	snap := buildSnapshot(nil, [fwd.NumSides]linkState{{1, true}, {2, true}}, [fwd.NumSides][]route{}, s)
+	snap := buildSnapshot(nil, [fwd.NumSides]linkState{{1, true}, {2, true}}, [fwd.NumSides]routeTable{}, s)
 	used := append(append(append([]nkey{}, stale...), fresh...), perm)
 	for _, k := range used {
 		snap.sides[k.side].neigh.find(k.ip).markUsed()
@@ -271,13 +271,13 @@ func TestSnapshotCarriesUsedMarks(t *testing.T) {
 	s.kernel(a, nudStale, macA, 0)
 	s.kernel(b, nudStale, macB, 0)
 	links := [fwd.NumSides]linkState{{1, true}, {2, true}}
-	s1 := buildSnapshot(nil, links, [fwd.NumSides][]route{}, s)
+	s1 := buildSnapshot(nil, links, [fwd.NumSides]routeTable{}, s)
 	s1.sides[a.side].neigh.find(a.ip).markUsed()
 	s1.sides[b.side].neigh.find(b.ip).markUsed()
 	// Only the inside changes: the outside table is reused as is, the
 	// inside one rebuilt with its marks carried over.
 	s.kernel(nkey{fwd.Inside, 9}, nudReachable, macA, 0)
-	s2 := buildSnapshot(s1, links, [fwd.NumSides][]route{}, s)
+	s2 := buildSnapshot(s1, links, [fwd.NumSides]routeTable{}, s)
 	if &s2.sides[fwd.Outside].neigh.slots[0] != &s1.sides[fwd.Outside].neigh.slots[0] {
 		t.Fatal("unchanged side rebuilt")
 	}

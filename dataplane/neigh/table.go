@@ -93,7 +93,7 @@ func (c *Config) setDefaults() error {
 type sideSnap struct {
 	ifindex int
 	up      bool
-	routes  []route // sorted by sortRoutes
+	routes  routeTable
 	neigh   ntable
 }
 
@@ -112,9 +112,10 @@ type linkState struct {
 
 // buildSnapshot assembles the successor of prev (nil for the first). A
 // side whose neighbours did not change keeps prev's table, marks
-// included; routes are shared with the caller, who must not modify them
-// afterwards. It consumes the neighbour state's dirty marks.
-func buildSnapshot(prev *snapshot, links [fwd.NumSides]linkState, routes [fwd.NumSides][]route, ns *neighState) *snapshot {
+// included; route tables are immutable and shared, so publishing after a
+// neighbour change never rebuilds a fib. It consumes the neighbour state's
+// dirty marks.
+func buildSnapshot(prev *snapshot, links [fwd.NumSides]linkState, routes [fwd.NumSides]routeTable, ns *neighState) *snapshot {
 	s := &snapshot{}
 	for side := range s.sides {
 		var old *ntable
@@ -195,11 +196,11 @@ func (t *Table) Resolve(side fwd.Side, dst [4]byte) (mac [6]byte, r fwd.Resoluti
 		return mac, fwd.Unreachable
 	}
 	d := binary.BigEndian.Uint32(dst[:])
-	rt := lookupRoute(ss.routes, d)
-	if rt == nil || rt.kind != kindForward {
+	hops := ss.routes.fib.lookup(d)
+	if hops == nil {
 		return mac, fwd.Unreachable
 	}
-	nh := rt.nextHop(d)
+	nh := hops.nextHop(d)
 	if nh == 0 {
 		// 0.0.0.0 is never a neighbour (RFC 1122 section 3.2.1.3 (a)).
 		return mac, fwd.Unreachable
@@ -269,7 +270,7 @@ func (t *Table) Stats() Stats {
 	}
 	for i := range s.sides {
 		st.Entries[i] = s.sides[i].neigh.n
-		st.Routes[i] = len(s.sides[i].routes)
+		st.Routes[i] = len(s.sides[i].routes.list)
 	}
 	return st
 }
@@ -317,7 +318,7 @@ func (t *Table) Snapshot() Snapshot {
 		ss := &s.sides[i]
 		side := fwd.Side(i)
 		out.Links[i] = LinkState{Index: ss.ifindex, Up: ss.up}
-		for _, r := range ss.routes {
+		for _, r := range ss.routes.list {
 			e := RouteEntry{
 				Side:   side,
 				Prefix: netip.PrefixFrom(addrOf(r.prefix), int(r.plen)),

@@ -3,9 +3,11 @@
 //
 // It plays the role of DPDK's ethdev API: a worker goroutine receives a burst
 // of frames from a port, the pipeline rewrites them in place, and the worker
-// transmits a burst to the same or another port. Frames are owned by the port
-// they came from; a frame moves to another port only by being copied into a
-// frame allocated from that port.
+// transmits a burst to the same or another port. Frames are owned by the pool
+// of the port they came from; a frame moves to a port of another pool only
+// by being copied into a frame allocated from that port. Ports that share
+// a pool (Pooler: an AF_XDP worker's sockets on one UMEM) take each other's
+// frames as they are.
 //
 // Implementations in this repository:
 //   - dataplane/port/memport: an in-memory port (the analogue of DPDK's ring
@@ -32,7 +34,8 @@ type Buf struct {
 //
 // Ownership rules (the same as DPDK mbufs):
 //   - RxBurst hands frames to the caller; the caller must eventually pass each
-//     of them to TxBurst or Free on the same port.
+//     of them to TxBurst or Free on the same port, or on a port of the same
+//     pool (SamePool).
 //   - Alloc hands out empty frames of the port's pool, with len(Data) == 0 and
 //     cap(Data) == the frame size; the same rule applies to them.
 //   - TxBurst takes ownership of bufs[:n] and returns n; bufs[n:] still belong
@@ -70,4 +73,24 @@ type LinkDowner interface {
 // when timeoutMillis has elapsed, or on error.
 type Waiter interface {
 	Wait(timeoutMillis int) error
+}
+
+// Pooler is implemented by ports that can say which frame pool their frames
+// belong to. Ports reporting the same non-zero Pool share it: a frame
+// received on or allocated from one may be passed to TxBurst or Free of
+// another, and the pool accounts for it exactly once wherever it is. Every
+// port sharing a pool is used by the same goroutine.
+type Pooler interface {
+	Pool() uint64
+}
+
+// SamePool reports whether a and b share a frame pool, so that a frame of
+// one can leave through the other without a copy.
+func SamePool(a, b Port) bool {
+	pa, ok := a.(Pooler)
+	if !ok {
+		return false
+	}
+	pb, ok := b.(Pooler)
+	return ok && pa.Pool() != 0 && pa.Pool() == pb.Pool()
 }

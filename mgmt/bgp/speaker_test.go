@@ -12,6 +12,8 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
+
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // router is a GoBGP instance standing in for the routers: it listens on a
@@ -83,13 +85,7 @@ func (r *router) routes(t *testing.T) map[string]string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(t, what, 20*time.Second, cond)
 }
 
 // startSpeaker validates cfg and starts a speaker that logs nowhere; the

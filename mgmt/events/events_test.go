@@ -19,6 +19,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt/events"
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
@@ -129,13 +130,7 @@ func run(t *testing.T, e *events.Exporter) (stop func()) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, what, 10*time.Second, cond)
 }
 
 func TestRotation(t *testing.T) {

@@ -3,12 +3,12 @@ package export
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Transport is the transport of an exporter: udp or tcp.
@@ -19,27 +19,22 @@ const (
 	TCP
 )
 
-func (t Transport) String() string {
-	if t == TCP {
-		return "tcp"
-	}
-	return "udp"
-}
+var transportNames = []string{UDP: "udp", TCP: "tcp"}
+
+func (t Transport) String() string { return enumtext.String(transportNames, "transport", t) }
 
 // MarshalText implements encoding.TextMarshaler.
-func (t Transport) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+func (t Transport) MarshalText() ([]byte, error) {
+	return enumtext.Marshal(transportNames, "transport", t)
+}
 
 // UnmarshalText implements encoding.TextUnmarshaler ("" is udp).
 func (t *Transport) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "", "udp":
+	if len(b) == 0 {
 		*t = UDP
-	case "tcp":
-		*t = TCP
-	default:
-		return fmt.Errorf("%q is not udp or tcp", b)
+		return nil
 	}
-	return nil
+	return enumtext.Unmarshal(transportNames, b, t)
 }
 
 // Stats count what one exporter did, for /metrics.

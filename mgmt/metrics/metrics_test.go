@@ -1,7 +1,6 @@
 package metrics_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -99,15 +98,7 @@ func startServer(t *testing.T, core mgmt.Core, ready func() bool, ev func() even
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	mgmttest.Serve(t, srv.Serve)
 	return "http://" + srv.Addr().String()
 }
 

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/xnat/xnat/bench/lab"
 )
 
 // TCPHelloVia is TCPHello for a server that is reached through a different
@@ -56,14 +60,37 @@ func TCPHelloVia(clientNS, serverNS string, listen, dial netip.AddrPort) (greeti
 
 // Echo answers every datagram on c with itself until c is closed.
 func Echo(c *net.UDPConn) {
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
+	lab.ServeUDP(c, func(msg []byte, _ netip.AddrPort) []byte { return msg })
+}
+
+// Senders is the set of sources an echo server answered; its methods may
+// be called from any goroutine.
+type Senders struct {
+	mu   sync.Mutex
+	seen map[netip.AddrPort]bool
+}
+
+// Echo answers as the function Echo does, recording each sender, until c
+// is closed.
+func (s *Senders) Echo(c *net.UDPConn) {
+	lab.ServeUDP(c, func(msg []byte, from netip.AddrPort) []byte {
+		s.mu.Lock()
+		if s.seen == nil {
+			s.seen = map[netip.AddrPort]bool{}
 		}
-		c.WriteToUDPAddrPort(buf[:n], from)
-	}
+		s.seen[from] = true
+		s.mu.Unlock()
+		return msg
+	})
+}
+
+// Seen returns a copy of the senders answered so far.
+func (s *Senders) Seen() map[netip.AddrPort]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[netip.AddrPort]bool, len(s.seen))
+	maps.Copy(out, s.seen)
+	return out
 }
 
 // UDPFlow is one UDP socket of an inside host talking to one server: one

@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -184,20 +183,7 @@ func (e *Env) renderConfig() string {
 		p.PollMode = "adaptive"
 	}
 	var b strings.Builder
-	queues := make([]string, e.Opts.Queues)
-	for i := range queues {
-		queues[i] = fmt.Sprint(i)
-	}
-	fmt.Fprintf(&b, "interfaces:\n  inside: {name: %s, queues: [%s]}\n  outside: {name: %s, queues: [%s]}\n",
-		lab.NATInside, strings.Join(queues, ", "), lab.NATOutside, strings.Join(queues, ", "))
-	b.WriteString("workers:\n")
-	for i := 0; i < e.Opts.Queues; i++ {
-		cpu := 1 - i%2
-		if i < len(p.CPUs) {
-			cpu = p.CPUs[i]
-		}
-		fmt.Fprintf(&b, "  - cpu: %d\n", cpu)
-	}
+	b.WriteString(e.InterfacesYAML(p.CPUs))
 	fmt.Fprintf(&b, "poll_mode: %s\n", p.PollMode)
 	b.WriteString("nat:\n  inside_prefixes: [10.0.0.0/24]\n")
 	fmt.Fprintf(&b, "  pools:\n    - name: lab\n      addresses: [%s]\n", p.Pool)
@@ -223,8 +209,7 @@ func (e *Env) renderConfig() string {
 		fmt.Fprintf(&b, "    icmp_errors_per_second: %d\n", p.ICMPPerSec)
 	}
 	b.WriteString(p.Extra)
-	fmt.Fprintf(&b, "management:\n  socket: %s\n  readonly_socket: %s\n", e.Socket, e.ROSocket)
-	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", e.Metrics)
+	b.WriteString(e.ManagementYAML())
 	if p.EventsFile != "" {
 		fmt.Fprintf(&b, "events:\n  file: %s\n", p.EventsFile)
 	}
@@ -233,6 +218,35 @@ func (e *Env) renderConfig() string {
 	}
 	b.WriteString(p.TopLevel)
 	return b.String()
+}
+
+// InterfacesYAML renders the interfaces and workers sections of natd's
+// configuration for the lab: Opts.Queues queues on each side, one worker
+// per queue pinned to cpus[i], or by default alternately to CPUs 1 and 0.
+// Tests that write their own configuration start from it.
+func (e *Env) InterfacesYAML(cpus []int) string {
+	var b strings.Builder
+	queues := make([]string, e.Opts.Queues)
+	for i := range queues {
+		queues[i] = fmt.Sprint(i)
+	}
+	fmt.Fprintf(&b, "interfaces:\n  inside: {name: %s, queues: [%s]}\n  outside: {name: %s, queues: [%s]}\n",
+		lab.NATInside, strings.Join(queues, ", "), lab.NATOutside, strings.Join(queues, ", "))
+	b.WriteString("workers:\n")
+	for i := range queues {
+		cpu := 1 - i%2
+		if i < len(cpus) {
+			cpu = cpus[i]
+		}
+		fmt.Fprintf(&b, "  - cpu: %d\n", cpu)
+	}
+	return b.String()
+}
+
+// ManagementYAML renders the management and metrics sections: the lab's
+// sockets and metrics address, where the tests reach natd.
+func (e *Env) ManagementYAML() string {
+	return fmt.Sprintf("management:\n  socket: %s\n  readonly_socket: %s\nmetrics:\n  listen: %s\n", e.Socket, e.ROSocket, e.Metrics)
 }
 
 // Start runs natd in the nat namespace and waits until it is ready.
@@ -389,21 +403,8 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 		return 0, nil, err
 	}
 	defer srv.Close()
-	seen = map[netip.AddrPort]bool{}
-	var seenMu sync.Mutex
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			k, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			seenMu.Lock()
-			seen[from] = true
-			seenMu.Unlock()
-			srv.WriteToUDPAddrPort(buf[:k], from)
-		}
-	}()
+	var senders Senders
+	go senders.Echo(srv)
 	// Many sockets at once would exhaust file descriptors; send in waves.
 	const wave = 250
 	for base := 0; base < n; base += wave {
@@ -419,7 +420,7 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 				for _, c := range conns {
 					c.Close()
 				}
-				return answered, seen, err
+				return answered, senders.Seen(), err
 			}
 			conns = append(conns, c)
 		}
@@ -445,13 +446,7 @@ func UDPExchange(clientNS, serverNS string, server netip.AddrPort, clientAddr ne
 			c.Close()
 		}
 	}
-	seenMu.Lock()
-	defer seenMu.Unlock()
-	out := map[netip.AddrPort]bool{}
-	for k := range seen {
-		out[k] = true
-	}
-	return answered, out, nil
+	return answered, senders.Seen(), nil
 }
 
 // Ping pings dst from ns count times; it returns ping's output.

@@ -96,27 +96,18 @@ func (t *Traffic) startServer() error {
 		return err
 	}
 	t.closers = append(t.closers, ln.Close)
-	go func() {
+	go lab.ServeTCP(ln, func(c net.Conn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := r.ReadString('\n'); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					if _, err := r.ReadString('\n'); err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := fmt.Fprintf(c, "%s\n", c.RemoteAddr()); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	// One UDP socket per destination address, so that each answer comes
 	// from the address the subscriber wrote to (the NAT's filtering
 	// admits it whatever the filtering behaviour).
@@ -131,16 +122,7 @@ func (t *Traffic) startServer() error {
 			return err
 		}
 		t.closers = append(t.closers, uc.Close)
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				_, from, err := uc.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				uc.WriteToUDPAddrPort([]byte(from.String()+"\n"), from)
-			}
-		}()
+		go lab.ServeUDP(uc, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.String() + "\n") })
 	}
 	return nil
 }

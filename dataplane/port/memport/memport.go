@@ -2,9 +2,10 @@
 // of DPDK's ring PMD: NAT engine tests and benchmarks run the real pipeline
 // on it instead of on an AF_XDP socket.
 //
-// A Port owns a pool of equal-sized frames carved out of one preallocated
-// byte slice; a frame's Handle is its index, tagged with the port's
-// identity. A test goroutine injects frames, which are copied into pool
+// A Port takes its frames from a pool of equal-sized frames carved out of one
+// preallocated byte slice: its own, or one it shares with the other ports of
+// its worker (NewShared), the way a worker's AF_XDP sockets share a UMEM. A
+// frame's Handle is its index, tagged with the pool's identity. A test goroutine injects frames, which are copied into pool
 // frames and queued on an RX ring for the worker's RxBurst; frames the
 // worker transmits (TxBurst, then Flush) are queued on a TX ring, from which
 // the test goroutine collects them. Pair connects two ports back to back
@@ -105,15 +106,29 @@ var nextID atomic.Uint32
 
 type pad [128]byte
 
-// Port is an in-memory port.Port. See the package documentation for which
-// goroutine may call which method.
-type Port struct {
-	// Read-only after New (and Pair).
-	id   uint32
+// frames is a pool of frames: the memory, the free ring and the worker's
+// view of which frames it holds. A Port has its own, or shares one with
+// other ports of the same worker (NewShared), as AF_XDP sockets share a
+// UMEM.
+type frames struct {
+	// Read-only after New.
+	id   uint32 // tags Handles: a frame of the pool is good on every port sharing it
 	fs   int
 	n    int
 	mem  []byte
 	pool *ring.MPMC[uint32]
+
+	// Worker-owned.
+	held []bool // held[i]: the worker holds frame i (received or allocated, not yet transmitted or freed)
+
+	heldCount atomic.Int64 // published by the worker, read by Stats
+}
+
+// Port is an in-memory port.Port. See the package documentation for which
+// goroutine may call which method.
+type Port struct {
+	// Read-only after New (and Pair).
+	*frames
 	rx   *ring.SPSC[desc]
 	tx   *ring.SPSC[desc]
 	peer *Port
@@ -121,7 +136,6 @@ type Port struct {
 	_ pad
 
 	// Worker-owned.
-	held   []bool // held[i]: the worker holds frame i (received or allocated, not yet transmitted or freed)
 	stage  []desc // frames accepted by TxBurst, published by Flush
 	nstage int
 	widx   [chunk]uint32
@@ -133,7 +147,6 @@ type Port struct {
 	txPackets   atomic.Uint64
 	txDropped   atomic.Uint64
 	allocFailed atomic.Uint64
-	heldCount   atomic.Int64
 
 	_ pad
 
@@ -170,21 +183,47 @@ func New(cfg Config) (*Port, error) {
 	if cfg.Frames*cfg.FrameSize > MaxPoolBytes {
 		return nil, fmt.Errorf("%w: %d frames of %d bytes exceed %d bytes", ErrConfig, cfg.Frames, cfg.FrameSize, MaxPoolBytes)
 	}
-	pow2 := 1 << bits.Len(uint(cfg.Frames-1))
+	f := &frames{
+		id:   nextID.Add(1),
+		fs:   cfg.FrameSize,
+		n:    cfg.Frames,
+		mem:  make([]byte, cfg.Frames*cfg.FrameSize),
+		held: make([]bool, cfg.Frames),
+	}
+	var err error
+	if f.pool, err = ring.NewMPMC[uint32](1 << bits.Len(uint(cfg.Frames-1))); err != nil {
+		return nil, fmt.Errorf("%w: pool: %w", ErrConfig, err)
+	}
+	for i := range uint32(cfg.Frames) {
+		f.pool.Enqueue(i)
+	}
+	return newPortOn(f, cfg)
+}
+
+// NewShared returns a port whose frames come from p's pool, with its own RX
+// and TX rings (cfg's Frames and FrameSize must be zero or p's): a frame
+// received on or allocated from either may be transmitted or freed on
+// either, as between AF_XDP sockets sharing a UMEM. Both ports, and any
+// other sharing the pool, must be used by the same worker goroutine; Stats'
+// Held and FreeFrames, and InUse, count the whole pool.
+func NewShared(p *Port, cfg Config) (*Port, error) {
+	if (cfg.Frames != 0 && cfg.Frames != p.n) || (cfg.FrameSize != 0 && cfg.FrameSize != p.fs) {
+		return nil, fmt.Errorf("%w: a port sharing a pool of %d frames of %d bytes cannot have %d of %d",
+			ErrConfig, p.n, p.fs, cfg.Frames, cfg.FrameSize)
+	}
+	return newPortOn(p.frames, cfg)
+}
+
+// newPortOn makes a port with its own rings on pool f.
+func newPortOn(f *frames, cfg Config) (*Port, error) {
+	pow2 := 1 << bits.Len(uint(f.n-1))
 	if cfg.RxRing == 0 {
 		cfg.RxRing = pow2
 	}
 	if cfg.TxRing == 0 {
 		cfg.TxRing = pow2
 	}
-	p := &Port{
-		id:    nextID.Add(1),
-		fs:    cfg.FrameSize,
-		n:     cfg.Frames,
-		mem:   make([]byte, cfg.Frames*cfg.FrameSize),
-		held:  make([]bool, cfg.Frames),
-		stage: make([]desc, cfg.TxRing),
-	}
+	p := &Port{frames: f, stage: make([]desc, cfg.TxRing)}
 	var err error
 	if p.rx, err = ring.NewSPSC[desc](cfg.RxRing); err != nil {
 		return nil, fmt.Errorf("%w: RxRing: %w", ErrConfig, err)
@@ -192,14 +231,14 @@ func New(cfg Config) (*Port, error) {
 	if p.tx, err = ring.NewSPSC[desc](cfg.TxRing); err != nil {
 		return nil, fmt.Errorf("%w: TxRing: %w", ErrConfig, err)
 	}
-	if p.pool, err = ring.NewMPMC[uint32](pow2); err != nil {
-		return nil, fmt.Errorf("%w: pool: %w", ErrConfig, err)
-	}
-	for i := range uint32(cfg.Frames) {
-		p.pool.Enqueue(i)
-	}
 	return p, nil
 }
+
+// Pool implements port.Pooler: ports made by NewShared from one another
+// report the same pool.
+func (p *Port) Pool() uint64 { return uint64(p.id) }
+
+var _ port.Pooler = (*Port)(nil)
 
 // Pair connects a and b back to back: frames a's worker transmits arrive on
 // b's RX ring and vice versa, each copied into a frame of the receiving
@@ -212,7 +251,7 @@ func New(cfg Config) (*Port, error) {
 // paired port; Collect and Drain find nothing.
 func Pair(a, b *Port) error {
 	if a == b {
-		return fmt.Errorf("%w: cannot pair port %d with itself", ErrPaired, a.id)
+		return fmt.Errorf("%w: cannot pair a port with itself", ErrPaired)
 	}
 	if a.peer != nil || b.peer != nil {
 		return fmt.Errorf("%w: ports %d and %d", ErrPaired, a.id, b.id)
@@ -241,7 +280,7 @@ func (p *Port) frame(idx uint32) []byte {
 func (p *Port) index(h uint64, op string) uint32 {
 	id, idx := uint32(h>>32), uint32(h)
 	if id != p.id {
-		badFrame("%s: handle %#x belongs to port %d, not port %d", op, h, id, p.id)
+		badFrame("%s: handle %#x belongs to pool %d, not pool %d", op, h, id, p.id)
 	}
 	if int(idx) >= p.n {
 		badFrame("%s: handle %#x: frame %d out of range [0, %d)", op, h, idx, p.n)

@@ -213,13 +213,13 @@ func TestOwnershipBugsPanic(t *testing.T) {
 			p, b := setup(t)
 			p.Free([]port.Buf{b[0], b[0]})
 		}},
-		{"free of another port's frame", "belongs to port", func(t *testing.T) {
+		{"free of another port's frame", "belongs to pool", func(t *testing.T) {
 			p, _ := setup(t)
 			q, b := setup(t) // same frame indices, other port
 			_ = q
 			p.Free(b[:1])
 		}},
-		{"free of the zero Buf", "belongs to port 0", func(t *testing.T) {
+		{"free of the zero Buf", "belongs to pool 0", func(t *testing.T) {
 			p, _ := setup(t)
 			p.Free(make([]port.Buf, 1))
 		}},
@@ -247,7 +247,7 @@ func TestOwnershipBugsPanic(t *testing.T) {
 			p.Free(b[:1])
 			p.TxBurst(b[:1])
 		}},
-		{"transmit of another port's frame", "belongs to port", func(t *testing.T) {
+		{"transmit of another port's frame", "belongs to pool", func(t *testing.T) {
 			p, _ := setup(t)
 			_, b := setup(t)
 			p.TxBurst(b[:1])

@@ -122,6 +122,10 @@ type Stats struct {
 	Held int64
 	// FreeFrames is the number of frames in the pool.
 	FreeFrames int
+	// RxQueued and TxQueued are the frames on the RX ring (not yet
+	// received by the worker) and on the TX ring (flushed, not yet
+	// collected).
+	RxQueued, TxQueued int
 }
 
 // Stats returns the port's counters. Any goroutine.
@@ -136,6 +140,8 @@ func (p *Port) Stats() Stats {
 		AllocFailed: p.allocFailed.Load(),
 		Held:        p.heldCount.Load(),
 		FreeFrames:  p.pool.Len(),
+		RxQueued:    p.rx.Len(),
+		TxQueued:    p.tx.Len(),
 	}
 }
 

@@ -54,6 +54,10 @@ func run(args []string) error {
 	rtPrio := fs.Int("rt-prio", -1, "SCHED_FIFO priority of the generator's workers (default 0: normal scheduling)")
 	nice := fs.Int("nice", 1, "nice value of the generator, the DUT processes and ksoftirqd, -20..0 (default -20)")
 	pollMode := fs.String("natd-poll", "", "natd's poll_mode: busy (default) or adaptive")
+	queues := fs.String("queues", "", "queue counts of the queue-scaling scenario, e.g. 1,2,4 (default: the mode's; 0: none)")
+	kgRuns := fs.Int("kernelgen", -1, "repetitions of the kernel-generator (trafgen) scenario (default: full 4, quick 2; 0: none)")
+	kgFrames := fs.Int("kernelgen-frames", 0, "frames per phase of the kernel-generator scenario (default 1000000)")
+	cells := fs.Bool("cells", true, "run the main scenarios (flows x sizes, session rate, capacity)")
 	rxCPU := fs.Int("rx-cpu", -1, "CPU of the generator's receiver at the sink (default 0, with the generator's TX worker; 1 shares the DUT's CPU)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -86,6 +90,20 @@ func run(args []string) error {
 	}
 	if !*micro {
 		o.MicroPackages = nil
+	}
+	o.Cells = *cells
+	if *queues != "" {
+		q, err := harness.ParseQueues(*queues)
+		if err != nil {
+			return err
+		}
+		o.Queues = q
+	}
+	if *kgRuns >= 0 {
+		o.KernelGenRuns = *kgRuns
+	}
+	if *kgFrames > 0 {
+		o.KernelGenFrames = *kgFrames
 	}
 	switch *pollMode {
 	case "":

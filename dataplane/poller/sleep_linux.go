@@ -1,4 +1,4 @@
-package worker
+package poller
 
 import (
 	"github.com/xnat/xnat/dataplane/nat"

@@ -1,4 +1,4 @@
-// Package worker runs the dataplane's poll loops: one goroutine per
+// Package poller runs the dataplane's poll loops: one goroutine per
 // (inside queue, outside queue) pair, locked to its OS thread and pinned to
 // a CPU, calling nat.Worker.Poll in a busy or adaptive loop.
 //
@@ -6,7 +6,7 @@
 // bursts between the two ports; above it, natd decides which queues and
 // CPUs there are. A Runner owns its goroutine; the methods documented as
 // such are the only ones other goroutines may call.
-package worker
+package poller
 
 import (
 	"errors"

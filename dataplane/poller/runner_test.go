@@ -1,4 +1,4 @@
-package worker
+package poller
 
 import (
 	"net/netip"

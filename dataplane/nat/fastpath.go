@@ -1,0 +1,131 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/flowtable"
+)
+
+// The fast path: what happens to a packet of an established session, from
+// the end of the receive pass (receive.go: parsed, keyed, its session
+// prefetched) to its transmit queue, read top to bottom in forwardBurst.
+//
+//  1. Classify: a packet leaves the fast path, for process (receive.go)
+//     and the stages behind it, unless it parsed cleanly, is not a
+//     fragment, is TCP, UDP or an ICMP query, has TTL to spare, fits the
+//     egress MTU, and its addresses are ones the NAT translates between
+//     (inside host to remote from the inside, anyone to a public address
+//     from the outside).
+//  2. Session: the prepared key is looked up. A miss, or a hit on the
+//     other direction's key, goes to the slow path (newsession.go); a hit
+//     that needs more than a rewrite (a hairpinned session, a TCP segment
+//     that may change the session's state) goes to the general rewrite of
+//     its direction (translateOut in in2out.go, translateIn in out2in.go).
+//  3. Rewrite: the session is touched (one store per tick, not per
+//     packet), the TTL decremented and the address and port replaced, in
+//     one pass with one incremental update per checksum (rewrite.go;
+//     RFC 1624).
+//  4. Next hop: the Ethernet destination is resolved, once per burst and
+//     destination (a burst of a busy link goes mostly to one gateway).
+//  5. Transmit: the frame is queued on its egress port (transmit.go);
+//     Poll sends the queues once per burst.
+//
+// Everything per burst (the snapshot, the clock, the egress MTU and MAC)
+// is read once in Poll or at the top of forwardBurst.
+
+// forwardBurst runs the n frames of a burst received from side through
+// the NAT. Every frame ends queued for transmission, held, or freed with a
+// counted drop reason.
+func (w *Worker) forwardBurst(side Side, n int) {
+	s := w.snap
+	sessions := w.eng.sessions
+	egress := Outside
+	if side == Outside {
+		egress = Inside
+	}
+	mtu := s.mtu[egress]
+	// The burst's next-hop cache: the last destination resolved.
+	var nhDst [4]byte
+	var nhMAC [6]byte
+	nhOK := false
+	// The last destination found public (from the outside).
+	var pubDst [4]byte
+	pubOK := false
+	var e flowtable.Entry
+	// Slices of the burst's length, so that indexing needs no bounds
+	// checks.
+	rx, pk, pr, probe := w.rx[:n], w.pk[:n], w.pr[:n], w.probe[:n]
+	for i := range rx {
+		b, p := &rx[i], &pk[i]
+
+		// 1. Classify.
+		if pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
+			!(p.L4 == header.L4UDP || p.L4 == header.L4TCP || p.L4 == header.L4ICMPQuery) ||
+			martian(p.Src) || martian(p.Dst) {
+			w.process(side, b, p, pr[i], &probe[i])
+			continue
+		}
+		if side == Inside {
+			if !s.isInside(p.Src) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside(p.Dst) {
+				w.process(side, b, p, pr[i], &probe[i])
+				continue
+			}
+		} else if !pubOK || p.Dst != pubDst {
+			if !s.isPublic(p.Dst) {
+				w.process(side, b, p, pr[i], &probe[i])
+				continue
+			}
+			pubDst, pubOK = p.Dst, true
+		}
+
+		// 2. Session.
+		if !sessions.LookupProbe(&probe[i], &e) || e.Dir != uint8(side) {
+			if side == Inside {
+				w.deferNew(i)
+			} else {
+				p.DecTTL(b.Data)
+				w.inboundNew(Outside, b, p)
+			}
+			continue
+		}
+
+		// 3. Rewrite.
+		if side == Inside {
+			if e.State&stHairpin != 0 || (p.L4 == header.L4TCP && p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0) {
+				w.translateOut(b, p, &e)
+				continue
+			}
+			sessions.Touch(e.ID, w.now)
+			ext := &e.Keys[1]
+			rewrite(b.Data, p, true, ext.Dst, ext.DstPort)
+		} else {
+			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
+				p.DecTTL(b.Data)
+				w.translateIn(Outside, b, p, &e)
+				continue
+			}
+			// RFC 4787 REQ-6: inbound packets refresh a UDP mapping only
+			// if configured.
+			if p.L4 != header.L4UDP || s.Config.UDPInboundRefresh {
+				sessions.Touch(e.ID, w.now)
+			}
+			in := &e.Keys[0]
+			rewrite(b.Data, p, false, in.Src, in.SrcPort)
+		}
+
+		// 4. Next hop.
+		if !nhOK || p.Dst != nhDst {
+			mac, r := w.l2.Resolve(egress, p.Dst)
+			if r != Resolved {
+				w.unresolved(side, egress, b, p.Dst, r)
+				continue
+			}
+			nhDst, nhMAC, nhOK = p.Dst, mac, true
+		}
+
+		// 5. Transmit.
+		w.sendTo(side, egress, b, nhMAC)
+	}
+	// The packets without a session, in a pipeline of their own.
+	w.newSessions()
+}

@@ -1,0 +1,76 @@
+package nat
+
+import (
+	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
+)
+
+// Stage next hop: MTU, fragmentation and the Ethernet next hop of a
+// translated packet (held in pending.go while the neighbour resolves).
+
+// forward resolves the next hop of a translated packet and queues it, or
+// holds it while the neighbour is resolved. p describes the frame. Callers
+// answer DF packets that will not fit the egress MTU before translating
+// them (the error must quote the packet as its sender sent it); here a
+// packet too big for the MTU is fragmented.
+func (w *Worker) forward(owner, egress Side, b *port.Buf, p *header.Parsed) {
+	if p.MF && p.FragOff == 0 {
+		w.rememberFirstFragment(egress, p)
+	}
+	if int(p.TotalLen) > w.snap.mtu[egress] {
+		if p.DF {
+			w.dropFrame(owner, b, drop.FragNeeded)
+			return
+		}
+		w.fragment(owner, egress, b, p)
+		return
+	}
+	w.l2send(owner, egress, b, p.Dst)
+}
+
+// tooBigDF reports whether a DF packet cannot fit the egress MTU; if so it
+// answers it with Fragmentation Needed and the caller stops.
+func (w *Worker) tooBigDF(side, egress Side, b *port.Buf, p *header.Parsed) bool {
+	mtu := w.snap.mtu[egress]
+	if !p.DF || int(p.TotalLen) <= mtu {
+		return false
+	}
+	w.fragNeeded(side, b, p, mtu)
+	return true
+}
+
+// l2send resolves the Ethernet next hop of dst on egress and queues the
+// frame to it, or holds or drops it (unresolved).
+func (w *Worker) l2send(owner, egress Side, b *port.Buf, dst [4]byte) {
+	mac, r := w.l2.Resolve(egress, dst)
+	if r != Resolved {
+		w.unresolved(owner, egress, b, dst, r)
+		return
+	}
+	w.sendTo(owner, egress, b, mac)
+}
+
+// sendTo sets a frame's Ethernet addresses for next hop mac on egress and
+// queues it there.
+func (w *Worker) sendTo(owner, egress Side, b *port.Buf, mac [6]byte) {
+	eth := header.Ethernet(b.Data)
+	eth.SetDst(mac)
+	eth.SetSrc(w.macs[egress])
+	w.send(owner, egress, b)
+}
+
+// unresolved settles a frame whose next hop dst on egress did not resolve
+// (r): held while the kernel resolves it, or dropped.
+func (w *Worker) unresolved(owner, egress Side, b *port.Buf, dst [4]byte, r Resolution) {
+	switch r {
+	case Pending:
+		if !w.pend.hold(b, owner, egress, dst, w.now) {
+			w.dropFrame(owner, b, drop.NeighPending)
+		}
+	case Unreachable:
+		w.dropFrame(owner, b, drop.NoRoute)
+	default:
+		w.dropFrame(owner, b, drop.NeighFailed)
+	}
+}
