@@ -63,21 +63,12 @@ func sum(b []byte) uint16 {
 	}
 	var acc, c uint64
 	for len(b) >= 64 {
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[32:40]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[40:48]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[48:56]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[56:64]), c)
+		acc, c = add32(acc, c, b[0:32])
+		acc, c = add32(acc, c, b[32:64])
 		b = b[64:]
 	}
 	if len(b) >= 32 {
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
-		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
+		acc, c = add32(acc, c, b[0:32])
 		b = b[32:]
 	}
 	if len(b) >= 16 {
@@ -122,6 +113,18 @@ func sum(b []byte) uint16 {
 	s = s>>16 + s&0xffff
 	s = s>>16 + s&0xffff
 	return bits.ReverseBytes16(uint16(s))
+}
+
+// add32 adds the 32 bytes of b to acc as four 64-bit words with carry in
+// and out (c), the step that sum unrolls. It is small enough to be inlined,
+// so the carry stays in a register across calls.
+func add32(acc, c uint64, b []byte) (uint64, uint64) {
+	b = b[:32]
+	acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
+	acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
+	acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
+	acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
+	return acc, c
 }
 
 // sum20 is sum for the commonest input of all, an IPv4 header without

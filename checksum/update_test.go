@@ -1,6 +1,7 @@
 package checksum
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
@@ -71,43 +72,67 @@ func (h randHeader) otherWord(rng *rand.Rand, size int) (int, bool) {
 	return 0, false
 }
 
-func TestUpdate16MatchesRecompute(t *testing.T) {
-	rng := rand.New(rand.NewPCG(11, 12))
+// checkUpdates is the test of an Update function against recomputation:
+// 200000 times it builds a random header, changes a random size-byte word
+// (2 or 4) of it to the value pick chooses, and checks that update, given
+// the old field and the word's old and new value, returns the field
+// computed from scratch, and that the data then verifies. pick forces
+// results of 0x0000 often enough that at least 1000 must occur.
+func checkUpdates(t *testing.T, name string, seed uint64, size int, pick func(rng *rand.Rand, i int, h randHeader, o int, old uint32) uint32, update func(hc uint16, old, new uint32) uint16) {
+	t.Helper()
+	word := func(b []byte) uint32 {
+		if size == 2 {
+			return uint32(binary.BigEndian.Uint16(b))
+		}
+		return binary.BigEndian.Uint32(b)
+	}
+	rng := rand.New(rand.NewPCG(seed, seed+1))
 	zeros := 0
 	for i := range 200000 {
 		h := newRandHeader(rng, 0, false)
-		o, ok := h.otherWord(rng, 2)
+		o, ok := h.otherWord(rng, size)
 		if !ok {
 			continue
 		}
-		old := binary.BigEndian.Uint16(h.data[o:])
-		var new uint16
-		switch i % 4 {
-		case 0: // force a from-scratch result of 0x0000
-			new = zeroingWord(sumExcept(h.data, 0, h.ck, o))
-		case 1: // unchanged value: the field must not move (RFC 1624 errata 4782)
-			new = old
-		default:
-			new = uint16(rng.Uint32())
-		}
+		old := word(h.data[o:])
+		new := pick(rng, i, h, o, old)
 		hc := binary.BigEndian.Uint16(h.data[h.ck:])
-		binary.BigEndian.PutUint16(h.data[o:], new)
-		got := Update16(hc, old, new)
+		if size == 2 {
+			binary.BigEndian.PutUint16(h.data[o:], uint16(new))
+		} else {
+			binary.BigEndian.PutUint32(h.data[o:], new)
+		}
+		got := update(hc, old, new)
 		want := fullField(h.data, h.ck, 0, false)
 		if got != want {
-			t.Fatalf("Update16(%#04x, %#04x, %#04x) = %#04x, recompute %#04x (data % x)", hc, old, new, got, want, h.data)
+			t.Fatalf("%s(%#04x, %#x, %#x) = %#04x, recompute %#04x (data % x)", name, hc, old, new, got, want, h.data)
 		}
 		if want == 0 {
 			zeros++
 		}
 		binary.BigEndian.PutUint16(h.data[h.ck:], got)
 		if refChecksum(h.data, 0) != 0xFFFF {
-			t.Fatalf("updated data does not verify")
+			t.Fatalf("%s: updated data does not verify", name)
 		}
 	}
 	if zeros < 1000 {
-		t.Fatalf("only %d cases produced a 0x0000 field; the forcing is broken", zeros)
+		t.Fatalf("%s: only %d cases produced a 0x0000 field; the forcing is broken", name, zeros)
 	}
+}
+
+func TestUpdate16MatchesRecompute(t *testing.T) {
+	pick := func(rng *rand.Rand, i int, h randHeader, o int, old uint32) uint32 {
+		switch i % 4 {
+		case 0: // force a from-scratch result of 0x0000
+			return uint32(zeroingWord(sumExcept(h.data, 0, h.ck, o)))
+		case 1: // unchanged value: the field must not move (RFC 1624 errata 4782)
+			return old
+		}
+		return uint32(uint16(rng.Uint32()))
+	}
+	checkUpdates(t, "Update16", 11, 2, pick, func(hc uint16, old, new uint32) uint16 {
+		return Update16(hc, uint16(old), uint16(new))
+	})
 }
 
 func TestUpdate16UnchangedZeroField(t *testing.T) {
@@ -127,36 +152,22 @@ func TestUpdate16UnchangedZeroField(t *testing.T) {
 }
 
 func TestUpdate32MatchesRecompute(t *testing.T) {
-	rng := rand.New(rand.NewPCG(13, 14))
-	zeros := 0
-	for i := range 200000 {
-		h := newRandHeader(rng, 0, false)
-		o, ok := h.otherWord(rng, 4)
-		if !ok {
-			continue
-		}
-		var old, new [4]byte
-		copy(old[:], h.data[o:o+4])
-		binary.BigEndian.PutUint32(new[:], rng.Uint32())
+	pick := func(rng *rand.Rand, i int, h randHeader, o int, _ uint32) uint32 {
+		n := rng.Uint32()
 		if i%3 == 0 {
-			// Force 0x0000: keep the high half random, solve for the low.
-			rest := sumExcept(append(append([]byte{}, h.data...), new[0], new[1]), 0, h.ck, o, o+2)
-			binary.BigEndian.PutUint16(new[2:], zeroingWord(rest))
+			// Force 0x0000: keep the high half random, solve for the low
+			// (the high half goes in as an extra word at the end).
+			rest := sumExcept(append(bytes.Clone(h.data), byte(n>>24), byte(n>>16)), 0, h.ck, o, o+2)
+			n = n&0xFFFF0000 | uint32(zeroingWord(rest))
 		}
-		hc := binary.BigEndian.Uint16(h.data[h.ck:])
-		copy(h.data[o:], new[:])
-		got := Update32(hc, old, new)
-		want := fullField(h.data, h.ck, 0, false)
-		if got != want {
-			t.Fatalf("Update32(%#04x, %v, %v) = %#04x, recompute %#04x", hc, old, new, got, want)
-		}
-		if want == 0 {
-			zeros++
-		}
+		return n
 	}
-	if zeros < 1000 {
-		t.Fatalf("only %d cases produced a 0x0000 field", zeros)
-	}
+	checkUpdates(t, "Update32", 13, 4, pick, func(hc uint16, old, new uint32) uint16 {
+		var o, n [4]byte
+		binary.BigEndian.PutUint32(o[:], old)
+		binary.BigEndian.PutUint32(n[:], new)
+		return Update32(hc, o, n)
+	})
 }
 
 // segment is a random TCP- or UDP-like datagram: a pseudo-header, a header

@@ -130,14 +130,7 @@ func (e *engine) setup() error {
 			}
 			o := rxOptions(opts, c.Port)
 			o.Register = func(_, q, fd int) error { return e.rxAtt.Register(q, fd) }
-			for q := range c.RxQueues {
-				p, err := newPort(l.index, q, &o)
-				if err != nil {
-					return fmt.Errorf("%s queue %d: %w", c.RxDev, q, err)
-				}
-				e.rxPorts = append(e.rxPorts, p)
-			}
-			return nil
+			return openQueues(&e.rxPorts, c.RxDev, l.index, c.RxQueues, &o)
 		})
 		if err != nil {
 			return err
@@ -161,14 +154,7 @@ func (e *engine) setup() error {
 			}
 			o.Register = func(_, q, fd int) error { return att.Register(q, fd) }
 		}
-		for q := range c.TxQueues {
-			p, err := newPort(txLink.index, q, &o)
-			if err != nil {
-				return fmt.Errorf("%s queue %d: %w", c.TxDev, q, err)
-			}
-			e.txPorts = append(e.txPorts, p)
-		}
-		return nil
+		return openQueues(&e.txPorts, c.TxDev, txLink.index, c.TxQueues, &o)
 	})
 	if err != nil {
 		return err
@@ -189,6 +175,20 @@ func (e *engine) setup() error {
 
 // makeWorkers creates a TX worker per tx port and an RX worker per rx
 // port (the AF_XDP ports of setup, or in-memory ports in tests).
+// openQueues opens a port on each of the first n queues of the link with
+// index ifindex (dev names it in errors) and appends it to ports, where the
+// engine's close finds it even when a later queue fails.
+func openQueues(ports *[]*afxdp.Port, dev string, ifindex, n int, o *afxdp.Options) error {
+	for q := range n {
+		p, err := newPort(ifindex, q, o)
+		if err != nil {
+			return fmt.Errorf("%s queue %d: %w", dev, q, err)
+		}
+		*ports = append(*ports, p)
+	}
+	return nil
+}
+
 func (e *engine) makeWorkers(txPorts, rxPorts []port.Port) {
 	c := &e.cfg
 	ncpu := runtime.NumCPU()

@@ -81,14 +81,9 @@ func throughputChart(r *Results, path string) error {
 			if len(zl) == 0 {
 				continue
 			}
-			l, pts, err := plotter.NewLinePoints(zl)
-			if err != nil {
+			if err := addDUTLine(p, d, d+" zero loss", zl); err != nil {
 				return err
 			}
-			l.Color, pts.Color = dutColor(d), dutColor(d)
-			l.Width = vg.Points(1.5)
-			p.Add(l, pts)
-			p.Legend.Add(d+" zero loss", l, pts)
 			if len(mx) > 0 {
 				m, err := plotter.NewLine(mx)
 				if err != nil {
@@ -114,6 +109,20 @@ var percentileTicks = []plot.Tick{
 }
 
 func nines(q float64) float64 { return -math.Log10(1 - q) }
+
+// addDUTLine adds xys to p as a solid line with points in DUT d's colour,
+// named label in the legend: how every chart draws a measured series.
+func addDUTLine(p *plot.Plot, d, label string, xys plotter.XYs) error {
+	l, pts, err := plotter.NewLinePoints(xys)
+	if err != nil {
+		return err
+	}
+	l.Color, pts.Color = dutColor(d), dutColor(d)
+	l.Width = vg.Points(1.5)
+	p.Add(l, pts)
+	p.Legend.Add(label, l, pts)
+	return nil
+}
 
 // latencyChart: one panel per scenario with a latency trial, a CDF per
 // DUT through the recorded percentiles, latency on a log axis.
@@ -145,14 +154,9 @@ func latencyChart(r *Results, path string) error {
 			for i := range xys {
 				xys[i].X = math.Max(xys[i].X, 0.001) // a log axis needs > 0
 			}
-			ln, pts, err := plotter.NewLinePoints(xys)
-			if err != nil {
+			if err := addDUTLine(p, d, d, xys); err != nil {
 				return err
 			}
-			ln.Color, pts.Color = dutColor(d), dutColor(d)
-			ln.Width = vg.Points(1.5)
-			p.Add(ln, pts)
-			p.Legend.Add(d, ln, pts)
 			n++
 		}
 		if n > 0 {

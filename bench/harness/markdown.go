@@ -335,25 +335,23 @@ func num(v float64) string {
 }
 
 func extras(m map[string]float64) string {
-	if len(m) == 0 {
-		return ""
-	}
-	keys := slices.Sorted(maps.Keys(m))
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = num(m[k]) + " " + k
-	}
-	return strings.Join(parts, ", ")
+	return listSorted(m, "", func(k string, v float64) string { return num(v) + " " + k })
 }
 
 func dropList(m map[string]float64) string {
+	return listSorted(m, "none", func(k string, v float64) string { return fmt.Sprintf("%s %.0f", k, v) })
+}
+
+// listSorted lists m by key as "a, b, c", each entry written by item, or
+// returns empty when m is.
+func listSorted(m map[string]float64, empty string, item func(k string, v float64) string) string {
 	if len(m) == 0 {
-		return "none"
+		return empty
 	}
 	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %.0f", k, m[k])
+		parts[i] = item(k, m[k])
 	}
 	return strings.Join(parts, ", ")
 }

@@ -60,11 +60,7 @@ func NewScaleOut(n, hosts, subs, dests int) (_ *ScaleOut, err error) {
 	}
 	l := newLab()
 	s := &ScaleOut{Lab: l}
-	defer func() {
-		if err != nil {
-			_ = l.Close()
-		}
-	}()
+	defer l.closeOnError(&err)
 	add := func(role string) (string, error) { return l.addQuietNamespace(role, false) }
 	if s.InRouter, err = add("rin"); err != nil {
 		return nil, err

@@ -108,15 +108,8 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 	o := buildOptions(opts)
 	l := newLab()
 	n := &NAT{Lab: l, Queues: o.queues}
-	defer func() {
-		if err != nil {
-			_ = l.Close()
-		}
-	}()
-	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}); err != nil {
-		return nil, err
-	}
-	if err = sysctl(n.Box, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
+	defer l.closeOnError(&err)
+	if err = o.addNamespaces(l, []nsRole{{&n.LAN, "lan"}, {&n.Box, "nat"}, {&n.In1, "in1"}, {&n.In2, "in2"}, {&n.Out, "out"}}, &n.Box); err != nil {
 		return nil, err
 	}
 	// Inside segment: bridge in lan, one port per host plus the NAT box.
@@ -145,36 +138,12 @@ func NewNAT(opts ...Option) (_ *NAT, err error) {
 	if err = l.AddVeth(Veth{NS: n.Box, Name: NATOutside, PeerNS: n.Out, PeerName: HostDev, Queues: o.queues}); err != nil {
 		return nil, err
 	}
-	for _, a := range []struct {
-		ns, dev string
-		p       netip.Prefix
-	}{
+	err = o.addressEnds([]nsAddr{
 		{n.Box, NATInside, InsideGW}, {n.Box, NATOutside, OutsideGW},
 		{n.In1, HostDev, In1Addr}, {n.In2, HostDev, In2Addr}, {n.Out, HostDev, OutAddr},
-	} {
-		if err = addAddr(a.ns, a.dev, a.p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.natExtra {
-		if err = addAddr(n.Box, NATOutside, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.serverExtra {
-		if err = addAddr(n.Out, HostDev, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, ns := range []string{n.In1, n.In2} {
-		if err = run("ip", "-n", ns, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
-			return nil, err
-		}
-	}
-	if o.returnRoute {
-		if err = run("ip", "-n", n.Out, "route", "add", "10.0.0.0/8", "via", OutsideGW.Addr().String()); err != nil {
-			return nil, err
-		}
+	}, nsAddr{n.Box, NATOutside, OutsideGW}, nsAddr{n.Out, HostDev, OutAddr}, n.In1, n.In2)
+	if err != nil {
+		return nil, err
 	}
 	if o.far {
 		if n.Far, err = l.addQuietNamespace("far", o.keepIPv6); err != nil {
@@ -227,15 +196,8 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 	o := buildOptions(opts)
 	l := newLab()
 	b := &Bench{Lab: l, Queues: o.queues}
-	defer func() {
-		if err != nil {
-			_ = l.Close()
-		}
-	}()
-	if err = l.addQuietNamespaces(o.keepIPv6, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}); err != nil {
-		return nil, err
-	}
-	if err = sysctl(b.DUT, "net.ipv4.ip_forward", boolStr(o.ipForward)); err != nil {
+	defer l.closeOnError(&err)
+	if err = o.addNamespaces(l, []nsRole{{&b.Gen, "gen"}, {&b.DUT, "dut"}, {&b.Sink, "sink"}}, &b.DUT); err != nil {
 		return nil, err
 	}
 	if err = l.AddVeth(Veth{NS: b.DUT, Name: DUTInside, PeerNS: b.Gen, PeerName: HostDev, Queues: o.queues}); err != nil {
@@ -244,36 +206,48 @@ func NewBench(opts ...Option) (_ *Bench, err error) {
 	if err = l.AddVeth(Veth{NS: b.DUT, Name: DUTOutside, PeerNS: b.Sink, PeerName: HostDev, Queues: o.queues}); err != nil {
 		return nil, err
 	}
-	for _, a := range []struct {
-		ns, dev string
-		p       netip.Prefix
-	}{
+	err = o.addressEnds([]nsAddr{
 		{b.DUT, DUTInside, InsideGW}, {b.DUT, DUTOutside, OutsideGW},
 		{b.Gen, HostDev, In1Addr}, {b.Sink, HostDev, OutAddr},
-	} {
-		if err = addAddr(a.ns, a.dev, a.p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.natExtra {
-		if err = addAddr(b.DUT, DUTOutside, p); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range o.serverExtra {
-		if err = addAddr(b.Sink, HostDev, p); err != nil {
-			return nil, err
-		}
-	}
-	if err = run("ip", "-n", b.Gen, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
+	}, nsAddr{b.DUT, DUTOutside, OutsideGW}, nsAddr{b.Sink, HostDev, OutAddr}, b.Gen)
+	if err != nil {
 		return nil, err
 	}
-	if o.returnRoute {
-		if err = run("ip", "-n", b.Sink, "route", "add", "10.0.0.0/8", "via", OutsideGW.Addr().String()); err != nil {
-			return nil, err
+	return b, nil
+}
+
+// nsAddr is an address of a device in a namespace.
+type nsAddr struct {
+	ns, dev string
+	p       netip.Prefix
+}
+
+// addressEnds does what both topologies do once their links exist: it
+// adds addrs, the extra addresses the options ask for on the NAT's outside
+// device natOut and on the server's device, a default route from each
+// inside host to the NAT, and, if asked, the server's route back to the
+// inside range through natOut's address.
+func (o Options) addressEnds(addrs []nsAddr, natOut, server nsAddr, inside ...string) error {
+	for _, p := range o.natExtra {
+		addrs = append(addrs, nsAddr{natOut.ns, natOut.dev, p})
+	}
+	for _, p := range o.serverExtra {
+		addrs = append(addrs, nsAddr{server.ns, server.dev, p})
+	}
+	for _, a := range addrs {
+		if err := addAddr(a.ns, a.dev, a.p); err != nil {
+			return err
 		}
 	}
-	return b, nil
+	for _, ns := range inside {
+		if err := run("ip", "-n", ns, "route", "add", "default", "via", InsideGW.Addr().String()); err != nil {
+			return err
+		}
+	}
+	if o.returnRoute {
+		return run("ip", "-n", server.ns, "route", "add", insideRange.String(), "via", natOut.p.Addr().String())
+	}
+	return nil
 }
 
 func addAddr(ns, dev string, p netip.Prefix) error {
@@ -305,6 +279,24 @@ func (l *Lab) addQuietNamespace(role string, keepIPv6 bool) (string, error) {
 type nsRole struct {
 	dst  *string
 	role string
+}
+
+// closeOnError removes the lab if *err is set: deferred by every topology
+// constructor, so that a failed one leaves nothing behind.
+func (l *Lab) closeOnError(err *error) {
+	if *err != nil {
+		_ = l.Close()
+	}
+}
+
+// addNamespaces creates a topology's namespaces, one for each role, in
+// order, and sets IP forwarding in router (one of them, the device under
+// test) as the options ask.
+func (o Options) addNamespaces(l *Lab, roles []nsRole, router *string) error {
+	if err := l.addQuietNamespaces(o.keepIPv6, roles); err != nil {
+		return err
+	}
+	return sysctl(*router, "net.ipv4.ip_forward", boolStr(o.ipForward))
 }
 
 // addQuietNamespaces creates a quiet namespace for each role, in order.

@@ -8,6 +8,8 @@
 // frames received and frames sent.
 package drop
 
+import "github.com/xnat/xnat/internal/enumtext"
+
 // Reason is why a frame was discarded. The zero value means "not dropped".
 type Reason uint8
 
@@ -112,9 +114,4 @@ var names = [NumReasons]string{
 
 // String returns the stable snake_case name used as the Prometheus label
 // value and in the management API.
-func (r Reason) String() string {
-	if r < NumReasons {
-		return names[r]
-	}
-	return "unknown"
-}
+func (r Reason) String() string { return enumtext.Or(names[:], r, "unknown") }

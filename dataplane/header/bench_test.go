@@ -63,9 +63,7 @@ func BenchmarkParse(b *testing.B) {
 // there and back, so the frame stays valid; ns/op covers two rewrites.
 func BenchmarkRewrite(b *testing.B) {
 	b.Run("tcp-snat", func(b *testing.B) {
-		f := append([]byte(nil), goldenTCPSYN...)
-		var p Parsed
-		Parse(f, &p)
+		f, p := parsed(b, goldenTCPSYN)
 		b.ReportAllocs()
 		for b.Loop() {
 			p.SetSrc(f, external, 1024)
@@ -73,9 +71,7 @@ func BenchmarkRewrite(b *testing.B) {
 		}
 	})
 	b.Run("udp-snat", func(b *testing.B) {
-		f := udp64()
-		var p Parsed
-		Parse(f, &p)
+		f, p := parsed(b, udp64())
 		b.ReportAllocs()
 		for b.Loop() {
 			p.SetSrc(f, external, 2000)
@@ -83,9 +79,7 @@ func BenchmarkRewrite(b *testing.B) {
 		}
 	})
 	b.Run("icmp-error-dnat", func(b *testing.B) {
-		f := append([]byte(nil), goldenFragNeeded...)
-		var p Parsed
-		Parse(f, &p)
+		f, p := parsed(b, goldenFragNeeded)
 		b.ReportAllocs()
 		for b.Loop() {
 			p.SetDst(f, inside2, 0)

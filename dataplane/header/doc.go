@@ -16,6 +16,8 @@
 // Setters whose field is covered by a checksum come in two flavours: SetX
 // writes the field only (for building a header whose checksum is computed
 // afterwards), SetXFix also fixes the checksum by RFC 1624 incremental update.
+// TCP and UDP ports have no SetXFix: the NAT changes a port only together
+// with an address, and fixes both in one fold (l4.go).
 // Parsed.SetSrc, SetDst, SetInnerSrc and SetInnerDst are the NAT rewrites:
 // they change an address and a port (or ICMP identifier) and fix the IPv4,
 // transport and, for ICMP errors, the embedded and outer ICMP checksums, in

@@ -167,14 +167,11 @@ var goldenCases = []goldenCase{
 func TestGoldenParse(t *testing.T) {
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {
-			var p Parsed
-			if r := Parse(c.frame, &p); r != c.reason {
-				t.Fatalf("Parse = %v, want %v", r, c.reason)
+			p := parseAs(t, c.frame, c.reason)
+			if *p != c.want {
+				t.Fatalf("Parse filled\n%+v\nwant\n%+v", *p, c.want)
 			}
-			if p != c.want {
-				t.Fatalf("Parse filled\n%+v\nwant\n%+v", p, c.want)
-			}
-			crossCheck(t, c.frame, &p)
+			crossCheck(t, c.frame, p)
 		})
 	}
 }
@@ -185,24 +182,17 @@ func TestGoldenTranslate(t *testing.T) {
 			continue
 		}
 		t.Run(c.name, func(t *testing.T) {
-			f := bytes.Clone(c.frame)
-			var p Parsed
-			if r := Parse(f, &p); r != drop.None {
-				t.Fatalf("Parse = %v", r)
-			}
-			c.translate(&p, f)
+			f, p := parsed(t, c.frame)
+			c.translate(p, f)
 			if !bytes.Equal(f, c.after) {
 				t.Fatalf("after translation\n% x\nwant\n% x", f, c.after)
 			}
 			// The frame still parses, to what p now says.
-			var q Parsed
-			if r := Parse(f, &q); r != drop.None {
-				t.Fatalf("re-Parse = %v", r)
+			q := parseAs(t, f, drop.None)
+			if *q != *p {
+				t.Fatalf("Parsed out of step with the frame:\n%+v\nre-parse\n%+v", *p, *q)
 			}
-			if q != p {
-				t.Fatalf("Parsed out of step with the frame:\n%+v\nre-parse\n%+v", p, q)
-			}
-			crossCheck(t, f, &q)
+			crossCheck(t, f, q)
 		})
 	}
 }
@@ -213,13 +203,7 @@ func TestGoldenTranslate(t *testing.T) {
 // fragment only needs its IPv4 header fixed.
 func TestGoldenFragmentsTranslate(t *testing.T) {
 	f1, f2 := bytes.Clone(goldenFirstFrag), bytes.Clone(goldenNextFrag)
-	var p1, p2 Parsed
-	if r := Parse(f1, &p1); r != drop.None {
-		t.Fatalf("first fragment: %v", r)
-	}
-	if r := Parse(f2, &p2); r != drop.NonFirstFragment {
-		t.Fatalf("second fragment: %v", r)
-	}
+	p1, p2 := parseAs(t, f1, drop.None), parseAs(t, f2, drop.NonFirstFragment)
 	p1.SetSrc(f1, external, 2000)
 	p2.SetSrc(f2, external, 9999) // port ignored: no transport header here
 	for i, f := range [][]byte{f1, f2} {

@@ -144,9 +144,7 @@ func (b ICMPv4) SetIdentFix(v uint16) {
 // CalculateChecksum returns the checksum field value computed from scratch
 // over the whole message with the checksum field taken as zero (RFC 792).
 func (b ICMPv4) CalculateChecksum() uint16 {
-	s := checksum.Checksum(b[:icmpChecksum], 0)
-	s = checksum.Checksum(b[icmpChecksum+2:], s)
-	return checksum.Finish(s)
+	return checksum.Finish(sumAround(b, icmpChecksum, 0))
 }
 
 // IsChecksumValid reports whether the message checksum verifies.

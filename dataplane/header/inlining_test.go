@@ -34,13 +34,13 @@ func TestInlining(t *testing.T) {
 			"UDP.HasChecksum", "UDP.SetChecksum",
 			"ICMPv4.Type", "ICMPv4.Code", "ICMPv4.Checksum", "ICMPv4.Ident",
 			"ICMPv4.SetChecksum", "ICMPv4.SetIdent", "ICMPv4.SetIdentFix",
-			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP",
+			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP", "(*Parsed).takePorts",
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.
-		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "outKey", "inKey", "errorKey"},
+		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey"},
 		"github.com/xnat/xnat/checksum": {
-			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "fold32",
+			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
 		},
 	}

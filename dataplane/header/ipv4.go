@@ -131,7 +131,7 @@ func (b IPv4) SetDst(a [4]byte) { copy(b[ipv4Dst:ipv4Dst+4], a[:]) }
 
 // SetSrcFix sets the source address and fixes the header checksum. The
 // transport checksum, which covers the address through the pseudo-header,
-// is not touched: use Parsed.SetSrc, or TCP/UDP FixAddr, for that.
+// is not touched: use Parsed.SetSrc for that.
 func (b IPv4) SetSrcFix(a [4]byte) {
 	b.SetChecksum(checksum.Update32(b.Checksum(), b.Src(), a))
 	b.SetSrc(a)
@@ -167,12 +167,7 @@ func (b IPv4) DecTTLFix() {
 // scratch over the header (options included), with the checksum field
 // taken as zero (RFC 791 section 3.1).
 func (b IPv4) CalculateChecksum() uint16 {
-	hl := b.HeaderLen()
-	// Sum around the checksum field rather than zeroing it, so the view is
-	// only read.
-	s := checksum.Checksum(b[:ipv4Checksum], 0)
-	s = checksum.Checksum(b[ipv4Checksum+2:hl], s)
-	return checksum.Finish(s)
+	return checksum.Finish(sumAround(b[:b.HeaderLen()], ipv4Checksum, 0))
 }
 
 // IsChecksumValid reports whether the header checksum verifies.

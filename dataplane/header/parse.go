@@ -238,11 +238,8 @@ func parseTCP(t TCP, p *Parsed) drop.Reason {
 	if off := t.DataOffset(); off < TCPMinHeaderLen || off > len(t) {
 		return drop.BadL4Header
 	}
-	p.SrcPort = t.SrcPort()
-	p.DstPort = t.DstPort()
 	p.TCPFlags = t.Flags()
-	p.L4 = L4TCP
-	return drop.None
+	return p.takePorts(t, L4TCP)
 }
 
 func parseUDP(u UDP, p *Parsed) drop.Reason {
@@ -259,10 +256,7 @@ func parseUDP(u UDP, p *Parsed) drop.Reason {
 	if !p.MF && n > len(u) {
 		return drop.BadL4Header
 	}
-	p.SrcPort = u.SrcPort()
-	p.DstPort = u.DstPort()
-	p.L4 = L4UDP
-	return drop.None
+	return p.takePorts(u, L4UDP)
 }
 
 func parseICMP(m ICMPv4, p *Parsed) drop.Reason {

@@ -44,6 +44,25 @@ var (
 
 func be16put(b []byte, v uint16) { binary.BigEndian.PutUint16(b, v) }
 
+// parsed returns a copy of frame, which must parse as a translatable
+// packet, and its parse: the set-up of every test and benchmark that
+// rewrites a golden frame.
+func parsed(tb testing.TB, frame []byte) ([]byte, *Parsed) {
+	tb.Helper()
+	f := bytes.Clone(frame)
+	return f, parseAs(tb, f, drop.None)
+}
+
+// parseAs parses frame and fails the test unless Parse returns want.
+func parseAs(tb testing.TB, frame []byte, want drop.Reason) *Parsed {
+	tb.Helper()
+	p := new(Parsed)
+	if r := Parse(frame, p); r != want {
+		tb.Fatalf("Parse = %v, want %v", r, want)
+	}
+	return p
+}
+
 // setTotalLen cuts the IPv4 packet at 14 to n bytes (header included) and
 // shortens the frame to match.
 func setTotalLen(n int) func(b []byte) {
@@ -142,11 +161,7 @@ var reasonCases = []reasonCase{
 func TestParseReasons(t *testing.T) {
 	for _, c := range reasonCases {
 		t.Run(c.name, func(t *testing.T) {
-			var p Parsed
-			if r := Parse(c.frame, &p); r != c.reason {
-				t.Fatalf("Parse = %v, want %v", r, c.reason)
-			}
-			checkConsistent(t, c.frame, &p, c.reason)
+			checkConsistent(t, c.frame, parseAs(t, c.frame, c.reason), c.reason)
 		})
 	}
 }
@@ -217,9 +232,7 @@ func TestParseIgnoresPadding(t *testing.T) {
 }
 
 func TestDecTTL(t *testing.T) {
-	f := bytes.Clone(goldenUDP)
-	var p Parsed
-	Parse(f, &p)
+	f, p := parsed(t, goldenUDP)
 	for ttl := 64; ttl > 1; ttl-- {
 		if r := p.DecTTL(f); r != drop.None {
 			t.Fatalf("DecTTL at %d = %v", ttl, r)
@@ -241,7 +254,7 @@ func TestDecTTL(t *testing.T) {
 	}
 	f[22] = 0
 	fixOuter(f)
-	Parse(f, &p)
+	Parse(f, p)
 	if r := p.DecTTL(f); r != drop.TTLExpired {
 		t.Fatalf("DecTTL at TTL 0 = %v", r)
 	}
@@ -291,41 +304,31 @@ func TestViewSettersMatchRecompute(t *testing.T) {
 		}
 	})
 	t.Run("tcp", func(t *testing.T) {
-		f := bytes.Clone(goldenVLAN)
-		var p Parsed
-		Parse(f, &p)
+		f, p := parsed(t, goldenVLAN)
+		setPiecewise(f, p, ipv4Src, src, tcpSrcPort, 1)
+		setPiecewise(f, p, ipv4Dst, dst, tcpDstPort, 65535)
 		tc := p.TCP(f)
-		tc.SetSrcPortFix(1)
-		tc.SetDstPortFix(65535)
-		tc.FixAddr(p.Src, src)
-		tc.FixAddr(p.Dst, dst)
-		if !tc.IsChecksumValid(src, dst) || tc.Checksum() != tc.CalculateChecksum(src, dst) {
-			t.Fatal("TCP Fix setters broke the checksum")
+		if !tc.IsChecksumValid(src, dst) || tc.Checksum() != tc.CalculateChecksum(src, dst) || tc.SrcPort() != 1 || tc.DstPort() != 65535 {
+			t.Fatal("piecewise updates broke the TCP checksum or the ports")
 		}
 	})
 	t.Run("udp", func(t *testing.T) {
 		for _, g := range [][]byte{goldenUDP, goldenUDPNoCsum} {
-			f := bytes.Clone(g)
-			var p Parsed
-			Parse(f, &p)
+			f, p := parsed(t, g)
 			u := p.UDP(f)
 			had := u.HasChecksum()
-			u.SetSrcPortFix(7)
-			u.SetDstPortFix(8)
-			u.FixAddr(p.Src, src)
-			u.FixAddr(p.Dst, dst)
+			setPiecewise(f, p, ipv4Src, src, tcpSrcPort, 7)
+			setPiecewise(f, p, ipv4Dst, dst, tcpDstPort, 8)
 			if u.HasChecksum() != had {
 				t.Fatalf("checksum presence changed from %v", had)
 			}
-			if !u.IsChecksumValid(src, dst) || (had && u.Checksum() != u.CalculateChecksum(src, dst)) {
-				t.Fatal("UDP Fix setters broke the checksum")
+			if !u.IsChecksumValid(src, dst) || (had && u.Checksum() != u.CalculateChecksum(src, dst)) || u.SrcPort() != 7 || u.DstPort() != 8 {
+				t.Fatal("piecewise updates broke the UDP checksum or the ports")
 			}
 		}
 	})
 	t.Run("icmp", func(t *testing.T) {
-		f := bytes.Clone(goldenEcho)
-		var p Parsed
-		Parse(f, &p)
+		f, p := parsed(t, goldenEcho)
 		m := p.ICMPv4(f)
 		m.SetIdentFix(0xffff)
 		if !m.IsChecksumValid() || m.Checksum() != m.CalculateChecksum() || m.Ident() != 0xffff {
@@ -337,9 +340,7 @@ func TestViewSettersMatchRecompute(t *testing.T) {
 func TestUDPComputedZeroIsSentAsOnes(t *testing.T) {
 	// Find a source port that makes the UDP sum negative zero, rewrite to
 	// it, and check the field is 0xFFFF (RFC 768), not 0 ("no checksum").
-	f := bytes.Clone(goldenUDP)
-	var p Parsed
-	Parse(f, &p)
+	f, p := parsed(t, goldenUDP)
 	u := p.UDP(f)
 	// Sum of everything but the source port and the checksum field.
 	s := checksum.PseudoHeaderSum(p.Src, p.Dst, ProtocolUDP, u.Length())
@@ -369,9 +370,7 @@ func TestEncodeIPv4(t *testing.T) {
 }
 
 func TestRewritesAllocateNothing(t *testing.T) {
-	f := bytes.Clone(goldenFragNeeded)
-	var p Parsed
-	Parse(f, &p)
+	f, p := parsed(t, goldenFragNeeded)
 	if n := testing.AllocsPerRun(100, func() {
 		p.SetDst(f, inside2, 0)
 		p.SetInnerSrc(f, inside2, 40000)
@@ -381,7 +380,7 @@ func TestRewritesAllocateNothing(t *testing.T) {
 		t.Errorf("ICMP error rewrite allocates %v times", n)
 	}
 	g := bytes.Clone(goldenTCPSYN)
-	Parse(g, &p)
+	Parse(g, p)
 	if n := testing.AllocsPerRun(100, func() {
 		p.SetSrc(g, external, 1024)
 		p.SetSrc(g, inside2, 40000)

@@ -81,34 +81,12 @@ func (b TCP) SetDstPort(p uint16) { binary.BigEndian.PutUint16(b[tcpDstPort:], p
 // SetChecksum sets the checksum field.
 func (b TCP) SetChecksum(v uint16) { binary.BigEndian.PutUint16(b[tcpChecksum:], v) }
 
-// SetSrcPortFix sets the source port and fixes the checksum.
-func (b TCP) SetSrcPortFix(p uint16) {
-	b.SetChecksum(checksum.Update16(b.Checksum(), b.SrcPort(), p))
-	b.SetSrcPort(p)
-}
-
-// SetDstPortFix sets the destination port and fixes the checksum.
-func (b TCP) SetDstPortFix(p uint16) {
-	b.SetChecksum(checksum.Update16(b.Checksum(), b.DstPort(), p))
-	b.SetDstPort(p)
-}
-
-// FixAddr fixes the checksum for an IPv4 address that changed from old to
-// new in the enclosing header: the checksum covers both addresses through
-// the pseudo-header (RFC 9293 section 3.1), so an address rewrite that does
-// not call this leaves every segment with a bad checksum.
-func (b TCP) FixAddr(old, new [4]byte) {
-	b.SetChecksum(checksum.Update32(b.Checksum(), old, new))
-}
-
 // CalculateChecksum returns the checksum field value computed from scratch
 // over the pseudo-header (src, dst, protocol 6, len(b)) and the whole of b
 // with the checksum field taken as zero. b must be the complete segment.
 func (b TCP) CalculateChecksum(src, dst [4]byte) uint16 {
 	s := checksum.PseudoHeaderSum(src, dst, ProtocolTCP, uint16(len(b)))
-	s = checksum.Checksum(b[:tcpChecksum], s)
-	s = checksum.Checksum(b[tcpChecksum+2:], s)
-	return checksum.Finish(s)
+	return checksum.Finish(sumAround(b, tcpChecksum, s))
 }
 
 // IsChecksumValid reports whether the checksum of the complete segment b

@@ -22,9 +22,10 @@ const (
 // shorter, and Parse has checked it is not longer unless the packet is a
 // first fragment.
 //
-// Every checksum-fixing method here obeys RFC 768: a checksum field of zero
-// means the sender computed none, and it stays zero; a computed zero is
-// stored as 0xFFFF.
+// Every rewrite that fixes a UDP checksum (Parsed.SetSrc, SetDst,
+// SetInnerSrc, SetInnerDst) obeys RFC 768: a checksum field of zero means the
+// sender computed none, and it stays zero; a computed zero is stored as
+// 0xFFFF.
 type UDP []byte
 
 // SrcPort returns the source port.
@@ -60,24 +61,6 @@ func (b UDP) SetLength(v uint16) { binary.BigEndian.PutUint16(b[udpLength:], v) 
 // CalculateChecksum (or 0 for "no checksum").
 func (b UDP) SetChecksum(v uint16) { binary.BigEndian.PutUint16(b[udpChecksum:], v) }
 
-// SetSrcPortFix sets the source port and fixes the checksum if present.
-func (b UDP) SetSrcPortFix(p uint16) {
-	b.SetChecksum(checksum.UpdateUDP16(b.Checksum(), b.SrcPort(), p))
-	b.SetSrcPort(p)
-}
-
-// SetDstPortFix sets the destination port and fixes the checksum if present.
-func (b UDP) SetDstPortFix(p uint16) {
-	b.SetChecksum(checksum.UpdateUDP16(b.Checksum(), b.DstPort(), p))
-	b.SetDstPort(p)
-}
-
-// FixAddr fixes the checksum, if present, for an IPv4 address that changed
-// from old to new in the enclosing header (the pseudo-header of RFC 768).
-func (b UDP) FixAddr(old, new [4]byte) {
-	b.SetChecksum(checksum.UpdateUDP32(b.Checksum(), old, new))
-}
-
 // CalculateChecksum returns the checksum field value computed from scratch
 // over the pseudo-header (src, dst, protocol 17, Length) and b[:Length()]
 // with the checksum field taken as zero, in its transmitted form (never 0,
@@ -85,9 +68,7 @@ func (b UDP) FixAddr(old, new [4]byte) {
 func (b UDP) CalculateChecksum(src, dst [4]byte) uint16 {
 	n := b.Length()
 	s := checksum.PseudoHeaderSum(src, dst, ProtocolUDP, n)
-	s = checksum.Checksum(b[:udpChecksum], s)
-	s = checksum.Checksum(b[udpChecksum+2:n], s)
-	return checksum.FinishUDP(s)
+	return checksum.FinishUDP(sumAround(b[:n], udpChecksum, s))
 }
 
 // IsChecksumValid reports whether the checksum of the complete datagram

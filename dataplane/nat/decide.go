@@ -55,11 +55,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 	synOnly := proto != TCP || p.TCPFlags&(tcpSYN|tcpACK|tcpRST|tcpFIN) == tcpSYN
 	if r, ok := s.fwdOut[fwdKey{addr: p.Dst, port: k.DstPort, proto: uint8(proto)}]; ok && proto != ICMP {
 		a.why, a.in, a.inPort, a.state = CodeForwardRule, r.inAddr, r.inPort, stKindForward
-		if !synOnly {
-			a.why = CodeFilterNotSYN
-			return drop.Filtered
-		}
-		return drop.None
+		return a.synGate(synOnly)
 	}
 	if in, ok := s.staticOut[p.Dst]; ok {
 		a.why, a.in, a.inPort, a.state = CodeStaticRule, in, k.DstPort, stKindStatic
@@ -67,11 +63,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 			a.why = CodeReplyOnly
 			return drop.NoSession
 		}
-		if !synOnly {
-			a.why = CodeFilterNotSYN
-			return drop.Filtered
-		}
-		return drop.None
+		return a.synGate(synOnly)
 	}
 	a.why = CodeNoMapping
 	if proto == ICMP {
@@ -103,6 +95,12 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 		a.why = CodeFilterAPDF
 		return drop.Filtered
 	}
+	return a.synGate(synOnly)
+}
+
+// synGate is the check every way in ends with: whatever admits the packet,
+// only a lone SYN opens a TCP connection (synOnly, see admitInbound).
+func (a *admission) synGate(synOnly bool) drop.Reason {
 	if !synOnly {
 		a.why = CodeFilterNotSYN
 		return drop.Filtered
@@ -234,22 +232,39 @@ func (e *Engine) decide(s *Snapshot, side Side, p *header.Parsed, t *Trail) (v v
 	return v
 }
 
+// explainSession builds into k the session key of p, a packet from side
+// from, as the packet path does (packetKey: a packet from the inside
+// matches a session's key 0, one from the outside its key 1), looks the
+// session up into x, adds the hit or miss to t, and on a hit returns the
+// endpoint the session translates the packet to: the external source of an
+// outbound packet, the inside destination of an inbound one.
+func (e *Engine) explainSession(p *header.Parsed, from Side, t *Trail, k *flowtable.Key, x *flowtable.Entry) (addr [4]byte, port uint16, hit bool) {
+	packetKey(from, p, k)
+	if !e.sessions.Lookup(k, x) || x.Dir != uint8(from) {
+		t.add(Step{Code: CodeSessionMiss})
+		return addr, 0, false
+	}
+	if from == Inside {
+		addr, port = x.Keys[1].Dst, x.Keys[1].DstPort
+	} else {
+		addr, port = x.Keys[0].Src, x.Keys[0].SrcPort
+	}
+	t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: addr, PA: port})
+	return addr, port, true
+}
+
 func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Outside
 	var k flowtable.Key
-	packetKey(Inside, p, &k)
 	var x flowtable.Entry
-	if e.sessions.Lookup(&k, &x) && x.Dir == 0 {
-		ext := &x.Keys[1]
-		t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: ext.Dst, PA: ext.DstPort})
+	if ext, extPort, hit := e.explainSession(p, Inside, t, &k, &x); hit {
 		if x.State&stHairpin != 0 {
 			t.add(Step{Code: CodeHairpin, A: p.Dst})
 			v.egress = Inside
 		}
-		v.rewrite = Step{Code: CodeRewriteSrc, A: p.Src, PA: p.SrcPort, B: ext.Dst, PB: ext.DstPort}
+		v.rewrite = Step{Code: CodeRewriteSrc, A: p.Src, PA: p.SrcPort, B: ext, PB: extPort}
 		return
 	}
-	t.add(Step{Code: CodeSessionMiss})
 	if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 		t.add(Step{Code: CodeReplyOnly})
 		v.r = drop.NoSession
@@ -365,15 +380,11 @@ func (e *Engine) decideNewMapping(s *Snapshot, src [4]byte, sport uint16, proto 
 func (e *Engine) decideInbound(s *Snapshot, p *header.Parsed, t *Trail, v *verdict) {
 	v.egress = Inside
 	var k flowtable.Key
-	packetKey(Outside, p, &k)
 	var x flowtable.Entry
-	if e.sessions.Lookup(&k, &x) && x.Dir == 1 {
-		in := &x.Keys[0]
-		t.add(Step{Code: CodeSessionHit, X: x.ID, Y: uint32(x.Gen), A: in.Src, PA: in.SrcPort})
-		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in.Src, PB: in.SrcPort}
+	if in, inPort, hit := e.explainSession(p, Outside, t, &k, &x); hit {
+		v.rewrite = Step{Code: CodeRewriteDst, A: p.Dst, PA: p.DstPort, B: in, PB: inPort}
 		return
 	}
-	t.add(Step{Code: CodeSessionMiss})
 	var a admission
 	r := e.admitInbound(s, p, &k, &a)
 	st := Step{Code: a.why, Reason: r, A: p.Src, PA: k.SrcPort, B: p.Dst, PB: k.DstPort}

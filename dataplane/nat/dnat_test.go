@@ -100,8 +100,7 @@ func TestStaticMappingOneToOne(t *testing.T) {
 
 func TestConfigSwapKeepsSessions(t *testing.T) {
 	h := newHarness(t, testConfig())
-	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+	out := h.establish()
 	// Replace the pool entirely and change timeouts.
 	c := poolConfig("198.18.2.0/30")
 	c.Timeouts.UDP = 10 * time.Minute

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"github.com/xnat/xnat/flowtable"
+	"github.com/xnat/xnat/internal/enumtext"
 	"github.com/xnat/xnat/ring"
 )
 
@@ -46,12 +47,7 @@ var eventNames = [...]string{
 	BlockReleased:      "block_released",
 }
 
-func (t EventType) String() string {
-	if int(t) < len(eventNames) && eventNames[t] != "" {
-		return eventNames[t]
-	}
-	return "unknown"
-}
+func (t EventType) String() string { return enumtext.Or(eventNames[:], t, "unknown") }
 
 // Event is one entry of the engine's event stream, exported by the
 // management plane as JSON lines. It is pointer-free so that rings of

@@ -61,9 +61,7 @@ func TestRFC5508_REQ7_HairpinEchoToStatic(t *testing.T) {
 func TestRFC5508_REQ7_HairpinnedError(t *testing.T) {
 	h := newHarness(t, testConfig())
 	bExt := eps(h.one(Inside, udp("10.0.0.3", 6000, "198.18.0.2", 7000), Outside))
-	h.inject(Inside, udp("10.0.0.2", 5000, bExt.src, bExt.sport))
-	delivered := h.ports[Inside].Drain()[0]
-	atB := eps(verifyFrame(t, delivered))
+	delivered, atB := h.oneRaw(Inside, udp("10.0.0.2", 5000, bExt.src, bExt.sport), Inside)
 	// B's host refuses it with port unreachable about what it received.
 	pk := h.one(Inside, icmpError("10.0.0.3", atB.src, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, delivered, false), Inside)
 	outer := eps(pk)

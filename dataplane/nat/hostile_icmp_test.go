@@ -15,9 +15,7 @@ import (
 // link-layer broadcast (RFC 1122 3.2.2, RFC 1812 4.3.2.7).
 func TestNoICMPErrorAboutForbiddenPackets(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000))
-	sent := h.ports[Outside].Drain()[0]
-	ext := eps(verifyFrame(t, sent))
+	sent, ext := h.oneRaw(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside)
 
 	forbidden := func(name string, side Side, f []byte) {
 		t.Helper()
@@ -98,9 +96,7 @@ func TestNoFragNeededOrExhaustionReplyToBroadcast(t *testing.T) {
 func TestOutboundErrorFromOtherHostDropped(t *testing.T) {
 	h := newHarness(t, forwardConfig())
 	// A client reaches the forwarded UDP server 10.0.0.51.
-	h.inject(Outside, udp("198.18.0.2", 6000, "198.18.0.100", 5353))
-	delivered := h.ports[Inside].Drain()[0]
-	verifyFrame(t, delivered)
+	delivered, _ := h.oneRaw(Outside, udp("198.18.0.2", 6000, "198.18.0.100", 5353), Inside)
 	// Another subscriber forges the server's port unreachable.
 	forged := icmpError("10.0.0.2", "198.18.0.2", uint8(icmpUnreach), uint8(codePort), delivered, false)
 	h.none(Inside, forged, drop.ErrorWrongSender)

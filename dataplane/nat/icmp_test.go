@@ -17,13 +17,24 @@ const (
 	codeFragNeed = layers.ICMPv4CodeFragmentationNeeded
 )
 
+// oneRaw is harness.one for a test that needs the frame itself, to quote it
+// in an ICMP error: it injects frame on side, expects exactly one frame out
+// on want, and returns its bytes, verified, and its endpoints.
+func (h *harness) oneRaw(side Side, frame []byte, want Side) ([]byte, endpoints) {
+	h.t.Helper()
+	h.inject(side, frame)
+	got, rest := h.ports[want].Drain(), h.ports[1-want].Drain()
+	if len(got) != 1 || len(rest) != 0 {
+		h.t.Fatalf("want one frame out on %v, got %d there and %d on %v (drops %v)", want, len(got), len(rest), 1-want, h.drops())
+	}
+	return got[0], eps(verifyFrame(h.t, got[0]))
+}
+
 func TestRFC5508_REQ4_InboundErrorTranslated(t *testing.T) {
 	for _, full := range []bool{false, true} {
 		h := newHarness(t, testConfig())
 		outFrame := udp("10.0.0.2", 5000, "198.18.0.2", 7000)
-		h.inject(Inside, outFrame)
-		sent := h.ports[Outside].Drain()[0]
-		ext := eps(verifyFrame(t, sent))
+		sent, ext := h.oneRaw(Inside, outFrame, Outside)
 		// The server answers port unreachable, quoting what we sent.
 		errFrame := icmpError("198.18.0.2", ext.src, icmpUnreach, codePort, sent, full)
 		pk := h.one(Outside, errFrame, Inside)
@@ -54,9 +65,7 @@ func TestRFC5508_REQ4_InboundErrorTranslated(t *testing.T) {
 
 func TestRFC5508_REQ4_InboundFragNeededKeepsMTU(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.inject(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"))
-	sent := h.ports[Outside].Drain()[0]
-	ext := eps(verifyFrame(t, sent))
+	sent, ext := h.oneRaw(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside)
 	f := icmpError("198.18.0.9", ext.src, icmpUnreach, codeFragNeed, sent, false)
 	binary.BigEndian.PutUint16(f[14+20+6:], 1400) // next-hop MTU
 	// Recompute the ICMP checksum after setting the MTU.
@@ -78,9 +87,7 @@ func TestRFC5508_REQ5_OutboundErrorTranslated(t *testing.T) {
 	// An outside client reaches a forwarded UDP server, whose host answers
 	// port unreachable.
 	inFrame := udp("198.18.0.2", 6000, "198.18.0.100", 5353)
-	h.inject(Outside, inFrame)
-	delivered := h.ports[Inside].Drain()[0]
-	verifyFrame(t, delivered)
+	delivered, _ := h.oneRaw(Outside, inFrame, Inside)
 	errFrame := icmpError("10.0.0.51", "198.18.0.2", icmpUnreach, codePort, delivered, false)
 	pk := h.one(Inside, errFrame, Outside)
 	outer := eps(pk)
@@ -95,9 +102,7 @@ func TestRFC5508_REQ5_OutboundErrorTranslated(t *testing.T) {
 
 func TestRFC5508_REQ4_ErrorAboutEcho(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.inject(Inside, echo("10.0.0.2", "198.18.0.2", 777, false))
-	sent := h.ports[Outside].Drain()[0]
-	ext := eps(verifyFrame(t, sent))
+	sent, ext := h.oneRaw(Inside, echo("10.0.0.2", "198.18.0.2", 777, false), Outside)
 	pk := h.one(Outside, icmpError("198.18.0.5", ext.src, icmpTimeExc, 0, sent, false), Inside)
 	if in := innerOf(t, pk); in.src != "10.0.0.2" || in.icmpID != 777 {
 		t.Fatalf("embedded echo reads %v id %d", in, in.icmpID)
@@ -106,9 +111,7 @@ func TestRFC5508_REQ4_ErrorAboutEcho(t *testing.T) {
 
 func TestRFC5508_REQ3_BadChecksumsDropped(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000))
-	sent := h.ports[Outside].Drain()[0]
-	ext := eps(verifyFrame(t, sent))
+	sent, ext := h.oneRaw(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside)
 
 	bad := icmpError("198.18.0.2", ext.src, icmpUnreach, codePort, sent, false)
 	bad[14+20+2] ^= 0x55 // ICMP checksum
@@ -128,9 +131,7 @@ func TestRFC5508_REQ4_NoMappingDropped(t *testing.T) {
 
 func TestRFC5508_REQ6_RFC4787_REQ12_ErrorsDoNotRefreshOrDelete(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000))
-	sent := h.ports[Outside].Drain()[0]
-	ext := eps(verifyFrame(t, sent))
+	sent, ext := h.oneRaw(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 7000), Outside)
 	h.clock.Advance(200 * time.Second)
 	h.one(Outside, icmpError("198.18.0.2", ext.src, icmpUnreach, codePort, sent, false), Inside)
 	if h.sessionCount() != 1 {
@@ -166,17 +167,24 @@ func TestTTLExpiredSendsTimeExceeded(t *testing.T) {
 	}
 }
 
+// sendCountingReturns sends frame n times on side and returns how many
+// frames came back out on that side: the ICMP errors it drew.
+func (h *harness) sendCountingReturns(side Side, frame []byte, n int) int {
+	h.t.Helper()
+	back := 0
+	for range n {
+		_, same := h.send(side, frame)
+		back += len(same)
+	}
+	return back
+}
+
 func TestICMPErrorRateLimited(t *testing.T) {
 	c := testConfig()
 	c.Limits.ICMPErrorsPerSecond = 5
 	h := newHarness(t, c)
 	f := pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 5000, dport: 7000, ttl: 1})
-	sent := 0
-	for i := 0; i < 20; i++ {
-		_, same := h.send(Inside, f)
-		sent += len(same)
-	}
-	if sent != 5 {
+	if sent := h.sendCountingReturns(Inside, f, 20); sent != 5 {
 		t.Fatalf("%d time-exceeded errors sent in one instant, limit 5/s", sent)
 	}
 	h.clock.Advance(time.Second)

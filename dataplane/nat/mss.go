@@ -9,6 +9,7 @@ import (
 	"github.com/xnat/xnat/checksum"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // MSSClamp is the TCP MSS clamping option: rewrite the Maximum Segment
@@ -37,13 +38,13 @@ const minMSS = 536
 // maxMSS is the largest MSS an IPv4 segment can carry (65535 - 40).
 const maxMSS = 65495
 
+// mssNames are the MSSClamp values that are words; the rest are numbers.
+var mssNames = []string{MSSClampOff: "off", MSSClampAuto: "auto"}
+
 // String returns "off", "auto" or the value.
 func (m MSSClamp) String() string {
-	switch m {
-	case MSSClampOff:
-		return "off"
-	case MSSClampAuto:
-		return "auto"
+	if s := enumtext.Or(mssNames, m, ""); s != "" {
+		return s
 	}
 	return strconv.Itoa(int(m))
 }

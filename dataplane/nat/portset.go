@@ -115,6 +115,17 @@ func (s *portSet) update(x *flowtable.Entry, f func(st uint64) (nst uint64, ok b
 	}
 }
 
+// updatePort is update on port p's record, which it looks up into x. ok is
+// false when p has no record, the record went to another port meanwhile, or
+// f refused.
+func (s *portSet) updatePort(p uint16, x *flowtable.Entry, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, ok bool) {
+	if !s.lookup(p, x) {
+		return 0, 0, false
+	}
+	st, nst, found, ok := s.update(x, f)
+	return st, nst, found && ok
+}
+
 // free deletes the record of a port whose state the caller made zero.
 func (s *portSet) free(x *flowtable.Entry) {
 	if !s.pt.t.Delete(x.ID, x.Gen) {
@@ -142,10 +153,7 @@ func (s *portSet) claimFree(p uint16) bool {
 // port overlap under address-and-port-dependent mapping.
 func (s *portSet) share(p uint16) bool {
 	var x flowtable.Entry
-	if !s.lookup(p, &x) {
-		return false
-	}
-	_, _, _, ok := s.update(&x, func(st uint64) (uint64, bool) {
+	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
 		return st + 1, st != 0 && st&portHeld == 0 && st != portMaxOwner
 	})
 	return ok
@@ -155,10 +163,7 @@ func (s *portSet) share(p uint16) bool {
 // FIFO's unhold then finds it owned and skips it). Control plane only.
 func (s *portSet) forceOwner(p uint16) bool {
 	var x flowtable.Entry
-	if !s.lookup(p, &x) {
-		return false
-	}
-	_, _, _, ok := s.update(&x, func(st uint64) (uint64, bool) {
+	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
 		return st&portMaxOwner + 1, st&portHeld != 0
 	})
 	return ok
@@ -170,18 +175,15 @@ func (s *portSet) forceOwner(p uint16) bool {
 // claim that was never used on the wire).
 func (s *portSet) release(p uint16, hold bool) (last bool) {
 	var x flowtable.Entry
-	if !s.lookup(p, &x) {
-		panic("nat: release of a port with no owner")
-	}
 	// The caller owns the port, so the record cannot be freed under it.
-	st, nst, found, ok := s.update(&x, func(st uint64) (uint64, bool) {
+	st, nst, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
 		nst := st - 1
 		if nst == 0 && hold {
 			nst = portHeld
 		}
 		return nst, st&portMaxOwner != 0
 	})
-	if !found || !ok {
+	if !ok {
 		panic("nat: release of a port with no owner")
 	}
 	if nst == 0 {
@@ -193,10 +195,7 @@ func (s *portSet) release(p uint16, hold bool) (last bool) {
 // unhold ends the hold-down of port p.
 func (s *portSet) unhold(p uint16) {
 	var x flowtable.Entry
-	ok := s.lookup(p, &x)
-	if ok {
-		_, _, _, ok = s.update(&x, func(st uint64) (uint64, bool) { return 0, st == portHeld })
-	}
+	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) { return 0, st == portHeld })
 	if !ok {
 		panic("nat: unhold of a port not in hold-down")
 	}

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Counter indexes a worker's counters.
@@ -62,13 +63,10 @@ var counterNames = [dropBase]string{
 }
 
 func (c Counter) String() string {
-	if c < dropBase {
-		return counterNames[c]
-	}
-	if c < NumCounters {
+	if c >= dropBase && c < NumCounters {
 		return "drop_" + drop.Reason(c-dropBase).String()
 	}
-	return "unknown"
+	return enumtext.Or(counterNames[:], c, "unknown")
 }
 
 // DropCounter returns the counter of drop reason r.

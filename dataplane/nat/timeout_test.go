@@ -12,6 +12,15 @@ import (
 
 func (h *harness) sessionCount() int { return h.eng.sessions.Len() }
 
+// establish opens the tests' standard TCP connection, 10.0.0.2:5000 to
+// 198.18.0.2:80, through the NAT: SYN out, SYN-ACK back. It returns the
+// endpoints of the translated SYN (its source is the mapping).
+func (h *harness) establish() endpoints {
+	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
+	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+	return out
+}
+
 // expectExpiry advances the clock to just before d from the last activity,
 // checks the session count is unchanged, then to d and checks it dropped by
 // one.
@@ -32,8 +41,7 @@ func (h *harness) expectExpiry(t *testing.T, d time.Duration) {
 
 func TestRFC5382_REQ5_EstablishedTimeout(t *testing.T) {
 	h := newHarness(t, testConfig())
-	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+	h.establish()
 	h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "A"), Outside)
 	h.expectExpiry(t, 7440*time.Second)
 }
@@ -46,8 +54,7 @@ func TestRFC5382_REQ5_TransitoryTimeout(t *testing.T) {
 
 func TestRFC7857_TimeoutAfterRST(t *testing.T) {
 	h := newHarness(t, testConfig())
-	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+	out := h.establish()
 	h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "R"), Outside)
 	// Not deleted at once (RFC 7857 section 2.2): packets still pass.
 	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "A"), Inside)
@@ -56,8 +63,7 @@ func TestRFC7857_TimeoutAfterRST(t *testing.T) {
 
 func TestRFC5382_TimeoutAfterBothFIN(t *testing.T) {
 	h := newHarness(t, testConfig())
-	out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-	h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+	out := h.establish()
 	h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "FA"), Outside)
 	// One FIN: still established (RFC 5382 REQ-5: the transitory timeout
 	// applies only once both directions have sent a FIN). The session

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/internal/enumtext"
 )
 
 // Rendering of trails, for the management plane only: workers write codes
@@ -31,12 +32,7 @@ var codeStage = [numCodes]string{
 
 // Stage returns the pipeline stage the step belongs to ("parse",
 // "session", "mapping", ...).
-func (s Step) Stage() string {
-	if s.Code < numCodes && codeStage[s.Code] != "" {
-		return codeStage[s.Code]
-	}
-	return "unknown"
-}
+func (s Step) Stage() string { return enumtext.Or(codeStage[:], s.Code, "unknown") }
 
 func ap(a [4]byte, p uint16) string { return netip.AddrPortFrom(netip.AddrFrom4(a), p).String() }
 func ad(a [4]byte) string           { return netip.AddrFrom4(a).String() }
@@ -65,8 +61,40 @@ func tcpFlagString(f uint8) string {
 // that decided.
 func (s Step) Text() string { return s.TextPools(nil) }
 
+// The texts of the steps that say the same every time, and of those that
+// name address A alone (their one %s); TextPools writes the rest case by
+// case.
+var (
+	fixedTexts = [numCodes]string{
+		CodeSessionMiss:   "miss",
+		CodeEIMNew:        "new endpoint-independent mapping (RFC 4787 REQ-1)",
+		CodeAPDMNew:       "new address-and-port-dependent mapping (mapping: address_and_port_dependent)",
+		CodeReplyOnly:     "ICMP query that is not a request: only requests open a mapping (RFC 5508 3.1)",
+		CodeNoInboundICMP: "ICMP request to a dynamic address: no mapping to follow (RFC 5508 3.1)",
+		CodeNoAddress:     "no pool address can take a new subscriber: address_exhausted",
+		CodeFilterEIF:     "endpoint-independent filtering: anyone may reach the mapping (RFC 4787 REQ-8)",
+		CodeFilterNotSYN:  "dropped: filtered, only a lone TCP SYN opens a connection from outside (RFC 5382)",
+		CodeCreate:        "new session",
+	}
+	addrTexts = [numCodes]string{
+		CodeNotInside:   "source %s is in no inside prefix",
+		CodeForUs:       "to the appliance's own address %s: not forwarded",
+		CodeInsideRoute: "to inside network %s: routed without translation",
+		CodeInbound:     "inbound to public address %s: translate the destination",
+		CodeNotPublic:   "to %s, not an address this NAT answers for",
+		CodeFilterADFOK: "address-dependent filtering: the mapping has sent to %s (RFC 4787 REQ-8)",
+		CodeHairpin:     "%s is one of our public addresses: hairpinned back inside (RFC 4787 REQ-9)",
+	}
+)
+
 // TextPools is Text naming pools by pools, the names of Config.Pools.
 func (s Step) TextPools(pools []string) string {
+	if t := enumtext.Or(fixedTexts[:], s.Code, ""); t != "" {
+		return t
+	}
+	if f := enumtext.Or(addrTexts[:], s.Code, ""); f != "" {
+		return fmt.Sprintf(f, ad(s.A))
+	}
 	switch s.Code {
 	case CodeParsed:
 		t := fmt.Sprintf("%s %s -> %s, %d bytes", protoName(s.Proto), ap(s.A, s.PA), ap(s.B, s.PB), s.Y)
@@ -78,18 +106,8 @@ func (s Step) TextPools(pools []string) string {
 		return fmt.Sprintf("failed: %s (%d bytes)", s.Reason, s.Y)
 	case CodeMartian:
 		return fmt.Sprintf("martian address in %s -> %s", ad(s.A), ad(s.B))
-	case CodeNotInside:
-		return fmt.Sprintf("source %s is in no inside prefix", ad(s.A))
-	case CodeForUs:
-		return fmt.Sprintf("to the appliance's own address %s: not forwarded", ad(s.A))
-	case CodeInsideRoute:
-		return fmt.Sprintf("to inside network %s: routed without translation", ad(s.A))
 	case CodeOutbound:
 		return fmt.Sprintf("outbound %s -> %s: translate the source", ad(s.A), ad(s.B))
-	case CodeInbound:
-		return fmt.Sprintf("inbound to public address %s: translate the destination", ad(s.A))
-	case CodeNotPublic:
-		return fmt.Sprintf("to %s, not an address this NAT answers for", ad(s.A))
 	case CodeTTLExpired:
 		return fmt.Sprintf("TTL %d expires here: Time Exceeded (RFC 1812 5.3.1)", s.X)
 	case CodeICMPError:
@@ -99,48 +117,30 @@ func (s Step) TextPools(pools []string) string {
 		return fmt.Sprintf("later fragment (IP ID %d): follows its first fragment (RFC 4787 REQ-14)", s.X)
 	case CodeSessionHit:
 		return fmt.Sprintf("hit: session %d, translates to %s", s.X, ap(s.A, s.PA))
-	case CodeSessionMiss:
-		return "miss"
 	case CodeForwardRule:
 		return fmt.Sprintf("port forward %s <-> inside %s", ap(s.A, s.PA), ap(s.B, s.PB))
 	case CodeStaticRule:
 		return fmt.Sprintf("static mapping %s <-> inside %s, ports kept", ad(s.A), ad(s.B))
 	case CodeEIMExisting:
 		return fmt.Sprintf("existing endpoint-independent mapping %s (RFC 4787 REQ-1: same mapping for every destination)", ap(s.A, s.PA))
-	case CodeEIMNew:
-		return "new endpoint-independent mapping (RFC 4787 REQ-1)"
-	case CodeAPDMNew:
-		return "new address-and-port-dependent mapping (mapping: address_and_port_dependent)"
 	case CodeNoMapping:
 		return fmt.Sprintf("no mapping, port forward or static mapping for %s", ap(s.B, s.PB))
-	case CodeReplyOnly:
-		return "ICMP query that is not a request: only requests open a mapping (RFC 5508 3.1)"
-	case CodeNoInboundICMP:
-		return "ICMP request to a dynamic address: no mapping to follow (RFC 5508 3.1)"
 	case CodeAddrPaired:
 		return fmt.Sprintf("%s%s, paired with this subscriber (RFC 4787 REQ-2)", ad(s.A), poolText(pools, s.X))
 	case CodeAddrNew:
 		return fmt.Sprintf("%s%s, a new pairing for this subscriber, chosen by hashing its address (RFC 4787 REQ-2)", ad(s.A), poolText(pools, s.X))
 	case CodeAddrRepair:
 		return fmt.Sprintf("%s%s: the paired address left the pools, so the subscriber is paired again", ad(s.A), poolText(pools, s.X))
-	case CodeNoAddress:
-		return "no pool address can take a new subscriber: address_exhausted"
 	case CodePortKept:
 		return fmt.Sprintf("%d kept (RFC 4787 REQ-3 port preservation)", s.PA)
 	case CodePortRandom:
 		return fmt.Sprintf("%d taken or out of range: a random free port in %d-%d from this worker's share (RFC 6056)", s.PA, s.X, s.Y)
 	case CodePortOverlap:
 		return fmt.Sprintf("no free port in %d-%d: shares a port in use (address-and-port-dependent mapping)", s.X, s.Y)
-	case CodeFilterEIF:
-		return "endpoint-independent filtering: anyone may reach the mapping (RFC 4787 REQ-8)"
-	case CodeFilterADFOK:
-		return fmt.Sprintf("address-dependent filtering: the mapping has sent to %s (RFC 4787 REQ-8)", ad(s.A))
 	case CodeFilterADFDeny:
 		return fmt.Sprintf("dropped: filtered, address-dependent filtering and no permission for %s (the mapping %s never sent to it)", ad(s.A), ap(s.B, s.PB))
 	case CodeFilterAPDF:
 		return fmt.Sprintf("dropped: filtered, address-and-port-dependent filtering admits only the sessions' own remote endpoints, not %s", ap(s.A, s.PA))
-	case CodeFilterNotSYN:
-		return "dropped: filtered, only a lone TCP SYN opens a connection from outside (RFC 5382)"
 	case CodePermNew:
 		return fmt.Sprintf("address-dependent filtering: %s may answer to %s from now on", ad(s.A), ap(s.B, s.PB))
 	case CodeQuotaOK:
@@ -154,14 +154,10 @@ func (s Step) TextPools(pools []string) string {
 		return fmt.Sprintf("dropped: subscriber %s holds %d ports, its limit is %d (RFC 6888 REQ-4)", ad(s.A), s.X, s.Y)
 	case CodeInboundLimit:
 		return fmt.Sprintf("dropped: %d sessions opened from outside, limits.inbound_sessions is %d", s.X, s.Y)
-	case CodeCreate:
-		return "new session"
 	case CodeRewriteSrc:
 		return fmt.Sprintf("source %s -> %s", ap(s.A, s.PA), portOrRandom(s.B, s.PB))
 	case CodeRewriteDst:
 		return fmt.Sprintf("destination %s -> %s", ap(s.A, s.PA), ap(s.B, s.PB))
-	case CodeHairpin:
-		return fmt.Sprintf("%s is one of our public addresses: hairpinned back inside (RFC 4787 REQ-9)", ad(s.A))
 	case CodeNextHop:
 		return fmt.Sprintf("%s via %02x:%02x:%02x:%02x:%02x:%02x", s.Side, s.A[0], s.A[1], s.A[2], s.A[3], byte(s.PA>>8), byte(s.PA))
 	case CodeTransmit:
@@ -231,9 +227,4 @@ var codeNames = [numCodes]string{
 }
 
 // String returns the code's stable snake_case name, for -o json.
-func (c Code) String() string {
-	if c < numCodes && codeNames[c] != "" {
-		return codeNames[c]
-	}
-	return "unknown"
-}
+func (c Code) String() string { return enumtext.Or(codeNames[:], c, "unknown") }

@@ -50,8 +50,7 @@ func TestUptimeSessionTimeouts(t *testing.T) {
 		h.one(Inside, udp("10.0.0.2", 1000, "198.18.0.2", 9), Outside)
 		h.expectExpiry(t, 300*time.Second)
 
-		out := eps(h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "S"), Outside))
-		h.one(Outside, tcp("198.18.0.2", 80, out.src, out.sport, "SA"), Inside)
+		h.establish()
 		h.one(Inside, tcp("10.0.0.2", 5000, "198.18.0.2", 80, "A"), Outside)
 		h.expectExpiry(t, 7440*time.Second)
 
@@ -224,12 +223,7 @@ func TestUptimeICMPErrorBucket(t *testing.T) {
 		c.Limits.ICMPErrorsPerSecond = 2
 		h := agedHarness(t, c, d)
 		f := pkt("10.0.0.2", "198.18.0.2", l4spec{proto: layers.IPProtocolUDP, sport: 5000, dport: 7000, ttl: 1})
-		sent := 0
-		for i := 0; i < 3; i++ {
-			_, same := h.send(Inside, f)
-			sent += len(same)
-		}
-		if sent != 2 {
+		if sent := h.sendCountingReturns(Inside, f, 3); sent != 2 {
 			t.Fatalf("%d errors sent in one instant, limit 2/s", sent)
 		}
 		h.clock.Advance((1 << 32) * time.Millisecond)

@@ -259,8 +259,7 @@ func (r *spscRing[T]) drain(dst []T) int {
 type Capture struct {
 	eng    *Engine
 	filter visFilter
-	rings  []*spscRing[CaptureFrame] // by worker
-	next   int
+	workerRings[CaptureFrame]
 }
 
 // DefaultCaptureRing is the frames each worker's capture ring holds
@@ -280,21 +279,10 @@ func (e *Engine) StartCapture(f VisFilter, ringFrames int) (*Capture, error) {
 	if ringFrames > 1<<16 {
 		return nil, fmt.Errorf("capture ring of %d frames: at most 65536", ringFrames)
 	}
-	c := &Capture{eng: e, filter: cf}
-	for range e.nworkers {
-		c.rings = append(c.rings, newSPSCRing[CaptureFrame](ringFrames))
-	}
-	e.ctl.Lock()
-	defer e.ctl.Unlock()
-	old := e.vis.Load()
-	if old != nil && old.cap != nil {
+	c := &Capture{eng: e, filter: cf, workerRings: newWorkerRings[CaptureFrame](e.nworkers, ringFrames)}
+	if !swapVis(e, captureSlot, nil, c) {
 		return nil, ErrVisBusy
 	}
-	nv := &visConfig{cap: c}
-	if old != nil {
-		nv.trace = old.trace
-	}
-	e.vis.Store(nv)
 	return c, nil
 }
 
@@ -303,14 +291,7 @@ var ErrVisBusy = errors.New("one is already running")
 
 // Read copies captured frames into dst, taking from the workers in turn,
 // and returns how many.
-func (c *Capture) Read(dst []CaptureFrame) int {
-	n := 0
-	for range c.rings {
-		n += c.rings[c.next].drain(dst[n:])
-		c.next = (c.next + 1) % len(c.rings)
-	}
-	return n
-}
+func (c *Capture) Read(dst []CaptureFrame) int { return c.drain(dst) }
 
 // Overflow returns the frames lost to full rings so far.
 func (c *Capture) Overflow() uint64 {
@@ -322,20 +303,7 @@ func (c *Capture) Overflow() uint64 {
 }
 
 // Stop ends the capture. Frames still in the rings can be Read after.
-func (c *Capture) Stop() {
-	e := c.eng
-	e.ctl.Lock()
-	defer e.ctl.Unlock()
-	old := e.vis.Load()
-	if old == nil || old.cap != c {
-		return
-	}
-	if old.trace == nil {
-		e.vis.Store(nil)
-		return
-	}
-	e.vis.Store(&visConfig{trace: old.trace})
-}
+func (c *Capture) Stop() { swapVis(c.eng, captureSlot, c, nil) }
 
 // ---- trace ----
 
@@ -346,9 +314,8 @@ type Trace struct {
 	filter visFilter
 	left   atomic.Int64 // packets still to trace; workers take them
 	want   int64
-	rings  []*spscRing[TraceRecord]
-	next   int
-	read   int64
+	workerRings[TraceRecord]
+	read int64
 }
 
 // MaxTrace is the most packets one trace may ask for.
@@ -363,32 +330,17 @@ func (e *Engine) StartTrace(f VisFilter, n int) (*Trace, error) {
 	if n < 1 || n > MaxTrace {
 		return nil, fmt.Errorf("trace of %d packets: want 1..%d", n, MaxTrace)
 	}
-	t := &Trace{eng: e, filter: cf, want: int64(n)}
+	t := &Trace{eng: e, filter: cf, want: int64(n), workerRings: newWorkerRings[TraceRecord](e.nworkers, n)}
 	t.left.Store(int64(n))
-	for range e.nworkers {
-		t.rings = append(t.rings, newSPSCRing[TraceRecord](n))
-	}
-	e.ctl.Lock()
-	defer e.ctl.Unlock()
-	old := e.vis.Load()
-	if old != nil && old.trace != nil {
+	if !swapVis(e, traceSlot, nil, t) {
 		return nil, ErrVisBusy
 	}
-	nv := &visConfig{trace: t}
-	if old != nil {
-		nv.cap = old.cap
-	}
-	e.vis.Store(nv)
 	return t, nil
 }
 
 // Read copies finished trace records into dst and returns how many.
 func (t *Trace) Read(dst []TraceRecord) int {
-	n := 0
-	for range t.rings {
-		n += t.rings[t.next].drain(dst[n:])
-		t.next = (t.next + 1) % len(t.rings)
-	}
+	n := t.drain(dst)
 	t.read += int64(n)
 	return n
 }
@@ -397,19 +349,63 @@ func (t *Trace) Read(dst []TraceRecord) int {
 func (t *Trace) Done() bool { return t.read >= t.want }
 
 // Stop ends the trace.
-func (t *Trace) Stop() {
-	e := t.eng
+func (t *Trace) Stop() { swapVis(t.eng, traceSlot, t, nil) }
+
+// ---- what captures and traces share ----
+
+// swapVis replaces, under e.ctl, the capture or the trace (the one slot
+// selects) of the published visConfig with to, if it is from, and keeps the
+// other: a start passes from nil and finds the slot taken by a running one
+// (false), a stop passes itself and finds it already stopped. A visConfig
+// is immutable once published, so this publishes a new one, or nil when
+// neither runs: the workers' one check for "visibility off".
+func swapVis[T any](e *Engine, slot func(*visConfig) **T, from, to *T) bool {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
-	old := e.vis.Load()
-	if old == nil || old.trace != t {
-		return
+	var nv visConfig
+	if old := e.vis.Load(); old != nil {
+		nv = *old
 	}
-	if old.cap == nil {
+	s := slot(&nv)
+	if *s != from {
+		return false
+	}
+	*s = to
+	if nv == (visConfig{}) {
 		e.vis.Store(nil)
-		return
+	} else {
+		e.vis.Store(&nv)
 	}
-	e.vis.Store(&visConfig{cap: old.cap})
+	return true
+}
+
+func captureSlot(v *visConfig) **Capture { return &v.cap }
+func traceSlot(v *visConfig) **Trace     { return &v.trace }
+
+// workerRings are the rings of a capture or trace, one per worker (indexed
+// by worker id), that the management goroutine drains in turn.
+type workerRings[T any] struct {
+	rings []*spscRing[T]
+	next  int // the ring the next drain starts with
+}
+
+func newWorkerRings[T any](workers, size int) workerRings[T] {
+	w := workerRings[T]{rings: make([]*spscRing[T], workers)}
+	for i := range w.rings {
+		w.rings[i] = newSPSCRing[T](size)
+	}
+	return w
+}
+
+// drain copies values into dst from each worker's ring in turn and returns
+// how many.
+func (w *workerRings[T]) drain(dst []T) int {
+	n := 0
+	for range w.rings {
+		n += w.rings[w.next].drain(dst[n:])
+		w.next = (w.next + 1) % len(w.rings)
+	}
+	return n
 }
 
 // ---- drop samples ----

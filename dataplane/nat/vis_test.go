@@ -30,16 +30,25 @@ func hasCode(t *Trail, c Code) bool {
 	return false
 }
 
+// startVis starts a capture or a trace (start is an engine's StartCapture
+// or StartTrace), failing the test if it cannot, and stops it when the
+// test ends.
+func startVis[T interface{ Stop() }](t *testing.T, start func(VisFilter, int) (T, error), f VisFilter, n int) T {
+	t.Helper()
+	v, err := start(f, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Stop)
+	return v
+}
+
 // TestCaptureBothStages captures a UDP packet through the NAT: the frame as
 // it arrived on the inside and as it left on the outside, both decoded and
 // checksum-verified, with the translation between them.
 func TestCaptureBothStages(t *testing.T) {
 	h := newHarness(t, testConfig())
-	c, err := h.eng.StartCapture(VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := startVis(t, h.eng.StartCapture, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
 	if _, err := h.eng.StartCapture(VisFilter{AnyProto: true}, 64); err == nil {
 		t.Fatal("a second capture started while one runs")
 	}
@@ -100,11 +109,7 @@ func TestTraceFilteredAndExplainAgree(t *testing.T) {
 		t.Fatalf("explain does not name the filter:\n%s", trailText(&ex))
 	}
 
-	tr, err := h.eng.StartTrace(VisFilter{Outside: stranger.Addr(), AnyProto: true}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Stop()
+	tr := startVis(t, h.eng.StartTrace, VisFilter{Outside: stranger.Addr(), AnyProto: true}, 1)
 	h.none(Outside, pkt("198.18.0.3", "198.18.0.100", l4spec{proto: layers.IPProtocolUDP, sport: 3479, dport: 5000, srcMAC: macGateway, dstMAC: macNATOut}), drop.Filtered)
 	recs := make([]TraceRecord, 4)
 	if n := tr.Read(recs); n != 1 {
@@ -233,21 +238,13 @@ func TestDropSamplesOncePerSecond(t *testing.T) {
 func TestCaptureRingBounded(t *testing.T) {
 	r := newPerfRig(t, benchConfig(1000))
 	r.establish(t, 1000)
-	c, err := r.eng.StartCapture(VisFilter{AnyProto: true}, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	fill := func(i int, b []byte) int {
-		src, sport := flowSrc(i)
-		return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
-	}
+	c := startVis(t, r.eng.StartCapture, VisFilter{AnyProto: true}, 16)
 	start := r.ports[Outside].tx
 	const bursts = 100
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	for range bursts {
-		r.poll(Inside, MaxBurst, fill)
+		r.poll(Inside, MaxBurst, pollFill)
 	}
 	runtime.ReadMemStats(&m1)
 	// Nothing on the packet path allocates: the heap cannot grow however
@@ -273,20 +270,8 @@ func TestCaptureRingBounded(t *testing.T) {
 func TestZeroAllocCaptureAndTrace(t *testing.T) {
 	r := newPerfRig(t, benchConfig(1000))
 	r.establish(t, 1000)
-	c, err := r.eng.StartCapture(VisFilter{AnyProto: true}, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	tr, err := r.eng.StartTrace(VisFilter{AnyProto: true}, MaxTrace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Stop()
-	fill := func(i int, b []byte) int {
-		src, sport := flowSrc(i)
-		return writeUDP(b, src, server, sport, 7777, macInsideHost, macNATIn)
-	}
+	c := startVis(t, r.eng.StartCapture, VisFilter{AnyProto: true}, 64)
+	tr := startVis(t, r.eng.StartTrace, VisFilter{AnyProto: true}, MaxTrace)
 	newFlow := 0
 	// The new-session case first: the trace's 1000 packets go to it
 	// before the established case uses up the rest.
@@ -298,7 +283,7 @@ func TestZeroAllocCaptureAndTrace(t *testing.T) {
 			newFlow++
 			return writeUDP(b, [4]byte{10, 1, byte(newFlow >> 8), byte(newFlow)}, server, 2000, 7777, macInsideHost, macNATIn)
 		}},
-		{name: "established, capture and trace on", side: Inside, burst: MaxBurst, fill: fill},
+		{name: "established, capture and trace on", side: Inside, burst: MaxBurst, fill: pollFill},
 		{name: "not inside, capture and trace on", side: Inside, burst: 8, ran: DropCounter(drop.NotInside), fill: func(i int, b []byte) int {
 			return writeUDP(b, [4]byte{192, 168, 0, byte(i)}, server, 1, 7777, macInsideHost, macNATIn)
 		}},
@@ -360,11 +345,7 @@ func BenchmarkEstablishedVis(b *testing.B) {
 // captured when it leaves, under its packet's number, with the MAC it got.
 func TestCaptureHeldFrame(t *testing.T) {
 	h := newHarness(t, testConfig())
-	c, err := h.eng.StartCapture(VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := startVis(t, h.eng.StartCapture, VisFilter{Inside: netip.MustParseAddr("10.0.0.2"), AnyProto: true}, 64)
 	h.neigh.setPending([4]byte{198, 18, 0, 2}, true)
 	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.2", 53))
 	buf := make([]CaptureFrame, 8)
@@ -390,11 +371,7 @@ func TestCaptureHeldFrame(t *testing.T) {
 // both, and each frame names its worker.
 func TestCaptureTwoWorkers(t *testing.T) {
 	h := newHarnessN(t, testConfig(), 2)
-	c, err := h.eng.StartCapture(VisFilter{Proto: UDP}, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	c := startVis(t, h.eng.StartCapture, VisFilter{Proto: UDP}, 64)
 	for i, w := range h.workers {
 		if !h.wports[i][Inside].Inject(udp(fmt.Sprintf("10.0.0.%d", 2+i), 5000, "198.18.0.2", 53)) {
 			t.Fatal("inject failed")

@@ -34,6 +34,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/xnat/xnat/internal/enumtext"
 	"github.com/xnat/xnat/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
@@ -47,15 +48,9 @@ const (
 	RoleInside  Role = 2
 )
 
-func (r Role) String() string {
-	switch r {
-	case RoleOutside:
-		return "outside"
-	case RoleInside:
-		return "inside"
-	}
-	return fmt.Sprintf("role(%d)", uint32(r))
-}
+var roleNames = []string{RoleOutside: "outside", RoleInside: "inside"}
+
+func (r Role) String() string { return enumtext.String(roleNames, "role", r) }
 
 // MaxQueues is the size of each interface's XSKMAP: queues numbered
 // MaxQueues or more cannot have a socket.

@@ -10,12 +10,28 @@ import (
 	"strings"
 )
 
-// String returns v's name, or kind(v) when v has none.
-func String[T ~uint8](names []string, kind string, v T) string {
-	if int(v) < len(names) {
+// Value is what a names table can be indexed by: an enum's integer type.
+type Value interface {
+	~uint8 | ~uint16 | ~uint32 | ~int
+}
+
+// Or returns v's name, or fallback when v has none: past the end of names,
+// or an empty entry (a gap in a sparse table). It is the one lookup behind
+// every String of an enum with a table of names, here and elsewhere (drop
+// reasons, counters, trail codes).
+func Or[T Value](names []string, v T, fallback string) string {
+	if uint64(v) < uint64(len(names)) && names[v] != "" {
 		return names[v]
 	}
-	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+	return fallback
+}
+
+// String returns v's name, or kind(v) when v has none.
+func String[T Value](names []string, kind string, v T) string {
+	if n := Or(names, v, ""); n != "" {
+		return n
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint64(v))
 }
 
 // Marshal returns v's name, or an error when v has none.

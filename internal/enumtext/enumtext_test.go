@@ -35,3 +35,15 @@ func TestRoundTripAndErrors(t *testing.T) {
 		t.Errorf("Alternatives = %q", a)
 	}
 }
+
+func TestOrSparseAndOutOfRange(t *testing.T) {
+	sparse := []string{1: "one", 3: "three"}
+	for v, want := range map[int]string{-1: "?", 0: "?", 1: "one", 2: "?", 3: "three", 4: "?"} {
+		if got := Or(sparse, v, "?"); got != want {
+			t.Errorf("Or(%d) = %q, want %q", v, got, want)
+		}
+	}
+	if s := String(sparse, "n", uint32(2)); s != "n(2)" {
+		t.Errorf("String of a gap = %q", s)
+	}
+}
