@@ -54,7 +54,7 @@ func stageOf(s string) string {
 	case pkg == "nat" && strings.Contains(name, "Neighbors).Resolve"):
 		return "next-hop"
 	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
-		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "BenchmarkNewSession.func")):
+		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func")):
 		return "receive/parse"
 	case pkg == "flowtable":
 		return "session-lookup"
@@ -133,6 +133,6 @@ func isTestPort(s string) bool {
 	_, fn := splitFileFunc(s)
 	pkg, name := splitPkgFunc(fn)
 	return pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
-		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "BenchmarkNewSession.func") ||
+		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func") ||
 		strings.Contains(name, "Neighbors).Resolve"))
 }
