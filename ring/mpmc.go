@@ -41,26 +41,22 @@ func newMPMCAt[T any](capacity int, start uint64) (*MPMC[T], error) {
 
 // EnqueueBurst appends as many values of src as fit and returns how many it
 // appended (src[:n]). Any goroutine.
-func (q *MPMC[T]) EnqueueBurst(src []T) int {
-	start, n := q.prod.reserve(&q.cons.tail, q.s.size, q.s.size, uint64(len(src)), false)
+func (q *MPMC[T]) EnqueueBurst(src []T) int { return q.enqueue(src, false) }
+
+// EnqueueBulk appends all of src and returns true, or appends nothing and
+// returns false if they do not all fit. An empty src succeeds. Any goroutine.
+func (q *MPMC[T]) EnqueueBulk(src []T) bool { return q.enqueue(src, true) == len(src) }
+
+// enqueue is the one body of EnqueueBurst and EnqueueBulk (see
+// SPSC.enqueue): it appends src[:n] and returns n.
+func (q *MPMC[T]) enqueue(src []T, bulk bool) int {
+	start, n := q.prod.reserve(&q.cons.tail, q.s.size, q.s.size, uint64(len(src)), bulk)
 	if n == 0 {
 		return 0
 	}
 	q.s.put(start, src[:n])
 	q.prod.publish(start, n)
 	return int(n)
-}
-
-// EnqueueBulk appends all of src and returns true, or appends nothing and
-// returns false if they do not all fit. An empty src succeeds. Any goroutine.
-func (q *MPMC[T]) EnqueueBulk(src []T) bool {
-	start, n := q.prod.reserve(&q.cons.tail, q.s.size, q.s.size, uint64(len(src)), true)
-	if n == 0 {
-		return len(src) == 0
-	}
-	q.s.put(start, src)
-	q.prod.publish(start, n)
-	return true
 }
 
 // Enqueue appends v and returns true, or returns false if the ring is full.
@@ -77,27 +73,23 @@ func (q *MPMC[T]) Enqueue(v T) bool {
 
 // DequeueBurst removes up to len(dst) values into dst[:n] and returns n.
 // Any goroutine.
-func (q *MPMC[T]) DequeueBurst(dst []T) int {
-	start, n := q.cons.reserve(&q.prod.tail, 0, q.s.size, uint64(len(dst)), false)
+func (q *MPMC[T]) DequeueBurst(dst []T) int { return q.dequeue(dst, false) }
+
+// DequeueBulk fills all of dst and returns true, or removes nothing and
+// returns false if the ring holds fewer than len(dst) published values. An
+// empty dst succeeds. Any goroutine.
+func (q *MPMC[T]) DequeueBulk(dst []T) bool { return q.dequeue(dst, true) == len(dst) }
+
+// dequeue is the one body of DequeueBurst and DequeueBulk: it fills dst[:n]
+// and returns n.
+func (q *MPMC[T]) dequeue(dst []T, bulk bool) int {
+	start, n := q.cons.reserve(&q.prod.tail, 0, q.s.size, uint64(len(dst)), bulk)
 	if n == 0 {
 		return 0
 	}
 	q.s.take(start, dst[:n])
 	q.cons.publish(start, n)
 	return int(n)
-}
-
-// DequeueBulk fills all of dst and returns true, or removes nothing and
-// returns false if the ring holds fewer than len(dst) published values. An
-// empty dst succeeds. Any goroutine.
-func (q *MPMC[T]) DequeueBulk(dst []T) bool {
-	start, n := q.cons.reserve(&q.prod.tail, 0, q.s.size, uint64(len(dst)), true)
-	if n == 0 {
-		return len(dst) == 0
-	}
-	q.s.take(start, dst)
-	q.cons.publish(start, n)
-	return true
 }
 
 // Dequeue removes and returns the oldest value, or reports false if the ring

@@ -38,26 +38,26 @@ func newSPSCAt[T any](capacity int, start uint64) (*SPSC[T], error) {
 
 // EnqueueBurst appends as many values of src as fit and returns how many it
 // appended (src[:n]). Producer only.
-func (q *SPSC[T]) EnqueueBurst(src []T) int {
-	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), false)
+func (q *SPSC[T]) EnqueueBurst(src []T) int { return q.enqueue(src, false) }
+
+// EnqueueBulk appends all of src and returns true, or appends nothing and
+// returns false if they do not all fit. An empty src succeeds. Producer only.
+func (q *SPSC[T]) EnqueueBulk(src []T) bool { return q.enqueue(src, true) == len(src) }
+
+// enqueue is the one body of EnqueueBurst and EnqueueBulk (as in DPDK's
+// rte_ring, the two differ only in what reserve does when src does not all
+// fit): it appends src[:n] and returns n, where n is len(src), or 0 for a
+// bulk that does not fit, or what fits for a burst. The exported wrappers
+// inline where the ring's type is concrete (memport, the event rings), so
+// the pipeline still makes one call per burst.
+func (q *SPSC[T]) enqueue(src []T, bulk bool) int {
+	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), bulk)
 	if n == 0 {
 		return 0
 	}
 	q.s.put(q.prod.pos, src[:n])
 	q.prod.publish(n)
 	return int(n)
-}
-
-// EnqueueBulk appends all of src and returns true, or appends nothing and
-// returns false if they do not all fit. An empty src succeeds. Producer only.
-func (q *SPSC[T]) EnqueueBulk(src []T) bool {
-	n := q.prod.reserve(&q.cons.tail, q.s.size, uint64(len(src)), true)
-	if n == 0 {
-		return len(src) == 0
-	}
-	q.s.put(q.prod.pos, src)
-	q.prod.publish(n)
-	return true
 }
 
 // Enqueue appends v and returns true, or returns false if the ring is full.
@@ -73,27 +73,23 @@ func (q *SPSC[T]) Enqueue(v T) bool {
 
 // DequeueBurst removes up to len(dst) values into dst[:n] and returns n.
 // Consumer only.
-func (q *SPSC[T]) DequeueBurst(dst []T) int {
-	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), false)
+func (q *SPSC[T]) DequeueBurst(dst []T) int { return q.dequeue(dst, false) }
+
+// DequeueBulk fills all of dst and returns true, or removes nothing and
+// returns false if the ring holds fewer than len(dst) values. An empty dst
+// succeeds. Consumer only.
+func (q *SPSC[T]) DequeueBulk(dst []T) bool { return q.dequeue(dst, true) == len(dst) }
+
+// dequeue is the one body of DequeueBurst and DequeueBulk, as enqueue is of
+// the enqueues: it fills dst[:n] and returns n.
+func (q *SPSC[T]) dequeue(dst []T, bulk bool) int {
+	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), bulk)
 	if n == 0 {
 		return 0
 	}
 	q.s.take(q.cons.pos, dst[:n])
 	q.cons.publish(n)
 	return int(n)
-}
-
-// DequeueBulk fills all of dst and returns true, or removes nothing and
-// returns false if the ring holds fewer than len(dst) values. An empty dst
-// succeeds. Consumer only.
-func (q *SPSC[T]) DequeueBulk(dst []T) bool {
-	n := q.cons.reserve(&q.prod.tail, 0, uint64(len(dst)), true)
-	if n == 0 {
-		return len(dst) == 0
-	}
-	q.s.take(q.cons.pos, dst)
-	q.cons.publish(n)
-	return true
 }
 
 // Dequeue removes and returns the oldest value, or reports false if the ring
