@@ -140,13 +140,7 @@ func lookupToJSON(r *xnatv1.LookupResponse) lookupJSON {
 }
 
 func (a *app) lookup(cmd *cobra.Command, req *xnatv1.LookupRequest) error {
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.call(cmd.Context())
-	defer cancel()
-	r, err := cl.Lookup(ctx, req)
+	r, err := unary(cmd.Context(), a, xnatv1.NatServiceClient.Lookup, req)
 	if err != nil {
 		return err
 	}
