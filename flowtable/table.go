@@ -14,7 +14,7 @@
 //     free list through their first user word.
 //   - buckets: the hash index. A bucket is one cache line: a meta word and
 //     seven slots. A slot is one 64-bit word: a 32-bit fingerprint of the
-//     key (the high half of its hash, never zero) and a 32-bit reference
+//     key (the high half of its hash) and a 32-bit reference
 //     ref+1, where ref = record<<1 | keyIndex; an empty slot is 0. The home
 //     bucket comes from the low half of the hash. Each session occupies two
 //     slots, one per key, and both lead to the same record. New sizes the
@@ -435,15 +435,15 @@ func (t *Table) lookupSlow(w0, w1, h uint64, e *Entry) bool {
 	return false
 }
 
-// fpOf is the slot fingerprint of a hash: its high 32 bits, never zero.
-// The home bucket comes from the low 32 bits, so the two are independent,
-// and a lookup follows a wrong slot with probability 2^-32 per slot.
-func fpOf(h uint64) uint32 {
-	if f := uint32(h >> 32); f != 0 {
-		return f
-	}
-	return 1
-}
+// fpOf is the slot fingerprint of a hash: its high 32 bits. The home
+// bucket comes from the low 32 bits, so the two are independent, and a
+// lookup follows a wrong slot with probability 2^-32 per slot. A
+// fingerprint may be 0: what marks a slot empty is the whole word being 0,
+// and a stored word never is, since its reference is at least 1. An empty
+// slot then "matches" fingerprint 0 with reference 0, which pick's OR
+// ignores, readRef refuses, and at worst sends a prefetch (find) back
+// empty-handed, one key in 2^32.
+func fpOf(h uint64) uint32 { return uint32(h >> 32) }
 
 // readRef is read for a slot reference (ref+1, see slotRef). 0, the
 // reference of no record, never matches, nor does a reference beyond the
@@ -685,14 +685,18 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	return res
 }
 
-// insertLocked runs with the home buckets of both keys locked.
+// insertLocked runs with the home buckets of both keys locked. Its checks
+// for a live session on either key walk the slots one by one (lookupSlow)
+// rather than by the branch-free pick: the keys of an insert are nearly
+// always absent, so the walk's branches predict well, and it costs fewer
+// instructions than the seven selections.
 func (t *Table) insertLocked(p0, p1 *Probe, two bool, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
-	if t.lookupHashed(p0.w0, p0.w1, p0.h, e) {
+	if t.lookupSlow(p0.w0, p0.w1, p0.h, e) {
 		return Exists
 	}
 	b0, b1 := p1.w0, p1.w1
 	if two {
-		if t.lookupHashed(b0, b1, p1.h, e) {
+		if t.lookupSlow(b0, b1, p1.h, e) {
 			return Exists
 		}
 		if b0 == p0.w0 && b1 == p0.w1 {
