@@ -44,17 +44,32 @@
 // latencies, not 2n.
 //
 // The home-bucket scan is branch-free (pick): the seven fingerprints are
-// compared with masks, so a lookup has no branch whose direction depends on
-// where its key sits, nothing the processor must guess while the line is
-// still on its way. The same holds for the choice between the record's two
-// keys. Anything unusual (a key beyond its home bucket, two slots with one
-// fingerprint, a remembered slot gone stale) takes the slot-by-slot walk.
+// compared and selected with conditional moves, so a lookup has no branch
+// whose direction depends on where its key sits, nothing the processor
+// must guess while the line is still on its way. The same holds for the
+// choice between the record's two keys. Anything unusual (a key beyond its
+// home bucket, two slots with one fingerprint, a remembered slot gone
+// stale) takes the slot-by-slot walk.
+//
+// Find is the lookup for callers that need only which session holds a key
+// (what a map from key to session number returns): the same bucket line,
+// and of the record only the generation and the matched key, which it
+// must read anyway because a fingerprint never decides alone. It still
+// waits for two dependent lines; what it saves is the copy of the record
+// (about 90 instructions: Go's atomic loads do not fold their addresses),
+// so that in a loop of independent lookups more of them fit in the
+// processor's reorder window and their misses overlap.
 //
 // Memory: 64 bytes of record and 32 of index per two-key session (96
 // bytes; BytesPerSession), 80 for a single-key entry. Reading the
-// fingerprint from the bucket is what keeps it at that: storing whole keys
-// (13 bytes each) in the buckets would fit three slots to a line and cost
-// more than 128 bytes per session, and would not spare the record read.
+// fingerprint from the bucket is what keeps it at that. A hit decided and
+// verified by the bucket line alone needs the whole key there: 13 bytes
+// of key and 4 of reference, three slots to a line, which at the load
+// that keeps overflow rare (two keys to three slots) is 64 bytes of index
+// per session, 128 with the record: the issue's ceiling for the table,
+// and 32 bytes over it for the engine's 160-byte target per session slot
+// (issue 14). The record read would remain for every caller that needs
+// the session's words, which on the packet path is every caller.
 //
 // # Concurrency
 //
@@ -80,9 +95,15 @@
 // had been given the record since: a reference counted on the wrong entry
 // is a port or a pairing that is never released. Readers ignore the pins.
 //
-// Writers (Insert) serialise per home bucket: an insert takes a spin bit in
-// the meta word of the home bucket of each of its keys, in bucket order, so
-// two inserts of the same key cannot both succeed. Slots themselves are
+// Find verifies a hit the same way with less: the generation, the one key
+// the slot names (chosen by an index, not a branch), and the generation
+// again. The keys of a record change only while its generation is odd, so
+// equal even loads around the key's show the key of that generation's
+// session, and the Hit names (ID, Gen) as Lookup's Entry would.
+//
+// Writers (Insert, InsertProbe) serialise per home bucket: an insert takes
+// a spin bit in the meta word of the home bucket of each of its keys, in
+// bucket order, so two inserts of the same key cannot both succeed. Slots themselves are
 // claimed with a compare-and-swap from 0 to fingerprint|reference, one word,
 // so inserts with different home buckets that race for the same overflow
 // slot are safe, and a reader never sees a fingerprint with another key's
@@ -445,18 +466,17 @@ func (t *Table) lookupSlow(w0, w1, h uint64, e *Entry) bool {
 // empty-handed, one key in 2^32.
 func fpOf(h uint64) uint32 { return uint32(h >> 32) }
 
-// readRef is read for a slot reference (ref+1, see slotRef). 0, the
-// reference of no record, never matches, nor does a reference beyond the
-// table (pick's OR of two references, or a Probe prefetched on another
-// table).
+// readRef copies the record of slot reference ref (ref+1, see slotRef)
+// into e if it is live and its key dir (from the reference) equals
+// (w0, w1). It is the seqlock read side. 0, the reference of no record,
+// never matches, nor does a reference beyond the table (pick's OR of two
+// references, or a Probe prefetched on another table). One function, not
+// a check and a call: the call's frame cost a tenth of a hit.
 func (t *Table) readRef(ref uint32, w0, w1 uint64, e *Entry) bool {
-	id := (ref - 1) >> 1
-	return ref != 0 && id < uint32(len(t.recs)) && t.read(id, uint8((ref-1)&1), w0, w1, e)
-}
-
-// read copies record id into e if it is live and its key dir equals
-// (w0, w1). It is the seqlock read side.
-func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
+	id, dir := (ref-1)>>1, (ref-1)&1
+	if ref == 0 || id >= uint32(len(t.recs)) {
+		return false
+	}
 	r := &t.recs[id]
 	g := r.gen.Load() & genMask
 	if g&1 != 0 {
@@ -476,7 +496,7 @@ func (t *Table) read(id uint32, dir uint8, w0, w1 uint64, e *Entry) bool {
 	if a0^(a0^b0)&m != w0 || a1^(a1^b1)&m != w1 {
 		return false
 	}
-	e.ID, e.Dir, e.Gen = id, dir, g
+	e.ID, e.Dir, e.Gen = id, uint8(dir), g
 	e.Keys[0].unpackFrom(a0, a1)
 	e.Keys[1].unpackFrom(b0, b1)
 	e.Seen, e.State = seen, state
