@@ -158,7 +158,7 @@ func TestHashSpread(t *testing.T) {
 	}
 }
 
-func FuzzHashAvalanche(f *testing.F) {
+func FuzzHash(f *testing.F) {
 	f.Add(uint64(0), uint64(0), uint8(0))
 	f.Add(^uint64(0), uint64(1), uint8(103))
 	f.Fuzz(func(t *testing.T, w0, w1 uint64, bit uint8) {
