@@ -350,9 +350,10 @@ func (t *Table) BytesPerSession() float64 {
 //
 // The XOR constants keep a multiplier from being zero, which would erase
 // the other operand: w1 has zeros in bits 40..63 and c1 does not, so
-// w1^c1 is never zero; w0^c0 is zero only for the source 0.0.0.0 and the
-// destination 255.255.255.255, which no translated flow has (the engine
-// drops both as martians).
+// w1^c1 is never zero; w0^c0 is zero only for the source 0.0.0.0 with the
+// destination 255.255.255.255, which no key of the engine's has (packets
+// with either address are dropped as martians; port-table keys carry a
+// public address, subscriber keys no destination).
 func hash(w0, w1 uint64) uint64 {
 	const (
 		c0 = 0xffffffff00000000
