@@ -36,17 +36,11 @@ func unpack(w0, w1 uint64) Key {
 	return k
 }
 
-// unpackFrom overwrites k field by field. Writing in place, rather than
-// building a Key and copying it, avoids a store-forwarding stall: a Key
-// assembled from narrow stores and then copied with one 16-byte load costs
-// more than the whole hash lookup.
-func (k *Key) unpackFrom(w0, w1 uint64) {
-	binary.LittleEndian.PutUint32(k.Src[:], uint32(w0))
-	binary.LittleEndian.PutUint32(k.Dst[:], uint32(w0>>32))
-	k.SrcPort = uint16(w1)
-	k.DstPort = uint16(w1 >> 16)
-	k.Proto = uint8(w1 >> 32)
-}
+// unpackFrom (key_le.go, key_other.go) overwrites k with the key packed
+// in (w0, w1). It writes k in place rather than building a Key and copying
+// it: a Key assembled from narrow stores and then copied with one 16-byte
+// load stalls on store forwarding, which costs more than the whole hash
+// lookup.
 
 // Reverse returns the key of the opposite direction of the same flow.
 func (k Key) Reverse() Key {

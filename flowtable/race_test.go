@@ -92,6 +92,15 @@ func TestSharedKeysChurn(t *testing.T) {
 				if r.IntN(2) == 0 {
 					k = k1
 				}
+				if r.IntN(4) == 0 {
+					// Find's hit must name a session that held k at
+					// the generation it reports, recycled or not since.
+					var x Hit
+					var g Entry
+					if tb.Find(&k, &x) && tb.Get(x.ID, &g) && g.Gen == x.Gen && g.Keys[x.Dir] != k {
+						fail("Find(%v) named session %d/%d, which holds %v", k, x.ID, x.Gen, g.Keys)
+					}
+				}
 				if !tb.Lookup(&k, &e) {
 					continue
 				}

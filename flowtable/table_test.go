@@ -568,6 +568,7 @@ func TestZeroAllocs(t *testing.T) {
 	k1 := partner(k0)
 	miss := testKey(2)
 	var e Entry
+	var x Hit
 	var ps [64]Probe
 	var es [64]Entry
 	var keys [64]Key
@@ -593,11 +594,19 @@ func TestZeroAllocs(t *testing.T) {
 			tb.LookupBurst(ps[:], es[:])
 		},
 		"prefetch-burst": func() { tb.PrefetchBurst(ps[:]) },
-		"touch":          func() { tb.Touch(e.ID, 3) },
-		"expire":         func() { tb.Expire(5, 64, timeout, nil) },
-		"state-cas":      func() { tb.CompareAndSwapState(e.ID, e.Gen, 0, 0) },
-		"user-cas":       func() { tb.CompareAndSwapUser(e.ID, e.Gen, 1, 0, 0) },
-		"user-add":       func() { tb.AddUser(e.ID, e.Gen, 1, 0) },
+		"find":           func() { tb.Find(&k0, &x) },
+		"find-probe":     func() { tb.FindProbe(&ps[0], &x) },
+		"insert-probe-delete": func() {
+			tb.Prepare(&k0, &ps[1])
+			tb.Prepare(&k1, &ps[2])
+			tb.InsertProbe(&ps[1], &ps[2], 0, [2]uint64{}, 0, &e)
+			tb.Delete(e.ID, e.Gen)
+		},
+		"touch":     func() { tb.Touch(e.ID, 3) },
+		"expire":    func() { tb.Expire(5, 64, timeout, nil) },
+		"state-cas": func() { tb.CompareAndSwapState(e.ID, e.Gen, 0, 0) },
+		"user-cas":  func() { tb.CompareAndSwapUser(e.ID, e.Gen, 1, 0, 0) },
+		"user-add":  func() { tb.AddUser(e.ID, e.Gen, 1, 0) },
 	}
 	tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e)
 	for name, f := range cases {
@@ -746,6 +755,15 @@ func TestBurstMatchesReference(t *testing.T) {
 			if ok && (es[i].User[0] != want || es[i].Keys[es[i].Dir] != keys[i]) {
 				t.Fatalf("round %d: key %v gave session %d (%v), reference says %d", round, keys[i], es[i].User[0], es[i].Keys, want)
 			}
+			// Find, and FindProbe through the (maybe stale) slot
+			// the prefetch remembered, name the same session.
+			var x, y Hit
+			if f, fp := tb.Find(&keys[i], &x), tb.FindProbe(&ps[i], &y); f != ok || fp != ok {
+				t.Fatalf("round %d: key %v: Find %v, FindProbe %v, reference says %v", round, keys[i], f, fp, ok)
+			}
+			if ok && (x != y || x.ID != es[i].ID || x.Dir != es[i].Dir || x.Gen != es[i].Gen) {
+				t.Fatalf("round %d: key %v: Find %+v, FindProbe %+v, Lookup %d/%d/%d", round, keys[i], x, y, es[i].ID, es[i].Dir, es[i].Gen)
+			}
 		}
 	}
 }
@@ -846,5 +864,48 @@ func TestIndexOverflow(t *testing.T) {
 	t.Logf("full table: %.2f%% of keys beyond their home bucket, %.2f%% of buckets with an overflow count", 100*fa, 100*fo)
 	if fa > 0.05 || fo > 0.10 {
 		t.Errorf("the index leaves the home bucket too often: %.2f%% of keys, %.2f%% of buckets", 100*fa, 100*fo)
+	}
+}
+
+// TestInsertProbe: InsertProbe with prepared keys behaves as Insert with
+// the keys themselves: both keys found afterwards, Exists for either key
+// of a live session (with that session), a nil second probe for a
+// single-key entry, and Full from a single-key table for two keys.
+func TestInsertProbe(t *testing.T) {
+	tb := mustNew(t, 8)
+	k0, k1 := testKey(1), partner(testKey(1))
+	var p0, p1 Probe
+	tb.PrepareTuple(k0.Src, k0.Dst, k0.SrcPort, k0.DstPort, k0.Proto, &p0)
+	tb.Prepare(&k1, &p1)
+	var e, x Entry
+	if res := tb.InsertProbe(&p0, &p1, 7, [2]uint64{1, 2}, 3, &e); res != Inserted {
+		t.Fatalf("InsertProbe = %v", res)
+	}
+	if e.Keys != [2]Key{k0, k1} || e.State != 7 || e.User != [2]uint64{1, 2} || e.Seen != 3 {
+		t.Fatalf("inserted entry %+v", e)
+	}
+	for dir, k := range []Key{k0, k1} {
+		if !tb.Lookup(&k, &x) || x.ID != e.ID || x.Dir != uint8(dir) {
+			t.Fatalf("key %d not found after InsertProbe: %+v", dir, x)
+		}
+	}
+	other := testKey(2)
+	var po Probe
+	tb.Prepare(&other, &po)
+	if res := tb.InsertProbe(&po, &p1, 0, [2]uint64{}, 0, &x); res != Exists || x.ID != e.ID {
+		t.Fatalf("InsertProbe over a live key = %v (%+v)", res, x)
+	}
+	if res := tb.InsertProbe(&po, nil, 0, [2]uint64{9, 0}, 0, &x); res != Inserted || x.Keys[1] != NoKey {
+		t.Fatalf("single-key InsertProbe = %v (%+v)", res, x)
+	}
+	if !tb.Lookup(&other, &x) || x.User[0] != 9 || tb.Len() != 2 {
+		t.Fatalf("single-key entry not found, or Len %d", tb.Len())
+	}
+	st, err := NewSingleKey(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := st.InsertProbe(&p0, &p1, 0, [2]uint64{}, 0, &x); res != Full || st.Len() != 0 {
+		t.Fatalf("two keys into a single-key table = %v, Len %d", res, st.Len())
 	}
 }
