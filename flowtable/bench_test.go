@@ -182,7 +182,7 @@ func BenchmarkLookup(b *testing.B) {
 				for b.Loop() {
 					k := lookupKey(&r)
 					w0, w1 := k.pack()
-					h := hash(w0, w1)
+					h := f.tb.seed.hash(w0, w1)
 					if f.tb.buckets[f.tb.home(h)].pick(fpOf(h)) != 0 {
 						found++
 					}

@@ -25,7 +25,7 @@ type Hit struct {
 // a loop of independent finds keeps more of them in flight.
 func (t *Table) Find(k *Key, x *Hit) bool {
 	w0, w1 := k.pack()
-	return t.findHashed(w0, w1, hash(w0, w1), x)
+	return t.findHashed(w0, w1, t.seed.hash(w0, w1), x)
 }
 
 // FindProbe is Find for a prepared key; after a prefetch it first tries

@@ -19,6 +19,57 @@ func refHash(w0, w1 uint64) uint64 {
 	return xxhash.Sum64(b[:])
 }
 
+// testSeed is the seed the hash tests hold the function to: the constants
+// the hash used before tables had secret seeds. TestSeedDecides checks that
+// other seeds place keys elsewhere.
+var testSeed = hashSeed{k0: 0xffffffff00000000, k1: 0x9e3779b97f4a7c15}
+
+// hash is the table's hash under testSeed.
+func hash(w0, w1 uint64) uint64 { return testSeed.hash(w0, w1) }
+
+// TestSeedDecides checks the defence against hash flooding: two tables
+// draw different seeds, and keys an attacker chose to share one home
+// bucket under one seed (as they could under a public function) spread over
+// the buckets of a table with another.
+func TestSeedDecides(t *testing.T) {
+	a, err := New(1 << 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(1 << 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.seed == b.seed {
+		t.Fatalf("two tables drew the same seed %#x", a.seed)
+	}
+	// Collect 64 keys of one source that share a's home bucket of the
+	// first: the attacker's keys, if a's seed were known.
+	first := Key{Src: [4]byte{198, 18, 0, 9}, Dst: [4]byte{198, 19, 0, 1}, SrcPort: 1, DstPort: 80, Proto: 6}
+	target := a.home(a.seed.hash(first.pack()))
+	var chosen []Key
+	for p := 1; p < 1<<20 && len(chosen) < 64; p++ {
+		k := Key{Src: [4]byte{198, 18, byte(p >> 16), 9}, Dst: [4]byte{198, 19, 0, 1}, SrcPort: uint16(p), DstPort: 80, Proto: 6}
+		if a.home(a.seed.hash(k.pack())) == target {
+			chosen = append(chosen, k)
+		}
+	}
+	if len(chosen) < 64 {
+		t.Fatalf("found only %d colliding keys", len(chosen))
+	}
+	homes := map[uint64]int{}
+	for _, k := range chosen {
+		homes[b.home(b.seed.hash(k.pack()))]++
+	}
+	// 64 keys over 2048 buckets: all in one bucket by chance is
+	// impossible; more than 4 in any one bucket is a 1-in-10^4 event.
+	for h, n := range homes {
+		if n > 4 {
+			t.Fatalf("%d of the 64 chosen keys share bucket %d under another seed", n, h)
+		}
+	}
+}
+
 // randomPacked returns the packed words of a random key: any addresses and
 // ports, protocol 1..255 (bits 40..63 of w1 are zero in every packed key).
 func randomPacked(r *rand.Rand) (uint64, uint64) {

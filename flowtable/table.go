@@ -140,10 +140,12 @@
 package flowtable
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
+	mrand "math/rand/v2"
 	"runtime"
 	"sync/atomic"
 )
@@ -257,6 +259,7 @@ type Table struct {
 	// maxKeys is the number of keys an entry may have, 1 or 2; the
 	// index is sized for maxKeys keys per entry of capacity.
 	maxKeys int
+	seed    hashSeed // secret key of the hash, set in New
 
 	// head is the free list's top: (aba tag)<<32 | (record+1), 0 if empty.
 	head atomic.Uint64
@@ -291,7 +294,7 @@ func newTable(capacity, maxKeys int) (*Table, error) {
 	if nb < 2 {
 		nb = 2
 	}
-	t := &Table{nb: nb, maxKeys: maxKeys}
+	t := &Table{nb: nb, maxKeys: maxKeys, seed: newHashSeed()}
 	var m1, m2 mapping
 	t.recs, m1 = allocArray[record](capacity)
 	t.buckets, m2 = allocArray[bucket](int(nb))
@@ -348,22 +351,40 @@ func (t *Table) BytesPerSession() float64 {
 // (one host's ports, consecutive hosts, the port tables' keys) against
 // XXH64's.
 //
-// The XOR constants keep a multiplier from being zero, which would erase
-// the other operand: w1 has zeros in bits 40..63 and c1 does not, so
-// w1^c1 is never zero; w0^c0 is zero only for the source 0.0.0.0 with the
-// destination 255.255.255.255, which no key of the engine's has (packets
-// with either address are dropped as martians; port-table keys carry a
-// public address, subscriber keys no destination).
-func hash(w0, w1 uint64) uint64 {
+// The two words are first XORed with the table's secret seed (drawn from
+// the operating system's random source in New), so that nobody outside
+// the box can compute where a key lands. Without it, an attacker who
+// can open sessions (port forwards, static 1:1 rules and endpoint-
+// independent filtering all let outside hosts choose a session's remote
+// address and port) could pick thousands of keys with one home bucket
+// and one fingerprint, and turn every lookup of that bucket's path into
+// a walk: a hash-flooding attack, which a fixed function (XXH64 with seed
+// 0 before this one) leaves open. A multiplier is zero only when a key's
+// word equals the secret, a chance of 2^-64 per key that no one can aim
+// for, and even then only that key's relatives share a bucket.
+func (s hashSeed) hash(w0, w1 uint64) uint64 {
 	const (
-		c0 = 0xffffffff00000000
-		c1 = 0x9e3779b97f4a7c15 // 2^64 / golden ratio
 		c2 = 0xbf58476d1ce4e5b9 // odd constants of SplitMix64
 		c3 = 0x94d049bb133111eb
 	)
-	hi, lo := bits.Mul64(w0^c0, w1^c1)
+	hi, lo := bits.Mul64(w0^s.k0, w1^s.k1)
 	hi, lo = bits.Mul64(hi^c2, lo^c3)
 	return hi ^ lo
+}
+
+// hashSeed is a table's secret hash key, fixed for its life.
+type hashSeed struct{ k0, k1 uint64 }
+
+// newHashSeed draws a seed from the operating system's random source.
+// crypto/rand does not fail on Linux (getrandom); should it, the seed
+// falls back to the runtime's own random generator, which is seeded
+// from the same source at start-up.
+func newHashSeed() hashSeed {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return hashSeed{mrand.Uint64(), mrand.Uint64()}
+	}
+	return hashSeed{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
 }
 
 // home maps a hash to its home bucket by multiply-shift range reduction
@@ -385,7 +406,7 @@ func slotRef(id uint32, dir uint8) uint32 { return id<<1 | uint32(dir) + 1 }
 // Lookup finds the session holding k. It never blocks and never writes.
 func (t *Table) Lookup(k *Key, e *Entry) bool {
 	w0, w1 := k.pack()
-	h := hash(w0, w1)
+	h := t.seed.hash(w0, w1)
 	return t.lookupHashed(w0, w1, h, e)
 }
 
@@ -656,10 +677,10 @@ func (t *Table) unlock(b uint64) {
 func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
 	var p [2]Probe
 	p[0].w0, p[0].w1 = k0.pack()
-	p[0].h = hash(p[0].w0, p[0].w1)
+	p[0].h = t.seed.hash(p[0].w0, p[0].w1)
 	if k1.Proto != 0 {
 		p[1].w0, p[1].w1 = k1.pack()
-		p[1].h = hash(p[1].w0, p[1].w1)
+		p[1].h = t.seed.hash(p[1].w0, p[1].w1)
 	}
 	return t.insert(&p[0], &p[1], state, user, now, e)
 }
@@ -849,7 +870,7 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 			continue
 		}
 		w0, w1 := r.keys[i][0].Load(), r.keys[i][1].Load()
-		h := hash(w0, w1)
+		h := t.seed.hash(w0, w1)
 		t.unplace(h, slotRef(id, uint8(i)))
 	}
 	t.push(id)
@@ -895,7 +916,7 @@ type Probe struct {
 // Prepare packs and hashes k.
 func (t *Table) Prepare(k *Key, p *Probe) {
 	p.w0, p.w1 = k.pack()
-	p.h = hash(p.w0, p.w1)
+	p.h = t.seed.hash(p.w0, p.w1)
 	p.ref = 0
 }
 
@@ -906,7 +927,7 @@ func (t *Table) Prepare(k *Key, p *Probe) {
 func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) {
 	p.w0 = uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
 	p.w1 = uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
-	p.h = hash(p.w0, p.w1)
+	p.h = t.seed.hash(p.w0, p.w1)
 	p.ref = 0
 }
 
