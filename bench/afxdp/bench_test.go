@@ -52,18 +52,9 @@ type Result struct {
 // XNAT_BENCH_OUT names the JSON file to write (default: print only).
 func TestBackendComparison(t *testing.T) {
 	b, bin := benchLab(t, "the AF_XDP backend benchmark")
-	gen, err := lab.Link(b.Gen, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dutIn, err := lab.Link(b.DUT, lab.DUTInside)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := lab.Link(b.Sink, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen := lab.MustLink(t, b.Gen, lab.HostDev)
+	dutIn := lab.MustLink(t, b.DUT, lab.DUTInside)
+	sink := lab.MustLink(t, b.Sink, lab.HostDev)
 	cfg, err := udpConfig(t.TempDir(), 64, dutIn.MAC.String(), gen.MAC.String())
 	if err != nil {
 		t.Fatal(err)

@@ -18,25 +18,9 @@ import (
 // lab and the l2fwd binary.
 func benchLab(t *testing.T, what string) (*lab.Bench, string) {
 	t.Helper()
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("set XNAT_BENCH=1 to run " + what)
-	}
-	lab.Require(t)
-	for _, tool := range []string{"trafgen", "taskset"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: %v", tool, err)
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "l2fwd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/l2fwd").CombinedOutput(); err != nil {
-		t.Fatalf("build l2fwd: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b, bin
+	lab.RequireBenchmark(t, what, "trafgen", "taskset")
+	bin := filepath.Join(lab.BuildTemp(t, "../../cmd/l2fwd"), "l2fwd")
+	return lab.RequireBench(t), bin
 }
 
 // forwarderFlags are l2fwd's flags for a forwarder of the comparisons:
@@ -112,11 +96,7 @@ func TestSharedUMEMComparison(t *testing.T) {
 	}
 	var mac [3]string
 	for i, l := range []struct{ ns, dev string }{{b.Gen, lab.HostDev}, {b.DUT, lab.DUTInside}, {b.Sink, lab.HostDev}} {
-		li, err := lab.Link(l.ns, l.dev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mac[i] = li.MAC.String()
+		mac[i] = lab.MustLink(t, l.ns, l.dev).MAC.String()
 	}
 	sizes := []int{64, 1518}
 	cfgs := map[int]string{}

@@ -93,33 +93,12 @@ type generator struct {
 // TestGenCheck measures trafficgen (one flow and 1 Mi flows) and trafgen
 // into an XDP_DROP sink, three alternating rounds each.
 func TestGenCheck(t *testing.T) {
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("set XNAT_BENCH=1 to run the generator check")
-	}
-	lab.Require(t)
-	for _, tool := range []string{"trafgen", "taskset", "ethtool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: %v", tool, err)
-		}
-	}
+	lab.RequireBenchmark(t, "the generator check", "trafgen", "taskset", "ethtool")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "trafficgen")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/trafficgen").CombinedOutput(); err != nil {
-		t.Fatalf("build trafficgen: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	genLink, err := lab.Link(b.Gen, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sinkLink, err := lab.Link(b.DUT, lab.DUTInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := filepath.Join(lab.BuildTemp(t, "../../cmd/trafficgen"), "trafficgen")
+	b := lab.RequireBench(t)
+	genLink := lab.MustLink(t, b.Gen, lab.HostDev)
+	sinkLink := lab.MustLink(t, b.DUT, lab.DUTInside)
 	prog := loadDrop(t)
 	defer prog.Close()
 	if err := setXDP(b.DUT, lab.DUTInside, prog.FD()); err != nil {

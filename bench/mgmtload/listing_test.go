@@ -64,18 +64,9 @@ type window struct {
 }
 
 func TestListingMillionSessionsUnderLoad(t *testing.T) {
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("benchmark: set XNAT_BENCH=1 (root)")
-	}
-	lab.Require(t)
+	lab.RequireBenchmark(t, "the listing benchmark (as root)")
 	const flows = 1_000_000
-	dir := t.TempDir()
-	for _, pkg := range []string{"./cmd/natd", "./cmd/natctl"} {
-		cmd := exec.Command("go", "build", "-o", dir, "github.com/xnat/xnat/"+strings.TrimPrefix(pkg, "./"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	dir := lab.BuildTemp(t, "github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl")
 	e, err := natdlab.New(natdlab.Options{
 		Natd: filepath.Join(dir, "natd"),
 		Config: natdlab.ConfigParams{
@@ -92,10 +83,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	natIn, err := lab.Link(e.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	natIn := lab.MustLink(t, e.Box, lab.NATInside)
 	// 64 inside hosts x 16384 ports = 1M flows to one server; each host's
 	// mappings fit in its paired address's 64512 ports.
 	src, _ := gen.ParseAddrRange("10.0.0.64-10.0.0.127")

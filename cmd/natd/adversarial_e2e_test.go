@@ -651,14 +651,8 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	// addresses of 10.2.0.0/16, spread over the loop, from the generator
 	// on in1's interface (their replies have no route back: counted as
 	// drops, not asserted).
-	inLink, err := lab.Link(e.In1, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	natIn, err := lab.Link(e.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inLink := lab.MustLink(t, e.In1, lab.HostDev)
+	natIn := lab.MustLink(t, e.Box, lab.NATInside)
 	hs, err := gen.NewHostile(inLink.MAC, natIn.MAC, netip.MustParsePrefix("10.2.0.0/16"), 3)
 	if err != nil {
 		t.Fatal(err)
@@ -1154,14 +1148,8 @@ func TestE2EHostileOutside(t *testing.T) {
 	}
 	realPort := quoted[0].Outside.Port()
 
-	srcLink, err := lab.Link(e.Out, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dstLink, err := lab.Link(e.Box, lab.NATOutside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srcLink := lab.MustLink(t, e.Out, lab.HostDev)
+	dstLink := lab.MustLink(t, e.Box, lab.NATOutside)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("hostile seed %d", seed)
 	h, err := gen.NewHostile(srcLink.MAC, dstLink.MAC, hostileSources, seed)
