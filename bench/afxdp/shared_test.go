@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/bench/harness"
 	"github.com/xnat/xnat/bench/lab"
 )
 
@@ -56,7 +55,7 @@ func udpConfig(dir string, size int, dstMAC, srcMAC string) (string, error) {
   c16(1024), c16(9), c16(%d), c16(0),
   fill(0x00, %d)
 }
-`, macBytes(dstMAC), macBytes(srcMAC), ipLen, udpLen, payload)
+`, harness.TrafgenMAC(dstMAC), harness.TrafgenMAC(srcMAC), ipLen, udpLen, payload)
 	return cfg, os.WriteFile(cfg, []byte(pkt), 0o644)
 }
 
@@ -115,9 +114,7 @@ func TestSharedUMEMComparison(t *testing.T) {
 			"a copy per frame); default afxdp.Options; sink eth0 RX counter over the window; in each round both modes back to back per size",
 		Medians: map[string]map[string]float64{},
 	}
-	if out, err := exec.Command("uname", "-r").Output(); err == nil {
-		res.Kernel = strings.TrimSpace(string(out))
-	}
+	res.Kernel = harness.KernelRelease()
 	modes := []string{"native-shared", "native"}
 	for r := range rounds {
 		for _, size := range sizes {
@@ -146,8 +143,8 @@ func TestSharedUMEMComparison(t *testing.T) {
 					ns = append(ns, rd.NsPerPacket)
 				}
 			}
-			m[fw+"_sink_pps"] = median(pps)
-			m[fw+"_ns_per_pkt"] = median(ns)
+			m[fw+"_sink_pps"] = harness.Median(pps)
+			m[fw+"_ns_per_pkt"] = harness.Median(ns)
 		}
 		if c := m["native_sink_pps"]; c > 0 {
 			m["ratio_sink_pps_shared_over_copy"] = m["native-shared_sink_pps"] / c

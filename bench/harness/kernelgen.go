@@ -124,6 +124,17 @@ func TrafgenConfig(dstMAC, srcMAC, src, dst string, firstPort, ports int) string
 `, dstMAC, srcMAC, src, dst, firstPort, firstPort+ports-1)
 }
 
+// TrafgenMAC writes a MAC address ("02:00:00:00:00:01") as the bytes of
+// a trafgen packet ("0x02, 0x00, 0x00, 0x00, 0x00, 0x01"), for the
+// configurations that spell out their frames byte by byte.
+func TrafgenMAC(mac string) string {
+	parts := strings.Split(mac, ":")
+	for i, p := range parts {
+		parts[i] = "0x" + p
+	}
+	return strings.Join(parts, ", ")
+}
+
 // TrafgenResult is what trafgen printed at exit.
 type TrafgenResult struct {
 	Packets uint64
