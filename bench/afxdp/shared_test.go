@@ -166,10 +166,7 @@ func writeResult(t *testing.T, res any) {
 	t.Helper()
 	js, _ := json.MarshalIndent(res, "", "  ")
 	t.Logf("%s", js)
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
+	if out := lab.BenchOut(t); out != "" {
 		if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}

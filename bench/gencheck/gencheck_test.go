@@ -200,10 +200,7 @@ func TestGenCheck(t *testing.T) {
 			t.Errorf("%s round %d: nothing reached the sink", m.Generator, m.Round)
 		}
 	}
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
+	if out := lab.BenchOut(t); out != "" {
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			t.Fatal(err)
 		}

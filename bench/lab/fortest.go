@@ -3,6 +3,7 @@ package lab
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -66,6 +67,33 @@ func MustLink(tb testing.TB, ns, dev string) LinkInfo {
 		tb.Fatal(err)
 	}
 	return li
+}
+
+// BenchOut returns the path XNAT_BENCH_OUT names, where a benchmark
+// writes its results, or "" when it is unset. A relative path is taken
+// from the repository root (the folder of go.mod above the test's
+// folder), where the benchmarks' documented commands run, not from the
+// test's package folder, where go test runs the test.
+func BenchOut(tb testing.TB) string {
+	tb.Helper()
+	out := os.Getenv("XNAT_BENCH_OUT")
+	if out == "" || filepath.IsAbs(out) {
+		return out
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, out)
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			tb.Fatalf("XNAT_BENCH_OUT=%s: no go.mod above the test's folder", out)
+		}
+		dir = up
+	}
 }
 
 // StopGroup stops a command started in its own process group (Setpgid;

@@ -192,7 +192,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 	if withList.ListedCount < flows {
 		t.Errorf("listed %d sessions, want at least %d", withList.ListedCount, flows)
 	}
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
+	if out := lab.BenchOut(t); out != "" {
 		b, _ := json.MarshalIndent(map[string]any{
 			"command":  "XNAT_BENCH=1 go test ./bench/mgmtload/ -run Listing -v",
 			"sessions": live, "windows": []window{baseline, withList},
