@@ -29,12 +29,7 @@ type env struct {
 // test ends.
 func newCore(tb testing.TB) *mgmttest.Core {
 	tb.Helper()
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(core.Close)
-	return core
+	return mgmttest.Start(tb, mgmttest.Options{})
 }
 
 // newEnv serves a test core on an admin and a read-only socket in a
