@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/bench/lab"
@@ -436,11 +435,7 @@ func TestMonitoringNamesExistInNatd(t *testing.T) {
 // collector over the mgmttest core (a real engine on in-memory ports), so
 // that machines without the lab check the names too.
 func TestMonitoringNamesExistInCollector(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{})
 	core.EnableBGP() // the xnat_bgp_* series
 	// As natd with both exporters configured (docs/cgn.md).
 	withExporters := func() events.Stats {
@@ -449,13 +444,9 @@ func TestMonitoringNamesExistInCollector(t *testing.T) {
 		return s
 	}
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: withExporters}))
-	fams, err := reg.Gather()
+	mfs, err := metrics.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	mfs := map[string]*dto.MetricFamily{}
-	for _, f := range fams {
-		mfs[f.GetName()] = f
 	}
 	checkAgainst(t, catalogOf(mfs), "the metrics collector")
 }

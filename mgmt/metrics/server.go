@@ -173,6 +173,20 @@ func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 	return parseText(resp.Body)
 }
 
+// Gather collects g's metric families by name, as Scrape returns them,
+// without HTTP: tests use it on a registry in their own process.
+func Gather(g prometheus.Gatherer) (map[string]*dto.MetricFamily, error) {
+	fams, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	mfs := make(map[string]*dto.MetricFamily, len(fams))
+	for _, f := range fams {
+		mfs[f.GetName()] = f
+	}
+	return mfs, nil
+}
+
 func parseText(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	return p.TextToMetricFamilies(r)
