@@ -67,7 +67,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 	lab.RequireBenchmark(t, "the listing benchmark (as root)")
 	const flows = 1_000_000
 	dir := lab.BuildTemp(t, "github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl")
-	e, err := natdlab.New(natdlab.Options{
+	e := natdlab.RequireEnv(t, natdlab.Options{
 		Natd: filepath.Join(dir, "natd"),
 		Config: natdlab.ConfigParams{
 			Pool:        "198.18.2.0/24",
@@ -76,10 +76,6 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 			CPUs:        []int{1},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -44,23 +44,9 @@ func binaries(t *testing.T) (natd, natctl string) {
 // the end of the test it is closed, with natd's log if the test failed.
 func newEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	t.Helper()
-	lab.Require(t)
+	lab.Require(t) // before the build, which is wasted where labs are not
 	opts.Natd, _ = binaries(t)
-	e, err := natdlab.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			log := e.Log()
-			if len(log) > 20000 {
-				log = "...\n" + log[len(log)-20000:]
-			}
-			t.Logf("natd log (tail):\n%s", log)
-		}
-		e.Close()
-	})
-	return e
+	return natdlab.RequireEnv(t, opts)
 }
 
 func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {

@@ -396,19 +396,10 @@ func TestMonitoringNamesExistInNatd(t *testing.T) {
 	eventsDir := t.TempDir()
 	// Both exporters configured, so that their metrics exist.
 	exporters := "logging:\n  ipfix: {collector: \"198.18.0.2:4739\"}\n  syslog: {server: \"198.18.0.2:5514\"}\n"
-	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters,
+	e := natdlab.RequireEnv(t, natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters,
 		// A neighbour that never answers: the xnat_bgp_* series exist
 		// (XnatBGPSessionDown, docs/operations.md) with the session down.
 		TopLevel: "bgp:\n  local_as: 65010\n  router_id: 198.18.0.1\n  neighbors: [{address: 198.18.0.2, as: 65002, side: outside, port: 1179}]\n"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("natd log:\n%s", e.Log())
-		}
-		e.Close()
-	})
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
