@@ -200,9 +200,6 @@ func vmRSS(t *testing.T, pid int) float64 {
 
 const mib = 1 << 20
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool { return wait.For(d, cond) }
-
 // ---- sentinel flows: established sessions that must not lose a packet ----
 
 // sentinel is one established flow exchanging numbered messages, one at a
@@ -511,7 +508,7 @@ func (h *hupWatcher) reload(t *testing.T, cfg advConfig) (line string, ok bool) 
 		t.Fatalf("SIGHUP: %v", err)
 	}
 	var got []string
-	if !waitFor(20*time.Second, func() bool { got = h.outcomes(); return len(got) > h.seen }) {
+	if !wait.For(20*time.Second, func() bool { got = h.outcomes(); return len(got) > h.seen }) {
 		t.Fatalf("natd logged no outcome for SIGHUP %d within 20 s (running %v)", h.seen+1, h.e.Running())
 	}
 	line = got[h.seen]
@@ -1385,7 +1382,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		totalSent += sent
 		// Let natd finish what its rings hold before reading.
 		var after floodCounters
-		waitFor(5*time.Second, func() bool {
+		wait.For(5*time.Second, func() bool {
 			a := readFloodCounters(t, e)
 			settled := a.rx == after.rx
 			after = a
@@ -1433,7 +1430,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		// about 1 s more, so a round right after the flood may still be
 		// refused; retry to a generous deadline.
 		postErr := ""
-		if !waitFor(20*time.Second, func() bool {
+		if !wait.For(20*time.Second, func() bool {
 			post := &legit{e: e}
 			post.round(-1)
 			postErr = post.firstErr()
@@ -1475,7 +1472,7 @@ func TestE2EHostileOutside(t *testing.T) {
 	// REQ-14's timer, 2 s by default) and been counted.
 	var end floodCounters
 	var unaccounted float64
-	balanced := waitFor(15*time.Second, func() bool {
+	balanced := wait.For(15*time.Second, func() bool {
 		end = readFloodCounters(t, e)
 		in := end.rx - start.rx + end.icmpSent - start.icmpSent + end.fragMade - start.fragMade
 		out := end.tx - start.tx + end.drops - start.drops

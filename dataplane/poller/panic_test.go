@@ -12,6 +12,7 @@ import (
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // testWorker builds a one-worker NAT (10.0.0.0/8 inside, one pool
@@ -63,13 +64,7 @@ func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *mempo
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, what, 20*time.Second, cond)
 }
 
 // TestRunnerRecoversPanic: a panic of the poll loop is counted, logged with
