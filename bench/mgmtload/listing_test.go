@@ -20,23 +20,12 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/xnat/xnat/bench/gen"
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
-
-func sum(mfs map[string]*dto.MetricFamily, name string) float64 {
-	s := 0.0
-	if mf := mfs[name]; mf != nil {
-		for _, m := range mf.Metric {
-			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return s
-}
 
 type window struct {
 	Name      string  `json:"name"`
@@ -101,12 +90,12 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	mfs, _ := e.Scrape()
-	live := sum(mfs, "xnat_sessions")
-	t.Logf("setup: created %v, expired %v, deleted %v", sum(mfs, "xnat_sessions_created_total"), sum(mfs, "xnat_sessions_expired_total"), sum(mfs, "xnat_sessions_deleted_total"))
+	live := metrics.Sum(mfs, "xnat_sessions")
+	t.Logf("setup: created %v, expired %v, deleted %v", metrics.Sum(mfs, "xnat_sessions_created_total"), metrics.Sum(mfs, "xnat_sessions_expired_total"), metrics.Sum(mfs, "xnat_sessions_deleted_total"))
 	if live < flows {
 		time.Sleep(2 * time.Second)
 		mfs, _ = e.Scrape()
-		t.Logf("2 s later: %v live, created %v", sum(mfs, "xnat_sessions"), sum(mfs, "xnat_sessions_created_total"))
+		t.Logf("2 s later: %v live, created %v", metrics.Sum(mfs, "xnat_sessions"), metrics.Sum(mfs, "xnat_sessions_created_total"))
 	}
 	t.Logf("setup: %d new flows sent, %v sessions live", res.Sessions.NewFlows, live)
 	if live < flows {
@@ -119,7 +108,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 			}
 		}
 		t.Fatalf("only %v of %d sessions established (generator: %+v; natd drops: %v; natd port-layer drops: %v)",
-			live, flows, res.Diag, drops, sum(mfs, "xnat_interface_dropped_packets_total"))
+			live, flows, res.Diag, drops, metrics.Sum(mfs, "xnat_interface_dropped_packets_total"))
 	}
 
 	natctl := filepath.Join(dir, "natctl")
@@ -158,8 +147,8 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 		}
 		after, _ := e.Scrape()
 		w := window{Name: name, Seconds: r.Seconds, SentPPS: r.TX.PPS, Sent: r.TX.Packets, Lost: r.Lost,
-			NatdDrops:     sum(after, "xnat_dropped_packets_total") - sum(before, "xnat_dropped_packets_total"),
-			NatdPortDrops: sum(after, "xnat_interface_dropped_packets_total") - sum(before, "xnat_interface_dropped_packets_total"),
+			NatdDrops:     metrics.Sum(after, "xnat_dropped_packets_total") - metrics.Sum(before, "xnat_dropped_packets_total"),
+			NatdPortDrops: metrics.Sum(after, "xnat_interface_dropped_packets_total") - metrics.Sum(before, "xnat_interface_dropped_packets_total"),
 			SinkReached:   r.Diag.XDPRedirected, SinkDropped: r.Diag.RxKernelDrops,
 		}
 		w.DUTLost = int64(w.Sent) - int64(w.SinkReached)

@@ -28,6 +28,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/internal/wait"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // The privileged half of the adversarial suite (issue 11): natd in the
@@ -126,30 +127,6 @@ func natctl(t *testing.T, e *natdlab.Env, args ...string) (string, int) {
 	return string(out), 0
 }
 
-// metricSum is metric without the fatal on a missing family (a counter
-// that has not been touched yet may be absent).
-func metricSum(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	mf, ok := mfs[name]
-	if !ok {
-		return 0
-	}
-	sum := 0.0
-	for _, m := range mf.Metric {
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.Label {
-				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-			}
-			match = match && found
-		}
-		if match {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
-		}
-	}
-	return sum
-}
-
 // byLabel returns a family's values by the value of one label.
 func byLabel(mfs map[string]*dto.MetricFamily, name, label string) map[string]float64 {
 	out := map[string]float64{}
@@ -174,7 +151,7 @@ func heapInuse(t *testing.T, e *natdlab.Env) float64 {
 	}
 	for _, n := range []string{"go_memstats_heap_inuse_bytes", "go_memory_classes_heap_objects_bytes"} {
 		if _, ok := mfs[n]; ok {
-			return metricSum(mfs, n)
+			return metrics.Sum(mfs, n)
 		}
 	}
 	t.Fatal("natd's /metrics has no Go heap figure")
@@ -866,10 +843,10 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	// The heap did not grow across the cycles.
 	heap1 := heapInuse(t, e)
 	mfs, _ := e.Scrape()
-	t.Logf("new subscribers: %d datagrams from distinct addresses sent; subscribers paired at the end: %.0f", subSent.Sent, metricSum(mfs, "xnat_pool_subscribers"))
+	t.Logf("new subscribers: %d datagrams from distinct addresses sent; subscribers paired at the end: %.0f", subSent.Sent, metrics.Sum(mfs, "xnat_pool_subscribers"))
 	t.Logf("changes applied %d (natctl %d, SIGHUP %d), refused %d; sessions created %.0f, live %.0f; outbound churn %d/%d answered, inbound churn %d/%d answered; heap in use %.1f MiB after cycle 1, %.1f MiB at the end",
 		applied, ctlApplied, hupApplied, refused,
-		metricSum(mfs, "xnat_sessions_created_total"), metricSum(mfs, "xnat_sessions"),
+		metrics.Sum(mfs, "xnat_sessions_created_total"), metrics.Sum(mfs, "xnat_sessions"),
 		outAns.Load(), outSent.Load(), inAns.Load(), inSent.Load(), heap0/mib, heap1/mib)
 	var reasons []string
 	for r, v := range byLabel(mfs, "xnat_dropped_packets_total", "reason") {
@@ -1041,14 +1018,14 @@ func readFloodCounters(t *testing.T, e *natdlab.Env) floodCounters {
 		t.Fatalf("/metrics: %v", err)
 	}
 	return floodCounters{
-		rx:         metricSum(mfs, "xnat_rx_packets_total"),
-		rxOut:      metricSum(mfs, "xnat_rx_packets_total", "interface", lab.NATOutside),
-		tx:         metricSum(mfs, "xnat_tx_packets_total"),
-		drops:      metricSum(mfs, "xnat_dropped_packets_total"),
-		icmpSent:   metricSum(mfs, "xnat_icmp_errors_sent_total"),
-		icmpSupp:   metricSum(mfs, "xnat_icmp_errors_suppressed_total"),
-		fragMade:   metricSum(mfs, "xnat_fragments_made_total"),
-		ifDropsOut: metricSum(mfs, "xnat_interface_dropped_packets_total", "interface", lab.NATOutside),
+		rx:         metrics.Sum(mfs, "xnat_rx_packets_total"),
+		rxOut:      metrics.Sum(mfs, "xnat_rx_packets_total", "interface", lab.NATOutside),
+		tx:         metrics.Sum(mfs, "xnat_tx_packets_total"),
+		drops:      metrics.Sum(mfs, "xnat_dropped_packets_total"),
+		icmpSent:   metrics.Sum(mfs, "xnat_icmp_errors_sent_total"),
+		icmpSupp:   metrics.Sum(mfs, "xnat_icmp_errors_suppressed_total"),
+		fragMade:   metrics.Sum(mfs, "xnat_fragments_made_total"),
+		ifDropsOut: metrics.Sum(mfs, "xnat_interface_dropped_packets_total", "interface", lab.NATOutside),
 		reasons:    byLabel(mfs, "xnat_dropped_packets_total", "reason"),
 	}
 }
@@ -1283,7 +1260,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		defer close(sampleDone)
 		for {
 			if mfs, err := e.Scrape(); err == nil {
-				if n := int64(metricSum(mfs, "xnat_sessions")); n > peak.Load() {
+				if n := int64(metrics.Sum(mfs, "xnat_sessions")); n > peak.Load() {
 					peak.Store(n)
 				}
 			}
@@ -1498,7 +1475,7 @@ func TestE2EHostileOutside(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/metrics after the floods: %v", err)
 	}
-	capacity := metricSum(mfs, "xnat_sessions_capacity")
+	capacity := metrics.Sum(mfs, "xnat_sessions_capacity")
 	t.Logf("sessions: peak %d, capacity %.0f, max_sessions %d", peak.Load(), capacity, hostileMaxSessions)
 	if peak.Load() > hostileMaxSessions || capacity > hostileMaxSessions {
 		t.Errorf("the table held %d sessions (capacity %.0f), above max_sessions %d", peak.Load(), capacity, hostileMaxSessions)

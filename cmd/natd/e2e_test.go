@@ -21,6 +21,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // End-to-end tests: natd runs as a process in the namespace lab, and real
@@ -58,37 +59,14 @@ func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	return e
 }
 
+// metric is metrics.Sum that fails the test when natd exports no family
+// name at all.
 func metric(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	mf, ok := mfs[name]
-	if !ok {
+	if _, ok := mfs[name]; !ok {
 		t.Fatalf("metric %s missing", name)
 	}
-	sum := 0.0
-	for _, m := range mf.Metric {
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.Label {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			match = match && found
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.Counter.GetValue()
-		case m.Gauge != nil:
-			sum += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			sum += m.Untyped.GetValue()
-		}
-	}
-	return sum
+	return metrics.Sum(mfs, name, labels...)
 }
 
 // TestE2EThroughTheNAT walks the demo's steps and checks each exactly:
