@@ -19,26 +19,27 @@ import (
 // closes it when the test and its subtests end (tb.Cleanup).
 func RequireNAT(tb testing.TB, opts ...Option) *NAT {
 	tb.Helper()
-	Require(tb)
-	n, err := NewNAT(opts...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { n.Close() })
-	return n
+	return requireLab(tb, NewNAT, opts)
 }
 
 // RequireBench applies Require, builds the benchmark topology with opts
 // and closes it when the test and its subtests end (tb.Cleanup).
 func RequireBench(tb testing.TB, opts ...Option) *Bench {
 	tb.Helper()
+	return requireLab(tb, NewBench, opts)
+}
+
+// requireLab is RequireNAT and RequireBench with the topology's
+// constructor as a parameter.
+func requireLab[T interface{ Close() error }](tb testing.TB, build func(...Option) (T, error), opts []Option) T {
+	tb.Helper()
 	Require(tb)
-	b, err := NewBench(opts...)
+	l, err := build(opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { b.Close() })
-	return b
+	tb.Cleanup(func() { l.Close() })
+	return l
 }
 
 // RequireBenchmark gates a lab benchmark: it skips tb unless XNAT_BENCH=1
