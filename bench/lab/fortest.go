@@ -60,6 +60,18 @@ func RequireBenchmark(tb testing.TB, what string, tools ...string) {
 	}
 }
 
+// RequireTools applies the lab policy to external programs: the test is
+// skipped when one of tools is not on PATH, or failed under CI=true, where
+// .ci/run installs them (see Unavailable).
+func RequireTools(tb testing.TB, tools ...string) {
+	tb.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Unavailable(tb, "%s not installed: %v", tool, err)
+		}
+	}
+}
+
 // MustLink is Link for a test: it fails tb when dev is not in ns.
 func MustLink(tb testing.TB, ns, dev string) LinkInfo {
 	tb.Helper()

@@ -74,3 +74,23 @@ func TestBenchOut(t *testing.T) {
 		t.Fatalf("relative: %q, want %q", got, want)
 	}
 }
+
+// RequireTools passes over installed programs and skips the test (outside
+// CI) at the first missing one.
+func TestRequireTools(t *testing.T) {
+	t.Setenv("CI", "")
+	for _, c := range []struct {
+		tools []string
+		skip  bool
+	}{{[]string{"sh"}, false}, {[]string{"sh", "xnat-no-such-tool"}, true}} {
+		var skipped, after bool
+		t.Run(c.tools[len(c.tools)-1], func(t *testing.T) {
+			defer func() { skipped = t.Skipped() }()
+			RequireTools(t, c.tools...)
+			after = true
+		})
+		if skipped != c.skip || after == c.skip {
+			t.Errorf("RequireTools(%q): skipped %v, went on %v", c.tools, skipped, after)
+		}
+	}
+}

@@ -211,7 +211,7 @@ func checkInterfacesClean(t *testing.T, e *natdlab.Env) {
 // completes, throughput is reported, and the receiver counts no checksum
 // errors.
 func TestE2EIperf3(t *testing.T) {
-	needTools(t, "iperf3")
+	lab.RequireTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
 	startIperf3(t, e)
 	before, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")

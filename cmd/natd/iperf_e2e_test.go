@@ -19,7 +19,7 @@ type iperfReceived struct {
 }
 
 // startIperf3 runs an iperf3 server on natdlab.Server in e.Out until the
-// test ends (needTools(t, "iperf3") first). Not one-off (-1): a one-off server may tear the control
+// test ends (lab.RequireTools(t, "iperf3") first). Not one-off (-1): a one-off server may tear the control
 // connection down before the client has read the results.
 func startIperf3(t *testing.T, e *natdlab.Env) {
 	t.Helper()
