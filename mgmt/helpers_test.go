@@ -1,38 +1,19 @@
 package mgmt_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt"
 	"github.com/xnat/xnat/mgmt/client"
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type env struct {
 	core  *mgmttest.Core
@@ -41,19 +22,14 @@ type env struct {
 	ro    *client.Client
 	sock  string
 	rosk  string
-	log   *syncBuffer
+	log   *lab.LogBuffer
 }
 
 // newCore returns a test core with the default options, closed when the
 // test ends.
 func newCore(tb testing.TB) *mgmttest.Core {
 	tb.Helper()
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(core.Close)
-	return core
+	return mgmttest.Start(tb, mgmttest.Options{})
 }
 
 // newEnv serves a test core on an admin and a read-only socket in a
@@ -62,7 +38,7 @@ func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
 	t.Helper()
 	core := newCore(t)
 	dir := t.TempDir()
-	e := &env{core: core, sock: filepath.Join(dir, "natd.sock"), rosk: filepath.Join(dir, "natd-ro.sock"), log: &syncBuffer{}}
+	e := &env{core: core, sock: filepath.Join(dir, "natd.sock"), rosk: filepath.Join(dir, "natd-ro.sock"), log: &lab.LogBuffer{}}
 	opts := mgmt.ServerOptions{
 		SocketPath:         e.sock,
 		ReadOnlySocketPath: e.rosk,

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
@@ -376,7 +377,7 @@ func TestMTLS(t *testing.T) {
 	rogueCert, rogueKey := rogue.issue(t, p, "rogue", pkix.Name{CommonName: "ops-admin"}, false)
 
 	core := newCore(t)
-	logs := &syncBuffer{}
+	logs := &lab.LogBuffer{}
 	srv := serve(t, core, mgmt.ServerOptions{
 		TCPAddr: "127.0.0.1:0", TLSCertFile: srvCert, TLSKeyFile: srvKey, TLSClientCAFile: good.file,
 		AdminIdentities: []string{"CN=ops-admin", "OU=netops"},
@@ -489,7 +490,7 @@ func TestMTLS(t *testing.T) {
 
 func TestInsecureTCPIsReadOnlyAndWarns(t *testing.T) {
 	core := newCore(t)
-	logs := &syncBuffer{}
+	logs := &lab.LogBuffer{}
 	srv := serve(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if !strings.Contains(logs.String(), `"level":"WARN","msg":"serving the management API on plain TCP without authentication: for labs only"`) {
 		t.Errorf("no warning:\n%s", logs)

@@ -9,12 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/bench/harness"
 	"github.com/xnat/xnat/bench/lab"
 )
 
@@ -52,18 +52,9 @@ type Result struct {
 // XNAT_BENCH_OUT names the JSON file to write (default: print only).
 func TestBackendComparison(t *testing.T) {
 	b, bin := benchLab(t, "the AF_XDP backend benchmark")
-	gen, err := lab.Link(b.Gen, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dutIn, err := lab.Link(b.DUT, lab.DUTInside)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := lab.Link(b.Sink, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen := lab.MustLink(t, b.Gen, lab.HostDev)
+	dutIn := lab.MustLink(t, b.DUT, lab.DUTInside)
+	sink := lab.MustLink(t, b.Sink, lab.HostDev)
 	cfg, err := udpConfig(t.TempDir(), 64, dutIn.MAC.String(), gen.MAC.String())
 	if err != nil {
 		t.Fatal(err)
@@ -79,9 +70,7 @@ func TestBackendComparison(t *testing.T) {
 			"sink eth0 RX counter over the window",
 		MedianPP: map[string]float64{}, MedianNs: map[string]float64{},
 	}
-	if out, err := exec.Command("uname", "-r").Output(); err == nil {
-		res.Kernel = strings.TrimSpace(string(out))
-	}
+	res.Kernel = harness.KernelRelease()
 	for r := range rounds {
 		for _, fw := range []string{"native", "asavie", "kernel"} {
 			rd, err := measure(b, bin, fw, cfg, gen.MAC.String(), sink.MAC.String(), window)
@@ -101,8 +90,8 @@ func TestBackendComparison(t *testing.T) {
 				ns = append(ns, rd.NsPerPacket)
 			}
 		}
-		res.MedianPP[fw] = median(pps)
-		res.MedianNs[fw] = median(ns)
+		res.MedianPP[fw] = harness.Median(pps)
+		res.MedianNs[fw] = harness.Median(ns)
 	}
 	writeResult(t, res)
 }
@@ -143,18 +132,7 @@ func measure(b *lab.Bench, bin, fw, cfg, genMAC, sinkMAC string, window time.Dur
 	if err := tg.Start(); err != nil {
 		return rd, err
 	}
-	stopTG := func() {
-		pg := -tg.Process.Pid
-		syscall.Kill(pg, syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { tg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			syscall.Kill(pg, syscall.SIGKILL)
-			<-done
-		}
-	}
+	stopTG := func() { lab.StopGroup(tg, syscall.SIGINT, 3*time.Second) }
 	time.Sleep(500 * time.Millisecond) // warm up
 	_, gtx0, err := lab.LinkStats(b.Gen, lab.HostDev)
 	if err != nil {
@@ -197,21 +175,4 @@ func measure(b *lab.Bench, bin, fw, cfg, genMAC, sinkMAC string, window time.Dur
 		}
 	}
 	return rd, nil
-}
-
-func macBytes(mac string) string {
-	parts := strings.Split(mac, ":")
-	for i, p := range parts {
-		parts[i] = "0x" + p
-	}
-	return strings.Join(parts, ", ")
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }

@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/bench/harness"
 	"github.com/xnat/xnat/bench/lab"
 )
 
@@ -18,25 +17,9 @@ import (
 // lab and the l2fwd binary.
 func benchLab(t *testing.T, what string) (*lab.Bench, string) {
 	t.Helper()
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("set XNAT_BENCH=1 to run " + what)
-	}
-	lab.Require(t)
-	for _, tool := range []string{"trafgen", "taskset"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: %v", tool, err)
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "l2fwd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/l2fwd").CombinedOutput(); err != nil {
-		t.Fatalf("build l2fwd: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b, bin
+	lab.RequireBenchmark(t, what, "trafgen", "taskset")
+	bin := filepath.Join(lab.BuildTemp(t, "../../cmd/l2fwd"), "l2fwd")
+	return lab.RequireBench(t), bin
 }
 
 // forwarderFlags are l2fwd's flags for a forwarder of the comparisons:
@@ -72,7 +55,7 @@ func udpConfig(dir string, size int, dstMAC, srcMAC string) (string, error) {
   c16(1024), c16(9), c16(%d), c16(0),
   fill(0x00, %d)
 }
-`, macBytes(dstMAC), macBytes(srcMAC), ipLen, udpLen, payload)
+`, harness.TrafgenMAC(dstMAC), harness.TrafgenMAC(srcMAC), ipLen, udpLen, payload)
 	return cfg, os.WriteFile(cfg, []byte(pkt), 0o644)
 }
 
@@ -112,11 +95,7 @@ func TestSharedUMEMComparison(t *testing.T) {
 	}
 	var mac [3]string
 	for i, l := range []struct{ ns, dev string }{{b.Gen, lab.HostDev}, {b.DUT, lab.DUTInside}, {b.Sink, lab.HostDev}} {
-		li, err := lab.Link(l.ns, l.dev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mac[i] = li.MAC.String()
+		mac[i] = lab.MustLink(t, l.ns, l.dev).MAC.String()
 	}
 	sizes := []int{64, 1518}
 	cfgs := map[int]string{}
@@ -135,9 +114,7 @@ func TestSharedUMEMComparison(t *testing.T) {
 			"a copy per frame); default afxdp.Options; sink eth0 RX counter over the window; in each round both modes back to back per size",
 		Medians: map[string]map[string]float64{},
 	}
-	if out, err := exec.Command("uname", "-r").Output(); err == nil {
-		res.Kernel = strings.TrimSpace(string(out))
-	}
+	res.Kernel = harness.KernelRelease()
 	modes := []string{"native-shared", "native"}
 	for r := range rounds {
 		for _, size := range sizes {
@@ -166,8 +143,8 @@ func TestSharedUMEMComparison(t *testing.T) {
 					ns = append(ns, rd.NsPerPacket)
 				}
 			}
-			m[fw+"_sink_pps"] = median(pps)
-			m[fw+"_ns_per_pkt"] = median(ns)
+			m[fw+"_sink_pps"] = harness.Median(pps)
+			m[fw+"_ns_per_pkt"] = harness.Median(ns)
 		}
 		if c := m["native_sink_pps"]; c > 0 {
 			m["ratio_sink_pps_shared_over_copy"] = m["native-shared_sink_pps"] / c
@@ -189,10 +166,7 @@ func writeResult(t *testing.T, res any) {
 	t.Helper()
 	js, _ := json.MarshalIndent(res, "", "  ")
 	t.Logf("%s", js)
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
+	if out := lab.BenchOut(t); out != "" {
 		if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}

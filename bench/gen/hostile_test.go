@@ -124,14 +124,8 @@ func TestHostileFrames(t *testing.T) {
 // Count.
 func TestSendFramesLab(t *testing.T) {
 	b := routedBench(t)
-	gen, err := lab.Link(b.Gen, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dut, err := lab.Link(b.DUT, lab.DUTInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen := lab.MustLink(t, b.Gen, lab.HostDev)
+	dut := lab.MustLink(t, b.DUT, lab.DUTInside)
 	h, err := NewHostile(gen.MAC, dut.MAC, netip.MustParsePrefix("10.1.0.0/16"), 1)
 	if err != nil {
 		t.Fatal(err)

@@ -20,12 +20,7 @@ import (
 // before the test sends anything.
 func routedBench(t *testing.T, opts ...lab.Option) *lab.Bench {
 	t.Helper()
-	lab.Require(t)
-	b, err := lab.NewBench(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := lab.RequireBench(t, opts...)
 	for _, argv := range [][]string{
 		{"ip", "route", "add", "10.1.0.0/16", "via", "10.0.0.2"},
 		{"ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2"},

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xnat/xnat/bench/gen"
+	"github.com/xnat/xnat/bench/harness"
 	"github.com/xnat/xnat/bench/lab"
 )
 
@@ -93,33 +93,12 @@ type generator struct {
 // TestGenCheck measures trafficgen (one flow and 1 Mi flows) and trafgen
 // into an XDP_DROP sink, three alternating rounds each.
 func TestGenCheck(t *testing.T) {
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("set XNAT_BENCH=1 to run the generator check")
-	}
-	lab.Require(t)
-	for _, tool := range []string{"trafgen", "taskset", "ethtool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed: %v", tool, err)
-		}
-	}
+	lab.RequireBenchmark(t, "the generator check", "trafgen", "taskset", "ethtool")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "trafficgen")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/trafficgen").CombinedOutput(); err != nil {
-		t.Fatalf("build trafficgen: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	genLink, err := lab.Link(b.Gen, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sinkLink, err := lab.Link(b.DUT, lab.DUTInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := filepath.Join(lab.BuildTemp(t, "../../cmd/trafficgen"), "trafficgen")
+	b := lab.RequireBench(t)
+	genLink := lab.MustLink(t, b.Gen, lab.HostDev)
+	sinkLink := lab.MustLink(t, b.DUT, lab.DUTInside)
 	prog := loadDrop(t)
 	defer prog.Close()
 	if err := setXDP(b.DUT, lab.DUTInside, prog.FD()); err != nil {
@@ -137,7 +116,7 @@ func TestGenCheck(t *testing.T) {
   c16(1024), c16(9), c16(26), csumudp(14, 34),
   fill(0x00, 18)
 }
-`, macBytes(sinkLink.MAC.String()), macBytes(genLink.MAC.String()))
+`, harness.TrafgenMAC(sinkLink.MAC.String()), harness.TrafgenMAC(genLink.MAC.String()))
 	if err := os.WriteFile(cfg, []byte(pkt), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +155,7 @@ func TestGenCheck(t *testing.T) {
 			"both workers SCHED_FIFO (-rt-prio 10) so other engineers' processes on the shared CPUs do not starve the receiver, rates over trafficgen's own TX span",
 		MedianSink: map[string]float64{}, MedianNs: map[string]float64{}, RatioVsTrafg: map[string]float64{},
 	}
-	if out, err := exec.Command("uname", "-r").Output(); err == nil {
-		rep.Kernel = strings.TrimSpace(string(out))
-	}
+	rep.Kernel = harness.KernelRelease()
 	for r := range rounds {
 		for _, g := range gens {
 			if g.ownSink {
@@ -208,8 +185,8 @@ func TestGenCheck(t *testing.T) {
 				ns = append(ns, m.NsPerPacket)
 			}
 		}
-		rep.MedianSink[g.name] = median(pps)
-		rep.MedianNs[g.name] = median(ns)
+		rep.MedianSink[g.name] = harness.Median(pps)
+		rep.MedianNs[g.name] = harness.Median(ns)
 	}
 	for _, g := range gens {
 		if tr := rep.MedianSink["trafgen"]; tr > 0 && !g.ownSink {
@@ -223,10 +200,7 @@ func TestGenCheck(t *testing.T) {
 			t.Errorf("%s round %d: nothing reached the sink", m.Generator, m.Round)
 		}
 	}
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
-		if !filepath.IsAbs(out) {
-			out = filepath.Join("..", "..", out)
-		}
+	if out := lab.BenchOut(t); out != "" {
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -315,9 +289,7 @@ func read(b *lab.Bench) (counters, error) {
 
 func measure(b *lab.Bench, g generator) (Measurement, error) {
 	m := Measurement{Generator: g.name, Flows: g.flows}
-	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m.LoadAvg = strings.Join(strings.Fields(string(la))[:3], " ")
-	}
+	m.LoadAvg = harness.LoadAvg()
 	c0, err := read(b)
 	if err != nil {
 		return m, err
@@ -339,16 +311,7 @@ func measure(b *lab.Bench, g generator) (Measurement, error) {
 			}
 			return
 		}
-		pg := -cmd.Process.Pid
-		syscall.Kill(pg, syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			syscall.Kill(pg, syscall.SIGKILL)
-			<-done
-		}
+		lab.StopGroup(cmd, syscall.SIGINT, 3*time.Second)
 	}
 	time.Sleep(warmup)
 	c1, err := read(b)
@@ -464,24 +427,4 @@ func thousands(v float64) string {
 		out = append(out, n[i])
 	}
 	return string(out)
-}
-
-func macBytes(mac string) string {
-	parts := strings.Split(mac, ":")
-	for i, p := range parts {
-		parts[i] = "0x" + p
-	}
-	return strings.Join(parts, ", ")
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

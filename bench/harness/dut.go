@@ -263,7 +263,7 @@ func (d *natdDUT) Sessions() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return int64(sumMetric(m, "xnat_sessions")), nil
+	return int64(metrics.Sum(m, "xnat_sessions")), nil
 }
 
 // gcSample reads natd's Go runtime counters (runtime/metrics, exported by
@@ -274,9 +274,9 @@ func (d *natdDUT) gcSample() (gcSample, error) {
 		return gcSample{}, err
 	}
 	s := gcSample{at: time.Now(),
-		cycles:  sumMetric(m, "go_gc_cycles_total_gc_cycles_total"),
-		objects: sumMetric(m, "go_gc_heap_allocs_objects_total"),
-		bytes:   sumMetric(m, "go_gc_heap_allocs_bytes_total"),
+		cycles:  metrics.Sum(m, "go_gc_cycles_total_gc_cycles_total"),
+		objects: metrics.Sum(m, "go_gc_heap_allocs_objects_total"),
+		bytes:   metrics.Sum(m, "go_gc_heap_allocs_bytes_total"),
 	}
 	if _, ok := m["go_gc_cycles_total_gc_cycles_total"]; !ok {
 		return s, errors.New("natd /metrics has no go_gc_cycles_total_gc_cycles_total")
@@ -293,7 +293,7 @@ func (d *natdDUT) drops() (map[string]float64, error) {
 	out := map[string]float64{}
 	if f := m["xnat_dropped_packets_total"]; f != nil {
 		for _, mt := range f.Metric {
-			v := metricValue(mt)
+			v := metrics.SampleValue(mt)
 			if v == 0 {
 				continue
 			}
@@ -323,30 +323,6 @@ type gcSample struct {
 func (a gcSample) delta(b gcSample) *GCDelta {
 	return &GCDelta{Seconds: b.at.Sub(a.at).Seconds(), Cycles: b.cycles - a.cycles,
 		AllocObjects: b.objects - a.objects, AllocBytes: b.bytes - a.bytes}
-}
-
-func metricValue(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Untyped != nil:
-		return m.Untyped.GetValue()
-	}
-	return 0
-}
-
-func sumMetric(m map[string]*dto.MetricFamily, name string) float64 {
-	f := m[name]
-	if f == nil {
-		return 0
-	}
-	var s float64
-	for _, mt := range f.Metric {
-		s += metricValue(mt)
-	}
-	return s
 }
 
 // ---- the kernel: nftables masquerade ----

@@ -14,11 +14,11 @@ import (
 	"strings"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // The kernel-generator scenario drives the DUT with trafgen (netsniff-ng),
@@ -122,6 +122,17 @@ func TrafgenConfig(dstMAC, srcMAC, src, dst string, firstPort, ports int) string
   fill(0x00, 18)
 }
 `, dstMAC, srcMAC, src, dst, firstPort, firstPort+ports-1)
+}
+
+// TrafgenMAC writes a MAC address ("02:00:00:00:00:01") as the bytes of
+// a trafgen packet ("0x02, 0x00, 0x00, 0x00, 0x00, 0x01"), for the
+// configurations that spell out their frames byte by byte.
+func TrafgenMAC(mac string) string {
+	parts := strings.Split(mac, ":")
+	for i, p := range parts {
+		parts[i] = "0x" + p
+	}
+	return strings.Join(parts, ", ")
 }
 
 // TrafgenResult is what trafgen printed at exit.
@@ -323,16 +334,16 @@ func (r *runner) readKG(d dut) (kgCounters, error) {
 		if err != nil {
 			return c, err
 		}
-		c.natdRx = labelMetric(m, "xnat_rx_packets_total", "interface", lab.DUTInside)
-		c.natdRing = labelMetric(m, "xnat_interface_dropped_packets_total", "interface", lab.DUTInside)
-		c.natdTx = labelMetric(m, "xnat_tx_packets_total", "interface", lab.DUTOutside)
-		c.created = sumMetric(m, "xnat_sessions_created_total")
-		c.expired = sumMetric(m, "xnat_sessions_expired_total")
+		c.natdRx = metrics.Sum(m, "xnat_rx_packets_total", "interface", lab.DUTInside)
+		c.natdRing = metrics.Sum(m, "xnat_interface_dropped_packets_total", "interface", lab.DUTInside)
+		c.natdTx = metrics.Sum(m, "xnat_tx_packets_total", "interface", lab.DUTOutside)
+		c.created = metrics.Sum(m, "xnat_sessions_created_total")
+		c.expired = metrics.Sum(m, "xnat_sessions_expired_total")
 		c.drops, _ = n.drops()
-		c.polls = sumMetric(m, "xnat_worker_polls_total")
-		c.busyPolls = sumMetric(m, "xnat_worker_busy_polls_total")
-		c.pollSecs = sumMetric(m, "xnat_worker_poll_seconds_total")
-		c.busySecs = sumMetric(m, "xnat_worker_busy_seconds_total")
+		c.polls = metrics.Sum(m, "xnat_worker_polls_total")
+		c.busyPolls = metrics.Sum(m, "xnat_worker_busy_polls_total")
+		c.pollSecs = metrics.Sum(m, "xnat_worker_poll_seconds_total")
+		c.busySecs = metrics.Sum(m, "xnat_worker_busy_seconds_total")
 		if x, err := readXSKStats(n.PID()); err == nil {
 			c.xsk = &x
 		}
@@ -488,30 +499,4 @@ func ParseSoftnetDrops(b []byte) (uint64, error) {
 		sum += v
 	}
 	return sum, nil
-}
-
-// labelMetric sums the series of a metric whose label has the value.
-func labelMetric(m map[string]*dto.MetricFamily, name, label, value string) float64 {
-	return labelMetrics(m, name, map[string]string{label: value})
-}
-
-// labelMetrics sums the series of a metric that carry every label given.
-func labelMetrics(m map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := m[name]
-	if f == nil {
-		return 0
-	}
-	var s float64
-	for _, mt := range f.Metric {
-		n := 0
-		for _, l := range mt.Label {
-			if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
-				n++
-			}
-		}
-		if n == len(want) {
-			s += metricValue(mt)
-		}
-	}
-	return s
 }

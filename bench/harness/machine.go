@@ -20,10 +20,7 @@ func ReadMachine(repo string) Machine {
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		m.CPUModel = CPUModel(b)
 	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = unix.ByteSliceToString(u.Release[:])
-	}
+	m.Kernel = KernelRelease()
 	m.LoadAvgStart = LoadAvg()
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
@@ -44,6 +41,16 @@ func ReadMachine(repo string) Machine {
 		m.GitDirty = len(bytes.TrimSpace(out)) > 0
 	}
 	return m
+}
+
+// KernelRelease returns the running kernel's release (uname -r), "" when
+// uname fails.
+func KernelRelease() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 // LoadAvg returns the three load averages of /proc/loadavg.

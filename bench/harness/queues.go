@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // The queue-scaling scenario: for each queue count N, a lab whose veths
@@ -109,7 +110,7 @@ func (r *runner) queueCell(name string, qr *QueueRun) (Cell, bool) {
 		if m, err := nd.scrape(); err == nil {
 			qr.NatdRxByQueue = make([]float64, n)
 			for q := range qr.NatdRxByQueue {
-				qr.NatdRxByQueue[q] = labelMetrics(m, "xnat_rx_packets_total", map[string]string{"interface": lab.DUTInside, "queue": strconv.Itoa(q)})
+				qr.NatdRxByQueue[q] = metrics.Sum(m, "xnat_rx_packets_total", "interface", lab.DUTInside, "queue", strconv.Itoa(q))
 			}
 			r.logf("   natd frames received on dut-in by queue: %v", qr.NatdRxByQueue)
 			for q, v := range qr.NatdRxByQueue {

@@ -164,13 +164,13 @@ xnat_rx_packets_total{interface="dut-out",queue="1"} 40
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := labelMetrics(m, "xnat_rx_packets_total", map[string]string{"interface": "dut-in", "queue": "1"}); v != 20 {
+	if v := metrics.Sum(m, "xnat_rx_packets_total", "interface", "dut-in", "queue", "1"); v != 20 {
 		t.Errorf("dut-in queue 1: %v", v)
 	}
-	if v := labelMetric(m, "xnat_rx_packets_total", "queue", "1"); v != 60 {
+	if v := metrics.Sum(m, "xnat_rx_packets_total", "queue", "1"); v != 60 {
 		t.Errorf("queue 1: %v", v)
 	}
-	if v := labelMetric(m, "xnat_missing", "queue", "1"); v != 0 {
+	if v := metrics.Sum(m, "xnat_missing", "queue", "1"); v != 0 {
 		t.Errorf("missing metric: %v", v)
 	}
 }

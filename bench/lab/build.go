@@ -32,17 +32,34 @@ func Build(tb testing.TB, pkgs ...string) string {
 		if b.dir, b.err = os.MkdirTemp("", "xnat-test-bin-"); b.err != nil {
 			return
 		}
-		for _, pkg := range pkgs {
-			if out, err := exec.Command("go", "build", "-o", b.dir, pkg).CombinedOutput(); err != nil {
-				b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
+		b.err = goBuild(b.dir, pkgs)
 	})
 	if b.err != nil {
 		tb.Fatal(b.err)
 	}
 	return b.dir
+}
+
+// BuildTemp builds pkgs as Build does, but into a folder of tb.TempDir,
+// gone when the test ends, for every caller anew: for a test binary that
+// builds its program once, with no TestMain to call RemoveBuilds.
+func BuildTemp(tb testing.TB, pkgs ...string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	if err := goBuild(dir, pkgs); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// goBuild builds each of pkgs into the existing folder dir.
+func goBuild(dir string, pkgs []string) error {
+	for _, pkg := range pkgs {
+		if out, err := exec.Command("go", "build", "-o", dir, pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return nil
 }
 
 // RemoveBuilds removes the folders Build made.

@@ -102,12 +102,7 @@ func TestNATLab(t *testing.T) {
 }
 
 func TestBenchLabQueuesAndForwarding(t *testing.T) {
-	Require(t)
-	b, err := NewBench(WithQueues(2), WithIPForward(), WithReturnRoute())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := RequireBench(t, WithQueues(2), WithIPForward(), WithReturnRoute())
 	for _, c := range []struct{ ns, dev string }{{b.DUT, DUTInside}, {b.DUT, DUTOutside}, {b.Gen, HostDev}, {b.Sink, HostDev}} {
 		out, err := Exec(c.ns, "ls", "/sys/class/net/"+c.dev+"/queues")
 		if err != nil {
@@ -128,14 +123,9 @@ func TestBenchLabQueuesAndForwarding(t *testing.T) {
 }
 
 func TestDoEntersAndRestores(t *testing.T) {
-	Require(t)
-	n, err := NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := RequireNAT(t)
 	var inside bool
-	err = Do(n.Box, func() error {
+	err := Do(n.Box, func() error {
 		_, err := net.InterfaceByName(NATInside)
 		inside = err == nil
 		return nil

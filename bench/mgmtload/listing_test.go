@@ -20,23 +20,12 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/xnat/xnat/bench/gen"
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
-
-func sum(mfs map[string]*dto.MetricFamily, name string) float64 {
-	s := 0.0
-	if mf := mfs[name]; mf != nil {
-		for _, m := range mf.Metric {
-			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return s
-}
 
 type window struct {
 	Name      string  `json:"name"`
@@ -64,19 +53,10 @@ type window struct {
 }
 
 func TestListingMillionSessionsUnderLoad(t *testing.T) {
-	if os.Getenv("XNAT_BENCH") != "1" {
-		t.Skip("benchmark: set XNAT_BENCH=1 (root)")
-	}
-	lab.Require(t)
+	lab.RequireBenchmark(t, "the listing benchmark (as root)")
 	const flows = 1_000_000
-	dir := t.TempDir()
-	for _, pkg := range []string{"./cmd/natd", "./cmd/natctl"} {
-		cmd := exec.Command("go", "build", "-o", dir, "github.com/xnat/xnat/"+strings.TrimPrefix(pkg, "./"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-	}
-	e, err := natdlab.New(natdlab.Options{
+	dir := lab.BuildTemp(t, "github.com/xnat/xnat/cmd/natd", "github.com/xnat/xnat/cmd/natctl")
+	e := natdlab.RequireEnv(t, natdlab.Options{
 		Natd: filepath.Join(dir, "natd"),
 		Config: natdlab.ConfigParams{
 			Pool:        "198.18.2.0/24",
@@ -85,17 +65,10 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 			CPUs:        []int{1},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	natIn, err := lab.Link(e.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	natIn := lab.MustLink(t, e.Box, lab.NATInside)
 	// 64 inside hosts x 16384 ports = 1M flows to one server; each host's
 	// mappings fit in its paired address's 64512 ports.
 	src, _ := gen.ParseAddrRange("10.0.0.64-10.0.0.127")
@@ -117,12 +90,12 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	mfs, _ := e.Scrape()
-	live := sum(mfs, "xnat_sessions")
-	t.Logf("setup: created %v, expired %v, deleted %v", sum(mfs, "xnat_sessions_created_total"), sum(mfs, "xnat_sessions_expired_total"), sum(mfs, "xnat_sessions_deleted_total"))
+	live := metrics.Sum(mfs, "xnat_sessions")
+	t.Logf("setup: created %v, expired %v, deleted %v", metrics.Sum(mfs, "xnat_sessions_created_total"), metrics.Sum(mfs, "xnat_sessions_expired_total"), metrics.Sum(mfs, "xnat_sessions_deleted_total"))
 	if live < flows {
 		time.Sleep(2 * time.Second)
 		mfs, _ = e.Scrape()
-		t.Logf("2 s later: %v live, created %v", sum(mfs, "xnat_sessions"), sum(mfs, "xnat_sessions_created_total"))
+		t.Logf("2 s later: %v live, created %v", metrics.Sum(mfs, "xnat_sessions"), metrics.Sum(mfs, "xnat_sessions_created_total"))
 	}
 	t.Logf("setup: %d new flows sent, %v sessions live", res.Sessions.NewFlows, live)
 	if live < flows {
@@ -135,7 +108,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 			}
 		}
 		t.Fatalf("only %v of %d sessions established (generator: %+v; natd drops: %v; natd port-layer drops: %v)",
-			live, flows, res.Diag, drops, sum(mfs, "xnat_interface_dropped_packets_total"))
+			live, flows, res.Diag, drops, metrics.Sum(mfs, "xnat_interface_dropped_packets_total"))
 	}
 
 	natctl := filepath.Join(dir, "natctl")
@@ -174,8 +147,8 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 		}
 		after, _ := e.Scrape()
 		w := window{Name: name, Seconds: r.Seconds, SentPPS: r.TX.PPS, Sent: r.TX.Packets, Lost: r.Lost,
-			NatdDrops:     sum(after, "xnat_dropped_packets_total") - sum(before, "xnat_dropped_packets_total"),
-			NatdPortDrops: sum(after, "xnat_interface_dropped_packets_total") - sum(before, "xnat_interface_dropped_packets_total"),
+			NatdDrops:     metrics.Sum(after, "xnat_dropped_packets_total") - metrics.Sum(before, "xnat_dropped_packets_total"),
+			NatdPortDrops: metrics.Sum(after, "xnat_interface_dropped_packets_total") - metrics.Sum(before, "xnat_interface_dropped_packets_total"),
 			SinkReached:   r.Diag.XDPRedirected, SinkDropped: r.Diag.RxKernelDrops,
 		}
 		w.DUTLost = int64(w.Sent) - int64(w.SinkReached)
@@ -204,7 +177,7 @@ func TestListingMillionSessionsUnderLoad(t *testing.T) {
 	if withList.ListedCount < flows {
 		t.Errorf("listed %d sessions, want at least %d", withList.ListedCount, flows)
 	}
-	if out := os.Getenv("XNAT_BENCH_OUT"); out != "" {
+	if out := lab.BenchOut(t); out != "" {
 		b, _ := json.MarshalIndent(map[string]any{
 			"command":  "XNAT_BENCH=1 go test ./bench/mgmtload/ -run Listing -v",
 			"sessions": live, "windows": []window{baseline, withList},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,11 +13,7 @@ import (
 
 func buildL2fwd(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "l2fwd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
+	return filepath.Join(lab.BuildTemp(t, "."), "l2fwd")
 }
 
 // TestForwardPingAndUDP runs l2fwd in the NAT box (no NAT: the server gets a
@@ -33,19 +28,12 @@ func TestForwardPingAndUDP(t *testing.T) {
 	}{{"native", "native", "true"}, {"native-copy", "native", "false"}, {"asavie", "asavie", "true"}} {
 		backend := tc.backend
 		t.Run(tc.name, func(t *testing.T) {
-			n, err := lab.NewNAT(lab.WithReturnRoute())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer n.Close()
+			n := lab.RequireNAT(t, lab.WithReturnRoute())
 			// Without l2fwd nothing forwards (ip_forward is off).
 			if _, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "198.18.0.2"); err == nil {
 				t.Fatal("traffic forwarded without l2fwd")
 			}
-			srvLink, err := lab.Link(n.Out, lab.HostDev)
-			if err != nil {
-				t.Fatal(err)
-			}
+			srvLink := lab.MustLink(t, n.Out, lab.HostDev)
 			// The outside peer is configured, the inside one learned.
 			cmd := lab.Command(n.Box, bin, "-in", lab.NATInside, "-out", lab.NATOutside, "-backend", backend, "-shared-umem="+tc.shared,
 				"-out-peer", srvLink.MAC.String(),

@@ -33,11 +33,7 @@ type testEnv struct {
 // newTestEnv serves a test core with one forward and one static mapping.
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(core.Close)
+	core := mgmttest.Start(t, mgmttest.Options{})
 	if err := core.AddPortForward(nat.PortForward{Proto: nat.TCP, Outside: netip.MustParseAddrPort("198.18.0.100:8080"), Inside: netip.MustParseAddrPort("10.0.0.50:80")}); err != nil {
 		t.Fatal(err)
 	}

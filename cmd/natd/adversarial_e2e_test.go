@@ -28,6 +28,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/internal/wait"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // The privileged half of the adversarial suite (issue 11): natd in the
@@ -126,30 +127,6 @@ func natctl(t *testing.T, e *natdlab.Env, args ...string) (string, int) {
 	return string(out), 0
 }
 
-// metricSum is metric without the fatal on a missing family (a counter
-// that has not been touched yet may be absent).
-func metricSum(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	mf, ok := mfs[name]
-	if !ok {
-		return 0
-	}
-	sum := 0.0
-	for _, m := range mf.Metric {
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.Label {
-				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-			}
-			match = match && found
-		}
-		if match {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
-		}
-	}
-	return sum
-}
-
 // byLabel returns a family's values by the value of one label.
 func byLabel(mfs map[string]*dto.MetricFamily, name, label string) map[string]float64 {
 	out := map[string]float64{}
@@ -174,7 +151,7 @@ func heapInuse(t *testing.T, e *natdlab.Env) float64 {
 	}
 	for _, n := range []string{"go_memstats_heap_inuse_bytes", "go_memory_classes_heap_objects_bytes"} {
 		if _, ok := mfs[n]; ok {
-			return metricSum(mfs, n)
+			return metrics.Sum(mfs, n)
 		}
 	}
 	t.Fatal("natd's /metrics has no Go heap figure")
@@ -199,9 +176,6 @@ func vmRSS(t *testing.T, pid int) float64 {
 }
 
 const mib = 1 << 20
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool { return wait.For(d, cond) }
 
 // ---- sentinel flows: established sessions that must not lose a packet ----
 
@@ -511,7 +485,7 @@ func (h *hupWatcher) reload(t *testing.T, cfg advConfig) (line string, ok bool) 
 		t.Fatalf("SIGHUP: %v", err)
 	}
 	var got []string
-	if !waitFor(20*time.Second, func() bool { got = h.outcomes(); return len(got) > h.seen }) {
+	if !wait.For(20*time.Second, func() bool { got = h.outcomes(); return len(got) > h.seen }) {
 		t.Fatalf("natd logged no outcome for SIGHUP %d within 20 s (running %v)", h.seen+1, h.e.Running())
 	}
 	line = got[h.seen]
@@ -651,14 +625,8 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	// addresses of 10.2.0.0/16, spread over the loop, from the generator
 	// on in1's interface (their replies have no route back: counted as
 	// drops, not asserted).
-	inLink, err := lab.Link(e.In1, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	natIn, err := lab.Link(e.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inLink := lab.MustLink(t, e.In1, lab.HostDev)
+	natIn := lab.MustLink(t, e.Box, lab.NATInside)
 	hs, err := gen.NewHostile(inLink.MAC, natIn.MAC, netip.MustParsePrefix("10.2.0.0/16"), 3)
 	if err != nil {
 		t.Fatal(err)
@@ -875,10 +843,10 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	// The heap did not grow across the cycles.
 	heap1 := heapInuse(t, e)
 	mfs, _ := e.Scrape()
-	t.Logf("new subscribers: %d datagrams from distinct addresses sent; subscribers paired at the end: %.0f", subSent.Sent, metricSum(mfs, "xnat_pool_subscribers"))
+	t.Logf("new subscribers: %d datagrams from distinct addresses sent; subscribers paired at the end: %.0f", subSent.Sent, metrics.Sum(mfs, "xnat_pool_subscribers"))
 	t.Logf("changes applied %d (natctl %d, SIGHUP %d), refused %d; sessions created %.0f, live %.0f; outbound churn %d/%d answered, inbound churn %d/%d answered; heap in use %.1f MiB after cycle 1, %.1f MiB at the end",
 		applied, ctlApplied, hupApplied, refused,
-		metricSum(mfs, "xnat_sessions_created_total"), metricSum(mfs, "xnat_sessions"),
+		metrics.Sum(mfs, "xnat_sessions_created_total"), metrics.Sum(mfs, "xnat_sessions"),
 		outAns.Load(), outSent.Load(), inAns.Load(), inSent.Load(), heap0/mib, heap1/mib)
 	var reasons []string
 	for r, v := range byLabel(mfs, "xnat_dropped_packets_total", "reason") {
@@ -1050,14 +1018,14 @@ func readFloodCounters(t *testing.T, e *natdlab.Env) floodCounters {
 		t.Fatalf("/metrics: %v", err)
 	}
 	return floodCounters{
-		rx:         metricSum(mfs, "xnat_rx_packets_total"),
-		rxOut:      metricSum(mfs, "xnat_rx_packets_total", "interface", lab.NATOutside),
-		tx:         metricSum(mfs, "xnat_tx_packets_total"),
-		drops:      metricSum(mfs, "xnat_dropped_packets_total"),
-		icmpSent:   metricSum(mfs, "xnat_icmp_errors_sent_total"),
-		icmpSupp:   metricSum(mfs, "xnat_icmp_errors_suppressed_total"),
-		fragMade:   metricSum(mfs, "xnat_fragments_made_total"),
-		ifDropsOut: metricSum(mfs, "xnat_interface_dropped_packets_total", "interface", lab.NATOutside),
+		rx:         metrics.Sum(mfs, "xnat_rx_packets_total"),
+		rxOut:      metrics.Sum(mfs, "xnat_rx_packets_total", "interface", lab.NATOutside),
+		tx:         metrics.Sum(mfs, "xnat_tx_packets_total"),
+		drops:      metrics.Sum(mfs, "xnat_dropped_packets_total"),
+		icmpSent:   metrics.Sum(mfs, "xnat_icmp_errors_sent_total"),
+		icmpSupp:   metrics.Sum(mfs, "xnat_icmp_errors_suppressed_total"),
+		fragMade:   metrics.Sum(mfs, "xnat_fragments_made_total"),
+		ifDropsOut: metrics.Sum(mfs, "xnat_interface_dropped_packets_total", "interface", lab.NATOutside),
 		reasons:    byLabel(mfs, "xnat_dropped_packets_total", "reason"),
 	}
 }
@@ -1154,14 +1122,8 @@ func TestE2EHostileOutside(t *testing.T) {
 	}
 	realPort := quoted[0].Outside.Port()
 
-	srcLink, err := lab.Link(e.Out, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dstLink, err := lab.Link(e.Box, lab.NATOutside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srcLink := lab.MustLink(t, e.Out, lab.HostDev)
+	dstLink := lab.MustLink(t, e.Box, lab.NATOutside)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("hostile seed %d", seed)
 	h, err := gen.NewHostile(srcLink.MAC, dstLink.MAC, hostileSources, seed)
@@ -1298,7 +1260,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		defer close(sampleDone)
 		for {
 			if mfs, err := e.Scrape(); err == nil {
-				if n := int64(metricSum(mfs, "xnat_sessions")); n > peak.Load() {
+				if n := int64(metrics.Sum(mfs, "xnat_sessions")); n > peak.Load() {
 					peak.Store(n)
 				}
 			}
@@ -1397,7 +1359,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		totalSent += sent
 		// Let natd finish what its rings hold before reading.
 		var after floodCounters
-		waitFor(5*time.Second, func() bool {
+		wait.For(5*time.Second, func() bool {
 			a := readFloodCounters(t, e)
 			settled := a.rx == after.rx
 			after = a
@@ -1445,7 +1407,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		// about 1 s more, so a round right after the flood may still be
 		// refused; retry to a generous deadline.
 		postErr := ""
-		if !waitFor(20*time.Second, func() bool {
+		if !wait.For(20*time.Second, func() bool {
 			post := &legit{e: e}
 			post.round(-1)
 			postErr = post.firstErr()
@@ -1487,7 +1449,7 @@ func TestE2EHostileOutside(t *testing.T) {
 	// REQ-14's timer, 2 s by default) and been counted.
 	var end floodCounters
 	var unaccounted float64
-	balanced := waitFor(15*time.Second, func() bool {
+	balanced := wait.For(15*time.Second, func() bool {
 		end = readFloodCounters(t, e)
 		in := end.rx - start.rx + end.icmpSent - start.icmpSent + end.fragMade - start.fragMade
 		out := end.tx - start.tx + end.drops - start.drops
@@ -1513,7 +1475,7 @@ func TestE2EHostileOutside(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/metrics after the floods: %v", err)
 	}
-	capacity := metricSum(mfs, "xnat_sessions_capacity")
+	capacity := metrics.Sum(mfs, "xnat_sessions_capacity")
 	t.Logf("sessions: peak %d, capacity %.0f, max_sessions %d", peak.Load(), capacity, hostileMaxSessions)
 	if peak.Load() > hostileMaxSessions || capacity > hostileMaxSessions {
 		t.Errorf("the table held %d sessions (capacity %.0f), above max_sessions %d", peak.Load(), capacity, hostileMaxSessions)

@@ -31,11 +31,7 @@ import (
 // who held the ports it saw.
 func TestE2ECGNExport(t *testing.T) {
 	lab.Require(t)
-	for _, tool := range []string{"tshark", "tcpdump", "nfcapd", "nfdump", "rsyslogd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			lab.Unavailable(t, "%s not installed: %v", tool, err)
-		}
-	}
+	lab.RequireTools(t, "tshark", "tcpdump", "nfcapd", "nfdump", "rsyslogd")
 	_, natctl := binaries(t)
 	const ipfixPort, syslogPort = 4739, 5514
 	server := natdlab.Server // 198.18.0.2, in e.Out

@@ -21,6 +21,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
+	"github.com/xnat/xnat/mgmt/metrics"
 )
 
 // End-to-end tests: natd runs as a process in the namespace lab, and real
@@ -44,23 +45,9 @@ func binaries(t *testing.T) (natd, natctl string) {
 // the end of the test it is closed, with natd's log if the test failed.
 func newEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	t.Helper()
-	lab.Require(t)
+	lab.Require(t) // before the build, which is wasted where labs are not
 	opts.Natd, _ = binaries(t)
-	e, err := natdlab.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			log := e.Log()
-			if len(log) > 20000 {
-				log = "...\n" + log[len(log)-20000:]
-			}
-			t.Logf("natd log (tail):\n%s", log)
-		}
-		e.Close()
-	})
-	return e
+	return natdlab.RequireEnv(t, opts)
 }
 
 func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
@@ -72,37 +59,14 @@ func startEnv(t *testing.T, opts natdlab.Options) *natdlab.Env {
 	return e
 }
 
+// metric is metrics.Sum that fails the test when natd exports no family
+// name at all.
 func metric(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	mf, ok := mfs[name]
-	if !ok {
+	if _, ok := mfs[name]; !ok {
 		t.Fatalf("metric %s missing", name)
 	}
-	sum := 0.0
-	for _, m := range mf.Metric {
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.Label {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			match = match && found
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.Counter.GetValue()
-		case m.Gauge != nil:
-			sum += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			sum += m.Untyped.GetValue()
-		}
-	}
-	return sum
+	return metrics.Sum(mfs, name, labels...)
 }
 
 // TestE2EThroughTheNAT walks the demo's steps and checks each exactly:
@@ -247,7 +211,7 @@ func checkInterfacesClean(t *testing.T, e *natdlab.Env) {
 // completes, throughput is reported, and the receiver counts no checksum
 // errors.
 func TestE2EIperf3(t *testing.T) {
-	needTools(t, "iperf3")
+	lab.RequireTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
 	startIperf3(t, e)
 	before, _ := natdlab.Nstat(e.Out, "TcpInCsumErrors", "IpExtInCsumErrors")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // iperfReceived is what the tests read of iperf3 -J's report: what the
@@ -18,7 +19,7 @@ type iperfReceived struct {
 }
 
 // startIperf3 runs an iperf3 server on natdlab.Server in e.Out until the
-// test ends (needTools(t, "iperf3") first). Not one-off (-1): a one-off server may tear the control
+// test ends (lab.RequireTools(t, "iperf3") first). Not one-off (-1): a one-off server may tear the control
 // connection down before the client has read the results.
 func startIperf3(t *testing.T, e *natdlab.Env) {
 	t.Helper()
@@ -42,7 +43,7 @@ func iperf3Through(t *testing.T, e *natdlab.Env, secs int) iperfReceived {
 			SumReceived iperfReceived `json:"sum_received"`
 		} `json:"end"`
 	}
-	if !waitFor(20*time.Second, func() bool {
+	if !wait.For(20*time.Second, func() bool {
 		out, err = lab.Exec(e.In1, "iperf3", "-c", natdlab.Server.String(), "-t", strconv.Itoa(secs), "-J")
 		res.End.SumReceived = iperfReceived{}
 		return err == nil && json.Unmarshal([]byte(out), &res) == nil && res.End.SumReceived.Bytes > 0

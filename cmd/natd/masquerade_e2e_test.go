@@ -188,12 +188,7 @@ func TestE2EMasquerade(t *testing.T) {
 		checkInterfacesClean(t, e)
 	})
 	t.Run("nftables", func(t *testing.T) {
-		lab.Require(t)
-		n, err := lab.NewNAT(lab.WithIPForward(), lab.WithFarHost())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
+		n := lab.RequireNAT(t, lab.WithIPForward(), lab.WithFarHost())
 		for _, argv := range [][]string{
 			{"nft", "add", "table", "ip", "masq"},
 			{"nft", "add", "chain", "ip", "masq", "post", "{ type nat hook postrouting priority srcnat ; }"},
@@ -344,11 +339,7 @@ func TestE2EInterfaceRecreated(t *testing.T) {
 	e, _ := startMasq(t, nil)
 	macs := [2]string{}
 	for i, nd := range [][2]string{{e.Box, lab.NATOutside}, {e.Out, lab.HostDev}} {
-		li, err := lab.Link(nd[0], nd[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		macs[i] = li.MAC.String()
+		macs[i] = lab.MustLink(t, nd[0], nd[1]).MAC.String()
 	}
 	// ping -D prints the time of each reply; -O reports the ones missing.
 	cmd := lab.Command(e.In1, "ping", "-n", "-D", "-O", "-i", "0.1", "-W", "1", natdlab.Server.String())

@@ -23,20 +23,6 @@ import (
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
-// needTools skips the test when a tool is missing, or fails it under
-// CI=true (.ci/run installs them).
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
-
 // natctlRun runs natctl against a lab natd and returns its output.
 func natctlRun(t *testing.T, sock string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
@@ -163,7 +149,7 @@ func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
 // refuses, explained before it happens, traced as it happens, and found
 // in the drop samples after.
 func TestE2EVisibility(t *testing.T) {
-	needTools(t, "tshark", "tcpdump")
+	lab.RequireTools(t, "tshark", "tcpdump")
 	e := startEnv(t, natdlab.Options{Config: natdlab.ConfigParams{Extra: "  filtering:\n    udp: address-dependent\n"}})
 	in1, pool, server, far := natdlab.In1.String(), natdlab.PoolAddr.String(), natdlab.Server.String(), natdlab.Far.String()
 
@@ -320,7 +306,7 @@ func TestE2EVisibility(t *testing.T) {
 // stalls (nobody reads its pipe): natd's memory stays put, forwarding goes
 // on, and the frames the full rings could not take are counted.
 func TestE2ECaptureBounded(t *testing.T) {
-	needTools(t, "iperf3")
+	lab.RequireTools(t, "iperf3")
 	e := startEnv(t, natdlab.Options{})
 	startIperf3(t, e)
 	iperf := func() (mbps float64) {

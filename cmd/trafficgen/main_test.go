@@ -57,16 +57,8 @@ func TestParseFlags(t *testing.T) {
 // script would: a short paced one-way run through kernel forwarding, the
 // JSON result written to a file, progress lines on stderr.
 func TestOneWayJSON(t *testing.T) {
-	lab.Require(t)
-	bin := filepath.Join(t.TempDir(), "trafficgen")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	b, err := lab.NewBench(lab.WithIPForward())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := lab.RequireBench(t, lab.WithIPForward())
+	bin := filepath.Join(lab.BuildTemp(t, "."), "trafficgen")
 	if err := lab.Run(b.DUT, "ping", "-c", "1", "-W", "2", "198.18.0.2"); err != nil {
 		t.Fatal(err)
 	}

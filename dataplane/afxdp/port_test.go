@@ -37,13 +37,9 @@ var boxAddr = netip.MustParseAddr("198.18.0.1")
 
 func newFixture(t *testing.T, o Options) *fixture {
 	t.Helper()
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := lab.RequireNAT(t)
 	f := &fixture{n: n}
+	var err error
 	if f.prog, err = xdpprog.Load(); err != nil {
 		t.Fatal(err)
 	}
@@ -245,12 +241,7 @@ func TestEchoAsavie(t *testing.T) { testEcho(t, Asavie) }
 // TestZeroCopyUnsupportedOnVeth records that veth has no zero-copy AF_XDP:
 // asking for it fails at bind, and the default mode binds in copy mode.
 func TestZeroCopyUnsupportedOnVeth(t *testing.T) {
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := lab.RequireNAT(t)
 	prog, err := xdpprog.Load()
 	if err != nil {
 		t.Fatal(err)

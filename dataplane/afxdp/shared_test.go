@@ -60,18 +60,9 @@ func (f *pairFixture) registrations(s int) int {
 
 func newPairFixture(t *testing.T, o Options, u *UMEM) *pairFixture {
 	t.Helper()
-	lab.Require(t)
-	n, err := lab.NewNAT(lab.WithReturnRoute())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := lab.RequireNAT(t, lab.WithReturnRoute())
 	f := &pairFixture{n: n}
-	srv, err := lab.Link(n.Out, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(f.srvMAC[:], srv.MAC)
+	copy(f.srvMAC[:], lab.MustLink(t, n.Out, lab.HostDev).MAC)
 	prog, err := xdpprog.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -400,10 +391,7 @@ func TestSharedUMEMRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv, err := lab.Link(f.n.Out, lab.HostDev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := lab.MustLink(t, f.n.Out, lab.HostDev)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.registrations(1) < 2 {
 		if time.Now().After(deadline) {
@@ -416,10 +404,7 @@ func TestSharedUMEMRecovery(t *testing.T) {
 	close(stop)
 	errs := <-done
 	copy(f.srvMAC[:], srv.MAC)
-	box, err := lab.Link(f.n.Box, lab.NATOutside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	box := lab.MustLink(t, f.n.Box, lab.NATOutside)
 	copy(f.boxMAC[1][:], box.MAC)
 	stop = make(chan struct{})
 	done = w.run(stop)

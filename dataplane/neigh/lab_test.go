@@ -28,13 +28,7 @@ type natLab struct {
 
 func newNATLab(t *testing.T) *natLab {
 	t.Helper()
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close() })
-	l := &natLab{NAT: n, t: t}
+	l := &natLab{NAT: lab.RequireNAT(t), t: t}
 	// Make ARP give up after ~0.6 s instead of 3 s, so Failed shows up
 	// quickly (2 broadcast probes, 300 ms apart).
 	for _, dev := range []string{lab.NATInside, lab.NATOutside} {
@@ -54,11 +48,7 @@ func (l *natLab) run(ns string, argv ...string) string {
 
 func (l *natLab) mac(ns, dev string) [6]byte {
 	l.t.Helper()
-	li, err := lab.Link(ns, dev)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return [6]byte(li.MAC)
+	return [6]byte(lab.MustLink(l.t, ns, dev).MAC)
 }
 
 // table starts a Table inside the nat namespace.
@@ -144,11 +134,7 @@ func TestLabResolvesLearnedNeighbours(t *testing.T) {
 
 func (l *natLab) linkIndex(dev string) int {
 	l.t.Helper()
-	li, err := lab.Link(l.Box, dev)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	return li.Index
+	return lab.MustLink(l.t, l.Box, dev).Index
 }
 
 func TestLabMissResolvesWithoutTraffic(t *testing.T) {

@@ -1,37 +1,19 @@
 package poller
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/wait"
 )
-
-// lockedBuf is a log sink the worker goroutine writes while the test reads.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testWorker builds a one-worker NAT (10.0.0.0/8 inside, one pool
 // address) on two memports.
@@ -56,11 +38,11 @@ func testWorker(t *testing.T) (*nat.Worker, *memport.Port, *memport.Port) {
 
 // panicRunner builds a runner whose poll loop panics (in its PortStats
 // hook, which runs inside the loop) as long as panicking says so.
-func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *memport.Port, *memport.Port, *lockedBuf) {
+func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *memport.Port, *memport.Port, *lab.LogBuffer) {
 	t.Helper()
 	w, in, out := testWorker(t)
 	var calls atomic.Int64
-	logs := &lockedBuf{}
+	logs := &lab.LogBuffer{} // the worker goroutine writes it while the test reads
 	r, err := New(Config{Worker: w, Ports: [2]port.Port{in, out}, CPU: -1, Mode: Adaptive, SleepMillis: 1,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		PortStats: func() {
@@ -82,13 +64,7 @@ func panicRunner(t *testing.T, panicking func(call int64) bool) (*Runner, *mempo
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, what, 20*time.Second, cond)
 }
 
 // TestRunnerRecoversPanic: a panic of the poll loop is counted, logged with

@@ -60,7 +60,7 @@ func waitCounters(t *testing.T, a *Attachment, what string, ok func(Counters) bo
 // ports and passes the box's own traffic (ping, a UDP port outside the
 // owned set) to the kernel, from outside and from inside.
 func TestMasqueradeSplitsByPort(t *testing.T) {
-	n := natLab(t)
+	n := lab.RequireNAT(t)
 	p, out, in, ao, ai := attachBoth(t, n)
 	box := netip.MustParseAddr("198.18.0.1")
 	var sets [numOwn]PortBits

@@ -29,27 +29,13 @@ func pingFails(t *testing.T, ns, dst string) {
 	}
 }
 
-// natLab builds the standard NAT lab, removed when the test ends.
-func natLab(t *testing.T) *lab.NAT {
-	t.Helper()
-	lab.Require(t)
-	n, err := lab.NewNAT()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 // attachBoth loads the program and attaches it to the box's outside and
 // inside links; the program is closed when the test ends.
 func attachBoth(t *testing.T, n *lab.NAT) (p *Program, out, in lab.LinkInfo, ao, ai *Attachment) {
 	t.Helper()
+	out = lab.MustLink(t, n.Box, lab.NATOutside)
+	in = lab.MustLink(t, n.Box, lab.NATInside)
 	var err error
-	out, err = lab.Link(n.Box, lab.NATOutside)
-	must(t, err)
-	in, err = lab.Link(n.Box, lab.NATInside)
-	must(t, err)
 	p, err = Load()
 	must(t, err)
 	t.Cleanup(func() { p.Close() })
@@ -98,7 +84,7 @@ func xdpProgID(t *testing.T, n *lab.NAT, dev string) uint32 {
 }
 
 func TestPassRedirectAndFallback(t *testing.T) {
-	n := natLab(t)
+	n := lab.RequireNAT(t)
 	p, out, _, ao, ai := attachBoth(t, n)
 	// Treat the box's own outside address as "public" so that ping from
 	// the server exercises the redirect path.
@@ -162,11 +148,8 @@ func TestPassRedirectAndFallback(t *testing.T) {
 }
 
 func TestStaleProgramReplaced(t *testing.T) {
-	n := natLab(t)
-	li, err := lab.Link(n.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := lab.RequireNAT(t)
+	li := lab.MustLink(t, n.Box, lab.NATInside)
 	p1, err := Load()
 	if err != nil {
 		t.Fatal(err)
@@ -199,11 +182,8 @@ func TestStaleProgramReplaced(t *testing.T) {
 }
 
 func TestForeignProgramRefused(t *testing.T) {
-	n := natLab(t)
-	li, err := lab.Link(n.Box, lab.NATInside)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := lab.RequireNAT(t)
+	li := lab.MustLink(t, n.Box, lab.NATInside)
 	foreign, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "foreign", Type: ebpf.XDP, License: "MIT",
 		Instructions: asm.Instructions{asm.LoadImm(asm.R0, 2, asm.DWord), asm.Return()},

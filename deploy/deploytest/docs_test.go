@@ -257,11 +257,7 @@ func TestOperationsCertificates(t *testing.T) {
 	if err := yaml.Unmarshal(readRepoFile(t, "deploy/examples/cgnat.yaml"), &example); err != nil {
 		t.Fatal(err)
 	}
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{})
 	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{
 		TCPAddr: "127.0.0.1:0", TLSCertFile: f("server.crt"), TLSKeyFile: f("server.key"), TLSClientCAFile: f("ca.crt"),
 		AdminIdentities: example.Management.AdminIdentities,

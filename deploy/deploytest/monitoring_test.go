@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/bench/lab"
@@ -397,19 +396,10 @@ func TestMonitoringNamesExistInNatd(t *testing.T) {
 	eventsDir := t.TempDir()
 	// Both exporters configured, so that their metrics exist.
 	exporters := "logging:\n  ipfix: {collector: \"198.18.0.2:4739\"}\n  syslog: {server: \"198.18.0.2:5514\"}\n"
-	e, err := natdlab.New(natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters,
+	e := natdlab.RequireEnv(t, natdlab.Options{Natd: natdPath(t), Config: natdlab.ConfigParams{EventsFile: filepath.Join(eventsDir, "events.log"), Extra: exporters,
 		// A neighbour that never answers: the xnat_bgp_* series exist
 		// (XnatBGPSessionDown, docs/operations.md) with the session down.
 		TopLevel: "bgp:\n  local_as: 65010\n  router_id: 198.18.0.1\n  neighbors: [{address: 198.18.0.2, as: 65002, side: outside, port: 1179}]\n"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("natd log:\n%s", e.Log())
-		}
-		e.Close()
-	})
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -436,11 +426,7 @@ func TestMonitoringNamesExistInNatd(t *testing.T) {
 // collector over the mgmttest core (a real engine on in-memory ports), so
 // that machines without the lab check the names too.
 func TestMonitoringNamesExistInCollector(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{})
 	core.EnableBGP() // the xnat_bgp_* series
 	// As natd with both exporters configured (docs/cgn.md).
 	withExporters := func() events.Stats {
@@ -449,13 +435,9 @@ func TestMonitoringNamesExistInCollector(t *testing.T) {
 		return s
 	}
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{Events: withExporters}))
-	fams, err := reg.Gather()
+	mfs, err := metrics.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	mfs := map[string]*dto.MetricFamily{}
-	for _, f := range fams {
-		mfs[f.GetName()] = f
 	}
 	checkAgainst(t, catalogOf(mfs), "the metrics collector")
 }

@@ -327,11 +327,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // keep flowing; once the disk recovers the queued events are written.
 func TestSlowDiskNeverBlocksTheWorker(t *testing.T) {
 	w := &blockingWriter{release: make(chan struct{})}
-	core, err := mgmttest.New(mgmttest.Options{EventWriter: w, EventRing: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{EventWriter: w, EventRing: 64})
 	// Close waits for the exporter, which a failed test would leave
 	// stuck in Write: release it first (defers run last first).
 	defer w.unblock()

@@ -244,11 +244,7 @@ func TestCollectErrorsKeepTheRest(t *testing.T) {
 // End to end over the real engine: traffic through the test core's worker
 // shows up in the scrape.
 func TestScrapeRealEngine(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{})
 	for i := 0; i < 5; i++ {
 		in := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.5"), uint16(3000+i))
 		if err := core.Open(nat.UDP, in, netip.MustParseAddrPort("203.0.113.9:53")); err != nil {

@@ -12,23 +12,15 @@ import (
 // TestBGPMetrics: the xnat_bgp_* series follow the core's BGP status, and
 // a natd without BGP exports none.
 func TestBGPMetrics(t *testing.T) {
-	core, err := mgmttest.New(mgmttest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer core.Close()
+	core := mgmttest.Start(t, mgmttest.Options{})
 	reg := metrics.NewRegistry(metrics.NewCollector(core, metrics.CollectorOptions{}))
 	gather := func() map[string]*dto.MetricFamily {
 		t.Helper()
-		fams, err := reg.Gather()
+		mfs, err := metrics.Gather(reg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]*dto.MetricFamily{}
-		for _, f := range fams {
-			m[f.GetName()] = f
-		}
-		return m
+		return mfs
 	}
 	if _, ok := gather()["xnat_bgp_peer_up"]; ok {
 		t.Fatal("xnat_bgp_peer_up exported by a natd without BGP")

@@ -173,6 +173,20 @@ func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 	return parseText(resp.Body)
 }
 
+// Gather collects g's metric families by name, as Scrape returns them,
+// without HTTP: tests use it on a registry in their own process.
+func Gather(g prometheus.Gatherer) (map[string]*dto.MetricFamily, error) {
+	fams, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	mfs := make(map[string]*dto.MetricFamily, len(fams))
+	for _, f := range fams {
+		mfs[f.GetName()] = f
+	}
+	return mfs, nil
+}
+
 func parseText(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	return p.TextToMetricFamilies(r)
@@ -196,28 +210,59 @@ func Value(mfs map[string]*dto.MetricFamily, name string, labels ...string) (flo
 	if !ok {
 		return 0, false
 	}
-next:
 	for _, m := range mf.Metric {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.Label {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-					break
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
+		if hasLabels(m, labels) && (m.Counter != nil || m.Gauge != nil || m.Untyped != nil) {
+			return SampleValue(m), true
 		}
 	}
 	return 0, false
+}
+
+// Sum returns the sum of the samples of family name whose labels include
+// every given name=value pair (all of the family's samples when none is
+// given); 0 when there is no such family, as for a counter not yet
+// touched.
+func Sum(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	mf, ok := mfs[name]
+	if !ok {
+		return 0
+	}
+	sum := 0.0
+	for _, m := range mf.Metric {
+		if hasLabels(m, labels) {
+			sum += SampleValue(m)
+		}
+	}
+	return sum
+}
+
+// SampleValue returns the value of a counter, gauge or untyped sample, 0
+// for any other kind.
+func SampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
+}
+
+// hasLabels reports whether m carries every name=value pair of labels.
+func hasLabels(m *dto.Metric, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		found := false
+		for _, lp := range m.Label {
+			if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

@@ -34,11 +34,7 @@ func TestScaleOut(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		lab.Unavailable(t, "nft not installed (Debian: nftables)")
 	}
-	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir, "github.com/xnat/xnat/cmd/natd").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build natd: %v\n%s", err, out)
-	}
+	dir := lab.BuildTemp(t, "github.com/xnat/xnat/cmd/natd")
 	var log lab.LogBuffer // natd and BIRD write it from their own goroutines
 	e, err := New(Options{Natd: filepath.Join(dir, "natd"), Log: &log})
 	if err != nil {
