@@ -454,10 +454,7 @@ func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
 func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
 	s := w.snap
 	proto, _ := protoIndex(p.Proto)
-	var in [4]byte
-	var inPort uint16
 	var c claim
-	state := uint32(stInbound)
 
 	// Which rule or mapping admits the packet, and whether filtering lets
 	// it through, is decided read-only (decide.go, shared with explain);
@@ -467,7 +464,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		return r
 	}
 	perRule := s.Config.Limits.InboundSessionsPerRule != 0
-	in, inPort, state = a.in, a.inPort, state|a.state
+	state := stInbound | a.state
 	switch a.state {
 	case stKindForward:
 		if perRule {
@@ -508,7 +505,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		w.undo(&c)
 		return r
 	}
-	k0 := insideKey(k, in, inPort)
+	k0 := insideKey(k, a.in, a.inPort)
 	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
 	if !inserted {
 		w.eng.inbound.Add(-1)
