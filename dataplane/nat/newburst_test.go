@@ -2,6 +2,7 @@ package nat
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/xnat/xnat/dataplane/drop"
@@ -51,7 +52,8 @@ func TestNewSessionBurstSharesMapping(t *testing.T) {
 // TestNewSessionBurstPortPlan checks the ports the pipeline plans: a free
 // preserved port is kept (RFC 4787 REQ-3's port preservation), a taken one
 // (taken before the burst, or by an earlier packet of the same burst) is
-// replaced by a random port of the range, and no port is given twice.
+// replaced by another port of the range, and no external endpoint is
+// given twice.
 func TestNewSessionBurstPortPlan(t *testing.T) {
 	c := testConfig()
 	c.CGN.PortAllocation = AllocDynamic
@@ -59,47 +61,46 @@ func TestNewSessionBurstPortPlan(t *testing.T) {
 	if e := eps(h.one(Inside, udp("10.0.0.2", 5000, "198.18.0.9", 7000), Outside)); e.sport != 5000 {
 		t.Fatalf("free port 5000 not preserved: got %d", e.sport)
 	}
-	// 5000 is taken now; 6000 is free but two hosts want it in one burst.
-	h.inject(Inside,
-		udp("10.0.0.3", 5000, "198.18.0.9", 7000),
-		udp("10.0.0.4", 5000, "198.18.0.9", 7000),
-		udp("10.0.0.5", 6000, "198.18.0.9", 7000),
-		udp("10.0.0.6", 6000, "198.18.0.9", 7000),
-		udp("10.0.0.7", 5001, "198.18.0.9", 7000))
-	out := h.collect(Outside)
-	if len(out) != 5 {
-		t.Fatalf("%d of 5 frames out (drops %v)", len(out), h.drops())
+	// 5000 is taken now (on 10.0.0.2's address); 6000 is free but two
+	// hosts want it in one burst.
+	hosts := []string{"10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"}
+	sports := []uint16{5000, 5000, 6000, 6000, 5001}
+	var frames [][]byte
+	for i, in := range hosts {
+		frames = append(frames, udp(in, sports[i], "198.18.0.9", 7000))
 	}
-	got := map[string]uint16{}
-	used := map[uint16]string{5000: "10.0.0.2"}
-	for _, pk := range out {
-		e := eps(pk)
-		in := h.insideOf(e.sport)
-		got[in] = e.sport
-		if prev, ok := used[e.sport]; ok {
-			t.Fatalf("port %d given to %s and %s", e.sport, prev, in)
+	h.inject(Inside, frames...)
+	if out := h.collect(Outside); len(out) != len(frames) {
+		t.Fatalf("%d of %d frames out (drops %v)", len(out), len(frames), h.drops())
+	}
+	ext := map[string]netip.AddrPort{"10.0.0.2": h.outsideOf("10.0.0.2")}
+	owner := map[netip.AddrPort]string{ext["10.0.0.2"]: "10.0.0.2"}
+	for _, in := range hosts {
+		o := h.outsideOf(in)
+		if prev, ok := owner[o]; ok {
+			t.Fatalf("external endpoint %v given to %s and %s", o, prev, in)
 		}
-		used[e.sport] = in
-		if e.sport < 1024 {
-			t.Errorf("%s got port %d, outside the range 1024-65535", in, e.sport)
+		owner[o], ext[in] = in, o
+		if o.Port() < 1024 {
+			t.Errorf("%s got port %d, outside the range 1024-65535", in, o.Port())
 		}
 	}
-	if got["10.0.0.5"] != 6000 {
-		t.Errorf("first of the burst to want free port 6000 got %d", got["10.0.0.5"])
+	if p := ext["10.0.0.5"].Port(); p != 6000 {
+		t.Errorf("first of the burst to want free port 6000 got %d", p)
 	}
-	if got["10.0.0.7"] != 5001 {
-		t.Errorf("free port 5001 not preserved: got %d", got["10.0.0.7"])
+	if p := ext["10.0.0.7"].Port(); p != 5001 {
+		t.Errorf("free port 5001 not preserved: got %d", p)
 	}
 	h.checkNoLeaks()
 }
 
-// insideOf returns the inside address of the session whose external port
-// is port.
-func (h *harness) insideOf(port uint16) string {
+// outsideOf returns the external endpoint of inside host in's only
+// session.
+func (h *harness) outsideOf(in string) netip.AddrPort {
 	h.t.Helper()
-	ss, _ := h.eng.Sessions(SessionFilter{OutsidePort: port}, 0, 10)
+	ss, _ := h.eng.Sessions(SessionFilter{InsideAddr: netip.MustParseAddr(in)}, 0, 10)
 	if len(ss) != 1 {
-		h.t.Fatalf("%d sessions on external port %d", len(ss), port)
+		h.t.Fatalf("%s has %d sessions, want 1", in, len(ss))
 	}
-	return ss[0].Inside.Addr().String()
+	return ss[0].Outside
 }
