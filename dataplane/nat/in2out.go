@@ -61,9 +61,7 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed) {
 		return
 	}
 	var e flowtable.Entry
-	var k flowtable.Key
-	packetKey(Inside, p, &k)
-	if r := w.newOutbound(p, &k, &e); r != drop.None {
+	if r := w.newSession(Inside, p, &e); r != drop.None {
 		w.refuse(b, p, r)
 		return
 	}

@@ -117,7 +117,10 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 	l := &s.Config.Limits
 	k := subscriberKey(a)
 	delta := subRefs(1, newPorts)
-	check := func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
+	var check func(uint64) bool // nil: no limit applies (subQuota)
+	if l.SessionsPerSubscriber != 0 || (newPorts != 0 && l.PortsPerSubscriber != 0) {
+		check = func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
+	}
 	for try := 0; try < 64; try++ {
 		if w.hint.subscriber(&k, &c.sub) || w.eng.subs.Lookup(&k, &c.sub) {
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
@@ -251,8 +254,8 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 	}
 	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
-	if sport >= lo && sport <= hi && ps.claimFree(sport) {
-		return st, sport, true
+	if p, ok := w.claimPlanned(ps, st, lo, hi, sport); ok {
+		return st, p, true
 	}
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
 		return st, p, true

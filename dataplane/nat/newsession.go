@@ -11,91 +11,166 @@ import (
 // permissions, undo) is in mapping.go.
 
 // New sessions in a pipeline. Creating a session touches, beside the
-// buckets of its keys, records that are rarely in cache at a million
-// sessions: the subscriber, the mapping (its bucket, to find none), the
-// port's record, and the buckets the session's outside key and the
-// mapping's external key go into (the session's inside key was prefetched
-// by receive). Looked up one packet after another they
-// cost a memory latency each, in series. The fast path therefore leaves
-// the outbound packets that found no session to newSessions, which runs
-// over all of them three times: prefetch the subscriber and the mapping's
-// bucket; with the subscriber's paired address in cache, prefetch the
-// record of the port that port preservation would give; then create the
-// sessions in arrival order.
-// What the first two passes looked up is handed to the third (newHint),
-// so that no key is hashed twice.
+// bucket of its inside key (prefetched by receive), records that are
+// rarely in cache at a million sessions: the subscriber, the mapping's
+// bucket (to find none), the port's record, and the buckets the mapping's
+// external key and the session's outside key go into. Looked up one packet
+// after another they cost a memory latency each, in series. The fast path
+// therefore leaves the outbound packets that found no session to
+// newSessions, which runs over all of them four times, each pass touching
+// what the previous one's loads brought in and starting the next misses
+// for the whole burst at once:
+//
+//  1. prefetch the subscriber's bucket and the mapping's;
+//  2. look both up: an existing mapping gives the external endpoint, so
+//     the session's outside bucket is prefetched; for a new port, the
+//     subscriber's paired address gives the record of the port that port
+//     preservation would take, prefetched;
+//  3. with that record in cache, decide the port: the preserved one if it
+//     is free, else a random candidate of the worker's share (RFC 6056),
+//     drawn now rather than at creation, whose record is prefetched; then
+//     prefetch the buckets of the mapping's external key and the
+//     session's outside key on that port;
+//  4. create the sessions in arrival order.
+//
+// What the passes found is handed to the fourth (newHint), so that no key
+// is looked up twice: the subscriber, the mapping (found, or known to be
+// missing), and the planned port. Each is a hint, checked where it is
+// used: a record found is taken only through its generation (acquireRef),
+// a missing mapping created meanwhile by another worker makes the insert
+// of ours fail (and the mapping is looked up again), and a planned port is
+// claimed by an insert that fails if it was taken meanwhile. A mapping
+// whose inside endpoint an earlier packet of the list shares is looked up
+// again at creation: that packet may have just created it.
 
 // newBurst lists the outbound packets of a burst that found no session.
+// It belongs to its worker's goroutine.
 type newBurst struct {
-	n    int
-	idx  [MaxBurst]uint8
-	dup  [MaxBurst]bool            // an earlier packet of the list has the same key
-	seen [128]uint8                // open addressing by flowMix: list index + 1
-	sub  [MaxBurst]flowtable.Entry // the subscriber, when hasSub
-	has  [MaxBurst]bool
-	bind [MaxBurst]flowtable.Probe // the mapping's inside key
+	n     int
+	idx   [MaxBurst]uint8
+	dup   [MaxBurst]bool // an earlier packet of the list has the same session key
+	epDup [MaxBurst]bool // an earlier packet of the list has the same inside endpoint
+	seen  [128]uint8     // open addressing by endpointMix: list index + 1
+	plan  [MaxBurst]newPlan
 }
 
-// newHint is what newSessions found out about the packet it is creating a
-// session for; acquireSub and eimMapping take it in place of their first
-// lookup. Each part is used once.
+// newPlan is what the first three passes found out for one packet.
+type newPlan struct {
+	sp, bp flowtable.Probe // the subscriber's and the mapping's keys
+	sub    flowtable.Entry // the subscriber, when has&planSub
+	bind   flowtable.Entry // the mapping, when has&planBind
+	st     *addrState      // the subscriber's paired address, for planPort
+	cand   uint16          // the random candidate port, when has&planCand
+	has    uint8
+}
+
+// newPlan.has bits.
+const (
+	planSub    = 1 << iota // sub holds the subscriber
+	planBind               // bind holds the mapping
+	planNoBind             // the mapping was looked for and is missing
+	planPort               // a port on st was planned (the bits below)
+	planTaken              // the preserved port is taken or out of range
+	planCand               // cand is the random port to try next
+)
+
+// newHint is the plan of the packet whose session is being created, with
+// the parts (has bits) not used yet; acquireSub, eimMapping and allocPort
+// take it in place of their first lookup. Each part is used once.
 type newHint struct {
-	sub     *flowtable.Entry
-	bind    *flowtable.Probe
-	bindKey flowtable.Key
+	plan *newPlan
+	left uint8
 }
 
 // subscriber copies the hinted subscriber into x if it has key k.
 func (h *newHint) subscriber(k *flowtable.Key, x *flowtable.Entry) bool {
-	s := h.sub
-	h.sub = nil
-	if s == nil || s.Keys[0] != *k {
+	if h.left&planSub == 0 {
 		return false
 	}
-	*x = *s
+	h.left &^= planSub
+	if h.plan.sub.Keys[0] != *k {
+		return false
+	}
+	*x = h.plan.sub
 	return true
 }
 
-// mapping looks the mapping with inside key bk up in t, with the hinted
-// probe when it was prepared for bk.
+// mapping looks up the mapping with inside key bk in t into x, unless the
+// hint already knows the answer.
 func (h *newHint) mapping(t *flowtable.Table, bk *flowtable.Key, x *flowtable.Entry) bool {
-	p := h.bind
-	h.bind = nil
-	if p != nil && h.bindKey == *bk {
-		return t.LookupProbe(p, x)
+	left := h.left
+	h.left &^= planBind | planNoBind
+	switch {
+	case left&planBind != 0 && h.plan.bind.Keys[0] == *bk:
+		*x = h.plan.bind
+		return true
+	case left&planNoBind != 0:
+		return false
 	}
 	return t.Lookup(bk, x)
 }
 
+// port returns the plan of a port on st, if one was made.
+func (h *newHint) port(st *addrState) *newPlan {
+	if h.left&planPort == 0 || h.plan.st != st {
+		return nil
+	}
+	h.left &^= planPort
+	return h.plan
+}
+
+// claimPlanned claims the first free of the ports planned for a new
+// mapping on port set ps of address st, for inside port sport with
+// dynamic range [lo, hi]: port preservation's sport, unless the plan found
+// it taken, then the plan's random candidate. Without a plan it tries
+// sport alone.
+func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) (uint16, bool) {
+	keep := sport >= lo && sport <= hi
+	pl := w.hint.port(st)
+	if pl == nil {
+		return sport, keep && ps.claimFree(sport)
+	}
+	if keep && pl.has&planTaken == 0 && ps.claimFree(sport) {
+		return sport, true
+	}
+	return pl.cand, pl.has&planCand != 0 && ps.claimFree(pl.cand)
+}
+
 // deferNew leaves packet i, from the inside and without a session, to
 // newSessions. It notes whether an earlier packet of the list has the same
-// session key: that one creates the session, and this one must look it up
-// again; the others need not.
+// session key (that one creates the session, and this one must look it up
+// again; the others need not) or the same inside endpoint (whose mapping
+// that one may create).
 func (w *Worker) deferNew(i int) {
 	nb := &w.nb
 	if nb.n == 0 {
 		nb.seen = [128]uint8{}
 	}
 	p := &w.pk[i]
-	nb.idx[nb.n], nb.dup[nb.n] = uint8(i), false
-	for h := flowMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
-		j := nb.seen[h]
-		if j == 0 {
-			nb.seen[h] = uint8(nb.n + 1)
+	j := nb.n
+	nb.idx[j], nb.dup[j], nb.epDup[j] = uint8(i), false, false
+	for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
+		o := nb.seen[h]
+		if o == 0 {
+			nb.seen[h] = uint8(j + 1)
 			break
 		}
-		if sameSession(Inside, p, &w.pk[nb.idx[j-1]]) {
-			nb.dup[nb.n] = true
-			break
+		q := &w.pk[nb.idx[o-1]]
+		if q.Src == p.Src && q.SrcPort == p.SrcPort && q.Proto == p.Proto {
+			nb.epDup[j] = true
+			if sameSession(Inside, p, q) {
+				nb.dup[j] = true
+				break
+			}
 		}
 	}
 	nb.n++
 }
 
-// flowMix spreads a packet's addresses and ports over newBurst.seen; any
-// mixing will do, since sameSession decides.
-func flowMix(p *header.Parsed) uint32 {
-	x := be32(p.Src)*0x9E3779B1 ^ be32(p.Dst)*0x85EBCA77 ^ (uint32(p.SrcPort)<<16|uint32(p.DstPort))*0xC2B2AE3D ^ uint32(p.Proto)
+// endpointMix spreads a packet's inside endpoint over newBurst.seen; any
+// mixing will do, since deferNew compares.
+func endpointMix(p *header.Parsed) uint32 {
+	x := be32(p.Src)*0x9E3779B1 ^ (uint32(p.SrcPort)<<8|uint32(p.Proto))*0xC2B2AE3D
 	return x >> 25
 }
 
@@ -119,45 +194,90 @@ func (w *Worker) newSessions() {
 	e := w.eng
 	s := w.snap
 	eim := s.Config.Mapping == EndpointIndependent
+	dynamic := s.cgn.mode == AllocDynamic
 	sink := uint64(0)
-	// 1. The subscriber's record and the mapping's bucket.
-	var sp [MaxBurst]flowtable.Probe
+	// 1. The subscriber's bucket and the mapping's.
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
+		pl := &nb.plan[j]
+		pl.has = 0
 		k := subscriberKey(p.Src)
-		e.subs.Prepare(&k, &sp[j])
-		sink += e.subs.Prefetch(&sp[j])
-		if eim {
+		e.subs.Prepare(&k, &pl.sp)
+		sink += e.subs.Prefetch(&pl.sp)
+		if eim && !nb.epDup[j] {
 			bk, _ := bindingKeys(p.Proto, p.Src, p.SrcPort, [4]byte{}, 0)
-			e.bindings.Prepare(&bk, &nb.bind[j])
-			sink += e.bindings.Prefetch(&nb.bind[j])
+			e.bindings.Prepare(&bk, &pl.bp)
+			sink += e.bindings.Prefetch(&pl.bp)
 		}
 	}
-	// 2. The subscriber (in cache now), and the record of the port
-	// that port preservation would give on its paired address. The
-	// buckets of the session's outside key and of the mapping's external
-	// key are not prefetched: their port is known only once claimed, and
-	// a guess (the preserved port) cost about 200 instructions a session
-	// for nothing in BenchmarkNewSession, where 94% of the flows get a
-	// random port.
+	// 2. The subscriber and the mapping; then the outside bucket of a
+	// session on an existing mapping, or the record of the port that
+	// port preservation would give a new one.
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
-		nb.has[j] = e.subs.LookupProbe(&sp[j], &nb.sub[j])
-		if !nb.has[j] {
+		pl := &nb.plan[j]
+		pl.st = nil
+		if e.subs.LookupProbe(&pl.sp, &pl.sub) {
+			pl.has |= planSub
+			pl.st = e.addr(subAddr(pl.sub.User[0]))
+		}
+		if eim {
+			if nb.epDup[j] {
+				continue
+			}
+			if e.bindings.LookupProbe(&pl.bp, &pl.bind) {
+				pl.has |= planBind
+				sink += w.prefetchOutside(p, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
+				continue
+			}
+			pl.has |= planNoBind
+		}
+		if !dynamic || pl.st == nil {
 			continue
 		}
-		st := e.addr(subAddr(nb.sub[j].User[0]))
+		pl.has |= planPort
 		proto, _ := protoIndex(p.Proto)
-		if st == nil {
+		if lo, hi := s.portRange(proto, p.SrcPort); p.SrcPort < lo || p.SrcPort > hi {
+			pl.has |= planTaken
 			continue
 		}
-		var pr flowtable.Probe
-		pk := st.ports[proto].key(p.SrcPort)
-		e.portTab.t.Prepare(&pk, &pr)
-		sink += e.portTab.t.Prefetch(&pr)
+		sink += pl.st.ports[proto].prefetch(p.SrcPort)
+	}
+	// 3. The port of a new mapping (or, with address-and-port-dependent
+	// mapping, of the session), and the buckets its keys go into. The
+	// worker's share of the range is the same for most packets.
+	var sh portShare
+	shLo, shHi := uint16(1), uint16(0)
+	for j := 0; j < n; j++ {
+		pl := &nb.plan[j]
+		if pl.has&planPort == 0 {
+			continue
+		}
+		p := &w.pk[nb.idx[j]]
+		proto, _ := protoIndex(p.Proto)
+		ps := &pl.st.ports[proto]
+		port := p.SrcPort
+		if pl.has&planTaken != 0 || ps.taken(port) {
+			pl.has |= planTaken
+			if lo, hi := s.portRange(proto, p.SrcPort); lo != shLo || hi != shHi {
+				sh, shLo, shHi = shareOf(lo, hi, int(w.id), e.nworkers), lo, hi
+			}
+			c, ok := sh.random(w.rand())
+			if !ok {
+				continue
+			}
+			sink += ps.prefetch(c)
+			pl.has |= planCand
+			pl.cand, port = c, c
+		}
+		if eim {
+			// The mapping's external key (bindingKeys).
+			sink += e.bindings.PrefetchTuple([4]byte{}, pl.st.addr, 0, port, p.Proto)
+		}
+		sink += w.prefetchOutside(p, pl.st.addr, port)
 	}
 	w.sink += sink
-	// 3. Create, in arrival order. A packet may belong to a flow that
+	// 4. Create, in arrival order. A packet may belong to a flow that
 	// an earlier packet of this burst has just given a session.
 	var x flowtable.Entry
 	for j := 0; j < n; j++ {
@@ -167,16 +287,46 @@ func (w *Worker) newSessions() {
 			w.translateOut(b, p, &x)
 			continue
 		}
-		if nb.has[j] {
-			w.hint.sub = &nb.sub[j]
-		}
-		if eim {
-			w.hint.bind = &nb.bind[j]
-			w.hint.bindKey, _ = bindingKeys(p.Proto, p.Src, p.SrcPort, [4]byte{}, 0)
-		}
+		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has}
 		w.outboundNew(b, p)
 		w.hint = newHint{}
 	}
+}
+
+// prefetchOutside prefetches the bucket of the outside key of the session
+// of outbound packet p on external endpoint ext:extPort (outsideKey).
+func (w *Worker) prefetchOutside(p *header.Parsed, ext [4]byte, extPort uint16) uint64 {
+	_, dst, _, dport := sessionTuple(Inside, p)
+	return w.eng.sessions.PrefetchTuple(dst, ext, dport, extPort, p.Proto)
+}
+
+// newSession creates the session of packet p from side (newOutbound,
+// newInbound), filling e. It returns drop.None or the reason the packet
+// must be refused.
+func (w *Worker) newSession(side Side, p *header.Parsed, e *flowtable.Entry) drop.Reason {
+	var k flowtable.Key
+	packetKey(side, p, &k)
+	if side == Inside {
+		return w.newOutbound(p, &k, e)
+	}
+	return w.newInbound(p, &k, e)
+}
+
+// filterPermission takes the session's reference, in c, on the permission
+// for remote to reach the mapping's external endpoint ext:extPort, when
+// proto's filtering is address-dependent (RFC 4787 REQ-8, RFC 5382 REQ-3):
+// the mapping's inside endpoint has sent to remote. On failure c is given
+// back.
+func (w *Worker) filterPermission(proto Proto, ipProto uint8, remote, ext [4]byte, extPort uint16, c *claim) drop.Reason {
+	if w.snap.Config.Filtering[proto] != FilterAddressDependent {
+		return drop.None
+	}
+	pk := permKey(ipProto, remote, ext, extPort)
+	if r := w.acquirePerm(&pk, c, 0); r != drop.None {
+		w.undo(c)
+		return r
+	}
+	return drop.None
 }
 
 // newOutbound creates the session for an outbound packet whose key 0 is k,
@@ -213,10 +363,8 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 	if r != drop.None {
 		return r
 	}
-	if c.hasBinding && s.Config.Filtering[proto] == FilterAddressDependent {
-		pk := permKey(p.Proto, p.Dst, ext, extPort)
-		if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
-			w.undo(&c)
+	if c.hasBinding {
+		if r := w.filterPermission(proto, p.Proto, p.Dst, ext, extPort, &c); r != drop.None {
 			return r
 		}
 	}
@@ -306,10 +454,7 @@ func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
 func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
 	s := w.snap
 	proto, _ := protoIndex(p.Proto)
-	var in [4]byte
-	var inPort uint16
 	var c claim
-	state := uint32(stInbound)
 
 	// Which rule or mapping admits the packet, and whether filtering lets
 	// it through, is decided read-only (decide.go, shared with explain);
@@ -319,7 +464,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		return r
 	}
 	perRule := s.Config.Limits.InboundSessionsPerRule != 0
-	in, inPort, state = a.in, a.inPort, state|a.state
+	state := stInbound | a.state
 	switch a.state {
 	case stKindForward:
 		if perRule {
@@ -346,12 +491,8 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 			w.undo(&c)
 			return r
 		}
-		if s.Config.Filtering[proto] == FilterAddressDependent {
-			pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
-			if r := w.acquirePerm(&pk, &c, 0); r != drop.None {
-				w.undo(&c)
-				return r
-			}
+		if r := w.filterPermission(proto, p.Proto, p.Src, p.Dst, k.DstPort, &c); r != drop.None {
+			return r
 		}
 	}
 	state, r := w.sessionState(state, p.Dst, k.DstPort, proto, &c, p.Src, p.TCPFlags, Outside)
@@ -364,7 +505,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		w.undo(&c)
 		return r
 	}
-	k0 := insideKey(k, in, inPort)
+	k0 := insideKey(k, a.in, a.inPort)
 	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
 	if !inserted {
 		w.eng.inbound.Add(-1)

@@ -56,9 +56,7 @@ func (w *Worker) inbound(owner Side, b *port.Buf, p *header.Parsed, probe *flowt
 // drops it.
 func (w *Worker) inboundNew(owner Side, b *port.Buf, p *header.Parsed) {
 	var e flowtable.Entry
-	var k flowtable.Key
-	packetKey(Outside, p, &k)
-	if r := w.newInbound(p, &k, &e); r != drop.None {
+	if r := w.newSession(Outside, p, &e); r != drop.None {
 		w.dropFrame(owner, b, r)
 		return
 	}

@@ -137,6 +137,21 @@ func (s *portSet) free(x *flowtable.Entry) {
 	}
 }
 
+// taken reports whether port p has an owner or is held.
+func (s *portSet) taken(p uint16) bool {
+	var x flowtable.Entry
+	return s.lookup(p, &x)
+}
+
+// prefetch touches the port table's bucket of port p (see
+// flowtable.Table.Prefetch).
+func (s *portSet) prefetch(p uint16) uint64 {
+	k := s.key(p)
+	var pr flowtable.Probe
+	s.pt.t.Prepare(&k, &pr)
+	return s.pt.t.Prefetch(&pr)
+}
+
 // claimFree takes port p if it has no owner and is not held.
 func (s *portSet) claimFree(p uint16) bool {
 	k := s.key(p)
@@ -221,26 +236,10 @@ func (s *portSet) state(p uint16) (owners int, held bool) {
 // randomization", restricted to the share): it returns false only when the
 // whole share has no free port. r is a random 64-bit value.
 func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uint16, bool) {
-	n := int(hi) - int(lo) + 1
-	chunks := (n + chunkPorts - 1) / chunkPorts
-	if workers < 1 || chunks < workers {
-		// Too few chunks to deal out: everyone searches everything.
-		worker, workers = 0, 1
-	}
-	mine := (chunks - worker + workers - 1) / workers // chunks c ≡ worker (mod workers)
-	// Every chunk is full but the range's last, which is ours when its
-	// index is ≡ worker.
-	total := mine * chunkPorts
-	if last := chunks - 1; last%workers == worker {
-		total -= chunkPorts - chunkLen(n, last)
-	}
+	sh := shareOf(lo, hi, worker, workers)
+	total, port := sh.total, sh.port
 	if total == 0 {
 		return 0, false
-	}
-	// j-th port of the share: mine are full chunks except maybe the last.
-	port := func(j int) uint16 {
-		c, off := j/chunkPorts, j%chunkPorts
-		return uint16(int(lo) + (worker+c*workers)*chunkPorts + off)
 	}
 	// Independent random probes first: a walk from one random point
 	// grows runs of taken ports that later walks must cross (linear
@@ -280,6 +279,47 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 	}
 	s.walked.Store(s.inUse.Load() + 1)
 	return 0, false
+}
+
+// portShare is a worker's share of a port range [lo, hi]: the range's
+// 64-port chunks c with c ≡ worker (mod workers), total ports in all.
+type portShare struct {
+	lo              uint16
+	worker, workers int
+	total           int
+}
+
+func shareOf(lo, hi uint16, worker, workers int) portShare {
+	n := int(hi) - int(lo) + 1
+	chunks := (n + chunkPorts - 1) / chunkPorts
+	if workers < 1 || chunks < workers {
+		// Too few chunks to deal out: everyone searches everything.
+		worker, workers = 0, 1
+	}
+	mine := (chunks - worker + workers - 1) / workers // chunks c ≡ worker (mod workers)
+	// Every chunk is full but the range's last, which is ours when its
+	// index is ≡ worker.
+	total := mine * chunkPorts
+	if last := chunks - 1; last%workers == worker {
+		total -= chunkPorts - chunkLen(n, last)
+	}
+	return portShare{lo: lo, worker: worker, workers: workers, total: total}
+}
+
+// port returns the j-th port of the share: its chunks are full but maybe
+// the last.
+func (sh portShare) port(j int) uint16 {
+	c, off := j/chunkPorts, j%chunkPorts
+	return uint16(int(sh.lo) + (sh.worker+c*sh.workers)*chunkPorts + off)
+}
+
+// random returns the port claimRandom, given r, tries first: the new
+// session pipeline draws it ahead, to prefetch its record (newsession.go).
+func (sh *portShare) random(r uint64) (uint16, bool) {
+	if sh.total == 0 {
+		return 0, false
+	}
+	return sh.port(int(r % uint64(sh.total))), true
 }
 
 // randomProbes is how many random ports claimRandom tries before it walks
