@@ -35,6 +35,7 @@ func TestInlining(t *testing.T) {
 			"ICMPv4.Type", "ICMPv4.Code", "ICMPv4.Checksum", "ICMPv4.Ident",
 			"ICMPv4.SetChecksum", "ICMPv4.SetIdent", "ICMPv4.SetIdentFix",
 			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP", "(*Parsed).takePorts",
+			"ipv4HeaderSumOK",
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.
