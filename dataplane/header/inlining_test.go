@@ -43,6 +43,7 @@ func TestInlining(t *testing.T) {
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
+			"AddrChange", "UpdateWith", "UpdateUDPWith",
 		},
 	}
 	args := []string{"build", "-gcflags=-m"}

@@ -208,10 +208,10 @@ func TestUDPTemplateMatchesWriteUDP(t *testing.T) {
 			got[j] = 0xA5 // the template must write every byte
 		}
 	}
-	if r := newPerfRig(t, benchConfig(16)); !r.w.SharesFrames() {
+	if r := newPerfRig(t, forwardConfig()); !r.w.SharesFrames() {
 		t.Fatal("the rig's ports do not share one frame pool")
 	}
-	if r := newPerfRigCopy(t, benchConfig(16)); r.w.SharesFrames() {
+	if r := newPerfRigCopy(t, forwardConfig()); r.w.SharesFrames() {
 		t.Fatal("newPerfRigCopy's ports share one frame pool")
 	}
 }
