@@ -27,8 +27,10 @@ import (
 //     RFC 1624).
 //  4. Next hop: the Ethernet destination is resolved, once per burst and
 //     destination (a burst of a busy link goes mostly to one gateway).
-//  5. Transmit: the frame is queued on its egress port (transmit.go);
-//     Poll sends the queues once per burst.
+//  5. Transmit: both Ethernet addresses are written in one go and the
+//     frame is queued on its egress port as it is (txQueue.push), or
+//     copied into a frame of that port if the two do not share their
+//     frames (send, transmit.go); Poll sends the queues once per burst.
 //
 // Everything per burst (the snapshot, the clock, the egress MTU and MAC)
 // is read once in Poll or at the top of forwardBurst.
@@ -44,10 +46,14 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		egress = Inside
 	}
 	mtu := s.mtu[egress]
-	// The burst's next-hop cache: the last destination resolved.
+	// The burst's next-hop cache: the last destination resolved, and the
+	// Ethernet addresses of a frame to it.
 	var nhDst [4]byte
-	var nhMAC [6]byte
+	var nhAddrs header.EthernetAddrs
 	nhOK := false
+	// The egress queue, which a frame joins as it is when the two ports
+	// share their frames (zerocopy.go).
+	txq, direct := &w.tx[egress], w.shared
 	// The last destination found public (from the outside).
 	var pubDst [4]byte
 	pubOK := false
@@ -120,11 +126,14 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				w.unresolved(side, egress, b, p.Dst, r)
 				continue
 			}
-			nhDst, nhMAC, nhOK = p.Dst, mac, true
+			nhDst, nhAddrs, nhOK = p.Dst, header.MakeEthernetAddrs(mac, w.macs[egress]), true
 		}
 
 		// 5. Transmit.
-		w.sendTo(side, egress, b, nhMAC)
+		header.Ethernet(b.Data).SetAddrs(&nhAddrs)
+		if !direct || !txq.push(b) {
+			w.send(side, egress, b)
+		}
 	}
 	// The packets without a session, in a pipeline of their own.
 	w.newSessions()

@@ -36,12 +36,14 @@ type loopPort struct {
 type loopPool struct {
 	mem  []byte
 	free []uint32
-	fs   int
 	id   uint64 // Pool(): non-zero when shared
 }
 
+// loopFrameSize is the size of a loop port's frames.
+const loopFrameSize = 2048
+
 func newLoopPool(frames int) *loopPool {
-	p := &loopPool{mem: make([]byte, frames*2048), fs: 2048, free: make([]uint32, 0, frames)}
+	p := &loopPool{mem: make([]byte, frames*loopFrameSize), free: make([]uint32, 0, frames)}
 	for i := frames - 1; i >= 0; i-- {
 		p.free = append(p.free, uint32(i))
 	}
@@ -49,7 +51,7 @@ func newLoopPool(frames int) *loopPool {
 }
 
 func newLoopPort(frames int) *loopPort {
-	return &loopPort{loopPool: newLoopPool(frames), last: make([]byte, 0, 2048)}
+	return &loopPort{loopPool: newLoopPool(frames), last: make([]byte, 0, loopFrameSize)}
 }
 
 // loopPools numbers shared pools, as afxdp numbers its UMEMs.
@@ -61,8 +63,8 @@ func newSharedLoopPorts(frames int) [NumSides]*loopPort {
 	loopPools++
 	pool.id = loopPools
 	return [NumSides]*loopPort{
-		{loopPool: pool, last: make([]byte, 0, 2048)},
-		{loopPool: pool, last: make([]byte, 0, 2048)},
+		{loopPool: pool, last: make([]byte, 0, loopFrameSize)},
+		{loopPool: pool, last: make([]byte, 0, loopFrameSize)},
 	}
 }
 
@@ -75,8 +77,8 @@ func (p *loopPool) get() (port.Buf, bool) {
 	}
 	i := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
-	off := int(i) * p.fs
-	return port.Buf{Data: p.mem[off : off : off+p.fs], Handle: uint64(i)}, true
+	off := int(i) * loopFrameSize
+	return port.Buf{Data: p.mem[off : off : off+loopFrameSize], Handle: uint64(i)}, true
 }
 
 // RxBurst takes a burst's frames off the free list at once and has fill
@@ -89,10 +91,10 @@ func (p *loopPort) RxBurst(bufs []port.Buf) int {
 	free := p.free[len(p.free)-n:]
 	p.free = p.free[:len(p.free)-n]
 	bufs = bufs[:len(free)]
+	mem, fill := p.mem, p.fill
 	for i, h := range free {
-		off := int(h) * p.fs
-		d := p.mem[off : off+p.fs : off+p.fs]
-		bufs[i] = port.Buf{Data: d[:p.fill(i, d)], Handle: uint64(h)}
+		d := mem[int(h)*loopFrameSize:][:loopFrameSize:loopFrameSize]
+		bufs[i] = port.Buf{Data: d[:fill(i, d)], Handle: uint64(h)}
 	}
 	return n
 }
@@ -123,12 +125,17 @@ func (p *loopPool) Alloc(bufs []port.Buf) int {
 }
 
 func (p *loopPool) Free(bufs []port.Buf) {
+	// The free list's capacity is the pool's size, which no number of
+	// frames returned can exceed.
+	n := len(p.free)
+	free := p.free[n : n+len(bufs)]
 	for i := range bufs {
-		p.free = append(p.free, uint32(bufs[i].Handle))
+		free[i] = uint32(bufs[i].Handle)
 	}
+	p.free = p.free[:n+len(bufs)]
 }
 
-func (p *loopPool) FrameSize() int { return p.fs }
+func (p *loopPool) FrameSize() int { return loopFrameSize }
 
 // writeUDP builds a 64-byte Ethernet frame (60 without FCS) carrying UDP
 // from src:sport to dst:dport with a valid IPv4 header checksum and no UDP
