@@ -78,11 +78,15 @@ func UpdateAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16
 // (the TTL/protocol word; the port): it computes the address's terms once
 // and applies them to both with UpdateWith or UpdateUDPWith.
 func AddrChange(old, new [4]byte) uint32 {
-	// ^o complements both 16-bit halves of the old value at once: ~m for
-	// each. Four 16-bit terms.
-	o := ^binary.BigEndian.Uint32(old[:])
-	n := binary.BigEndian.Uint32(new[:])
-	return o>>16 + o&0xffff + n>>16 + n&0xffff
+	return AddrChange32(binary.BigEndian.Uint32(old[:]), binary.BigEndian.Uint32(new[:]))
+}
+
+// AddrChange32 is AddrChange for addresses held as big-endian integers.
+func AddrChange32(old, new uint32) uint32 {
+	// ^old complements both 16-bit halves at once: ~m for each. Four
+	// 16-bit terms.
+	o := ^old
+	return o>>16 + o&0xffff + new>>16 + new&0xffff
 }
 
 // UpdateWith returns the checksum field hc after the address change

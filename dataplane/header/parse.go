@@ -201,23 +201,24 @@ func Parse(frame []byte, p *Parsed) drop.Reason {
 	default:
 		return parseFrame(frame, p)
 	}
-	*p = Parsed{
-		EtherType: EtherTypeIPv4,
-		TTL:       ip[ipv4TTL],
-		Proto:     ip[ipv4Protocol],
-		DF:        ff&ipv4FlagDF != 0,
-		IPID:      binary.BigEndian.Uint16(ip[ipv4ID:]),
-		TotalLen:  uint16(tl),
-		Src:       [4]byte(ip[ipv4Src : ipv4Src+4]),
-		Dst:       [4]byte(ip[ipv4Dst : ipv4Dst+4]),
-		L3Off:     EthernetHeaderLen,
-		L4Off:     EthernetHeaderLen + IPv4MinHeaderLen,
-		End:       EthernetHeaderLen + tl,
-		L4:        kind,
-		SrcPort:   binary.BigEndian.Uint16(l4[tcpSrcPort:]),
-		DstPort:   binary.BigEndian.Uint16(l4[tcpDstPort:]),
-		TCPFlags:  flags,
-	}
+	// Field by field into a cleared p, rather than a composite literal,
+	// which the compiler builds on the stack and then copies.
+	*p = Parsed{}
+	p.EtherType = EtherTypeIPv4
+	p.TTL = ip[ipv4TTL]
+	p.Proto = ip[ipv4Protocol]
+	p.DF = ff&ipv4FlagDF != 0
+	p.IPID = binary.BigEndian.Uint16(ip[ipv4ID:])
+	p.TotalLen = uint16(tl)
+	p.Src = [4]byte(ip[ipv4Src : ipv4Src+4])
+	p.Dst = [4]byte(ip[ipv4Dst : ipv4Dst+4])
+	p.L3Off = EthernetHeaderLen
+	p.L4Off = EthernetHeaderLen + IPv4MinHeaderLen
+	p.End = EthernetHeaderLen + tl
+	p.L4 = kind
+	p.SrcPort = binary.BigEndian.Uint16(l4[tcpSrcPort:])
+	p.DstPort = binary.BigEndian.Uint16(l4[tcpDstPort:])
+	p.TCPFlags = flags
 	return drop.None
 }
 

@@ -67,12 +67,12 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		// 1. Classify.
 		if pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
 			!(p.L4 == header.L4UDP || p.L4 == header.L4TCP || p.L4 == header.L4ICMPQuery) ||
-			martian(p.Src) || martian(p.Dst) {
+			martianOctet(p.Src[0]) || martianOctet(p.Dst[0]) {
 			w.process(side, b, p, pr[i], &probe[i])
 			continue
 		}
 		if side == Inside {
-			if !s.isInside(p.Src) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside(p.Dst) {
+			if !s.isInside32(be32(p.Src)) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside32(be32(p.Dst)) {
 				w.process(side, b, p, pr[i], &probe[i])
 				continue
 			}
@@ -103,7 +103,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			}
 			sessions.Touch(e.ID, w.now)
 			ext := &e.Keys[1]
-			rewrite(b.Data, p, true, ext.Dst, ext.DstPort)
+			rewrite(b.Data, p, true, &ext.Dst, ext.DstPort)
 		} else {
 			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
 				p.DecTTL(b.Data)
@@ -116,7 +116,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				sessions.Touch(e.ID, w.now)
 			}
 			in := &e.Keys[0]
-			rewrite(b.Data, p, false, in.Src, in.SrcPort)
+			rewrite(b.Data, p, false, &in.Src, in.SrcPort)
 		}
 
 		// 4. Next hop.

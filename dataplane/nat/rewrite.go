@@ -19,29 +19,31 @@ import (
 // 768, RFC 793) and the port. An ICMP query's identifier plays the port;
 // its checksum has no pseudo-header (RFC 792). TestRewriteMatchesSetters
 // holds it to the setters.
-func rewrite(frame []byte, p *header.Parsed, src bool, addr [4]byte, port uint16) {
+func rewrite(frame []byte, p *header.Parsed, src bool, addr *[4]byte, port uint16) {
 	// Parse has checked that the headers are there: fixed-length views
 	// let the compiler drop the accessors' bounds checks.
 	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
 	l4 := frame[p.L4Off : p.L4Off+header.ICMPv4HeaderLen]
-	old, oldPort := p.Dst, p.DstPort
-	portOff := 2 // TCP's and UDP's destination port
+	// The addresses as integers: Go keeps a [4]byte in memory, an
+	// integer in a register.
+	na := binary.BigEndian.Uint32(addr[:])
+	old, oldPort := binary.BigEndian.Uint32(p.Dst[:]), p.DstPort
+	addrOff, portOff := 16, 2 // the IPv4 destination, TCP's and UDP's destination port
 	if src {
-		old, oldPort = p.Src, p.SrcPort
-		portOff = 0
+		old, oldPort = binary.BigEndian.Uint32(p.Src[:]), p.SrcPort
+		addrOff, portOff = 12, 0
 	}
 	// The address's terms of Eqn. 3, once for both checksums.
-	change := checksum.AddrChange(old, addr)
+	change := checksum.AddrChange32(old, na)
 	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
 	ip.SetTTL(p.TTL - 1)
 	ip.SetChecksum(checksum.UpdateWith(ip.Checksum(), change, ttl, ttl-0x0100))
+	binary.BigEndian.PutUint32(ip[addrOff:], na)
 	if src {
-		ip.SetSrc(addr)
-		p.Src = addr
+		p.Src = *addr
 		p.SrcPort = port
 	} else {
-		ip.SetDst(addr)
-		p.Dst = addr
+		p.Dst = *addr
 		p.DstPort = port
 	}
 	p.TTL--

@@ -75,8 +75,10 @@ func be32(a [4]byte) uint32 { return binary.BigEndian.Uint32(a[:]) }
 
 // isInside reports whether a is in an inside prefix. Inside prefix lists are
 // short (a few entries), so a linear scan beats anything cleverer.
-func (s *Snapshot) isInside(a [4]byte) bool {
-	v := be32(a)
+func (s *Snapshot) isInside(a [4]byte) bool { return s.isInside32(be32(a)) }
+
+// isInside32 is isInside for an address as a big-endian integer.
+func (s *Snapshot) isInside32(v uint32) bool {
 	for _, p := range s.inside {
 		if v&p.mask == p.net {
 			return true
