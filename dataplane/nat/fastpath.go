@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"
 )
@@ -58,21 +57,25 @@ func (w *Worker) forwardBurst(side Side, n int) {
 	var pubDst [4]byte
 	pubOK := false
 	var e flowtable.Entry
+	// The inside prefixes, loaded once (Snapshot.isInside).
+	inside := s.inside
 	// Slices of the burst's length, so that indexing needs no bounds
 	// checks.
 	rx, pk, pr, probe := w.rx[:n], w.pk[:n], w.pr[:n], w.probe[:n]
 	for i := range rx {
 		b, p := &rx[i], &pk[i]
 
-		// 1. Classify.
-		if pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
+		// 1. Classify. Parse names a transport in p.L4 only when it
+		// returned drop.None (header.Parsed; FuzzParse checks it), so
+		// the L4 test stands for pr[i] == drop.None too.
+		if p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
 			!(p.L4 == header.L4UDP || p.L4 == header.L4TCP || p.L4 == header.L4ICMPQuery) ||
 			martianOctet(p.Src[0]) || martianOctet(p.Dst[0]) {
 			w.process(side, b, p, pr[i], &probe[i])
 			continue
 		}
 		if side == Inside {
-			if !s.isInside32(be32(p.Src)) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside32(be32(p.Dst)) {
+			if !inPrefixes(inside, be32(p.Src)) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || inPrefixes(inside, be32(p.Dst)) {
 				w.process(side, b, p, pr[i], &probe[i])
 				continue
 			}
