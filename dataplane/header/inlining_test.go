@@ -39,7 +39,7 @@ func TestInlining(t *testing.T) {
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.
-		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey", "(*txQueue).push"},
+		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey", "(*txQueue).push", "inPrefixes", "martianOctet"},
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
