@@ -65,11 +65,36 @@ func Update32(hc uint16, old, new [4]byte) uint16 {
 // the address through the pseudo-header and the port in the header (RFC 793
 // section 3.1). One fold instead of two. Not for UDP: use UpdateUDPAddrPort.
 func UpdateAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16) uint16 {
+	// UpdateWith(hc, AddrChange(oldAddr, newAddr), oldPort, newPort),
+	// spelt out to stay within the inlining budget.
+	return ^fold32(uint32(^hc) + AddrChange(oldAddr, newAddr) + uint32(^oldPort) + uint32(newPort))
+}
+
+// AddrChange returns the terms an address change from old to new adds to
+// Eqn. 3 in every checksum that covers the address: ~m + m' for each of its
+// two 16-bit halves. A NAT rewrite changes one address that both the IPv4
+// header checksum and, through the pseudo-header, the TCP or UDP checksum
+// cover (RFC 791, RFC 793, RFC 768), together with one more word in each
+// (the TTL/protocol word; the port): it computes the address's terms once
+// and applies them to both with UpdateWith or UpdateUDPWith.
+func AddrChange(old, new [4]byte) uint32 {
+	return AddrChange32(binary.BigEndian.Uint32(old[:]), binary.BigEndian.Uint32(new[:]))
+}
+
+// AddrChange32 is AddrChange for addresses held as big-endian integers.
+func AddrChange32(old, new uint32) uint32 {
+	// ^old complements both 16-bit halves at once: ~m for each. Four
+	// 16-bit terms.
+	o := ^old
+	return o>>16 + o&0xffff + new>>16 + new&0xffff
+}
+
+// UpdateWith returns the checksum field hc after the address change
+// addr (from AddrChange) and the change of one more 16-bit word from old
+// to new. Not for UDP: use UpdateUDPWith.
+func UpdateWith(hc uint16, addr uint32, old, new uint16) uint16 {
 	// Seven 16-bit terms: at most 7*0xFFFF, far below 2^32.
-	o := ^binary.BigEndian.Uint32(oldAddr[:])
-	n := binary.BigEndian.Uint32(newAddr[:])
-	s := uint32(^hc) + o>>16 + o&0xffff + n>>16 + n&0xffff + uint32(^oldPort) + uint32(newPort)
-	return ^fold32(s)
+	return ^fold32(uint32(^hc) + addr + uint32(^old) + uint32(new))
 }
 
 // UDP checksum rules (RFC 768):
@@ -100,10 +125,15 @@ func UpdateUDP32(hc uint16, old, new [4]byte) uint16 {
 
 // UpdateUDPAddrPort is UpdateAddrPort for a UDP checksum field.
 func UpdateUDPAddrPort(hc uint16, oldAddr, newAddr [4]byte, oldPort, newPort uint16) uint16 {
+	return UpdateUDPWith(hc, AddrChange(oldAddr, newAddr), oldPort, newPort)
+}
+
+// UpdateUDPWith is UpdateWith for a UDP checksum field.
+func UpdateUDPWith(hc uint16, addr uint32, old, new uint16) uint16 {
 	if hc == 0 {
 		return 0
 	}
-	return udpField(UpdateAddrPort(hc, oldAddr, newAddr, oldPort, newPort))
+	return udpField(UpdateWith(hc, addr, old, new))
 }
 
 // udpField maps an updated, non-absent UDP checksum to its transmitted

@@ -225,15 +225,20 @@ func TestUpdateAddrPortMatchesRecompute(t *testing.T) {
 				newPort = zeroingWord(sumExcept(s.data, s.pseudo(), s.ck))
 			}
 			binary.BigEndian.PutUint16(s.data[0:], newPort)
-			var got uint16
+			// The fused update, and the same through the address's terms
+			// computed apart (AddrChange), as the NAT's rewrite applies
+			// them to two checksums.
+			var got, with uint16
 			if udp {
 				got = UpdateUDPAddrPort(hc, oldAddr, newAddr, oldPort, newPort)
+				with = UpdateUDPWith(hc, AddrChange(oldAddr, newAddr), oldPort, newPort)
 			} else {
 				got = UpdateAddrPort(hc, oldAddr, newAddr, oldPort, newPort)
+				with = UpdateWith(hc, AddrChange(oldAddr, newAddr), oldPort, newPort)
 			}
 			want := s.recompute()
-			if got != want {
-				t.Fatalf("udp=%v: AddrPort update = %#04x, recompute %#04x", udp, got, want)
+			if got != want || with != want {
+				t.Fatalf("udp=%v: AddrPort update = %#04x, with AddrChange %#04x, recompute %#04x", udp, got, with, want)
 			}
 			switch want {
 			case 0:

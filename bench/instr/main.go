@@ -7,7 +7,21 @@
 //
 // then, per case, each pipeline stage's share (see stageOf), in
 // instructions per packet and percent, and how much of it the benchmark's
-// test port (frame building, standing in for the NIC) accounts for.
+// test port accounts for ("(of which test-port=N)"), so that the engine's
+// own cost is the total less N.
+//
+// The test port stands in for the NIC, which writes received frames by DMA
+// and reads sent ones at no CPU cost; the stand-in cannot, and N is what
+// it costs instead (testPortStage): taking a burst's frames off the pool
+// (loopPort.RxBurst), writing each frame (a copy of a prebuilt 60-byte
+// frame with the flow's source address, port and IPv4 header checksum
+// patched in, udpTemplate; writeUDP for the new-session set-up), the
+// benchmark's choice of flow (its fill closure), returning sent frames to
+// the pool (TxBurst, Free) and the fixed neighbour table. The engine
+// parses and verifies the frames exactly as it would a NIC's. The rig's two
+// ports share one pool of frames, as natd's AF_XDP sockets share one UMEM
+// by default (xdp.shared_umem), so a forwarded frame is not copied;
+// dataplane/nat's BenchmarkCrossPort measures the copy of separate pools.
 //
 // Method: the dataplane/nat test binary runs the same benchmark twice under
 // callgrind, with -test.benchtime=N1x and N2x. Everything but the measured

@@ -17,8 +17,7 @@ var stages = []string{"receive/parse", "classify/fast-path", "session-lookup", "
 // names it) belongs to:
 //
 //   - receive/parse: the test port's receive side, which stands in for the
-//     NIC writing frames (loopPort RxBurst/Alloc/get, writeUDP and the
-//     benchmarks' fill closures), header parsing (header.Parse*,
+//     NIC writing frames (testPortStage), header parsing (header.Parse*,
 //     header.parse*, and checksum verification within it) and receive.go
 //     (the receive pass: keys, prefetch).
 //   - classify/fast-path: the decisions: fastpath.go's forwardBurst, the
@@ -48,14 +47,10 @@ func stageOf(s string) string {
 	pkg, name := splitPkgFunc(fn)
 	dir, base := path.Base(path.Dir(file)), path.Base(file)
 	// By the function first.
+	if st := testPortStage(pkg, name); st != "" {
+		return st
+	}
 	switch {
-	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).TxBurst") || strings.HasPrefix(name, "(*loopPort).Free")):
-		return "transmit"
-	case pkg == "nat" && strings.Contains(name, "Neighbors).Resolve"):
-		return "next-hop"
-	case pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
-		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func")):
-		return "receive/parse"
 	case pkg == "flowtable":
 		return "session-lookup"
 	case pkg == "checksum" && dir == "checksum" && base == "checksum.go":
@@ -127,12 +122,35 @@ func oneOf(s string, list ...string) bool {
 
 // isTestPort says whether a function is the benchmark's stand-in for the
 // NIC (the loop port, the frame builders, the fixed neighbour table): its
-// cost is in receive/parse and transmit above, and is printed apart so that
-// the engine's own cost is the total less it.
+// cost is in receive/parse, transmit and next-hop above, and is printed
+// apart so that the engine's own cost is the total less it.
 func isTestPort(s string) bool {
 	_, fn := splitFileFunc(s)
-	pkg, name := splitPkgFunc(fn)
-	return pkg == "nat" && (strings.HasPrefix(name, "(*loopPort).") || name == "writeUDP" ||
-		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func") ||
-		strings.Contains(name, "Neighbors).Resolve"))
+	return testPortStage(splitPkgFunc(fn)) != ""
+}
+
+// testPortStage returns the stage a function of the benchmark's test port
+// (see isTestPort) is counted in, or "" for any other function:
+//
+//   - transmit: the loop port's TxBurst and Free (a frame's return to the
+//     pool), for a frame the engine sends;
+//   - next-hop: the fixed neighbour table;
+//   - receive/parse: the rest, which writes the received frames: the loop
+//     port's RxBurst and pool, the frame template (udpTemplate) and
+//     writeUDP, and the benchmarks' fill closures.
+func testPortStage(pkg, name string) string {
+	if pkg != "nat" {
+		return ""
+	}
+	switch {
+	case oneOf(name, "(*loopPort).TxBurst", "(*loopPort).Free", "(*loopPool).Free"):
+		return "transmit"
+	case strings.Contains(name, "Neighbors).Resolve"):
+		return "next-hop"
+	case strings.HasPrefix(name, "(*loopPort).") || strings.HasPrefix(name, "(*loopPool).") ||
+		strings.HasPrefix(name, "(*udpTemplate).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func"):
+		return "receive/parse"
+	}
+	return ""
 }

@@ -45,6 +45,23 @@ func (b Ethernet) SetDst(m [6]byte) { copy(b[ethDst:ethDst+6], m[:]) }
 // SetSrc sets the source MAC address.
 func (b Ethernet) SetSrc(m [6]byte) { copy(b[ethSrc:ethSrc+6], m[:]) }
 
+// EthernetAddrs is an Ethernet header's two addresses as they lie in it:
+// destination, then source. Set both with SetAddrs.
+type EthernetAddrs [12]byte
+
+// MakeEthernetAddrs returns the addresses dst and src in header order.
+func MakeEthernetAddrs(dst, src [6]byte) EthernetAddrs {
+	var a EthernetAddrs
+	copy(a[ethDst:], dst[:])
+	copy(a[ethSrc:], src[:])
+	return a
+}
+
+// SetAddrs sets the destination and source MAC addresses at once: the
+// next hop's and the egress interface's, which a burst's frames to one
+// next hop share.
+func (b Ethernet) SetAddrs(a *EthernetAddrs) { *(*EthernetAddrs)(b[:len(a)]) = *a }
+
 // SetType sets the EtherType.
 func (b Ethernet) SetType(t uint16) { binary.BigEndian.PutUint16(b[ethType:], t) }
 

@@ -35,13 +35,15 @@ func TestInlining(t *testing.T) {
 			"ICMPv4.Type", "ICMPv4.Code", "ICMPv4.Checksum", "ICMPv4.Ident",
 			"ICMPv4.SetChecksum", "ICMPv4.SetIdent", "ICMPv4.SetIdentFix",
 			"ICMPv4IsError", "ICMPv4IsQuery", "parseTCP", "parseUDP", "(*Parsed).takePorts",
+			"ipv4HeaderSumOK", "MakeEthernetAddrs", "Ethernet.SetAddrs",
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.
-		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey"},
+		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey", "(*txQueue).push", "inPrefixes", "martianOctet"},
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
+			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith",
 		},
 	}
 	args := []string{"build", "-gcflags=-m"}

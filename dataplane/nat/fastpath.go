@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"
 )
@@ -27,8 +26,10 @@ import (
 //     RFC 1624).
 //  4. Next hop: the Ethernet destination is resolved, once per burst and
 //     destination (a burst of a busy link goes mostly to one gateway).
-//  5. Transmit: the frame is queued on its egress port (transmit.go);
-//     Poll sends the queues once per burst.
+//  5. Transmit: both Ethernet addresses are written in one go and the
+//     frame is queued on its egress port as it is (txQueue.push), or
+//     copied into a frame of that port if the two do not share their
+//     frames (send, transmit.go); Poll sends the queues once per burst.
 //
 // Everything per burst (the snapshot, the clock, the egress MTU and MAC)
 // is read once in Poll or at the top of forwardBurst.
@@ -44,29 +45,37 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		egress = Inside
 	}
 	mtu := s.mtu[egress]
-	// The burst's next-hop cache: the last destination resolved.
+	// The burst's next-hop cache: the last destination resolved, and the
+	// Ethernet addresses of a frame to it.
 	var nhDst [4]byte
-	var nhMAC [6]byte
+	var nhAddrs header.EthernetAddrs
 	nhOK := false
+	// The egress queue, which a frame joins as it is when the two ports
+	// share their frames (zerocopy.go).
+	txq, direct := &w.tx[egress], w.shared
 	// The last destination found public (from the outside).
 	var pubDst [4]byte
 	pubOK := false
 	var e flowtable.Entry
+	// The inside prefixes, loaded once (Snapshot.isInside).
+	inside := s.inside
 	// Slices of the burst's length, so that indexing needs no bounds
 	// checks.
 	rx, pk, pr, probe := w.rx[:n], w.pk[:n], w.pr[:n], w.probe[:n]
 	for i := range rx {
 		b, p := &rx[i], &pk[i]
 
-		// 1. Classify.
-		if pr[i] != drop.None || p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
+		// 1. Classify. Parse names a transport in p.L4 only when it
+		// returned drop.None (header.Parsed; FuzzParse checks it), so
+		// the L4 test stands for pr[i] == drop.None too.
+		if p.MF || p.TTL <= 1 || int(p.TotalLen) > mtu ||
 			!(p.L4 == header.L4UDP || p.L4 == header.L4TCP || p.L4 == header.L4ICMPQuery) ||
-			martian(p.Src) || martian(p.Dst) {
+			martianOctet(p.Src[0]) || martianOctet(p.Dst[0]) {
 			w.process(side, b, p, pr[i], &probe[i])
 			continue
 		}
 		if side == Inside {
-			if !s.isInside(p.Src) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || s.isInside(p.Dst) {
+			if !inPrefixes(inside, be32(p.Src)) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || inPrefixes(inside, be32(p.Dst)) {
 				w.process(side, b, p, pr[i], &probe[i])
 				continue
 			}
@@ -97,7 +106,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			}
 			sessions.Touch(e.ID, w.now)
 			ext := &e.Keys[1]
-			rewrite(b.Data, p, true, ext.Dst, ext.DstPort)
+			rewrite(b.Data, p, true, &ext.Dst, ext.DstPort)
 		} else {
 			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
 				p.DecTTL(b.Data)
@@ -110,7 +119,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				sessions.Touch(e.ID, w.now)
 			}
 			in := &e.Keys[0]
-			rewrite(b.Data, p, false, in.Src, in.SrcPort)
+			rewrite(b.Data, p, false, &in.Src, in.SrcPort)
 		}
 
 		// 4. Next hop.
@@ -120,11 +129,14 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				w.unresolved(side, egress, b, p.Dst, r)
 				continue
 			}
-			nhDst, nhMAC, nhOK = p.Dst, mac, true
+			nhDst, nhAddrs, nhOK = p.Dst, header.MakeEthernetAddrs(mac, w.macs[egress]), true
 		}
 
 		// 5. Transmit.
-		w.sendTo(side, egress, b, nhMAC)
+		header.Ethernet(b.Data).SetAddrs(&nhAddrs)
+		if !direct || !txq.push(b) {
+			w.send(side, egress, b)
+		}
 	}
 	// The packets without a session, in a pipeline of their own.
 	w.newSessions()

@@ -50,10 +50,10 @@ func TestRewriteMatchesSetters(t *testing.T) {
 			pw.DecTTL(want)
 			if dir == "src" {
 				pw.SetSrc(want, to, port)
-				rewrite(got, &pg, true, to, port)
+				rewrite(got, &pg, true, &to, port)
 			} else {
 				pw.SetDst(want, to, port)
-				rewrite(got, &pg, false, to, port)
+				rewrite(got, &pg, false, &to, port)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("packet %d (%s): rewrite gave\n% x\nwant\n% x", i, dir, got, want)

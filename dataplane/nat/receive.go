@@ -89,9 +89,12 @@ func errorKey(side Side, p *header.Parsed) flowtable.Key {
 
 // martian reports addresses no NAT forwards to or from: 0/8, 127/8,
 // multicast, class E and limited broadcast.
-func martian(a [4]byte) bool {
-	return a[0] == 0 || a[0] == 127 || a[0] >= 224
-}
+func martian(a [4]byte) bool { return martianOctet(a[0]) }
+
+// martianOctet is martian by an address's first octet, all it looks at:
+// the fast path passes a byte, which stays in a register, where a [4]byte
+// would be copied through memory.
+func martianOctet(o byte) bool { return o == 0 || o == 127 || o >= 224 }
 
 // process handles one received frame. Every path ends in exactly one of:
 // queued for transmission, held (neighbour or fragment), or freed with a
@@ -145,8 +148,11 @@ func (w *Worker) receive(side Side, n int) {
 		r := header.Parse(b.Data, p)
 		pr[i] = r
 		if r == drop.None && p.L4 != header.L4ICMPError {
-			src, dst, sport, dport := sessionTuple(side, p)
-			sessions.PrepareTuple(src, dst, sport, dport, p.Proto, &probe[i])
+			// sessionTuple's addresses are the packet's own: passed
+			// straight from p, they are copied once, not through
+			// temporaries ([4]byte values live in memory).
+			sport, dport := keyPorts(side, icmpQuery(p), p.SrcPort, p.DstPort)
+			sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &probe[i])
 		} else {
 			// No lookup follows; the zero probe keeps the prefetch below
 			// from chasing a stale hash of an earlier burst.

@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"encoding/binary"
+
 	"github.com/xnat/xnat/checksum"
 	"github.com/xnat/xnat/dataplane/header"
 )
@@ -17,58 +19,47 @@ import (
 // 768, RFC 793) and the port. An ICMP query's identifier plays the port;
 // its checksum has no pseudo-header (RFC 792). TestRewriteMatchesSetters
 // holds it to the setters.
-func rewrite(frame []byte, p *header.Parsed, src bool, addr [4]byte, port uint16) {
-	// Parse has checked that the headers are there: a fixed-length
-	// view lets the compiler drop the accessors' bounds checks.
+func rewrite(frame []byte, p *header.Parsed, src bool, addr *[4]byte, port uint16) {
+	// Parse has checked that the headers are there: fixed-length views
+	// let the compiler drop the accessors' bounds checks.
 	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
-	old, oldPort := p.Dst, p.DstPort
+	l4 := frame[p.L4Off : p.L4Off+header.ICMPv4HeaderLen]
+	// The addresses as integers: Go keeps a [4]byte in memory, an
+	// integer in a register.
+	na := binary.BigEndian.Uint32(addr[:])
+	old, oldPort := binary.BigEndian.Uint32(p.Dst[:]), p.DstPort
+	addrOff, portOff := 16, 2 // the IPv4 destination, TCP's and UDP's destination port
 	if src {
-		old, oldPort = p.Src, p.SrcPort
+		old, oldPort = binary.BigEndian.Uint32(p.Src[:]), p.SrcPort
+		addrOff, portOff = 12, 0
 	}
+	// The address's terms of Eqn. 3, once for both checksums.
+	change := checksum.AddrChange32(old, na)
 	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
 	ip.SetTTL(p.TTL - 1)
-	ip.SetChecksum(checksum.UpdateAddrPort(ip.Checksum(), old, addr, ttl, ttl-0x0100))
+	ip.SetChecksum(checksum.UpdateWith(ip.Checksum(), change, ttl, ttl-0x0100))
+	binary.BigEndian.PutUint32(ip[addrOff:], na)
 	if src {
-		ip.SetSrc(addr)
-		p.Src = addr
+		p.Src = *addr
+		p.SrcPort = port
 	} else {
-		ip.SetDst(addr)
-		p.Dst = addr
+		p.Dst = *addr
+		p.DstPort = port
 	}
-	rewriteL4(frame, p, old, addr, oldPort, port, src)
 	p.TTL--
-}
-
-// rewriteL4 replaces the transport's source (src) or destination port
-// oldPort with port, and fixes its checksum for that and the address
-// change oldA -> newA.
-func rewriteL4(frame []byte, p *header.Parsed, oldA, newA [4]byte, oldPort, port uint16, src bool) {
+	// TCP and UDP both begin with the source and destination ports (RFC
+	// 9293 section 3.1, RFC 768); their checksums lie at 16 and 6.
 	switch p.L4 {
 	case header.L4UDP:
-		u := header.UDP(frame[p.L4Off : p.L4Off+header.UDPHeaderLen])
-		u.SetChecksum(checksum.UpdateUDPAddrPort(u.Checksum(), oldA, newA, oldPort, port))
-		if src {
-			u.SetSrcPort(port)
-		} else {
-			u.SetDstPort(port)
-		}
+		u := header.UDP(l4)
+		u.SetChecksum(checksum.UpdateUDPWith(u.Checksum(), change, oldPort, port))
 	case header.L4TCP:
 		t := header.TCP(frame[p.L4Off : p.L4Off+header.TCPMinHeaderLen])
-		t.SetChecksum(checksum.UpdateAddrPort(t.Checksum(), oldA, newA, oldPort, port))
-		if src {
-			t.SetSrcPort(port)
-		} else {
-			t.SetDstPort(port)
-		}
+		t.SetChecksum(checksum.UpdateWith(t.Checksum(), change, oldPort, port))
 	default: // L4ICMPQuery: the fast path takes nothing else
-		header.ICMPv4(frame[p.L4Off : p.L4Off+header.ICMPv4HeaderLen]).SetIdentFix(port)
-		p.DstPort = port
-		p.SrcPort = port
+		header.ICMPv4(l4).SetIdentFix(port)
+		p.SrcPort, p.DstPort = port, port
 		return
 	}
-	if src {
-		p.SrcPort = port
-	} else {
-		p.DstPort = port
-	}
+	binary.BigEndian.PutUint16(l4[portOff:], port)
 }

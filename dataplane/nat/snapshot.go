@@ -75,9 +75,12 @@ func be32(a [4]byte) uint32 { return binary.BigEndian.Uint32(a[:]) }
 
 // isInside reports whether a is in an inside prefix. Inside prefix lists are
 // short (a few entries), so a linear scan beats anything cleverer.
-func (s *Snapshot) isInside(a [4]byte) bool {
-	v := be32(a)
-	for _, p := range s.inside {
+func (s *Snapshot) isInside(a [4]byte) bool { return inPrefixes(s.inside, be32(a)) }
+
+// inPrefixes reports whether v, an address as a big-endian integer, is in
+// one of ps.
+func inPrefixes(ps []prefix4, v uint32) bool {
+	for _, p := range ps {
 		if v&p.mask == p.net {
 			return true
 		}

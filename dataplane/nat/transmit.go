@@ -29,6 +29,18 @@ type freeQueue struct {
 	bufs [4 * MaxBurst]port.Buf
 }
 
+// push queues frame b if the queue has room, and reports whether it did:
+// the fast path's transmit, for a frame that needs no copy (its egress
+// port shares its frame pool). The fast path falls back to send.
+func (q *txQueue) push(b *port.Buf) bool {
+	if q.n == len(q.bufs) {
+		return false
+	}
+	q.bufs[q.n] = *b
+	q.n++
+	return true
+}
+
 // send queues frame b (owned by owner's port) for transmission on egress,
 // with its Ethernet addresses already set. A frame of the other port is
 // copied into a frame of egress's port and returned to its own, unless the
