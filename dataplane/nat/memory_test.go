@@ -71,7 +71,7 @@ func TestMemoryPerPoolAddress(t *testing.T) {
 		t.Errorf("200 ports in use cost %.0f bytes of heap per address, want at most 4096", busy)
 	}
 	h := newHarness(t, memConfig("198.19.0.1/32"))
-	t.Logf("port table: %.0f bytes per port record, %d records", h.eng.portTab.t.BytesPerSession(), h.eng.portTab.t.Cap())
+	t.Logf("port table: %.0f bytes per port, %d ports", h.eng.portTab.BytesPerPort(), h.eng.portTab.Cap())
 }
 
 // TestReloadsDoNotGrowHeap applies 20 different /24 pools (issue 11,

@@ -151,10 +151,7 @@ func (w *Worker) newSessions() {
 		if st == nil {
 			continue
 		}
-		var pr flowtable.Probe
-		pk := st.ports[proto].key(p.SrcPort)
-		e.portTab.t.Prepare(&pk, &pr)
-		sink += e.portTab.t.Prefetch(&pr)
+		sink += st.ports[proto].prefetch(p.SrcPort)
 	}
 	w.sink += sink
 	// 3. Create, in arrival order. A packet may belong to a flow that
