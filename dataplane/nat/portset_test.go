@@ -165,7 +165,7 @@ func TestPortUpdateNeverLandsOnReusedRecord(t *testing.T) {
 	s := testPortSet(t, 1024)
 	q := uint16(0)
 	for p := uint16(101); p != 0; p++ {
-		if s.pt.home(s.key(p)) == s.pt.home(s.key(100)) {
+		if s.pt.home(s.pt.hash(s.key(p))) == s.pt.home(s.pt.hash(s.key(100))) {
 			q = p
 			break
 		}

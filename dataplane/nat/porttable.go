@@ -1,10 +1,6 @@
 package nat
 
-import (
-	"math/rand/v2"
-	"runtime"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // portTable holds every port in use, on every external address and
 // protocol, in one preallocated, pointer-free array: a port that has an
@@ -33,51 +29,23 @@ import (
 // in use (registry.go retires a slot only when portsIdle), so the index
 // stands for the address.
 //
-// The index is a hash table in cache-line buckets, like the flowtable's: a
-// meta word (insert lock, bit 0; overflow count, bits 1..63) and seven
-// slots, with the key stored in the slot itself, so a lookup reads one
-// line and nothing else. The table is sized for portKeysPerBucket keys per
-// bucket at capacity, so 64/4 = 16 bytes per port in use; the flowtable
-// record and index it replaces cost 96. A bucket overflows only when more
-// than seven of its keys hash to it (5% of the buckets at a Poisson mean of
-// 4, at capacity); a key stored beyond its home bucket raises the overflow
-// count of every bucket it passed, and a lookup stops at the first bucket
-// whose count is zero. Deleted slots become empty at once: no tombstones,
-// so churn never degrades the table.
-//
-// Concurrency: lookups and state transitions are lock-free. Inserts of a
-// new port serialise on the spin bit of the key's home bucket, so two
-// claims of one port cannot both insert it. The overflow counts follow the
-// flowtable's rule: an insert raises them along its path before it
-// publishes its slot; the transition that frees a slot (state to 0) clears
-// it first and lowers them after, so a visible key's path is always
-// covered. Every goroutine may use a portTable.
-//
-// The home bucket comes from a seeded hash: with port preservation an
-// inside host chooses the ports it asks for, and must not be able to aim
-// them all at one probe chain.
+// The index is a lineIndex (lineindex.go) whose slots hold the ports'
+// words themselves, so a lookup reads one cache line and nothing else: 16
+// bytes per port of capacity, where the flowtable record and index it
+// replaces cost 96. Lookups and state transitions are lock-free; inserts of
+// a new port serialise on the lock of its home bucket, so two claims of one
+// port cannot both insert it. The transition that frees a port (state to 0)
+// clears its slot first and lowers the overflow counts after. Every
+// goroutine may use a portTable.
 type portTable struct {
-	buckets  []portBucket
-	nb       uint64
-	seed     uint64
+	lineIndex
 	capacity int64
 	_        [64]byte
 	live     atomic.Int64 // ports in the table
 	_        [56]byte
 }
 
-// portBucket is one cache line of the port table.
-type portBucket struct {
-	meta  atomic.Uint64
-	slots [portSlots]atomic.Uint64
-}
-
 const (
-	portSlots         = 7
-	portKeysPerBucket = 4
-	portLock          = 1
-	portOverflow      = 2 // the overflow count lives in bits 1..63
-
 	portKeyShift   = 16
 	portProtoShift = 32
 	portAddrShift  = 34
@@ -103,19 +71,7 @@ func newPortTable(l Limits) (*portTable, error) {
 
 // makePortTable returns a port table of n ports.
 func makePortTable(n int64) *portTable {
-	nb := uint64(n+portKeysPerBucket-1) / portKeysPerBucket
-	t := &portTable{
-		buckets:  make([]portBucket, nb),
-		nb:       nb,
-		seed:     rand.Uint64(),
-		capacity: n,
-	}
-	// Fault the array in now: a worker claiming a port at line rate must
-	// not take the page fault of a fresh page.
-	for b := 0; b < len(t.buckets); b += 4096 / 64 {
-		t.buckets[b].meta.Store(0)
-	}
-	return t
+	return &portTable{lineIndex: makeLineIndex(n), capacity: n}
 }
 
 // Len returns the number of ports in the table.
@@ -125,27 +81,7 @@ func (t *portTable) Len() int { return int(t.live.Load()) }
 func (t *portTable) Cap() int { return int(t.capacity) }
 
 // BytesPerPort is the table's memory per port of capacity.
-func (t *portTable) BytesPerPort() float64 {
-	return float64(t.nb) * 64 / float64(t.capacity)
-}
-
-// home returns the home bucket of key: a splitmix64 finaliser of the
-// seeded key, reduced to the bucket count by multiply-shift.
-func (t *portTable) home(key uint64) uint64 {
-	z := key ^ t.seed
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return (uint64(uint32(z)) * t.nb) >> 32
-}
-
-func (t *portTable) step(b uint64) uint64 {
-	b++
-	if b == t.nb {
-		b = 0
-	}
-	return b
-}
+func (t *portTable) BytesPerPort() float64 { return float64(t.bytes()) / float64(t.capacity) }
 
 // portRef is where a port's word was found: the slot, its key's home
 // bucket and how many buckets beyond it the slot lies (for unwinding the
@@ -157,7 +93,7 @@ type portRef struct {
 
 // find looks key up: the slot that holds it and the word it held.
 func (t *portTable) find(key uint64, r *portRef) (v uint64, ok bool) {
-	b := t.home(key)
+	b := t.home(t.hash(key))
 	r.home = b
 	for n := uint64(0); n < t.nb; n++ {
 		bk := &t.buckets[b]
@@ -167,8 +103,8 @@ func (t *portTable) find(key uint64, r *portRef) (v uint64, ok bool) {
 				return v, true
 			}
 		}
-		if bk.meta.Load() < portOverflow {
-			return 0, false // no key was stored beyond this bucket
+		if t.ended(b) {
+			return 0, false
 		}
 		b = t.step(b)
 	}
@@ -199,19 +135,8 @@ func (t *portTable) insert(key, st uint64) bool {
 		t.live.Add(-1)
 		return false
 	}
-	// It cannot run out of slots: at most cap keys are in the table, and
-	// the buckets have 7/4 times as many.
-	w := key | st
-	for {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == 0 && bk.slots[s].CompareAndSwap(0, w) {
-				return true
-			}
-		}
-		bk.meta.Add(portOverflow)
-		b = t.step(b)
-	}
+	t.place(b, key|st)
+	return true
 }
 
 // update applies f to the state of the port whose word was found at r,
@@ -235,10 +160,7 @@ func (t *portTable) update(key uint64, r *portRef, f func(st uint64) (nst uint64
 		}
 		if r.slot.CompareAndSwap(v, w) {
 			if nst == 0 {
-				for b, n := r.home, r.dist; n > 0; n-- {
-					t.buckets[b].meta.Add(^uint64(portOverflow - 1))
-					b = t.step(b)
-				}
+				t.unwind(r.home, r.dist)
 				t.live.Add(-1)
 			}
 			return st, nst, true, true
@@ -249,25 +171,5 @@ func (t *portTable) update(key uint64, r *portRef, f func(st uint64) (nst uint64
 // prefetch touches key's home bucket and returns a value derived from it
 // (see flowtable.Table.Prefetch).
 func (t *portTable) prefetch(key uint64) uint64 {
-	return t.buckets[t.home(key)].meta.Load()
-}
-
-func (t *portTable) lock(b uint64) {
-	m := &t.buckets[b].meta
-	for spins := 0; ; spins++ {
-		v := m.Load()
-		if v&portLock == 0 && m.CompareAndSwap(v, v|portLock) {
-			return
-		}
-		if spins > 64 {
-			// The holder may have been preempted; let it run.
-			runtime.Gosched()
-		}
-	}
-}
-
-func (t *portTable) unlock(b uint64) {
-	// Add, not Store: other inserters raise this bucket's overflow count
-	// without holding its lock.
-	t.buckets[b].meta.Add(^uint64(0))
+	return t.buckets[t.home(t.hash(key))].meta.Load()
 }
