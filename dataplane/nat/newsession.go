@@ -151,7 +151,9 @@ func (w *Worker) newSessions() {
 		if st == nil {
 			continue
 		}
-		sink += st.ports[proto].prefetch(p.SrcPort)
+		var pr portProbe
+		e.portTab.Prepare(st.ports[proto].key(p.SrcPort), &pr)
+		sink += e.portTab.Prefetch(&pr)
 	}
 	w.sink += sink
 	// 3. Create, in arrival order. A packet may belong to a flow that

@@ -93,7 +93,11 @@ type portRef struct {
 
 // find looks key up: the slot that holds it and the word it held.
 func (t *portTable) find(key uint64, r *portRef) (v uint64, ok bool) {
-	b := t.home(t.hash(key))
+	return t.findFrom(key, t.home(t.hash(key)), r)
+}
+
+// findFrom is find for a key whose home bucket b is known.
+func (t *portTable) findFrom(key, b uint64, r *portRef) (v uint64, ok bool) {
 	r.home = b
 	for n := uint64(0); n < t.nb; n++ {
 		bk := &t.buckets[b]
@@ -109,13 +113,6 @@ func (t *portTable) find(key uint64, r *portRef) (v uint64, ok bool) {
 		b = t.step(b)
 	}
 	return 0, false
-}
-
-// has reports whether key is in the table.
-func (t *portTable) has(key uint64) bool {
-	var r portRef
-	_, ok := t.find(key, &r)
-	return ok
 }
 
 // insert adds key with state st (not 0). It fails if key is in the table
@@ -168,8 +165,26 @@ func (t *portTable) update(key uint64, r *portRef, f func(st uint64) (nst uint64
 	}
 }
 
-// prefetch touches key's home bucket and returns a value derived from it
-// (see flowtable.Table.Prefetch).
-func (t *portTable) prefetch(key uint64) uint64 {
-	return t.buckets[t.home(t.hash(key))].meta.Load()
+// portProbe is a port key prepared for lookup: hashed once, so that a
+// burst's lookups can be split into a prefetch pass and a lookup pass, as
+// with flowtable.Probe.
+type portProbe struct {
+	key, home uint64
+}
+
+// Prepare hashes key into p.
+func (t *portTable) Prepare(key uint64, p *portProbe) {
+	p.key, p.home = key, t.home(t.hash(key))
+}
+
+// Prefetch touches p's home bucket and returns a value derived from it:
+// issued for a whole burst before its lookups, the misses overlap (see
+// flowtable.Table.Prefetch). The value means nothing.
+func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].meta.Load() }
+
+// LookupProbe reports whether p's port is in the table (owned or held).
+func (t *portTable) LookupProbe(p *portProbe) bool {
+	var r portRef
+	_, ok := t.findFrom(p.key, p.home, &r)
+	return ok
 }

@@ -77,7 +77,8 @@ func TestPortTableFullAndOverflow(t *testing.T) {
 		if _, _, found, ok := pt.update(p.key, &ref, func(uint64) (uint64, bool) { return 0, true }); !found || !ok {
 			t.Fatalf("port %#x: free failed", p.key)
 		}
-		if pt.has(p.key) {
+		var pr portProbe
+		if pt.Prepare(p.key, &pr); pt.LookupProbe(&pr) {
 			t.Fatalf("port %#x still there after its free", p.key)
 		}
 	}
