@@ -31,9 +31,7 @@ import (
 type countTable struct {
 	lineIndex
 	recs []countRec
-	// head is the free list's top: (aba tag)<<32 | (record+1), 0 if
-	// empty. Free records link through k0.
-	head atomic.Uint64
+	free freeList // free records link through k0
 	_    [56]byte
 	live atomic.Int64
 	_    [56]byte
@@ -71,14 +69,8 @@ const (
 // newCountTable returns a table of capacity entries.
 func newCountTable(capacity int) *countTable {
 	t := &countTable{lineIndex: makeLineIndex(int64(capacity)), recs: make([]countRec, capacity)}
-	// Thread the free list so that record 0 is popped first; this also
-	// faults the records in.
-	for i := range t.recs {
-		if i+1 < capacity {
-			t.recs[i].k0.Store(uint64(i + 2))
-		}
-	}
-	t.head.Store(1)
+	// Record 0 is popped first; linking them faults them in.
+	t.free.init(capacity, t.setNext)
 	return t
 }
 
@@ -195,7 +187,7 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	if t.lookupHashed(w0, w1, h, fp, e) {
 		return flowtable.Exists
 	}
-	id, ok := t.pop()
+	id, ok := t.free.pop(t.next)
 	if !ok {
 		return flowtable.Full
 	}
@@ -224,10 +216,12 @@ func (t *countTable) Get(id uint32, e *flowtable.Entry) bool {
 
 // Alive reports whether entry id is still live at generation gen.
 func (t *countTable) Alive(id uint32, gen uint64) bool {
-	if int(id) >= len(t.recs) {
-		return false
-	}
-	c := t.recs[id].cw.Load()
+	return int(id) < len(t.recs) && countAlive(&t.recs[id].cw, gen)
+}
+
+// countAlive reports whether count word cw is live at generation gen.
+func countAlive(cw *atomic.Uint64, gen uint64) bool {
+	c := cw.Load()
 	return c>>32 == gen && uint32(c) != 0
 }
 
@@ -248,77 +242,52 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 	if i != 1 {
 		panic("nat: a count table entry has one user word")
 	}
+	return casCount(&t.recs[id].cw, gen, old, new), t.Alive(id, gen)
+}
+
+// casCount replaces the count in count word cw with new if the word is at
+// generation gen and counts old (counts in User[1] form).
+func casCount(cw *atomic.Uint64, gen, old, new uint64) bool {
 	nc, ok := countWord(gen, new)
 	if !ok {
-		panic("nat: a count table count must stay 1..2^31-1 or dead")
+		panic("nat: a count must stay 1..2^31-1 or dead")
 	}
 	// A count that no live entry can hold (a caller that loaded a free
 	// record's word) matches nothing.
-	if oc, ok := countWord(gen, old); ok && t.recs[id].cw.CompareAndSwap(oc, nc) {
-		return true, true
+	oc, ok := countWord(gen, old)
+	return ok && cw.CompareAndSwap(oc, nc)
+}
+
+// freeCount marks the entry of count word cw free if it is at generation
+// gen and not free already. The caller then unindexes and frees it.
+func freeCount(cw *atomic.Uint64, gen uint64) bool {
+	for {
+		c := cw.Load()
+		if c>>32 != gen || uint32(c) == 0 {
+			return false
+		}
+		if cw.CompareAndSwap(c, gen<<32) {
+			return true
+		}
 	}
-	return false, t.Alive(id, gen)
 }
 
 // Delete removes entry id if it is still at generation gen.
 func (t *countTable) Delete(id uint32, gen uint64) bool {
-	if int(id) >= len(t.recs) {
+	if int(id) >= len(t.recs) || !freeCount(&t.recs[id].cw, gen) {
 		return false
 	}
 	r := &t.recs[id]
-	for {
-		c := r.cw.Load()
-		if c>>32 != gen || uint32(c) == 0 {
-			return false
-		}
-		if r.cw.CompareAndSwap(c, gen<<32) {
-			break
-		}
-	}
 	// Free now (low half zero), so no reader accepts it; unindex it,
 	// then give it back.
-	w0, w1 := r.k0.Load(), r.k1.Load()
-	h, fp := t.keyHash(w0, w1)
-	start := t.home(h)
-	want := uint64(fp)<<32 | uint64(id+1)
-	b := start
-	for n := uint64(0); n < t.nb; n++ {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == want && bk.slots[s].CompareAndSwap(want, 0) {
-				t.unwind(start, n)
-				t.push(id)
-				t.live.Add(-1)
-				return true
-			}
-		}
-		b = t.step(b)
-	}
-	panic("nat: count table slot of a live entry is missing")
+	h, fp := t.keyHash(r.k0.Load(), r.k1.Load())
+	t.remove(t.home(h), uint64(fp)<<32|uint64(id+1))
+	t.free.push(id, t.setNext)
+	t.live.Add(-1)
+	return true
 }
 
-// pop and push keep the free list in k0 of the free records, which no
+// next and setNext keep the free list in k0 of the free records, which no
 // reader uses while the count word's low half is zero.
-func (t *countTable) pop() (uint32, bool) {
-	for {
-		h := t.head.Load()
-		top := uint32(h)
-		if top == 0 {
-			return 0, false
-		}
-		nxt := uint32(t.recs[top-1].k0.Load())
-		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
-			return top - 1, true
-		}
-	}
-}
-
-func (t *countTable) push(id uint32) {
-	for {
-		h := t.head.Load()
-		t.recs[id].k0.Store(uint64(uint32(h)))
-		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
-			return
-		}
-	}
-}
+func (t *countTable) next(id uint32) uint64          { return t.recs[id].k0.Load() }
+func (t *countTable) setNext(id uint32, next uint64) { t.recs[id].k0.Store(next) }

@@ -42,7 +42,7 @@ type Engine struct {
 	vis  atomic.Pointer[visConfig] // running capture and trace (vis.go)
 
 	sessions *flowtable.Table
-	bindings *flowtable.Table // endpoint-independent mappings
+	bindings *bindTable       // endpoint-independent mappings
 	subs     *flowtable.Table // subscribers (inside addresses)
 	perms    *countTable      // address-dependent filter permissions, rule counts
 	portTab  *portTable       // ports in use on every external address
@@ -115,11 +115,11 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	// Each session has at most one binding and one filter permission.
-	// A permission is a key and a count: a count table (counttable.go).
-	// Subscribers have one key: their table needs half the index.
-	if e.bindings, err = flowtable.New(l.MaxSessions); err != nil {
-		return nil, err
-	}
+	// Neither needs a flowtable's record: a binding is two endpoints, a
+	// user word and a count (bindtable.go), a permission a key and a count
+	// (counttable.go). Subscribers have one key: their table needs half
+	// the index.
+	e.bindings = newBindTable(l.MaxSessions)
 	e.perms = newCountTable(l.MaxSessions)
 	if e.subs, err = flowtable.NewSingleKey(l.MaxSubscribers); err != nil {
 		return nil, err

@@ -118,6 +118,65 @@ func (x *lineIndex) unwind(b, n uint64) {
 	}
 }
 
+// remove clears the slot holding w on the probe path from home bucket b,
+// and lowers the overflow counts before it. Only the owner of the entry
+// that w stands for removes it, so the slot holds w until then.
+func (x *lineIndex) remove(b, w uint64) {
+	start := b
+	for n := uint64(0); n < x.nb; n++ {
+		bk := &x.buckets[b]
+		for s := range bk.slots {
+			if bk.slots[s].Load() == w && bk.slots[s].CompareAndSwap(w, 0) {
+				x.unwind(start, n)
+				return
+			}
+		}
+		b = x.step(b)
+	}
+	panic("nat: index slot of a live entry is missing")
+}
+
+// freeList is a lock-free stack of free record numbers, linked through a
+// word of each free record (next reads it, setNext writes it); the top
+// carries an ABA tag, so a pop that read the link of a record another pop
+// has just taken fails its compare-and-swap.
+type freeList struct {
+	head atomic.Uint64 // (aba tag)<<32 | (record+1), 0 if empty
+}
+
+// init links records 0..n-1, 0 on top.
+func (f *freeList) init(n int, setNext func(id uint32, next uint64)) {
+	for i := 0; i+1 < n; i++ {
+		setNext(uint32(i), uint64(i+2))
+	}
+	if n > 0 {
+		f.head.Store(1)
+	}
+}
+
+func (f *freeList) pop(next func(id uint32) uint64) (uint32, bool) {
+	for {
+		h := f.head.Load()
+		top := uint32(h)
+		if top == 0 {
+			return 0, false
+		}
+		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(next(top-1)))) {
+			return top - 1, true
+		}
+	}
+}
+
+func (f *freeList) push(id uint32, setNext func(id uint32, next uint64)) {
+	for {
+		h := f.head.Load()
+		setNext(id, uint64(uint32(h)))
+		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+			return
+		}
+	}
+}
+
 func (x *lineIndex) lock(b uint64) {
 	m := &x.buckets[b].meta
 	for spins := 0; ; spins++ {

@@ -33,7 +33,7 @@ type newBurst struct {
 	seen [128]uint8                // open addressing by flowMix: list index + 1
 	sub  [MaxBurst]flowtable.Entry // the subscriber, when hasSub
 	has  [MaxBurst]bool
-	bind [MaxBurst]flowtable.Probe // the mapping's inside key
+	bind [MaxBurst]bindProbe // the mapping's inside key
 }
 
 // newHint is what newSessions found out about the packet it is creating a
@@ -41,7 +41,7 @@ type newBurst struct {
 // lookup. Each part is used once.
 type newHint struct {
 	sub     *flowtable.Entry
-	bind    *flowtable.Probe
+	bind    *bindProbe
 	bindKey flowtable.Key
 }
 
@@ -58,7 +58,7 @@ func (h *newHint) subscriber(k *flowtable.Key, x *flowtable.Entry) bool {
 
 // mapping looks the mapping with inside key bk up in t, with the hinted
 // probe when it was prepared for bk.
-func (h *newHint) mapping(t *flowtable.Table, bk *flowtable.Key, x *flowtable.Entry) bool {
+func (h *newHint) mapping(t *bindTable, bk *flowtable.Key, x *flowtable.Entry) bool {
 	p := h.bind
 	h.bind = nil
 	if p != nil && h.bindKey == *bk {
