@@ -14,9 +14,9 @@ import (
 // record is four words, 32 bytes: the two keys, the first user word
 // (subscriber and address, bindingWords) and a count word (generation and
 // reference count, as in the count table, counttable.go). With two keys in
-// the index (lineindex.go) at 16 bytes each, a binding costs 64 bytes; as
-// a flowtable entry, whose record holds two full keys, a tick and a state
-// word, it cost 96.
+// the index (lineindex.go) at 12.8 bytes each, a binding costs 57.6 bytes;
+// as a flowtable entry, whose record holds two full keys, a tick and a
+// state word, it cost 96.
 //
 // It offers the flowtable.Table methods the engine calls on bindings, with
 // the same meaning: lookups by either key (Entry.Dir says which matched),

@@ -12,8 +12,8 @@ import (
 // Such an entry needs its key and its count, nothing else: no second key,
 // no last-seen tick, no state word, no first user word. In a flowtable it
 // took a 64-byte record and 16 bytes of index; here it takes a 24-byte
-// record (countRec) and the same 16 bytes of index (lineindex.go), 40
-// bytes in all.
+// record (countRec) and 12.8 bytes of index (lineindex.go), 36.8 bytes in
+// all.
 //
 // It offers the part of flowtable.Table's interface that the engine uses
 // on reference-counted entries (refTable, Lookup, Insert, Len), with the

@@ -23,10 +23,15 @@ import (
 // lock of their key's home bucket, so two inserts of one key cannot both
 // succeed; lookups and deletes take no lock.
 //
-// The index has a bucket per lineKeysPerBucket keys of capacity: 64/4 =
-// 16 bytes per key. A bucket overflows only when more than seven of its
-// keys hash to it, 5% of the buckets at a Poisson mean of four, at full
-// capacity. Home buckets come from a seeded hash: the keys of these tables
+// The index has a bucket per lineKeysPerBucket keys of capacity: 64/5 =
+// 12.8 bytes per key. A bucket overflows only when more than seven of its
+// keys hash to it: 13% of the buckets at a Poisson mean of five, at full
+// capacity, so a lookup then reads a second line now and then; 3% at
+// three-quarters full, and these tables are sized for their worst case.
+// The flowtable's index runs at four keys to a bucket (5% overflow), for
+// the packet path; these serve new sessions only, and ten million
+// sessions must fit in 2 GiB (issue 14): at four, the engine took 224
+// bytes per session slot, at five 210. Home buckets come from a seeded hash: the keys of these tables
 // are partly chosen by hosts (the ports port preservation keeps, the
 // remote addresses of permissions), which must not be able to aim them all
 // at one probe chain.
@@ -46,7 +51,7 @@ type lineBucket struct {
 
 const (
 	lineSlots         = 7
-	lineKeysPerBucket = 4
+	lineKeysPerBucket = 5
 	lineBucketSize    = 64 // bytes, asserted by TestLineBucketSize
 	lineLock          = 1
 	lineOverflow      = 2 // the overflow count lives in bits 1..63
@@ -95,7 +100,7 @@ func (x *lineIndex) ended(b uint64) bool { return x.buckets[b].meta.Load() < lin
 // place stores w in the first empty slot from bucket b on, raising the
 // overflow count of every full bucket it passes first. The caller holds
 // b's lock and has made sure the table has room: at most one key per
-// capacity, and the index has 7/4 as many slots, so it always finds one.
+// capacity, and the index has 7/5 as many slots, so it always finds one.
 func (x *lineIndex) place(b, w uint64) {
 	for {
 		bk := &x.buckets[b]

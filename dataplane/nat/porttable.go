@@ -30,8 +30,8 @@ import "sync/atomic"
 // stands for the address.
 //
 // The index is a lineIndex (lineindex.go) whose slots hold the ports'
-// words themselves, so a lookup reads one cache line and nothing else: 16
-// bytes per port of capacity, where the flowtable record and index it
+// words themselves, so a lookup reads one cache line and nothing else:
+// 12.8 bytes per port of capacity, where the flowtable record and index it
 // replaces cost 96. Lookups and state transitions are lock-free; inserts of
 // a new port serialise on the lock of its home bucket, so two claims of one
 // port cannot both insert it. The transition that frees a port (state to 0)
@@ -63,8 +63,8 @@ func portKey(idx uint32, proto Proto, p uint16) uint64 {
 // MaxSessions. Ports in hold-down come on top: a port is held for the
 // hold-down time after a mapping that lived at least the transitory
 // timeout, so they stay below about half of the ports in use; the table
-// takes that half again, and a port forward's claim or two. At 16 bytes a
-// port that is 24 bytes per session slot.
+// takes that half again, and a port forward's claim or two. At 12.8 bytes
+// a port that is 19.2 bytes per session slot.
 func newPortTable(l Limits) (*portTable, error) {
 	return makePortTable(int64(l.MaxSessions) + int64(l.MaxSessions)/2 + 1024), nil
 }
