@@ -207,3 +207,22 @@ func TestZeroAllocNewMappings(t *testing.T) {
 	}
 	run("re-paired subscribers", again, "198.19.1.0/24")
 }
+
+// TestMemoryPerSessionSlot bounds the engine's tables per session slot,
+// from their layout: ten million sessions must fit in 2 GiB (issue 14),
+// so at most 212 bytes a slot, beside natd's fixed 18 MiB or so.
+// bench/memslot measures the same as resident memory.
+func TestMemoryPerSessionSlot(t *testing.T) {
+	c := memConfig("198.19.0.1/32")
+	c.Limits.MaxSessions = 1 << 16
+	e, err := New(c, Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := e.TableMemory()
+	t.Logf("per session slot: sessions %.1f, bindings %.1f, permissions %.1f, ports %.1f (%.1f ports): %.1f bytes; subscribers %.1f per subscriber slot",
+		m.Sessions, m.Bindings, m.Permissions, m.Ports, m.PortsPerSessionSlot, m.PerSessionSlot(), m.Subscribers)
+	if got := m.PerSessionSlot(); got > 212 {
+		t.Errorf("%.1f bytes per session slot: ten million sessions take %.2f GiB, want under 2", got, got*10e6/(1<<30))
+	}
+}

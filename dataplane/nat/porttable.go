@@ -63,11 +63,14 @@ func portKey(idx uint32, proto Proto, p uint16) uint64 {
 // MaxSessions. Ports in hold-down come on top: a port is held for the
 // hold-down time after a mapping that lived at least the transitory
 // timeout, so they stay below about half of the ports in use; the table
-// takes that half again, and a port forward's claim or two. At 12.8 bytes
-// a port that is 19.2 bytes per session slot.
+// takes that half again (portsPerSessionSlot), and a port forward's claim
+// or two. At 12.8 bytes a port that is 19.2 bytes per session slot.
 func newPortTable(l Limits) (*portTable, error) {
-	return makePortTable(int64(l.MaxSessions) + int64(l.MaxSessions)/2 + 1024), nil
+	return makePortTable(int64(float64(l.MaxSessions)*portsPerSessionSlot) + 1024), nil
 }
+
+// portsPerSessionSlot is the port table's size per session slot.
+const portsPerSessionSlot = 1.5
 
 // makePortTable returns a port table of n ports.
 func makePortTable(n int64) *portTable {
