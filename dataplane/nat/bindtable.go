@@ -176,23 +176,7 @@ func (t *bindTable) LookupProbe(p *bindProbe, e *flowtable.Entry) bool {
 }
 
 func (t *bindTable) lookupHashed(w, h uint64, fp uint32, e *flowtable.Entry) bool {
-	b := t.home(h)
-	for n := uint64(0); n < t.nb; n++ {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if v := bk.slots[s].Load(); v != 0 && uint32(v>>32) == fp {
-				ref := uint32(v) - 1
-				if t.read(ref>>1, uint8(ref&1), w, true, e) {
-					return true
-				}
-			}
-		}
-		if t.ended(b) {
-			return false
-		}
-		b = t.step(b)
-	}
-	return false
+	return t.lookup(h, fp, func(ref uint32) bool { return t.read(ref>>1, uint8(ref&1), w, true, e) })
 }
 
 // Insert adds a binding of inside key k0 and external key k1, with user
@@ -226,11 +210,7 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 		return flowtable.Full
 	}
 	r := &t.recs[id]
-	gen := r.cw.Load()>>32 + 1
-	c, ok := countWord(gen, user[1])
-	if !ok {
-		panic("nat: a binding must count 1..2^31-1")
-	}
+	gen, c := nextCount(&r.cw, user[1])
 	r.k[0].Store(w0)
 	r.k[1].Store(w1)
 	r.u0.Store(user[0])

@@ -77,16 +77,7 @@ func TestBindTableLifecycle(t *testing.T) {
 	if bt.Len() != 0 {
 		t.Fatalf("%d bindings left", bt.Len())
 	}
-	for b := range bt.buckets {
-		if bt.buckets[b].meta.Load() != 0 {
-			t.Fatalf("bucket %d meta %#x in an emptied table", b, bt.buckets[b].meta.Load())
-		}
-		for s := range bt.buckets[b].slots {
-			if bt.buckets[b].slots[s].Load() != 0 {
-				t.Fatalf("bucket %d slot %d not empty", b, s)
-			}
-		}
-	}
+	checkIndexEmpty(t, &bt.lineIndex)
 }
 
 // TestBindTableConcurrentRefs has goroutines take and drop references on

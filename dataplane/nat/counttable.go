@@ -155,20 +155,7 @@ func (t *countTable) Lookup(k *flowtable.Key, e *flowtable.Entry) bool {
 }
 
 func (t *countTable) lookupHashed(w0, w1, h uint64, fp uint32, e *flowtable.Entry) bool {
-	b := t.home(h)
-	for n := uint64(0); n < t.nb; n++ {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if v := bk.slots[s].Load(); v != 0 && uint32(v>>32) == fp && t.read(uint32(v)-1, w0, w1, true, e) {
-				return true
-			}
-		}
-		if t.ended(b) {
-			return false
-		}
-		b = t.step(b)
-	}
-	return false
+	return t.lookup(h, fp, func(ref uint32) bool { return t.read(ref, w0, w1, true, e) })
 }
 
 // Insert adds an entry of key k0 with count user[1]. k1 must be NoKey and
@@ -192,11 +179,7 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 		return flowtable.Full
 	}
 	r := &t.recs[id]
-	gen := r.cw.Load()>>32 + 1
-	c, ok := countWord(gen, user[1])
-	if !ok {
-		panic("nat: a count table entry must count 1..2^31-1")
-	}
+	gen, c := nextCount(&r.cw, user[1])
 	r.k0.Store(w0)
 	r.k1.Store(w1)
 	// Index first, publish after: a reader that finds the slot early
@@ -243,6 +226,17 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 		panic("nat: a count table entry has one user word")
 	}
 	return casCount(&t.recs[id].cw, gen, old, new), t.Alive(id, gen)
+}
+
+// nextCount returns the generation and count word of the next entry of
+// the free record whose count word is cw, counting user (User[1] form).
+func nextCount(cw *atomic.Uint64, user uint64) (gen, c uint64) {
+	gen = cw.Load()>>32 + 1
+	c, ok := countWord(gen, user)
+	if !ok {
+		panic("nat: a new entry must count 1..2^31-1")
+	}
+	return gen, c
 }
 
 // casCount replaces the count in count word cw with new if the word is at

@@ -91,13 +91,20 @@ func TestCountTableLifecycle(t *testing.T) {
 	if ct.Len() != 0 {
 		t.Fatalf("%d entries left", ct.Len())
 	}
-	for b := range ct.buckets {
-		if ct.buckets[b].meta.Load() != 0 {
-			t.Fatalf("bucket %d meta %#x in an emptied table", b, ct.buckets[b].meta.Load())
+	checkIndexEmpty(t, &ct.lineIndex)
+}
+
+// checkIndexEmpty fails unless every slot of x is empty and every
+// overflow count and lock bit zero: the state of an emptied table.
+func checkIndexEmpty(t *testing.T, x *lineIndex) {
+	t.Helper()
+	for b := range x.buckets {
+		if m := x.buckets[b].meta.Load(); m != 0 {
+			t.Fatalf("bucket %d meta %#x in an emptied table", b, m)
 		}
-		for s := range ct.buckets[b].slots {
-			if ct.buckets[b].slots[s].Load() != 0 {
-				t.Fatalf("bucket %d slot %d not empty", b, s)
+		for s := range x.buckets[b].slots {
+			if v := x.buckets[b].slots[s].Load(); v != 0 {
+				t.Fatalf("bucket %d slot %d holds %#x in an emptied table", b, s, v)
 			}
 		}
 	}

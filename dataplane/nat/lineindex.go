@@ -97,6 +97,27 @@ func (x *lineIndex) step(b uint64) uint64 {
 // beyond it.
 func (x *lineIndex) ended(b uint64) bool { return x.buckets[b].meta.Load() < lineOverflow }
 
+// lookup walks the probe path of hash h for an index whose slots hold a
+// fingerprint (high half) and a reference plus one (low half): it calls
+// try with the reference of each slot whose fingerprint is fp, until try
+// returns true, and reports whether one did.
+func (x *lineIndex) lookup(h uint64, fp uint32, try func(ref uint32) bool) bool {
+	b := x.home(h)
+	for n := uint64(0); n < x.nb; n++ {
+		bk := &x.buckets[b]
+		for s := range bk.slots {
+			if v := bk.slots[s].Load(); v != 0 && uint32(v>>32) == fp && try(uint32(v)-1) {
+				return true
+			}
+		}
+		if x.ended(b) {
+			return false
+		}
+		b = x.step(b)
+	}
+	return false
+}
+
 // place stores w in the first empty slot from bucket b on, raising the
 // overflow count of every full bucket it passes first. The caller holds
 // b's lock and has made sure the table has room: at most one key per

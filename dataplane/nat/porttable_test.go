@@ -85,13 +85,7 @@ func TestPortTableFullAndOverflow(t *testing.T) {
 	if pt.Len() != 0 || overflowTotal(pt) != 0 {
 		t.Fatalf("%d ports and overflow %d left in an emptied table", pt.Len(), overflowTotal(pt))
 	}
-	for b := range pt.buckets {
-		for s := range pt.buckets[b].slots {
-			if v := pt.buckets[b].slots[s].Load(); v != 0 {
-				t.Fatalf("bucket %d slot %d holds %#x in an emptied table", b, s, v)
-			}
-		}
-	}
+	checkIndexEmpty(t, &pt.lineIndex)
 }
 
 // TestPortTableConcurrentClaims has goroutines claim and free ports of a
