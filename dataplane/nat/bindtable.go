@@ -73,7 +73,9 @@ func bindKeyOf(w uint64) flowtable.Key {
 
 // newBindTable returns a table of capacity bindings.
 func newBindTable(capacity int) *bindTable {
-	t := &bindTable{lineIndex: makeLineIndex(2 * int64(capacity)), recs: make([]bindRec, capacity)}
+	t := &bindTable{}
+	t.lineIndex = makeLineIndex(t, 2*int64(capacity))
+	t.recs = flowtable.AllocArray[bindRec](t, capacity)
 	t.free.init(capacity, t.setNext) // faults the records in
 	return t
 }

@@ -68,7 +68,9 @@ const (
 
 // newCountTable returns a table of capacity entries.
 func newCountTable(capacity int) *countTable {
-	t := &countTable{lineIndex: makeLineIndex(int64(capacity)), recs: make([]countRec, capacity)}
+	t := &countTable{}
+	t.lineIndex = makeLineIndex(t, int64(capacity))
+	t.recs = flowtable.AllocArray[countRec](t, capacity)
 	// Record 0 is popped first; linking them faults them in.
 	t.free.init(capacity, t.setNext)
 	return t

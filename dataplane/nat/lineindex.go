@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
+
+	"github.com/xnat/xnat/flowtable"
 )
 
 // lineIndex is the hash index of the engine's compact tables (the port
@@ -57,14 +59,16 @@ const (
 	lineOverflow      = 2 // the overflow count lives in bits 1..63
 )
 
-// makeLineIndex returns an index for keys keys, faulted in: a worker
-// inserting at line rate must not take the page fault of a fresh page.
-func makeLineIndex(keys int64) lineIndex {
+// makeLineIndex returns an index for keys keys of the table owner, faulted
+// in: a worker inserting at line rate must not take the page fault of a
+// fresh page. The buckets live where a flowtable's do, outside the Go heap
+// when big (flowtable.AllocArray), until owner is unreachable.
+func makeLineIndex[O any](owner *O, keys int64) lineIndex {
 	nb := uint64(keys+lineKeysPerBucket-1) / lineKeysPerBucket
 	if nb < 2 {
 		nb = 2
 	}
-	x := lineIndex{buckets: make([]lineBucket, nb), nb: nb, seed: rand.Uint64()}
+	x := lineIndex{buckets: flowtable.AllocArray[lineBucket](owner, int(nb)), nb: nb, seed: rand.Uint64()}
 	for b := 0; b < len(x.buckets); b += 4096 / lineBucketSize {
 		x.buckets[b].meta.Store(0)
 	}

@@ -74,7 +74,9 @@ const portsPerSessionSlot = 1.5
 
 // makePortTable returns a port table of n ports.
 func makePortTable(n int64) *portTable {
-	return &portTable{lineIndex: makeLineIndex(n), capacity: n}
+	t := &portTable{capacity: n}
+	t.lineIndex = makeLineIndex(t, n)
+	return t
 }
 
 // Len returns the number of ports in the table.
