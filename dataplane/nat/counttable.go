@@ -227,7 +227,11 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 	if i != 1 {
 		panic("nat: a count table entry has one user word")
 	}
-	return casCount(&t.recs[id].cw, gen, old, new), t.Alive(id, gen)
+	if casCount(&t.recs[id].cw, gen, old, new) {
+		// live, though its other holders may release it the next instant
+		return true, true
+	}
+	return false, t.Alive(id, gen)
 }
 
 // nextCount returns the generation and count word of the next entry of
