@@ -251,11 +251,7 @@ func (t *bindTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new ui
 	if i != 1 {
 		panic("nat: a binding's first user word is fixed")
 	}
-	if casCount(&t.recs[id].cw, gen, old, new) {
-		// live, though its other holders may release it the next instant
-		return true, true
-	}
-	return false, t.Alive(id, gen)
+	return swapCount(&t.recs[id].cw, gen, old, new)
 }
 
 // Delete removes binding id if it is still at generation gen.

@@ -227,11 +227,7 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 	if i != 1 {
 		panic("nat: a count table entry has one user word")
 	}
-	if casCount(&t.recs[id].cw, gen, old, new) {
-		// live, though its other holders may release it the next instant
-		return true, true
-	}
-	return false, t.Alive(id, gen)
+	return swapCount(&t.recs[id].cw, gen, old, new)
 }
 
 // nextCount returns the generation and count word of the next entry of
@@ -243,6 +239,16 @@ func nextCount(cw *atomic.Uint64, user uint64) (gen, c uint64) {
 		panic("nat: a new entry must count 1..2^31-1")
 	}
 	return gen, c
+}
+
+// swapCount is CompareAndSwapUser on count word cw: a swap that succeeded
+// reports the entry live, though its other holders may end it the next
+// instant.
+func swapCount(cw *atomic.Uint64, gen, old, new uint64) (swapped, live bool) {
+	if casCount(cw, gen, old, new) {
+		return true, true
+	}
+	return false, countAlive(cw, gen)
 }
 
 // casCount replaces the count in count word cw with new if the word is at
