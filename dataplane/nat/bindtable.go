@@ -165,6 +165,17 @@ func (t *bindTable) Prefetch(p *bindProbe) uint64 {
 	return bk.meta.Load()
 }
 
+// PrefetchTuple touches the home bucket of the key with the given fields
+// (a binding key: one endpoint zero) and returns a value derived from it,
+// as flowtable.Table.PrefetchTuple: for a key about to be inserted, whose
+// lookup is not wanted.
+func (t *bindTable) PrefetchTuple(src, dst [4]byte, sport, dport uint16, proto uint8) uint64 {
+	k := flowtable.Key{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto}
+	var p bindProbe
+	t.Prepare(&k, &p)
+	return t.buckets[t.home(p.h)].meta.Load()
+}
+
 // LookupProbe is Lookup for a prepared key: first the record a prefetch
 // found, then the walk.
 func (t *bindTable) LookupProbe(p *bindProbe, e *flowtable.Entry) bool {

@@ -42,6 +42,9 @@ func TestBindTableLifecycle(t *testing.T) {
 			var p bindProbe
 			bt.Prepare(&k, &p)
 			bt.Prefetch(&p)
+			if v := bt.PrefetchTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto); v != bt.buckets[bt.home(p.h)].meta.Load() {
+				t.Fatalf("PrefetchTuple of key %d of binding %d read another bucket", dir, i)
+			}
 			for _, found := range []bool{bt.Lookup(&k, &x), bt.LookupProbe(&p, &x)} {
 				if !found || int(x.Dir) != dir || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(uint32(i), 7) {
 					t.Fatalf("binding %d by key %d: found %v, %+v", i, dir, found, x)

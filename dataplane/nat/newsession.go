@@ -151,9 +151,7 @@ func (w *Worker) newSessions() {
 		if st == nil {
 			continue
 		}
-		var pr portProbe
-		e.portTab.Prepare(st.ports[proto].key(p.SrcPort), &pr)
-		sink += e.portTab.Prefetch(&pr)
+		sink += st.ports[proto].prefetch(p.SrcPort)
 	}
 	w.sink += sink
 	// 3. Create, in arrival order. A packet may belong to a flow that

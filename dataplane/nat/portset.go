@@ -57,6 +57,21 @@ const (
 // key is port p's key in the port table.
 func (s *portSet) key(p uint16) uint64 { return s.base | uint64(p)<<portKeyShift }
 
+// taken reports whether port p has an owner or is held.
+func (s *portSet) taken(p uint16) bool {
+	var pr portProbe
+	s.pt.Prepare(s.key(p), &pr)
+	return s.pt.LookupProbe(&pr)
+}
+
+// prefetch touches the port table's bucket of port p (see
+// flowtable.Table.Prefetch).
+func (s *portSet) prefetch(p uint16) uint64 {
+	var pr portProbe
+	s.pt.Prepare(s.key(p), &pr)
+	return s.pt.Prefetch(&pr)
+}
+
 // updatePort applies f to the state of port p until the compare-and-swap
 // succeeds or f refuses. ok is false when p has no word or f refused. A
 // new state of zero frees the port.

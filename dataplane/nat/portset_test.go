@@ -69,7 +69,7 @@ func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
 
 func TestPortStateTransitions(t *testing.T) {
 	s := testPortSet(t, 1024)
-	if !s.claimFree(100) || s.claimFree(100) {
+	if s.taken(100) || !s.claimFree(100) || s.claimFree(100) || !s.taken(100) || s.taken(101) {
 		t.Fatal("claimFree")
 	}
 	if !s.share(100) {
