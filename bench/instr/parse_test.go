@@ -89,6 +89,8 @@ func TestStageOf(t *testing.T) {
 		"/src/xnat/dataplane/nat/mapping.go:github.com/xnat/xnat/dataplane/nat.(*Worker).eimMapping":           "slow-path",
 		"/src/xnat/dataplane/nat/portset.go:github.com/xnat/xnat/dataplane/nat.(*Worker).allocPort":            "slow-path",
 		"/src/xnat/dataplane/nat/engine.go:github.com/xnat/xnat/dataplane/nat.acquireRef":                      "slow-path",
+		"/src/xnat/dataplane/nat/bindtable.go:github.com/xnat/xnat/dataplane/nat.(*Worker).eimMapping":         "session-lookup",
+		"/usr/local/go/src/sync/atomic/type.go:github.com/xnat/xnat/dataplane/nat.(*portTable).insert":         "session-lookup",
 		"/src/xnat/dataplane/nat/perf_test.go:github.com/xnat/xnat/dataplane/nat.(*loopPort).RxBurst":          "receive/parse",
 		"/src/xnat/dataplane/nat/perf_test.go:github.com/xnat/xnat/dataplane/nat.writeUDP":                     "receive/parse",
 		"/src/xnat/dataplane/header/parse.go:github.com/xnat/xnat/dataplane/header.parseIPv4":                  "receive/parse",

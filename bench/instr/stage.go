@@ -25,7 +25,9 @@ var stages = []string{"receive/parse", "classify/fast-path", "session-lookup", "
 //     hairpin.go, icmperr.go, state.go, mss.go, frag.go), the address
 //     checks inlined from snapshot.go, and worker.go's Poll.
 //   - session-lookup: everything in flowtable/ (hashing, prefetch, probe,
-//     and insert on the new-session path).
+//     and insert on the new-session path), and the engine's compact tables
+//     of bindings, permissions and ports (bindtable.go, counttable.go,
+//     porttable.go, lineindex.go), which hold what flowtables held before.
 //   - slow-path: new sessions outside the flowtable: newsession.go,
 //     mapping.go, userwords.go, portset.go, cgn_*.go, registry.go,
 //     reclaim.go, decide.go, inbound.go, event.go, trail.go, and the
@@ -52,6 +54,8 @@ func stageOf(s string) string {
 	}
 	switch {
 	case pkg == "flowtable":
+		return "session-lookup"
+	case pkg == "nat" && compactTable(name):
 		return "session-lookup"
 	case pkg == "checksum" && dir == "checksum" && base == "checksum.go":
 		return "receive/parse" // the full sums: Parse verifying the IPv4 header
@@ -85,6 +89,8 @@ func stageOf(s string) string {
 	case dir == "nat" && (oneOf(base, "newsession.go", "mapping.go", "userwords.go", "portset.go", "registry.go",
 		"reclaim.go", "decide.go", "inbound.go", "event.go", "trail.go") || strings.HasPrefix(base, "cgn_")):
 		return "slow-path"
+	case dir == "nat" && oneOf(base, "bindtable.go", "counttable.go", "porttable.go", "lineindex.go"):
+		return "session-lookup"
 	case dir == "nat" && oneOf(base, "nexthop.go", "pending.go"):
 		return "next-hop"
 	case dir == "nat" && base == "transmit.go":
@@ -153,4 +159,16 @@ func testPortStage(pkg, name string) string {
 		return "receive/parse"
 	}
 	return ""
+}
+
+// compactTable reports whether nat function name is a method of one of the
+// engine's compact tables (or their index), wherever its code was inlined
+// from.
+func compactTable(name string) bool {
+	for _, r := range []string{"(*bindTable).", "(*countTable).", "(*portTable).", "(*lineIndex).", "(*freeList)."} {
+		if strings.HasPrefix(name, r) {
+			return true
+		}
+	}
+	return false
 }

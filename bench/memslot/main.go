@@ -3,7 +3,8 @@
 // of limits.max_sessions, each in a fresh process, and prints the growth of
 // the resident set between them divided by the growth in slots. It is the
 // engine's share of the harness's "RSS per session slot" figure, without a
-// lab or a running natd, and so is exact and quick.
+// lab or a running natd, and so is exact and quick. It then prints the
+// same per table, from the tables' layout (nat.Engine.TableMemory).
 //
 //	go run ./bench/memslot [-small 65536] [-large 1048576]
 package main
@@ -33,6 +34,9 @@ func main() {
 	a, b := run(*small), run(*large)
 	fmt.Printf("RSS %d MiB at %d sessions, %d MiB at %d: %.1f B per session slot\n",
 		a>>20, *small, b>>20, *large, float64(b-a)/float64(*large-*small))
+	m := newEngine(*small).TableMemory()
+	fmt.Printf("tables by layout, per session slot: sessions %.1f + bindings %.1f + permissions %.1f + ports %.1f (%.1f ports) = %.1f B\n",
+		m.Sessions, m.Bindings, m.Permissions, m.Ports, m.PortsPerSessionSlot, m.PerSessionSlot())
 }
 
 // run measures an engine of n sessions in a child process, so that one
@@ -55,6 +59,20 @@ func run(n int) int64 {
 // harness's natd) and returns the process's resident set size. The tables
 // are faulted in by New, so this is their full size.
 func engineRSS(n int) int64 {
+	e := newEngine(n)
+	runtime.GC()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
+		os.Exit(1)
+	}
+	pages, _ := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	runtime.KeepAlive(e)
+	return pages * int64(os.Getpagesize())
+}
+
+// newEngine builds the engine of n sessions.
+func newEngine(n int) *nat.Engine {
 	c := nat.DefaultConfig()
 	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
@@ -65,13 +83,5 @@ func engineRSS(n int) int64 {
 		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
 		os.Exit(1)
 	}
-	runtime.GC()
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)
-		os.Exit(1)
-	}
-	pages, _ := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
-	runtime.KeepAlive(e)
-	return pages * int64(os.Getpagesize())
+	return e
 }

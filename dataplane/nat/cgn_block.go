@@ -363,18 +363,17 @@ func (e *Engine) stampEvent(ev Event, now uint32) Event {
 // port in use.
 func claimInRange(ps *portSet, lo, hi uint16, overlap bool, r uint64) (uint16, bool) {
 	n := uint64(hi) - uint64(lo) + 1
-	var x flowtable.Entry
 	for i := 0; i < randomProbes; i++ {
 		p := uint16(uint64(lo) + r%n)
 		r = r*6364136223846793005 + 1442695040888963407
-		if !ps.lookup(p, &x) && ps.claimFree(p) {
+		if ps.claimFree(p) {
 			return p, true
 		}
 	}
 	start := r % n
 	for i := uint64(0); i < n; i++ {
 		p := uint16(uint64(lo) + (start+i)%n)
-		if !ps.lookup(p, &x) && ps.claimFree(p) {
+		if ps.claimFree(p) {
 			return p, true
 		}
 	}

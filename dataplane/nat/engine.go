@@ -42,9 +42,9 @@ type Engine struct {
 	vis  atomic.Pointer[visConfig] // running capture and trace (vis.go)
 
 	sessions *flowtable.Table
-	bindings *flowtable.Table // endpoint-independent mappings
+	bindings *bindTable       // endpoint-independent mappings
 	subs     *flowtable.Table // subscribers (inside addresses)
-	perms    *flowtable.Table // address-dependent filter permissions
+	perms    *countTable      // address-dependent filter permissions, rule counts
 	portTab  *portTable       // ports in use on every external address
 
 	clock    Clock
@@ -115,14 +115,12 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	// Each session has at most one binding and one filter permission.
-	// Permissions and subscribers have one key each: their tables need
-	// half the index.
-	if e.bindings, err = flowtable.New(l.MaxSessions); err != nil {
-		return nil, err
-	}
-	if e.perms, err = flowtable.NewSingleKey(l.MaxSessions); err != nil {
-		return nil, err
-	}
+	// Neither needs a flowtable's record: a binding is two endpoints, a
+	// user word and a count (bindtable.go), a permission a key and a count
+	// (counttable.go). Subscribers have one key: their table needs half
+	// the index.
+	e.bindings = newBindTable(l.MaxSessions)
+	e.perms = newCountTable(l.MaxSessions)
 	if e.subs, err = flowtable.NewSingleKey(l.MaxSubscribers); err != nil {
 		return nil, err
 	}
@@ -465,7 +463,7 @@ const refDead = 1 << 63
 // its port or address pairing.) A value that check refuses is confirmed to
 // be x's own before the refusal counts as a quota: generations only rise,
 // so x still at x.Gen after the load means it was at x.Gen during it.
-func acquireRef(t *flowtable.Table, x *flowtable.Entry, delta uint64, check func(old uint64) bool) (ok, dying bool) {
+func acquireRef(t refTable, x *flowtable.Entry, delta uint64, check func(old uint64) bool) (ok, dying bool) {
 	for {
 		v := t.LoadUser(x.ID, 1)
 		if v&refDead != 0 {
@@ -489,7 +487,7 @@ func acquireRef(t *flowtable.Table, x *flowtable.Entry, delta uint64, check func
 // last copy with last = true; the caller releases what it owned. The
 // caller holds at least delta of the count, so the entry stays at one
 // generation until this returns.
-func releaseRef(t *flowtable.Table, id uint32, delta uint64) (x flowtable.Entry, last bool) {
+func releaseRef(t refTable, id uint32, delta uint64) (x flowtable.Entry, last bool) {
 	if !t.Get(id, &x) {
 		panic("nat: referenced entry vanished")
 	}

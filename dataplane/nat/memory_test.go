@@ -71,7 +71,7 @@ func TestMemoryPerPoolAddress(t *testing.T) {
 		t.Errorf("200 ports in use cost %.0f bytes of heap per address, want at most 4096", busy)
 	}
 	h := newHarness(t, memConfig("198.19.0.1/32"))
-	t.Logf("port table: %.0f bytes per port record, %d records", h.eng.portTab.t.BytesPerSession(), h.eng.portTab.t.Cap())
+	t.Logf("port table: %.0f bytes per port, %d ports", h.eng.portTab.BytesPerPort(), h.eng.portTab.Cap())
 }
 
 // TestReloadsDoNotGrowHeap applies 20 different /24 pools (issue 11,
@@ -206,4 +206,33 @@ func TestZeroAllocNewMappings(t *testing.T) {
 		again = append(again, udp(fmt.Sprintf("10.0.%d.%d", 10+i/200, 2+i%200), uint16(1025+i*211), "198.18.0.2", 53))
 	}
 	run("re-paired subscribers", again, "198.19.1.0/24")
+}
+
+// TestMemoryPerSessionSlot bounds the engine's tables per session slot,
+// from their layout: ten million sessions must fit in 2 GiB (issue 14),
+// so at most 212 bytes a slot, beside natd's fixed 18 MiB or so.
+// bench/memslot measures the same as resident memory. The tables must also
+// live outside the Go heap, as the flowtables do (but under the race
+// detector, which watches only the heap): a heap of a gigabyte of tables
+// would let the collector wait for as much garbage again.
+func TestMemoryPerSessionSlot(t *testing.T) {
+	c := memConfig("198.19.0.1/32")
+	c.Limits.MaxSessions = 1 << 20 // every table above flowtable's 4 MiB for mapping
+	before := heapNow()
+	e, err := New(c, Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grown := int64(heapNow()) - int64(before)
+	t.Logf("heap %+d bytes for an engine of %d sessions", grown, c.Limits.MaxSessions)
+	if !raceEnabled && grown > 4<<20 {
+		t.Errorf("an engine of %d sessions put %d bytes on the Go heap, want its tables outside it", c.Limits.MaxSessions, grown)
+	}
+	m := e.TableMemory()
+	t.Logf("per session slot: sessions %.1f, bindings %.1f, permissions %.1f, ports %.1f (%.1f ports): %.1f bytes; subscribers %.1f per subscriber slot",
+		m.Sessions, m.Bindings, m.Permissions, m.Ports, m.PortsPerSessionSlot, m.PerSessionSlot(), m.Subscribers)
+	if got := m.PerSessionSlot(); got > 212 {
+		t.Errorf("%.1f bytes per session slot: ten million sessions take %.2f GiB, want under 2", got, got*10e6/(1<<30))
+	}
+	runtime.KeepAlive(e)
 }

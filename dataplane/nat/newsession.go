@@ -56,12 +56,13 @@ type newBurst struct {
 
 // newPlan is what the first three passes found out for one packet.
 type newPlan struct {
-	sp, bp flowtable.Probe // the subscriber's and the mapping's keys
-	sub    flowtable.Entry // the subscriber, when has&planSub
-	bind   flowtable.Entry // the mapping, when has&planBind
-	st     *addrState      // the subscriber's paired address, for planPort
-	cand   uint16          // the random candidate port, when has&planCand
-	has    uint8
+	sp   flowtable.Probe // the subscriber's key
+	bp   bindProbe       // the mapping's inside key
+	sub  flowtable.Entry // the subscriber, when has&planSub
+	bind flowtable.Entry // the mapping, when has&planBind
+	st   *addrState      // the subscriber's paired address, for planPort
+	cand uint16          // the random candidate port, when has&planCand
+	has  uint8
 }
 
 // newPlan.has bits.
@@ -97,7 +98,7 @@ func (h *newHint) subscriber(k *flowtable.Key, x *flowtable.Entry) bool {
 
 // mapping looks up the mapping with inside key bk in t into x, unless the
 // hint already knows the answer.
-func (h *newHint) mapping(t *flowtable.Table, bk *flowtable.Key, x *flowtable.Entry) bool {
+func (h *newHint) mapping(t *bindTable, bk *flowtable.Key, x *flowtable.Entry) bool {
 	left := h.left
 	h.left &^= planBind | planNoBind
 	switch {

@@ -1,34 +1,26 @@
 package nat
 
-import (
-	"sync/atomic"
-
-	"github.com/xnat/xnat/flowtable"
-)
+import "sync/atomic"
 
 // portSet tracks the external ports (or ICMP identifiers) of one protocol on
 // one external address.
 //
-// A port that has an owner or is in hold-down has a record in the engine's
-// port table (portTable), keyed by address, protocol and port; a free port
-// has none. Memory is therefore proportional to the ports in use, not to
-// the addresses configured: an idle address costs its registry entry only
-// (issue 11: a dense per-address array cost 384 KiB per address, 24 GiB
-// for a /16). The port table is a flowtable, preallocated from the limits,
-// so claiming a port allocates nothing.
+// A port that has an owner or is in hold-down has a word in the engine's
+// port table (portTable, porttable.go), keyed by address, protocol and
+// port; a free port has none. Memory is therefore proportional to the
+// ports in use, not to the addresses configured: an idle address costs its
+// registry entry only (issue 11: a dense per-address array cost 384 KiB
+// per address, 24 GiB for a /16). The port table is preallocated from the
+// limits, so claiming a port allocates nothing.
 //
-// A record's user word 0 holds the port's 16-bit state in bits 0..15:
-// bits 0..14 count the owners (an endpoint-independent binding is one
-// owner; with address-and-port-dependent mapping every session is an
-// owner), and bit 15 marks a port in hold-down (RFC 6888 REQ-8) after its
-// last owner left. Bits 16..63 are a nonce drawn when the record is
-// created. Every transition is one compare-and-swap of the whole word, so
-// workers claim and release ports without a lock, a released port cannot
-// be claimed between losing its last owner and entering hold-down, and a
-// compare-and-swap can never land on a record that was freed and reused
-// for another port meanwhile (its nonce differs). A record whose state
-// reaches zero is deleted by whoever made it zero; until then the port
-// counts as taken.
+// A port's state is 16 bits: bits 0..14 count the owners (an endpoint-
+// independent binding is one owner; with address-and-port-dependent
+// mapping every session is an owner), and bit 15 marks a port in hold-down
+// (RFC 6888 REQ-8) after its last owner left. Every transition is one
+// compare-and-swap of the port's word, so workers claim and release ports
+// without a lock, and a released port cannot be claimed between losing its
+// last owner and entering hold-down. The transition that makes the state
+// zero frees the word in the same step.
 //
 // Claims for random ports search only the calling worker's share of the
 // range (64-port chunks dealt round-robin to workers), so workers rarely
@@ -36,6 +28,7 @@ import (
 // preservation) may take any port.
 type portSet struct {
 	pt    *portTable
+	base  uint64 // portKey of the address and protocol, port 0
 	addr  [4]byte
 	proto uint8        // IP protocol number
 	inUse atomic.Int32 // ports with at least one owner or in hold-down
@@ -47,29 +40,11 @@ type portSet struct {
 	walked atomic.Int32
 }
 
-// portTable holds the records of every port in use, on every address.
-type portTable struct {
-	t     *flowtable.Table
-	nonce atomic.Uint64
-}
-
-// newPortTable sizes the port table from the limits. Each port in use has
-// an owner: an endpoint-independent binding, or with address-and-port-
-// dependent mapping at least one session; both are bounded by
-// MaxSessions. Ports in hold-down come on top: a port is held for the
-// hold-down time after a mapping that lived at least the transitory
-// timeout, so they stay below about half of the ports in use; the table
-// takes that half again, and a port forward's claim or two.
-func newPortTable(l Limits) (*portTable, error) {
-	n := l.MaxSessions + l.MaxSessions/2 + 1024
-	if n > flowtable.MaxCapacity {
-		n = flowtable.MaxCapacity
-	}
-	t, err := flowtable.New(n)
-	if err != nil {
-		return nil, err
-	}
-	return &portTable{t: t}, nil
+// init makes s the port set of protocol proto on address a, in registry
+// slot idx.
+func (s *portSet) init(pt *portTable, a [4]byte, idx uint32, proto Proto) {
+	s.pt, s.addr, s.proto = pt, a, proto.Number()
+	s.base = portKey(idx, proto, 0)
 }
 
 const (
@@ -79,85 +54,50 @@ const (
 	chunkPorts   = 64
 )
 
-func (s *portSet) key(p uint16) flowtable.Key {
-	return flowtable.Key{Dst: s.addr, DstPort: p, Proto: s.proto}
-}
-
-// lookup returns port p's record.
-func (s *portSet) lookup(p uint16, x *flowtable.Entry) bool {
-	k := s.key(p)
-	return s.pt.t.Lookup(&k, x)
-}
-
-// update applies f to the state of port p's record x until the
-// compare-and-swap succeeds or f refuses (ok false). It returns the old and
-// new state. It fails (found false) if the record was reused for another
-// port since x was read.
-func (s *portSet) update(x *flowtable.Entry, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, found, ok bool) {
-	v := x.User[0]
-	for {
-		if !portWord(v).sameRecord(portWord(x.User[0])) {
-			return 0, 0, false, false
-		}
-		st = portWord(v).state()
-		nst, ok = f(st)
-		if !ok {
-			return st, st, true, false
-		}
-		swapped, live := s.pt.t.CompareAndSwapUser(x.ID, x.Gen, 0, v, v&^portState|nst)
-		if !live {
-			return 0, 0, false, false
-		}
-		if swapped {
-			return st, nst, true, true
-		}
-		v = s.pt.t.LoadUser(x.ID, 0)
-	}
-}
-
-// updatePort is update on port p's record, which it looks up into x. ok is
-// false when p has no record, the record went to another port meanwhile, or
-// f refused.
-func (s *portSet) updatePort(p uint16, x *flowtable.Entry, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, ok bool) {
-	if !s.lookup(p, x) {
-		return 0, 0, false
-	}
-	st, nst, found, ok := s.update(x, f)
-	return st, nst, found && ok
-}
-
-// free deletes the record of a port whose state the caller made zero.
-func (s *portSet) free(x *flowtable.Entry) {
-	if !s.pt.t.Delete(x.ID, x.Gen) {
-		panic("nat: port record vanished before its last owner freed it")
-	}
-	s.inUse.Add(-1)
-	if s.walked.Load() != 0 {
-		s.walked.Store(0) // a port is free: the next walk may find it
-	}
-}
+// key is port p's key in the port table.
+func (s *portSet) key(p uint16) uint64 { return s.base | uint64(p)<<portKeyShift }
 
 // taken reports whether port p has an owner or is held.
 func (s *portSet) taken(p uint16) bool {
-	var x flowtable.Entry
-	return s.lookup(p, &x)
+	var pr portProbe
+	s.pt.Prepare(s.key(p), &pr)
+	return s.pt.LookupProbe(&pr)
 }
 
 // prefetch touches the port table's bucket of port p (see
 // flowtable.Table.Prefetch).
 func (s *portSet) prefetch(p uint16) uint64 {
-	k := s.key(p)
-	var pr flowtable.Probe
-	s.pt.t.Prepare(&k, &pr)
-	return s.pt.t.Prefetch(&pr)
+	var pr portProbe
+	s.pt.Prepare(s.key(p), &pr)
+	return s.pt.Prefetch(&pr)
 }
 
-// claimFree takes port p if it has no owner and is not held.
-func (s *portSet) claimFree(p uint16) bool {
+// updatePort applies f to the state of port p until the compare-and-swap
+// succeeds or f refuses. ok is false when p has no word or f refused. A
+// new state of zero frees the port.
+func (s *portSet) updatePort(p uint16, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, ok bool) {
 	k := s.key(p)
-	var x flowtable.Entry
-	user := portWords(s.pt.nonce.Add(1))
-	if s.pt.t.Insert(&k, &flowtable.NoKey, 0, user, 0, &x) != flowtable.Inserted {
+	var r portRef
+	if _, found := s.pt.find(k, &r); !found {
+		return 0, 0, false
+	}
+	st, nst, found, ok := s.pt.update(k, &r, f)
+	if !found || !ok {
+		return st, nst, false
+	}
+	if nst == 0 {
+		s.inUse.Add(-1)
+		if s.walked.Load() != 0 {
+			s.walked.Store(0) // a port is free: the next walk may find it
+		}
+	}
+	return st, nst, true
+}
+
+// claimFree takes port p if it has no owner and is not held. It looks
+// before it inserts, so a taken port costs no bucket lock.
+func (s *portSet) claimFree(p uint16) bool {
+	if !s.pt.insert(s.key(p), 1) {
 		return false // taken, or the port table is full
 	}
 	s.inUse.Add(1)
@@ -167,8 +107,7 @@ func (s *portSet) claimFree(p uint16) bool {
 // share adds an owner to port p if it already has one and is not held:
 // port overlap under address-and-port-dependent mapping.
 func (s *portSet) share(p uint16) bool {
-	var x flowtable.Entry
-	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
+	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		return st + 1, st != 0 && st&portHeld == 0 && st != portMaxOwner
 	})
 	return ok
@@ -177,8 +116,7 @@ func (s *portSet) share(p uint16) bool {
 // forceOwner adds an owner to port p if it is in hold-down (the hold-down
 // FIFO's unhold then finds it owned and skips it). Control plane only.
 func (s *portSet) forceOwner(p uint16) bool {
-	var x flowtable.Entry
-	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
+	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		return st&portMaxOwner + 1, st&portHeld != 0
 	})
 	return ok
@@ -189,9 +127,8 @@ func (s *portSet) forceOwner(p uint16) bool {
 // unhold. If hold is false the port becomes free at once (used to undo a
 // claim that was never used on the wire).
 func (s *portSet) release(p uint16, hold bool) (last bool) {
-	var x flowtable.Entry
-	// The caller owns the port, so the record cannot be freed under it.
-	st, nst, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) {
+	// The caller owns the port, so its word cannot be freed under it.
+	st, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		nst := st - 1
 		if nst == 0 && hold {
 			nst = portHeld
@@ -201,33 +138,25 @@ func (s *portSet) release(p uint16, hold bool) (last bool) {
 	if !ok {
 		panic("nat: release of a port with no owner")
 	}
-	if nst == 0 {
-		s.free(&x)
-	}
 	return st == 1
 }
 
 // unhold ends the hold-down of port p.
 func (s *portSet) unhold(p uint16) {
-	var x flowtable.Entry
-	_, _, ok := s.updatePort(p, &x, func(st uint64) (uint64, bool) { return 0, st == portHeld })
+	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) { return 0, st == portHeld })
 	if !ok {
 		panic("nat: unhold of a port not in hold-down")
 	}
-	s.free(&x)
 }
 
 // state returns the owner count and the held flag of port p.
 func (s *portSet) state(p uint16) (owners int, held bool) {
-	var x flowtable.Entry
-	if !s.lookup(p, &x) {
+	var r portRef
+	v, ok := s.pt.find(s.key(p), &r)
+	if !ok {
 		return 0, false
 	}
-	st := s.pt.t.LoadUser(x.ID, 0)
-	if !portWord(st).sameRecord(portWord(x.User[0])) {
-		return 0, false
-	}
-	st = portWord(st).state()
+	st := v & portState
 	return int(st & portMaxOwner), st&portHeld != 0
 }
 
@@ -246,11 +175,10 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 	// probing's clustering), and each probe here is a table lookup, not a
 	// bit test. A probe looks before it inserts, so a taken port costs no
 	// bucket lock.
-	var x flowtable.Entry
 	for i := 0; i < randomProbes; i++ {
 		p := port(int(r % uint64(total)))
 		r = r*6364136223846793005 + 1442695040888963407
-		if !s.lookup(p, &x) && s.claimFree(p) {
+		if s.claimFree(p) {
 			return p, true
 		}
 	}
@@ -273,7 +201,7 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 		if j >= total {
 			j -= total
 		}
-		if p := port(j); !s.lookup(p, &x) && s.claimFree(p) {
+		if p := port(j); s.claimFree(p) {
 			return p, true
 		}
 	}

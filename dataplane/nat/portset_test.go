@@ -4,8 +4,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
-
-	"github.com/xnat/xnat/flowtable"
 )
 
 // refShare lists the ports of [lo, hi] in worker's share, the slow way.
@@ -63,15 +61,15 @@ func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
 			}
 			s.release(p, false)
 		}
-		if n := s.inUse.Load(); n != 0 || s.pt.t.Len() != 0 {
-			t.Fatalf("%d ports in use, %d records after releasing all", n, s.pt.t.Len())
+		if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
+			t.Fatalf("%d ports in use, %d records after releasing all", n, s.pt.Len())
 		}
 	}
 }
 
 func TestPortStateTransitions(t *testing.T) {
 	s := testPortSet(t, 1024)
-	if !s.claimFree(100) || s.claimFree(100) {
+	if s.taken(100) || !s.claimFree(100) || s.claimFree(100) || !s.taken(100) || s.taken(101) {
 		t.Fatal("claimFree")
 	}
 	if !s.share(100) {
@@ -107,21 +105,23 @@ func TestPortStateTransitions(t *testing.T) {
 }
 
 // testPortSet returns the UDP port set of 198.18.0.100 over a port table
-// of n records.
+// sized for n sessions.
 func testPortSet(t testing.TB, n int) *portSet {
 	t.Helper()
 	pt, err := newPortTable(Limits{MaxSessions: n})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &portSet{pt: pt, addr: [4]byte{198, 18, 0, 100}, proto: ipProtoUDP}
+	s := &portSet{}
+	s.init(pt, [4]byte{198, 18, 0, 100}, 0, UDP)
+	return s
 }
 
 // TestPortSetConcurrentChurn has goroutines claim, share and release the
-// same few ports at once, so records are freed and reused for other ports
+// same few ports at once, so slots are freed and reused for other ports
 // while others still hold copies of them: a compare-and-swap must never
-// land on a reused record (the nonce), no owner may be lost or counted
-// twice, and everything returns to zero.
+// land on a slot reused for another port (the key is in the word), no
+// owner may be lost or counted twice, and everything returns to zero.
 func TestPortSetConcurrentChurn(t *testing.T) {
 	s := testPortSet(t, 1024)
 	const workers, rounds = 4, 20000
@@ -150,38 +150,50 @@ func TestPortSetConcurrentChurn(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := s.inUse.Load(); n != 0 || s.pt.t.Len() != 0 {
-		t.Fatalf("%d ports in use, %d records after every owner left", n, s.pt.t.Len())
+	if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
+		t.Fatalf("%d ports in use, %d records after every owner left", n, s.pt.Len())
 	}
 }
 
 // TestPortUpdateNeverLandsOnReusedRecord replays, step by step, the race
-// that the nonce closes: a share reads port 100's record, the record is
-// freed and reused for port 200, then the share's compare-and-swap runs.
-// It must fail, leaving port 200 with its one owner.
+// that keeping the key in the port's word closes: a share finds port 100's
+// slot, the port is freed and its slot taken by port q (a port with the
+// same home bucket, so it takes the first empty slot there: the same one),
+// then the share's compare-and-swap runs. It must fail, leaving q with its
+// one owner.
 func TestPortUpdateNeverLandsOnReusedRecord(t *testing.T) {
 	s := testPortSet(t, 1024)
+	q := uint16(0)
+	for p := uint16(101); p != 0; p++ {
+		if s.pt.home(s.pt.hash(s.key(p))) == s.pt.home(s.pt.hash(s.key(100))) {
+			q = p
+			break
+		}
+	}
+	if q == 0 {
+		t.Fatal("no port shares port 100's home bucket")
+	}
 	if !s.claimFree(100) {
 		t.Fatal("claim 100")
 	}
-	var stale flowtable.Entry
-	if !s.lookup(100, &stale) {
+	var stale portRef
+	if _, ok := s.pt.find(s.key(100), &stale); !ok {
 		t.Fatal("lookup 100")
 	}
 	s.release(100, false)
-	if !s.claimFree(200) {
-		t.Fatal("claim 200")
+	if !s.claimFree(q) {
+		t.Fatalf("claim %d", q)
 	}
-	var now flowtable.Entry
-	if !s.lookup(200, &now) || now.ID != stale.ID {
-		t.Fatalf("record %d not reused (port 200 got %d): the replay needs the table's LIFO free list", stale.ID, now.ID)
+	var now portRef
+	if _, ok := s.pt.find(s.key(q), &now); !ok || now.slot != stale.slot {
+		t.Fatalf("port %d did not take port 100's slot", q)
 	}
-	_, _, found, ok := s.update(&stale, func(st uint64) (uint64, bool) { return st + 1, st != 0 })
+	_, _, found, ok := s.pt.update(s.key(100), &stale, func(st uint64) (uint64, bool) { return st + 1, st != 0 })
 	if found || ok {
-		t.Fatal("a compare-and-swap from a stale copy landed on a reused record")
+		t.Fatal("a compare-and-swap from a stale copy landed on a reused slot")
 	}
-	if o, _ := s.state(200); o != 1 {
-		t.Fatalf("port 200 has %d owners, want 1", o)
+	if o, _ := s.state(q); o != 1 {
+		t.Fatalf("port %d has %d owners, want 1", q, o)
 	}
 }
 
@@ -207,11 +219,11 @@ func TestClaimRandomExhaustedIsCheap(t *testing.T) {
 	if s.walked.Load() == 0 {
 		t.Fatal("a walk that found nothing left no hint")
 	}
-	before := s.pt.t.Len()
+	before := s.pt.Len()
 	if _, ok := s.claimRandom(lo, hi, 0, 1, 7); ok {
 		t.Fatal("claimed a port of a full share")
 	}
-	if n := s.pt.t.Len(); n != before {
+	if n := s.pt.Len(); n != before {
 		t.Fatalf("records %d -> %d", before, n)
 	}
 	freed := taken[len(taken)/2]

@@ -120,7 +120,7 @@ func TestPoolChangesUnderTrafficTwoWorkers(t *testing.T) {
 			t.Fatalf("%v still busy: refs %#x", a.addr, a.refs.Load())
 		}
 	}
-	if n := h.eng.portTab.t.Len(); n != 0 {
+	if n := h.eng.portTab.Len(); n != 0 {
 		t.Fatalf("%d port records left", n)
 	}
 	h.checkNoLeaks()

@@ -125,7 +125,7 @@ func (e *Engine) register(a [4]byte) *addrState {
 	}
 	st := &addrState{addr: a, idx: idx}
 	for p := range st.ports {
-		st.ports[p].pt, st.ports[p].addr, st.ports[p].proto = e.portTab, a, Proto(p).Number()
+		st.ports[p].init(e.portTab, a, idx, Proto(p))
 	}
 	e.slots[idx].Store(st)
 	e.addrIndex[a] = idx

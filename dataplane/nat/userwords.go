@@ -128,18 +128,5 @@ func (b blockClaimWord) subscriber() [4]byte {
 func (b blockClaimWord) held() bool               { return b&blockHeld != 0 }
 func (b blockClaimWord) withHeld() blockClaimWord { return b | blockHeld }
 
-// portWord is User[0] of a port record (portset.go): the port's state in
-// the low 16 bits (owner count and portHeld) and, above, a nonce that
-// tells a record reused for another port from the one read.
-type portWord uint64
-
-func (v portWord) state() uint64 { return uint64(v) & portState }
-
-// sameRecord reports whether v was read from the record that o came from.
-func (v portWord) sameRecord(o portWord) bool { return v>>16 == o>>16 }
-
 // claimSince returns the time a block claim was made.
 func claimSince(x *flowtable.Entry) int64 { return int64(x.User[1]) }
-
-// portWords packs the words of a new port record with one owner.
-func portWords(nonce uint64) [2]uint64 { return [2]uint64{nonce<<16 | 1, 0} }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/xnat/xnat/dataplane/drop"
-	"github.com/xnat/xnat/flowtable"
+	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
@@ -71,31 +72,34 @@ func TestOperationsCoversEveryDropReason(t *testing.T) {
 
 // tableBytes returns the bytes per entry of a two-key and of a single-key
 // flowtable, as the engine creates them.
-func tableBytes(t *testing.T) (two, one float64) {
-	t2, err := flowtable.New(1 << 16)
+func tableBytes(t *testing.T) nat.TableMemory {
+	c := nat.DefaultConfig()
+	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
+	c.Limits.MaxSessions = 1 << 16
+	c.Limits.MaxSubscribers = 1024
+	e, err := nat.New(c, nat.Options{Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t1, err := flowtable.NewSingleKey(1 << 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return t2.BytesPerSession(), t1.BytesPerSession()
+	return e.TableMemory()
 }
 
 // TestOperationsSizing checks the bytes per session the sizing section
-// quotes against the flowtable's own layout.
+// quotes against the engine's own table layout.
 func TestOperationsSizing(t *testing.T) {
-	two, one := tableBytes(t)
+	m := tableBytes(t)
 	doc := section(t, string(readRepoFile(t, operationsDoc)), "### Memory")
 	for _, want := range []string{
-		fmt.Sprintf("2 × %.1f B × `limits.max_sessions` = %.0f B per session", two, 2*two),
-		fmt.Sprintf("%.1f B × `limits.max_sessions`", one),
-		fmt.Sprintf("%.1f B × `limits.max_subscribers`", one),
-		fmt.Sprintf("1.5 × %.1f B × `limits.max_sessions` = %.0f B per session", two, 1.5*two),
+		fmt.Sprintf("| session table | %.1f B × `limits.max_sessions`", m.Sessions),
+		fmt.Sprintf("| binding table | %.1f B × `limits.max_sessions`", m.Bindings),
+		fmt.Sprintf("| filter-permission table | %.1f B × `limits.max_sessions`", m.Permissions),
+		fmt.Sprintf("| subscriber table | %.1f B × `limits.max_subscribers`", m.Subscribers),
+		fmt.Sprintf("| port table | %.1f × %.1f B × `limits.max_sessions` = %.1f B per session", m.PortsPerSessionSlot, m.Ports/m.PortsPerSessionSlot, m.Ports),
+		fmt.Sprintf("%.1f bytes per session slot by the tables' layout", m.PerSessionSlot()),
 	} {
 		if !strings.Contains(doc, want) {
-			t.Errorf("the sizing section does not say %q (flowtable: %.2f bytes per two-key entry, %.2f per single-key entry)", want, two, one)
+			t.Errorf("the sizing section does not say %q (the engine's tables: %+v)", want, m)
 		}
 	}
 }

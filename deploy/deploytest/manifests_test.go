@@ -123,7 +123,7 @@ func (c *natdYAML) poolAddresses(t *testing.T) int {
 
 // memoryEstimate is the sizing formula of docs/operations.md.
 func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
-	two, one := tableBytes(t)
+	m := tableBytes(t)
 	sessions, subs := c.NAT.Limits["max_sessions"], c.NAT.Limits["max_subscribers"]
 	if sessions == 0 {
 		sessions = 1 << 20
@@ -139,10 +139,7 @@ func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
 		size = 2048
 	}
 	workers := max(len(c.Interfaces.Inside.Queues), 1)
-	// Sessions and bindings (two keys), permissions (one), ports (1.5
-	// two-key records per session).
-	perSession := 2*two + one + 1.5*two
-	return perSession*float64(sessions) + one*float64(subs) + float64(workers*2*frames*size) +
+	return m.PerSessionSlot()*float64(sessions) + m.Subscribers*float64(subs) + float64(workers*2*frames*size) +
 		float64(c.poolAddresses(t))*384*1024 + 19*1024*1024
 }
 

@@ -1,0 +1,281 @@
+package nat
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+
+	"github.com/xnat/xnat/flowtable"
+)
+
+// bindTable holds the endpoint-independent mappings (bindings). A binding
+// has two keys, each an endpoint and a protocol: the inside endpoint
+// (bindingKeys' first key: Src, SrcPort, Proto) and the external endpoint
+// (its second: Dst, DstPort, Proto). Each fits one word, so a binding's
+// record is four words, 32 bytes: the two keys, the first user word
+// (subscriber and address, bindingWords) and a count word (generation and
+// reference count, as in the count table, counttable.go). With two keys in
+// the index (lineindex.go) at 12.8 bytes each, a binding costs 57.6 bytes;
+// as a flowtable entry, whose record holds two full keys, a tick and a
+// state word, it cost 96.
+//
+// It offers the flowtable.Table methods the engine calls on bindings, with
+// the same meaning: lookups by either key (Entry.Dir says which matched),
+// the prepared, prefetched lookups of the new-session pipeline, and the
+// reference-count methods of refTable. An Entry read from it has both keys
+// and both user words, and zero for Seen and State, which bindings do not
+// use. User[0] is fixed at Insert.
+//
+// Concurrency as in the count table: lock-free readers check the count
+// word's generation around their copy; a compare-and-swap of the count
+// names the generation; inserts serialise on both keys' home buckets.
+// Every goroutine may use a bindTable.
+type bindTable struct {
+	lineIndex
+	recs []bindRec
+	free freeList // free records link through u0
+	_    [56]byte
+	live atomic.Int64
+	_    [56]byte
+}
+
+// bindRec is one binding: k[0] the inside key, k[1] the external key
+// (bindKeyWord), u0 its User[0], cw its count word (countRec's layout).
+// Keys and u0 are written only while the record is free.
+type bindRec struct {
+	k  [2]atomic.Uint64
+	u0 atomic.Uint64
+	cw atomic.Uint64
+}
+
+// bindKeyWord packs a binding key of direction dir: the endpoint's address
+// (bits 0..31), port (32..47), protocol (48..55) and dir (bit 56), so that
+// the inside and the external key of one endpoint never collide. ok is
+// false for a key that no binding can have: an inside key has no
+// destination, an external key no source.
+func bindKeyWord(k *flowtable.Key) (w uint64, dir uint8, ok bool) {
+	switch {
+	case k.Dst == [4]byte{} && k.DstPort == 0:
+		return uint64(binary.LittleEndian.Uint32(k.Src[:])) | uint64(k.SrcPort)<<32 | uint64(k.Proto)<<48, 0, true
+	case k.Src == [4]byte{} && k.SrcPort == 0:
+		return uint64(binary.LittleEndian.Uint32(k.Dst[:])) | uint64(k.DstPort)<<32 | uint64(k.Proto)<<48 | 1<<56, 1, true
+	}
+	return 0, 0, false
+}
+
+func bindKeyOf(w uint64) flowtable.Key {
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], uint32(w))
+	if w>>56 == 0 {
+		return flowtable.Key{Src: a, SrcPort: uint16(w >> 32), Proto: uint8(w >> 48)}
+	}
+	return flowtable.Key{Dst: a, DstPort: uint16(w >> 32), Proto: uint8(w >> 48)}
+}
+
+// newBindTable returns a table of capacity bindings.
+func newBindTable(capacity int) *bindTable {
+	t := &bindTable{}
+	t.lineIndex = makeLineIndex(t, 2*int64(capacity))
+	t.recs = flowtable.AllocArray[bindRec](t, capacity)
+	t.free.init(capacity, t.setNext) // faults the records in
+	return t
+}
+
+func (t *bindTable) next(id uint32) uint64          { return t.recs[id].u0.Load() }
+func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
+
+// Len returns the number of bindings.
+func (t *bindTable) Len() int { return int(t.live.Load()) }
+
+// Cap returns the capacity in bindings.
+func (t *bindTable) Cap() int { return len(t.recs) }
+
+// BytesPerEntry is the table's memory per binding of capacity.
+func (t *bindTable) BytesPerEntry() float64 {
+	return float64(t.bytes()+int64(len(t.recs))*32) / float64(len(t.recs))
+}
+
+// keyHash hashes a key word; the high half is the slot fingerprint,
+// forced non-zero.
+func (t *bindTable) keyHash(w uint64) (h uint64, fp uint32) {
+	h = t.hash(w)
+	return h, uint32(h>>32) | 1
+}
+
+// bindSlot is the index word of key dir of record id.
+func bindSlot(fp uint32, id uint32, dir uint8) uint64 {
+	return uint64(fp)<<32 | uint64(id<<1|uint32(dir)+1)
+}
+
+// read copies live record id into e if its key dir is w (any key when
+// match is false).
+func (t *bindTable) read(id uint32, dir uint8, w uint64, match bool, e *flowtable.Entry) bool {
+	r := &t.recs[id]
+	c := r.cw.Load()
+	if uint32(c) == 0 {
+		return false
+	}
+	a0, a1, u0 := r.k[0].Load(), r.k[1].Load(), r.u0.Load()
+	c2 := r.cw.Load()
+	if c2>>32 != c>>32 || uint32(c2) == 0 {
+		return false
+	}
+	if match && [2]uint64{a0, a1}[dir&1] != w {
+		return false
+	}
+	*e = flowtable.Entry{ID: id, Dir: dir, Gen: c2 >> 32, Keys: [2]flowtable.Key{bindKeyOf(a0), bindKeyOf(a1)}}
+	e.User = [2]uint64{u0, countUser(c2)}
+	return true
+}
+
+// Lookup finds the binding with inside or external key k.
+func (t *bindTable) Lookup(k *flowtable.Key, e *flowtable.Entry) bool {
+	var p bindProbe
+	t.Prepare(k, &p)
+	return t.LookupProbe(&p, e)
+}
+
+// bindProbe is a key prepared for lookup, as flowtable.Probe: packed and
+// hashed once, with the slot reference a prefetch found.
+type bindProbe struct {
+	w, h uint64
+	fp   uint32
+	ok   bool   // the key is a binding key
+	ref  uint32 // slot reference found by Prefetch, 0 if none
+}
+
+// Prepare packs and hashes k.
+func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
+	p.w, _, p.ok = bindKeyWord(k)
+	p.h, p.fp = t.keyHash(p.w)
+	p.ref = 0
+}
+
+// Prefetch touches p's home bucket and, for the first slot whose
+// fingerprint matches, the record it leads to, and remembers that slot
+// (see flowtable.Table.Prefetch). The value returned means nothing.
+func (t *bindTable) Prefetch(p *bindProbe) uint64 {
+	bk := &t.buckets[t.home(p.h)]
+	p.ref = 0
+	for s := range bk.slots {
+		if v := bk.slots[s].Load(); uint32(v>>32) == p.fp {
+			p.ref = uint32(v)
+			return t.recs[(p.ref-1)>>1].cw.Load()
+		}
+	}
+	return bk.meta.Load()
+}
+
+// PrefetchTuple touches the home bucket of the key with the given fields
+// (a binding key: one endpoint zero) and returns a value derived from it,
+// as flowtable.Table.PrefetchTuple: for a key about to be inserted, whose
+// lookup is not wanted.
+func (t *bindTable) PrefetchTuple(src, dst [4]byte, sport, dport uint16, proto uint8) uint64 {
+	k := flowtable.Key{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto}
+	var p bindProbe
+	t.Prepare(&k, &p)
+	return t.buckets[t.home(p.h)].meta.Load()
+}
+
+// LookupProbe is Lookup for a prepared key: first the record a prefetch
+// found, then the walk.
+func (t *bindTable) LookupProbe(p *bindProbe, e *flowtable.Entry) bool {
+	if !p.ok {
+		return false
+	}
+	if p.ref != 0 && t.read((p.ref-1)>>1, uint8((p.ref-1)&1), p.w, true, e) {
+		return true
+	}
+	return t.lookupHashed(p.w, p.h, p.fp, e)
+}
+
+func (t *bindTable) lookupHashed(w, h uint64, fp uint32, e *flowtable.Entry) bool {
+	return t.lookup(h, fp, func(ref uint32) bool { return t.read(ref>>1, uint8(ref&1), w, true, e) })
+}
+
+// Insert adds a binding of inside key k0 and external key k1, with user
+// words user (User[1] is its count). state must be 0; now is not kept.
+// If either key belongs to a live binding it returns Exists and that
+// binding in e; if the table is full, Full.
+func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, now uint32, e *flowtable.Entry) flowtable.InsertResult {
+	w0, d0, ok0 := bindKeyWord(k0)
+	w1, d1, ok1 := bindKeyWord(k1)
+	if !ok0 || !ok1 || d0 != 0 || d1 != 1 || state != 0 {
+		panic("nat: a binding has an inside and an external endpoint key")
+	}
+	h0, fp0 := t.keyHash(w0)
+	h1, fp1 := t.keyHash(w1)
+	// Lock both home buckets, in ascending order against deadlock.
+	lo, hi := t.home(h0), t.home(h1)
+	if lo > hi {
+		lo, hi = hi, lo
+	}
+	t.lock(lo)
+	defer t.unlock(lo)
+	if hi != lo {
+		t.lock(hi)
+		defer t.unlock(hi)
+	}
+	if t.lookupHashed(w0, h0, fp0, e) || t.lookupHashed(w1, h1, fp1, e) {
+		return flowtable.Exists
+	}
+	id, ok := t.free.pop(t.next)
+	if !ok {
+		return flowtable.Full
+	}
+	r := &t.recs[id]
+	gen, c := nextCount(&r.cw, user[1])
+	r.k[0].Store(w0)
+	r.k[1].Store(w1)
+	r.u0.Store(user[0])
+	// Index first, publish after: a reader that finds a slot early sees a
+	// free record and skips it.
+	t.place(t.home(h0), bindSlot(fp0, id, 0))
+	t.place(t.home(h1), bindSlot(fp1, id, 1))
+	r.cw.Store(c)
+	t.live.Add(1)
+	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{*k0, *k1}, User: user}
+	return flowtable.Inserted
+}
+
+// Get copies live binding id into e.
+func (t *bindTable) Get(id uint32, e *flowtable.Entry) bool {
+	return int(id) < len(t.recs) && t.read(id, 0, 0, false, e)
+}
+
+// Alive reports whether binding id is still live at generation gen.
+func (t *bindTable) Alive(id uint32, gen uint64) bool {
+	return int(id) < len(t.recs) && countAlive(&t.recs[id].cw, gen)
+}
+
+// LoadUser loads user word i of record id, whatever binding holds it now
+// (see flowtable.Table.LoadUser).
+func (t *bindTable) LoadUser(id uint32, i int) uint64 {
+	if i == 0 {
+		return t.recs[id].u0.Load()
+	}
+	return countUser(t.recs[id].cw.Load())
+}
+
+// CompareAndSwapUser replaces the count (i must be 1: User[0] is fixed)
+// of binding id with new if it is still at generation gen and counts old.
+func (t *bindTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new uint64) (swapped, live bool) {
+	if i != 1 {
+		panic("nat: a binding's first user word is fixed")
+	}
+	return swapCount(&t.recs[id].cw, gen, old, new)
+}
+
+// Delete removes binding id if it is still at generation gen.
+func (t *bindTable) Delete(id uint32, gen uint64) bool {
+	if int(id) >= len(t.recs) || !freeCount(&t.recs[id].cw, gen) {
+		return false
+	}
+	r := &t.recs[id]
+	for dir := uint8(0); dir < 2; dir++ {
+		h, fp := t.keyHash(r.k[dir].Load())
+		t.remove(t.home(h), bindSlot(fp, id, dir))
+	}
+	t.free.push(id, t.setNext)
+	t.live.Add(-1)
+	return true
+}

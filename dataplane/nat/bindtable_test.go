@@ -1,0 +1,150 @@
+package nat
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/xnat/xnat/flowtable"
+)
+
+// testBinding returns the keys of binding i: inside 10.0.x.y:i, external
+// 198.18.0.1:(20000+i), UDP.
+func testBinding(i int) (flowtable.Key, flowtable.Key) {
+	return bindingKeys(ipProtoUDP, [4]byte{10, 0, byte(i >> 8), byte(i)}, uint16(i), [4]byte{198, 18, 0, 1}, uint16(20000+i))
+}
+
+// TestBindTableLifecycle: a binding is found by either key, with Dir
+// saying which, both keys and both user words, also through a prefetched
+// probe; either key of a live binding refuses a new one; a full table
+// refuses (nothing is evicted); a key no binding can have is never found;
+// and the last release deletes the binding and leaves the index empty.
+func TestBindTableLifecycle(t *testing.T) {
+	if s := unsafe.Sizeof(bindRec{}); s != 32 {
+		t.Fatalf("bindRec is %d bytes, want 32", s)
+	}
+	bt := newBindTable(50)
+	var x flowtable.Entry
+	for i := 0; i < 50; i++ {
+		k0, k1 := testBinding(i)
+		if r := bt.Insert(&k0, &k1, 0, bindingWords(uint32(i), 7), 0, &x); r != flowtable.Inserted {
+			t.Fatalf("binding %d: %v", i, r)
+		}
+	}
+	k0, k1 := testBinding(50)
+	if r := bt.Insert(&k0, &k1, 0, bindingWords(1, 7), 0, &x); r != flowtable.Full {
+		t.Fatalf("insert into a full table: %v", r)
+	}
+	for i := 0; i < 50; i++ {
+		k0, k1 := testBinding(i)
+		for dir, k := range []flowtable.Key{k0, k1} {
+			var p bindProbe
+			bt.Prepare(&k, &p)
+			bt.Prefetch(&p)
+			if v := bt.PrefetchTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto); v != bt.buckets[bt.home(p.h)].meta.Load() {
+				t.Fatalf("PrefetchTuple of key %d of binding %d read another bucket", dir, i)
+			}
+			for _, found := range []bool{bt.Lookup(&k, &x), bt.LookupProbe(&p, &x)} {
+				if !found || int(x.Dir) != dir || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(uint32(i), 7) {
+					t.Fatalf("binding %d by key %d: found %v, %+v", i, dir, found, x)
+				}
+			}
+		}
+		// Another binding of the same inside endpoint, or on the same
+		// external endpoint, is refused with the one that holds it.
+		o0, o1 := testBinding(i + 100)
+		if r := bt.Insert(&k0, &o1, 0, bindingWords(1, 7), 0, &x); r != flowtable.Exists || x.Keys[0] != k0 {
+			t.Fatalf("second binding of inside key %d: %v", i, r)
+		}
+		if r := bt.Insert(&o0, &k1, 0, bindingWords(1, 7), 0, &x); r != flowtable.Exists || x.Keys[1] != k1 {
+			t.Fatalf("second binding of external key %d: %v", i, r)
+		}
+	}
+	both := flowtable.Key{Src: [4]byte{10, 0, 0, 1}, Dst: [4]byte{198, 18, 0, 1}, DstPort: 20001, Proto: ipProtoUDP}
+	if bt.Lookup(&both, &x) {
+		t.Fatal("a key with both endpoints found a binding")
+	}
+	for i := 0; i < 50; i++ {
+		k0, _ := testBinding(i)
+		if !bt.Lookup(&k0, &x) {
+			t.Fatalf("binding %d lost", i)
+		}
+		if _, last := releaseRef(bt, x.ID, 1); !last {
+			t.Fatalf("release of binding %d's only reference not last", i)
+		}
+		if bt.Lookup(&k0, &x) {
+			t.Fatalf("binding %d found after its deletion", i)
+		}
+	}
+	if bt.Len() != 0 {
+		t.Fatalf("%d bindings left", bt.Len())
+	}
+	checkIndexEmpty(t, &bt.lineIndex)
+}
+
+// TestBindTableConcurrentRefs has goroutines take and drop references on
+// the bindings of a few inside endpoints of a small table at once, as
+// eimMapping does, so that bindings die and their records and slots go to
+// others while copies are held: every reference must stay on its binding
+// (Get shows its keys), and everything returns to zero (releaseRef panics
+// on a count that underflows).
+func TestBindTableConcurrentRefs(t *testing.T) {
+	bt := newBindTable(12) // 6 buckets for 24 keys: probes pass full ones
+	const workers, rounds, endpoints = 4, 20000, 30
+	var wg sync.WaitGroup
+	for g := 0; g < workers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 11))
+			type ref struct {
+				ep int
+				id uint32
+			}
+			var mine []ref
+			drop := func(j int) {
+				m := mine[j]
+				mine[j] = mine[len(mine)-1]
+				mine = mine[:len(mine)-1]
+				var x flowtable.Entry
+				if k0, _ := testBinding(m.ep); !bt.Get(m.id, &x) || x.Keys[0] != k0 {
+					t.Errorf("endpoint %d: record %d holds %+v", m.ep, m.id, x)
+				}
+				releaseRef(bt, m.id, 1)
+			}
+			for i := 0; i < rounds; i++ {
+				if len(mine) > 0 && (len(mine) > 3 || r.IntN(2) == 0) {
+					drop(r.IntN(len(mine)))
+					continue
+				}
+				ep := r.IntN(endpoints)
+				k0, k1 := testBinding(ep)
+				var x flowtable.Entry
+				for {
+					if bt.Lookup(&k0, &x) {
+						if ok, _ := acquireRef(bt, &x, 1, nil); ok {
+							mine = append(mine, ref{ep, x.ID})
+							break
+						}
+						continue
+					}
+					res := bt.Insert(&k0, &k1, 0, bindingWords(uint32(ep), 1), 0, &x)
+					if res == flowtable.Inserted {
+						mine = append(mine, ref{ep, x.ID})
+					}
+					if res != flowtable.Exists {
+						break
+					}
+				}
+			}
+			for len(mine) > 0 {
+				drop(0)
+			}
+		}()
+	}
+	wg.Wait()
+	if bt.Len() != 0 {
+		t.Fatalf("%d bindings left after every reference was dropped", bt.Len())
+	}
+}

@@ -1,0 +1,195 @@
+package nat
+
+import "sync/atomic"
+
+// portTable holds every port in use, on every external address and
+// protocol, in one preallocated, pointer-free array: a port that has an
+// owner or is in hold-down is one 64-bit word, a free port is nothing.
+//
+// Why one word: a port's record needs only its identity and its 16-bit
+// state (owner count and hold-down flag, see portSet), and both fit a
+// word with room to spare:
+//
+//	bits  0..15  state: owners (0..14), portHeld (15); never 0 in a table
+//	bits 16..31  port (or ICMP identifier)
+//	bits 32..33  protocol (Proto)
+//	bits 34..57  registry index of the address (below maxAddrSlots < 2^24)
+//	bits 58..63  zero
+//
+// A slot holding 0 is empty. The key (bits 16..63) sits in the same word
+// as the state, so every transition is one compare-and-swap of the word,
+// and a compare-and-swap from a copy read before the slot was freed and
+// taken by another port cannot succeed: the key differs. If the same port
+// is freed and claimed again into the same slot with the same state in
+// between, the swap does land, but on the same port in the same state, and
+// the new state depends on nothing else: the result is the one the caller
+// would have had on the new claim. (The flowtable records used before
+// needed a nonce for this, because their key and user word were apart.)
+// A registry index names one address for as long as any of its ports is
+// in use (registry.go retires a slot only when portsIdle), so the index
+// stands for the address.
+//
+// The index is a lineIndex (lineindex.go) whose slots hold the ports'
+// words themselves, so a lookup reads one cache line and nothing else:
+// 12.8 bytes per port of capacity, where the flowtable record and index it
+// replaces cost 96. Lookups and state transitions are lock-free; inserts of
+// a new port serialise on the lock of its home bucket, so two claims of one
+// port cannot both insert it. The transition that frees a port (state to 0)
+// clears its slot first and lowers the overflow counts after. Every
+// goroutine may use a portTable.
+type portTable struct {
+	lineIndex
+	capacity int64
+	_        [64]byte
+	live     atomic.Int64 // ports in the table
+	_        [56]byte
+}
+
+const (
+	portKeyShift   = 16
+	portProtoShift = 32
+	portAddrShift  = 34
+)
+
+// portKey is the key part of the word of port p of protocol proto on the
+// address in registry slot idx.
+func portKey(idx uint32, proto Proto, p uint16) uint64 {
+	return uint64(idx)<<portAddrShift | uint64(proto)<<portProtoShift | uint64(p)<<portKeyShift
+}
+
+// newPortTable sizes the port table from the limits. Each port in use has
+// an owner: an endpoint-independent binding, or with address-and-port-
+// dependent mapping at least one session; both are bounded by
+// MaxSessions. Ports in hold-down come on top: a port is held for the
+// hold-down time after a mapping that lived at least the transitory
+// timeout, so they stay below about half of the ports in use; the table
+// takes that half again (portsPerSessionSlot), and a port forward's claim
+// or two. At 12.8 bytes a port that is 19.2 bytes per session slot.
+func newPortTable(l Limits) (*portTable, error) {
+	return makePortTable(int64(float64(l.MaxSessions)*portsPerSessionSlot) + 1024), nil
+}
+
+// portsPerSessionSlot is the port table's size per session slot.
+const portsPerSessionSlot = 1.5
+
+// makePortTable returns a port table of n ports.
+func makePortTable(n int64) *portTable {
+	t := &portTable{capacity: n}
+	t.lineIndex = makeLineIndex(t, n)
+	return t
+}
+
+// Len returns the number of ports in the table.
+func (t *portTable) Len() int { return int(t.live.Load()) }
+
+// Cap returns the number of ports the table can hold.
+func (t *portTable) Cap() int { return int(t.capacity) }
+
+// BytesPerPort is the table's memory per port of capacity.
+func (t *portTable) BytesPerPort() float64 { return float64(t.bytes()) / float64(t.capacity) }
+
+// portRef is where a port's word was found: the slot, its key's home
+// bucket and how many buckets beyond it the slot lies (for unwinding the
+// overflow counts when the slot is freed).
+type portRef struct {
+	slot       *atomic.Uint64
+	home, dist uint64
+}
+
+// find looks key up: the slot that holds it and the word it held.
+func (t *portTable) find(key uint64, r *portRef) (v uint64, ok bool) {
+	return t.findFrom(key, t.home(t.hash(key)), r)
+}
+
+// findFrom is find for a key whose home bucket b is known.
+func (t *portTable) findFrom(key, b uint64, r *portRef) (v uint64, ok bool) {
+	r.home = b
+	for n := uint64(0); n < t.nb; n++ {
+		bk := &t.buckets[b]
+		for s := range bk.slots {
+			if v := bk.slots[s].Load(); v != 0 && v&^portState == key {
+				r.slot, r.dist = &bk.slots[s], n
+				return v, true
+			}
+		}
+		if t.ended(b) {
+			return 0, false
+		}
+		b = t.step(b)
+	}
+	return 0, false
+}
+
+// insert adds key with state st (not 0). It fails if key is in the table
+// already, or the table is full.
+func (t *portTable) insert(key, st uint64) bool {
+	var r portRef
+	if _, ok := t.find(key, &r); ok {
+		return false // taken: a look first costs no lock
+	}
+	b := r.home
+	t.lock(b)
+	defer t.unlock(b)
+	if _, ok := t.find(key, &r); ok {
+		return false
+	}
+	if t.live.Add(1) > t.capacity {
+		t.live.Add(-1)
+		return false
+	}
+	t.place(b, key|st)
+	return true
+}
+
+// update applies f to the state of the port whose word was found at r,
+// until the compare-and-swap succeeds or f refuses (ok false). It returns
+// the old and new state. It fails (found false) if the slot no longer
+// holds key. A new state of 0 frees the slot.
+func (t *portTable) update(key uint64, r *portRef, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, found, ok bool) {
+	for {
+		v := r.slot.Load()
+		if v == 0 || v&^portState != key {
+			return 0, 0, false, false
+		}
+		st = v & portState
+		nst, ok = f(st)
+		if !ok {
+			return st, st, true, false
+		}
+		w := key | nst
+		if nst == 0 {
+			w = 0
+		}
+		if r.slot.CompareAndSwap(v, w) {
+			if nst == 0 {
+				t.unwind(r.home, r.dist)
+				t.live.Add(-1)
+			}
+			return st, nst, true, true
+		}
+	}
+}
+
+// portProbe is a port key prepared for lookup: hashed once, so that a
+// burst's lookups can be split into a prefetch pass and a lookup pass, as
+// with flowtable.Probe.
+type portProbe struct {
+	key, home uint64
+}
+
+// Prepare hashes key into p.
+func (t *portTable) Prepare(key uint64, p *portProbe) {
+	p.key, p.home = key, t.home(t.hash(key))
+}
+
+// Prefetch touches p's home bucket and returns a value derived from it:
+// issued for a whole burst before its lookups, the misses overlap (see
+// flowtable.Table.Prefetch). The value means nothing.
+func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].meta.Load() }
+
+// LookupProbe reports whether p's port is in the table (owned or held).
+func (t *portTable) LookupProbe(p *portProbe) bool {
+	var r portRef
+	_, ok := t.findFrom(p.key, p.home, &r)
+	return ok
+}
