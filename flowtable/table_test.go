@@ -596,6 +596,11 @@ func TestZeroAllocs(t *testing.T) {
 		"prefetch-burst": func() { tb.PrefetchBurst(ps[:]) },
 		"find":           func() { tb.Find(&k0, &x) },
 		"find-probe":     func() { tb.FindProbe(&ps[0], &x) },
+		"view-probe": func() {
+			var v View
+			tb.ViewProbe(&ps[0], &v)
+		},
+		"get-at": func() { tb.GetAt(e.ID, e.Gen, 1, &e) },
 		"insert-probe-delete": func() {
 			tb.Prepare(&k0, &ps[1])
 			tb.Prepare(&k1, &ps[2])

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"github.com/xnat/xnat/dataplane/header"
+	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/flowtable"
 )
 
@@ -15,7 +16,8 @@ import (
 //     egress MTU, and its addresses are ones the NAT translates between
 //     (inside host to remote from the inside, anyone to a public address
 //     from the outside).
-//  2. Session: the prepared key is looked up. A miss, or a hit on the
+//  2. Session: the prepared key is looked up, reading of the session only
+//     what a rewrite needs (flowtable.View). A miss, or a hit on the
 //     other direction's key, goes to the slow path (newsession.go); a hit
 //     that needs more than a rewrite (a hairpinned session, a TCP segment
 //     that may change the session's state) goes to the general rewrite of
@@ -56,7 +58,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 	// The last destination found public (from the outside).
 	var pubDst [4]byte
 	pubOK := false
-	var e flowtable.Entry
+	var v flowtable.View
 	// The inside prefixes, loaded once (Snapshot.isInside).
 	inside := s.inside
 	// Slices of the burst's length, so that indexing needs no bounds
@@ -87,39 +89,34 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			pubDst, pubOK = p.Dst, true
 		}
 
-		// 2. Session.
-		if !sessions.LookupProbe(&probe[i], &e) || e.Dir != uint8(side) {
-			if side == Inside {
-				w.deferNew(i)
-			} else {
-				p.DecTTL(b.Data)
-				w.inboundNew(Outside, b, p)
-			}
+		// 2. Session: of the record, only what a rewrite needs (a
+		// View: the state and the key translated to).
+		if !sessions.ViewProbe(&probe[i], &v) || v.Dir != uint8(side) {
+			w.noSession(side, i, b, p)
 			continue
 		}
 
 		// 3. Rewrite.
 		if side == Inside {
-			if e.State&stHairpin != 0 || (p.L4 == header.L4TCP && p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0) {
-				w.translateOut(b, p, &e)
+			if v.State&stHairpin != 0 || (p.L4 == header.L4TCP && p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0) {
+				w.general(side, i, b, p, &v)
 				continue
 			}
-			sessions.Touch(e.ID, w.now)
-			ext := &e.Keys[1]
-			rewrite(b.Data, p, true, &ext.Dst, ext.DstPort)
+			sessions.Touch(v.ID, w.now)
+			// Key 1's destination: the external address and port.
+			rewrite(b.Data, p, true, v.OtherDst(), v.OtherDstPort())
 		} else {
-			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || e.State&(stSynIn|stAckOut) == stSynIn) {
-				p.DecTTL(b.Data)
-				w.translateIn(Outside, b, p, &e)
+			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || v.State&(stSynIn|stAckOut) == stSynIn) {
+				w.general(side, i, b, p, &v)
 				continue
 			}
 			// RFC 4787 REQ-6: inbound packets refresh a UDP mapping only
 			// if configured.
 			if p.L4 != header.L4UDP || s.Config.UDPInboundRefresh {
-				sessions.Touch(e.ID, w.now)
+				sessions.Touch(v.ID, w.now)
 			}
-			in := &e.Keys[0]
-			rewrite(b.Data, p, false, &in.Src, in.SrcPort)
+			// Key 0's source: the inside host's address and port.
+			rewrite(b.Data, p, false, v.OtherSrc(), v.OtherSrcPort())
 		}
 
 		// 4. Next hop.
@@ -140,4 +137,35 @@ func (w *Worker) forwardBurst(side Side, n int) {
 	}
 	// The packets without a session, in a pipeline of their own.
 	w.newSessions()
+}
+
+// noSession sends packet i of the burst, from side, whose key no session
+// holds (or holds as the other direction's key), to the slow path: from
+// the inside to the burst's new-session pipeline, from the outside to the
+// inbound checks (out2in.go).
+func (w *Worker) noSession(side Side, i int, b *port.Buf, p *header.Parsed) {
+	if side == Inside {
+		w.deferNew(i)
+		return
+	}
+	p.DecTTL(b.Data)
+	w.inboundNew(Outside, b, p)
+}
+
+// general sends packet i of the burst, from side, whose session v needs
+// more than a rewrite, to its direction's general translation, with the
+// whole session read (GetAt). A session deleted since the view was taken
+// is a miss, as if the packet had come after the delete.
+func (w *Worker) general(side Side, i int, b *port.Buf, p *header.Parsed, v *flowtable.View) {
+	var e flowtable.Entry
+	if !w.eng.sessions.GetAt(v.ID, v.Gen, v.Dir, &e) {
+		w.noSession(side, i, b, p)
+		return
+	}
+	if side == Inside {
+		w.translateOut(b, p, &e)
+		return
+	}
+	p.DecTTL(b.Data)
+	w.translateIn(Outside, b, p, &e)
 }

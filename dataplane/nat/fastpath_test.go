@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"testing"
@@ -50,10 +51,10 @@ func TestRewriteMatchesSetters(t *testing.T) {
 			pw.DecTTL(want)
 			if dir == "src" {
 				pw.SetSrc(want, to, port)
-				rewrite(got, &pg, true, &to, port)
+				rewrite(got, &pg, true, binary.BigEndian.Uint32(to[:]), port)
 			} else {
 				pw.SetDst(want, to, port)
-				rewrite(got, &pg, false, &to, port)
+				rewrite(got, &pg, false, binary.BigEndian.Uint32(to[:]), port)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("packet %d (%s): rewrite gave\n% x\nwant\n% x", i, dir, got, want)

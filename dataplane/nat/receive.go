@@ -148,11 +148,11 @@ func (w *Worker) receive(side Side, n int) {
 		r := header.Parse(b.Data, p)
 		pr[i] = r
 		if r == drop.None && p.L4 != header.L4ICMPError {
-			// sessionTuple's addresses are the packet's own: passed
-			// straight from p, they are copied once, not through
-			// temporaries ([4]byte values live in memory).
+			// sessionTuple's addresses are the packet's own, passed
+			// as integers, which stay in registers ([4]byte values
+			// live in memory).
 			sport, dport := keyPorts(side, icmpQuery(p), p.SrcPort, p.DstPort)
-			sessions.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, &probe[i])
+			sessions.PrepareAddrs(be32(p.Src), be32(p.Dst), sport, dport, p.Proto, &probe[i])
 		} else {
 			// No lookup follows; the zero probe keeps the prefetch below
 			// from chasing a stale hash of an earlier burst.

@@ -11,7 +11,8 @@ import (
 
 // rewrite is step 3 of the fast path: header.Parsed's DecTTL followed by
 // SetSrc (src, for a packet from the inside) or SetDst (from the outside),
-// in one pass over the headers. The IPv4 checksum takes both changes in
+// to address na (a big-endian integer) and port, in one pass over the
+// headers. The IPv4 checksum takes both changes in
 // one incremental update (RFC 1624 Eqn. 3, HC' = ~(~HC + ~m + m'), over
 // the three changed 16-bit words: TTL/protocol, whose TTL byte drops by
 // one, and the address's two halves), instead of one update each; the
@@ -19,14 +20,13 @@ import (
 // 768, RFC 793) and the port. An ICMP query's identifier plays the port;
 // its checksum has no pseudo-header (RFC 792). TestRewriteMatchesSetters
 // holds it to the setters.
-func rewrite(frame []byte, p *header.Parsed, src bool, addr *[4]byte, port uint16) {
+func rewrite(frame []byte, p *header.Parsed, src bool, na uint32, port uint16) {
 	// Parse has checked that the headers are there: fixed-length views
 	// let the compiler drop the accessors' bounds checks.
 	ip := header.IPv4(frame[p.L3Off : p.L3Off+header.IPv4MinHeaderLen])
 	l4 := frame[p.L4Off : p.L4Off+header.ICMPv4HeaderLen]
-	// The addresses as integers: Go keeps a [4]byte in memory, an
-	// integer in a register.
-	na := binary.BigEndian.Uint32(addr[:])
+	// The addresses as integers (na is one, big-endian): Go keeps a
+	// [4]byte in memory, an integer in a register.
 	old, oldPort := binary.BigEndian.Uint32(p.Dst[:]), p.DstPort
 	addrOff, portOff := 16, 2 // the IPv4 destination, TCP's and UDP's destination port
 	if src {
@@ -40,10 +40,10 @@ func rewrite(frame []byte, p *header.Parsed, src bool, addr *[4]byte, port uint1
 	ip.SetChecksum(checksum.UpdateWith(ip.Checksum(), change, ttl, ttl-0x0100))
 	binary.BigEndian.PutUint32(ip[addrOff:], na)
 	if src {
-		p.Src = *addr
+		binary.BigEndian.PutUint32(p.Src[:], na)
 		p.SrcPort = port
 	} else {
-		p.Dst = *addr
+		binary.BigEndian.PutUint32(p.Dst[:], na)
 		p.DstPort = port
 	}
 	p.TTL--
