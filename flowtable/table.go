@@ -925,13 +925,18 @@ func (t *Table) Prepare(k *Key, p *Probe) {
 // and assembling a Key from narrow stores only to read it back as wide
 // words would stall on store forwarding.
 func (t *Table) PrepareTuple(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) {
-	t.PrepareAddrs(binary.BigEndian.Uint32(src[:]), binary.BigEndian.Uint32(dst[:]), sport, dport, proto, p)
+	p.w0 = uint64(binary.LittleEndian.Uint32(src[:])) | uint64(binary.LittleEndian.Uint32(dst[:]))<<32
+	p.w1 = uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
+	p.h = t.seed.hash(p.w0, p.w1)
+	p.ref = 0
 }
 
 // PrepareAddrs is PrepareTuple with the addresses as big-endian integers
 // (10.0.0.1 is 0x0a000001): Go passes a [4]byte through memory, an
 // integer in a register.
 func (t *Table) PrepareAddrs(src, dst uint32, sport, dport uint16, proto uint8, p *Probe) {
+	// One word per pair of addresses, as PrepareTuple packs them
+	// (written out again: through a shared helper neither would inline).
 	p.w0 = uint64(bits.ReverseBytes32(src)) | uint64(bits.ReverseBytes32(dst))<<32
 	p.w1 = uint64(sport) | uint64(dport)<<16 | uint64(proto)<<32
 	p.h = t.seed.hash(p.w0, p.w1)

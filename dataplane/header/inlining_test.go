@@ -43,7 +43,7 @@ func TestInlining(t *testing.T) {
 		// The flow table's part of the fast path: preparing a key and
 		// reading the View of its session.
 		"github.com/xnat/xnat/flowtable": {
-			"(*Table).PrepareAddrs", "(*Table).ViewProbe", "(*View).OtherSrc", "(*View).OtherDst",
+			"(*Table).PrepareTuple", "(*Table).PrepareAddrs", "(*Table).ViewProbe", "(*View).OtherSrc", "(*View).OtherDst",
 			"(*View).OtherSrcPort", "(*View).OtherDstPort",
 		},
 		"github.com/xnat/xnat/checksum": {
