@@ -60,6 +60,12 @@
 // so that in a loop of independent lookups more of them fit in the
 // processor's reorder window and their misses overlap.
 //
+// ViewProbe is the lookup of the NAT's fast path: the same bucket line,
+// and of the record the generation, the matched key, the other key and
+// the state word (a View), seven words of the ten LookupProbe copies
+// into an Entry; a packet that needs more of its session reads the rest
+// with GetAt, which holds it to the View's generation.
+//
 // Memory: 64 bytes of record and 32 of index per two-key session (96
 // bytes; BytesPerSession), 80 for a single-key entry. Reading the
 // fingerprint from the bucket is what keeps it at that. A hit decided and
@@ -99,7 +105,15 @@
 // the slot names (chosen by an index, not a branch), and the generation
 // again. The keys of a record change only while its generation is odd, so
 // equal even loads around the key's show the key of that generation's
-// session, and the Hit names (ID, Gen) as Lookup's Entry would.
+// session, and the Hit names (ID, Gen) as Lookup's Entry would. ViewProbe
+// reads the other key and the state word between the same two loads, and
+// compares the matched key in full after them: a View, like an Entry, is
+// used only when both loads show one even generation, so its keys are
+// never torn and its state is a value the session held in that
+// generation (the state changes only through the gated writes, which
+// leave the generation as it is). GetAt, the rest of a View's session,
+// copies the record as Get does and accepts it only at the View's
+// generation.
 //
 // Writers (Insert, InsertProbe) serialise per home bucket: an insert takes
 // a spin bit in the meta word of the home bucket of each of its keys, in
