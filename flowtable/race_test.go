@@ -101,6 +101,18 @@ func TestSharedKeysChurn(t *testing.T) {
 						fail("Find(%v) named session %d/%d, which holds %v", k, x.ID, x.Gen, g.Keys)
 					}
 				}
+				if r.IntN(4) == 1 {
+					// A View is of one session at one generation: the
+					// record at that generation holds k as the matched
+					// key and the View's other key as its other one.
+					var p Probe
+					var v View
+					var g Entry
+					tb.Prepare(&k, &p)
+					if tb.ViewProbe(&p, &v) && tb.GetAt(v.ID, v.Gen, v.Dir, &g) && (g.Keys[v.Dir] != k || g.Keys[1-v.Dir] != v.Other()) {
+						fail("ViewProbe(%v) gave session %d/%d other key %v, which holds %v", k, v.ID, v.Gen, v.Other(), g.Keys)
+					}
+				}
 				if !tb.Lookup(&k, &e) {
 					continue
 				}
