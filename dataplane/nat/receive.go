@@ -94,7 +94,10 @@ func martian(a [4]byte) bool { return martianOctet(a[0]) }
 // martianOctet is martian by an address's first octet, all it looks at:
 // the fast path passes a byte, which stays in a register, where a [4]byte
 // would be copied through memory.
-func martianOctet(o byte) bool { return o == 0 || o == 127 || o >= 224 }
+//
+// 0/8, 224/3 and 255 are one unsigned comparison: o-1 wraps 0 to 255, so
+// o-1 >= 223 holds exactly for 0 and 224..255 (TestMartianOctet).
+func martianOctet(o byte) bool { return o-1 >= 223 || o == 127 }
 
 // process handles one received frame. Every path ends in exactly one of:
 // queued for transmission, held (neighbour or fragment), or freed with a
