@@ -48,22 +48,7 @@ func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
 	if ref == 0 && bk.meta.Load()>>1 == 0 {
 		return false
 	}
-	fp := fpOf(h)
-	b := t.home(h)
-	for probes := t.nb; probes > 0; probes-- {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			v := bk.slots[s].Load()
-			if uint32(v>>32) == fp && t.verifyRef(uint32(v), w0, w1, x) {
-				return true
-			}
-		}
-		if bk.meta.Load()>>1 == 0 {
-			return false
-		}
-		b = t.step(b)
-	}
-	return false
+	return t.walk(h, func(ref uint32) bool { return t.verifyRef(ref, w0, w1, x) })
 }
 
 // verifyRef is read without the copy: it reports whether the record of

@@ -474,13 +474,24 @@ func sel(v uint64, fp uint32) uint32 {
 // lookupSlow walks the probe path slot by slot, following every slot
 // whose fingerprint matches.
 func (t *Table) lookupSlow(w0, w1, h uint64, e *Entry) bool {
+	return t.walk(h, func(ref uint32) bool { return t.readRef(ref, w0, w1, e) })
+}
+
+// walk offers try the reference of every slot on hash h's probe path
+// whose fingerprint is h's, in probe order, until try accepts one (true)
+// or the path ends: at the first bucket whose overflow count is zero,
+// beyond which no key of this home was stored. It is the slow path of
+// every read (a key beyond its home bucket, two slots with one
+// fingerprint, a stale hint); the closure does not escape, so the walk
+// allocates nothing.
+func (t *Table) walk(h uint64, try func(ref uint32) bool) bool {
 	fp := fpOf(h)
 	b := t.home(h)
 	for probes := t.nb; probes > 0; probes-- {
 		bk := &t.buckets[b]
 		for s := range bk.slots {
 			v := bk.slots[s].Load()
-			if uint32(v>>32) == fp && t.readRef(uint32(v), w0, w1, e) {
+			if uint32(v>>32) == fp && try(uint32(v)) {
 				return true
 			}
 		}
