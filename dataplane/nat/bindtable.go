@@ -141,28 +141,40 @@ type bindProbe struct {
 	fp   uint32
 	ok   bool   // the key is a binding key
 	ref  uint32 // slot reference found by Prefetch, 0 if none
+	// absent is set by Prefetch when the key's home bucket had no slot
+	// of its fingerprint and nothing stored beyond it: the key was in no
+	// binding when the bucket was read.
+	absent bool
 }
 
 // Prepare packs and hashes k.
 func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
 	p.w, _, p.ok = bindKeyWord(k)
 	p.h, p.fp = t.keyHash(p.w)
-	p.ref = 0
+	p.ref, p.absent = 0, false
 }
 
 // Prefetch touches p's home bucket and, for the first slot whose
 // fingerprint matches, the record it leads to, and remembers that slot
-// (see flowtable.Table.Prefetch). The value returned means nothing.
+// (see flowtable.Table.Prefetch). When no slot matches and no key was
+// stored beyond the bucket, it notes the key absent (bindProbe.absent):
+// the bucket's scan, which the prefetch does anyway, has already answered
+// the lookup, and the new-session pipeline need not walk it again (its
+// plan is a hint: a mapping created after the scan makes the insert of
+// another fail). The value returned means nothing.
 func (t *bindTable) Prefetch(p *bindProbe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
 	p.ref = 0
 	for s := range bk.slots {
 		if v := bk.slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
+			p.absent = false
 			return t.recs[(p.ref-1)>>1].cw.Load()
 		}
 	}
-	return bk.meta.Load()
+	m := bk.meta.Load()
+	p.absent = p.ok && m < lineOverflow
+	return m
 }
 
 // PrefetchTuple touches the home bucket of the key with the given fields
@@ -209,12 +221,23 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 	if lo > hi {
 		lo, hi = hi, lo
 	}
+	// The locks are released by hand on every path, as the flowtable's
+	// insert does: the deferred calls cost about sixty instructions, a
+	// tenth of the insert.
 	t.lock(lo)
-	defer t.unlock(lo)
 	if hi != lo {
 		t.lock(hi)
-		defer t.unlock(hi)
 	}
+	res := t.insertLocked(k0, k1, w0, w1, h0, h1, fp0, fp1, user, e)
+	if hi != lo {
+		t.unlock(hi)
+	}
+	t.unlock(lo)
+	return res
+}
+
+// insertLocked is Insert with the home buckets of both keys locked.
+func (t *bindTable) insertLocked(k0, k1 *flowtable.Key, w0, w1, h0, h1 uint64, fp0, fp1 uint32, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
 	if t.lookupHashed(w0, h0, fp0, e) || t.lookupHashed(w1, h1, fp1, e) {
 		return flowtable.Exists
 	}

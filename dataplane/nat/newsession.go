@@ -81,6 +81,9 @@ const (
 type newHint struct {
 	plan *newPlan
 	left uint8
+	// probe is the session's inside key as receive prepared it (w.probe),
+	// packed and hashed already: insertSession inserts with it.
+	probe *flowtable.Probe
 }
 
 // subscriber copies the hinted subscriber into x if it has key k.
@@ -131,10 +134,10 @@ func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) 
 	if pl == nil {
 		return sport, keep && ps.claimFree(sport)
 	}
-	if keep && pl.has&planTaken == 0 && ps.claimFree(sport) {
+	if keep && pl.has&planTaken == 0 && ps.claimFreshFree(sport) {
 		return sport, true
 	}
-	return pl.cand, pl.has&planCand != 0 && ps.claimFree(pl.cand)
+	return pl.cand, pl.has&planCand != 0 && ps.claimFreshFree(pl.cand)
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
@@ -226,7 +229,9 @@ func (w *Worker) newSessions() {
 			if nb.epDup[j] {
 				continue
 			}
-			if e.bindings.LookupProbe(&pl.bp, &pl.bind) {
+			// The prefetch's scan of the home bucket may have
+			// answered already: no such mapping.
+			if !pl.bp.absent && e.bindings.LookupProbe(&pl.bp, &pl.bind) {
 				pl.has |= planBind
 				sink += w.prefetchOutside(p, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
 				continue
@@ -288,7 +293,7 @@ func (w *Worker) newSessions() {
 			w.translateOut(b, p, &x)
 			continue
 		}
-		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has}
+		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
 		w.outboundNew(b, p)
 		w.hint = newHint{}
 	}
@@ -417,7 +422,18 @@ func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16
 func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessionWords(c, w.id)
-	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
+	// The keys go in prepared: the inside key of an outbound packet from
+	// newSessions as receive hashed it, once, for the fast path's lookup.
+	t := w.eng.sessions
+	var p [2]flowtable.Probe
+	p0 := w.hint.probe
+	w.hint.probe = nil
+	if p0 == nil || dir != 0 {
+		p0 = &p[0]
+		t.Prepare(k0, p0)
+	}
+	t.Prepare(k1, &p[1])
+	switch t.InsertProbe(p0, &p[1], state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
