@@ -177,14 +177,25 @@ func (t *bindTable) Prefetch(p *bindProbe) uint64 {
 	return m
 }
 
-// PrefetchTuple touches the home bucket of the key with the given fields
-// (a binding key: one endpoint zero) and returns a value derived from it,
-// as flowtable.Table.PrefetchTuple: for a key about to be inserted, whose
-// lookup is not wanted.
-func (t *bindTable) PrefetchTuple(src, dst [4]byte, sport, dport uint16, proto uint8) uint64 {
-	k := flowtable.Key{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto}
-	var p bindProbe
-	t.Prepare(&k, &p)
+// bindWord is bindKeyWord of the key of endpoint a:port of protocol
+// proto, in direction dir (0: inside, 1: external), from the fields.
+func bindWord(a [4]byte, port uint16, proto uint8, dir uint8) uint64 {
+	return uint64(binary.LittleEndian.Uint32(a[:])) | uint64(port)<<32 | uint64(proto)<<48 | uint64(dir)<<56
+}
+
+// prepareWord prepares the probe of the binding key whose word is w.
+func (t *bindTable) prepareWord(w uint64, p *bindProbe) {
+	p.w, p.ok = w, true
+	p.h, p.fp = t.keyHash(w)
+	p.ref, p.absent = 0, false
+}
+
+// PrefetchExternal prepares in p the external key of endpoint ext:port of
+// protocol proto, and touches its home bucket (see
+// flowtable.Table.PrefetchTuple): for a key about to be inserted, whose
+// lookup is not wanted. The value returned means nothing.
+func (t *bindTable) PrefetchExternal(ext [4]byte, port uint16, proto uint8, p *bindProbe) uint64 {
+	t.prepareWord(bindWord(ext, port, proto, 1), p)
 	return t.buckets[t.home(p.h)].meta.Load()
 }
 
@@ -209,15 +220,22 @@ func (t *bindTable) lookupHashed(w, h uint64, fp uint32, e *flowtable.Entry) boo
 // If either key belongs to a live binding it returns Exists and that
 // binding in e; if the table is full, Full.
 func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, now uint32, e *flowtable.Entry) flowtable.InsertResult {
-	w0, d0, ok0 := bindKeyWord(k0)
-	w1, d1, ok1 := bindKeyWord(k1)
-	if !ok0 || !ok1 || d0 != 0 || d1 != 1 || state != 0 {
+	var p0, p1 bindProbe
+	t.Prepare(k0, &p0)
+	t.Prepare(k1, &p1)
+	if !p0.ok || !p1.ok || p0.w>>56 != 0 || p1.w>>56 != 1 || state != 0 {
 		panic("nat: a binding has an inside and an external endpoint key")
 	}
-	h0, fp0 := t.keyHash(w0)
-	h1, fp1 := t.keyHash(w1)
+	return t.InsertProbe(&p0, &p1, user, e)
+}
+
+// InsertProbe is Insert for keys already prepared: p0 an inside key, p1 an
+// external key (Prepare, prepareWord, PrefetchExternal). The new-session
+// pipeline hashed both before, to prefetch their buckets. The probes are
+// only read.
+func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
 	// Lock both home buckets, in ascending order against deadlock.
-	lo, hi := t.home(h0), t.home(h1)
+	lo, hi := t.home(p0.h), t.home(p1.h)
 	if lo > hi {
 		lo, hi = hi, lo
 	}
@@ -228,7 +246,7 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 	if hi != lo {
 		t.lock(hi)
 	}
-	res := t.insertLocked(k0, k1, w0, w1, h0, h1, fp0, fp1, user, e)
+	res := t.insertLocked(p0, p1, user, e)
 	if hi != lo {
 		t.unlock(hi)
 	}
@@ -236,9 +254,9 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 	return res
 }
 
-// insertLocked is Insert with the home buckets of both keys locked.
-func (t *bindTable) insertLocked(k0, k1 *flowtable.Key, w0, w1, h0, h1 uint64, fp0, fp1 uint32, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
-	if t.lookupHashed(w0, h0, fp0, e) || t.lookupHashed(w1, h1, fp1, e) {
+// insertLocked is InsertProbe with the home buckets of both keys locked.
+func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
+	if t.lookupHashed(p0.w, p0.h, p0.fp, e) || t.lookupHashed(p1.w, p1.h, p1.fp, e) {
 		return flowtable.Exists
 	}
 	id, ok := t.free.pop(t.next)
@@ -247,16 +265,16 @@ func (t *bindTable) insertLocked(k0, k1 *flowtable.Key, w0, w1, h0, h1 uint64, f
 	}
 	r := &t.recs[id]
 	gen, c := nextCount(&r.cw, user[1])
-	r.k[0].Store(w0)
-	r.k[1].Store(w1)
+	r.k[0].Store(p0.w)
+	r.k[1].Store(p1.w)
 	r.u0.Store(user[0])
 	// Index first, publish after: a reader that finds a slot early sees a
 	// free record and skips it.
-	t.place(t.home(h0), bindSlot(fp0, id, 0))
-	t.place(t.home(h1), bindSlot(fp1, id, 1))
+	t.place(t.home(p0.h), bindSlot(p0.fp, id, 0))
+	t.place(t.home(p1.h), bindSlot(p1.fp, id, 1))
 	r.cw.Store(c)
 	t.live.Add(1)
-	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{*k0, *k1}, User: user}
+	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{bindKeyOf(p0.w), bindKeyOf(p1.w)}, User: user}
 	return flowtable.Inserted
 }
 

@@ -58,6 +58,7 @@ type newBurst struct {
 type newPlan struct {
 	sp   flowtable.Probe // the subscriber's key
 	bp   bindProbe       // the mapping's inside key
+	xp   bindProbe       // the external key of a new mapping on the planned port
 	sub  flowtable.Entry // the subscriber, when has&planSub
 	bind flowtable.Entry // the mapping, when has&planBind
 	st   *addrState      // the subscriber's paired address, for planPort
@@ -121,6 +122,24 @@ func (h *newHint) port(st *addrState) *newPlan {
 	}
 	h.left &^= planPort
 	return h.plan
+}
+
+// bindProbes prepares in p0 and p1 the inside key word w0 and the external
+// key word w1 of a new mapping, reusing the plan's probes of the same
+// words: the first passes hashed them to prefetch their buckets. A probe
+// is reused only for its own word, so a stale plan costs a hash, never a
+// wrong one.
+func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) {
+	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
+		*p0 = pl.bp
+	} else {
+		t.prepareWord(w0, p0)
+	}
+	if pl := h.plan; pl != nil && pl.xp.ok && pl.xp.w == w1 {
+		*p1 = pl.xp
+	} else {
+		t.prepareWord(w1, p1)
+	}
 }
 
 // claimPlanned claims the first free of the ports planned for a new
@@ -278,7 +297,7 @@ func (w *Worker) newSessions() {
 		}
 		if eim {
 			// The mapping's external key (bindingKeys).
-			sink += e.bindings.PrefetchTuple([4]byte{}, pl.st.addr, 0, port, p.Proto)
+			sink += e.bindings.PrefetchExternal(pl.st.addr, port, p.Proto, &pl.xp)
 		}
 		sink += w.prefetchOutside(p, pl.st.addr, port)
 	}
