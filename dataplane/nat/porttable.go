@@ -136,7 +136,7 @@ func (t *portTable) insert(key, st uint64) bool {
 func (t *portTable) insertAt(key, st, b uint64) bool {
 	var r portRef
 	t.lock(b)
-	// Unlocked by hand, not deferred: see bindTable.Insert.
+	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
 	ok := false
 	if _, found := t.findFrom(key, b, &r); !found {
 		if t.live.Add(1) > t.capacity {
