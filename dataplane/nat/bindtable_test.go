@@ -42,8 +42,15 @@ func TestBindTableLifecycle(t *testing.T) {
 			var p bindProbe
 			bt.Prepare(&k, &p)
 			bt.Prefetch(&p)
-			if v := bt.PrefetchTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto); v != bt.buckets[bt.home(p.h)].meta.Load() {
-				t.Fatalf("PrefetchTuple of key %d of binding %d read another bucket", dir, i)
+			if dir == 1 {
+				// The pipeline's external probe is Prepare's.
+				var q bindProbe
+				if v := bt.PrefetchExternal(k.Dst, k.DstPort, k.Proto, &q); v != bt.buckets[bt.home(p.h)].meta.Load() ||
+					q.w != p.w || q.h != p.h || q.fp != p.fp || !q.ok {
+					t.Fatalf("PrefetchExternal of binding %d: probe %+v, Prepare's %+v", i, q, p)
+				}
+			} else if w := bindWord(k.Src, k.SrcPort, k.Proto, 0); w != p.w {
+				t.Fatalf("bindWord of inside key of binding %d: %#x, Prepare's %#x", i, w, p.w)
 			}
 			for _, found := range []bool{bt.Lookup(&k, &x), bt.LookupProbe(&p, &x)} {
 				if !found || int(x.Dir) != dir || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(uint32(i), 7) {

@@ -329,9 +329,10 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 			return w.portsExhausted(c, proto, p.Src, k.SrcPort, st)
 		}
 		a := st.addr
-		b0, b1 := bindingKeys(p.Proto, p.Src, k.SrcPort, a, port)
+		var b0, b1 bindProbe // bindingKeys, prepared
+		w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
 		user := bindingWords(c.sub.ID, st.idx)
-		res := w.eng.bindings.Insert(&b0, &b1, 0, user, w.now, &c.binding)
+		res := w.eng.bindings.InsertProbe(&b0, &b1, user, &c.binding)
 		if res == flowtable.Inserted {
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port

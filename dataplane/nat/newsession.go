@@ -58,6 +58,7 @@ type newBurst struct {
 type newPlan struct {
 	sp   flowtable.Probe // the subscriber's key
 	bp   bindProbe       // the mapping's inside key
+	xp   bindProbe       // the external key of a new mapping on the planned port
 	sub  flowtable.Entry // the subscriber, when has&planSub
 	bind flowtable.Entry // the mapping, when has&planBind
 	st   *addrState      // the subscriber's paired address, for planPort
@@ -81,6 +82,9 @@ const (
 type newHint struct {
 	plan *newPlan
 	left uint8
+	// probe is the session's inside key as receive prepared it (w.probe),
+	// packed and hashed already: insertSession inserts with it.
+	probe *flowtable.Probe
 }
 
 // subscriber copies the hinted subscriber into x if it has key k.
@@ -120,6 +124,24 @@ func (h *newHint) port(st *addrState) *newPlan {
 	return h.plan
 }
 
+// bindProbes prepares in p0 and p1 the inside key word w0 and the external
+// key word w1 of a new mapping, reusing the plan's probes of the same
+// words: the first passes hashed them to prefetch their buckets. A probe
+// is reused only for its own word, so a stale plan costs a hash, never a
+// wrong one.
+func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) {
+	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
+		*p0 = pl.bp
+	} else {
+		t.prepareWord(w0, p0)
+	}
+	if pl := h.plan; pl != nil && pl.xp.ok && pl.xp.w == w1 {
+		*p1 = pl.xp
+	} else {
+		t.prepareWord(w1, p1)
+	}
+}
+
 // claimPlanned claims the first free of the ports planned for a new
 // mapping on port set ps of address st, for inside port sport with
 // dynamic range [lo, hi]: port preservation's sport, unless the plan found
@@ -131,10 +153,10 @@ func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) 
 	if pl == nil {
 		return sport, keep && ps.claimFree(sport)
 	}
-	if keep && pl.has&planTaken == 0 && ps.claimFree(sport) {
+	if keep && pl.has&planTaken == 0 && ps.claimFreshFree(sport) {
 		return sport, true
 	}
-	return pl.cand, pl.has&planCand != 0 && ps.claimFree(pl.cand)
+	return pl.cand, pl.has&planCand != 0 && ps.claimFreshFree(pl.cand)
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
@@ -226,7 +248,9 @@ func (w *Worker) newSessions() {
 			if nb.epDup[j] {
 				continue
 			}
-			if e.bindings.LookupProbe(&pl.bp, &pl.bind) {
+			// The prefetch's scan of the home bucket may have
+			// answered already: no such mapping.
+			if !pl.bp.absent && e.bindings.LookupProbe(&pl.bp, &pl.bind) {
 				pl.has |= planBind
 				sink += w.prefetchOutside(p, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
 				continue
@@ -273,7 +297,7 @@ func (w *Worker) newSessions() {
 		}
 		if eim {
 			// The mapping's external key (bindingKeys).
-			sink += e.bindings.PrefetchTuple([4]byte{}, pl.st.addr, 0, port, p.Proto)
+			sink += e.bindings.PrefetchExternal(pl.st.addr, port, p.Proto, &pl.xp)
 		}
 		sink += w.prefetchOutside(p, pl.st.addr, port)
 	}
@@ -288,7 +312,7 @@ func (w *Worker) newSessions() {
 			w.translateOut(b, p, &x)
 			continue
 		}
-		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has}
+		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
 		w.outboundNew(b, p)
 		w.hint = newHint{}
 	}
@@ -417,7 +441,18 @@ func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16
 func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessionWords(c, w.id)
-	switch w.eng.sessions.Insert(k0, k1, state, user, w.now, e) {
+	// The keys go in prepared: the inside key of an outbound packet from
+	// newSessions as receive hashed it, once, for the fast path's lookup.
+	t := w.eng.sessions
+	var p [2]flowtable.Probe
+	p0 := w.hint.probe
+	w.hint.probe = nil
+	if p0 == nil || dir != 0 {
+		p0 = &p[0]
+		t.Prepare(k0, p0)
+	}
+	t.Prepare(k1, &p[1])
+	switch t.InsertProbe(p0, &p[1], state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)

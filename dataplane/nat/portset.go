@@ -104,6 +104,19 @@ func (s *portSet) claimFree(p uint16) bool {
 	return true
 }
 
+// claimFreshFree is claimFree for a port that the new-session pipeline
+// found free, or drew at random, a moment ago: the port is most likely
+// still free, so the look before the lock would only repeat the look
+// under it.
+func (s *portSet) claimFreshFree(p uint16) bool {
+	k := s.key(p)
+	if !s.pt.insertAt(k, 1, s.pt.home(s.pt.hash(k))) {
+		return false // taken meanwhile, or the port table is full
+	}
+	s.inUse.Add(1)
+	return true
+}
+
 // share adds an owner to port p if it already has one and is not held:
 // port overlap under address-and-port-dependent mapping.
 func (s *portSet) share(p uint16) bool {

@@ -127,18 +127,27 @@ func (t *portTable) insert(key, st uint64) bool {
 	if _, ok := t.find(key, &r); ok {
 		return false // taken: a look first costs no lock
 	}
-	b := r.home
+	return t.insertAt(key, st, r.home)
+}
+
+// insertAt is insert without the look first, for a key whose home bucket
+// b is known and that was found free a moment ago (the new-session
+// pipeline's plan): the look under the lock decides alone.
+func (t *portTable) insertAt(key, st, b uint64) bool {
+	var r portRef
 	t.lock(b)
-	defer t.unlock(b)
-	if _, ok := t.find(key, &r); ok {
-		return false
+	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
+	ok := false
+	if _, found := t.findFrom(key, b, &r); !found {
+		if t.live.Add(1) > t.capacity {
+			t.live.Add(-1)
+		} else {
+			t.place(b, key|st)
+			ok = true
+		}
 	}
-	if t.live.Add(1) > t.capacity {
-		t.live.Add(-1)
-		return false
-	}
-	t.place(b, key|st)
-	return true
+	t.unlock(b)
+	return ok
 }
 
 // update applies f to the state of the port whose word was found at r,
