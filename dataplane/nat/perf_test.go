@@ -576,6 +576,25 @@ func BenchmarkEstablished(b *testing.B) {
 	}
 }
 
+// BenchmarkEstablishedCopy is BenchmarkEstablished with a frame pool per
+// port (newPerfRigCopy), as natd runs with xdp.shared_umem off: every
+// forwarded frame is copied into the other port's pool. It is also the
+// rig BenchmarkEstablished used before the ports shared one pool, so
+// figures from before then compare with this one.
+func BenchmarkEstablishedCopy(b *testing.B) {
+	for _, n := range []int{1000, 1 << 20} {
+		var r *perfRig
+		b.Run(fmt.Sprintf("sessions=%s", human(n)), func(b *testing.B) {
+			if r == nil {
+				r = newPerfRigCopy(b, benchConfig(n))
+				r.establish(b, n)
+			}
+			r.forwardWalk(b, n)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mpps")
+		})
+	}
+}
+
 // BenchmarkHarness measures what BenchmarkEstablished spends outside the
 // NAT: writing each frame in the loop port (the NIC's part) and handing it
 // straight back, so that the NAT's own cost is Established minus Harness.
