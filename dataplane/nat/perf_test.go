@@ -560,33 +560,25 @@ func (r *perfRig) forwardWalk(b *testing.B, n int) {
 // ns/op is per packet.
 //
 //	go test -run XXX -bench Established -benchmem ./dataplane/nat/
-func BenchmarkEstablished(b *testing.B) {
-	for _, n := range []int{1000, 1 << 20} {
-		var r *perfRig
-		b.Run(fmt.Sprintf("sessions=%s", human(n)), func(b *testing.B) {
-			if r == nil {
-				// Built once: the benchmark function runs several times
-				// with growing b.N.
-				r = newPerfRig(b, benchConfig(n))
-				r.establish(b, n)
-			}
-			r.forwardWalk(b, n)
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mpps")
-		})
-	}
-}
+func BenchmarkEstablished(b *testing.B) { benchEstablished(b, newPerfRig) }
 
 // BenchmarkEstablishedCopy is BenchmarkEstablished with a frame pool per
 // port (newPerfRigCopy), as natd runs with xdp.shared_umem off: every
 // forwarded frame is copied into the other port's pool. It is also the
 // rig BenchmarkEstablished used before the ports shared one pool, so
 // figures from before then compare with this one.
-func BenchmarkEstablishedCopy(b *testing.B) {
+func BenchmarkEstablishedCopy(b *testing.B) { benchEstablished(b, newPerfRigCopy) }
+
+// benchEstablished is the body of both established benchmarks, on the rig
+// newRig builds: a walk over 1k and 1M established sessions.
+func benchEstablished(b *testing.B, newRig func(testing.TB, Config) *perfRig) {
 	for _, n := range []int{1000, 1 << 20} {
 		var r *perfRig
 		b.Run(fmt.Sprintf("sessions=%s", human(n)), func(b *testing.B) {
 			if r == nil {
-				r = newPerfRigCopy(b, benchConfig(n))
+				// Built once: the benchmark function runs several times
+				// with growing b.N.
+				r = newRig(b, benchConfig(n))
 				r.establish(b, n)
 			}
 			r.forwardWalk(b, n)
