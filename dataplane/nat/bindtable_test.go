@@ -1,8 +1,6 @@
 package nat
 
 import (
-	"math/rand/v2"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -98,59 +96,26 @@ func TestBindTableLifecycle(t *testing.T) {
 // on a count that underflows).
 func TestBindTableConcurrentRefs(t *testing.T) {
 	bt := newBindTable(12) // 6 buckets for 24 keys: probes pass full ones
-	const workers, rounds, endpoints = 4, 20000, 30
-	var wg sync.WaitGroup
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 11))
-			type ref struct {
-				ep int
-				id uint32
-			}
-			var mine []ref
-			drop := func(j int) {
-				m := mine[j]
-				mine[j] = mine[len(mine)-1]
-				mine = mine[:len(mine)-1]
-				var x flowtable.Entry
-				if k0, _ := testBinding(m.ep); !bt.Get(m.id, &x) || x.Keys[0] != k0 {
-					t.Errorf("endpoint %d: record %d holds %+v", m.ep, m.id, x)
+	inside := func(ep int) flowtable.Key { k0, _ := testBinding(ep); return k0 }
+	hammerRefs(t, bt, 30, 3, 11, inside, func(ep int, x *flowtable.Entry) bool {
+		k0, k1 := testBinding(ep)
+		for {
+			if bt.Lookup(&k0, x) {
+				if ok, _ := acquireRef(bt, x, 1, nil); ok {
+					return true
 				}
-				releaseRef(bt, m.id, 1)
+				continue
 			}
-			for i := 0; i < rounds; i++ {
-				if len(mine) > 0 && (len(mine) > 3 || r.IntN(2) == 0) {
-					drop(r.IntN(len(mine)))
-					continue
-				}
-				ep := r.IntN(endpoints)
-				k0, k1 := testBinding(ep)
-				var x flowtable.Entry
-				for {
-					if bt.Lookup(&k0, &x) {
-						if ok, _ := acquireRef(bt, &x, 1, nil); ok {
-							mine = append(mine, ref{ep, x.ID})
-							break
-						}
-						continue
-					}
-					res := bt.Insert(&k0, &k1, 0, bindingWords(uint32(ep), 1), 0, &x)
-					if res == flowtable.Inserted {
-						mine = append(mine, ref{ep, x.ID})
-					}
-					if res != flowtable.Exists {
-						break
-					}
-				}
+			switch bt.Insert(&k0, &k1, 0, bindingWords(uint32(ep), 1), 0, x) {
+			case flowtable.Inserted:
+				return true
+			case flowtable.Exists:
+				continue
+			default:
+				return false
 			}
-			for len(mine) > 0 {
-				drop(0)
-			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	if bt.Len() != 0 {
 		t.Fatalf("%d bindings left after every reference was dropped", bt.Len())
 	}

@@ -147,13 +147,30 @@ func TestCountTableStaleSwapFails(t *testing.T) {
 // to zero (releaseRef panics on a count that underflows).
 func TestCountTableConcurrentRefs(t *testing.T) {
 	ct := newCountTable(24) // 6 buckets: most probes pass a full one
-	const workers, rounds, keys = 4, 20000, 40
+	hammerRefs(t, ct, 40, 6, 3, countKey, func(n int, x *flowtable.Entry) bool {
+		k := countKey(n)
+		return takeCount(t, ct, &k, x)
+	})
+	if ct.Len() != 0 {
+		t.Fatalf("%d entries left after every reference was dropped", ct.Len())
+	}
+}
+
+// hammerRefs runs the body of the concurrent reference tests: four
+// goroutines, 20,000 rounds each, take (with take) and drop references on
+// keys 0..keys-1 of tab (keyOf names them), each holding up to hold at a
+// time, so that entries die and their records and slots go to other keys
+// while copies are held. Every dropped reference must still be on its key
+// (Get shows it), and releaseRef panics on a count that underflows. The
+// caller checks that the table is empty afterwards.
+func hammerRefs(t *testing.T, tab refTable, keys, hold int, seed uint64, keyOf func(int) flowtable.Key, take func(n int, x *flowtable.Entry) bool) {
+	const workers, rounds = 4, 20000
 	var wg sync.WaitGroup
 	for g := 0; g < workers; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 3))
+			r := rand.New(rand.NewPCG(uint64(g), seed))
 			type ref struct {
 				key int
 				id  uint32
@@ -164,20 +181,19 @@ func TestCountTableConcurrentRefs(t *testing.T) {
 				mine[j] = mine[len(mine)-1]
 				mine = mine[:len(mine)-1]
 				var x flowtable.Entry
-				if !ct.Get(m.id, &x) || x.Keys[0] != countKey(m.key) {
+				if !tab.Get(m.id, &x) || x.Keys[0] != keyOf(m.key) {
 					t.Errorf("key %d: record %d holds %+v", m.key, m.id, x)
 				}
-				releaseRef(ct, m.id, 1)
+				releaseRef(tab, m.id, 1)
 			}
 			for i := 0; i < rounds; i++ {
-				if len(mine) > 0 && (len(mine) > 6 || r.IntN(2) == 0) {
+				if len(mine) > 0 && (len(mine) > hold || r.IntN(2) == 0) {
 					drop(r.IntN(len(mine)))
 					continue
 				}
 				n := r.IntN(keys)
-				k := countKey(n)
 				var x flowtable.Entry
-				if takeCount(t, ct, &k, &x) {
+				if take(n, &x) {
 					mine = append(mine, ref{n, x.ID})
 				}
 			}
@@ -187,7 +203,4 @@ func TestCountTableConcurrentRefs(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if ct.Len() != 0 {
-		t.Fatalf("%d entries left after every reference was dropped", ct.Len())
-	}
 }
