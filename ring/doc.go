@@ -5,7 +5,9 @@
 // (dataplane/port/memport) moves frame descriptors between the test goroutine
 // and a worker through SPSC rings and keeps its frame pool in an MPMC ring;
 // each NAT worker publishes session events to the exporter through its own
-// SPSC ring (dataplane/nat/event.go). Every operation moves a burst, so one
+// SPSC ring (dataplane/nat/event.go), and fills its capture and trace
+// rings in place (SPSC's Reserve and Commit, dataplane/nat/vis.go). Every
+// operation moves a burst, so one
 // index publication (one cache line transfer) is amortised over up to 32–64
 // values.
 //
@@ -28,7 +30,9 @@
 // Each side has two forms: a burst (EnqueueBurst, DequeueBurst) moves as many
 // values as fit and returns how many it moved; a bulk (EnqueueBulk,
 // DequeueBulk) moves all of them or none and reports which. Enqueue and
-// Dequeue move one value. No operation blocks or allocates.
+// Dequeue move one value; SPSC's Reserve and Commit enqueue one value
+// written in place, for values too big to copy twice. No operation blocks
+// or allocates.
 //
 // # Indices
 //

@@ -24,6 +24,12 @@ type queue[T any] interface {
 	Free() int
 }
 
+// zeroCopy is SPSC's in-place enqueue.
+type zeroCopy[T any] interface {
+	Reserve() *T
+	Commit()
+}
+
 type kind struct {
 	name string
 	make func(capacity int, start uint64) (queue[uint64], error)
@@ -405,5 +411,77 @@ func TestNoAllocs(t *testing.T) {
 		q.Dequeue()
 	}); allocs != 0 {
 		t.Errorf("SPSC[desc]: %v allocations per run, want 0", allocs)
+	}
+}
+
+// TestReserveCommit checks SPSC's in-place enqueue against a slice-backed
+// FIFO, mixed with the copying calls, from each start (so across the
+// index wrap): Reserve on a full ring returns nil, a reserved slot stays
+// invisible to the consumer until Commit, and a second Reserve before the
+// Commit returns the same slot.
+func TestReserveCommit(t *testing.T) {
+	for _, start := range starts {
+		t.Run(fmt.Sprintf("start=%#x", start), func(t *testing.T) {
+			q, err := newSPSCAt[uint64](8, start-20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(start, 7))
+			var model []uint64
+			var next uint64
+			for range 2000 {
+				switch rng.IntN(3) {
+				case 0:
+					s := q.Reserve()
+					if len(model) == q.Cap() {
+						if s != nil {
+							t.Fatalf("Reserve on a full ring (Len %d) returned a slot", q.Len())
+						}
+						continue
+					}
+					if s == nil {
+						t.Fatalf("Reserve returned nil with %d of %d used", len(model), q.Cap())
+					}
+					*s = next
+					if q.Len() != len(model) {
+						t.Fatalf("Len %d before Commit, want %d", q.Len(), len(model))
+					}
+					if again := q.Reserve(); again != s {
+						t.Fatal("a second Reserve before Commit returned another slot")
+					}
+					q.Commit()
+					model = append(model, next)
+					next++
+				case 1:
+					if q.Enqueue(next) {
+						model = append(model, next)
+						next++
+					} else if len(model) != q.Cap() {
+						t.Fatalf("Enqueue failed with %d of %d used", len(model), q.Cap())
+					}
+				case 2:
+					dst := make([]uint64, 1+rng.IntN(5))
+					n := q.DequeueBurst(dst)
+					want := min(len(dst), len(model))
+					if n != want || !slices.Equal(dst[:n], model[:n]) {
+						t.Fatalf("DequeueBurst = %v, want %v", dst[:n], model[:want])
+					}
+					model = model[n:]
+				}
+				if q.Len() != len(model) {
+					t.Fatalf("Len %d, model %d", q.Len(), len(model))
+				}
+			}
+		})
+	}
+	q, _ := NewSPSC[[2048]byte](4)
+	if allocs := testing.AllocsPerRun(1000, func() {
+		if s := q.Reserve(); s != nil {
+			s[0] = 1
+			q.Commit()
+		}
+		q.Dequeue()
+	}); allocs != 0 {
+		t.Errorf("Reserve/Commit: %v allocations per run, want 0", allocs)
 	}
 }

@@ -71,6 +71,23 @@ func (q *SPSC[T]) Enqueue(v T) bool {
 	return true
 }
 
+// Reserve returns the slot that the next enqueue fills, for the producer
+// to write in place, or nil if the ring is full; Commit publishes it. It
+// is DPDK's zero-copy enqueue (rte_ring_enqueue_zc_*), for values too big
+// to build and then copy in (a worker's 2 KiB captured frame). Until
+// Commit the slot is the producer's alone and the consumer cannot see it;
+// a later Reserve without a Commit returns the same slot. Producer only.
+func (q *SPSC[T]) Reserve() *T {
+	if q.prod.reserve(&q.cons.tail, q.s.size, 1, true) == 0 {
+		return nil
+	}
+	return &q.s.buf[q.prod.pos&q.s.mask]
+}
+
+// Commit publishes the slot the last Reserve returned. It must follow a
+// Reserve that returned a slot. Producer only.
+func (q *SPSC[T]) Commit() { q.prod.publish(1) }
+
 // DequeueBurst removes up to len(dst) values into dst[:n] and returns n.
 // Consumer only.
 func (q *SPSC[T]) DequeueBurst(dst []T) int { return q.dequeue(dst, false) }

@@ -96,7 +96,7 @@ func runStress(t *testing.T, q queue[uint64], producers, consumers int, d time.D
 					buf[j] = encode(uint64(p), seq+uint64(j))
 				}
 				var n int
-				switch rng.IntN(3) {
+				switch rng.IntN(4) {
 				case 0:
 					n = q.EnqueueBurst(buf[:k])
 				case 1:
@@ -105,6 +105,16 @@ func runStress(t *testing.T, q queue[uint64], producers, consumers int, d time.D
 					}
 				case 2:
 					if q.Enqueue(buf[0]) {
+						n = 1
+					}
+				case 3: // in place, where the ring offers it (SPSC)
+					if zc, ok := q.(zeroCopy[uint64]); ok {
+						if s := zc.Reserve(); s != nil {
+							*s = buf[0]
+							zc.Commit()
+							n = 1
+						}
+					} else if q.Enqueue(buf[0]) {
 						n = 1
 					}
 				}

@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"sync/atomic"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/ring"
 )
 
 // Operator visibility (issue 17): packet capture, packet trace and drop
@@ -204,54 +206,24 @@ type CaptureFrame struct {
 // Bytes returns the captured bytes.
 func (f *CaptureFrame) Bytes() []byte { return f.Data[:f.CapLen] }
 
-// spscRing is a bounded single-producer single-consumer ring of T, written
-// in place: the producer (a worker) fills the slot at head and publishes
-// it, the consumer (the management plane) copies slots out and advances
-// tail. The producer never waits: a full ring counts an overflow. Unlike
-// ring.SPSC, which copies values in, it lets the worker copy a frame
-// straight into its slot (2 KiB once, not twice). One worker goroutine
-// produces; one management goroutine consumes.
-type spscRing[T any] struct {
-	slots    []T
-	mask     uint64
-	head     atomic.Uint64 // written by the producer
-	_        [56]byte
-	tail     atomic.Uint64 // written by the consumer
-	_        [56]byte
-	overflow atomic.Uint64
+// visRing is one worker's capture or trace ring: a ring.SPSC that the
+// worker fills in place (Reserve, Commit: a 2 KiB frame is copied once,
+// straight into its slot) and the management goroutine drains, with the
+// count of what a full ring lost. The worker never waits. One worker
+// goroutine produces; one management goroutine consumes.
+type visRing[T any] struct {
+	*ring.SPSC[T]
+	overflow atomic.Uint64 // written by the worker
 }
 
-func newSPSCRing[T any](n int) *spscRing[T] {
-	c := 1
-	for c < n {
-		c <<= 1
-	}
-	return &spscRing[T]{slots: make([]T, c), mask: uint64(c - 1)}
-}
-
-// reserve returns the slot to fill, or nil (counted) when the ring is full.
-// Producer only; publish makes the slot visible.
-func (r *spscRing[T]) reserve() *T {
-	h := r.head.Load()
-	if h-r.tail.Load() > r.mask {
+// reserve returns the slot to fill, or nil (counted) when the ring is
+// full. Producer only; Commit makes the slot visible.
+func (r *visRing[T]) reserve() *T {
+	s := r.Reserve()
+	if s == nil {
 		r.overflow.Add(1)
-		return nil
 	}
-	return &r.slots[h&r.mask]
-}
-
-func (r *spscRing[T]) publish() { r.head.Add(1) }
-
-// drain copies up to len(dst) values out. Consumer only.
-func (r *spscRing[T]) drain(dst []T) int {
-	t, h := r.tail.Load(), r.head.Load()
-	n := 0
-	for ; t != h && n < len(dst); t++ {
-		dst[n] = r.slots[t&r.mask]
-		n++
-	}
-	r.tail.Store(t)
-	return n
+	return s
 }
 
 // Capture is a running capture. Its methods are for one management
@@ -385,14 +357,21 @@ func traceSlot(v *visConfig) **Trace     { return &v.trace }
 // workerRings are the rings of a capture or trace, one per worker (indexed
 // by worker id), that the management goroutine drains in turn.
 type workerRings[T any] struct {
-	rings []*spscRing[T]
+	rings []*visRing[T]
 	next  int // the ring the next drain starts with
 }
 
+// newWorkerRings makes the rings of size values (rounded up to a power of
+// two), which the callers bound far below ring.MaxCapacity.
 func newWorkerRings[T any](workers, size int) workerRings[T] {
-	w := workerRings[T]{rings: make([]*spscRing[T], workers)}
+	w := workerRings[T]{rings: make([]*visRing[T], workers)}
+	c := 1 << bits.Len(uint(size-1))
 	for i := range w.rings {
-		w.rings[i] = newSPSCRing[T](size)
+		q, err := ring.NewSPSC[T](c)
+		if err != nil {
+			panic(err) // the callers' bounds make it impossible
+		}
+		w.rings[i] = &visRing[T]{SPSC: q}
 	}
 	return w
 }
@@ -402,7 +381,7 @@ func newWorkerRings[T any](workers, size int) workerRings[T] {
 func (w *workerRings[T]) drain(dst []T) int {
 	n := 0
 	for range w.rings {
-		n += w.rings[w.next].drain(dst[n:])
+		n += w.rings[w.next].DequeueBurst(dst[n:])
 		w.next = (w.next + 1) % len(w.rings)
 	}
 	return n

@@ -110,12 +110,12 @@ func (w *Worker) matchLeft(f *visFilter, m *matchState, start *[NumSides]int) {
 	}
 }
 
-func (w *Worker) captureFrames(ring *spscRing[CaptureFrame], side Side, start *[NumSides]int) {
+func (w *Worker) captureFrames(ring *visRing[CaptureFrame], side Side, start *[NumSides]int) {
 	v := &w.vis
 	if f := ring.reserve(); f != nil {
 		f.UnixNano, f.Packet, f.Worker, f.Side, f.Stage = w.nowNano, v.packet, w.id, side, StageRx
 		f.OrigLen, f.CapLen = uint16(v.rxOrig), uint16(copy(f.Data[:], v.rx[:v.rxLen]))
-		ring.publish()
+		ring.Commit()
 	}
 	for s := Inside; s < NumSides; s++ {
 		q := &w.tx[s]
@@ -127,7 +127,7 @@ func (w *Worker) captureFrames(ring *spscRing[CaptureFrame], side Side, start *[
 			d := q.bufs[j].Data
 			f.UnixNano, f.Packet, f.Worker, f.Side, f.Stage = w.nowNano, v.packet, w.id, s, StageTx
 			f.OrigLen, f.CapLen = uint16(len(d)), uint16(copy(f.Data[:], d))
-			ring.publish()
+			ring.Commit()
 		}
 	}
 }
@@ -135,7 +135,7 @@ func (w *Worker) captureFrames(ring *spscRing[CaptureFrame], side Side, start *[
 // finishTrace adds what became of the packet to its trail, as observed:
 // the drop counted, the frames queued (rewrite, next hop, egress), or the
 // frame held.
-func (w *Worker) finishTrace(ring *spscRing[TraceRecord], arrived *tuple, start *[NumSides]int, want verdict, pend, frag int, icmp uint64) {
+func (w *Worker) finishTrace(ring *visRing[TraceRecord], arrived *tuple, start *[NumSides]int, want verdict, pend, frag int, icmp uint64) {
 	t := &w.vis.rec.Trail
 	if w.c[ICMPErrorsSent] > icmp {
 		t.add(Step{Code: CodeICMPSent, Side: w.vis.rec.Side})
@@ -178,7 +178,7 @@ func (w *Worker) finishTrace(ring *spscRing[TraceRecord], arrived *tuple, start 
 	}
 	if x := ring.reserve(); x != nil {
 		*x = w.vis.rec
-		ring.publish()
+		ring.Commit()
 	}
 }
 
@@ -217,6 +217,6 @@ func (w *Worker) captureHeld(e *pendEntry) {
 	if f := ring.reserve(); f != nil {
 		f.UnixNano, f.Packet, f.Worker, f.Side, f.Stage = w.nowNano, e.vis, w.id, e.egress, StageTx
 		f.OrigLen, f.CapLen = uint16(len(d)), uint16(copy(f.Data[:], d))
-		ring.publish()
+		ring.Commit()
 	}
 }
