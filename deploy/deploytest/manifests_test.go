@@ -121,6 +121,15 @@ func (c *natdYAML) poolAddresses(t *testing.T) int {
 	return n
 }
 
+// perAddress and registry are the Go heap of the external addresses
+// (docs/operations.md, "Memory per pool address", measured by
+// dataplane/nat's TestMemoryPerPoolAddress): about 154 bytes per address,
+// beside the registry's fixed 1 MiB of slots.
+const (
+	perAddress = 154
+	registry   = 1 << 20
+)
+
 // memoryEstimate is the sizing formula of docs/operations.md.
 func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
 	m := tableBytes(t)
@@ -140,7 +149,7 @@ func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
 	}
 	workers := max(len(c.Interfaces.Inside.Queues), 1)
 	return m.PerSessionSlot()*float64(sessions) + m.Subscribers*float64(subs) + float64(workers*2*frames*size) +
-		float64(c.poolAddresses(t))*384*1024 + 19*1024*1024
+		float64(c.poolAddresses(t))*perAddress + registry + 19*1024*1024
 }
 
 func loadExample(t *testing.T, name string) *natdYAML {
