@@ -251,12 +251,7 @@ func TestE2E10kUDPFlows(t *testing.T) {
 // later ones are refused and counted, and the first four keep working.
 func TestE2EPortExhaustion(t *testing.T) {
 	e := startEnv(t, natdlab.Options{Config: natdlab.ConfigParams{PortsUDP: "40000-40003"}})
-	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
 	var ok []*natdlab.UDPFlow
 	for i := 0; i < 4; i++ {
 		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
@@ -604,12 +599,7 @@ func TestE2ENatctlAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
 	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
 	if err != nil {
 		t.Fatal(err)

@@ -252,12 +252,7 @@ func TestE2EMasqueradeAddressChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer flow.Close()
-	echo, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 7201))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go natdlab.Echo(echo)
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 7201))
 	if !flow.RoundTrip("before") {
 		t.Fatal("long-lived flow does not work before the change")
 	}

@@ -234,12 +234,7 @@ func TestE2EVisibility(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	srv, err := natdlab.ListenUDP(e.Out, netip.MustParseAddrPort(server+":3478"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
+	natdlab.EchoUDP(t, e.Out, netip.MustParseAddrPort(server+":3478"))
 	o, _, code := natctlRun(t, e.ROSocket, "explain", "--side", "inside", "udp", in1+":40000", server+":3478")
 	if code != 0 || !strings.Contains(o, "new endpoint-independent mapping") || !strings.Contains(o, "40000 kept (RFC 4787 REQ-3") {
 		t.Fatalf("explain before the binding request (exit %d):\n%s", code, o)

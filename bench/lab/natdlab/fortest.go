@@ -1,6 +1,9 @@
 package natdlab
 
 import (
+	"io"
+	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/xnat/xnat/bench/lab"
@@ -32,4 +35,28 @@ func RequireEnv(tb testing.TB, opts Options) *Env {
 		e.Close()
 	})
 	return e
+}
+
+// EchoUDP serves a UDP echo in ns on addr until the test ends: the far
+// end most flow tests talk to. It fails tb when it cannot listen.
+func EchoUDP(tb testing.TB, ns string, addr netip.AddrPort) {
+	tb.Helper()
+	c, err := ListenUDP(ns, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	go Echo(c)
+}
+
+// EchoTCP serves a TCP echo (any number of connections) in ns on addr
+// until the test ends. It fails tb when it cannot listen.
+func EchoTCP(tb testing.TB, ns string, addr netip.AddrPort) {
+	tb.Helper()
+	ln, err := ListenTCP(ns, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
 }
