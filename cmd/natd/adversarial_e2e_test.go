@@ -1074,11 +1074,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		t.Fatalf("legitimate flows fail before any flood: %s", lg.firstErr())
 	}
 	// A long-lived UDP session whose real tuple the ICMP errors quote.
-	real, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9500))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer real.Close()
+	real := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9500))
 	if !real.RoundTrip("real") {
 		t.Fatal("no echo on the quoted session")
 	}

@@ -254,22 +254,14 @@ func TestE2EPortExhaustion(t *testing.T) {
 	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
 	var ok []*natdlab.UDPFlow
 	for i := 0; i < 4; i++ {
-		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
+		f := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
 		if !f.RoundTrip("first") {
 			t.Fatalf("flow %d not answered with ports free", i)
 		}
 		ok = append(ok, f)
 	}
 	for i := 0; i < 3; i++ {
-		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
+		f := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
 		if f.RoundTrip("refused") {
 			t.Fatalf("flow %d answered with the four ports taken", 4+i)
 		}
@@ -600,11 +592,7 @@ func TestE2ENatctlAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
-	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flow.Close()
+	flow := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
 	for i := 0; i < 50; i++ {
 		if !flow.RoundTrip(fmt.Sprintf("known %02d", i)) {
 			t.Fatalf("datagram %d not answered", i)

@@ -247,11 +247,7 @@ func TestE2EMasqueradeAddressChange(t *testing.T) {
 		t.Fatalf("before the change the server saw %q, want %s", got, boxOut)
 	}
 	// Traffic that keeps flowing during the change: a long-lived flow.
-	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 7201))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flow.Close()
+	flow := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 7201))
 	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 7201))
 	if !flow.RoundTrip("before") {
 		t.Fatal("long-lived flow does not work before the change")

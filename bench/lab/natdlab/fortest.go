@@ -60,3 +60,15 @@ func EchoTCP(tb testing.TB, ns string, addr netip.AddrPort) {
 	tb.Cleanup(func() { ln.Close() })
 	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
 }
+
+// MustUDPFlow is NewUDPFlow for a test: it fails tb when the socket cannot
+// be opened and closes the flow when the test ends.
+func MustUDPFlow(tb testing.TB, ns string, local netip.Addr, server netip.AddrPort) *UDPFlow {
+	tb.Helper()
+	f, err := NewUDPFlow(ns, local, server)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	return f
+}
