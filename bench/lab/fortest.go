@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,15 +32,23 @@ func RequireBench(tb testing.TB, opts ...Option) *Bench {
 
 // requireLab is RequireNAT and RequireBench with the topology's
 // constructor as a parameter.
-func requireLab[T interface{ Close() error }](tb testing.TB, build func(...Option) (T, error), opts []Option) T {
+func requireLab[T io.Closer](tb testing.TB, build func(...Option) (T, error), opts []Option) T {
 	tb.Helper()
 	Require(tb)
 	l, err := build(opts...)
+	return CloseAtEnd(tb, l, err)
+}
+
+// CloseAtEnd is the tail of the labs' constructors for tests: it fails tb
+// on err, or else closes v when the test and its subtests end
+// (tb.Cleanup), and returns v.
+func CloseAtEnd[T io.Closer](tb testing.TB, v T, err error) T {
+	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { l.Close() })
-	return l
+	tb.Cleanup(func() { v.Close() })
+	return v
 }
 
 // RequireBenchmark gates a lab benchmark: it skips tb unless XNAT_BENCH=1

@@ -42,11 +42,7 @@ func RequireEnv(tb testing.TB, opts Options) *Env {
 func EchoUDP(tb testing.TB, ns string, addr netip.AddrPort) {
 	tb.Helper()
 	c, err := ListenUDP(ns, addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	go Echo(c)
+	go Echo(lab.CloseAtEnd(tb, c, err))
 }
 
 // EchoTCP serves a TCP echo (any number of connections) in ns on addr
@@ -54,11 +50,7 @@ func EchoUDP(tb testing.TB, ns string, addr netip.AddrPort) {
 func EchoTCP(tb testing.TB, ns string, addr netip.AddrPort) {
 	tb.Helper()
 	ln, err := ListenTCP(ns, addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
+	go lab.ServeTCP(lab.CloseAtEnd(tb, ln, err), func(c net.Conn) { io.Copy(c, c) })
 }
 
 // MustUDPFlow is NewUDPFlow for a test: it fails tb when the socket cannot
@@ -66,9 +58,5 @@ func EchoTCP(tb testing.TB, ns string, addr netip.AddrPort) {
 func MustUDPFlow(tb testing.TB, ns string, local netip.Addr, server netip.AddrPort) *UDPFlow {
 	tb.Helper()
 	f, err := NewUDPFlow(ns, local, server)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { f.Close() })
-	return f
+	return lab.CloseAtEnd(tb, f, err)
 }
