@@ -549,10 +549,7 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	var sentinels []*sentinel
 	udpSentinel := func(name, ns string, local netip.Addr, to netip.AddrPort) {
 		c, err := natdlab.ListenUDP(ns, netip.AddrPortFrom(local, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		lab.CloseAtEnd(t, c, err)
 		s := &sentinel{name: name}
 		sentinels = append(sentinels, s)
 		wg.Add(1)

@@ -208,12 +208,10 @@ func TestE2EMasquerade(t *testing.T) {
 type sourceEcho struct{ c *net.UDPConn }
 
 func newSourceEcho(t *testing.T, ns string, at netip.AddrPort) *sourceEcho {
+	t.Helper()
 	c, err := natdlab.ListenUDP(ns, at)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab.CloseAtEnd(t, c, err)
 	go lab.ServeUDP(c, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.Addr().String()) })
-	t.Cleanup(func() { c.Close() })
 	return &sourceEcho{c: c}
 }
 
