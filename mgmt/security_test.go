@@ -35,6 +35,7 @@ import (
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func TestSocketPermissions(t *testing.T) {
@@ -378,7 +379,7 @@ func TestMTLS(t *testing.T) {
 
 	core := newCore(t)
 	logs := &lab.LogBuffer{}
-	srv := serve(t, core, mgmt.ServerOptions{
+	srv := mgmttest.Server(t, core, mgmt.ServerOptions{
 		TCPAddr: "127.0.0.1:0", TLSCertFile: srvCert, TLSKeyFile: srvKey, TLSClientCAFile: good.file,
 		AdminIdentities: []string{"CN=ops-admin", "OU=netops"},
 		Logger:          slog.New(slog.NewJSONHandler(logs, nil)),
@@ -491,7 +492,7 @@ func TestMTLS(t *testing.T) {
 func TestInsecureTCPIsReadOnlyAndWarns(t *testing.T) {
 	core := newCore(t)
 	logs := &lab.LogBuffer{}
-	srv := serve(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	srv := mgmttest.Server(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if !strings.Contains(logs.String(), `"level":"WARN","msg":"serving the management API on plain TCP without authentication: for labs only"`) {
 		t.Errorf("no warning:\n%s", logs)
 	}
