@@ -1,12 +1,16 @@
 package natdlab
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // logTail is how much of natd's log RequireEnv shows for a failed test:
@@ -59,4 +63,12 @@ func MustUDPFlow(tb testing.TB, ns string, local netip.Addr, server netip.AddrPo
 	tb.Helper()
 	f, err := NewUDPFlow(ns, local, server)
 	return lab.CloseAtEnd(tb, f, err)
+}
+
+// WaitLog waits, with a generous deadline, for natd to log a line
+// containing want, and fails tb if it does not. RequireEnv shows the log
+// of a failed test.
+func (e *Env) WaitLog(tb testing.TB, want string) {
+	tb.Helper()
+	wait.Until(tb, fmt.Sprintf("natd to log %q", want), 10*time.Second, func() bool { return strings.Contains(e.Log(), want) })
 }
