@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // The set-up every privileged test repeats, in one place: the lab policy
@@ -134,4 +136,19 @@ func StopGroup(cmd *exec.Cmd, sig syscall.Signal, grace time.Duration) {
 		syscall.Kill(pg, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// WaitFootprint waits, with a generous deadline, until the labs of process
+// pid (a test's child that builds one) hold at least want namespaces, and
+// returns their footprint. It fails tb if they never do.
+func WaitFootprint(tb testing.TB, pid, want int) Footprint {
+	tb.Helper()
+	var f Footprint
+	if !wait.For(3*time.Minute, func() bool {
+		f = FootprintOf(pid)
+		return len(f.Namespaces) >= want
+	}) {
+		tb.Fatalf("process %d's lab has namespaces %v after 3 minutes, want %d", pid, f.Namespaces, want)
+	}
+	return f
 }
