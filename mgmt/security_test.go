@@ -32,6 +32,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
@@ -471,9 +472,7 @@ func TestMTLS(t *testing.T) {
 	// The server logs a refused handshake on its own goroutine, after the
 	// client has already seen the failure: wait for the log line.
 	refused := func() int { return strings.Count(logs.String(), `"msg":"refused a TLS connection"`) }
-	for deadline := time.Now().Add(10 * time.Second); refused() < 3 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(10*time.Second, func() bool { return refused() >= 3 })
 	if n := refused(); n < 3 {
 		t.Errorf("%d refused TLS connections logged, want at least 3:\n%s", n, logs)
 	}

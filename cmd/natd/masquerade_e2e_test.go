@@ -18,6 +18,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // Masquerade end-to-end tests: natd's pool is the outside interface's own
@@ -290,19 +291,16 @@ func TestE2EMasqueradeAddressChange(t *testing.T) {
 	}
 	// The old sessions were flushed, each with its event.
 	oldDeleted := regexp.MustCompile(`"type":"session_deleted"[^\n]*"outside":"` + regexp.QuoteMeta(boxOut.String()) + `:`)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(events)
-		if n := len(oldDeleted.FindAll(b, -1)); n >= 2 {
-			// At least the probe's flow and the long-lived one.
-			t.Logf("%d session_deleted events for %s, %v after the change", n, boxOut, time.Since(changed).Round(time.Millisecond))
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 2 session_deleted events for the old address in %s:\n%s", events, b)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var b []byte
+	var n int
+	if !wait.For(10*time.Second, func() bool {
+		b, _ = os.ReadFile(events)
+		n = len(oldDeleted.FindAll(b, -1))
+		return n >= 2 // at least the probe's flow and the long-lived one
+	}) {
+		t.Fatalf("fewer than 2 session_deleted events for the old address in %s:\n%s", events, b)
 	}
+	t.Logf("%d session_deleted events for %s, %v after the change", n, boxOut, time.Since(changed).Round(time.Millisecond))
 	if out := e.Log(); !strings.Contains(out, "address changed") {
 		t.Fatalf("no log line about the change:\n%s", out)
 	}
