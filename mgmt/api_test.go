@@ -20,6 +20,7 @@ import (
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func wantCode(t *testing.T, err error, code codes.Code, contains string) {
@@ -533,13 +534,7 @@ func BenchmarkStreamSessions(b *testing.B) {
 		}
 	}
 	sock := filepath.Join(b.TempDir(), "natd.sock")
-	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{SocketPath: sock, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go srv.Serve(sctx)
+	mgmttest.Server(b, core, mgmt.ServerOptions{SocketPath: sock, Logger: slog.New(slog.DiscardHandler)})
 	c, err := client.Dial(client.Options{Socket: sock})
 	if err != nil {
 		b.Fatal(err)

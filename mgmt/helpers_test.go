@@ -48,7 +48,7 @@ func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
 	if mod != nil {
 		mod(&opts)
 	}
-	e.srv = serve(t, core, opts)
+	e.srv = mgmttest.Server(t, core, opts)
 	var err error
 	if e.admin, err = client.Dial(client.Options{Socket: e.sock}); err != nil {
 		t.Fatal(err)
@@ -59,17 +59,6 @@ func newEnv(t *testing.T, mod func(*mgmt.ServerOptions)) *env {
 	}
 	t.Cleanup(func() { e.ro.Close() })
 	return e
-}
-
-// serve runs a server until the test ends.
-func serve(t *testing.T, core mgmt.Core, opts mgmt.ServerOptions) *mgmt.Server {
-	t.Helper()
-	srv, err := mgmt.NewServer(core, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgmttest.Serve(t, srv.Serve)
-	return srv
 }
 
 func ctx(t *testing.T) context.Context {

@@ -32,9 +32,11 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/client"
+	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
 func TestSocketPermissions(t *testing.T) {
@@ -378,7 +380,7 @@ func TestMTLS(t *testing.T) {
 
 	core := newCore(t)
 	logs := &lab.LogBuffer{}
-	srv := serve(t, core, mgmt.ServerOptions{
+	srv := mgmttest.Server(t, core, mgmt.ServerOptions{
 		TCPAddr: "127.0.0.1:0", TLSCertFile: srvCert, TLSKeyFile: srvKey, TLSClientCAFile: good.file,
 		AdminIdentities: []string{"CN=ops-admin", "OU=netops"},
 		Logger:          slog.New(slog.NewJSONHandler(logs, nil)),
@@ -470,9 +472,7 @@ func TestMTLS(t *testing.T) {
 	// The server logs a refused handshake on its own goroutine, after the
 	// client has already seen the failure: wait for the log line.
 	refused := func() int { return strings.Count(logs.String(), `"msg":"refused a TLS connection"`) }
-	for deadline := time.Now().Add(10 * time.Second); refused() < 3 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(10*time.Second, func() bool { return refused() >= 3 })
 	if n := refused(); n < 3 {
 		t.Errorf("%d refused TLS connections logged, want at least 3:\n%s", n, logs)
 	}
@@ -491,7 +491,7 @@ func TestMTLS(t *testing.T) {
 func TestInsecureTCPIsReadOnlyAndWarns(t *testing.T) {
 	core := newCore(t)
 	logs := &lab.LogBuffer{}
-	srv := serve(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	srv := mgmttest.Server(t, core, mgmt.ServerOptions{TCPAddr: "127.0.0.1:0", Insecure: true, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if !strings.Contains(logs.String(), `"level":"WARN","msg":"serving the management API on plain TCP without authentication: for labs only"`) {
 		t.Errorf("no warning:\n%s", logs)
 	}

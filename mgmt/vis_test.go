@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -131,9 +132,9 @@ func TestVisTraceAndCaptureAudited(t *testing.T) {
 		t.Fatalf("capture of 2 frames did not end: %v", err)
 	}
 	// The end of each session is audited too, with its request.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ends := 0
+	ends := 0
+	if !wait.For(15*time.Second, func() bool {
+		ends = 0
 		for _, line := range strings.Split(e.log.String(), "\n") {
 			var rec map[string]any
 			if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "audit" || rec["result"] != "OK" {
@@ -143,12 +144,8 @@ func TestVisTraceAndCaptureAudited(t *testing.T) {
 				ends++
 			}
 		}
-		if ends == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d session ends audited; log:\n%s", ends, e.log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+		return ends == 2
+	}) {
+		t.Fatalf("%d session ends audited; log:\n%s", ends, e.log.String())
 	}
 }

@@ -1,7 +1,6 @@
 package ring
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,38 +23,28 @@ func pipe(b *testing.B, producers, consumers, burst int, enq func([]uint64) int,
 	var received atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	for p := range producers {
-		share := n / producers
-		if p == 0 {
-			share += n % producers
+	goProducers(&wg, n, producers, func(share int) {
+		src := make([]uint64, burst)
+		for i := range src {
+			src[i] = uint64(i)
 		}
-		wg.Go(func() {
-			src := make([]uint64, burst)
-			for i := range src {
-				src[i] = uint64(i)
+		var b backoff
+		for share > 0 {
+			k := enq(src[:min(burst, share)])
+			share -= k
+			if k == 0 {
+				b.fail()
 			}
-			var fails int
-			for share > 0 {
-				k := enq(src[:min(burst, share)])
-				share -= k
-				if k == 0 {
-					if fails++; fails%16 == 0 {
-						runtime.Gosched()
-					}
-				}
-			}
-		})
-	}
+		}
+	})
 	for range consumers {
 		wg.Go(func() {
 			dst := make([]uint64, burst)
-			var fails int
+			var b backoff
 			for received.Load() < int64(n) {
 				k := deq(dst)
 				if k == 0 {
-					if fails++; fails%16 == 0 {
-						runtime.Gosched()
-					}
+					b.fail()
 					continue
 				}
 				received.Add(int64(k))
@@ -67,23 +56,30 @@ func pipe(b *testing.B, producers, consumers, burst int, enq func([]uint64) int,
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "items/s")
 }
 
+// goProducers starts producers goroutines on wg, each running produce
+// with its share of the n values; the shares add up to n, the first
+// producer taking the remainder.
+func goProducers(wg *sync.WaitGroup, n, producers int, produce func(share int)) {
+	for p := range producers {
+		share := n / producers
+		if p == 0 {
+			share += n % producers
+		}
+		wg.Go(func() { produce(share) })
+	}
+}
+
 // chanPipe is pipe for a buffered channel, one item per operation.
 func chanPipe(b *testing.B, producers, consumers int) {
 	n := b.N
 	ch := make(chan uint64, benchCapacity)
 	var prodWG, consWG sync.WaitGroup
 	b.ResetTimer()
-	for p := range producers {
-		share := n / producers
-		if p == 0 {
-			share += n % producers
+	goProducers(&prodWG, n, producers, func(share int) {
+		for i := range share {
+			ch <- uint64(i)
 		}
-		prodWG.Go(func() {
-			for i := range share {
-				ch <- uint64(i)
-			}
-		})
-	}
+	})
 	var sink atomic.Uint64
 	for range consumers {
 		consWG.Go(func() {

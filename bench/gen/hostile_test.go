@@ -12,6 +12,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 func testHostile(t *testing.T) *Hostile {
@@ -146,19 +147,8 @@ func TestSendFramesLab(t *testing.T) {
 		t.Fatalf("sent %d of 5000 (%d unsent)", res.Sent, res.Unsent)
 	}
 	var rx1 uint64
-	if !waitCond(5*time.Second, func() bool { rx1, _, _ = lab.LinkStats(b.DUT, lab.DUTInside); return rx1-rx0 >= 5000 }) {
+	if !wait.For(5*time.Second, func() bool { rx1, _, _ = lab.LinkStats(b.DUT, lab.DUTInside); return rx1-rx0 >= 5000 }) {
 		t.Fatalf("the DUT received %d of 5000", rx1-rx0)
 	}
 	t.Logf("sent %d frames in %.3f s", res.Sent, res.Seconds)
-}
-
-func waitCond(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }

@@ -51,10 +51,17 @@ func labConfig(b *lab.Bench, mode Mode, proto uint8, flows uint32) Config {
 	}
 }
 
-func logResult(t *testing.T, r *Result) {
+// runLogged runs cfg, fails t if the run fails, and logs the result as
+// JSON, the record a reader compares with the assertions that follow.
+func runLogged(t *testing.T, cfg Config) *Result {
 	t.Helper()
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	js, _ := json.MarshalIndent(r, "", "  ")
 	t.Logf("%s", js)
+	return r
 }
 
 // TestOneWayThroughKernelForwarder: a short paced run gen -> DUT (plain
@@ -72,11 +79,7 @@ func TestOneWayThroughKernelForwarder(t *testing.T) {
 			var prog strings.Builder
 			cfg.Progress = &prog
 			cfg.ProgressEvery = 250 * time.Millisecond
-			r, err := Run(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			logResult(t, r)
+			r := runLogged(t, cfg)
 			// The pacer's rate is checked with a fake clock
 			// (TestPacerRate); here only that the first burst, which
 			// the pacer allows at once, went out.
@@ -149,11 +152,7 @@ func TestBidirThroughNATLearnsMappings(t *testing.T) {
 			if proto == header.ProtocolTCP {
 				cfg.Flows.SrcPorts.First = 3000
 			}
-			r, err := Run(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			logResult(t, r)
+			r := runLogged(t, cfg)
 			ret := r.Return
 			if ret == nil || r.Mappings == nil || r.RX == nil {
 				t.Fatal("no return or mapping results")
@@ -181,11 +180,7 @@ func TestConnRate(t *testing.T) {
 		b := routedBench(t, lab.WithIPForward())
 		cfg := labConfig(b, ConnRate, header.ProtocolUDP, 64000)
 		cfg.Rate = 3000
-		r, err := Run(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		logResult(t, r)
+		r := runLogged(t, cfg)
 		s := r.Sessions
 		if s == nil || s.NewFlows != r.TX.Packets || s.Through != r.TX.Packets || s.Exhausted || s.ThroughPerSecond <= 0 {
 			t.Fatalf("sessions %+v, tx %d", s, r.TX.Packets)
@@ -197,11 +192,7 @@ func TestConnRate(t *testing.T) {
 		cfg := labConfig(b, ConnRateBidir, header.ProtocolTCP, flows)
 		cfg.Rate = 0 // as fast as possible: the flows run out long before the duration
 		cfg.Duration = 2 * time.Second
-		r, err := Run(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		logResult(t, r)
+		r := runLogged(t, cfg)
 		s := r.Sessions
 		if s == nil || !s.Exhausted || s.NewFlows != flows || s.Through != flows || s.Established != flows ||
 			s.HandshakeAcks != flows || s.HandshakesDone != flows {
@@ -220,11 +211,7 @@ func TestTwoQueues(t *testing.T) {
 	cfg := labConfig(b, OneWay, header.ProtocolUDP, 1000)
 	cfg.TxQueues, cfg.RxQueues = 2, 2
 	cfg.Streams = 7 // rounded up to 8, a multiple of the TX queues
-	r, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logResult(t, r)
+	r := runLogged(t, cfg)
 	if r.Config.Streams != 8 || len(r.Config.TxCPUs) != 2 || len(r.Config.RxCPUs) != 2 {
 		t.Fatalf("config %+v", r.Config)
 	}

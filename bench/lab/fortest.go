@@ -1,12 +1,15 @@
 package lab
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // The set-up every privileged test repeats, in one place: the lab policy
@@ -31,15 +34,23 @@ func RequireBench(tb testing.TB, opts ...Option) *Bench {
 
 // requireLab is RequireNAT and RequireBench with the topology's
 // constructor as a parameter.
-func requireLab[T interface{ Close() error }](tb testing.TB, build func(...Option) (T, error), opts []Option) T {
+func requireLab[T io.Closer](tb testing.TB, build func(...Option) (T, error), opts []Option) T {
 	tb.Helper()
 	Require(tb)
 	l, err := build(opts...)
+	return CloseAtEnd(tb, l, err)
+}
+
+// CloseAtEnd is the tail of the labs' constructors for tests: it fails tb
+// on err, or else closes v when the test and its subtests end
+// (tb.Cleanup), and returns v.
+func CloseAtEnd[T io.Closer](tb testing.TB, v T, err error) T {
+	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { l.Close() })
-	return l
+	tb.Cleanup(func() { v.Close() })
+	return v
 }
 
 // RequireBenchmark gates a lab benchmark: it skips tb unless XNAT_BENCH=1
@@ -125,4 +136,19 @@ func StopGroup(cmd *exec.Cmd, sig syscall.Signal, grace time.Duration) {
 		syscall.Kill(pg, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// WaitFootprint waits, with a generous deadline, until the labs of process
+// pid (a test's child that builds one) hold at least want namespaces, and
+// returns their footprint. It fails tb if they never do.
+func WaitFootprint(tb testing.TB, pid, want int) Footprint {
+	tb.Helper()
+	var f Footprint
+	if !wait.For(3*time.Minute, func() bool {
+		f = FootprintOf(pid)
+		return len(f.Namespaces) >= want
+	}) {
+		tb.Fatalf("process %d's lab has namespaces %v after 3 minutes, want %d", pid, f.Namespaces, want)
+	}
+	return f
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // childEnv makes this test binary a lab-building child (see labChild)
@@ -126,23 +128,6 @@ func (c *child) ready(t *testing.T) int {
 // drain reads the child's output until it ends.
 func (c *child) drain() { go io.Copy(io.Discard, c.Stdout) }
 
-// footprint polls, with a generous deadline, until the child's lab has at
-// least want namespaces, and returns its footprint.
-func footprint(t *testing.T, pid, want int) Footprint {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		f := FootprintOf(pid)
-		if len(f.Namespaces) >= want {
-			return f
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d's lab has namespaces %v after 2 minutes, want %d", pid, f.Namespaces, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // assertGone checks that nothing of the child's lab is left: no namespace
 // or directory under its name, no process in (or holding) any namespace
 // it had, hence no veth, and no change to the root namespace's links.
@@ -184,11 +169,11 @@ func TestTeardownOnSignal(t *testing.T) {
 			pid := ch.Cmd.Process.Pid
 			var had Footprint
 			if c.early {
-				had = footprint(t, pid, 1)
+				had = WaitFootprint(t, pid, 1)
 				ch.drain()
 			} else {
 				ready := ch.ready(t)
-				had = footprint(t, pid, labNamespaces)
+				had = WaitFootprint(t, pid, labNamespaces)
 				if len(had.Dirs) == 0 {
 					t.Fatal("the child's temporary directory is missing")
 				}
@@ -216,7 +201,7 @@ func TestNextLabSweepsLabOfKilledProcess(t *testing.T) {
 	ch := startChild(t)
 	pid := ch.Cmd.Process.Pid
 	ready := ch.ready(t)
-	had := footprint(t, pid, 6)
+	had := WaitFootprint(t, pid, 6)
 	ch.drain()
 	if err := ch.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -289,7 +274,7 @@ func TestInheritedIgnoredSignalStaysIgnored(t *testing.T) {
 	ch := startChildArgs(t, "nohup", os.Args[0])
 	pid := ch.Cmd.Process.Pid // nohup execs the test binary
 	ch.ready(t)
-	had := footprint(t, pid, 6)
+	had := WaitFootprint(t, pid, 6)
 	ch.drain()
 	// Signals are handled in the order sent: had SIGHUP not been
 	// ignored, it would have torn the lab down and killed the child.
@@ -335,13 +320,9 @@ func TestHoldersIgnoresReusedNamespaceIdentity(t *testing.T) {
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		id := mustStatNS(t, name)
-		deadline := time.Now().Add(time.Minute)
-		for !strings.Contains(holders(map[nsID]string{id: name}, true)[cmd.Process.Pid], "an open file") {
-			if time.Now().After(deadline) {
-				t.Fatalf("sh %d did not open %s within a minute", cmd.Process.Pid, name)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.Until(t, fmt.Sprintf("sh %d to open %s", cmd.Process.Pid, name), time.Minute, func() bool {
+			return strings.Contains(holders(map[nsID]string{id: name}, true)[cmd.Process.Pid], "an open file")
+		})
 		return cmd.Process.Pid
 	}
 	// A real holder of a is reported.

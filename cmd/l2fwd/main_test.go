@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 func buildL2fwd(t *testing.T) string {
@@ -52,15 +53,12 @@ func TestForwardPingAndUDP(t *testing.T) {
 				}
 			}
 			defer stop()
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				_, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "198.18.0.2")
-				if err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("no ping through l2fwd: %v\nstderr: %s", err, stderr.String())
-				}
+			var err error
+			if !wait.For(10*time.Second, func() bool {
+				_, err = lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "198.18.0.2")
+				return err == nil
+			}) {
+				t.Fatalf("no ping through l2fwd: %v\nstderr: %s", err, stderr.String())
 			}
 			if out, err := lab.Exec(n.In1, "ping", "-c", "10", "-i", "0.05", "-W", "1", "198.18.0.2"); err != nil {
 				t.Fatalf("ping: %v\n%s", err, out)

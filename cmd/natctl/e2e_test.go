@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt/events"
 )
 
@@ -278,9 +279,5 @@ func TestNoStdoutOnFailure(t *testing.T) {
 // stream has n subscribers.
 func waitSubscribers(t *testing.T, e *testEnv, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); e.core.Events.Stats().Subscribers != n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("event subscribers: %d, want %d", e.core.Events.Stats().Subscribers, n)
-		}
-	}
+	wait.Until(t, strconv.Itoa(n)+" event subscribers", 20*time.Second, func() bool { return e.core.Events.Stats().Subscribers == n })
 }

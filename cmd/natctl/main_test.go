@@ -42,15 +42,11 @@ func newTestEnv(t *testing.T) *testEnv {
 	}
 	dir := t.TempDir()
 	e := &testEnv{core: core, admin: filepath.Join(dir, "natd.sock"), ro: filepath.Join(dir, "natd-ro.sock")}
-	srv, err := mgmt.NewServer(core, mgmt.ServerOptions{
+	mgmttest.Server(t, core, mgmt.ServerOptions{
 		SocketPath: e.admin, ReadOnlySocketPath: e.ro,
 		Logger: slog.New(slog.DiscardHandler),
 		Now:    func() time.Time { return mgmttest.StartTime.Add(90 * time.Minute) },
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgmttest.Serve(t, srv.Serve)
 	return e
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -250,28 +249,6 @@ func tcpExchange(c net.Conn) func(string) error {
 		}
 		return nil
 	}
-}
-
-// echoUDP serves a UDP echo in ns on addr until the test ends.
-func echoUDP(t *testing.T, ns string, addr netip.AddrPort) {
-	t.Helper()
-	c, err := natdlab.ListenUDP(ns, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go natdlab.Echo(c)
-}
-
-// echoTCP serves a TCP echo (any number of connections) in ns on addr.
-func echoTCP(t *testing.T, ns string, addr netip.AddrPort) {
-	t.Helper()
-	ln, err := natdlab.ListenTCP(ns, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go lab.ServeTCP(ln, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // churnUDP opens waves of short UDP flows from clientNS (source addresses
@@ -549,17 +526,17 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 
 	// Servers: echo on the outside server; echo on in2 for the forwards
 	// (sentinel and dynamic) and on each static mapping's inside address.
-	echoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9400))
-	echoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9401))
-	echoTCP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9402))
-	echoTCP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 80))
-	echoUDP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 5300))
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9400))
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9401))
+	natdlab.EchoTCP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9402))
+	natdlab.EchoTCP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 80))
+	natdlab.EchoUDP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 5300))
 	for k := 0; k < dynSlots; k++ {
 		_, _, in := dynForward(k)
-		echoUDP(t, e.In2, netip.MustParseAddrPort(in))
+		natdlab.EchoUDP(t, e.In2, netip.MustParseAddrPort(in))
 	}
 	for _, a := range staticIns {
-		echoUDP(t, e.In2, netip.AddrPortFrom(a, 5302))
+		natdlab.EchoUDP(t, e.In2, netip.AddrPortFrom(a, 5302))
 	}
 	if _, err := natdlab.Ping(e.In1, natdlab.Server, 1); err != nil {
 		t.Fatal(err)
@@ -572,10 +549,7 @@ func TestE2EReconfigUnderLoad(t *testing.T) {
 	var sentinels []*sentinel
 	udpSentinel := func(name, ns string, local netip.Addr, to netip.AddrPort) {
 		c, err := natdlab.ListenUDP(ns, netip.AddrPortFrom(local, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		lab.CloseAtEnd(t, c, err)
 		s := &sentinel{name: name}
 		sentinels = append(sentinels, s)
 		wg.Add(1)
@@ -1084,10 +1058,10 @@ func TestE2EHostileOutside(t *testing.T) {
 		}
 		return nil
 	})
-	echoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9500))
-	echoTCP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9502))
-	echoTCP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 80))
-	echoUDP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 5300))
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9500))
+	natdlab.EchoTCP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9502))
+	natdlab.EchoTCP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 80))
+	natdlab.EchoUDP(t, e.In2, netip.AddrPortFrom(natdlab.In2, 5300))
 	if _, err := natdlab.Ping(e.In1, natdlab.Server, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -1097,11 +1071,7 @@ func TestE2EHostileOutside(t *testing.T) {
 		t.Fatalf("legitimate flows fail before any flood: %s", lg.firstErr())
 	}
 	// A long-lived UDP session whose real tuple the ICMP errors quote.
-	real, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9500))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer real.Close()
+	real := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9500))
 	if !real.RoundTrip("real") {
 		t.Fatal("no echo on the quoted session")
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/metrics"
 )
@@ -251,30 +252,17 @@ func TestE2E10kUDPFlows(t *testing.T) {
 // later ones are refused and counted, and the first four keep working.
 func TestE2EPortExhaustion(t *testing.T) {
 	e := startEnv(t, natdlab.Options{Config: natdlab.ConfigParams{PortsUDP: "40000-40003"}})
-	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9100))
 	var ok []*natdlab.UDPFlow
 	for i := 0; i < 4; i++ {
-		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
+		f := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
 		if !f.RoundTrip("first") {
 			t.Fatalf("flow %d not answered with ports free", i)
 		}
 		ok = append(ok, f)
 	}
 	for i := 0; i < 3; i++ {
-		f, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
+		f := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9100))
 		if f.RoundTrip("refused") {
 			t.Fatalf("flow %d answered with the four ports taken", 4+i)
 		}
@@ -331,15 +319,13 @@ func TestE2ELinkFlap(t *testing.T) {
 		t.Fatal("natd exited during the link flaps")
 	}
 	// Forwarding resumes without a restart.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := natdlab.Ping(e.In1, natdlab.Server, 2)
-		if err == nil && strings.Contains(out, " 0% packet loss") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no recovery after the link came back:\n%s", out)
-		}
+	var out string
+	if !wait.For(10*time.Second, func() bool {
+		var err error
+		out, err = natdlab.Ping(e.In1, natdlab.Server, 2)
+		return err == nil && strings.Contains(out, " 0% packet loss")
+	}) {
+		t.Fatalf("no recovery after the link came back:\n%s", out)
 	}
 	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7002)); err != nil {
 		t.Fatalf("TCP after the flaps: %v", err)
@@ -389,10 +375,8 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	// round trips.
 	waitSent := func(n int64, what string) {
 		t.Helper()
-		for deadline := time.Now().Add(15 * time.Second); sent.Load() <= n; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d echoes, want more than %d", what, sent.Load(), n)
-			}
+		if !wait.For(15*time.Second, func() bool { return sent.Load() > n }) {
+			t.Fatalf("%s: %d echoes, want more than %d", what, sent.Load(), n)
 		}
 	}
 	waitSent(10, "before the reload")
@@ -416,7 +400,7 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"reloaded", "section=poll_mode old=adaptive new=busy"} {
-		waitLog(t, e, want)
+		e.WaitLog(t, want)
 	}
 	// Traffic crosses the reload: more echoes complete after natd said
 	// it reloaded than had before the signal.
@@ -432,23 +416,12 @@ func TestE2EReloadUnderTraffic(t *testing.T) {
 	// An invalid file is refused and changes nothing.
 	os.WriteFile(e.ConfigPath, []byte(strings.Replace(newCfg, "inside_prefixes: [10.0.0.0/24]", "inside_prefixes: [bogus]", 1)), 0o644)
 	e.Signal(syscall.SIGHUP)
-	waitLog(t, e, "reload refused")
+	e.WaitLog(t, "reload refused")
 	if !e.Running() {
 		t.Fatalf("natd stopped after a refused reload:\n%s", e.Log())
 	}
 	if _, _, err := natdlab.TCPHello(e.In1, e.Out, netip.AddrPortFrom(natdlab.Server, 7003)); err != nil {
 		t.Fatalf("after a refused reload: %v", err)
-	}
-}
-
-// waitLog waits, with a generous deadline, for natd to log a line
-// containing want.
-func waitLog(t *testing.T, e *natdlab.Env, want string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.Log(), want); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("natd never logged %q:\n%s", want, e.Log())
-		}
 	}
 }
 
@@ -604,17 +577,8 @@ func TestE2ENatctlAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
-	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flow.Close()
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 9300))
+	flow := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 9300))
 	for i := 0; i < 50; i++ {
 		if !flow.RoundTrip(fmt.Sprintf("known %02d", i)) {
 			t.Fatalf("datagram %d not answered", i)

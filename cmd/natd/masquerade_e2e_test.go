@@ -18,6 +18,7 @@ import (
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // Masquerade end-to-end tests: natd's pool is the outside interface's own
@@ -208,12 +209,10 @@ func TestE2EMasquerade(t *testing.T) {
 type sourceEcho struct{ c *net.UDPConn }
 
 func newSourceEcho(t *testing.T, ns string, at netip.AddrPort) *sourceEcho {
+	t.Helper()
 	c, err := natdlab.ListenUDP(ns, at)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lab.CloseAtEnd(t, c, err)
 	go lab.ServeUDP(c, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.Addr().String()) })
-	t.Cleanup(func() { c.Close() })
 	return &sourceEcho{c: c}
 }
 
@@ -247,17 +246,8 @@ func TestE2EMasqueradeAddressChange(t *testing.T) {
 		t.Fatalf("before the change the server saw %q, want %s", got, boxOut)
 	}
 	// Traffic that keeps flowing during the change: a long-lived flow.
-	flow, err := natdlab.NewUDPFlow(e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 7201))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flow.Close()
-	echo, err := natdlab.ListenUDP(e.Out, netip.AddrPortFrom(natdlab.Server, 7201))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go natdlab.Echo(echo)
+	flow := natdlab.MustUDPFlow(t, e.In1, natdlab.In1, netip.AddrPortFrom(natdlab.Server, 7201))
+	natdlab.EchoUDP(t, e.Out, netip.AddrPortFrom(natdlab.Server, 7201))
 	if !flow.RoundTrip("before") {
 		t.Fatal("long-lived flow does not work before the change")
 	}
@@ -301,19 +291,16 @@ func TestE2EMasqueradeAddressChange(t *testing.T) {
 	}
 	// The old sessions were flushed, each with its event.
 	oldDeleted := regexp.MustCompile(`"type":"session_deleted"[^\n]*"outside":"` + regexp.QuoteMeta(boxOut.String()) + `:`)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(events)
-		if n := len(oldDeleted.FindAll(b, -1)); n >= 2 {
-			// At least the probe's flow and the long-lived one.
-			t.Logf("%d session_deleted events for %s, %v after the change", n, boxOut, time.Since(changed).Round(time.Millisecond))
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 2 session_deleted events for the old address in %s:\n%s", events, b)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var b []byte
+	var n int
+	if !wait.For(10*time.Second, func() bool {
+		b, _ = os.ReadFile(events)
+		n = len(oldDeleted.FindAll(b, -1))
+		return n >= 2 // at least the probe's flow and the long-lived one
+	}) {
+		t.Fatalf("fewer than 2 session_deleted events for the old address in %s:\n%s", events, b)
 	}
+	t.Logf("%d session_deleted events for %s, %v after the change", n, boxOut, time.Since(changed).Round(time.Millisecond))
 	if out := e.Log(); !strings.Contains(out, "address changed") {
 		t.Fatalf("no log line about the change:\n%s", out)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/bench/lab/natdlab"
 	"github.com/xnat/xnat/checksum"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt/mgmttest"
 )
 
@@ -52,10 +53,11 @@ func natctlStart(t *testing.T, e *natdlab.Env, out io.Writer, args ...string) (c
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(stderr.String(), "natctl: capturing") && !strings.Contains(stderr.String(), "natctl: tracing"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("natctl %v never started; stderr %s; natd log:\n%s", args, stderr, e.Log())
-		}
+	if !wait.For(15*time.Second, func() bool {
+		s := stderr.String()
+		return strings.Contains(s, "natctl: capturing") || strings.Contains(s, "natctl: tracing")
+	}) {
+		t.Fatalf("natctl %v never started; stderr %s; natd log:\n%s", args, stderr, e.Log())
 	}
 	return cmd, stderr
 }
@@ -107,10 +109,8 @@ func tcpdumpOn(t *testing.T, ns, dev, filter, file string) (stop func() int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "listening on"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump -i %s in %s did not start: %s", dev, ns, stderr.String())
-		}
+	if !wait.For(10*time.Second, func() bool { return strings.Contains(stderr.String(), "listening on") }) {
+		t.Fatalf("tcpdump -i %s in %s did not start: %s", dev, ns, stderr.String())
 	}
 	return func() int {
 		t.Helper()
@@ -234,12 +234,7 @@ func TestE2EVisibility(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	srv, err := natdlab.ListenUDP(e.Out, netip.MustParseAddrPort(server+":3478"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	go natdlab.Echo(srv)
+	natdlab.EchoUDP(t, e.Out, netip.MustParseAddrPort(server+":3478"))
 	o, _, code := natctlRun(t, e.ROSocket, "explain", "--side", "inside", "udp", in1+":40000", server+":3478")
 	if code != 0 || !strings.Contains(o, "new endpoint-independent mapping") || !strings.Contains(o, "40000 kept (RFC 4787 REQ-3") {
 		t.Fatalf("explain before the binding request (exit %d):\n%s", code, o)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -81,23 +82,6 @@ func (d *demoRun) waitLine(t *testing.T, s string, keep bool) {
 	}
 }
 
-// waitNamespaces polls, with a generous deadline, until the demo's lab has
-// at least want namespaces.
-func waitNamespaces(t *testing.T, pid, want int) lab.Footprint {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		f := lab.FootprintOf(pid)
-		if len(f.Namespaces) >= want {
-			return f
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demo %d's lab has %v after 3 minutes", pid, f.Namespaces)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // assertNoLab checks that nothing of the demo's lab is left: namespaces,
 // its directory (natd's configuration and sockets), a process in one of
 // its namespaces (so no veth either), or a natd.
@@ -137,11 +121,11 @@ func TestDemoTornDownOnSignal(t *testing.T) {
 			pid := d.Cmd.Process.Pid
 			var had lab.Footprint
 			if c.early {
-				had = waitNamespaces(t, pid, 1)
+				had = lab.WaitFootprint(t, pid, 1)
 				go io.Copy(io.Discard, d.Stdout)
 			} else {
 				d.waitLine(t, "natd is running.", c.closePipe)
-				had = waitNamespaces(t, pid, labNamespaces)
+				had = lab.WaitFootprint(t, pid, labNamespaces)
 				if len(running(natd)) == 0 {
 					t.Fatal("natd is not running")
 				}
@@ -160,7 +144,7 @@ func TestDemoKilledIsSweptByNextLab(t *testing.T) {
 	d := startDemo(t)
 	pid := d.Cmd.Process.Pid
 	d.waitLine(t, "natd is running.", false)
-	had := waitNamespaces(t, pid, 6)
+	had := lab.WaitFootprint(t, pid, 6)
 	if err := d.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -174,9 +158,6 @@ func TestDemoKilledIsSweptByNextLab(t *testing.T) {
 	}
 	defer next.Close()
 	// natd was SIGKILLed by the sweep; wait for the kernel to finish it.
-	deadline := time.Now().Add(time.Minute)
-	for len(running(natd)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(time.Minute, func() bool { return len(running(natd)) == 0 })
 	assertNoLab(t, pid, had, natd)
 }

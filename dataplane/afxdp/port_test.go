@@ -12,6 +12,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/xdpprog"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // fixture is the NAT lab with the XDP program on the box's outside veth,
@@ -196,14 +197,12 @@ func itoa(i int) string {
 }
 
 // waitPing retries a ping until it succeeds or the deadline passes.
-func waitPing(ns, dst string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := ping(ns, dst, 1)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-	}
+func waitPing(ns, dst string, d time.Duration) (err error) {
+	wait.For(d, func() bool {
+		err = ping(ns, dst, 1)
+		return err == nil
+	})
+	return err
 }
 
 func testEcho(t *testing.T, b Backend) {
@@ -360,13 +359,7 @@ func TestLinkDeletedAndRecreated(t *testing.T) {
 	}
 	// Until the port re-registers, the kernel (without XDP program) would
 	// answer pings itself, so wait for the registration first.
-	deadline := time.Now().Add(10 * time.Second)
-	for f.registrations() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("port did not re-register its socket after the interface came back")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(t, "the port to re-register its socket after the interface came back", 10*time.Second, func() bool { return f.registrations() >= 2 })
 	if err := waitPing(f.n.Out, boxAddr.String(), 10*time.Second); err != nil {
 		t.Fatalf("no recovery after re-creating the interface: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/xdpprog"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // pairFixture is the NAT lab with the XDP program on both of the box's
@@ -392,13 +393,7 @@ func TestSharedUMEMRecovery(t *testing.T) {
 		}
 	}
 	srv := lab.MustLink(t, f.n.Out, lab.HostDev)
-	deadline := time.Now().Add(10 * time.Second)
-	for f.registrations(1) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the outside port did not re-register its socket")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(t, "the outside port to re-register its socket", 10*time.Second, func() bool { return f.registrations(1) >= 2 })
 	// The server is a new interface with a new MAC: stop the forwarder to
 	// tell it, then forward again.
 	close(stop)

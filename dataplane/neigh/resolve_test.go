@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/xnat/xnat/dataplane/fwd"
@@ -90,6 +91,19 @@ func routeTables(rs [fwd.NumSides][]route) (out [fwd.NumSides]routeTable) {
 
 func (tt *testTable) drain() []posted { return drainAll(tt.req) }
 
+// expect resolves dst on side and fails t unless the answer is want and
+// the requests posted to the control goroutine since the last drain are
+// exactly posts.
+func (tt *testTable) expect(t *testing.T, side fwd.Side, dst string, want fwd.Resolution, posts ...posted) {
+	t.Helper()
+	if _, res := tt.Resolve(side, ip4(dst)); res != want {
+		t.Fatalf("Resolve(%v, %s) = %v, want %v", side, dst, res, want)
+	}
+	if got := tt.drain(); !slices.Equal(got, posts) {
+		t.Fatalf("Resolve(%v, %s) posted %v, want %v", side, dst, got, posts)
+	}
+}
+
 func TestResolve(t *testing.T) {
 	tt := newTestTable(2)
 	in1 := [6]byte{2, 0, 0, 0, 0, 0}
@@ -128,12 +142,7 @@ func TestResolveOnLinkZeroIsUnreachable(t *testing.T) {
 	tt := newTestTable(0)
 	tt.routes[fwd.Inside] = []route{mkRoute("0.0.0.0/0", 0)} // "default dev nat-in"
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Inside, ip4("0.0.0.0")); res != fwd.Unreachable {
-		t.Fatalf("0.0.0.0 on-link: %v", res)
-	}
-	if got := tt.drain(); len(got) != 0 {
-		t.Fatalf("posted %v for 0.0.0.0", got)
-	}
+	tt.expect(t, fwd.Inside, "0.0.0.0", fwd.Unreachable)
 }
 
 func TestResolveMissPostsAndGoesPending(t *testing.T) {
@@ -150,22 +159,12 @@ func TestResolveMissPostsAndGoesPending(t *testing.T) {
 	// A miss through a gateway asks for the gateway, not the destination.
 	tt.st.kernelGone(nkey{fwd.Outside, u32("198.18.0.2")})
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Outside, ip4("198.18.99.7")); res != fwd.Pending {
-		t.Fatalf("gateway miss: %v", res)
-	}
-	if got := tt.drain(); len(got) != 1 || got[0] != (posted{fwd.Outside, u32("198.18.0.2")}) {
-		t.Fatalf("posted %v, want the gateway", got)
-	}
+	tt.expect(t, fwd.Outside, "198.18.99.7", fwd.Pending, posted{fwd.Outside, u32("198.18.0.2")})
 	// The control goroutine turns the request into a probe and a Pending
 	// entry; further misses no longer post.
 	tt.st.request(nkey{fwd.Inside, u32("10.0.0.77")}, 0)
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.77")); res != fwd.Pending {
-		t.Fatalf("pending: %v", res)
-	}
-	if got := tt.drain(); len(got) != 0 {
-		t.Fatalf("pending entry posted %v", got)
-	}
+	tt.expect(t, fwd.Inside, "10.0.0.77", fwd.Pending)
 	tt.st.kernel(nkey{fwd.Inside, u32("10.0.0.77")}, nudReachable, macA, 1)
 	tt.publish()
 	if mac, res := tt.Resolve(fwd.Inside, ip4("10.0.0.77")); res != fwd.Resolved || mac != macA {
@@ -179,32 +178,19 @@ func TestResolveFailedAndRetry(t *testing.T) {
 	tt.st.request(k, 0)
 	tt.st.kernel(k, nudFailed, [6]byte{}, 3000*ms)
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.99")); res != fwd.Failed {
-		t.Fatalf("failed neighbour: %v", res)
-	}
-	if got := tt.drain(); len(got) != 0 {
-		t.Fatalf("unarmed failed entry posted %v", got)
-	}
+	tt.expect(t, fwd.Inside, "10.0.0.99", fwd.Failed) // not armed: no retry yet
 	tt.st.tick(4000 * ms)
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.99")); res != fwd.Pending {
-		t.Fatalf("armed failed neighbour: %v, want Pending (a retry is starting)", res)
-	}
-	if got := tt.drain(); len(got) != 1 {
-		t.Fatalf("armed failed entry posted %v", got)
-	}
+	// Armed: Pending, as a retry is starting.
+	tt.expect(t, fwd.Inside, "10.0.0.99", fwd.Pending, posted{fwd.Inside, u32("10.0.0.99")})
 }
 
 func TestResolveLinkDown(t *testing.T) {
 	tt := newTestTable(1)
 	tt.links[fwd.Inside].up = false
 	tt.publish()
-	if _, res := tt.Resolve(fwd.Inside, ip4("10.0.0.2")); res != fwd.Unreachable {
-		t.Fatalf("link down: %v", res)
-	}
-	if _, res := tt.Resolve(fwd.Outside, ip4("198.18.0.2")); res != fwd.Resolved {
-		t.Fatalf("other side affected: %v", res)
-	}
+	tt.expect(t, fwd.Inside, "10.0.0.2", fwd.Unreachable)
+	tt.expect(t, fwd.Outside, "198.18.0.2", fwd.Resolved) // the other side is unaffected
 }
 
 func TestSnapshotAndStats(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 type oneMAC struct{}
@@ -47,12 +48,11 @@ func TestRunnerForwardsAndStops(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			in.Inject(udpFrame())
 		}
-		deadline := time.Now().Add(5 * time.Second)
 		got := 0
-		for got < 10 && time.Now().Before(deadline) {
+		wait.For(5*time.Second, func() bool {
 			got += len(out.Drain())
-			time.Sleep(time.Millisecond)
-		}
+			return got >= 10
+		})
 		if got != 10 {
 			t.Fatalf("%v: forwarded %d of 10", mode, got)
 		}

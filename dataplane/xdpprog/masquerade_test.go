@@ -10,6 +10,7 @@ import (
 	"github.com/asavie/xdp"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 func TestPortBits(t *testing.T) {
@@ -42,16 +43,12 @@ func sendUDP(t *testing.T, ns string, dst netip.AddrPort) {
 // a's counters satisfy ok.
 func waitCounters(t *testing.T, a *Attachment, what string, ok func(Counters) bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c := counters(t, a)
-		if ok(c) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: counters %+v", what, c)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var c Counters
+	if !wait.For(5*time.Second, func() bool {
+		c = counters(t, a)
+		return ok(c)
+	}) {
+		t.Fatalf("%s: counters %+v", what, c)
 	}
 }
 

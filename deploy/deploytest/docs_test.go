@@ -269,13 +269,7 @@ func TestOperationsCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("natd's management server refuses the certificates: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		<-served
-	}()
+	mgmttest.Serve(t, srv.Serve)
 
 	addPool := func(certDir, who string) error {
 		c, err := client.Dial(client.Options{

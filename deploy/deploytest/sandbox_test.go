@@ -205,7 +205,7 @@ func TestUnitSandbox(t *testing.T) {
 	if err := e.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, e, "msg=reloaded", 10*time.Second)
+	e.WaitLog(t, "msg=reloaded")
 
 	if err := e.Stop(syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Errorf("natd did not stop cleanly on SIGTERM: %v", err)
@@ -290,17 +290,6 @@ func lastError(log string) string {
 		}
 	}
 	return lines[len(lines)-1]
-}
-
-func waitLog(t *testing.T, e *natdlab.Env, want string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(e.Log(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("natd never logged %q", want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // trace is what an strace -f log says natd did.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/internal/wait"
 	"github.com/xnat/xnat/mgmt/events"
 	"github.com/xnat/xnat/mgmt/export"
 )
@@ -53,13 +54,7 @@ func TestSinksGetEveryBatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { x.Run(ctx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for x.Stats().Written < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("events not written")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.Until(t, "2 events written", 10*time.Second, func() bool { return x.Stats().Written >= 2 })
 	cancel()
 	<-done
 	s := x.Stats()

@@ -3,6 +3,8 @@ package mgmttest
 import (
 	"context"
 	"testing"
+
+	"github.com/xnat/xnat/mgmt"
 )
 
 // Serve runs serve (a server's Serve, an exporter's Run) in its own
@@ -18,4 +20,17 @@ func Serve(t testing.TB, serve func(context.Context) error) {
 			t.Errorf("serve: %v", err)
 		}
 	})
+}
+
+// Server starts a management server over core with opts, as natd does,
+// and serves until the test ends (Serve). It fails the test when the
+// server cannot be made.
+func Server(t testing.TB, core mgmt.Core, opts mgmt.ServerOptions) *mgmt.Server {
+	t.Helper()
+	srv, err := mgmt.NewServer(core, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Serve(t, srv.Serve)
+	return srv
 }

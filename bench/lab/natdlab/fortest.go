@@ -1,9 +1,16 @@
 package natdlab
 
 import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/xnat/xnat/bench/lab"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // logTail is how much of natd's log RequireEnv shows for a failed test:
@@ -32,4 +39,36 @@ func RequireEnv(tb testing.TB, opts Options) *Env {
 		e.Close()
 	})
 	return e
+}
+
+// EchoUDP serves a UDP echo in ns on addr until the test ends: the far
+// end most flow tests talk to. It fails tb when it cannot listen.
+func EchoUDP(tb testing.TB, ns string, addr netip.AddrPort) {
+	tb.Helper()
+	c, err := ListenUDP(ns, addr)
+	go Echo(lab.CloseAtEnd(tb, c, err))
+}
+
+// EchoTCP serves a TCP echo (any number of connections) in ns on addr
+// until the test ends. It fails tb when it cannot listen.
+func EchoTCP(tb testing.TB, ns string, addr netip.AddrPort) {
+	tb.Helper()
+	ln, err := ListenTCP(ns, addr)
+	go lab.ServeTCP(lab.CloseAtEnd(tb, ln, err), func(c net.Conn) { io.Copy(c, c) })
+}
+
+// MustUDPFlow is NewUDPFlow for a test: it fails tb when the socket cannot
+// be opened and closes the flow when the test ends.
+func MustUDPFlow(tb testing.TB, ns string, local netip.Addr, server netip.AddrPort) *UDPFlow {
+	tb.Helper()
+	f, err := NewUDPFlow(ns, local, server)
+	return lab.CloseAtEnd(tb, f, err)
+}
+
+// WaitLog waits, with a generous deadline, for natd to log a line
+// containing want, and fails tb if it does not. RequireEnv shows the log
+// of a failed test.
+func (e *Env) WaitLog(tb testing.TB, want string) {
+	tb.Helper()
+	wait.Until(tb, fmt.Sprintf("natd to log %q", want), 10*time.Second, func() bool { return strings.Contains(e.Log(), want) })
 }

@@ -403,63 +403,62 @@ func (a *Appliance) Signal(sig syscall.Signal) error { return a.natd.Signal(sig)
 // Log returns natd's log so far (all its runs).
 func (a *Appliance) Log() string { return a.log.String() }
 
-func (a *Appliance) client() (*client.Client, error) {
-	return client.Dial(client.Options{Socket: a.Socket})
-}
-
-// BGP returns natd's BGP status.
-func (a *Appliance) BGP(ctx context.Context) (*xnatv1.BGPStatus, error) {
-	cl, err := a.client()
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	r, err := cl.GetBGPStatus(ctx, &xnatv1.GetBGPStatusRequest{})
-	if err != nil {
-		return nil, err
-	}
-	return r.Status, nil
-}
-
-// SetDrain drains or undrains natd through its API (as natctl does).
-func (a *Appliance) SetDrain(ctx context.Context, drain bool) error {
-	cl, err := a.client()
+// call runs f with a client of natd's management API and a 2 s deadline:
+// the one way the lab talks to an appliance, as natctl would.
+func (a *Appliance) call(ctx context.Context, f func(context.Context, *client.Client) error) error {
+	cl, err := client.Dial(client.Options{Socket: a.Socket})
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err = cl.SetDrain(ctx, &xnatv1.SetDrainRequest{Drain: drain})
-	return err
+	return f(ctx, cl)
+}
+
+// BGP returns natd's BGP status.
+func (a *Appliance) BGP(ctx context.Context) (st *xnatv1.BGPStatus, err error) {
+	err = a.call(ctx, func(ctx context.Context, cl *client.Client) error {
+		r, err := cl.GetBGPStatus(ctx, &xnatv1.GetBGPStatusRequest{})
+		if err == nil {
+			st = r.Status
+		}
+		return err
+	})
+	return st, err
+}
+
+// SetDrain drains or undrains natd through its API (as natctl does).
+func (a *Appliance) SetDrain(ctx context.Context, drain bool) error {
+	return a.call(ctx, func(ctx context.Context, cl *client.Client) error {
+		_, err := cl.SetDrain(ctx, &xnatv1.SetDrainRequest{Drain: drain})
+		return err
+	})
 }
 
 // openTCP lists natd's open TCP connections (established or closing), for
-// a failure message.
+// a failure message; an error ends the list.
 func (a *Appliance) openTCP(ctx context.Context) string {
-	cl, err := a.client()
-	if err != nil {
-		return err.Error()
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	var b strings.Builder
-	token := ""
-	for {
-		r, err := cl.ListSessions(ctx, &xnatv1.ListSessionsRequest{PageSize: 1000, PageToken: token})
-		if err != nil {
-			return b.String() + err.Error()
-		}
-		for _, s := range r.Sessions {
-			if s.Protocol == xnatv1.Protocol_PROTOCOL_TCP && (s.State == "established" || s.State == "closing") {
-				fmt.Fprintf(&b, "\n  %s:%d -> %s:%d %s last seen %s", s.Inside.GetAddr(), s.Inside.GetPort(), s.Remote.GetAddr(), s.Remote.GetPort(), s.State, s.LastSeen.AsTime().Format("15:04:05.000"))
+	err := a.call(ctx, func(ctx context.Context, cl *client.Client) error {
+		token := ""
+		for {
+			r, err := cl.ListSessions(ctx, &xnatv1.ListSessionsRequest{PageSize: 1000, PageToken: token})
+			if err != nil {
+				return err
+			}
+			for _, s := range r.Sessions {
+				if s.Protocol == xnatv1.Protocol_PROTOCOL_TCP && (s.State == "established" || s.State == "closing") {
+					fmt.Fprintf(&b, "\n  %s:%d -> %s:%d %s last seen %s", s.Inside.GetAddr(), s.Inside.GetPort(), s.Remote.GetAddr(), s.Remote.GetPort(), s.State, s.LastSeen.AsTime().Format("15:04:05.000"))
+				}
+			}
+			if token = r.NextPageToken; token == "" {
+				return nil
 			}
 		}
-		if token = r.NextPageToken; token == "" {
-			return b.String()
-		}
+	})
+	if err != nil {
+		b.WriteString(err.Error())
 	}
+	return b.String()
 }

@@ -275,9 +275,27 @@ func (p *Port) frame(idx uint32) []byte {
 	return p.mem[base : base : base+p.fs]
 }
 
-// index validates a Handle passed in by the worker and returns the frame
-// index. It panics if the Handle is not one of this port's frames.
-func (p *Port) index(h uint64, op string) uint32 {
+// take and give are the one home of the worker's frame ownership
+// (frames.held): take when a frame reaches the worker from a ring (RxBurst,
+// Alloc), give when the worker hands one back (TxBurst, Free). Each panics,
+// naming op, on a frame that breaks ownership; why says how it could have
+// happened.
+
+// take records that the worker holds frame idx, which came to it from a
+// ring. A frame the worker already holds means a ring carried it twice.
+// It inlines, so a received frame costs no call.
+func (p *Port) take(idx uint32, op, why string) {
+	if p.held[idx] {
+		badOwner(op, idx, why, "while the worker holds it")
+	}
+	p.held[idx] = true
+}
+
+// give validates a Handle the worker hands back, records that the worker
+// no longer holds its frame and returns the frame's index. It panics if
+// the Handle is not one of this port's frames, or the worker does not hold
+// it.
+func (p *Port) give(h uint64, op, why string) uint32 {
 	id, idx := uint32(h>>32), uint32(h)
 	if id != p.id {
 		badFrame("%s: handle %#x belongs to pool %d, not pool %d", op, h, id, p.id)
@@ -285,7 +303,19 @@ func (p *Port) index(h uint64, op string) uint32 {
 	if int(idx) >= p.n {
 		badFrame("%s: handle %#x: frame %d out of range [0, %d)", op, h, idx, p.n)
 	}
+	if !p.held[idx] {
+		badOwner(op, idx, "is not held by the worker", "("+why+", or never received)")
+	}
+	p.held[idx] = false
 	return idx
+}
+
+// badOwner is badFrame with the few arguments take needs to stay within
+// the inlining budget.
+//
+//go:noinline
+func badOwner(op string, idx uint32, what, why string) {
+	badFrame("%s: frame %d %s %s", op, idx, what, why)
 }
 
 // badFrame reports an ownership bug. It is kept out of line so the
@@ -303,11 +333,8 @@ func (p *Port) RxBurst(bufs []port.Buf) int {
 		want := min(len(bufs)-total, chunk)
 		n := p.rx.DequeueBurst(p.wdesc[:want])
 		for i, d := range p.wdesc[:n] {
-			if p.held[d.idx] {
-				// The RX ring only carries frames taken from the pool.
-				badFrame("RxBurst: frame %d received while the worker holds it", d.idx)
-			}
-			p.held[d.idx] = true
+			// The RX ring only carries frames taken from the pool.
+			p.take(d.idx, "RxBurst", "received")
 			f := p.frame(d.idx)
 			bufs[total+i] = port.Buf{Data: f[:d.n], Handle: p.handle(d.idx)}
 		}
@@ -331,10 +358,7 @@ func (p *Port) Alloc(bufs []port.Buf) int {
 		want := min(len(bufs)-total, chunk)
 		n := p.pool.DequeueBurst(p.widx[:want])
 		for i, idx := range p.widx[:n] {
-			if p.held[idx] {
-				badFrame("Alloc: frame %d in the pool while the worker holds it", idx)
-			}
-			p.held[idx] = true
+			p.take(idx, "Alloc", "in the pool")
 			bufs[total+i] = port.Buf{Data: p.frame(idx), Handle: p.handle(idx)}
 		}
 		total += n
@@ -357,12 +381,7 @@ func (p *Port) Free(bufs []port.Buf) {
 	for len(bufs) > 0 {
 		k := min(len(bufs), chunk)
 		for i := range bufs[:k] {
-			idx := p.index(bufs[i].Handle, "Free")
-			if !p.held[idx] {
-				badFrame("Free: frame %d is not held by the worker (double free, or never received)", idx)
-			}
-			p.held[idx] = false
-			p.widx[i] = idx
+			p.widx[i] = p.give(bufs[i].Handle, "Free", "double free")
 		}
 		p.release(p.widx[:k])
 		p.heldCount.Add(-int64(k))
@@ -399,10 +418,7 @@ func (p *Port) TxBurst(bufs []port.Buf) int {
 	n := min(len(bufs), room)
 	for i := range bufs[:n] {
 		b := &bufs[i]
-		idx := p.index(b.Handle, "TxBurst")
-		if !p.held[idx] {
-			badFrame("TxBurst: frame %d is not held by the worker (already transmitted or freed, or never received)", idx)
-		}
+		idx := p.give(b.Handle, "TxBurst", "already transmitted or freed")
 		c := cap(b.Data)
 		end := (int(idx)+1)*p.fs - 1
 		if c == 0 || c > p.fs || &b.Data[:c][c-1] != &p.mem[end] {
@@ -411,7 +427,6 @@ func (p *Port) TxBurst(bufs []port.Buf) int {
 		if len(b.Data) == 0 {
 			badFrame("TxBurst: frame %d is empty", idx)
 		}
-		p.held[idx] = false
 		p.stage[p.nstage] = desc{idx: idx, off: uint32(p.fs - c), n: uint32(len(b.Data))}
 		p.nstage++
 	}
