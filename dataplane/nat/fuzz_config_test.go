@@ -10,6 +10,7 @@ import (
 
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/testclock"
 )
 
 // FuzzEngineReconfig drives an engine with two workers through a program of
@@ -145,7 +146,7 @@ func newReconfigRig(t *testing.T) *reconfigRig {
 	cfg.Limits.MaxSessions = 128
 	cfg.Limits.MaxSubscribers = 16
 	r := &reconfigRig{t: t, cfg: cfg, neigh: &fzNeighbors{mode: map[[4]byte]Resolution{}}}
-	h := &harness{t: t, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0))}
 	var err error
 	if h.eng, err = New(cfg, Options{Workers: 2, Clock: h.clock, EventRing: 256}); err != nil {
 		t.Fatal(err)

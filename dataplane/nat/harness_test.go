@@ -15,6 +15,7 @@ import (
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/testclock"
 )
 
 // The test harness runs the real worker over two in-memory ports: frames
@@ -30,22 +31,8 @@ var (
 	macGateway    = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// fakeClock is the tests' settable clock, the one mgmttest's Core uses too.
+type fakeClock = testclock.Clock
 
 // staticNeighbors resolves everything inside to a per-address MAC and
 // everything outside to one gateway.
@@ -112,7 +99,7 @@ func newHarnessN(t testing.TB, cfg Config, workers int) *harness {
 // shared pool, as natd's AF_XDP sockets have on one UMEM (zerocopy.go).
 func newHarnessPorts(t testing.TB, cfg Config, workers int, copyPorts bool) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}, neigh: &staticNeighbors{}}
+	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0)), neigh: &staticNeighbors{}}
 	fitTestAllocation(&cfg)
 	var err error
 	h.eng, err = New(cfg, Options{Workers: workers, Clock: h.clock})

@@ -10,6 +10,7 @@ import (
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/testclock"
 )
 
 // Hostile input (issue 11): fragment floods.
@@ -120,7 +121,7 @@ func TestFragmentBytesBounded(t *testing.T) {
 func TestHeldFragmentsBoundedByPortFrames(t *testing.T) {
 	c := testConfig()
 	c.Limits.HeldFragments = 1024
-	eng, err := New(c, Options{Workers: 1, Clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}})
+	eng, err := New(c, Options{Workers: 1, Clock: testclock.New(time.Unix(1_800_000_000, 0))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/xnat/xnat/checksum"
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/port"
+	"github.com/xnat/xnat/internal/testclock"
 )
 
 // loopPort is a port for zero-allocation tests and benchmarks: RxBurst
@@ -243,7 +244,7 @@ type perfRig struct {
 }
 
 func newPerfRig(tb testing.TB, cfg Config) *perfRig {
-	c := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	c := testclock.New(time.Unix(1_800_000_000, 0))
 	r := newPerfRigClock(tb, cfg, c)
 	r.clock = c
 	return r
@@ -257,7 +258,7 @@ func newPerfRigClock(tb testing.TB, cfg Config, clock Clock) *perfRig {
 // newPerfRigCopy is newPerfRig with a frame pool per port, so that the
 // worker copies every frame it forwards (natd with xdp.shared_umem off).
 func newPerfRigCopy(tb testing.TB, cfg Config) *perfRig {
-	c := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	c := testclock.New(time.Unix(1_800_000_000, 0))
 	r := newPerfRigPorts(tb, cfg, c, [NumSides]*loopPort{newLoopPort(4096), newLoopPort(4096)})
 	r.clock = c
 	return r

@@ -24,6 +24,7 @@ import (
 	"github.com/xnat/xnat/dataplane/nat"
 	"github.com/xnat/xnat/dataplane/port"
 	"github.com/xnat/xnat/dataplane/port/memport"
+	"github.com/xnat/xnat/internal/testclock"
 	"github.com/xnat/xnat/mgmt"
 	"github.com/xnat/xnat/mgmt/events"
 )
@@ -61,25 +62,8 @@ type Options struct {
 	EventRing int
 }
 
-// Clock is a settable clock for the engine.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// Clock is the settable clock the Core gives its engine.
+type Clock = testclock.Clock
 
 // Core implements mgmt.Core over a real engine: mgmt.EngineCore, as in
 // natd, answers sessions, configuration and events; Core adds a canned
@@ -124,7 +108,7 @@ func New(opts Options) (*Core, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Core{Clock: &Clock{t: StartTime.Add(time.Hour)}, done: make(chan struct{})}
+	c := &Core{Clock: testclock.New(StartTime.Add(time.Hour)), done: make(chan struct{})}
 	var err error
 	c.Engine, err = nat.New(cfg, nat.Options{Workers: 1, Clock: c.Clock, EventRing: opts.EventRing})
 	if err != nil {
