@@ -52,6 +52,28 @@ type newBurst struct {
 	epDup [MaxBurst]bool // an earlier packet of the list has the same inside endpoint
 	seen  [128]uint8     // open addressing by endpointMix: list index + 1
 	plan  [MaxBurst]newPlan
+	pub   publicMemo
+}
+
+// publicMemo remembers the last peer address sessionState asked about and
+// whether it is public in snapshot snap: the new sessions of a burst go
+// mostly to a few destinations, and Snapshot.isPublic is a map lookup
+// (about 80 instructions, bench-instr). A snapshot is immutable, and the
+// memo's pointer keeps the one it names from being reused, so the answer
+// stays exact.
+type publicMemo struct {
+	snap *Snapshot
+	addr [4]byte
+	is   bool
+}
+
+// public reports whether a is public in s (Snapshot.isPublic).
+func (nb *newBurst) public(s *Snapshot, a [4]byte) bool {
+	m := &nb.pub
+	if m.snap != s || m.addr != a {
+		m.snap, m.addr, m.is = s, a, s.isPublic(a)
+	}
+	return m.is
 }
 
 // newPlan is what the first three passes found out for one packet.
@@ -305,6 +327,7 @@ func (w *Worker) newSessions() {
 	// 4. Create, in arrival order. A packet may belong to a flow that
 	// an earlier packet of this burst has just given a session.
 	var x flowtable.Entry
+	var hop burstHop
 	for j := 0; j < n; j++ {
 		i := nb.idx[j]
 		b, p := &w.rx[i], &w.pk[i]
@@ -313,7 +336,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
-		w.outboundNew(b, p)
+		w.outboundNew(b, p, &hop)
 		w.hint = newHint{}
 	}
 }
@@ -413,7 +436,7 @@ func (w *Worker) sessionState(state uint32, ext [4]byte, extPort uint16, proto P
 			return 0, r
 		}
 	}
-	if w.snap.isPublic(peer) {
+	if w.nb.public(w.snap, peer) {
 		state |= stHairpin
 	}
 	if proto == TCP {
