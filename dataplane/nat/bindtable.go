@@ -83,6 +83,9 @@ func newBindTable(capacity int) *bindTable {
 func (t *bindTable) next(id uint32) uint64          { return t.recs[id].u0.Load() }
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
 
+// countWord is record id's count word (popEntry).
+func (t *bindTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }
+
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
 
@@ -260,12 +263,11 @@ func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, e *flowtable
 	if t.lookupHashed(p0.w, p0.h, p0.fp, e) || t.lookupHashed(p1.w, p1.h, p1.fp, e) {
 		return flowtable.Exists
 	}
-	id, ok := t.free.pop(t.next)
+	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
 	if !ok {
 		return flowtable.Full
 	}
 	r := &t.recs[id]
-	gen, c := nextCount(&r.cw, user[1])
 	r.k[0].Store(p0.w)
 	r.k[1].Store(p1.w)
 	r.u0.Store(user[0])
