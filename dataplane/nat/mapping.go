@@ -344,11 +344,11 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		}
 		a := st.addr
 		var b0, b1 bindProbe // bindingKeys, prepared
-		w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
+		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).
-		res := w.eng.bindings.InsertProbe(&b0, &b1, user, true, &c.binding)
+		res := w.eng.bindings.InsertProbe(p0, p1, user, true, &c.binding)
 		if res == flowtable.Inserted {
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port

@@ -146,22 +146,25 @@ func (h *newHint) port(st *addrState) *newPlan {
 	return h.plan
 }
 
-// bindProbes prepares in p0 and p1 the inside key word w0 and the external
-// key word w1 of a new mapping, reusing the plan's probes of the same
-// words: the first passes hashed them to prefetch their buckets. A probe
-// is reused only for its own word, so a stale plan costs a hash, never a
-// wrong one.
-func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) {
-	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
-		*p0 = pl.bp
+// bindProbes returns the prepared probes of the inside key word w0 and the
+// external key word w1 of a new mapping: the plan's probes of the same
+// words, which the first passes hashed to prefetch their buckets, or else
+// p0 and p1, prepared here. A probe is reused only for its own word, so a
+// stale plan costs a hash, never a wrong one. The plan's probes are only
+// read (bindTable.InsertProbe).
+func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*bindProbe, *bindProbe) {
+	pl := h.plan
+	if pl != nil && pl.bp.ok && pl.bp.w == w0 {
+		p0 = &pl.bp
 	} else {
 		t.prepareWord(w0, p0)
 	}
-	if pl := h.plan; pl != nil && pl.xp.ok && pl.xp.w == w1 {
-		*p1 = pl.xp
+	if pl != nil && pl.xp.ok && pl.xp.w == w1 {
+		p1 = &pl.xp
 	} else {
 		t.prepareWord(w1, p1)
 	}
+	return p0, p1
 }
 
 // claimPlanned claims the first free of the ports planned for a new
