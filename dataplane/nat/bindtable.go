@@ -83,6 +83,9 @@ func newBindTable(capacity int) *bindTable {
 func (t *bindTable) next(id uint32) uint64          { return t.recs[id].u0.Load() }
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
 
+// countWord is record id's count word (popEntry).
+func (t *bindTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }
+
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
 
@@ -226,14 +229,24 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 	if !p0.ok || !p1.ok || p0.w>>56 != 0 || p1.w>>56 != 1 || state != 0 {
 		panic("nat: a binding has an inside and an external endpoint key")
 	}
-	return t.InsertProbe(&p0, &p1, user, e)
+	return t.InsertProbe(&p0, &p1, user, false, e)
 }
 
 // InsertProbe is Insert for keys already prepared: p0 an inside key, p1 an
 // external key (Prepare, prepareWord, PrefetchExternal). The new-session
 // pipeline hashed both before, to prefetch their buckets. The probes are
 // only read.
-func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
+//
+// extClaimed says that the caller has just claimed p1's external endpoint
+// in the port table by an insert (portSet.claimFree and the claims built
+// on it; not a share): then no live binding has that key, and the check
+// for one under the lock is skipped (a walk of its bucket, about 115
+// instructions, bench-instr). Every binding's port is claimed that way
+// before its insert and released only after its delete (undo, cleanup),
+// and an address keeps one registry slot while any of its ports is in use
+// (registry.go), so a port that was free had no binding. The inside key is
+// checked as always: another worker may map the same endpoint.
+func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, extClaimed bool, e *flowtable.Entry) flowtable.InsertResult {
 	// Lock both home buckets, in ascending order against deadlock.
 	lo, hi := t.home(p0.h), t.home(p1.h)
 	if lo > hi {
@@ -247,7 +260,7 @@ func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, e *flowtable.
 	if hi != lo {
 		t.lock(hi)
 	}
-	res := t.insertLocked(p0, p1, user, e)
+	res := t.insertLocked(p0, p1, user, extClaimed, e)
 	if hi != lo {
 		t.unlock(hi)
 	}
@@ -256,16 +269,15 @@ func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, e *flowtable.
 }
 
 // insertLocked is InsertProbe with the home buckets of both keys locked.
-func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
-	if t.lookupHashed(p0.w, p0.h, p0.fp, e) || t.lookupHashed(p1.w, p1.h, p1.fp, e) {
+func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, extClaimed bool, e *flowtable.Entry) flowtable.InsertResult {
+	if t.lookupHashed(p0.w, p0.h, p0.fp, e) || !extClaimed && t.lookupHashed(p1.w, p1.h, p1.fp, e) {
 		return flowtable.Exists
 	}
-	id, ok := t.free.pop(t.next)
+	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
 	if !ok {
 		return flowtable.Full
 	}
 	r := &t.recs[id]
-	gen, c := nextCount(&r.cw, user[1])
 	r.k[0].Store(p0.w)
 	r.k[1].Store(p1.w)
 	r.u0.Store(user[0])

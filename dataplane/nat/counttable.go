@@ -176,12 +176,11 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	if t.lookupHashed(w0, w1, h, fp, e) {
 		return flowtable.Exists
 	}
-	id, ok := t.free.pop(t.next)
+	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
 	if !ok {
 		return flowtable.Full
 	}
 	r := &t.recs[id]
-	gen, c := nextCount(&r.cw, user[1])
 	r.k0.Store(w0)
 	r.k1.Store(w1)
 	// Index first, publish after: a reader that finds the slot early
@@ -228,6 +227,19 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 		panic("nat: a count table entry has one user word")
 	}
 	return swapCount(&t.recs[id].cw, gen, old, new)
+}
+
+// popEntry takes a free record off f (linked through next) for a new entry
+// counting user (User[1] form): its number, and the generation and count
+// word of that entry (nextCount of the record's count word, cw). ok is
+// false when no record is free: the table is full. The count and bind
+// tables' inserts share it.
+func popEntry(f *freeList, next func(id uint32) uint64, cw func(id uint32) *atomic.Uint64, user uint64) (id uint32, gen, c uint64, ok bool) {
+	if id, ok = f.pop(next); !ok {
+		return 0, 0, 0, false
+	}
+	gen, c = nextCount(cw(id), user)
+	return id, gen, c, true
 }
 
 // nextCount returns the generation and count word of the next entry of
@@ -297,3 +309,6 @@ func (t *countTable) Delete(id uint32, gen uint64) bool {
 // reader uses while the count word's low half is zero.
 func (t *countTable) next(id uint32) uint64          { return t.recs[id].k0.Load() }
 func (t *countTable) setNext(id uint32, next uint64) { t.recs[id].k0.Store(next) }
+
+// countWord is record id's count word (popEntry).
+func (t *countTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }

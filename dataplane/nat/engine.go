@@ -463,13 +463,23 @@ const refDead = 1 << 63
 // its port or address pairing.) A value that check refuses is confirmed to
 // be x's own before the refusal counts as a quota: generations only rise,
 // so x still at x.Gen after the load means it was at x.Gen during it.
+//
+// The first try swaps from the count the lookup read (x.User[1]), which is
+// usually still the count: one call through refTable instead of two. A
+// stale count fails the swap (or, dead, sends the caller to look x up
+// again, as it was dying when read); a count that check refuses is loaded
+// again before it is refused.
 func acquireRef(t refTable, x *flowtable.Entry, delta uint64, check func(old uint64) bool) (ok, dying bool) {
+	v, loaded := x.User[1], false
 	for {
-		v := t.LoadUser(x.ID, 1)
 		if v&refDead != 0 {
 			return false, true
 		}
 		if check != nil && !check(v) {
+			if !loaded {
+				v, loaded = t.LoadUser(x.ID, 1), true
+				continue
+			}
 			return false, !t.Alive(x.ID, x.Gen)
 		}
 		swapped, live := t.CompareAndSwapUser(x.ID, x.Gen, 1, v, v+delta)
@@ -479,6 +489,7 @@ func acquireRef(t refTable, x *flowtable.Entry, delta uint64, check func(old uin
 		if !live {
 			return false, true
 		}
+		v, loaded = t.LoadUser(x.ID, 1), true
 	}
 }
 

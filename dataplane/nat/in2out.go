@@ -47,15 +47,17 @@ func (w *Worker) fromInside(b *port.Buf, p *header.Parsed, probe *flowtable.Prob
 func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	var e flowtable.Entry
 	if !w.eng.sessions.LookupProbe(probe, &e) || e.Dir != 0 {
-		w.outboundNew(b, p)
+		w.outboundNew(b, p, nil)
 		return
 	}
 	w.translateOut(b, p, &e)
 }
 
 // outboundNew creates the session of an outbound packet that has none
-// (newsession.go) and translates the packet, or refuses it.
-func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed) {
+// (newsession.go) and translates the packet, or refuses it. hop is the
+// burst's next-hop cache of newSessions, whose packets passed the fast
+// path's classification (translateNew); nil for any other packet.
+func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 	if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 		w.dropFrame(Inside, b, drop.NoSession)
 		return
@@ -65,7 +67,31 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed) {
 		w.refuse(b, p, r)
 		return
 	}
+	if hop != nil {
+		w.translateNew(b, p, &e, hop)
+		return
+	}
 	w.translateOut(b, p, &e)
+}
+
+// translateNew is translateOut for a packet that has just created its
+// session e in newSessions, with what that makes redundant left out: the
+// packet passed the fast path's classification (forwardBurst: not a
+// fragment, TTL to spare, fits the outside MTU, TCP, UDP or an ICMP
+// query), so it needs no Fragmentation Needed check and no fragmenting;
+// the session was inserted at w.now, so it needs no Touch. It is then
+// rewritten and sent as the fast path does: one pass over the headers
+// (rewrite), the next hop once per burst and destination (sendVia). A
+// hairpinned session takes translateOut.
+func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry, hop *burstHop) {
+	if e.State&stHairpin != 0 {
+		w.translateOut(b, p, e)
+		return
+	}
+	w.tcpSegment(e, b, p, Inside)
+	ext := &e.Keys[1]
+	rewrite(b.Data, p, true, be32(ext.Dst), ext.DstPort)
+	w.sendVia(hop, Inside, Outside, b, p.Dst)
 }
 
 // translateOut translates an outbound packet of session e: the general

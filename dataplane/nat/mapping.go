@@ -186,8 +186,14 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 // Keeping the pairing instead would keep the removed address in use for
 // as long as the subscriber is active, which can be forever.
 func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
+	// The first try takes the pairing the subscriber's lookup read (c.sub,
+	// a moment ago); a stale one fails the check after the reference, or
+	// the compare-and-swap of a re-pairing, and the next try loads it.
+	idx := subAddr(c.sub.User[0])
 	for try := 0; try < 64; try++ {
-		idx := subAddr(w.eng.subs.LoadUser(c.sub.ID, 0))
+		if try > 0 {
+			idx = subAddr(w.eng.subs.LoadUser(c.sub.ID, 0))
+		}
 		// The pairing holds a reference on slot idx while the subscriber
 		// names it; a re-pairing by another worker may release it at any
 		// time, so the reference is taken first and the pairing checked
@@ -247,24 +253,32 @@ func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool
 // c.addr's reference: from here a claimed port keeps the address in use.
 func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (st *addrState, port uint16, ok bool) {
 	st, c.addr = c.addr, nil
-	defer st.release(1)
+	// Released by hand rather than deferred (about twenty instructions
+	// a new mapping, bench-instr): claimPort cannot panic but on a
+	// broken invariant, which ends the process anyway.
+	port, ok = w.claimPort(c, st, proto, sport, overlap)
+	st.release(1)
+	return st, port, ok
+}
+
+// claimPort is allocPort's claim of a port on st, under the caller's
+// reference on st.
+func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, overlap bool) (uint16, bool) {
 	if w.snap.cgn.mode != AllocDynamic {
-		p, ok := w.cgnPort(c, st, proto, overlap)
-		return st, p, ok
+		return w.cgnPort(c, st, proto, overlap)
 	}
 	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
 	if p, ok := w.claimPlanned(ps, st, lo, hi, sport); ok {
-		return st, p, true
+		return p, true
 	}
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
-		return st, p, true
+		return p, true
 	}
 	if overlap {
-		p, ok := ps.shareRandom(lo, hi, w.rand(), 64)
-		return st, p, ok
+		return ps.shareRandom(lo, hi, w.rand(), 64)
 	}
-	return st, 0, false
+	return 0, false
 }
 
 // holdRuleAddr takes a reference, for one more session, on ext, the outside
@@ -330,9 +344,11 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		}
 		a := st.addr
 		var b0, b1 bindProbe // bindingKeys, prepared
-		w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
+		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
 		user := bindingWords(c.sub.ID, st.idx)
-		res := w.eng.bindings.InsertProbe(&b0, &b1, user, &c.binding)
+		// allocPort claimed the port by an insert (no overlap): no live
+		// binding has its external key (InsertProbe).
+		res := w.eng.bindings.InsertProbe(p0, p1, user, true, &c.binding)
 		if res == flowtable.Inserted {
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port

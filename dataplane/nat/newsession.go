@@ -52,6 +52,28 @@ type newBurst struct {
 	epDup [MaxBurst]bool // an earlier packet of the list has the same inside endpoint
 	seen  [128]uint8     // open addressing by endpointMix: list index + 1
 	plan  [MaxBurst]newPlan
+	pub   publicMemo
+}
+
+// publicMemo remembers the last peer address sessionState asked about and
+// whether it is public in snapshot snap: the new sessions of a burst go
+// mostly to a few destinations, and Snapshot.isPublic is a map lookup
+// (about 80 instructions, bench-instr). A snapshot is immutable, and the
+// memo's pointer keeps the one it names from being reused, so the answer
+// stays exact.
+type publicMemo struct {
+	snap *Snapshot
+	addr [4]byte
+	is   bool
+}
+
+// public reports whether a is public in s (Snapshot.isPublic).
+func (nb *newBurst) public(s *Snapshot, a [4]byte) bool {
+	m := &nb.pub
+	if m.snap != s || m.addr != a {
+		m.snap, m.addr, m.is = s, a, s.isPublic(a)
+	}
+	return m.is
 }
 
 // newPlan is what the first three passes found out for one packet.
@@ -124,22 +146,25 @@ func (h *newHint) port(st *addrState) *newPlan {
 	return h.plan
 }
 
-// bindProbes prepares in p0 and p1 the inside key word w0 and the external
-// key word w1 of a new mapping, reusing the plan's probes of the same
-// words: the first passes hashed them to prefetch their buckets. A probe
-// is reused only for its own word, so a stale plan costs a hash, never a
-// wrong one.
-func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) {
-	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
-		*p0 = pl.bp
+// bindProbes returns the prepared probes of the inside key word w0 and the
+// external key word w1 of a new mapping: the plan's probes of the same
+// words, which the first passes hashed to prefetch their buckets, or else
+// p0 and p1, prepared here. A probe is reused only for its own word, so a
+// stale plan costs a hash, never a wrong one. The plan's probes are only
+// read (bindTable.InsertProbe).
+func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*bindProbe, *bindProbe) {
+	pl := h.plan
+	if pl != nil && pl.bp.ok && pl.bp.w == w0 {
+		p0 = &pl.bp
 	} else {
 		t.prepareWord(w0, p0)
 	}
-	if pl := h.plan; pl != nil && pl.xp.ok && pl.xp.w == w1 {
-		*p1 = pl.xp
+	if pl != nil && pl.xp.ok && pl.xp.w == w1 {
+		p1 = &pl.xp
 	} else {
 		t.prepareWord(w1, p1)
 	}
+	return p0, p1
 }
 
 // claimPlanned claims the first free of the ports planned for a new
@@ -305,6 +330,7 @@ func (w *Worker) newSessions() {
 	// 4. Create, in arrival order. A packet may belong to a flow that
 	// an earlier packet of this burst has just given a session.
 	var x flowtable.Entry
+	var hop burstHop
 	for j := 0; j < n; j++ {
 		i := nb.idx[j]
 		b, p := &w.rx[i], &w.pk[i]
@@ -313,7 +339,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
-		w.outboundNew(b, p)
+		w.outboundNew(b, p, &hop)
 		w.hint = newHint{}
 	}
 }
@@ -413,7 +439,7 @@ func (w *Worker) sessionState(state uint32, ext [4]byte, extPort uint16, proto P
 			return 0, r
 		}
 	}
-	if w.snap.isPublic(peer) {
+	if w.nb.public(w.snap, peer) {
 		state |= stHairpin
 	}
 	if proto == TCP {

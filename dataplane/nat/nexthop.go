@@ -74,3 +74,34 @@ func (w *Worker) unresolved(owner, egress Side, b *port.Buf, dst [4]byte, r Reso
 		w.dropFrame(owner, b, drop.NeighFailed)
 	}
 }
+
+// burstHop is a burst's next-hop cache for the packets of one stage: the
+// last destination resolved and the Ethernet addresses of a frame to it.
+// A burst of a busy link goes mostly to one gateway, so the stage
+// resolves once per burst and destination instead of once per packet, as
+// the fast path does (forwardBurst keeps the same three in locals). It
+// lives for one stage of one burst; it belongs to its worker's goroutine.
+type burstHop struct {
+	dst   [4]byte
+	addrs header.EthernetAddrs
+	ok    bool
+}
+
+// sendVia queues frame b (owned by owner), translated and fitting the MTU
+// of egress, to its next hop dst there, resolved through the burst's cache
+// h; or holds or drops it as l2send does. A frame whose egress port
+// shares its pool joins the queue as it is (txQueue.push).
+func (w *Worker) sendVia(h *burstHop, owner, egress Side, b *port.Buf, dst [4]byte) {
+	if !h.ok || dst != h.dst {
+		mac, r := w.l2.Resolve(egress, dst)
+		if r != Resolved {
+			w.unresolved(owner, egress, b, dst, r)
+			return
+		}
+		h.dst, h.addrs, h.ok = dst, header.MakeEthernetAddrs(mac, w.macs[egress]), true
+	}
+	header.Ethernet(b.Data).SetAddrs(&h.addrs)
+	if !w.shared || !w.tx[egress].push(b) {
+		w.send(owner, egress, b)
+	}
+}

@@ -1,0 +1,99 @@
+package nat
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xnat/xnat/flowtable"
+)
+
+// TestBindTableInsertClaimed: InsertProbe with extClaimed (the caller has
+// just claimed the external port by an insert) still refuses a second
+// binding of a live inside key, with the binding that holds it, and
+// inserts a binding that both keys then find.
+func TestBindTableInsertClaimed(t *testing.T) {
+	bt := newBindTable(8)
+	probes := func(i int) (p0, p1 bindProbe) {
+		k0, k1 := testBinding(i)
+		bt.Prepare(&k0, &p0)
+		bt.Prepare(&k1, &p1)
+		return p0, p1
+	}
+	var x flowtable.Entry
+	p0, p1 := probes(1)
+	if r := bt.InsertProbe(&p0, &p1, bindingWords(1, 7), true, &x); r != flowtable.Inserted {
+		t.Fatalf("insert: %v", r)
+	}
+	k0, k1 := testBinding(1)
+	for _, k := range []flowtable.Key{k0, k1} {
+		if !bt.Lookup(&k, &x) || x.Keys != [2]flowtable.Key{k0, k1} {
+			t.Fatalf("binding not found by %+v: %+v", k, x)
+		}
+	}
+	_, o1 := probes(2)
+	if r := bt.InsertProbe(&p0, &o1, bindingWords(2, 7), true, &x); r != flowtable.Exists || x.Keys[0] != k0 {
+		t.Fatalf("second binding of a live inside key: %v, %+v", r, x)
+	}
+}
+
+// TestBindingPortsClaimed holds the engine to what InsertProbe's
+// extClaimed relies on: every live binding's external port is owned in the
+// port table, through mappings created, ended (hold-down, then its end) and
+// created again on the same ports, so that a port claimed by an insert
+// never belongs to a live binding.
+func TestBindingPortsClaimed(t *testing.T) {
+	cfg := benchConfig(1 << 12)
+	// Enough addresses for deterministic mode's ranges over the inside
+	// prefixes, so that the test runs in every port allocation mode.
+	cfg.Pools[0].Addresses = []netip.Prefix{netip.MustParsePrefix("198.18.128.0/22")}
+	r := newPerfRig(t, cfg)
+	e := r.eng
+	tmpl := newUDPTemplate(server, 7777, macInsideHost, macNATIn)
+	flow := 0
+	fill := func(i int, buf []byte) int {
+		// 10.0.2.0 to 10.0.3.255: inside in every mode (deterministic
+		// mode's test configuration maps 10.0.0.0/16).
+		host := 512 + flow%512
+		src := [4]byte{10, 0, byte(host >> 8), byte(host)}
+		sport := uint16(1024 + flow/512)
+		flow++
+		return tmpl.write(buf, src, sport)
+	}
+	check := func(round int) {
+		t.Helper()
+		live := 0
+		var b flowtable.Entry
+		for id := 0; id < e.bindings.Cap(); id++ {
+			if !e.bindings.Get(uint32(id), &b) {
+				continue
+			}
+			live++
+			proto, _ := protoIndex(b.Keys[1].Proto)
+			st := e.addr(bindingOf(&b).addr())
+			if st.addr != b.Keys[1].Dst {
+				t.Fatalf("round %d: binding %+v names address slot of %v", round, b.Keys, st.addr)
+			}
+			if owners, _ := st.ports[proto].state(b.Keys[1].DstPort); owners < 1 {
+				t.Fatalf("round %d: live binding %+v: its port has %d owners", round, b.Keys, owners)
+			}
+		}
+		if live != 2048 {
+			var c Counters
+			r.w.Counters(&c)
+			t.Fatalf("round %d: %d live bindings, want one a flow, 2048 (drops: %v)", round, live, dropsOf(&c))
+		}
+	}
+	for round := 0; round < 3; round++ {
+		flow = 0
+		for n := 0; n < 2048; n += MaxBurst {
+			r.poll(Inside, MaxBurst, fill)
+		}
+		check(round)
+		// End the sessions; their ports go into hold-down, then (the
+		// clock past it) back to the pool for the next round.
+		e.FlushSessions(SessionFilter{})
+		r.clock.Advance(5 * time.Minute)
+		e.Housekeep(1)
+	}
+}
