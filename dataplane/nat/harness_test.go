@@ -222,6 +222,32 @@ func (h *harness) checkNoLeaks() {
 // housekeep runs the expirer over the whole table.
 func (h *harness) housekeep() int { return h.eng.Housekeep(h.eng.sessions.Cap()) }
 
+// expireAll lets every session expire and then every port's hold-down end
+// (an hour each, on the fake clock), and checks that the engine holds
+// nothing: no session, binding, subscriber or permission, and no port or
+// subscriber pairing on any registered address, and no frame leaked.
+func (h *harness) expireAll() {
+	h.t.Helper()
+	for range 2 {
+		h.clock.Advance(time.Hour)
+		h.housekeep()
+	}
+	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len() + h.eng.perms.Len(); n != 0 {
+		h.t.Fatalf("%d entries left after everything expired", n)
+	}
+	for _, a := range h.eng.registered() {
+		for p := range a.ports {
+			if n := a.ports[p].inUse.Load(); n != 0 {
+				h.t.Errorf("%v: %d %v ports in use after everything expired", a.addr, n, Proto(p))
+			}
+		}
+		if n := a.subs.Load(); n != 0 {
+			h.t.Errorf("%v: %d subscribers paired after everything expired", a.addr, n)
+		}
+	}
+	h.checkNoLeaks()
+}
+
 // ---- frame building (gopacket) ----
 
 func ip4(s string) net.IP { return net.ParseIP(s).To4() }

@@ -167,24 +167,7 @@ func TestConcurrentChurnSameSubscribers(t *testing.T) {
 		t.Fatalf("%d packets translated, %d sessions flushed: the test exercised nothing", sent.Load(), flushed.Load())
 	}
 	t.Logf("%d packets translated, %d sessions flushed", sent.Load(), flushed.Load())
-	h.clock.Advance(time.Hour)
-	h.housekeep()
-	h.clock.Advance(time.Hour)
-	h.housekeep()
-	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len() + h.eng.perms.Len(); n != 0 {
-		t.Fatalf("%d entries left after everything expired", n)
-	}
-	for _, a := range h.eng.registered() {
-		for p := range a.ports {
-			if n := a.ports[p].inUse.Load(); n != 0 {
-				t.Errorf("%v: %d %v ports leaked", a.addr, n, Proto(p))
-			}
-		}
-		if n := a.subs.Load(); n != 0 {
-			t.Errorf("%v: %d subscriber pairings leaked", a.addr, n)
-		}
-	}
-	h.checkNoLeaks()
+	h.expireAll()
 }
 
 // stressTime is how long a stress test runs.
@@ -234,19 +217,5 @@ func TestUndoKeepsTheMappingsPort(t *testing.T) {
 		t.Fatalf("after the undo: %d mappings, %d subscribers; want 1 and 1", h.eng.bindings.Len(), h.eng.subs.Len())
 	}
 	// Expiry, then the end of the port's hold-down.
-	h.clock.Advance(time.Hour)
-	h.housekeep()
-	h.clock.Advance(time.Hour)
-	h.housekeep()
-	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len(); n != 0 {
-		t.Fatalf("%d entries left after everything expired", n)
-	}
-	a := h.eng.addr(0)
-	if n := a.ports[UDP].inUse.Load(); n != 0 {
-		t.Fatalf("%d ports in use after everything expired", n)
-	}
-	if n := a.subs.Load(); n != 0 {
-		t.Fatalf("%d subscribers paired after everything expired", n)
-	}
-	h.checkNoLeaks()
+	h.expireAll()
 }
