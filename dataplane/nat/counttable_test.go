@@ -2,7 +2,6 @@ package nat
 
 import (
 	"math/rand/v2"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -165,42 +164,35 @@ func TestCountTableConcurrentRefs(t *testing.T) {
 // caller checks that the table is empty afterwards.
 func hammerRefs(t *testing.T, tab refTable, keys, hold int, seed uint64, keyOf func(int) flowtable.Key, take func(n int, x *flowtable.Entry) bool) {
 	const workers, rounds = 4, 20000
-	var wg sync.WaitGroup
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), seed))
-			type ref struct {
-				key int
-				id  uint32
+	goRand(workers, seed, func(_ int, r *rand.Rand) {
+		type ref struct {
+			key int
+			id  uint32
+		}
+		var mine []ref
+		drop := func(j int) {
+			m := mine[j]
+			mine[j] = mine[len(mine)-1]
+			mine = mine[:len(mine)-1]
+			var x flowtable.Entry
+			if !tab.Get(m.id, &x) || x.Keys[0] != keyOf(m.key) {
+				t.Errorf("key %d: record %d holds %+v", m.key, m.id, x)
 			}
-			var mine []ref
-			drop := func(j int) {
-				m := mine[j]
-				mine[j] = mine[len(mine)-1]
-				mine = mine[:len(mine)-1]
-				var x flowtable.Entry
-				if !tab.Get(m.id, &x) || x.Keys[0] != keyOf(m.key) {
-					t.Errorf("key %d: record %d holds %+v", m.key, m.id, x)
-				}
-				releaseRef(tab, m.id, 1)
+			releaseRef(tab, m.id, 1)
+		}
+		for i := 0; i < rounds; i++ {
+			if len(mine) > 0 && (len(mine) > hold || r.IntN(2) == 0) {
+				drop(r.IntN(len(mine)))
+				continue
 			}
-			for i := 0; i < rounds; i++ {
-				if len(mine) > 0 && (len(mine) > hold || r.IntN(2) == 0) {
-					drop(r.IntN(len(mine)))
-					continue
-				}
-				n := r.IntN(keys)
-				var x flowtable.Entry
-				if take(n, &x) {
-					mine = append(mine, ref{n, x.ID})
-				}
+			n := r.IntN(keys)
+			var x flowtable.Entry
+			if take(n, &x) {
+				mine = append(mine, ref{n, x.ID})
 			}
-			for len(mine) > 0 {
-				drop(0)
-			}
-		}()
-	}
-	wg.Wait()
+		}
+		for len(mine) > 0 {
+			drop(0)
+		}
+	})
 }

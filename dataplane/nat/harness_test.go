@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -221,6 +222,17 @@ func (h *harness) checkNoLeaks() {
 
 // housekeep runs the expirer over the whole table.
 func (h *harness) housekeep() int { return h.eng.Housekeep(h.eng.sessions.Cap()) }
+
+// goRand runs f on n goroutines at once, each with its own generator
+// seeded by its number and seed (so a failing run replays), and waits for
+// them all: the body of the concurrent churn tests of the engine's tables.
+func goRand(n int, seed uint64, f func(g int, r *rand.Rand)) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() { f(g, rand.New(rand.NewPCG(uint64(g), seed))) })
+	}
+	wg.Wait()
+}
 
 // expireAll lets every session expire and then every port's hold-down end
 // (an hour each, on the fake clock), and checks that the engine holds

@@ -2,7 +2,6 @@ package nat
 
 import (
 	"math/rand/v2"
-	"sync"
 	"testing"
 )
 
@@ -125,31 +124,24 @@ func testPortSet(t testing.TB, n int) *portSet {
 func TestPortSetConcurrentChurn(t *testing.T) {
 	s := testPortSet(t, 1024)
 	const workers, rounds = 4, 20000
-	var wg sync.WaitGroup
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 7))
-			var owned []uint16
-			for i := 0; i < rounds; i++ {
-				p := uint16(1000 + r.IntN(16))
-				switch {
-				case len(owned) > 8 || (len(owned) > 0 && r.IntN(2) == 0):
-					j := r.IntN(len(owned))
-					s.release(owned[j], false)
-					owned[j] = owned[len(owned)-1]
-					owned = owned[:len(owned)-1]
-				case s.claimFree(p) || s.share(p):
-					owned = append(owned, p)
-				}
+	goRand(workers, 7, func(_ int, r *rand.Rand) {
+		var owned []uint16
+		for i := 0; i < rounds; i++ {
+			p := uint16(1000 + r.IntN(16))
+			switch {
+			case len(owned) > 8 || (len(owned) > 0 && r.IntN(2) == 0):
+				j := r.IntN(len(owned))
+				s.release(owned[j], false)
+				owned[j] = owned[len(owned)-1]
+				owned = owned[:len(owned)-1]
+			case s.claimFree(p) || s.share(p):
+				owned = append(owned, p)
 			}
-			for _, p := range owned {
-				s.release(p, false)
-			}
-		}()
-	}
-	wg.Wait()
+		}
+		for _, p := range owned {
+			s.release(p, false)
+		}
+	})
 	if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
 		t.Fatalf("%d ports in use, %d records after every owner left", n, s.pt.Len())
 	}

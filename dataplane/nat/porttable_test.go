@@ -99,58 +99,51 @@ func TestPortTableConcurrentClaims(t *testing.T) {
 	const workers, rounds, keys = 4, 20000, 300
 	var held [keys]int32 // owners per key, checked by the goroutines
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 9))
-			var mine []int
-			for i := 0; i < rounds; i++ {
-				if len(mine) > 0 && (len(mine) > 30 || r.IntN(2) == 0) {
-					j := r.IntN(len(mine))
-					k := mine[j]
-					mine[j] = mine[len(mine)-1]
-					mine = mine[:len(mine)-1]
-					mu.Lock()
-					held[k]--
-					mu.Unlock()
-					var ref portRef
-					if _, ok := pt.find(portKey(uint32(k), TCP, 80), &ref); !ok {
-						t.Errorf("key %d vanished while owned", k)
-						return
-					}
-					if _, _, _, ok := pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true }); !ok {
-						t.Errorf("key %d: free failed", k)
-						return
-					}
-					continue
-				}
-				k := r.IntN(keys)
-				if pt.insert(portKey(uint32(k), TCP, 80), 1) {
-					mu.Lock()
-					held[k]++
-					n := held[k]
-					mu.Unlock()
-					if n != 1 {
-						t.Errorf("key %d claimed by %d owners at once", k, n)
-						return
-					}
-					mine = append(mine, k)
-				}
-			}
-			for _, k := range mine {
+	goRand(workers, 9, func(_ int, r *rand.Rand) {
+		var mine []int
+		for i := 0; i < rounds; i++ {
+			if len(mine) > 0 && (len(mine) > 30 || r.IntN(2) == 0) {
+				j := r.IntN(len(mine))
+				k := mine[j]
+				mine[j] = mine[len(mine)-1]
+				mine = mine[:len(mine)-1]
 				mu.Lock()
 				held[k]--
 				mu.Unlock()
 				var ref portRef
-				if _, ok := pt.find(portKey(uint32(k), TCP, 80), &ref); ok {
-					pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true })
+				if _, ok := pt.find(portKey(uint32(k), TCP, 80), &ref); !ok {
+					t.Errorf("key %d vanished while owned", k)
+					return
 				}
+				if _, _, _, ok := pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true }); !ok {
+					t.Errorf("key %d: free failed", k)
+					return
+				}
+				continue
 			}
-		}()
-	}
-	wg.Wait()
+			k := r.IntN(keys)
+			if pt.insert(portKey(uint32(k), TCP, 80), 1) {
+				mu.Lock()
+				held[k]++
+				n := held[k]
+				mu.Unlock()
+				if n != 1 {
+					t.Errorf("key %d claimed by %d owners at once", k, n)
+					return
+				}
+				mine = append(mine, k)
+			}
+		}
+		for _, k := range mine {
+			mu.Lock()
+			held[k]--
+			mu.Unlock()
+			var ref portRef
+			if _, ok := pt.find(portKey(uint32(k), TCP, 80), &ref); ok {
+				pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true })
+			}
+		}
+	})
 	if pt.Len() != 0 || overflowTotal(pt) != 0 {
 		t.Fatalf("%d ports and overflow %d left", pt.Len(), overflowTotal(pt))
 	}
