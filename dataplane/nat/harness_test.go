@@ -102,17 +102,7 @@ func newHarnessPorts(t testing.TB, cfg Config, workers int, copyPorts bool) *har
 	t.Helper()
 	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0)), neigh: &staticNeighbors{}}
 	fitTestAllocation(&cfg)
-	var err error
-	h.eng, err = New(cfg, Options{Workers: workers, Clock: h.clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.eng.SetLinks([NumSides]Link{
-		{Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500},
-		{Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	h.eng = newTestEngine(t, cfg, Options{Workers: workers, Clock: h.clock})
 	for i := 0; i < workers; i++ {
 		ps := newWorkerPorts(t, memport.Config{Frames: 1024}, copyPorts)
 		w, err := h.eng.NewWorker(i, WorkerConfig{
@@ -222,6 +212,28 @@ func (h *harness) checkNoLeaks() {
 
 // housekeep runs the expirer over the whole table.
 func (h *harness) housekeep() int { return h.eng.Housekeep(h.eng.sessions.Cap()) }
+
+// testLinks are the NAT's own addresses in the tests, 10.0.0.1 inside and
+// 198.18.0.1 outside, with an MTU of 1500 inside and outMTU outside.
+func testLinks(outMTU int) [NumSides]Link {
+	return [NumSides]Link{
+		{Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500},
+		{Addr: netip.MustParseAddr("198.18.0.1"), MTU: outMTU},
+	}
+}
+
+// newTestEngine is New(cfg, opts) on the tests' links.
+func newTestEngine(tb testing.TB, cfg Config, opts Options) *Engine {
+	tb.Helper()
+	e, err := New(cfg, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.SetLinks(testLinks(1500)); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
 
 // goRand runs f on n goroutines at once, each with its own generator
 // seeded by its number and seed (so a failing run replays), and waits for

@@ -266,17 +266,8 @@ func newPerfRigCopy(tb testing.TB, cfg Config) *perfRig {
 
 func newPerfRigPorts(tb testing.TB, cfg Config, clock Clock, ports [NumSides]*loopPort) *perfRig {
 	r := &perfRig{ports: ports}
+	r.eng = newTestEngine(tb, cfg, Options{Workers: 1, Clock: clock})
 	var err error
-	r.eng, err = New(cfg, Options{Workers: 1, Clock: clock})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := r.eng.SetLinks([NumSides]Link{
-		{Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500},
-		{Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
-	}); err != nil {
-		tb.Fatal(err)
-	}
 	r.w, err = r.eng.NewWorker(0, WorkerConfig{
 		Ports:     [NumSides]port.Port{r.ports[Inside], r.ports[Outside]},
 		MACs:      [NumSides][6]byte{macNATIn, macNATOut},

@@ -15,10 +15,7 @@ import (
 
 func mtuHarness(t *testing.T, outMTU int) *harness {
 	h := newHarness(t, testConfig())
-	if err := h.eng.SetLinks([NumSides]Link{
-		{Addr: netip.MustParseAddr("10.0.0.1"), MTU: 1500},
-		{Addr: netip.MustParseAddr("198.18.0.1"), MTU: outMTU},
-	}); err != nil {
+	if err := h.eng.SetLinks(testLinks(outMTU)); err != nil {
 		t.Fatal(err)
 	}
 	return h
