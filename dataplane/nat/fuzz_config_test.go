@@ -7,10 +7,6 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/xnat/xnat/dataplane/port"
-	"github.com/xnat/xnat/dataplane/port/memport"
-	"github.com/xnat/xnat/internal/testclock"
 )
 
 // FuzzEngineReconfig drives an engine with two workers through a program of
@@ -146,34 +142,12 @@ func newReconfigRig(t *testing.T) *reconfigRig {
 	cfg.Limits.MaxSessions = 128
 	cfg.Limits.MaxSubscribers = 16
 	r := &reconfigRig{t: t, cfg: cfg, neigh: &fzNeighbors{mode: map[[4]byte]Resolution{}}}
-	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0))}
-	var err error
-	if h.eng, err = New(cfg, Options{Workers: 2, Clock: h.clock, EventRing: 256}); err != nil {
-		t.Fatal(err)
-	}
-	r.h = h
+	r.h = newHarnessSpec(t, cfg, harnessSpec{workers: 2, copyPorts: true, frames: 256, eventRing: 256, neigh: r.neigh})
 	r.setLinks(1500, 1500)
-	for i := 0; i < 2; i++ {
-		var ps [NumSides]*memport.Port
-		for s := range ps {
-			if ps[s], err = memport.New(memport.Config{Frames: 256}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		w, err := h.eng.NewWorker(i, WorkerConfig{
-			Ports:     [NumSides]port.Port{ps[Inside], ps[Outside]},
-			MACs:      [NumSides][6]byte{macNATIn, macNATOut},
-			Neighbors: r.neigh,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, w := range r.h.workers {
 		// Random port choices replay the same for the same input.
 		w.rng = uint64(i+1)*0x9e3779b97f4a7c15 | 1
-		h.workers = append(h.workers, w)
-		h.wports = append(h.wports, ps)
 	}
-	h.w, h.ports = h.workers[0], h.wports[0]
 	return r
 }
 

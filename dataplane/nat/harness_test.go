@@ -100,15 +100,38 @@ func newHarnessN(t testing.TB, cfg Config, workers int) *harness {
 // shared pool, as natd's AF_XDP sockets have on one UMEM (zerocopy.go).
 func newHarnessPorts(t testing.TB, cfg Config, workers int, copyPorts bool) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0)), neigh: &staticNeighbors{}}
+	return newHarnessSpec(t, cfg, harnessSpec{workers: workers, copyPorts: copyPorts})
+}
+
+// harnessSpec is what a harness is built of besides its configuration.
+type harnessSpec struct {
+	workers   int
+	copyPorts bool      // a pool of frames per port, not one per worker
+	frames    int       // per pool (0: 1024)
+	eventRing int       // (0: the engine's default)
+	neigh     Neighbors // (nil: staticNeighbors, also in h.neigh)
+}
+
+// newHarnessSpec builds the engine for cfg on the test links and spec's
+// workers, each on two memports; worker 0 is h.w.
+func newHarnessSpec(t testing.TB, cfg Config, spec harnessSpec) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: testclock.New(time.Unix(1_800_000_000, 0))}
+	if spec.neigh == nil {
+		h.neigh = &staticNeighbors{}
+		spec.neigh = h.neigh
+	}
+	if spec.frames == 0 {
+		spec.frames = 1024
+	}
 	fitTestAllocation(&cfg)
-	h.eng = newTestEngine(t, cfg, Options{Workers: workers, Clock: h.clock})
-	for i := 0; i < workers; i++ {
-		ps := newWorkerPorts(t, memport.Config{Frames: 1024}, copyPorts)
+	h.eng = newTestEngine(t, cfg, Options{Workers: spec.workers, Clock: h.clock, EventRing: spec.eventRing})
+	for i := 0; i < spec.workers; i++ {
+		ps := newWorkerPorts(t, memport.Config{Frames: spec.frames}, spec.copyPorts)
 		w, err := h.eng.NewWorker(i, WorkerConfig{
 			Ports:     [NumSides]port.Port{ps[Inside], ps[Outside]},
 			MACs:      [NumSides][6]byte{macNATIn, macNATOut},
-			Neighbors: h.neigh,
+			Neighbors: spec.neigh,
 		})
 		if err != nil {
 			t.Fatal(err)
