@@ -58,8 +58,8 @@ func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
 // while the generation is odd, so two equal even loads around the key's
 // make it the key of that generation's session.
 func (t *Table) verifyRef(ref uint32, w0, w1 uint64, x *Hit) bool {
-	id, dir := (ref-1)>>1, (ref-1)&1
-	if ref == 0 || id >= uint32(len(t.recs)) {
+	id, dir, ok := t.refRecord(ref)
+	if !ok {
 		return false
 	}
 	r := &t.recs[id]

@@ -513,15 +513,30 @@ func (t *Table) walk(h uint64, try func(ref uint32) bool) bool {
 // empty-handed, one key in 2^32.
 func fpOf(h uint64) uint32 { return uint32(h >> 32) }
 
+// refRecord decodes slot reference ref (record<<1 | key index, plus
+// one; slotRef): the record's number, which of its two keys the slot
+// indexes, and whether ref names a record of this table at all. 0, the
+// reference of no record, does not, nor does a reference beyond the table
+// (pick's OR of two references, or a Probe prefetched on another table).
+// One comparison decides both: ref 0 decodes to record 2^31-1, beyond
+// every table (MaxCapacity is 2^30). Compared as an int, as the index
+// is, so that the compiler drops the bounds check of the caller's
+// t.recs[id]. It is every read's first step
+// (readRef, verifyRef, viewRef), and it inlines into each (TestInlining),
+// so the one decode costs no call.
+func (t *Table) refRecord(ref uint32) (id, dir uint32, ok bool) {
+	id, dir = (ref-1)>>1, (ref-1)&1
+	return id, dir, int(id) < len(t.recs)
+}
+
 // readRef copies the record of slot reference ref (ref+1, see slotRef)
 // into e if it is live and its key dir (from the reference) equals
-// (w0, w1). It is the seqlock read side. 0, the reference of no record,
-// never matches, nor does a reference beyond the table (pick's OR of two
-// references, or a Probe prefetched on another table). One function, not
-// a check and a call: the call's frame cost a tenth of a hit.
+// (w0, w1). It is the seqlock read side. A reference that names no
+// record of the table (refRecord) never matches. One function, not a
+// check and a call: the call's frame cost a tenth of a hit.
 func (t *Table) readRef(ref uint32, w0, w1 uint64, e *Entry) bool {
-	id, dir := (ref-1)>>1, (ref-1)&1
-	if ref == 0 || id >= uint32(len(t.recs)) {
+	id, dir, ok := t.refRecord(ref)
+	if !ok {
 		return false
 	}
 	r := &t.recs[id]

@@ -58,8 +58,8 @@ func (t *Table) ViewProbe(p *Probe, v *View) bool { return t.viewRef(p, p.ref, v
 // lead to the probe's key (none remembered, or the index changed since
 // the prefetch) goes to viewSlow.
 func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
-	id, dir := (ref-1)>>1, (ref-1)&1
-	if ref == 0 || int(id) >= len(t.recs) {
+	id, dir, ok := t.refRecord(ref)
+	if !ok {
 		return t.viewSlow(p, ref, v)
 	}
 	r := &t.recs[id]
