@@ -40,12 +40,12 @@ func (t *Table) FindProbe(p *Probe, x *Hit) bool {
 // findHashed is lookupHashed with verifyRef for readRef: branch-free in
 // the home bucket, the slot-by-slot walk for everything else.
 func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
-	bk := &t.buckets[t.home(h)]
+	bk := &t.ix.buckets[t.ix.Home(h)]
 	ref := bk.pick(fpOf(h))
 	if t.verifyRef(ref, w0, w1, x) {
 		return true
 	}
-	if ref == 0 && bk.meta.Load()>>1 == 0 {
+	if ref == 0 && bk.Meta.Load()>>1 == 0 {
 		return false
 	}
 	return t.walk(h, func(ref uint32) bool { return t.verifyRef(ref, w0, w1, x) })

@@ -165,7 +165,6 @@ import (
 )
 
 const (
-	slotsPerBucket = 7
 	// keysPerBucket is the mean number of keys per bucket at full
 	// capacity: 4 of 7 slots. A bucket overflows only when more than 7
 	// of the keys hash to it, which at a Poisson mean of 4 is 5% of the
@@ -174,9 +173,6 @@ const (
 	keysPerBucket = 4
 	// MaxCapacity bounds the record numbers so that ref+1 fits in 32 bits.
 	MaxCapacity = 1 << 30
-
-	metaLock     = 1
-	metaOverflow = 2 // the overflow count lives in bits 1..63
 
 	// genMask selects the generation in a record's gen word. A record's
 	// generation rises by two per session it holds: 2^47 sessions, which
@@ -203,14 +199,10 @@ type record struct {
 	user  [2]atomic.Uint64
 }
 
-// bucket is one cache line of the index: a meta word (insert lock and
-// overflow count) and seven slots. A slot is one word, fingerprint<<32 |
-// ref, and 0 when empty, so a reader always sees a fingerprint together
-// with the reference it was stored with.
-type bucket struct {
-	meta  atomic.Uint64
-	slots [slotsPerBucket]atomic.Uint64
-}
+// The index (index.go) is an array of Buckets: a meta word (insert lock
+// and overflow count) and seven slots. A Table's slot is one word,
+// fingerprint<<32 | ref, and 0 when empty, so a reader always sees a
+// fingerprint together with the reference it was stored with.
 
 // slotWord is the slot of reference ref for a key with fingerprint fp.
 func slotWord(fp, ref uint32) uint64 { return uint64(fp)<<32 | uint64(ref) }
@@ -267,9 +259,8 @@ var NoKey = Key{}
 // Table is the session table. All methods are safe for concurrent use,
 // except that at most one goroutine at a time may call Expire.
 type Table struct {
-	recs    []record
-	buckets []bucket
-	nb      uint64 // number of buckets
+	recs []record
+	ix   Index // the buckets (index.go)
 	// maxKeys is the number of keys an entry may have, 1 or 2; the
 	// index is sized for maxKeys keys per entry of capacity.
 	maxKeys int
@@ -308,10 +299,10 @@ func newTable(capacity, maxKeys int) (*Table, error) {
 	if nb < 2 {
 		nb = 2
 	}
-	t := &Table{nb: nb, maxKeys: maxKeys, seed: newHashSeed()}
+	t := &Table{ix: Index{nb: nb}, maxKeys: maxKeys, seed: newHashSeed()}
 	var m1, m2 mapping
 	t.recs, m1 = allocArray[record](capacity)
-	t.buckets, m2 = allocArray[bucket](int(nb))
+	t.ix.buckets, m2 = allocArray[Bucket](int(nb))
 	t.releaseLater(m1, m2)
 	// Free records have odd generations. Thread the free list so that
 	// record 0 is popped first; it makes tests and dumps easier to read.
@@ -322,20 +313,11 @@ func newTable(capacity, maxKeys int) (*Table, error) {
 		}
 	}
 	t.head.Store(1)
-	// Fault in the index now: the first write to each page of a fresh
-	// allocation costs a page fault, and that must not happen to a
-	// worker inserting a session at line rate. (The loop above already
-	// wrote every record and link.)
-	for b := 0; b < len(t.buckets); b += pageSize / bucketSize {
-		t.buckets[b].meta.Store(0)
-	}
+	// Fault in the index now (the loop above already wrote every record
+	// and link).
+	t.ix.faultIn()
 	return t, nil
 }
-
-const (
-	pageSize   = 4096
-	bucketSize = 64 // asserted by TestLayoutSizes
-)
 
 // Cap returns the capacity in sessions.
 func (t *Table) Cap() int { return len(t.recs) }
@@ -348,7 +330,7 @@ func (t *Table) Len() int { return int(t.live.Load()) }
 // from New). The free list is threaded through the free records.
 func (t *Table) BytesPerSession() float64 {
 	const recSize = 64
-	total := float64(len(t.recs))*recSize + float64(t.nb)*bucketSize
+	total := float64(len(t.recs))*recSize + float64(t.ix.nb)*BucketSize
 	return total / float64(len(t.recs))
 }
 
@@ -401,20 +383,6 @@ func newHashSeed() hashSeed {
 	return hashSeed{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
 }
 
-// home maps a hash to its home bucket by multiply-shift range reduction
-// (Lemire), which needs no power-of-two bucket count.
-func (t *Table) home(h uint64) uint64 {
-	return (uint64(uint32(h)) * t.nb) >> 32
-}
-
-func (t *Table) step(b uint64) uint64 {
-	b++
-	if b == t.nb {
-		b = 0
-	}
-	return b
-}
-
 func slotRef(id uint32, dir uint8) uint32 { return id<<1 | uint32(dir) + 1 }
 
 // Lookup finds the session holding k. It never blocks and never writes.
@@ -434,12 +402,12 @@ func (t *Table) Lookup(k *Key, e *Entry) bool {
 // reference gone stale) goes to lookupSlow.
 func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	fp := fpOf(h)
-	bk := &t.buckets[t.home(h)]
+	bk := &t.ix.buckets[t.ix.Home(h)]
 	ref := bk.pick(fp)
 	if t.readRef(ref, w0, w1, e) {
 		return true
 	}
-	if ref == 0 && bk.meta.Load()>>1 == 0 {
+	if ref == 0 && bk.Meta.Load()>>1 == 0 {
 		return false // nothing with this fingerprint here, nothing beyond
 	}
 	return t.lookupSlow(w0, w1, h, e)
@@ -452,11 +420,11 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 //
 // The seven slots are written out: as a loop, the index arithmetic and the
 // loop's own test cost as much as the selection.
-func (b *bucket) pick(fp uint32) uint32 {
-	return sel(b.slots[0].Load(), fp) | sel(b.slots[1].Load(), fp) |
-		sel(b.slots[2].Load(), fp) | sel(b.slots[3].Load(), fp) |
-		sel(b.slots[4].Load(), fp) | sel(b.slots[5].Load(), fp) |
-		sel(b.slots[6].Load(), fp)
+func (b *Bucket) pick(fp uint32) uint32 {
+	return sel(b.Slots[0].Load(), fp) | sel(b.Slots[1].Load(), fp) |
+		sel(b.Slots[2].Load(), fp) | sel(b.Slots[3].Load(), fp) |
+		sel(b.Slots[4].Load(), fp) | sel(b.Slots[5].Load(), fp) |
+		sel(b.Slots[6].Load(), fp)
 }
 
 // sel returns the reference of slot word v if its fingerprint is fp, else
@@ -486,19 +454,19 @@ func (t *Table) lookupSlow(w0, w1, h uint64, e *Entry) bool {
 // allocates nothing.
 func (t *Table) walk(h uint64, try func(ref uint32) bool) bool {
 	fp := fpOf(h)
-	b := t.home(h)
-	for probes := t.nb; probes > 0; probes-- {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			v := bk.slots[s].Load()
+	b := t.ix.Home(h)
+	for probes := t.ix.nb; probes > 0; probes-- {
+		bk := &t.ix.buckets[b]
+		for s := range bk.Slots {
+			v := bk.Slots[s].Load()
 			if uint32(v>>32) == fp && try(uint32(v)) {
 				return true
 			}
 		}
-		if bk.meta.Load()>>1 == 0 {
+		if bk.Meta.Load()>>1 == 0 {
 			return false
 		}
-		b = t.step(b)
+		b = t.ix.Step(b)
 	}
 	return false
 }
@@ -680,37 +648,6 @@ func (t *Table) LoadUser(id uint32, i int) uint64 {
 	return t.recs[id].user[i].Load()
 }
 
-// lock takes the insert lock of bucket b. The uncontended case (one load,
-// one compare-and-swap) is small enough to inline into Insert; waiting is
-// lockSlow's.
-func (t *Table) lock(b uint64) {
-	// One compare-and-swap from the word as it would be unlocked: if the
-	// bucket is locked, the swap fails and lockSlow waits.
-	m := &t.buckets[b].meta
-	if v := m.Load() &^ metaLock; !m.CompareAndSwap(v, v|metaLock) {
-		lockSlow(m)
-	}
-}
-
-func lockSlow(m *atomic.Uint64) {
-	for spins := 0; ; spins++ {
-		v := m.Load()
-		if v&metaLock == 0 && m.CompareAndSwap(v, v|metaLock) {
-			return
-		}
-		if spins > 64 {
-			// The holder may have been preempted; let it run.
-			runtime.Gosched()
-		}
-	}
-}
-
-func (t *Table) unlock(b uint64) {
-	// Add, not Store: other inserters adjust the overflow count of this
-	// bucket without holding its lock.
-	t.buckets[b].meta.Add(^uint64(0))
-}
-
 // Insert adds a session with keys k0 and k1 (k1 may be NoKey), the given
 // state and user words, last seen at now. If either key already belongs to a
 // live session it returns Exists and that session in e; if the table is full
@@ -747,22 +684,22 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	if two && t.maxKeys < 2 {
 		return Full
 	}
-	b0 := t.home(p0.h)
+	b0 := t.ix.Home(p0.h)
 	b1 := b0
 	if two {
-		b1 = t.home(p1.h)
+		b1 = t.ix.Home(p1.h)
 	}
 	lo, hi := min(b0, b1), max(b0, b1)
 	// Lock the home buckets in ascending order to avoid deadlock.
-	t.lock(lo)
+	t.ix.Lock(lo)
 	if hi != lo {
-		t.lock(hi)
+		t.ix.Lock(hi)
 	}
 	res := t.insertLocked(p0, p1, b0, b1, two, state, user, now, e)
 	if hi != lo {
-		t.unlock(hi)
+		t.ix.Unlock(hi)
 	}
-	t.unlock(lo)
+	t.ix.Unlock(lo)
 	return res
 }
 
@@ -806,9 +743,9 @@ func (t *Table) insertLocked(p0, p1 *Probe, h0, h1 uint64, two bool, state uint3
 	// Index both keys while the generation is still odd: a reader that
 	// finds a slot early skips the record, and a walker by ID (Expire,
 	// Range) cannot see, and so cannot delete, a half-indexed session.
-	t.place(h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
+	t.ix.Place(h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
 	if two {
-		t.place(h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
+		t.ix.Place(h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
 	}
 	r.gen.Store(g + 1) // live
 	t.live.Add(1)
@@ -828,61 +765,17 @@ func (t *Table) insertLocked(p0, p1 *Probe, h0, h1 uint64, two bool, state uint3
 // decides everything else. The lock bit is set in the meta word, which
 // the test of the overflow count (bits 1..63) leaves out.
 func (t *Table) taken(p *Probe, b uint64, e *Entry) bool {
-	bk := &t.buckets[b]
-	if bk.pick(fpOf(p.h)) == 0 && bk.meta.Load()>>1 == 0 {
+	bk := &t.ix.buckets[b]
+	if bk.pick(fpOf(p.h)) == 0 && bk.Meta.Load()>>1 == 0 {
 		return false
 	}
 	return t.lookupSlow(p.w0, p.w1, p.h, e)
 }
 
-// place stores slot word w (slotWord) in the first empty slot on the
-// probe path from home bucket b, raising the overflow count of every full
-// bucket it passes first. One compare-and-swap publishes fingerprint and
-// reference together.
-//
-// It cannot fail: every key belongs to a record popped from the free list,
-// so at most maxKeys*Cap() keys are ever placed, while the index has
-// 7/4 times as many slots.
-func (t *Table) place(b, w uint64) {
-	for {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == 0 && bk.slots[s].CompareAndSwap(0, w) {
-				return
-			}
-		}
-		bk.meta.Add(metaOverflow)
-		b = t.step(b)
-	}
-}
-
-// unwind lowers the overflow counts of n buckets starting at b.
-func (t *Table) unwind(b, n uint64) {
-	for ; n > 0; n-- {
-		t.buckets[b].meta.Add(^uint64(metaOverflow - 1))
-		b = t.step(b)
-	}
-}
-
-// unplace removes reference ref from the probe path of hash h and lowers
-// the overflow counts of the buckets before it. Only the deleting
-// goroutine, which owns the record, can clear the record's slots, so the
-// slot holds w until this compare-and-swap.
+// unplace removes reference ref, with the fingerprint of hash h, from
+// the index.
 func (t *Table) unplace(h uint64, ref uint32) {
-	start := t.home(h)
-	b := start
-	w := slotWord(fpOf(h), ref)
-	for n := uint64(0); n < t.nb; n++ {
-		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if bk.slots[s].Load() == w && bk.slots[s].CompareAndSwap(w, 0) {
-				t.unwind(start, n)
-				return
-			}
-		}
-		b = t.step(b)
-	}
-	panic("flowtable: slot of a live session is missing")
+	t.ix.Remove(t.ix.Home(h), slotWord(fpOf(h), ref))
 }
 
 // Delete removes session id if it is still at generation gen. It returns
@@ -1003,18 +896,18 @@ func (t *Table) PrepareAddrs(src, dst uint32, sport, dport uint16, proto uint8, 
 // something the compiler cannot discard. PrefetchBurst does the same for a
 // whole burst with more overlap.
 func (t *Table) Prefetch(p *Probe) uint64 {
-	bk := &t.buckets[t.home(p.h)]
+	bk := &t.ix.buckets[t.ix.Home(p.h)]
 	p.ref = bk.find(fpOf(p.h))
 	if p.ref == 0 {
-		return bk.meta.Load()
+		return bk.Meta.Load()
 	}
 	return t.recs[(p.ref-1)>>1].gen.Load()
 }
 
 // find returns the reference of the first slot with fingerprint fp, or 0.
-func (b *bucket) find(fp uint32) uint32 {
-	for s := range b.slots {
-		if v := b.slots[s].Load(); uint32(v>>32) == fp {
+func (b *Bucket) find(fp uint32) uint32 {
+	for s := range b.Slots {
+		if v := b.Slots[s].Load(); uint32(v>>32) == fp {
 			return uint32(v)
 		}
 	}
@@ -1032,11 +925,11 @@ func (b *bucket) find(fp uint32) uint32 {
 func (t *Table) PrefetchBurst(ps []Probe) uint64 {
 	var sink uint64
 	for i := range ps {
-		sink += t.buckets[t.home(ps[i].h)].meta.Load()
+		sink += t.ix.buckets[t.ix.Home(ps[i].h)].Meta.Load()
 	}
 	for i := range ps {
 		p := &ps[i]
-		p.ref = t.buckets[t.home(p.h)].find(fpOf(p.h))
+		p.ref = t.ix.buckets[t.ix.Home(p.h)].find(fpOf(p.h))
 		if p.ref != 0 {
 			sink += t.recs[(p.ref-1)>>1].gen.Load()
 		}
