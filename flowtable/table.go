@@ -929,9 +929,28 @@ func (t *Table) PrefetchBurst(ps []Probe) uint64 {
 	}
 	for i := range ps {
 		p := &ps[i]
-		p.ref = t.ix.buckets[t.ix.Home(p.h)].find(fpOf(p.h))
-		if p.ref != 0 {
-			sink += t.recs[(p.ref-1)>>1].gen.Load()
+		bk, fp := &t.ix.buckets[t.ix.Home(p.h)], fpOf(p.h)
+		// find, written out: no loop counter, and each slot's offset
+		// known.
+		ref := uint32(0)
+		if v := bk.Slots[0].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[1].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[2].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[3].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[4].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[5].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		} else if v := bk.Slots[6].Load(); uint32(v>>32) == fp {
+			ref = uint32(v)
+		}
+		p.ref = ref
+		if ref != 0 {
+			sink += t.recs[(ref-1)>>1].gen.Load()
 		}
 	}
 	return sink
