@@ -759,17 +759,31 @@ func (t *Table) insertLocked(p0, p1 *Probe, h0, h1 uint64, two bool, state uint3
 // taken reports whether a live session holds p's key, whose home bucket
 // b its inserter has locked, and copies the session into e if so. An
 // insert's key is nearly always absent, and the home bucket says so alone
-// (no fingerprint matches, nothing was stored beyond it) with the
-// branch-free pick: about 45 instructions, where the slot-by-slot walk
-// took about 150 (make bench-instr's new-session profile). The walk
-// decides everything else. The lock bit is set in the meta word, which
-// the test of the overflow count (bits 1..63) leaves out.
+// (absentAt); the walk decides everything else.
 func (t *Table) taken(p *Probe, b uint64, e *Entry) bool {
-	bk := &t.ix.buckets[b]
-	if bk.pick(fpOf(p.h)) == 0 && bk.Meta.Load()>>1 == 0 {
+	if t.absentAt(b, fpOf(p.h)) {
 		return false
 	}
 	return t.lookupSlow(p.w0, p.w1, p.h, e)
+}
+
+// absentAt reports whether bucket b, the home of a key with fingerprint
+// fp, shows alone that the key is in no live session: no slot has the
+// fingerprint, and nothing was stored beyond the bucket. False means only
+// that the bucket cannot tell. It is the miss of a key about to be
+// inserted (taken) or of a new flow's first packet (viewSlow), which
+// touch all seven slots: written out, the tests stop at the first match,
+// about five instructions a slot, where pick (a call and a selection a
+// slot) took about 95 a key and the slot-by-slot walk about 150 (make
+// bench-instr's new-session profile). The lock bit of the meta word is
+// left out of the overflow test. An empty slot "matches" fingerprint 0,
+// which leaves one key in 2^32 to the walk.
+func (t *Table) absentAt(b uint64, fp uint32) bool {
+	bk := &t.ix.buckets[b]
+	return !(uint32(bk.Slots[0].Load()>>32) == fp || uint32(bk.Slots[1].Load()>>32) == fp ||
+		uint32(bk.Slots[2].Load()>>32) == fp || uint32(bk.Slots[3].Load()>>32) == fp ||
+		uint32(bk.Slots[4].Load()>>32) == fp || uint32(bk.Slots[5].Load()>>32) == fp ||
+		uint32(bk.Slots[6].Load()>>32) == fp || bk.Meta.Load()>>1 != 0)
 }
 
 // unplace removes reference ref, with the fingerprint of hash h, from

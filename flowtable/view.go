@@ -83,6 +83,12 @@ func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
 // deleted between the two reads: a miss, as if the lookup had come after
 // the delete).
 func (t *Table) viewSlow(p *Probe, tried uint32, v *View) bool {
+	// No reference tried: the prefetch found no slot with the key's
+	// fingerprint, nearly always a new flow's first packet, whose home
+	// bucket then shows the miss alone (absentAt), read again now.
+	if tried == 0 && t.absentAt(t.ix.Home(p.h), fpOf(p.h)) {
+		return false
+	}
 	var x Hit
 	if !t.findHashed(p.w0, p.w1, p.h, &x) {
 		return false
