@@ -19,7 +19,9 @@
 //     bucket comes from the low half of the hash. Each session occupies two
 //     slots, one per key, and both lead to the same record. New sizes the
 //     index for four keys per bucket at full capacity (16 bytes per key);
-//     NewSingleKey sizes it for one key per entry.
+//     NewSingleKey sizes it for one key per entry. The index, its locks
+//     and its overflow counts are index.go's Index, which the NAT
+//     engine's compact tables use too.
 //
 // # One line decides, one line answers
 //
@@ -766,9 +768,9 @@ func (t *Table) taken(p *Probe, b uint64, e *Entry) bool {
 // that the bucket cannot tell. It is the miss of a key about to be
 // inserted (taken) or of a new flow's first packet (viewSlow), which
 // touch all seven slots: written out, the tests stop at the first match,
-// about five instructions a slot, where pick (a call and a selection a
-// slot) took about 95 a key and the slot-by-slot walk about 150 (make
-// bench-instr's new-session profile). The lock bit of the meta word is
+// about 65 instructions a call, where the check through pick (a call and
+// a selection a slot) took about 95 and the slot-by-slot walk about 150
+// (make bench-instr's new-session profile). The lock bit of the meta word is
 // left out of the overflow test. An empty slot "matches" fingerprint 0,
 // which leaves one key in 2^32 to the walk.
 func (t *Table) absentAt(b uint64, fp uint32) bool {
