@@ -58,12 +58,10 @@ func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
 // while the generation is odd, so two equal even loads around the key's
 // make it the key of that generation's session.
 func (t *Table) verifyRef(ref uint32, w0, w1 uint64, x *Hit) bool {
-	id, dir, ok := t.refRecord(ref)
+	r, g, id, dir, ok := t.openRef(ref)
 	if !ok {
 		return false
 	}
-	r := &t.recs[id]
-	g := r.gen.Load() & genMask
 	k := &r.keys[dir]
 	a0, a1 := k[0].Load(), k[1].Load()
 	if g&1 != 0 || a0 != w0 || a1 != w1 || r.gen.Load()&genMask != g {

@@ -491,27 +491,36 @@ func fpOf(h uint64) uint32 { return uint32(h >> 32) }
 // One comparison decides both: ref 0 decodes to record 2^31-1, beyond
 // every table (MaxCapacity is 2^30). Compared as an int, as the index
 // is, so that the compiler drops the bounds check of the caller's
-// t.recs[id]. It is every read's first step
-// (readRef, verifyRef, viewRef), and it inlines into each (TestInlining),
-// so the one decode costs no call.
+// t.recs[id]. It is every read's first step (openRef, viewRef), and it
+// inlines into each (TestInlining), so the one decode costs no call.
 func (t *Table) refRecord(ref uint32) (id, dir uint32, ok bool) {
 	id, dir = (ref-1)>>1, (ref-1)&1
 	return id, dir, int(id) < len(t.recs)
 }
 
+// openRef opens the seqlock read of the record of slot reference ref for
+// readRef and verifyRef: the decode (refRecord), the record, and its
+// generation, loaded first. ok is false when ref names no record of the
+// table. It inlines into both (TestInlining). (viewRef, the fast path's,
+// decodes with refRecord and loads the generation itself: through
+// openRef it counted two instructions more a packet, a matter of
+// register allocation, make bench-instr.)
+func (t *Table) openRef(ref uint32) (r *record, g uint64, id, dir uint32, ok bool) {
+	if id, dir, ok = t.refRecord(ref); !ok {
+		return nil, 0, id, dir, false
+	}
+	r = &t.recs[id]
+	return r, r.gen.Load() & genMask, id, dir, true
+}
+
 // readRef copies the record of slot reference ref (ref+1, see slotRef)
 // into e if it is live and its key dir (from the reference) equals
 // (w0, w1). It is the seqlock read side. A reference that names no
-// record of the table (refRecord) never matches. One function, not a
+// record of the table (openRef) never matches. One function, not a
 // check and a call: the call's frame cost a tenth of a hit.
 func (t *Table) readRef(ref uint32, w0, w1 uint64, e *Entry) bool {
-	id, dir, ok := t.refRecord(ref)
-	if !ok {
-		return false
-	}
-	r := &t.recs[id]
-	g := r.gen.Load() & genMask
-	if g&1 != 0 {
+	r, g, id, dir, ok := t.openRef(ref)
+	if !ok || g&1 != 0 {
 		return false
 	}
 	a0, a1 := r.keys[0][0].Load(), r.keys[0][1].Load()
