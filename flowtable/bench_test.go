@@ -183,7 +183,7 @@ func BenchmarkLookup(b *testing.B) {
 					k := lookupKey(&r)
 					w0, w1 := k.pack()
 					h := f.tb.seed.hash(w0, w1)
-					if f.tb.buckets[f.tb.home(h)].pick(fpOf(h)) != 0 {
+					if f.tb.ix.buckets[f.tb.ix.Home(h)].pick(fpOf(h)) != 0 {
 						found++
 					}
 				}

@@ -40,12 +40,12 @@ func (t *Table) FindProbe(p *Probe, x *Hit) bool {
 // findHashed is lookupHashed with verifyRef for readRef: branch-free in
 // the home bucket, the slot-by-slot walk for everything else.
 func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
-	bk := &t.buckets[t.home(h)]
+	bk := &t.ix.buckets[t.ix.Home(h)]
 	ref := bk.pick(fpOf(h))
 	if t.verifyRef(ref, w0, w1, x) {
 		return true
 	}
-	if ref == 0 && bk.meta.Load()>>1 == 0 {
+	if ref == 0 && bk.Meta.Load()>>1 == 0 {
 		return false
 	}
 	return t.walk(h, func(ref uint32) bool { return t.verifyRef(ref, w0, w1, x) })
@@ -58,12 +58,10 @@ func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
 // while the generation is odd, so two equal even loads around the key's
 // make it the key of that generation's session.
 func (t *Table) verifyRef(ref uint32, w0, w1 uint64, x *Hit) bool {
-	id, dir := (ref-1)>>1, (ref-1)&1
-	if ref == 0 || id >= uint32(len(t.recs)) {
+	r, g, id, dir, ok := t.openRef(ref)
+	if !ok {
 		return false
 	}
-	r := &t.recs[id]
-	g := r.gen.Load() & genMask
 	k := &r.keys[dir]
 	a0, a1 := k[0].Load(), k[1].Load()
 	if g&1 != 0 || a0 != w0 || a1 != w1 || r.gen.Load()&genMask != g {

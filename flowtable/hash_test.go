@@ -46,11 +46,11 @@ func TestSeedDecides(t *testing.T) {
 	// Collect 64 keys of one source that share a's home bucket of the
 	// first: the attacker's keys, if a's seed were known.
 	first := Key{Src: [4]byte{198, 18, 0, 9}, Dst: [4]byte{198, 19, 0, 1}, SrcPort: 1, DstPort: 80, Proto: 6}
-	target := a.home(a.seed.hash(first.pack()))
+	target := a.ix.Home(a.seed.hash(first.pack()))
 	var chosen []Key
 	for p := 1; p < 1<<20 && len(chosen) < 64; p++ {
 		k := Key{Src: [4]byte{198, 18, byte(p >> 16), 9}, Dst: [4]byte{198, 19, 0, 1}, SrcPort: uint16(p), DstPort: 80, Proto: 6}
-		if a.home(a.seed.hash(k.pack())) == target {
+		if a.ix.Home(a.seed.hash(k.pack())) == target {
 			chosen = append(chosen, k)
 		}
 	}
@@ -59,7 +59,7 @@ func TestSeedDecides(t *testing.T) {
 	}
 	homes := map[uint64]int{}
 	for _, k := range chosen {
-		homes[b.home(b.seed.hash(k.pack()))]++
+		homes[b.ix.Home(b.seed.hash(k.pack()))]++
 	}
 	// 64 keys over 2048 buckets: all in one bucket by chance is
 	// impossible; more than 4 in any one bucket is a 1-in-10^4 event.
@@ -177,7 +177,7 @@ func chiSquare(counts []int, total int) float64 {
 // bound's.
 func TestHashSpread(t *testing.T) {
 	const nb = 1 << 14
-	tb := &Table{nb: nb}
+	tb := &Table{ix: Index{nb: nb}}
 	for name, keys := range hashKeySets() {
 		for _, h := range []struct {
 			name string
@@ -190,9 +190,9 @@ func TestHashSpread(t *testing.T) {
 			for i := range keys {
 				w0, w1 := keys[i].pack()
 				x := h.f(w0, w1)
-				homes[tb.home(x)]++
+				homes[tb.ix.Home(x)]++
 				fps[fpOf(x)>>18]++
-				slot := [2]uint64{tb.home(x), uint64(fpOf(x))}
+				slot := [2]uint64{tb.ix.Home(x), uint64(fpOf(x))}
 				if seen[slot] {
 					same++
 				}

@@ -10,5 +10,5 @@ package flowtable
 func (t *Table) PrefetchTuple(src, dst [4]byte, sport, dport uint16, proto uint8) uint64 {
 	var p Probe
 	t.PrepareTuple(src, dst, sport, dport, proto, &p)
-	return t.buckets[t.home(p.h)].meta.Load()
+	return t.ix.buckets[t.ix.Home(p.h)].Meta.Load()
 }

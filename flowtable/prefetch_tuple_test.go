@@ -22,12 +22,12 @@ func TestPrefetchTupleTouchesHomeBucket(t *testing.T) {
 		binary.LittleEndian.PutUint32(k.Dst[:], r.Uint32())
 		var p Probe
 		tb.Prepare(&k, &p)
-		b := tb.home(p.h)
-		tb.lock(b)
+		b := tb.ix.Home(p.h)
+		tb.ix.Lock(b)
 		locked := tb.PrefetchTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto)
-		tb.unlock(b)
+		tb.ix.Unlock(b)
 		free := tb.PrefetchTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto)
-		if locked&metaLock == 0 || free&metaLock != 0 {
+		if locked&MetaLock == 0 || free&MetaLock != 0 {
 			t.Fatalf("key %+v: PrefetchTuple read %#x with its home bucket locked, %#x unlocked", k, locked, free)
 		}
 	}

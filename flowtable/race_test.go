@@ -240,20 +240,20 @@ func checkQuiescent(t *testing.T, tb *Table, each func(*Entry)) {
 	if free+live != tb.Cap() {
 		t.Errorf("free %d + live %d != capacity %d: records leaked", free, live, tb.Cap())
 	}
-	for b := range tb.buckets {
-		bk := &tb.buckets[b]
-		if bk.meta.Load()&metaLock != 0 {
+	for b := range tb.ix.buckets {
+		bk := &tb.ix.buckets[b]
+		if bk.Meta.Load()&MetaLock != 0 {
 			t.Errorf("bucket %d left locked", b)
 		}
 		if live != 0 {
 			continue
 		}
 		// An empty table has no slot and no overflow count left.
-		if m := bk.meta.Load(); m != 0 {
+		if m := bk.Meta.Load(); m != 0 {
 			t.Errorf("empty table: bucket %d meta %#x", b, m)
 		}
-		for s := range bk.slots {
-			if v := bk.slots[s].Load(); v != 0 {
+		for s := range bk.Slots {
+			if v := bk.Slots[s].Load(); v != 0 {
 				t.Errorf("empty table: bucket %d slot %d holds %#x", b, s, v)
 			}
 		}

@@ -17,8 +17,8 @@ func TestLayoutSizes(t *testing.T) {
 	if got := unsafe.Sizeof(record{}); got != 64 {
 		t.Errorf("sizeof(record) = %d, want one 64-byte cache line", got)
 	}
-	if got := unsafe.Sizeof(bucket{}); got != 64 {
-		t.Errorf("sizeof(bucket) = %d, want one 64-byte cache line", got)
+	if got := unsafe.Sizeof(Bucket{}); got != BucketSize {
+		t.Errorf("sizeof(Bucket) = %d, want one 64-byte cache line", got)
 	}
 }
 
@@ -645,8 +645,8 @@ func TestPrepareTupleMatchesKey(t *testing.T) {
 func TestBucketFind(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for i := 0; i < 200000; i++ {
-		var b bucket
-		var words [slotsPerBucket]uint64
+		var b Bucket
+		var words [BucketSlots]uint64
 		fp := r.Uint32() | 1
 		for s := range words {
 			switch r.IntN(4) {
@@ -659,7 +659,7 @@ func TestBucketFind(t *testing.T) {
 			default:
 				words[s] = r.Uint64()
 			}
-			b.slots[s].Store(words[s])
+			b.Slots[s].Store(words[s])
 		}
 		want, all, matches := uint32(0), uint32(0), 0
 		for _, w := range words {
@@ -851,7 +851,7 @@ func TestIndexOverflow(t *testing.T) {
 	for i := range keys {
 		var p Probe
 		tb.Prepare(&keys[i], &p)
-		home := &tb.buckets[tb.home(p.h)]
+		home := &tb.ix.buckets[tb.ix.Home(p.h)]
 		if !tb.Lookup(&keys[i], &e) {
 			t.Fatalf("key %v lost", keys[i])
 		}
@@ -860,12 +860,12 @@ func TestIndexOverflow(t *testing.T) {
 		}
 	}
 	over := 0
-	for b := range tb.buckets {
-		if tb.buckets[b].meta.Load()>>1 != 0 {
+	for b := range tb.ix.buckets {
+		if tb.ix.buckets[b].Meta.Load()>>1 != 0 {
 			over++
 		}
 	}
-	fa, fo := float64(away)/float64(len(keys)), float64(over)/float64(len(tb.buckets))
+	fa, fo := float64(away)/float64(len(keys)), float64(over)/float64(len(tb.ix.buckets))
 	t.Logf("full table: %.2f%% of keys beyond their home bucket, %.2f%% of buckets with an overflow count", 100*fa, 100*fo)
 	if fa > 0.05 || fo > 0.10 {
 		t.Errorf("the index leaves the home bucket too often: %.2f%% of keys, %.2f%% of buckets", 100*fa, 100*fo)

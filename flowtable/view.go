@@ -58,8 +58,8 @@ func (t *Table) ViewProbe(p *Probe, v *View) bool { return t.viewRef(p, p.ref, v
 // lead to the probe's key (none remembered, or the index changed since
 // the prefetch) goes to viewSlow.
 func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
-	id, dir := (ref-1)>>1, (ref-1)&1
-	if ref == 0 || int(id) >= len(t.recs) {
+	id, dir, ok := t.refRecord(ref)
+	if !ok {
 		return t.viewSlow(p, ref, v)
 	}
 	r := &t.recs[id]
@@ -83,6 +83,12 @@ func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
 // deleted between the two reads: a miss, as if the lookup had come after
 // the delete).
 func (t *Table) viewSlow(p *Probe, tried uint32, v *View) bool {
+	// No reference tried: the prefetch found no slot with the key's
+	// fingerprint, nearly always a new flow's first packet, whose home
+	// bucket then shows the miss alone (absentAt), read again now.
+	if tried == 0 && t.absentAt(t.ix.Home(p.h), fpOf(p.h)) {
+		return false
+	}
 	var x Hit
 	if !t.findHashed(p.w0, p.w1, p.h, &x) {
 		return false

@@ -44,7 +44,7 @@ func TestInlining(t *testing.T) {
 		// reading the View of its session.
 		"github.com/xnat/xnat/flowtable": {
 			"(*Table).PrepareTuple", "(*Table).PrepareAddrs", "(*Table).ViewProbe", "(*View).OtherSrc", "(*View).OtherDst",
-			"(*View).OtherSrcPort", "(*View).OtherDstPort",
+			"(*View).OtherSrcPort", "(*View).OtherDstPort", "(*Table).refRecord", "(*Table).openRef",
 		},
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",

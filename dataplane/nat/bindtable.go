@@ -168,14 +168,14 @@ func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
 func (t *bindTable) Prefetch(p *bindProbe) uint64 {
 	bk := &t.buckets[t.home(p.h)]
 	p.ref = 0
-	for s := range bk.slots {
-		if v := bk.slots[s].Load(); uint32(v>>32) == p.fp {
+	for s := range bk.Slots {
+		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
 			p.absent = false
 			return t.recs[(p.ref-1)>>1].cw.Load()
 		}
 	}
-	m := bk.meta.Load()
+	m := bk.Meta.Load()
 	p.absent = p.ok && m < lineOverflow
 	return m
 }
@@ -199,7 +199,7 @@ func (t *bindTable) prepareWord(w uint64, p *bindProbe) {
 // lookup is not wanted. The value returned means nothing.
 func (t *bindTable) PrefetchExternal(ext [4]byte, port uint16, proto uint8, p *bindProbe) uint64 {
 	t.prepareWord(bindWord(ext, port, proto, 1), p)
-	return t.buckets[t.home(p.h)].meta.Load()
+	return t.buckets[t.home(p.h)].Meta.Load()
 }
 
 // LookupProbe is Lookup for a prepared key: first the record a prefetch

@@ -43,7 +43,7 @@ func TestBindTableLifecycle(t *testing.T) {
 			if dir == 1 {
 				// The pipeline's external probe is Prepare's.
 				var q bindProbe
-				if v := bt.PrefetchExternal(k.Dst, k.DstPort, k.Proto, &q); v != bt.buckets[bt.home(p.h)].meta.Load() ||
+				if v := bt.PrefetchExternal(k.Dst, k.DstPort, k.Proto, &q); v != bt.buckets[bt.home(p.h)].Meta.Load() ||
 					q.w != p.w || q.h != p.h || q.fp != p.fp || !q.ok {
 					t.Fatalf("PrefetchExternal of binding %d: probe %+v, Prepare's %+v", i, q, p)
 				}

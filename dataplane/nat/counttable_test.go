@@ -98,11 +98,11 @@ func TestCountTableLifecycle(t *testing.T) {
 func checkIndexEmpty(t *testing.T, x *lineIndex) {
 	t.Helper()
 	for b := range x.buckets {
-		if m := x.buckets[b].meta.Load(); m != 0 {
+		if m := x.buckets[b].Meta.Load(); m != 0 {
 			t.Fatalf("bucket %d meta %#x in an emptied table", b, m)
 		}
-		for s := range x.buckets[b].slots {
-			if v := x.buckets[b].slots[s].Load(); v != 0 {
+		for s := range x.buckets[b].Slots {
+			if v := x.buckets[b].Slots[s].Load(); v != 0 {
 				t.Fatalf("bucket %d slot %d holds %#x in an emptied table", b, s, v)
 			}
 		}

@@ -106,9 +106,9 @@ func (t *portTable) findFrom(key, b uint64, r *portRef) (v uint64, ok bool) {
 	r.home = b
 	for n := uint64(0); n < t.nb; n++ {
 		bk := &t.buckets[b]
-		for s := range bk.slots {
-			if v := bk.slots[s].Load(); v != 0 && v&^portState == key {
-				r.slot, r.dist = &bk.slots[s], n
+		for s := range bk.Slots {
+			if v := bk.Slots[s].Load(); v != 0 && v&^portState == key {
+				r.slot, r.dist = &bk.Slots[s], n
 				return v, true
 			}
 		}
@@ -194,7 +194,7 @@ func (t *portTable) Prepare(key uint64, p *portProbe) {
 // Prefetch touches p's home bucket and returns a value derived from it:
 // issued for a whole burst before its lookups, the misses overlap (see
 // flowtable.Table.Prefetch). The value means nothing.
-func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].meta.Load() }
+func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].Meta.Load() }
 
 // LookupProbe reports whether p's port is in the table (owned or held).
 func (t *portTable) LookupProbe(p *portProbe) bool {

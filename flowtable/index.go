@@ -1,0 +1,179 @@
+package flowtable
+
+import (
+	"runtime"
+	"sync/atomic"
+)
+
+// The bucket index: an array of cache-line buckets, each a meta word and
+// seven one-word slots, open-addressed from a key's home bucket onward. It
+// is the Table's index (slots hold a fingerprint and a record reference,
+// table.go) and, through Index, the index of the NAT engine's compact
+// tables (dataplane/nat, whose slots hold a whole port, or a fingerprint
+// and a record number). What a slot holds is its table's business, except
+// that 0 marks it empty.
+//
+// The meta word holds an insert lock (bit 0, MetaLock) and an overflow
+// count (bits 1..63, in units of MetaOverflow): the number of keys stored
+// beyond the bucket by inserts whose probe passed through it. A lookup
+// stops at the first bucket whose count is zero. An insert raises the
+// counts along its path before it publishes its slot (Place), and a
+// delete clears its slot before it lowers them (Remove), so at every
+// instant a visible key's path is covered by non-zero counts. Deleted
+// slots are empty at once: no tombstones, so churn never degrades the
+// index. Inserts serialise on the lock of their key's home bucket, so two
+// inserts of one key cannot both succeed; a slot is claimed with a
+// compare-and-swap from 0, so inserts from different homes that race for
+// one overflow slot are safe too. Lookups and deletes take no lock.
+
+// Bucket is one cache line of the index: the meta word and the slots.
+// Whoever holds the index may read them; writes go through the index's
+// methods (Lock, Place, Remove), except that a table may change a slot it
+// owns in place (a port's state bits) by compare-and-swap.
+type Bucket struct {
+	Meta  atomic.Uint64
+	Slots [BucketSlots]atomic.Uint64
+}
+
+const (
+	// BucketSlots is the number of slots in a Bucket.
+	BucketSlots = 7
+	// BucketSize is a Bucket's size in bytes: one cache line (asserted
+	// by TestLayoutSizes).
+	BucketSize = 64
+	// MetaLock is a bucket's insert lock bit in its meta word.
+	MetaLock = 1
+	// MetaOverflow is one key stored beyond the bucket: the overflow
+	// count lives in bits 1..63 of the meta word.
+	MetaOverflow = 2
+
+	pageSize = 4096
+)
+
+// Index is the bucket index: the Table's (its field ix) and the NAT
+// engine's compact tables'. Its methods walk a probe path (Home, Step,
+// Ended), serialise inserts per home bucket (Lock, Unlock) and keep the
+// overflow counts (Place, Unwind, Remove). Every goroutine may use an
+// Index.
+type Index struct {
+	buckets []Bucket
+	nb      uint64 // number of buckets
+}
+
+// MakeIndex returns an index of buckets buckets (at least two) for the
+// table owner, allocated as AllocArray does and faulted in.
+func MakeIndex[O any](owner *O, buckets int) Index {
+	buckets = max(buckets, 2)
+	x := Index{buckets: AllocArray[Bucket](owner, buckets), nb: uint64(buckets)}
+	x.faultIn()
+	return x
+}
+
+// Buckets returns the bucket array, for a table's own reads of its slots.
+func (x *Index) Buckets() []Bucket { return x.buckets }
+
+// Len returns the number of buckets.
+func (x *Index) Len() int { return len(x.buckets) }
+
+// faultIn writes to every page of the bucket array: the first write to
+// each page of a fresh allocation costs a page fault, and that must not
+// happen to a worker inserting at line rate.
+func (x *Index) faultIn() {
+	for b := 0; b < len(x.buckets); b += pageSize / BucketSize {
+		x.buckets[b].Meta.Store(0)
+	}
+}
+
+// Home maps a hash to its home bucket by multiply-shift range reduction
+// (Lemire) of its low half, which needs no power-of-two bucket count.
+func (x *Index) Home(h uint64) uint64 {
+	return (uint64(uint32(h)) * x.nb) >> 32
+}
+
+// Step is the bucket after b on a probe path, wrapping at the end.
+func (x *Index) Step(b uint64) uint64 {
+	b++
+	if b == x.nb {
+		b = 0
+	}
+	return b
+}
+
+// Ended reports whether a walk may stop after bucket b: no key was stored
+// beyond it. The lock bit does not count.
+func (x *Index) Ended(b uint64) bool { return x.buckets[b].Meta.Load() < MetaOverflow }
+
+// Lock takes the insert lock of bucket b: one compare-and-swap from the
+// word as it would be unlocked, so that the uncontended case is small;
+// if the bucket is locked the swap fails and lockSlow waits.
+func (x *Index) Lock(b uint64) {
+	m := &x.buckets[b].Meta
+	if v := m.Load() &^ MetaLock; !m.CompareAndSwap(v, v|MetaLock) {
+		lockSlow(m)
+	}
+}
+
+func lockSlow(m *atomic.Uint64) {
+	for spins := 0; ; spins++ {
+		v := m.Load()
+		if v&MetaLock == 0 && m.CompareAndSwap(v, v|MetaLock) {
+			return
+		}
+		if spins > 64 {
+			// The holder may have been preempted; let it run.
+			runtime.Gosched()
+		}
+	}
+}
+
+func (x *Index) Unlock(b uint64) {
+	// Add, not Store: other inserters adjust the overflow count of this
+	// bucket without holding its lock.
+	x.buckets[b].Meta.Add(^uint64(0))
+}
+
+// Place stores slot word w (never 0) in the first empty slot on the probe
+// path from bucket b, raising the overflow count of every full bucket it
+// passes first. The caller holds the lock of its key's home bucket and
+// has made sure the index has room (a table never holds more keys than
+// its index has slots), so Place always finds one.
+func (x *Index) Place(b, w uint64) {
+	for {
+		bk := &x.buckets[b]
+		for s := range bk.Slots {
+			if bk.Slots[s].Load() == 0 && bk.Slots[s].CompareAndSwap(0, w) {
+				return
+			}
+		}
+		bk.Meta.Add(MetaOverflow)
+		b = x.Step(b)
+	}
+}
+
+// Unwind lowers the overflow counts of the n buckets from b on: the path
+// of a key freed n buckets beyond its home b, after its slot was cleared.
+func (x *Index) Unwind(b, n uint64) {
+	for ; n > 0; n-- {
+		x.buckets[b].Meta.Add(^uint64(MetaOverflow - 1))
+		b = x.Step(b)
+	}
+}
+
+// Remove clears the slot holding w on the probe path from home bucket b,
+// and lowers the overflow counts before it. Only the owner of the entry
+// that w stands for removes it, so the slot holds w until this
+// compare-and-swap.
+func (x *Index) Remove(b, w uint64) {
+	start := b
+	for n := uint64(0); n < x.nb; n++ {
+		bk := &x.buckets[b]
+		for s := range bk.Slots {
+			if bk.Slots[s].Load() == w && bk.Slots[s].CompareAndSwap(w, 0) {
+				x.Unwind(start, n)
+				return
+			}
+		}
+		b = x.Step(b)
+	}
+	panic("flowtable: index slot of a live entry is missing")
+}
