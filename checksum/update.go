@@ -97,6 +97,18 @@ func UpdateWith(hc uint16, addr uint32, old, new uint16) uint16 {
 	return ^fold32(uint32(^hc) + addr + uint32(^old) + uint32(new))
 }
 
+// UpdateDecTTL returns an IPv4 header checksum field hc after the address
+// change addr (from AddrChange) and the TTL's decrement by one, for a TTL
+// of at least 1 before it. The TTL is the high byte of the TTL/protocol
+// word x, so its Eqn. 3 terms are ~x + (x - 0x0100) = 0xFFFF - 0x0100 =
+// 0xFEFF whatever x is (x >= 0x0100, so nothing borrows): a constant, and
+// the word need not be read. UpdateWith(hc, addr, x, x-0x0100) without the
+// load (TestUpdateDecTTLMatchesUpdateWith).
+func UpdateDecTTL(hc uint16, addr uint32) uint16 {
+	// Six 16-bit terms: at most 6*0xFFFF, far below 2^32.
+	return ^fold32(uint32(^hc) + addr + 0xFEFF)
+}
+
 // UDP checksum rules (RFC 768):
 //
 //   - a transmitted checksum of 0x0000 means the sender computed none; it

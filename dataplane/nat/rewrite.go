@@ -15,7 +15,8 @@ import (
 // headers. The IPv4 checksum takes both changes in
 // one incremental update (RFC 1624 Eqn. 3, HC' = ~(~HC + ~m + m'), over
 // the three changed 16-bit words: TTL/protocol, whose TTL byte drops by
-// one, and the address's two halves), instead of one update each; the
+// one, a constant term, and the address's two halves), instead of one
+// update each; p.TTL must be at least 1 (the fast path's is above 1); the
 // transport checksum covers the address through the pseudo-header (RFC
 // 768, RFC 793) and the port. An ICMP query's identifier plays the port;
 // its checksum has no pseudo-header (RFC 792). TestRewriteMatchesSetters
@@ -35,9 +36,10 @@ func rewrite(frame []byte, p *header.Parsed, src bool, na uint32, port uint16) {
 	}
 	// The address's terms of Eqn. 3, once for both checksums.
 	change := checksum.AddrChange32(old, na)
-	ttl := uint16(p.TTL)<<8 | uint16(p.Proto)
+	// The TTL's terms are a constant (checksum.UpdateDecTTL): the
+	// callers pass a packet whose TTL is above 1.
 	ip.SetTTL(p.TTL - 1)
-	ip.SetChecksum(checksum.UpdateWith(ip.Checksum(), change, ttl, ttl-0x0100))
+	ip.SetChecksum(checksum.UpdateDecTTL(ip.Checksum(), change))
 	binary.BigEndian.PutUint32(ip[addrOff:], na)
 	if src {
 		binary.BigEndian.PutUint32(p.Src[:], na)
