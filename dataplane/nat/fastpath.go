@@ -104,7 +104,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			}
 			sessions.Touch(v.ID, w.now)
 			// Key 1's destination: the external address and port.
-			rewrite(b.Data, p, true, v.OtherDst(), v.OtherDstPort())
+			rewriteSrc(b.Data, p, v.OtherDst(), v.OtherDstPort())
 		} else {
 			if p.L4 == header.L4TCP && (p.TCPFlags&(tcpSYN|tcpFIN|tcpRST) != 0 || v.State&(stSynIn|stAckOut) == stSynIn) {
 				w.general(side, i, b, p, &v)
@@ -116,7 +116,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				sessions.Touch(v.ID, w.now)
 			}
 			// Key 0's source: the inside host's address and port.
-			rewrite(b.Data, p, false, v.OtherSrc(), v.OtherSrcPort())
+			rewriteDst(b.Data, p, v.OtherSrc(), v.OtherSrcPort())
 		}
 
 		// 4. Next hop.
