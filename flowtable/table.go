@@ -943,27 +943,8 @@ func (b *Bucket) find(fp uint32) uint32 {
 func (t *Table) PrefetchBurst(ps []Probe) uint64 {
 	var sink uint64
 	for i := range ps {
-		sink += t.PrefetchHome(&ps[i])
+		sink += t.ix.buckets[t.ix.Home(ps[i].h)].Meta.Load()
 	}
-	return sink + t.PrefetchRecords(ps)
-}
-
-// PrefetchHome is PrefetchBurst's first pass for one probe: it touches
-// p's home bucket. A caller that prepares a burst's probes in a loop of
-// its own (the NAT's receive pass) calls it there, as each key is hashed,
-// and then PrefetchRecords for the burst: the buckets' misses start
-// sooner and the burst needs no loop for them. It inlines
-// (TestInlining). The returned value means nothing (see Prefetch).
-func (t *Table) PrefetchHome(p *Probe) uint64 {
-	return t.ix.buckets[t.ix.Home(p.h)].Meta.Load()
-}
-
-// PrefetchRecords is PrefetchBurst's second pass, for probes whose home
-// buckets PrefetchHome has touched: it finds each probe's fingerprint in
-// its bucket, remembers the slot, and touches the record the slot leads
-// to. The returned value means nothing (see Prefetch).
-func (t *Table) PrefetchRecords(ps []Probe) uint64 {
-	var sink uint64
 	for i := range ps {
 		p := &ps[i]
 		bk, fp := &t.ix.buckets[t.ix.Home(p.h)], fpOf(p.h)

@@ -45,12 +45,11 @@ func TestInlining(t *testing.T) {
 		"github.com/xnat/xnat/flowtable": {
 			"(*Table).PrepareTuple", "(*Table).PrepareAddrs", "(*Table).ViewProbe", "(*View).OtherSrc", "(*View).OtherDst",
 			"(*View).OtherSrcPort", "(*View).OtherDstPort", "(*Table).refRecord", "(*Table).openRef",
-			"(*Table).PrefetchHome",
 		},
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
-			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith", "UpdateDecTTL",
+			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith",
 		},
 	}
 	args := []string{"build", "-gcflags=-m"}

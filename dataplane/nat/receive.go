@@ -161,13 +161,10 @@ func (w *Worker) receive(side Side, n int) {
 			// from chasing a stale hash of an earlier burst.
 			probe[i] = flowtable.Probe{}
 		}
-		// The key's bucket, touched as soon as it is hashed (the first
-		// pass of flowtable.PrefetchBurst, in this loop).
-		sink += sessions.PrefetchHome(&probe[i])
 	}
 	// Every bucket of the burst first, then every record they lead to:
 	// two memory latencies for the burst rather than two a packet.
-	sink += sessions.PrefetchRecords(probe)
+	sink += sessions.PrefetchBurst(probe)
 	w.c[RxBytes+Counter(side)] += bytes
 	w.sink += sink
 }
