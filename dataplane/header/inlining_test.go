@@ -49,7 +49,7 @@ func TestInlining(t *testing.T) {
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
-			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith",
+			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith", "UpdateDecTTL",
 		},
 	}
 	args := []string{"build", "-gcflags=-m"}
