@@ -80,11 +80,8 @@ func newBindTable(capacity int) *bindTable {
 	return t
 }
 
-func (t *bindTable) next(id uint32) uint64          { return t.recs[id].u0.Load() }
+// setNext links free record id to next, through u0 (recWords).
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
-
-// countWord is record id's count word (popEntry).
-func (t *bindTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }
 
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
@@ -279,7 +276,7 @@ func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, extClaimed b
 		!extClaimed && t.lookupHashed(p1.w, p1.h, p1.fp, e) {
 		return flowtable.Exists
 	}
-	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
+	id, gen, c, ok := popEntry(&t.free, t.recs, user[1])
 	if !ok {
 		return flowtable.Full
 	}

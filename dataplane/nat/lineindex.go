@@ -120,7 +120,7 @@ func (x *lineIndex) noFingerprint(b uint64, fp uint32) bool {
 }
 
 // freeList is a lock-free stack of free record numbers, linked through a
-// word of each free record (next reads it, setNext writes it); the top
+// word of each free record (setNext writes it; popEntry pops); the top
 // carries an ABA tag, so a pop that read the link of a record another pop
 // has just taken fails its compare-and-swap.
 type freeList struct {
@@ -134,19 +134,6 @@ func (f *freeList) init(n int, setNext func(id uint32, next uint64)) {
 	}
 	if n > 0 {
 		f.head.Store(1)
-	}
-}
-
-func (f *freeList) pop(next func(id uint32) uint64) (uint32, bool) {
-	for {
-		h := f.head.Load()
-		top := uint32(h)
-		if top == 0 {
-			return 0, false
-		}
-		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(next(top-1)))) {
-			return top - 1, true
-		}
 	}
 }
 
