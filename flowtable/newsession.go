@@ -12,34 +12,23 @@ package flowtable
 // instructions a new session, make bench-instr). The matched key is p's
 // own. e's other fields are left as they were, or, when the record is
 // found by the walk instead, filled as LookupProbe fills them.
+//
+// The record is verified as Find verifies it (verifyRef: its key, between
+// two loads of one even generation); the user words are loaded after
+// that and the generation checked once more, so they are the words of
+// that generation's entry, as readRef's are.
 func (t *Table) LookupUser(p *Probe, e *Entry) bool {
-	if t.readUser(p.ref, p.w0, p.w1, e) {
-		return true
+	var x Hit
+	if t.verifyRef(p.ref, p.w0, p.w1, &x) {
+		r := &t.recs[x.ID]
+		u0, u1 := r.user[0].Load(), r.user[1].Load()
+		if r.gen.Load()&genMask == x.Gen {
+			e.ID, e.Dir, e.Gen = x.ID, x.Dir, x.Gen
+			e.User[0], e.User[1] = u0, u1
+			return true
+		}
 	}
 	return t.lookupHashed(p.w0, p.w1, p.h, e)
-}
-
-// readUser is readRef without the copy of the keys, tick and state: the
-// same seqlock read (the generation before and after), the same key
-// check.
-func (t *Table) readUser(ref uint32, w0, w1 uint64, e *Entry) bool {
-	r, g, id, dir, ok := t.openRef(ref)
-	if !ok || g&1 != 0 {
-		return false
-	}
-	a0, a1 := r.keys[0][0].Load(), r.keys[0][1].Load()
-	b0, b1 := r.keys[1][0].Load(), r.keys[1][1].Load()
-	u0, u1 := r.user[0].Load(), r.user[1].Load()
-	if r.gen.Load()&genMask != g {
-		return false
-	}
-	m := -uint64(dir)
-	if a0^(a0^b0)&m != w0 || a1^(a1^b1)&m != w1 {
-		return false
-	}
-	e.ID, e.Dir, e.Gen = id, uint8(dir), g
-	e.User[0], e.User[1] = u0, u1
-	return true
 }
 
 // PrefetchTupleProbe is PrefetchTuple that keeps the prepared key in p
