@@ -290,7 +290,9 @@ func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, extClaimed b
 	t.place(t.home(p1.h), bindSlot(p1.fp, id, 1))
 	r.cw.Store(c)
 	t.live.Add(1)
-	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{bindKeyOf(p0.w), bindKeyOf(p1.w)}, User: user}
+	// Field by field: a composite literal clears the whole Entry first.
+	e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
+	e.Keys[0], e.Keys[1] = bindKeyOf(p0.w), bindKeyOf(p1.w)
 	return flowtable.Inserted
 }
 
