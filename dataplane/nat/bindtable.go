@@ -80,11 +80,8 @@ func newBindTable(capacity int) *bindTable {
 	return t
 }
 
-func (t *bindTable) next(id uint32) uint64          { return t.recs[id].u0.Load() }
+// setNext links free record id to next, through u0 (recWords).
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
-
-// countWord is record id's count word (popEntry).
-func (t *bindTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }
 
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
@@ -166,18 +163,21 @@ func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
 // plan is a hint: a mapping created after the scan makes the insert of
 // another fail). The value returned means nothing.
 func (t *bindTable) Prefetch(p *bindProbe) uint64 {
-	bk := &t.buckets[t.home(p.h)]
+	b := t.home(p.h)
 	p.ref = 0
+	// Absent is the common case for a new session: one written-out scan
+	// answers it (noFingerprint); the loop finds the slot otherwise.
+	if p.absent = p.ok && t.noFingerprint(b, p.fp); p.absent {
+		return uint64(b)
+	}
+	bk := &t.buckets[b]
 	for s := range bk.Slots {
 		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
-			p.absent = false
 			return t.recs[(p.ref-1)>>1].cw.Load()
 		}
 	}
-	m := bk.Meta.Load()
-	p.absent = p.ok && m < lineOverflow
-	return m
+	return bk.Meta.Load()
 }
 
 // bindWord is bindKeyWord of the key of endpoint a:port of protocol
@@ -270,10 +270,13 @@ func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, extClaimed bo
 
 // insertLocked is InsertProbe with the home buckets of both keys locked.
 func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, extClaimed bool, e *flowtable.Entry) flowtable.InsertResult {
-	if t.lookupHashed(p0.w, p0.h, p0.fp, e) || !extClaimed && t.lookupHashed(p1.w, p1.h, p1.fp, e) {
+	// The inside key's home bucket is locked: its one line answers for
+	// a key that is not there, the common case (noFingerprint).
+	if !t.noFingerprint(t.home(p0.h), p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) ||
+		!extClaimed && t.lookupHashed(p1.w, p1.h, p1.fp, e) {
 		return flowtable.Exists
 	}
-	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
+	id, gen, c, ok := popEntry(&t.free, t.recs, user[1])
 	if !ok {
 		return flowtable.Full
 	}
@@ -287,7 +290,9 @@ func (t *bindTable) insertLocked(p0, p1 *bindProbe, user [2]uint64, extClaimed b
 	t.place(t.home(p1.h), bindSlot(p1.fp, id, 1))
 	r.cw.Store(c)
 	t.live.Add(1)
-	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{bindKeyOf(p0.w), bindKeyOf(p1.w)}, User: user}
+	// Field by field: a composite literal clears the whole Entry first.
+	e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
+	e.Keys[0], e.Keys[1] = bindKeyOf(p0.w), bindKeyOf(p1.w)
 	return flowtable.Inserted
 }
 

@@ -176,7 +176,7 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	if t.lookupHashed(w0, w1, h, fp, e) {
 		return flowtable.Exists
 	}
-	id, gen, c, ok := popEntry(&t.free, t.next, t.countWord, user[1])
+	id, gen, c, ok := popEntry(&t.free, t.recs, user[1])
 	if !ok {
 		return flowtable.Full
 	}
@@ -229,17 +229,45 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 	return swapCount(&t.recs[id].cw, gen, old, new)
 }
 
-// popEntry takes a free record off f (linked through next) for a new entry
-// counting user (User[1] form): its number, and the generation and count
-// word of that entry (nextCount of the record's count word, cw). ok is
-// false when no record is free: the table is full. The count and bind
-// tables' inserts share it.
-func popEntry(f *freeList, next func(id uint32) uint64, cw func(id uint32) *atomic.Uint64, user uint64) (id uint32, gen, c uint64, ok bool) {
-	if id, ok = f.pop(next); !ok {
-		return 0, 0, 0, false
+// countedRec is a record of the count or the bind table: reference-counted
+// by a count word, and linked through another of its words while free.
+type countedRec interface{ countRec | bindRec }
+
+// recWords returns record r's free-list link word (countTable.next,
+// bindTable.next) and its count word. A type switch rather than method
+// values: popEntry, instantiated for each record type, then calls nothing
+// indirectly (its two method values had cost about 45 instructions a new
+// mapping, make bench-instr).
+func recWords[R countedRec](r *R) (link, cw *atomic.Uint64) {
+	switch r := any(r).(type) {
+	case *countRec:
+		return &r.k0, &r.cw
+	case *bindRec:
+		return &r.u0, &r.cw
 	}
-	gen, c = nextCount(cw(id), user)
-	return id, gen, c, true
+	panic("nat: not a counted record")
+}
+
+// popEntry takes a free record of recs off f for a new entry counting user
+// (User[1] form): its number, and the generation and count word of that
+// entry (nextCount of the record's count word). ok is false when no record
+// is free: the table is full. The count and bind tables' inserts share
+// it. The pop is freeList's: the top carries an ABA tag, so a pop that
+// read the link of a record another pop has just taken fails its
+// compare-and-swap.
+func popEntry[R countedRec](f *freeList, recs []R, user uint64) (id uint32, gen, c uint64, ok bool) {
+	for {
+		h := f.head.Load()
+		top := uint32(h)
+		if top == 0 {
+			return 0, 0, 0, false
+		}
+		link, cw := recWords(&recs[top-1])
+		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(link.Load()))) {
+			gen, c = nextCount(cw, user)
+			return top - 1, gen, c, true
+		}
+	}
 }
 
 // nextCount returns the generation and count word of the next entry of
@@ -305,10 +333,6 @@ func (t *countTable) Delete(id uint32, gen uint64) bool {
 	return true
 }
 
-// next and setNext keep the free list in k0 of the free records, which no
-// reader uses while the count word's low half is zero.
-func (t *countTable) next(id uint32) uint64          { return t.recs[id].k0.Load() }
+// setNext keeps the free list in k0 of the free records (recWords), which
+// no reader uses while the count word's low half is zero.
 func (t *countTable) setNext(id uint32, next uint64) { t.recs[id].k0.Store(next) }
-
-// countWord is record id's count word (popEntry).
-func (t *countTable) countWord(id uint32) *atomic.Uint64 { return &t.recs[id].cw }

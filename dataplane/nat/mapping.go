@@ -122,7 +122,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 		check = func(v uint64) bool { return subQuota(l, v, newPorts) == drop.None }
 	}
 	for try := 0; try < 64; try++ {
-		if w.hint.subscriber(&k, &c.sub) || w.eng.subs.Lookup(&k, &c.sub) {
+		if w.hint.subscriber(a, &k, &c.sub) || w.eng.subs.Lookup(&k, &c.sub) {
 			ok, dying := acquireRef(w.eng.subs, &c.sub, delta, check)
 			if ok {
 				c.hasSub, c.subDelta = true, delta

@@ -78,14 +78,18 @@ func (nb *newBurst) public(s *Snapshot, a [4]byte) bool {
 
 // newPlan is what the first three passes found out for one packet.
 type newPlan struct {
-	sp   flowtable.Probe // the subscriber's key
-	bp   bindProbe       // the mapping's inside key
-	xp   bindProbe       // the external key of a new mapping on the planned port
-	sub  flowtable.Entry // the subscriber, when has&planSub
-	bind flowtable.Entry // the mapping, when has&planBind
-	st   *addrState      // the subscriber's paired address, for planPort
-	cand uint16          // the random candidate port, when has&planCand
-	has  uint8
+	sp flowtable.Probe // the subscriber's key
+	bp bindProbe       // the mapping's inside key
+	xp bindProbe       // the external key of a new mapping on the planned port
+	op flowtable.Probe // the session's outside key, when has&planOut
+	// sub is the subscriber of address subAt, when has&planSub: its
+	// number, generation and user words only (flowtable.LookupUser).
+	sub   flowtable.Entry
+	subAt [4]byte
+	bind  flowtable.Entry // the mapping, when has&planBind
+	st    *addrState      // the subscriber's paired address, for planPort
+	cand  uint16          // the random candidate port, when has&planCand
+	has   uint8
 }
 
 // newPlan.has bits.
@@ -96,6 +100,7 @@ const (
 	planPort               // a port on st was planned (the bits below)
 	planTaken              // the preserved port is taken or out of range
 	planCand               // cand is the random port to try next
+	planOut                // op holds the session's outside key, prepared
 )
 
 // newHint is the plan of the packet whose session is being created, with
@@ -109,17 +114,33 @@ type newHint struct {
 	probe *flowtable.Probe
 }
 
-// subscriber copies the hinted subscriber into x if it has key k.
-func (h *newHint) subscriber(k *flowtable.Key, x *flowtable.Entry) bool {
+// subscriber copies the hinted subscriber into x if it is the subscriber
+// of address a (key k, subscriberKey).
+func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bool {
 	if h.left&planSub == 0 {
 		return false
 	}
 	h.left &^= planSub
-	if h.plan.sub.Keys[0] != *k {
+	if h.plan.subAt != a {
 		return false
 	}
-	*x = h.plan.sub
+	// Field by field: a composite literal would clear the whole Entry
+	// first.
+	sub := &h.plan.sub
+	x.ID, x.Dir, x.Gen, x.User = sub.ID, sub.Dir, sub.Gen, sub.User
+	x.Keys[0], x.Keys[1] = *k, flowtable.NoKey
+	x.Seen, x.State = 0, 0
 	return true
+}
+
+// outside returns the prepared outside key of the session, if the plan
+// has one: a hint for flowtable.Table.Prepared.
+func (h *newHint) outside() *flowtable.Probe {
+	if h.left&planOut == 0 {
+		return nil
+	}
+	h.left &^= planOut
+	return &h.plan.op
 }
 
 // mapping looks up the mapping with inside key bk in t into x, unless the
@@ -253,8 +274,9 @@ func (w *Worker) newSessions() {
 		e.subs.Prepare(&k, &pl.sp)
 		sink += e.subs.Prefetch(&pl.sp)
 		if eim && !nb.epDup[j] {
-			bk, _ := bindingKeys(p.Proto, p.Src, p.SrcPort, [4]byte{}, 0)
-			e.bindings.Prepare(&bk, &pl.bp)
+			// The mapping's inside key (bindingKeys), packed from the
+			// fields.
+			e.bindings.prepareWord(bindWord(p.Src, p.SrcPort, p.Proto, 0), &pl.bp)
 			sink += e.bindings.Prefetch(&pl.bp)
 		}
 	}
@@ -265,8 +287,9 @@ func (w *Worker) newSessions() {
 		p := &w.pk[nb.idx[j]]
 		pl := &nb.plan[j]
 		pl.st = nil
-		if e.subs.LookupProbe(&pl.sp, &pl.sub) {
+		if e.subs.LookupUser(&pl.sp, &pl.sub) {
 			pl.has |= planSub
+			pl.subAt = p.Src
 			pl.st = e.addr(subAddr(pl.sub.User[0]))
 		}
 		if eim {
@@ -277,7 +300,7 @@ func (w *Worker) newSessions() {
 			// answered already: no such mapping.
 			if !pl.bp.absent && e.bindings.LookupProbe(&pl.bp, &pl.bind) {
 				pl.has |= planBind
-				sink += w.prefetchOutside(p, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
+				sink += w.prefetchOutside(p, pl, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
 				continue
 			}
 			pl.has |= planNoBind
@@ -324,7 +347,7 @@ func (w *Worker) newSessions() {
 			// The mapping's external key (bindingKeys).
 			sink += e.bindings.PrefetchExternal(pl.st.addr, port, p.Proto, &pl.xp)
 		}
-		sink += w.prefetchOutside(p, pl.st.addr, port)
+		sink += w.prefetchOutside(p, pl, pl.st.addr, port)
 	}
 	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
@@ -345,10 +368,12 @@ func (w *Worker) newSessions() {
 }
 
 // prefetchOutside prefetches the bucket of the outside key of the session
-// of outbound packet p on external endpoint ext:extPort (outsideKey).
-func (w *Worker) prefetchOutside(p *header.Parsed, ext [4]byte, extPort uint16) uint64 {
+// of outbound packet p on external endpoint ext:extPort (outsideKey), and
+// keeps the key, hashed, in plan pl for the session's insert.
+func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) uint64 {
 	_, dst, _, dport := sessionTuple(Inside, p)
-	return w.eng.sessions.PrefetchTuple(dst, ext, dport, extPort, p.Proto)
+	pl.has |= planOut
+	return w.eng.sessions.PrefetchTupleProbe(dst, ext, dport, extPort, p.Proto, &pl.op)
 }
 
 // newSession creates the session of packet p from side (newOutbound,
@@ -477,7 +502,9 @@ func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, p
 		p0 = &p[0]
 		t.Prepare(k0, p0)
 	}
-	t.Prepare(k1, &p[1])
+	// The outside key as the pipeline's prefetch hashed it, if it is
+	// the same key.
+	t.Prepared(k1, w.hint.outside(), &p[1])
 	switch t.InsertProbe(p0, &p[1], state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++

@@ -120,6 +120,21 @@ func (t *portTable) findFrom(key, b uint64, r *portRef) (v uint64, ok bool) {
 	return 0, false
 }
 
+// absentAt reports whether bucket b, key's home, holds no slot of key and
+// no key was stored beyond it: then key was not in the table when the
+// bucket was read (exactly, under b's insert lock), and findFrom would
+// have answered no after this one line. It is findFrom's common case for
+// a port about to be claimed, written out as lineIndex.noFingerprint is
+// (about 50 instructions fewer a claim, bench-instr). Key 0 is never
+// taken for absent: an empty slot holds 0.
+func (t *portTable) absentAt(key, b uint64) bool {
+	bk := &t.buckets[b]
+	return key != 0 && !(bk.Slots[0].Load()&^portState == key || bk.Slots[1].Load()&^portState == key ||
+		bk.Slots[2].Load()&^portState == key || bk.Slots[3].Load()&^portState == key ||
+		bk.Slots[4].Load()&^portState == key || bk.Slots[5].Load()&^portState == key ||
+		bk.Slots[6].Load()&^portState == key || bk.Meta.Load() >= lineOverflow)
+}
+
 // insert adds key with state st (not 0). It fails if key is in the table
 // already, or the table is full.
 func (t *portTable) insert(key, st uint64) bool {
@@ -138,7 +153,7 @@ func (t *portTable) insertAt(key, st, b uint64) bool {
 	t.lock(b)
 	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
 	ok := false
-	if _, found := t.findFrom(key, b, &r); !found {
+	if t.absentAt(key, b) || !t.found(key, b, &r) {
 		if t.live.Add(1) > t.capacity {
 			t.live.Add(-1)
 		} else {
@@ -198,7 +213,14 @@ func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].Met
 
 // LookupProbe reports whether p's port is in the table (owned or held).
 func (t *portTable) LookupProbe(p *portProbe) bool {
+	// Not absentAt first: a port looked up here is as likely taken
+	// (port preservation's check of the inside port) as free.
 	var r portRef
-	_, ok := t.findFrom(p.key, p.home, &r)
+	return t.found(p.key, p.home, &r)
+}
+
+// found reports whether findFrom finds key from its home bucket b.
+func (t *portTable) found(key, b uint64, r *portRef) bool {
+	_, ok := t.findFrom(key, b, r)
 	return ok
 }
