@@ -3,11 +3,15 @@ package natdlab
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/internal/wait"
@@ -35,10 +39,43 @@ func RequireEnv(tb testing.TB, opts Options) *Env {
 				log = "...\n" + log[len(log)-logTail:]
 			}
 			tb.Logf("natd log (tail):\n%s", log)
+			if mfs, err := e.Scrape(); err == nil {
+				tb.Logf("natd's nonzero drop counters:\n%s", dropCounters(mfs))
+			}
 		}
 		e.Close()
 	})
 	return e
+}
+
+// dropCounters lists the nonzero samples of every metric family whose
+// name says drop, one per line: where a failed test's lost packet went
+// (a counted drop, a socket's ring, or not natd at all).
+func dropCounters(mfs map[string]*dto.MetricFamily) string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(mfs)) {
+		if !strings.Contains(name, "drop") {
+			continue
+		}
+		for _, m := range mfs[name].GetMetric() {
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+			if v == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "%s{", name)
+			for i, l := range m.GetLabel() {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, "%s=%q", l.GetName(), l.GetValue())
+			}
+			fmt.Fprintf(&b, "} %g\n", v)
+		}
+	}
+	if b.Len() == 0 {
+		return "(none)\n"
+	}
+	return b.String()
 }
 
 // EchoUDP serves a UDP echo in ns on addr until the test ends: the far
