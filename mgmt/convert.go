@@ -29,7 +29,11 @@ func toProto[T, P any](in []T, conv func(*T) P) []P {
 	return out
 }
 
-func protoProtocol(p nat.Proto) xnatv1.Protocol {
+// APIProtocol is the API's form of engine protocol p, and EngineProto the
+// engine's form of API protocol p (false for an unspecified or unknown
+// one): natctl names protocols through them with nat.Proto's one table of
+// names.
+func APIProtocol(p nat.Proto) xnatv1.Protocol {
 	switch p {
 	case nat.TCP:
 		return xnatv1.Protocol_PROTOCOL_TCP
@@ -41,14 +45,22 @@ func protoProtocol(p nat.Proto) xnatv1.Protocol {
 	return xnatv1.Protocol_PROTOCOL_UNSPECIFIED
 }
 
-func natProto(field string, p xnatv1.Protocol) (nat.Proto, error) {
+// EngineProto: see APIProtocol.
+func EngineProto(p xnatv1.Protocol) (nat.Proto, bool) {
 	switch p {
 	case xnatv1.Protocol_PROTOCOL_TCP:
-		return nat.TCP, nil
+		return nat.TCP, true
 	case xnatv1.Protocol_PROTOCOL_UDP:
-		return nat.UDP, nil
+		return nat.UDP, true
 	case xnatv1.Protocol_PROTOCOL_ICMP:
-		return nat.ICMP, nil
+		return nat.ICMP, true
+	}
+	return 0, false
+}
+
+func natProto(field string, p xnatv1.Protocol) (nat.Proto, error) {
+	if np, ok := EngineProto(p); ok {
+		return np, nil
 	}
 	return 0, Errorf(ErrInvalid, "%s: protocol %v is not tcp, udp or icmp", field, p)
 }
@@ -140,7 +152,7 @@ func sessionToProto(s *nat.Session) *xnatv1.Session {
 	return &xnatv1.Session{
 		Id:         s.ID,
 		Generation: s.Gen,
-		Protocol:   protoProtocol(s.Proto),
+		Protocol:   APIProtocol(s.Proto),
 		Inside:     protoEndpoint(s.Inside),
 		Outside:    protoEndpoint(s.Outside),
 		Remote:     protoEndpoint(s.Remote),
@@ -197,7 +209,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 
 func forwardToProto(r *nat.PortForward) *xnatv1.PortForward {
 	return &xnatv1.PortForward{
-		Protocol: protoProtocol(r.Proto),
+		Protocol: APIProtocol(r.Proto),
 		Outside:  protoEndpoint(r.Outside),
 		Inside:   protoEndpoint(r.Inside),
 	}
@@ -451,7 +463,7 @@ func eventToProto(ev *nat.Event) *xnatv1.Event {
 		Worker: uint32(ev.Worker),
 	}
 	if events.ProtocolName(ev) != "" {
-		out.Protocol = protoProtocol(ev.Proto)
+		out.Protocol = APIProtocol(ev.Proto)
 	}
 	ep := func(a [4]byte, p uint16) *xnatv1.Endpoint {
 		if a == ([4]byte{}) {

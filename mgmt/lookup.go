@@ -132,7 +132,7 @@ func lookupToProto(r *LookupResult) *xnatv1.LookupResponse {
 			ph.Inside = protoEndpoint(h.Inside)
 		}
 		if h.HasProto {
-			ph.Protocol = protoProtocol(h.Proto)
+			ph.Protocol = APIProtocol(h.Proto)
 		}
 		if !h.Since.IsZero() {
 			ph.Since = timestamppb.New(h.Since)

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/xnat/xnat/dataplane/nat"
+	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -148,7 +150,7 @@ func (f *filterFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.remote, "remote", "", "remote address")
 	c.Flags().StringVar(&f.proto, "proto", "", "protocol: tcp, udp or icmp")
 	c.Flags().Uint16Var(&f.port, "port", 0, "inside port")
-	_ = c.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions(protoWords, cobra.ShellCompDirectiveNoFileComp))
 }
 
 func (f *filterFlags) empty() bool {
@@ -200,11 +202,15 @@ func (f *filterFlags) filter() (*xnatv1.SessionFilter, error) {
 	return out, nil
 }
 
+// protoWords are the protocols a --proto flag completes to.
+var protoWords = []string{nat.TCP.String(), nat.UDP.String(), nat.ICMP.String()}
+
+// parseProto reads a protocol by nat.Proto's names; icmp says whether
+// ICMP is allowed.
 func parseProto(s string, icmp bool) (xnatv1.Protocol, error) {
-	for p, n := range protoNames {
-		if n == strings.ToLower(s) && (icmp || p != xnatv1.Protocol_PROTOCOL_ICMP) {
-			return p, nil
-		}
+	var p nat.Proto
+	if p.UnmarshalText([]byte(strings.ToLower(s))) == nil && (icmp || p != nat.ICMP) {
+		return mgmt.APIProtocol(p), nil
 	}
 	if icmp {
 		return 0, usagef("protocol %q: want tcp, udp or icmp", s)

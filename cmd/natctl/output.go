@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xnat/xnat/mgmt"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 	"github.com/xnat/xnat/mgmt/events"
 )
@@ -90,11 +91,9 @@ func addressToJSON(a *xnatv1.AddressStatus) addressStatusJSON {
 	}
 }
 
-// The API's enums as natctl prints them (and parseProto reads them).
-var (
-	sideNames  = map[xnatv1.Side]string{xnatv1.Side_SIDE_INSIDE: "inside", xnatv1.Side_SIDE_OUTSIDE: "outside"}
-	protoNames = map[xnatv1.Protocol]string{xnatv1.Protocol_PROTOCOL_TCP: "tcp", xnatv1.Protocol_PROTOCOL_UDP: "udp", xnatv1.Protocol_PROTOCOL_ICMP: "icmp"}
-)
+// The API's sides as natctl prints them. Protocols are named by the
+// engine's nat.Proto (protoName, parseProto).
+var sideNames = map[xnatv1.Side]string{xnatv1.Side_SIDE_INSIDE: "inside", xnatv1.Side_SIDE_OUTSIDE: "outside"}
 
 func sideName(s xnatv1.Side) string {
 	if n, ok := sideNames[s]; ok {
@@ -323,7 +322,14 @@ type sessionJSON struct {
 	TimeoutSeconds float64   `json:"timeout_seconds"`
 }
 
-func protoName(p xnatv1.Protocol) string { return protoNames[p] }
+// protoName is API protocol p as natctl prints it: nat.Proto's name, ""
+// for an unspecified one.
+func protoName(p xnatv1.Protocol) string {
+	if np, ok := mgmt.EngineProto(p); ok {
+		return np.String()
+	}
+	return ""
+}
 
 func endpoint(e *xnatv1.Endpoint) string {
 	if e == nil {

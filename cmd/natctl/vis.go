@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/xnat/xnat/dataplane/nat"
 	xnatv1 "github.com/xnat/xnat/mgmt/api/xnat/v1"
 )
 
@@ -31,7 +32,7 @@ func (f *visFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.outside, "outside", "", "only packets with this address on the outside (a remote host or an external address)")
 	c.Flags().Uint32Var(&f.port, "port", 0, "only packets with this source or destination port (ICMP: identifier)")
 	c.Flags().StringVar(&f.proto, "proto", "", "only this protocol: tcp, udp or icmp")
-	_ = c.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions([]string{"tcp", "udp", "icmp"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("proto", cobra.FixedCompletions(protoWords, cobra.ShellCompDirectiveNoFileComp))
 }
 
 func (f *visFlags) filter() (*xnatv1.VisFilter, error) {
@@ -426,13 +427,8 @@ func endpointString(e *xnatv1.Endpoint) string {
 
 func sampleText(t time.Time, side string, proto uint32, src, dst string) string {
 	p := fmt.Sprintf("proto %d", proto)
-	switch proto {
-	case 1:
-		p = "icmp"
-	case 6:
-		p = "tcp"
-	case 17:
-		p = "udp"
+	if np, ok := nat.ProtoOfNumber(uint8(proto)); ok && proto <= 255 {
+		p = np.String()
 	}
 	return fmt.Sprintf("%s %s %s -> %s on %s", t.UTC().Format("15:04:05"), p, src, dst, side)
 }

@@ -69,7 +69,7 @@ func TestBindingPortsClaimed(t *testing.T) {
 				continue
 			}
 			live++
-			proto, _ := protoIndex(b.Keys[1].Proto)
+			proto, _ := ProtoOfNumber(b.Keys[1].Proto)
 			st := e.addr(bindingOf(&b).addr())
 			if st.addr != b.Keys[1].Dst {
 				t.Fatalf("round %d: binding %+v names address slot of %v", round, b.Keys, st.addr)

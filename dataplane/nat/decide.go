@@ -48,7 +48,7 @@ type admission struct {
 // mapping, or an endpoint-independent mapping that the filtering behaviour
 // lets it reach (RFC 4787 REQ-8, RFC 5382 REQ-3). It only reads.
 func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a *admission) drop.Reason {
-	proto, _ := protoIndex(p.Proto)
+	proto, _ := ProtoOfNumber(p.Proto)
 	// Only a SYN opens a TCP connection from outside (docs/nat.md),
 	// whatever admits it: a connection starts with a SYN (RFC 793), and
 	// RFC 5382 speaks of inbound state only for unsolicited SYNs. A bare
@@ -273,7 +273,7 @@ func (e *Engine) decideOutbound(s *Snapshot, p *header.Parsed, t *Trail, v *verd
 		v.r = drop.NoSession
 		return
 	}
-	proto, _ := protoIndex(p.Proto)
+	proto, _ := ProtoOfNumber(p.Proto)
 	l := &s.Config.Limits
 	state, ext, extPort := s.outboundRule(p.Src, k.SrcPort, proto)
 	switch {

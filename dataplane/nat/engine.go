@@ -533,7 +533,7 @@ func releaseRef(t refTable, id uint32, delta uint64) (x flowtable.Entry, last bo
 // port, its subscriber's counts and its filter permission. Called with ctl
 // held, after the session was deleted from the table.
 func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Snapshot) {
-	proto, _ := protoIndex(x.Keys[0].Proto)
+	proto, _ := ProtoOfNumber(x.Keys[0].Proto)
 	u := sessionOf(x)
 	portsFreed := uint64(0)
 	if binding, ok := u.binding(); ok {
@@ -677,7 +677,7 @@ type Session struct {
 
 func (e *Engine) view(x *flowtable.Entry, s *Snapshot) Session {
 	in, out := &x.Keys[0], &x.Keys[1]
-	proto, _ := protoIndex(in.Proto)
+	proto, _ := ProtoOfNumber(in.Proto)
 	v := Session{
 		ID:       x.ID,
 		Gen:      x.Gen,

@@ -161,7 +161,7 @@ func (w *Worker) event(ev Event) {
 // sessionEvent queues an event about session x.
 func (w *Worker) sessionEvent(t EventType, x *flowtable.Entry) {
 	ev := Event{Type: t}
-	ev.Proto, _ = protoIndex(x.Keys[0].Proto)
+	ev.Proto, _ = ProtoOfNumber(x.Keys[0].Proto)
 	fillEndpoints(&ev, x, w.snap.Config.LogDestinations)
 	w.event(ev)
 }

@@ -59,7 +59,7 @@ func (w *Worker) undo(c *claim) {
 	}
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
-			proto, _ := protoIndex(b.Keys[1].Proto)
+			proto, _ := ProtoOfNumber(b.Keys[1].Proto)
 			st := e.addr(bindingOf(&b).addr())
 			st.ports[proto].release(b.Keys[1].DstPort, false)
 			w.workerPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort)

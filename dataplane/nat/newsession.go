@@ -309,7 +309,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		pl.has |= planPort
-		proto, _ := protoIndex(p.Proto)
+		proto, _ := ProtoOfNumber(p.Proto)
 		if lo, hi := s.portRange(proto, p.SrcPort); p.SrcPort < lo || p.SrcPort > hi {
 			pl.has |= planTaken
 			continue
@@ -327,7 +327,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		p := &w.pk[nb.idx[j]]
-		proto, _ := protoIndex(p.Proto)
+		proto, _ := ProtoOfNumber(p.Proto)
 		ps := &pl.st.ports[proto]
 		port := p.SrcPort
 		if pl.has&planTaken != 0 || ps.taken(port) {
@@ -409,7 +409,7 @@ func (w *Worker) filterPermission(proto Proto, ipProto uint8, remote, ext [4]byt
 // filling e. It returns drop.None or the reason the packet must be dropped.
 func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
 	s := w.snap
-	proto, _ := protoIndex(p.Proto)
+	proto, _ := ProtoOfNumber(p.Proto)
 	var ext [4]byte
 	var extPort uint16
 	var c claim
@@ -542,7 +542,7 @@ func (w *Worker) eventQuota(r drop.Reason, proto Proto, p *header.Parsed) {
 // it (filtering, RFC 4787 REQ-8, RFC 5382 REQ-3, RFC 6888 REQ-7).
 func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
 	s := w.snap
-	proto, _ := protoIndex(p.Proto)
+	proto, _ := ProtoOfNumber(p.Proto)
 	var c claim
 
 	// Which rule or mapping admits the packet, and whether filtering lets

@@ -29,9 +29,10 @@ func (p Proto) Number() uint8 {
 	}
 }
 
-// protoIndex maps an IP protocol number to a Proto; ok is false for
-// protocols the NAT does not translate.
-func protoIndex(n uint8) (Proto, bool) {
+// ProtoOfNumber maps an IP protocol number to a Proto; ok is false for
+// protocols the NAT does not translate. With Proto's String it is the one
+// place that names a protocol number (natctl's drop samples use it too).
+func ProtoOfNumber(n uint8) (Proto, bool) {
 	switch n {
 	case ipProtoTCP:
 		return TCP, true

@@ -38,7 +38,7 @@ func ap(a [4]byte, p uint16) string { return netip.AddrPortFrom(netip.AddrFrom4(
 func ad(a [4]byte) string           { return netip.AddrFrom4(a).String() }
 
 func protoName(n uint8) string {
-	if p, ok := protoIndex(n); ok {
+	if p, ok := ProtoOfNumber(n); ok {
 		return p.String()
 	}
 	return fmt.Sprintf("proto %d", n)
