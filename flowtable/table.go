@@ -772,23 +772,11 @@ func (t *Table) taken(p *Probe, b uint64, e *Entry) bool {
 }
 
 // absentAt reports whether bucket b, the home of a key with fingerprint
-// fp, shows alone that the key is in no live session: no slot has the
-// fingerprint, and nothing was stored beyond the bucket. False means only
-// that the bucket cannot tell. It is the miss of a key about to be
-// inserted (taken) or of a new flow's first packet (viewSlow), which
-// touch all seven slots: written out, the tests stop at the first match,
-// about 65 instructions a call, where the check through pick (a call and
-// a selection a slot) took about 95 and the slot-by-slot walk about 150
-// (make bench-instr's new-session profile). The lock bit of the meta word is
-// left out of the overflow test. An empty slot "matches" fingerprint 0,
-// which leaves one key in 2^32 to the walk.
-func (t *Table) absentAt(b uint64, fp uint32) bool {
-	bk := &t.ix.buckets[b]
-	return !(uint32(bk.Slots[0].Load()>>32) == fp || uint32(bk.Slots[1].Load()>>32) == fp ||
-		uint32(bk.Slots[2].Load()>>32) == fp || uint32(bk.Slots[3].Load()>>32) == fp ||
-		uint32(bk.Slots[4].Load()>>32) == fp || uint32(bk.Slots[5].Load()>>32) == fp ||
-		uint32(bk.Slots[6].Load()>>32) == fp || bk.Meta.Load()>>1 != 0)
-}
+// fp, shows alone that the key is in no live session (Bucket.Lacks).
+// False means only that the bucket cannot tell. It is the miss of a key
+// about to be inserted (taken) or of a new flow's first packet
+// (viewSlow).
+func (t *Table) absentAt(b uint64, fp uint32) bool { return t.ix.buckets[b].Lacks(fp) }
 
 // unplace removes reference ref, with the fingerprint of hash h, from
 // the index.

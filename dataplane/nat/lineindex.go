@@ -104,20 +104,11 @@ func (x *lineIndex) lookup(h uint64, fp uint32, try func(ref uint32) bool) bool 
 
 // noFingerprint reports whether bucket b holds no slot of fingerprint fp
 // (never 0: a table's fingerprints are forced non-zero) and no key was
-// stored beyond it: then no key of that fingerprint whose home is b was in
-// the index when the bucket was read, and lookup would have answered no
-// after this one line. Under b's insert lock the answer is exact: only an
-// insert of home b places such a key. The seven tests are written out, as
-// in the flowtable's absentAt: no loop counter, fixed offsets (about 40
-// instructions where lookup's walk with its closure took about 115,
-// bench-instr).
-func (x *lineIndex) noFingerprint(b uint64, fp uint32) bool {
-	bk := &x.buckets[b]
-	return !(uint32(bk.Slots[0].Load()>>32) == fp || uint32(bk.Slots[1].Load()>>32) == fp ||
-		uint32(bk.Slots[2].Load()>>32) == fp || uint32(bk.Slots[3].Load()>>32) == fp ||
-		uint32(bk.Slots[4].Load()>>32) == fp || uint32(bk.Slots[5].Load()>>32) == fp ||
-		uint32(bk.Slots[6].Load()>>32) == fp || bk.Meta.Load() >= lineOverflow)
-}
+// stored beyond it (flowtable.Bucket.Lacks): then no key of that
+// fingerprint whose home is b was in the index when the bucket was read,
+// and lookup would have answered no after this one line. Under b's insert
+// lock the answer is exact: only an insert of home b places such a key.
+func (x *lineIndex) noFingerprint(b uint64, fp uint32) bool { return x.buckets[b].Lacks(fp) }
 
 // freeList is a lock-free stack of free record numbers, linked through a
 // word of each free record (setNext writes it; popEntry pops); the top
