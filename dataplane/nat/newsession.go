@@ -88,8 +88,12 @@ type newPlan struct {
 	subAt [4]byte
 	bind  flowtable.Entry // the mapping, when has&planBind
 	st    *addrState      // the subscriber's paired address, for planPort
-	cand  uint16          // the random candidate port, when has&planCand
-	has   uint8
+	// pp is the port table's probe (portSet.probe) of the port to claim
+	// on st, when has&planPort: the preserved port, or cand once that
+	// is taken.
+	pp   portProbe
+	cand uint16 // the random candidate port, when has&planCand
+	has  uint8
 }
 
 // newPlan.has bits.
@@ -199,10 +203,10 @@ func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) 
 	if pl == nil {
 		return sport, keep && ps.claimFree(sport)
 	}
-	if keep && pl.has&planTaken == 0 && ps.claimFreshFree(sport) {
+	if keep && pl.has&planTaken == 0 && ps.claimFreshFree(sport, &pl.pp) {
 		return sport, true
 	}
-	return pl.cand, pl.has&planCand != 0 && ps.claimFreshFree(pl.cand)
+	return pl.cand, pl.has&planCand != 0 && ps.claimFreshFree(pl.cand, &pl.pp)
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
@@ -314,7 +318,9 @@ func (w *Worker) newSessions() {
 			pl.has |= planTaken
 			continue
 		}
-		sink += pl.st.ports[proto].prefetch(p.SrcPort)
+		ps := &pl.st.ports[proto]
+		ps.probe(p.SrcPort, &pl.pp)
+		sink += ps.prefetch(&pl.pp)
 	}
 	// 3. The port of a new mapping (or, with address-and-port-dependent
 	// mapping, of the session), and the buckets its keys go into. The
@@ -330,7 +336,7 @@ func (w *Worker) newSessions() {
 		proto, _ := ProtoOfNumber(p.Proto)
 		ps := &pl.st.ports[proto]
 		port := p.SrcPort
-		if pl.has&planTaken != 0 || ps.taken(port) {
+		if pl.has&planTaken != 0 || ps.takenAt(&pl.pp) {
 			pl.has |= planTaken
 			if lo, hi := s.portRange(proto, p.SrcPort); lo != shLo || hi != shHi {
 				sh, shLo, shHi = shareOf(lo, hi, int(w.id), e.nworkers), lo, hi
@@ -339,7 +345,8 @@ func (w *Worker) newSessions() {
 			if !ok {
 				continue
 			}
-			sink += ps.prefetch(c)
+			ps.probe(c, &pl.pp)
+			sink += ps.prefetch(&pl.pp)
 			pl.has |= planCand
 			pl.cand, port = c, c
 		}

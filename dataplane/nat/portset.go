@@ -60,17 +60,21 @@ func (s *portSet) key(p uint16) uint64 { return s.base | uint64(p)<<portKeyShift
 // taken reports whether port p has an owner or is held.
 func (s *portSet) taken(p uint16) bool {
 	var pr portProbe
-	s.pt.Prepare(s.key(p), &pr)
-	return s.pt.LookupProbe(&pr)
+	s.probe(p, &pr)
+	return s.takenAt(&pr)
 }
 
-// prefetch touches the port table's bucket of port p (see
+// probe prepares port p's key into pr, hashed once for the new-session
+// pipeline's prefetch (prefetch), look (takenAt) and claim
+// (claimFreshFree).
+func (s *portSet) probe(p uint16, pr *portProbe) { s.pt.Prepare(s.key(p), pr) }
+
+// takenAt is taken for the port of probe pr.
+func (s *portSet) takenAt(pr *portProbe) bool { return s.pt.LookupProbe(pr) }
+
+// prefetch touches the port table's bucket of probe pr (see
 // flowtable.Table.Prefetch).
-func (s *portSet) prefetch(p uint16) uint64 {
-	var pr portProbe
-	s.pt.Prepare(s.key(p), &pr)
-	return s.pt.Prefetch(&pr)
-}
+func (s *portSet) prefetch(pr *portProbe) uint64 { return s.pt.Prefetch(pr) }
 
 // updatePort applies f to the state of port p until the compare-and-swap
 // succeeds or f refuses. ok is false when p has no word or f refused. A
@@ -107,10 +111,16 @@ func (s *portSet) claimFree(p uint16) bool {
 // claimFreshFree is claimFree for a port that the new-session pipeline
 // found free, or drew at random, a moment ago: the port is most likely
 // still free, so the look before the lock would only repeat the look
-// under it.
-func (s *portSet) claimFreshFree(p uint16) bool {
+// under it. pr is the pipeline's probe of the port (probe), whose home
+// bucket is taken if it holds p's key: a stale one costs the hash, never
+// a wrong bucket.
+func (s *portSet) claimFreshFree(p uint16, pr *portProbe) bool {
 	k := s.key(p)
-	if !s.pt.insertAt(k, 1, s.pt.home(s.pt.hash(k))) {
+	b := pr.home
+	if pr.key != k {
+		b = s.pt.home(s.pt.hash(k))
+	}
+	if !s.pt.insertAt(k, 1, b) {
 		return false // taken meanwhile, or the port table is full
 	}
 	s.inUse.Add(1)
