@@ -692,7 +692,7 @@ func (t *Table) InsertProbe(p0, p1 *Probe, state uint32, user [2]uint64, now uin
 // that no deferred call (which cost more than the rest of an uncontended
 // insert's bookkeeping) and no second call with ten arguments (about 25
 // instructions, make bench-instr) is needed. Each key's home bucket is
-// computed once, for its lock, its check (taken) and its slot (Place).
+// computed once, for its lock, its check and its slot (Place).
 func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
 	two := p1.w1>>32 != 0 // protocol 0: NoKey
 	if two && t.maxKeys < 2 {
@@ -710,8 +710,14 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		t.ix.Lock(hi)
 	}
 	res := Inserted
+	// Whether a live session holds either key: the home bucket, locked,
+	// answers alone for an absent key, nearly always the case (absentAt);
+	// the walk decides everything else. Written out here: a call with a
+	// frame of its own for each key cost about twelve instructions a key
+	// (make bench-instr).
 	switch {
-	case t.taken(p0, h0, e), two && t.taken(p1, h1, e):
+	case !t.absentAt(h0, fpOf(p0.h)) && t.lookupSlow(p0.w0, p0.w1, p0.h, e),
+		two && !t.absentAt(h1, fpOf(p1.h)) && t.lookupSlow(p1.w0, p1.w1, p1.h, e):
 		res = Exists
 	default:
 		b0, b1 := p1.w0, p1.w1
@@ -760,21 +766,10 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	return res
 }
 
-// taken reports whether a live session holds p's key, whose home bucket
-// b its inserter has locked, and copies the session into e if so. An
-// insert's key is nearly always absent, and the home bucket says so alone
-// (absentAt); the walk decides everything else.
-func (t *Table) taken(p *Probe, b uint64, e *Entry) bool {
-	if t.absentAt(b, fpOf(p.h)) {
-		return false
-	}
-	return t.lookupSlow(p.w0, p.w1, p.h, e)
-}
-
 // absentAt reports whether bucket b, the home of a key with fingerprint
 // fp, shows alone that the key is in no live session (Bucket.Lacks).
 // False means only that the bucket cannot tell. It is the miss of a key
-// about to be inserted (taken) or of a new flow's first packet
+// about to be inserted (insert) or of a new flow's first packet
 // (viewSlow).
 func (t *Table) absentAt(b uint64, fp uint32) bool { return t.ix.buckets[b].Lacks(fp) }
 
