@@ -703,12 +703,7 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	if two {
 		h1 = t.ix.Home(p1.h)
 	}
-	lo, hi := min(h0, h1), max(h0, h1)
-	// Lock the home buckets in ascending order to avoid deadlock.
-	t.ix.Lock(lo)
-	if hi != lo {
-		t.ix.Lock(hi)
-	}
+	lo, hi := t.ix.LockPair(h0, h1)
 	res := Inserted
 	// Whether a live session holds either key: the home bucket, locked,
 	// answers alone for an absent key, nearly always the case (absentAt);
@@ -759,10 +754,7 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		e.Keys[1].unpackFrom(b0, b1)
 		e.Seen, e.State, e.User = now, state, user
 	}
-	if hi != lo {
-		t.ix.Unlock(hi)
-	}
-	t.ix.Unlock(lo)
+	t.ix.UnlockPair(lo, hi)
 	return res
 }
 
