@@ -13,17 +13,18 @@ package flowtable
 // own. e's other fields are left as they were, or, when the record is
 // found by the walk instead, filled as LookupProbe fills them.
 //
-// The record is verified as Find verifies it (verifyRef: its key, between
-// two loads of one even generation); the user words are loaded after
-// that and the generation checked once more, so they are the words of
-// that generation's entry, as readRef's are.
+// The record is verified as verifyRef verifies it, in one pass with the
+// copy: its key dir (from the reference) and its user words are read
+// between two loads of one even generation, so they are that
+// generation's, as readRef's are (through verifyRef and a third load of
+// the generation it cost about 30 instructions more, bench-instr).
 func (t *Table) LookupUser(p *Probe, e *Entry) bool {
-	var x Hit
-	if t.verifyRef(p.ref, p.w0, p.w1, &x) {
-		r := &t.recs[x.ID]
+	if r, g, id, dir, ok := t.openRef(p.ref); ok && g&1 == 0 {
+		k := &r.keys[dir]
+		a0, a1 := k[0].Load(), k[1].Load()
 		u0, u1 := r.user[0].Load(), r.user[1].Load()
-		if r.gen.Load()&genMask == x.Gen {
-			e.ID, e.Dir, e.Gen = x.ID, x.Dir, x.Gen
+		if a0 == p.w0 && a1 == p.w1 && r.gen.Load()&genMask == g {
+			e.ID, e.Dir, e.Gen = id, uint8(dir), g
 			e.User[0], e.User[1] = u0, u1
 			return true
 		}

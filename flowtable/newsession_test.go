@@ -1,0 +1,68 @@
+package flowtable
+
+import "testing"
+
+// TestLookupUser holds LookupUser to LookupProbe's answer for the fields
+// it copies: after a prefetch that found the record, with a remembered
+// slot that went stale (the session deleted, its record reused by another
+// key), and for a key inserted after the prefetch, which only the walk
+// finds.
+func TestLookupUser(t *testing.T) {
+	tb, err := New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Key{Src: [4]byte{10, 0, 0, 1}, Proto: 255}
+	b := Key{Src: [4]byte{10, 0, 0, 2}, Proto: 255}
+	var x Entry
+	if r := tb.Insert(&a, &NoKey, 0, [2]uint64{7, 9}, 1, &x); r != Inserted {
+		t.Fatalf("insert a: %v", r)
+	}
+	var pa Probe
+	tb.Prepare(&a, &pa)
+	tb.Prefetch(&pa)
+	if pa.ref == 0 {
+		t.Fatal("the prefetch found no slot for a")
+	}
+	check := func(p *Probe, want bool, what string) {
+		t.Helper()
+		var e, l Entry
+		// A mark in the fields LookupUser leaves alone, when it reads
+		// the record the prefetch found.
+		e.Seen, e.State = 0xdead, 0xbeef
+		got := tb.LookupUser(p, &e)
+		if lok := tb.LookupProbe(p, &l); got != want || lok != want {
+			t.Fatalf("%s: LookupUser %v, LookupProbe %v, want %v", what, got, lok, want)
+		}
+		if got && (e.ID != l.ID || e.Dir != l.Dir || e.Gen != l.Gen || e.User != l.User) {
+			t.Fatalf("%s: LookupUser gave %d/%d gen %d user %v, LookupProbe %d/%d gen %d user %v",
+				what, e.ID, e.Dir, e.Gen, e.User, l.ID, l.Dir, l.Gen, l.User)
+		}
+	}
+	check(&pa, true, "a after its prefetch")
+	var e Entry
+	if tb.LookupUser(&pa, &e); e.Seen != 0 || e.User != [2]uint64{7, 9} {
+		t.Fatalf("a: user %v seen %d, want [7 9] and the entry's zero tick left alone", e.User, e.Seen)
+	}
+	// Delete a; b takes its record (capacity 1): a's remembered slot now
+	// leads to b's session.
+	if !tb.Delete(x.ID, x.Gen) {
+		t.Fatal("delete a")
+	}
+	if r := tb.Insert(&b, &NoKey, 0, [2]uint64{3, 4}, 1, &x); r != Inserted {
+		t.Fatalf("insert b: %v", r)
+	}
+	check(&pa, false, "a, its slot stale and its record b's")
+	var pb Probe
+	tb.Prepare(&b, &pb) // no prefetch: only the walk finds b
+	check(&pb, true, "b without a prefetch")
+	// a again, in a record b gives back: the stale slot fails the key
+	// check, and the walk finds the new one.
+	if !tb.Delete(x.ID, x.Gen) {
+		t.Fatal("delete b")
+	}
+	if r := tb.Insert(&a, &NoKey, 0, [2]uint64{5, 6}, 1, &x); r != Inserted {
+		t.Fatalf("insert a again: %v", r)
+	}
+	check(&pa, true, "a again, through its old probe")
+}
