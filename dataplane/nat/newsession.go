@@ -274,8 +274,9 @@ func (w *Worker) newSessions() {
 		p := &w.pk[nb.idx[j]]
 		pl := &nb.plan[j]
 		pl.has = 0
-		k := subscriberKey(p.Src)
-		e.subs.Prepare(&k, &pl.sp)
+		// The subscriber's key (subscriberKey), packed from the field:
+		// PrepareAddrs inlines, Prepare of a Key did not.
+		e.subs.PrepareAddrs(be32(p.Src), 0, 0, 0, 255, &pl.sp)
 		sink += e.subs.Prefetch(&pl.sp)
 		if eim && !nb.epDup[j] {
 			// The mapping's inside key (bindingKeys), packed from the
