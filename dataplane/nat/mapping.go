@@ -316,7 +316,7 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
 	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
 	for try := 0; try < 64; try++ {
-		if w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
+		if !w.hint.noMapping() && w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
 			ok, dying := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 			if dying {
 				continue

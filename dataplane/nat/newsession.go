@@ -162,6 +162,17 @@ func (h *newHint) mapping(t *bindTable, bk *flowtable.Key, x *flowtable.Entry) b
 	return t.Lookup(bk, x)
 }
 
+// noMapping reports whether the plan knows the mapping to be missing,
+// using that part of the hint: mapping's common answer for a new
+// session, where mapping itself does not inline.
+func (h *newHint) noMapping() bool {
+	if h.left&planNoBind == 0 {
+		return false
+	}
+	h.left &^= planBind | planNoBind
+	return true
+}
+
 // port returns the plan of a port on st, if one was made.
 func (h *newHint) port(st *addrState) *newPlan {
 	if h.left&planPort == 0 || h.plan.st != st {
