@@ -62,8 +62,12 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 		w.dropFrame(Inside, b, drop.NoSession)
 		return
 	}
+	// newSession's outbound half, called directly: one call level less
+	// on every new session.
+	var k flowtable.Key
+	packetKey(Inside, p, &k)
 	var e flowtable.Entry
-	if r := w.newSession(Inside, p, &e); r != drop.None {
+	if r := w.newOutbound(p, &k, &e); r != drop.None {
 		w.refuse(b, p, r)
 		return
 	}
@@ -88,7 +92,9 @@ func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry,
 		w.translateOut(b, p, e)
 		return
 	}
-	w.tcpSegment(e, b, p, Inside)
+	if p.L4 == header.L4TCP { // tcpSegment's test, before its call
+		w.tcpSegment(e, b, p, Inside)
+	}
 	ext := &e.Keys[1]
 	rewrite(b.Data, p, true, be32(ext.Dst), ext.DstPort)
 	w.sendVia(hop, Inside, Outside, b, p.Dst)
