@@ -211,13 +211,18 @@ func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*b
 func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) (uint16, bool) {
 	keep := sport >= lo && sport <= hi
 	pl := w.hint.port(st)
-	if pl == nil {
+	switch {
+	case pl == nil:
 		return sport, keep && ps.claimFree(sport)
+	case keep && pl.has&planTaken == 0:
+		// The preserved port, found free. The plan drew no candidate
+		// (planCand comes with planTaken), so a failed claim ends it.
+	case pl.has&planCand != 0:
+		sport = pl.cand
+	default:
+		return 0, false
 	}
-	if keep && pl.has&planTaken == 0 && ps.claimFreshFree(sport, &pl.pp) {
-		return sport, true
-	}
-	return pl.cand, pl.has&planCand != 0 && ps.claimFreshFree(pl.cand, &pl.pp)
+	return sport, ps.claimFreshFree(sport, &pl.pp)
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
