@@ -116,7 +116,7 @@ func (x *Index) Ended(b uint64) bool { return x.buckets[b].Meta.Load() < MetaOve
 // with the line's address in a register of its own each slot's load takes
 // its offset in the instruction (4 instructions a slot), where inlined
 // into a caller that indexes the bucket array Go recomputes the address
-// for every atomic load (7 to 8 a slot; about 30 instructions a call,
+// for every atomic load (7 to 8 a slot; about 20 instructions a call,
 // make bench-instr's new-session profile).
 //
 //go:noinline
@@ -161,8 +161,8 @@ func (x *Index) Lock(b uint64) {
 // LockPair takes the insert locks of buckets a and b, the home buckets of
 // an entry's two keys, in ascending order against deadlock (one lock if
 // they are the same bucket), and returns them in that order for
-// UnlockPair. It is two Locks in one call, each written out (about a
-// dozen instructions an insert fewer than two calls, make bench-instr).
+// UnlockPair. It is two Locks in one call, each written out (about
+// ten instructions an insert fewer than two calls, make bench-instr).
 func (x *Index) LockPair(a, b uint64) (lo, hi uint64) {
 	lo, hi = min(a, b), max(a, b)
 	m := &x.buckets[lo].Meta

@@ -17,7 +17,7 @@ package flowtable
 // copy: its key dir (from the reference) and its user words are read
 // between two loads of one even generation, so they are that
 // generation's, as readRef's are (through verifyRef and a third load of
-// the generation it cost about 30 instructions more, bench-instr).
+// the generation it cost about 40 instructions more, bench-instr).
 func (t *Table) LookupUser(p *Probe, e *Entry) bool {
 	if r, g, id, dir, ok := t.openRef(p.ref); ok && g&1 == 0 {
 		k := &r.keys[dir]

@@ -126,11 +126,12 @@ func (t *portTable) findFrom(key, b uint64, r *portRef) (v uint64, ok bool) {
 
 // look reports whether key is in the table, if bucket b, key's home,
 // shows it alone (sure): key is in one of its slots, or in none and no key
-// was stored beyond b. Read under b's insert lock the answer is exact.
-// Otherwise (sure false) only the walk (findFrom) can tell. It is
-// findFrom's common case, a port found in its home bucket or absent from
-// it (about 50 instructions fewer a claim than the walk, and 35 fewer a
-// look, bench-instr). Key 0 is never sure: an empty slot holds 0.
+// was stored beyond b. Read under b's insert lock, absent is exact: only
+// an insert of home b places key. Otherwise (sure false) only the walk
+// (findFrom) can tell. It is findFrom's common case, a port found in its
+// home bucket or absent from it (about 50 instructions fewer a claim than
+// the walk, and about 20 fewer a look, bench-instr). Key 0 is never sure:
+// an empty slot holds 0.
 func (t *portTable) look(key, b uint64) (found, sure bool) { return portLook(&t.buckets[b], key) }
 
 // portLook is look's test of the line bk, kept out of line for the reason
