@@ -906,21 +906,22 @@ func (t *Table) PrepareAddrs(src, dst uint32, sport, dport uint16, proto uint8, 
 	p.ref = 0
 }
 
-// Prefetch touches the home bucket of p and, for the first slot whose
-// fingerprint matches, the record it points to, and returns a value
-// derived from them. Go has no prefetch instruction; a plain load whose
-// result the caller keeps serves the same purpose: issued for a whole burst
-// before any lookup, the cache misses of all its packets overlap instead of
-// following one another. The returned value means nothing; fold it into
-// something the compiler cannot discard. PrefetchBurst does the same for a
-// whole burst with more overlap.
+// Prefetch reads the home bucket of p and, for the first slot whose
+// fingerprint matches, asks for the record it points to (prefetch.go),
+// remembering the slot for LookupProbe. The bucket is read, not asked
+// for: its slot must be found to know the record. Issued for a whole
+// burst before any lookup, the record misses overlap with each other and
+// with the next probes' buckets. PrefetchBurst does better for a burst
+// whose probes sit in one array: all of its buckets before any record.
+// The returned value means nothing; callers that kept the loads of the
+// old form alive fold it into a sink.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.ix.buckets[t.ix.Home(p.h)]
 	p.ref = bk.find(fpOf(p.h))
-	if p.ref == 0 {
-		return bk.Meta.Load()
+	if id, _, ok := t.refRecord(p.ref); ok {
+		prefetchRecord(&t.recs[id])
 	}
-	return t.recs[(p.ref-1)>>1].gen.Load()
+	return 0
 }
 
 // find returns the reference of the first slot with fingerprint fp, or 0.
