@@ -77,18 +77,11 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		egress, end = Inside, 1
 	}
 	mtu := s.mtu[egress]
-	// The burst's next-hop cache: the last destination resolved (wire
-	// order: the four bytes loaded little-endian), and the Ethernet
-	// addresses of a frame to it.
-	var nhDst uint32
-	var nhAddrs header.EthernetAddrs
-	nhOK := false
+	// The burst's next hop and public address (burstCache).
+	var bc burstCache
 	// The egress queue, which a frame joins as it is when the two ports
 	// share their frames (zerocopy.go).
 	txq, direct := &w.tx[egress], w.shared
-	// The last destination found public (from the outside; wire order).
-	var pubDst uint32
-	pubOK := false
 	// The inside prefixes, loaded once (Snapshot.isInside).
 	inside := s.inside
 	// Slices of the burst's length, so that indexing needs no bounds
@@ -123,13 +116,12 @@ func (w *Worker) forwardBurst(side Side, n int) {
 				hits = 0
 				continue
 			}
-		} else if dst := le32(&p.Dst); !pubOK || dst != pubDst {
-			if !s.isPublic(p.Dst) {
+		} else if dst := le32(&p.Dst); !bc.pubOK || dst != bc.pubDst {
+			if !bc.public(s, dst) {
 				w.classifyOut(side, i)
 				hits = 0
 				continue
 			}
-			pubDst, pubOK = dst, true
 			goto again
 		}
 
@@ -178,15 +170,11 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		}
 
 		// 3. Next hop, by the destination the packet leaves with.
-		if !nhOK || dst != nhDst {
-			var d [4]byte
-			binary.LittleEndian.PutUint32(d[:], dst)
-			mac, r := w.l2.Resolve(egress, d)
-			if r != Resolved {
-				w.unresolvedHop(side, i, d, r)
+		if !bc.hopOK || dst != bc.hopDst {
+			if r := bc.resolve(w, egress, dst); r != Resolved {
+				w.unresolvedHop(side, i, dst, r)
 				continue
 			}
-			nhDst, nhAddrs, nhOK = dst, header.MakeEthernetAddrs(mac, w.macs[egress]), true
 			goto again
 		}
 
@@ -213,13 +201,58 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		setParsed(p, end, wire, port)
 
 		// 5. Transmit.
-		header.Ethernet(f[:]).SetAddrs(&nhAddrs)
+		header.Ethernet(f[:]).SetAddrs(&bc.hopAddrs)
 		if !direct || !txq.push(b) {
 			w.send(side, egress, b)
 		}
 	}
 	// The packets without a session, in a pipeline of their own.
 	w.newSessions()
+}
+
+// burstCache is what forwardBurst learns once per burst and destination:
+// the last destination found public (from the outside) and the last next
+// hop resolved, with the Ethernet addresses of a frame to it. Addresses
+// in wire order (the four bytes loaded little-endian). It lives in memory
+// (its methods take its address), where the loop reads it as it needs it;
+// as the loop's own variables, which the compiler keeps in registers,
+// it was saved and loaded again around the loop's every call, on every
+// packet's way.
+type burstCache struct {
+	pubDst   uint32
+	pubOK    bool
+	hopOK    bool
+	hopDst   uint32
+	hopAddrs header.EthernetAddrs
+}
+
+// public reports whether dst (wire order) is an address of s's that the
+// NAT answers for on the outside, and remembers it if so.
+//
+//go:noinline
+func (c *burstCache) public(s *Snapshot, dst uint32) bool {
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], dst)
+	if !s.isPublic(a) {
+		return false
+	}
+	c.pubDst, c.pubOK = dst, true
+	return true
+}
+
+// resolve resolves the next hop of destination dst (wire order) on
+// egress and remembers it if it resolved; it returns the resolution.
+//
+//go:noinline
+func (c *burstCache) resolve(w *Worker, egress Side, dst uint32) Resolution {
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], dst)
+	mac, r := w.l2.Resolve(egress, a)
+	if r != Resolved {
+		return r
+	}
+	c.hopDst, c.hopAddrs, c.hopOK = dst, header.MakeEthernetAddrs(mac, w.macs[egress]), true
+	return r
 }
 
 // The fast path's ways out. Each takes the packet by its index in the
@@ -280,7 +313,7 @@ func (w *Worker) general(side Side, i int) {
 // would have sent it (nexthop.go).
 //
 //go:noinline
-func (w *Worker) unresolvedHop(side Side, i int, dst [4]byte, r Resolution) {
+func (w *Worker) unresolvedHop(side Side, i int, dst uint32, r Resolution) {
 	b, p, v := &w.rx[i], &w.pk[i], &w.view[i]
 	if side == Inside || p.L4 != header.L4UDP || w.snap.Config.UDPInboundRefresh {
 		w.eng.sessions.Touch(v.ID, w.now)
@@ -292,5 +325,7 @@ func (w *Worker) unresolvedHop(side Side, i int, dst [4]byte, r Resolution) {
 		egress = Inside
 		rewriteAt(b.Data, p, 1, v.OtherSrcWire(), v.OtherSrcPort())
 	}
-	w.unresolved(side, egress, b, dst, r)
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], dst)
+	w.unresolved(side, egress, b, a, r)
 }
