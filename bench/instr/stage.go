@@ -154,7 +154,7 @@ func testPortStage(pkg, name string) string {
 	case strings.Contains(name, "Neighbors).Resolve"):
 		return "next-hop"
 	case strings.HasPrefix(name, "(*loopPort).") || strings.HasPrefix(name, "(*loopPool).") ||
-		strings.HasPrefix(name, "(*udpTemplate).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*udpTemplate).") || strings.HasPrefix(name, "(*flowWalk).") || name == "writeUDP" ||
 		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func"):
 		return "receive/parse"
 	}
