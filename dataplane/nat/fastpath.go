@@ -17,7 +17,8 @@ import (
 //     fastL4Off), is not a fragment, is TCP, UDP or an ICMP query, has
 //     TTL to spare, fits the egress MTU, and its addresses are ones the
 //     NAT translates between (inside host to remote from the inside,
-//     anyone to a public address from the outside).
+//     anyone to a public address from the outside; the destination's
+//     verdict is remembered for the burst, burstCache).
 //  2. Session: the prepared keys of the whole burst are looked up at once
 //     before the loop (flowtable.ViewBurst), reading of each session only
 //     what a rewrite needs (flowtable.View); a key the burst's read did
@@ -111,10 +112,18 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			continue
 		}
 		if side == Inside {
-			if !inPrefixes(inside, be32(p.Src)) || p.Dst == s.linkAddr[Inside] || p.Dst == s.linkAddr[Outside] || inPrefixes(inside, be32(p.Dst)) {
+			if !inPrefixes(inside, be32(p.Src)) {
 				w.classifyOut(side, i)
 				hits = 0
 				continue
+			}
+			if dst := le32(&p.Dst); !bc.remoteOK || dst != bc.remoteDst {
+				if !bc.remote(s, dst) {
+					w.classifyOut(side, i)
+					hits = 0
+					continue
+				}
+				goto again
 			}
 		} else if dst := le32(&p.Dst); !bc.pubOK || dst != bc.pubDst {
 			if !bc.public(s, dst) {
@@ -211,19 +220,22 @@ func (w *Worker) forwardBurst(side Side, n int) {
 }
 
 // burstCache is what forwardBurst learns once per burst and destination:
-// the last destination found public (from the outside) and the last next
-// hop resolved, with the Ethernet addresses of a frame to it. Addresses
+// the last destination found public (from the outside), the last found
+// remote (from the inside: neither an inside address nor the NAT's own)
+// and the last next hop resolved, with the Ethernet addresses of a frame to it. Addresses
 // in wire order (the four bytes loaded little-endian). It lives in memory
 // (its methods take its address), where the loop reads it as it needs it;
 // as the loop's own variables, which the compiler keeps in registers,
 // it was saved and loaded again around the loop's every call, on every
 // packet's way.
 type burstCache struct {
-	pubDst   uint32
-	pubOK    bool
-	hopOK    bool
-	hopDst   uint32
-	hopAddrs header.EthernetAddrs
+	pubDst    uint32
+	pubOK     bool
+	remoteOK  bool
+	remoteDst uint32
+	hopOK     bool
+	hopDst    uint32
+	hopAddrs  header.EthernetAddrs
 }
 
 // public reports whether dst (wire order) is an address of s's that the
@@ -237,6 +249,22 @@ func (c *burstCache) public(s *Snapshot, dst uint32) bool {
 		return false
 	}
 	c.pubDst, c.pubOK = dst, true
+	return true
+}
+
+// remote reports whether dst (wire order) is a remote address for a
+// packet from the inside, one the NAT translates towards: neither in an
+// inside prefix of s nor an address of the NAT's own links; and remembers
+// it if so.
+//
+//go:noinline
+func (c *burstCache) remote(s *Snapshot, dst uint32) bool {
+	var a [4]byte
+	binary.LittleEndian.PutUint32(a[:], dst)
+	if a == s.linkAddr[Inside] || a == s.linkAddr[Outside] || s.isInside(a) {
+		return false
+	}
+	c.remoteDst, c.remoteOK = dst, true
 	return true
 }
 
