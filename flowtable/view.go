@@ -95,14 +95,15 @@ func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
 // the probe's session. A clear bit is no miss: the probe had no
 // reference, or the reference no longer led to its key (the session
 // moved or was deleted since the prefetch), and ViewProbe, which then
-// searches the index, decides; vs[i] is then undefined. len(ps) must not
-// exceed 64 and len(vs) must be at least len(ps).
+// searches the index, decides; vs[i] is then undefined. Only the first 64
+// probes are read (a bit each); len(vs) must be at least that many.
 //
 // One call a burst rather than one a packet: the burst's loop keeps the
 // table and the probe in registers, where the fast path's loop, with a
 // call per packet, reloaded its own state after every call (about a
 // third of a lookup's instructions, make bench-instr).
 func (t *Table) ViewBurst(ps []Probe, vs []View) (hits uint64) {
+	ps = ps[:min(len(ps), 64)]
 	vs = vs[:len(ps)]
 	recs := t.recs
 	for i := range ps {
@@ -139,7 +140,7 @@ func (t *Table) ViewBurst(ps []Probe, vs []View) (hits uint64) {
 			continue
 		}
 		v.ID, v.Dir, v.Gen = id, uint8(dir), g&genMask
-		hits |= 1 << (uint(i) & 63)
+		hits |= 1 << uint(i)
 	}
 	return hits
 }
