@@ -36,7 +36,7 @@ type loopPort struct {
 
 // loopPool is the frames of one or more loop ports.
 type loopPool struct {
-	mem  []byte
+	mem  [][loopFrameSize]byte // frame h is mem[h]
 	free []uint32
 	id   uint64 // Pool(): non-zero when shared
 }
@@ -45,7 +45,7 @@ type loopPool struct {
 const loopFrameSize = 2048
 
 func newLoopPool(frames int) *loopPool {
-	p := &loopPool{mem: make([]byte, frames*loopFrameSize), free: make([]uint32, 0, frames)}
+	p := &loopPool{mem: make([][loopFrameSize]byte, frames), free: make([]uint32, 0, frames)}
 	for i := frames - 1; i >= 0; i-- {
 		p.free = append(p.free, uint32(i))
 	}
@@ -79,8 +79,7 @@ func (p *loopPool) get() (port.Buf, bool) {
 	}
 	i := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
-	off := int(i) * loopFrameSize
-	return port.Buf{Data: p.mem[off : off : off+loopFrameSize], Handle: uint64(i)}, true
+	return port.Buf{Data: p.mem[i][:0:loopFrameSize], Handle: uint64(i)}, true
 }
 
 // RxBurst takes a burst's frames off the free list at once and has fill
@@ -98,7 +97,7 @@ func (p *loopPort) RxBurst(bufs []port.Buf) int {
 		// The benchmarks' walk: a copy of the step's frame and three
 		// stores, no call.
 		for i, h := range free {
-			d := (*[loopFrameSize]byte)(mem[int(h)*loopFrameSize:])
+			d := &mem[h]
 			wk.write(d)
 			bufs[i] = port.Buf{Data: d[:walkFrameLen], Handle: uint64(h)}
 		}
@@ -106,7 +105,7 @@ func (p *loopPort) RxBurst(bufs []port.Buf) int {
 	}
 	fill := p.fill
 	for i, h := range free {
-		d := mem[int(h)*loopFrameSize:][:loopFrameSize:loopFrameSize]
+		d := mem[h][:]
 		bufs[i] = port.Buf{Data: d[:fill(i, d)], Handle: uint64(h)}
 	}
 	return n
