@@ -199,6 +199,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		l4 := (*[header.UDPHeaderLen]byte)(f[fastL4Off:])
 		if p.L4 == header.L4ICMPQuery {
 			rewriteICMP(l4, port)
+			p.SrcPort, p.DstPort = port, port
 		} else {
 			old, sw := swapPort(l4, end, port)
 			if p.L4 == header.L4UDP {

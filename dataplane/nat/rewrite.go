@@ -58,6 +58,7 @@ func rewriteAt(frame []byte, p *header.Parsed, end int, wire uint32, port uint16
 	decTTL(ip, c)
 	if p.L4 == header.L4ICMPQuery {
 		rewriteICMP((*[header.ICMPv4HeaderLen]byte)(frame[p.L4Off:]), port)
+		p.SrcPort, p.DstPort = port, port
 	} else {
 		old, sw := swapPort((*[header.UDPHeaderLen]byte)(frame[p.L4Off:]), end, port)
 		if p.L4 == header.L4UDP {
@@ -70,7 +71,9 @@ func rewriteAt(frame []byte, p *header.Parsed, end int, wire uint32, port uint16
 }
 
 // setParsed records a rewrite of end to address wire (wire order) and
-// port in p, which then describes the rewritten frame as Parse would.
+// port in p, which then describes the rewritten frame as Parse would (but
+// for an ICMP query's other port: its identifier plays both, which the
+// caller sets).
 func setParsed(p *header.Parsed, end int, wire uint32, port uint16) {
 	if end == 0 {
 		binary.LittleEndian.PutUint32(p.Src[:], wire)
@@ -78,9 +81,6 @@ func setParsed(p *header.Parsed, end int, wire uint32, port uint16) {
 	} else {
 		binary.LittleEndian.PutUint32(p.Dst[:], wire)
 		p.DstPort = port
-	}
-	if p.L4 == header.L4ICMPQuery {
-		p.SrcPort, p.DstPort = port, port
 	}
 	p.TTL--
 }
