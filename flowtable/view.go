@@ -88,21 +88,24 @@ func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
 }
 
 // ViewBurst is viewRef's common case for a whole burst in one call: for
-// each probe ps[i] whose prefetch remembered a slot reference, it reads
-// the record that reference names into vs[i], verified as viewRef
+// each probe ps[i] whose prefetch remembered a slot reference to a key of
+// direction dir (0 or 1: the only one the caller translates a hit of), it
+// reads the record that reference names into vs[i], verified as viewRef
 // verifies (the generation even and the same before and after, the
 // matched key equal to the probe's), and sets bit i of hits when it is
 // the probe's session. A clear bit is no miss: the probe had no
-// reference, or the reference no longer led to its key (the session
-// moved or was deleted since the prefetch), and ViewProbe, which then
-// searches the index, decides; vs[i] is then undefined. Only the first 64
+// reference, or one to the other direction's key, or the reference no
+// longer led to its key (the session moved or was deleted since the
+// prefetch), and ViewProbe, which then searches the index, decides; vs[i]
+// is then undefined. Only the first 64
 // probes are read (a bit each); len(vs) must be at least that many.
 //
 // One call a burst rather than one a packet: the burst's loop keeps the
 // table and the probe in registers, where the fast path's loop, with a
 // call per packet, reloaded its own state after every call (about a
 // third of a lookup's instructions, make bench-instr).
-func (t *Table) ViewBurst(ps []Probe, vs []View) (hits uint64) {
+func (t *Table) ViewBurst(ps []Probe, vs []View, dir uint8) (hits uint64) {
+	want := uint32(dir)
 	ps = ps[:min(len(ps), 64)]
 	vs = vs[:len(ps)]
 	recs := t.recs
@@ -111,7 +114,7 @@ func (t *Table) ViewBurst(ps []Probe, vs []View) (hits uint64) {
 		// refRecord, written out: ref-1 wraps a missing reference (0)
 		// to an id beyond any table.
 		id, dir := (p.ref-1)>>1, (p.ref-1)&1
-		if int(id) >= len(recs) {
+		if int(id) >= len(recs) || dir != want {
 			continue
 		}
 		r, v := &recs[id], &vs[i]

@@ -81,13 +81,14 @@ func TestViewMatchesLookup(t *testing.T) {
 		for lo := 0; lo < len(ps); lo += 64 {
 			hi := min(lo+64, len(ps))
 			vs := make([]View, hi-lo)
-			hits := tb.ViewBurst(ps[lo:hi], vs)
+			dir := uint8(lo / 64 % 2)
+			hits := tb.ViewBurst(ps[lo:hi], vs, dir)
 			for j := range vs {
 				if hits>>uint(j)&1 == 0 {
 					continue
 				}
 				var v View
-				if !tb.ViewProbe(&ps[lo+j], &v) || v != vs[j] {
+				if !tb.ViewProbe(&ps[lo+j], &v) || v != vs[j] || v.Dir != dir {
 					t.Fatalf("key %v: ViewBurst %+v, ViewProbe %+v", keys[lo+j], vs[j], v)
 				}
 				bursts++

@@ -90,12 +90,13 @@ func (w *Worker) forwardBurst(side Side, n int) {
 	rx, pk, probe, views := w.rx[:n], w.pk[:n], w.probe[:n], w.view[:n]
 	// The burst's sessions, read in one call where the prefetch found
 	// them (flowtable.ViewBurst): bit i of hits says views[i] is packet
-	// i's. A packet that leaves the fast path may change the table (a TCP
+	// i's, by the key of its direction (key 0 from the inside, key 1
+	// from the outside). A packet that leaves the fast path may change the table (a TCP
 	// segment's state, a session created or deleted), so after one the
 	// views read up front are dropped (hits = 0) and each later packet's
 	// session is read as it comes (ViewProbe): every packet sees the
 	// table as the packets before it left it.
-	hits := sessions.ViewBurst(probe, views)
+	hits := sessions.ViewBurst(probe, views, uint8(side))
 	for i := range rx {
 	again:
 		b, p, v := &rx[i], &pk[i], &views[i]
@@ -137,7 +138,7 @@ func (w *Worker) forwardBurst(side Side, n int) {
 		// 2. Session: of the record, only what a rewrite needs (a
 		// View: the state and the key translated to).
 		if hits>>uint(i)&1 == 0 {
-			if !sessions.ViewProbe(&probe[i], v) {
+			if !sessions.ViewProbe(&probe[i], v) || v.Dir != uint8(side) {
 				w.noSession(side, i)
 				if side == Outside {
 					hits = 0 // inboundNew may create a session
@@ -146,13 +147,6 @@ func (w *Worker) forwardBurst(side Side, n int) {
 			}
 			hits |= 1 << uint(i)
 			goto again
-		}
-		if v.Dir != uint8(side) {
-			w.noSession(side, i)
-			if side == Outside {
-				hits = 0
-			}
-			continue
 		}
 		// The end rewritten (end: the source from the inside, the
 		// destination from the outside) goes to the other key's far
