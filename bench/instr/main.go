@@ -13,11 +13,13 @@
 // The test port stands in for the NIC, which writes received frames by DMA
 // and reads sent ones at no CPU cost; the stand-in cannot, and N is what
 // it costs instead (testPortStage): taking a burst's frames off the pool
-// (loopPort.RxBurst), writing each frame (a copy of a prebuilt 60-byte
-// frame with the flow's source address, port and IPv4 header checksum
-// patched in, udpTemplate; writeUDP for the new-session set-up), the
-// benchmark's choice of flow (its fill closure), returning sent frames to
-// the pool (TxBurst, Free) and the fixed neighbour table. The engine
+// (loopPort.RxBurst), writing each frame (for the established cases a
+// copy of a prebuilt 60-byte frame and two stores of its step of a walk
+// prepared before the timed loop, flowWalk; for the new-session case the
+// flow's source address, port and IPv4 header checksum patched into the
+// copy, udpTemplate, from the benchmark's fill closure, and writeUDP for
+// its set-up), returning sent frames to the pool (TxBurst, Free) and the
+// fixed neighbour table. The engine
 // parses and verifies the frames exactly as it would a NIC's. The rig's two
 // ports share one pool of frames, as natd's AF_XDP sockets share one UMEM
 // by default (xdp.shared_umem), so a forwarded frame is not copied;
