@@ -157,3 +157,14 @@ func udpField(f uint16) uint16 {
 	}
 	return f
 }
+
+// UpdateDecTTLSwapped is UpdateDecTTL for a checksum field and address
+// terms loaded in the other byte order, as a little-endian machine loads
+// the network's words: the one's-complement sum of byte-swapped words is
+// the byte-swapped sum (RFC 1071 section 2(B)), so the result, stored back
+// in that order, is UpdateDecTTL's bytes. Only the TTL's constant term
+// changes: the decrement takes one from the low byte of the swapped
+// TTL/protocol word x, so ~x + (x - 1) = 0xFFFE (TestUpdateDecTTLSwapped).
+func UpdateDecTTLSwapped(hc uint16, addr uint32) uint16 {
+	return ^fold32(uint32(^hc) + addr + 0xFFFE)
+}

@@ -3,6 +3,7 @@ package checksum
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 )
@@ -425,6 +426,39 @@ func TestUpdateDecTTLMatchesUpdateWith(t *testing.T) {
 		binary.BigEndian.PutUint32(h[12:], newAddr)
 		if want := fullField(h[:], 10, 0, false); got != want {
 			t.Fatalf("header % x: UpdateDecTTL %#04x, recompute %#04x", h, got, want)
+		}
+	}
+}
+
+// TestUpdateDecTTLSwapped holds the little-endian form to UpdateDecTTL:
+// the field and the address terms loaded little-endian give UpdateDecTTL's
+// field, byte-swapped, and a from-scratch recomputation of a real header.
+func TestUpdateDecTTLSwapped(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	for i := range 300000 {
+		oldAddr, newAddr := rng.Uint32(), rng.Uint32()
+		hc := uint16(rng.Uint32())
+		if i%7 == 0 {
+			hc = []uint16{0, 0xFFFF, 0x0001, 0xFFFE}[i%4]
+		}
+		want := bits.ReverseBytes16(UpdateDecTTL(hc, AddrChange32(oldAddr, newAddr)))
+		got := UpdateDecTTLSwapped(bits.ReverseBytes16(hc), AddrChange32(bits.ReverseBytes32(oldAddr), bits.ReverseBytes32(newAddr)))
+		if got != want {
+			t.Fatalf("hc %#04x, %#08x -> %#08x: swapped %#04x, UpdateDecTTL swapped %#04x", hc, oldAddr, newAddr, got, want)
+		}
+		var h [20]byte
+		for j := range h {
+			h[j] = byte(rng.Uint32())
+		}
+		h[8] = byte(2 + i%254)
+		binary.BigEndian.PutUint16(h[10:], 0)
+		binary.BigEndian.PutUint16(h[10:], Finish(refChecksum(h[:], 0)))
+		c := AddrChange32(binary.LittleEndian.Uint32(h[12:]), bits.ReverseBytes32(newAddr))
+		got = UpdateDecTTLSwapped(binary.LittleEndian.Uint16(h[10:]), c)
+		h[8]--
+		binary.BigEndian.PutUint32(h[12:], newAddr)
+		if want := fullField(h[:], 10, 0, false); got != bits.ReverseBytes16(want) {
+			t.Fatalf("header % x: UpdateDecTTLSwapped %#04x, recompute %#04x", h, got, want)
 		}
 	}
 }

@@ -38,12 +38,13 @@
 // live nowhere else. So a hit costs two cache lines, and they depend on each
 // other: the bucket line, then the record line it names. What removes the
 // second wait from the packet path is prefetching a burst
-// (PrefetchBurst): every bucket of the burst is touched first, so that
+// (PrefetchBurst): every bucket of the burst is asked for first, so that
 // their misses overlap; then each probe's slot is found in its (arriving)
-// bucket and its record touched, so that the record misses overlap too;
+// bucket and its record asked for, so that the record misses overlap too;
 // each probe remembers its slot, and LookupProbe reads the record without
 // scanning the bucket again. A burst of n lookups waits about two memory
-// latencies, not 2n.
+// latencies, not 2n. The asking is done with prefetch instructions, which
+// unlike loads hold up nothing while their lines travel (prefetch.go).
 //
 // The home-bucket scan is branch-free (pick): the seven fingerprints are
 // compared and selected with conditional moves, so a lookup has no branch
@@ -880,21 +881,22 @@ func (t *Table) PrepareAddrs(src, dst uint32, sport, dport uint16, proto uint8, 
 	p.ref = 0
 }
 
-// Prefetch touches the home bucket of p and, for the first slot whose
-// fingerprint matches, the record it points to, and returns a value
-// derived from them. Go has no prefetch instruction; a plain load whose
-// result the caller keeps serves the same purpose: issued for a whole burst
-// before any lookup, the cache misses of all its packets overlap instead of
-// following one another. The returned value means nothing; fold it into
-// something the compiler cannot discard. PrefetchBurst does the same for a
-// whole burst with more overlap.
+// Prefetch reads the home bucket of p and, for the first slot whose
+// fingerprint matches, asks for the record it points to (prefetch.go),
+// remembering the slot for LookupProbe. The bucket is read, not asked
+// for: its slot must be found to know the record. Issued for a whole
+// burst before any lookup, the record misses overlap with each other and
+// with the next probes' buckets. PrefetchBurst does better for a burst
+// whose probes sit in one array: all of its buckets before any record.
+// The returned value means nothing; callers that kept the loads of the
+// old form alive fold it into a sink.
 func (t *Table) Prefetch(p *Probe) uint64 {
 	bk := &t.ix.buckets[t.ix.Home(p.h)]
 	p.ref = bk.find(fpOf(p.h))
-	if p.ref == 0 {
-		return bk.Meta.Load()
+	if id, _, ok := t.refRecord(p.ref); ok {
+		prefetchRecord(&t.recs[id])
 	}
-	return t.recs[(p.ref-1)>>1].gen.Load()
+	return 0
 }
 
 // find returns the reference of the first slot with fingerprint fp, or 0.
@@ -908,46 +910,16 @@ func (b *Bucket) find(fp uint32) uint32 {
 }
 
 // PrefetchBurst prefetches the lookups of a burst in two passes: first it
-// touches every probe's home bucket, so that all those cache misses are in
-// flight together; then, with the buckets arriving, it finds each probe's
-// fingerprint in its bucket and touches the record the slot leads to, so
-// that the record misses overlap too. Each probe remembers its slot, and
-// LookupProbe then reads the record without scanning the bucket again. A
-// burst of n lookups thus waits about two memory latencies, not 2n. The
-// returned value means nothing (see Prefetch).
-func (t *Table) PrefetchBurst(ps []Probe) uint64 {
-	var sink uint64
-	for i := range ps {
-		sink += t.ix.buckets[t.ix.Home(ps[i].h)].Meta.Load()
-	}
-	for i := range ps {
-		p := &ps[i]
-		bk, fp := &t.ix.buckets[t.ix.Home(p.h)], fpOf(p.h)
-		// find, written out: no loop counter, and each slot's offset
-		// known.
-		ref := uint32(0)
-		if v := bk.Slots[0].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[1].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[2].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[3].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[4].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[5].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		} else if v := bk.Slots[6].Load(); uint32(v>>32) == fp {
-			ref = uint32(v)
-		}
-		p.ref = ref
-		if ref != 0 {
-			sink += t.recs[(ref-1)>>1].gen.Load()
-		}
-	}
-	return sink
-}
+// asks for every probe's home bucket, so that all those cache misses are
+// in flight together; then, with the buckets arriving, it finds each
+// probe's fingerprint in its bucket and asks for the record the slot leads
+// to, so that the record misses overlap too. Each probe remembers its
+// slot, and LookupProbe then reads the record without scanning the bucket
+// again. A burst of n lookups thus waits about two memory latencies, not
+// 2n. The requests are prefetch instructions, which wait for nothing
+// (prefetch.go): the first pass issues all n bucket misses at once, and
+// the second stalls only on buckets still on their way.
+func (t *Table) PrefetchBurst(ps []Probe) { t.prefetchBurst(ps) }
 
 // LookupProbe is Lookup for a prepared key. After a prefetch it first
 // tries the record the prefetch found: a live record whose key equals the

@@ -35,6 +35,17 @@ func (v *View) OtherSrc() uint32 { return bits.ReverseBytes32(uint32(v.other[0])
 // OtherDst returns the other key's destination address (see OtherSrc).
 func (v *View) OtherDst() uint32 { return bits.ReverseBytes32(uint32(v.other[0] >> 32)) }
 
+// OtherSrcWire returns the other key's source address as its four bytes
+// lie in a packet, loaded little-endian (binary.LittleEndian.Uint32 of
+// them): the form the record holds, which a rewrite stores into a frame
+// as it is, and whose checksum terms it sums in that order (RFC 1071
+// section 2(B)), with no byte swap either way.
+func (v *View) OtherSrcWire() uint32 { return uint32(v.other[0]) }
+
+// OtherDstWire returns the other key's destination address as OtherSrcWire
+// returns its source.
+func (v *View) OtherDstWire() uint32 { return uint32(v.other[0] >> 32) }
+
 // OtherSrcPort returns the other key's source port (see OtherSrc).
 func (v *View) OtherSrcPort() uint16 { return uint16(v.other[1]) }
 
@@ -74,6 +85,67 @@ func (t *Table) viewRef(p *Probe, ref uint32, v *View) bool {
 	v.ID, v.Dir, v.Gen, v.State = id, uint8(dir), g, state
 	v.other[0], v.other[1] = b0, b1
 	return true
+}
+
+// ViewBurst is viewRef's common case for a whole burst in one call: for
+// each probe ps[i] whose prefetch remembered a slot reference to a key of
+// direction dir (0 or 1: the only one the caller translates a hit of), it
+// reads the record that reference names into vs[i], verified as viewRef
+// verifies (the generation even and the same before and after, the
+// matched key equal to the probe's), and sets bit i of hits when it is
+// the probe's session. A clear bit is no miss: the probe had no
+// reference, or one to the other direction's key, or the reference no
+// longer led to its key (the session moved or was deleted since the
+// prefetch), and ViewProbe, which then searches the index, decides; vs[i]
+// is then undefined. Only the first 64
+// probes are read (a bit each); len(vs) must be at least that many.
+//
+// One call a burst rather than one a packet: the burst's loop keeps the
+// table and the probe in registers, where the fast path's loop, with a
+// call per packet, reloaded its own state after every call (about a
+// third of a lookup's instructions, make bench-instr).
+func (t *Table) ViewBurst(ps []Probe, vs []View, dir uint8) (hits uint64) {
+	want := uint32(dir)
+	ps = ps[:min(len(ps), 64)]
+	vs = vs[:len(ps)]
+	recs := t.recs
+	for i := range ps {
+		p := &ps[i]
+		// refRecord, written out: ref-1 wraps a missing reference (0)
+		// to an id beyond any table.
+		id, dir := (p.ref-1)>>1, (p.ref-1)&1
+		if int(id) >= len(recs) || dir != want {
+			continue
+		}
+		r, v := &recs[id], &vs[i]
+		// viewRef's loads, in its order between the two loads of the
+		// generation; the other key and the state go to v as they
+		// come, which leaves registers to the loop. The two
+		// directions apart, each with its offsets constant.
+		g := r.gen.Load()
+		var a0, a1 uint64
+		if dir == 0 {
+			v.other[0], v.other[1] = r.keys[1][0].Load(), r.keys[1][1].Load()
+			v.State = r.state.Load()
+			a0, a1 = r.keys[0][0].Load(), r.keys[0][1].Load()
+		} else {
+			v.other[0], v.other[1] = r.keys[0][0].Load(), r.keys[0][1].Load()
+			v.State = r.state.Load()
+			a0, a1 = r.keys[1][0].Load(), r.keys[1][1].Load()
+		}
+		if a0 != p.w0 || a1 != p.w1 {
+			continue
+		}
+		if g&1 != 0 {
+			continue
+		}
+		if (r.gen.Load()^g)&genMask != 0 {
+			continue
+		}
+		v.ID, v.Dir, v.Gen = id, uint8(dir), g&genMask
+		hits |= 1 << uint(i)
+	}
+	return hits
 }
 
 // viewSlow is viewRef's way out when reference tried did not lead to

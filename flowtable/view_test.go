@@ -10,7 +10,9 @@ import (
 // a table under churn, with and without a prefetch, and with a prefetch
 // made stale by deletes and inserts since, a View is found exactly when
 // an Entry is, names the same session, state and direction, and its
-// other key (and each field accessor) is the Entry's other key.
+// other key (and each field accessor) is the Entry's other key. ViewBurst
+// on the stale prefetches reports only hits ViewProbe makes, with the same
+// View.
 func TestViewMatchesLookup(t *testing.T) {
 	const n = 512
 	tb := mustNew(t, n)
@@ -40,7 +42,8 @@ func TestViewMatchesLookup(t *testing.T) {
 			t.Fatalf("key %v: view %+v (other %v), entry %+v", k, v, v.Other(), want)
 		}
 		if v.OtherSrc() != binary.BigEndian.Uint32(other.Src[:]) || v.OtherDst() != binary.BigEndian.Uint32(other.Dst[:]) ||
-			v.OtherSrcPort() != other.SrcPort || v.OtherDstPort() != other.DstPort {
+			v.OtherSrcPort() != other.SrcPort || v.OtherDstPort() != other.DstPort ||
+			v.OtherSrcWire() != binary.LittleEndian.Uint32(other.Src[:]) || v.OtherDstWire() != binary.LittleEndian.Uint32(other.Dst[:]) {
 			t.Fatalf("key %v: accessors %#x:%d -> %#x:%d, other key %v", k, v.OtherSrc(), v.OtherSrcPort(), v.OtherDst(), v.OtherDstPort(), other)
 		}
 		var got Entry
@@ -48,6 +51,7 @@ func TestViewMatchesLookup(t *testing.T) {
 			t.Fatalf("key %v: GetAt gave %+v, want %+v", k, got, want)
 		}
 	}
+	bursts := 0 // ViewBurst hits checked
 	for round := 0; round < 4; round++ {
 		// Prefetch every key, then churn a quarter of the sessions so
 		// that some remembered slots are stale.
@@ -72,12 +76,33 @@ func TestViewMatchesLookup(t *testing.T) {
 				gens[i] = Hit{ID: e.ID, Gen: e.Gen}
 			}
 		}
+		// ViewBurst on the stale prefetch, 64 probes a call: a set bit
+		// is ViewProbe's hit, the same View.
+		for lo := 0; lo < len(ps); lo += 64 {
+			hi := min(lo+64, len(ps))
+			vs := make([]View, hi-lo)
+			dir := uint8(lo / 64 % 2)
+			hits := tb.ViewBurst(ps[lo:hi], vs, dir)
+			for j := range vs {
+				if hits>>uint(j)&1 == 0 {
+					continue
+				}
+				var v View
+				if !tb.ViewProbe(&ps[lo+j], &v) || v != vs[j] || v.Dir != dir {
+					t.Fatalf("key %v: ViewBurst %+v, ViewProbe %+v", keys[lo+j], vs[j], v)
+				}
+				bursts++
+			}
+		}
 		for i := range keys {
 			check(keys[i], true, &ps[i])
 			var p Probe
 			tb.Prepare(&keys[i], &p)
 			check(keys[i], false, &p)
 		}
+	}
+	if bursts < n {
+		t.Fatalf("ViewBurst hit %d times in four rounds over %d sessions", bursts, n)
 	}
 	// A session deleted after its View: GetAt refuses the stale one.
 	k := testKey(0)

@@ -142,8 +142,9 @@ func isTestPort(s string) bool {
 //     pool), for a frame the engine sends;
 //   - next-hop: the fixed neighbour table;
 //   - receive/parse: the rest, which writes the received frames: the loop
-//     port's RxBurst and pool, the frame template (udpTemplate) and
-//     writeUDP, and the benchmarks' fill closures.
+//     port's RxBurst and pool, the established benchmarks' prepared walk
+//     (flowWalk), the frame template (udpTemplate) and writeUDP, and the
+//     benchmarks' fill closures.
 func testPortStage(pkg, name string) string {
 	if pkg != "nat" {
 		return ""
@@ -154,7 +155,7 @@ func testPortStage(pkg, name string) string {
 	case strings.Contains(name, "Neighbors).Resolve"):
 		return "next-hop"
 	case strings.HasPrefix(name, "(*loopPort).") || strings.HasPrefix(name, "(*loopPool).") ||
-		strings.HasPrefix(name, "(*udpTemplate).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*udpTemplate).") || strings.HasPrefix(name, "(*flowWalk).") || name == "writeUDP" ||
 		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func"):
 		return "receive/parse"
 	}

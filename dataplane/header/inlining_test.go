@@ -39,17 +39,18 @@ func TestInlining(t *testing.T) {
 		},
 		// The session-key helpers of the prefetching pass and the
 		// translation.
-		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey", "(*txQueue).push", "inPrefixes", "martianOctet"},
+		"github.com/xnat/xnat/dataplane/nat": {"keyPorts", "sessionTuple", "packetKey", "errorKey", "(*txQueue).push", "inPrefixes", "martianOctet",
+			"swapAddr", "decTTL", "swapPort", "fixUDP", "fixTCP", "rewriteICMP", "setParsed", "le32"},
 		// The flow table's part of the fast path: preparing a key and
 		// reading the View of its session.
 		"github.com/xnat/xnat/flowtable": {
 			"(*Table).PrepareTuple", "(*Table).PrepareAddrs", "(*Table).ViewProbe", "(*View).OtherSrc", "(*View).OtherDst",
-			"(*View).OtherSrcPort", "(*View).OtherDstPort", "(*Table).refRecord", "(*Table).openRef",
+			"(*View).OtherSrcPort", "(*View).OtherDstPort", "(*View).OtherSrcWire", "(*View).OtherDstWire", "(*Table).refRecord", "(*Table).openRef",
 		},
 		"github.com/xnat/xnat/checksum": {
 			"Checksum", "Combine", "Finish", "FinishUDP", "PseudoHeaderSum", "add32", "fold32",
 			"Update16", "Update32", "UpdateAddrPort", "UpdateUDP16",
-			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith", "UpdateDecTTL",
+			"AddrChange", "AddrChange32", "UpdateWith", "UpdateUDPWith", "UpdateDecTTL", "UpdateDecTTLSwapped",
 		},
 	}
 	args := []string{"build", "-gcflags=-m"}

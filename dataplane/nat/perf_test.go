@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -27,15 +28,15 @@ import (
 type loopPort struct {
 	*loopPool
 	fill  func(i int, b []byte) int // writes frame i of the burst into b, returns its length
+	walk  *flowWalk                 // if not nil, writes the frames instead of fill
 	burst int
 	tx    uint64
-	txLen uint64
 	last  []byte // copy of the last transmitted frame
 }
 
 // loopPool is the frames of one or more loop ports.
 type loopPool struct {
-	mem  []byte
+	mem  [][loopFrameSize]byte // frame h is mem[h]
 	free []uint32
 	id   uint64 // Pool(): non-zero when shared
 }
@@ -44,7 +45,7 @@ type loopPool struct {
 const loopFrameSize = 2048
 
 func newLoopPool(frames int) *loopPool {
-	p := &loopPool{mem: make([]byte, frames*loopFrameSize), free: make([]uint32, 0, frames)}
+	p := &loopPool{mem: make([][loopFrameSize]byte, frames), free: make([]uint32, 0, frames)}
 	for i := frames - 1; i >= 0; i-- {
 		p.free = append(p.free, uint32(i))
 	}
@@ -78,32 +79,39 @@ func (p *loopPool) get() (port.Buf, bool) {
 	}
 	i := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
-	off := int(i) * loopFrameSize
-	return port.Buf{Data: p.mem[off : off : off+loopFrameSize], Handle: uint64(i)}, true
+	return port.Buf{Data: p.mem[i][:0:loopFrameSize], Handle: uint64(i)}, true
 }
 
 // RxBurst takes a burst's frames off the free list at once and has fill
 // write each.
 func (p *loopPort) RxBurst(bufs []port.Buf) int {
-	if p.fill == nil {
+	if p.fill == nil && p.walk == nil {
 		return 0
 	}
 	n := min(len(bufs), p.burst, len(p.free))
 	free := p.free[len(p.free)-n:]
 	p.free = p.free[:len(p.free)-n]
 	bufs = bufs[:len(free)]
-	mem, fill := p.mem, p.fill
+	mem := p.mem
+	if wk := p.walk; wk != nil {
+		// The benchmarks' walk: a copy of the step's frame and three
+		// stores, no call.
+		for i, h := range free {
+			d := &mem[h]
+			wk.write(d)
+			bufs[i] = port.Buf{Data: d[:walkFrameLen], Handle: uint64(h)}
+		}
+		return n
+	}
+	fill := p.fill
 	for i, h := range free {
-		d := mem[int(h)*loopFrameSize:][:loopFrameSize:loopFrameSize]
+		d := mem[h][:]
 		bufs[i] = port.Buf{Data: d[:fill(i, d)], Handle: uint64(h)}
 	}
 	return n
 }
 
 func (p *loopPort) TxBurst(bufs []port.Buf) int {
-	for i := range bufs {
-		p.txLen += uint64(len(bufs[i].Data))
-	}
 	p.tx += uint64(len(bufs))
 	if len(bufs) > 0 {
 		p.last = append(p.last[:0], bufs[len(bufs)-1].Data...)
@@ -207,6 +215,92 @@ func (t *udpTemplate) write32(b []byte, src uint32, sport uint16) int {
 	return len(f)
 }
 
+// flowWalk is a benchmark's received traffic, prepared before its timed
+// loop: the benchmark's pseudo-random walk over its flows, each step
+// stored as the bytes in which its frame differs from the walk's template
+// (udpTemplate's frame from 0.0.0.0:0), so that the loop port writes a
+// frame as a NIC's DMA would, at about the cost of a copy: the template's
+// 60 bytes, then the step's 8 bytes at 24 (the IPv4 header checksum, the
+// source address and the destination's first half, which does not
+// change) and 2 at 34 (the source port). The frames are writeUDP's byte
+// for byte (TestFlowWalkMatchesWriteUDP), so the engine parses and
+// verifies exactly what it would from a NIC.
+type flowWalk struct {
+	frame [walkFrameLen]byte
+	steps []walkStep
+	next  int   // the next step, modulo len(steps)
+	flows []int // the flow of each step, for the test
+}
+
+// walkFrameLen is the length of a walk's frames (writeUDP's).
+const walkFrameLen = 60
+
+// walkStep is one frame of a walk: its bytes 24..31 and 34..35, loaded
+// little-endian.
+type walkStep struct {
+	w24 uint64
+	w34 uint16
+}
+
+// newFlowWalk prepares steps frames (a power of two: the walk wraps by a
+// mask) from a walk over n flows (flowSrc) to server:7777: the walk the established benchmarks made before they
+// prepared it (a linear congruential sequence, whose 24-bit samples are
+// scaled to [0, n) by a multiplication), so that their figures compare.
+func newFlowWalk(n, steps int) *flowWalk {
+	if steps&(steps-1) != 0 {
+		panic("newFlowWalk: steps must be a power of two")
+	}
+	tmpl := newUDPTemplate(server, 7777, macInsideHost, macNATIn)
+	wk := &flowWalk{frame: tmpl.frame, steps: make([]walkStep, steps), flows: make([]int, steps)}
+	var seq uint32
+	var f [walkFrameLen]byte
+	for k := range wk.steps {
+		seq = seq*1664525 + 1013904223
+		flow := int(uint64(seq>>8) * uint64(n) >> 24)
+		src, sport := flowSrc32(flow)
+		tmpl.write32(f[:], src, sport)
+		wk.steps[k] = walkStep{w24: binary.LittleEndian.Uint64(f[24:]), w34: binary.LittleEndian.Uint16(f[34:])}
+		wk.flows[k] = flow
+	}
+	return wk
+}
+
+// write writes the walk's next frame into d.
+func (wk *flowWalk) write(d *[loopFrameSize]byte) {
+	s := &wk.steps[wk.next&(len(wk.steps)-1)]
+	wk.next++
+	f := (*[walkFrameLen]byte)(d[:])
+	*f = wk.frame
+	binary.LittleEndian.PutUint64(f[24:], s.w24)
+	binary.LittleEndian.PutUint16(f[34:], s.w34)
+}
+
+// TestFlowWalkMatchesWriteUDP holds a walk's frames to writeUDP's, byte
+// for byte, over two laps of a walk (it wraps), and checks that the walk
+// is the pseudo-random one it stands for: it visits many flows, not a few.
+func TestFlowWalkMatchesWriteUDP(t *testing.T) {
+	const n, steps = 1 << 20, 1 << 12
+	wk := newFlowWalk(n, steps)
+	var got [loopFrameSize]byte
+	var want [2048]byte
+	seen := map[int]bool{}
+	for k := 0; k < 2*steps; k++ {
+		for j := range got {
+			got[j] = 0xA5 // the walk must write every byte of the frame
+		}
+		wk.write(&got)
+		src, sport := flowSrc(wk.flows[k%steps])
+		m := writeUDP(want[:], src, server, sport, 7777, macInsideHost, macNATIn)
+		if m != walkFrameLen || !bytes.Equal(got[:m], want[:m]) {
+			t.Fatalf("step %d (flow %d): walk wrote % x, writeUDP % x", k, wk.flows[k%steps], got[:walkFrameLen], want[:m])
+		}
+		seen[wk.flows[k%steps]] = true
+	}
+	if len(seen) < steps*9/10 {
+		t.Fatalf("a walk of %d steps over %d flows visited %d", steps, n, len(seen))
+	}
+}
+
 // TestUDPTemplateMatchesWriteUDP holds the benchmarks' frame template to
 // writeUDP, byte for byte, over sources whose checksum updates cover the
 // edge cases (a field of 0x0000 or 0xFFFF either side), and checks that
@@ -241,6 +335,8 @@ type perfRig struct {
 	w     *Worker
 	ports [NumSides]*loopPort
 	clock *fakeClock
+	walk  *flowWalk // forwardWalk's frames, over walkN flows
+	walkN int
 }
 
 func newPerfRig(tb testing.TB, cfg Config) *perfRig {
@@ -524,23 +620,28 @@ func zeroAllocTranslatePaths(t *testing.T, newRig func(testing.TB, Config) *perf
 
 // forwardWalk times b.N packets from the inside over the n established
 // sessions, in bursts of MaxBurst, and fails unless all were forwarded.
+// The frames come from the rig's walk (flowWalk), prepared untimed once:
+// a pseudo-random walk over all sessions, so that at 1M the table does not
+// sit in cache. Its steps number at least n (rounded up to a power of
+// two, and at least 64k), so that a walk visits most sessions before it
+// repeats.
 func (r *perfRig) forwardWalk(b *testing.B, n int) {
-	var seq uint32
-	tmpl := newUDPTemplate(server, 7777, macInsideHost, macNATIn)
-	fill := func(i int, buf []byte) int {
-		// A pseudo-random walk over all sessions, so that at 1M the
-		// table does not sit in cache. The flow is the 24-bit sample
-		// scaled to [0, n) by a multiplication, which costs the stand-in
-		// NIC less than a division.
-		seq = seq*1664525 + 1013904223
-		src, sport := flowSrc32(int(uint64(seq>>8) * uint64(n) >> 24))
-		return tmpl.write32(buf, src, sport)
+	if r.walk == nil || r.walkN != n {
+		steps := 1 << 16
+		for steps < n {
+			steps <<= 1
+		}
+		r.walk, r.walkN = newFlowWalk(n, steps), n
 	}
+	r.walk.next = 0
+	p := r.ports[Inside]
 	start := r.ports[Outside].tx
 	b.ResetTimer()
+	p.walk, p.burst = r.walk, MaxBurst
 	for done := 0; done < b.N; done += MaxBurst {
-		r.poll(Inside, MaxBurst, fill)
+		r.w.Poll()
 	}
+	p.walk = nil
 	b.StopTimer()
 	if r.ports[Outside].tx-start < uint64(b.N) {
 		b.Fatalf("forwarded %d of %d", r.ports[Outside].tx-start, b.N)
@@ -580,18 +681,14 @@ func benchEstablished(b *testing.B, newRig func(testing.TB, Config) *perfRig) {
 }
 
 // BenchmarkHarness measures what BenchmarkEstablished spends outside the
-// NAT: writing each frame in the loop port (the NIC's part) and handing it
-// straight back, so that the NAT's own cost is Established minus Harness.
+// NAT: writing each frame in the loop port (the NIC's part, from the walk
+// of forwardWalk) and handing it straight back, so that the NAT's own cost
+// is Established minus Harness.
 func BenchmarkHarness(b *testing.B) {
 	p := newSharedLoopPorts(4096)[Inside]
 	var bufs [MaxBurst]port.Buf
-	var seq uint32
-	tmpl := newUDPTemplate(server, 7777, macInsideHost, macNATIn)
-	p.fill, p.burst = func(i int, buf []byte) int {
-		seq = seq*1664525 + 1013904223
-		src, sport := flowSrc32(int(uint64(seq>>8) * 1000 >> 24))
-		return tmpl.write32(buf, src, sport)
-	}, MaxBurst
+	p.walk, p.burst = newFlowWalk(1000, 1<<16), MaxBurst
+	b.ResetTimer()
 	for done := 0; done < b.N; done += MaxBurst {
 		n := p.RxBurst(bufs[:])
 		p.TxBurst(bufs[:n])

@@ -60,7 +60,8 @@ type Worker struct {
 	pk    [MaxBurst]header.Parsed
 	pr    [MaxBurst]drop.Reason
 	probe [MaxBurst]flowtable.Probe
-	sink  uint64 // keeps the prefetch loads alive
+	view  [MaxBurst]flowtable.View // the burst's sessions (fastpath.go)
+	sink  uint64                   // keeps the prefetch loads alive
 	tx    [NumSides]txQueue
 	fq    [NumSides]freeQueue
 	spare [NumSides]spareFrames
