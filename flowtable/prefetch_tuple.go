@@ -1,7 +1,8 @@
 package flowtable
 
 // PrefetchTuple touches the home bucket of the key with the given fields
-// (see PrepareTuple) and returns a value derived from it (see Prefetch),
+// (see PrepareTuple) and returns a value derived from it (its meta word,
+// loaded: the value keeps the load alive, and tests read it),
 // for a key about to be inserted: an insert locks and searches that
 // bucket, so a burst that prefetches the buckets of all its inserts first
 // waits for their misses together. Unlike Prefetch it does not scan the

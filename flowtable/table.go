@@ -888,15 +888,12 @@ func (t *Table) PrepareAddrs(src, dst uint32, sport, dport uint16, proto uint8, 
 // burst before any lookup, the record misses overlap with each other and
 // with the next probes' buckets. PrefetchBurst does better for a burst
 // whose probes sit in one array: all of its buckets before any record.
-// The returned value means nothing; callers that kept the loads of the
-// old form alive fold it into a sink.
-func (t *Table) Prefetch(p *Probe) uint64 {
+func (t *Table) Prefetch(p *Probe) {
 	bk := &t.ix.buckets[t.ix.Home(p.h)]
 	p.ref = bk.find(fpOf(p.h))
 	if id, _, ok := t.refRecord(p.ref); ok {
 		prefetchRecord(&t.recs[id])
 	}
-	return 0
 }
 
 // find returns the reference of the first slot with fingerprint fp, or 0.

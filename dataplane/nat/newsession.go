@@ -293,7 +293,7 @@ func (w *Worker) newSessions() {
 		// The subscriber's key (subscriberKey), packed from the field:
 		// PrepareAddrs inlines, Prepare of a Key did not.
 		e.subs.PrepareAddrs(be32(p.Src), 0, 0, 0, 255, &pl.sp)
-		sink += e.subs.Prefetch(&pl.sp)
+		e.subs.Prefetch(&pl.sp)
 		if eim && !nb.epDup[j] {
 			// The mapping's inside key (bindingKeys), packed from the
 			// fields.
