@@ -26,7 +26,7 @@ type TableMemory struct {
 }
 
 // PerSessionSlot is the memory of the tables sized from
-// limits.max_sessions, per session slot.
+// limits.max_sessions, and of the rule session table, per session slot.
 func (m TableMemory) PerSessionSlot() float64 {
 	return m.Sessions + m.Bindings + m.Permissions + m.Ports + m.Rules
 }
