@@ -4,7 +4,10 @@
 // the resident set between them divided by the growth in slots. It is the
 // engine's share of the harness's "RSS per session slot" figure, without a
 // lab or a running natd, and so is exact and quick. It then prints the
-// same per table, from the tables' layout (nat.Engine.TableMemory).
+// same per table, from the tables' layout (nat.Engine.TableMemory). It
+// measures two engines: the default configuration (endpoint-independent
+// filtering), and one that filters address-dependently, which also has
+// the filter-permissions table (dataplane/nat/counttables.go).
 //
 //	go run ./bench/memslot [-small 65536] [-large 1048576]
 package main
@@ -26,23 +29,29 @@ func main() {
 	small := flag.Int("small", 64<<10, "sessions of the small engine")
 	large := flag.Int("large", 1<<20, "sessions of the large engine")
 	child := flag.Int("child", 0, "internal: build one engine of this many sessions and print its RSS")
+	adf := flag.Bool("adf", false, "internal: the child's engine filters address-dependently")
 	flag.Parse()
 	if *child > 0 {
-		fmt.Println(engineRSS(*child))
+		fmt.Println(engineRSS(*child, *adf))
 		return
 	}
-	a, b := run(*small), run(*large)
-	fmt.Printf("RSS %d MiB at %d sessions, %d MiB at %d: %.1f B per session slot\n",
-		a>>20, *small, b>>20, *large, float64(b-a)/float64(*large-*small))
-	m := newEngine(*small).TableMemory()
-	fmt.Printf("tables by layout, per session slot: sessions %.1f + bindings %.1f + permissions %.1f + ports %.1f (%.1f ports) = %.1f B\n",
-		m.Sessions, m.Bindings, m.Permissions, m.Ports, m.PortsPerSessionSlot, m.PerSessionSlot())
+	for _, c := range []struct {
+		name string
+		adf  bool
+	}{{"default (endpoint-independent filtering)", false}, {"address-dependent filtering", true}} {
+		a, b := run(*small, c.adf), run(*large, c.adf)
+		fmt.Printf("%s: RSS %d MiB at %d sessions, %d MiB at %d: %.1f B per session slot\n",
+			c.name, a>>20, *small, b>>20, *large, float64(b-a)/float64(*large-*small))
+		m := newEngine(*small, c.adf).TableMemory()
+		fmt.Printf("  tables by layout, per session slot: sessions %.1f + bindings %.1f + permissions %.1f + ports %.1f (%.1f ports) = %.1f B\n",
+			m.Sessions, m.Bindings, m.Permissions, m.Ports, m.PortsPerSessionSlot, m.PerSessionSlot())
+	}
 }
 
 // run measures an engine of n sessions in a child process, so that one
 // engine's memory cannot be reused by the other.
-func run(n int) int64 {
-	out, err := exec.Command(os.Args[0], "-child", strconv.Itoa(n)).Output()
+func run(n int, adf bool) int64 {
+	out, err := exec.Command(os.Args[0], "-child", strconv.Itoa(n), "-adf="+strconv.FormatBool(adf)).Output()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "memslot: engine of %d sessions: %v\n", n, err)
 		os.Exit(1)
@@ -58,8 +67,8 @@ func run(n int) int64 {
 // engineRSS builds an engine of n sessions (and 1024 subscribers, as the
 // harness's natd) and returns the process's resident set size. The tables
 // are faulted in by New, so this is their full size.
-func engineRSS(n int) int64 {
-	e := newEngine(n)
+func engineRSS(n int, adf bool) int64 {
+	e := newEngine(n, adf)
 	runtime.GC()
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
@@ -71,13 +80,17 @@ func engineRSS(n int) int64 {
 	return pages * int64(os.Getpagesize())
 }
 
-// newEngine builds the engine of n sessions.
-func newEngine(n int) *nat.Engine {
+// newEngine builds the engine of n sessions, with address-dependent
+// filtering of UDP and TCP if adf.
+func newEngine(n int, adf bool) *nat.Engine {
 	c := nat.DefaultConfig()
 	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
 	c.Limits.MaxSessions = n
 	c.Limits.MaxSubscribers = 1024
+	if adf {
+		c.Filtering[nat.UDP], c.Filtering[nat.TCP] = nat.FilterAddressDependent, nat.FilterAddressDependent
+	}
 	e, err := nat.New(c, nat.Options{Workers: 1})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "memslot: %v\n", err)

@@ -89,7 +89,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 	case FilterAddressDependent:
 		pk := permKey(p.Proto, p.Src, p.Dst, k.DstPort)
 		var x flowtable.Entry
-		if !e.perms.Lookup(&pk, &x) {
+		if !s.perms.Lookup(&pk, &x) {
 			a.why = CodeFilterADFDeny
 			return drop.Filtered
 		}

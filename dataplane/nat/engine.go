@@ -42,10 +42,11 @@ type Engine struct {
 	vis  atomic.Pointer[visConfig] // running capture and trace (vis.go)
 
 	sessions *flowtable.Table
-	bindings *bindTable       // endpoint-independent mappings
-	subs     *flowtable.Table // subscribers (inside addresses)
-	perms    *countTable      // address-dependent filter permissions, rule counts
-	portTab  *portTable       // ports in use on every external address
+	bindings *bindTable                 // endpoint-independent mappings
+	subs     *flowtable.Table           // subscribers (inside addresses)
+	perms    atomic.Pointer[countTable] // address-dependent filter permissions, once needed (counttables.go)
+	rules    atomic.Pointer[countTable] // per-rule session counts, once needed (counttables.go)
+	portTab  *portTable                 // ports in use on every external address
 
 	clock    Clock
 	epoch    time.Time
@@ -68,6 +69,10 @@ type Engine struct {
 	deletedOp atomic.Uint64
 	evDropped atomic.Uint64 // control-plane events dropped
 	evCap     int
+	// memAvailable reports the system's available memory, checked before
+	// a count table is allocated at run time (counttables.go); tests
+	// replace it.
+	memAvailable func() (int64, bool)
 
 	// inbound counts live sessions opened from outside (stInbound), for
 	// Limits.InboundSessions: workers add, cleanup subtracts.
@@ -107,6 +112,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		addrIndex: map[[4]byte]uint32{},
 		fwdClaims: map[fwdKey]bool{},
 		evCap:     opts.EventRing,
+
+		memAvailable: memAvailable,
 	}
 	e.epoch = e.clock.Now()
 	var err error
@@ -114,13 +121,12 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if e.sessions, err = flowtable.New(l.MaxSessions); err != nil {
 		return nil, err
 	}
-	// Each session has at most one binding and one filter permission.
-	// Neither needs a flowtable's record: a binding is two endpoints, a
-	// user word and a count (bindtable.go), a permission a key and a count
-	// (counttable.go). Subscribers have one key: their table needs half
-	// the index.
+	// Each session has at most one binding. It needs no flowtable's
+	// record: a binding is two endpoints, a user word and a count
+	// (bindtable.go). The filter permissions and rule counts come with
+	// the configuration that needs them (apply, counttables.go).
+	// Subscribers have one key: their table needs half the index.
 	e.bindings = newBindTable(l.MaxSessions)
-	e.perms = newCountTable(l.MaxSessions)
 	if e.subs, err = flowtable.NewSingleKey(l.MaxSubscribers); err != nil {
 		return nil, err
 	}
@@ -215,6 +221,9 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		s.Generation = old.Generation + 1
 	} else {
 		s.Generation = 1
+	}
+	if err := e.countTables(&cfg, s); err != nil {
+		return err
 	}
 	if err := e.applyCGN(s, e.snap.Load()); err != nil {
 		return err
@@ -569,7 +578,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 		e.releaseSub(sub, subRefs(1, portsFreed), now)
 	}
 	if perm, ok := u.perm(); ok {
-		releaseRef(e.perms, perm, 1)
+		releaseRef(e.countTableOf(x.State), perm, 1)
 	}
 	if x.State&stInbound != 0 {
 		e.inbound.Add(-1) // Limits.InboundSessions (inbound.go)

@@ -798,7 +798,7 @@ func (r *reconfigRig) finish() {
 	r.account(true)
 	for name, n := range map[string]int{
 		"sessions": h.eng.sessions.Len(), "mappings": h.eng.bindings.Len(),
-		"subscribers": h.eng.subs.Len(), "permissions": h.eng.perms.Len(),
+		"subscribers": h.eng.subs.Len(), "permissions": h.eng.permRecords(), "rule records": h.eng.ruleRecords(),
 	} {
 		if n != 0 {
 			r.t.Errorf("%d %s left after every session was flushed", n, name)

@@ -271,21 +271,32 @@ func goRand(n int, seed uint64, f func(g int, r *rand.Rand)) {
 
 // expireAll lets every session expire and then every port's hold-down end
 // (an hour each, on the fake clock), and checks that the engine holds
-// nothing: no session, binding, subscriber or permission, and no port or
-// subscriber pairing on any registered address, and no frame leaked.
+// nothing: no session, binding, subscriber, permission or rule count, no
+// session from outside counted, and no port (but those port forwards
+// claim) or subscriber pairing on any registered address, and no frame
+// leaked.
 func (h *harness) expireAll() {
 	h.t.Helper()
 	for range 2 {
 		h.clock.Advance(time.Hour)
 		h.housekeep()
 	}
-	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len() + h.eng.perms.Len(); n != 0 {
+	if n := h.eng.sessions.Len() + h.eng.bindings.Len() + h.eng.subs.Len() + h.eng.permRecords() + h.eng.ruleRecords(); n != 0 {
 		h.t.Fatalf("%d entries left after everything expired", n)
+	}
+	if n := h.eng.InboundSessions(); n != 0 {
+		h.t.Fatalf("%d sessions from outside counted after everything expired", n)
 	}
 	for _, a := range h.eng.registered() {
 		for p := range a.ports {
-			if n := a.ports[p].inUse.Load(); n != 0 {
-				h.t.Errorf("%v: %d %v ports in use after everything expired", a.addr, n, Proto(p))
+			claimed := int32(0)
+			for k := range h.eng.fwdClaims {
+				if k.addr == a.addr && k.proto == uint8(p) {
+					claimed++
+				}
+			}
+			if n := a.ports[p].inUse.Load(); n != claimed {
+				h.t.Errorf("%v: %d %v ports in use after everything expired, want the %d port forwards claim", a.addr, n, Proto(p), claimed)
 			}
 		}
 		if n := a.subs.Load(); n != 0 {

@@ -109,9 +109,9 @@ func TestInboundSessionLimits(t *testing.T) {
 	}
 	h.clock.Advance(5 * time.Minute)
 	h.housekeep()
-	if h.sessionCount() != 0 || h.eng.InboundSessions() != 0 || h.eng.perms.Len() != 0 {
+	if h.sessionCount() != 0 || h.eng.InboundSessions() != 0 || h.eng.ruleRecords() != 0 {
 		t.Fatalf("after expiry: %d sessions, inbound count %d, %d rule records",
-			h.sessionCount(), h.eng.InboundSessions(), h.eng.perms.Len())
+			h.sessionCount(), h.eng.InboundSessions(), h.eng.ruleRecords())
 	}
 	// A reload that lifts the per-rule limit applies to the next packet.
 	c.Limits.InboundSessionsPerRule = 0
@@ -188,8 +188,8 @@ func TestInboundSessionLimitsConcurrent(t *testing.T) {
 		t.Fatalf("only %d sessions opened in all: the flushes did not give the counts back", opened)
 	}
 	h.eng.FlushSessions(SessionFilter{})
-	if h.eng.InboundSessions() != 0 || h.eng.perms.Len() != 0 || h.sessionCount() != 0 {
+	if h.eng.InboundSessions() != 0 || h.eng.ruleRecords() != 0 || h.sessionCount() != 0 {
 		t.Fatalf("after the last flush: inbound count %d, %d rule records, %d sessions",
-			h.eng.InboundSessions(), h.eng.perms.Len(), h.sessionCount())
+			h.eng.InboundSessions(), h.eng.ruleRecords(), h.sessionCount())
 	}
 }

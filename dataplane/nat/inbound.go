@@ -16,14 +16,16 @@ import (
 //     is taken in newInbound and given back by cleanup when the session
 //     ends, whatever ends it.
 //   - Limits.InboundSessionsPerRule counts the sessions of one port forward
-//     or one static mapping, in a rule record of the permissions table. A
-//     session opened through a rule holds a reference on the record in its
+//     or one static mapping, in a rule record of the rule table
+//     (counttables.go, allocated once the limit is set). A session opened
+//     through a rule holds a reference on the record in its
 //     filter-permission slot (forwarded and static sessions have no
-//     permission of their own), so cleanup releases it as it releases any
-//     permission, and the record disappears with the rule's last session.
+//     permission of their own), so cleanup releases it, into the table its
+//     kind names (countTableOf), and the record disappears with the
+//     rule's last session.
 
-// Rule records use protocol numbers no packet produces, so that they never
-// meet a filtering permission (whose key carries the packet's protocol).
+// Rule records use protocol numbers no packet produces: a claim's record is
+// a rule's by its key (Snapshot.countTableOf).
 const (
 	ruleProtoForward = 254
 	ruleProtoStatic  = 253
@@ -57,9 +59,10 @@ func (w *Worker) acquireInbound() drop.Reason {
 
 // acquireRule takes a reference on the session count of a forward or
 // static mapping rule, creating it, unless the rule is at its limit. It
-// uses the claim's permission slot.
+// uses the claim's permission slot. Called only while the snapshot sets
+// Limits.InboundSessionsPerRule, so the rule table exists.
 func (w *Worker) acquireRule(rk *flowtable.Key, c *claim) drop.Reason {
-	r := w.acquirePerm(rk, c, uint64(w.snap.Config.Limits.InboundSessionsPerRule))
+	r := acquireCount(w.snap.rules, rk, c, uint64(w.snap.Config.Limits.InboundSessionsPerRule), w.now)
 	if r == drop.RuleSessions {
 		w.eng.noteInboundRefused()
 	}

@@ -55,7 +55,7 @@ type claim struct {
 func (w *Worker) undo(c *claim) {
 	e := w.eng
 	if c.hasPerm {
-		releaseRef(e.perms, c.perm.ID, 1)
+		releaseRef(w.snap.countTableOf(&c.perm), c.perm.ID, 1)
 	}
 	if c.hasBinding {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
@@ -368,36 +368,9 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 	return drop.Contention
 }
 
-// acquirePerm takes a reference on the permissions-table record with key
-// pk in the claim's permission slot, creating the record: a filtering
-// permission (the mapping's inside endpoint has sent to the remote
-// address, for address-dependent filtering), or a rule's session count
-// (acquireRule). With limit non-zero it refuses, as drop.RuleSessions, a
-// record that already counts limit references.
-func (w *Worker) acquirePerm(pk *flowtable.Key, c *claim, limit uint64) drop.Reason {
-	var check func(uint64) bool
-	if limit != 0 {
-		check = func(v uint64) bool { return v < limit }
-	}
-	for try := 0; try < 64; try++ {
-		if w.eng.perms.Lookup(pk, &c.perm) {
-			ok, dying := acquireRef(w.eng.perms, &c.perm, 1, check)
-			if ok {
-				c.hasPerm = true
-				return drop.None
-			}
-			if !dying {
-				return drop.RuleSessions
-			}
-			continue
-		}
-		switch w.eng.perms.Insert(pk, &flowtable.NoKey, 0, [2]uint64{0, 1}, w.now, &c.perm) {
-		case flowtable.Inserted:
-			c.hasPerm = true
-			return drop.None
-		case flowtable.Full:
-			return drop.TableFull
-		}
-	}
-	return drop.Contention
+// acquirePerm takes a reference, in the claim's permission slot, on the
+// filtering permission with key pk (address-dependent filtering),
+// creating it (acquireCount).
+func (w *Worker) acquirePerm(pk *flowtable.Key, c *claim) drop.Reason {
+	return acquireCount(w.snap.perms, pk, c, 0, w.now)
 }

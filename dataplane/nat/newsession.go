@@ -431,7 +431,7 @@ func (w *Worker) filterPermission(proto Proto, ipProto uint8, remote, ext [4]byt
 // takePermission is filterPermission's reference on the permission.
 func (w *Worker) takePermission(ipProto uint8, remote, ext [4]byte, extPort uint16, c *claim) drop.Reason {
 	pk := permKey(ipProto, remote, ext, extPort)
-	if r := w.acquirePerm(&pk, c, 0); r != drop.None {
+	if r := w.acquirePerm(&pk, c); r != drop.None {
 		w.undo(c)
 		return r
 	}

@@ -154,8 +154,8 @@ func TestReclaimEmbryonicPerRule(t *testing.T) {
 	}
 	h.one(Outside, tcp("198.18.0.9", 50000, "198.18.0.160", 443, "S"), Inside)
 	h.checkInboundCount()
-	if h.eng.perms.Len() != 1 {
-		t.Fatalf("%d rule records, want 1", h.eng.perms.Len())
+	if h.eng.ruleRecords() != 1 {
+		t.Fatalf("%d rule records, want 1", h.eng.ruleRecords())
 	}
 }
 
@@ -211,9 +211,9 @@ func TestReclaimEmbryonicConcurrent(t *testing.T) {
 	stop()
 	h.checkInboundCount()
 	h.eng.FlushSessions(SessionFilter{})
-	if h.eng.InboundSessions() != 0 || h.sessionCount() != 0 || h.eng.perms.Len() != 0 {
+	if h.eng.InboundSessions() != 0 || h.sessionCount() != 0 || h.eng.ruleRecords() != 0 {
 		t.Fatalf("after the flush: inbound count %d, %d sessions, %d rule records",
-			h.eng.InboundSessions(), h.sessionCount(), h.eng.perms.Len())
+			h.eng.InboundSessions(), h.sessionCount(), h.eng.ruleRecords())
 	}
 }
 

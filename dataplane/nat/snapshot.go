@@ -58,6 +58,10 @@ type Snapshot struct {
 	// draining lists the addresses that left the configuration and still
 	// hold sessions or mappings, by registry index.
 	draining []*addrState
+	// perms and rules are the engine's count tables as this snapshot's
+	// configuration needs them (nil before: counttables.go): workers read
+	// them from the snapshot of their burst.
+	perms, rules *countTable
 
 	ports    [NumProtos]PortRange
 	lowPorts [NumProtos]bool // a range below 1024 exists for well-known source ports (RFC 4787 REQ-3a)

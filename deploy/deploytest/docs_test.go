@@ -70,14 +70,18 @@ func TestOperationsCoversEveryDropReason(t *testing.T) {
 	}
 }
 
-// tableBytes returns the bytes per entry of a two-key and of a single-key
-// flowtable, as the engine creates them.
-func tableBytes(t *testing.T) nat.TableMemory {
+// tableBytes returns the memory per slot of the engine's tables, as it
+// creates them, with UDP and TCP filtered address-dependently if adf (which
+// adds the filter-permission table).
+func tableBytes(t *testing.T, adf bool) nat.TableMemory {
 	c := nat.DefaultConfig()
 	c.InsidePrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	c.Pools = []nat.Pool{{Name: "main", Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.100/32")}}}
 	c.Limits.MaxSessions = 1 << 16
 	c.Limits.MaxSubscribers = 1024
+	if adf {
+		c.Filtering[nat.UDP], c.Filtering[nat.TCP] = nat.FilterAddressDependent, nat.FilterAddressDependent
+	}
 	e, err := nat.New(c, nat.Options{Workers: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -88,15 +92,19 @@ func tableBytes(t *testing.T) nat.TableMemory {
 // TestOperationsSizing checks the bytes per session the sizing section
 // quotes against the engine's own table layout.
 func TestOperationsSizing(t *testing.T) {
-	m := tableBytes(t)
+	m, adf := tableBytes(t, false), tableBytes(t, true)
+	if m.Permissions != 0 || adf.Permissions == 0 {
+		t.Fatalf("filter-permission table: %.1f B per slot by default, %.1f with address-dependent filtering", m.Permissions, adf.Permissions)
+	}
 	doc := section(t, string(readRepoFile(t, operationsDoc)), "### Memory")
 	for _, want := range []string{
 		fmt.Sprintf("| session table | %.1f B × `limits.max_sessions`", m.Sessions),
 		fmt.Sprintf("| binding table | %.1f B × `limits.max_sessions`", m.Bindings),
-		fmt.Sprintf("| filter-permission table | %.1f B × `limits.max_sessions`", m.Permissions),
+		fmt.Sprintf("| filter-permission table | %.1f B × `limits.max_sessions`", adf.Permissions),
 		fmt.Sprintf("| subscriber table | %.1f B × `limits.max_subscribers`", m.Subscribers),
 		fmt.Sprintf("| port table | %.1f × %.1f B × `limits.max_sessions` = %.1f B per session", m.PortsPerSessionSlot, m.Ports/m.PortsPerSessionSlot, m.Ports),
 		fmt.Sprintf("%.1f bytes per session slot by the tables' layout", m.PerSessionSlot()),
+		fmt.Sprintf("%.1f with address-dependent filtering", adf.PerSessionSlot()),
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the sizing section does not say %q (the engine's tables: %+v)", want, m)

@@ -85,9 +85,10 @@ type natdYAML struct {
 			Addresses []string `yaml:"addresses"`
 			Interface string   `yaml:"interface"` // masquerade: one address, the interface's
 		} `yaml:"pools"`
-		PortForwards []any          `yaml:"port_forwards"`
-		Limits       map[string]int `yaml:"limits"`
-		OnExhaustion string         `yaml:"on_exhaustion"`
+		PortForwards []any             `yaml:"port_forwards"`
+		Limits       map[string]int    `yaml:"limits"`
+		Filtering    map[string]string `yaml:"filtering"`
+		OnExhaustion string            `yaml:"on_exhaustion"`
 	} `yaml:"nat"`
 	Management struct {
 		Socket         string `yaml:"socket"`
@@ -130,9 +131,15 @@ const (
 	registry   = 1 << 20
 )
 
-// memoryEstimate is the sizing formula of docs/operations.md.
+// memoryEstimate is the sizing formula of docs/operations.md: the
+// filter-permission table counts with address-dependent filtering, the
+// rule session table with limits.inbound_sessions_per_rule.
 func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
-	m := tableBytes(t)
+	adf := false
+	for _, f := range c.NAT.Filtering {
+		adf = adf || f == "address-dependent"
+	}
+	m := tableBytes(t, adf)
 	sessions, subs := c.NAT.Limits["max_sessions"], c.NAT.Limits["max_subscribers"]
 	if sessions == 0 {
 		sessions = 1 << 20
@@ -148,7 +155,18 @@ func (c *natdYAML) memoryEstimate(t *testing.T) float64 {
 		size = 2048
 	}
 	workers := max(len(c.Interfaces.Inside.Queues), 1)
-	return m.PerSessionSlot()*float64(sessions) + m.Subscribers*float64(subs) + float64(workers*2*frames*size) +
+	rules := 0.0
+	if c.NAT.Limits["inbound_sessions_per_rule"] != 0 {
+		in, ok := c.NAT.Limits["inbound_sessions"]
+		if !ok {
+			in = 1 << 18 // the default
+		}
+		if in == 0 || in > sessions {
+			in = sessions + 1
+		}
+		rules = tableBytes(t, true).Permissions * float64(in+workers) // a count table, as the permissions'
+	}
+	return rules + m.PerSessionSlot()*float64(sessions) + m.Subscribers*float64(subs) + float64(workers*2*frames*size) +
 		float64(c.poolAddresses(t))*perAddress + registry + 19*1024*1024
 }
 
