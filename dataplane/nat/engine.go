@@ -354,6 +354,7 @@ func (e *Engine) claimForwards(s *Snapshot) {
 			runtime.Gosched()
 		}
 	}
+	e.shortenHolds() // more claims leave less room for holds
 }
 
 // hold queues port p of address st for release after the hold-down time

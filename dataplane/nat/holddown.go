@@ -9,7 +9,8 @@ import "sync/atomic"
 // A port in hold-down keeps its word in the port table (porttable.go), and
 // that table is sized for the ports a full session table can own (one per
 // session slot, limits.max_sessions) plus half as many in hold-down and
-// portsForRules for the rules' claims. Half is what steady churn leaves
+// portsForRules for the rules' claims (port forwards beyond that many take
+// their ports out of the hold-down's room, holdRoom). Half is what steady churn leaves
 // there: a mapping lives at least its idle timeout, and the TCP and UDP
 // ones (240 s transitory, 300 s) are twice the default hold-down or more.
 // But nothing else bounds the ports in hold-down. An operator who flushes
@@ -51,9 +52,11 @@ type holdBudget struct {
 
 // holdRoom is the number of ports that may be in hold-down: the port
 // table's capacity less the ports a full session table and the rules can
-// own.
+// own (the port forwards' claims, portsForRules when fewer; more, when
+// an operator configured more, come out of the hold-down's room). Called
+// with ctl held.
 func (e *Engine) holdRoom() int {
-	return max(e.portTab.Cap()-e.sessions.Cap()-portsForRules, 0)
+	return max(e.portTab.Cap()-e.sessions.Cap()-max(len(e.fwdClaims), portsForRules), 0)
 }
 
 // shortenHolds ends the oldest holds while more ports are queued for

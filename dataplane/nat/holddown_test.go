@@ -2,6 +2,7 @@ package nat
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -165,4 +166,57 @@ func TestHoldDownICMPChurn(t *testing.T) {
 		t.Fatalf("%d flows refused a port (drops %v)", n, h.drops())
 	}
 	h.checkNoLeaks()
+}
+
+// Port forwards claim their ports in the same table: when an operator
+// configures more than the table keeps for them (portsForRules), the
+// claims come out of the hold-down's room, and the holds beyond it end at
+// once, not when a new mapping finds the table full.
+func TestHoldDownRoomShrinksWithForwards(t *testing.T) {
+	h := newHoldRig(t)
+	first := h.fill(UDP)
+	h.eng.FlushSessions(SessionFilter{})
+	kept := h.held(UDP, first)
+	if len(kept) != holdRigSessions/2 {
+		t.Fatalf("%d ports held, want %d", len(kept), holdRigSessions/2)
+	}
+
+	const forwards = portsForRules + 500
+	c := h.eng.Snapshot().Config
+	for i := 0; i < forwards; i++ {
+		p := uint16(40000 + i)
+		c.PortForwards = append(c.PortForwards, PortForward{Proto: UDP,
+			Outside: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.100"), p),
+			Inside:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.50"), p)})
+	}
+	if err := h.eng.ApplyConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	room := holdRigSessions/2 + portsForRules - forwards
+	if got := h.eng.holdRoom(); got != room {
+		t.Fatalf("hold-down room %d with %d forwards, want %d", got, forwards, room)
+	}
+	// A forward takes its port out of hold-down; that port's entry
+	// still counts until its time (holdBudget.queued), so up to one more
+	// hold ends early for each (none when its own entry is among those
+	// shortened).
+	taken := 0
+	for p := range kept {
+		if p >= 40000 && p < 40000+forwards {
+			taken++
+		}
+	}
+	if n := len(h.held(UDP, first)); n < room-taken || n > room {
+		t.Fatalf("%d ports held after the forwards claimed theirs (%d of them held before), want %d to %d", n, taken, room-taken, room)
+	}
+
+	h.fill(UDP)
+	h.eng.FlushSessions(SessionFilter{})
+	h.fill(UDP)
+	if n := h.counters().Drops(drop.PortExhausted); n != 0 {
+		t.Fatalf("%d flows refused a port (drops %v)", n, h.drops())
+	}
+	if got := h.eng.portTab.Len(); got > h.eng.portTab.Cap() {
+		t.Fatalf("port table holds %d of %d", got, h.eng.portTab.Cap())
+	}
 }
