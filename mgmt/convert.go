@@ -371,10 +371,11 @@ func PoolUtilization(p *PoolStatus) float64 {
 
 func statsToProto(s *Stats) *xnatv1.Stats {
 	out := &xnatv1.Stats{
-		Sessions:        perProto(s.Sessions),
-		SessionsExpired: perProto(s.SessionsExpired),
-		SessionsDeleted: s.SessionsDeleted,
-		EventsDropped:   s.EventsDropped,
+		Sessions:           perProto(s.Sessions),
+		SessionsExpired:    perProto(s.SessionsExpired),
+		SessionsDeleted:    s.SessionsDeleted,
+		EventsDropped:      s.EventsDropped,
+		PortHoldsShortened: s.PortHoldsShortened,
 	}
 	if !s.Time.IsZero() {
 		out.Time = timestamppb.New(s.Time)

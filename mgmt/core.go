@@ -182,6 +182,9 @@ type Stats struct {
 	// Sessions is the number of live sessions by protocol.
 	Sessions      [nat.NumProtos]uint64
 	EventsDropped uint64
+	// PortHoldsShortened counts hold-downs ended early for want of room
+	// in the port table (nat.Engine.PortHoldsShortened).
+	PortHoldsShortened uint64
 	// CGN counts port blocks (block mode, docs/cgn.md).
 	CGN nat.CGNStats
 }

@@ -207,6 +207,7 @@ type statsJSON struct {
 	SessionsDeleted   uint64               `json:"sessions_deleted"`
 	PortAllocFailures uint64               `json:"port_alloc_failures"`
 	EventsDropped     uint64               `json:"events_dropped"`
+	PortHoldsCut      uint64               `json:"port_holds_shortened"`
 	Drops             map[string]uint64    `json:"drops"`
 	Workers           []workerStatsJSON    `json:"workers"`
 	Interfaces        []interfaceStatsJSON `json:"interfaces"`
@@ -251,6 +252,7 @@ func statsToJSON(s *xnatv1.Stats, r *ratesJSON) statsJSON {
 		SessionsDeleted:   s.SessionsDeleted,
 		PortAllocFailures: allocFail,
 		EventsDropped:     s.EventsDropped,
+		PortHoldsCut:      s.PortHoldsShortened,
 		Drops:             drops,
 		Workers:           []workerStatsJSON{},
 		Interfaces:        []interfaceStatsJSON{},
@@ -550,6 +552,7 @@ func printStats(w io.Writer, s *xnatv1.Stats, r *ratesJSON) error {
 		fmt.Fprintf(tw, "Expired:\ttcp %d, udp %d, icmp %d; deleted by operator %d\n", ex.TCP, ex.UDP, ex.ICMP, s.SessionsDeleted)
 		fmt.Fprintf(tw, "Port allocation failures:\t%d\n", allocFail)
 		fmt.Fprintf(tw, "Events dropped:\t%d\n", s.EventsDropped)
+		fmt.Fprintf(tw, "Port hold-downs shortened:\t%d\n", s.PortHoldsShortened)
 	}, func(tw io.Writer) {
 		fmt.Fprintln(tw, "WORKER\tINSIDE RX\tINSIDE TX\tOUTSIDE RX\tOUTSIDE TX\tDROPS\tCREATED\tBUSY")
 		for _, wk := range s.Workers {

@@ -178,7 +178,7 @@ func (c *core) Status() mgmt.Status {
 
 func (c *core) Stats() mgmt.Stats {
 	d := c.d
-	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped(), CGN: d.eng.CGNStats()}
+	st := mgmt.Stats{Time: time.Now(), EventsDropped: d.eng.EventsDropped(), PortHoldsShortened: d.eng.PortHoldsShortened(), CGN: d.eng.CGNStats()}
 	sc := d.eng.SessionCounts()
 	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
 	for _, ws := range d.wk {

@@ -82,10 +82,11 @@ const notPreserving = "TestBasicUDPRoundTrip|TestRFC4787_REQ14_FragmentsInOrder|
 //     mode refuses: TestAddressIndex65535RoundTrips, TestZeroAllocNewMappings
 //     (TestCGNDeterministicDataplane covers it), TestPoolChangesUnderTrafficTwoWorkers,
 //     TestRemovedPoolAddressDrains, TestRegistryFullRefusesChange,
-//     TestCaptureRingBounded, TestZeroAllocCaptureAndTrace.
+//     TestCaptureRingBounded, TestZeroAllocCaptureAndTrace, TestHoldDownShortenedAfterFlushes,
+//     TestHoldDownICMPChurn.
 const notDeterministic = "TestFullEventRingDropsEventsNotPackets|TestStaticPortsExcludedFromDynamicPool|TestUptimePortHoldDown|TestRFC6888_REQ8_PortHoldDown|TestRFC4787_REQ2_RFC6888_REQ2_PairedPooling|" +
 	"TestAddressIndex65535RoundTrips|TestZeroAllocNewMappings|TestPoolChangesUnderTrafficTwoWorkers|TestRemovedPoolAddressDrains|TestRegistryFullRefusesChange|" +
-	"TestCaptureRingBounded|TestZeroAllocCaptureAndTrace"
+	"TestCaptureRingBounded|TestZeroAllocCaptureAndTrace|TestHoldDown"
 
 func TestRFCSuiteInEveryMode(t *testing.T) {
 	if testAllocation != AllocDynamic {

@@ -61,6 +61,7 @@ type Engine struct {
 	addrIndex map[[4]byte]uint32
 	held      []heldPort // hold-down FIFO, ordered by until
 	heldHead  int
+	holds     holdBudget // ports in hold-down against the port table's room (holddown.go)
 	ctlEvents *eventRing
 	workers   []*Worker
 	fwdClaims map[fwdKey]bool          // forward ports claimed in their portSet
@@ -362,6 +363,7 @@ func (e *Engine) claimForwards(s *Snapshot) {
 			runtime.Gosched()
 		}
 	}
+	e.shortenHolds() // more claims leave less room for holds
 }
 
 // hold queues port p of address st for release after the hold-down time
@@ -372,6 +374,8 @@ func (e *Engine) hold(st *addrState, proto Proto, p uint16, now, holdMs uint32) 
 		return
 	}
 	e.held = append(e.held, heldPort{until: now + holdMs, addr: st, port: p, proto: proto})
+	e.holds.queued++
+	e.shortenHolds()
 }
 
 // releaseHeld ends the hold-down of ports whose time has come. Called with
@@ -389,17 +393,14 @@ func (e *Engine) releaseHeld(now uint32) int {
 			n++
 			continue
 		}
-		ps := &h.addr.ports[h.proto]
-		if _, held := ps.state(h.port); held {
-			ps.unhold(h.port)
+		if h.addr != nil { // nil: shortened already (holddown.go)
+			endHold(&h)
+			e.holds.queued--
 		}
 		e.heldHead++
 		n++
 	}
-	if e.heldHead > 1024 && e.heldHead*2 > len(e.held) {
-		e.held = append(e.held[:0], e.held[e.heldHead:]...)
-		e.heldHead = 0
-	}
+	e.compactHeld()
 	return n
 }
 

@@ -70,7 +70,7 @@ func portKey(idx uint32, proto Proto, p uint16) uint64 {
 // takes that half again (portsPerSessionSlot), and a port forward's claim
 // or two. At 12.8 bytes a port that is 19.2 bytes per session slot.
 func newPortTable(l Limits) (*portTable, error) {
-	return makePortTable(int64(float64(l.MaxSessions)*portsPerSessionSlot) + 1024), nil
+	return makePortTable(int64(float64(l.MaxSessions)*portsPerSessionSlot) + portsForRules), nil
 }
 
 // portsPerSessionSlot is the port table's size per session slot.

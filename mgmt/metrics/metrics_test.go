@@ -87,6 +87,8 @@ func known() *stubCore {
 			SessionsDeleted: 4,
 			Sessions:        [3]uint64{12, 5, 0},
 			EventsDropped:   11,
+
+			PortHoldsShortened: 13,
 		},
 	}
 }
@@ -155,6 +157,7 @@ func TestScrapeKnownValues(t *testing.T) {
 		{"xnat_hairpinned_packets_total", nil, 9},
 		{"xnat_icmp_errors_sent_total", nil, 6},
 		{"xnat_events_dropped_total", nil, 11},
+		{"xnat_port_holds_shortened_total", nil, 13},
 		{"xnat_events_written_total", nil, 500},
 		{"xnat_event_subscriber_dropped_total", nil, 8},
 		{"xnat_event_log_dropped_total", nil, 3},

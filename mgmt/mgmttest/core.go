@@ -264,7 +264,7 @@ func (c *Core) Status() mgmt.Status {
 // Stats returns the worker's real counters, the engine's session counts
 // and the ports' frame counts.
 func (c *Core) Stats() mgmt.Stats {
-	st := mgmt.Stats{Time: c.Clock.Now(), EventsDropped: c.Engine.EventsDropped(), CGN: c.Engine.CGNStats()}
+	st := mgmt.Stats{Time: c.Clock.Now(), EventsDropped: c.Engine.EventsDropped(), PortHoldsShortened: c.Engine.PortHoldsShortened(), CGN: c.Engine.CGNStats()}
 	sc := c.Engine.SessionCounts()
 	st.Sessions, st.SessionsExpired, st.SessionsDeleted = sc.Live, sc.Expired, sc.DeletedByOperator
 	var w mgmt.WorkerStats

@@ -1126,8 +1126,11 @@ type Stats struct {
 	SessionsExpired *PerProtocol           `protobuf:"bytes,5,opt,name=sessions_expired,json=sessionsExpired,proto3" json:"sessions_expired,omitempty"`  // idle expiries
 	SessionsDeleted uint64                 `protobuf:"varint,6,opt,name=sessions_deleted,json=sessionsDeleted,proto3" json:"sessions_deleted,omitempty"` // operator deletions
 	EventsDropped   uint64                 `protobuf:"varint,7,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// port_holds_shortened counts port hold-downs (RFC 6888 REQ-8) ended
+	// early because the port table had no room for them.
+	PortHoldsShortened uint64 `protobuf:"varint,8,opt,name=port_holds_shortened,json=portHoldsShortened,proto3" json:"port_holds_shortened,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Stats) Reset() {
@@ -1205,6 +1208,13 @@ func (x *Stats) GetSessionsDeleted() uint64 {
 func (x *Stats) GetEventsDropped() uint64 {
 	if x != nil {
 		return x.EventsDropped
+	}
+	return 0
+}
+
+func (x *Stats) GetPortHoldsShortened() uint64 {
+	if x != nil {
+		return x.PortHoldsShortened
 	}
 	return 0
 }
@@ -5348,7 +5358,7 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\x11WatchStatsRequest\x125\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\binterval\":\n" +
 	"\x12WatchStatsResponse\x12$\n" +
-	"\x05stats\x18\x01 \x01(\v2\x0e.xnat.v1.StatsR\x05stats\"\xe5\x02\n" +
+	"\x05stats\x18\x01 \x01(\v2\x0e.xnat.v1.StatsR\x05stats\"\x97\x03\n" +
 	"\x05Stats\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12.\n" +
 	"\aworkers\x18\x02 \x03(\v2\x14.xnat.v1.WorkerStatsR\aworkers\x127\n" +
@@ -5358,7 +5368,8 @@ const file_xnat_v1_xnat_proto_rawDesc = "" +
 	"\bsessions\x18\x04 \x01(\v2\x14.xnat.v1.PerProtocolR\bsessions\x12?\n" +
 	"\x10sessions_expired\x18\x05 \x01(\v2\x14.xnat.v1.PerProtocolR\x0fsessionsExpired\x12)\n" +
 	"\x10sessions_deleted\x18\x06 \x01(\x04R\x0fsessionsDeleted\x12%\n" +
-	"\x0eevents_dropped\x18\a \x01(\x04R\reventsDropped\"\x87\x01\n" +
+	"\x0eevents_dropped\x18\a \x01(\x04R\reventsDropped\x120\n" +
+	"\x14port_holds_shortened\x18\b \x01(\x04R\x12portHoldsShortened\"\x87\x01\n" +
 	"\x11DirectionCounters\x12\x1d\n" +
 	"\n" +
 	"rx_packets\x18\x01 \x01(\x04R\trxPackets\x12\x19\n" +
