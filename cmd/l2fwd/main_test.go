@@ -67,37 +67,47 @@ func TestForwardPingAndUDP(t *testing.T) {
 			if out, err := lab.Exec(n.In1, "ping", "-c", "1", "-W", "1", "10.0.0.1"); err != nil {
 				t.Fatalf("ping box: %v\n%s", err, out)
 			}
-			srv := lab.Command(n.Out, "iperf3", "-s", "-1", "-B", "198.18.0.2")
+			// Not one-off (-1): a one-off server may tear the control
+			// connection down before the client has read the results.
+			srv := lab.Command(n.Out, "iperf3", "-s", "-B", "198.18.0.2")
 			if err := srv.Start(); err != nil {
 				t.Fatal(err)
 			}
 			defer func() { srv.Process.Kill(); srv.Wait() }()
-			time.Sleep(200 * time.Millisecond)
-			out, err := lab.Exec(n.In1, "iperf3", "-c", "198.18.0.2", "-u", "-b", "20M", "-t", "1", "-J")
-			if err != nil {
-				t.Fatalf("iperf3 UDP through l2fwd: %v\n%s", err, out)
-			}
+			// The server may take a moment to listen, and a run on a
+			// loaded machine may lose datagrams (the sender, l2fwd and
+			// the receiver share two CPUs): what must hold is that the
+			// datagrams the server received went through l2fwd, whatever
+			// the loss, which is logged, not judged (a rate is the
+			// benchmarks' business).
 			var res struct {
 				End struct {
 					Sum struct {
 						Packets     int     `json:"packets"`
+						LostPackets int     `json:"lost_packets"`
 						LostPercent float64 `json:"lost_percent"`
 					} `json:"sum"`
 				} `json:"end"`
 			}
-			if err := json.Unmarshal([]byte(out), &res); err != nil {
-				t.Fatalf("iperf3 output: %v\n%s", err, out)
+			var out string
+			if !wait.For(20*time.Second, func() bool {
+				out, err = lab.Exec(n.In1, "iperf3", "-c", "198.18.0.2", "-u", "-b", "20M", "-t", "1", "-J")
+				res.End.Sum.Packets, res.End.Sum.LostPackets = 0, 0
+				return err == nil && json.Unmarshal([]byte(out), &res) == nil &&
+					res.End.Sum.Packets > res.End.Sum.LostPackets
+			}) {
+				t.Fatalf("iperf3 UDP through l2fwd delivered nothing (%v):\n%s", err, out)
 			}
-			if res.End.Sum.Packets == 0 || res.End.Sum.LostPercent > 5 {
-				t.Fatalf("UDP through l2fwd: %d packets, %.1f%% lost", res.End.Sum.Packets, res.End.Sum.LostPercent)
-			}
+			received := res.End.Sum.Packets - res.End.Sum.LostPackets
 			stop()
 			var sum Summary
 			if err := json.Unmarshal([]byte(stdout.String()), &sum); err != nil {
 				t.Fatalf("summary: %v\n%s\nstderr: %s", err, stdout.String(), stderr.String())
 			}
-			if sum.In2Out < 11 || sum.Out2In < 11 || len(sum.WorkerErrors) > 0 || sum.SharedUMEM != (tc.name == "native") {
-				t.Fatalf("summary %+v", sum)
+			// Every datagram the server received crossed l2fwd inside
+			// out, beside the 11 pings at least.
+			if sum.In2Out < uint64(11+received) || sum.Out2In < 11 || len(sum.WorkerErrors) > 0 || sum.SharedUMEM != (tc.name == "native") {
+				t.Fatalf("summary %+v, with %d UDP datagrams received", sum, received)
 			}
 			t.Logf("%s: %+v; UDP %d packets %.2f%% lost", backend, sum, res.End.Sum.Packets, res.End.Sum.LostPercent)
 		})
