@@ -341,6 +341,7 @@ func (e *Engine) ctlPortFreed(sub [4]byte, st *addrState, port uint16, now uint3
 		return
 	}
 	e.held = append(e.held, heldPort{until: now + s.hold, addr: st, port: uint16(b), proto: heldBlock, sub: sub})
+	e.shortenBlockHolds(now)
 }
 
 // releaseHeldBlock frees a block whose hold-down has ended (ctl held).
@@ -388,15 +389,20 @@ type CGNStats struct {
 	Mode                         PortAllocation
 	BlocksInUse                  uint64
 	BlocksAllocated, BlocksFreed uint64
+	// BlockHoldsShortened counts the blocks freed before their hold-down
+	// ended, the block table having no room for them (holddown.go); they
+	// are counted in BlocksFreed too.
+	BlockHoldsShortened uint64
 }
 
 // CGNStats returns the port-allocation counters.
 func (e *Engine) CGNStats() CGNStats {
 	return CGNStats{
-		Mode:            e.snap.Load().cgn.mode,
-		BlocksInUse:     e.cgn.blocksLive.Load(),
-		BlocksAllocated: e.cgn.blockAllocs.Load(),
-		BlocksFreed:     e.cgn.blockReleases.Load(),
+		Mode:                e.snap.Load().cgn.mode,
+		BlocksInUse:         e.cgn.blocksLive.Load(),
+		BlocksAllocated:     e.cgn.blockAllocs.Load(),
+		BlocksFreed:         e.cgn.blockReleases.Load(),
+		BlockHoldsShortened: e.holds.blocksShortened.Load(),
 	}
 }
 

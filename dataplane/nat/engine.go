@@ -388,7 +388,9 @@ func (e *Engine) releaseHeld(now uint32) int {
 			break
 		}
 		if h.proto == heldBlock {
-			e.releaseHeldBlock(&h, now)
+			if h.addr != nil { // nil: shortened already (holddown.go)
+				e.releaseHeldBlock(&h, now)
+			}
 			e.heldHead++
 			n++
 			continue
@@ -417,6 +419,7 @@ func (e *Engine) Housekeep(budget int) (expired int) {
 		func(x *flowtable.Entry) uint32 { return s.timeout(x.Keys[0].Proto, x.State) },
 		func(x *flowtable.Entry) { e.cleanup(x, DeletedIdle, now, s) })
 	e.releaseHeld(now)
+	e.shortenBlockHolds(now)
 	e.reclaimEmbryonic(now, s)
 	for _, st := range s.draining {
 		if !st.busy() {

@@ -31,6 +31,25 @@ import "sync/atomic"
 // packet of the old mapping reaching the new one) to the port released
 // longest ago.
 
+// Block mode (cgn_block.go) holds whole port blocks the same way, and
+// their records sit in the block table: a block in use has two entries
+// (its subscriber's slot and its claim on the address), one in hold-down
+// keeps its claim. The table has room for the blocks a full engine can
+// use and blockReserve entries more, so a flush of a full table, or two
+// of a fuller one, used to leave no room for new blocks (in
+// TestHoldDownBlocksAfterFlushes, four flushes of 1000 subscribers' blocks
+// within the hold-down refused 976 of the next 2000 flows as
+// port_exhausted). There the bound on blocks in use is loose (a
+// subscriber takes a new block only when its others are full), so the
+// room is not computed from it: the oldest block holds end early, each
+// logged as the block's release (RFC 7422) when it happens, whenever
+// fewer than blockReserve entries of the table are free, checked as a
+// block enters hold-down and at every Housekeep.
+
+// blockReserve is the number of block-table entries kept free for new
+// blocks by shortening block hold-downs.
+const blockReserve = 1024
+
 // portsForRules is the port table's room for the ports the rules claim
 // (port forwards) beyond those of sessions and hold-down.
 const portsForRules = 1024
@@ -45,9 +64,11 @@ type holdBudget struct {
 	queued int
 	// cut is the index in Engine.held below which no port entry is left
 	// to shorten: the entries before it are shortened, block entries, or
-	// at most heldHead.
-	cut       int
-	shortened atomic.Uint64
+	// at most heldHead. blockCut is the same for block entries.
+	cut, blockCut int
+	// shortened counts port holds ended early, blocksShortened block
+	// holds.
+	shortened, blocksShortened atomic.Uint64
 }
 
 // holdRoom is the number of ports that may be in hold-down: the port
@@ -78,6 +99,37 @@ func (e *Engine) shortenHolds() {
 	e.holds.cut = i
 	// The shortened entries at the head are done: drop them now, so that
 	// the FIFO holds about holdRoom entries however often it overflows.
+	e.dropShortened()
+}
+
+// shortenBlockHolds ends the oldest block hold-downs, as releaseHeld would
+// at their time (the block freed and its release logged now), while fewer
+// than blockReserve entries of the block table are free. Called with ctl
+// held.
+func (e *Engine) shortenBlockHolds(now uint32) {
+	t := e.cgn.blocks
+	if t == nil || t.Cap()-t.Len() >= blockReserve {
+		return
+	}
+	i := max(e.holds.blockCut, e.heldHead)
+	for t.Cap()-t.Len() < blockReserve && i < len(e.held) {
+		h := &e.held[i]
+		i++
+		if h.proto != heldBlock || h.addr == nil {
+			continue
+		}
+		e.releaseHeldBlock(h, now)
+		h.addr = nil // releaseHeld skips it
+		e.holds.blocksShortened.Add(1)
+	}
+	e.holds.blockCut = i
+	e.dropShortened()
+}
+
+// dropShortened drops the shortened entries at the head of the FIFO, so
+// that it holds about what is still in hold-down however often it
+// overflows. Called with ctl held.
+func (e *Engine) dropShortened() {
 	for e.heldHead < len(e.held) && e.held[e.heldHead].addr == nil {
 		e.heldHead++
 	}
@@ -90,6 +142,7 @@ func (e *Engine) compactHeld() {
 	if e.heldHead > 1024 && e.heldHead*2 > len(e.held) {
 		e.held = append(e.held[:0], e.held[e.heldHead:]...)
 		e.holds.cut = max(e.holds.cut-e.heldHead, 0)
+		e.holds.blockCut = max(e.holds.blockCut-e.heldHead, 0)
 		e.heldHead = 0
 	}
 }
@@ -102,6 +155,7 @@ func endHold(h *heldPort) {
 	}
 }
 
-// PortHoldsShortened returns the number of hold-downs ended early because
-// the port table had no room for them.
+// PortHoldsShortened returns the number of port hold-downs ended early
+// because the port table had no room for them (block holds ended early are
+// CGNStats.BlockHoldsShortened).
 func (e *Engine) PortHoldsShortened() uint64 { return e.holds.shortened.Load() }

@@ -220,3 +220,44 @@ func TestHoldDownRoomShrinksWithForwards(t *testing.T) {
 		t.Fatalf("port table holds %d of %d", got, h.eng.portTab.Cap())
 	}
 }
+
+// Block mode holds whole blocks, in the block table: 1000 subscribers
+// with one block each, flushed and back five times within the hold-down
+// (TestHoldDownShortenedAfterFlushes for blocks). The oldest block holds
+// end early, each logged as its block's release, and every flow gets a
+// port.
+func TestHoldDownBlocksAfterFlushes(t *testing.T) {
+	c := testConfig()
+	c.CGN.PortAllocation = AllocBlock
+	c.CGN.BlockSize, c.CGN.MaxBlocks = 8, 64
+	c.Limits.MaxSessions = holdRigSessions
+	h := newHarness(t, c)
+	blocks := h.eng.cgn.blocks
+	for r := 0; r < 5; r++ {
+		for i := 0; i < holdRigSessions; i++ {
+			src := fmt.Sprintf("10.2.%d.%d", (i/2)/250, 1+(i/2)%250)
+			h.one(Inside, udp(src, uint16(3000+r*10+i%2), "198.18.0.2", 53), Outside)
+		}
+		if free := blocks.Cap() - blocks.Len(); free < 0 {
+			t.Fatalf("round %d: block table over capacity", r)
+		}
+		h.eng.FlushSessions(SessionFilter{})
+		if free := blocks.Cap() - blocks.Len(); free < blockReserve {
+			t.Fatalf("round %d: %d block-table entries free after the flush, want at least %d", r, free, blockReserve)
+		}
+	}
+	// Every block freed so far was freed early: no hold-down ended.
+	if st := h.eng.CGNStats(); st.BlockHoldsShortened == 0 || st.BlocksFreed != st.BlockHoldsShortened {
+		t.Fatalf("%d block holds shortened, %d blocks freed", st.BlockHoldsShortened, st.BlocksFreed)
+	}
+	if n := h.counters().Drops(drop.PortExhausted); n != 0 {
+		t.Fatalf("%d flows refused (drops %v)", n, h.drops())
+	}
+	// The rest end on time.
+	h.clock.Advance(3 * time.Minute)
+	h.housekeep()
+	if n := blocks.Len(); n != 0 {
+		t.Fatalf("%d block-table entries after every hold-down ended", n)
+	}
+	h.checkNoLeaks()
+}

@@ -119,7 +119,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		dSubscribers, dPoolUtil, dHairpin, dICMPSent, dICMPSupp, dFragTrans, dFragHeld, dFragMade,
 		dEvDropped, dBusyRatio, dBusySecs, dPollSecs, dPolls, dBusyPolls, dLinkErrors, dPanics,
 		dMSSClamped,
-		dBlocksInUse, dBlocksAlloc, dBlocksFreed,
+		dBlocksInUse, dBlocksAlloc, dBlocksFreed, dBlocksCut,
 	} {
 		ch <- d
 	}
@@ -191,6 +191,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dHoldsCut, stats.PortHoldsShortened)
 	counter(dBlocksAlloc, stats.CGN.BlocksAllocated)
 	counter(dBlocksFreed, stats.CGN.BlocksFreed)
+	counter(dBlocksCut, stats.CGN.BlockHoldsShortened)
 	gauge(dBlocksInUse, float64(stats.CGN.BlocksInUse))
 
 	for _, p := range st.Pools {

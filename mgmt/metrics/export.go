@@ -20,6 +20,7 @@ var (
 	dBlocksInUse = desc("xnat_port_blocks_in_use", "Port blocks held by subscribers or in hold-down.")
 	dBlocksAlloc = desc("xnat_port_blocks_allocated_total", "Port blocks given to subscribers.")
 	dBlocksFreed = desc("xnat_port_blocks_released_total", "Port blocks freed after the hold-down.")
+	dBlocksCut   = desc("xnat_port_block_holds_shortened_total", "Port blocks freed before their hold-down ended, the block table having no room for them (counted in xnat_port_blocks_released_total too).")
 )
 
 func describeExport(ch chan<- *prometheus.Desc) {

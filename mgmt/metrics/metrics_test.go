@@ -89,6 +89,7 @@ func known() *stubCore {
 			EventsDropped:   11,
 
 			PortHoldsShortened: 13,
+			CGN:                nat.CGNStats{BlocksFreed: 5, BlockHoldsShortened: 2},
 		},
 	}
 }
@@ -158,6 +159,8 @@ func TestScrapeKnownValues(t *testing.T) {
 		{"xnat_icmp_errors_sent_total", nil, 6},
 		{"xnat_events_dropped_total", nil, 11},
 		{"xnat_port_holds_shortened_total", nil, 13},
+		{"xnat_port_blocks_released_total", nil, 5},
+		{"xnat_port_block_holds_shortened_total", nil, 2},
 		{"xnat_events_written_total", nil, 500},
 		{"xnat_event_subscriber_dropped_total", nil, 8},
 		{"xnat_event_log_dropped_total", nil, 3},
