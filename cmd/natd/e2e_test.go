@@ -584,13 +584,26 @@ func TestE2ENatctlAndMetrics(t *testing.T) {
 			t.Fatalf("datagram %d not answered", i)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // counters are published per burst, and at idle
-	after, err := e.Scrape()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Counters are published per burst and at idle, so the last frame's
+	// may come a moment after its reply: wait for the four packet counts
+	// (which only grow) to reach the 50 frames, then judge that scrape.
+	var after map[string]*dto.MetricFamily
 	delta := func(name string, labels ...string) float64 {
 		return metric(t, after, name, labels...) - metric(t, before, name, labels...)
+	}
+	if !wait.For(10*time.Second, func() bool {
+		if after, err = e.Scrape(); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range [][]string{{"xnat_rx_packets_total", lab.NATInside}, {"xnat_tx_packets_total", lab.NATOutside},
+			{"xnat_rx_packets_total", lab.NATOutside}, {"xnat_tx_packets_total", lab.NATInside}} {
+			if delta(c[0], "interface", c[1]) < 50 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Errorf("the packet counters did not reach the 50 frames in 10 s")
 	}
 	for _, c := range []struct {
 		name   string
