@@ -313,10 +313,12 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 // eimMapping finds or creates the endpoint-independent mapping of the
 // packet's inside endpoint (RFC 4787 REQ-1, RFC 5382 REQ-1) and takes a
 // reference on it and on its subscriber.
-func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
-	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
+//
+// sport is the inside port of the packet's session key (for an ICMP query,
+// its identifier).
+func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
 	for try := 0; try < 64; try++ {
-		if !w.hint.noMapping() && w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
+		if !w.hint.noMapping() && w.lookupMapping(p, sport, c) {
 			ok, dying := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 			if dying {
 				continue
@@ -338,13 +340,13 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(c, proto, k.SrcPort, false)
+		st, port, ok := w.allocPort(c, proto, sport, false)
 		if !ok {
-			return w.portsExhausted(c, proto, p.Src, k.SrcPort, st)
+			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
 		a := st.addr
 		var b0, b1 bindProbe // bindingKeys, prepared
-		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
+		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, sport, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).
@@ -366,6 +368,15 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		*c = claim{}
 	}
 	return drop.Contention
+}
+
+// lookupMapping looks up the mapping of the packet's inside endpoint
+// (bindingKeys) into c.binding, or takes the plan's answer (newHint). Out
+// of eimMapping's loop: a new session's plan knows the mapping missing, and
+// the key is then not built at all.
+func (w *Worker) lookupMapping(p *header.Parsed, sport uint16, c *claim) bool {
+	bk, _ := bindingKeys(p.Proto, p.Src, sport, [4]byte{}, 0)
+	return w.hint.mapping(w.eng.bindings, &bk, &c.binding)
 }
 
 // acquirePerm takes a reference on the permissions-table record with key

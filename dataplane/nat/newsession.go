@@ -138,7 +138,7 @@ func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bo
 }
 
 // outside returns the prepared outside key of the session, if the plan
-// has one: a hint for flowtable.Table.Prepared.
+// has one: a hint for flowtable.Table.PreparedTuple.
 func (h *newHint) outside() *flowtable.Probe {
 	if h.left&planOut == 0 {
 		return nil
@@ -404,11 +404,12 @@ func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, ext
 // newInbound), filling e. It returns drop.None or the reason the packet
 // must be refused.
 func (w *Worker) newSession(side Side, p *header.Parsed, e *flowtable.Entry) drop.Reason {
+	if side == Inside {
+		_, _, sport, dport := sessionTuple(Inside, p)
+		return w.newOutbound(p, sport, dport, e)
+	}
 	var k flowtable.Key
 	packetKey(side, p, &k)
-	if side == Inside {
-		return w.newOutbound(p, &k, e)
-	}
 	return w.newInbound(p, &k, e)
 }
 
@@ -438,9 +439,10 @@ func (w *Worker) takePermission(ipProto uint8, remote, ext [4]byte, extPort uint
 	return drop.None
 }
 
-// newOutbound creates the session for an outbound packet whose key 0 is k,
-// filling e. It returns drop.None or the reason the packet must be dropped.
-func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
+// newOutbound creates the session for an outbound packet whose key 0 has
+// ports sport and dport (sessionTuple), filling e. It returns drop.None or
+// the reason the packet must be dropped.
+func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable.Entry) drop.Reason {
 	s := w.snap
 	proto, _ := ProtoOfNumber(p.Proto)
 	var ext [4]byte
@@ -450,9 +452,9 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 
 	// A port-forwarded server opening a flow (symmetric static NAPT), or
 	// a static mapping's host (decide.go).
-	if state, ext, extPort = s.outboundRule(p.Src, k.SrcPort, proto); state != 0 {
+	if state, ext, extPort = s.outboundRule(p.Src, sport, proto); state != 0 {
 	} else if s.Config.Mapping == EndpointIndependent {
-		if r := w.eimMapping(p, k, proto, &c, &ext, &extPort); r != drop.None {
+		if r := w.eimMapping(p, sport, proto, &c, &ext, &extPort); r != drop.None {
 			return r
 		}
 	} else {
@@ -461,9 +463,9 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
+		st, port, ok := w.allocPort(&c, proto, sport, true)
 		if !ok {
-			return w.portsExhausted(&c, proto, p.Src, k.SrcPort, st)
+			return w.portsExhausted(&c, proto, p.Src, sport, st)
 		}
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
 		ext, extPort = st.addr, port
@@ -477,10 +479,22 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			return r
 		}
 	}
-	k1 := outsideKey(k, ext, extPort)
+	// The keys go in prepared: the inside key as receive hashed it, once,
+	// for the fast path's lookup (newSessions' hint), the outside key
+	// (outsideKey) as the pipeline's prefetch hashed it, if it is the
+	// same key.
+	t := w.eng.sessions
+	var pk [2]flowtable.Probe
+	p0 := w.hint.probe
+	w.hint.probe = nil
+	if p0 == nil {
+		p0 = &pk[0]
+		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
+	}
+	p1 := t.PreparedTuple(p.Dst, ext, dport, extPort, p.Proto, w.hint.outside(), &pk[1])
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
-	r, _ = w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	r, _ = w.insertSession(p0, p1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, sport)
 	return r
 }
 
@@ -515,37 +529,24 @@ func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16
 	return drop.PortExhausted
 }
 
-// insertSession inserts the session with keys k0 (inside) and k1 (outside),
-// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
-// holding the claims in c, and settles the outcome: counted and announced
-// when inserted; c given back otherwise. Exists is a success when another
-// worker created this very session a moment ago, and taken otherwise; a
-// full table is announced with the inside endpoint (zero when the creator
-// does not know it).
-func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
+// insertSession inserts the session with keys p0 (inside) and p1
+// (outside), prepared, created by a packet of side dir (0: inside, its key
+// p0; 1: outside, p1), holding the claims in c, and settles the outcome:
+// counted and announced when inserted; c given back otherwise. Exists is a
+// success when another worker created this very session a moment ago, and
+// taken otherwise; a full table is announced with the inside endpoint
+// (zero when the creator does not know it).
+func (w *Worker) insertSession(p0, p1 *flowtable.Probe, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessionWords(c, w.id)
-	// The keys go in prepared: the inside key of an outbound packet from
-	// newSessions as receive hashed it, once, for the fast path's lookup.
-	t := w.eng.sessions
-	var p [2]flowtable.Probe
-	p0 := w.hint.probe
-	w.hint.probe = nil
-	if p0 == nil || dir != 0 {
-		p0 = &p[0]
-		t.Prepare(k0, p0)
-	}
-	// The outside key as the pipeline's prefetch hashed it, if it is
-	// the same key.
-	t.Prepared(k1, w.hint.outside(), &p[1])
-	switch t.InsertProbe(p0, &p[1], state, user, w.now, e) {
+	switch w.eng.sessions.InsertProbe(p0, p1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
 		return drop.None, true
 	case flowtable.Exists:
 		w.undo(c)
-		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
+		if own := [2]*flowtable.Probe{p0, p1}[dir]; e.Dir == dir && own.Is(&e.Keys[dir]) {
 			return drop.None, false
 		}
 		return taken, false
@@ -628,7 +629,10 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		return r
 	}
 	k0 := insideKey(k, a.in, a.inPort)
-	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
+	var pk [2]flowtable.Probe
+	w.eng.sessions.Prepare(&k0, &pk[0])
+	w.eng.sessions.Prepare(k, &pk[1])
+	r, inserted := w.insertSession(&pk[0], &pk[1], 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
 	if !inserted {
 		w.eng.inbound.Add(-1)
 	}
