@@ -268,10 +268,20 @@ func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, o
 		return w.cgnPort(c, st, proto, overlap)
 	}
 	ps := &st.ports[proto]
-	lo, hi := w.snap.portRange(proto, sport)
-	if p, ok := w.claimPlanned(ps, st, lo, hi, sport); ok {
-		return p, true
+	if pl := w.hint.port(st); pl != nil {
+		// The new-session pipeline's plan (newsession.go): the preserved
+		// port, found free a moment ago, or the random candidate it drew
+		// once that was taken, from the same share and random stream
+		// claimRandom draws from. The claim skips the look before the
+		// lock (claimFreshFree): the port is most likely free. One that
+		// was taken meanwhile is not tried again.
+		if pl.has&planNone == 0 && ps.claimFreshFree(pl.port, &pl.pp) {
+			return pl.port, true
+		}
+	} else if lo, hi := w.snap.portRange(proto, sport); sport >= lo && sport <= hi && ps.claimFree(sport) {
+		return sport, true // port preservation
 	}
+	lo, hi := w.snap.portRange(proto, sport)
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
 		return p, true
 	}

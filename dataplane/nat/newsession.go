@@ -88,11 +88,11 @@ type newPlan struct {
 	subAt [4]byte
 	bind  flowtable.Entry // the mapping, when has&planBind
 	st    *addrState      // the subscriber's paired address, for planPort
-	// pp is the port table's probe (portSet.probe) of the port to claim
-	// on st, when has&planPort: the preserved port, or cand once that
-	// is taken.
+	// port is the port to claim on st, when has&planPort and not
+	// has&planNone: the preserved port, or the random candidate once
+	// that is taken; pp is its probe in the port table (portSet.probe).
 	pp   portProbe
-	cand uint16 // the random candidate port, when has&planCand
+	port uint16
 	has  uint8
 }
 
@@ -101,9 +101,9 @@ const (
 	planSub    = 1 << iota // sub holds the subscriber
 	planBind               // bind holds the mapping
 	planNoBind             // the mapping was looked for and is missing
-	planPort               // a port on st was planned (the bits below)
+	planPort               // a port on st was planned (port, or planNone)
 	planTaken              // the preserved port is taken or out of range
-	planCand               // cand is the random port to try next
+	planNone               // the preserved port is taken and no candidate was drawn
 	planOut                // op holds the session's outside key, prepared
 )
 
@@ -201,28 +201,6 @@ func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*b
 		t.prepareWord(w1, p1)
 	}
 	return p0, p1
-}
-
-// claimPlanned claims the first free of the ports planned for a new
-// mapping on port set ps of address st, for inside port sport with
-// dynamic range [lo, hi]: port preservation's sport, unless the plan found
-// it taken, then the plan's random candidate. Without a plan it tries
-// sport alone.
-func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) (uint16, bool) {
-	keep := sport >= lo && sport <= hi
-	pl := w.hint.port(st)
-	switch {
-	case pl == nil:
-		return sport, keep && ps.claimFree(sport)
-	case keep && pl.has&planTaken == 0:
-		// The preserved port, found free. The plan drew no candidate
-		// (planCand comes with planTaken), so a failed claim ends it.
-	case pl.has&planCand != 0:
-		sport = pl.cand
-	default:
-		return 0, false
-	}
-	return sport, ps.claimFreshFree(sport, &pl.pp)
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
@@ -336,6 +314,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		ps := &pl.st.ports[proto]
+		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
 		sink += ps.prefetch(&pl.pp)
 	}
@@ -360,12 +339,12 @@ func (w *Worker) newSessions() {
 			}
 			c, ok := sh.random(w.rand())
 			if !ok {
+				pl.has |= planNone
 				continue
 			}
 			ps.probe(c, &pl.pp)
 			sink += ps.prefetch(&pl.pp)
-			pl.has |= planCand
-			pl.cand, port = c, c
+			pl.port, port = c, c
 		}
 		if eim {
 			// The mapping's external key (bindingKeys).
