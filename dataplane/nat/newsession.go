@@ -93,7 +93,10 @@ type newPlan struct {
 	// that is taken; pp is its probe in the port table (portSet.probe).
 	pp   portProbe
 	port uint16
-	has  uint8
+	// lo and hi are the range of the packet's port (Snapshot.portRange),
+	// when has&planPort: pass 2 finds it, pass 3 draws from it.
+	lo, hi uint16
+	has    uint8
 }
 
 // newPlan.has bits.
@@ -309,7 +312,9 @@ func (w *Worker) newSessions() {
 		}
 		pl.has |= planPort
 		proto, _ := ProtoOfNumber(p.Proto)
-		if lo, hi := s.portRange(proto, p.SrcPort); p.SrcPort < lo || p.SrcPort > hi {
+		lo, hi := s.portRange(proto, p.SrcPort)
+		pl.lo, pl.hi = lo, hi
+		if p.SrcPort < lo || p.SrcPort > hi {
 			pl.has |= planTaken
 			continue
 		}
@@ -334,7 +339,7 @@ func (w *Worker) newSessions() {
 		port := p.SrcPort
 		if pl.has&planTaken != 0 || ps.takenAt(&pl.pp) {
 			pl.has |= planTaken
-			if lo, hi := s.portRange(proto, p.SrcPort); lo != shLo || hi != shHi {
+			if lo, hi := pl.lo, pl.hi; lo != shLo || hi != shHi {
 				sh, shLo, shHi = shareOf(lo, hi, int(w.id), e.nworkers), lo, hi
 			}
 			c, ok := sh.random(w.rand())
@@ -347,10 +352,16 @@ func (w *Worker) newSessions() {
 			pl.port, port = c, c
 		}
 		if eim {
-			// The mapping's external key (bindingKeys).
-			sink += e.bindings.PrefetchExternal(pl.st.addr, port, p.Proto, &pl.xp)
+			// The mapping's external key (bindingKeys), as
+			// PrefetchExternal prepares and touches it.
+			e.bindings.prepareWord(bindWord(pl.st.addr, port, p.Proto, 1), &pl.xp)
+			sink += e.bindings.touch(&pl.xp)
 		}
-		sink += w.prefetchOutside(p, pl, pl.st.addr, port)
+		// The session's outside key (prefetchOutside's, written out: a
+		// call here cost about 20 instructions, bench-instr).
+		_, dst, _, dport := sessionTuple(Inside, p)
+		pl.has |= planOut
+		sink += e.sessions.PrefetchTupleProbe(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
 	}
 	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
