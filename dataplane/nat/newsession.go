@@ -382,8 +382,10 @@ func (w *Worker) newSessions() {
 }
 
 // prefetchOutside prefetches the bucket of the outside key of the session
-// of outbound packet p on external endpoint ext:extPort (outsideKey), and
-// keeps the key, hashed, in plan pl for the session's insert.
+// of outbound packet p on external endpoint ext:extPort (newOutbound says
+// what it is), and keeps the key, hashed, in plan pl for the session's
+// insert. Pass 3 writes it out (newSessions); pass 2, for a session on an
+// existing mapping, calls it.
 func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) uint64 {
 	_, dst, _, dport := sessionTuple(Inside, p)
 	pl.has |= planOut
@@ -471,8 +473,10 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	}
 	// The keys go in prepared: the inside key as receive hashed it, once,
 	// for the fast path's lookup (newSessions' hint), the outside key
-	// (outsideKey) as the pipeline's prefetch hashed it, if it is the
-	// same key.
+	// as the pipeline's prefetch hashed it, if it is the same key. Key 1
+	// is key 0 translated to the external endpoint: the reply as it
+	// arrives from the remote (for an ICMP query key 0's remote "port" is
+	// zero, and so is key 1's).
 	t := w.eng.sessions
 	var pk [2]flowtable.Probe
 	p0 := w.hint.probe
