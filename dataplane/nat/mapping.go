@@ -256,35 +256,41 @@ func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool
 // c.addr's reference: from here a claimed port keeps the address in use.
 func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (st *addrState, port uint16, ok bool) {
 	st, c.addr = c.addr, nil
+	// The new-session pipeline's plan (newsession.go), claimed here
+	// rather than in claimPort (a call less, about 20 instructions a new
+	// mapping, bench-instr): the preserved port, found free a moment ago,
+	// or the random candidate it drew once that was taken, from the same
+	// share and random stream claimRandom draws from. The claim skips the
+	// look before the lock (claimFreshFree): the port is most likely
+	// free. One that was taken meanwhile is not tried again. Plans are
+	// made in dynamic mode only (newSessions' pass 2), in this poll's
+	// snapshot.
+	pl := w.hint.port(st)
+	if pl != nil && pl.has&planNone == 0 && st.ports[proto].claimFreshFree(pl.port, &pl.pp) {
+		port, ok = pl.port, true
+	} else {
+		port, ok = w.claimPort(c, st, proto, sport, overlap, pl != nil)
+	}
 	// Released by hand rather than deferred (about twenty instructions
 	// a new mapping, bench-instr): claimPort cannot panic but on a
 	// broken invariant, which ends the process anyway.
-	port, ok = w.claimPort(c, st, proto, sport, overlap)
 	st.release(1)
 	return st, port, ok
 }
 
 // claimPort is allocPort's claim of a port on st, under the caller's
-// reference on st.
-func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, overlap bool) (uint16, bool) {
+// reference on st, when no plan's port was claimed; planned says that a
+// plan was tried (or had no port), so that port preservation, which the
+// plan covered, is not tried again.
+func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, overlap, planned bool) (uint16, bool) {
 	if w.snap.cgn.mode != AllocDynamic {
 		return w.cgnPort(c, st, proto, overlap)
 	}
 	ps := &st.ports[proto]
-	if pl := w.hint.port(st); pl != nil {
-		// The new-session pipeline's plan (newsession.go): the preserved
-		// port, found free a moment ago, or the random candidate it drew
-		// once that was taken, from the same share and random stream
-		// claimRandom draws from. The claim skips the look before the
-		// lock (claimFreshFree): the port is most likely free. One that
-		// was taken meanwhile is not tried again.
-		if pl.has&planNone == 0 && ps.claimFreshFree(pl.port, &pl.pp) {
-			return pl.port, true
-		}
-	} else if lo, hi := w.snap.portRange(proto, sport); sport >= lo && sport <= hi && ps.claimFree(sport) {
+	lo, hi := w.snap.portRange(proto, sport)
+	if !planned && sport >= lo && sport <= hi && ps.claimFree(sport) {
 		return sport, true // port preservation
 	}
-	lo, hi := w.snap.portRange(proto, sport)
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
 		return p, true
 	}
