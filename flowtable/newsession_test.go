@@ -66,3 +66,45 @@ func TestLookupUser(t *testing.T) {
 	}
 	check(&pa, true, "a again, through its old probe")
 }
+
+// TestPreparedTuple holds PreparedTuple to PrepareTuple: the hint is taken
+// only when it holds the same key, and Is tells a probe's own key from
+// another.
+func TestPreparedTuple(t *testing.T) {
+	tb, err := New(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst := [4]byte{198, 51, 100, 7}, [4]byte{198, 18, 0, 1}
+	var want, hint, p Probe
+	tb.PrepareTuple(src, dst, 53, 1024, 17, &want)
+	if got := tb.PreparedTuple(src, dst, 53, 1024, 17, nil, &p); got != &p || *got != want {
+		t.Fatalf("without a hint: %+v at %p, want %+v in p", *got, got, want)
+	}
+	tb.PrefetchTupleProbe(src, dst, 53, 1024, 17, &hint)
+	if got := tb.PreparedTuple(src, dst, 53, 1024, 17, &hint, &p); got != &hint {
+		t.Fatal("the hint of the same key was not taken")
+	}
+	// Each field differs in turn: the hint must not be taken.
+	for i, k := range []Key{
+		{Src: [4]byte{198, 51, 100, 8}, Dst: dst, SrcPort: 53, DstPort: 1024, Proto: 17},
+		{Src: src, Dst: [4]byte{198, 18, 0, 2}, SrcPort: 53, DstPort: 1024, Proto: 17},
+		{Src: src, Dst: dst, SrcPort: 54, DstPort: 1024, Proto: 17},
+		{Src: src, Dst: dst, SrcPort: 53, DstPort: 1025, Proto: 17},
+		{Src: src, Dst: dst, SrcPort: 53, DstPort: 1024, Proto: 6},
+	} {
+		var w Probe
+		tb.Prepare(&k, &w)
+		got := tb.PreparedTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto, &hint, &p)
+		if got != &p || *got != w {
+			t.Fatalf("key %d: %+v at %p, want %+v in p", i, *got, got, w)
+		}
+		if hint.Is(&k) || !got.Is(&k) {
+			t.Fatalf("key %d: Is is wrong", i)
+		}
+	}
+	own := Key{Src: src, Dst: dst, SrcPort: 53, DstPort: 1024, Proto: 17}
+	if !hint.Is(&own) {
+		t.Fatal("a probe is not its own key")
+	}
+}

@@ -680,12 +680,15 @@ func (t *Table) Insert(k0, k1 *Key, state uint32, user [2]uint64, now uint32, e 
 // not pack and hash them again. p1 may be nil for a single-key entry. The
 // probes are only read.
 func (t *Table) InsertProbe(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
-	var none Probe
 	if p1 == nil {
-		p1 = &none
+		p1 = &noProbe
 	}
 	return t.insert(p0, p1, state, user, now, e)
 }
+
+// noProbe is the second key of a single-key insert (insert only reads it):
+// a package variable, since a local one was cleared on every insert.
+var noProbe Probe
 
 // insert is Insert proper. p1 is the second key, or a zero Probe (protocol
 // 0, so w1>>32 is 0) for a single-key entry. It is one function: the work

@@ -1,7 +1,10 @@
 package nat
 
 import (
+	"math/rand/v2"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,5 +98,101 @@ func TestBindingPortsClaimed(t *testing.T) {
 		e.FlushSessions(SessionFilter{})
 		r.clock.Advance(5 * time.Minute)
 		e.Housekeep(1)
+	}
+}
+
+// TestBindTableInsertClaimedConcurrent holds InsertProbe with extClaimed,
+// which locks only the inside key's home bucket, to the table's
+// invariants under concurrent inserts and deletes in a small, crowded
+// index (buckets overflow into their neighbours): an inside endpoint that
+// several goroutines map at once gets one live binding at a time; a
+// binding inserted is found by both keys; and once every binding is
+// deleted the index is empty, slots and overflow counts alike. Each
+// goroutine's external ports are its own, as claimed ports are.
+func TestBindTableInsertClaimedConcurrent(t *testing.T) {
+	const (
+		goroutines = 6
+		inside     = 24 // inside endpoints, shared by all goroutines
+		rounds     = 3000
+	)
+	bt := newBindTable(goroutines * 8)
+	var live [inside]atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan string, goroutines)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			var held []flowtable.Entry // at most a few at a time
+			var heldIn []int
+			for n := 0; n < rounds; n++ {
+				if len(held) > 0 && (len(held) >= 4 || r.IntN(2) == 0) {
+					x := held[0]
+					i := heldIn[0]
+					held, heldIn = held[1:], heldIn[1:]
+					live[i].Add(-1)
+					if !bt.Delete(x.ID, x.Gen) {
+						errs <- "delete of a live binding failed"
+						return
+					}
+					continue
+				}
+				i := r.IntN(inside)
+				k0, _ := testBinding(i)
+				// A port of this goroutine's own range: claimed.
+				port := uint16(1024 + g*rounds + n)
+				_, k1 := bindingKeys(ipProtoUDP, [4]byte{}, 0, [4]byte{198, 18, 0, 1}, port)
+				var p0, p1 bindProbe
+				bt.Prepare(&k0, &p0)
+				bt.Prepare(&k1, &p1)
+				var x flowtable.Entry
+				switch bt.InsertProbe(&p0, &p1, bindingWords(uint32(g), 7), true, &x) {
+				case flowtable.Inserted:
+					if v := live[i].Add(1); v != 1 {
+						errs <- "two live bindings of one inside endpoint"
+						return
+					}
+					var f flowtable.Entry
+					if !bt.Lookup(&k0, &f) || f.ID != x.ID || !bt.Lookup(&k1, &f) || f.ID != x.ID {
+						errs <- "a binding just inserted is not found by both keys"
+						return
+					}
+					held, heldIn = append(held, x), append(heldIn, i)
+				case flowtable.Exists:
+					if x.Keys[0] != k0 {
+						errs <- "Exists with another endpoint's binding"
+						return
+					}
+				case flowtable.Full:
+				}
+			}
+			for j, x := range held {
+				live[heldIn[j]].Add(-1)
+				if !bt.Delete(x.ID, x.Gen) {
+					errs <- "delete of a live binding failed"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	if n := bt.Len(); n != 0 {
+		t.Fatalf("%d bindings left", n)
+	}
+	for b := range bt.buckets {
+		bk := &bt.buckets[b]
+		for s := range bk.Slots {
+			if v := bk.Slots[s].Load(); v != 0 {
+				t.Fatalf("bucket %d slot %d still holds %#x", b, s, v)
+			}
+		}
+		if m := bk.Meta.Load(); m != 0 {
+			t.Fatalf("bucket %d meta %#x, want 0 (no lock, no overflow)", b, m)
+		}
 	}
 }

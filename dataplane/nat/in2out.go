@@ -63,11 +63,11 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 		return
 	}
 	// newSession's outbound half, called directly: one call level less
-	// on every new session.
-	var k flowtable.Key
-	packetKey(Inside, p, &k)
+	// on every new session. Its key's fields, not a Key: the keys are
+	// inserted prepared (newOutbound).
+	_, _, sport, dport := sessionTuple(Inside, p)
 	var e flowtable.Entry
-	if r := w.newOutbound(p, &k, &e); r != drop.None {
+	if r := w.newOutbound(p, sport, dport, &e); r != drop.None {
 		w.refuse(b, p, r)
 		return
 	}

@@ -198,7 +198,10 @@ func (w *Worker) pairedAddress(a [4]byte, proto Proto, c *claim) drop.Reason {
 		// names it; a re-pairing by another worker may release it at any
 		// time, so the reference is taken first and the pairing checked
 		// after.
-		if st := w.eng.addr(idx); st != nil && w.snap.cgn.pairs(a, st) && st.acquire(addrInPool, 1) {
+		// Without deterministic mode every address pairs (cgnSnap.pairs,
+		// whose test is written out here: the call cost about 10
+		// instructions a new mapping, bench-instr).
+		if st := w.eng.addr(idx); st != nil && (w.snap.cgn.det == nil || w.snap.cgn.pairs(a, st)) && st.acquire(addrInPool, 1) {
 			if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
 				c.addr = st
 				c.sub.User[0] = uint64(idx)
@@ -253,24 +256,40 @@ func (w *Worker) pickAddress(a [4]byte, proto Proto, n uint64) (*addrState, bool
 // c.addr's reference: from here a claimed port keeps the address in use.
 func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (st *addrState, port uint16, ok bool) {
 	st, c.addr = c.addr, nil
+	// The new-session pipeline's plan (newsession.go), claimed here
+	// rather than in claimPort (a call less, about 20 instructions a new
+	// mapping, bench-instr): the preserved port, found free a moment ago,
+	// or the random candidate it drew once that was taken, from the same
+	// share and random stream claimRandom draws from. The claim skips the
+	// look before the lock (claimFreshFree): the port is most likely
+	// free. One that was taken meanwhile is not tried again. Plans are
+	// made in dynamic mode only (newSessions' pass 2), in this poll's
+	// snapshot.
+	pl := w.hint.port(st)
+	if pl != nil && pl.has&planNone == 0 && st.ports[proto].claimFreshFree(pl.port, &pl.pp) {
+		port, ok = pl.port, true
+	} else {
+		port, ok = w.claimPort(c, st, proto, sport, overlap, pl != nil)
+	}
 	// Released by hand rather than deferred (about twenty instructions
 	// a new mapping, bench-instr): claimPort cannot panic but on a
 	// broken invariant, which ends the process anyway.
-	port, ok = w.claimPort(c, st, proto, sport, overlap)
 	st.release(1)
 	return st, port, ok
 }
 
 // claimPort is allocPort's claim of a port on st, under the caller's
-// reference on st.
-func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, overlap bool) (uint16, bool) {
+// reference on st, when no plan's port was claimed; planned says that a
+// plan was tried (or had no port), so that port preservation, which the
+// plan covered, is not tried again.
+func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, overlap, planned bool) (uint16, bool) {
 	if w.snap.cgn.mode != AllocDynamic {
 		return w.cgnPort(c, st, proto, overlap)
 	}
 	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
-	if p, ok := w.claimPlanned(ps, st, lo, hi, sport); ok {
-		return p, true
+	if !planned && sport >= lo && sport <= hi && ps.claimFree(sport) {
+		return sport, true // port preservation
 	}
 	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
 		return p, true
@@ -313,10 +332,12 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 // eimMapping finds or creates the endpoint-independent mapping of the
 // packet's inside endpoint (RFC 4787 REQ-1, RFC 5382 REQ-1) and takes a
 // reference on it and on its subscriber.
-func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
-	bk, _ := bindingKeys(p.Proto, p.Src, k.SrcPort, [4]byte{}, 0)
+//
+// sport is the inside port of the packet's session key (for an ICMP query,
+// its identifier).
+func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *claim, ext *[4]byte, extPort *uint16) drop.Reason {
 	for try := 0; try < 64; try++ {
-		if !w.hint.noMapping() && w.hint.mapping(w.eng.bindings, &bk, &c.binding) {
+		if !w.hint.noMapping() && w.lookupMapping(p, sport, c) {
 			ok, dying := acquireRef(w.eng.bindings, &c.binding, 1, nil)
 			if dying {
 				continue
@@ -338,13 +359,13 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(c, proto, k.SrcPort, false)
+		st, port, ok := w.allocPort(c, proto, sport, false)
 		if !ok {
-			return w.portsExhausted(c, proto, p.Src, k.SrcPort, st)
+			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
 		a := st.addr
 		var b0, b1 bindProbe // bindingKeys, prepared
-		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, k.SrcPort, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
+		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, sport, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).
@@ -366,6 +387,15 @@ func (w *Worker) eimMapping(p *header.Parsed, k *flowtable.Key, proto Proto, c *
 		*c = claim{}
 	}
 	return drop.Contention
+}
+
+// lookupMapping looks up the mapping of the packet's inside endpoint
+// (bindingKeys) into c.binding, or takes the plan's answer (newHint). Out
+// of eimMapping's loop: a new session's plan knows the mapping missing, and
+// the key is then not built at all.
+func (w *Worker) lookupMapping(p *header.Parsed, sport uint16, c *claim) bool {
+	bk, _ := bindingKeys(p.Proto, p.Src, sport, [4]byte{}, 0)
+	return w.hint.mapping(w.eng.bindings, &bk, &c.binding)
 }
 
 // acquirePerm takes a reference, in the claim's permission slot, on the

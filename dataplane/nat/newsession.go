@@ -88,12 +88,15 @@ type newPlan struct {
 	subAt [4]byte
 	bind  flowtable.Entry // the mapping, when has&planBind
 	st    *addrState      // the subscriber's paired address, for planPort
-	// pp is the port table's probe (portSet.probe) of the port to claim
-	// on st, when has&planPort: the preserved port, or cand once that
-	// is taken.
+	// port is the port to claim on st, when has&planPort and not
+	// has&planNone: the preserved port, or the random candidate once
+	// that is taken; pp is its probe in the port table (portSet.probe).
 	pp   portProbe
-	cand uint16 // the random candidate port, when has&planCand
-	has  uint8
+	port uint16
+	// lo and hi are the range of the packet's port (Snapshot.portRange),
+	// when has&planPort: pass 2 finds it, pass 3 draws from it.
+	lo, hi uint16
+	has    uint8
 }
 
 // newPlan.has bits.
@@ -101,9 +104,9 @@ const (
 	planSub    = 1 << iota // sub holds the subscriber
 	planBind               // bind holds the mapping
 	planNoBind             // the mapping was looked for and is missing
-	planPort               // a port on st was planned (the bits below)
+	planPort               // a port on st was planned (port, or planNone)
 	planTaken              // the preserved port is taken or out of range
-	planCand               // cand is the random port to try next
+	planNone               // the preserved port is taken and no candidate was drawn
 	planOut                // op holds the session's outside key, prepared
 )
 
@@ -138,7 +141,7 @@ func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bo
 }
 
 // outside returns the prepared outside key of the session, if the plan
-// has one: a hint for flowtable.Table.Prepared.
+// has one: a hint for flowtable.Table.PreparedTuple.
 func (h *newHint) outside() *flowtable.Probe {
 	if h.left&planOut == 0 {
 		return nil
@@ -203,61 +206,47 @@ func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*b
 	return p0, p1
 }
 
-// claimPlanned claims the first free of the ports planned for a new
-// mapping on port set ps of address st, for inside port sport with
-// dynamic range [lo, hi]: port preservation's sport, unless the plan found
-// it taken, then the plan's random candidate. Without a plan it tries
-// sport alone.
-func (w *Worker) claimPlanned(ps *portSet, st *addrState, lo, hi, sport uint16) (uint16, bool) {
-	keep := sport >= lo && sport <= hi
-	pl := w.hint.port(st)
-	switch {
-	case pl == nil:
-		return sport, keep && ps.claimFree(sport)
-	case keep && pl.has&planTaken == 0:
-		// The preserved port, found free. The plan drew no candidate
-		// (planCand comes with planTaken), so a failed claim ends it.
-	case pl.has&planCand != 0:
-		sport = pl.cand
-	default:
-		return 0, false
-	}
-	return sport, ps.claimFreshFree(sport, &pl.pp)
-}
-
 // deferNew leaves packet i, from the inside and without a session, to
-// newSessions. It notes whether an earlier packet of the list has the same
-// session key (that one creates the session, and this one must look it up
-// again; the others need not) or the same inside endpoint (whose mapping
-// that one may create).
+// newSessions. It only lists it: which packets of the list share a key
+// with an earlier one is found there (markShared), in a loop of its own
+// (here, a call for each new flow from the fast path's loop cost about 15
+// instructions a new session more, bench-instr).
 func (w *Worker) deferNew(i int) {
 	nb := &w.nb
-	if nb.n == 0 {
-		nb.seen = [128]uint8{}
-	}
-	p := &w.pk[i]
-	j := nb.n
-	nb.idx[j], nb.dup[j], nb.epDup[j] = uint8(i), false, false
-	for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
-		o := nb.seen[h]
-		if o == 0 {
-			nb.seen[h] = uint8(j + 1)
-			break
-		}
-		q := &w.pk[nb.idx[o-1]]
-		if q.Src == p.Src && q.SrcPort == p.SrcPort && q.Proto == p.Proto {
-			nb.epDup[j] = true
-			if sameSession(Inside, p, q) {
-				nb.dup[j] = true
-				break
-			}
-		}
-	}
+	nb.idx[nb.n] = uint8(i)
 	nb.n++
 }
 
+// markShared notes, for each of the n packets deferNew listed, whether an
+// earlier packet of the list has the same session key (that one creates
+// the session, and this one must look it up again; the others need not)
+// or the same inside endpoint (whose mapping that one may create).
+func (w *Worker) markShared(n int) {
+	nb := &w.nb
+	nb.seen = [128]uint8{}
+	for j := 0; j < n; j++ {
+		p := &w.pk[nb.idx[j]]
+		nb.dup[j], nb.epDup[j] = false, false
+		for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
+			o := nb.seen[h]
+			if o == 0 {
+				nb.seen[h] = uint8(j + 1)
+				break
+			}
+			q := &w.pk[nb.idx[o-1]]
+			if q.Src == p.Src && q.SrcPort == p.SrcPort && q.Proto == p.Proto {
+				nb.epDup[j] = true
+				if sameSession(Inside, p, q) {
+					nb.dup[j] = true
+					break
+				}
+			}
+		}
+	}
+}
+
 // endpointMix spreads a packet's inside endpoint over newBurst.seen; any
-// mixing will do, since deferNew compares.
+// mixing will do, since markShared compares.
 func endpointMix(p *header.Parsed) uint32 {
 	x := be32(p.Src)*0x9E3779B1 ^ (uint32(p.SrcPort)<<8|uint32(p.Proto))*0xC2B2AE3D
 	return x >> 25
@@ -280,6 +269,7 @@ func (w *Worker) newSessions() {
 		return
 	}
 	nb.n = 0
+	w.markShared(n)
 	e := w.eng
 	s := w.snap
 	eim := s.Config.Mapping == EndpointIndependent
@@ -331,11 +321,14 @@ func (w *Worker) newSessions() {
 		}
 		pl.has |= planPort
 		proto, _ := ProtoOfNumber(p.Proto)
-		if lo, hi := s.portRange(proto, p.SrcPort); p.SrcPort < lo || p.SrcPort > hi {
+		lo, hi := s.portRange(proto, p.SrcPort)
+		pl.lo, pl.hi = lo, hi
+		if p.SrcPort < lo || p.SrcPort > hi {
 			pl.has |= planTaken
 			continue
 		}
 		ps := &pl.st.ports[proto]
+		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
 		sink += ps.prefetch(&pl.pp)
 	}
@@ -355,23 +348,29 @@ func (w *Worker) newSessions() {
 		port := p.SrcPort
 		if pl.has&planTaken != 0 || ps.takenAt(&pl.pp) {
 			pl.has |= planTaken
-			if lo, hi := s.portRange(proto, p.SrcPort); lo != shLo || hi != shHi {
+			if lo, hi := pl.lo, pl.hi; lo != shLo || hi != shHi {
 				sh, shLo, shHi = shareOf(lo, hi, int(w.id), e.nworkers), lo, hi
 			}
 			c, ok := sh.random(w.rand())
 			if !ok {
+				pl.has |= planNone
 				continue
 			}
 			ps.probe(c, &pl.pp)
 			sink += ps.prefetch(&pl.pp)
-			pl.has |= planCand
-			pl.cand, port = c, c
+			pl.port, port = c, c
 		}
 		if eim {
-			// The mapping's external key (bindingKeys).
-			sink += e.bindings.PrefetchExternal(pl.st.addr, port, p.Proto, &pl.xp)
+			// The mapping's external key (bindingKeys), as
+			// PrefetchExternal prepares and touches it.
+			e.bindings.prepareWord(bindWord(pl.st.addr, port, p.Proto, 1), &pl.xp)
+			sink += e.bindings.touch(&pl.xp)
 		}
-		sink += w.prefetchOutside(p, pl, pl.st.addr, port)
+		// The session's outside key (prefetchOutside's, written out: a
+		// call here cost about 20 instructions, bench-instr).
+		_, dst, _, dport := sessionTuple(Inside, p)
+		pl.has |= planOut
+		sink += e.sessions.PrefetchTupleProbe(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
 	}
 	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
@@ -392,8 +391,10 @@ func (w *Worker) newSessions() {
 }
 
 // prefetchOutside prefetches the bucket of the outside key of the session
-// of outbound packet p on external endpoint ext:extPort (outsideKey), and
-// keeps the key, hashed, in plan pl for the session's insert.
+// of outbound packet p on external endpoint ext:extPort (newOutbound says
+// what it is), and keeps the key, hashed, in plan pl for the session's
+// insert. Pass 3 writes it out (newSessions); pass 2, for a session on an
+// existing mapping, calls it.
 func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) uint64 {
 	_, dst, _, dport := sessionTuple(Inside, p)
 	pl.has |= planOut
@@ -404,11 +405,12 @@ func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, ext
 // newInbound), filling e. It returns drop.None or the reason the packet
 // must be refused.
 func (w *Worker) newSession(side Side, p *header.Parsed, e *flowtable.Entry) drop.Reason {
+	if side == Inside {
+		_, _, sport, dport := sessionTuple(Inside, p)
+		return w.newOutbound(p, sport, dport, e)
+	}
 	var k flowtable.Key
 	packetKey(side, p, &k)
-	if side == Inside {
-		return w.newOutbound(p, &k, e)
-	}
 	return w.newInbound(p, &k, e)
 }
 
@@ -438,9 +440,10 @@ func (w *Worker) takePermission(ipProto uint8, remote, ext [4]byte, extPort uint
 	return drop.None
 }
 
-// newOutbound creates the session for an outbound packet whose key 0 is k,
-// filling e. It returns drop.None or the reason the packet must be dropped.
-func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Entry) drop.Reason {
+// newOutbound creates the session for an outbound packet whose key 0 has
+// ports sport and dport (sessionTuple), filling e. It returns drop.None or
+// the reason the packet must be dropped.
+func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable.Entry) drop.Reason {
 	s := w.snap
 	proto, _ := ProtoOfNumber(p.Proto)
 	var ext [4]byte
@@ -450,9 +453,9 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 
 	// A port-forwarded server opening a flow (symmetric static NAPT), or
 	// a static mapping's host (decide.go).
-	if state, ext, extPort = s.outboundRule(p.Src, k.SrcPort, proto); state != 0 {
+	if state, ext, extPort = s.outboundRule(p.Src, sport, proto); state != 0 {
 	} else if s.Config.Mapping == EndpointIndependent {
-		if r := w.eimMapping(p, k, proto, &c, &ext, &extPort); r != drop.None {
+		if r := w.eimMapping(p, sport, proto, &c, &ext, &extPort); r != drop.None {
 			return r
 		}
 	} else {
@@ -461,9 +464,9 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(&c, proto, k.SrcPort, true)
+		st, port, ok := w.allocPort(&c, proto, sport, true)
 		if !ok {
-			return w.portsExhausted(&c, proto, p.Src, k.SrcPort, st)
+			return w.portsExhausted(&c, proto, p.Src, sport, st)
 		}
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
 		ext, extPort = st.addr, port
@@ -477,10 +480,24 @@ func (w *Worker) newOutbound(p *header.Parsed, k *flowtable.Key, e *flowtable.En
 			return r
 		}
 	}
-	k1 := outsideKey(k, ext, extPort)
+	// The keys go in prepared: the inside key as receive hashed it, once,
+	// for the fast path's lookup (newSessions' hint), the outside key
+	// as the pipeline's prefetch hashed it, if it is the same key. Key 1
+	// is key 0 translated to the external endpoint: the reply as it
+	// arrives from the remote (for an ICMP query key 0's remote "port" is
+	// zero, and so is key 1's).
+	t := w.eng.sessions
+	var pk [2]flowtable.Probe
+	p0 := w.hint.probe
+	w.hint.probe = nil
+	if p0 == nil {
+		p0 = &pk[0]
+		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
+	}
+	p1 := t.PreparedTuple(p.Dst, ext, dport, extPort, p.Proto, w.hint.outside(), &pk[1])
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
-	r, _ = w.insertSession(k, &k1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, k.SrcPort)
+	r, _ = w.insertSession(p0, p1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, sport)
 	return r
 }
 
@@ -515,37 +532,24 @@ func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16
 	return drop.PortExhausted
 }
 
-// insertSession inserts the session with keys k0 (inside) and k1 (outside),
-// created by a packet of side dir (0: inside, its key k0; 1: outside, k1),
-// holding the claims in c, and settles the outcome: counted and announced
-// when inserted; c given back otherwise. Exists is a success when another
-// worker created this very session a moment ago, and taken otherwise; a
-// full table is announced with the inside endpoint (zero when the creator
-// does not know it).
-func (w *Worker) insertSession(k0, k1 *flowtable.Key, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
+// insertSession inserts the session with keys p0 (inside) and p1
+// (outside), prepared, created by a packet of side dir (0: inside, its key
+// p0; 1: outside, p1), holding the claims in c, and settles the outcome:
+// counted and announced when inserted; c given back otherwise. Exists is a
+// success when another worker created this very session a moment ago, and
+// taken otherwise; a full table is announced with the inside endpoint
+// (zero when the creator does not know it).
+func (w *Worker) insertSession(p0, p1 *flowtable.Probe, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
 	user := sessionWords(c, w.id)
-	// The keys go in prepared: the inside key of an outbound packet from
-	// newSessions as receive hashed it, once, for the fast path's lookup.
-	t := w.eng.sessions
-	var p [2]flowtable.Probe
-	p0 := w.hint.probe
-	w.hint.probe = nil
-	if p0 == nil || dir != 0 {
-		p0 = &p[0]
-		t.Prepare(k0, p0)
-	}
-	// The outside key as the pipeline's prefetch hashed it, if it is
-	// the same key.
-	t.Prepared(k1, w.hint.outside(), &p[1])
-	switch t.InsertProbe(p0, &p[1], state, user, w.now, e) {
+	switch w.eng.sessions.InsertProbe(p0, p1, state, user, w.now, e) {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
 		return drop.None, true
 	case flowtable.Exists:
 		w.undo(c)
-		if own := [2]*flowtable.Key{k0, k1}[dir]; e.Dir == dir && e.Keys[dir] == *own {
+		if own := [2]*flowtable.Probe{p0, p1}[dir]; e.Dir == dir && own.Is(&e.Keys[dir]) {
 			return drop.None, false
 		}
 		return taken, false
@@ -628,7 +632,10 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 		return r
 	}
 	k0 := insideKey(k, a.in, a.inPort)
-	r, inserted := w.insertSession(&k0, k, 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
+	var pk [2]flowtable.Probe
+	w.eng.sessions.Prepare(&k0, &pk[0])
+	w.eng.sessions.Prepare(k, &pk[1])
+	r, inserted := w.insertSession(&pk[0], &pk[1], 1, state, proto, &c, e, drop.NoSession, [4]byte{}, 0)
 	if !inserted {
 		w.eng.inbound.Add(-1)
 	}

@@ -64,11 +64,13 @@ func portKey(idx uint32, proto Proto, p uint16) uint64 {
 // newPortTable sizes the port table from the limits. Each port in use has
 // an owner: an endpoint-independent binding, or with address-and-port-
 // dependent mapping at least one session; both are bounded by
-// MaxSessions. Ports in hold-down come on top: a port is held for the
-// hold-down time after a mapping that lived at least the transitory
-// timeout, so they stay below about half of the ports in use; the table
-// takes that half again (portsPerSessionSlot), and a port forward's claim
-// or two. At 12.8 bytes a port that is 19.2 bytes per session slot.
+// MaxSessions. Ports in hold-down come on top: steady churn holds about
+// the hold-down time over a mapping's life of the ports in use, under half
+// with the default timeouts; the table takes that half again
+// (portsPerSessionSlot), and portsForRules for the port forwards' claims.
+// Anything that holds more (a flush of a full table, short-lived ICMP
+// identifiers) ends the oldest holds early rather than fill the table
+// (holddown.go). At 12.8 bytes a port that is 19.2 bytes per session slot.
 func newPortTable(l Limits) (*portTable, error) {
 	return makePortTable(int64(float64(l.MaxSessions)*portsPerSessionSlot) + portsForRules), nil
 }

@@ -66,13 +66,6 @@ func packetKey(side Side, p *header.Parsed, k *flowtable.Key) {
 	*k = flowtable.Key{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: p.Proto}
 }
 
-// outsideKey returns key 1 of the session whose key 0 is k0, translated to
-// the external endpoint ext:extPort: the reply as it arrives from the
-// remote. For an ICMP query k0's remote "port" is zero, and so is key 1's.
-func outsideKey(k0 *flowtable.Key, ext [4]byte, extPort uint16) flowtable.Key {
-	return flowtable.Key{Src: k0.Dst, Dst: ext, SrcPort: k0.DstPort, DstPort: extPort, Proto: k0.Proto}
-}
-
 // insideKey returns key 0 of the session whose key 1 is k1, translated to
 // the inside endpoint in:inPort.
 func insideKey(k1 *flowtable.Key, in [4]byte, inPort uint16) flowtable.Key {

@@ -195,12 +195,10 @@ func TestUndoKeepsTheMappingsPort(t *testing.T) {
 	w0 := h.workers[0]
 	w0.snap = h.eng.snap.Load()
 	w0.readClock()
-	var k flowtable.Key
-	packetKey(Inside, &p, &k)
 	var c claim
 	var ext [4]byte
 	var extPort uint16
-	if r := w0.eimMapping(&p, &k, UDP, &c, &ext, &extPort); r != drop.None || !c.newPort {
+	if r := w0.eimMapping(&p, p.SrcPort, UDP, &c, &ext, &extPort); r != drop.None || !c.newPort {
 		t.Fatalf("worker 0 made no new mapping: %v", r)
 	}
 	h.wports[1][Inside].Inject(frame)
