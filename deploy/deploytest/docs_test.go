@@ -170,15 +170,28 @@ func TestOperationsCommands(t *testing.T) {
 			t.Errorf("%s: natctl has no command %q (in %q)", operationsDoc, cmd, "natctl"+m[1])
 			continue
 		}
+		// The flags are the subcommand's when the line names one
+		// ("natctl sessions flush --all"), else the command's.
+		path := []string{cmd}
+		subs := map[string]bool{}
+		for _, m := range cobraCmd.FindAllStringSubmatch(help(cmd), -1) {
+			subs[m[1]] = true
+		}
+		for _, w := range words {
+			if subs[w] && w != cmd {
+				path = append(path, w)
+				break
+			}
+		}
 		flags := map[string]bool{}
-		for _, f := range cobraFlag.FindAllStringSubmatch(help(cmd), -1) {
+		for _, f := range cobraFlag.FindAllStringSubmatch(help(path...), -1) {
 			flags[f[1]] = true
 		}
 		for _, w := range words {
 			if f, ok := strings.CutPrefix(w, "--"); ok {
 				f, _, _ = strings.Cut(f, "=")
 				if !flags[f] {
-					t.Errorf("%s: natctl %s has no flag --%s", operationsDoc, cmd, f)
+					t.Errorf("%s: natctl %s has no flag --%s", operationsDoc, strings.Join(path, " "), f)
 				}
 			}
 		}
