@@ -3,10 +3,13 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/xnat/xnat/dataplane/drop"
+	"github.com/xnat/xnat/internal/wait"
 )
 
 // holdRig is an engine of 2000 session slots on one pool address: its port
@@ -258,6 +261,72 @@ func TestHoldDownBlocksAfterFlushes(t *testing.T) {
 	h.housekeep()
 	if n := blocks.Len(); n != 0 {
 		t.Fatalf("%d block-table entries after every hold-down ended", n)
+	}
+	h.checkNoLeaks()
+}
+
+// Two workers open new flows on their own goroutines while the control
+// plane flushes the whole table again and again, with no time passing:
+// every flush holds all the ports it frees. The holds beyond the table's
+// room end early, so the port table never fills and no flow is refused a
+// port; at the end every hold ends on time and nothing is left.
+func TestHoldDownFlushesUnderTraffic(t *testing.T) {
+	// In block mode a flush holds each subscriber's block: the 504 blocks
+	// of the one pool address run out after a few flushes, which is the
+	// pool's exhaustion (ports in hold-down count as in use), not the
+	// table's. TestHoldDownBlocksAfterFlushes covers the block table.
+	onlyIn(t, "block mode's held blocks exhaust the one-address pool first", AllocDynamic)
+	c := testConfig()
+	c.Limits.MaxSessions = holdRigSessions
+	h := newHarnessN(t, c, 2)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var sent [2]atomic.Int64
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				// Worker w's own 100 hosts, a new source port each round
+				// of them: every packet a new flow and a new mapping.
+				src := fmt.Sprintf("10.%d.0.%d", 10+w, 1+i%100)
+				h.wports[w][Inside].Inject(udp(src, uint16(1024+i/100), "198.18.0.2", 53))
+				h.workers[w].Poll()
+				for _, f := range h.wports[w][Outside].Drain() {
+					verifyFrame(t, f)
+				}
+				sent[w].Add(1)
+			}
+		}()
+	}
+	// A flush whenever the table holds 1000 sessions or more: from the
+	// second on, the ports held exceed the table's room for them
+	// (holdRoom, 1000).
+	const flushes = 20
+	for f := 1; f <= flushes; f++ {
+		if !wait.For(30*time.Second, func() bool { return h.eng.sessions.Len() >= holdRigSessions/2 }) {
+			t.Fatalf("flush %d: %d sessions after 30 s, want %d (drops %v)", f, h.eng.sessions.Len(), holdRigSessions/2, h.drops())
+		}
+		h.eng.FlushSessions(SessionFilter{})
+		if n, c := h.eng.portTab.Len(), h.eng.portTab.Cap(); n > c {
+			t.Errorf("port table holds %d of %d", n, c)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	created := h.counters()[SessionsCreated+Counter(UDP)]
+	t.Logf("%d flows, %d sessions created, %d holds shortened, drops %v", sent[0].Load()+sent[1].Load(), created, h.eng.PortHoldsShortened(), h.drops())
+	if created < flushes*holdRigSessions/2 || h.eng.PortHoldsShortened() == 0 {
+		t.Fatalf("%d flushes of %d flows: %d sessions, %d holds shortened", flushes, sent[0].Load()+sent[1].Load(), created, h.eng.PortHoldsShortened())
+	}
+	if n := h.counters().Drops(drop.PortExhausted); n != 0 {
+		t.Fatalf("%d flows refused a port (drops %v)", n, h.drops())
+	}
+	h.eng.FlushSessions(SessionFilter{})
+	h.clock.Advance(3 * time.Minute)
+	h.housekeep()
+	if n, q := h.eng.portTab.Len(), h.eng.holds.queued; n != 0 || q != 0 {
+		t.Fatalf("after the hold-down: %d ports in the table, %d holds queued", n, q)
 	}
 	h.checkNoLeaks()
 }
