@@ -72,6 +72,20 @@ func (h *holdRig) held(proto Proto, ports map[uint16]bool) map[uint16]bool {
 	return out
 }
 
+// endHolds flushes every session and lets the hold-down pass: the holds
+// that were kept end on time, the port table and the hold account are
+// empty, and no frame leaked.
+func (h *harness) endHolds() {
+	h.t.Helper()
+	h.eng.FlushSessions(SessionFilter{})
+	h.clock.Advance(3 * time.Minute)
+	h.housekeep()
+	if n, q := h.eng.portTab.Len(), h.eng.holds.queued; n != 0 || q != 0 {
+		h.t.Fatalf("after the hold-down: %d ports in the table, %d holds queued", n, q)
+	}
+	h.checkNoLeaks()
+}
+
 // An operator flushes a full table, lets it refill and flushes it again,
 // all within the hold-down time: more ports are released than the port
 // table has room to hold beside a full table's. The oldest holds end
@@ -126,14 +140,7 @@ func TestHoldDownShortenedAfterFlushes(t *testing.T) {
 		t.Fatalf("%d flows refused (drops %v)", n, h.drops())
 	}
 
-	// The holds that were kept end on time, and the account is empty.
-	h.eng.FlushSessions(SessionFilter{})
-	h.clock.Advance(3 * time.Minute)
-	h.housekeep()
-	if n, q := h.eng.portTab.Len(), h.eng.holds.queued; n != 0 || q != 0 {
-		t.Fatalf("after the hold-down: %d ports in the table, %d holds queued", n, q)
-	}
-	h.checkNoLeaks()
+	h.endHolds()
 }
 
 // Hosts churning ICMP identifiers: each echo session lives its 60 s idle
@@ -322,11 +329,5 @@ func TestHoldDownFlushesUnderTraffic(t *testing.T) {
 	if n := h.counters().Drops(drop.PortExhausted); n != 0 {
 		t.Fatalf("%d flows refused a port (drops %v)", n, h.drops())
 	}
-	h.eng.FlushSessions(SessionFilter{})
-	h.clock.Advance(3 * time.Minute)
-	h.housekeep()
-	if n, q := h.eng.portTab.Len(), h.eng.holds.queued; n != 0 || q != 0 {
-		t.Fatalf("after the hold-down: %d ports in the table, %d holds queued", n, q)
-	}
-	h.checkNoLeaks()
+	h.endHolds()
 }
