@@ -11,39 +11,48 @@ import (
 	"github.com/xnat/xnat/flowtable"
 )
 
-// TestBindTableInsertClaimed: InsertProbe with extClaimed (the caller has
-// just claimed the external port by an insert) still refuses a second
-// binding of a live inside key, with the binding that holds it, and
-// inserts a binding that both keys then find.
-func TestBindTableInsertClaimed(t *testing.T) {
+// TestBindTableInsertProbe: InsertProbe refuses a second binding of a live
+// inside key, with the binding that holds it, and inserts a binding that
+// its inside key finds, and its external key only through External (the
+// port table's name for it): external keys are not in the index.
+func TestBindTableInsertProbe(t *testing.T) {
 	bt := newBindTable(8)
-	probes := func(i int) (p0, p1 bindProbe) {
+	probe := func(i int) (p0 bindProbe, w1 uint64) {
 		k0, k1 := testBinding(i)
 		bt.Prepare(&k0, &p0)
-		bt.Prepare(&k1, &p1)
-		return p0, p1
+		w1, _, _ = bindKeyWord(&k1)
+		return p0, w1
 	}
 	var x flowtable.Entry
-	p0, p1 := probes(1)
-	if r := bt.InsertProbe(&p0, &p1, bindingWords(1, 7), true, &x); r != flowtable.Inserted {
+	p0, w1 := probe(1)
+	if r := bt.InsertProbe(&p0, w1, bindingWords(1, 7), &x); r != flowtable.Inserted {
 		t.Fatalf("insert: %v", r)
 	}
+	id := x.ID
 	k0, k1 := testBinding(1)
-	for _, k := range []flowtable.Key{k0, k1} {
-		if !bt.Lookup(&k, &x) || x.Keys != [2]flowtable.Key{k0, k1} {
-			t.Fatalf("binding not found by %+v: %+v", k, x)
-		}
+	if !bt.Lookup(&k0, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} {
+		t.Fatalf("binding not found by its inside key: %+v", x)
 	}
-	_, o1 := probes(2)
-	if r := bt.InsertProbe(&p0, &o1, bindingWords(2, 7), true, &x); r != flowtable.Exists || x.Keys[0] != k0 {
+	if !bt.External(id, w1, &x) || x.Keys != [2]flowtable.Key{k0, k1} || x.Dir != 1 {
+		t.Fatalf("binding not confirmed by its external key: %+v", x)
+	}
+	if bt.Lookup(&k1, &x) {
+		t.Fatal("an external key found a binding in the inside index")
+	}
+	_, o1 := probe(2)
+	if bt.External(id, o1, &x) {
+		t.Fatal("External confirmed another external key")
+	}
+	if r := bt.InsertProbe(&p0, o1, bindingWords(2, 7), &x); r != flowtable.Exists || x.Keys[0] != k0 {
 		t.Fatalf("second binding of a live inside key: %v, %+v", r, x)
 	}
 }
 
-// TestBindingPortsClaimed holds the engine to what InsertProbe's
-// extClaimed relies on: every live binding's external port is owned in the
-// port table, through mappings created, ended (hold-down, then its end) and
-// created again on the same ports, so that a port claimed by an insert
+// TestBindingPortsClaimed holds the engine to what InsertProbe and
+// bindingAt rely on: every live binding's external port is owned in the
+// port table and names the binding, so that bindingAt finds it from
+// outside, through mappings created, ended (hold-down, then its end) and
+// created again on the same ports; a port claimed by an insert therefore
 // never belongs to a live binding.
 func TestBindingPortsClaimed(t *testing.T) {
 	cfg := benchConfig(1 << 12)
@@ -80,6 +89,13 @@ func TestBindingPortsClaimed(t *testing.T) {
 			if owners, _ := st.ports[proto].state(b.Keys[1].DstPort); owners < 1 {
 				t.Fatalf("round %d: live binding %+v: its port has %d owners", round, b.Keys, owners)
 			}
+			if id, ok := st.ports[proto].boundTo(b.Keys[1].DstPort); !ok || id != b.ID {
+				t.Fatalf("round %d: live binding %d %+v: its port names %d (%v)", round, b.ID, b.Keys, id, ok)
+			}
+			var f flowtable.Entry
+			if !e.bindingAt(e.snap.Load(), b.Keys[1].Dst, b.Keys[1].DstPort, proto, &f) || f.ID != b.ID || f.Keys != b.Keys {
+				t.Fatalf("round %d: live binding %d %+v not found from outside: %+v", round, b.ID, b.Keys, f)
+			}
 		}
 		if live != 2048 {
 			var c Counters
@@ -101,12 +117,13 @@ func TestBindingPortsClaimed(t *testing.T) {
 	}
 }
 
-// TestBindTableInsertClaimedConcurrent holds InsertProbe with extClaimed,
-// which locks only the inside key's home bucket, to the table's
+// TestBindTableInsertClaimedConcurrent holds InsertProbe, which locks only
+// the inside key's home bucket, to the table's
 // invariants under concurrent inserts and deletes in a small, crowded
 // index (buckets overflow into their neighbours): an inside endpoint that
 // several goroutines map at once gets one live binding at a time; a
-// binding inserted is found by both keys; and once every binding is
+// binding inserted is found by its inside key and confirmed by its
+// external one (External); and once every binding is
 // deleted the index is empty, slots and overflow counts alike. Each
 // goroutine's external ports are its own, as claimed ports are.
 func TestBindTableInsertClaimedConcurrent(t *testing.T) {
@@ -142,20 +159,19 @@ func TestBindTableInsertClaimedConcurrent(t *testing.T) {
 				k0, _ := testBinding(i)
 				// A port of this goroutine's own range: claimed.
 				port := uint16(1024 + g*rounds + n)
-				_, k1 := bindingKeys(ipProtoUDP, [4]byte{}, 0, [4]byte{198, 18, 0, 1}, port)
-				var p0, p1 bindProbe
+				w1 := bindWord([4]byte{198, 18, 0, 1}, port, ipProtoUDP, 1)
+				var p0 bindProbe
 				bt.Prepare(&k0, &p0)
-				bt.Prepare(&k1, &p1)
 				var x flowtable.Entry
-				switch bt.InsertProbe(&p0, &p1, bindingWords(uint32(g), 7), true, &x) {
+				switch bt.InsertProbe(&p0, w1, bindingWords(uint32(g), 7), &x) {
 				case flowtable.Inserted:
 					if v := live[i].Add(1); v != 1 {
 						errs <- "two live bindings of one inside endpoint"
 						return
 					}
 					var f flowtable.Entry
-					if !bt.Lookup(&k0, &f) || f.ID != x.ID || !bt.Lookup(&k1, &f) || f.ID != x.ID {
-						errs <- "a binding just inserted is not found by both keys"
+					if !bt.Lookup(&k0, &f) || f.ID != x.ID || !bt.External(x.ID, w1, &f) || f.ID != x.ID {
+						errs <- "a binding just inserted is not found by its inside key and confirmed by its external one"
 						return
 					}
 					held, heldIn = append(held, x), append(heldIn, i)

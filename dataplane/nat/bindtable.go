@@ -13,13 +13,18 @@ import (
 // (its second: Dst, DstPort, Proto). Each fits one word, so a binding's
 // record is four words, 32 bytes: the two keys, the first user word
 // (subscriber and address, bindingWords) and a count word (generation and
-// reference count, as in the count table, counttable.go). With two keys in
-// the index (lineindex.go) at 12.8 bytes each, a binding costs 57.6 bytes;
-// as a flowtable entry, whose record holds two full keys, a tick and a
-// state word, it cost 96.
+// reference count, as in the count table, counttable.go).
+//
+// Only the inside key is in the table's index (lineindex.go, 12.8 bytes a
+// binding): the external endpoint's index is the port table, whose word of
+// a binding's port names the binding (portSet.bind, Engine.bindingAt). A
+// binding therefore costs 44.8 bytes; with its external key in this index
+// too it cost 57.6, and as a flowtable entry 96. A binding's external
+// endpoint is unique because its port is: the port is claimed by an insert
+// before the binding is made and released only after it is deleted.
 //
 // It offers the flowtable.Table methods the engine calls on bindings, with
-// the same meaning: lookups by either key (Entry.Dir says which matched),
+// the same meaning, for the inside key: lookups (Entry.Dir is always 0),
 // the prepared, prefetched lookups of the new-session pipeline, and the
 // reference-count methods of refTable. An Entry read from it has both keys
 // and both user words, and zero for Seen and State, which bindings do not
@@ -27,8 +32,8 @@ import (
 //
 // Concurrency as in the count table: lock-free readers check the count
 // word's generation around their copy; a compare-and-swap of the count
-// names the generation; inserts serialise on both keys' home buckets.
-// Every goroutine may use a bindTable.
+// names the generation; inserts serialise on their inside key's home
+// bucket. Every goroutine may use a bindTable.
 type bindTable struct {
 	lineIndex
 	recs []bindRec
@@ -71,10 +76,12 @@ func bindKeyOf(w uint64) flowtable.Key {
 	return flowtable.Key{Dst: a, DstPort: uint16(w >> 32), Proto: uint8(w >> 48)}
 }
 
-// newBindTable returns a table of capacity bindings.
+// newBindTable returns a table of capacity bindings (at most maxBindings:
+// a port names its binding in 27 bits).
 func newBindTable(capacity int) *bindTable {
+	capacity = min(capacity, maxBindings)
 	t := &bindTable{}
-	t.lineIndex = makeLineIndex(t, 2*int64(capacity))
+	t.lineIndex = makeLineIndex(t, int64(capacity))
 	t.recs = flowtable.AllocArray[bindRec](t, capacity)
 	t.free.init(capacity, t.setNext) // faults the records in
 	return t
@@ -127,7 +134,8 @@ func (t *bindTable) read(id uint32, dir uint8, w uint64, match bool, e *flowtabl
 	return true
 }
 
-// Lookup finds the binding with inside or external key k.
+// Lookup finds the binding with inside key k. External keys are not in
+// this index (Engine.bindingAt finds those).
 func (t *bindTable) Lookup(k *flowtable.Key, e *flowtable.Entry) bool {
 	var p bindProbe
 	t.Prepare(k, &p)
@@ -139,7 +147,7 @@ func (t *bindTable) Lookup(k *flowtable.Key, e *flowtable.Entry) bool {
 type bindProbe struct {
 	w, h uint64
 	fp   uint32
-	ok   bool   // the key is a binding key
+	ok   bool   // the key is a binding's inside key
 	ref  uint32 // slot reference found by Prefetch, 0 if none
 	// absent is set by Prefetch when the key's home bucket had no slot
 	// of its fingerprint and nothing stored beyond it: the key was in no
@@ -149,7 +157,9 @@ type bindProbe struct {
 
 // Prepare packs and hashes k.
 func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
-	p.w, _, p.ok = bindKeyWord(k)
+	var dir uint8
+	p.w, dir, p.ok = bindKeyWord(k)
+	p.ok = p.ok && dir == 0
 	p.h, p.fp = t.keyHash(p.w)
 	p.ref, p.absent = 0, false
 }
@@ -193,21 +203,6 @@ func (t *bindTable) prepareWord(w uint64, p *bindProbe) {
 	p.ref, p.absent = 0, false
 }
 
-// PrefetchExternal prepares in p the external key of endpoint ext:port of
-// protocol proto, and touches its home bucket (see
-// flowtable.Table.PrefetchTuple): for a key about to be inserted, whose
-// lookup is not wanted. The value returned means nothing.
-func (t *bindTable) PrefetchExternal(ext [4]byte, port uint16, proto uint8, p *bindProbe) uint64 {
-	t.prepareWord(bindWord(ext, port, proto, 1), p)
-	return t.touch(p)
-}
-
-// touch reads p's home bucket's meta word, to bring the line in; the
-// value means nothing. With prepareWord it is PrefetchExternal in two
-// calls that inline: the new-session pipeline writes them out, which
-// spares it a call a new mapping (about 15 instructions, bench-instr).
-func (t *bindTable) touch(p *bindProbe) uint64 { return t.buckets[t.home(p.h)].Meta.Load() }
-
 // LookupProbe is Lookup for a prepared key: first the record a prefetch
 // found, then the walk.
 func (t *bindTable) LookupProbe(p *bindProbe, e *flowtable.Entry) bool {
@@ -229,99 +224,75 @@ func (t *bindTable) lookupHashed(w, h uint64, fp uint32, e *flowtable.Entry) boo
 // If either key belongs to a live binding it returns Exists and that
 // binding in e; if the table is full, Full.
 func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, now uint32, e *flowtable.Entry) flowtable.InsertResult {
-	var p0, p1 bindProbe
+	var p0 bindProbe
 	t.Prepare(k0, &p0)
-	t.Prepare(k1, &p1)
-	if !p0.ok || !p1.ok || p0.w>>56 != 0 || p1.w>>56 != 1 || state != 0 {
+	w1, dir, ok := bindKeyWord(k1)
+	if !p0.ok || !ok || dir != 1 || state != 0 {
 		panic("nat: a binding has an inside and an external endpoint key")
 	}
-	res := t.InsertProbe(&p0, &p1, user, false, e)
+	res := t.InsertProbe(&p0, w1, user, e)
 	if res == flowtable.Inserted {
 		e.Keys[0], e.Keys[1] = *k0, *k1
 	}
 	return res
 }
 
-// InsertProbe is Insert for keys already prepared: p0 an inside key, p1 an
-// external key (Prepare, prepareWord, PrefetchExternal). The new-session
-// pipeline hashed both before, to prefetch their buckets. The probes are
-// only read. On Inserted, e holds the new binding's number, generation
-// and user words, not its keys: the caller has them (Insert fills them
-// in), and the new-session path, which made them, never reads them back
-// (unpacking both cost about 35 instructions a new mapping,
-// bench-instr).
+// InsertProbe is Insert for an inside key already prepared (p0: Prepare,
+// prepareWord) and the word of the external key (bindWord, dir 1). The
+// new-session pipeline hashed the inside key before, to prefetch its
+// bucket. The probe is only read. On Inserted, e holds the new binding's
+// number, generation and user words, not its keys: the caller has them
+// (Insert fills them in), and the new-session path, which made them,
+// never reads them back (unpacking both cost about 35 instructions a new
+// mapping, bench-instr).
 //
-// extClaimed says that the caller has just claimed p1's external endpoint
-// in the port table by an insert (portSet.claimFree and the claims built
-// on it; not a share): then no live binding has that key, and the check
-// for one under the lock is skipped (a walk of its bucket, about 115
-// instructions, bench-instr). Every binding's port is claimed that way
-// before its insert and released only after its delete (undo, cleanup),
-// and an address keeps one registry slot while any of its ports is in use
-// (registry.go), so a port that was free had no binding. The inside key is
+// The external key is not checked: it is unique because its port is. The
+// caller has just claimed that port in the port table by an insert
+// (portSet.claimFree and the claims built on it; not a share), every
+// binding's port is claimed that way before its insert and released only
+// after its delete (undo, cleanup), and an address keeps one registry
+// slot while any of its ports is in use (registry.go). The inside key is
 // checked as always: another worker may map the same endpoint.
-func (t *bindTable) InsertProbe(p0, p1 *bindProbe, user [2]uint64, extClaimed bool, e *flowtable.Entry) flowtable.InsertResult {
-	// Lock both home buckets, in ascending order against deadlock
-	// (LockPair). The locks are released by hand on every path, as the
-	// flowtable's insert does: the two deferred unlocks cost about sixty
-	// instructions (callgrind); by hand, with this and the port table's
-	// insert, bench-instr's new-session count fell by about thirty. One
-	// function, each key's home bucket computed once: the work under the
-	// locks as a second call, which computed them again, cost about 30
-	// instructions a new mapping (bench-instr).
-	//
-	// With extClaimed only the inside key's home is locked. A bucket's
-	// lock makes the check of a key under it exact against inserts of
-	// that same key, and no insert but ours can have the external key:
-	// its port is ours. Placing a slot and removing one are lock-free
-	// against each other (a compare-and-swap of the slot, atomic
-	// overflow counts), and our slot in a bucket that another insert
-	// holds locked can only make that insert's one-line answer
-	// (noFingerprint, for a key of the same fingerprint) defer to the
-	// walk, which compares whole keys: never a wrong answer about its
-	// own key. The second lock cost about 15 instructions a new mapping
-	// (bench-instr) and an atomic read-modify-write each way.
-	h0, h1 := t.home(p0.h), t.home(p1.h)
-	lo, hi := h0, h0
-	if extClaimed {
-		t.lock(h0)
-	} else {
-		lo, hi = t.LockPair(h0, h1)
-	}
+func (t *bindTable) InsertProbe(p0 *bindProbe, ext uint64, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
+	// The inside key's home bucket is locked, and released by hand on
+	// every path, as the flowtable's insert does: a deferred unlock cost
+	// about thirty instructions (callgrind).
+	h0 := t.home(p0.h)
+	t.lock(h0)
 	res := flowtable.Inserted
-	// The inside key's home bucket is locked: its one line answers for
-	// a key that is not there, the common case (noFingerprint).
-	switch {
-	case !t.noFingerprint(h0, p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e),
-		!extClaimed && t.lookupHashed(p1.w, p1.h, p1.fp, e):
+	// Its one line answers for a key that is not there, the common case
+	// (noFingerprint); exact under the lock.
+	if !t.noFingerprint(h0, p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
 		res = flowtable.Exists
-	default:
-		id, gen, c, ok := popEntry(&t.free, t.recs, user[1])
-		if !ok {
-			res = flowtable.Full
-			break
-		}
+	} else if id, gen, c, ok := popEntry(&t.free, t.recs, user[1]); !ok {
+		res = flowtable.Full
+	} else {
 		r := &t.recs[id]
 		r.k[0].Store(p0.w)
-		r.k[1].Store(p1.w)
+		r.k[1].Store(ext)
 		r.u0.Store(user[0])
-		// Index first, publish after: a reader that finds a slot early
-		// sees a free record and skips it.
+		// Index first, publish after: a reader that finds the slot
+		// early sees a free record and skips it.
 		t.place(h0, bindSlot(p0.fp, id, 0))
-		t.place(h1, bindSlot(p1.fp, id, 1))
 		r.cw.Store(c)
 		t.live.Add(1)
 		// Field by field: a composite literal clears the whole Entry
 		// first. The keys are the caller's (InsertProbe).
 		e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
 	}
-	t.UnlockPair(lo, hi)
+	t.unlock(h0)
 	return res
 }
 
 // Get copies live binding id into e.
 func (t *bindTable) Get(id uint32, e *flowtable.Entry) bool {
 	return int(id) < len(t.recs) && t.read(id, 0, 0, false, e)
+}
+
+// External returns in e binding id if it is live and its external key is
+// ext (a bindWord of dir 1): the check of a port's hint (portSet.boundTo).
+func (t *bindTable) External(id uint32, ext uint64, e *flowtable.Entry) bool {
+	return int(id) < len(t.recs) && t.read(id, 1, ext, true, e)
 }
 
 // Alive reports whether binding id is still live at generation gen.
@@ -352,11 +323,8 @@ func (t *bindTable) Delete(id uint32, gen uint64) bool {
 	if int(id) >= len(t.recs) || !freeCount(&t.recs[id].cw, gen) {
 		return false
 	}
-	r := &t.recs[id]
-	for dir := uint8(0); dir < 2; dir++ {
-		h, fp := t.keyHash(r.k[dir].Load())
-		t.remove(t.home(h), bindSlot(fp, id, dir))
-	}
+	h, fp := t.keyHash(t.recs[id].k[0].Load())
+	t.remove(t.home(h), bindSlot(fp, id, 0))
 	t.free.push(id, t.setNext)
 	t.live.Add(-1)
 	return true

@@ -13,11 +13,13 @@ func testBinding(i int) (flowtable.Key, flowtable.Key) {
 	return bindingKeys(ipProtoUDP, [4]byte{10, 0, byte(i >> 8), byte(i)}, uint16(i), [4]byte{198, 18, 0, 1}, uint16(20000+i))
 }
 
-// TestBindTableLifecycle: a binding is found by either key, with Dir
-// saying which, both keys and both user words, also through a prefetched
-// probe; either key of a live binding refuses a new one; a full table
-// refuses (nothing is evicted); a key no binding can have is never found;
-// and the last release deletes the binding and leaves the index empty.
+// TestBindTableLifecycle: a binding is found by its inside key, with both
+// keys and both user words, also through a prefetched probe, and confirmed
+// by its external key (External); its inside key refuses a new binding
+// while it lives; a full table refuses (nothing is evicted); a key no
+// binding can have, or an external key, is never found by a lookup (the
+// external endpoints' index is the port table: bindingAt); and the last
+// release deletes the binding and leaves the index empty.
 func TestBindTableLifecycle(t *testing.T) {
 	if s := unsafe.Sizeof(bindRec{}); s != 32 {
 		t.Fatalf("bindRec is %d bytes, want 32", s)
@@ -36,34 +38,29 @@ func TestBindTableLifecycle(t *testing.T) {
 	}
 	for i := 0; i < 50; i++ {
 		k0, k1 := testBinding(i)
-		for dir, k := range []flowtable.Key{k0, k1} {
-			var p bindProbe
-			bt.Prepare(&k, &p)
-			bt.Prefetch(&p)
-			if dir == 1 {
-				// The pipeline's external probe is Prepare's.
-				var q bindProbe
-				if v := bt.PrefetchExternal(k.Dst, k.DstPort, k.Proto, &q); v != bt.buckets[bt.home(p.h)].Meta.Load() ||
-					q.w != p.w || q.h != p.h || q.fp != p.fp || !q.ok {
-					t.Fatalf("PrefetchExternal of binding %d: probe %+v, Prepare's %+v", i, q, p)
-				}
-			} else if w := bindWord(k.Src, k.SrcPort, k.Proto, 0); w != p.w {
-				t.Fatalf("bindWord of inside key of binding %d: %#x, Prepare's %#x", i, w, p.w)
-			}
-			for _, found := range []bool{bt.Lookup(&k, &x), bt.LookupProbe(&p, &x)} {
-				if !found || int(x.Dir) != dir || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(uint32(i), 7) {
-					t.Fatalf("binding %d by key %d: found %v, %+v", i, dir, found, x)
-				}
+		var p bindProbe
+		bt.Prepare(&k0, &p)
+		bt.Prefetch(&p)
+		if w := bindWord(k0.Src, k0.SrcPort, k0.Proto, 0); w != p.w {
+			t.Fatalf("bindWord of inside key of binding %d: %#x, Prepare's %#x", i, w, p.w)
+		}
+		for _, found := range []bool{bt.Lookup(&k0, &x), bt.LookupProbe(&p, &x)} {
+			if !found || x.Dir != 0 || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(uint32(i), 7) {
+				t.Fatalf("binding %d by its inside key: found %v, %+v", i, found, x)
 			}
 		}
-		// Another binding of the same inside endpoint, or on the same
-		// external endpoint, is refused with the one that holds it.
-		o0, o1 := testBinding(i + 100)
+		id := x.ID
+		if bt.Lookup(&k1, &x) {
+			t.Fatalf("binding %d found by its external key in the inside index", i)
+		}
+		if w1 := bindWord(k1.Dst, k1.DstPort, k1.Proto, 1); !bt.External(id, w1, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} {
+			t.Fatalf("binding %d not confirmed by its external key: %+v", i, x)
+		}
+		// Another binding of the same inside endpoint is refused with
+		// the one that holds it.
+		_, o1 := testBinding(i + 100)
 		if r := bt.Insert(&k0, &o1, 0, bindingWords(1, 7), 0, &x); r != flowtable.Exists || x.Keys[0] != k0 {
 			t.Fatalf("second binding of inside key %d: %v", i, r)
-		}
-		if r := bt.Insert(&o0, &k1, 0, bindingWords(1, 7), 0, &x); r != flowtable.Exists || x.Keys[1] != k1 {
-			t.Fatalf("second binding of external key %d: %v", i, r)
 		}
 	}
 	both := flowtable.Key{Src: [4]byte{10, 0, 0, 1}, Dst: [4]byte{198, 18, 0, 1}, DstPort: 20001, Proto: ipProtoUDP}

@@ -83,9 +83,8 @@ func (e *Engine) LookupOutside(ext netip.Addr, port uint16, proto *Proto) []Hold
 		if proto != nil && *proto != p {
 			continue
 		}
-		k := flowtable.Key{Dst: a, DstPort: port, Proto: p.Number()}
 		var x flowtable.Entry
-		if e.bindings.Lookup(&k, &x) && x.Dir == 1 {
+		if e.bindingAt(s, a, port, p, &x) {
 			in := x.Keys[0]
 			out = append(out, Holder{Subscriber: netip.AddrFrom4(in.Src), Inside: netip.AddrPortFrom(netip.AddrFrom4(in.Src), in.SrcPort),
 				Outside: ext, Ports: PortRange{port, port}, Proto: p, HasProto: true, Source: "mapping"})

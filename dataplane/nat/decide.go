@@ -78,8 +78,7 @@ func (e *Engine) admitInbound(s *Snapshot, p *header.Parsed, k *flowtable.Key, a
 	if s.Config.Mapping != EndpointIndependent {
 		return drop.NoSession
 	}
-	_, bk := bindingKeys(p.Proto, [4]byte{}, 0, p.Dst, k.DstPort)
-	if !e.bindings.Lookup(&bk, &a.binding) {
+	if !e.bindingAt(s, p.Dst, k.DstPort, proto, &a.binding) {
 		return drop.NoSession
 	}
 	a.in, a.inPort = a.binding.Keys[0].Src, a.binding.Keys[0].SrcPort

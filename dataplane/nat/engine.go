@@ -214,7 +214,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		staticOut: map[[4]byte][4]byte{},
 		fwdIn:     map[fwdKey]fwdRule{},
 		fwdOut:    map[fwdKey]fwdRule{},
-		public:    map[[4]byte]struct{}{},
+		public:    map[[4]byte]*addrState{},
 		ruleAddr:  map[[4]byte]*addrState{},
 		ports:     cfg.Ports,
 	}
@@ -261,7 +261,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 				st := e.register(b)
 				s.pool = append(s.pool, st)
 				s.poolIndex[b] = st.idx
-				s.public[b] = struct{}{}
+				s.public[b] = st
 			}
 		}
 	}
@@ -269,8 +269,8 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		in, out := m.Inside.As4(), m.Outside.As4()
 		s.staticIn[in] = out
 		s.staticOut[out] = in
-		s.public[out] = struct{}{}
 		s.ruleAddr[out] = e.register(out)
+		s.public[out] = s.ruleAddr[out]
 	}
 	for _, f := range cfg.PortForwards {
 		r := fwdRule{
@@ -279,8 +279,8 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		}
 		s.fwdIn[fwdKey{addr: r.inAddr, port: r.inPort, proto: uint8(r.proto)}] = r
 		s.fwdOut[fwdKey{addr: r.outAddr, port: r.outPort, proto: uint8(r.proto)}] = r
-		s.public[r.outAddr] = struct{}{}
 		s.ruleAddr[r.outAddr] = e.register(r.outAddr)
+		s.public[r.outAddr] = s.ruleAddr[r.outAddr]
 	}
 	for p := range s.lowPorts {
 		s.lowPorts[p] = cfg.Ports[p].Min < 1024
@@ -318,7 +318,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 			continue
 		}
 		s.draining = append(s.draining, st)
-		s.public[a] = struct{}{}
+		s.public[a] = st
 	}
 	slices.SortFunc(s.draining, func(x, y *addrState) int { return int(x.idx) - int(y.idx) })
 	e.snap.Store(s)

@@ -364,13 +364,16 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
 		a := st.addr
-		var b0, b1 bindProbe // bindingKeys, prepared
-		p0, p1 := w.hint.bindProbes(w.eng.bindings, bindWord(p.Src, sport, p.Proto, 0), bindWord(a, port, p.Proto, 1), &b0, &b1)
+		var b0 bindProbe // the inside key (bindingKeys), prepared
+		p0 := w.hint.bindProbe(w.eng.bindings, bindWord(p.Src, sport, p.Proto, 0), &b0)
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).
-		res := w.eng.bindings.InsertProbe(p0, p1, user, true, &c.binding)
+		res := w.eng.bindings.InsertProbe(p0, bindWord(a, port, p.Proto, 1), user, &c.binding)
 		if res == flowtable.Inserted {
+			// The port names its binding: the bindings' index from
+			// outside (bindingAt).
+			st.ports[proto].bind(port, c.binding.ID)
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port
 			return drop.None
@@ -396,6 +399,21 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 func (w *Worker) lookupMapping(p *header.Parsed, sport uint16, c *claim) bool {
 	bk, _ := bindingKeys(p.Proto, p.Src, sport, [4]byte{}, 0)
 	return w.hint.mapping(w.eng.bindings, &bk, &c.binding)
+}
+
+// bindingAt finds the endpoint-independent mapping whose external endpoint
+// is ext:port of protocol proto. The bindings' index holds their inside
+// keys only (bindtable.go): the port table is their index by external
+// endpoint, the port's word naming its binding (portSet.bind), and the
+// binding's record confirms the name. s is the caller's snapshot, whose
+// public addresses are every registered one. Any goroutine may call it.
+func (e *Engine) bindingAt(s *Snapshot, ext [4]byte, port uint16, proto Proto, b *flowtable.Entry) bool {
+	st := s.public[ext]
+	if st == nil {
+		return false
+	}
+	id, ok := st.ports[proto].boundTo(port)
+	return ok && e.bindings.External(id, bindWord(ext, port, proto.Number(), 1), b)
 }
 
 // acquirePerm takes a reference, in the claim's permission slot, on the

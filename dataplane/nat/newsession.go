@@ -80,7 +80,6 @@ func (nb *newBurst) public(s *Snapshot, a [4]byte) bool {
 type newPlan struct {
 	sp flowtable.Probe // the subscriber's key
 	bp bindProbe       // the mapping's inside key
-	xp bindProbe       // the external key of a new mapping on the planned port
 	op flowtable.Probe // the session's outside key, when has&planOut
 	// sub is the subscriber of address subAt, when has&planSub: its
 	// number, generation and user words only (flowtable.LookupUser).
@@ -185,25 +184,17 @@ func (h *newHint) port(st *addrState) *newPlan {
 	return h.plan
 }
 
-// bindProbes returns the prepared probes of the inside key word w0 and the
-// external key word w1 of a new mapping: the plan's probes of the same
-// words, which the first passes hashed to prefetch their buckets, or else
-// p0 and p1, prepared here. A probe is reused only for its own word, so a
-// stale plan costs a hash, never a wrong one. The plan's probes are only
-// read (bindTable.InsertProbe).
-func (h *newHint) bindProbes(t *bindTable, w0, w1 uint64, p0, p1 *bindProbe) (*bindProbe, *bindProbe) {
-	pl := h.plan
-	if pl != nil && pl.bp.ok && pl.bp.w == w0 {
-		p0 = &pl.bp
-	} else {
-		t.prepareWord(w0, p0)
+// bindProbe returns the prepared probe of the inside key word w0 of a new
+// mapping: the plan's probe of the same word, which the first pass hashed
+// to prefetch its bucket, or else p0, prepared here. A probe is reused
+// only for its own word, so a stale plan costs a hash, never a wrong one.
+// The plan's probe is only read (bindTable.InsertProbe).
+func (h *newHint) bindProbe(t *bindTable, w0 uint64, p0 *bindProbe) *bindProbe {
+	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
+		return &pl.bp
 	}
-	if pl != nil && pl.xp.ok && pl.xp.w == w1 {
-		p1 = &pl.xp
-	} else {
-		t.prepareWord(w1, p1)
-	}
-	return p0, p1
+	t.prepareWord(w0, p0)
+	return p0
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
@@ -359,12 +350,6 @@ func (w *Worker) newSessions() {
 			ps.probe(c, &pl.pp)
 			sink += ps.prefetch(&pl.pp)
 			pl.port, port = c, c
-		}
-		if eim {
-			// The mapping's external key (bindingKeys), as
-			// PrefetchExternal prepares and touches it.
-			e.bindings.prepareWord(bindWord(pl.st.addr, port, p.Proto, 1), &pl.xp)
-			sink += e.bindings.touch(&pl.xp)
 		}
 		// The session's outside key (prefetchOutside's, written out: a
 		// call here cost about 20 instructions, bench-instr).

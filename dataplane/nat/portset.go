@@ -13,14 +13,17 @@ import "sync/atomic"
 // per address, 24 GiB for a /16). The port table is preallocated from the
 // limits, so claiming a port allocates nothing.
 //
-// A port's state is 16 bits: bits 0..14 count the owners (an endpoint-
-// independent binding is one owner; with address-and-port-dependent
-// mapping every session is an owner), and bit 15 marks a port in hold-down
-// (RFC 6888 REQ-8) after its last owner left. Every transition is one
-// compare-and-swap of the port's word, so workers claim and release ports
-// without a lock, and a released port cannot be claimed between losing its
-// last owner and entering hold-down. The transition that makes the state
-// zero frees the word in the same step.
+// A port's state is the low 29 bits of its word (porttable.go): the owner
+// count (an endpoint-independent binding is one owner; with address-and-
+// port-dependent mapping every session is an owner, and so is every
+// session of a port forward, besides the rule), a flag for a port in
+// hold-down (RFC 6888 REQ-8) after its last owner left, and a flag for a
+// port whose one owner is a binding, whose record number then stands in
+// place of the count (bind, boundTo). Every transition is one compare-and-
+// swap of the port's word, so workers claim and release ports without a
+// lock, and a released port cannot be claimed between losing its last
+// owner and entering hold-down. The transition that makes the state zero
+// frees the word in the same step.
 //
 // Claims for random ports search only the calling worker's share of the
 // range (64-port chunks dealt round-robin to workers), so workers rarely
@@ -48,11 +51,23 @@ func (s *portSet) init(pt *portTable, a [4]byte, idx uint32, proto Proto) {
 }
 
 const (
-	portHeld     = 1 << 15
-	portMaxOwner = portHeld - 1
-	portState    = 0xffff
+	portMaxOwner = 1<<27 - 1
+	portBound    = 1 << 27
+	portHeld     = 1 << 28
+	portState    = 1<<29 - 1
 	chunkPorts   = 64
+	// maxBindings bounds the binding table: a bound port names binding
+	// id+1 in 27 bits. The table holds min(max_sessions, maxBindings).
+	maxBindings = portMaxOwner - 1
 )
+
+// portOwners is the number of owners of a port in state st.
+func portOwners(st uint64) uint64 {
+	if st&portBound != 0 {
+		return 1
+	}
+	return st & portMaxOwner
+}
 
 // key is port p's key in the port table.
 func (s *portSet) key(p uint16) uint64 { return s.base | uint64(p)<<portKeyShift }
@@ -129,18 +144,48 @@ func (s *portSet) claimFreshFree(p uint16, pr *portProbe) bool {
 
 // share adds an owner to port p if it already has one and is not held:
 // port overlap under address-and-port-dependent mapping.
+//
+// A port that a binding owns is shared too (a port forward added on it,
+// or a session of address-and-port-dependent mapping after the mapping
+// behaviour changed): it then counts two owners and names no binding any
+// more, so that the binding is no longer found from outside (boundTo).
+// Both sharers take that port's inbound packets first (a forward's rule
+// is looked up before any binding; without endpoint-independent mapping
+// no binding is looked up), so the binding loses nothing it used.
 func (s *portSet) share(p uint16) bool {
 	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
-		return st + 1, st != 0 && st&portHeld == 0 && st != portMaxOwner
+		n := portOwners(st)
+		return n + 1, n != 0 && st&portHeld == 0 && n != portMaxOwner
 	})
 	return ok
+}
+
+// bind names binding id in port p, which the caller has just claimed for
+// it (claimFree, claimFreshFree: one owner): the port table is then the
+// binding's index by external endpoint (boundTo). If the port was shared
+// meanwhile (share), it stays unnamed.
+func (s *portSet) bind(p uint16, id uint32) {
+	s.updatePort(p, func(st uint64) (uint64, bool) {
+		return portBound | uint64(id+1), st == 1
+	})
+}
+
+// boundTo returns the binding that port p names (bind): a hint, valid only
+// if that binding's external endpoint is p's (bindingAt checks).
+func (s *portSet) boundTo(p uint16) (id uint32, ok bool) {
+	var r portRef
+	v, found := s.pt.find(s.key(p), &r)
+	if !found || v&portBound == 0 {
+		return 0, false
+	}
+	return uint32(v&portMaxOwner) - 1, true
 }
 
 // forceOwner adds an owner to port p if it is in hold-down (the hold-down
 // FIFO's unhold then finds it owned and skips it). Control plane only.
 func (s *portSet) forceOwner(p uint16) bool {
 	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
-		return st&portMaxOwner + 1, st&portHeld != 0
+		return portOwners(st) + 1, st&portHeld != 0
 	})
 	return ok
 }
@@ -152,16 +197,17 @@ func (s *portSet) forceOwner(p uint16) bool {
 func (s *portSet) release(p uint16, hold bool) (last bool) {
 	// The caller owns the port, so its word cannot be freed under it.
 	st, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
-		nst := st - 1
+		n := portOwners(st)
+		nst := n - 1
 		if nst == 0 && hold {
 			nst = portHeld
 		}
-		return nst, st&portMaxOwner != 0
+		return nst, n != 0
 	})
 	if !ok {
 		panic("nat: release of a port with no owner")
 	}
-	return st == 1
+	return portOwners(st) == 1
 }
 
 // unhold ends the hold-down of port p.
@@ -180,7 +226,7 @@ func (s *portSet) state(p uint16) (owners int, held bool) {
 		return 0, false
 	}
 	st := v & portState
-	return int(st & portMaxOwner), st&portHeld != 0
+	return int(portOwners(st)), st&portHeld != 0
 }
 
 // claimRandom claims a free port in [lo, hi] from the worker's share,

@@ -103,6 +103,72 @@ func TestPortStateTransitions(t *testing.T) {
 	}
 }
 
+// TestPortBinding: a port claimed for a binding names it (bind, boundTo)
+// and counts one owner; a bind on a port that is not one owner's changes
+// nothing; a share (a forward's, or address-and-port-dependent mapping's)
+// counts two owners and drops the name; the last release holds the port
+// without a name, and a port claimed again names nothing until bound.
+// Binding numbers up to maxBindings fit, whatever the port's key.
+func TestPortBinding(t *testing.T) {
+	s := testPortSet(t, 1024)
+	for _, id := range []uint32{0, 1, 12345, maxBindings - 1} {
+		for _, p := range []uint16{0, 100, 65535} {
+			if !s.claimFree(p) {
+				t.Fatalf("claim of port %d", p)
+			}
+			if _, ok := s.boundTo(p); ok {
+				t.Fatalf("port %d names a binding before bind", p)
+			}
+			s.bind(p, id)
+			if got, ok := s.boundTo(p); !ok || got != id {
+				t.Fatalf("port %d bound to %d names %d (%v)", p, id, got, ok)
+			}
+			if o, held := s.state(p); o != 1 || held || !s.taken(p) {
+				t.Fatalf("bound port %d: owners %d held %v", p, o, held)
+			}
+			if !s.release(p, true) {
+				t.Fatalf("release of bound port %d not last", p)
+			}
+			if _, ok := s.boundTo(p); ok {
+				t.Fatalf("port %d names a binding in hold-down", p)
+			}
+			if o, held := s.state(p); o != 0 || !held {
+				t.Fatalf("bound port %d after release: owners %d held %v", p, o, held)
+			}
+			s.unhold(p)
+		}
+	}
+	if !s.claimFree(7) || !s.share(7) {
+		t.Fatal("claim and share of port 7")
+	}
+	s.bind(7, 5) // two owners: not a binding's port
+	if _, ok := s.boundTo(7); ok {
+		t.Fatal("a shared port was bound")
+	}
+	s.release(7, false)
+	s.release(7, false)
+	if !s.claimFree(8) {
+		t.Fatal("claim of port 8")
+	}
+	s.bind(8, 9)
+	if !s.share(8) {
+		t.Fatal("share of a bound port")
+	}
+	if _, ok := s.boundTo(8); ok {
+		t.Fatal("a bound port still names its binding when shared")
+	}
+	if o, _ := s.state(8); o != 2 {
+		t.Fatalf("bound port shared: %d owners, want 2", o)
+	}
+	if s.release(8, true) || !s.release(8, true) {
+		t.Fatal("releases of a shared bound port")
+	}
+	s.unhold(8)
+	if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
+		t.Fatalf("%d ports in use, %d words left", n, s.pt.Len())
+	}
+}
+
 // testPortSet returns the UDP port set of 198.18.0.100 over a port table
 // sized for n sessions.
 func testPortSet(t testing.TB, n int) *portSet {

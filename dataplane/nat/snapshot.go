@@ -50,8 +50,9 @@ type Snapshot struct {
 	// port forwards, by inside and by outside endpoint.
 	fwdIn, fwdOut map[fwdKey]fwdRule
 	// public is every address answered for on the outside: pool, static
-	// and forward addresses, and removed ones still draining.
-	public map[[4]byte]struct{}
+	// and forward addresses, and removed ones still draining, with its
+	// registry state (every one of them is registered).
+	public map[[4]byte]*addrState
 	// ruleAddr maps the outside address of every static mapping and port
 	// forward to its registry state.
 	ruleAddr map[[4]byte]*addrState
