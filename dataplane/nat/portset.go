@@ -165,9 +165,8 @@ func (s *portSet) share(p uint16) bool {
 // binding's index by external endpoint (boundTo). If the port was shared
 // meanwhile (share), it stays unnamed.
 func (s *portSet) bind(p uint16, id uint32) {
-	s.updatePort(p, func(st uint64) (uint64, bool) {
-		return portBound | uint64(id+1), st == 1
-	})
+	k := s.key(p)
+	s.pt.swap(k|1, k|portBound|uint64(id+1))
 }
 
 // boundTo returns the binding that port p names (bind): a hint, valid only

@@ -239,6 +239,29 @@ func (t *portTable) update(key uint64, r *portRef, f func(st uint64) (nst uint64
 	}
 }
 
+// swap replaces the word old of a port with new (the same key, another
+// state that frees nothing), if the port's word is still old: one compare-
+// and-swap of its slot, found by the word itself, which no other slot can
+// hold (a key is in the table once). It is update for a transition from
+// one known state, without the function and the loop (portSet.bind: about
+// 95 instructions fewer a new mapping than update, bench-instr).
+func (t *portTable) swap(old, new uint64) bool {
+	b := t.home(t.hash(old &^ portState))
+	for n := uint64(0); n < t.nb; n++ {
+		bk := &t.buckets[b]
+		for s := range bk.Slots {
+			if bk.Slots[s].Load() == old {
+				return bk.Slots[s].CompareAndSwap(old, new)
+			}
+		}
+		if t.ended(b) {
+			return false
+		}
+		b = t.step(b)
+	}
+	return false
+}
+
 // portProbe is a port key prepared for lookup: hashed once, so that a
 // burst's lookups can be split into a prefetch pass and a lookup pass, as
 // with flowtable.Probe.
