@@ -16,34 +16,39 @@ import (
 // its inside key finds, and its external key only through External (the
 // port table's name for it): external keys are not in the index.
 func TestBindTableInsertProbe(t *testing.T) {
-	bt := newBindTable(8)
-	probe := func(i int) (p0 bindProbe, w1 uint64) {
+	bt := testBindTable(8)
+	probe := func(i int) (p0 bindProbe, port uint16) {
 		k0, k1 := testBinding(i)
 		bt.Prepare(&k0, &p0)
-		w1, _, _ = bindKeyWord(&k1)
-		return p0, w1
+		return p0, k1.DstPort
 	}
 	var x flowtable.Entry
-	p0, w1 := probe(1)
-	if r := bt.InsertProbe(&p0, w1, bindingWords(1, 7), &x); r != flowtable.Inserted {
+	p0, port := probe(1)
+	if r := bt.InsertProbe(&p0, port, bindingWords(1, 7), &x); r != flowtable.Inserted {
 		t.Fatalf("insert: %v", r)
 	}
 	id := x.ID
 	k0, k1 := testBinding(1)
-	if !bt.Lookup(&k0, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} {
+	if !bt.Lookup(&k0, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} || x.User != bindingWords(1, 7) {
 		t.Fatalf("binding not found by its inside key: %+v", x)
 	}
-	if !bt.External(id, w1, &x) || x.Keys != [2]flowtable.Key{k0, k1} || x.Dir != 1 {
+	if !bt.External(id, 7, port, k1.Proto, &x) || x.Keys != [2]flowtable.Key{k0, k1} || x.Dir != 1 {
 		t.Fatalf("binding not confirmed by its external key: %+v", x)
 	}
 	if bt.Lookup(&k1, &x) {
 		t.Fatal("an external key found a binding in the inside index")
 	}
-	_, o1 := probe(2)
-	if bt.External(id, o1, &x) {
-		t.Fatal("External confirmed another external key")
+	_, other := probe(2)
+	for _, c := range []struct {
+		idx   uint32
+		port  uint16
+		proto uint8
+	}{{7, other, k1.Proto}, {6, port, k1.Proto}, {7, port, ipProtoTCP}} {
+		if bt.External(id, c.idx, c.port, c.proto, &x) {
+			t.Fatalf("External confirmed another external key: %+v", c)
+		}
 	}
-	if r := bt.InsertProbe(&p0, o1, bindingWords(2, 7), &x); r != flowtable.Exists || x.Keys[0] != k0 {
+	if r := bt.InsertProbe(&p0, other, bindingWords(2, 7), &x); r != flowtable.Exists || x.Keys[0] != k0 {
 		t.Fatalf("second binding of a live inside key: %v, %+v", r, x)
 	}
 }
@@ -132,7 +137,7 @@ func TestBindTableInsertClaimedConcurrent(t *testing.T) {
 		inside     = 24 // inside endpoints, shared by all goroutines
 		rounds     = 3000
 	)
-	bt := newBindTable(goroutines * 8)
+	bt := testBindTable(goroutines * 8)
 	var live [inside]atomic.Int32
 	var wg sync.WaitGroup
 	errs := make(chan string, goroutines)
@@ -159,18 +164,17 @@ func TestBindTableInsertClaimedConcurrent(t *testing.T) {
 				k0, _ := testBinding(i)
 				// A port of this goroutine's own range: claimed.
 				port := uint16(1024 + g*rounds + n)
-				w1 := bindWord([4]byte{198, 18, 0, 1}, port, ipProtoUDP, 1)
 				var p0 bindProbe
 				bt.Prepare(&k0, &p0)
 				var x flowtable.Entry
-				switch bt.InsertProbe(&p0, w1, bindingWords(uint32(g), 7), &x) {
+				switch bt.InsertProbe(&p0, port, bindingWords(uint32(g), 7), &x) {
 				case flowtable.Inserted:
 					if v := live[i].Add(1); v != 1 {
 						errs <- "two live bindings of one inside endpoint"
 						return
 					}
 					var f flowtable.Entry
-					if !bt.Lookup(&k0, &f) || f.ID != x.ID || !bt.External(x.ID, w1, &f) || f.ID != x.ID {
+					if !bt.Lookup(&k0, &f) || f.ID != x.ID || !bt.External(x.ID, 7, port, ipProtoUDP, &f) || f.ID != x.ID {
 						errs <- "a binding just inserted is not found by its inside key and confirmed by its external one"
 						return
 					}

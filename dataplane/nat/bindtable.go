@@ -10,16 +10,19 @@ import (
 // bindTable holds the endpoint-independent mappings (bindings). A binding
 // has two keys, each an endpoint and a protocol: the inside endpoint
 // (bindingKeys' first key: Src, SrcPort, Proto) and the external endpoint
-// (its second: Dst, DstPort, Proto). Each fits one word, so a binding's
-// record is four words, 32 bytes: the two keys, the first user word
-// (subscriber and address, bindingWords) and a count word (generation and
-// reference count, as in the count table, counttable.go).
+// (its second: Dst, DstPort, Proto). A binding's record is three words,
+// 24 bytes (bindRec): the inside key; the subscriber, the external
+// address's registry index and the external port (bindRecUser), which
+// with the inside key's protocol and the registry's address are the
+// external key; and a count word (generation and reference count, as in
+// the count table, counttable.go).
 //
 // Only the inside key is in the table's index (lineindex.go, 12.8 bytes a
 // binding): the external endpoint's index is the port table, whose word of
 // a binding's port names the binding (portSet.bind, Engine.bindingAt). A
-// binding therefore costs 44.8 bytes; with its external key in this index
-// too it cost 57.6, and as a flowtable entry 96. A binding's external
+// binding therefore costs 36.8 bytes; with a record of both key words and
+// the user word (32 bytes), 44.8; with its external key in this index too,
+// 57.6; as a flowtable entry, 96. A binding's external
 // endpoint is unique because its port is: the port is claimed by an insert
 // before the binding is made and released only after it is deleted.
 //
@@ -37,19 +40,45 @@ import (
 type bindTable struct {
 	lineIndex
 	recs []bindRec
+	// reg is the engine's address registry (Engine.slots), which gives
+	// the external address of a binding's registry index: a binding's
+	// address keeps its slot while the binding lives (registry.go).
+	reg  []atomic.Pointer[addrState]
 	free freeList // free records link through u0
 	_    [56]byte
 	live atomic.Int64
 	_    [56]byte
 }
 
-// bindRec is one binding: k[0] the inside key, k[1] the external key
-// (bindKeyWord), u0 its User[0], cw its count word (countRec's layout).
-// Keys and u0 are written only while the record is free.
+// bindRec is one binding: k0 its inside key (bindKeyWord), u0 the rest of
+// its external key and its User[0] (bindRecUser), cw its count word
+// (countRec's layout). k0 and u0 are written only while the record is
+// free. 24 bytes: a record straddles two cache lines one time in four, as
+// the count table's do; the two halves' loads are independent, so their
+// misses overlap.
 type bindRec struct {
-	k  [2]atomic.Uint64
+	k0 atomic.Uint64
 	u0 atomic.Uint64
 	cw atomic.Uint64
+}
+
+// bindRecUser is a binding record's u0:
+//
+//	bits  0..25  subscriber record (below limits.max_subscribers <= 2^26)
+//	bits 26..42  registry index of the external address (below maxAddrSlots = 2^17)
+//	bits 43..58  external port
+//
+// The Entry's User[0] is bindingWords' form (subscriber, address index).
+func bindRecUser(user0 uint64, extPort uint16) uint64 {
+	b := bindingWord(user0)
+	return uint64(b.subscriber()) | uint64(b.addr())<<26 | uint64(extPort)<<43
+}
+
+// bindRecFields unpacks a record's u0: User[0], the address index and the
+// external port.
+func bindRecFields(u uint64) (user0 uint64, idx uint32, port uint16) {
+	idx = uint32(u>>26) & (1<<17 - 1)
+	return u&(1<<26-1) | uint64(idx)<<32, idx, uint16(u >> 43)
 }
 
 // bindKeyWord packs a binding key of direction dir: the endpoint's address
@@ -77,10 +106,10 @@ func bindKeyOf(w uint64) flowtable.Key {
 }
 
 // newBindTable returns a table of capacity bindings (at most maxBindings:
-// a port names its binding in 27 bits).
-func newBindTable(capacity int) *bindTable {
+// a port names its binding in 27 bits) on the address registry reg.
+func newBindTable(capacity int, reg []atomic.Pointer[addrState]) *bindTable {
 	capacity = min(capacity, maxBindings)
-	t := &bindTable{}
+	t := &bindTable{reg: reg}
 	t.lineIndex = makeLineIndex(t, int64(capacity))
 	t.recs = flowtable.AllocArray[bindRec](t, capacity)
 	t.free.init(capacity, t.setNext) // faults the records in
@@ -98,8 +127,11 @@ func (t *bindTable) Cap() int { return len(t.recs) }
 
 // BytesPerEntry is the table's memory per binding of capacity.
 func (t *bindTable) BytesPerEntry() float64 {
-	return float64(t.bytes()+int64(len(t.recs))*32) / float64(len(t.recs))
+	return float64(t.bytes()+int64(len(t.recs))*bindRecSize) / float64(len(t.recs))
 }
+
+// bindRecSize is a bindRec's size (asserted by a test).
+const bindRecSize = 24
 
 // keyHash hashes a key word; the high half is the slot fingerprint,
 // forced non-zero.
@@ -113,23 +145,31 @@ func bindSlot(fp uint32, id uint32, dir uint8) uint64 {
 	return uint64(fp)<<32 | uint64(id<<1|uint32(dir)+1)
 }
 
-// read copies live record id into e if its key dir is w (any key when
-// match is false).
-func (t *bindTable) read(id uint32, dir uint8, w uint64, match bool, e *flowtable.Entry) bool {
+// read copies live record id into e if its inside key is w (dir 0), or
+// its external key is the port port on the address of registry index idx
+// (dir 1), or anyhow when match is false. The external key's protocol is
+// the inside key's.
+func (t *bindTable) read(id uint32, dir uint8, w uint64, idx uint32, port uint16, match bool, e *flowtable.Entry) bool {
 	r := &t.recs[id]
 	c := r.cw.Load()
 	if uint32(c) == 0 {
 		return false
 	}
-	a0, a1, u0 := r.k[0].Load(), r.k[1].Load(), r.u0.Load()
+	a0, u := r.k0.Load(), r.u0.Load()
 	c2 := r.cw.Load()
 	if c2>>32 != c>>32 || uint32(c2) == 0 {
 		return false
 	}
-	if match && [2]uint64{a0, a1}[dir&1] != w {
+	u0, ridx, rport := bindRecFields(u)
+	if match && (dir == 0 && a0 != w || dir != 0 && (ridx != idx || rport != port || uint8(a0>>48) != uint8(w))) {
 		return false
 	}
-	*e = flowtable.Entry{ID: id, Dir: dir, Gen: c2 >> 32, Keys: [2]flowtable.Key{bindKeyOf(a0), bindKeyOf(a1)}}
+	st := t.reg[ridx].Load()
+	if st == nil {
+		return false // retired since: the binding has gone
+	}
+	k0 := bindKeyOf(a0)
+	*e = flowtable.Entry{ID: id, Dir: dir, Gen: c2 >> 32, Keys: [2]flowtable.Key{k0, {Dst: st.addr, DstPort: rport, Proto: k0.Proto}}}
 	e.User = [2]uint64{u0, countUser(c2)}
 	return true
 }
@@ -209,14 +249,14 @@ func (t *bindTable) LookupProbe(p *bindProbe, e *flowtable.Entry) bool {
 	if !p.ok {
 		return false
 	}
-	if p.ref != 0 && t.read((p.ref-1)>>1, uint8((p.ref-1)&1), p.w, true, e) {
+	if p.ref != 0 && t.read((p.ref-1)>>1, 0, p.w, 0, 0, true, e) {
 		return true
 	}
 	return t.lookupHashed(p.w, p.h, p.fp, e)
 }
 
 func (t *bindTable) lookupHashed(w, h uint64, fp uint32, e *flowtable.Entry) bool {
-	return t.lookup(h, fp, func(ref uint32) bool { return t.read(ref>>1, uint8(ref&1), w, true, e) })
+	return t.lookup(h, fp, func(ref uint32) bool { return t.read(ref>>1, 0, w, 0, 0, true, e) })
 }
 
 // Insert adds a binding of inside key k0 and external key k1, with user
@@ -230,7 +270,7 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 	if !p0.ok || !ok || dir != 1 || state != 0 {
 		panic("nat: a binding has an inside and an external endpoint key")
 	}
-	res := t.InsertProbe(&p0, w1, user, e)
+	res := t.InsertProbe(&p0, uint16(w1>>32), user, e)
 	if res == flowtable.Inserted {
 		e.Keys[0], e.Keys[1] = *k0, *k1
 	}
@@ -238,7 +278,9 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 }
 
 // InsertProbe is Insert for an inside key already prepared (p0: Prepare,
-// prepareWord) and the word of the external key (bindWord, dir 1). The
+// prepareWord) and the external port extPort on the address that user[0]
+// names (bindingWords: the external key, with the inside key's
+// protocol). The
 // new-session pipeline hashed the inside key before, to prefetch its
 // bucket. The probe is only read. On Inserted, e holds the new binding's
 // number, generation and user words, not its keys: the caller has them
@@ -253,7 +295,7 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 // after its delete (undo, cleanup), and an address keeps one registry
 // slot while any of its ports is in use (registry.go). The inside key is
 // checked as always: another worker may map the same endpoint.
-func (t *bindTable) InsertProbe(p0 *bindProbe, ext uint64, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
+func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
 	// The inside key's home bucket is locked, and released by hand on
 	// every path, as the flowtable's insert does: a deferred unlock cost
 	// about thirty instructions (callgrind).
@@ -268,9 +310,8 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, ext uint64, user [2]uint64, e *fl
 		res = flowtable.Full
 	} else {
 		r := &t.recs[id]
-		r.k[0].Store(p0.w)
-		r.k[1].Store(ext)
-		r.u0.Store(user[0])
+		r.k0.Store(p0.w)
+		r.u0.Store(bindRecUser(user[0], extPort))
 		// Index first, publish after: a reader that finds the slot
 		// early sees a free record and skips it.
 		t.place(h0, bindSlot(p0.fp, id, 0))
@@ -286,13 +327,14 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, ext uint64, user [2]uint64, e *fl
 
 // Get copies live binding id into e.
 func (t *bindTable) Get(id uint32, e *flowtable.Entry) bool {
-	return int(id) < len(t.recs) && t.read(id, 0, 0, false, e)
+	return int(id) < len(t.recs) && t.read(id, 0, 0, 0, 0, false, e)
 }
 
 // External returns in e binding id if it is live and its external key is
-// ext (a bindWord of dir 1): the check of a port's hint (portSet.boundTo).
-func (t *bindTable) External(id uint32, ext uint64, e *flowtable.Entry) bool {
-	return int(id) < len(t.recs) && t.read(id, 1, ext, true, e)
+// port port of protocol proto on the address of registry index idx: the
+// check of a port's hint (portSet.boundTo).
+func (t *bindTable) External(id, idx uint32, port uint16, proto uint8, e *flowtable.Entry) bool {
+	return int(id) < len(t.recs) && t.read(id, 1, uint64(proto), idx, port, true, e)
 }
 
 // Alive reports whether binding id is still live at generation gen.
@@ -304,7 +346,8 @@ func (t *bindTable) Alive(id uint32, gen uint64) bool {
 // (see flowtable.Table.LoadUser).
 func (t *bindTable) LoadUser(id uint32, i int) uint64 {
 	if i == 0 {
-		return t.recs[id].u0.Load()
+		u0, _, _ := bindRecFields(t.recs[id].u0.Load())
+		return u0
 	}
 	return countUser(t.recs[id].cw.Load())
 }
@@ -323,7 +366,7 @@ func (t *bindTable) Delete(id uint32, gen uint64) bool {
 	if int(id) >= len(t.recs) || !freeCount(&t.recs[id].cw, gen) {
 		return false
 	}
-	h, fp := t.keyHash(t.recs[id].k[0].Load())
+	h, fp := t.keyHash(t.recs[id].k0.Load())
 	t.remove(t.home(h), bindSlot(fp, id, 0))
 	t.free.push(id, t.setNext)
 	t.live.Add(-1)

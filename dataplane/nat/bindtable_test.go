@@ -1,11 +1,24 @@
 package nat
 
 import (
+	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 
 	"github.com/xnat/xnat/flowtable"
 )
+
+// testBindTable returns a bind table of n bindings over a registry whose
+// eight slots all hold 198.18.0.1, testBinding's external address (the
+// tests' bindingWords name slots 1 and 7).
+func testBindTable(n int) *bindTable {
+	reg := make([]atomic.Pointer[addrState], 8)
+	for i := range reg {
+		reg[i].Store(&addrState{addr: [4]byte{198, 18, 0, 1}, idx: uint32(i)})
+	}
+	return newBindTable(n, reg)
+}
 
 // testBinding returns the keys of binding i: inside 10.0.x.y:i, external
 // 198.18.0.1:(20000+i), UDP.
@@ -21,10 +34,10 @@ func testBinding(i int) (flowtable.Key, flowtable.Key) {
 // external endpoints' index is the port table: bindingAt); and the last
 // release deletes the binding and leaves the index empty.
 func TestBindTableLifecycle(t *testing.T) {
-	if s := unsafe.Sizeof(bindRec{}); s != 32 {
-		t.Fatalf("bindRec is %d bytes, want 32", s)
+	if s := unsafe.Sizeof(bindRec{}); s != bindRecSize {
+		t.Fatalf("bindRec is %d bytes, want %d", s, bindRecSize)
 	}
-	bt := newBindTable(50)
+	bt := testBindTable(50)
 	var x flowtable.Entry
 	for i := 0; i < 50; i++ {
 		k0, k1 := testBinding(i)
@@ -53,7 +66,7 @@ func TestBindTableLifecycle(t *testing.T) {
 		if bt.Lookup(&k1, &x) {
 			t.Fatalf("binding %d found by its external key in the inside index", i)
 		}
-		if w1 := bindWord(k1.Dst, k1.DstPort, k1.Proto, 1); !bt.External(id, w1, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} {
+		if !bt.External(id, 7, k1.DstPort, k1.Proto, &x) || x.ID != id || x.Keys != [2]flowtable.Key{k0, k1} {
 			t.Fatalf("binding %d not confirmed by its external key: %+v", i, x)
 		}
 		// Another binding of the same inside endpoint is refused with
@@ -92,7 +105,7 @@ func TestBindTableLifecycle(t *testing.T) {
 // (Get shows its keys), and everything returns to zero (releaseRef panics
 // on a count that underflows).
 func TestBindTableConcurrentRefs(t *testing.T) {
-	bt := newBindTable(12) // 6 buckets for 24 keys: probes pass full ones
+	bt := testBindTable(12) // 6 buckets for 24 keys: probes pass full ones
 	inside := func(ep int) flowtable.Key { k0, _ := testBinding(ep); return k0 }
 	hammerRefs(t, bt, 30, 3, 11, inside, func(ep int, x *flowtable.Entry) bool {
 		k0, k1 := testBinding(ep)
@@ -115,5 +128,23 @@ func TestBindTableConcurrentRefs(t *testing.T) {
 	})
 	if bt.Len() != 0 {
 		t.Fatalf("%d bindings left after every reference was dropped", bt.Len())
+	}
+}
+
+// TestBindRecUser: a binding record's u0 gives back User[0] (subscriber,
+// address index) and the external port for every value in range, the
+// largest ones included.
+func TestBindRecUser(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	check := func(sub, idx uint32, port uint16) {
+		u0, gotIdx, gotPort := bindRecFields(bindRecUser(bindingWords(sub, idx)[0], port))
+		if u0 != bindingWords(sub, idx)[0] || gotIdx != idx || gotPort != port {
+			t.Fatalf("sub %d idx %d port %d: got %#x, %d, %d", sub, idx, port, u0, gotIdx, gotPort)
+		}
+	}
+	check(1<<26-1, maxAddrSlots-1, 65535)
+	check(0, 0, 0)
+	for i := 0; i < 10000; i++ {
+		check(uint32(r.IntN(1<<26)), uint32(r.IntN(maxAddrSlots)), uint16(r.Uint32()))
 	}
 }

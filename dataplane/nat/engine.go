@@ -127,7 +127,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	// (bindtable.go). The filter permissions and rule counts come with
 	// the configuration that needs them (apply, counttables.go).
 	// Subscribers have one key: their table needs half the index.
-	e.bindings = newBindTable(l.MaxSessions)
+	e.bindings = newBindTable(l.MaxSessions, e.slots)
 	if e.subs, err = flowtable.NewSingleKey(l.MaxSubscribers); err != nil {
 		return nil, err
 	}

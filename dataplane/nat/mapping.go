@@ -369,7 +369,7 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).
-		res := w.eng.bindings.InsertProbe(p0, bindWord(a, port, p.Proto, 1), user, &c.binding)
+		res := w.eng.bindings.InsertProbe(p0, port, user, &c.binding)
 		if res == flowtable.Inserted {
 			// The port names its binding: the bindings' index from
 			// outside (bindingAt).
@@ -413,7 +413,7 @@ func (e *Engine) bindingAt(s *Snapshot, ext [4]byte, port uint16, proto Proto, b
 		return false
 	}
 	id, ok := st.ports[proto].boundTo(port)
-	return ok && e.bindings.External(id, bindWord(ext, port, proto.Number(), 1), b)
+	return ok && e.bindings.External(id, st.idx, port, proto.Number(), b)
 }
 
 // acquirePerm takes a reference, in the claim's permission slot, on the

@@ -7,7 +7,7 @@ package nat
 type TableMemory struct {
 	// Per slot of limits.max_sessions:
 	Sessions float64 // flowtable: 64-byte record, two keys in the index
-	Bindings float64 // bindTable: 32-byte record, two keys in the index
+	Bindings float64 // bindTable: 24-byte record, its inside key in the index
 	// Permissions is the permissions table (countTable: 24-byte record,
 	// one key in the index), 0 until some protocol's filtering is
 	// address-dependent (counttables.go).
