@@ -151,7 +151,11 @@ func (s *portSet) claimFreshFree(p uint16, pr *portProbe) bool {
 // more, so that the binding is no longer found from outside (boundTo).
 // Both sharers take that port's inbound packets first (a forward's rule
 // is looked up before any binding; without endpoint-independent mapping
-// no binding is looked up), so the binding loses nothing it used.
+// no binding is looked up), so the binding loses nothing while they
+// share. If the sharer leaves first, the binding is not named again:
+// until it ends, a host it has not yet talked to cannot reach it (its
+// sessions are unaffected). Naming it again would need the binding's
+// number beside the owner count, which the word has no room for.
 func (s *portSet) share(p uint16) bool {
 	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		n := portOwners(st)
