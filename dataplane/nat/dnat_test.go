@@ -205,3 +205,50 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("test config invalid: %v", err)
 	}
 }
+
+// TestForwardAddedOnBoundPort: a port forward added on the port of a live
+// endpoint-independent mapping shares the port, which then no longer names
+// the mapping (portSet.share): new remotes reach the forward's server, the
+// mapping's sessions and its port go on. Removing the rule leaves the
+// mapping its port, unnamed (docs/engineering.md, "The port table as the
+// bindings' external index"): a remote it has not talked to is refused
+// until it ends. When everything has ended, no session, mapping or port
+// is left.
+func TestForwardAddedOnBoundPort(t *testing.T) {
+	c := testConfig()
+	c.Filtering[UDP] = FilterEndpointIndependent
+	h := newHarness(t, c)
+	out := eps(h.one(Inside, udp("10.0.0.9", 5000, "198.18.0.3", 53), Outside))
+	// A new remote reaches the mapping (RFC 4787 REQ-8, endpoint-
+	// independent filtering): found from outside through its port.
+	if e := eps(h.one(Outside, udp("198.18.0.4", 1000, out.src, out.sport), Inside)); e.dst != "10.0.0.9" || e.dport != 5000 {
+		t.Fatalf("a new remote reached %v, want the mapping's 10.0.0.9:5000", e)
+	}
+	fc := c
+	fc.PortForwards = []PortForward{{Proto: UDP, Outside: netip.AddrPortFrom(netip.MustParseAddr(out.src), out.sport), Inside: netip.MustParseAddrPort("10.0.0.77:7000")}}
+	if err := h.eng.ApplyConfig(fc); err != nil {
+		t.Fatal(err)
+	}
+	if e := eps(h.one(Outside, udp("198.18.0.5", 1000, out.src, out.sport), Inside)); e.dst != "10.0.0.77" || e.dport != 7000 {
+		t.Fatalf("a new remote reached %v, want the forward's 10.0.0.77:7000", e)
+	}
+	if e := eps(h.one(Outside, udp("198.18.0.3", 53, out.src, out.sport), Inside)); e.dst != "10.0.0.9" || e.dport != 5000 {
+		t.Fatalf("the mapping's session went to %v", e)
+	}
+	if e := eps(h.one(Inside, udp("10.0.0.9", 5000, "198.18.0.6", 53), Outside)); e.src != out.src || e.sport != out.sport {
+		t.Fatalf("the mapping's new session left as %v, want %s:%d", e, out.src, out.sport)
+	}
+	if err := h.eng.ApplyConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	if e := eps(h.one(Inside, udp("10.0.0.9", 5000, "198.18.0.3", 53), Outside)); e.src != out.src || e.sport != out.sport {
+		t.Fatalf("after the rule's removal the mapping left as %v", e)
+	}
+	h.none(Outside, udp("198.18.0.7", 1000, out.src, out.sport), drop.NoSession)
+	h.eng.FlushSessions(SessionFilter{})
+	h.clock.Advance(5 * time.Minute) // past the hold-down
+	h.housekeep()
+	if n, m, p := h.eng.sessions.Len(), h.eng.bindings.Len(), h.eng.portTab.Len(); n+m+p != 0 {
+		t.Fatalf("left: %d sessions, %d mappings, %d ports", n, m, p)
+	}
+}
