@@ -31,7 +31,7 @@ import (
 // binding's record (bindingAt): it is set after the binding is published
 // and cleared when the port is released.
 //
-// A slot holding 0 is empty. The key (bits 16..63) sits in the same word
+// A slot holding 0 is empty. The key (bits 29..63) sits in the same word
 // as the state, so every transition is one compare-and-swap of the word,
 // and a compare-and-swap from a copy read before the slot was freed and
 // taken by another port cannot succeed: the key differs. If the same port
