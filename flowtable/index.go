@@ -165,15 +165,18 @@ func (x *Index) Unlock(b uint64) {
 
 // Place stores slot word w (never 0) in the first empty slot on the probe
 // path from bucket b, raising the overflow count of every full bucket it
-// passes first. The caller holds the lock of its key's home bucket and
-// has made sure the index has room (a table never holds more keys than
-// its index has slots), so Place always finds one.
-func (x *Index) Place(b, w uint64) {
+// passes first, and returns that slot. The caller holds the lock of its
+// key's home bucket and has made sure the index has room (a table never
+// holds more keys than its index has slots), so Place always finds one.
+// The slot holds w, or a word its table's transitions made of it, until
+// its owner removes it: a table whose slots change in place (the NAT's
+// port table) may keep it to change the word again without the walk.
+func (x *Index) Place(b, w uint64) *atomic.Uint64 {
 	for {
 		bk := &x.buckets[b]
 		for s := range bk.Slots {
 			if bk.Slots[s].Load() == 0 && bk.Slots[s].CompareAndSwap(0, w) {
-				return
+				return &bk.Slots[s]
 			}
 		}
 		bk.Meta.Add(MetaOverflow)
