@@ -115,6 +115,17 @@ func (x *Index) Lock(b uint64) {
 	}
 }
 
+// TryLock takes the insert lock of bucket b if it is free, as Lock's
+// first compare-and-swap does, and reports whether it did. It inlines,
+// where Lock, with its call for the wait, does not: a caller on a hot
+// path locks with TryLock and calls Lock only when that fails (about 15
+// instructions a lock fewer than the call, make bench-instr).
+func (x *Index) TryLock(b uint64) bool {
+	m := &x.buckets[b].Meta
+	v := m.Load() &^ MetaLock
+	return m.CompareAndSwap(v, v|MetaLock)
+}
+
 // LockPair takes the insert locks of buckets a and b, the home buckets of
 // an entry's two keys, in ascending order against deadlock (one lock if
 // they are the same bucket), and returns them in that order for

@@ -300,7 +300,9 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 	// every path, as the flowtable's insert does: a deferred unlock cost
 	// about thirty instructions (callgrind).
 	h0 := t.home(p0.h)
-	t.lock(h0)
+	if !t.TryLock(h0) { // inlined: the call only to wait (Index.TryLock)
+		t.lock(h0)
+	}
 	res := flowtable.Inserted
 	// Its one line answers for a key that is not there, the common case
 	// (noFingerprint); exact under the lock.

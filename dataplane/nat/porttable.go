@@ -199,7 +199,9 @@ func (t *portTable) insert(key, st uint64) bool {
 // freed port's word goes into whatever slot a later insert finds.
 func (t *portTable) insertAt(key, st, b uint64) *atomic.Uint64 {
 	var r portRef
-	t.lock(b)
+	if !t.TryLock(b) { // inlined: the call only to wait (Index.TryLock)
+		t.lock(b)
+	}
 	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
 	var slot *atomic.Uint64
 	if found, sure := t.look(key, b); sure && !found || !sure && !t.found(key, b, &r) {
