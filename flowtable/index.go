@@ -126,28 +126,9 @@ func (x *Index) TryLock(b uint64) bool {
 	return m.CompareAndSwap(v, v|MetaLock)
 }
 
-// LockPair takes the insert locks of buckets a and b, the home buckets of
-// an entry's two keys, in ascending order against deadlock (one lock if
-// they are the same bucket), and returns them in that order for
-// UnlockPair. It is two Locks in one call, each written out (about
-// ten instructions an insert fewer than two calls, make bench-instr).
-func (x *Index) LockPair(a, b uint64) (lo, hi uint64) {
-	lo, hi = min(a, b), max(a, b)
-	m := &x.buckets[lo].Meta
-	if v := m.Load() &^ MetaLock; !m.CompareAndSwap(v, v|MetaLock) {
-		lockSlow(m)
-	}
-	if hi != lo {
-		m = &x.buckets[hi].Meta
-		if v := m.Load() &^ MetaLock; !m.CompareAndSwap(v, v|MetaLock) {
-			lockSlow(m)
-		}
-	}
-	return lo, hi
-}
-
-// UnlockPair releases what LockPair(a, b) took; lo and hi are what it
-// returned.
+// UnlockPair releases the locks of buckets lo and hi, taken in that
+// order (one lock if they are the same bucket): a two-key insert's
+// (Table.insert).
 func (x *Index) UnlockPair(lo, hi uint64) {
 	if hi != lo {
 		x.Unlock(hi)
