@@ -357,10 +357,12 @@ func (w *Worker) newSessions() {
 			pl.port, port = c, c
 		}
 		// The session's outside key (prefetchOutside's, written out: a
-		// call here cost about 20 instructions, bench-instr).
+		// call here cost about 20 instructions, bench-instr; and
+		// PrefetchTupleProbe's, whose two halves inline).
 		_, dst, _, dport := sessionTuple(Inside, p)
 		pl.has |= planOut
-		sink += e.sessions.PrefetchTupleProbe(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
+		e.sessions.PrepareTuple(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
+		sink += e.sessions.TouchHome(&pl.op)
 	}
 	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
