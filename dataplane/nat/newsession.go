@@ -143,7 +143,7 @@ func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bo
 }
 
 // outside returns the prepared outside key of the session, if the plan
-// has one: a hint for flowtable.Table.PreparedTuple.
+// has one: taken if it is the session's (flowtable.Probe.IsTuple).
 func (h *newHint) outside() *flowtable.Probe {
 	if h.left&planOut == 0 {
 		return nil
@@ -486,7 +486,11 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		p0 = &pk[0]
 		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
 	}
-	p1 := t.PreparedTuple(p.Dst, ext, dport, extPort, p.Proto, w.hint.outside(), &pk[1])
+	p1 := w.hint.outside()
+	if p1 == nil || !p1.IsTuple(p.Dst, ext, dport, extPort, p.Proto) {
+		p1 = &pk[1]
+		t.PrepareTuple(p.Dst, ext, dport, extPort, p.Proto, p1)
+	}
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
 	r, _ = w.insertSession(p0, p1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, sport)
