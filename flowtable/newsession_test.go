@@ -67,23 +67,22 @@ func TestLookupUser(t *testing.T) {
 	check(&pa, true, "a again, through its old probe")
 }
 
-// TestPreparedTuple holds PreparedTuple to PrepareTuple: the hint is taken
-// only when it holds the same key, and Is tells a probe's own key from
-// another.
-func TestPreparedTuple(t *testing.T) {
+// TestIsTuple holds IsTuple to PrepareTuple: a probe is its own tuple
+// and no other, and an unprepared probe is none; and Is tells a probe's
+// own key from another.
+func TestIsTuple(t *testing.T) {
 	tb, err := New(16)
 	if err != nil {
 		t.Fatal(err)
 	}
 	src, dst := [4]byte{198, 51, 100, 7}, [4]byte{198, 18, 0, 1}
-	var want, hint, p Probe
-	tb.PrepareTuple(src, dst, 53, 1024, 17, &want)
-	if got := tb.PreparedTuple(src, dst, 53, 1024, 17, nil, &p); got != &p || *got != want {
-		t.Fatalf("without a hint: %+v at %p, want %+v in p", *got, got, want)
+	var hint Probe
+	if hint.IsTuple([4]byte{}, [4]byte{}, 0, 0, 0) {
+		t.Fatal("an unprepared probe is a tuple")
 	}
 	tb.PrefetchTupleProbe(src, dst, 53, 1024, 17, &hint)
-	if got := tb.PreparedTuple(src, dst, 53, 1024, 17, &hint, &p); got != &hint {
-		t.Fatal("the hint of the same key was not taken")
+	if !hint.IsTuple(src, dst, 53, 1024, 17) {
+		t.Fatal("a probe is not its own tuple")
 	}
 	// Each field differs in turn: the hint must not be taken.
 	for i, k := range []Key{
@@ -93,13 +92,17 @@ func TestPreparedTuple(t *testing.T) {
 		{Src: src, Dst: dst, SrcPort: 53, DstPort: 1025, Proto: 17},
 		{Src: src, Dst: dst, SrcPort: 53, DstPort: 1024, Proto: 6},
 	} {
-		var w Probe
-		tb.Prepare(&k, &w)
-		got := tb.PreparedTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto, &hint, &p)
-		if got != &p || *got != w {
-			t.Fatalf("key %d: %+v at %p, want %+v in p", i, *got, got, w)
+		if hint.IsTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto) {
+			t.Fatalf("key %d: another key's probe is its tuple", i)
 		}
-		if hint.Is(&k) || !got.Is(&k) {
+		var w Probe
+		tb.PrepareTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto, &w)
+		var pk Probe
+		tb.Prepare(&k, &pk)
+		if w != pk || !w.IsTuple(k.Src, k.Dst, k.SrcPort, k.DstPort, k.Proto) {
+			t.Fatalf("key %d: PrepareTuple %+v, Prepare %+v", i, w, pk)
+		}
+		if hint.Is(&k) || !w.Is(&k) {
 			t.Fatalf("key %d: Is is wrong", i)
 		}
 	}

@@ -707,7 +707,17 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	if two {
 		h1 = t.ix.Home(p1.h)
 	}
-	lo, hi := t.ix.LockPair(h0, h1)
+	// The two home buckets' locks in ascending order against deadlock
+	// (one if they are the same), each by an inlined TryLock, with a
+	// call only to wait (about 15 instructions fewer than a call that
+	// took both, make bench-instr).
+	lo, hi := min(h0, h1), max(h0, h1)
+	if !t.ix.TryLock(lo) {
+		t.ix.Lock(lo)
+	}
+	if hi != lo && !t.ix.TryLock(hi) {
+		t.ix.Lock(hi)
+	}
 	res := Inserted
 	// Whether a live session holds either key: the home bucket, locked,
 	// answers alone for an absent key, nearly always the case (absentAt);

@@ -116,8 +116,23 @@ func newBindTable(capacity int, reg []atomic.Pointer[addrState]) *bindTable {
 	return t
 }
 
-// setNext links free record id to next, through u0 (recWords).
+// setNext links free record id to next, through u0 (pop).
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
+
+// pop is countTable.pop for the bind table's records, linked through u0.
+func (t *bindTable) pop(user uint64) (id uint32, gen, c uint64, ok bool) {
+	for {
+		h, top, ok := t.free.top()
+		if !ok {
+			return 0, 0, 0, false
+		}
+		r := &t.recs[top]
+		if t.free.take(h, r.u0.Load()) {
+			gen, c = nextCount(&r.cw, user)
+			return top, gen, c, true
+		}
+	}
+}
 
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
@@ -300,13 +315,15 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 	// every path, as the flowtable's insert does: a deferred unlock cost
 	// about thirty instructions (callgrind).
 	h0 := t.home(p0.h)
-	t.lock(h0)
+	if !t.TryLock(h0) { // inlined: the call only to wait (Index.TryLock)
+		t.lock(h0)
+	}
 	res := flowtable.Inserted
 	// Its one line answers for a key that is not there, the common case
 	// (noFingerprint); exact under the lock.
 	if !t.noFingerprint(h0, p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
 		res = flowtable.Exists
-	} else if id, gen, c, ok := popEntry(&t.free, t.recs, user[1]); !ok {
+	} else if id, gen, c, ok := t.pop(user[1]); !ok {
 		res = flowtable.Full
 	} else {
 		r := &t.recs[id]

@@ -176,7 +176,7 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	if t.lookupHashed(w0, w1, h, fp, e) {
 		return flowtable.Exists
 	}
-	id, gen, c, ok := popEntry(&t.free, t.recs, user[1])
+	id, gen, c, ok := t.pop(user[1])
 	if !ok {
 		return flowtable.Full
 	}
@@ -229,43 +229,24 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 	return swapCount(&t.recs[id].cw, gen, old, new)
 }
 
-// countedRec is a record of the count or the bind table: reference-counted
-// by a count word, and linked through another of its words while free.
-type countedRec interface{ countRec | bindRec }
-
-// recWords returns record r's free-list link word (countTable.next,
-// bindTable.next) and its count word. A type switch rather than method
-// values: popEntry, instantiated for each record type, then calls nothing
-// indirectly (its two method values had cost about 45 instructions a new
-// mapping, make bench-instr).
-func recWords[R countedRec](r *R) (link, cw *atomic.Uint64) {
-	switch r := any(r).(type) {
-	case *countRec:
-		return &r.k0, &r.cw
-	case *bindRec:
-		return &r.u0, &r.cw
-	}
-	panic("nat: not a counted record")
-}
-
-// popEntry takes a free record of recs off f for a new entry counting user
-// (User[1] form): its number, and the generation and count word of that
-// entry (nextCount of the record's count word). ok is false when no record
-// is free: the table is full. The count and bind tables' inserts share
-// it. The pop is freeList's: the top carries an ABA tag, so a pop that
-// read the link of a record another pop has just taken fails its
-// compare-and-swap.
-func popEntry[R countedRec](f *freeList, recs []R, user uint64) (id uint32, gen, c uint64, ok bool) {
+// pop takes a free record off the table's free list for a new entry
+// counting user (User[1] form): its number, and the generation and count
+// word of that entry (nextCount). ok is false when no record is free:
+// the table is full. The pop is freeList's (top, take); the link is the
+// record's k0 (setNext). Each table names its own words: a pop generic
+// over the two tables' records found them by a type switch on its
+// dictionary (popEntry, about 13 instructions a new mapping more,
+// bench-instr).
+func (t *countTable) pop(user uint64) (id uint32, gen, c uint64, ok bool) {
 	for {
-		h := f.head.Load()
-		top := uint32(h)
-		if top == 0 {
+		h, top, ok := t.free.top()
+		if !ok {
 			return 0, 0, 0, false
 		}
-		link, cw := recWords(&recs[top-1])
-		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(link.Load()))) {
-			gen, c = nextCount(cw, user)
-			return top - 1, gen, c, true
+		r := &t.recs[top]
+		if t.free.take(h, r.k0.Load()) {
+			gen, c = nextCount(&r.cw, user)
+			return top, gen, c, true
 		}
 	}
 }
@@ -333,6 +314,6 @@ func (t *countTable) Delete(id uint32, gen uint64) bool {
 	return true
 }
 
-// setNext keeps the free list in k0 of the free records (recWords), which
+// setNext keeps the free list in k0 of the free records (pop), which
 // no reader uses while the count word's low half is zero.
 func (t *countTable) setNext(id uint32, next uint64) { t.recs[id].k0.Store(next) }

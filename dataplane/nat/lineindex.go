@@ -111,11 +111,28 @@ func (x *lineIndex) lookup(h uint64, fp uint32, try func(ref uint32) bool) bool 
 func (x *lineIndex) noFingerprint(b uint64, fp uint32) bool { return x.buckets[b].Lacks(fp) }
 
 // freeList is a lock-free stack of free record numbers, linked through a
-// word of each free record (setNext writes it; popEntry pops); the top
+// word of each free record (setNext writes it; top and take pop); the top
 // carries an ABA tag, so a pop that read the link of a record another pop
 // has just taken fails its compare-and-swap.
 type freeList struct {
 	head atomic.Uint64 // (aba tag)<<32 | (record+1), 0 if empty
+}
+
+// top returns the list's head word h and its top record; ok is false
+// when the list is empty. The record is the caller's once take(h, ...)
+// succeeds.
+func (f *freeList) top() (h uint64, id uint32, ok bool) {
+	h = f.head.Load()
+	return h, uint32(h) - 1, uint32(h) != 0
+}
+
+// take pops the top record of head word h, whose link word the caller
+// read as next (its successor + 1), if the head is still h. The tag in
+// the head's high half moves with every pop and push, so a head that
+// was popped and pushed back since h was read fails the swap, and with
+// it a next that another pop's new entry may have overwritten.
+func (f *freeList) take(h, next uint64) bool {
+	return f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(next)))
 }
 
 // init links records 0..n-1, 0 on top.

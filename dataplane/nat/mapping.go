@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"sync/atomic"
+
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
 	"github.com/xnat/xnat/flowtable"
@@ -48,6 +50,11 @@ type claim struct {
 	// rule is the reference a static-mapping or port-forward session
 	// holds on its rule's address (holdRuleAddr).
 	rule *addrState
+	// portSlot is the port table's slot of the port allocPort claimed
+	// from the new-session pipeline's plan (claimFreshFree), nil for a
+	// port claimed otherwise: a new mapping names itself there
+	// (portSet.bindAt).
+	portSlot *atomic.Uint64
 }
 
 // undo releases a failed creation's claims. Ports claimed here were never
@@ -266,7 +273,11 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 	// made in dynamic mode only (newSessions' pass 2), in this poll's
 	// snapshot.
 	pl := w.hint.port(st)
-	if pl != nil && pl.has&planNone == 0 && st.ports[proto].claimFreshFree(pl.port, &pl.pp) {
+	var slot *atomic.Uint64
+	if pl != nil && pl.has&planNone == 0 {
+		slot = st.ports[proto].claimFreshFree(pl.port, &pl.pp)
+	}
+	if c.portSlot = slot; slot != nil {
 		port, ok = pl.port, true
 	} else {
 		port, ok = w.claimPort(c, st, proto, sport, overlap, pl != nil)
@@ -373,7 +384,12 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		if res == flowtable.Inserted {
 			// The port names its binding: the bindings' index from
 			// outside (bindingAt).
-			st.ports[proto].bind(port, c.binding.ID)
+			// The claim's slot when it has one (bindAt).
+			if ps := &st.ports[proto]; c.portSlot != nil {
+				ps.bindAt(c.portSlot, port, c.binding.ID)
+			} else {
+				ps.bind(port, c.binding.ID)
+			}
 			c.hasBinding, c.newPort = true, true
 			*ext, *extPort = a, port
 			return drop.None

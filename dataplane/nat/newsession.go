@@ -52,7 +52,11 @@ type newBurst struct {
 	epDup [MaxBurst]bool // an earlier packet of the list has the same inside endpoint
 	seen  [128]uint8     // open addressing by endpointMix: list index + 1
 	plan  [MaxBurst]newPlan
-	pub   publicMemo
+	// sp are the subscribers' keys, packet by packet as plan: in one
+	// array, so that pass 1 prefetches them as a burst
+	// (flowtable.Table.PrefetchBurst).
+	sp  [MaxBurst]flowtable.Probe
+	pub publicMemo
 }
 
 // publicMemo remembers the last peer address sessionState asked about and
@@ -78,7 +82,6 @@ func (nb *newBurst) public(s *Snapshot, a [4]byte) bool {
 
 // newPlan is what the first three passes found out for one packet.
 type newPlan struct {
-	sp flowtable.Probe // the subscriber's key
 	bp bindProbe       // the mapping's inside key
 	op flowtable.Probe // the session's outside key, when has&planOut
 	// sub is the subscriber of address subAt, when has&planSub: its
@@ -140,7 +143,7 @@ func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bo
 }
 
 // outside returns the prepared outside key of the session, if the plan
-// has one: a hint for flowtable.Table.PreparedTuple.
+// has one: taken if it is the session's (flowtable.Probe.IsTuple).
 func (h *newHint) outside() *flowtable.Probe {
 	if h.left&planOut == 0 {
 		return nil
@@ -273,8 +276,7 @@ func (w *Worker) newSessions() {
 		pl.has = 0
 		// The subscriber's key (subscriberKey), packed from the field:
 		// PrepareAddrs inlines, Prepare of a Key did not.
-		e.subs.PrepareAddrs(be32(p.Src), 0, 0, 0, 255, &pl.sp)
-		e.subs.Prefetch(&pl.sp)
+		e.subs.PrepareAddrs(be32(p.Src), 0, 0, 0, 255, &nb.sp[j])
 		if eim && !nb.epDup[j] {
 			// The mapping's inside key (bindingKeys), packed from the
 			// fields.
@@ -282,6 +284,9 @@ func (w *Worker) newSessions() {
 			sink += e.bindings.Prefetch(&pl.bp)
 		}
 	}
+	// The subscribers' buckets, then their records (a Prefetch a packet
+	// cost about 10 instructions more, bench-instr).
+	e.subs.PrefetchBurst(nb.sp[:n])
 	// 2. The subscriber and the mapping; then the outside bucket of a
 	// session on an existing mapping, or the record of the port that
 	// port preservation would give a new one.
@@ -289,7 +294,7 @@ func (w *Worker) newSessions() {
 		p := &w.pk[nb.idx[j]]
 		pl := &nb.plan[j]
 		pl.st = nil
-		if e.subs.LookupUser(&pl.sp, &pl.sub) {
+		if e.subs.LookupUser(&nb.sp[j], &pl.sub) {
 			pl.has |= planSub
 			pl.subAt = p.Src
 			pl.st = e.addr(subAddr(pl.sub.User[0]))
@@ -352,10 +357,12 @@ func (w *Worker) newSessions() {
 			pl.port, port = c, c
 		}
 		// The session's outside key (prefetchOutside's, written out: a
-		// call here cost about 20 instructions, bench-instr).
+		// call here cost about 20 instructions, bench-instr; and
+		// PrefetchTupleProbe's, whose two halves inline).
 		_, dst, _, dport := sessionTuple(Inside, p)
 		pl.has |= planOut
-		sink += e.sessions.PrefetchTupleProbe(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
+		e.sessions.PrepareTuple(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
+		sink += e.sessions.TouchHome(&pl.op)
 	}
 	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
@@ -456,8 +463,16 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
 		ext, extPort = st.addr, port
 	}
-	state, r := w.sessionState(state, ext, extPort, proto, &c, p.Dst, p.TCPFlags, Inside)
-	if r != drop.None {
+	// sessionState; for a session no rule admits and no TCP state
+	// follows, its one step (the hairpin test) inline: the call with its
+	// eight arguments cost about 40 instructions a new session,
+	// bench-instr.
+	var r drop.Reason
+	if state&stKindMask == 0 && proto != TCP {
+		if w.nb.public(s, p.Dst) {
+			state |= stHairpin
+		}
+	} else if state, r = w.sessionState(state, ext, extPort, proto, &c, p.Dst, p.TCPFlags, Inside); r != drop.None {
 		return r
 	}
 	if c.hasBinding {
@@ -479,10 +494,21 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		p0 = &pk[0]
 		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
 	}
-	p1 := t.PreparedTuple(p.Dst, ext, dport, extPort, p.Proto, w.hint.outside(), &pk[1])
+	p1 := w.hint.outside()
+	if p1 == nil || !p1.IsTuple(p.Dst, ext, dport, extPort, p.Proto) {
+		p1 = &pk[1]
+		t.PrepareTuple(p.Dst, ext, dport, extPort, p.Proto, p1)
+	}
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
-	r, _ = w.insertSession(p0, p1, 0, state, proto, &c, e, drop.PortExhausted, p.Src, sport)
+	// insertSession, its common outcome settled here (settleSession).
+	res := t.InsertProbe(p0, p1, state, sessionWords(&c, w.id), w.now, e)
+	if res == flowtable.Inserted {
+		w.c[SessionsCreated+Counter(proto)]++
+		w.sessionEvent(SessionCreated, e)
+		return drop.None
+	}
+	r, _ = w.settleSession(res, p0, p1, 0, proto, &c, e, drop.PortExhausted, p.Src, sport)
 	return r
 }
 
@@ -526,8 +552,17 @@ func (w *Worker) portsExhausted(c *claim, proto Proto, in [4]byte, inPort uint16
 // (zero when the creator does not know it).
 func (w *Worker) insertSession(p0, p1 *flowtable.Probe, dir uint8, state uint32, proto Proto, c *claim, e *flowtable.Entry,
 	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
-	user := sessionWords(c, w.id)
-	switch w.eng.sessions.InsertProbe(p0, p1, state, user, w.now, e) {
+	res := w.eng.sessions.InsertProbe(p0, p1, state, sessionWords(c, w.id), w.now, e)
+	return w.settleSession(res, p0, p1, dir, proto, c, e, taken, inAddr, inPort)
+}
+
+// settleSession is insertSession's settling of the insert's outcome res.
+// newOutbound inserts itself and settles here only what is not Inserted
+// (a call with ten arguments for every new session cost about 40
+// instructions, bench-instr).
+func (w *Worker) settleSession(res flowtable.InsertResult, p0, p1 *flowtable.Probe, dir uint8, proto Proto, c *claim, e *flowtable.Entry,
+	taken drop.Reason, inAddr [4]byte, inPort uint16) (r drop.Reason, inserted bool) {
+	switch res {
 	case flowtable.Inserted:
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)

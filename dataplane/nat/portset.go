@@ -128,18 +128,20 @@ func (s *portSet) claimFree(p uint16) bool {
 // still free, so the look before the lock would only repeat the look
 // under it. pr is the pipeline's probe of the port (probe), whose home
 // bucket is taken if it holds p's key: a stale one costs the hash, never
-// a wrong bucket.
-func (s *portSet) claimFreshFree(p uint16, pr *portProbe) bool {
+// a wrong bucket. It returns the slot of the port's word
+// (portTable.insertAt), for bindAt; nil if the claim failed.
+func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
 	k := s.key(p)
 	b := pr.home
 	if pr.key != k {
 		b = s.pt.home(s.pt.hash(k))
 	}
-	if !s.pt.insertAt(k, 1, b) {
-		return false // taken meanwhile, or the port table is full
+	slot := s.pt.insertAt(k, 1, b)
+	if slot == nil {
+		return nil // taken meanwhile, or the port table is full
 	}
 	s.inUse.Add(1)
-	return true
+	return slot
 }
 
 // share adds an owner to port p if it already has one and is not held:
@@ -171,6 +173,17 @@ func (s *portSet) share(p uint16) bool {
 func (s *portSet) bind(p uint16, id uint32) {
 	k := s.key(p)
 	s.pt.swap(k|1, k|portBound|uint64(id+1))
+}
+
+// bindAt is bind for a port whose slot the caller's claim returned
+// (claimFreshFree) and that the caller still owns alone or with sharers:
+// the port's word stays in that slot until the port is freed
+// (portTable.insertAt), which our ownership forbids, so one compare-and-
+// swap there is swap's without its hash and walk (about 60 instructions
+// a new mapping, bench-instr), with the same outcome.
+func (s *portSet) bindAt(slot *atomic.Uint64, p uint16, id uint32) {
+	k := s.key(p)
+	slot.CompareAndSwap(k|1, k|portBound|uint64(id+1))
 }
 
 // boundTo returns the binding that port p names (bind): a hint, valid only

@@ -187,27 +187,32 @@ func (t *portTable) insert(key, st uint64) bool {
 	if _, ok := t.find(key, &r); ok {
 		return false // taken: a look first costs no lock
 	}
-	return t.insertAt(key, st, r.home)
+	return t.insertAt(key, st, r.home) != nil
 }
 
 // insertAt is insert without the look first, for a key whose home bucket
 // b is known and that was found free a moment ago (the new-session
-// pipeline's plan): the look under the lock decides alone.
-func (t *portTable) insertAt(key, st, b uint64) bool {
+// pipeline's plan): the look under the lock decides alone. It returns the
+// slot the port's word went into, nil if it failed. The word stays in
+// that slot for as long as the port has an owner or is held: a slot is
+// cleared only by the transition that frees the port (update), and a
+// freed port's word goes into whatever slot a later insert finds.
+func (t *portTable) insertAt(key, st, b uint64) *atomic.Uint64 {
 	var r portRef
-	t.lock(b)
+	if !t.TryLock(b) { // inlined: the call only to wait (Index.TryLock)
+		t.lock(b)
+	}
 	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
-	ok := false
+	var slot *atomic.Uint64
 	if found, sure := t.look(key, b); sure && !found || !sure && !t.found(key, b, &r) {
 		if t.live.Add(1) > t.capacity {
 			t.live.Add(-1)
 		} else {
-			t.place(b, key|st)
-			ok = true
+			slot = t.Place(b, key|st)
 		}
 	}
 	t.unlock(b)
-	return ok
+	return slot
 }
 
 // update applies f to the state of the port whose word was found at r,
