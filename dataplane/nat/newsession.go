@@ -440,25 +440,26 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	proto, _ := ProtoOfNumber(p.Proto)
 	var ext [4]byte
 	var extPort uint16
-	var c claim
+	c := &w.cl
+	c.begin()
 	state := uint32(0)
 
 	// A port-forwarded server opening a flow (symmetric static NAPT), or
 	// a static mapping's host (decide.go).
 	if state, ext, extPort = s.outboundRule(p.Src, sport, proto); state != 0 {
 	} else if s.Config.Mapping == EndpointIndependent {
-		if r := w.eimMapping(p, sport, proto, &c, &ext, &extPort); r != drop.None {
+		if r := w.eimMapping(p, sport, proto, c, &ext, &extPort); r != drop.None {
 			return r
 		}
 	} else {
 		// Address-and-port-dependent mapping: the session owns its port.
-		if r := w.acquireSub(p.Src, proto, 1, &c); r != drop.None {
+		if r := w.acquireSub(p.Src, proto, 1, c); r != drop.None {
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(&c, proto, sport, true)
+		st, port, ok := w.allocPort(c, proto, sport, true)
 		if !ok {
-			return w.portsExhausted(&c, proto, p.Src, sport, st)
+			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
 		c.hasOwn, c.ownAddr, c.ownPort, c.ownProto = true, st.idx, port, proto
 		ext, extPort = st.addr, port
@@ -472,11 +473,11 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		if w.nb.public(s, p.Dst) {
 			state |= stHairpin
 		}
-	} else if state, r = w.sessionState(state, ext, extPort, proto, &c, p.Dst, p.TCPFlags, Inside); r != drop.None {
+	} else if state, r = w.sessionState(state, ext, extPort, proto, c, p.Dst, p.TCPFlags, Inside); r != drop.None {
 		return r
 	}
 	if c.hasBinding {
-		if r := w.filterPermission(proto, p.Proto, p.Dst, ext, extPort, &c); r != drop.None {
+		if r := w.filterPermission(proto, p.Proto, p.Dst, ext, extPort, c); r != drop.None {
 			return r
 		}
 	}
@@ -502,13 +503,13 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
 	// insertSession, its common outcome settled here (settleSession).
-	res := t.InsertProbe(p0, p1, state, sessionWords(&c, w.id), w.now, e)
+	res := t.InsertProbe(p0, p1, state, sessionWords(c, w.id), w.now, e)
 	if res == flowtable.Inserted {
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
 		return drop.None
 	}
-	r, _ = w.settleSession(res, p0, p1, 0, proto, &c, e, drop.PortExhausted, p.Src, sport)
+	r, _ = w.settleSession(res, p0, p1, 0, proto, c, e, drop.PortExhausted, p.Src, sport)
 	return r
 }
 

@@ -3,11 +3,13 @@ package nat
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/xnat/xnat/dataplane/drop"
 	"github.com/xnat/xnat/dataplane/header"
@@ -216,4 +218,39 @@ func TestUndoKeepsTheMappingsPort(t *testing.T) {
 	}
 	// Expiry, then the end of the port's hold-down.
 	h.expireAll()
+}
+
+// TestClaimBegin: begin leaves every field of a claim zero but the three
+// records, which newOutbound's worker-owned claim keeps from its last
+// creation (claim). A field added to claim and not to begin fails here.
+func TestClaimBegin(t *testing.T) {
+	var c claim
+	v := reflect.ValueOf(&c).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.Kind() == reflect.Pointer {
+			continue // set below, to valid pointers
+		}
+		// Every other field non-zero: a byte pattern through unsafe, so
+		// that unexported fields of every kind are set.
+		b := unsafe.Slice((*byte)(unsafe.Pointer(f.UnsafeAddr())), f.Type().Size())
+		for j := range b {
+			b[j] = 0x5a
+		}
+	}
+	c.addr, c.rule, c.portSlot = &addrState{}, &addrState{}, new(atomic.Uint64)
+	c.begin()
+	for i := 0; i < v.NumField(); i++ {
+		name := v.Type().Field(i).Name
+		switch name {
+		case "sub", "binding", "perm":
+			if v.Field(i).IsZero() {
+				t.Fatalf("begin cleared record %s", name)
+			}
+		default:
+			if !v.Field(i).IsZero() {
+				t.Fatalf("begin left field %s set", name)
+			}
+		}
+	}
 }

@@ -68,6 +68,7 @@ type Worker struct {
 
 	nb       newBurst // the burst's new sessions (newsession.go)
 	hint     newHint
+	cl       claim // newOutbound's (mapping.go)
 	pend     pending
 	frag     fragState
 	fragBufs [32]port.Buf
