@@ -487,17 +487,18 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	// is key 0 translated to the external endpoint: the reply as it
 	// arrives from the remote (for an ICMP query key 0's remote "port" is
 	// zero, and so is key 1's).
+	// A probe of our own only where the plan has none: a local declared
+	// for both was cleared for every new session (bench-instr).
 	t := w.eng.sessions
-	var pk [2]flowtable.Probe
 	p0 := w.hint.probe
 	w.hint.probe = nil
 	if p0 == nil {
-		p0 = &pk[0]
+		p0 = new(flowtable.Probe)
 		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
 	}
 	p1 := w.hint.outside()
 	if p1 == nil || !p1.IsTuple(p.Dst, ext, dport, extPort, p.Proto) {
-		p1 = &pk[1]
+		p1 = new(flowtable.Probe)
 		t.PrepareTuple(p.Dst, ext, dport, extPort, p.Proto, p1)
 	}
 	// An existing session on the external 5-tuple that is not this one
