@@ -37,22 +37,28 @@ func (t *Table) LookupUser(p *Probe, e *Entry) bool {
 // PrefetchTupleProbe is PrefetchTuple that keeps the prepared key in p
 // (PrepareTuple), so that the insert it prefetches for need not hash the
 // key again (Prepared).
-func (t *Table) PrefetchTupleProbe(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) uint64 {
+func (t *Table) PrefetchTupleProbe(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) {
 	t.PrepareTuple(src, dst, sport, dport, proto, p)
-	return t.TouchHome(p)
+	t.PrefetchHome(p)
 }
 
-// TouchHome loads the meta word of prepared key p's home bucket and
-// returns it (the value keeps the load alive): PrefetchTupleProbe after
-// its PrepareTuple. Both inline where PrefetchTupleProbe does not; the
-// pipeline's pass that prefetches every new session's outside key calls
-// them so (about 15 instructions a new session fewer, bench-instr).
-func (t *Table) TouchHome(p *Probe) uint64 { return t.ix.buckets[t.ix.Home(p.h)].Meta.Load() }
+// PrefetchHome asks for prepared key p's home bucket: PrefetchTupleProbe
+// after its PrepareTuple. The pipeline's pass that prefetches every new
+// session's outside key calls the two so, as they inline where
+// PrefetchTupleProbe does not.
+//
+// It is a prefetch instruction, not a load: at a million sessions the
+// line is rarely in cache, and a load whose value is kept holds the
+// processor's reorder window until the line arrives, so that a pass over
+// a burst keeps only a few misses in flight (prefetch.go). A load here
+// was a tenth of a new session's time at 1M (perf record of
+// BenchmarkNewSessionAt1M, docs/engineering.md).
+func (t *Table) PrefetchHome(p *Probe) { t.ix.buckets[t.ix.Home(p.h)].Prefetch() }
 
 // IsTuple reports whether p is the key with the given fields
 // (PrepareTuple), prepared: then an insert may take p as it is. The
 // new-session path inserts the session's outside key with the pipeline's
-// probe of it (PrefetchTupleProbe, or PrepareTuple and TouchHome) when it
+// probe of it (PrefetchTupleProbe, or PrepareTuple and PrefetchHome) when it
 // is the same key, and prepares the key from the packet's fields and the
 // external endpoint otherwise, without building a Key to pack again
 // (about 40 instructions a new session, make bench-instr). A stale probe

@@ -25,6 +25,15 @@ import "unsafe"
 // prefetchRecord asks for record r's line.
 func prefetchRecord(r *record) { prefetch(unsafe.Pointer(r)) }
 
+// Prefetch asks for bucket b's line, for a table built on an Index
+// (dataplane/nat's compact tables), whose pipeline asks for a line in one
+// pass and reads it in the next.
+func (b *Bucket) Prefetch() { prefetch(unsafe.Pointer(b)) }
+
+// PrefetchLine asks for the cache line that holds *p: a record of a table
+// built on an Index, found in the pass before the one that reads it.
+func PrefetchLine[T any](p *T) { prefetch(unsafe.Pointer(p)) }
+
 // prefetchSlotsGo is PrefetchBurst's second pass in Go: for each probe,
 // the first slot of its home bucket whose fingerprint is the probe's, its
 // reference stored in the probe (0 if none), and a prefetch of the record

@@ -127,8 +127,13 @@ func (t *bindTable) pop(user uint64) (id uint32, gen, c uint64, ok bool) {
 			return 0, 0, 0, false
 		}
 		r := &t.recs[top]
-		if t.free.take(h, r.u0.Load()) {
+		if next := r.u0.Load(); t.free.take(h, next) {
 			gen, c = nextCount(&r.cw, user)
+			// The next pop's record, a set-up ahead (flowtable's
+			// Table.pop says why).
+			if n := uint32(next); n != 0 && int(n) <= len(t.recs) {
+				flowtable.PrefetchLine(&t.recs[n-1])
+			}
 			return top, gen, c, true
 		}
 	}
@@ -219,30 +224,40 @@ func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
 	p.ref, p.absent = 0, false
 }
 
-// Prefetch touches p's home bucket and, for the first slot whose
-// fingerprint matches, the record it leads to, and remembers that slot
-// (see flowtable.Table.Prefetch). When no slot matches and no key was
-// stored beyond the bucket, it notes the key absent (bindProbe.absent):
-// the bucket's scan, which the prefetch does anyway, has already answered
-// the lookup, and the new-session pipeline need not walk it again (its
-// plan is a hint: a mapping created after the scan makes the insert of
-// another fail). The value returned means nothing.
-func (t *bindTable) Prefetch(p *bindProbe) uint64 {
+// PrefetchHome asks for p's home bucket: the new-session pipeline's first
+// pass, whose next pass scans it (Scan). A prefetch instruction, not a
+// load, so that the pass waits for none of its misses (flowtable's
+// Table.PrefetchHome says why).
+func (t *bindTable) PrefetchHome(p *bindProbe) {
+	t.buckets[t.home(p.h)].Prefetch()
+	p.ref, p.absent = 0, false
+}
+
+// Scan reads p's home bucket, asked for by PrefetchHome a pass before,
+// and asks for the record of the first slot whose fingerprint matches,
+// remembering the slot (see flowtable.Table.Prefetch). When no slot
+// matches and no key was stored beyond the bucket, it notes the key
+// absent (bindProbe.absent): the scan has already answered the lookup,
+// and the new-session pipeline need not walk it again (its plan is a
+// hint: a mapping created after the scan makes the insert of another
+// fail).
+func (t *bindTable) Scan(p *bindProbe) {
 	b := t.home(p.h)
-	p.ref = 0
 	// Absent is the common case for a new session: one written-out scan
 	// answers it (noFingerprint); the loop finds the slot otherwise.
 	if p.absent = p.ok && t.noFingerprint(b, p.fp); p.absent {
-		return uint64(b)
+		return
 	}
 	bk := &t.buckets[b]
 	for s := range bk.Slots {
 		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
-			return t.recs[(p.ref-1)>>1].cw.Load()
+			if id := (p.ref - 1) >> 1; int(id) < len(t.recs) {
+				flowtable.PrefetchLine(&t.recs[id])
+			}
+			return
 		}
 	}
-	return bk.Meta.Load()
 }
 
 // bindWord is bindKeyWord of the key of endpoint a:port of protocol

@@ -268,7 +268,6 @@ func (w *Worker) newSessions() {
 	s := w.snap
 	eim := s.Config.Mapping == EndpointIndependent
 	dynamic := s.cgn.mode == AllocDynamic
-	sink := uint64(0)
 	// 1. The subscriber's bucket and the mapping's.
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
@@ -281,12 +280,22 @@ func (w *Worker) newSessions() {
 			// The mapping's inside key (bindingKeys), packed from the
 			// fields.
 			e.bindings.prepareWord(bindWord(p.Src, p.SrcPort, p.Proto, 0), &pl.bp)
-			sink += e.bindings.Prefetch(&pl.bp)
+			e.bindings.PrefetchHome(&pl.bp)
 		}
 	}
 	// The subscribers' buckets, then their records (a Prefetch a packet
 	// cost about 10 instructions more, bench-instr).
 	e.subs.PrefetchBurst(nb.sp[:n])
+	// The mappings' buckets, asked for in pass 1, have had the
+	// subscribers' two passes to arrive: scan them, and ask for the
+	// record of an existing mapping.
+	if eim {
+		for j := 0; j < n; j++ {
+			if !nb.epDup[j] {
+				e.bindings.Scan(&nb.plan[j].bp)
+			}
+		}
+	}
 	// 2. The subscriber and the mapping; then the outside bucket of a
 	// session on an existing mapping, or the record of the port that
 	// port preservation would give a new one.
@@ -307,7 +316,7 @@ func (w *Worker) newSessions() {
 			// answered already: no such mapping.
 			if !pl.bp.absent && e.bindings.LookupProbe(&pl.bp, &pl.bind) {
 				pl.has |= planBind
-				sink += w.prefetchOutside(p, pl, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
+				w.prefetchOutside(p, pl, pl.bind.Keys[1].Dst, pl.bind.Keys[1].DstPort)
 				continue
 			}
 			pl.has |= planNoBind
@@ -326,7 +335,7 @@ func (w *Worker) newSessions() {
 		ps := &pl.st.ports[proto]
 		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
-		sink += ps.prefetch(&pl.pp)
+		ps.prefetch(&pl.pp)
 	}
 	// 3. The port of a new mapping (or, with address-and-port-dependent
 	// mapping, of the session), and the buckets its keys go into. The
@@ -353,7 +362,7 @@ func (w *Worker) newSessions() {
 				continue
 			}
 			ps.probe(c, &pl.pp)
-			sink += ps.prefetch(&pl.pp)
+			ps.prefetch(&pl.pp)
 			pl.port, port = c, c
 		}
 		// The session's outside key (prefetchOutside's, written out: a
@@ -362,9 +371,8 @@ func (w *Worker) newSessions() {
 		_, dst, _, dport := sessionTuple(Inside, p)
 		pl.has |= planOut
 		e.sessions.PrepareTuple(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
-		sink += e.sessions.TouchHome(&pl.op)
+		e.sessions.PrefetchHome(&pl.op)
 	}
-	w.sink += sink
 	// 4. Create, in arrival order. A packet may belong to a flow that
 	// an earlier packet of this burst has just given a session.
 	var x flowtable.Entry
@@ -387,10 +395,10 @@ func (w *Worker) newSessions() {
 // what it is), and keeps the key, hashed, in plan pl for the session's
 // insert. Pass 3 writes it out (newSessions); pass 2, for a session on an
 // existing mapping, calls it.
-func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) uint64 {
+func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) {
 	_, dst, _, dport := sessionTuple(Inside, p)
 	pl.has |= planOut
-	return w.eng.sessions.PrefetchTupleProbe(dst, ext, dport, extPort, p.Proto, &pl.op)
+	w.eng.sessions.PrefetchTupleProbe(dst, ext, dport, extPort, p.Proto, &pl.op)
 }
 
 // newSession creates the session of packet p from side (newOutbound,

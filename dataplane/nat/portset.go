@@ -87,9 +87,9 @@ func (s *portSet) probe(p uint16, pr *portProbe) { s.pt.Prepare(s.key(p), pr) }
 // takenAt is taken for the port of probe pr.
 func (s *portSet) takenAt(pr *portProbe) bool { return s.pt.LookupProbe(pr) }
 
-// prefetch touches the port table's bucket of probe pr (see
-// flowtable.Table.Prefetch).
-func (s *portSet) prefetch(pr *portProbe) uint64 { return s.pt.Prefetch(pr) }
+// prefetch asks for the port table's bucket of probe pr (see
+// portTable.Prefetch).
+func (s *portSet) prefetch(pr *portProbe) { s.pt.Prefetch(pr) }
 
 // updatePort applies f to the state of port p until the compare-and-swap
 // succeeds or f refuses. ok is false when p has no word or f refused. A

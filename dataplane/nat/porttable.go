@@ -279,10 +279,10 @@ func (t *portTable) Prepare(key uint64, p *portProbe) {
 	p.key, p.home = key, t.home(t.hash(key))
 }
 
-// Prefetch touches p's home bucket and returns a value derived from it:
-// issued for a whole burst before its lookups, the misses overlap (see
-// flowtable.Table.Prefetch). The value means nothing.
-func (t *portTable) Prefetch(p *portProbe) uint64 { return t.buckets[p.home].Meta.Load() }
+// Prefetch asks for p's home bucket: issued for a whole burst before its
+// lookups, the misses overlap (a prefetch instruction, not a load:
+// flowtable's Table.PrefetchHome says why).
+func (t *portTable) Prefetch(p *portProbe) { t.buckets[p.home].Prefetch() }
 
 // LookupProbe reports whether p's port is in the table (owned or held).
 func (t *portTable) LookupProbe(p *portProbe) bool {

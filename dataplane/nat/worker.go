@@ -61,7 +61,6 @@ type Worker struct {
 	pr    [MaxBurst]drop.Reason
 	probe [MaxBurst]flowtable.Probe
 	view  [MaxBurst]flowtable.View // the burst's sessions (fastpath.go)
-	sink  uint64                   // keeps the prefetch loads alive
 	tx    [NumSides]txQueue
 	fq    [NumSides]freeQueue
 	spare [NumSides]spareFrames
