@@ -743,14 +743,16 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		}
 		r := &t.recs[id]
 		g := r.gen.Load() // odd: free, so nobody can hold a pin
-		r.keys[0][0].Store(p0.w0)
-		r.keys[0][1].Store(p0.w1)
-		r.keys[1][0].Store(b0)
-		r.keys[1][1].Store(b1)
-		r.seen.Store(now)
-		r.state.Store(state)
-		r.user[0].Store(user[0])
-		r.user[1].Store(user[1])
+		// Plain stores: the record is not live until its generation's
+		// store below (StoreUnpublished).
+		StoreUnpublished(&r.keys[0][0], p0.w0)
+		StoreUnpublished(&r.keys[0][1], p0.w1)
+		StoreUnpublished(&r.keys[1][0], b0)
+		StoreUnpublished(&r.keys[1][1], b1)
+		storeUnpublished32(&r.seen, now)
+		storeUnpublished32(&r.state, state)
+		StoreUnpublished(&r.user[0], user[0])
+		StoreUnpublished(&r.user[1], user[1])
 		// Index both keys while the generation is still odd: a reader
 		// that finds a slot early skips the record, and a walker by ID
 		// (Expire, Range) cannot see, and so cannot delete, a

@@ -342,8 +342,10 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		res = flowtable.Full
 	} else {
 		r := &t.recs[id]
-		r.k0.Store(p0.w)
-		r.u0.Store(bindRecUser(user[0], extPort))
+		// Plain stores: the record is free until its count word's
+		// store below (flowtable.StoreUnpublished).
+		flowtable.StoreUnpublished(&r.k0, p0.w)
+		flowtable.StoreUnpublished(&r.u0, bindRecUser(user[0], extPort))
 		// Index first, publish after: a reader that finds the slot
 		// early sees a free record and skips it.
 		t.place(h0, bindSlot(p0.fp, id, 0))

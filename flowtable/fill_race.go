@@ -1,0 +1,13 @@
+//go:build race
+
+package flowtable
+
+import "sync/atomic"
+
+// StoreUnpublished writes v to *p, a word of a record that no reader
+// accepts yet, atomically for the race detector (fill.go says why other
+// builds use a plain store).
+func StoreUnpublished(p *atomic.Uint64, v uint64) { p.Store(v) }
+
+// storeUnpublished32 is StoreUnpublished for a 32-bit word.
+func storeUnpublished32(p *atomic.Uint32, v uint32) { p.Store(v) }
