@@ -37,23 +37,23 @@ func (t *Table) LookupUser(p *Probe, e *Entry) bool {
 // PrefetchTupleProbe is PrefetchTuple that keeps the prepared key in p
 // (PrepareTuple), so that the insert it prefetches for need not hash the
 // key again (Prepared).
-func (t *Table) PrefetchTupleProbe(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe) {
+func (t *Table) PrefetchTupleProbe(src, dst [4]byte, sport, dport uint16, proto uint8, p *Probe, l *Lines) {
 	t.PrepareTuple(src, dst, sport, dport, proto, p)
-	t.PrefetchHome(p)
+	t.PrefetchHome(p, l)
 }
 
-// PrefetchHome asks for prepared key p's home bucket: PrefetchTupleProbe
-// after its PrepareTuple. The pipeline's pass that prefetches every new
+// PrefetchHome notes prepared key p's home bucket in l, to ask for at l's
+// Flush: PrefetchTupleProbe after its PrepareTuple. The pipeline's pass that prefetches every new
 // session's outside key calls the two so, as they inline where
 // PrefetchTupleProbe does not.
 //
-// It is a prefetch instruction, not a load: at a million sessions the
+// It is a prefetch, not a load: at a million sessions the
 // line is rarely in cache, and a load whose value is kept holds the
 // processor's reorder window until the line arrives, so that a pass over
 // a burst keeps only a few misses in flight (prefetch.go). A load here
 // was a tenth of a new session's time at 1M (perf record of
 // BenchmarkNewSessionAt1M, docs/engineering.md).
-func (t *Table) PrefetchHome(p *Probe) { t.ix.buckets[t.ix.Home(p.h)].Prefetch() }
+func (t *Table) PrefetchHome(p *Probe, l *Lines) { l.AddBucket(&t.ix.buckets[t.ix.Home(p.h)]) }
 
 // IsTuple reports whether p is the key with the given fields
 // (PrepareTuple), prepared: then an insert may take p as it is. The

@@ -1,6 +1,9 @@
 package flowtable
 
-import "testing"
+import (
+	"testing"
+	"unsafe"
+)
 
 // TestLookupUser holds LookupUser to LookupProbe's answer for the fields
 // it copies: after a prefetch that found the record, with a remembered
@@ -80,7 +83,15 @@ func TestIsTuple(t *testing.T) {
 	if hint.IsTuple([4]byte{}, [4]byte{}, 0, 0, 0) {
 		t.Fatal("an unprepared probe is a tuple")
 	}
-	tb.PrefetchTupleProbe(src, dst, 53, 1024, 17, &hint)
+	var l Lines
+	tb.PrefetchTupleProbe(src, dst, 53, 1024, 17, &hint, &l)
+	if l.n != 1 || l.a[0] != uintptr(unsafe.Pointer(&tb.ix.buckets[tb.ix.Home(hint.h)])) {
+		t.Fatalf("PrefetchTupleProbe noted %d lines, first %#x: want the home bucket", l.n, l.a[0])
+	}
+	l.Flush()
+	if l.n != 0 {
+		t.Fatalf("%d lines left after Flush", l.n)
+	}
 	if !hint.IsTuple(src, dst, 53, 1024, 17) {
 		t.Fatal("a probe is not its own tuple")
 	}

@@ -25,14 +25,49 @@ import "unsafe"
 // prefetchRecord asks for record r's line.
 func prefetchRecord(r *record) { prefetch(unsafe.Pointer(r)) }
 
-// Prefetch asks for bucket b's line, for a table built on an Index
-// (dataplane/nat's compact tables), whose pipeline asks for a line in one
-// pass and reads it in the next.
-func (b *Bucket) Prefetch() { prefetch(unsafe.Pointer(b)) }
-
-// PrefetchLine asks for the cache line that holds *p: a record of a table
-// built on an Index, found in the pass before the one that reads it.
+// PrefetchLine asks for the cache line that holds *p, at once: for a line
+// the caller needs one of (the record a free list's pop will take next),
+// where Lines would batch many.
 func PrefetchLine[T any](p *T) { prefetch(unsafe.Pointer(p)) }
+
+// Lines collects the lines one pass of a pipeline asks for, and asks for
+// them in one call (Flush). The call is the point: Go calls assembly
+// through the ABI0 convention, which costs a call a line some ten
+// instructions of moves and spills around it (make bench-instr), and a
+// plain load in its place stalls the pass (PrefetchHome). Collected, a
+// line costs a store of its address and three instructions of Flush's
+// loop. It belongs to one goroutine.
+//
+// The addresses are kept as integers, which keep nothing alive: they are
+// elements of tables their owners keep, and a prefetch of an address
+// that has since gone is harmless, as it never faults.
+type Lines struct {
+	n int
+	a [linesMax]uintptr
+}
+
+// linesMax is the most lines a Lines holds: four a packet of a burst of
+// 64. An Add beyond it drops its line (still correct, only slower).
+const linesMax = 256
+
+// LinesAdd notes the line of *p, to ask for at the next Flush.
+func LinesAdd[T any](l *Lines, p *T) {
+	if l.n < linesMax {
+		l.a[l.n] = uintptr(unsafe.Pointer(p))
+		l.n++
+	}
+}
+
+// AddBucket notes bucket b's line (LinesAdd).
+func (l *Lines) AddBucket(b *Bucket) { LinesAdd(l, b) }
+
+// Flush asks for every line noted since the last Flush.
+func (l *Lines) Flush() {
+	if l.n > 0 {
+		prefetchLines(&l.a[0], l.n)
+		l.n = 0
+	}
+}
 
 // prefetchSlotsGo is PrefetchBurst's second pass in Go: for each probe,
 // the first slot of its home bucket whose fingerprint is the probe's, its

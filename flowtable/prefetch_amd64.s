@@ -122,3 +122,20 @@ next:
 	JNE loop
 done:
 	RET
+
+// func prefetchLines(a *uintptr, n int)
+//
+// Lines.Flush: a prefetch of each of the n addresses at a.
+TEXT ·prefetchLines(SB), NOSPLIT|NOFRAME, $0-16
+	MOVQ a+0(FP), DI
+	MOVQ n+8(FP), BX
+	TESTQ BX, BX
+	JLE done
+loop:
+	MOVQ (DI), AX
+	PREFETCHT0 (AX)
+	ADDQ $8, DI
+	DECQ BX
+	JNE loop
+done:
+	RET

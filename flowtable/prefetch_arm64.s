@@ -108,3 +108,20 @@ next:
 	CBNZ R3, loop
 done:
 	RET
+
+// func prefetchLines(a *uintptr, n int)
+//
+// Lines.Flush, as in prefetch_amd64.s.
+TEXT ·prefetchLines(SB), NOSPLIT|NOFRAME, $0-16
+	MOVD a+0(FP), R0
+	MOVD n+8(FP), R1
+	CMP $0, R1
+	BLE done
+loop:
+	MOVD (R0), R2
+	PRFM (R2), PLDL1KEEP
+	ADD $8, R0, R0
+	SUB $1, R1, R1
+	CBNZ R1, loop
+done:
+	RET

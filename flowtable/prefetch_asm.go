@@ -28,6 +28,12 @@ func prefetchHomes(b *Bucket, nb uint64, ps []Probe)
 //go:noescape
 func prefetchSlots(b *Bucket, nb uint64, recs *record, nrec uint64, ps []Probe)
 
+// prefetchLines asks for the line of each of the n addresses at a
+// (Lines.Flush).
+//
+//go:noescape
+func prefetchLines(a *uintptr, n int)
+
 // prefetchBurst is PrefetchBurst's two passes, in assembly.
 func (t *Table) prefetchBurst(ps []Probe) {
 	b := unsafe.SliceData(t.ix.buckets)

@@ -11,6 +11,9 @@ const prefetchAsm = false
 // (prefetch.go): lookups are as correct, and their misses do not overlap.
 func prefetch(unsafe.Pointer) {}
 
+// prefetchLines does nothing, as prefetch.
+func prefetchLines(*uintptr, int) {}
+
 // prefetchBurst is PrefetchBurst without the assembly: no first pass
 // (there is nothing to ask for), and the second in Go, which still finds
 // each probe's slot for LookupProbe.

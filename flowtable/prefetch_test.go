@@ -96,3 +96,28 @@ func TestPrefetchSlotsMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestLinesBounds fills a Lines past its capacity, whose extra lines are
+// dropped, not written past the array, and flushes it empty, at each size
+// the assembly's loop must stop at (none, one, all): a loop that ran on
+// past its count would read addresses off the end of the array and fault
+// on them, or never return.
+func TestLinesBounds(t *testing.T) {
+	tb := mustNew(t, 1000)
+	var l Lines
+	for _, n := range []int{0, 1, linesMax - 1, linesMax, linesMax + 7} {
+		for i := range n {
+			l.AddBucket(&tb.ix.buckets[uint64(i)%tb.ix.nb])
+		}
+		if want := min(n, linesMax); l.n != want {
+			t.Fatalf("%d adds: %d lines, want %d", n, l.n, want)
+		}
+		if n > 0 && l.a[0] != uintptr(unsafe.Pointer(&tb.ix.buckets[0])) {
+			t.Fatalf("%d adds: first line %#x, want bucket 0's", n, l.a[0])
+		}
+		l.Flush()
+		if l.n != 0 {
+			t.Fatalf("%d adds: %d lines left after Flush", n, l.n)
+		}
+	}
+}

@@ -719,6 +719,7 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		t.ix.Lock(hi)
 	}
 	res := Inserted
+	next := uint32(0) // pop's, for prefetchNext
 	// Whether a live session holds either key: the home bucket, locked,
 	// answers alone for an absent key, nearly always the case (absentAt);
 	// the walk decides everything else. Written out here: a call with a
@@ -736,11 +737,12 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 			// insert.
 			two, b0, b1 = false, 0, 0
 		}
-		id, ok := t.pop()
+		id, nx, ok := t.pop()
 		if !ok {
 			res = Full
 			break
 		}
+		next = nx
 		r := &t.recs[id]
 		g := r.gen.Load() // odd: free, so nobody can hold a pin
 		// Plain stores: the record is not live until its generation's
@@ -771,7 +773,20 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		e.Seen, e.State, e.User = now, state, user
 	}
 	t.ix.UnlockPair(lo, hi)
+	t.prefetchNext(next)
 	return res
+}
+
+// prefetchNext asks for the record of a free list's new top, number
+// next-1 (pop), if there is one. The next insert's pop reads its link and
+// fills it, and free records are seldom in cache; a pop's miss cannot
+// overlap the next pop's, to which it gives the address, so without this
+// every insert waited for one memory latency of its own. Asked for after
+// the insert's unlock, where the call has little to save around it.
+func (t *Table) prefetchNext(next uint32) {
+	if next != 0 && int(next) <= len(t.recs) {
+		prefetchRecord(&t.recs[next-1])
+	}
 }
 
 // absentAt reports whether bucket b, the home of a key with fingerprint
@@ -833,24 +848,19 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 // (successor+1), which no reader uses while the generation is odd. A pop
 // that reads the link of a record another pop has just taken and started
 // to fill fails its compare-and-swap, because the head's ABA tag moved.
-func (t *Table) pop() (uint32, bool) {
+//
+// pop also returns the new top's number + 1 (0 if none), whose record the
+// caller asks for (prefetchNext).
+func (t *Table) pop() (id, next uint32, ok bool) {
 	for {
 		h := t.head.Load()
 		top := uint32(h)
 		if top == 0 {
-			return 0, false
+			return 0, 0, false
 		}
 		nxt := uint32(t.recs[top-1].user[0].Load())
 		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
-			// The next pop reads its record's link, and the insert
-			// that pops it fills the record: ask for the line now, a
-			// session's set-up ahead. Free records are seldom in
-			// cache, and one pop's miss cannot overlap the next's,
-			// whose address it yields.
-			if nxt != 0 && int(nxt) <= len(t.recs) {
-				prefetchRecord(&t.recs[nxt-1])
-			}
-			return top - 1, true
+			return top - 1, nxt, true
 		}
 	}
 }

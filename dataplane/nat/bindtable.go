@@ -120,22 +120,25 @@ func newBindTable(capacity int, reg []atomic.Pointer[addrState]) *bindTable {
 func (t *bindTable) setNext(id uint32, next uint64) { t.recs[id].u0.Store(next) }
 
 // pop is countTable.pop for the bind table's records, linked through u0.
-func (t *bindTable) pop(user uint64) (id uint32, gen, c uint64, ok bool) {
+func (t *bindTable) pop(user uint64) (id, next uint32, gen, c uint64, ok bool) {
 	for {
 		h, top, ok := t.free.top()
 		if !ok {
-			return 0, 0, 0, false
+			return 0, 0, 0, 0, false
 		}
 		r := &t.recs[top]
-		if next := r.u0.Load(); t.free.take(h, next) {
+		if nx := r.u0.Load(); t.free.take(h, nx) {
 			gen, c = nextCount(&r.cw, user)
-			// The next pop's record, a set-up ahead (flowtable's
-			// Table.pop says why).
-			if n := uint32(next); n != 0 && int(n) <= len(t.recs) {
-				flowtable.PrefetchLine(&t.recs[n-1])
-			}
-			return top, gen, c, true
+			return top, uint32(nx), gen, c, true
 		}
+	}
+}
+
+// prefetchNext asks for the record of the free list's new top, number
+// next-1 (pop), if there is one (flowtable's Table.prefetchNext says why).
+func (t *bindTable) prefetchNext(next uint32) {
+	if next != 0 && int(next) <= len(t.recs) {
+		flowtable.PrefetchLine(&t.recs[next-1])
 	}
 }
 
@@ -224,24 +227,24 @@ func (t *bindTable) Prepare(k *flowtable.Key, p *bindProbe) {
 	p.ref, p.absent = 0, false
 }
 
-// PrefetchHome asks for p's home bucket: the new-session pipeline's first
-// pass, whose next pass scans it (Scan). A prefetch instruction, not a
-// load, so that the pass waits for none of its misses (flowtable's
-// Table.PrefetchHome says why).
-func (t *bindTable) PrefetchHome(p *bindProbe) {
-	t.buckets[t.home(p.h)].Prefetch()
+// PrefetchHome notes p's home bucket in l, to ask for at l's Flush: the
+// new-session pipeline's first pass, whose next pass scans it (Scan). A
+// prefetch, not a load, so that the pass waits for none of its misses
+// (flowtable's Table.PrefetchHome says why).
+func (t *bindTable) PrefetchHome(p *bindProbe, l *flowtable.Lines) {
+	l.AddBucket(&t.buckets[t.home(p.h)])
 	p.ref, p.absent = 0, false
 }
 
 // Scan reads p's home bucket, asked for by PrefetchHome a pass before,
-// and asks for the record of the first slot whose fingerprint matches,
+// and notes in l the record of the first slot whose fingerprint matches,
 // remembering the slot (see flowtable.Table.Prefetch). When no slot
 // matches and no key was stored beyond the bucket, it notes the key
 // absent (bindProbe.absent): the scan has already answered the lookup,
 // and the new-session pipeline need not walk it again (its plan is a
 // hint: a mapping created after the scan makes the insert of another
 // fail).
-func (t *bindTable) Scan(p *bindProbe) {
+func (t *bindTable) Scan(p *bindProbe, l *flowtable.Lines) {
 	b := t.home(p.h)
 	// Absent is the common case for a new session: one written-out scan
 	// answers it (noFingerprint); the loop finds the slot otherwise.
@@ -253,7 +256,7 @@ func (t *bindTable) Scan(p *bindProbe) {
 		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
 			if id := (p.ref - 1) >> 1; int(id) < len(t.recs) {
-				flowtable.PrefetchLine(&t.recs[id])
+				flowtable.LinesAdd(l, &t.recs[id])
 			}
 			return
 		}
@@ -334,13 +337,15 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		t.lock(h0)
 	}
 	res := flowtable.Inserted
+	next := uint32(0) // pop's, for prefetchNext
 	// Its one line answers for a key that is not there, the common case
 	// (noFingerprint); exact under the lock.
 	if !t.noFingerprint(h0, p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
 		res = flowtable.Exists
-	} else if id, gen, c, ok := t.pop(user[1]); !ok {
+	} else if id, nx, gen, c, ok := t.pop(user[1]); !ok {
 		res = flowtable.Full
 	} else {
+		next = nx
 		r := &t.recs[id]
 		// Plain stores: the record is free until its count word's
 		// store below (flowtable.StoreUnpublished).
@@ -356,6 +361,7 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
 	}
 	t.unlock(h0)
+	t.prefetchNext(next)
 	return res
 }
 

@@ -53,8 +53,11 @@ func TestBindTableLifecycle(t *testing.T) {
 		k0, k1 := testBinding(i)
 		var p bindProbe
 		bt.Prepare(&k0, &p)
-		bt.PrefetchHome(&p)
-		bt.Scan(&p)
+		var l flowtable.Lines
+		bt.PrefetchHome(&p, &l)
+		l.Flush()
+		bt.Scan(&p, &l)
+		l.Flush()
 		if w := bindWord(k0.Src, k0.SrcPort, k0.Proto, 0); w != p.w {
 			t.Fatalf("bindWord of inside key of binding %d: %#x, Prepare's %#x", i, w, p.w)
 		}

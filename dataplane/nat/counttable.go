@@ -176,13 +176,16 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	if t.lookupHashed(w0, w1, h, fp, e) {
 		return flowtable.Exists
 	}
-	id, gen, c, ok := t.pop(user[1])
+	id, next, gen, c, ok := t.pop(user[1])
 	if !ok {
 		return flowtable.Full
 	}
+	t.prefetchNext(next)
 	r := &t.recs[id]
-	r.k0.Store(w0)
-	r.k1.Store(w1)
+	// Plain stores: the record is free until its count word's store
+	// below (flowtable.StoreUnpublished).
+	flowtable.StoreUnpublished(&r.k0, w0)
+	flowtable.StoreUnpublished(&r.k1, w1)
 	// Index first, publish after: a reader that finds the slot early
 	// sees a free record and skips it.
 	t.place(b, uint64(fp)<<32|uint64(id+1))
@@ -237,22 +240,25 @@ func (t *countTable) CompareAndSwapUser(id uint32, gen uint64, i int, old, new u
 // over the two tables' records found them by a type switch on its
 // dictionary (popEntry, about 13 instructions a new mapping more,
 // bench-instr).
-func (t *countTable) pop(user uint64) (id uint32, gen, c uint64, ok bool) {
+func (t *countTable) pop(user uint64) (id, next uint32, gen, c uint64, ok bool) {
 	for {
 		h, top, ok := t.free.top()
 		if !ok {
-			return 0, 0, 0, false
+			return 0, 0, 0, 0, false
 		}
 		r := &t.recs[top]
-		if next := r.k0.Load(); t.free.take(h, next) {
+		if nx := r.k0.Load(); t.free.take(h, nx) {
 			gen, c = nextCount(&r.cw, user)
-			// The next pop's record, a set-up ahead (flowtable's
-			// Table.pop says why).
-			if n := uint32(next); n != 0 && int(n) <= len(t.recs) {
-				flowtable.PrefetchLine(&t.recs[n-1])
-			}
-			return top, gen, c, true
+			return top, uint32(nx), gen, c, true
 		}
+	}
+}
+
+// prefetchNext asks for the record of the free list's new top, number
+// next-1 (pop), if there is one (flowtable's Table.prefetchNext says why).
+func (t *countTable) prefetchNext(next uint32) {
+	if next != 0 && int(next) <= len(t.recs) {
+		flowtable.PrefetchLine(&t.recs[next-1])
 	}
 }
 

@@ -57,6 +57,8 @@ type newBurst struct {
 	// (flowtable.Table.PrefetchBurst).
 	sp  [MaxBurst]flowtable.Probe
 	pub publicMemo
+	// lines are the lines a pass asks for at its end (flowtable.Lines).
+	lines flowtable.Lines
 }
 
 // publicMemo remembers the last peer address sessionState asked about and
@@ -280,9 +282,10 @@ func (w *Worker) newSessions() {
 			// The mapping's inside key (bindingKeys), packed from the
 			// fields.
 			e.bindings.prepareWord(bindWord(p.Src, p.SrcPort, p.Proto, 0), &pl.bp)
-			e.bindings.PrefetchHome(&pl.bp)
+			e.bindings.PrefetchHome(&pl.bp, &nb.lines)
 		}
 	}
+	nb.lines.Flush()
 	// The subscribers' buckets, then their records (a Prefetch a packet
 	// cost about 10 instructions more, bench-instr).
 	e.subs.PrefetchBurst(nb.sp[:n])
@@ -292,9 +295,10 @@ func (w *Worker) newSessions() {
 	if eim {
 		for j := 0; j < n; j++ {
 			if !nb.epDup[j] {
-				e.bindings.Scan(&nb.plan[j].bp)
+				e.bindings.Scan(&nb.plan[j].bp, &nb.lines)
 			}
 		}
+		nb.lines.Flush()
 	}
 	// 2. The subscriber and the mapping; then the outside bucket of a
 	// session on an existing mapping, or the record of the port that
@@ -335,8 +339,9 @@ func (w *Worker) newSessions() {
 		ps := &pl.st.ports[proto]
 		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
-		ps.prefetch(&pl.pp)
+		ps.prefetch(&pl.pp, &nb.lines)
 	}
+	nb.lines.Flush()
 	// 3. The port of a new mapping (or, with address-and-port-dependent
 	// mapping, of the session), and the buckets its keys go into. The
 	// worker's share of the range is the same for most packets.
@@ -362,7 +367,7 @@ func (w *Worker) newSessions() {
 				continue
 			}
 			ps.probe(c, &pl.pp)
-			ps.prefetch(&pl.pp)
+			ps.prefetch(&pl.pp, &nb.lines)
 			pl.port, port = c, c
 		}
 		// The session's outside key (prefetchOutside's, written out: a
@@ -371,8 +376,9 @@ func (w *Worker) newSessions() {
 		_, dst, _, dport := sessionTuple(Inside, p)
 		pl.has |= planOut
 		e.sessions.PrepareTuple(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
-		e.sessions.PrefetchHome(&pl.op)
+		e.sessions.PrefetchHome(&pl.op, &nb.lines)
 	}
+	nb.lines.Flush()
 	// 4. Create, in arrival order. A packet may belong to a flow that
 	// an earlier packet of this burst has just given a session.
 	var x flowtable.Entry
@@ -398,7 +404,7 @@ func (w *Worker) newSessions() {
 func (w *Worker) prefetchOutside(p *header.Parsed, pl *newPlan, ext [4]byte, extPort uint16) {
 	_, dst, _, dport := sessionTuple(Inside, p)
 	pl.has |= planOut
-	w.eng.sessions.PrefetchTupleProbe(dst, ext, dport, extPort, p.Proto, &pl.op)
+	w.eng.sessions.PrefetchTupleProbe(dst, ext, dport, extPort, p.Proto, &pl.op, &w.nb.lines)
 }
 
 // newSession creates the session of packet p from side (newOutbound,

@@ -1,6 +1,10 @@
 package nat
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/xnat/xnat/flowtable"
+)
 
 // portSet tracks the external ports (or ICMP identifiers) of one protocol on
 // one external address.
@@ -87,9 +91,9 @@ func (s *portSet) probe(p uint16, pr *portProbe) { s.pt.Prepare(s.key(p), pr) }
 // takenAt is taken for the port of probe pr.
 func (s *portSet) takenAt(pr *portProbe) bool { return s.pt.LookupProbe(pr) }
 
-// prefetch asks for the port table's bucket of probe pr (see
+// prefetch notes the port table's bucket of probe pr in l (see
 // portTable.Prefetch).
-func (s *portSet) prefetch(pr *portProbe) { s.pt.Prefetch(pr) }
+func (s *portSet) prefetch(pr *portProbe, l *flowtable.Lines) { s.pt.Prefetch(pr, l) }
 
 // updatePort applies f to the state of port p until the compare-and-swap
 // succeeds or f refuses. ok is false when p has no word or f refused. A

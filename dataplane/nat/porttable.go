@@ -279,10 +279,10 @@ func (t *portTable) Prepare(key uint64, p *portProbe) {
 	p.key, p.home = key, t.home(t.hash(key))
 }
 
-// Prefetch asks for p's home bucket: issued for a whole burst before its
-// lookups, the misses overlap (a prefetch instruction, not a load:
-// flowtable's Table.PrefetchHome says why).
-func (t *portTable) Prefetch(p *portProbe) { t.buckets[p.home].Prefetch() }
+// Prefetch notes p's home bucket in l, to ask for at l's Flush: issued
+// for a whole burst before its lookups, the misses overlap (a prefetch,
+// not a load: flowtable's Table.PrefetchHome says why).
+func (t *portTable) Prefetch(p *portProbe, l *flowtable.Lines) { l.AddBucket(&t.buckets[p.home]) }
 
 // LookupProbe reports whether p's port is in the table (owned or held).
 func (t *portTable) LookupProbe(p *portProbe) bool {
