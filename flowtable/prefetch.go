@@ -47,24 +47,24 @@ type Lines struct {
 }
 
 // linesMax is the most lines a Lines holds: four a packet of a burst of
-// 64. An Add beyond it drops its line (still correct, only slower).
+// 64. Adds beyond it overwrite the first lines (still correct, only
+// slower), so that an Add is a masked store, with no test.
 const linesMax = 256
 
 // LinesAdd notes the line of *p, to ask for at the next Flush.
 func LinesAdd[T any](l *Lines, p *T) {
-	if l.n < linesMax {
-		l.a[l.n] = uintptr(unsafe.Pointer(p))
-		l.n++
-	}
+	l.a[l.n&(linesMax-1)] = uintptr(unsafe.Pointer(p))
+	l.n++
 }
 
 // AddBucket notes bucket b's line (LinesAdd).
 func (l *Lines) AddBucket(b *Bucket) { LinesAdd(l, b) }
 
-// Flush asks for every line noted since the last Flush.
+// Flush asks for every line noted since the last Flush (the last
+// linesMax of them).
 func (l *Lines) Flush() {
 	if l.n > 0 {
-		prefetchLines(&l.a[0], l.n)
+		prefetchLines(&l.a[0], min(l.n, linesMax))
 		l.n = 0
 	}
 }
