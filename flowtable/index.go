@@ -165,11 +165,32 @@ func (x *Index) Unlock(b uint64) {
 // port table) may keep it to change the word again without the walk.
 func (x *Index) Place(b, w uint64) *atomic.Uint64 {
 	for {
+		// The slots written out, as in Lacks: about 5 instructions a
+		// slot passed, where the loop over them, inlined into the
+		// callers, took about 12 (Place then stays out of line: 3,155
+		// to 3,147 instructions a new session, four Places, make
+		// bench-instr).
 		bk := &x.buckets[b]
-		for s := range bk.Slots {
-			if bk.Slots[s].Load() == 0 && bk.Slots[s].CompareAndSwap(0, w) {
-				return &bk.Slots[s]
-			}
+		if bk.Slots[0].Load() == 0 && bk.Slots[0].CompareAndSwap(0, w) {
+			return &bk.Slots[0]
+		}
+		if bk.Slots[1].Load() == 0 && bk.Slots[1].CompareAndSwap(0, w) {
+			return &bk.Slots[1]
+		}
+		if bk.Slots[2].Load() == 0 && bk.Slots[2].CompareAndSwap(0, w) {
+			return &bk.Slots[2]
+		}
+		if bk.Slots[3].Load() == 0 && bk.Slots[3].CompareAndSwap(0, w) {
+			return &bk.Slots[3]
+		}
+		if bk.Slots[4].Load() == 0 && bk.Slots[4].CompareAndSwap(0, w) {
+			return &bk.Slots[4]
+		}
+		if bk.Slots[5].Load() == 0 && bk.Slots[5].CompareAndSwap(0, w) {
+			return &bk.Slots[5]
+		}
+		if bk.Slots[6].Load() == 0 && bk.Slots[6].CompareAndSwap(0, w) {
+			return &bk.Slots[6]
 		}
 		bk.Meta.Add(MetaOverflow)
 		b = x.Step(b)
