@@ -306,12 +306,16 @@ func (w *Worker) newSessions() {
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
 		pl := &nb.plan[j]
-		pl.st = nil
+		// st is stored once: each store of a pointer into the plan
+		// tests the write barrier (about 8 instructions a new session,
+		// bench-instr).
+		var st *addrState
 		if e.subs.LookupUser(&nb.sp[j], &pl.sub) {
 			pl.has |= planSub
 			pl.subAt = p.Src
-			pl.st = e.addr(subAddr(pl.sub.User[0]))
+			st = e.addr(subAddr(pl.sub.User[0]))
 		}
+		pl.st = st
 		if eim {
 			if nb.epDup[j] {
 				continue
@@ -325,7 +329,7 @@ func (w *Worker) newSessions() {
 			}
 			pl.has |= planNoBind
 		}
-		if !dynamic || pl.st == nil {
+		if !dynamic || st == nil {
 			continue
 		}
 		pl.has |= planPort
@@ -336,7 +340,7 @@ func (w *Worker) newSessions() {
 			pl.has |= planTaken
 			continue
 		}
-		ps := &pl.st.ports[proto]
+		ps := &st.ports[proto]
 		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
 		ps.prefetch(&pl.pp, &nb.lines)
