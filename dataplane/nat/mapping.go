@@ -404,8 +404,13 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
 		a := st.addr
-		var b0 bindProbe // the inside key (bindingKeys), prepared
-		p0 := w.hint.bindProbe(w.eng.bindings, bindWord(p.Src, sport, p.Proto, 0), &b0)
+		// The inside key (bindingKeys), prepared.
+		w0 := bindWord(p.Src, sport, p.Proto, 0)
+		p0 := w.hint.bindProbe(w0)
+		if p0 == nil {
+			p0 = new(bindProbe)
+			w.eng.bindings.prepareWord(w0, p0)
+		}
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live
 		// binding has its external key (InsertProbe).

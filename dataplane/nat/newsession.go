@@ -190,16 +190,18 @@ func (h *newHint) port(st *addrState) *newPlan {
 }
 
 // bindProbe returns the prepared probe of the inside key word w0 of a new
-// mapping: the plan's probe of the same word, which the first pass hashed
-// to prefetch its bucket, or else p0, prepared here. A probe is reused
-// only for its own word, so a stale plan costs a hash, never a wrong one.
-// The plan's probe is only read (bindTable.InsertProbe).
-func (h *newHint) bindProbe(t *bindTable, w0 uint64, p0 *bindProbe) *bindProbe {
+// mapping, if the plan has one: the probe of the same word that the first
+// pass hashed to prefetch its bucket. A probe is reused only for its own
+// word, so a stale plan costs a hash, never a wrong one. The plan's probe
+// is only read (bindTable.InsertProbe). The caller prepares its own when
+// there is none: with the preparing in it, this was over Go's inlining
+// budget, and its call cost about 7 instructions a new session
+// (bench-instr).
+func (h *newHint) bindProbe(w0 uint64) *bindProbe {
 	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
 		return &pl.bp
 	}
-	t.prepareWord(w0, p0)
-	return p0
+	return nil
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
