@@ -120,20 +120,12 @@ func (x *Index) Lock(b uint64) {
 // where Lock, with its call for the wait, does not: a caller on a hot
 // path locks with TryLock and calls Lock only when that fails (about 15
 // instructions a lock fewer than the call, make bench-instr).
-func (x *Index) TryLock(b uint64) bool {
-	m := &x.buckets[b].Meta
-	v := m.Load() &^ MetaLock
-	return m.CompareAndSwap(v, v|MetaLock)
-}
+func (x *Index) TryLock(b uint64) bool { return x.buckets[b].tryLock() }
 
-// UnlockPair releases the locks of buckets lo and hi, taken in that
-// order (one lock if they are the same bucket): a two-key insert's
-// (Table.insert).
-func (x *Index) UnlockPair(lo, hi uint64) {
-	if hi != lo {
-		x.Unlock(hi)
-	}
-	x.Unlock(lo)
+// tryLock is TryLock of bucket bk, for a caller that has its address.
+func (bk *Bucket) tryLock() bool {
+	v := bk.Meta.Load() &^ MetaLock
+	return bk.Meta.CompareAndSwap(v, v|MetaLock)
 }
 
 func lockSlow(m *atomic.Uint64) {
@@ -149,10 +141,13 @@ func lockSlow(m *atomic.Uint64) {
 	}
 }
 
-func (x *Index) Unlock(b uint64) {
+func (x *Index) Unlock(b uint64) { x.buckets[b].unlock() }
+
+// unlock is Unlock of bucket bk, for a caller that has its address.
+func (bk *Bucket) unlock() {
 	// Add, not Store: other inserters adjust the overflow count of this
 	// bucket without holding its lock.
-	x.buckets[b].Meta.Add(^uint64(0))
+	bk.Meta.Add(^uint64(0))
 }
 
 // Place stores slot word w (never 0) in the first empty slot on the probe
