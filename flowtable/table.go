@@ -720,11 +720,11 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	if h1 < h0 {
 		lo, hi = bk1, bk0
 	}
-	if !lo.tryLock() {
-		lockSlow(&lo.Meta)
+	if !lo.TryLock() {
+		lo.Lock()
 	}
-	if hi != lo && !hi.tryLock() {
-		lockSlow(&hi.Meta)
+	if hi != lo && !hi.TryLock() {
+		hi.Lock()
 	}
 	res := Inserted
 	next := uint32(0) // pop's, for prefetchNext
@@ -781,9 +781,9 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		e.Seen, e.State, e.User = now, state, user
 	}
 	if hi != lo {
-		hi.unlock()
+		hi.Unlock()
 	}
-	lo.unlock()
+	lo.Unlock()
 	t.prefetchNext(next)
 	return res
 }
