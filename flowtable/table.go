@@ -769,9 +769,9 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 		// half-indexed session. Place cannot fail: every key belongs to
 		// a record popped from the free list, so at most maxKeys*Cap()
 		// keys are ever placed, and the index has 7/4 as many slots.
-		t.ix.Place(h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
+		t.ix.PlaceIn(bk0, h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
 		if two {
-			t.ix.Place(h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
+			t.ix.PlaceIn(bk1, h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
 		}
 		r.gen.Store(g + 1) // live
 		t.live.Add(1)

@@ -349,7 +349,7 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		flowtable.StoreUnpublished(&r.u0, bindRecUser(user[0], extPort))
 		// Index first, publish after: a reader that finds the slot
 		// early sees a free record and skips it.
-		t.place(h0, bindSlot(p0.fp, id, 0))
+		t.PlaceIn(bk, h0, bindSlot(p0.fp, id, 0))
 		r.cw.Store(c)
 		t.live.Add(1)
 		// Field by field: a composite literal clears the whole Entry

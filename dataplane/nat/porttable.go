@@ -210,7 +210,7 @@ func (t *portTable) insertAt(key, st, b uint64) *atomic.Uint64 {
 		if t.live.Add(1) > t.capacity {
 			t.live.Add(-1)
 		} else {
-			slot = t.Place(b, key|st)
+			slot = t.PlaceIn(bk, b, key|st)
 		}
 	}
 	bk.Unlock()
