@@ -393,13 +393,17 @@ func (w *Worker) newSessions() {
 		i := nb.idx[j]
 		b, p := &w.rx[i], &w.pk[i]
 		if nb.dup[j] && e.sessions.LookupProbe(&w.probe[i], &x) && x.Dir == 0 {
+			w.hint = newHint{}
 			w.translateOut(b, p, &x)
 			continue
 		}
 		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
 		w.outboundNew(b, p, &hop)
-		w.hint = newHint{}
 	}
+	// The hint is the creating packet's alone: cleared before anything
+	// else runs, but not after each creation, since the next one's
+	// replaces it (about 4 instructions a new session, bench-instr).
+	w.hint = newHint{}
 }
 
 // prefetchOutside prefetches the bucket of the outside key of the session
