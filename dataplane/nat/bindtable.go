@@ -134,14 +134,6 @@ func (t *bindTable) pop(user uint64) (id, next uint32, gen, c uint64, ok bool) {
 	}
 }
 
-// prefetchNext asks for the record of the free list's new top, number
-// next-1 (pop), if there is one (flowtable's Table.prefetchNext says why).
-func (t *bindTable) prefetchNext(next uint32) {
-	if next != 0 && int(next) <= len(t.recs) {
-		flowtable.PrefetchLine(&t.recs[next-1])
-	}
-}
-
 // Len returns the number of bindings.
 func (t *bindTable) Len() int { return int(t.live.Load()) }
 
@@ -331,16 +323,20 @@ func (t *bindTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64, 
 func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e *flowtable.Entry) flowtable.InsertResult {
 	// The inside key's home bucket is locked, and released by hand on
 	// every path, as the flowtable's insert does: a deferred unlock cost
-	// about thirty instructions (callgrind).
+	// about thirty instructions (callgrind). Its address is taken once,
+	// for its lock, its check and its unlock (flowtable.Bucket.TryLock;
+	// with portTable.insertAt's the same way, about 27 instructions a
+	// new session, bench-instr).
 	h0 := t.home(p0.h)
-	if !t.TryLock(h0) { // inlined: the call only to wait (Index.TryLock)
-		t.lock(h0)
+	bk := &t.buckets[h0]
+	if !bk.TryLock() { // inlined: the call only to wait
+		bk.Lock()
 	}
 	res := flowtable.Inserted
-	next := uint32(0) // pop's, for prefetchNext
+	next := uint32(0) // pop's, for the prefetch after the unlock
 	// Its one line answers for a key that is not there, the common case
-	// (noFingerprint); exact under the lock.
-	if !t.noFingerprint(h0, p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
+	// (noFingerprint's test); exact under the lock.
+	if !bk.Lacks(p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
 		res = flowtable.Exists
 	} else if id, nx, gen, c, ok := t.pop(user[1]); !ok {
 		res = flowtable.Full
@@ -353,15 +349,22 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		flowtable.StoreUnpublished(&r.u0, bindRecUser(user[0], extPort))
 		// Index first, publish after: a reader that finds the slot
 		// early sees a free record and skips it.
-		t.place(h0, bindSlot(p0.fp, id, 0))
+		t.PlaceIn(bk, h0, bindSlot(p0.fp, id, 0))
 		r.cw.Store(c)
 		t.live.Add(1)
 		// Field by field: a composite literal clears the whole Entry
 		// first. The keys are the caller's (InsertProbe).
 		e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
 	}
-	t.unlock(h0)
-	t.prefetchNext(next)
+	bk.Unlock()
+	// The record of the free list's new top, number next-1 (pop), if
+	// there is one (flowtable's Table.prefetchNext says why). Written
+	// out: a method for it was just over Go's inlining budget, and its
+	// call cost about 11 instructions a new session (bench-instr). One
+	// compare tests both ends: next 0 wraps to the largest number.
+	if i := next - 1; int(i) < len(t.recs) {
+		flowtable.PrefetchLine(&t.recs[i])
+	}
 	return res
 }
 

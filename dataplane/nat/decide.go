@@ -21,7 +21,7 @@ import (
 // src:sport its external endpoint: a port forward (symmetric static NAPT),
 // a static 1:1 mapping (port kept), or none (state 0): a dynamic mapping.
 func (s *Snapshot) outboundRule(src [4]byte, sport uint16, proto Proto) (state uint32, ext [4]byte, extPort uint16) {
-	if len(s.fwdIn) == 0 && len(s.staticIn) == 0 {
+	if !s.rulesOut {
 		return 0, ext, 0 // no rules: spare every new session two map lookups
 	}
 	if r, ok := s.fwdIn[fwdKey{addr: src, port: sport, proto: uint8(proto)}]; ok && proto != ICMP {

@@ -282,6 +282,7 @@ func (e *Engine) apply(cfg Config, links [NumSides]Link) error {
 		s.ruleAddr[r.outAddr] = e.register(r.outAddr)
 		s.public[r.outAddr] = s.ruleAddr[r.outAddr]
 	}
+	s.rulesOut = len(s.fwdIn) != 0 || len(s.staticIn) != 0
 	for p := range s.lowPorts {
 		s.lowPorts[p] = cfg.Ports[p].Min < 1024
 	}

@@ -190,59 +190,53 @@ func (h *newHint) port(st *addrState) *newPlan {
 }
 
 // bindProbe returns the prepared probe of the inside key word w0 of a new
-// mapping: the plan's probe of the same word, which the first pass hashed
-// to prefetch its bucket, or else p0, prepared here. A probe is reused
-// only for its own word, so a stale plan costs a hash, never a wrong one.
-// The plan's probe is only read (bindTable.InsertProbe).
-func (h *newHint) bindProbe(t *bindTable, w0 uint64, p0 *bindProbe) *bindProbe {
+// mapping, if the plan has one: the probe of the same word that the first
+// pass hashed to prefetch its bucket. A probe is reused only for its own
+// word, so a stale plan costs a hash, never a wrong one. The plan's probe
+// is only read (bindTable.InsertProbe). The caller prepares its own when
+// there is none: with the preparing in it, this was over Go's inlining
+// budget, and its call cost about 7 instructions a new session
+// (bench-instr).
+func (h *newHint) bindProbe(w0 uint64) *bindProbe {
 	if pl := h.plan; pl != nil && pl.bp.ok && pl.bp.w == w0 {
 		return &pl.bp
 	}
-	t.prepareWord(w0, p0)
-	return p0
+	return nil
 }
 
 // deferNew leaves packet i, from the inside and without a session, to
 // newSessions. It only lists it: which packets of the list share a key
-// with an earlier one is found there (markShared), in a loop of its own
-// (here, a call for each new flow from the fast path's loop cost about 15
-// instructions a new session more, bench-instr).
+// with an earlier one is found there, in its first pass (here, a call for
+// each new flow from the fast path's loop cost about 15 instructions a
+// new session more, bench-instr).
 func (w *Worker) deferNew(i int) {
 	nb := &w.nb
 	nb.idx[nb.n] = uint8(i)
 	nb.n++
 }
 
-// markShared notes, for each of the n packets deferNew listed, whether an
-// earlier packet of the list has the same session key (that one creates
-// the session, and this one must look it up again; the others need not)
-// or the same inside endpoint (whose mapping that one may create).
-func (w *Worker) markShared(n int) {
+// sameEndpoint is newSessions' test of packet j of the list, p, against
+// the earlier packet number o-1 that newBurst.seen holds where p's inside
+// endpoint hashes to: it notes whether that one has the same inside
+// endpoint (epDup: its mapping that one may create) or the same session
+// key (dup: that one creates the session, and this one must look it up
+// again; the others need not), and reports the latter, which ends the
+// search. Out of line: it runs only on a collision in seen.
+func (w *Worker) sameEndpoint(j int, p *header.Parsed, o uint8) bool {
 	nb := &w.nb
-	nb.seen = [128]uint8{}
-	for j := 0; j < n; j++ {
-		p := &w.pk[nb.idx[j]]
-		nb.dup[j], nb.epDup[j] = false, false
-		for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
-			o := nb.seen[h]
-			if o == 0 {
-				nb.seen[h] = uint8(j + 1)
-				break
-			}
-			q := &w.pk[nb.idx[o-1]]
-			if q.Src == p.Src && q.SrcPort == p.SrcPort && q.Proto == p.Proto {
-				nb.epDup[j] = true
-				if sameSession(Inside, p, q) {
-					nb.dup[j] = true
-					break
-				}
-			}
+	q := &w.pk[nb.idx[o-1]]
+	if q.Src == p.Src && q.SrcPort == p.SrcPort && q.Proto == p.Proto {
+		nb.epDup[j] = true
+		if sameSession(Inside, p, q) {
+			nb.dup[j] = true
+			return true
 		}
 	}
+	return false
 }
 
 // endpointMix spreads a packet's inside endpoint over newBurst.seen; any
-// mixing will do, since markShared compares.
+// mixing will do, since sameEndpoint compares.
 func endpointMix(p *header.Parsed) uint32 {
 	x := be32(p.Src)*0x9E3779B1 ^ (uint32(p.SrcPort)<<8|uint32(p.Proto))*0xC2B2AE3D
 	return x >> 25
@@ -265,14 +259,28 @@ func (w *Worker) newSessions() {
 		return
 	}
 	nb.n = 0
-	w.markShared(n)
+	nb.seen = [128]uint8{}
 	e := w.eng
 	s := w.snap
 	eim := s.Config.Mapping == EndpointIndependent
 	dynamic := s.cgn.mode == AllocDynamic
-	// 1. The subscriber's bucket and the mapping's.
+	// 1. Which packets share a key with an earlier one (dup, epDup);
+	// the subscriber's bucket and the mapping's. The first in a loop of
+	// its own cost about 15 instructions a new session more
+	// (bench-instr).
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
+		nb.dup[j], nb.epDup[j] = false, false
+		for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
+			o := nb.seen[h]
+			if o == 0 {
+				nb.seen[h] = uint8(j + 1)
+				break
+			}
+			if w.sameEndpoint(j, p, o) {
+				break
+			}
+		}
 		pl := &nb.plan[j]
 		pl.has = 0
 		// The subscriber's key (subscriberKey), packed from the field:
@@ -306,12 +314,16 @@ func (w *Worker) newSessions() {
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
 		pl := &nb.plan[j]
-		pl.st = nil
+		// st is stored once: each store of a pointer into the plan
+		// tests the write barrier (about 8 instructions a new session,
+		// bench-instr).
+		var st *addrState
 		if e.subs.LookupUser(&nb.sp[j], &pl.sub) {
 			pl.has |= planSub
 			pl.subAt = p.Src
-			pl.st = e.addr(subAddr(pl.sub.User[0]))
+			st = e.addr(subAddr(pl.sub.User[0]))
 		}
+		pl.st = st
 		if eim {
 			if nb.epDup[j] {
 				continue
@@ -325,7 +337,7 @@ func (w *Worker) newSessions() {
 			}
 			pl.has |= planNoBind
 		}
-		if !dynamic || pl.st == nil {
+		if !dynamic || st == nil {
 			continue
 		}
 		pl.has |= planPort
@@ -336,7 +348,7 @@ func (w *Worker) newSessions() {
 			pl.has |= planTaken
 			continue
 		}
-		ps := &pl.st.ports[proto]
+		ps := &st.ports[proto]
 		pl.port = p.SrcPort
 		ps.probe(p.SrcPort, &pl.pp)
 		ps.prefetch(&pl.pp, &nb.lines)
@@ -387,13 +399,17 @@ func (w *Worker) newSessions() {
 		i := nb.idx[j]
 		b, p := &w.rx[i], &w.pk[i]
 		if nb.dup[j] && e.sessions.LookupProbe(&w.probe[i], &x) && x.Dir == 0 {
+			w.hint = newHint{}
 			w.translateOut(b, p, &x)
 			continue
 		}
 		w.hint = newHint{plan: &nb.plan[j], left: nb.plan[j].has, probe: &w.probe[i]}
 		w.outboundNew(b, p, &hop)
-		w.hint = newHint{}
 	}
+	// The hint is the creating packet's alone: cleared before anything
+	// else runs, but not after each creation, since the next one's
+	// replaces it (about 4 instructions a new session, bench-instr).
+	w.hint = newHint{}
 }
 
 // prefetchOutside prefetches the bucket of the outside key of the session

@@ -199,19 +199,21 @@ func (t *portTable) insert(key, st uint64) bool {
 // freed port's word goes into whatever slot a later insert finds.
 func (t *portTable) insertAt(key, st, b uint64) *atomic.Uint64 {
 	var r portRef
-	if !t.TryLock(b) { // inlined: the call only to wait (Index.TryLock)
-		t.lock(b)
+	// The bucket's address once, as in bindTable.InsertProbe.
+	bk := &t.buckets[b]
+	if !bk.TryLock() { // inlined: the call only to wait
+		bk.Lock()
 	}
 	// Unlocked by hand, not deferred: see bindTable.InsertProbe.
 	var slot *atomic.Uint64
-	if found, sure := t.look(key, b); sure && !found || !sure && !t.found(key, b, &r) {
+	if found, sure := portLook(bk, key); sure && !found || !sure && !t.found(key, b, &r) {
 		if t.live.Add(1) > t.capacity {
 			t.live.Add(-1)
 		} else {
-			slot = t.Place(b, key|st)
+			slot = t.PlaceIn(bk, b, key|st)
 		}
 	}
-	t.unlock(b)
+	bk.Unlock()
 	return slot
 }
 
