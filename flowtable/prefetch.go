@@ -57,6 +57,9 @@ func LinesAdd[T any](l *Lines, p *T) {
 	l.n++
 }
 
+// Len returns the number of lines noted since the last Flush.
+func (l *Lines) Len() int { return l.n }
+
 // AddBucket notes bucket b's line (LinesAdd).
 func (l *Lines) AddBucket(b *Bucket) { LinesAdd(l, b) }
 

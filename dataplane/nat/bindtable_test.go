@@ -152,3 +152,61 @@ func TestBindRecUser(t *testing.T) {
 		check(uint32(r.IntN(1<<26)), uint32(r.IntN(maxAddrSlots)), uint16(r.Uint32()))
 	}
 }
+
+// TestBindTableScan holds the new-session pipeline's two steps on a
+// mapping's bucket to what pass 2 relies on. For a live binding, Scan
+// remembers the slot of its record (LookupProbe then reads the record
+// straight) and notes the record's line for the next Flush, after
+// PrefetchHome noted the bucket's; absent is never set for it. For keys
+// no binding holds, absent, when set, is a correct answer (the lookup
+// agrees), and in a table a fifth full it is set for nearly all of them:
+// a Scan that never said absent would send every new session's pass 2 to
+// the walk.
+func TestBindTableScan(t *testing.T) {
+	const n = 200
+	bt := testBindTable(5 * n)
+	var x flowtable.Entry
+	ids := make([]uint32, n)
+	for i := range n {
+		k0, k1 := testBinding(i)
+		if r := bt.Insert(&k0, &k1, 0, bindingWords(uint32(i), 7), 0, &x); r != flowtable.Inserted {
+			t.Fatalf("binding %d: %v", i, r)
+		}
+		ids[i] = x.ID
+	}
+	var l flowtable.Lines
+	absent := 0
+	for i := range 2 * n {
+		k0, _ := testBinding(i)
+		var p bindProbe
+		bt.Prepare(&k0, &p)
+		bt.PrefetchHome(&p, &l)
+		if l.Len() != 1 {
+			t.Fatalf("key %d: PrefetchHome noted %d lines, want its bucket's", i, l.Len())
+		}
+		l.Flush()
+		bt.Scan(&p, &l)
+		live := i < n
+		if live {
+			if p.absent || p.ref == 0 || (p.ref-1)>>1 != ids[i] {
+				t.Fatalf("binding %d (record %d): Scan gave absent %v, slot %#x", i, ids[i], p.absent, p.ref)
+			}
+			if l.Len() != 1 {
+				t.Fatalf("binding %d: Scan noted %d lines, want its record's", i, l.Len())
+			}
+		} else if p.absent && l.Len() != 0 {
+			t.Fatalf("key %d: Scan said absent and noted %d lines", i, l.Len())
+		}
+		l.Flush()
+		found := bt.LookupProbe(&p, &x)
+		if found != live || live && x.ID != ids[i] {
+			t.Fatalf("key %d: LookupProbe after Scan found %v (record %d), want %v", i, found, x.ID, live)
+		}
+		if !live && p.absent {
+			absent++
+		}
+	}
+	if absent < n*9/10 {
+		t.Fatalf("Scan said absent for %d of %d missing keys", absent, n)
+	}
+}
