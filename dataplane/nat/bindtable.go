@@ -203,8 +203,8 @@ type bindProbe struct {
 	w, h uint64
 	fp   uint32
 	ok   bool   // the key is a binding's inside key
-	ref  uint32 // slot reference found by Prefetch, 0 if none
-	// absent is set by Prefetch when the key's home bucket had no slot
+	ref  uint32 // slot reference found by Scan, 0 if none
+	// absent is set by Scan when the key's home bucket had no slot
 	// of its fingerprint and nothing stored beyond it: the key was in no
 	// binding when the bucket was read.
 	absent bool

@@ -13,15 +13,18 @@ import (
 // New sessions in a pipeline. Creating a session touches, beside the
 // bucket of its inside key (prefetched by receive), records that are
 // rarely in cache at a million sessions: the subscriber, the mapping's
-// bucket (to find none), the port's record, and the buckets the mapping's
-// external key and the session's outside key go into. Looked up one packet
-// after another they cost a memory latency each, in series. The fast path
-// therefore leaves the outbound packets that found no session to
-// newSessions, which runs over all of them four times, each pass touching
-// what the previous one's loads brought in and starting the next misses
-// for the whole burst at once:
+// bucket (to find none), the port's record, and the bucket the session's
+// outside key goes into. Looked up one packet after another they cost a
+// memory latency each, in series. The fast path therefore leaves the
+// outbound packets that found no session to newSessions, which runs over
+// all of them four times, each pass reading what the previous one asked
+// for and asking for the next lines of the whole burst at once, with
+// prefetch instructions collected in newBurst.lines and issued at the
+// pass's end (flowtable.Lines; a load in their place stalls the pass):
 //
-//  1. prefetch the subscriber's bucket and the mapping's;
+//  1. prefetch the subscriber's bucket and record and ask for the
+//     mapping's bucket; a short pass then scans the mapping's bucket
+//     (bindTable.Scan) and asks for an existing mapping's record;
 //  2. look both up: an existing mapping gives the external endpoint, so
 //     the session's outside bucket is prefetched; for a new port, the
 //     subscriber's paired address gives the record of the port that port
@@ -29,8 +32,9 @@ import (
 //  3. with that record in cache, decide the port: the preserved one if it
 //     is free, else a random candidate of the worker's share (RFC 6056),
 //     drawn now rather than at creation, whose record is prefetched; then
-//     prefetch the buckets of the mapping's external key and the
-//     session's outside key on that port;
+//     prefetch the bucket of the session's outside key on that port (a
+//     new mapping's external key has no bucket: its port's word in the
+//     port table names it);
 //  4. create the sessions in arrival order.
 //
 // What the passes found is handed to the fourth (newHint), so that no key
