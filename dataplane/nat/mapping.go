@@ -321,6 +321,11 @@ func (w *Worker) allocPort(c *claim, proto Proto, sport uint16, overlap bool) (s
 	var slot *atomic.Uint64
 	if pl != nil && pl.has&planNone == 0 {
 		slot = st.ports[proto].claimFreshFree(pl.port, &pl.pp)
+		// A random candidate taken meanwhile: its pair's other port,
+		// in the line just read (portTable.hash says why).
+		if slot == nil && pl.has&planTaken != 0 {
+			pl.port, slot = st.ports[proto].claimBeside(pl.port, pl.lo, pl.hi, &pl.pp)
+		}
 	}
 	if c.portSlot = slot; slot != nil {
 		port, ok = pl.port, true

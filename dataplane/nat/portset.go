@@ -148,6 +148,37 @@ func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
 	return slot
 }
 
+// claimBeside claims the other port of p's pair (spareOf),
+// as claimFreshFree does, where pr is p's probe: the pair's home bucket
+// is p's (portTable.hash), so after a failed claim of p it is the line
+// just read. It returns the port and its slot, nil if it is taken or
+// outside the range.
+func (s *portSet) claimBeside(p, lo, hi uint16, pr *portProbe) (uint16, *atomic.Uint64) {
+	q, ok := spareOf(p, lo, hi)
+	if !ok {
+		return 0, nil
+	}
+	k := s.key(q)
+	b := pr.home
+	if pr.key != s.key(p) {
+		b = s.pt.home(s.pt.hash(k))
+	}
+	slot := s.pt.insertAt(k, 1, b)
+	if slot == nil {
+		return 0, nil
+	}
+	s.inUse.Add(1)
+	return q, slot
+}
+
+// spareOf returns the other port of c's pair (ports 2k and 2k+1, which
+// share a home bucket: portTable.hash), if it is in [lo, hi] and in c's
+// 64-port chunk of the range, so in the share of the worker that drew c.
+func spareOf(c, lo, hi uint16) (uint16, bool) {
+	q := c ^ 1
+	return q, q >= lo && q <= hi && (q-lo)/chunkPorts == (c-lo)/chunkPorts
+}
+
 // share adds an owner to port p if it already has one and is not held:
 // port overlap under address-and-port-dependent mapping.
 //

@@ -294,3 +294,68 @@ func TestClaimRandomExhaustedIsCheap(t *testing.T) {
 		t.Fatalf("after freeing %d: claimed %d, %v", freed, p, ok)
 	}
 }
+
+// TestPortPairs checks the pairs behind claimBeside: both ports of a pair
+// have one home bucket, spareOf stays in the range and in the pair, and a
+// partner claimed through the failed candidate's probe is a port like any
+// other: found, counted, released.
+func TestPortPairs(t *testing.T) {
+	s := testPortSet(t, 1<<12)
+	for p := uint16(0); p < 65534; p += 2 {
+		if s.pt.home(s.pt.hash(s.key(p))) != s.pt.home(s.pt.hash(s.key(p+1))) {
+			t.Fatalf("ports %d and %d have different home buckets", p, p+1)
+		}
+	}
+	for _, c := range []struct {
+		c, lo, hi, want uint16
+		ok              bool
+	}{
+		{1024, 1024, 65535, 1025, true},
+		{1025, 1024, 65535, 1024, true},
+		{1025, 1025, 65535, 0, false}, // 1024 is below the range
+		{1026, 1025, 65535, 1027, true},
+		{1087, 1025, 65535, 1086, true},
+		{1088, 1025, 65535, 0, false}, // 1089 is the next chunk's
+		{1089, 1025, 65535, 0, false},
+		{65535, 1, 65535, 65534, true},
+		{2000, 1024, 2000, 0, false}, // 2001 is beyond the range
+		{1024, 1024, 1024, 0, false},
+	} {
+		got, ok := spareOf(c.c, c.lo, c.hi)
+		if ok != c.ok || ok && got != c.want {
+			t.Errorf("spareOf(%d, %d, %d) = %d, %v; want %d, %v", c.c, c.lo, c.hi, got, ok, c.want, c.ok)
+		}
+	}
+	const lo, hi = 1024, 65535
+	var pr portProbe
+	s.probe(5000, &pr)
+	if !s.claimFree(5000) {
+		t.Fatal("claim 5000")
+	}
+	q, slot := s.claimBeside(5000, lo, hi, &pr)
+	if slot == nil || q != 5001 {
+		t.Fatalf("claimBeside(5000) = %d, %v; want 5001", q, slot)
+	}
+	if !s.taken(5001) || s.inUse.Load() != 2 || s.pt.Len() != 2 {
+		t.Fatalf("5001 taken %v, in use %d, table %d; want true, 2, 2", s.taken(5001), s.inUse.Load(), s.pt.Len())
+	}
+	if _, slot := s.claimBeside(5000, lo, hi, &pr); slot != nil {
+		t.Fatal("claimBeside claimed 5001 twice")
+	}
+	// A probe of another port: the pair's home is found again.
+	if q, slot := s.claimBeside(7001, lo, hi, &pr); slot == nil || q != 7000 || !s.taken(7000) {
+		t.Fatalf("claimBeside(7001) with 5000's probe = %d, %v", q, slot)
+	}
+	// No pair beyond the range.
+	if q, slot := s.claimBeside(hi-1, lo, hi-1, &pr); slot != nil {
+		t.Fatalf("claimBeside claimed %d, beyond the range", q)
+	}
+	for _, p := range []uint16{5000, 5001, 7000} {
+		if !s.release(p, false) {
+			t.Fatalf("release %d: not the last owner", p)
+		}
+	}
+	if s.inUse.Load() != 0 || s.pt.Len() != 0 {
+		t.Fatalf("%d in use, %d in the table after the releases", s.inUse.Load(), s.pt.Len())
+	}
+}

@@ -66,6 +66,22 @@ const (
 	portAddrShift  = 47
 )
 
+// portPairBit is the low bit of a port in its key: hash leaves it out.
+const portPairBit = 1 << portKeyShift
+
+// hash is the index's hash of key with the port's low bit cleared, so
+// that the two ports of a pair (2k and 2k+1) share a home bucket. When the
+// new-session pipeline's random candidate was taken in the meantime
+// (about one claim in fourteen at a million sessions, where every address
+// has thousands of ports in use), its partner is tried in the line the
+// failed claim has just read (portSet.claimBeside) instead of a random
+// port elsewhere, whose line is a cache miss: that miss was 7% of a new
+// session's time at 1M sessions (perf, "Where a new session's time goes"
+// in docs/engineering.md). Pairs fill a bucket two keys at a time where
+// ports are dense, a little more overflow than single keys at the same
+// load.
+func (t *portTable) hash(key uint64) uint64 { return t.lineIndex.hash(key &^ portPairBit) }
+
 // portKey is the key part of the word of port p of protocol proto on the
 // address in registry slot idx.
 func portKey(idx uint32, proto Proto, p uint16) uint64 {
