@@ -252,3 +252,29 @@ func TestForwardAddedOnBoundPort(t *testing.T) {
 		t.Fatalf("left: %d sessions, %d mappings, %d ports", n, m, p)
 	}
 }
+
+// TestSmallRangeFillsEveryPort fills a range of eight ports, one of them
+// forwarded, with new mappings whose inside ports are out of the range, so
+// that each takes a random candidate: as the range fills, most candidates
+// are taken and the claim falls back to the candidate's pair
+// (portSet.claimBeside) or to claimRandom. Every free port must be handed
+// out once, the forwarded one never, and the mapping after the last gets
+// port_exhausted. The range starts at an odd port, so that its first and
+// last ports have no pair in it (pairs are ports 2k and 2k+1). Thirty
+// engines, each with its own random stream.
+func TestSmallRangeFillsEveryPort(t *testing.T) {
+	for run := 0; run < 30; run++ {
+		c := forwardConfig()
+		c.Ports[TCP] = PortRange{8077, 8084}
+		h := newHarness(t, c)
+		got := map[uint16]bool{}
+		for i := uint16(0); i < 7; i++ {
+			e := eps(h.one(Inside, tcp("10.0.0.2", 20000+i, "198.18.0.2", 80, "S"), Outside))
+			if e.sport < 8077 || e.sport > 8084 || e.sport == 8080 || got[e.sport] {
+				t.Fatalf("run %d: mapping %d got port %d (have %v)", run, i, e.sport, got)
+			}
+			got[e.sport] = true
+		}
+		h.none(Inside, tcp("10.0.0.2", 20007, "198.18.0.2", 80, "S"), drop.PortExhausted)
+	}
+}
