@@ -269,11 +269,12 @@ type Table struct {
 	maxKeys int
 	seed    hashSeed // secret key of the hash, set in New
 
-	// head is the free list's top: (aba tag)<<32 | (record+1), 0 if empty.
-	head atomic.Uint64
-	_    [56]byte
-	live atomic.Int64
-	_    [56]byte
+	// head is the free list's top: pops<<32 | (record+1), 0 if empty.
+	// Its high half counts the pops (mod 2^32) and pushes counts the
+	// pushes back, so that Len is their difference (see pop).
+	head   atomic.Uint64
+	pushes atomic.Uint32
+	_      [52]byte
 
 	// Owned by the goroutine that calls Expire.
 	cursor        uint32
@@ -325,8 +326,17 @@ func newTable(capacity, maxKeys int) (*Table, error) {
 // Cap returns the capacity in sessions.
 func (t *Table) Cap() int { return len(t.recs) }
 
-// Len returns the number of live sessions.
-func (t *Table) Len() int { return int(t.live.Load()) }
+// Len returns the number of live sessions: the records popped from the
+// free list less those pushed back. A count of its own cost every insert
+// a locked add on a line every inserter shares, and that add was about 2%
+// of a new session's time at a million sessions (docs/engineering.md,
+// "Locked instructions"). Read while inserts and deletes run, it may count
+// a record being filled or freed as live.
+func (t *Table) Len() int {
+	pushed := t.pushes.Load() // first: then pushed <= popped below
+	popped := uint32(t.head.Load() >> 32)
+	return min(int(popped-pushed), len(t.recs))
+}
 
 // BytesPerSession is the memory the table holds per session of capacity:
 // the record and its share of the index (both keys included, for a table
@@ -774,7 +784,6 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 			t.ix.PlaceIn(bk1, h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
 		}
 		r.gen.Store(g + 1) // live
-		t.live.Add(1)
 		e.ID, e.Dir, e.Gen = id, 0, g+1
 		e.Keys[0].unpackFrom(p0.w0, p0.w1)
 		e.Keys[1].unpackFrom(b0, b1)
@@ -835,7 +844,6 @@ func (t *Table) Delete(id uint32, gen uint64) bool {
 	// A single-key entry stored zero words as its second key; protocol
 	// (bits 32..39 of the second word) is non-zero for every real key.
 	t.retire(id, true, r.keys[1][1].Load()>>32 != 0)
-	t.live.Add(-1)
 	return true
 }
 
@@ -858,7 +866,13 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 // pop and push keep the free list in user word 0 of the free records
 // (successor+1), which no reader uses while the generation is odd. A pop
 // that reads the link of a record another pop has just taken and started
-// to fill fails its compare-and-swap, because the head's ABA tag moved.
+// to fill fails its compare-and-swap, because the head's high half, the
+// count of pops, moved. Only pops move it: a push keeps it, and counts
+// itself in pushes, after its swap. That is still an ABA tag. A head word
+// h read by a pop or a push comes back only if nothing was popped since
+// (the count is the same, up to 2^32 pops in between); with pushes alone
+// the top changes to each pushed record and never back to h's, which is
+// on the list and so cannot be pushed again.
 //
 // pop also returns the new top's number + 1 (0 if none), whose record the
 // caller asks for (prefetchNext).
@@ -880,7 +894,8 @@ func (t *Table) push(id uint32) {
 	for {
 		h := t.head.Load()
 		t.recs[id].user[0].Store(uint64(uint32(h)))
-		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+		if t.head.CompareAndSwap(h, h>>32<<32|uint64(id+1)) {
+			t.pushes.Add(1)
 			return
 		}
 	}

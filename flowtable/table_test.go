@@ -914,3 +914,44 @@ func TestInsertProbe(t *testing.T) {
 		t.Fatalf("two keys into a single-key table = %v, Len %d", res, st.Len())
 	}
 }
+
+// TestLenAcrossCountWrap checks Len, the free list's pops (the head's high
+// half) less its pushes, while both counts wrap past 2^32.
+func TestLenAcrossCountWrap(t *testing.T) {
+	tb := mustNew(t, 64)
+	const before = 1<<32 - 5 // as if that many sessions had come and gone
+	tb.head.Store(uint64(before)<<32 | tb.head.Load()&(1<<32-1))
+	tb.pushes.Store(before)
+	live := map[int]Entry{}
+	next := 0
+	for round := 0; round < 4; round++ {
+		for i := 0; i < 10+round; i++ {
+			k0 := Key{Src: [4]byte{10, 0, 0, byte(next)}, Dst: [4]byte{198, 18, 0, 1}, SrcPort: 1000, DstPort: 53, Proto: 17}
+			k1 := partner(k0)
+			var e Entry
+			if r := tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e); r != Inserted {
+				t.Fatalf("insert %d: %v", next, r)
+			}
+			live[next] = e
+			next++
+			if got := tb.Len(); got != len(live) {
+				t.Fatalf("round %d: Len %d after an insert, want %d", round, got, len(live))
+			}
+		}
+		for k, e := range live {
+			if len(live) <= round {
+				break
+			}
+			if !tb.Delete(e.ID, e.Gen) {
+				t.Fatalf("delete %d failed", k)
+			}
+			delete(live, k)
+			if got := tb.Len(); got != len(live) {
+				t.Fatalf("round %d: Len %d after a delete, want %d", round, got, len(live))
+			}
+		}
+	}
+	if uint32(tb.head.Load()>>32) >= before {
+		t.Fatal("the count of pops did not wrap")
+	}
+}

@@ -46,8 +46,6 @@ type bindTable struct {
 	reg  []atomic.Pointer[addrState]
 	free freeList // free records link through u0
 	_    [56]byte
-	live atomic.Int64
-	_    [56]byte
 }
 
 // bindRec is one binding: k0 its inside key (bindKeyWord), u0 the rest of
@@ -135,7 +133,7 @@ func (t *bindTable) pop(user uint64) (id, next uint32, gen, c uint64, ok bool) {
 }
 
 // Len returns the number of bindings.
-func (t *bindTable) Len() int { return int(t.live.Load()) }
+func (t *bindTable) Len() int { return t.free.inUse(len(t.recs)) }
 
 // Cap returns the capacity in bindings.
 func (t *bindTable) Cap() int { return len(t.recs) }
@@ -351,7 +349,6 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 		// early sees a free record and skips it.
 		t.PlaceIn(bk, h0, bindSlot(p0.fp, id, 0))
 		r.cw.Store(c)
-		t.live.Add(1)
 		// Field by field: a composite literal clears the whole Entry
 		// first. The keys are the caller's (InsertProbe).
 		e.ID, e.Dir, e.Gen, e.Seen, e.State, e.User = id, 0, gen, 0, 0, user
@@ -412,6 +409,5 @@ func (t *bindTable) Delete(id uint32, gen uint64) bool {
 	h, fp := t.keyHash(t.recs[id].k0.Load())
 	t.remove(t.home(h), bindSlot(fp, id, 0))
 	t.free.push(id, t.setNext)
-	t.live.Add(-1)
 	return true
 }

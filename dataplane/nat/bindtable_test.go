@@ -210,3 +210,53 @@ func TestBindTableScan(t *testing.T) {
 		t.Fatalf("Scan said absent for %d of %d missing keys", absent, n)
 	}
 }
+
+// TestFreeListInUseAcrossWrap checks inUse, the pops counted in the head
+// less the pushes, while both counts wrap past 2^32, and that the list
+// still hands out each record once between its pushes.
+func TestFreeListInUseAcrossWrap(t *testing.T) {
+	const n = 16
+	var f freeList
+	links := make([]uint64, n)
+	setNext := func(id uint32, next uint64) { links[id] = next }
+	f.init(n, setNext)
+	const before = 1<<32 - 5 // as if that many records had come and gone
+	f.head.Store(uint64(before)<<32 | f.head.Load()&(1<<32-1))
+	f.pushes.Store(before)
+	pop := func() uint32 {
+		for {
+			h, id, ok := f.top()
+			if !ok {
+				t.Fatal("the list is empty")
+			}
+			if f.take(h, links[id]) {
+				return id
+			}
+		}
+	}
+	held := map[uint32]bool{}
+	for round := 0; round < 4; round++ {
+		var ids []uint32
+		for i := 0; i < 10+round; i++ {
+			id := pop()
+			if held[id] {
+				t.Fatalf("round %d: record %d handed out twice", round, id)
+			}
+			held[id] = true
+			ids = append(ids, id)
+			if got := f.inUse(n); got != len(held) {
+				t.Fatalf("round %d: inUse %d after %d pops, want %d", round, got, len(ids), len(held))
+			}
+		}
+		for _, id := range ids[:len(ids)-round] {
+			f.push(id, setNext)
+			delete(held, id)
+			if got := f.inUse(n); got != len(held) {
+				t.Fatalf("round %d: inUse %d after a push, want %d", round, got, len(held))
+			}
+		}
+	}
+	if uint32(f.head.Load()>>32) >= before {
+		t.Fatal("the count of pops did not wrap")
+	}
+}

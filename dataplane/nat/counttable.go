@@ -33,8 +33,6 @@ type countTable struct {
 	recs []countRec
 	free freeList // free records link through k0
 	_    [56]byte
-	live atomic.Int64
-	_    [56]byte
 }
 
 // refTable is what acquireRef and releaseRef need of a table of
@@ -77,7 +75,7 @@ func newCountTable(capacity int) *countTable {
 }
 
 // Len returns the number of entries.
-func (t *countTable) Len() int { return int(t.live.Load()) }
+func (t *countTable) Len() int { return t.free.inUse(len(t.recs)) }
 
 // Cap returns the capacity in entries.
 func (t *countTable) Cap() int { return len(t.recs) }
@@ -190,7 +188,6 @@ func (t *countTable) Insert(k0, k1 *flowtable.Key, state uint32, user [2]uint64,
 	// sees a free record and skips it.
 	t.place(b, uint64(fp)<<32|uint64(id+1))
 	r.cw.Store(c)
-	t.live.Add(1)
 	*e = flowtable.Entry{ID: id, Gen: gen, Keys: [2]flowtable.Key{*k0}}
 	e.User[1] = user[1]
 	return flowtable.Inserted
@@ -321,7 +318,6 @@ func (t *countTable) Delete(id uint32, gen uint64) bool {
 	h, fp := t.keyHash(r.k0.Load(), r.k1.Load())
 	t.remove(t.home(h), uint64(fp)<<32|uint64(id+1))
 	t.free.push(id, t.setNext)
-	t.live.Add(-1)
 	return true
 }
 

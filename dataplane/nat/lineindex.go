@@ -115,7 +115,13 @@ func (x *lineIndex) noFingerprint(b uint64, fp uint32) bool { return x.buckets[b
 // carries an ABA tag, so a pop that read the link of a record another pop
 // has just taken fails its compare-and-swap.
 type freeList struct {
-	head atomic.Uint64 // (aba tag)<<32 | (record+1), 0 if empty
+	// head is pops<<32 | (record+1), 0 if empty; pushes counts the
+	// pushes. Only pops move the head's count, which is still an ABA
+	// tag (flowtable's Table.pop says why), and the two counts give the
+	// records in use (inUse) without a count of its own, which cost
+	// every insert a locked add on a shared line.
+	head   atomic.Uint64
+	pushes atomic.Uint32
 }
 
 // top returns the list's head word h and its top record; ok is false
@@ -127,10 +133,10 @@ func (f *freeList) top() (h uint64, id uint32, ok bool) {
 }
 
 // take pops the top record of head word h, whose link word the caller
-// read as next (its successor + 1), if the head is still h. The tag in
-// the head's high half moves with every pop and push, so a head that
-// was popped and pushed back since h was read fails the swap, and with
-// it a next that another pop's new entry may have overwritten.
+// read as next (its successor + 1), if the head is still h. The count of
+// pops in the head's high half moves with every pop, so a head that was
+// popped and pushed back since h was read fails the swap, and with it a
+// next that another pop's new entry may have overwritten.
 func (f *freeList) take(h, next uint64) bool {
 	return f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(uint32(next)))
 }
@@ -149,8 +155,18 @@ func (f *freeList) push(id uint32, setNext func(id uint32, next uint64)) {
 	for {
 		h := f.head.Load()
 		setNext(id, uint64(uint32(h)))
-		if f.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+		if f.head.CompareAndSwap(h, h>>32<<32|uint64(id+1)) {
+			f.pushes.Add(1)
 			return
 		}
 	}
+}
+
+// inUse returns the records popped and not pushed back, at most n (the
+// list's records): read while others pop and push, a record being taken
+// or given back may count.
+func (f *freeList) inUse(n int) int {
+	pushed := f.pushes.Load() // first: then pushed <= popped below
+	popped := uint32(f.head.Load() >> 32)
+	return min(int(popped-pushed), n)
 }
