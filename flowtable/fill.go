@@ -39,3 +39,9 @@ func storeUnpublished32(p *atomic.Uint32, v uint32) { *(*uint32)(unsafe.Pointer(
 // the values written to it (Go's memory model); the race detector cannot
 // follow that, so race builds load atomically (fill_race.go).
 func loadLine32(p *uint32) uint32 { return *p }
+
+// loadSlot reads *p, an index slot, with a plain load, for a test that
+// only filters before a compare-and-swap on the slot decides (Place): Go
+// folds it into the test, as loadLine32's. Race builds load atomically
+// (fill_race.go).
+func loadSlot(p *atomic.Uint64) uint64 { return *(*uint64)(unsafe.Pointer(p)) }
