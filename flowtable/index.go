@@ -169,7 +169,14 @@ func (x *Index) Place(b, w uint64) *atomic.Uint64 { return x.PlaceIn(&x.buckets[
 
 // PlaceIn is Place for a caller that has the address of bucket b, bk
 // (&Buckets()[b]): an insert, which has locked and checked it.
-func (x *Index) PlaceIn(bk *Bucket, b, w uint64) *atomic.Uint64 {
+func (x *Index) PlaceIn(bk *Bucket, b, w uint64) *atomic.Uint64 { return placeIn(bk, w, x, b) }
+
+// placeIn is PlaceIn, its arguments in another order: the receiver comes
+// first in Go's register convention (AX), and the compare-and-swap needs
+// AX for its old value, so with the index there Go moved it out and back
+// at every slot passed; the bucket is moved once (about 4 instructions a
+// new session, 2,907 to 2,903, bench-instr).
+func placeIn(bk *Bucket, w uint64, x *Index, b uint64) *atomic.Uint64 {
 	for {
 		// The slots written out, as in Lacks: with the bucket's address
 		// in a register (the caller's, then the walk's) a load, a test
