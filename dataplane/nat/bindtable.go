@@ -236,14 +236,22 @@ func (t *bindTable) PrefetchHome(p *bindProbe, l *flowtable.Lines) {
 // and the new-session pipeline need not walk it again (its plan is a
 // hint: a mapping created after the scan makes the insert of another
 // fail).
+//
+// The new-session pipeline writes out its first step, for a probe it
+// prepared (ok), and calls scanSlots for the rest.
 func (t *bindTable) Scan(p *bindProbe, l *flowtable.Lines) {
-	b := t.home(p.h)
 	// Absent is the common case for a new session: one written-out scan
 	// answers it (noFingerprint); the loop finds the slot otherwise.
-	if p.absent = p.ok && t.noFingerprint(b, p.fp); p.absent {
-		return
+	if p.absent = p.ok && t.noFingerprint(t.home(p.h), p.fp); !p.absent {
+		t.scanSlots(p, l)
 	}
-	bk := &t.buckets[b]
+}
+
+// scanSlots is the rest of Scan, for a key that its home bucket does not
+// show absent: the first slot of p's fingerprint there, whose record it
+// notes in l.
+func (t *bindTable) scanSlots(p *bindProbe, l *flowtable.Lines) {
+	bk := &t.buckets[t.home(p.h)]
 	for s := range bk.Slots {
 		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
