@@ -104,7 +104,11 @@ type newPlan struct {
 	// lo and hi are the range of the packet's port (Snapshot.portRange),
 	// when has&planPort: pass 2 finds it, pass 3 draws from it.
 	lo, hi uint16
-	has    uint8
+	// proto is the packet's (ProtoOfNumber), when has&planPort: pass 3
+	// takes it from here (about 3 instructions a new session, 2,801 to
+	// 2,798, bench-instr).
+	proto Proto
+	has   uint8
 }
 
 // newPlan.has bits.
@@ -360,7 +364,7 @@ func (w *Worker) newSessions() {
 		pl.has |= planPort
 		proto, _ := ProtoOfNumber(p.Proto)
 		lo, hi := s.portRange(proto, p.SrcPort)
-		pl.lo, pl.hi = lo, hi
+		pl.lo, pl.hi, pl.proto = lo, hi, proto
 		if p.SrcPort < lo || p.SrcPort > hi {
 			pl.has |= planTaken
 			continue
@@ -382,8 +386,7 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		p := &w.pk[nb.idx[j]]
-		proto, _ := ProtoOfNumber(p.Proto)
-		ps := &pl.st.ports[proto]
+		ps := &pl.st.ports[pl.proto]
 		port := p.SrcPort
 		// takenAt, its test of the home bucket (portTable.look) written
 		// out, the walk called only when the bucket cannot tell: the
