@@ -84,8 +84,9 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 // fragment, TTL to spare, fits the outside MTU, TCP, UDP or an ICMP
 // query), so it needs no Fragmentation Needed check and no fragmenting;
 // the session was inserted at w.now, so it needs no Touch. It is then
-// rewritten and sent as the fast path does: one pass over the headers
-// (rewrite), the next hop once per burst and destination (sendVia). A
+// rewritten and sent as the fast path does: one pass over the headers,
+// at the fast path's constant offsets, which its classification checked
+// (rewriteNew), the next hop once per burst and destination (sendVia). A
 // hairpinned session takes translateOut.
 func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry, hop *burstHop) {
 	if e.State&stHairpin != 0 {
@@ -96,7 +97,7 @@ func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry,
 		w.tcpSegment(e, b, p, Inside)
 	}
 	ext := &e.Keys[1]
-	rewrite(b.Data, p, true, be32(ext.Dst), ext.DstPort)
+	rewriteNew(b.Data, p, le32(&ext.Dst), ext.DstPort)
 	w.sendVia(hop, Inside, Outside, b, p.Dst)
 }
 
