@@ -98,7 +98,7 @@ func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry,
 	}
 	ext := &e.Keys[1]
 	rewriteNew(b.Data, p, le32(&ext.Dst), ext.DstPort)
-	w.sendVia(hop, Inside, Outside, b, p.Dst)
+	w.sendVia(hop, b, p.Dst)
 }
 
 // translateOut translates an outbound packet of session e: the general
