@@ -34,13 +34,14 @@ import "unsafe"
 // slot instead of three, 26 to 19 a call, five calls a new session, 2,971
 // to 2,930 (bench-instr). On arm64 a plain load carries its offset where
 // LDARW needs the address computed first, and is not a load-acquire:
-// three instructions a slot instead of four. Nothing here needs the atomic
-// loads' order: a key that is in a slot, or counted in the overflow,
-// for the whole call is seen whatever order the eight loads complete in
-// (each returns a value the word held during the call), and a key
-// placed or removed during the call may be seen or not, atomic or not
-// (under its home's lock none is placed). The meta word is still an atomic load, and the race build
-// reads the halves atomically too (fill_race.go).
+// three instructions a slot instead of four. Nothing here needs the
+// atomic loads' order: a key that is in a slot, or counted in the
+// overflow, for the whole call is seen whatever order the eight loads
+// complete in (each returns a value the word held during the call), and
+// a key placed or removed during the call may be seen or not, atomic or
+// not (under its home's lock none is placed). The meta word is still an
+// atomic load, and the race build reads the halves atomically too
+// (fill_race.go).
 //
 //go:noinline
 func (b *Bucket) Lacks(fp uint32) bool {
