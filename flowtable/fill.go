@@ -32,3 +32,16 @@ func StoreUnpublished(p *atomic.Uint64, v uint64) { *(*uint64)(unsafe.Pointer(p)
 
 // storeUnpublished32 is StoreUnpublished for a 32-bit word.
 func storeUnpublished32(p *atomic.Uint32, v uint32) { *(*uint32)(unsafe.Pointer(p)) = v }
+
+// loadLine32 reads *p, a 32-bit half of an index slot, with a plain load,
+// which Go folds into the instruction that uses it (Bucket.Lacks says why
+// that is enough there). A racing read of an aligned word returns one of
+// the values written to it (Go's memory model); the race detector cannot
+// follow that, so race builds load atomically (fill_race.go).
+func loadLine32(p *uint32) uint32 { return *p }
+
+// loadSlot reads *p, an index slot, with a plain load, for a test that
+// only filters before a compare-and-swap on the slot decides (Place): Go
+// folds it into the test, as loadLine32's. Race builds load atomically
+// (fill_race.go).
+func loadSlot(p *atomic.Uint64) uint64 { return *(*uint64)(unsafe.Pointer(p)) }

@@ -70,6 +70,16 @@ func (p *Probe) IsTuple(src, dst [4]byte, sport, dport uint16, proto uint8) bool
 	return p.w0 == w0 && p.w1 == w1 && p.h != 0
 }
 
+// IsTo reports whether p, prepared (PrepareTuple, PrepareAddrs), has
+// destination dst and destination port dport: IsTuple for a caller that
+// knows the other fields to be its own, the probe having been prepared
+// from them (the new-session path's plan of a packet's outside key, whose
+// external endpoint may have changed since). It inlines, and compares two
+// fields where IsTuple packs and compares five.
+func (p *Probe) IsTo(dst [4]byte, dport uint16) bool {
+	return uint32(p.w0>>32) == binary.LittleEndian.Uint32(dst[:]) && uint16(p.w1>>16) == dport && p.h != 0
+}
+
 // Is reports whether p is the prepared k: an insert that returns Exists
 // tells its caller by this whether the session found holds the caller's
 // own key.

@@ -71,8 +71,9 @@ func TestLookupUser(t *testing.T) {
 }
 
 // TestIsTuple holds IsTuple to PrepareTuple: a probe is its own tuple
-// and no other, and an unprepared probe is none; and Is tells a probe's
-// own key from another.
+// and no other, and an unprepared probe is none; IsTo tells its
+// destination and port from others; and Is tells a probe's own key from
+// another.
 func TestIsTuple(t *testing.T) {
 	tb, err := New(16)
 	if err != nil {
@@ -94,6 +95,14 @@ func TestIsTuple(t *testing.T) {
 	}
 	if !hint.IsTuple(src, dst, 53, 1024, 17) {
 		t.Fatal("a probe is not its own tuple")
+	}
+	// IsTo: the destination and its port, each differing in turn.
+	if !hint.IsTo(dst, 1024) || hint.IsTo([4]byte{198, 18, 0, 2}, 1024) ||
+		hint.IsTo([4]byte{199, 18, 0, 1}, 1024) || hint.IsTo(dst, 1025) || hint.IsTo(dst, 1024+1<<8) {
+		t.Fatal("IsTo is wrong")
+	}
+	if (&Probe{}).IsTo([4]byte{}, 0) {
+		t.Fatal("an unprepared probe is to somewhere")
 	}
 	// Each field differs in turn: the hint must not be taken.
 	for i, k := range []Key{

@@ -12,7 +12,7 @@ import (
 // an Entry is, names the same session, state and direction, and its
 // other key (and each field accessor) is the Entry's other key. ViewBurst
 // on the stale prefetches reports only hits ViewProbe makes, with the same
-// View.
+// View. Missing never answers for a key LookupProbe finds.
 func TestViewMatchesLookup(t *testing.T) {
 	const n = 512
 	tb := mustNew(t, n)
@@ -26,6 +26,7 @@ func TestViewMatchesLookup(t *testing.T) {
 		}
 		gens[i] = Hit{ID: e.ID, Gen: e.Gen}
 	}
+	missing := 0 // keys Missing answered for
 	check := func(k Key, prefetch bool, p *Probe) {
 		t.Helper()
 		var want Entry
@@ -33,6 +34,12 @@ func TestViewMatchesLookup(t *testing.T) {
 		found := tb.LookupProbe(p, &want)
 		if got := tb.ViewProbe(p, &v); got != found {
 			t.Fatalf("key %v (prefetch %v): ViewProbe %v, LookupProbe %v", k, prefetch, got, found)
+		}
+		if tb.Missing(p) {
+			if found {
+				t.Fatalf("key %v (prefetch %v): Missing, but LookupProbe finds it", k, prefetch)
+			}
+			missing++
 		}
 		if !found {
 			return
@@ -103,6 +110,9 @@ func TestViewMatchesLookup(t *testing.T) {
 	}
 	if bursts < n {
 		t.Fatalf("ViewBurst hit %d times in four rounds over %d sessions", bursts, n)
+	}
+	if missing == 0 {
+		t.Fatal("Missing answered for no key")
 	}
 	// A session deleted after its View: GetAt refuses the stale one.
 	k := testKey(0)

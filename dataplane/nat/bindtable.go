@@ -234,14 +234,22 @@ func (t *bindTable) PrefetchHome(p *bindProbe, l *flowtable.Lines) {
 // and the new-session pipeline need not walk it again (its plan is a
 // hint: a mapping created after the scan makes the insert of another
 // fail).
+//
+// The new-session pipeline writes out its first step, for a probe it
+// prepared (ok), and calls scanSlots for the rest.
 func (t *bindTable) Scan(p *bindProbe, l *flowtable.Lines) {
-	b := t.home(p.h)
 	// Absent is the common case for a new session: one written-out scan
 	// answers it (noFingerprint); the loop finds the slot otherwise.
-	if p.absent = p.ok && t.noFingerprint(b, p.fp); p.absent {
-		return
+	if p.absent = p.ok && t.noFingerprint(t.home(p.h), p.fp); !p.absent {
+		t.scanSlots(p, l)
 	}
-	bk := &t.buckets[b]
+}
+
+// scanSlots is the rest of Scan, for a key that its home bucket does not
+// show absent: the first slot of p's fingerprint there, whose record it
+// notes in l.
+func (t *bindTable) scanSlots(p *bindProbe, l *flowtable.Lines) {
+	bk := &t.buckets[t.home(p.h)]
 	for s := range bk.Slots {
 		if v := bk.Slots[s].Load(); uint32(v>>32) == p.fp {
 			p.ref = uint32(v)
@@ -334,9 +342,29 @@ func (t *bindTable) InsertProbe(p0 *bindProbe, extPort uint16, user [2]uint64, e
 	next := uint32(0) // pop's, for the prefetch after the unlock
 	// Its one line answers for a key that is not there, the common case
 	// (noFingerprint's test); exact under the lock.
-	if !bk.Lacks(p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e) {
+	held := !bk.Lacks(p0.fp) && t.lookupHashed(p0.w, p0.h, p0.fp, e)
+	// A free record: pop's first try written out, pop called only when
+	// the list is empty or another pop took its top meanwhile (the call
+	// with its frame cost about 8 instructions a new mapping, 2,744 to
+	// 2,736, bench-instr).
+	var id, nx uint32
+	var gen, c uint64
+	ok := false
+	if !held {
+		if h, top, any := t.free.top(); any {
+			r := &t.recs[top]
+			if n := r.u0.Load(); t.free.take(h, n) {
+				id, nx, ok = top, uint32(n), true
+				gen, c = nextCount(&r.cw, user[1])
+			}
+		}
+		if !ok {
+			id, nx, gen, c, ok = t.pop(user[1])
+		}
+	}
+	if held {
 		res = flowtable.Exists
-	} else if id, nx, gen, c, ok := t.pop(user[1]); !ok {
+	} else if !ok {
 		res = flowtable.Full
 	} else {
 		next = nx

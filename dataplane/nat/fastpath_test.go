@@ -12,8 +12,9 @@ import (
 )
 
 // TestRewriteMatchesSetters holds the fast path's one-pass rewrite
-// (rewrite) to the reference it replaces, header.Parsed's
-// DecTTL followed by SetSrc or SetDst: the same bytes and the same parse
+// (rewrite, and rewriteNew of the source) to the reference it replaces,
+// header.Parsed's DecTTL followed by SetSrc or SetDst: the same bytes and
+// the same parse
 // result, for random UDP (with and without a checksum), TCP and ICMP echo
 // packets, addresses, ports and TTLs. Every result is also decoded by
 // gopacket with its checksums checked.
@@ -41,7 +42,7 @@ func TestRewriteMatchesSetters(t *testing.T) {
 		binaryFixIPChecksum(f[14:34])
 		to := [4]byte{byte(rng.Intn(256)), byte(rng.Intn(256)), byte(rng.Intn(256)), byte(rng.Intn(256))}
 		port := uint16(rng.Intn(65536))
-		for _, dir := range []string{"src", "dst"} {
+		for _, dir := range []string{"src", "dst", "new"} {
 			want, got := bytes.Clone(f), bytes.Clone(f)
 			var pw, pg header.Parsed
 			if r := header.Parse(want, &pw); r != drop.None {
@@ -49,10 +50,17 @@ func TestRewriteMatchesSetters(t *testing.T) {
 			}
 			header.Parse(got, &pg)
 			pw.DecTTL(want)
-			if dir == "src" {
+			switch dir {
+			case "src":
 				pw.SetSrc(want, to, port)
 				rewrite(got, &pg, true, binary.BigEndian.Uint32(to[:]), port)
-			} else {
+			case "new": // the fast path's layout, as these frames have
+				if pg.L4Off != fastL4Off {
+					t.Fatalf("packet %d: transport at %d, not the fast path's", i, pg.L4Off)
+				}
+				pw.SetSrc(want, to, port)
+				rewriteNew(got, &pg, le32(&to), port)
+			default:
 				pw.SetDst(want, to, port)
 				rewrite(got, &pg, false, binary.BigEndian.Uint32(to[:]), port)
 			}

@@ -56,7 +56,7 @@ func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe)
 // outboundNew creates the session of an outbound packet that has none
 // (newsession.go) and translates the packet, or refuses it. hop is the
 // burst's next-hop cache of newSessions, whose packets passed the fast
-// path's classification (translateNew); nil for any other packet.
+// path's classification (below); nil for any other packet.
 func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 	if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 		w.dropFrame(Inside, b, drop.NoSession)
@@ -71,33 +71,28 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 		w.refuse(b, p, r)
 		return
 	}
-	if hop != nil {
-		w.translateNew(b, p, &e, hop)
+	// translateOut for a packet of newSessions, with what that makes
+	// redundant left out: the packet passed the fast path's
+	// classification (forwardBurst: not a fragment, TTL to spare, fits
+	// the outside MTU, TCP, UDP or an ICMP query), so it needs no
+	// Fragmentation Needed check and no fragmenting; the session was
+	// inserted at w.now, so it needs no Touch. It is rewritten and sent
+	// as the fast path does: one pass over the headers, at the fast
+	// path's constant offsets, which its classification checked
+	// (rewriteNew), the next hop once per burst and destination
+	// (sendVia). A hairpinned session takes translateOut. Written out
+	// here: as translateNew, a call with its frame, it cost about 17
+	// instructions a new session (2,725 to 2,708, bench-instr).
+	if hop != nil && e.State&stHairpin == 0 {
+		if p.L4 == header.L4TCP { // tcpSegment's test, before its call
+			w.tcpSegment(&e, b, p, Inside)
+		}
+		ext := &e.Keys[1]
+		rewriteNew(b.Data, p, le32(&ext.Dst), ext.DstPort)
+		w.sendVia(hop, b, p.Dst)
 		return
 	}
 	w.translateOut(b, p, &e)
-}
-
-// translateNew is translateOut for a packet that has just created its
-// session e in newSessions, with what that makes redundant left out: the
-// packet passed the fast path's classification (forwardBurst: not a
-// fragment, TTL to spare, fits the outside MTU, TCP, UDP or an ICMP
-// query), so it needs no Fragmentation Needed check and no fragmenting;
-// the session was inserted at w.now, so it needs no Touch. It is then
-// rewritten and sent as the fast path does: one pass over the headers
-// (rewrite), the next hop once per burst and destination (sendVia). A
-// hairpinned session takes translateOut.
-func (w *Worker) translateNew(b *port.Buf, p *header.Parsed, e *flowtable.Entry, hop *burstHop) {
-	if e.State&stHairpin != 0 {
-		w.translateOut(b, p, e)
-		return
-	}
-	if p.L4 == header.L4TCP { // tcpSegment's test, before its call
-		w.tcpSegment(e, b, p, Inside)
-	}
-	ext := &e.Keys[1]
-	rewrite(b.Data, p, true, be32(ext.Dst), ext.DstPort)
-	w.sendVia(hop, Inside, Outside, b, p.Dst)
 }
 
 // translateOut translates an outbound packet of session e: the general

@@ -104,7 +104,11 @@ type newPlan struct {
 	// lo and hi are the range of the packet's port (Snapshot.portRange),
 	// when has&planPort: pass 2 finds it, pass 3 draws from it.
 	lo, hi uint16
-	has    uint8
+	// proto is the packet's (ProtoOfNumber), when has&planPort: pass 3
+	// takes it from here (about 3 instructions a new session, 2,801 to
+	// 2,798, bench-instr).
+	proto Proto
+	has   uint8
 }
 
 // newPlan.has bits.
@@ -130,8 +134,12 @@ type newHint struct {
 }
 
 // subscriber copies the hinted subscriber into x if it is the subscriber
-// of address a (key k, subscriberKey).
-func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bool {
+// of address a: its number, generation and user words, which is what the
+// plan has (LookupUser), and of its key the address, x.Keys[0].Src, which
+// is all a claim's readers of its subscriber take (claim). The rest of x
+// is left as it was: the whole key, built and copied (subscriberKey, then
+// NoKey), cost about 15 instructions a new session (bench-instr).
+func (h *newHint) subscriber(a [4]byte, x *flowtable.Entry) bool {
 	if h.left&planSub == 0 {
 		return false
 	}
@@ -143,13 +151,15 @@ func (h *newHint) subscriber(a [4]byte, k *flowtable.Key, x *flowtable.Entry) bo
 	// first.
 	sub := &h.plan.sub
 	x.ID, x.Dir, x.Gen, x.User = sub.ID, sub.Dir, sub.Gen, sub.User
-	x.Keys[0], x.Keys[1] = *k, flowtable.NoKey
-	x.Seen, x.State = 0, 0
+	x.Keys[0].Src = a
 	return true
 }
 
 // outside returns the prepared outside key of the session, if the plan
-// has one: taken if it is the session's (flowtable.Probe.IsTuple).
+// has one: taken if it is the session's. The plan is the packet's own,
+// and its key was prepared from the packet's remote endpoint and
+// protocol (pass 3, prefetchOutside), so only the external endpoint can
+// differ (flowtable.Probe.IsTo).
 func (h *newHint) outside() *flowtable.Probe {
 	if h.left&planOut == 0 {
 		return nil
@@ -305,9 +315,16 @@ func (w *Worker) newSessions() {
 	// subscribers' two passes to arrive: scan them, and ask for the
 	// record of an existing mapping.
 	if eim {
+		// Scan, its test of the home bucket written out (the call with
+		// its frame and spills cost about 26 instructions a new session,
+		// 2,861 to 2,835, bench-instr): the probe was prepared above.
+		bt := e.bindings
 		for j := 0; j < n; j++ {
 			if !nb.epDup[j] {
-				e.bindings.Scan(&nb.plan[j].bp, &nb.lines)
+				bp := &nb.plan[j].bp
+				if bp.absent = bt.noFingerprint(bt.home(bp.h), bp.fp); !bp.absent {
+					bt.scanSlots(bp, &nb.lines)
+				}
 			}
 		}
 		nb.lines.Flush()
@@ -347,7 +364,7 @@ func (w *Worker) newSessions() {
 		pl.has |= planPort
 		proto, _ := ProtoOfNumber(p.Proto)
 		lo, hi := s.portRange(proto, p.SrcPort)
-		pl.lo, pl.hi = lo, hi
+		pl.lo, pl.hi, pl.proto = lo, hi, proto
 		if p.SrcPort < lo || p.SrcPort > hi {
 			pl.has |= planTaken
 			continue
@@ -369,10 +386,21 @@ func (w *Worker) newSessions() {
 			continue
 		}
 		p := &w.pk[nb.idx[j]]
-		proto, _ := ProtoOfNumber(p.Proto)
-		ps := &pl.st.ports[proto]
+		ps := &pl.st.ports[pl.proto]
 		port := p.SrcPort
-		if pl.has&planTaken != 0 || ps.takenAt(&pl.pp) {
+		// takenAt, its test of the home bucket (portTable.look) written
+		// out, the walk called only when the bucket cannot tell: the
+		// call's frame cost about 13 instructions a new session (2,835
+		// to 2,822, bench-instr; the fifth round's try of it, on the
+		// code of then, lost 4).
+		taken := pl.has&planTaken != 0
+		if !taken {
+			var sure bool
+			if taken, sure = ps.pt.look(pl.pp.key, pl.pp.home); !sure {
+				taken = ps.takenAt(&pl.pp)
+			}
+		}
+		if taken {
 			pl.has |= planTaken
 			if lo, hi := pl.lo, pl.hi; lo != shLo || hi != shHi {
 				sh, shLo, shHi = shareOf(lo, hi, int(w.id), e.nworkers), lo, hi
@@ -388,10 +416,13 @@ func (w *Worker) newSessions() {
 		}
 		// The session's outside key (prefetchOutside's, written out: a
 		// call here cost about 20 instructions, bench-instr; and
-		// PrefetchTupleProbe's, whose two halves inline).
+		// PrefetchTupleProbe's, whose two halves inline), from the
+		// addresses as integers (PrepareAddrs, as receive's): through
+		// PrepareTuple the two [4]byte went through memory (about 5
+		// instructions a new session, 2,749 to 2,744, bench-instr).
 		_, dst, _, dport := sessionTuple(Inside, p)
 		pl.has |= planOut
-		e.sessions.PrepareTuple(dst, pl.st.addr, dport, port, p.Proto, &pl.op)
+		e.sessions.PrepareAddrs(be32(dst), be32(pl.st.addr), dport, port, p.Proto, &pl.op)
 		e.sessions.PrefetchHome(&pl.op, &nb.lines)
 	}
 	nb.lines.Flush()
@@ -479,8 +510,15 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	state := uint32(0)
 
 	// A port-forwarded server opening a flow (symmetric static NAPT), or
-	// a static mapping's host (decide.go).
-	if state, ext, extPort = s.outboundRule(p.Src, sport, proto); state != 0 {
+	// a static mapping's host (decide.go). Asked only of a snapshot with
+	// such rules: outboundRule's own test, inlined, still moved its
+	// three zero results into ext and extPort (about 12 instructions a
+	// new session, 2,737 to 2,725, bench-instr; the fifth round's test
+	// before the call, of the maps' lengths then, lost 3).
+	if s.rulesOut {
+		state, ext, extPort = s.outboundRule(p.Src, sport, proto)
+	}
+	if state != 0 {
 	} else if s.Config.Mapping == EndpointIndependent {
 		if r := w.eimMapping(p, sport, proto, c, &ext, &extPort); r != drop.None {
 			return r
@@ -530,8 +568,12 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		p0 = new(flowtable.Probe)
 		t.PrepareTuple(p.Src, p.Dst, sport, dport, p.Proto, p0)
 	}
+	// The plan's outside key is this packet's (newHint.outside): only its
+	// external endpoint is compared (IsTo), where IsTuple packed and
+	// compared the whole key (about 11 instructions a new session, 2,872
+	// to 2,861, bench-instr).
 	p1 := w.hint.outside()
-	if p1 == nil || !p1.IsTuple(p.Dst, ext, dport, extPort, p.Proto) {
+	if p1 == nil || !p1.IsTo(ext, extPort) {
 		p1 = new(flowtable.Probe)
 		t.PrepareTuple(p.Dst, ext, dport, extPort, p.Proto, p1)
 	}

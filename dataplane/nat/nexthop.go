@@ -87,11 +87,15 @@ type burstHop struct {
 	ok    bool
 }
 
-// sendVia queues frame b (owned by owner), translated and fitting the MTU
-// of egress, to its next hop dst there, resolved through the burst's cache
-// h; or holds or drops it as l2send does. A frame whose egress port
-// shares its pool joins the queue as it is (txQueue.push).
-func (w *Worker) sendVia(h *burstHop, owner, egress Side, b *port.Buf, dst [4]byte) {
+// sendVia queues frame b, received on the inside, translated and fitting
+// the outside MTU, to its next hop dst on the outside, resolved through
+// the burst's cache h; or holds or drops it as l2send does. A frame whose
+// egress port shares its pool joins the queue as it is (txQueue.push). Its
+// one caller is outboundNew's: with the sides constant, not arguments,
+// the queue's address is a constant offset (about 12 instructions a new
+// session, 2,761 to 2,749, bench-instr).
+func (w *Worker) sendVia(h *burstHop, b *port.Buf, dst [4]byte) {
+	const owner, egress = Inside, Outside
 	if !h.ok || dst != h.dst {
 		mac, r := w.l2.Resolve(egress, dst)
 		if r != Resolved {

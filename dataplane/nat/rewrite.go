@@ -70,6 +70,35 @@ func rewriteAt(frame []byte, p *header.Parsed, end int, wire uint32, port uint16
 	setParsed(p, end, wire, port)
 }
 
+// rewriteNew is rewriteAt of the source for a frame laid out as the fast
+// path's are (fastL4Off: no VLAN tag, no IP options), as forwardBurst
+// spells it out: the offsets constant, one bounds check (a frame of the
+// fast path is at least fastFrameMin long, and a TCP one at least a TCP
+// header longer). It rewrites a new session's first packet, which passed
+// the fast path's classification (outboundNew): through rewriteAt, with
+// the offsets from the parse and their bounds checks, and the end a
+// variable, it cost about 37 instructions more a new session (2,798 to
+// 2,761, bench-instr).
+func rewriteNew(data []byte, p *header.Parsed, wire uint32, port uint16) {
+	f := (*[fastFrameMin]byte)(data)
+	ip := (*[header.IPv4MinHeaderLen]byte)(f[header.EthernetHeaderLen:])
+	c := swapAddr(ip, 0, wire)
+	decTTL(ip, c)
+	l4 := (*[header.UDPHeaderLen]byte)(f[fastL4Off:])
+	if p.L4 == header.L4ICMPQuery {
+		rewriteICMP(l4, port)
+		p.SrcPort, p.DstPort = port, port
+	} else {
+		old, sw := swapPort(l4, 0, port)
+		if p.L4 == header.L4UDP {
+			fixUDP(l4, c, old, sw)
+		} else {
+			fixTCP((*[header.TCPMinHeaderLen]byte)(data[fastL4Off:]), c, old, sw)
+		}
+	}
+	setParsed(p, 0, wire, port)
+}
+
 // setParsed records a rewrite of end to address wire (wire order) and
 // port in p, which then describes the rewritten frame as Parse would (but
 // for an ICMP query's other port: its identifier plays both, which the
