@@ -441,7 +441,13 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		st, port, ok := c.addr, uint16(0), false
 		pl := w.hint.port(st)
 		if pl != nil && pl.has&planNone == 0 {
-			if slot := st.ports[proto].claimFreshFree(pl.port, &pl.pp); slot != nil {
+			slot := st.ports[proto].claimFreshFree(pl.port, &pl.pp)
+			// A random candidate taken meanwhile: its pair's other
+			// port, in the line just read (portTable.hash says why).
+			if slot == nil && pl.has&planTaken != 0 {
+				pl.port, slot = st.ports[proto].claimBeside(pl.port, pl.lo, pl.hi, &pl.pp)
+			}
+			if slot != nil {
 				c.addr, c.portSlot = nil, slot
 				st.release(1)
 				port, ok = pl.port, true
