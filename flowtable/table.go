@@ -328,10 +328,11 @@ func (t *Table) Cap() int { return len(t.recs) }
 
 // Len returns the number of live sessions: the records popped from the
 // free list less those pushed back. A count of its own cost every insert
-// a locked add on a line every inserter shares, and that add was about 2%
-// of a new session's time at a million sessions (docs/engineering.md,
-// "Locked instructions"). Read while inserts and deletes run, it may count
-// a record being filled or freed as live.
+// a locked add on a line every inserter shares; without it and four other
+// locked instructions a new session at a million sessions took 7.7% less
+// time (docs/engineering.md, "Ports in pairs, and locked instructions").
+// Read while inserts and deletes run, it may count a record being filled
+// or freed as live.
 func (t *Table) Len() int {
 	pushed := t.pushes.Load() // first: then pushed <= popped below
 	popped := uint32(t.head.Load() >> 32)
