@@ -463,11 +463,10 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		}
 		a := st.addr
 		// The inside key (bindingKeys), prepared.
-		w0 := bindWord(p.Src, sport, p.Proto, 0)
-		p0 := w.hint.bindProbe(w0)
+		p0 := w.hint.bindProbe()
 		if p0 == nil {
 			p0 = new(bindProbe)
-			w.eng.bindings.prepareWord(w0, p0)
+			w.eng.bindings.prepareWord(bindWord(p.Src, sport, p.Proto, 0), p0)
 		}
 		user := bindingWords(c.sub.ID, st.idx)
 		// allocPort claimed the port by an insert (no overlap): no live

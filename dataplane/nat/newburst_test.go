@@ -104,3 +104,29 @@ func (h *harness) outsideOf(in string) netip.AddrPort {
 	}
 	return ss[0].Outside
 }
+
+// TestNewSessionBurstNoStaleMappingKey puts a new mapping behind a packet
+// of the same inside endpoint that creates nothing (an echo reply, which
+// opens no session), so that the plan of its own place in the burst has
+// no mapping key prepared (pass 1 prepares it for an endpoint's first
+// packet only), while that place's plan of the burst before holds
+// another endpoint's. newHint.bindProbe takes the plan's key without
+// comparing it with the packet's: the mapping must still be the packet's
+// own, not an insert under the earlier burst's key (which exists, so
+// every try would find it and the packet would be refused).
+func TestNewSessionBurstNoStaleMappingKey(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.inject(Inside, udp("10.0.0.2", 5000, "198.18.0.9", 7000), udp("10.0.0.3", 5001, "198.18.0.9", 7000))
+	if out := h.collect(Outside); len(out) != 2 {
+		t.Fatalf("%d of 2 frames out (drops %v)", len(out), h.drops())
+	}
+	h.inject(Inside, echo("10.0.0.4", "198.18.0.9", 77, true), echo("10.0.0.4", "198.18.0.9", 77, false))
+	if out := h.collect(Outside); len(out) != 1 {
+		t.Fatalf("%d frames out, want the echo request alone (drops %v)", len(out), h.drops())
+	}
+	if n := h.eng.bindings.Len(); n != 3 {
+		t.Errorf("%d mappings, want 3", n)
+	}
+	h.outsideOf("10.0.0.4")
+	h.checkNoLeaks()
+}
