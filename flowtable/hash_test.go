@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/xnat/xnat/internal/hashtest"
 )
 
 // refHash is the reference the table's hash is held to: XXH64 (the xxhash
@@ -155,17 +156,6 @@ func hashKeySets() map[string][]Key {
 	return sets
 }
 
-// chiSquare is Pearson's statistic of counts against a uniform spread.
-func chiSquare(counts []int, total int) float64 {
-	exp := float64(total) / float64(len(counts))
-	x := 0.0
-	for _, c := range counts {
-		d := float64(c) - exp
-		x += d * d / exp
-	}
-	return x
-}
-
 // TestHashSpread places each structured key set in buckets the way the
 // table does (home, four keys a bucket) and checks the spread against a
 // uniform one: Pearson's chi-square over the buckets must stay within six
@@ -199,7 +189,7 @@ func TestHashSpread(t *testing.T) {
 				seen[slot] = true
 			}
 			bound := nb + 6*math.Sqrt(2*nb)
-			cb, cf := chiSquare(homes, len(keys)), chiSquare(fps, len(keys))
+			cb, cf := hashtest.ChiSquare(homes, len(keys)), hashtest.ChiSquare(fps, len(keys))
 			t.Logf("%s/%s: chi-square buckets %.0f, fingerprints %.0f (bound %.0f), %d shared slots", name, h.name, cb, cf, bound, same)
 			if cb > bound || cf > bound || same > 1 {
 				t.Errorf("%s/%s: chi-square buckets %.0f, fingerprints %.0f, bound %.0f; %d keys share home and fingerprint",

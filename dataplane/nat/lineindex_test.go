@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/xnat/xnat/flowtable"
+	"github.com/xnat/xnat/internal/hashtest"
 )
 
 // splitmix is the compact tables' hash before the folded multiply
@@ -83,17 +84,6 @@ func lineKeySets() (words map[string][]uint64, pairs map[string][][2]uint64) {
 	return words, pairs
 }
 
-// lineChiSquare is Pearson's statistic of counts against a uniform spread.
-func lineChiSquare(counts []int, total int) float64 {
-	exp := float64(total) / float64(len(counts))
-	x := 0.0
-	for _, c := range counts {
-		d := float64(c) - exp
-		x += d * d / exp
-	}
-	return x
-}
-
 // TestLineHashSpread places each structured key set in the buckets of an
 // index of 2^14 buckets (home, and the fingerprint's top 14 bits, of the
 // high half) under lineIndex.hash and under the splitmix64 finaliser
@@ -154,7 +144,7 @@ func TestLineHashSpread(t *testing.T) {
 					seen[slot] = true
 				}
 				bound := nb + 6*math.Sqrt(2*nb)
-				cb, cf := lineChiSquare(homes, n), lineChiSquare(fps, n)
+				cb, cf := hashtest.ChiSquare(homes, n), hashtest.ChiSquare(fps, n)
 				t.Logf("seed %d %s/%s: chi-square buckets %.0f, fingerprints %.0f (bound %.0f), %d shared slots", si, name, hn, cb, cf, bound, same)
 				if cb > bound || cf > bound || same > 1 {
 					t.Errorf("seed %d %s/%s: chi-square buckets %.0f, fingerprints %.0f, bound %.0f; %d keys share home and fingerprint",
