@@ -17,8 +17,7 @@
 // copy of a prebuilt 60-byte frame and two stores of its step of a walk
 // prepared before the timed loop, flowWalk; for the new-session case the
 // flow's source address, port and IPv4 header checksum patched into the
-// copy, udpTemplate, from the benchmark's fill closure, and writeUDP for
-// its set-up), returning sent frames to the pool (TxBurst, Free) and the
+// copy, newFlowGen; udpTemplate and writeUDP for set-up), returning sent frames to the pool (TxBurst, Free) and the
 // fixed neighbour table. The engine
 // parses and verifies the frames exactly as it would a NIC's. The rig's two
 // ports share one pool of frames, as natd's AF_XDP sockets share one UMEM

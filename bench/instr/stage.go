@@ -143,8 +143,9 @@ func isTestPort(s string) bool {
 //   - next-hop: the fixed neighbour table;
 //   - receive/parse: the rest, which writes the received frames: the loop
 //     port's RxBurst and pool, the established benchmarks' prepared walk
-//     (flowWalk), the frame template (udpTemplate) and writeUDP, and the
-//     benchmarks' fill closures.
+//     (flowWalk), the new-session benchmarks' generator (newFlowGen), the
+//     frame template (udpTemplate) and writeUDP, and the benchmarks'
+//     closures.
 func testPortStage(pkg, name string) string {
 	if pkg != "nat" {
 		return ""
@@ -155,7 +156,7 @@ func testPortStage(pkg, name string) string {
 	case strings.Contains(name, "Neighbors).Resolve"):
 		return "next-hop"
 	case strings.HasPrefix(name, "(*loopPort).") || strings.HasPrefix(name, "(*loopPool).") ||
-		strings.HasPrefix(name, "(*udpTemplate).") || strings.HasPrefix(name, "(*flowWalk).") || name == "writeUDP" ||
+		strings.HasPrefix(name, "(*udpTemplate).") || strings.HasPrefix(name, "(*flowWalk).") || strings.HasPrefix(name, "(*newFlowGen).") || name == "writeUDP" ||
 		strings.HasPrefix(name, "(*perfRig).forwardWalk.func") || strings.HasPrefix(name, "benchNewSessions.func"):
 		return "receive/parse"
 	}
