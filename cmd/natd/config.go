@@ -50,6 +50,10 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	GC struct {
+		// HeapFloorMB: nil means defaultHeapFloor() (gc.go).
+		HeapFloorMB *int `yaml:"heap_floor_mb"`
+	} `yaml:"gc"`
 	BGP     *bgpFileConfig `yaml:"bgp"`     // bgp.go
 	Logging loggingFile    `yaml:"logging"` // IPFIX and syslog export (cgn.go)
 }
@@ -140,8 +144,11 @@ type Config struct {
 	}
 	LogLevel  string
 	LogFormat string
-	BGP       *bgp.Config   // nil: no BGP (bgp.go)
-	Logging   loggingConfig // IPFIX and syslog export (cgn.go)
+	// GCHeapFloor is the Go heap's collection floor in bytes; 0 keeps the
+	// runtime's defaults (gc.go).
+	GCHeapFloor int64
+	BGP         *bgp.Config   // nil: no BGP (bgp.go)
+	Logging     loggingConfig // IPFIX and syslog export (cgn.go)
 	// logFlags are --log-level and --log-format, which win over the file
 	// (overrideLog); kept so that a reload compares like with like.
 	logFlags [2]string
@@ -405,6 +412,13 @@ func (c *Config) servicesFromFile(fc *fileConfig, ce *configErrors) {
 	c.Events.MaxBackups = fc.Events.MaxBackups
 	if c.Events.MaxBackups == 0 {
 		c.Events.MaxBackups = 5
+	}
+	c.GCHeapFloor = defaultHeapFloor()
+	if p := fc.GC.HeapFloorMB; p != nil {
+		if *p < 0 || *p > maxHeapFloorMB {
+			ce.add("gc.heap_floor_mb", "%d is not between 0 (the Go runtime's defaults) and %d", *p, maxHeapFloorMB)
+		}
+		c.GCHeapFloor = int64(*p) << 20
 	}
 	c.LogLevel, c.LogFormat = fc.Log.Level, fc.Log.Format
 	switch c.LogLevel {

@@ -538,6 +538,7 @@ var restartOnly = []struct {
 		return fmt.Sprintf("level %q format %q", c.LogLevel, c.LogFormat)
 	}},
 	{"bgp", []string{"BGP"}, func(c *Config) string { return bgpSummary(c.BGP) }},
+	{"gc", []string{"GCHeapFloor"}, func(c *Config) string { return fmt.Sprintf("heap_floor_mb %d", c.GCHeapFloor>>20) }},
 }
 
 // ignoredChange is a restart-only section a reload found changed. Old and

@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	applyGCPolicy(cfg.GCHeapFloor, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := start(ctx, cfg, log)
