@@ -109,6 +109,23 @@ func TestTargets(t *testing.T) {
 	if x.Measured != 0 || !x.Met || !strings.Contains(x.Detail, "found no zero-loss rate") {
 		t.Fatalf("%+v", x)
 	}
+	// A search that ended in an error (a trial that could not run) is
+	// not a measurement: no ratio, and the error said.
+	FindCell(r, Kernel, 1000, "64").ZeroLossPPS = 200e3
+	FindCell(r, Xnat, 1000, "64").Error = "gen: eth0 queue 0: device or resource busy"
+	x = Targets(r)[0]
+	if x.Measured != 0 || x.Met || !strings.Contains(x.Detail, "not measured: xnat's search failed: gen: eth0 queue 0") {
+		t.Fatalf("%+v", x)
+	}
+	r.Queues = []QueueRun{{Queues: 2, Cells: []Cell{
+		{DUT: Xnat, Error: "gen: busy"},
+		{DUT: L2fwd, ZeroLossPPS: 170e3},
+	}}}
+	for _, x := range queueTargets(r) {
+		if strings.Contains(x.Name, "at 2 queue pair") && (x.Measured != 0 || x.Met || !strings.Contains(x.Detail, "xnat's search failed: gen: busy")) {
+			t.Fatalf("%+v", x)
+		}
+	}
 	// Missing measurements are reported as such, not as misses.
 	empty := &Results{Settings: Settings{Flows: []int{1000}, LatencyLoad: 0.5}}
 	for _, x := range Targets(empty) {

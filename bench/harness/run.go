@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xnat/xnat/bench/gen"
 	"github.com/xnat/xnat/bench/lab"
 	"github.com/xnat/xnat/dataplane/header"
@@ -667,8 +669,26 @@ const (
 // passes only after a whole trial without loss.
 func (r *runner) measured(d dut, t trialSpec) (Trial, []Trial, error) {
 	var all []Trial
+	busy := 0
 	for attempt := 1; ; attempt++ {
 		tr, err := r.trial(d, t)
+		if err != nil && errors.Is(err, unix.EBUSY) && busy < busyRetries && r.ctx.Err() == nil {
+			// The generator could not bind a queue that its previous
+			// trial's socket still held (the kernel releases it from
+			// a work item, xp_release_deferred, which has been seen
+			// to wait tens of seconds on this shared machine, past
+			// gen's own retries): not a measurement of the DUT, so
+			// wait and run the trial again rather than lose the
+			// search to it.
+			busy++
+			r.logf("   %s at %s: %v; waiting %s and repeating", t.kind, pps(t.rate), err, busyWait)
+			select {
+			case <-time.After(busyWait):
+			case <-r.ctx.Done():
+			}
+			attempt--
+			continue
+		}
 		if err != nil {
 			return tr, all, err
 		}
@@ -687,6 +707,13 @@ func (r *runner) measured(d dut, t trialSpec) (Trial, []Trial, error) {
 		}
 	}
 }
+
+// busyRetries and busyWait bound measured's waits for a generator queue
+// still bound to the previous trial's socket.
+const (
+	busyRetries = 3
+	busyWait    = 15 * time.Second
+)
 
 // cell measures one DUT at one flow count and size: its zero-loss rate,
 // then its latency at LatencyLoad of that rate.

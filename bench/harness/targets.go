@@ -43,6 +43,19 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
+// cellFailed describes the first of cells whose measurement ended in an
+// error (a trial that could not run), or returns "": such a cell's
+// zero-loss rate is what the search had found before the error, not a
+// measurement to compare.
+func cellFailed(cells ...*Cell) string {
+	for _, c := range cells {
+		if c.Error != "" {
+			return fmt.Sprintf("not measured: %s's search failed: %s", c.DUT, c.Error)
+		}
+	}
+	return ""
+}
+
 // Targets evaluates the targets on r, each as a ratio measured in
 // this one run.
 func Targets(r *Results) []Target {
@@ -56,6 +69,8 @@ func Targets(r *Results) []Target {
 		switch {
 		case a == nil || b == nil:
 			t.Detail = "not measured in this run"
+		case cellFailed(a, b) != "":
+			t.Detail = cellFailed(a, b)
 		case b.ZeroLossPPS == 0:
 			t.Detail = fmt.Sprintf("%s found no zero-loss rate (%s: %s)", den, num, pps(a.ZeroLossPPS))
 			t.Met = a.ZeroLossPPS > 0

@@ -36,6 +36,8 @@ func queueTargets(r *Results) []Target {
 	switch {
 	case x4 == nil || x1 == nil:
 		t.Detail = "not measured in this run (needs a machine with at least 9 cores)"
+	case cellFailed(x4, x1) != "":
+		t.Detail = cellFailed(x4, x1)
 	case x1.ZeroLossPPS == 0:
 		t.Detail = "no zero-loss rate at 1 queue pair"
 	default:
@@ -51,6 +53,8 @@ func queueTargets(r *Results) []Target {
 		switch {
 		case x == nil || l == nil:
 			t.Detail = "not measured in this run"
+		case cellFailed(x, l) != "":
+			t.Detail = cellFailed(x, l)
 		case l.ZeroLossPPS == 0:
 			t.Detail = "l2fwd found no zero-loss rate"
 			t.Met = x.ZeroLossPPS > 0
