@@ -8,6 +8,9 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -44,15 +47,56 @@ import (
 // collector alone (the operator asked for that policy).
 
 // defaultHeapFloor is gc.heap_floor_mb's default, in bytes: 256 MiB, or
-// a sixteenth of the machine's memory if that is less (64 MiB on a 1 GiB
-// branch router).
+// a sixteenth of the memory natd may use if that is less (64 MiB on a
+// 1 GiB branch router, 40 MiB in a container limited to 640 MiB).
 func defaultHeapFloor() int64 {
 	const most = 256 << 20
+	mem := int64(math.MaxInt64)
 	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) != nil {
-		return most
+	if unix.Sysinfo(&si) == nil {
+		mem = int64(si.Totalram) * int64(si.Unit)
 	}
-	return min(most, int64(si.Totalram)*int64(si.Unit)/16)
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		if l, ok := cgroupMemoryLimit(string(b), os.ReadFile); ok {
+			mem = min(mem, l)
+		}
+	}
+	return min(most, mem/16)
+}
+
+// cgroupMemoryLimit returns the memory limit of the cgroup that
+// procCgroup (/proc/self/cgroup) names, read through read: cgroup v2's
+// memory.max, else v1's memory.limit_in_bytes. ok is false where there is
+// none ("max", or v1's page-rounded 2^63).
+func cgroupMemoryLimit(procCgroup string, read func(string) ([]byte, error)) (limit int64, ok bool) {
+	var files []string
+	for _, line := range strings.Split(strings.TrimSpace(procCgroup), "\n") {
+		id, rest, _ := strings.Cut(line, ":")
+		ctrls, path, found := strings.Cut(rest, ":")
+		switch {
+		case !found:
+		case id == "0" && ctrls == "":
+			files = append(files, "/sys/fs/cgroup"+path+"/memory.max", "/sys/fs/cgroup/unified"+path+"/memory.max")
+		case slices.Contains(strings.Split(ctrls, ","), "memory"):
+			files = append(files, "/sys/fs/cgroup/memory"+path+"/memory.limit_in_bytes")
+		}
+	}
+	for _, f := range files {
+		b, err := read(f)
+		if err != nil {
+			continue
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "max" {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 || n >= 1<<62 {
+			return 0, false
+		}
+		return n, true
+	}
+	return 0, false
 }
 
 // maxHeapFloorMB bounds gc.heap_floor_mb (1 TiB): a larger value is a typo.

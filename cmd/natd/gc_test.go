@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -37,6 +38,38 @@ func TestGCHeapFloorConfig(t *testing.T) {
 			t.Errorf("%q: %v", tc.yaml, err)
 		case c.GCHeapFloor != tc.want:
 			t.Errorf("%q: floor %d, want %d", tc.yaml, c.GCHeapFloor, tc.want)
+		}
+	}
+}
+
+func TestCgroupMemoryLimit(t *testing.T) {
+	files := map[string]string{
+		"/sys/fs/cgroup/kubepods/pod1/memory.max":                   "671088640\n",
+		"/sys/fs/cgroup/system.slice/natd.service/memory.max":       "max\n",
+		"/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes":    "1073741824\n",
+		"/sys/fs/cgroup/memory/process_api/x/memory.limit_in_bytes": "9223372036854771712\n",
+	}
+	read := func(p string) ([]byte, error) {
+		if v, ok := files[p]; ok {
+			return []byte(v), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	for _, tc := range []struct {
+		cgroup string
+		want   int64
+		ok     bool
+	}{
+		{"0::/kubepods/pod1\n", 640 << 20, true},
+		{"0::/system.slice/natd.service\n", 0, false},
+		{"12:memory:/docker/abc\n0::/docker/abc\n", 1 << 30, true},
+		{"4:memory:/process_api/x\n0::/\n", 0, false}, // v1's "no limit"
+		{"3:cpu,cpuacct:/\n", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := cgroupMemoryLimit(tc.cgroup, read)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%q: %d %v, want %d %v", tc.cgroup, got, ok, tc.want, tc.ok)
 		}
 	}
 }
