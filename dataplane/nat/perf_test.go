@@ -86,7 +86,7 @@ func (p *loopPool) get() (port.Buf, bool) {
 // RxBurst takes a burst's frames off the free list at once and has fill
 // write each.
 func (p *loopPort) RxBurst(bufs []port.Buf) int {
-	if p.fill == nil && p.walk == nil && p.news == nil {
+	if p.walk == nil && p.news == nil && p.fill == nil {
 		return 0
 	}
 	n := min(len(bufs), p.burst, len(p.free))
