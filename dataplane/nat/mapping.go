@@ -142,6 +142,39 @@ func (w *Worker) releaseSub(id uint32, delta uint64) {
 // newPorts > 0 it also leaves a reference on the address for the new
 // mapping in c.addr, for allocPort.
 func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) drop.Reason {
+	// A new session's common case, straight: the plan's subscriber
+	// (newHint.subscriber), no quota, the reference taken at the first
+	// compare-and-swap from the count the plan read, and the paired
+	// address's first try. Anything else, and a failed swap (the hint
+	// used, the loop looks the subscriber up again), goes to the loop.
+	// Without the loop, the quota's closure and the spills around them,
+	// about 20 instructions a new session fewer (2,692 to 2,672,
+	// bench-instr).
+	if l := &w.snap.Config.Limits; l.SessionsPerSubscriber == 0 && (newPorts == 0 || l.PortsPerSubscriber == 0) && w.hint.subscriber(a, &c.sub) {
+		delta := subRefs(1, newPorts)
+		if v := c.sub.User[1]; v&refDead == 0 {
+			if ok, _ := w.eng.subs.CompareAndSwapUser(c.sub.ID, c.sub.Gen, 1, v, v+delta); ok {
+				c.hasSub, c.subDelta = true, delta
+				if newPorts == 0 {
+					return drop.None
+				}
+				idx := subAddr(c.sub.User[0])
+				if st := w.eng.addr(idx); st != nil && w.snap.cgn.det == nil && st.acquire(addrInPool, 1) {
+					if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
+						c.addr = st
+						return drop.None
+					}
+					st.release(1)
+				}
+				return w.pairSub(a, proto, delta, c)
+			}
+		}
+	}
+	return w.acquireSubLoop(a, proto, newPorts, c)
+}
+
+// acquireSubLoop is acquireSub but for its common case.
+func (w *Worker) acquireSubLoop(a [4]byte, proto Proto, newPorts uint64, c *claim) drop.Reason {
 	s := w.snap
 	l := &s.Config.Limits
 	delta := subRefs(1, newPorts)
@@ -181,12 +214,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 					}
 					st.release(1)
 				}
-				r := w.pairedAddress(a, proto, c)
-				if r != drop.None {
-					c.hasSub = false
-					w.releaseSub(c.sub.ID, delta)
-				}
-				return r
+				return w.pairSub(a, proto, delta, c)
 			}
 			if !dying {
 				v := subCount(w.eng.subs.LoadUser(c.sub.ID, 1))
@@ -227,6 +255,17 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) d
 		st.release(n)
 	}
 	return drop.Contention
+}
+
+// pairSub is acquireSub's pairedAddress for subscriber a, referenced by
+// delta in c: on failure the reference is given back.
+func (w *Worker) pairSub(a [4]byte, proto Proto, delta uint64, c *claim) drop.Reason {
+	r := w.pairedAddress(a, proto, c)
+	if r != drop.None {
+		c.hasSub = false
+		w.releaseSub(c.sub.ID, delta)
+	}
+	return r
 }
 
 // lookupSub looks up the subscriber of address a into x: acquireSub's
