@@ -543,11 +543,12 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		}
 	} else {
 		// Address-and-port-dependent mapping: the session owns its port.
-		if r := w.acquireSub(p.Src, proto, 1, c); r != drop.None {
+		st, r := w.acquireSub(p.Src, proto, 1, c)
+		if r != drop.None {
 			w.eventQuota(r, proto, p)
 			return r
 		}
-		st, port, ok := w.allocPort(c, proto, sport, true)
+		port, ok := w.allocPort(c, st, proto, sport, true)
 		if !ok {
 			return w.portsExhausted(c, proto, p.Src, sport, st)
 		}
@@ -729,7 +730,7 @@ func (w *Worker) newInbound(p *header.Parsed, k *flowtable.Key, e *flowtable.Ent
 			return drop.NoSession
 		}
 		c.hasBinding = true
-		if r := w.acquireSub(c.binding.Keys[0].Src, proto, 0, &c); r != drop.None {
+		if _, r := w.acquireSub(c.binding.Keys[0].Src, proto, 0, &c); r != drop.None {
 			w.undo(&c)
 			return r
 		}
