@@ -137,7 +137,7 @@ func (s *portSet) claimFree(p uint16) bool {
 //
 // insertAt's steps are written out (a call less, about 10 instructions
 // a new session, 2,668 to 2,658, bench-instr): a change there is a
-// change here.
+// change here. eimMapping writes this out in turn.
 func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
 	t := s.pt
 	k := s.key(p)
