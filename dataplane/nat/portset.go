@@ -376,11 +376,14 @@ func shareOf(lo, hi uint16, worker, workers int) portShare {
 	return portShare{lo: lo, worker: worker, workers: workers, total: total}
 }
 
-// port returns the j-th port of the share: its chunks are full but maybe
-// the last.
+// port returns the j-th port of the share (j ≥ 0): its chunks are full
+// but maybe the last. Unsigned: j's chunk and offset are then a shift and
+// a mask, without a signed division's adjustment (about 7 instructions a
+// new session, 2,623 to 2,616, bench-instr).
 func (sh portShare) port(j int) uint16 {
-	c, off := j/chunkPorts, j%chunkPorts
-	return uint16(int(sh.lo) + (sh.worker+c*sh.workers)*chunkPorts + off)
+	u := uint(j)
+	c, off := u/chunkPorts, u%chunkPorts
+	return uint16(uint(sh.lo) + (uint(sh.worker)+c*uint(sh.workers))*chunkPorts + off)
 }
 
 // random returns the port claimRandom, given r, tries first: the new
