@@ -563,6 +563,7 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	c := &w.cl
 	c.begin()
 	state := uint32(0)
+	eim := false // the session's mapping is eimMapping's (eimWords)
 
 	// A port-forwarded server opening a flow (symmetric static NAPT), or
 	// a static mapping's host (decide.go). Asked only of a snapshot with
@@ -578,6 +579,7 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 		if r := w.eimMapping(p, sport, proto, c, &ext, &extPort); r != drop.None {
 			return r
 		}
+		eim = true
 	} else {
 		// Address-and-port-dependent mapping: the session owns its port.
 		st, r := w.acquireSub(p.Src, proto, 1, c)
@@ -636,7 +638,15 @@ func (w *Worker) newOutbound(p *header.Parsed, sport, dport uint16, e *flowtable
 	// An existing session on the external 5-tuple that is not this one
 	// means the tuple is taken (possible only with port overlap).
 	// insertSession, its common outcome settled here (settleSession).
-	res := t.InsertProbe(p0, p1, state, sessionWords(c, w.id), w.now, e)
+	// The session's user words: eimWords where eimMapping took the
+	// mapping and the subscriber and no rule gave a port of its own.
+	var user sessWords
+	if eim {
+		user = eimWords(c, w.id)
+	} else {
+		user = sessionWords(c, w.id)
+	}
+	res := t.InsertProbe(p0, p1, state, user, w.now, e)
 	if res == flowtable.Inserted {
 		w.c[SessionsCreated+Counter(proto)]++
 		w.sessionEvent(SessionCreated, e)
