@@ -68,7 +68,7 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed) {
 	// inserted prepared (newOutbound).
 	_, _, sport, dport := sessionTuple(Inside, p)
 	var e flowtable.Entry
-	if r := w.newOutbound(p, sport, dport, &e); r != drop.None {
+	if r := w.newOutbound(p, sport, dport, nil, &e); r != drop.None {
 		w.refuse(b, p, r)
 		return
 	}
