@@ -246,7 +246,7 @@ func (w *Worker) deferNew(i int) {
 // endpoint (epDup: its mapping that one may create) or the same session
 // key (dup: that one creates the session, and this one must look it up
 // again; the others need not), and reports the latter, which ends the
-// search. Out of line: it runs only on a collision in seen.
+// search. Out of line: it runs only on a collision in seen (collide).
 func (w *Worker) sameEndpoint(j int, p *header.Parsed, o uint8) bool {
 	nb := &w.nb
 	q := &w.pk[nb.idx[o-1]]
@@ -258,6 +258,25 @@ func (w *Worker) sameEndpoint(j int, p *header.Parsed, o uint8) bool {
 		}
 	}
 	return false
+}
+
+// collide is newSessions' search of seen for packet j of the list, p,
+// whose inside endpoint hashes to h, where packet o-1 is: the probe of
+// the slots after h, each taken one tested by sameEndpoint, until a free
+// slot, which then notes j, or the same session key. Out of line, and
+// called only on a collision in h, so that the pass's loop has no inner
+// loop with a call, around which Go kept the pass's values in memory for
+// every packet (about 3 instructions a new session, 2,606 to 2,603,
+// bench-instr; with 256 slots in seen, fewer collisions, no fewer).
+func (w *Worker) collide(j int, p *header.Parsed, h uint32, o uint8) {
+	nb := &w.nb
+	for !w.sameEndpoint(j, p, o) {
+		h = (h + 1) % uint32(len(nb.seen))
+		if o = nb.seen[h]; o == 0 {
+			nb.seen[h] = uint8(j + 1)
+			return
+		}
+	}
 }
 
 // endpointMix spreads a packet's inside endpoint over newBurst.seen; any
@@ -296,15 +315,10 @@ func (w *Worker) newSessions() {
 	for j := 0; j < n; j++ {
 		p := &w.pk[nb.idx[j]]
 		nb.dup[j], nb.epDup[j] = false, false
-		for h := endpointMix(p); ; h = (h + 1) % uint32(len(nb.seen)) {
-			o := nb.seen[h]
-			if o == 0 {
-				nb.seen[h] = uint8(j + 1)
-				break
-			}
-			if w.sameEndpoint(j, p, o) {
-				break
-			}
+		if h := endpointMix(p); nb.seen[h] == 0 {
+			nb.seen[h] = uint8(j + 1)
+		} else {
+			w.collide(j, p, h, nb.seen[h])
 		}
 		pl := &nb.plan[j]
 		// The subscriber's key (subscriberKey), packed from the field:
