@@ -47,17 +47,18 @@ func (w *Worker) fromInside(b *port.Buf, p *header.Parsed, probe *flowtable.Prob
 func (w *Worker) outbound(b *port.Buf, p *header.Parsed, probe *flowtable.Probe) {
 	var e flowtable.Entry
 	if !w.eng.sessions.LookupProbe(probe, &e) || e.Dir != 0 {
-		w.outboundNew(b, p, nil)
+		w.outboundNew(b, p)
 		return
 	}
 	w.translateOut(b, p, &e)
 }
 
 // outboundNew creates the session of an outbound packet that has none
-// (newsession.go) and translates the packet, or refuses it. hop is the
-// burst's next-hop cache of newSessions, whose packets passed the fast
-// path's classification (below); nil for any other packet.
-func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
+// (newsession.go) and translates the packet, or refuses it: for a packet
+// that did not come through newSessions, whose pass 4 writes these steps
+// out with the translation of the fast path's packets (a change here is a
+// change there).
+func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed) {
 	if icmpQuery(p) && !icmpRequest(p.ICMPType) {
 		w.dropFrame(Inside, b, drop.NoSession)
 		return
@@ -67,29 +68,8 @@ func (w *Worker) outboundNew(b *port.Buf, p *header.Parsed, hop *burstHop) {
 	// inserted prepared (newOutbound).
 	_, _, sport, dport := sessionTuple(Inside, p)
 	var e flowtable.Entry
-	if r := w.newOutbound(p, sport, dport, &e); r != drop.None {
+	if r := w.newOutbound(p, sport, dport, nil, &e); r != drop.None {
 		w.refuse(b, p, r)
-		return
-	}
-	// translateOut for a packet of newSessions, with what that makes
-	// redundant left out: the packet passed the fast path's
-	// classification (forwardBurst: not a fragment, TTL to spare, fits
-	// the outside MTU, TCP, UDP or an ICMP query), so it needs no
-	// Fragmentation Needed check and no fragmenting; the session was
-	// inserted at w.now, so it needs no Touch. It is rewritten and sent
-	// as the fast path does: one pass over the headers, at the fast
-	// path's constant offsets, which its classification checked
-	// (rewriteNew), the next hop once per burst and destination
-	// (sendVia). A hairpinned session takes translateOut. Written out
-	// here: as translateNew, a call with its frame, it cost about 17
-	// instructions a new session (2,725 to 2,708, bench-instr).
-	if hop != nil && e.State&stHairpin == 0 {
-		if p.L4 == header.L4TCP { // tcpSegment's test, before its call
-			w.tcpSegment(&e, b, p, Inside)
-		}
-		ext := &e.Keys[1]
-		rewriteNew(b.Data, p, le32(&ext.Dst), ext.DstPort)
-		w.sendVia(hop, b, p.Dst)
 		return
 	}
 	w.translateOut(b, p, &e)

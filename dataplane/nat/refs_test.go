@@ -238,7 +238,7 @@ func TestClaimBegin(t *testing.T) {
 			b[j] = 0x5a
 		}
 	}
-	c.addr, c.rule, c.portSlot = &addrState{}, &addrState{}, new(atomic.Uint64)
+	c.rule, c.portSlot = &addrState{}, new(atomic.Uint64)
 	c.begin()
 	for i := 0; i < v.NumField(); i++ {
 		name := v.Type().Field(i).Name

@@ -75,7 +75,7 @@ func rewriteAt(frame []byte, p *header.Parsed, end int, wire uint32, port uint16
 // spells it out: the offsets constant, one bounds check (a frame of the
 // fast path is at least fastFrameMin long, and a TCP one at least a TCP
 // header longer). It rewrites a new session's first packet, which passed
-// the fast path's classification (outboundNew): through rewriteAt, with
+// the fast path's classification (newSessions): through rewriteAt, with
 // the offsets from the parse and their bounds checks, and the end a
 // variable, it cost about 37 instructions more a new session (2,798 to
 // 2,761, bench-instr). forwardBurst keeps its own copy of these steps

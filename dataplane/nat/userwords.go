@@ -42,6 +42,21 @@ func sessionWords(c *claim, worker uint8) sessWords {
 	}
 }
 
+// eimWords is sessionWords for a claim that holds its mapping and its
+// subscriber (hasBinding, hasSub) and owns no port (not hasOwn): the
+// session of an endpoint-independent mapping, which newOutbound creates
+// after eimMapping took both references, and with a state of no rule,
+// so that no port of its own (holdRuleAddr). Two of the four tests
+// left out, about 5 instructions a new session (2,614 to 2,608,
+// bench-instr; sessionWords' 29 to 13, less the flag newOutbound keeps
+// for it); TestEIMWords holds it to sessionWords.
+func eimWords(c *claim, worker uint8) sessWords {
+	return sessWords{
+		uint64(c.binding.ID+1) | uint64(c.sub.ID+1)<<32,
+		uint64(idPlus1(c.hasPerm, c.perm.ID)) | uint64(worker)<<56,
+	}
+}
+
 func idPlus1(ok bool, id uint32) uint32 {
 	if !ok {
 		return 0
