@@ -119,8 +119,13 @@
 // generation.
 //
 // Writers (Insert, InsertProbe) serialise per home bucket: an insert takes
-// a spin bit in the meta word of the home bucket of each of its keys, in
-// bucket order, so two inserts of the same key cannot both succeed. Slots themselves are
+// a spin bit in the meta word of the home bucket of each of its keys, so
+// two inserts of the same key cannot both succeed. It waits for a bit
+// only while it holds none, or holds the lower bucket's and waits for
+// the higher's: one that finds its second bit taken lets its first go
+// and takes both in bucket order, so no two inserts wait for each
+// other. An insert takes its record from the free list and fills it
+// before the bits, and gives it back if a key is taken. Slots themselves are
 // claimed with a compare-and-swap from 0 to fingerprint|reference, one word,
 // so inserts with different home buckets that race for the same overflow
 // slot are safe, and a reader never sees a fingerprint with another key's
@@ -702,100 +707,169 @@ func (t *Table) InsertProbe(p0, p1 *Probe, state uint32, user [2]uint64, now uin
 var noProbe Probe
 
 // insert is Insert proper. p1 is the second key, or a zero Probe (protocol
-// 0, so w1>>32 is 0) for a single-key entry. It is one function: the work
-// under the locks is the switch, whose cases fall out to the unlock, so
-// that no deferred call (which cost more than the rest of an uncontended
-// insert's bookkeeping) and no second call with ten arguments (about 25
-// instructions, make bench-instr) is needed. Each key's home bucket is
-// computed once, for its lock, its check and its slot (Place).
+// 0, so w1>>32 is 0) for a single-key entry.
+//
+// Its common path makes one call a key (Bucket.Claim, the check and the
+// slot in one) and one for the prefetch: everything else is inline, so
+// that few of its values live across a call, where Go keeps them on the
+// stack. The record is taken from the free list and filled, and e with
+// it, before the locks: none of that needs them (the record is not live
+// until its generation's store), it leaves less to keep across the calls
+// under them, and an insert that finds a key taken gives the record back
+// (with pop's record, whose bounds it checked, about 56 instructions a
+// new session fewer than the checks, the record and two Places in turn
+// under the locks: 2,692 to 2,636, bench-instr).
+// Anything unusual (a line that cannot tell, a full home bucket, a key
+// taken, no free record) is left to insertSlow and insertFull. A deferred
+// unlock cost more than the rest of an uncontended insert's bookkeeping.
 func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
 	two := p1.w1>>32 != 0 // protocol 0: NoKey
 	if two && t.maxKeys < 2 {
 		return Full
 	}
+	b0, b1 := p1.w0, p1.w1
+	if !two || p1.h == p0.h && b0 == p0.w0 && b1 == p0.w1 {
+		// Both keys equal would index one record twice under one
+		// key. Callers never do this; treat it as a single-key
+		// insert. Equal keys have equal hashes, compared first.
+		two, b0, b1 = false, 0, 0
+	}
+	r, id, next := t.pop()
+	if r == nil {
+		return t.insertFull(p0, p1, two, e)
+	}
+	g := r.gen.Load() // odd: free, so nobody can hold a pin
+	// Plain stores: the record is not live until its generation's
+	// store below (StoreUnpublished).
+	StoreUnpublished(&r.keys[0][0], p0.w0)
+	StoreUnpublished(&r.keys[0][1], p0.w1)
+	StoreUnpublished(&r.keys[1][0], b0)
+	StoreUnpublished(&r.keys[1][1], b1)
+	storeUnpublished32(&r.seen, now)
+	storeUnpublished32(&r.state, state)
+	StoreUnpublished(&r.user[0], user[0])
+	StoreUnpublished(&r.user[1], user[1])
+	e.ID, e.Dir, e.Gen = id, 0, g+1
+	e.Keys[0].unpackFrom(p0.w0, p0.w1)
+	e.Keys[1].unpackFrom(b0, b1)
+	e.Seen, e.State, e.User = now, state, user
+	// The home buckets' locks, each by an inlined compare-and-swap. An
+	// insert never waits while it holds a lock taken out of bucket
+	// order: if the second is taken it lets the first go and waits for
+	// both in order (lockHomes), so that no two inserts wait for each
+	// other (and the common case sorts nothing).
+	bk0 := &t.ix.buckets[t.ix.Home(p0.h)]
+	bk1 := bk0
+	if two {
+		bk1 = &t.ix.buckets[t.ix.Home(p1.h)]
+	}
+	if !bk0.TryLock() {
+		t.lockHomes(p0, p1, two)
+	} else if bk1 != bk0 && !bk1.TryLock() {
+		bk0.Unlock()
+		t.lockHomes(p0, p1, two)
+	}
+	// Index both keys while the generation is still odd: a reader that
+	// finds a slot early skips the record, and a walker by ID (Expire,
+	// Range) cannot see, and so cannot delete, a half-indexed session.
+	// A key's home, locked, answers alone for an absent key, nearly
+	// always the case, and takes its slot (Claim). A slot can always be
+	// found: every key belongs to a record popped from the free list,
+	// so at most maxKeys*Cap() keys are ever placed, and the index has
+	// 7/4 as many slots.
+	if bk0.Claim(slotWord(fpOf(p0.h), slotRef(id, 0))) != Claimed ||
+		two && bk1.Claim(slotWord(fpOf(p1.h), slotRef(id, 1))) != Claimed {
+		return t.insertSlow(p0, p1, two, id, e)
+	}
+	r.gen.Store(g + 1) // live
+	if bk1 != bk0 {
+		bk1.Unlock()
+	}
+	bk0.Unlock()
+	t.prefetchNext(next)
+	return Inserted
+}
+
+// lockHomes takes the locks of the home buckets of p0 and of p1 (if two),
+// in bucket order, for an insert that holds neither and found one taken.
+func (t *Table) lockHomes(p0, p1 *Probe, two bool) {
+	lo := t.ix.Home(p0.h)
+	hi := lo
+	if two {
+		hi = t.ix.Home(p1.h)
+	}
+	if hi < lo {
+		lo, hi = hi, lo
+	}
+	t.ix.Lock(lo)
+	if hi != lo {
+		t.ix.Lock(hi)
+	}
+}
+
+// insertSlow is insert's end, under its locks, when a Claim did not
+// store: key 0's, and nothing is stored, or key 1's, and key 0 is in its
+// home bucket (where its slot word, unique to the record, tells which).
+// It decides by walks what the lines could not (a key of a live session
+// makes the insert Exists, with that session in e, and leaves no slot of
+// the record behind) and places by walks the keys not placed; then it
+// publishes the record, or gives it back, and unlocks.
+func (t *Table) insertSlow(p0, p1 *Probe, two bool, id uint32, e *Entry) InsertResult {
 	h0 := t.ix.Home(p0.h)
 	h1 := h0
 	if two {
 		h1 = t.ix.Home(p1.h)
 	}
-	// The two home buckets' locks in ascending order against deadlock
-	// (one if they are the same), each by an inlined compare-and-swap,
-	// with a call only to wait (about 15 instructions fewer than a call
-	// that took both, make bench-instr). Each bucket's address is taken
-	// once, for its lock, its check and its unlock: through the index
-	// each took a bounds check and an address of its own (about 23
-	// instructions a new session, make bench-instr).
-	bk0 := &t.ix.buckets[h0]
-	bk1 := &t.ix.buckets[h1]
-	lo, hi := bk0, bk1
-	if h1 < h0 {
-		lo, hi = bk1, bk0
-	}
-	if !lo.TryLock() {
-		lo.Lock()
-	}
-	if hi != lo && !hi.TryLock() {
-		hi.Lock()
-	}
+	w0 := slotWord(fpOf(p0.h), slotRef(id, 0))
+	placed0 := t.ix.buckets[h0].holds(w0)
 	res := Inserted
-	next := uint32(0) // pop's, for prefetchNext
-	// Whether a live session holds either key: the home bucket, locked,
-	// answers alone for an absent key, nearly always the case (Lacks);
-	// the walk decides everything else. Written out here: a call with a
-	// frame of its own for each key cost about twelve instructions a key
-	// (make bench-instr).
 	switch {
-	case !bk0.Lacks(fpOf(p0.h)) && t.lookupSlow(p0.w0, p0.w1, p0.h, e),
-		two && !bk1.Lacks(fpOf(p1.h)) && t.lookupSlow(p1.w0, p1.w1, p1.h, e):
+	case !placed0 && t.lookupSlow(p0.w0, p0.w1, p0.h, e),
+		two && t.lookupSlow(p1.w0, p1.w1, p1.h, e):
 		res = Exists
+		if placed0 {
+			t.ix.Remove(h0, w0)
+		}
 	default:
-		b0, b1 := p1.w0, p1.w1
-		if !two || b0 == p0.w0 && b1 == p0.w1 {
-			// Both keys equal would index one record twice under one
-			// key. Callers never do this; treat it as a single-key
-			// insert.
-			two, b0, b1 = false, 0, 0
+		if !placed0 {
+			t.ix.Place(h0, w0)
 		}
-		id, nx, ok := t.pop()
-		if !ok {
-			res = Full
-			break
-		}
-		next = nx
-		r := &t.recs[id]
-		g := r.gen.Load() // odd: free, so nobody can hold a pin
-		// Plain stores: the record is not live until its generation's
-		// store below (StoreUnpublished).
-		StoreUnpublished(&r.keys[0][0], p0.w0)
-		StoreUnpublished(&r.keys[0][1], p0.w1)
-		StoreUnpublished(&r.keys[1][0], b0)
-		StoreUnpublished(&r.keys[1][1], b1)
-		storeUnpublished32(&r.seen, now)
-		storeUnpublished32(&r.state, state)
-		StoreUnpublished(&r.user[0], user[0])
-		StoreUnpublished(&r.user[1], user[1])
-		// Index both keys while the generation is still odd: a reader
-		// that finds a slot early skips the record, and a walker by ID
-		// (Expire, Range) cannot see, and so cannot delete, a
-		// half-indexed session. Place cannot fail: every key belongs to
-		// a record popped from the free list, so at most maxKeys*Cap()
-		// keys are ever placed, and the index has 7/4 as many slots.
-		t.ix.PlaceIn(bk0, h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
 		if two {
-			t.ix.PlaceIn(bk1, h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
+			t.ix.Place(h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
 		}
-		r.gen.Store(g + 1) // live
-		e.ID, e.Dir, e.Gen = id, 0, g+1
-		e.Keys[0].unpackFrom(p0.w0, p0.w1)
-		e.Keys[1].unpackFrom(b0, b1)
-		e.Seen, e.State, e.User = now, state, user
+		r := &t.recs[id]
+		r.gen.Store(r.gen.Load() + 1) // live, at e.Gen
 	}
-	if hi != lo {
-		hi.Unlock()
+	if h1 != h0 {
+		t.ix.Unlock(h1)
 	}
-	lo.Unlock()
-	t.prefetchNext(next)
+	t.ix.Unlock(h0)
+	if res != Inserted {
+		t.push(id) // never live, and in no slot
+	}
 	return res
+}
+
+// holds reports whether a slot of b holds w.
+func (b *Bucket) holds(w uint64) bool {
+	for s := range b.Slots {
+		if b.Slots[s].Load() == w {
+			return true
+		}
+	}
+	return false
+}
+
+// insertFull is insert with no free record: Exists, with the session in
+// e, if a live session holds either key, Full otherwise. It takes no
+// lock: with the locks it could only also wait for an insert of one of
+// the keys under way, and either answer is one that insert's moment
+// allows.
+func (t *Table) insertFull(p0, p1 *Probe, two bool, e *Entry) InsertResult {
+	if t.lookupHashed(p0.w0, p0.w1, p0.h, e) || two && t.lookupHashed(p1.w0, p1.w1, p1.h, e) {
+		return Exists
+	}
+	return Full
 }
 
 // prefetchNext asks for the record of a free list's new top, number
@@ -875,18 +949,21 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 // the top changes to each pushed record and never back to h's, which is
 // on the list and so cannot be pushed again.
 //
-// pop also returns the new top's number + 1 (0 if none), whose record the
+// pop returns the record it took, nil if none, with its number, whose
+// bounds it has checked (a caller that indexed the records again checked
+// them again), and the new top's number + 1 (0 if none), whose record the
 // caller asks for (prefetchNext).
-func (t *Table) pop() (id, next uint32, ok bool) {
+func (t *Table) pop() (r *record, id, next uint32) {
 	for {
 		h := t.head.Load()
 		top := uint32(h)
 		if top == 0 {
-			return 0, 0, false
+			return nil, 0, 0
 		}
-		nxt := uint32(t.recs[top-1].user[0].Load())
+		r = &t.recs[top-1]
+		nxt := uint32(r.user[0].Load())
 		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
-			return top - 1, nxt, true
+			return r, top - 1, nxt
 		}
 	}
 }
