@@ -241,80 +241,150 @@ func (x *Index) Remove(b, w uint64) {
 	panic("flowtable: index slot of a live entry is missing")
 }
 
-// What Claim did.
-const (
-	// Claimed: the key was absent and its slot word is now in a slot
-	// of its home bucket.
-	Claimed = iota
-	// ClaimFull: the key was absent, but its home bucket had no empty
-	// slot; nothing was stored (PlaceIn's walk goes on beyond it).
-	ClaimFull
-	// ClaimUnknown: the line cannot tell whether the key is absent
-	// (Lacks is false); nothing was stored.
-	ClaimUnknown
-)
-
-// Claim is Lacks and the home bucket's part of Place in one call, for an
-// insert that holds the lock of b, its key's home, and whose slot word w
-// holds the key's fingerprint in its high half (as a Table's does): if
-// b shows alone that no key of that fingerprint was stored (Lacks), it
-// stores w in b's first empty slot, by compare-and-swap from 0 as Place
-// does, and returns Claimed. It returns ClaimFull when the key was absent
-// but no slot of b took w, and ClaimUnknown when the line cannot tell;
-// then nothing was stored.
+// ClaimPair is Lacks and the home bucket's part of Place, for the two
+// keys of an insert in one call: the insert holds the locks of b0 and b1,
+// its keys' homes (the same bucket, or b1 unused when w1 is 0: one key),
+// and the keys' slot words w0 and w1 hold their fingerprints in their
+// high halves, as a Table's do. If b0 shows alone that no key of w0's
+// fingerprint was stored (Lacks), it stores w0 in b0's first empty slot,
+// by compare-and-swap from 0 as Place does, and then, unless w1 is 0,
+// does the same for w1 in b1; it reports whether every word was stored.
+// When it was not, either nothing was stored (the first key's line could
+// not tell, or b0 had no empty slot) or w0 alone was; the caller tells
+// which by w0's slot, and decides the rest by walks.
 //
-// The check and the store read one line, already in cache for the
-// second, and with one call, not two, an insert keeps fewer of its
-// values on the stack across calls (with Table.insert's other changes,
-// about 56 instructions a new session, bench-instr). Written out as Lacks
-// and placeIn are: as loops, or through helpers too large to inline, it
-// cost more than the call it saves.
-func (b *Bucket) Claim(w uint64) int {
-	fp := uint32(w >> 32)
-	if b.fpIn(0) == fp {
-		return ClaimUnknown
+// One line for each key's check and store (the check brings it into the
+// cache for the store), and one call for both keys: an insert keeps
+// fewer of its values on the stack across calls. Against Lacks and Place
+// a key, about 58 instructions a new session with Table.insert's other
+// changes (2,692 to 2,634, bench-instr), and 6 more for one call, not
+// one a key (2,634 to 2,628). Written out as Lacks and placeIn are: a loop
+// over the two keys cost 8 instructions more than the call it saves.
+func ClaimPair(b0 *Bucket, w0 uint64, b1 *Bucket, w1 uint64) bool {
+	fpw0 := uint32(w0 >> 32)
+	if b0.fpIn(0) == fpw0 {
+		return false
 	}
-	if b.fpIn(1) == fp {
-		return ClaimUnknown
+	if b0.fpIn(1) == fpw0 {
+		return false
 	}
-	if b.fpIn(2) == fp {
-		return ClaimUnknown
+	if b0.fpIn(2) == fpw0 {
+		return false
 	}
-	if b.fpIn(3) == fp {
-		return ClaimUnknown
+	if b0.fpIn(3) == fpw0 {
+		return false
 	}
-	if b.fpIn(4) == fp {
-		return ClaimUnknown
+	if b0.fpIn(4) == fpw0 {
+		return false
 	}
-	if b.fpIn(5) == fp {
-		return ClaimUnknown
+	if b0.fpIn(5) == fpw0 {
+		return false
 	}
-	if b.fpIn(6) == fp {
-		return ClaimUnknown
+	if b0.fpIn(6) == fpw0 {
+		return false
 	}
-	if b.Meta.Load() >= MetaOverflow {
-		return ClaimUnknown
+	if b0.Meta.Load() >= MetaOverflow {
+		return false
 	}
-	if loadSlot(&b.Slots[0]) == 0 && b.Slots[0].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[0]) == 0 {
+		if b0.Slots[0].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[1]) == 0 && b.Slots[1].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[1]) == 0 {
+		if b0.Slots[1].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[2]) == 0 && b.Slots[2].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[2]) == 0 {
+		if b0.Slots[2].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[3]) == 0 && b.Slots[3].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[3]) == 0 {
+		if b0.Slots[3].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[4]) == 0 && b.Slots[4].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[4]) == 0 {
+		if b0.Slots[4].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[5]) == 0 && b.Slots[5].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[5]) == 0 {
+		if b0.Slots[5].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	if loadSlot(&b.Slots[6]) == 0 && b.Slots[6].CompareAndSwap(0, w) {
-		return Claimed
+	if loadSlot(&b0.Slots[6]) == 0 {
+		if b0.Slots[6].CompareAndSwap(0, w0) {
+			goto second
+		}
 	}
-	return ClaimFull
+	return false
+second:
+	if w1 == 0 {
+		return true
+	}
+	fpw1 := uint32(w1 >> 32)
+	if b1.fpIn(0) == fpw1 {
+		return false
+	}
+	if b1.fpIn(1) == fpw1 {
+		return false
+	}
+	if b1.fpIn(2) == fpw1 {
+		return false
+	}
+	if b1.fpIn(3) == fpw1 {
+		return false
+	}
+	if b1.fpIn(4) == fpw1 {
+		return false
+	}
+	if b1.fpIn(5) == fpw1 {
+		return false
+	}
+	if b1.fpIn(6) == fpw1 {
+		return false
+	}
+	if b1.Meta.Load() >= MetaOverflow {
+		return false
+	}
+	if loadSlot(&b1.Slots[0]) == 0 {
+		if b1.Slots[0].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[1]) == 0 {
+		if b1.Slots[1].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[2]) == 0 {
+		if b1.Slots[2].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[3]) == 0 {
+		if b1.Slots[3].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[4]) == 0 {
+		if b1.Slots[4].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[5]) == 0 {
+		if b1.Slots[5].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	if loadSlot(&b1.Slots[6]) == 0 {
+		if b1.Slots[6].CompareAndSwap(0, w1) {
+			return true
+		}
+	}
+	return false
 }

@@ -50,52 +50,88 @@ func TestLacksMatchesWords(t *testing.T) {
 	}
 }
 
-// TestClaimMatchesLacks holds Claim to Lacks and a store in the first
-// empty slot: on random buckets (as TestLacksMatchesWords's), Claim
-// stores only when Lacks is true, then in the first empty slot and
-// nowhere else, and says which of the three things happened.
-func TestClaimMatchesLacks(t *testing.T) {
+// TestClaimPairMatchesModel holds ClaimPair to its definition, on
+// random buckets (as TestLacksMatchesWords's) and slot words: one key
+// (w1 0), two keys in two buckets, and two keys with one home. For each
+// key in turn, while every key before it was stored: if Lacks (of the
+// line as it is then) holds, the word goes into the first empty slot, if
+// there is one; nothing else changes, and the result is whether every
+// word was stored.
+func TestClaimPairMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	var b Bucket
-	for n := 0; n < 200000; n++ {
+	var bs [2]Bucket
+	type line struct {
+		meta  uint64
+		slots [BucketSlots]uint64
+	}
+	fill := func(b *Bucket) {
 		for s := range b.Slots {
 			var v uint64
-			if r.IntN(3) == 0 { // a third of the slots empty
+			if r.IntN(3) != 0 { // a third of the slots empty
 				v = r.Uint64() | 1
 			}
 			b.Slots[s].Store(v)
 		}
 		b.Meta.Store([]uint64{0, MetaLock, MetaOverflow, MetaOverflow | MetaLock}[r.IntN(4)])
+	}
+	word := func(b *Bucket) uint64 {
 		w := r.Uint64() | 1
-		if s := r.IntN(len(b.Slots)); r.IntN(4) == 0 {
-			w = b.Slots[s].Load()&^(1<<32-1) | 1 // a slot's fingerprint
+		if r.IntN(4) == 0 { // a slot's fingerprint
+			w = b.Slots[r.IntN(BucketSlots)].Load()&^(1<<32-1) | 1
 		}
-		var before [BucketSlots]uint64
-		empty := -1
+		return w
+	}
+	read := func(b *Bucket) (l line) {
+		l.meta = b.Meta.Load()
 		for s := range b.Slots {
-			before[s] = b.Slots[s].Load()
-			if before[s] == 0 && empty < 0 {
-				empty = s
+			l.slots[s] = b.Slots[s].Load()
+		}
+		return l
+	}
+	// claim is one key's step on the model's line.
+	claim := func(l *line, w uint64) bool {
+		for _, v := range l.slots {
+			if uint32(v>>32) == uint32(w>>32) {
+				return false
 			}
 		}
-		want := ClaimUnknown
-		if b.Lacks(uint32(w >> 32)) {
-			want = ClaimFull
-			if empty >= 0 {
-				want = Claimed
+		if l.meta >= MetaOverflow {
+			return false
+		}
+		for s, v := range l.slots {
+			if v == 0 {
+				l.slots[s] = w
+				return true
 			}
 		}
-		if got := b.Claim(w); got != want {
-			t.Fatalf("bucket %v meta %#x, word %#x: Claim %d, want %d", before, b.Meta.Load(), w, got, want)
+		return false
+	}
+	for n := 0; n < 200000; n++ {
+		fill(&bs[0])
+		fill(&bs[1])
+		b0, b1 := &bs[0], &bs[1]
+		switch r.IntN(3) {
+		case 0:
+			b1 = b0 // one home
+		case 1:
+			b1 = nil // one key
 		}
-		for s := range b.Slots {
-			v := before[s]
-			if want == Claimed && s == empty {
-				v = w
-			}
-			if got := b.Slots[s].Load(); got != v {
-				t.Fatalf("bucket %v, word %#x: slot %d holds %#x after Claim, want %#x", before, w, s, got, v)
-			}
+		w0, w1 := word(b0), uint64(0)
+		if b1 != nil {
+			w1 = word(b1)
+		}
+		want := [2]line{read(&bs[0]), read(&bs[1])}
+		before := want
+		m1 := &want[1]
+		if b1 == b0 {
+			m1 = &want[0]
+		}
+		ok := claim(&want[0], w0) && (w1 == 0 || claim(m1, w1))
+		if got := ClaimPair(b0, w0, b1, w1); got != ok {
+			t.Fatalf("lines %+v, words %#x %#x (same %v): ClaimPair %v, want %v", before, w0, w1, b1 == b0, got, ok)
+		}
+		if got := [2]line{read(&bs[0]), read(&bs[1])}; got != want {
+			t.Fatalf("lines %+v, words %#x %#x (same %v): after ClaimPair %+v, want %+v", before, w0, w1, b1 == b0, got, want)
 		}
 	}
 }

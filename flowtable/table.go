@@ -709,17 +709,17 @@ var noProbe Probe
 // insert is Insert proper. p1 is the second key, or a zero Probe (protocol
 // 0, so w1>>32 is 0) for a single-key entry.
 //
-// Its common path makes one call a key (Bucket.Claim, the check and the
-// slot in one) and one for the prefetch: everything else is inline, so
-// that few of its values live across a call, where Go keeps them on the
-// stack. The record is taken from the free list and filled, and e with
-// it, before the locks: none of that needs them (the record is not live
-// until its generation's store), it leaves less to keep across the calls
-// under them, and an insert that finds a key taken gives the record back
-// (with pop's record, whose bounds it checked, about 56 instructions a
-// new session fewer than the checks, the record and two Places in turn
-// under the locks: 2,692 to 2,636, bench-instr).
-// Anything unusual (a line that cannot tell, a full home bucket, a key
+// Its common path makes two calls: ClaimPair, both keys' checks and
+// slots, and the prefetch. Everything else is inline, so that few of its
+// values live across a call, where Go keeps them on the stack. The
+// record is taken from the free list and filled, and e with it, before
+// the locks: none of that needs them (the record is not live until its
+// generation's store), it leaves less to keep across the calls under
+// them, and an insert that finds a key taken gives the record back (with
+// pop's record, whose bounds it checked, and a call a key for its check
+// and slot, about 58 instructions a new session fewer than the checks,
+// the record and two Places in turn under the locks: 2,692 to 2,634,
+// bench-instr). Anything unusual (a line that cannot tell, a full home bucket, a key
 // taken, no free record) is left to insertSlow and insertFull. A deferred
 // unlock cost more than the rest of an uncontended insert's bookkeeping.
 func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
@@ -773,12 +773,15 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	// finds a slot early skips the record, and a walker by ID (Expire,
 	// Range) cannot see, and so cannot delete, a half-indexed session.
 	// A key's home, locked, answers alone for an absent key, nearly
-	// always the case, and takes its slot (Claim). A slot can always be
+	// always the case, and takes its slot (ClaimPair). A slot can always be
 	// found: every key belongs to a record popped from the free list,
 	// so at most maxKeys*Cap() keys are ever placed, and the index has
 	// 7/4 as many slots.
-	if bk0.Claim(slotWord(fpOf(p0.h), slotRef(id, 0))) != Claimed ||
-		two && bk1.Claim(slotWord(fpOf(p1.h), slotRef(id, 1))) != Claimed {
+	w1 := uint64(0)
+	if two {
+		w1 = slotWord(fpOf(p1.h), slotRef(id, 1))
+	}
+	if !ClaimPair(bk0, slotWord(fpOf(p0.h), slotRef(id, 0)), bk1, w1) {
 		return t.insertSlow(p0, p1, two, id, e)
 	}
 	r.gen.Store(g + 1) // live
@@ -807,9 +810,9 @@ func (t *Table) lockHomes(p0, p1 *Probe, two bool) {
 	}
 }
 
-// insertSlow is insert's end, under its locks, when a Claim did not
-// store: key 0's, and nothing is stored, or key 1's, and key 0 is in its
-// home bucket (where its slot word, unique to the record, tells which).
+// insertSlow is insert's end, under its locks, when ClaimPair did not
+// store every key: nothing is stored, or key 0 is, in its home bucket
+// (where its slot word, unique to the record, tells which).
 // It decides by walks what the lines could not (a key of a live session
 // makes the insert Exists, with that session in e, and leaves no slot of
 // the record behind) and places by walks the keys not placed; then it
