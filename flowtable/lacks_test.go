@@ -2,6 +2,7 @@ package flowtable
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 )
 
@@ -50,14 +51,16 @@ func TestLacksMatchesWords(t *testing.T) {
 	}
 }
 
-// TestClaimPairMatchesModel holds ClaimPair to its definition, on
-// random buckets (as TestLacksMatchesWords's) and slot words: one key
-// (w1 0), two keys in two buckets, and two keys with one home. For each
-// key in turn, while every key before it was stored: if Lacks (of the
-// line as it is then) holds, the word goes into the first empty slot, if
-// there is one; nothing else changes, and the result is whether every
-// word was stored.
-func TestClaimPairMatchesModel(t *testing.T) {
+// TestIndexPairMatchesModel holds indexPair to its definition, on
+// random buckets (as TestLacksMatchesWords's, some of them locked) and
+// slot words: one key (w1 0), two keys in two buckets, and two keys with
+// one home. A lock taken: nothing changes. Otherwise the locks are taken
+// and, for each key in turn while every key before it was stored, if
+// Lacks (of the line as it is then) holds, the word goes into the first
+// empty slot, if there is one; with every word stored, the generation
+// is stored and the locks let go, else the locks are still held. Nothing
+// else changes.
+func TestIndexPairMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var bs [2]Bucket
 	type line struct {
@@ -72,7 +75,11 @@ func TestClaimPairMatchesModel(t *testing.T) {
 			}
 			b.Slots[s].Store(v)
 		}
-		b.Meta.Store([]uint64{0, MetaLock, MetaOverflow, MetaOverflow | MetaLock}[r.IntN(4)])
+		meta := []uint64{0, MetaOverflow, 3 * MetaOverflow}[r.IntN(3)]
+		if r.IntN(8) == 0 {
+			meta |= MetaLock
+		}
+		b.Meta.Store(meta)
 	}
 	word := func(b *Bucket) uint64 {
 		w := r.Uint64() | 1
@@ -81,10 +88,12 @@ func TestClaimPairMatchesModel(t *testing.T) {
 		}
 		return w
 	}
-	read := func(b *Bucket) (l line) {
-		l.meta = b.Meta.Load()
-		for s := range b.Slots {
-			l.slots[s] = b.Slots[s].Load()
+	read := func() (l [2]line) {
+		for i := range bs {
+			l[i].meta = bs[i].Meta.Load()
+			for s := range bs[i].Slots {
+				l[i].slots[s] = bs[i].Slots[s].Load()
+			}
 		}
 		return l
 	}
@@ -106,32 +115,45 @@ func TestClaimPairMatchesModel(t *testing.T) {
 		}
 		return false
 	}
+	var gen atomic.Uint64
 	for n := 0; n < 200000; n++ {
 		fill(&bs[0])
 		fill(&bs[1])
 		b0, b1 := &bs[0], &bs[1]
+		w0, w1 := word(b0), uint64(0)
 		switch r.IntN(3) {
 		case 0:
 			b1 = b0 // one home
+			w1 = word(b1)
 		case 1:
-			b1 = nil // one key
-		}
-		w0, w1 := word(b0), uint64(0)
-		if b1 != nil {
+			b1 = b0 // one key
+		default:
 			w1 = word(b1)
 		}
-		want := [2]line{read(&bs[0]), read(&bs[1])}
-		before := want
+		gen.Store(1)
+		before := read()
+		want, wantGen, res := before, uint64(1), pairBusy
 		m1 := &want[1]
 		if b1 == b0 {
 			m1 = &want[0]
 		}
-		ok := claim(&want[0], w0) && (w1 == 0 || claim(m1, w1))
-		if got := ClaimPair(b0, w0, b1, w1); got != ok {
-			t.Fatalf("lines %+v, words %#x %#x (same %v): ClaimPair %v, want %v", before, w0, w1, b1 == b0, got, ok)
+		if want[0].meta&MetaLock == 0 && m1.meta&MetaLock == 0 {
+			want[0].meta |= MetaLock
+			m1.meta |= MetaLock
+			res = pairSlow
+			if claim(&want[0], w0) && (w1 == 0 || claim(m1, w1)) {
+				want[0].meta &^= MetaLock
+				m1.meta &^= MetaLock
+				res, wantGen = pairDone, 2
+			}
 		}
-		if got := [2]line{read(&bs[0]), read(&bs[1])}; got != want {
-			t.Fatalf("lines %+v, words %#x %#x (same %v): after ClaimPair %+v, want %+v", before, w0, w1, b1 == b0, got, want)
+		same := b1 == b0
+		if got := indexPair(b0, w0, b1, w1, &gen, 2); got != res {
+			t.Fatalf("lines %+v, words %#x %#x (same %v): indexPair %d, want %d", before, w0, w1, same, got, res)
+		}
+		if got := read(); got != want || gen.Load() != wantGen {
+			t.Fatalf("lines %+v, words %#x %#x (same %v): after indexPair %+v gen %d, want %+v gen %d",
+				before, w0, w1, same, got, gen.Load(), want, wantGen)
 		}
 	}
 }

@@ -709,19 +709,20 @@ var noProbe Probe
 // insert is Insert proper. p1 is the second key, or a zero Probe (protocol
 // 0, so w1>>32 is 0) for a single-key entry.
 //
-// Its common path makes two calls: ClaimPair, both keys' checks and
-// slots, and the prefetch. Everything else is inline, so that few of its
-// values live across a call, where Go keeps them on the stack. The
-// record is taken from the free list and filled, and e with it, before
-// the locks: none of that needs them (the record is not live until its
-// generation's store), it leaves less to keep across the calls under
-// them, and an insert that finds a key taken gives the record back (with
-// pop's record, whose bounds it checked, and a call a key for its check
-// and slot, about 58 instructions a new session fewer than the checks,
-// the record and two Places in turn under the locks: 2,692 to 2,634,
-// bench-instr). Anything unusual (a line that cannot tell, a full home bucket, a key
-// taken, no free record) is left to insertSlow and insertFull. A deferred
-// unlock cost more than the rest of an uncontended insert's bookkeeping.
+// Its common path makes two calls: indexPair, the work under the locks,
+// and the prefetch. Everything else is inline, so that few of its values
+// live across a call, where Go keeps them on the stack. The record is
+// taken from the free list and filled, and e with it, before the locks:
+// none of that needs them (the record is not live until its generation's
+// store), it leaves less to keep across the call, and an insert that
+// finds a key taken gives the record back (with pop's record, whose
+// bounds it checked, and indexPair's checks and slots, about 73
+// instructions a new session fewer than the checks, the record and two
+// Places in turn under the locks: 2,692 to 2,619, bench-instr). Anything
+// unusual (a lock taken, a line that cannot tell, a full home bucket, a
+// key taken, no free record) is left to lockHomes, insertSlow and
+// insertFull. A deferred unlock cost more than the rest of an
+// uncontended insert's bookkeeping.
 func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
 	two := p1.w1>>32 != 0 // protocol 0: NoKey
 	if two && t.maxKeys < 2 {
@@ -753,44 +754,210 @@ func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, 
 	e.Keys[0].unpackFrom(p0.w0, p0.w1)
 	e.Keys[1].unpackFrom(b0, b1)
 	e.Seen, e.State, e.User = now, state, user
-	// The home buckets' locks, each by an inlined compare-and-swap. An
-	// insert never waits while it holds a lock taken out of bucket
-	// order: if the second is taken it lets the first go and waits for
-	// both in order (lockHomes), so that no two inserts wait for each
-	// other (and the common case sorts nothing).
+	// The home buckets' locks are taken by indexPair, which waits for
+	// neither: an insert never waits while it holds a lock taken out of
+	// bucket order. It waits only in lockHomes, for both in order, so
+	// that no two inserts wait for each other (and the common case
+	// sorts nothing). Both keys are indexed while the generation is
+	// still odd: a reader that finds a slot early skips the record, and
+	// a walker by ID (Expire, Range) cannot see, and so cannot delete, a
+	// half-indexed session. A key's home, locked, answers alone for an
+	// absent key, nearly always the case, and takes its slot. A slot
+	// can always be found: every key belongs to a record popped from
+	// the free list, so at most maxKeys*Cap() keys are ever placed, and
+	// the index has 7/4 as many slots.
 	bk0 := &t.ix.buckets[t.ix.Home(p0.h)]
-	bk1 := bk0
+	bk1, w1 := bk0, uint64(0)
 	if two {
 		bk1 = &t.ix.buckets[t.ix.Home(p1.h)]
-	}
-	if !bk0.TryLock() {
-		t.lockHomes(p0, p1, two)
-	} else if bk1 != bk0 && !bk1.TryLock() {
-		bk0.Unlock()
-		t.lockHomes(p0, p1, two)
-	}
-	// Index both keys while the generation is still odd: a reader that
-	// finds a slot early skips the record, and a walker by ID (Expire,
-	// Range) cannot see, and so cannot delete, a half-indexed session.
-	// A key's home, locked, answers alone for an absent key, nearly
-	// always the case, and takes its slot (ClaimPair). A slot can always be
-	// found: every key belongs to a record popped from the free list,
-	// so at most maxKeys*Cap() keys are ever placed, and the index has
-	// 7/4 as many slots.
-	w1 := uint64(0)
-	if two {
 		w1 = slotWord(fpOf(p1.h), slotRef(id, 1))
 	}
-	if !ClaimPair(bk0, slotWord(fpOf(p0.h), slotRef(id, 0)), bk1, w1) {
+	switch indexPair(bk0, slotWord(fpOf(p0.h), slotRef(id, 0)), bk1, w1, &r.gen, g+1) {
+	case pairDone:
+	case pairBusy:
+		t.lockHomes(p0, p1, two)
+		fallthrough
+	default:
 		return t.insertSlow(p0, p1, two, id, e)
 	}
-	r.gen.Store(g + 1) // live
-	if bk1 != bk0 {
-		bk1.Unlock()
-	}
-	bk0.Unlock()
 	t.prefetchNext(next)
 	return Inserted
+}
+
+// What indexPair did.
+const (
+	// pairDone: both keys indexed, the record published, the locks
+	// let go.
+	pairDone = iota
+	// pairSlow: the locks are held; nothing was stored, or the first
+	// key's word alone, in its home bucket.
+	pairSlow
+	// pairBusy: a lock was taken; nothing is held or was stored.
+	pairBusy
+)
+
+// indexPair is the common path of an insert's work under its locks, in
+// one call: it takes the locks of b0 and b1, the homes of the keys
+// whose slot words are w0 and w1 (b1 is b0 when they share it, and when
+// w1 is 0: one key), by compare-and-swap, without waiting; if b0 shows
+// alone that no key of w0's fingerprint (its high half) was stored
+// (Lacks), it stores w0 in b0's first empty slot, by compare-and-swap
+// from 0 as Place does, and then, unless w1 is 0, does the same for w1
+// in b1; with both stored it publishes the record, storing g in its
+// generation word gen, lets the locks go and returns pairDone. Anything
+// else it leaves to the caller: a lock taken (pairBusy, nothing held or
+// stored), or a line that cannot tell or has no empty slot (pairSlow,
+// with the locks held, and either nothing stored or w0 alone, which the
+// caller tells by w0's slot).
+//
+// One line for each key's check and store (the check brings it in for
+// the store), and one call for all of it: the insert keeps fewer of its
+// values on the stack across calls, and the buckets' addresses stay in
+// registers from the locks to the unlocks. Against Lacks and Place a
+// key, about 58 instructions a new session with Table.insert's other
+// changes (2,692 to 2,634, bench-instr); 7 more for one call, not one a
+// key (2,627), and 8 for the locks, the publication and the unlocks
+// in it (2,619). Written out as Lacks and placeIn are: a loop over the
+// two keys cost 8 instructions more than the call it saves.
+func indexPair(b0 *Bucket, w0 uint64, b1 *Bucket, w1 uint64, gen *atomic.Uint64, g uint64) int {
+	if !b0.TryLock() {
+		return pairBusy
+	}
+	if b1 != b0 && !b1.TryLock() {
+		b0.Unlock()
+		return pairBusy
+	}
+	if b0.fpIn(0) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(1) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(2) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(3) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(4) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(5) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(6) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.Meta.Load() >= MetaOverflow {
+		return pairSlow
+	}
+	if loadSlot(&b0.Slots[0]) == 0 {
+		if b0.Slots[0].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[1]) == 0 {
+		if b0.Slots[1].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[2]) == 0 {
+		if b0.Slots[2].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[3]) == 0 {
+		if b0.Slots[3].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[4]) == 0 {
+		if b0.Slots[4].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[5]) == 0 {
+		if b0.Slots[5].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[6]) == 0 {
+		if b0.Slots[6].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	return pairSlow
+second:
+	if w1 == 0 {
+		goto done
+	}
+	if b1.fpIn(0) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(1) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(2) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(3) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(4) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(5) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(6) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.Meta.Load() >= MetaOverflow {
+		return pairSlow
+	}
+	if loadSlot(&b1.Slots[0]) == 0 {
+		if b1.Slots[0].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[1]) == 0 {
+		if b1.Slots[1].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[2]) == 0 {
+		if b1.Slots[2].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[3]) == 0 {
+		if b1.Slots[3].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[4]) == 0 {
+		if b1.Slots[4].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[5]) == 0 {
+		if b1.Slots[5].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[6]) == 0 {
+		if b1.Slots[6].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	return pairSlow
+done:
+	gen.Store(g) // live
+	if b1 != b0 {
+		b1.Unlock()
+	}
+	b0.Unlock()
+	return pairDone
 }
 
 // lockHomes takes the locks of the home buckets of p0 and of p1 (if two),
@@ -810,8 +977,8 @@ func (t *Table) lockHomes(p0, p1 *Probe, two bool) {
 	}
 }
 
-// insertSlow is insert's end, under its locks, when ClaimPair did not
-// store every key: nothing is stored, or key 0 is, in its home bucket
+// insertSlow is insert's end, under its locks, when indexPair did not
+// index both keys: nothing is stored, or key 0 is, in its home bucket
 // (where its slot word, unique to the record, tells which).
 // It decides by walks what the lines could not (a key of a live session
 // makes the insert Exists, with that session in e, and leaves no slot of
