@@ -197,6 +197,16 @@ func TestTouchAndState(t *testing.T) {
 	if sw, live := tb.CompareAndSwapUser(e.ID, e.Gen+2, 1, 5, 6); sw || live {
 		t.Fatalf("CompareAndSwapUser with a stale generation = %v, %v", sw, live)
 	}
+	// Generations no record has: odd, and beyond genMask (the live one
+	// with a pin's bit), which must not match a pinned word.
+	for _, g := range []uint64{e.Gen + 1, e.Gen | pinOne, e.Gen + pinOne + 1} {
+		if sw, live := tb.CompareAndSwapUser(e.ID, g, 1, 5, 6); sw || live {
+			t.Fatalf("CompareAndSwapUser at generation %#x = %v, %v", g, sw, live)
+		}
+	}
+	if g := tb.recs[e.ID].gen.Load(); g != e.Gen {
+		t.Fatalf("generation word %#x after the gated writes, want %#x (no pin left)", g, e.Gen)
+	}
 	var got Entry
 	tb.Lookup(&k1, &got)
 	if got.Seen != 9 || got.State != 2 || got.User[1] != 5 {
