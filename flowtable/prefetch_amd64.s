@@ -11,6 +11,14 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PREFETCHT0 (AX)
 	RET
 
+// func prefetchAt(a uintptr)
+//
+// prefetch of an address held as an integer (recordLine).
+TEXT ·prefetchAt(SB), NOSPLIT|NOFRAME, $0-8
+	MOVQ a+0(FP), AX
+	PREFETCHT0 (AX)
+	RET
+
 // func prefetchHomes(b *Bucket, nb uint64, ps []Probe)
 //
 // The first pass of PrefetchBurst: for each probe, the home bucket of its
