@@ -77,13 +77,12 @@ TEXT ·prefetchSlots(SB), NOSPLIT|NOFRAME, $0-56
 	LEAQ (DI)(BX*8), DI // the end of the probes
 	NEGQ BX
 loop:
-	MOVQ 16(DI)(BX*8), DX // h
-	MOVL DX, AX // uint32(h), zero-extended
+	MOVL 16(DI)(BX*8), AX // uint32(h), zero-extended
+	MOVL 20(DI)(BX*8), DX // h>>32, the fingerprint
 	IMULQ CX, AX
 	SHRQ $32, AX
 	SHLQ $6, AX // × BucketSize
 	ADDQ SI, AX // the home bucket
-	SHRQ $32, DX // the fingerprint
 	CMPL 12(AX), DX
 	JEQ slot0
 	CMPL 20(AX), DX
