@@ -71,3 +71,11 @@ func (b *Bucket) Lacks(fp uint32) bool {
 	}
 	return b.Meta.Load() < MetaOverflow
 }
+
+// fpIn returns the high half of slot s of b, its fingerprint in a
+// Table's slots, loaded where it lies as Lacks loads it (a plain load,
+// folded into the compare that uses it): indexPair's checks, written
+// with it for every machine (lacks_other.go's loads the slot's word).
+func (b *Bucket) fpIn(s int) uint32 {
+	return loadLine32(&(*[2 * (1 + BucketSlots)]uint32)(unsafe.Pointer(b))[3+2*s])
+}

@@ -49,3 +49,7 @@ func (b *Bucket) Lacks(fp uint32) bool {
 	}
 	return b.Meta.Load() < MetaOverflow
 }
+
+// fpIn returns the high half of slot s of b, its fingerprint in a
+// Table's slots (lacks_le.go's loads the half alone).
+func (b *Bucket) fpIn(s int) uint32 { return uint32(b.Slots[s].Load() >> 32) }

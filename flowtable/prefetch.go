@@ -25,6 +25,16 @@ import "unsafe"
 // prefetchRecord asks for record r's line.
 func prefetchRecord(r *record) { prefetch(unsafe.Pointer(r)) }
 
+// recordLine is the address of record next-1 of t, for prefetchAt: the
+// record of a free list's new top (pop), which the next insert fills.
+// It is an integer, which keeps nothing alive (as Lines' addresses are:
+// the table keeps its records), and it takes no test: next 0, an empty
+// list, gives the line before the records, and any address is as
+// harmless to ask for, since a prefetch never faults.
+func (t *Table) recordLine(next uint32) uintptr {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(t.recs))) + uintptr(int(next)-1)*unsafe.Sizeof(record{})
+}
+
 // PrefetchLine asks for the cache line that holds *p, at once: for a line
 // the caller needs one of (the record a free list's pop will take next),
 // where Lines would batch many.

@@ -11,6 +11,14 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PREFETCHT0 (AX)
 	RET
 
+// func prefetchAt(a uintptr)
+//
+// prefetch of an address held as an integer (recordLine).
+TEXT ·prefetchAt(SB), NOSPLIT|NOFRAME, $0-8
+	MOVQ a+0(FP), AX
+	PREFETCHT0 (AX)
+	RET
+
 // func prefetchHomes(b *Bucket, nb uint64, ps []Probe)
 //
 // The first pass of PrefetchBurst: for each probe, the home bucket of its
@@ -18,7 +26,9 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 // line. In Go the pass cost some twenty instructions a probe (the index's
 // bounds check, the call per line); here it is eight. It reads each
 // Probe's h at offset 16 and steps 32 bytes a probe, the layout
-// TestProbeLayout holds Probe to.
+// TestProbeLayout holds Probe to. The probes are addressed back from
+// their end by a word index that counts up to 0, four words a probe,
+// so that one instruction steps and tests it (prefetchLines' loop).
 TEXT ·prefetchHomes(SB), NOSPLIT|NOFRAME, $0-40
 	MOVQ b+0(FP), SI
 	MOVQ nb+8(FP), CX
@@ -26,14 +36,16 @@ TEXT ·prefetchHomes(SB), NOSPLIT|NOFRAME, $0-40
 	MOVQ ps_len+24(FP), BX
 	TESTQ BX, BX
 	JEQ done
+	SHLQ $2, BX // words
+	LEAQ (DI)(BX*8), DI // the end of the probes
+	NEGQ BX
 loop:
-	MOVL 16(DI), AX // uint32(h), zero-extended
+	MOVL 16(DI)(BX*8), AX // uint32(h), zero-extended
 	IMULQ CX, AX
 	SHRQ $32, AX
 	SHLQ $6, AX // × BucketSize
 	PREFETCHT0 (SI)(AX*1)
-	ADDQ $32, DI
-	DECQ BX
+	ADDQ $4, BX
 	JNE loop
 done:
 	RET
@@ -51,7 +63,7 @@ done:
 // the reference may belong to another key. It is only a hint: every
 // reader checks the record's key before it believes the slot
 // (LookupProbe, ViewProbe). Some twenty-five instructions a probe where
-// the Go took fifty.
+// the Go took fifty; its loop steps as prefetchHomes' does.
 TEXT ·prefetchSlots(SB), NOSPLIT|NOFRAME, $0-56
 	MOVQ b+0(FP), SI
 	MOVQ nb+8(FP), CX
@@ -61,14 +73,16 @@ TEXT ·prefetchSlots(SB), NOSPLIT|NOFRAME, $0-56
 	MOVQ ps_len+40(FP), BX
 	TESTQ BX, BX
 	JEQ done
+	SHLQ $2, BX // words, as in prefetchHomes
+	LEAQ (DI)(BX*8), DI // the end of the probes
+	NEGQ BX
 loop:
-	MOVQ 16(DI), DX // h
-	MOVL DX, AX // uint32(h), zero-extended
+	MOVL 16(DI)(BX*8), AX // uint32(h), zero-extended
+	MOVL 20(DI)(BX*8), DX // h>>32, the fingerprint
 	IMULQ CX, AX
 	SHRQ $32, AX
 	SHLQ $6, AX // × BucketSize
 	ADDQ SI, AX // the home bucket
-	SHRQ $32, DX // the fingerprint
 	CMPL 12(AX), DX
 	JEQ slot0
 	CMPL 20(AX), DX
@@ -83,8 +97,14 @@ loop:
 	JEQ slot5
 	CMPL 60(AX), DX
 	JEQ slot6
-	XORL R10, R10 // no slot: reference 0
-	JMP store
+	// No slot: reference 0, and no record to ask for. Straight to the
+	// next probe, not through store's decode of the reference, which
+	// only finds that 0 names no record: 6 instructions a miss (a new
+	// flow's probe), about 6 a new session (bench-instr).
+	MOVL $0, 24(DI)(BX*8) // p.ref
+	ADDQ $4, BX
+	JNE loop
+	RET
 slot0:
 	MOVL 8(AX), R10
 	JMP store
@@ -107,7 +127,7 @@ slot6:
 	MOVL 56(AX), R10
 	JMP store
 store:
-	MOVL R10, 24(DI) // p.ref
+	MOVL R10, 24(DI)(BX*8) // p.ref
 	// The record (ref-1)>>1, if it is one: ref 0 decodes to 2^31-1,
 	// beyond every table (refRecord).
 	LEAL -1(R10), R11
@@ -117,8 +137,7 @@ store:
 	SHLQ $6, R11 // × 64, a record
 	PREFETCHT0 (R8)(R11*1)
 next:
-	ADDQ $32, DI
-	DECQ BX
+	ADDQ $4, BX
 	JNE loop
 done:
 	RET
@@ -126,16 +145,22 @@ done:
 // func prefetchLines(a *uintptr, n int)
 //
 // Lines.Flush: a prefetch of each of the n addresses at a.
+//
+// The loop counts an index up from -n to 0 and addresses the n words
+// back from their end, so that one instruction steps and tests it: four
+// a line where a pointer and a count took five (about 4 instructions a
+// new session, bench-instr). The lines are still asked for in order.
 TEXT ·prefetchLines(SB), NOSPLIT|NOFRAME, $0-16
 	MOVQ a+0(FP), DI
 	MOVQ n+8(FP), BX
 	TESTQ BX, BX
 	JLE done
+	LEAQ (DI)(BX*8), DI // the end of the addresses
+	NEGQ BX
 loop:
-	MOVQ (DI), AX
+	MOVQ (DI)(BX*8), AX
 	PREFETCHT0 (AX)
-	ADDQ $8, DI
-	DECQ BX
+	INCQ BX
 	JNE loop
 done:
 	RET

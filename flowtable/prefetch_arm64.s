@@ -9,6 +9,14 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PRFM (R0), PLDL1KEEP
 	RET
 
+// func prefetchAt(a uintptr)
+//
+// prefetch of an address held as an integer (recordLine).
+TEXT ·prefetchAt(SB), NOSPLIT|NOFRAME, $0-8
+	MOVD a+0(FP), R0
+	PRFM (R0), PLDL1KEEP
+	RET
+
 // func prefetchHomes(b *Bucket, nb uint64, ps []Probe)
 //
 // PrefetchBurst's first pass, as in prefetch_amd64.s.

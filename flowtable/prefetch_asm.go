@@ -14,6 +14,12 @@ const prefetchAsm = true
 //go:noescape
 func prefetch(p unsafe.Pointer)
 
+// prefetchAt is prefetch of an address held as an integer
+// (recordLine).
+//
+//go:noescape
+func prefetchAt(a uintptr)
+
 // prefetchHomes asks for the home bucket of each probe's hash in the
 // index whose nb buckets start at b (PrefetchBurst's first pass; the
 // assembly says why it is not Go).

@@ -11,6 +11,9 @@ const prefetchAsm = false
 // (prefetch.go): lookups are as correct, and their misses do not overlap.
 func prefetch(unsafe.Pointer) {}
 
+// prefetchAt does nothing, as prefetch.
+func prefetchAt(uintptr) {}
+
 // prefetchLines does nothing, as prefetch.
 func prefetchLines(*uintptr, int) {}
 

@@ -232,7 +232,7 @@ func checkQuiescent(t *testing.T, tb *Table, each func(*Entry)) {
 	}
 	free := 0
 	for {
-		if _, _, ok := tb.pop(); !ok {
+		if r, _, _ := tb.pop(); r == nil {
 			break
 		}
 		free++

@@ -119,8 +119,13 @@
 // generation.
 //
 // Writers (Insert, InsertProbe) serialise per home bucket: an insert takes
-// a spin bit in the meta word of the home bucket of each of its keys, in
-// bucket order, so two inserts of the same key cannot both succeed. Slots themselves are
+// a spin bit in the meta word of the home bucket of each of its keys, so
+// two inserts of the same key cannot both succeed. It waits for a bit
+// only while it holds none, or holds the lower bucket's and waits for
+// the higher's: one that finds its second bit taken lets its first go
+// and takes both in bucket order, so no two inserts wait for each
+// other. An insert takes its record from the free list and fills it
+// before the bits, and gives it back if a key is taken. Slots themselves are
 // claimed with a compare-and-swap from 0 to fingerprint|reference, one word,
 // so inserts with different home buckets that race for the same overflow
 // slot are safe, and a reader never sees a fingerprint with another key's
@@ -654,12 +659,29 @@ func (t *Table) AddUser(id uint32, gen uint64, i int, delta uint64) (v uint64, o
 // the same value in a recycled record changes nothing. The NAT engine keeps
 // reference counts in user words. live is false when the session is gone or
 // was recycled (and so swapped is false too).
+//
+// It is pin, the swap and unpin written out: through pin, the record
+// came back as a pointer that was tested for nil again after the loop
+// that had decided it, and the word's bounds were checked between the
+// pin and the swap (about 5 instructions a new session, bench-instr).
+// The word's address is taken first, so that a bad i panics before the
+// pin, not with the record pinned.
 func (t *Table) CompareAndSwapUser(id uint32, gen uint64, i int, old, new uint64) (swapped, live bool) {
-	r := t.pin(id, gen)
-	if r == nil {
+	if int(id) >= len(t.recs) || gen&1 != 0 {
 		return false, false
 	}
-	swapped = r.user[i].CompareAndSwap(old, new)
+	r := &t.recs[id]
+	u := &r.user[i]
+	for {
+		g := r.gen.Load()
+		if g&genMask != gen { // also when gen > genMask
+			return false, false
+		}
+		if r.gen.CompareAndSwap(g, g+pinOne) { // as pin's
+			break
+		}
+	}
+	swapped = u.CompareAndSwap(old, new)
 	unpin(r)
 	return swapped, true
 }
@@ -702,112 +724,350 @@ func (t *Table) InsertProbe(p0, p1 *Probe, state uint32, user [2]uint64, now uin
 var noProbe Probe
 
 // insert is Insert proper. p1 is the second key, or a zero Probe (protocol
-// 0, so w1>>32 is 0) for a single-key entry. It is one function: the work
-// under the locks is the switch, whose cases fall out to the unlock, so
-// that no deferred call (which cost more than the rest of an uncontended
-// insert's bookkeeping) and no second call with ten arguments (about 25
-// instructions, make bench-instr) is needed. Each key's home bucket is
-// computed once, for its lock, its check and its slot (Place).
+// 0, so w1>>32 is 0) for a single-key entry.
+//
+// Its common path makes two calls: indexPair, the work under the locks,
+// and the prefetch. Everything else is inline, so that few of its values
+// live across a call, where Go keeps them on the stack. The record is
+// taken from the free list and filled, and e with it, before the locks:
+// none of that needs them (the record is not live until its generation's
+// store), it leaves less to keep across the call, and an insert that
+// finds a key taken gives the record back (with pop's record, whose
+// bounds it checked, and indexPair's checks and slots, about 73
+// instructions a new session fewer than the checks, the record and two
+// Places in turn under the locks: 2,692 to 2,619, bench-instr). Anything
+// unusual (a lock taken, a line that cannot tell, a full home bucket, a
+// key taken, no free record) is left to lockHomes, insertSlow and
+// insertFull. A deferred unlock cost more than the rest of an
+// uncontended insert's bookkeeping.
 func (t *Table) insert(p0, p1 *Probe, state uint32, user [2]uint64, now uint32, e *Entry) InsertResult {
-	two := p1.w1>>32 != 0 // protocol 0: NoKey
-	if two && t.maxKeys < 2 {
+	if p1.w1>>32 != 0 && t.maxKeys < 2 { // protocol 0: NoKey
 		return Full
 	}
+	r, id, next := t.pop()
+	// The record of the free list's new top: the next insert's pop
+	// reads its link and fills it, and free records are seldom in
+	// cache; a pop's miss cannot overlap the next pop's, to which it
+	// gives the address, so without asking for it every insert waited
+	// for one memory latency of its own. Asked for after the insert's
+	// work under the locks, where the call has little to save around
+	// it; its address taken here, where it is a few instructions with
+	// no test (recordLine: about 5 instructions a new session fewer
+	// than a test and an index of the table after the call, 2,606 to
+	// 2,600, bench-instr).
+	line := t.recordLine(next)
+	if r == nil {
+		return t.insertFull(p0, p1, p1.w1>>32 != 0, e)
+	}
+	two := p1.w1>>32 != 0
+	b0, b1 := p1.w0, p1.w1
+	if !two || p1.h == p0.h && b0 == p0.w0 && b1 == p0.w1 {
+		// Both keys equal would index one record twice under one
+		// key. Callers never do this; treat it as a single-key
+		// insert. Equal keys have equal hashes, compared first.
+		two, b0, b1 = false, 0, 0
+	}
+	g := r.gen.Load() // odd: free, so nobody can hold a pin
+	// Plain stores: the record is not live until its generation's
+	// store below (StoreUnpublished).
+	StoreUnpublished(&r.keys[0][0], p0.w0)
+	StoreUnpublished(&r.keys[0][1], p0.w1)
+	StoreUnpublished(&r.keys[1][0], b0)
+	StoreUnpublished(&r.keys[1][1], b1)
+	storeUnpublished32(&r.seen, now)
+	storeUnpublished32(&r.state, state)
+	StoreUnpublished(&r.user[0], user[0])
+	StoreUnpublished(&r.user[1], user[1])
+	e.ID, e.Dir, e.Gen = id, 0, g+1
+	e.Keys[0].unpackFrom(p0.w0, p0.w1)
+	e.Keys[1].unpackFrom(b0, b1)
+	e.Seen, e.State, e.User = now, state, user
+	// The home buckets' locks are taken by indexPair, which waits for
+	// neither: an insert never waits while it holds a lock taken out of
+	// bucket order. It waits only in lockHomes, for both in order, so
+	// that no two inserts wait for each other (and the common case
+	// sorts nothing). Both keys are indexed while the generation is
+	// still odd: a reader that finds a slot early skips the record, and
+	// a walker by ID (Expire, Range) cannot see, and so cannot delete, a
+	// half-indexed session. A key's home, locked, answers alone for an
+	// absent key, nearly always the case, and takes its slot. A slot
+	// can always be found: every key belongs to a record popped from
+	// the free list, so at most maxKeys*Cap() keys are ever placed, and
+	// the index has 7/4 as many slots.
+	bk0 := &t.ix.buckets[t.ix.Home(p0.h)]
+	bk1, w1 := bk0, uint64(0)
+	if two {
+		bk1 = &t.ix.buckets[t.ix.Home(p1.h)]
+		w1 = slotWord(fpOf(p1.h), slotRef(id, 1))
+	}
+	switch indexPair(bk0, slotWord(fpOf(p0.h), slotRef(id, 0)), bk1, w1, &r.gen, g+1) {
+	case pairDone:
+	case pairBusy:
+		t.lockHomes(p0, p1, two)
+		fallthrough
+	default:
+		return t.insertSlow(p0, p1, two, id, e)
+	}
+	prefetchAt(line)
+	return Inserted
+}
+
+// What indexPair did.
+const (
+	// pairDone: both keys indexed, the record published, the locks
+	// let go.
+	pairDone = iota
+	// pairSlow: the locks are held; nothing was stored, or the first
+	// key's word alone, in its home bucket.
+	pairSlow
+	// pairBusy: a lock was taken; nothing is held or was stored.
+	pairBusy
+)
+
+// indexPair is the common path of an insert's work under its locks, in
+// one call: it takes the locks of b0 and b1, the homes of the keys
+// whose slot words are w0 and w1 (b1 is b0 when they share it, and when
+// w1 is 0: one key), by compare-and-swap, without waiting; if b0 shows
+// alone that no key of w0's fingerprint (its high half) was stored
+// (Lacks), it stores w0 in b0's first empty slot, by compare-and-swap
+// from 0 as Place does, and then, unless w1 is 0, does the same for w1
+// in b1; with both stored it publishes the record, storing g in its
+// generation word gen, lets the locks go and returns pairDone. Anything
+// else it leaves to the caller: a lock taken (pairBusy, nothing held or
+// stored), or a line that cannot tell or has no empty slot (pairSlow,
+// with the locks held, and either nothing stored or w0 alone, which the
+// caller tells by w0's slot).
+//
+// One line for each key's check and store (the check brings it in for
+// the store), and one call for all of it: the insert keeps fewer of its
+// values on the stack across calls, and the buckets' addresses stay in
+// registers from the locks to the unlocks. Against Lacks and Place a
+// key, about 58 instructions a new session with Table.insert's other
+// changes (2,692 to 2,634, bench-instr); 7 more for one call, not one a
+// key (2,627), and 8 for the locks, the publication and the unlocks
+// in it (2,619). Written out as Lacks and placeIn are: a loop over the
+// two keys cost 8 instructions more than the call it saves.
+func indexPair(b0 *Bucket, w0 uint64, b1 *Bucket, w1 uint64, gen *atomic.Uint64, g uint64) int {
+	if !b0.TryLock() {
+		return pairBusy
+	}
+	if b1 != b0 && !b1.TryLock() {
+		b0.Unlock()
+		return pairBusy
+	}
+	if b0.fpIn(0) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(1) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(2) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(3) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(4) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(5) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.fpIn(6) == uint32(w0>>32) {
+		return pairSlow
+	}
+	if b0.Meta.Load() >= MetaOverflow {
+		return pairSlow
+	}
+	if loadSlot(&b0.Slots[0]) == 0 {
+		if b0.Slots[0].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[1]) == 0 {
+		if b0.Slots[1].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[2]) == 0 {
+		if b0.Slots[2].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[3]) == 0 {
+		if b0.Slots[3].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[4]) == 0 {
+		if b0.Slots[4].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[5]) == 0 {
+		if b0.Slots[5].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	if loadSlot(&b0.Slots[6]) == 0 {
+		if b0.Slots[6].CompareAndSwap(0, w0) {
+			goto second
+		}
+	}
+	return pairSlow
+second:
+	if w1 == 0 {
+		goto done
+	}
+	if b1.fpIn(0) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(1) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(2) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(3) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(4) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(5) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.fpIn(6) == uint32(w1>>32) {
+		return pairSlow
+	}
+	if b1.Meta.Load() >= MetaOverflow {
+		return pairSlow
+	}
+	if loadSlot(&b1.Slots[0]) == 0 {
+		if b1.Slots[0].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[1]) == 0 {
+		if b1.Slots[1].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[2]) == 0 {
+		if b1.Slots[2].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[3]) == 0 {
+		if b1.Slots[3].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[4]) == 0 {
+		if b1.Slots[4].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[5]) == 0 {
+		if b1.Slots[5].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	if loadSlot(&b1.Slots[6]) == 0 {
+		if b1.Slots[6].CompareAndSwap(0, w1) {
+			goto done
+		}
+	}
+	return pairSlow
+done:
+	gen.Store(g) // live
+	if b1 != b0 {
+		b1.Unlock()
+	}
+	b0.Unlock()
+	return pairDone
+}
+
+// lockHomes takes the locks of the home buckets of p0 and of p1 (if two),
+// in bucket order, for an insert that holds neither and found one taken.
+func (t *Table) lockHomes(p0, p1 *Probe, two bool) {
+	lo := t.ix.Home(p0.h)
+	hi := lo
+	if two {
+		hi = t.ix.Home(p1.h)
+	}
+	if hi < lo {
+		lo, hi = hi, lo
+	}
+	t.ix.Lock(lo)
+	if hi != lo {
+		t.ix.Lock(hi)
+	}
+}
+
+// insertSlow is insert's end, under its locks, when indexPair did not
+// index both keys: nothing is stored, or key 0 is, in its home bucket
+// (where its slot word, unique to the record, tells which).
+// It decides by walks what the lines could not (a key of a live session
+// makes the insert Exists, with that session in e, and leaves no slot of
+// the record behind) and places by walks the keys not placed; then it
+// publishes the record, or gives it back, and unlocks.
+func (t *Table) insertSlow(p0, p1 *Probe, two bool, id uint32, e *Entry) InsertResult {
 	h0 := t.ix.Home(p0.h)
 	h1 := h0
 	if two {
 		h1 = t.ix.Home(p1.h)
 	}
-	// The two home buckets' locks in ascending order against deadlock
-	// (one if they are the same), each by an inlined compare-and-swap,
-	// with a call only to wait (about 15 instructions fewer than a call
-	// that took both, make bench-instr). Each bucket's address is taken
-	// once, for its lock, its check and its unlock: through the index
-	// each took a bounds check and an address of its own (about 23
-	// instructions a new session, make bench-instr).
-	bk0 := &t.ix.buckets[h0]
-	bk1 := &t.ix.buckets[h1]
-	lo, hi := bk0, bk1
-	if h1 < h0 {
-		lo, hi = bk1, bk0
-	}
-	if !lo.TryLock() {
-		lo.Lock()
-	}
-	if hi != lo && !hi.TryLock() {
-		hi.Lock()
-	}
+	w0 := slotWord(fpOf(p0.h), slotRef(id, 0))
+	placed0 := t.ix.buckets[h0].holds(w0)
 	res := Inserted
-	next := uint32(0) // pop's, for prefetchNext
-	// Whether a live session holds either key: the home bucket, locked,
-	// answers alone for an absent key, nearly always the case (Lacks);
-	// the walk decides everything else. Written out here: a call with a
-	// frame of its own for each key cost about twelve instructions a key
-	// (make bench-instr).
 	switch {
-	case !bk0.Lacks(fpOf(p0.h)) && t.lookupSlow(p0.w0, p0.w1, p0.h, e),
-		two && !bk1.Lacks(fpOf(p1.h)) && t.lookupSlow(p1.w0, p1.w1, p1.h, e):
+	case !placed0 && t.lookupSlow(p0.w0, p0.w1, p0.h, e),
+		two && t.lookupSlow(p1.w0, p1.w1, p1.h, e):
 		res = Exists
+		if placed0 {
+			t.ix.Remove(h0, w0)
+		}
 	default:
-		b0, b1 := p1.w0, p1.w1
-		if !two || b0 == p0.w0 && b1 == p0.w1 {
-			// Both keys equal would index one record twice under one
-			// key. Callers never do this; treat it as a single-key
-			// insert.
-			two, b0, b1 = false, 0, 0
+		if !placed0 {
+			t.ix.Place(h0, w0)
 		}
-		id, nx, ok := t.pop()
-		if !ok {
-			res = Full
-			break
-		}
-		next = nx
-		r := &t.recs[id]
-		g := r.gen.Load() // odd: free, so nobody can hold a pin
-		// Plain stores: the record is not live until its generation's
-		// store below (StoreUnpublished).
-		StoreUnpublished(&r.keys[0][0], p0.w0)
-		StoreUnpublished(&r.keys[0][1], p0.w1)
-		StoreUnpublished(&r.keys[1][0], b0)
-		StoreUnpublished(&r.keys[1][1], b1)
-		storeUnpublished32(&r.seen, now)
-		storeUnpublished32(&r.state, state)
-		StoreUnpublished(&r.user[0], user[0])
-		StoreUnpublished(&r.user[1], user[1])
-		// Index both keys while the generation is still odd: a reader
-		// that finds a slot early skips the record, and a walker by ID
-		// (Expire, Range) cannot see, and so cannot delete, a
-		// half-indexed session. Place cannot fail: every key belongs to
-		// a record popped from the free list, so at most maxKeys*Cap()
-		// keys are ever placed, and the index has 7/4 as many slots.
-		t.ix.PlaceIn(bk0, h0, slotWord(fpOf(p0.h), slotRef(id, 0)))
 		if two {
-			t.ix.PlaceIn(bk1, h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
+			t.ix.Place(h1, slotWord(fpOf(p1.h), slotRef(id, 1)))
 		}
-		r.gen.Store(g + 1) // live
-		e.ID, e.Dir, e.Gen = id, 0, g+1
-		e.Keys[0].unpackFrom(p0.w0, p0.w1)
-		e.Keys[1].unpackFrom(b0, b1)
-		e.Seen, e.State, e.User = now, state, user
+		r := &t.recs[id]
+		r.gen.Store(r.gen.Load() + 1) // live, at e.Gen
 	}
-	if hi != lo {
-		hi.Unlock()
+	if h1 != h0 {
+		t.ix.Unlock(h1)
 	}
-	lo.Unlock()
-	t.prefetchNext(next)
+	t.ix.Unlock(h0)
+	if res != Inserted {
+		t.push(id) // never live, and in no slot
+	}
 	return res
 }
 
-// prefetchNext asks for the record of a free list's new top, number
-// next-1 (pop), if there is one. The next insert's pop reads its link and
-// fills it, and free records are seldom in cache; a pop's miss cannot
-// overlap the next pop's, to which it gives the address, so without this
-// every insert waited for one memory latency of its own. Asked for after
-// the insert's unlock, where the call has little to save around it.
-func (t *Table) prefetchNext(next uint32) {
-	if next != 0 && int(next) <= len(t.recs) {
-		prefetchRecord(&t.recs[next-1])
+// holds reports whether a slot of b holds w.
+func (b *Bucket) holds(w uint64) bool {
+	for s := range b.Slots {
+		if b.Slots[s].Load() == w {
+			return true
+		}
 	}
+	return false
+}
+
+// insertFull is insert with no free record: Exists, with the session in
+// e, if a live session holds either key, Full otherwise. It takes no
+// lock: with the locks it could only also wait for an insert of one of
+// the keys under way, and either answer is one that insert's moment
+// allows.
+func (t *Table) insertFull(p0, p1 *Probe, two bool, e *Entry) InsertResult {
+	if t.lookupHashed(p0.w0, p0.w1, p0.h, e) || two && t.lookupHashed(p1.w0, p1.w1, p1.h, e) {
+		return Exists
+	}
+	return Full
 }
 
 // absentAt reports whether bucket b, the home of a key with fingerprint
@@ -875,18 +1135,21 @@ func (t *Table) retire(id uint32, key0, key1 bool) {
 // the top changes to each pushed record and never back to h's, which is
 // on the list and so cannot be pushed again.
 //
-// pop also returns the new top's number + 1 (0 if none), whose record the
-// caller asks for (prefetchNext).
-func (t *Table) pop() (id, next uint32, ok bool) {
+// pop returns the record it took, nil if none, with its number, whose
+// bounds it has checked (a caller that indexed the records again checked
+// them again), and the new top's number + 1 (0 if none), whose record the
+// caller asks for (recordLine).
+func (t *Table) pop() (r *record, id, next uint32) {
 	for {
 		h := t.head.Load()
 		top := uint32(h)
 		if top == 0 {
-			return 0, 0, false
+			return nil, 0, 0
 		}
-		nxt := uint32(t.recs[top-1].user[0].Load())
+		r = &t.recs[top-1]
+		nxt := uint32(r.user[0].Load())
 		if t.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(nxt)) {
-			return top - 1, nxt, true
+			return r, top - 1, nxt
 		}
 	}
 }

@@ -197,6 +197,16 @@ func TestTouchAndState(t *testing.T) {
 	if sw, live := tb.CompareAndSwapUser(e.ID, e.Gen+2, 1, 5, 6); sw || live {
 		t.Fatalf("CompareAndSwapUser with a stale generation = %v, %v", sw, live)
 	}
+	// Generations no record has: odd, and beyond genMask (the live one
+	// with a pin's bit), which must not match a pinned word.
+	for _, g := range []uint64{e.Gen + 1, e.Gen | pinOne, e.Gen + pinOne + 1} {
+		if sw, live := tb.CompareAndSwapUser(e.ID, g, 1, 5, 6); sw || live {
+			t.Fatalf("CompareAndSwapUser at generation %#x = %v, %v", g, sw, live)
+		}
+	}
+	if g := tb.recs[e.ID].gen.Load(); g != e.Gen {
+		t.Fatalf("generation word %#x after the gated writes, want %#x (no pin left)", g, e.Gen)
+	}
 	var got Entry
 	tb.Lookup(&k1, &got)
 	if got.Seen != 9 || got.State != 2 || got.User[1] != 5 {
@@ -953,5 +963,48 @@ func TestLenAcrossCountWrap(t *testing.T) {
 	}
 	if uint32(tb.head.Load()>>32) >= before {
 		t.Fatal("the count of pops did not wrap")
+	}
+}
+
+// TestInsertWaitsForHomes holds an insert to its locks' protocol: with
+// the home of either key locked by someone else, the insert waits (it
+// neither fails nor indexes anything) and completes once the lock is let
+// go, with both keys found and no bucket left locked.
+func TestInsertWaitsForHomes(t *testing.T) {
+	for which := range 2 {
+		tb := mustNew(t, 64)
+		k0 := testKey(uint32(10 + which))
+		k1 := partner(k0)
+		var p [2]Probe
+		tb.Prepare(&k0, &p[0])
+		tb.Prepare(&k1, &p[1])
+		held := &tb.ix.buckets[tb.ix.Home(p[which].h)]
+		held.Lock()
+		done := make(chan InsertResult)
+		var e Entry
+		go func() { done <- tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) }()
+		select {
+		case res := <-done:
+			t.Fatalf("key %d's home locked: Insert returned %v without waiting", which, res)
+		case <-time.After(20 * time.Millisecond):
+		}
+		var x Entry
+		if tb.Lookup(&k0, &x) || tb.Lookup(&k1, &x) {
+			t.Fatalf("key %d's home locked: a waiting insert's key is found", which)
+		}
+		held.Unlock()
+		if res := <-done; res != Inserted {
+			t.Fatalf("key %d's home let go: Insert = %v", which, res)
+		}
+		for _, k := range []Key{k0, k1} {
+			if !tb.Lookup(&k, &x) || x.ID != e.ID {
+				t.Fatalf("key %d's home let go: key %v not found in session %d", which, k, e.ID)
+			}
+		}
+		for b := range tb.ix.buckets {
+			if tb.ix.buckets[b].Meta.Load()&MetaLock != 0 {
+				t.Fatalf("bucket %d left locked", b)
+			}
+		}
 	}
 }
