@@ -91,7 +91,7 @@ type burstHop struct {
 // the outside MTU, to its next hop dst on the outside, resolved through
 // the burst's cache h; or holds or drops it as l2send does. A frame whose
 // egress port shares its pool joins the queue as it is (txQueue.push). Its
-// one caller is outboundNew's: with the sides constant, not arguments,
+// one caller is newSessions' pass 4: with the sides constant, not arguments,
 // the queue's address is a constant offset (about 12 instructions a new
 // session, 2,761 to 2,749, bench-instr).
 func (w *Worker) sendVia(h *burstHop, b *port.Buf, dst [4]byte) {
