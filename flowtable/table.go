@@ -643,7 +643,13 @@ func (t *Table) CompareAndSwapState(id uint32, gen uint64, old, new uint32) bool
 // AddUser adds delta to user word i of session id if it is still live at
 // generation gen, in one atomic step, and returns the new value; ok is
 // false, and nothing changed, if the session is gone or was recycled.
+//
+// A bad i panics before the record is pinned: with a pin left behind,
+// Delete would wait for it for ever.
 func (t *Table) AddUser(id uint32, gen uint64, i int, delta uint64) (v uint64, ok bool) {
+	if uint(i) >= uint(len(record{}.user)) {
+		panic("flowtable: AddUser: no such user word")
+	}
 	r := t.pin(id, gen)
 	if r == nil {
 		return 0, false

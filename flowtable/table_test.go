@@ -207,6 +207,24 @@ func TestTouchAndState(t *testing.T) {
 	if g := tb.recs[e.ID].gen.Load(); g != e.Gen {
 		t.Fatalf("generation word %#x after the gated writes, want %#x (no pin left)", g, e.Gen)
 	}
+	// A bad word index panics before the pin: a pin left behind would
+	// make Delete wait for ever.
+	for name, f := range map[string]func(){
+		"AddUser":            func() { tb.AddUser(e.ID, e.Gen, 2, 1) },
+		"CompareAndSwapUser": func() { tb.CompareAndSwapUser(e.ID, e.Gen, -1, 0, 1) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s with a bad word index did not panic", name)
+				}
+			}()
+			f()
+		}()
+		if g := tb.recs[e.ID].gen.Load(); g != e.Gen {
+			t.Fatalf("generation word %#x after %s's panic, want %#x (no pin left)", g, name, e.Gen)
+		}
+	}
 	var got Entry
 	tb.Lookup(&k1, &got)
 	if got.Seen != 9 || got.State != 2 || got.User[1] != 5 {
