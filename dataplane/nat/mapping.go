@@ -475,32 +475,8 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		port, ok := uint16(0), false
 		pl := w.hint.port(st)
 		if pl != nil && pl.has&planNone == 0 {
-			// claimFreshFree written out, and in it insertAt (a call
-			// less, about 7 instructions a new session, 2,643 to 2,636,
-			// bench-instr): a change there is a change here.
 			ps := &st.ports[proto]
-			t := ps.pt
-			k := ps.key(pl.port)
-			b := pl.pp.home
-			if pl.pp.key != k {
-				b = t.home(t.hash(k))
-			}
-			bk := &t.buckets[b]
-			if !bk.TryLock() { // inlined: the call only to wait
-				bk.Lock()
-			}
-			var slot *atomic.Uint64
-			if found, sure := portLook(bk, k); sure && !found || !sure && !t.found(k, b) {
-				if t.live.Add(1) > t.capacity {
-					t.live.Add(-1)
-				} else {
-					slot = t.PlaceIn(bk, b, k|1)
-				}
-			}
-			bk.Unlock()
-			if slot != nil {
-				ps.inUse.Add(1)
-			}
+			slot := ps.claimFreshFree(pl.port, &pl.pp)
 			// A random candidate taken meanwhile: its pair's other
 			// port, in the line just read (portTable.hash says why).
 			if slot == nil && pl.has&planTaken != 0 {

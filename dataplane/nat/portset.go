@@ -134,30 +134,13 @@ func (s *portSet) claimFree(p uint16) bool {
 // bucket is taken if it holds p's key: a stale one costs the hash, never
 // a wrong bucket. It returns the slot of the port's word
 // (portTable.insertAt), for bindAt; nil if the claim failed.
-//
-// insertAt's steps are written out (a call less, about 10 instructions
-// a new session, 2,668 to 2,658, bench-instr): a change there is a
-// change here. eimMapping writes this out in turn.
 func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
-	t := s.pt
 	k := s.key(p)
 	b := pr.home
 	if pr.key != k {
-		b = t.home(t.hash(k))
+		b = s.pt.home(s.pt.hash(k))
 	}
-	bk := &t.buckets[b]
-	if !bk.TryLock() { // inlined: the call only to wait
-		bk.Lock()
-	}
-	var slot *atomic.Uint64
-	if found, sure := portLook(bk, k); sure && !found || !sure && !t.found(k, b) {
-		if t.live.Add(1) > t.capacity {
-			t.live.Add(-1)
-		} else {
-			slot = t.PlaceIn(bk, b, k|1)
-		}
-	}
-	bk.Unlock()
+	slot := s.pt.insertAt(k, 1, b)
 	if slot == nil {
 		return nil // taken meanwhile, or the port table is full
 	}

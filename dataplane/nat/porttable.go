@@ -215,9 +215,6 @@ func (t *portTable) insert(key, st uint64) bool {
 // that slot for as long as the port has an owner or is held: a slot is
 // cleared only by the transition that frees the port (update), and a
 // freed port's word goes into whatever slot a later insert finds.
-//
-// portSet.claimFreshFree writes it out, and eimMapping that: a change
-// here is a change there.
 func (t *portTable) insertAt(key, st, b uint64) *atomic.Uint64 {
 	// The bucket's address once, as in bindTable.InsertProbe.
 	bk := &t.buckets[b]
