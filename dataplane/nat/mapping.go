@@ -155,14 +155,7 @@ func (w *Worker) acquireSub(a [4]byte, proto Proto, newPorts uint64, c *claim) (
 				if newPorts == 0 {
 					return nil, drop.None
 				}
-				idx := subAddr(c.sub.User[0])
-				if st := w.eng.addr(idx); st != nil && w.snap.cgn.det == nil && st.acquire(addrInPool, 1) {
-					if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
-						return st, drop.None
-					}
-					st.release(1)
-				}
-				return w.pairSub(a, proto, delta, c)
+				return w.subAddress(a, proto, delta, c)
 			}
 		}
 	}
@@ -196,20 +189,7 @@ func (w *Worker) acquireSubLoop(a [4]byte, proto Proto, newPorts uint64, c *clai
 				if newPorts == 0 {
 					return nil, drop.None
 				}
-				// pairedAddress's first try, written out for the common
-				// case (no deterministic mapping): the paired address,
-				// in the pools, and still paired once referenced. The
-				// call cost about 35 instructions a new mapping
-				// (bench-instr). Otherwise pairedAddress tries it all,
-				// and pairs anew if need be.
-				idx := subAddr(c.sub.User[0])
-				if st := w.eng.addr(idx); st != nil && w.snap.cgn.det == nil && st.acquire(addrInPool, 1) {
-					if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
-						return st, drop.None
-					}
-					st.release(1)
-				}
-				return w.pairSub(a, proto, delta, c)
+				return w.subAddress(a, proto, delta, c)
 			}
 			if !dying {
 				v := subCount(w.eng.subs.LoadUser(c.sub.ID, 1))
@@ -250,6 +230,24 @@ func (w *Worker) acquireSubLoop(a [4]byte, proto Proto, newPorts uint64, c *clai
 		st.release(n)
 	}
 	return nil, drop.Contention
+}
+
+// subAddress returns, with a reference for a new mapping, the address
+// subscriber a (c.sub, just referenced by delta) is paired with. Its first
+// try, for the common case (no deterministic mapping), is pairedAddress's
+// written out: the paired address, in the pools, and still paired once
+// referenced; the call cost about 35 instructions a new mapping
+// (bench-instr). Otherwise pairSub tries it all, and pairs anew if need
+// be.
+func (w *Worker) subAddress(a [4]byte, proto Proto, delta uint64, c *claim) (*addrState, drop.Reason) {
+	idx := subAddr(c.sub.User[0])
+	if st := w.eng.addr(idx); st != nil && w.snap.cgn.det == nil && st.acquire(addrInPool, 1) {
+		if subAddr(w.eng.subs.LoadUser(c.sub.ID, 0)) == idx {
+			return st, drop.None
+		}
+		st.release(1)
+	}
+	return w.pairSub(a, proto, delta, c)
 }
 
 // pairSub is acquireSub's pairedAddress for subscriber a, referenced by
