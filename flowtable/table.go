@@ -198,13 +198,15 @@ const (
 // while the owner of a dying or newborn record stores them; on amd64 and
 // arm64 these are plain loads and stores with ordering guarantees.
 type record struct {
-	// gen is the generation (bits 0..47, see genMask) and the number of
-	// gated writes in flight (bits 48..63, see pinOne).
-	gen   atomic.Uint64
 	keys  [2][2]atomic.Uint64
 	seen  atomic.Uint32
 	state atomic.Uint32
 	user  [2]atomic.Uint64
+	// gen is the generation (bits 0..47, see genMask) and the number of
+	// gated writes in flight (bits 48..63, see pinOne). It is last, so
+	// that user word 1 and it are one aligned 16-byte pair (offsets 48
+	// and 56, TestLayoutSizes), which CompareAndSwapUser swaps as one.
+	gen atomic.Uint64
 }
 
 // The index (index.go) is an array of Buckets: a meta word (insert lock
@@ -673,14 +675,28 @@ func (t *Table) AddUser(id uint32, gen uint64, i int, delta uint64) (v uint64, o
 // The word's address is taken first, so that a bad i panics before the
 // pin, not with the record pinned.
 func (t *Table) CompareAndSwapUser(id uint32, gen uint64, i int, old, new uint64) (swapped, live bool) {
-	if int(id) >= len(t.recs) || gen&1 != 0 {
+	if int(id) >= len(t.recs) || gen&1 != 0 || gen > genMask {
 		return false, false
 	}
 	r := &t.recs[id]
+	if i == 1 && haveCAS16 {
+		// User word 1 and the generation word are one aligned pair
+		// (record), swapped from (old, gen) to (new, gen) in one atomic
+		// step (casUser1, casp_amd64.s): the generation is checked and
+		// the word swapped with no pin. The pin's compare-and-swap and
+		// the unpin's add were two locked instructions of a new
+		// session's subscriber reference, each about 2% of its time at
+		// a million sessions (perf: the samples in this function sat
+		// after its three locked instructions in equal thirds;
+		// docs/engineering.md). Delete waits for pins, not for this
+		// swap, and needs not: the swap lands on the generation it
+		// names, and one after a Delete finds the generation moved.
+		return casUser1(&r.user[1], old, gen, new)
+	}
 	u := &r.user[i]
 	for {
 		g := r.gen.Load()
-		if g&genMask != gen { // also when gen > genMask
+		if g&genMask != gen {
 			return false, false
 		}
 		if r.gen.CompareAndSwap(g, g+pinOne) { // as pin's

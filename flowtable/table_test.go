@@ -20,6 +20,64 @@ func TestLayoutSizes(t *testing.T) {
 	if got := unsafe.Sizeof(Bucket{}); got != BucketSize {
 		t.Errorf("sizeof(Bucket) = %d, want one 64-byte cache line", got)
 	}
+	// CompareAndSwapUser swaps user word 1 and the generation as one aligned pair.
+	var r record
+	if u, g := unsafe.Offsetof(r.user)+8, unsafe.Offsetof(r.gen); u != 48 || g != 56 {
+		t.Errorf("user word 1 at %d and gen at %d, want 48 and 56", u, g)
+	}
+	tb := mustNew(t, 4)
+	if a := uintptr(unsafe.Pointer(&tb.recs[1].user[1])); a%16 != 0 {
+		t.Errorf("user word 1 of a record at %#x, not 16-byte aligned", a)
+	}
+}
+
+// TestCompareAndSwapUserModel drives CompareAndSwapUser on both user
+// words from random states (generations live, recycled, odd; pins in
+// flight; words equal to old or not) and checks each result against the
+// definition: live if the record is at gen, swapped if also the word
+// held old, and nothing else changed. Word 1 takes the pair swap where
+// haveCAS16 (amd64 without -race: casUser1), word 0 the pin; both must agree.
+func TestCompareAndSwapUserModel(t *testing.T) {
+	tb := mustNew(t, 4)
+	k0 := testKey(1)
+	k1 := partner(k0)
+	var e Entry
+	if tb.Insert(&k0, &k1, 0, [2]uint64{}, 0, &e) != Inserted {
+		t.Fatal("insert failed")
+	}
+	r := &tb.recs[e.ID]
+	rng := rand.New(rand.NewPCG(3, 4))
+	pick := func(a, b uint64) uint64 {
+		if rng.IntN(2) == 0 {
+			return a
+		}
+		return b
+	}
+	for n := 0; n < 20000; n++ {
+		base := uint64(rng.IntN(1000)) * 2
+		word := base + uint64(rng.IntN(4)/3)         // odd a quarter of the time
+		word += uint64(rng.IntN(3)) * pinOne         // 0 to 2 pins in flight
+		gen := pick(base, pick(base+2, word|pinOne)) // the live generation, a later one, or a bad one
+		cur := rng.Uint64() >> 1
+		old := pick(cur, cur+1)
+		nw := rng.Uint64()
+		i := rng.IntN(2)
+		r.gen.Store(word)
+		r.user[i].Store(cur)
+		r.user[1-i].Store(7)
+		sw, live := tb.CompareAndSwapUser(e.ID, gen, i, old, nw)
+		wantLive := gen&1 == 0 && gen <= genMask && word&genMask == gen
+		wantSw := wantLive && cur == old
+		want := cur
+		if wantSw {
+			want = nw
+		}
+		if sw != wantSw || live != wantLive || r.user[i].Load() != want || r.gen.Load() != word || r.user[1-i].Load() != 7 {
+			t.Fatalf("word %d, gen word %#x, user %#x: CompareAndSwapUser(gen %#x, old %#x, new %#x) = %v, %v, leaving gen word %#x, user %#x, other %d; want %v, %v, user %#x",
+				i, word, cur, gen, old, nw, sw, live, r.gen.Load(), r.user[i].Load(), r.user[1-i].Load(), wantSw, wantLive, want)
+		}
+	}
+	r.gen.Store(e.Gen)
 }
 
 // testKey returns a distinct key for every i, spread like real traffic:
