@@ -45,7 +45,7 @@ func (t *Table) findHashed(w0, w1, h uint64, x *Hit) bool {
 	if t.verifyRef(ref, w0, w1, x) {
 		return true
 	}
-	if ref == 0 && bk.Meta.Load()>>1 == 0 {
+	if ref == 0 && bk.Meta.Load() < MetaOverflow {
 		return false
 	}
 	return t.walk(h, func(ref uint32) bool { return t.verifyRef(ref, w0, w1, x) })

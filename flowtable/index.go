@@ -14,7 +14,7 @@ import (
 // that 0 marks it empty.
 //
 // The meta word holds an insert lock (bit 0, MetaLock) and an overflow
-// count (bits 1..63, in units of MetaOverflow): the number of keys stored
+// count (bits 8..63, in units of MetaOverflow): the number of keys stored
 // beyond the bucket by inserts whose probe passed through it. A lookup
 // stops at the first bucket whose count is zero. An insert raises the
 // counts along its path before it publishes its slot (Place), and a
@@ -46,8 +46,9 @@ const (
 	// MetaLock is a bucket's insert lock bit in its meta word.
 	MetaLock = 1
 	// MetaOverflow is one key stored beyond the bucket: the overflow
-	// count lives in bits 1..63 of the meta word.
-	MetaOverflow = 2
+	// count lives in bits 8..63 of the meta word, so that the lock has
+	// the low byte to itself and Unlock can be a store of that byte.
+	MetaOverflow = 1 << 8
 
 	pageSize = 4096
 )
@@ -151,11 +152,11 @@ func lockSlow(m *atomic.Uint64) {
 func (x *Index) Unlock(b uint64) { x.buckets[b].Unlock() }
 
 // Unlock is Index.Unlock of bucket bk, for a caller that has its address.
-func (bk *Bucket) Unlock() {
-	// Add, not Store: other inserters adjust the overflow count of this
-	// bucket without holding its lock.
-	bk.Meta.Add(^uint64(0))
-}
+// Other inserters change the overflow count of the bucket without holding
+// its lock, so the unlock may not store the whole word: on amd64 it
+// stores the low byte, which only the lock holder writes (the count is in
+// bits 8 and up), and elsewhere it subtracts the lock bit (unlockMeta).
+func (bk *Bucket) Unlock() { unlockMeta(&bk.Meta) }
 
 // Place stores slot word w (never 0) in the first empty slot on the probe
 // path from bucket b, raising the overflow count of every full bucket it

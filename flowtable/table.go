@@ -428,7 +428,7 @@ func (t *Table) lookupHashed(w0, w1, h uint64, e *Entry) bool {
 	if t.readRef(ref, w0, w1, e) {
 		return true
 	}
-	if ref == 0 && bk.Meta.Load()>>1 == 0 {
+	if ref == 0 && bk.Meta.Load() < MetaOverflow {
 		return false // nothing with this fingerprint here, nothing beyond
 	}
 	return t.lookupSlow(w0, w1, h, e)
@@ -484,7 +484,7 @@ func (t *Table) walk(h uint64, try func(ref uint32) bool) bool {
 				return true
 			}
 		}
-		if bk.Meta.Load()>>1 == 0 {
+		if bk.Meta.Load() < MetaOverflow {
 			return false
 		}
 		b = t.ix.Step(b)

@@ -947,7 +947,7 @@ func TestIndexOverflow(t *testing.T) {
 	}
 	over := 0
 	for b := range tb.ix.buckets {
-		if tb.ix.buckets[b].Meta.Load()>>1 != 0 {
+		if tb.ix.buckets[b].Meta.Load() >= MetaOverflow {
 			over++
 		}
 	}

@@ -10,7 +10,7 @@ import (
 func overflowTotal(t *portTable) uint64 {
 	var n uint64
 	for b := range t.buckets {
-		n += t.buckets[b].Meta.Load() >> 1
+		n += t.buckets[b].Meta.Load() / lineOverflow
 	}
 	return n
 }
