@@ -45,3 +45,11 @@ func loadLine32(p *uint32) uint32 { return *p }
 // folds it into the test, as loadLine32's. Race builds load atomically
 // (fill_race.go).
 func loadSlot(p *atomic.Uint64) uint64 { return *(*uint64)(unsafe.Pointer(p)) }
+
+// storeLocked writes v to *p, an empty index slot of a bucket whose lock
+// the caller holds, with a plain store: only the holder of a bucket's
+// lock fills its empty slots (Index.Place says why), so no other store
+// can race with this one, and readers load the slot whole. The unlock
+// after it is a release (Bucket.Unlock), so the next holder of the lock
+// sees it. Race builds store atomically (fill_race.go).
+func storeLocked(p *atomic.Uint64, v uint64) { *(*uint64)(unsafe.Pointer(p)) = v }

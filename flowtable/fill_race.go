@@ -19,3 +19,8 @@ func loadLine32(p *uint32) uint32 { return atomic.LoadUint32(p) }
 // loadSlot reads *p, an index slot, atomically for the race detector
 // (fill.go says why other builds use a plain load).
 func loadSlot(p *atomic.Uint64) uint64 { return p.Load() }
+
+// storeLocked writes v to *p, an empty index slot of a bucket whose lock
+// the caller holds, atomically for the race detector (fill.go says why
+// other builds use a plain store).
+func storeLocked(p *atomic.Uint64, v uint64) { p.Store(v) }

@@ -159,13 +159,30 @@ func (x *Index) Unlock(b uint64) { x.buckets[b].Unlock() }
 func (bk *Bucket) Unlock() { unlockMeta(&bk.Meta) }
 
 // Place stores slot word w (never 0) in the first empty slot on the probe
-// path from bucket b, raising the overflow count of every full bucket it
+// path from bucket b, raising the overflow count of every bucket it
 // passes first, and returns that slot. The caller holds the lock of its
-// key's home bucket and has made sure the index has room (a table never
+// key's home bucket b and has made sure the index has room (a table never
 // holds more keys than its index has slots), so Place always finds one.
 // The slot holds w, or a word its table's transitions made of it, until
 // its owner removes it: a table whose slots change in place (the NAT's
 // port table) may keep it to change the word again without the walk.
+//
+// A slot goes from empty to a word only under its bucket's lock: in the
+// home bucket, the caller's; beyond it, Place takes the bucket's lock for
+// its store, and passes a bucket whose lock it cannot take at once as if
+// it were full (its holder may be filling it; the key is then stored
+// further on, and the passed bucket's count covers it, as any full
+// bucket's does). Every other change of a slot is from a word: a delete's
+// to empty (Remove), a port's state (the NAT's port table). So the holder
+// of a bucket's lock that reads a slot empty is the only one that can
+// change it, and stores its word plainly (storeLocked), where a compare-
+// and-swap was a locked instruction a key (four a new session). Skipping
+// a locked bucket, not waiting for it, is what keeps an insert that holds
+// two homes (Table.insertSlow) from waiting on another that holds the
+// bucket it needs and needs one of its homes. It never waits: the index
+// always has empty slots in buckets no insert holds (at most two per
+// inserting goroutine are held, and a full table fills at most five of
+// every seven slots), so the walk meets one.
 func (x *Index) Place(b, w uint64) *atomic.Uint64 { return x.PlaceIn(&x.buckets[b], b, w) }
 
 // PlaceIn is Place for a caller that has the address of bucket b, bk
@@ -173,45 +190,68 @@ func (x *Index) Place(b, w uint64) *atomic.Uint64 { return x.PlaceIn(&x.buckets[
 func (x *Index) PlaceIn(bk *Bucket, b, w uint64) *atomic.Uint64 { return placeIn(bk, w, x, b) }
 
 // placeIn is PlaceIn, its arguments in another order: the receiver comes
-// first in Go's register convention (AX), and the compare-and-swap needs
-// AX for its old value, so with the index there Go moved it out and back
-// at every slot passed; the bucket is moved once (about 4 instructions a
-// new session, 2,907 to 2,903, bench-instr).
-func placeIn(bk *Bucket, w uint64, x *Index, b uint64) *atomic.Uint64 {
+// first in Go's register convention (AX), which the compare-and-swap of
+// an earlier version needed for its old value (about 4 instructions a new
+// session, bench-instr). One function for the home bucket and the walk:
+// a call for the slots' stores cost about 11 instructions a new session
+// (2,459 against 2,441, bench-instr).
+func placeIn(bk *Bucket, w uint64, x *Index, b uint64) (s *atomic.Uint64) {
+	taken := false // whether the walk took bk's lock: the home's is the caller's
 	for {
 		// The slots written out, as in Lacks: with the bucket's address
 		// in a register (the caller's, then the walk's) a load, a test
 		// and a branch a slot passed, where the loop over them, inlined
 		// into the callers, took about 12 (3,155 to 3,147 instructions
-		// a new session, four Places, make bench-instr; the address
-		// from the caller, 3,051 to 3,023). The load is plain (loadSlot),
-		// only a filter before the compare-and-swap, which decides: Go
-		// folds it into the test (2,914 to 2,907).
-		if loadSlot(&bk.Slots[0]) == 0 && bk.Slots[0].CompareAndSwap(0, w) {
-			return &bk.Slots[0]
+		// a new session, four Places, make bench-instr). The loads are
+		// plain (loadSlot): under the lock a slot read empty stays so.
+		if loadSlot(&bk.Slots[0]) == 0 {
+			s = &bk.Slots[0]
+			goto store
 		}
-		if loadSlot(&bk.Slots[1]) == 0 && bk.Slots[1].CompareAndSwap(0, w) {
-			return &bk.Slots[1]
+		if loadSlot(&bk.Slots[1]) == 0 {
+			s = &bk.Slots[1]
+			goto store
 		}
-		if loadSlot(&bk.Slots[2]) == 0 && bk.Slots[2].CompareAndSwap(0, w) {
-			return &bk.Slots[2]
+		if loadSlot(&bk.Slots[2]) == 0 {
+			s = &bk.Slots[2]
+			goto store
 		}
-		if loadSlot(&bk.Slots[3]) == 0 && bk.Slots[3].CompareAndSwap(0, w) {
-			return &bk.Slots[3]
+		if loadSlot(&bk.Slots[3]) == 0 {
+			s = &bk.Slots[3]
+			goto store
 		}
-		if loadSlot(&bk.Slots[4]) == 0 && bk.Slots[4].CompareAndSwap(0, w) {
-			return &bk.Slots[4]
+		if loadSlot(&bk.Slots[4]) == 0 {
+			s = &bk.Slots[4]
+			goto store
 		}
-		if loadSlot(&bk.Slots[5]) == 0 && bk.Slots[5].CompareAndSwap(0, w) {
-			return &bk.Slots[5]
+		if loadSlot(&bk.Slots[5]) == 0 {
+			s = &bk.Slots[5]
+			goto store
 		}
-		if loadSlot(&bk.Slots[6]) == 0 && bk.Slots[6].CompareAndSwap(0, w) {
-			return &bk.Slots[6]
+		if loadSlot(&bk.Slots[6]) == 0 {
+			s = &bk.Slots[6]
+			goto store
 		}
 		bk.Meta.Add(MetaOverflow)
-		b = x.Step(b)
-		bk = &x.buckets[b]
+		if taken {
+			bk.Unlock()
+		}
+		for {
+			b = x.Step(b)
+			bk = &x.buckets[b]
+			if bk.TryLock() {
+				break
+			}
+			bk.Meta.Add(MetaOverflow) // passed as full: see Place
+		}
+		taken = true
 	}
+store:
+	storeLocked(s, w)
+	if taken {
+		bk.Unlock()
+	}
+	return s
 }
 
 // Unwind lowers the overflow counts of the n buckets from b on: the path

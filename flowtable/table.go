@@ -851,8 +851,8 @@ const (
 // whose slot words are w0 and w1 (b1 is b0 when they share it, and when
 // w1 is 0: one key), by compare-and-swap, without waiting; if b0 shows
 // alone that no key of w0's fingerprint (its high half) was stored
-// (Lacks), it stores w0 in b0's first empty slot, by compare-and-swap
-// from 0 as Place does, and then, unless w1 is 0, does the same for w1
+// (Lacks), it stores w0 in b0's first empty slot, a plain store under
+// the lock as Place's, and then, unless w1 is 0, does the same for w1
 // in b1; with both stored it publishes the record, storing g in its
 // generation word gen, lets the locks go and returns pairDone. Anything
 // else it leaves to the caller: a lock taken (pairBusy, nothing held or
@@ -902,39 +902,32 @@ func indexPair(b0 *Bucket, w0 uint64, b1 *Bucket, w1 uint64, gen *atomic.Uint64,
 		return pairSlow
 	}
 	if loadSlot(&b0.Slots[0]) == 0 {
-		if b0.Slots[0].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[0], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[1]) == 0 {
-		if b0.Slots[1].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[1], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[2]) == 0 {
-		if b0.Slots[2].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[2], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[3]) == 0 {
-		if b0.Slots[3].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[3], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[4]) == 0 {
-		if b0.Slots[4].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[4], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[5]) == 0 {
-		if b0.Slots[5].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[5], w0)
+		goto second
 	}
 	if loadSlot(&b0.Slots[6]) == 0 {
-		if b0.Slots[6].CompareAndSwap(0, w0) {
-			goto second
-		}
+		storeLocked(&b0.Slots[6], w0)
+		goto second
 	}
 	return pairSlow
 second:
@@ -966,39 +959,32 @@ second:
 		return pairSlow
 	}
 	if loadSlot(&b1.Slots[0]) == 0 {
-		if b1.Slots[0].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[0], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[1]) == 0 {
-		if b1.Slots[1].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[1], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[2]) == 0 {
-		if b1.Slots[2].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[2], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[3]) == 0 {
-		if b1.Slots[3].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[3], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[4]) == 0 {
-		if b1.Slots[4].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[4], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[5]) == 0 {
-		if b1.Slots[5].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[5], w1)
+		goto done
 	}
 	if loadSlot(&b1.Slots[6]) == 0 {
-		if b1.Slots[6].CompareAndSwap(0, w1) {
-			goto done
-		}
+		storeLocked(&b1.Slots[6], w1)
+		goto done
 	}
 	return pairSlow
 done:

@@ -958,6 +958,48 @@ func TestIndexOverflow(t *testing.T) {
 	}
 }
 
+// TestPlacePassesLockedBucket: a Place whose home bucket is full stores
+// beyond it only in a bucket whose lock it takes for the store, and passes
+// a bucket another insert holds as if it were full, raising its overflow
+// count: the holder may be filling that bucket's empty slots with plain
+// stores. Lookups walk past both counts to the key; removing it lowers
+// them again, and no lock is left held.
+func TestPlacePassesLockedBucket(t *testing.T) {
+	x := MakeIndex(new(int), 8)
+	word := func(i uint64) uint64 { return i<<32 | i }
+	for s := range x.buckets[2].Slots {
+		x.buckets[2].Slots[s].Store(word(uint64(100 + s)))
+	}
+	x.Lock(2) // the inserter's home, full
+	x.Lock(3) // another insert's home, with empty slots
+	w := word(7)
+	slot := x.Place(2, w)
+	if slot != &x.buckets[4].Slots[0] {
+		t.Fatalf("Place stored beyond a full home and a held bucket at %p, want bucket 4's first slot %p", slot, &x.buckets[4].Slots[0])
+	}
+	for s := range x.buckets[3].Slots {
+		if v := x.buckets[3].Slots[s].Load(); v != 0 {
+			t.Fatalf("Place stored %#x in slot %d of the bucket another insert holds", v, s)
+		}
+	}
+	for b, want := range map[int]uint64{2: MetaLock + MetaOverflow, 3: MetaLock + MetaOverflow, 4: 0} {
+		if m := x.buckets[b].Meta.Load(); m != want {
+			t.Errorf("bucket %d meta %#x, want %#x", b, m, want)
+		}
+	}
+	if x.Ended(2) || x.Ended(3) || !x.Ended(4) {
+		t.Errorf("walk ends: %v %v %v, want false false true", x.Ended(2), x.Ended(3), x.Ended(4))
+	}
+	x.Unlock(3)
+	x.Unlock(2)
+	x.Remove(2, w)
+	for b := range x.buckets {
+		if m := x.buckets[b].Meta.Load(); m != 0 {
+			t.Errorf("bucket %d meta %#x after the remove and the unlocks, want 0", b, m)
+		}
+	}
+}
+
 // TestInsertProbe: InsertProbe with prepared keys behaves as Insert with
 // the keys themselves: both keys found afterwards, Exists for either key
 // of a live session (with that session), a nil second probe for a
