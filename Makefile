@@ -53,8 +53,9 @@ bench-micro:
 
 ## bench-instr: instructions per packet of each engine benchmark case
 ## (established-1k, established-1m, new-session) under valgrind's callgrind,
-## which the machine's load does not change, and each pipeline stage's
-## share; about a minute. See bench/instr and docs/engineering.md.
+## which the machine's load does not change, the locked ones among them
+## (on amd64), and each pipeline stage's share; about a minute. See
+## bench/instr and docs/engineering.md.
 bench-instr:
 	$(GO) run ./bench/instr
 

@@ -5,6 +5,10 @@
 //
 //	established-1k instructions/packet=1234
 //
+// and on amd64 its locked instructions per packet (locked.go),
+//
+//	established-1k locked/packet=0.00
+//
 // then, per case, each pipeline stage's share (see stageOf), in
 // instructions per packet and percent, and how much of it the benchmark's
 // test port accounts for ("(of which test-port=N)"), so that the engine's
@@ -51,6 +55,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -122,6 +127,13 @@ func main() {
 			fatalf("%s: no instructions counted in %s", c.name, c.loop)
 		}
 		fmt.Printf("%s instructions/packet=%.0f\n", c.name, total/packets)
+		if runtime.GOARCH == "amd64" {
+			locked, err := lockedPerPacket(*bin, profileFile(dir, c, *n1), profileFile(dir, c, c.n2), packets)
+			if err != nil {
+				fatalf("%s: locked instructions: %v", c.name, err)
+			}
+			fmt.Printf("%s locked/packet=%.2f\n", c.name, locked)
+		}
 		by := map[string]float64{}
 		var testPort float64
 		add := func(k string, d float64) {
@@ -154,9 +166,10 @@ func main() {
 // profile runs one benchmark case for n packets under callgrind and returns
 // its per-function self costs.
 func profile(bin, dir string, c benchCase, n int) *Profile {
-	out := filepath.Join(dir, fmt.Sprintf("callgrind.%s.%d", c.name, n))
+	out := profileFile(dir, c, n)
 	cmd := exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file="+out,
 		"--collect-atstart=no", "--toggle-collect="+c.loop,
+		"--dump-instr=yes", "--compress-pos=no", // for lockedPerPacket
 		bin, "-test.run=^$", "-test.bench="+c.bench, fmt.Sprintf("-test.benchtime=%dx", n))
 	cmd.Env = append(os.Environ(), "GOGC=off", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
 	var log bytes.Buffer
@@ -179,6 +192,12 @@ func profile(bin, dir string, c benchCase, n int) *Profile {
 		fatalf("%s: %v", out, err)
 	}
 	return p
+}
+
+// profileFile is where profile writes the callgrind output of case c's
+// run of n packets.
+func profileFile(dir string, c benchCase, n int) string {
+	return filepath.Join(dir, fmt.Sprintf("callgrind.%s.%d", c.name, n))
 }
 
 func run(name string, args ...string) {
