@@ -138,7 +138,7 @@ func (w *Worker) cgnPort(c *claim, st *addrState, proto Proto, overlap bool) (ui
 		if !ok || g.det.addrs[j] != st.addr {
 			return 0, false
 		}
-		return claimInRange(ps, lo, hi, overlap, w.rand())
+		return claimInRange(ps, lo, hi, overlap, w.rand(), &w.credits)
 	}
 	t := w.eng.cgn.blocks
 	slots := int(w.eng.cgn.slots.Load())
@@ -163,7 +163,7 @@ func (w *Worker) cgnPort(c *claim, st *addrState, proto Proto, overlap bool) (ui
 				continue
 			}
 			lo, hi := g.blockRange(blockSlotOf(&x).block())
-			if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand()); ok {
+			if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand(), &w.credits); ok {
 				return p, true
 			}
 			w.releaseBlockRef(x.ID, st)
@@ -185,7 +185,7 @@ func (w *Worker) cgnPort(c *claim, st *addrState, proto Proto, overlap bool) (ui
 			continue
 		}
 		lo, hi := g.blockRange(blockSlotOf(&nb).block())
-		if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand()); ok {
+		if p, ok := claimInRange(ps, max(lo, plo), min(hi, phi), overlap, w.rand(), &w.credits); ok {
 			return p, true
 		}
 		w.releaseBlockRef(nb.ID, st)
@@ -361,20 +361,20 @@ func (e *Engine) stampEvent(ev Event, now uint32) Event {
 // probes, then a
 // walk of the whole range, so that false means the range is full. With
 // overlap allowed (address-and-port-dependent mapping) it then shares a
-// port in use.
-func claimInRange(ps *portSet, lo, hi uint16, overlap bool, r uint64) (uint16, bool) {
+// port in use. The credits are cr's (claimFree).
+func claimInRange(ps *portSet, lo, hi uint16, overlap bool, r uint64, cr *portCredits) (uint16, bool) {
 	n := uint64(hi) - uint64(lo) + 1
 	for i := 0; i < randomProbes; i++ {
 		p := uint16(uint64(lo) + r%n)
 		r = r*6364136223846793005 + 1442695040888963407
-		if ps.claimFree(p) {
+		if ps.claimFree(p, cr) {
 			return p, true
 		}
 	}
 	start := r % n
 	for i := uint64(0); i < n; i++ {
 		p := uint16(uint64(lo) + (start+i)%n)
-		if ps.claimFree(p) {
+		if ps.claimFree(p, cr) {
 			return p, true
 		}
 	}

@@ -339,7 +339,7 @@ func (e *Engine) claimForwards(s *Snapshot) {
 	for k := range e.fwdClaims {
 		if !want[k] {
 			st := e.addr(e.addrIndex[k.addr])
-			if st.ports[k.proto].release(k.port, true) {
+			if st.ports[k.proto].release(k.port, true, nil) {
 				e.hold(st, Proto(k.proto), k.port, e.Tick(e.clock.Now()), s.hold)
 			}
 			delete(e.fwdClaims, k)
@@ -357,7 +357,7 @@ func (e *Engine) claimForwards(s *Snapshot) {
 		// fits none of these: try again. A full port table refuses the
 		// claim; the next configuration change tries again.
 		for try := 0; try < 1000; try++ {
-			if ps.claimFree(k.port) || ps.share(k.port) || ps.forceOwner(k.port) {
+			if ps.claimFree(k.port, nil) || ps.share(k.port) || ps.forceOwner(k.port) {
 				e.fwdClaims[k] = true
 				break
 			}
@@ -553,7 +553,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	if binding, ok := u.binding(); ok {
 		if b, last := releaseRef(e.bindings, binding, 1); last {
 			st := e.addr(bindingOf(&b).addr())
-			if st.ports[proto].release(b.Keys[1].DstPort, true) {
+			if st.ports[proto].release(b.Keys[1].DstPort, true, nil) {
 				e.hold(st, proto, b.Keys[1].DstPort, now, s.hold)
 			}
 			e.ctlPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort, now, s)
@@ -562,7 +562,7 @@ func (e *Engine) cleanup(x *flowtable.Entry, why DeleteReason, now uint32, s *Sn
 	}
 	if ownAddr, ok := u.ownAddr(); ok {
 		st := e.addr(ownAddr)
-		if st.ports[proto].release(x.Keys[1].DstPort, true) {
+		if st.ports[proto].release(x.Keys[1].DstPort, true, nil) {
 			e.hold(st, proto, x.Keys[1].DstPort, now, s.hold)
 		}
 		if x.State&stKindMask == 0 { // a forward's port is the rule's, not a block's

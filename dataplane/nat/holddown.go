@@ -74,10 +74,12 @@ type holdBudget struct {
 // holdRoom is the number of ports that may be in hold-down: the port
 // table's capacity less the ports a full session table and the rules can
 // own (the port forwards' claims, portsForRules when fewer; more, when
-// an operator configured more, come out of the hold-down's room). Called
-// with ctl held.
+// an operator configured more, come out of the hold-down's room), and
+// less the credits the workers can hold unused (portCredits: none in a
+// table below 8192 ports), so that a worker short of credits still finds
+// room for a port while the session table has room. Called with ctl held.
 func (e *Engine) holdRoom() int {
-	return max(e.portTab.Cap()-e.sessions.Cap()-max(len(e.fwdClaims), portsForRules), 0)
+	return max(e.portTab.Cap()-e.sessions.Cap()-max(len(e.fwdClaims), portsForRules)-e.portTab.strandable(e.nworkers), 0)
 }
 
 // shortenHolds ends the oldest holds while more ports are queued for

@@ -85,7 +85,7 @@ func (w *Worker) undo(c *claim) {
 		if b, last := releaseRef(e.bindings, c.binding.ID, 1); last {
 			proto, _ := ProtoOfNumber(b.Keys[1].Proto)
 			st := e.addr(bindingOf(&b).addr())
-			st.ports[proto].release(b.Keys[1].DstPort, false)
+			st.ports[proto].release(b.Keys[1].DstPort, false, &w.credits)
 			w.workerPortFreed(b.Keys[0].Src, st, b.Keys[1].DstPort)
 			if !c.newPort {
 				// A mapping that existed before us lost its last session
@@ -101,7 +101,7 @@ func (w *Worker) undo(c *claim) {
 		}
 	}
 	if c.hasOwn {
-		e.addr(c.ownAddr).ports[c.ownProto].release(c.ownPort, false)
+		e.addr(c.ownAddr).ports[c.ownProto].release(c.ownPort, false, &w.credits)
 		if c.rule == nil { // a forward's port is the rule's, not a block's
 			w.workerPortFreed(c.sub.Keys[0].Src, e.addr(c.ownAddr), c.ownPort)
 		}
@@ -364,11 +364,11 @@ func (w *Worker) allocPort(c *claim, st *addrState, proto Proto, sport uint16, o
 	pl := w.hint.port(st)
 	var slot *atomic.Uint64
 	if pl != nil && pl.has&planNone == 0 {
-		slot = st.ports[proto].claimFreshFree(pl.port, &pl.pp)
+		slot = st.ports[proto].claimFreshFree(pl.port, &pl.pp, &w.credits)
 		// A random candidate taken meanwhile: its pair's other port,
 		// in the line just read (portTable.hash says why).
 		if slot == nil && pl.has&planTaken != 0 {
-			pl.port, slot = st.ports[proto].claimBeside(pl.port, pl.lo, pl.hi, &pl.pp)
+			pl.port, slot = st.ports[proto].claimBeside(pl.port, pl.lo, pl.hi, &pl.pp, &w.credits)
 		}
 	}
 	if c.portSlot = slot; slot != nil {
@@ -394,10 +394,10 @@ func (w *Worker) claimPort(c *claim, st *addrState, proto Proto, sport uint16, o
 	}
 	ps := &st.ports[proto]
 	lo, hi := w.snap.portRange(proto, sport)
-	if !planned && sport >= lo && sport <= hi && ps.claimFree(sport) {
+	if !planned && sport >= lo && sport <= hi && ps.claimFree(sport, &w.credits) {
 		return sport, true // port preservation
 	}
-	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand()); ok {
+	if p, ok := ps.claimRandom(lo, hi, int(w.id), w.eng.nworkers, w.rand(), &w.credits); ok {
 		return p, true
 	}
 	if overlap {
@@ -426,7 +426,7 @@ func (w *Worker) holdRuleAddr(state uint32, ext [4]byte, port uint16, proto Prot
 	c.rule = st
 	if state&stKindMask == stKindForward {
 		ps := &st.ports[proto]
-		if !ps.share(port) && !ps.claimFree(port) && !ps.share(port) {
+		if !ps.share(port) && !ps.claimFree(port, &w.credits) && !ps.share(port) {
 			// Held down, or the port table is full.
 			return drop.PortExhausted
 		}
@@ -474,11 +474,11 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		pl := w.hint.port(st)
 		if pl != nil && pl.has&planNone == 0 {
 			ps := &st.ports[proto]
-			slot := ps.claimFreshFree(pl.port, &pl.pp)
+			slot := ps.claimFreshFree(pl.port, &pl.pp, &w.credits)
 			// A random candidate taken meanwhile: its pair's other
 			// port, in the line just read (portTable.hash says why).
 			if slot == nil && pl.has&planTaken != 0 {
-				pl.port, slot = ps.claimBeside(pl.port, pl.lo, pl.hi, &pl.pp)
+				pl.port, slot = ps.claimBeside(pl.port, pl.lo, pl.hi, &pl.pp, &w.credits)
 			}
 			if slot != nil {
 				c.portSlot = slot
@@ -520,7 +520,7 @@ func (w *Worker) eimMapping(p *header.Parsed, sport uint16, proto Proto, c *clai
 		// Full, or Exists: another worker mapped this endpoint
 		// concurrently. Give back our port and the port count, and use
 		// theirs.
-		st.ports[proto].release(port, false)
+		st.ports[proto].release(port, false, &w.credits)
 		w.workerPortFreed(p.Src, st, port)
 		w.undo(c)
 		if res == flowtable.Full {

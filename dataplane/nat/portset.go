@@ -97,14 +97,15 @@ func (s *portSet) prefetch(pr *portProbe, l *flowtable.Lines) { s.pt.Prefetch(pr
 
 // updatePort applies f to the state of port p until the compare-and-swap
 // succeeds or f refuses. ok is false when p has no word or f refused. A
-// new state of zero frees the port.
-func (s *portSet) updatePort(p uint16, f func(st uint64) (nst uint64, ok bool)) (st, nst uint64, ok bool) {
+// new state of zero frees the port, and its credit goes to cr (the
+// caller's worker's pool, nil for the table's count: portCredits).
+func (s *portSet) updatePort(p uint16, f func(st uint64) (nst uint64, ok bool), cr *portCredits) (st, nst uint64, ok bool) {
 	k := s.key(p)
 	var r portRef
 	if _, found := s.pt.find(k, &r); !found {
 		return 0, 0, false
 	}
-	st, nst, found, ok := s.pt.update(k, &r, f)
+	st, nst, found, ok := s.pt.update(k, &r, f, cr)
 	if !found || !ok {
 		return st, nst, false
 	}
@@ -117,10 +118,12 @@ func (s *portSet) updatePort(p uint16, f func(st uint64) (nst uint64, ok bool)) 
 	return st, nst, true
 }
 
-// claimFree takes port p if it has no owner and is not held. It looks
-// before it inserts, so a taken port costs no bucket lock.
-func (s *portSet) claimFree(p uint16) bool {
-	if !s.pt.insert(s.key(p), 1) {
+// claimFree takes port p if it has no owner and is not held, with a
+// credit of cr (the caller's worker's pool, nil for the table's count:
+// portCredits). It looks before it inserts, so a taken port costs no
+// bucket lock.
+func (s *portSet) claimFree(p uint16, cr *portCredits) bool {
+	if !s.pt.insert(s.key(p), 1, cr) {
 		return false // taken, or the port table is full
 	}
 	s.inUse.Add(1)
@@ -133,14 +136,15 @@ func (s *portSet) claimFree(p uint16) bool {
 // under it. pr is the pipeline's probe of the port (probe), whose home
 // bucket is taken if it holds p's key: a stale one costs the hash, never
 // a wrong bucket. It returns the slot of the port's word
-// (portTable.insertAt), for bindAt; nil if the claim failed.
-func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
+// (portTable.insertAt), for bindAt; nil if the claim failed. The credit
+// is cr's, as in claimFree.
+func (s *portSet) claimFreshFree(p uint16, pr *portProbe, cr *portCredits) *atomic.Uint64 {
 	k := s.key(p)
 	b := pr.home
 	if pr.key != k {
 		b = s.pt.home(s.pt.hash(k))
 	}
-	slot := s.pt.insertAt(k, 1, b)
+	slot := s.pt.insertAt(k, 1, b, cr)
 	if slot == nil {
 		return nil // taken meanwhile, or the port table is full
 	}
@@ -152,8 +156,8 @@ func (s *portSet) claimFreshFree(p uint16, pr *portProbe) *atomic.Uint64 {
 // as claimFreshFree does, where pr is p's probe: the pair's home bucket
 // is p's (portTable.hash), so after a failed claim of p it is the line
 // just read. It returns the port and its slot, nil if it is taken or
-// outside the range.
-func (s *portSet) claimBeside(p, lo, hi uint16, pr *portProbe) (uint16, *atomic.Uint64) {
+// outside the range. The credit is cr's, as in claimFree.
+func (s *portSet) claimBeside(p, lo, hi uint16, pr *portProbe, cr *portCredits) (uint16, *atomic.Uint64) {
 	q, ok := spareOf(p, lo, hi)
 	if !ok {
 		return 0, nil
@@ -163,7 +167,7 @@ func (s *portSet) claimBeside(p, lo, hi uint16, pr *portProbe) (uint16, *atomic.
 	if pr.key != s.key(p) {
 		b = s.pt.home(s.pt.hash(k))
 	}
-	slot := s.pt.insertAt(k, 1, b)
+	slot := s.pt.insertAt(k, 1, b, cr)
 	if slot == nil {
 		return 0, nil
 	}
@@ -197,7 +201,7 @@ func (s *portSet) share(p uint16) bool {
 	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		n := portOwners(st)
 		return n + 1, n != 0 && st&portHeld == 0 && n != portMaxOwner
-	})
+	}, nil) // frees nothing
 	return ok
 }
 
@@ -237,15 +241,17 @@ func (s *portSet) boundTo(p uint16) (id uint32, ok bool) {
 func (s *portSet) forceOwner(p uint16) bool {
 	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		return portOwners(st) + 1, st&portHeld != 0
-	})
+	}, nil) // frees nothing
 	return ok
 }
 
 // release drops one owner of port p. It returns true when that was the last
 // owner: the port is then in hold-down and the caller must queue it for
 // unhold. If hold is false the port becomes free at once (used to undo a
-// claim that was never used on the wire).
-func (s *portSet) release(p uint16, hold bool) (last bool) {
+// claim that was never used on the wire), and its credit goes to cr (the
+// caller's worker's pool, nil for the table's count: portCredits); with
+// hold, nothing is freed.
+func (s *portSet) release(p uint16, hold bool, cr *portCredits) (last bool) {
 	// The caller owns the port, so its word cannot be freed under it.
 	st, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) {
 		n := portOwners(st)
@@ -254,16 +260,17 @@ func (s *portSet) release(p uint16, hold bool) (last bool) {
 			nst = portHeld
 		}
 		return nst, n != 0
-	})
+	}, cr)
 	if !ok {
 		panic("nat: release of a port with no owner")
 	}
 	return portOwners(st) == 1
 }
 
-// unhold ends the hold-down of port p.
+// unhold ends the hold-down of port p. Control plane only: the port's
+// credit goes to the table's count.
 func (s *portSet) unhold(p uint16) {
-	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) { return 0, st == portHeld })
+	_, _, ok := s.updatePort(p, func(st uint64) (uint64, bool) { return 0, st == portHeld }, nil)
 	if !ok {
 		panic("nat: unhold of a port not in hold-down")
 	}
@@ -283,8 +290,9 @@ func (s *portSet) state(p uint16) (owners int, held bool) {
 // claimRandom claims a free port in [lo, hi] from the worker's share,
 // starting at a random point (RFC 6056 algorithm 1, "simple port
 // randomization", restricted to the share): it returns false only when the
-// whole share has no free port. r is a random 64-bit value.
-func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uint16, bool) {
+// whole share has no free port. r is a random 64-bit value. The credit is
+// cr's, as in claimFree.
+func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64, cr *portCredits) (uint16, bool) {
 	sh := shareOf(lo, hi, worker, workers)
 	total, port := sh.total, sh.port
 	if total == 0 {
@@ -300,10 +308,10 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 	for i := 0; i < randomProbes; i++ {
 		p := port(int(r % uint64(total)))
 		r = r*6364136223846793005 + 1442695040888963407
-		if s.claimFree(p) {
+		if s.claimFree(p, cr) {
 			return p, true
 		}
-		if q, ok := spareOf(p, lo, hi); ok && s.claimFree(q) {
+		if q, ok := spareOf(p, lo, hi); ok && s.claimFree(q, cr) {
 			return q, true
 		}
 	}
@@ -326,7 +334,7 @@ func (s *portSet) claimRandom(lo, hi uint16, worker, workers int, r uint64) (uin
 		if j >= total {
 			j -= total
 		}
-		if p := port(j); s.claimFree(p) {
+		if p := port(j); s.claimFree(p, cr) {
 			return p, true
 		}
 	}

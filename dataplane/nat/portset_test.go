@@ -42,7 +42,7 @@ func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
 		want := refShare(lo, hi, worker, workers)
 		got := map[uint16]bool{}
 		for {
-			p, ok := s.claimRandom(lo, hi, worker, workers, r.Uint64())
+			p, ok := s.claimRandom(lo, hi, worker, workers, r.Uint64(), nil)
 			if !ok {
 				break
 			}
@@ -58,7 +58,7 @@ func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
 			if !want[p] {
 				t.Fatalf("range %d-%d worker %d/%d: claimed %d outside the share", lo, hi, worker, workers, p)
 			}
-			s.release(p, false)
+			s.release(p, false, nil)
 		}
 		if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
 			t.Fatalf("%d ports in use, %d records after releasing all", n, s.pt.Len())
@@ -68,36 +68,36 @@ func TestClaimRandomCoversExactlyTheShare(t *testing.T) {
 
 func TestPortStateTransitions(t *testing.T) {
 	s := testPortSet(t, 1024)
-	if s.taken(100) || !s.claimFree(100) || s.claimFree(100) || !s.taken(100) || s.taken(101) {
+	if s.taken(100) || !s.claimFree(100, nil) || s.claimFree(100, nil) || !s.taken(100) || s.taken(101) {
 		t.Fatal("claimFree")
 	}
 	if !s.share(100) {
 		t.Fatal("share of an owned port")
 	}
-	if s.release(100, true) {
+	if s.release(100, true, nil) {
 		t.Fatal("release of one of two owners reported last")
 	}
-	if !s.release(100, true) {
+	if !s.release(100, true, nil) {
 		t.Fatal("last release not reported")
 	}
 	if o, held := s.state(100); o != 0 || !held {
 		t.Fatalf("after last release: owners %d held %v", o, held)
 	}
-	if s.claimFree(100) || s.share(100) {
+	if s.claimFree(100, nil) || s.share(100) {
 		t.Fatal("port in hold-down was claimed")
 	}
 	if s.inUse.Load() != 1 {
 		t.Fatalf("inUse %d during hold-down", s.inUse.Load())
 	}
 	s.unhold(100)
-	if s.inUse.Load() != 0 || !s.claimFree(100) {
+	if s.inUse.Load() != 0 || !s.claimFree(100, nil) {
 		t.Fatal("port not free after unhold")
 	}
 	// The neighbouring port in the same word is independent.
-	if !s.claimFree(101) {
+	if !s.claimFree(101, nil) {
 		t.Fatal("neighbour port")
 	}
-	s.release(101, false)
+	s.release(101, false, nil)
 	if o, held := s.state(101); o != 0 || held {
 		t.Fatal("release without hold-down must free at once")
 	}
@@ -113,7 +113,7 @@ func TestPortBinding(t *testing.T) {
 	s := testPortSet(t, 1024)
 	for _, id := range []uint32{0, 1, 12345, maxBindings - 1} {
 		for _, p := range []uint16{0, 100, 65535} {
-			if !s.claimFree(p) {
+			if !s.claimFree(p, nil) {
 				t.Fatalf("claim of port %d", p)
 			}
 			if _, ok := s.boundTo(p); ok {
@@ -126,7 +126,7 @@ func TestPortBinding(t *testing.T) {
 			if o, held := s.state(p); o != 1 || held || !s.taken(p) {
 				t.Fatalf("bound port %d: owners %d held %v", p, o, held)
 			}
-			if !s.release(p, true) {
+			if !s.release(p, true, nil) {
 				t.Fatalf("release of bound port %d not last", p)
 			}
 			if _, ok := s.boundTo(p); ok {
@@ -138,16 +138,16 @@ func TestPortBinding(t *testing.T) {
 			s.unhold(p)
 		}
 	}
-	if !s.claimFree(7) || !s.share(7) {
+	if !s.claimFree(7, nil) || !s.share(7) {
 		t.Fatal("claim and share of port 7")
 	}
 	s.bind(7, 5) // two owners: not a binding's port
 	if _, ok := s.boundTo(7); ok {
 		t.Fatal("a shared port was bound")
 	}
-	s.release(7, false)
-	s.release(7, false)
-	if !s.claimFree(8) {
+	s.release(7, false, nil)
+	s.release(7, false, nil)
+	if !s.claimFree(8, nil) {
 		t.Fatal("claim of port 8")
 	}
 	s.bind(8, 9)
@@ -160,7 +160,7 @@ func TestPortBinding(t *testing.T) {
 	if o, _ := s.state(8); o != 2 {
 		t.Fatalf("bound port shared: %d owners, want 2", o)
 	}
-	if s.release(8, true) || !s.release(8, true) {
+	if s.release(8, true, nil) || !s.release(8, true, nil) {
 		t.Fatal("releases of a shared bound port")
 	}
 	s.unhold(8)
@@ -197,15 +197,15 @@ func TestPortSetConcurrentChurn(t *testing.T) {
 			switch {
 			case len(owned) > 8 || (len(owned) > 0 && r.IntN(2) == 0):
 				j := r.IntN(len(owned))
-				s.release(owned[j], false)
+				s.release(owned[j], false, nil)
 				owned[j] = owned[len(owned)-1]
 				owned = owned[:len(owned)-1]
-			case s.claimFree(p) || s.share(p):
+			case s.claimFree(p, nil) || s.share(p):
 				owned = append(owned, p)
 			}
 		}
 		for _, p := range owned {
-			s.release(p, false)
+			s.release(p, false, nil)
 		}
 	})
 	if n := s.inUse.Load(); n != 0 || s.pt.Len() != 0 {
@@ -231,22 +231,22 @@ func TestPortUpdateNeverLandsOnReusedRecord(t *testing.T) {
 	if q == 0 {
 		t.Fatal("no port shares port 100's home bucket")
 	}
-	if !s.claimFree(100) {
+	if !s.claimFree(100, nil) {
 		t.Fatal("claim 100")
 	}
 	var stale portRef
 	if _, ok := s.pt.find(s.key(100), &stale); !ok {
 		t.Fatal("lookup 100")
 	}
-	s.release(100, false)
-	if !s.claimFree(q) {
+	s.release(100, false, nil)
+	if !s.claimFree(q, nil) {
 		t.Fatalf("claim %d", q)
 	}
 	var now portRef
 	if _, ok := s.pt.find(s.key(q), &now); !ok || now.slot != stale.slot {
 		t.Fatalf("port %d did not take port 100's slot", q)
 	}
-	_, _, found, ok := s.pt.update(s.key(100), &stale, func(st uint64) (uint64, bool) { return st + 1, st != 0 })
+	_, _, found, ok := s.pt.update(s.key(100), &stale, func(st uint64) (uint64, bool) { return st + 1, st != 0 }, nil)
 	if found || ok {
 		t.Fatal("a compare-and-swap from a stale copy landed on a reused slot")
 	}
@@ -265,7 +265,7 @@ func TestClaimRandomExhaustedIsCheap(t *testing.T) {
 	const lo, hi = 1024, 1024 + 4*chunkPorts - 1
 	var taken []uint16
 	for {
-		p, ok := s.claimRandom(lo, hi, 0, 1, uint64(len(taken))*0x9e3779b97f4a7c15)
+		p, ok := s.claimRandom(lo, hi, 0, 1, uint64(len(taken))*0x9e3779b97f4a7c15, nil)
 		if !ok {
 			break
 		}
@@ -278,19 +278,19 @@ func TestClaimRandomExhaustedIsCheap(t *testing.T) {
 		t.Fatal("a walk that found nothing left no hint")
 	}
 	before := s.pt.Len()
-	if _, ok := s.claimRandom(lo, hi, 0, 1, 7); ok {
+	if _, ok := s.claimRandom(lo, hi, 0, 1, 7, nil); ok {
 		t.Fatal("claimed a port of a full share")
 	}
 	if n := s.pt.Len(); n != before {
 		t.Fatalf("records %d -> %d", before, n)
 	}
 	freed := taken[len(taken)/2]
-	s.release(freed, false)
+	s.release(freed, false, nil)
 	if s.walked.Load() != 0 {
 		t.Fatal("freeing a port left the hint")
 	}
 	// The random probes may miss the one free port; the walk must not.
-	if p, ok := s.claimRandom(lo, hi, 0, 1, 7); !ok || p != freed {
+	if p, ok := s.claimRandom(lo, hi, 0, 1, 7, nil); !ok || p != freed {
 		t.Fatalf("after freeing %d: claimed %d, %v", freed, p, ok)
 	}
 }
@@ -329,29 +329,29 @@ func TestPortPairs(t *testing.T) {
 	const lo, hi = 1024, 65535
 	var pr portProbe
 	s.probe(5000, &pr)
-	if !s.claimFree(5000) {
+	if !s.claimFree(5000, nil) {
 		t.Fatal("claim 5000")
 	}
-	q, slot := s.claimBeside(5000, lo, hi, &pr)
+	q, slot := s.claimBeside(5000, lo, hi, &pr, nil)
 	if slot == nil || q != 5001 {
 		t.Fatalf("claimBeside(5000) = %d, %v; want 5001", q, slot)
 	}
 	if !s.taken(5001) || s.inUse.Load() != 2 || s.pt.Len() != 2 {
 		t.Fatalf("5001 taken %v, in use %d, table %d; want true, 2, 2", s.taken(5001), s.inUse.Load(), s.pt.Len())
 	}
-	if _, slot := s.claimBeside(5000, lo, hi, &pr); slot != nil {
+	if _, slot := s.claimBeside(5000, lo, hi, &pr, nil); slot != nil {
 		t.Fatal("claimBeside claimed 5001 twice")
 	}
 	// A probe of another port: the pair's home is found again.
-	if q, slot := s.claimBeside(7001, lo, hi, &pr); slot == nil || q != 7000 || !s.taken(7000) {
+	if q, slot := s.claimBeside(7001, lo, hi, &pr, nil); slot == nil || q != 7000 || !s.taken(7000) {
 		t.Fatalf("claimBeside(7001) with 5000's probe = %d, %v", q, slot)
 	}
 	// No pair beyond the range.
-	if q, slot := s.claimBeside(hi-1, lo, hi-1, &pr); slot != nil {
+	if q, slot := s.claimBeside(hi-1, lo, hi-1, &pr, nil); slot != nil {
 		t.Fatalf("claimBeside claimed %d, beyond the range", q)
 	}
 	for _, p := range []uint16{5000, 5001, 7000} {
-		if !s.release(p, false) {
+		if !s.release(p, false, nil) {
 			t.Fatalf("release %d: not the last owner", p)
 		}
 	}

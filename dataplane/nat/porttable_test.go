@@ -40,7 +40,7 @@ func TestPortTableFullAndOverflow(t *testing.T) {
 		}
 		seen[k] = true
 		st := uint64(1 + r.IntN(portState))
-		if !pt.insert(k, st) {
+		if !pt.insert(k, st, nil) {
 			t.Fatalf("insert %d of %d refused", len(ports)+1, pt.Cap())
 		}
 		ports = append(ports, port{k, st})
@@ -53,12 +53,12 @@ func TestPortTableFullAndOverflow(t *testing.T) {
 		if seen[k] {
 			continue
 		}
-		if pt.insert(k, 1) {
+		if pt.insert(k, 1, nil) {
 			t.Fatalf("insert into a full table (%d ports) accepted", pt.Len())
 		}
 		break
 	}
-	if pt.insert(ports[0].key, 1) {
+	if pt.insert(ports[0].key, 1, nil) {
 		t.Fatal("a port in the table inserted again")
 	}
 	for _, p := range ports {
@@ -74,7 +74,7 @@ func TestPortTableFullAndOverflow(t *testing.T) {
 		if _, ok := pt.find(p.key, &ref); !ok {
 			t.Fatalf("port %#x lost after %d deletes", p.key, i)
 		}
-		if _, _, found, ok := pt.update(p.key, &ref, func(uint64) (uint64, bool) { return 0, true }); !found || !ok {
+		if _, _, found, ok := pt.update(p.key, &ref, func(uint64) (uint64, bool) { return 0, true }, nil); !found || !ok {
 			t.Fatalf("port %#x: free failed", p.key)
 		}
 		var pr portProbe
@@ -115,14 +115,14 @@ func TestPortTableConcurrentClaims(t *testing.T) {
 					t.Errorf("key %d vanished while owned", k)
 					return
 				}
-				if _, _, _, ok := pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true }); !ok {
+				if _, _, _, ok := pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true }, nil); !ok {
 					t.Errorf("key %d: free failed", k)
 					return
 				}
 				continue
 			}
 			k := r.IntN(keys)
-			if pt.insert(portKey(uint32(k), TCP, 80), 1) {
+			if pt.insert(portKey(uint32(k), TCP, 80), 1, nil) {
 				mu.Lock()
 				held[k]++
 				n := held[k]
@@ -140,7 +140,7 @@ func TestPortTableConcurrentClaims(t *testing.T) {
 			mu.Unlock()
 			var ref portRef
 			if _, ok := pt.find(portKey(uint32(k), TCP, 80), &ref); ok {
-				pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true })
+				pt.update(portKey(uint32(k), TCP, 80), &ref, func(uint64) (uint64, bool) { return 0, true }, nil)
 			}
 		}
 	})

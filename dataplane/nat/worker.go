@@ -55,6 +55,10 @@ type Worker struct {
 	idle     uint32
 
 	rng uint64
+	// credits is the worker's pool of port-table credits (portCredits):
+	// its inserts and frees of ports take and give them without a
+	// locked instruction.
+	credits portCredits
 
 	rx    [MaxBurst]port.Buf
 	pk    [MaxBurst]header.Parsed
@@ -134,6 +138,7 @@ func (e *Engine) NewWorker(id int, cfg WorkerConfig) (*Worker, error) {
 	}
 	e.workers[id] = w
 	e.ctl.Unlock()
+	e.portTab.register(&w.credits)
 	return w, nil
 }
 
@@ -238,6 +243,7 @@ func (w *Worker) Poll() int {
 	w.flush()
 	w.lastBusy = total > 0
 	w.pub.publish(&w.c, &w.shadow)
+	w.credits.publish()
 	return total
 }
 
@@ -264,8 +270,11 @@ func (w *Worker) Tick() uint32 { return w.now }
 
 // Publish makes the counters visible without a poll, and gives the spare
 // frames back to their ports, for an idle worker about to sleep in its
-// ports' Wait.
+// ports' Wait. It gives the worker's port-table credits back too
+// (portCredits): a worker that stops (poller.Runner.Stop ends with
+// Publish) or sleeps holds none out of the other workers' reach.
 func (w *Worker) Publish() {
 	w.releaseSpares()
 	w.pub.publish(&w.c, &w.shadow)
+	w.eng.portTab.giveBack(&w.credits)
 }
