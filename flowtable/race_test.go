@@ -277,12 +277,15 @@ func TestUnlockKeepsOverflowCounts(t *testing.T) {
 	var bk Bucket
 	const rounds = 5000000
 	var wg sync.WaitGroup
-	var stop atomic.Bool
+	var stop, unheld atomic.Bool
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for !stop.Load() {
 			bk.Lock()
+			if bk.Meta.Load()&MetaLock == 0 {
+				unheld.Store(true)
+			}
 			bk.Unlock()
 		}
 	}()
@@ -300,5 +303,8 @@ func TestUnlockKeepsOverflowCounts(t *testing.T) {
 	wg.Wait()
 	if m := bk.Meta.Load(); m != 0 {
 		t.Fatalf("meta word %#x after balanced adds and unlocks, want 0", m)
+	}
+	if unheld.Load() {
+		t.Fatal("the lock bit was clear while the lock was held")
 	}
 }
