@@ -14,7 +14,8 @@
 // For each DUT, flow count and frame size the harness measures the maximum
 // forwarded rate (an unpaced trial), the RFC 2544 throughput (the highest
 // offered rate with zero loss, by binary search over fixed-rate trials, see
-// Search), the one-way latency percentiles at half that rate, and the CPU
+// Search), the one-way latency percentiles at half that rate (of three
+// trials, the one with the median p99: pickLatency), and the CPU
 // the DUT spent per million packets. It also measures the session set-up
 // rate (new flows per second) of the two NATs, natd's session capacity and
 // memory per session, natd's garbage collections during steady forwarding

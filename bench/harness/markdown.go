@@ -127,7 +127,10 @@ func mdMaxRate(w func(string, ...any), r *Results) {
 func mdLatency(w func(string, ...any), r *Results) {
 	duts := r.Settings.DUTs
 	w("## Latency at %.0f%% of the zero-loss rate (one way, generator to sink, µs)\n\n", 100*r.Settings.LatencyLoad)
-	w("| flows | frames | DUT | rate | p50 | p90 | p99 | p99.9 | max | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	if n := r.Settings.LatencyRuns; n > 1 {
+		w("Each cell ran %d latency trials; the row is the one whose p99 is the median, and the last column has every run's p99.\n\n", n)
+	}
+	w("| flows | frames | DUT | rate | p50 | p90 | p99 | p99.9 | max | lost | p99 of each run |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, fs := range r.scenarios() {
 		for _, d := range duts {
 			c := FindCell(r, d, fs.flows, fs.size)
@@ -135,11 +138,23 @@ func mdLatency(w func(string, ...any), r *Results) {
 				continue
 			}
 			l := c.Latency.Latency
-			w("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %d |\n", FlowLabel(fs.flows), SizeLabel(fs.size), d,
-				pps(c.Latency.OfferedPPS), us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max), c.Latency.Lost)
+			w("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %s |\n", FlowLabel(fs.flows), SizeLabel(fs.size), d,
+				pps(c.Latency.OfferedPPS), us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max), c.Latency.Lost, p99List(c.LatencyP99s))
 		}
 	}
 	w("\n")
+}
+
+// p99List writes a cell's p99 of each latency run in µs, "–" for one run.
+func p99List(p99s []int64) string {
+	if len(p99s) == 0 {
+		return "–"
+	}
+	parts := make([]string, len(p99s))
+	for i, v := range p99s {
+		parts[i] = fmt.Sprintf("%.1f", us(v))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // mdSessionRates writes the session set-up rates.

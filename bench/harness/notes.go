@@ -19,8 +19,8 @@ func notes(r *Results) []string {
 		"Warm-up: before the trials of each flow count, xnat and nftables get every flow once (connection-rate mode at 200 kpps, repeated until the DUT reports at least as many sessions as flows), so trials forward established sessions. A trial of T seconds at R pps touches the first R×T flows of the scenario (from flow 0, source address fastest); with 1M flows the whole table is populated but a short trial revisits only part of it.",
 		fmt.Sprintf("Throughput (RFC 2544 §26.1): the maximum forwarded rate is the forwarded rate of an unpaced trial; the zero-loss search then bisects [0, unpaced offered rate], first trying the maximum forwarded rate, with %.1f s trials, until the bracket is narrower than %.0f%% or %d trials ran. A trial passes only if every frame sent is forwarded. A trial is repeated once, and the repeat decides, when the DUT lost at most %.1f%% of the frames (a thread of the shared machine descheduled for a few milliseconds loses a few hundred frames at any rate; a DUT past its capacity loses far more) or when the generator offered less than %.0f%% of the target rate (its CPU was taken). Every passing rate therefore had a whole trial without loss. A trial whose generator could not bind a queue that its previous trial's socket still held (EBUSY: the kernel releases it from a work item) is no measurement: it runs again after %.0f s, up to %d times, and a search that still fails is reported as not measured. The throughput reported is the highest rate the generator really offered in a passing trial.",
 			s.TrialSeconds, 100*s.Resolution, s.MaxSearchTrials, 100*GlitchLoss, 100*ShortOffer, busyWait.Seconds(), busyRetries),
-		fmt.Sprintf("Latency: one trial at %.0f%% of each DUT's own zero-loss rate (same duration); percentiles from the receiver's HDR histogram (1 ns–10 s, 3 significant digits). The CDF chart joins the recorded points (min, p50, p90, p99, p99.9, max): bench/gen reports no finer percentiles.",
-			100*s.LatencyLoad),
+		fmt.Sprintf("Latency: %s at %.0f%% of each DUT's own zero-loss rate (same duration); percentiles from the receiver's HDR histogram (1 ns–10 s, 3 significant digits). The CDF chart joins the recorded points (min, p50, p90, p99, p99.9, max): bench/gen reports no finer percentiles.",
+			latencyRunsNote(s.LatencyRuns), 100*s.LatencyLoad),
 		"CPU: /proc/stat per CPU over the sending window (from the generator's first progress tick, 200 ms into the send, to 30 ms before its end). DUT CPU for natd and l2fwd is the process's user+system time (/proc/<pid>/stat): it includes the veth transmit and the sink's XDP receive, which run inside the DUT's sendto, but not the DUT's own receive (XDP redirect and copy into its UMEM), which veth runs in the sender's softirq on CPU 0. For nftables it is the softirq time of every CPU (/proc/stat): the kernel's receive, conntrack, NAT, forwarding, transmit and the sink's XDP receive, plus any other softirq the machine ran in the window. The kernel is built without IRQ time accounting, so softirq time is tick-sampled (100 Hz). A busy-polling DUT uses its whole core whatever the load, so CPU per packet is quoted at the maximum rate only.",
 		fmt.Sprintf("Scheduling: every thread that moves frames runs at nice %d: the generator's workers, the DUT processes (natd, l2fwd) and the kernel's ksoftirqd threads (%s), so the three DUTs compete on equal terms with each other and ahead of the other work on this shared machine. Not SCHED_FIFO: a busy-polling FIFO thread exhausts its CPU's real-time budget (sched_rt_runtime_us) and gets every FIFO thread of that CPU throttled, and in trials made while building this harness, with the generator's receiver under SCHED_FIFO next to a busy-polling DUT, even l2fwd showed a p99 of tens of milliseconds (softirq work deferred to ksoftirqd waited behind it), against a few milliseconds with equal CFS priorities. %s",
 			s.Nice, s.KsoftirqdNice, receiverNote(s)),
@@ -32,6 +32,15 @@ func notes(r *Results) []string {
 	}
 	n = append(n, bottleneckNotes(r)...)
 	return n
+}
+
+// latencyRunsNote says how many latency trials a cell ran and which is
+// reported.
+func latencyRunsNote(n int) string {
+	if n <= 1 {
+		return "one trial"
+	}
+	return fmt.Sprintf("%d trials a cell, of which the one with the median p99 is reported whole (one trial's p99 on this shared machine can be a few milliseconds in which the host took the busy DUT's core, which hits l2fwd as hard as natd)", n)
 }
 
 // receiverNote says what sharing a CPU does to the generator's receiver.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -202,5 +203,61 @@ func TestCharts(t *testing.T) {
 	}
 	if err := Charts(r, dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPickLatency: of a cell's latency trials, the one with the median
+// p99 is reported whole (the lower middle one of an even number), every
+// run's p99 kept in the order they ran, and trials without a summary
+// left out.
+func TestPickLatency(t *testing.T) {
+	run := func(p99 int64) Trial {
+		return Trial{Kind: "latency", OfferedPPS: float64(p99), Latency: &gen.Latency{P50: p99 / 10, P99: p99}}
+	}
+	for _, c := range []struct {
+		name string
+		runs []Trial
+		want int64 // the picked trial's p99; 0 for none
+		p99s []int64
+	}{
+		{"three, one a host's stall", []Trial{run(15e6), run(3e6), run(4e6)}, 4e6, []int64{15e6, 3e6, 4e6}},
+		{"four: the lower middle", []Trial{run(5), run(1), run(3), run(2)}, 2, []int64{5, 1, 3, 2}},
+		{"one without a summary", []Trial{run(7), {Kind: "latency"}, run(9)}, 7, []int64{7, 9}},
+		{"one run", []Trial{run(6)}, 6, nil},
+		{"none with a summary", []Trial{{Kind: "latency"}}, 0, nil},
+	} {
+		got, p99s := pickLatency(c.runs)
+		switch {
+		case c.want == 0 && got != nil:
+			t.Errorf("%s: picked %+v, want none", c.name, got)
+		case c.want != 0 && (got == nil || got.Latency.P99 != c.want || got.OfferedPPS != float64(c.want)):
+			t.Errorf("%s: picked %+v, want the trial of p99 %d", c.name, got, c.want)
+		case !slices.Equal(p99s, c.p99s):
+			t.Errorf("%s: p99s %v, want %v", c.name, p99s, c.p99s)
+		}
+	}
+}
+
+// TestLatencyRunsReported: with several latency runs a cell, the report
+// says so, lists each run's p99, and the p99 target names them.
+func TestLatencyRunsReported(t *testing.T) {
+	r := sample(false)
+	r.Settings.LatencyRuns = 3
+	FindCell(r, Xnat, 1000, "64").LatencyP99s = []int64{15.6e6, 3e6, 2.9e6}
+	FindCell(r, Kernel, 1000, "64").LatencyP99s = []int64{2.5e6, 2.4e6, 2.6e6}
+	r.Targets, r.Notes = Targets(r), notes(r) // as Run makes them, from the cells
+	md := RenderMarkdown(r)
+	mustContain(t, "markdown", md,
+		"Each cell ran 3 latency trials; the row is the one whose p99 is the median",
+		"| 1k | 64 B | xnat | 140.0 kpps | 20.0 | 100.0 | 3000.0 | 4000.0 | 5000.0 | 0 | 15600.0, 3000.0, 2900.0 |",
+		"| 1M | 64 B | xnat | 70.0 kpps | 20.0 | 100.0 | 3000.0 | 4000.0 | 5000.0 | 0 | – |",
+		"3 trials a cell, of which the one with the median p99 is reported whole",
+	)
+	x := target(t, r, "xnat p99 latency vs nftables at 50% load, 1k flows")
+	if !strings.Contains(x.Detail, "each the median of its runs' p99: xnat 15600.0, 3000.0, 2900.0, nftables 2500.0, 2400.0, 2600.0 µs") {
+		t.Fatalf("%+v", x)
+	}
+	if y := target(t, r, "xnat p99 latency vs nftables at 50% load, 1M flows"); strings.Contains(y.Detail, "median") {
+		t.Fatalf("a cell of one run named a median: %+v", y)
 	}
 }

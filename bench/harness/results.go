@@ -63,6 +63,7 @@ type Settings struct {
 	MaxSearchTrials int      `json:"search_max_trials"`
 	LossTolerance   float64  `json:"loss_tolerance"`
 	LatencyLoad     float64  `json:"latency_load"` // fraction of the zero-loss rate
+	LatencyRuns     int      `json:"latency_runs"` // latency trials a cell; the median p99's is reported
 	Flows           []int    `json:"flows"`
 	Sizes           []string `json:"sizes"`
 	DUTs            []string `json:"duts"`
@@ -102,8 +103,12 @@ type Cell struct {
 	// frame bits per second at that rate (without FCS/preamble/IFG).
 	ZeroLossPPS  float64 `json:"zero_loss_pps"`
 	ZeroLossGbps float64 `json:"zero_loss_gbps"`
-	// Latency is the trial at Settings.LatencyLoad of the throughput.
-	Latency *Trial `json:"latency,omitempty"`
+	// Latency is the trial at Settings.LatencyLoad of the throughput:
+	// of Settings.LatencyRuns such trials, the one with the median p99
+	// (pickLatency). LatencyP99s are every run's p99, in order, when
+	// there was more than one.
+	Latency     *Trial  `json:"latency,omitempty"`
+	LatencyP99s []int64 `json:"latency_p99s_ns,omitempty"`
 	// CPUPerMpkt is the DUT's CPU seconds per million forwarded packets
 	// in the Max trial (see Trial.DUTCPUSeconds for what is counted).
 	CPUPerMpkt float64 `json:"dut_cpu_s_per_mpkt"`

@@ -126,6 +126,9 @@ func Targets(r *Results) []Target {
 			t.Met = t.Measured > 0 && t.Measured <= 1
 			t.Detail = fmt.Sprintf("xnat p99 %.1f µs at %s vs nftables %.1f µs at %s (each at its own %.0f%% load)",
 				us(la.P99), pps(a.Latency.OfferedPPS), us(lb.P99), pps(b.Latency.OfferedPPS), 100*r.Settings.LatencyLoad)
+			if len(a.LatencyP99s) > 1 || len(b.LatencyP99s) > 1 {
+				t.Detail += fmt.Sprintf("; each the median of its runs' p99: xnat %s, nftables %s µs", p99List(a.LatencyP99s), p99List(b.LatencyP99s))
+			}
 			if !t.Met && t.Measured > 0 {
 				t.Detail += fmt.Sprintf("; %.0f%% worse", 100*(t.Measured-1))
 			}
