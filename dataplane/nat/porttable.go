@@ -89,7 +89,11 @@ type portTable struct {
 // chunks a worker (portTable.strandable), which the hold-down's room
 // leaves free (Engine.holdRoom), so a full session table's ports still
 // fit. A worker gives its credits back when it stops or goes idle
-// (Worker.Publish).
+// (Worker.Publish). A worker that the runner gives up on after repeated
+// panics exits without Publish: its credits, at most two chunks, stay
+// reserved, which the hold-down's room already leaves for; a panic
+// between a credit spent and its port placed loses that one credit.
+// Both err towards refusing a port, never towards overfilling the index.
 //
 // Owned by one goroutine (the worker's), but for pub.
 type portCredits struct {
