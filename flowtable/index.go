@@ -22,9 +22,11 @@ import (
 // instant a visible key's path is covered by non-zero counts. Deleted
 // slots are empty at once: no tombstones, so churn never degrades the
 // index. Inserts serialise on the lock of their key's home bucket, so two
-// inserts of one key cannot both succeed; a slot is claimed with a
-// compare-and-swap from 0, so inserts from different homes that race for
-// one overflow slot are safe too. Lookups and deletes take no lock.
+// inserts of one key cannot both succeed; an empty slot is filled only
+// under its own bucket's lock (the home's, or one Place takes beyond it),
+// so inserts from different homes that reach one overflow bucket are
+// safe too, and the holder fills it with a plain store (Place). Lookups
+// and deletes take no lock.
 
 // Bucket is one cache line of the index: the meta word and the slots.
 // Whoever holds the index may read them; writes go through the index's

@@ -125,11 +125,11 @@
 // the higher's: one that finds its second bit taken lets its first go
 // and takes both in bucket order, so no two inserts wait for each
 // other. An insert takes its record from the free list and fills it
-// before the bits, and gives it back if a key is taken. Slots themselves are
-// claimed with a compare-and-swap from 0 to fingerprint|reference, one word,
-// so inserts with different home buckets that race for the same overflow
-// slot are safe, and a reader never sees a fingerprint with another key's
-// reference. A fingerprint never decides anything alone: a reader that
+// before the bits, and gives it back if a key is taken. A slot is one word,
+// fingerprint|reference, filled only under its own bucket's bit (the home's,
+// or one Index.Place takes for an overflow slot), so inserts with different
+// home buckets that reach the same overflow bucket are safe, and a reader
+// never sees a fingerprint with another key's reference. A fingerprint never decides anything alone: a reader that
 // follows a slot to a record whose key does not match (another key with the
 // same fingerprint, or a record deleted and reused since the slot was read
 // or remembered) treats it as no match. This is the same split as DPDK's
