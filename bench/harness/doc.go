@@ -23,7 +23,9 @@
 //
 // Two more scenarios: scaling across queues (queues.go: for each N of
 // Options.Queues a lab with N queue pairs, each DUT with N workers or RPS
-// over N CPUs, placed by PlanLayout), and a kernel packet generator
+// over N CPUs, placed by PlanLayout; Options.QueueRuns runs of each, the
+// DUTs taking turns, the median zero-loss run reported), and a kernel
+// packet generator
 // (kernelgen.go: trafgen from netsniff-ng, a load this process does not
 // generate, against natd and nftables, with natd's ring drops by cause).
 //

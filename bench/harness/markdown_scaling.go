@@ -13,8 +13,8 @@ func mdQueues(w func(string, ...any), r *Results) {
 		return
 	}
 	w("## Scaling across queues\n\n")
-	w("N queue pairs on multi-queue veths (`numtxqueues N numrxqueues N`), 64-byte UDP frames, %d flows spread over the generator's N TX queues; l2fwd and natd run N workers (one per queue pair), nftables forwards with RPS over the DUT's N CPUs. *Zero loss* is the binary search's answer; *max* the unpaced trial, whose DUT CPU time gives the CPU per packet (CPU-µs per forwarded packet: DUT cores / Mpps). *×N=1* is the zero-loss rate over the same DUT's at one queue pair, *×l2fwd* over l2fwd's at the same N.\n\n", queueFlows(r))
-	w("| N | CPUs (generator / DUT / sink) | DUT | zero loss | max forwarded | CPU-µs/packet | ×N=1 | ×l2fwd |\n|---|---|---|---|---|---|---|---|\n")
+	w("N queue pairs on multi-queue veths (`numtxqueues N numrxqueues N`), 64-byte UDP frames, %d flows spread over the generator's N TX queues; l2fwd and natd run N workers (one per queue pair), nftables forwards with RPS over the DUT's N CPUs. *Zero loss* is the binary search's answer; *max* the unpaced trial, whose DUT CPU time gives the CPU per packet (CPU-µs per forwarded packet: DUT cores / Mpps). *×N=1* is the zero-loss rate over the same DUT's at one queue pair, *×l2fwd* over l2fwd's at the same N.%s\n\n", queueFlows(r), queueRunsNote(r.Settings.QueueRuns))
+	w("| N | CPUs (generator / DUT / sink) | DUT | zero loss | max forwarded | CPU-µs/packet | ×N=1 | ×l2fwd | zero loss of each run, Mpps (max/min) |\n|---|---|---|---|---|---|---|---|---|\n")
 	one := map[string]float64{}
 	for _, q := range r.Queues {
 		l2 := 0.0
@@ -31,22 +31,53 @@ func mdQueues(w func(string, ...any), r *Results) {
 			cpus += " (shared)"
 		}
 		if q.Error != "" {
-			w("| %d | %s | – | error: %s | | | | |\n", q.Queues, cpus, q.Error)
+			w("| %d | %s | – | error: %s | | | | | |\n", q.Queues, cpus, q.Error)
 		}
 		for _, c := range q.Cells {
-			w("| %d | %s | %s | %s | %s | %s | %s | %s |\n", q.Queues, cpus, c.DUT, zeroLossCell(&c), pps(maxFwd(&c)),
-				num(c.CPUPerMpkt), ratioText(c.ZeroLossPPS, one[c.DUT]), ratioText(c.ZeroLossPPS, l2))
+			w("| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", q.Queues, cpus, c.DUT, zeroLossCell(&c), pps(maxFwd(&c)),
+				num(c.CPUPerMpkt), ratioText(c.ZeroLossPPS, one[c.DUT]), ratioText(c.ZeroLossPPS, l2), runsCell(c.Runs))
 		}
 	}
 	w("\n")
 	for _, q := range r.Queues {
 		w("- N = %d: %s.", q.Queues, q.Layout.Note)
+		if q.Runs == 1 && r.Settings.QueueRuns > 1 {
+			w(" One run of each DUT, not %d: the cores are shared.", r.Settings.QueueRuns)
+		}
 		if len(q.NatdRxByQueue) > 0 {
 			w(" natd's frames received on dut-in by queue: %v.", q.NatdRxByQueue)
 		}
 		w("\n")
 	}
 	w("\n")
+}
+
+// queueRunsNote says, for a run that repeated each queue count, how the
+// runs were taken and which one a row shows.
+func queueRunsNote(n int) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" Each DUT ran %d times at each N, the DUTs taking turns (l2fwd, xnat, nftables, then again), so that a slow stretch of the machine falls on all of them; a row is the run with the median zero-loss rate, whole (its maximum and CPU are that run's), and the last column lists every run in order, with the spread as the highest over the lowest.", n)
+}
+
+// runsCell is the last column of the scaling table: every run's zero-loss
+// rate and their spread, or "–" for a cell measured once.
+func runsCell(runs []CellRun) string {
+	if len(runs) < 2 {
+		return "–"
+	}
+	lo, hi := 0.0, 0.0
+	for _, x := range runs {
+		if x.Error != "" {
+			continue
+		}
+		if lo == 0 || x.ZeroLossPPS < lo {
+			lo = x.ZeroLossPPS
+		}
+		hi = max(hi, x.ZeroLossPPS)
+	}
+	return fmt.Sprintf("%s (%s)", zeroLossRunsText(runs), ratioText(hi, lo))
 }
 
 func queueFlows(r *Results) int {

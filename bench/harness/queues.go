@@ -1,8 +1,11 @@
 package harness
 
 import (
+	"cmp"
 	"fmt"
+	"iter"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,6 +26,9 @@ import (
 type QueueRun struct {
 	Queues int    `json:"queues"`
 	Layout Layout `json:"layout"`
+	// Runs is how many times each DUT ran here: Options.QueueRuns, or 1
+	// where the layout shares cores.
+	Runs int `json:"runs"`
 	// Cells hold each DUT's figures: ZeroLossPPS, Max (the unpaced
 	// trial), CPUPerMpkt (CPU-µs per packet in the unpaced trial).
 	Cells []Cell `json:"cells"`
@@ -65,11 +71,36 @@ func (r *runner) queueScaling() {
 			r.res.Queues = append(r.res.Queues, qr)
 			continue
 		}
-		for _, name := range r.o.DUTs {
+		// The DUTs take turns, run after run, rather than each running its
+		// repeats back to back: the machine's slow stretches (other
+		// work, the host) then fall on every DUT alike, and the ratios
+		// between DUTs of one run are measured minutes apart at most.
+		// Repeats pin down the scaling ratios; a layout whose sides share
+		// cores shows no scaling (its note says so), so it runs once.
+		runs := max(r.o.QueueRuns, 1)
+		if l.Shared && runs > 1 {
+			r.logf("   one run of each DUT, not %d: the cores are shared", runs)
+			runs = 1
+		}
+		qr.Runs = runs
+		byDUT := make(map[string][]Cell, len(r.o.DUTs))
+		for run, name := range queueTurns(r.o.DUTs, runs) {
 			if r.ctx.Err() != nil {
 				break
 			}
+			if runs > 1 {
+				r.logf("   %s, run %d of %d", name, run, runs)
+			}
 			if c, ok := r.queueCell(name, &qr); ok {
+				byDUT[name] = append(byDUT[name], c)
+			}
+		}
+		for _, name := range r.o.DUTs {
+			if cs := byDUT[name]; len(cs) > 0 {
+				c := pickQueueCell(cs)
+				if len(cs) > 1 {
+					r.logf("%-8s %d queue pair(s), %d runs: zero-loss %s (the median run's)", name, n, len(cs), zeroLossRunsText(c.Runs))
+				}
 				qr.Cells = append(qr.Cells, c)
 			}
 		}
@@ -108,12 +139,19 @@ func (r *runner) queueCell(name string, qr *QueueRun) (Cell, bool) {
 	c.Warmup = wu
 	if nd, ok := d.(*natdDUT); ok {
 		if m, err := nd.scrape(); err == nil {
-			qr.NatdRxByQueue = make([]float64, n)
-			for q := range qr.NatdRxByQueue {
-				qr.NatdRxByQueue[q] = metrics.Sum(m, "xnat_rx_packets_total", "interface", lab.DUTInside, "queue", strconv.Itoa(q))
+			// Each run starts a fresh natd, so its counters are that
+			// run's alone: the runs' sum is what the workers received
+			// over the whole scenario.
+			if len(qr.NatdRxByQueue) != n {
+				qr.NatdRxByQueue = make([]float64, n)
 			}
-			r.logf("   natd frames received on dut-in by queue: %v", qr.NatdRxByQueue)
-			for q, v := range qr.NatdRxByQueue {
+			got := make([]float64, n)
+			for q := range got {
+				got[q] = metrics.Sum(m, "xnat_rx_packets_total", "interface", lab.DUTInside, "queue", strconv.Itoa(q))
+				qr.NatdRxByQueue[q] += got[q]
+			}
+			r.logf("   natd frames received on dut-in by queue: %v", got)
+			for q, v := range got {
 				if v == 0 {
 					r.warn("queues %d: natd's worker on queue %d received nothing", n, q)
 				}
@@ -122,6 +160,64 @@ func (r *runner) queueCell(name string, qr *QueueRun) (Cell, bool) {
 	}
 	r.logf("%-8s %d queue pair(s): zero-loss %s, max forwarded %s, %s CPU-µs per packet", name, n, pps(c.ZeroLossPPS), pps(maxFwd(&c)), num(c.CPUPerMpkt))
 	return c, true
+}
+
+// queueTurns yields the order in which one queue count measures its DUTs:
+// run 1 of every DUT, then run 2 of every DUT, and so on (runs < 1 means
+// one run).
+func queueTurns(duts []string, runs int) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		for run := 1; run <= max(runs, 1); run++ {
+			for _, d := range duts {
+				if !yield(run, d) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// pickQueueCell returns, of one DUT's runs at one queue count, the run
+// whose zero-loss rate is the median (of an even number, the lower of the
+// middle two), whole, so that its search and unpaced trial stay one run's,
+// with every run's figures in Runs (more than one run only). Runs that
+// ended in an error take no part in the median; if every run did, the
+// last is returned.
+func pickQueueCell(cells []Cell) Cell {
+	var ok []Cell
+	runs := make([]CellRun, 0, len(cells))
+	for _, c := range cells {
+		runs = append(runs, CellRun{ZeroLossPPS: c.ZeroLossPPS, MaxPPS: maxFwd(&c), CPUPerMpkt: c.CPUPerMpkt, Error: c.Error})
+		if c.Error == "" {
+			ok = append(ok, c)
+		}
+	}
+	m := cells[len(cells)-1]
+	if len(ok) > 0 {
+		slices.SortStableFunc(ok, func(a, b Cell) int { return cmp.Compare(a.ZeroLossPPS, b.ZeroLossPPS) })
+		m = ok[(len(ok)-1)/2]
+	}
+	if len(runs) > 1 {
+		m.Runs = runs
+	}
+	return m
+}
+
+// zeroLossRunsText lists runs' zero-loss rates in Mpps, in the order they
+// ran ("0.412, 0.398, 0.431"), an error as "error".
+func zeroLossRunsText(runs []CellRun) string {
+	var b strings.Builder
+	for i, x := range runs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if x.Error != "" {
+			b.WriteString("error")
+			continue
+		}
+		fmt.Fprintf(&b, "%.3f", x.ZeroLossPPS/1e6)
+	}
+	return b.String()
 }
 
 func maxFwd(c *Cell) float64 {

@@ -64,6 +64,8 @@ type Settings struct {
 	LossTolerance   float64  `json:"loss_tolerance"`
 	LatencyLoad     float64  `json:"latency_load"` // fraction of the zero-loss rate
 	LatencyRuns     int      `json:"latency_runs"` // latency trials a cell; the median p99's is reported
+	QueueRuns       int      `json:"queue_runs"`   // runs of each DUT at each queue count; the median zero-loss run's is reported
+	QueueTrials     int      `json:"queue_search_max_trials"`
 	Flows           []int    `json:"flows"`
 	Sizes           []string `json:"sizes"`
 	DUTs            []string `json:"duts"`
@@ -112,7 +114,20 @@ type Cell struct {
 	// CPUPerMpkt is the DUT's CPU seconds per million forwarded packets
 	// in the Max trial (see Trial.DUTCPUSeconds for what is counted).
 	CPUPerMpkt float64 `json:"dut_cpu_s_per_mpkt"`
-	Error      string  `json:"error,omitempty"`
+	// Runs are, in the queue-scaling scenario with Settings.QueueRuns >
+	// 1, every run's figures in the order they ran: the cell itself is
+	// the run with the median zero-loss rate (pickQueueCell).
+	Runs  []CellRun `json:"runs,omitempty"`
+	Error string    `json:"error,omitempty"`
+}
+
+// CellRun is one run of a repeated cell: its zero-loss rate, its maximum
+// forwarded rate and its CPU per packet, or the error that ended it.
+type CellRun struct {
+	ZeroLossPPS float64 `json:"zero_loss_pps"`
+	MaxPPS      float64 `json:"max_forwarded_pps"`
+	CPUPerMpkt  float64 `json:"dut_cpu_s_per_mpkt"`
+	Error       string  `json:"error,omitempty"`
 }
 
 // Warmup is the pass (or passes) that opened every flow of a cell before

@@ -70,6 +70,12 @@ type Options struct {
 	Queues         []int
 	QueueFlows     int
 	QueueMaxTrials int // the search's trial budget there (0: MaxTrials)
+	// QueueRuns is how many times each queue count measures every DUT,
+	// the DUTs taking turns (l2fwd, xnat, nftables, l2fwd, ...), so that
+	// a slow stretch of the machine falls on all of them; each DUT's
+	// reported cell is its run with the median zero-loss rate
+	// (pickQueueCell). 0 means 1.
+	QueueRuns int
 	// KernelGenRuns repeats the kernel-generator scenario (0: none), each
 	// phase sending KernelGenFrames frames.
 	KernelGenRuns   int
@@ -89,7 +95,7 @@ func Full() Options {
 		Trial: 2 * time.Second, Drain: 200 * time.Millisecond, Resolution: 0.03, MaxTrials: 8, LatencyLoad: 0.5, LatencyRuns: 3,
 		Nice: -20, GenRxCPU: 0, SessionTrial: time.Second, SteadyTrial: 10 * time.Second,
 		CapacityTable: 2 << 20, MaxSessions: 2 << 20, NatdPollMode: "busy", Profile: true,
-		Cells: true, Queues: DefaultQueues(runtime.NumCPU()), QueueFlows: 65536, KernelGenRuns: 4, KernelGenFrames: 1000000,
+		Cells: true, Queues: DefaultQueues(runtime.NumCPU()), QueueFlows: 65536, QueueRuns: 3, KernelGenRuns: 4, KernelGenFrames: 1000000,
 		MicroPackages: []string{"./checksum/", "./ring/", "./flowtable/", "./dataplane/nat/", "./dataplane/header/"},
 		MicroArgs:     []string{"-count", "5", "-benchtime", "200ms"},
 	}
@@ -116,6 +122,7 @@ func Quick() Options {
 	o.Queues = []int{1, 2}
 	o.QueueFlows = 4096
 	o.QueueMaxTrials = 3
+	o.QueueRuns = 1
 	o.KernelGenRuns = 1
 	o.KernelGenFrames = 300000
 	o.MicroPackages = []string{"./checksum/", "./ring/", "./dataplane/nat/", "./dataplane/header/"}
@@ -204,7 +211,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Started: started.UTC().Format(time.RFC3339)}
 	r.res.Settings = Settings{
 		TrialSeconds: o.Trial.Seconds(), DrainSeconds: o.Drain.Seconds(), Resolution: o.Resolution,
-		MaxSearchTrials: o.MaxTrials, LatencyLoad: o.LatencyLoad, LatencyRuns: max(o.LatencyRuns, 1), Flows: o.Flows, Sizes: o.Sizes, DUTs: o.DUTs,
+		MaxSearchTrials: o.MaxTrials, LatencyLoad: o.LatencyLoad, LatencyRuns: max(o.LatencyRuns, 1), QueueRuns: max(o.QueueRuns, 1), QueueTrials: cmp.Or(o.QueueMaxTrials, o.MaxTrials), Flows: o.Flows, Sizes: o.Sizes, DUTs: o.DUTs,
 		GenTxCPU: genTxCPU, GenRxCPU: o.GenRxCPU, DUTCPU: dutCPU, RTPriority: o.RTPriority, Nice: o.Nice, Batch: 64, Queues: 1,
 		Proto: "udp", Pool: natdPool, MaxSessions: o.MaxSessions, PollMode: o.NatdPollMode, NftRuleset: nftRuleset,
 	}

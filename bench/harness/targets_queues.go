@@ -1,6 +1,10 @@
 package harness
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+	"strings"
+)
 
 // queueTargets are the scaling targets, for a run that measured
 // queues: xnat at 4 queue pairs reaches 3.5 times its rate at one, and at
@@ -44,6 +48,10 @@ func queueTargets(r *Results) []Target {
 		t.Measured = x4.ZeroLossPPS / x1.ZeroLossPPS
 		t.Met = t.Measured >= 3.5
 		t.Detail = fmt.Sprintf("%s at 4 vs %s at 1%s", pps(x4.ZeroLossPPS), pps(x1.ZeroLossPPS), shared(q4))
+		if lo, hi, ok := crossRange(x4.Runs, x1.Runs); ok {
+			t.Detail += fmt.Sprintf("; the median runs' ratio; runs at 4: %s Mpps, at 1: %s; every pairing of a run at 4 with one at 1 gives %.2f–%.2f",
+				zeroLossRunsText(x4.Runs), zeroLossRunsText(x1.Runs), lo, hi)
+		}
 	}
 	out = append(out, t)
 	for _, q := range r.Queues {
@@ -62,8 +70,64 @@ func queueTargets(r *Results) []Target {
 			t.Measured = x.ZeroLossPPS / l.ZeroLossPPS
 			t.Met = t.Measured >= 0.9
 			t.Detail = fmt.Sprintf("xnat %s vs l2fwd %s%s", pps(x.ZeroLossPPS), pps(l.ZeroLossPPS), shared(&q))
+			if rs := pairedRatios(x.Runs, l.Runs); len(rs) > 1 {
+				t.Detail += fmt.Sprintf("; the median runs' ratio; run by run (the two measured in the same turn): %s", ratiosText(rs))
+			}
 		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// crossRange is the lowest and highest ratio of a run of a to a run of b,
+// over every pairing of their runs without errors (the runs of two queue
+// counts are measured in different labs, minutes apart: no pairing is
+// more right than another). ok is false unless both were repeated.
+func crossRange(a, b []CellRun) (lo, hi float64, ok bool) {
+	if len(a) < 2 || len(b) < 2 {
+		return 0, 0, false
+	}
+	for _, x := range a {
+		for _, y := range b {
+			if x.Error != "" || y.Error != "" || y.ZeroLossPPS <= 0 {
+				continue
+			}
+			r := x.ZeroLossPPS / y.ZeroLossPPS
+			if !ok || r < lo {
+				lo = r
+			}
+			if !ok || r > hi {
+				hi = r
+			}
+			ok = true
+		}
+	}
+	return lo, hi, ok
+}
+
+// pairedRatios is the ratio of a's run i to b's run i, for the runs of two
+// DUTs that took turns at one queue count; a pair with an error or a zero
+// denominator is NaN.
+func pairedRatios(a, b []CellRun) []float64 {
+	n := min(len(a), len(b))
+	out := make([]float64, n)
+	for i := range n {
+		out[i] = math.NaN()
+		if a[i].Error == "" && b[i].Error == "" && b[i].ZeroLossPPS > 0 {
+			out[i] = a[i].ZeroLossPPS / b[i].ZeroLossPPS
+		}
+	}
+	return out
+}
+
+// ratiosText lists ratios with two decimals, NaN as "–".
+func ratiosText(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = "–"
+		if !math.IsNaN(r) {
+			parts[i] = fmt.Sprintf("%.2f", r)
+		}
+	}
+	return strings.Join(parts, ", ")
 }

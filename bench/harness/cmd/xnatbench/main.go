@@ -55,6 +55,9 @@ func run(args []string) error {
 	nice := fs.Int("nice", 1, "nice value of the generator, the DUT processes and ksoftirqd, -20..0 (default -20)")
 	pollMode := fs.String("natd-poll", "", "natd's poll_mode: busy (default) or adaptive")
 	queues := fs.String("queues", "", "queue counts of the queue-scaling scenario, e.g. 1,2,4 (default: the mode's; 0: none)")
+	queueRuns := fs.Int("queue-runs", 0, "runs of every DUT at each queue count, taking turns; the median zero-loss run is reported (default: full 3, quick 1)")
+	queueFlows := fs.Int("queue-flows", 0, "flows of the queue-scaling scenario (default: full 65536, quick 4096)")
+	queueTrials := fs.Int("queue-trials", 0, "the queue-scaling search's trial budget (default: full 8, quick 3)")
 	kgRuns := fs.Int("kernelgen", -1, "repetitions of the kernel-generator (trafgen) scenario (default: full 4, quick 2; 0: none)")
 	kgFrames := fs.Int("kernelgen-frames", 0, "frames per phase of the kernel-generator scenario (default 1000000)")
 	cells := fs.Bool("cells", true, "run the main scenarios (flows x sizes, session rate, capacity)")
@@ -98,6 +101,15 @@ func run(args []string) error {
 			return err
 		}
 		o.Queues = q
+	}
+	if *queueRuns > 0 {
+		o.QueueRuns = *queueRuns
+	}
+	if *queueFlows > 0 {
+		o.QueueFlows = *queueFlows
+	}
+	if *queueTrials > 0 {
+		o.QueueMaxTrials = *queueTrials
 	}
 	if *kgRuns >= 0 {
 		o.KernelGenRuns = *kgRuns
