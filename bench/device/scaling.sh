@@ -37,9 +37,16 @@
 #   DEVKIT_UNPACK      auto (default), dpkg, python or ar: how to unpack
 #   DEVKIT_STALE_OK    1: run even if the Go sources differ from the kit's
 #
+# What the machine must have: bash, coreutils (timeout, sha256sum, ...),
+# awk, gzip or python3, a way to unpack a .deb (dpkg-deb, python3 with
+# lzma, or ar and tar with xz) and glibc >= 2.36 at
+# /lib64/ld-linux-x86-64.so.2 (the packages are Debian 12's).
+#
 # Nothing outside the namespaces that xnatbench's labs (and the preflight's
-# one) create and delete is configured; the kernel DUT raises
-# nf_conntrack_max and sets rps_sock_flow_entries, and puts both back.
+# one) create and delete is configured, except what xnatbench itself sets
+# for the run and puts back: the kernel DUT's nf_conntrack_max and
+# rps_sock_flow_entries, and the nice values of ksoftirqd, the kworkers and
+# its own autogroup.
 set -u
 
 # OUT is resolved before the cd, so a relative OUT means the caller's
