@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test lint generate demo demo-scaleout bench bench-quick bench-micro bench-instr fuzz clean
+.PHONY: all build test lint generate demo demo-scaleout bench bench-quick bench-micro bench-instr fuzz device-kit clean
 
 all: build
 
@@ -85,6 +85,14 @@ FUZZTIME  ?= 10m
 FUZZEXECS ?= 10000000
 fuzz:
 	GO=$(GO) bench/fuzz/run.sh $(FUZZTIME) $(FUZZEXECS)
+
+## device-kit: .devkit/ for bench/device/scaling.sh, the queue-scaling run
+## on a lent machine without Go or a package registry: static xnatbench,
+## natd and l2fwd (gzipped) and the Debian 12 packages of ip, nft,
+## ethtool, sysctl and ping with their libraries (about 25 MB; needs
+## apt-get). See bench/results/README.md.
+device-kit:
+	GO=$(GO) bench/device/kit.sh
 
 clean:
 	rm -rf $(BIN)

@@ -13,6 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// RevisionEnv names the commit of a run whose checkout git cannot read
+// (see ReadMachine).
+const RevisionEnv = "XNATBENCH_GIT_REVISION"
+
 // ReadMachine gathers the machine facts of a run; repo is the checkout
 // whose revision is recorded.
 func ReadMachine(repo string) Machine {
@@ -39,6 +43,12 @@ func ReadMachine(repo string) Machine {
 	}
 	if out, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
 		m.GitDirty = len(bytes.TrimSpace(out)) > 0
+	}
+	// A lent machine gets a copy of the tree without its repository (or
+	// git): bench/device/scaling.sh passes the commit its binaries were
+	// built from, "-dirty" appended for a modified tree.
+	if v := os.Getenv(RevisionEnv); m.GitRevision == "" && v != "" {
+		m.GitRevision, m.GitDirty = strings.CutSuffix(v, "-dirty")
 	}
 	return m
 }
