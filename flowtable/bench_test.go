@@ -421,3 +421,66 @@ func BenchmarkLookupBurstUnderChurn(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMemoryLatency measures the machine, not the table: what one
+// read of a random cache line costs in a 256 MiB array allocated as the
+// tables' arrays are (allocArray: outside the heap, transparent huge pages
+// advised), to explain the single lookup's time (docs/engineering.md,
+// "Flow table"). independent: reads whose addresses depend on nothing
+// (the processor overlaps them). The chase cases make each address depend
+// on the read before, so each read waits out the whole latency:
+// same-4k-page reads a line of the 4 KiB page of the read before (a new
+// random page every 32 reads), same-2m-region a line anywhere in the
+// 2 MiB region of the read before (so in another 4 KiB page, but in the
+// same huge page if the kernel gave one), any-page a line anywhere.
+func BenchmarkMemoryLatency(b *testing.B) {
+	const (
+		size      = 256 << 20
+		words     = size / 8
+		lineWords = 64 / 8
+		lines     = words / lineWords
+		page4k    = 4096 / 8
+		region2m  = 2 << 20 / 8
+	)
+	mem, m := allocArray[uint64](words)
+	if m != nil {
+		defer m.free()
+	}
+	for i := range mem {
+		mem[i] = uint64(i)
+	}
+	b.Run("independent", func(b *testing.B) {
+		r := rng(88172645463325252)
+		var sum uint64
+		for b.Loop() {
+			sum += mem[(r.next()%lines)*lineWords]
+		}
+		if sum == 1 {
+			b.Log(sum)
+		}
+	})
+	// chase reads within spans of span words, moving to a random span
+	// every 32 reads; v&1 (0: the array holds each word's index, and the
+	// lines' first words are even) makes each address wait for the read
+	// before.
+	chase := func(span uint64) func(b *testing.B) {
+		return func(b *testing.B) {
+			r := rng(88172645463325252)
+			var v, base uint64
+			i := 0
+			for b.Loop() {
+				if i&31 == 0 {
+					base = ((r.next() + v&1) % (words / span)) * span
+				}
+				i++
+				v = mem[base+((r.next()+v&1)%(span/lineWords))*lineWords]
+			}
+			if v == 1 {
+				b.Log(v)
+			}
+		}
+	}
+	b.Run("chase/same-4k-page", chase(page4k))
+	b.Run("chase/same-2m-region", chase(region2m))
+	b.Run("chase/any-page", chase(words))
+}
