@@ -59,7 +59,7 @@ bench-micro:
 bench-instr:
 	$(GO) run ./bench/instr
 
-## bench: the end-to-end benchmark (root; about 20 minutes on 2 vCPUs):
+## bench: the end-to-end benchmark (root; about 30 minutes on 2 vCPUs):
 ## l2fwd, xnat and nftables in the namespace lab (1, 1k, 100k, 1M flows;
 ## 64-byte and IMIX frames), the kernel-generator scenario (trafgen, 4
 ## repetitions), scaling across 1, 2 (and on bigger machines 4, 6...) queue
