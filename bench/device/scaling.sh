@@ -28,10 +28,11 @@
 #                      -queue-runs 1' adds the others if time is left)
 #   XNATBENCH_ARGS     more xnatbench flags, split on blanks (default
 #                      '-trial 1s -queue-trials 6': with the full mode's
-#                      three runs of each DUT at each N, taking turns,
-#                      about 16 s a run on 16 cores, 2 x 3 x 3 runs in
-#                      about 300 s; make bench's trials are 2 s and its
-#                      search takes up to 8)
+#                      three runs of each DUT at each N, taking turns:
+#                      the nine runs at N = 1 took 116 s on the 2-vCPU
+#                      machine, so 1 and 4 should take about 250 s;
+#                      make bench's trials are 2 s and its search takes
+#                      up to 8)
 #   OUT                where the results go (default ./devkit-out)
 #   SCALING_TOTAL_S    the script's own deadline in seconds (default 540,
 #                      under the run tool's 600 s, for the copy back)
