@@ -66,6 +66,18 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binaries' directory (binaries) after the tests:
+// it holds about 60 MB, and every run of the package made a new one.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		if err := os.RemoveAll(binDir); err != nil {
+			fmt.Fprintln(os.Stderr, "deploytest: removing the binaries:", err)
+		}
+	}
+	os.Exit(code)
+}
+
 // binaries builds natd, natctl and trafficgen once per test process into a
 // directory every user may read and search, so that natd can run as an
 // unprivileged user in the sandbox tests.
